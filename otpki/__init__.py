@@ -1,0 +1,1 @@
+"""The otpki application shell: configuration, the CLI, the demo and the service runner."""

@@ -1,0 +1,1 @@
+"""The `otpki` command line."""

@@ -1,0 +1,226 @@
+"""init, ca, owners, crl, audit, demo."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from otpki.cli.common import (
+    EXIT_PROBLEM,
+    console,
+    engine,
+    fail,
+    handle_errors,
+    print_json,
+    settings,
+    state,
+)
+from otpki.config import CONFIG_FILE, build_settings, read_file_settings
+from otpki.runtime import open_engine
+from trustlists.errors import AlreadyExists, InvalidInput
+
+ca_app = typer.Typer(help="The CA hierarchy: list CAs, create issuing CAs.", no_args_is_help=True)
+owners_app = typer.Typer(help="Registered applications, devices and users.", no_args_is_help=True)
+crl_app = typer.Typer(help="Certificate revocation lists.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+
+
+@handle_errors
+def init(
+    config: Annotated[Path | None, typer.Option(
+        help="otpki.toml to start from (copied into the data directory)")] = None,
+    site: Annotated[list[str] | None, typer.Option("--site", help="A plant site (repeatable)")] = None,
+    organization: Annotated[str | None, typer.Option(help="Organization name in CA subjects")] = None,
+    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of [keys.pkcs11]")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Create a data directory with an offline root CA and an issuing CA per certificate group.
+
+    The CA key passphrase comes from OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE (never the command line);
+    with --hsm the keys are created in the token and the PIN comes from OTPKI_HSM_PIN.
+    """
+    s = settings(must_exist=False)
+    data_dir = s.data_dir
+    if (data_dir / "otpki.db").exists():
+        raise AlreadyExists(f"{data_dir} is already initialised; use `otpki ca list` to see its CAs")
+    text = ""
+    if config is not None:
+        try:
+            text = config.read_text()
+            tomllib.loads(text)
+        except FileNotFoundError:
+            raise InvalidInput(f"config file {config} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{config} is not valid TOML: {exc}") from None
+    extra = []
+    if hsm:
+        extra.append('[keys]\nbackend = "pkcs11"\n')
+    if organization or site:
+        extra.append("[pki]\n")
+        if organization:
+            extra.append(f"organization = {_toml_str(organization)}\n")
+        if site:
+            extra.append("sites = [" + ", ".join(_toml_str(x) for x in site) + "]\n")
+    full = text + ("\n" if text and extra else "") + "".join(extra)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cfg_path = data_dir / CONFIG_FILE
+    # Validate the combined configuration before anything is written into the data directory.
+    tmp = data_dir / (CONFIG_FILE + ".new")
+    tmp.write_text(full or "# otpki configuration: see README 'Configuration reference'\n")
+    try:
+        s = build_settings(read_file_settings(tmp), data_dir, s.env)
+    except Exception:
+        tmp.unlink()
+        raise
+    tmp.replace(cfg_path)
+    eng = open_engine(s)
+    try:
+        created = eng.hierarchy.initialize(actor=s.actor())
+    except BaseException:
+        eng.close()
+        raise
+    cas = eng.hierarchy.list()
+    eng.close()
+    if json_out:
+        print_json([_ca_json(c) for c in cas])
+        return
+    console.print(f"Initialised [bold]{data_dir}[/] with {len(created)} CAs:")
+    _print_cas(cas)
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _ca_json(ca) -> dict:  # type: ignore[no-untyped-def]
+    return ca.model_dump(mode="json", exclude={"certificate_der"})
+
+
+def _print_cas(cas) -> None:  # type: ignore[no-untyped-def]
+    table = Table("id", "name", "group", "site", "key", "backend", "valid until", "active")
+    for ca in cas:
+        table.add_row(ca.id, ca.name, ca.group or "-", ca.site or "-", ca.key_type.value, ca.key_backend,
+                      f"{ca.not_after:%Y-%m-%d}", "yes" if ca.active else "no")
+    console.print(table)
+
+
+@ca_app.command("list")
+@handle_errors
+def ca_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List every CA: the root and the issuing CAs."""
+    with engine() as (eng, _):
+        cas = eng.hierarchy.list()
+    if json_out:
+        print_json([_ca_json(c) for c in cas])
+    else:
+        _print_cas(cas)
+
+
+@ca_app.command("create")
+@handle_errors
+def ca_create(group: str, site: Annotated[str | None, typer.Option(help="Site, for per-site groups")] = None) -> None:
+    """Create a new issuing CA (or a new generation of one) for GROUP, signed by the root."""
+    with engine() as (eng, s):
+        ca = eng.hierarchy.create_issuing_ca(group, site, actor=s.actor())
+    console.print(f"created issuing CA [bold]{ca.id}[/] ({ca.name}), valid until {ca.not_after:%Y-%m-%d}")
+
+
+@owners_app.command("add")
+@handle_errors
+def owners_add(
+    group: str,
+    name: str,
+    uri: Annotated[str | None, typer.Option(help="ApplicationUri (OPC UA applications)")] = None,
+    dns: Annotated[list[str] | None, typer.Option("--dns", help="Registered DNS name (repeatable)")] = None,
+    ip: Annotated[list[str] | None, typer.Option("--ip", help="Registered IP address (repeatable)")] = None,
+    site: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Register an application, device or user in GROUP so certificates can be issued to it."""
+    with engine() as (eng, s):
+        owner = eng.registry.register(group=group, name=name, site=site, application_uri=uri, dns_names=dns or [],
+                                      ip_addresses=ip or [], actor=s.actor())
+    console.print(f"registered {owner.kind.value} [bold]{name}[/] in {group} (id {owner.id})")
+
+
+@owners_app.command("list")
+@handle_errors
+def owners_list(group: Annotated[str | None, typer.Option()] = None,
+                json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List registered owners."""
+    with engine() as (eng, _):
+        if group:
+            eng.config.group(group)
+        owners = eng.registry.list(group)
+    if json_out:
+        print_json([o.model_dump(mode="json") for o in owners])
+        return
+    table = Table("name", "kind", "group", "site", "application uri", "id")
+    for o in owners:
+        table.add_row(o.name, o.kind.value, o.group, o.site or "-", o.application_uri or "-", o.id)
+    console.print(table)
+
+
+@crl_app.command("refresh")
+@handle_errors
+def crl_refresh(force: Annotated[bool, typer.Option(help="Re-sign every CRL, not only those due")] = False) -> None:
+    """Re-sign CRLs that are close to their nextUpdate (run it from cron or the service)."""
+    with engine() as (eng, s):
+        published = eng.authority.refresh_crls(actor=s.actor(), force=force)
+    for crl in published:
+        console.print(f"{crl.ca_id}: CRL #{crl.crl_number}, {crl.entries} entries, next update "
+                      f"{crl.next_update:%Y-%m-%d %H:%M}")
+    if not published:
+        console.print("all CRLs are fresh")
+
+
+@audit_app.command("verify")
+@handle_errors
+def audit_verify(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Check the audit log's hash chain: exit 1 if a record was edited or deleted."""
+    with engine() as (eng, _):
+        result = eng.verify_audit()
+    if json_out:
+        print_json(result.model_dump())
+    elif result.ok:
+        console.print(f"audit log intact: {result.records} records")
+    else:
+        console.print(f"[bold red]audit log tampered:[/] {result.problem}")
+    if not result.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+@audit_app.command("log")
+@handle_errors
+def audit_log(json_out: Annotated[bool, typer.Option("--json")] = False,
+              last: Annotated[int, typer.Option(help="Show the last N records")] = 50) -> None:
+    """Show the audit log."""
+    with engine() as (eng, _):
+        records = eng.audit_records()[-last:]
+    if json_out:
+        print_json([r.model_dump(mode="json") for r in records])
+        return
+    table = Table("seq", "at", "actor", "action", "subject")
+    for r in records:
+        table.add_row(str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.subject)
+    console.print(table)
+
+
+@handle_errors
+def demo(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    devices: Annotated[int, typer.Option(help="MQTT devices to enroll")] = 20,
+    applications: Annotated[int, typer.Option(help="OPC UA applications to enroll")] = 5,
+) -> None:
+    """Run the engine's lifecycle on a fresh data directory and check every step."""
+    from otpki.demo import run_demo
+
+    data_dir = state.data_dir or Path("demo-data")
+    report = run_demo(data_dir, devices=devices, applications=applications, show=not json_out)
+    if json_out:
+        print_json(report.model_dump(mode="json"))
+    if not report.ok:
+        raise fail("a demo step failed its check", EXIT_PROBLEM)

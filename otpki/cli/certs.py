@@ -1,0 +1,216 @@
+"""certs issue/renew/revoke/list/show and batch sign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from otpki.cli.common import (
+    EXIT_PROBLEM,
+    console,
+    engine,
+    err_console,
+    handle_errors,
+    parse_duration,
+    print_json,
+    read_input_file,
+    write_output_file,
+)
+from trustlists.batch import csr_files, sign_directory
+from trustlists.errors import NotFound
+from trustlists.models import CertificateRecord, CertificateStatus, IssuedCertificate, KeyType, RevocationReason
+
+certs_app = typer.Typer(help="Issue, renew, revoke and inspect certificates.", no_args_is_help=True)
+batch_app = typer.Typer(help="Offline batch issuance for factory lines.", no_args_is_help=True)
+
+
+def _pem_chain(issued: IssuedCertificate) -> bytes:
+    return b"".join(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM)
+                    for d in [issued.certificate_der, *issued.chain_der])
+
+
+def _password(password_file: Path | None) -> str | None:
+    if password_file is None:
+        return None
+    return read_input_file(password_file, "password file").decode().strip()
+
+
+def _write_issued(issued: IssuedCertificate, out: Path | None, key_out: Path | None) -> None:
+    pem = _pem_chain(issued)
+    if out is not None:
+        write_output_file(out, pem)
+    if issued.private_key is not None:
+        if key_out is None:
+            raise ValueError("the server generated a key: give --key-out FILE to receive it")
+        write_output_file(key_out, issued.private_key, private=True)
+    if out is None:
+        typer.echo(pem.decode(), nl=False)
+    else:
+        err_console.print(f"issued serial {issued.record.serial} -> {out}")
+
+
+@certs_app.command("issue")
+@handle_errors
+def issue(
+    group: Annotated[str, typer.Option(help="Certificate group, e.g. opcua-application")],
+    owner: Annotated[str, typer.Option(help="Registered name of the application/device/user")],
+    csr: Annotated[Path | None, typer.Option(help="PKCS#10 CSR (PEM or DER)")] = None,
+    new_key: Annotated[bool, typer.Option(help="Generate the key here (devices that cannot)")] = False,
+    key_type: Annotated[KeyType | None, typer.Option(help="Key type for --new-key")] = None,
+    key_format: Annotated[str, typer.Option(help="pem (PKCS#8) or pkcs12")] = "pem",
+    password_file: Annotated[Path | None, typer.Option(help="File with the password protecting the new key")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write certificate + chain (PEM) here; default stdout")] = None,
+    key_out: Annotated[Path | None, typer.Option(help="Where to write the generated private key")] = None,
+) -> None:
+    """Issue a certificate to a registered owner, from a CSR or with a server-generated key."""
+    if (csr is None) == (not new_key):
+        raise ValueError("give exactly one of --csr FILE or --new-key")
+    with engine() as (eng, s):
+        o = eng.registry.find(group, name=owner)
+        if o is None:
+            raise NotFound(f"{owner!r} is not registered in group {eng.config.group(group) and group}: "
+                           f"run `otpki owners add {group} {owner} ...` first")
+        if csr is not None:
+            issued = eng.authority.issue_from_csr(read_input_file(csr, "CSR"), owner_id=o.id, actor=s.actor())
+        else:
+            issued = eng.authority.issue_with_new_key(owner_id=o.id, actor=s.actor(), key_type=key_type,
+                                                      key_format=key_format,  # type: ignore[arg-type]
+                                                      password=_password(password_file))
+    _write_issued(issued, out, key_out)
+
+
+@certs_app.command("renew")
+@handle_errors
+def renew(
+    serial: str,
+    csr: Annotated[Path | None, typer.Option(help="New CSR (new key chosen by the device)")] = None,
+    new_key: Annotated[bool, typer.Option(help="Generate a new key here")] = False,
+    key_type: Annotated[KeyType | None, typer.Option()] = None,
+    key_format: Annotated[str, typer.Option(help="pem or pkcs12")] = "pem",
+    password_file: Annotated[Path | None, typer.Option()] = None,
+    out: Annotated[Path | None, typer.Option()] = None,
+    key_out: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Renew a certificate: same key by default, or a new CSR / server-generated key."""
+    if csr is not None and new_key:
+        raise ValueError("give at most one of --csr and --new-key")
+    with engine() as (eng, s):
+        old = eng.inventory.get(serial)
+        issued = eng.authority.renew(
+            old.serial, actor=s.actor(), csr=read_input_file(csr, "CSR") if csr else None, new_key=new_key,
+            key_type=key_type, key_format=key_format, password=_password(password_file))  # type: ignore[arg-type]
+    _write_issued(issued, out, key_out)
+
+
+@certs_app.command("revoke")
+@handle_errors
+def revoke(
+    serial: str,
+    reason: Annotated[str, typer.Option(help="RFC 5280 reason: key-compromise, superseded, "
+                                             "cessation-of-operation, affiliation-changed, ...")] = "unspecified",
+) -> None:
+    """Revoke a certificate (or an issuing CA by its serial); publishes the new CRL and trust lists."""
+    r = RevocationReason.parse(reason)
+    with engine() as (eng, s):
+        eng.authority.revoke(serial, reason=r, actor=s.actor())
+    console.print(f"revoked {serial} ({r.name.lower().replace('_', '-')})")
+
+
+def _row_json(rec: CertificateRecord, now) -> dict:  # type: ignore[no-untyped-def]
+    data = rec.model_dump(mode="json", exclude={"der"})
+    data["status"] = rec.status_at(now).value
+    return data
+
+
+@certs_app.command("list")
+@handle_errors
+def list_(
+    expiring: Annotated[str | None, typer.Option(help="Only certificates expiring within e.g. 30d")] = None,
+    status: Annotated[CertificateStatus | None, typer.Option()] = None,
+    group: Annotated[str | None, typer.Option()] = None,
+    site: Annotated[str | None, typer.Option()] = None,
+    owner: Annotated[str | None, typer.Option(help="Owner name (needs --group) or id")] = None,
+    limit: Annotated[int | None, typer.Option()] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The inventory: every certificate ever issued, with its status."""
+    window = parse_duration(expiring) if expiring else None
+    with engine() as (eng, _):
+        owner_id = None
+        if owner is not None:
+            found = eng.registry.find(group, name=owner) if group else None
+            owner_id = found.id if found else owner
+        rows = eng.inventory.query(status=status, group=group, site=site, owner_id=owner_id,
+                                   expiring_within=window, limit=limit)
+        now = eng.ctx.clock()
+    if json_out:
+        print_json([_row_json(r, now) for r in rows])
+        return
+    table = Table("serial", "subject", "group", "site", "status", "not after", "issuance")
+    for r in rows:
+        table.add_row(r.serial[:16] + "…", r.subject, r.group, r.site or "-", r.status_at(now).value,
+                      f"{r.not_after:%Y-%m-%d}", r.issuance.value)
+    console.print(table)
+    console.print(f"{len(rows)} certificates")
+
+
+@certs_app.command("show")
+@handle_errors
+def show(serial: str, pem: Annotated[bool, typer.Option(help="Print the certificate as PEM")] = False,
+         json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one certificate from the inventory."""
+    with engine() as (eng, _):
+        rec = eng.inventory.get(serial)
+        now = eng.ctx.clock()
+    assert rec.der is not None
+    if pem:
+        typer.echo(x509.load_der_x509_certificate(rec.der).public_bytes(Encoding.PEM).decode(), nl=False)
+        return
+    data = _row_json(rec, now)
+    if json_out:
+        print_json(data)
+        return
+    table = Table(show_header=False)
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@batch_app.command("sign")
+@handle_errors
+def batch_sign(
+    in_dir: Path,
+    out_dir: Path,
+    group: Annotated[str, typer.Option(help="Certificate group for every CSR")] = "mqtt-device",
+    site: Annotated[str | None, typer.Option()] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Sign every CSR in IN_DIR into OUT_DIR; certificates stay 'issued-not-delivered' until seen in the field."""
+    if not in_dir.is_dir():
+        raise ValueError(f"{in_dir} is not a directory")
+    with engine() as (eng, s):
+        eng.config.group(group)
+        files = csr_files(in_dir)
+        with Progress(TextColumn("signing"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                      disable=json_out) as progress:
+            task = progress.add_task("batch", total=len(files))
+            report = sign_directory(eng, in_dir, out_dir, group=group, site=site, actor=s.actor(),
+                                    on_item=lambda _i: progress.advance(task))
+    if json_out:
+        print_json(report.model_dump(mode="json"))
+    else:
+        console.print(f"{report.issued} issued, {report.failed} failed")
+        if report.failed:
+            table = Table("file", "reason", "error")
+            for item in report.items:
+                if not item.ok:
+                    table.add_row(item.file, item.reason or "", item.error or "")
+            console.print(table)
+    if report.failed:
+        raise typer.Exit(EXIT_PROBLEM)

@@ -1,0 +1,108 @@
+"""What every command shares: settings from --data-dir, error translation, output helpers."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from otpki.config import Settings, load_settings
+from otpki.runtime import open_engine
+from trustlists.engine import Engine
+from trustlists.errors import OtpkiError
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USAGE = 2  # bad input, the user can fix it
+EXIT_PROBLEM = 1  # a check found a problem (audit verify, doctor)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class State:
+    data_dir: Path | None = None
+
+
+state = State()
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn the engine's typed errors into one line on stderr and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except OtpkiError as exc:
+            raise fail(exc.message) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper
+
+
+def settings(*, must_exist: bool = True) -> Settings:
+    return load_settings(state.data_dir, must_exist=must_exist)
+
+
+@contextmanager
+def engine(*, key_pool: bool = False) -> Iterator[tuple[Engine, Settings]]:
+    s = settings()
+    eng = open_engine(s, key_pool=key_pool)
+    try:
+        yield eng, s
+    finally:
+        eng.close()
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration; use e.g. 30d, 12h, 2w")
+    n, unit = int(m.group(1)), m.group(2) or "d"
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_input_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def write_output_file(path: Path, data: bytes, *, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    if private:
+        tmp.chmod(0o600)
+    tmp.replace(path)

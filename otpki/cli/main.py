@@ -1,0 +1,43 @@
+"""`otpki`: certificate management for operational technology."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from otpki.cli import admin, certs, trust
+from otpki.cli.common import state
+
+app = typer.Typer(
+    name="otpki",
+    help="Certificate management for OT: an offline CA hierarchy, trust lists, OPC UA and MQTT identities.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", "-d", envvar="OTPKI_DATA_DIR",
+        help="Data directory (database, encrypted CA keys, otpki.toml). Default: ./otpki-data")] = None,
+) -> None:
+    state.data_dir = data_dir
+
+
+app.command("init")(admin.init)
+app.command("demo")(admin.demo)
+app.add_typer(admin.ca_app, name="ca")
+app.add_typer(admin.owners_app, name="owners")
+app.add_typer(certs.certs_app, name="certs")
+app.add_typer(trust.trustlist_app, name="trustlist")
+app.add_typer(admin.crl_app, name="crl")
+app.add_typer(admin.audit_app, name="audit")
+app.add_typer(certs.batch_app, name="batch")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,107 @@
+"""trustlist show/export/import/remove."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from otpki.cli.common import console, engine, handle_errors, print_json, read_input_file, write_output_file
+from trustlists.exports import (
+    encode_trustlist,
+    trustlist_to_json,
+    write_mosquitto_files,
+    write_pki_folders,
+)
+
+trustlist_app = typer.Typer(help="Versioned trust lists per certificate group.", no_args_is_help=True)
+
+
+class ExportFormat(StrEnum):
+    binary = "binary"
+    pki = "pki"
+    mosquitto = "mosquitto"
+    json = "json"
+
+
+class ListName(StrEnum):
+    trusted = "trusted"
+    issuer = "issuer"
+
+
+@trustlist_app.command("show")
+@handle_errors
+def show(group: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a group's current trust list: version, content hash and every certificate and CRL."""
+    with engine() as (eng, _):
+        tl = eng.trustlists.get(group)
+    data = trustlist_to_json(tl)
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"[bold]{group}[/] version {tl.version}, sha256 {tl.content_hash[:16]}…, "
+                  f"since {tl.created_at:%Y-%m-%d %H:%M:%S}")
+    table = Table("list", "subject / issuer", "detail")
+    for list_name in ("trusted_certificates", "issuer_certificates"):
+        for c in data.get(list_name) or []:
+            table.add_row(list_name.replace("_", " "), c["subject"], f"valid until {c['not_after'][:10]}")
+    for list_name in ("trusted_crls", "issuer_crls"):
+        for c in data.get(list_name) or []:
+            table.add_row(list_name.replace("_", " "), c["issuer"],
+                          f"#{c['crl_number']}, {c['entries']} entries, next {c['next_update'][:16]}")
+    console.print(table)
+
+
+@trustlist_app.command("export")
+@handle_errors
+def export(
+    group: str,
+    out: Annotated[Path, typer.Option(help="File (binary, json), folder (pki, mosquitto)")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="binary | pki | mosquitto | json")] = ExportFormat.pki,
+) -> None:
+    """Export a group's trust list as OPC UA TrustListDataType, a PKI folder tree, Mosquitto files or JSON."""
+    with engine() as (eng, _):
+        tl = eng.trustlists.get(group)
+    if fmt is ExportFormat.binary:
+        write_output_file(out, encode_trustlist(tl.content))
+    elif fmt is ExportFormat.json:
+        import json
+
+        write_output_file(out, json.dumps(trustlist_to_json(tl), indent=2).encode())
+    elif fmt is ExportFormat.pki:
+        summary = write_pki_folders(tl, out)
+        console.print(f"PKI folders at {out}: {summary.added} added, {summary.removed} removed, {summary.kept} kept")
+        return
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_mosquitto_files(tl, out / "ca.pem", out / "crl.pem")
+    console.print(f"trust list {group} v{tl.version} -> {out}")
+
+
+@trustlist_app.command("import")
+@handle_errors
+def import_(
+    group: str,
+    file: Path,
+    list_name: Annotated[ListName, typer.Option("--list", help="trusted (anchor) or issuer (chain only)")] = (
+        ListName.trusted),
+    note: Annotated[str, typer.Option(help="Why this is trusted (kept in the audit log)")] = "",
+) -> None:
+    """Import external trust: a vendor's self-signed certificate, a manufacturer CA, or a CRL of one."""
+    data = read_input_file(file, "file")
+    with engine() as (eng, s):
+        fps = eng.trustlists.import_external(group, data, list_name=list_name.value, note=note, actor=s.actor())
+        tl = eng.trustlists.get(group)
+    console.print(f"imported {len(fps)} item(s) into {group} ({list_name.value}); trust list now v{tl.version}")
+
+
+@trustlist_app.command("remove")
+@handle_errors
+def remove(group: str, fingerprint: str) -> None:
+    """Remove imported trust by its SHA-256 fingerprint."""
+    with engine() as (eng, s):
+        eng.trustlists.remove_external(group, fingerprint, actor=s.actor())
+    console.print(f"removed {fingerprint} from {group}")

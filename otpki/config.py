@@ -1,0 +1,163 @@
+"""Deployment configuration: `<data dir>/otpki.toml` plus OTPKI_* environment variables.
+
+The certificate groups come from the engine's embedded defaults; the [pki] table of otpki.toml
+overrides any key of them (deep merge), so an operator changes a lifetime without restating a group.
+Secrets (the CA key passphrase, the HSM PIN) come from a file or the environment, never the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized
+from trustlists.policy import PkiConfig, default_config_data
+
+CONFIG_FILE = "otpki.toml"
+DB_FILE = "otpki.db"
+KEYS_DIR = "keys"
+
+
+class Pkcs11Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    token_label: str = "otpki"
+    pin_file: Path | None = None  # else OTPKI_HSM_PIN
+
+
+class KeySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["file", "pkcs11"] = "file"
+    passphrase_file: Path | None = None  # else OTPKI_CA_PASSPHRASE
+    pkcs11: Pkcs11Settings = Field(default_factory=Pkcs11Settings)
+    pool_sizes: dict[str, int] = Field(default_factory=lambda: {"rsa2048": 4, "ec-p256": 8})
+
+
+class StoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    busy_timeout_s: float = Field(5.0, ge=0)
+
+
+class FileSettings(BaseModel):
+    """What otpki.toml may contain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: KeySettings = Field(default_factory=KeySettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    pki: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnvSettings(BaseSettings):
+    """Environment overrides; secrets only ever come from here or from files."""
+
+    model_config = SettingsConfigDict(env_prefix="OTPKI_", extra="ignore")
+
+    data_dir: Path = Path("otpki-data")
+    ca_passphrase: str | None = None
+    ca_passphrase_file: Path | None = None
+    hsm_pin: str | None = None
+    actor: str | None = None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Settings(BaseModel):
+    data_dir: Path
+    file: FileSettings
+    pki: PkiConfig
+    env: EnvSettings
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / KEYS_DIR
+
+    def passphrase(self) -> bytes:
+        path = self.file.keys.passphrase_file or self.env.ca_passphrase_file
+        if path is not None:
+            try:
+                return Path(path).read_bytes().strip()
+            except OSError as exc:
+                raise KeyAccessError(f"cannot read the passphrase file {path}: {exc.strerror}") from None
+        if self.env.ca_passphrase:
+            return self.env.ca_passphrase.encode()
+        raise KeyAccessError("no CA key passphrase: set OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE "
+                             "(or keys.passphrase_file in otpki.toml)", reason="no_passphrase")
+
+    def hsm_pin(self) -> str:
+        pin_file = self.file.keys.pkcs11.pin_file
+        if pin_file is not None:
+            try:
+                return Path(pin_file).read_text().strip()
+            except OSError as exc:
+                raise KeyAccessError(f"cannot read the HSM PIN file {pin_file}: {exc.strerror}") from None
+        if self.env.hsm_pin:
+            return self.env.hsm_pin
+        raise KeyAccessError("no HSM PIN: set OTPKI_HSM_PIN or keys.pkcs11.pin_file in otpki.toml",
+                             reason="no_pin")
+
+    def actor(self) -> str:
+        if self.env.actor:
+            return self.env.actor
+        try:
+            return os.getlogin()
+        except OSError:
+            import getpass
+
+            return getpass.getuser()
+
+
+def read_file_settings(path: Path) -> FileSettings:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return FileSettings()
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return FileSettings.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"{path}: {_first_error(exc)}") from None
+
+
+def build_settings(file: FileSettings, data_dir: Path, env: EnvSettings) -> Settings:
+    try:
+        pki = PkiConfig.model_validate(deep_merge(default_config_data(), file.pki))
+    except ValidationError as exc:
+        raise InvalidInput(f"{data_dir / CONFIG_FILE} [pki]: {_first_error(exc)}") from None
+    return Settings(data_dir=data_dir, file=file, pki=pki, env=env)
+
+
+def load_settings(data_dir: Path | None = None, *, must_exist: bool = True) -> Settings:
+    env = EnvSettings()
+    data_dir = Path(data_dir or env.data_dir)
+    if must_exist and not (data_dir / DB_FILE).exists():
+        raise NotInitialized(f"no otpki data directory at {data_dir}: run `otpki init --data-dir {data_dir}` "
+                             "or set OTPKI_DATA_DIR")
+    return build_settings(read_file_settings(data_dir / CONFIG_FILE), data_dir, env)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]

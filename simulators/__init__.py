@@ -1,0 +1,1 @@
+"""PLC, SCADA and MQTT device simulators that speak the real protocols (issues 3-6)."""

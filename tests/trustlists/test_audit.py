@@ -1,0 +1,49 @@
+"""The hash-chained audit log notices edits, deletions in the middle and deletions at the end."""
+
+from __future__ import annotations
+
+from tests.helpers import make_csr
+from trustlists.engine import Engine
+from trustlists.models import Owner
+
+
+def _fill(engine: Engine, device: Owner) -> None:
+    for _ in range(3):
+        engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="alice")
+
+
+def test_intact_log_verifies_and_records_key_ceremonies(engine: Engine, device: Owner) -> None:
+    _fill(engine, device)
+    result = engine.verify_audit()
+    assert result.ok and result.records > 5
+    ceremonies = [r for r in engine.audit_records() if r.action == "ca.create"]
+    assert {r.subject for r in ceremonies} == {"root", "opcua-application", "opcua-user", "mqtt-device"}
+    for rec in ceremonies:
+        assert rec.actor == "tester"
+        assert len(rec.details["key_id_sha256"]) == 64 and len(rec.details["certificate_sha256"]) == 64
+        assert rec.details["key_ref"] and rec.details["key_backend"] == "file"
+
+
+def test_edited_record_is_detected(engine: Engine, device: Owner) -> None:
+    _fill(engine, device)
+    with engine.ctx.store.transaction() as tx:
+        tx.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 5")
+    result = engine.verify_audit()
+    assert not result.ok and result.first_bad_seq == 5 and "modified" in (result.problem or "")
+
+
+def test_deleted_record_is_detected(engine: Engine, device: Owner) -> None:
+    _fill(engine, device)
+    with engine.ctx.store.transaction() as tx:
+        tx.execute("DELETE FROM audit_log WHERE seq = 4")
+    result = engine.verify_audit()
+    assert not result.ok and result.first_bad_seq == 4
+
+
+def test_deleted_tail_is_detected(engine: Engine, device: Owner) -> None:
+    _fill(engine, device)
+    with engine.ctx.store.transaction() as tx:
+        last = tx.execute("SELECT MAX(seq) FROM audit_log").fetchone()[0]
+        tx.execute("DELETE FROM audit_log WHERE seq >= ?", (last - 1,))
+    result = engine.verify_audit()
+    assert not result.ok and "deleted from the end" in (result.problem or "")

@@ -1,0 +1,168 @@
+"""Issuance from CSRs: the Part 6 profile, registration checks, and every refusal leaving the store unchanged."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.helpers import make_csr, new_key, store_snapshot
+from trustlists.engine import Engine
+from trustlists.errors import CsrRejected, InvalidInput, IssuerUnusable, PolicyViolation, UriMismatch
+from trustlists.models import Owner, RevocationReason
+
+
+def _cert(issued) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    return x509.load_der_x509_certificate(issued.certificate_der)
+
+
+def test_rsa_leaf_follows_opcua_part6_profile(engine: Engine, scada: Owner) -> None:
+    csr = make_csr("scada-1", uris=["urn:plant:scada-1"], dns=["scada-1.plant"], key=new_key("rsa2048"))
+    issued = engine.authority.issue_from_csr(csr, owner_id=scada.id, actor="tester")
+    cert = _cert(issued)
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical
+    assert (ku.value.digital_signature, ku.value.content_commitment, ku.value.key_encipherment,
+            ku.value.data_encipherment, ku.value.key_cert_sign) == (True, True, True, True, False)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca is False
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:plant:scada-1"]
+    assert san.get_values_for_type(x509.DNSName) == ["scada-1.plant"]
+    issuer = x509.load_der_x509_certificate(issued.chain_der[0])
+    cert.verify_directly_issued_by(issuer)
+    assert issuer.subject != x509.load_der_x509_certificate(issued.chain_der[-1]).subject  # issued by the issuing CA
+    assert cert.not_valid_after_utc <= issuer.not_valid_after_utc
+    rec = engine.inventory.get(issued.record.serial)
+    assert rec.der == issued.certificate_der and rec.owner_id == scada.id and rec.delivered
+
+
+def test_ecc_leaf_key_usage(engine: Engine, scada: Owner) -> None:
+    issued = engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"]), owner_id=scada.id,
+                                             actor="tester")
+    ku = _cert(issued).extensions.get_extension_for_class(x509.KeyUsage).value
+    assert (ku.digital_signature, ku.content_commitment, ku.key_agreement, ku.key_encipherment) == (
+        True, True, True, False)
+    # Host names default to the registration when the CSR carries none.
+    san = _cert(issued).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["scada-1.plant"]
+    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+
+
+def test_serials_are_random_long_and_unique(engine: Engine, device: Owner) -> None:
+    serials = {_cert(engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")).serial_number
+               for _ in range(30)}
+    assert len(serials) == 30
+    assert all(s.bit_length() >= 64 for s in serials)
+    assert len({s >> 100 for s in serials}) > 1  # high bits vary: not a counter
+
+
+def test_mqtt_device_identity_is_filled_from_template(engine: Engine, device: Owner) -> None:
+    cert = _cert(engine.authority.issue_from_csr(make_csr("pump-7", key=new_key("ed25519")), owner_id=device.id,
+                                                 actor="t"))
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:otpki:mqtt:default:pump-7"]
+    assert set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == {
+        ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "csr_malformed"),
+    (b"garbage that is not a CSR at all", "csr_malformed"),
+    (b"-----BEGIN CERTIFICATE REQUEST-----\nMIIBIjCByAIBADAR\n-----END CERTIFICATE REQUEST-----\n", "csr_malformed"),
+])
+def test_malformed_csr(engine: Engine, scada: Owner, data: bytes, reason: str) -> None:
+    before = store_snapshot(engine)
+    with pytest.raises(InvalidInput) as err:
+        engine.authority.issue_from_csr(data, owner_id=scada.id, actor="t")
+    assert err.value.reason == reason
+    assert store_snapshot(engine) == before
+
+
+def test_truncated_der_csr(engine: Engine, scada: Owner) -> None:
+    der = make_csr("scada-1", uris=["urn:plant:scada-1"], pem=False)
+    before = store_snapshot(engine)
+    with pytest.raises(InvalidInput):
+        engine.authority.issue_from_csr(der[: len(der) // 2], owner_id=scada.id, actor="t")
+    assert store_snapshot(engine) == before
+
+
+def test_csr_with_bad_signature(engine: Engine, scada: Owner) -> None:
+    der = bytearray(make_csr("scada-1", uris=["urn:plant:scada-1"], pem=False))
+    der[-5] ^= 0xFF  # inside the signature value
+    before = store_snapshot(engine)
+    with pytest.raises(CsrRejected) as err:
+        engine.authority.issue_from_csr(bytes(der), owner_id=scada.id, actor="t")
+    assert err.value.reason == "bad_signature"
+    assert store_snapshot(engine) == before
+
+
+@pytest.mark.parametrize("kwargs, error, reason", [
+    ({"uris": ["urn:plant:scada-1"], "ca": True}, PolicyViolation, "ca_requested"),
+    ({"uris": ["urn:plant:scada-2"]}, UriMismatch, "uri_mismatch"),
+    ({"uris": []}, UriMismatch, "uri_missing"),
+    ({"uris": ["urn:plant:scada-1", "urn:x"]}, UriMismatch, "uri_mismatch"),
+    ({"uris": ["urn:plant:scada-1"], "key": "rsa1024"}, PolicyViolation, "key_size_forbidden"),
+    ({"uris": ["urn:plant:scada-1"], "key": "ed25519"}, PolicyViolation, "key_type_forbidden"),
+    ({"uris": ["urn:plant:scada-1"], "dns": ["evil.example"]}, CsrRejected, "host_name_not_registered"),
+])
+def test_csr_refusals_are_specific_and_write_nothing(engine: Engine, scada: Owner, kwargs, error, reason) -> None:  # type: ignore[no-untyped-def]
+    if "key" in kwargs:
+        kind = kwargs.pop("key")
+        kwargs["key"] = rsa.generate_private_key(65537, 1024) if kind == "rsa1024" else new_key(kind)
+    csr = make_csr("scada-1", **kwargs)
+    before = store_snapshot(engine)
+    with pytest.raises(error) as err:
+        engine.authority.issue_from_csr(csr, owner_id=scada.id, actor="t")
+    assert err.value.reason == reason
+    assert store_snapshot(engine) == before
+
+
+def test_someone_elses_device_name_is_refused(engine: Engine, device: Owner) -> None:
+    before = store_snapshot(engine)
+    with pytest.raises(CsrRejected) as err:
+        engine.authority.issue_from_csr(make_csr("pump-8"), owner_id=device.id, actor="t")
+    assert err.value.reason == "subject_mismatch"
+    assert store_snapshot(engine) == before
+
+
+def test_expired_issuer_refuses(engine: Engine, device: Owner, clock) -> None:  # type: ignore[no-untyped-def]
+    clock.now += timedelta(days=365 * 11)  # past the issuing CA's 10 years
+    before = store_snapshot(engine)
+    with pytest.raises(IssuerUnusable):
+        engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
+    assert store_snapshot(engine) == before
+
+
+def test_revoked_issuer_refuses(engine: Engine, device: Owner) -> None:
+    ca = next(c for c in engine.hierarchy.list() if c.group == "mqtt-device")
+    engine.authority.revoke(ca.serial, reason=RevocationReason.CA_COMPROMISE, actor="t")
+    before = store_snapshot(engine)
+    with pytest.raises(IssuerUnusable) as err:
+        engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
+    assert "revoked" in str(err.value)
+    assert store_snapshot(engine) == before
+
+
+def test_issuance_is_audited_in_the_same_transaction(engine: Engine, device: Owner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import trustlists.authority as authority
+
+    def broken_append(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full while writing the audit record")
+
+    monkeypatch.setattr(authority.audit, "append", broken_append)
+    before = store_snapshot(engine)
+    with pytest.raises(RuntimeError):
+        engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
+    assert store_snapshot(engine) == before  # no certificate without its audit record
+
+
+def test_ec_p384_csr_is_accepted(engine: Engine, scada: Owner) -> None:
+    issued = engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"], key=new_key("ec-p384")),
+                                             owner_id=scada.id, actor="t")
+    assert isinstance(_cert(issued).public_key(), ec.EllipticCurvePublicKey)

@@ -1,0 +1,53 @@
+"""The SQLite store under contention, and inventory queries."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_csr, make_engine, store_snapshot
+from trustlists.engine import Engine
+from trustlists.errors import StoreBusy
+from trustlists.models import CertificateStatus, Owner, RevocationReason
+
+
+def test_locked_database_gives_store_busy_and_changes_nothing(engine: Engine, device: Owner, tmp_path: Path) -> None:
+    engine.close()
+    eng = make_engine(tmp_path, config=engine.config, busy_timeout_s=0.2)
+    before = store_snapshot(eng)
+    blocker = sqlite3.connect(tmp_path / "otpki.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreBusy, match="locked"):
+            eng.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store_snapshot(eng) == before
+    eng.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")  # works once released
+    eng.close()
+
+
+def test_inventory_statuses_and_expiry_window(engine: Engine, device: Owner, clock) -> None:  # type: ignore[no-untyped-def]
+    a = engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t").record.serial
+    b = engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t").record.serial
+    c = engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t",
+                                        delivered=False).record.serial
+    engine.authority.revoke(b, reason=RevocationReason.KEY_COMPROMISE, actor="t")
+    status = {r.serial: r.status_at(clock.now) for r in engine.inventory.query(group="mqtt-device")}
+    assert status == {a: CertificateStatus.ACTIVE, b: CertificateStatus.REVOKED,
+                      c: CertificateStatus.NOT_DELIVERED}
+    assert [r.serial for r in engine.inventory.query(status=CertificateStatus.NOT_DELIVERED)] == [c]
+    assert engine.authority.mark_delivered(c, actor="t")
+    assert engine.inventory.query(status=CertificateStatus.NOT_DELIVERED) == []
+
+    assert engine.inventory.expiring(timedelta(days=30)) == []
+    clock.now += timedelta(days=365 - 20)  # mqtt-device leaves live 365 days
+    expiring = {r.serial for r in engine.inventory.expiring(timedelta(days=30))}
+    assert expiring == {a, c}  # the revoked one is not news
+    clock.now += timedelta(days=30)
+    assert {r.serial for r in engine.inventory.query(status=CertificateStatus.EXPIRED)} == {a, c}
+    assert [r.serial for r in engine.inventory.query(owner_id=device.id, status=CertificateStatus.REVOKED)] == [b]

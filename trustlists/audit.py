@@ -1,0 +1,91 @@
+"""The append-only, hash-chained audit log.
+
+Each record's hash covers its own fields and the previous record's hash, so editing a record breaks its
+own hash and deleting one breaks the link of the next. Records are written in the same transaction as
+the state change they describe: a change without its audit record never commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from trustlists.clock import utcnow
+from trustlists.models import AuditRecord
+
+__all__ = ["AuditRecord", "AuditVerification", "append", "records", "verify"]
+from trustlists.store.sql import SqlTx
+
+GENESIS = "0" * 64
+
+
+def _record_hash(prev_hash: str, seq: int, at_us: int, actor: str, action: str, subject: str,
+                 details_json: str) -> str:
+    canonical = json.dumps([seq, at_us, actor, action, subject, details_json, prev_hash],
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _details_json(details: dict[str, Any]) -> str:
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def append(tx: SqlTx, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None,
+           at: datetime | None = None) -> AuditRecord:
+    details = json.loads(_details_json(details or {}))  # normalise to what will be stored
+    at = at or utcnow()
+    at_us = int(at.timestamp() * 1_000_000)
+    last = tx.last_audit()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, _details_json(details))
+    rec = AuditRecord(seq=seq, at=at, actor=actor, action=action, subject=subject, details=details,
+                      prev_hash=prev_hash, hash=digest)
+    tx.insert_audit(rec, at_us)
+    # The head pointer lets verify() notice records cut off the end of the chain.
+    tx.set_meta("audit_head", f"{seq}:{digest}")
+    return rec
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def verify(tx: SqlTx) -> AuditVerification:
+    expected_prev = GENESIS
+    expected_seq = 1
+    count = 0
+    for seq, at_us, actor, action, subject, details, prev_hash, digest in tx.iter_audit():
+        if seq != expected_seq:
+            return AuditVerification(ok=False, records=count, first_bad_seq=expected_seq,
+                                     problem=f"record {expected_seq} is missing (next found is {seq})")
+        if prev_hash != expected_prev:
+            return AuditVerification(ok=False, records=count, first_bad_seq=seq,
+                                     problem=f"record {seq} does not link to record {seq - 1}")
+        if _record_hash(prev_hash, seq, at_us, actor, action, subject, details) != digest:
+            return AuditVerification(ok=False, records=count, first_bad_seq=seq,
+                                     problem=f"record {seq} was modified after it was written")
+        expected_prev = digest
+        expected_seq += 1
+        count += 1
+    head = tx.get_meta("audit_head")
+    if head is not None and head != f"{count}:{expected_prev}":
+        head_seq = int(head.split(":", 1)[0])
+        return AuditVerification(ok=False, records=count, first_bad_seq=count + 1,
+                                 problem=f"the log ends at record {count} but record {head_seq} was written "
+                                         "(records were deleted from the end)")
+    return AuditVerification(ok=True, records=count)
+
+
+def records(tx: SqlTx) -> Iterator[AuditRecord]:
+    for seq, at_us, actor, action, subject, details, prev_hash, digest in tx.iter_audit():
+        yield AuditRecord(seq=seq, at=datetime.fromtimestamp(at_us / 1_000_000, UTC), actor=actor,
+                          action=action, subject=subject, details=json.loads(details),
+                          prev_hash=prev_hash, hash=digest)

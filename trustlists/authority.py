@@ -1,0 +1,297 @@
+"""The certificate authority: issue, renew, revoke, keep CRLs fresh. The one place leaf certificates are signed.
+
+Order of work for every issuance: check the request completely, load the CA key, sign outside any
+database lock, then record certificate and audit record in one transaction; only a committed
+certificate is returned. A serial clash (the store's primary key) simply means: sign again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from trustlists import audit
+from trustlists.certificate_builder import build_leaf
+from trustlists.context import EngineContext
+from trustlists.csr_checks import (
+    ApprovedRequest,
+    build_server_keygen_request,
+    check_csr,
+    check_key,
+    expected_uri,
+)
+from trustlists.der import load_csr, sha256_hex
+from trustlists.errors import (
+    AlreadyExists,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    PolicyViolation,
+    UriMismatch,
+)
+from trustlists.hierarchy import Hierarchy, publish_crl
+from trustlists.keys.pool import KeyPool
+from trustlists.models import (
+    CARecord,
+    CertificateRecord,
+    CrlRecord,
+    IssuanceKind,
+    IssuedCertificate,
+    KeyType,
+    Owner,
+    RevocationReason,
+)
+from trustlists.serials import random_serial, serial_hex
+from trustlists.trustlist import TrustListManager
+
+KeyFormat = Literal["pem", "pkcs12"]
+_SERIAL_ATTEMPTS = 5
+
+
+class CertificateAuthority:
+    def __init__(self, ctx: EngineContext, hierarchy: Hierarchy, trustlists: TrustListManager,
+                 key_pool: KeyPool | None = None) -> None:
+        self._ctx = ctx
+        self._hierarchy = hierarchy
+        self._trustlists = trustlists
+        self._pool = key_pool or KeyPool()
+
+    # -- issuance ---------------------------------------------------------------------------------
+    def issue_from_csr(self, csr_data: bytes, *, owner_id: str, actor: str,
+                       issuance: IssuanceKind = IssuanceKind.CSR, delivered: bool = True,
+                       supersedes: str | None = None) -> IssuedCertificate:
+        csr = load_csr(csr_data)
+        owner = self._owner(owner_id)
+        policy = self._ctx.config.group(owner.group)
+        request = check_csr(csr, policy, owner.group, owner)
+        return self._sign_and_record(request, owner, issuance=issuance, delivered=delivered, actor=actor,
+                                     supersedes=supersedes)
+
+    def issue_with_new_key(self, *, owner_id: str, actor: str, key_type: KeyType | None = None,
+                           key_format: KeyFormat = "pem", password: str | None = None,
+                           subject_name: str | None = None, dns_names: list[str] | None = None,
+                           ip_addresses: list[str] | None = None, supersedes: str | None = None,
+                           issuance: IssuanceKind = IssuanceKind.SERVER_KEYGEN) -> IssuedCertificate:
+        """Generate the key here (for devices that cannot) and hand it back encoded, never stored."""
+        if key_format not in ("pem", "pkcs12"):
+            raise InvalidInput(f"private key format must be 'pem' or 'pkcs12', not {key_format!r}")
+        if key_format == "pkcs12" and not password:
+            # Checked before signing: a certificate must never be issued for a key we then cannot hand out.
+            raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
+        owner = self._owner(owner_id)
+        policy = self._ctx.config.group(owner.group)
+        key_type = key_type or policy.default_keygen_type
+        if key_type not in policy.allowed_key_types:
+            allowed = ", ".join(k.value for k in policy.allowed_key_types)
+            raise PolicyViolation(f"key type {key_type.value} is not allowed in group {owner.group} "
+                                  f"(allowed: {allowed})", reason="key_type_forbidden")
+        key = self._pool.take(key_type)
+        request = build_server_keygen_request(
+            policy, owner.group, owner, self._ctx.config.organization, key.public_key(),
+            subject_name=subject_name, dns_names=dns_names, ip_addresses=ip_addresses)
+        issued = self._sign_and_record(request, owner, issuance=issuance, delivered=True, actor=actor,
+                                       supersedes=supersedes, extra_audit={"server_keygen": key_type.value})
+        encoded = encode_private_key(key, key_format, password, issued, owner.name)
+        return issued.model_copy(update={"private_key": encoded, "private_key_format": key_format})
+
+    def renew(self, serial: str, *, actor: str, csr: bytes | None = None, new_key: bool = False,
+              key_type: KeyType | None = None, key_format: KeyFormat = "pem", password: str | None = None
+              ) -> IssuedCertificate:
+        """A new certificate for the same owner; the old one is marked superseded (not revoked)."""
+        with self._ctx.store.read() as tx:
+            old = tx.get_certificate(serial)
+        if old.revoked_at is not None:
+            raise InvalidState(f"certificate {serial} is revoked; issue a new one instead of renewing")
+        if old.superseded_by is not None:
+            raise InvalidState(f"certificate {serial} was already renewed by {old.superseded_by}")
+        if old.owner_id is None:
+            raise InvalidState(f"certificate {serial} has no registered owner to renew for")
+        if csr is not None:
+            return self.issue_from_csr(csr, owner_id=old.owner_id, actor=actor, issuance=IssuanceKind.RENEWAL,
+                                       supersedes=serial)
+        if new_key:
+            return self.issue_with_new_key(owner_id=old.owner_id, actor=actor, key_type=key_type,
+                                           key_format=key_format, password=password, supersedes=serial,
+                                           issuance=IssuanceKind.RENEWAL)
+        # Same key: re-certify the old public key, with names re-checked against today's registration.
+        assert old.der is not None
+        old_cert = x509.load_der_x509_certificate(old.der)
+        owner = self._owner(old.owner_id)
+        policy = self._ctx.config.group(owner.group)
+        public_key = old_cert.public_key()
+        kt = check_key(policy, owner.group, public_key)
+        want_uri = expected_uri(policy, owner.group, owner)
+        if policy.san.uri != "forbidden" and old.san_uri != want_uri:
+            raise UriMismatch(f"the registered URI changed ({old.san_uri} -> {want_uri}); renew with a new CSR",
+                              reason="uri_mismatch")
+        try:
+            san = old_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            dns = san.get_values_for_type(x509.DNSName)
+            ips = [str(i) for i in san.get_values_for_type(x509.IPAddress)]
+        except x509.ExtensionNotFound:
+            dns, ips = [], []
+        request = ApprovedRequest(subject=old_cert.subject, public_key=public_key, key_type=kt,  # type: ignore[arg-type]
+                                  san_uri=want_uri, dns_names=dns, ip_addresses=ips)
+        return self._sign_and_record(request, owner, issuance=IssuanceKind.RENEWAL, delivered=True, actor=actor,
+                                     supersedes=serial)
+
+    def _sign_and_record(self, request: ApprovedRequest, owner: Owner, *, issuance: IssuanceKind,
+                         delivered: bool, actor: str, supersedes: str | None = None,
+                         extra_audit: dict[str, object] | None = None) -> IssuedCertificate:
+        policy = self._ctx.config.group(owner.group)
+        ca = self._hierarchy.issuing_ca_for(owner.group, owner.site)
+        ca_cert = self._ctx.ca_certificate(ca)
+        ca_key = self._ctx.keys.signer(ca)
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            now = self._ctx.clock()
+            cert = build_leaf(request=request, policy=policy, issuer_cert=ca_cert, issuer_key=ca_key,
+                              issuer_key_type=ca.key_type, serial=random_serial(), now=now)
+            der = cert.public_bytes(serialization.Encoding.DER)
+            record = CertificateRecord(
+                serial=serial_hex(cert.serial_number), issuer_ca_id=ca.id, owner_id=owner.id, group=owner.group,
+                site=owner.site, subject=cert.subject.rfc4514_string(), san_uri=request.san_uri,
+                key_type=request.key_type, not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc, fingerprint_sha256=sha256_hex(der), issuance=issuance,
+                issued_at=now, delivered=delivered, der=der)
+            try:
+                with self._ctx.store.transaction() as tx:
+                    if supersedes is not None:
+                        current = tx.get_certificate(supersedes, with_der=False)
+                        if current.superseded_by is not None or current.revoked_at is not None:
+                            raise InvalidState(f"certificate {supersedes} was renewed or revoked meanwhile")
+                    tx.insert_certificate(record, der)
+                    if supersedes is not None:
+                        tx.mark_superseded(supersedes, record.serial)
+                    details: dict[str, object] = {
+                        "owner": owner.name, "group": owner.group, "ca": ca.id, "issuance": issuance.value,
+                        "subject": record.subject, "sha256": record.fingerprint_sha256,
+                        "not_after": record.not_after.isoformat()}
+                    if supersedes:
+                        details["supersedes"] = supersedes
+                    details.update(extra_audit or {})
+                    audit.append(tx, actor=actor, action="certificate.issue", subject=record.serial,
+                                 details=details, at=now)
+            except AlreadyExists:
+                continue  # serial clash: the transaction rolled back, nothing was handed out
+            return IssuedCertificate(record=record, certificate_der=der, chain_der=self._chain(ca))
+        raise AlreadyExists("could not find a free serial number after several attempts")
+
+    def _chain(self, ca: CARecord) -> list[bytes]:
+        chain = [ca.certificate_der]
+        with self._ctx.store.read() as tx:
+            while ca.parent_id is not None:
+                ca = tx.get_ca(ca.parent_id)
+                chain.append(ca.certificate_der)
+        return chain
+
+    def _owner(self, owner_id: str) -> Owner:
+        with self._ctx.store.read() as tx:
+            return tx.get_owner(owner_id)
+
+    # -- revocation -------------------------------------------------------------------------------
+    def revoke(self, serial: str, *, reason: RevocationReason, actor: str) -> CertificateRecord | CARecord:
+        """Revoke a leaf or an issuing CA, publish the issuer's new CRL and bump the affected trust lists."""
+        serial = serial.lower().removeprefix("0x").replace(":", "").lstrip("0")
+        with self._ctx.store.read() as tx:
+            try:
+                target: CertificateRecord | CARecord = tx.get_certificate(serial, with_der=False)
+            except NotFound:
+                target = next((ca for ca in tx.list_cas() if ca.serial == serial), None)  # type: ignore[assignment]
+                if target is None:
+                    raise
+        if isinstance(target, CARecord):
+            if target.parent_id is None:
+                raise InvalidState("a root CA cannot be revoked; retire it and distribute a new root")
+            issuer_id = target.parent_id
+            not_after = target.not_after
+            groups = list(self._ctx.config.groups)
+        else:
+            if target.revoked_at is not None:
+                raise InvalidState(f"certificate {serial} is already revoked "
+                                   f"({target.revocation_reason.name.lower() if target.revocation_reason else ''})")
+            issuer_id = target.issuer_ca_id
+            not_after = target.not_after
+            groups = [target.group]
+        with self._ctx.store.read() as tx:
+            issuer = tx.get_ca(issuer_id)
+        if self._ctx.index.is_revoked(issuer_id, int(serial, 16)):
+            raise InvalidState(f"{serial} is already revoked")
+        issuer_key = self._ctx.keys.signer(issuer)  # fail before writing anything if the key is unusable
+        crl_days, hash_name = self._crl_policy(issuer)
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            if isinstance(target, CertificateRecord):
+                tx.mark_revoked(serial, now, reason)
+            tx.insert_revocation(serial, issuer_id, now, reason, not_after)
+            audit.append(tx, actor=actor, action="certificate.revoke" if isinstance(target, CertificateRecord)
+                         else "ca.revoke", subject=serial, at=now,
+                         details={"reason": reason.name.lower(), "issuer": issuer_id})
+            publish_crl(self._ctx, tx, issuer, issuer_key, crl_days=crl_days, hash_name=hash_name, actor=actor)
+            self._ctx.index.add(issuer_id, int(serial, 16), int(reason))
+            try:
+                self._trustlists.record_versions(tx, groups, f"revoked {serial}")
+            except BaseException:
+                self._ctx.index.refresh(tx)
+                raise
+        if isinstance(target, CARecord):
+            with self._ctx.store.transaction() as tx:
+                tx.set_ca_active(target.id, False)
+            return target
+        with self._ctx.store.read() as tx:
+            return tx.get_certificate(serial, with_der=False)
+
+    def _crl_policy(self, ca: CARecord) -> tuple[int, str]:
+        if ca.parent_id is None:
+            return self._ctx.config.root.crl_lifetime_days, self._ctx.config.root.signature_hash
+        policy = self._ctx.config.group(ca.group or "")
+        return policy.crl_lifetime_days, policy.signature_hash
+
+    def refresh_crls(self, *, actor: str, force: bool = False) -> list[CrlRecord]:
+        """Re-sign every CRL that is within its refresh margin of nextUpdate (or all, with force)."""
+        now = self._ctx.clock()
+        published: list[CrlRecord] = []
+        for ca in self._hierarchy.list():
+            if ca.not_after < now or self._ctx.ca_revoked(ca):
+                continue
+            margin = (self._ctx.config.root.crl_refresh_margin_days if ca.parent_id is None
+                      else self._ctx.config.group(ca.group or "").crl_refresh_margin_days)
+            with self._ctx.store.read() as tx:
+                latest = tx.latest_crl(ca.id)
+            if not force and latest is not None and latest.next_update - timedelta(days=margin) > now:
+                continue
+            key = self._ctx.keys.signer(ca)
+            crl_days, hash_name = self._crl_policy(ca)
+            with self._ctx.store.transaction() as tx:
+                published.append(publish_crl(self._ctx, tx, ca, key, crl_days=crl_days, hash_name=hash_name,
+                                             actor=actor))
+                groups = list(self._ctx.config.groups) if ca.parent_id is None else [ca.group or ""]
+                self._trustlists.record_versions(tx, groups, f"CRL of {ca.id} refreshed")
+        return published
+
+    def mark_delivered(self, serial: str, *, actor: str) -> bool:
+        """A certificate issued in a batch was seen in the field (presented in a handshake, installed)."""
+        with self._ctx.store.transaction() as tx:
+            changed = tx.mark_delivered(serial)
+            if changed:
+                audit.append(tx, actor=actor, action="certificate.delivered", subject=serial)
+        return changed
+
+
+def encode_private_key(key: CertificateIssuerPrivateKeyTypes, key_format: KeyFormat, password: str | None,
+                       issued: IssuedCertificate, friendly_name: str) -> bytes:
+    secret = password.encode() if password else None
+    if key_format == "pem":
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption())
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    if not secret:
+        raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
+    cert = x509.load_der_x509_certificate(issued.certificate_der)
+    cas = [x509.load_der_x509_certificate(d) for d in issued.chain_der]
+    return pkcs12.serialize_key_and_certificates(
+        friendly_name.encode(), key, cert, cas, serialization.BestAvailableEncryption(secret))  # type: ignore[arg-type]

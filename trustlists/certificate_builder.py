@@ -1,0 +1,136 @@
+"""Turning an approved request into a certificate: the extensions each profile demands."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from trustlists.csr_checks import ApprovedRequest
+from trustlists.keys.algorithms import signature_hash
+from trustlists.models import KeyType
+from trustlists.policy import ExtendedKeyUsageName, GroupPolicy, KeyUsageName
+
+# Clocks on plant floors drift; a certificate that starts "now" is refused by a PLC running a minute behind.
+BACKDATE = timedelta(minutes=10)
+
+_EKU_OIDS = {
+    ExtendedKeyUsageName.SERVER_AUTH: ExtendedKeyUsageOID.SERVER_AUTH,
+    ExtendedKeyUsageName.CLIENT_AUTH: ExtendedKeyUsageOID.CLIENT_AUTH,
+}
+
+
+def key_usage(names: set[KeyUsageName]) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=KeyUsageName.DIGITAL_SIGNATURE in names,
+        content_commitment=KeyUsageName.NON_REPUDIATION in names,
+        key_encipherment=KeyUsageName.KEY_ENCIPHERMENT in names,
+        data_encipherment=KeyUsageName.DATA_ENCIPHERMENT in names,
+        key_agreement=KeyUsageName.KEY_AGREEMENT in names,
+        key_cert_sign=KeyUsageName.KEY_CERT_SIGN in names,
+        crl_sign=KeyUsageName.CRL_SIGN in names,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _validity(now: datetime, lifetime_days: int, issuer: x509.Certificate | None) -> tuple[datetime, datetime]:
+    not_before = now - BACKDATE
+    not_after = now + timedelta(days=lifetime_days)
+    if issuer is not None:
+        # A certificate must not outlive its issuer: validators would reject it at the issuer's expiry anyway.
+        not_after = min(not_after, issuer.not_valid_after_utc)
+    return not_before, not_after
+
+
+def build_leaf(
+    *,
+    request: ApprovedRequest,
+    policy: GroupPolicy,
+    issuer_cert: x509.Certificate,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    issuer_key_type: KeyType,
+    serial: int,
+    now: datetime,
+) -> x509.Certificate:
+    not_before, not_after = _validity(now, policy.leaf_lifetime_days, issuer_cert)
+    san: list[x509.GeneralName] = []
+    if request.san_uri:
+        san.append(x509.UniformResourceIdentifier(request.san_uri))
+    san += [x509.DNSName(d) for d in request.dns_names]
+    san += [x509.IPAddress(ipaddress.ip_address(i)) for i in request.ip_addresses]
+    issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(request.subject)
+        .issuer_name(issuer_cert.subject)
+        .public_key(request.public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage(set(policy.key_usage[request.key_type.family])), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(request.public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
+                       critical=False)
+    )
+    if policy.extended_key_usage:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([_EKU_OIDS[e] for e in policy.extended_key_usage]), critical=False)
+    if san:
+        # RFC 5280: the SAN is critical when the subject is empty; OPC UA subjects never are.
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return builder.sign(issuer_key, signature_hash(issuer_key_type, policy.signature_hash))
+
+
+def ca_name(organization: str, common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+    ])
+
+
+def build_ca(
+    *,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer_cert: x509.Certificate | None,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    issuer_key_type: KeyType,
+    hash_name: str,
+    serial: int,
+    lifetime_days: int,
+    path_length: int | None,
+    now: datetime,
+) -> x509.Certificate:
+    """A root (issuer_cert None: self-signed) or an issuing CA signed by `issuer_cert`."""
+    not_before, not_after = _validity(now, lifetime_days, issuer_cert)
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    if issuer_cert is None:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        issuer_name = subject
+    else:
+        issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski)
+        issuer_name = issuer_cert.subject
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(key_usage({KeyUsageName.DIGITAL_SIGNATURE, KeyUsageName.KEY_CERT_SIGN,
+                                  KeyUsageName.CRL_SIGN}), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(aki, critical=False)
+    )
+    return builder.sign(issuer_key, signature_hash(issuer_key_type, hash_name))

@@ -1,0 +1,64 @@
+"""The engine facade: one object that wires the store, keys and policy into the engine's parts.
+
+    engine = Engine(store=SqliteStore(path), config=load_default_config(), keys=KeyRing([...]))
+    engine.hierarchy.initialize(actor="alice")
+    owner = engine.registry.register(group="mqtt-device", name="pump-7", site="north", actor="alice")
+    issued = engine.authority.issue_from_csr(csr_pem, owner_id=owner.id, actor="alice")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from trustlists import audit
+from trustlists.audit import AuditVerification
+from trustlists.authority import CertificateAuthority
+from trustlists.clock import utcnow
+from trustlists.context import EngineContext
+from trustlists.crl import RevocationIndex
+from trustlists.hierarchy import Hierarchy
+from trustlists.inventory import Inventory
+from trustlists.keys.keyring import KeyRing
+from trustlists.keys.pool import KeyPool
+from trustlists.policy import PkiConfig
+from trustlists.registry import Registry
+from trustlists.store.base import Store
+from trustlists.trustlist import TrustListManager
+
+
+class Engine:
+    def __init__(self, *, store: Store, config: PkiConfig, keys: KeyRing, key_pool: KeyPool | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.ctx = EngineContext(store=store, config=config, keys=keys, index=RevocationIndex(), clock=clock)
+        self.key_pool = key_pool or KeyPool()
+        self.trustlists = TrustListManager(self.ctx)
+        self.hierarchy = Hierarchy(self.ctx, self.trustlists)
+        self.registry = Registry(self.ctx)
+        self.authority = CertificateAuthority(self.ctx, self.hierarchy, self.trustlists, self.key_pool)
+        self.inventory = Inventory(self.ctx)
+        self.refresh_revocations()
+
+    @property
+    def config(self) -> PkiConfig:
+        return self.ctx.config
+
+    def refresh_revocations(self) -> int:
+        """Pick up revocations other processes wrote (the CLI revoking while a server runs)."""
+        with self.ctx.store.read() as tx:
+            return self.ctx.index.refresh(tx)
+
+    def is_initialized(self) -> bool:
+        return any(ca.parent_id is None for ca in self.hierarchy.list())
+
+    def verify_audit(self) -> AuditVerification:
+        with self.ctx.store.read() as tx:
+            return audit.verify(tx)
+
+    def audit_records(self) -> list[audit.AuditRecord]:
+        with self.ctx.store.read() as tx:
+            return list(audit.records(tx))
+
+    def close(self) -> None:
+        self.key_pool.stop()
+        self.ctx.store.close()

@@ -1,0 +1,95 @@
+"""Typed errors raised by the engine.
+
+Each error carries a stable machine-readable `reason` so that fronts (the CLI, the OPC UA GDS, the MQTT
+side) can translate it into their own words (an exit code, a StatusCode, a reason code) without parsing
+messages.
+"""
+
+from __future__ import annotations
+
+
+class OtpkiError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.reason
+
+
+class InvalidInput(OtpkiError):
+    """Malformed input: garbage or truncated DER/PEM, wrong types."""
+
+    reason = "invalid_input"
+
+
+class CsrRejected(OtpkiError):
+    """A well-formed CSR that policy or registration forbids (reason says which rule)."""
+
+    reason = "csr_rejected"
+
+
+class PolicyViolation(CsrRejected):
+    reason = "policy_violation"
+
+
+class UriMismatch(CsrRejected):
+    """The CSR's SAN URI is not the ApplicationUri registered for the requester."""
+
+    reason = "uri_mismatch"
+
+
+class NotFound(OtpkiError):
+    reason = "not_found"
+
+
+class AlreadyExists(OtpkiError):
+    reason = "already_exists"
+
+
+class IssuerUnusable(OtpkiError):
+    """The issuing CA is expired, not yet valid, revoked or retired."""
+
+    reason = "issuer_unusable"
+
+
+class InvalidState(OtpkiError):
+    """The operation is not allowed in the current state (e.g. revoking a revoked certificate)."""
+
+    reason = "invalid_state"
+
+
+class KeyAccessError(OtpkiError):
+    """A CA key cannot be used: wrong passphrase, wrong HSM PIN, missing key or token."""
+
+    reason = "key_access"
+
+
+class WrongPassphrase(KeyAccessError):
+    reason = "wrong_passphrase"
+
+
+class StoreError(OtpkiError):
+    reason = "store_error"
+
+
+class StoreBusy(StoreError):
+    """The database is locked by another writer for longer than the busy timeout."""
+
+    reason = "store_busy"
+
+
+class NotInitialized(OtpkiError):
+    """The data directory does not exist or holds no CA hierarchy."""
+
+    reason = "not_initialized"
+
+
+class AuditTampered(OtpkiError):
+    reason = "audit_tampered"

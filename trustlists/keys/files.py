@@ -1,0 +1,86 @@
+"""CA keys as encrypted PKCS#8 files: decrypted only in memory, never written in clear."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from trustlists.errors import AlreadyExists, InvalidInput, KeyAccessError, NotFound, WrongPassphrase
+from trustlists.keys.algorithms import generate_private_key
+from trustlists.models import KeyType
+
+_SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MIN_PASSPHRASE_LENGTH = 12
+
+
+class EncryptedFileKeyBackend:
+    """Stores each CA key as `<dir>/<key_ref>.key.pem`, PKCS#8 encrypted with the best available scheme."""
+
+    name = "file"
+
+    def __init__(self, directory: Path, passphrase: bytes) -> None:
+        if len(passphrase) < MIN_PASSPHRASE_LENGTH:
+            raise KeyAccessError(
+                f"the CA key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters",
+                reason="weak_passphrase")
+        self._dir = directory
+        self._passphrase = passphrase
+        self._cache: dict[str, CertificateIssuerPrivateKeyTypes] = {}
+
+    def _path(self, key_ref: str) -> Path:
+        if not _SAFE_REF.match(key_ref):
+            raise InvalidInput(f"invalid key reference {key_ref!r}")
+        return self._dir / f"{key_ref}.key.pem"
+
+    def exists(self, key_ref: str) -> bool:
+        return self._path(key_ref).exists()
+
+    def create(self, key_ref: str, key_type: KeyType) -> CertificateIssuerPrivateKeyTypes:
+        path = self._path(key_ref)
+        if path.exists():
+            raise AlreadyExists(f"a CA key named {key_ref!r} already exists in {self._dir}")
+        key = generate_private_key(key_type)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(self._passphrase),
+        )
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # O_EXCL: two ceremonies racing for one name must not overwrite each other's key.
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)  # fails if the final name appeared meanwhile
+        tmp.unlink()
+        self._cache[key_ref] = key
+        return key
+
+    def load(self, key_ref: str) -> CertificateIssuerPrivateKeyTypes:
+        cached = self._cache.get(key_ref)
+        if cached is not None:
+            return cached
+        path = self._path(key_ref)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"CA key file {path} is missing") from None
+        except OSError as exc:
+            raise KeyAccessError(f"cannot read CA key file {path}: {exc.strerror}") from None
+        try:
+            key = serialization.load_pem_private_key(data, password=self._passphrase)
+        except (ValueError, TypeError) as exc:
+            if "password" in str(exc).lower() or "decrypt" in str(exc).lower():
+                raise WrongPassphrase(
+                    f"cannot decrypt CA key {key_ref!r}: wrong passphrase "
+                    "(check OTPKI_CA_PASSPHRASE or the passphrase file)") from None
+            raise KeyAccessError(f"CA key file {path} is damaged: {exc}") from None
+        self._cache[key_ref] = key  # type: ignore[assignment]
+        return key  # type: ignore[return-value]

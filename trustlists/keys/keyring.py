@@ -1,0 +1,49 @@
+"""The set of key backends an engine uses, and a cache of CA signers loaded from them."""
+
+from __future__ import annotations
+
+import threading
+
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from trustlists.errors import KeyAccessError
+from trustlists.keys.base import KeyBackend
+from trustlists.models import CARecord, KeyType
+
+
+class KeyRing:
+    def __init__(self, backends: list[KeyBackend], default: str | None = None) -> None:
+        if not backends:
+            raise KeyAccessError("no CA key backend is configured", reason="no_backend")
+        self._backends = {b.name: b for b in backends}
+        self.default = default or backends[0].name
+        if self.default not in self._backends:
+            raise KeyAccessError(f"key backend {self.default!r} is not configured", reason="no_backend")
+        self._signers: dict[str, CertificateIssuerPrivateKeyTypes] = {}
+        self._lock = threading.Lock()
+
+    def backend(self, name: str) -> KeyBackend:
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise KeyAccessError(
+                f"this CA's key is held by the {name!r} backend, which is not configured here "
+                "(configure it in otpki.toml [keys])", reason="no_backend") from None
+
+    def create(self, key_ref: str, key_type: KeyType) -> tuple[str, CertificateIssuerPrivateKeyTypes]:
+        backend = self._backends[self.default]
+        signer = backend.create(key_ref, key_type)
+        with self._lock:
+            self._signers[f"{backend.name}:{key_ref}"] = signer
+        return backend.name, signer
+
+    def signer(self, ca: CARecord) -> CertificateIssuerPrivateKeyTypes:
+        cache_key = f"{ca.key_backend}:{ca.key_ref}"
+        with self._lock:
+            cached = self._signers.get(cache_key)
+        if cached is not None:
+            return cached
+        signer = self.backend(ca.key_backend).load(ca.key_ref)
+        with self._lock:
+            self._signers[cache_key] = signer
+        return signer

@@ -1,0 +1,248 @@
+"""Pydantic models shared by the engine and everyone who talks to it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class KeyType(StrEnum):
+    RSA2048 = "rsa2048"
+    RSA3072 = "rsa3072"
+    RSA4096 = "rsa4096"
+    EC_P256 = "ec-p256"
+    EC_P384 = "ec-p384"
+    ED25519 = "ed25519"
+
+    @property
+    def family(self) -> KeyFamily:
+        if self.value.startswith("rsa"):
+            return KeyFamily.RSA
+        if self.value.startswith("ec-"):
+            return KeyFamily.EC
+        return KeyFamily.ED25519
+
+
+class KeyFamily(StrEnum):
+    RSA = "rsa"
+    EC = "ec"
+    ED25519 = "ed25519"
+
+
+class OwnerKind(StrEnum):
+    APPLICATION = "application"
+    DEVICE = "device"
+    USER = "user"
+
+
+class CertificateStatus(StrEnum):
+    """Status as the inventory reports it (derived from the stored state and the clock)."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+    NOT_DELIVERED = "issued-not-delivered"
+
+
+class RevocationReason(IntEnum):
+    """RFC 5280 CRLReason values."""
+
+    UNSPECIFIED = 0
+    KEY_COMPROMISE = 1
+    CA_COMPROMISE = 2
+    AFFILIATION_CHANGED = 3
+    SUPERSEDED = 4
+    CESSATION_OF_OPERATION = 5
+    CERTIFICATE_HOLD = 6
+    PRIVILEGE_WITHDRAWN = 9
+    AA_COMPROMISE = 10
+
+    @classmethod
+    def parse(cls, text: str) -> RevocationReason:
+        key = text.strip().replace("-", "_").upper()
+        aliases = {"KEYCOMPROMISE": "KEY_COMPROMISE", "CACOMPROMISE": "CA_COMPROMISE",
+                   "AFFILIATIONCHANGED": "AFFILIATION_CHANGED",
+                   "CESSATIONOFOPERATION": "CESSATION_OF_OPERATION",
+                   "CERTIFICATEHOLD": "CERTIFICATE_HOLD", "PRIVILEGEWITHDRAWN": "PRIVILEGE_WITHDRAWN",
+                   "AACOMPROMISE": "AA_COMPROMISE"}
+        key = aliases.get(key.replace("_", ""), key)
+        try:
+            return cls[key]
+        except KeyError:
+            names = ", ".join(m.name.lower().replace("_", "-") for m in cls)
+            raise ValueError(f"unknown revocation reason {text!r}; use one of: {names}") from None
+
+
+class IssuanceKind(StrEnum):
+    CSR = "csr"
+    SERVER_KEYGEN = "server-keygen"
+    RENEWAL = "renewal"
+    BATCH = "batch"
+
+
+class Owner(BaseModel):
+    """An application, device or user that certificates are issued to (the registration)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: OwnerKind
+    name: str
+    group: str
+    site: str | None = None
+    application_uri: str | None = None
+    dns_names: list[str] = Field(default_factory=list)
+    ip_addresses: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class CARecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    parent_id: str | None
+    group: str | None
+    site: str | None
+    key_type: KeyType
+    key_backend: str
+    key_ref: str
+    certificate_der: bytes
+    serial: str
+    fingerprint_sha256: str
+    not_before: datetime
+    not_after: datetime
+    active: bool
+    created_at: datetime
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_id is None
+
+
+class CertificateRecord(BaseModel):
+    """One certificate in the inventory: everything ever issued, shipped or not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    serial: str  # lowercase hex, no leading zeros
+    issuer_ca_id: str
+    owner_id: str | None
+    group: str
+    site: str | None
+    subject: str
+    san_uri: str | None
+    key_type: KeyType
+    not_before: datetime
+    not_after: datetime
+    fingerprint_sha256: str
+    issuance: IssuanceKind
+    issued_at: datetime
+    delivered: bool
+    superseded_by: str | None = None
+    revoked_at: datetime | None = None
+    revocation_reason: RevocationReason | None = None
+    der: bytes | None = None
+
+    def status_at(self, now: datetime) -> CertificateStatus:
+        if self.revoked_at is not None:
+            return CertificateStatus.REVOKED
+        if self.not_after < now:
+            return CertificateStatus.EXPIRED
+        if self.superseded_by is not None:
+            return CertificateStatus.SUPERSEDED
+        if not self.delivered:
+            return CertificateStatus.NOT_DELIVERED
+        return CertificateStatus.ACTIVE
+
+
+class IssuedCertificate(BaseModel):
+    """What issuance hands back: the recorded certificate, its chain and (server keygen) the key."""
+
+    record: CertificateRecord
+    certificate_der: bytes
+    chain_der: list[bytes]  # issuing CA first, root last
+    private_key: bytes | None = None  # encoded as asked (PEM PKCS#8 or PKCS#12)
+    private_key_format: str | None = None
+
+
+class CrlRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ca_id: str
+    crl_number: int
+    this_update: datetime
+    next_update: datetime
+    entries: int
+    der: bytes
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class TrustListMask(IntEnum):
+    """Which of the four lists a trust list carries (same bit values as OPC UA TrustListMasks)."""
+
+    NONE = 0
+    TRUSTED_CERTIFICATES = 1
+    TRUSTED_CRLS = 2
+    ISSUER_CERTIFICATES = 4
+    ISSUER_CRLS = 8
+    ALL = 15
+
+
+class TrustListContent(BaseModel):
+    """The four lists of a trust list, as DER blobs, in the shape of OPC UA TrustListDataType.
+
+    trusted_*: certificates (and the CRLs of those that are CAs) that are trusted as they are;
+    issuer_*: CAs that may appear in a chain but are not trusted on their own, and their CRLs.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    specified_lists: int = TrustListMask.ALL
+    trusted_certificates: list[bytes] = Field(default_factory=list)
+    trusted_crls: list[bytes] = Field(default_factory=list)
+    issuer_certificates: list[bytes] = Field(default_factory=list)
+    issuer_crls: list[bytes] = Field(default_factory=list)
+
+    def content_hash(self) -> str:
+        """SHA-256 over a canonical encoding; equal content always gives the same hash."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(self.specified_lists.to_bytes(4, "big"))
+        for blobs in (self.trusted_certificates, self.trusted_crls,
+                      self.issuer_certificates, self.issuer_crls):
+            h.update(len(blobs).to_bytes(4, "big"))
+            for blob in sorted(blobs):
+                h.update(len(blob).to_bytes(4, "big"))
+                h.update(blob)
+        return h.hexdigest()
+
+
+class TrustList(BaseModel):
+    """A versioned trust list of one certificate group."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group: str
+    version: int
+    content_hash: str
+    created_at: datetime
+    content: TrustListContent

@@ -1,0 +1,138 @@
+"""Certificate-group policies: what may be issued, to whom, with which extensions.
+
+Groups are configuration: `PkiConfig` is loaded from TOML (the embedded defaults in
+`trustlists/profiles/default.toml`, overridden by the operator's file), never hard-coded.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trustlists.errors import NotFound
+from trustlists.models import KeyFamily, KeyType
+
+
+class KeyUsageName(StrEnum):
+    DIGITAL_SIGNATURE = "digitalSignature"
+    NON_REPUDIATION = "nonRepudiation"
+    KEY_ENCIPHERMENT = "keyEncipherment"
+    DATA_ENCIPHERMENT = "dataEncipherment"
+    KEY_AGREEMENT = "keyAgreement"
+    KEY_CERT_SIGN = "keyCertSign"
+    CRL_SIGN = "cRLSign"
+
+
+class ExtendedKeyUsageName(StrEnum):
+    SERVER_AUTH = "serverAuth"
+    CLIENT_AUTH = "clientAuth"
+
+
+Presence = Literal["required", "optional", "forbidden"]
+HashName = Literal["sha256", "sha384", "sha512"]
+
+
+class SanRules(BaseModel):
+    """Rules for the subjectAltName of leaf certificates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: Presence = "optional"
+    # Where the URI comes from: the owner's registered ApplicationUri (OPC UA Part 6), a template
+    # filled from the owner (devices), or whatever the CSR asks (only for groups without owners).
+    uri_source: Literal["owner_application_uri", "template", "csr"] = "owner_application_uri"
+    uri_template: str = "urn:otpki:{group}:{site}:{name}"
+    host_names: Presence = "optional"  # dNSName / iPAddress entries
+    host_names_must_be_registered: bool = True
+
+
+class GroupPolicy(BaseModel):
+    """The policy of one certificate group (for example opcua-application or mqtt-device)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    owner_kind: Literal["application", "device", "user"]
+    ca_key_type: KeyType
+    allowed_key_types: list[KeyType]
+    signature_hash: HashName = "sha256"
+    leaf_lifetime_days: int = Field(365, ge=1, le=36500)
+    renewal_window_days: int = Field(60, ge=0)
+    ca_lifetime_days: int = Field(3650, ge=1, le=36500)
+    ca_path_length: int = Field(0, ge=0, le=8)  # pathLenConstraint of the group's issuing CA
+    key_usage: dict[KeyFamily, list[KeyUsageName]]
+    extended_key_usage: list[ExtendedKeyUsageName]
+    subject_cn: Literal["any", "owner_name"] = "any"
+    san: SanRules = Field(default_factory=SanRules)
+    per_site: bool = False
+    auto_approve: bool = True
+    crl_lifetime_days: int = Field(7, ge=1)
+    crl_refresh_margin_days: int = Field(2, ge=0)
+    server_keygen_type: KeyType | None = None  # default key type when the server makes the key
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GroupPolicy:
+        if not self.allowed_key_types:
+            raise ValueError("allowed_key_types must not be empty")
+        if self.crl_refresh_margin_days >= self.crl_lifetime_days:
+            raise ValueError("crl_refresh_margin_days must be smaller than crl_lifetime_days")
+        for key_type in self.allowed_key_types:
+            if key_type.family not in self.key_usage:
+                raise ValueError(f"key_usage has no entry for {key_type.family} keys")
+        if self.server_keygen_type is not None and self.server_keygen_type not in self.allowed_key_types:
+            raise ValueError("server_keygen_type must be one of allowed_key_types")
+        return self
+
+    @property
+    def default_keygen_type(self) -> KeyType:
+        return self.server_keygen_type or self.allowed_key_types[0]
+
+
+class RootPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_type: KeyType = KeyType.RSA4096
+    signature_hash: HashName = "sha256"
+    lifetime_days: int = Field(7300, ge=1, le=36500)
+    crl_lifetime_days: int = Field(180, ge=1)
+    crl_refresh_margin_days: int = Field(30, ge=0)
+
+
+class PkiConfig(BaseModel):
+    """Everything the engine needs to know about the hierarchy it manages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    organization: str = "otpki"
+    root: RootPolicy = Field(default_factory=RootPolicy)
+    sites: list[str] = Field(default_factory=list)
+    groups: dict[str, GroupPolicy]
+
+    @field_validator("groups")
+    @classmethod
+    def _names(cls, groups: dict[str, GroupPolicy]) -> dict[str, GroupPolicy]:
+        for name in groups:
+            if not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(f"group name {name!r} may only contain letters, digits, '-' and '_'")
+        return groups
+
+    def group(self, name: str) -> GroupPolicy:
+        try:
+            return self.groups[name]
+        except KeyError:
+            known = ", ".join(sorted(self.groups))
+            raise NotFound(f"unknown certificate group {name!r} (configured groups: {known})",
+                           reason="unknown_group") from None
+
+
+def load_default_config() -> PkiConfig:
+    return PkiConfig.model_validate(default_config_data())
+
+
+def default_config_data() -> dict[str, Any]:
+    text = resources.files("trustlists.profiles").joinpath("default.toml").read_text()
+    return tomllib.loads(text)

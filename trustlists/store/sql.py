@@ -1,0 +1,374 @@
+"""Every query the engine runs, in plain SQL that SQLite and PostgreSQL both accept.
+
+`SqlTx` wraps one DB-API connection inside a unit of work. Backends hand it a `translate` function that
+turns their driver's exceptions into the engine's typed errors (busy -> StoreBusy, constraint -> AlreadyExists).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from trustlists.clock import from_epoch, to_epoch
+from trustlists.errors import NotFound
+from trustlists.models import (
+    AuditRecord,
+    CARecord,
+    CertificateRecord,
+    CertificateStatus,
+    CrlRecord,
+    IssuanceKind,
+    KeyType,
+    Owner,
+    OwnerKind,
+    RevocationReason,
+)
+
+_CERT_COLUMNS = (
+    "serial, issuer_ca_id, owner_id, grp, site, subject, san_uri, key_type, not_before, not_after, "
+    "fingerprint, issuance, issued_at, delivered, superseded_by, revoked_at, revocation_reason"
+)
+_CA_COLUMNS = (
+    "id, name, parent_id, grp, site, key_type, key_backend, key_ref, cert_der, serial, fingerprint, "
+    "not_before, not_after, active, created_at"
+)
+_OWNER_COLUMNS = (
+    "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
+)
+
+
+class SqlTx:
+    def __init__(self, conn: Any, translate: Callable[[Exception], Exception], placeholder: str = "?"):
+        self._conn = conn
+        self._translate = translate
+        self._ph = placeholder
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._ph != "?":
+            sql = sql.replace("?", self._ph)
+        try:
+            cur = self._conn.cursor()
+            cur.execute(sql, tuple(params))
+            return cur
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._ph != "?":
+            sql = sql.replace("?", self._ph)
+        try:
+            self._conn.cursor().executemany(sql, rows)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    # -- meta -------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- CAs --------------------------------------------------------------------------------------
+    def insert_ca(self, ca: CARecord) -> None:
+        self.execute(
+            f"INSERT INTO cas ({_CA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ca.id, ca.name, ca.parent_id, ca.group, ca.site, ca.key_type.value, ca.key_backend,
+             ca.key_ref, ca.certificate_der, ca.serial, ca.fingerprint_sha256, to_epoch(ca.not_before),
+             to_epoch(ca.not_after), int(ca.active), to_epoch(ca.created_at)),
+        )
+
+    @staticmethod
+    def _ca(row: Sequence[Any]) -> CARecord:
+        return CARecord(
+            id=row[0], name=row[1], parent_id=row[2], group=row[3], site=row[4], key_type=KeyType(row[5]),
+            key_backend=row[6], key_ref=row[7], certificate_der=bytes(row[8]), serial=row[9],
+            fingerprint_sha256=row[10], not_before=from_epoch(row[11]), not_after=from_epoch(row[12]),
+            active=bool(row[13]), created_at=from_epoch(row[14]),
+        )
+
+    def get_ca(self, ca_id: str) -> CARecord:
+        row = self._one(f"SELECT {_CA_COLUMNS} FROM cas WHERE id = ?", (ca_id,))
+        if row is None:
+            raise NotFound(f"no CA with id {ca_id!r}")
+        return self._ca(row)
+
+    def list_cas(self) -> list[CARecord]:
+        rows = self.execute(f"SELECT {_CA_COLUMNS} FROM cas ORDER BY created_at, id").fetchall()
+        return [self._ca(r) for r in rows]
+
+    def set_ca_active(self, ca_id: str, active: bool) -> None:
+        self.execute("UPDATE cas SET active = ? WHERE id = ?", (int(active), ca_id))
+
+    # -- owners -----------------------------------------------------------------------------------
+    def insert_owner(self, owner: Owner) -> None:
+        self.execute(
+            f"INSERT INTO owners ({_OWNER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (owner.id, owner.kind.value, owner.name, owner.group, owner.site, owner.application_uri,
+             json.dumps(owner.dns_names), json.dumps(owner.ip_addresses),
+             json.dumps(owner.attributes, sort_keys=True), to_epoch(owner.created_at)),
+        )
+
+    def update_owner(self, owner: Owner) -> None:
+        cur = self.execute(
+            "UPDATE owners SET name = ?, site = ?, application_uri = ?, dns_names = ?, ip_addresses = ?, "
+            "attributes = ? WHERE id = ?",
+            (owner.name, owner.site, owner.application_uri, json.dumps(owner.dns_names),
+             json.dumps(owner.ip_addresses), json.dumps(owner.attributes, sort_keys=True), owner.id),
+        )
+        if cur.rowcount == 0:
+            raise NotFound(f"no registered owner with id {owner.id!r}")
+
+    @staticmethod
+    def _owner(row: Sequence[Any]) -> Owner:
+        return Owner(
+            id=row[0], kind=OwnerKind(row[1]), name=row[2], group=row[3], site=row[4],
+            application_uri=row[5], dns_names=json.loads(row[6]), ip_addresses=json.loads(row[7]),
+            attributes=json.loads(row[8]), created_at=from_epoch(row[9]),
+        )
+
+    def get_owner(self, owner_id: str) -> Owner:
+        row = self._one(f"SELECT {_OWNER_COLUMNS} FROM owners WHERE id = ?", (owner_id,))
+        if row is None:
+            raise NotFound(f"no registered owner with id {owner_id!r}", reason="unknown_owner")
+        return self._owner(row)
+
+    def find_owner(self, group: str, *, name: str | None = None, application_uri: str | None = None
+                   ) -> Owner | None:
+        if name is not None:
+            row = self._one(f"SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? AND name = ?", (group, name))
+        else:
+            row = self._one(f"SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? AND application_uri = ?",
+                            (group, application_uri))
+        return self._owner(row) if row else None
+
+    def list_owners(self, group: str | None = None) -> list[Owner]:
+        if group is None:
+            rows = self.execute(f"SELECT {_OWNER_COLUMNS} FROM owners ORDER BY grp, name").fetchall()
+        else:
+            rows = self.execute(f"SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? ORDER BY name",
+                                (group,)).fetchall()
+        return [self._owner(r) for r in rows]
+
+    # -- certificates -----------------------------------------------------------------------------
+    def insert_certificate(self, rec: CertificateRecord, der: bytes) -> None:
+        self.execute(
+            f"INSERT INTO certificates ({_CERT_COLUMNS}, der) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rec.serial, rec.issuer_ca_id, rec.owner_id, rec.group, rec.site, rec.subject, rec.san_uri,
+             rec.key_type.value, to_epoch(rec.not_before), to_epoch(rec.not_after), rec.fingerprint_sha256,
+             rec.issuance.value, to_epoch(rec.issued_at), int(rec.delivered), rec.superseded_by,
+             to_epoch(rec.revoked_at) if rec.revoked_at else None,
+             int(rec.revocation_reason) if rec.revocation_reason is not None else None, der),
+        )
+
+    @staticmethod
+    def _cert(row: Sequence[Any], der: bytes | None = None) -> CertificateRecord:
+        # model_construct: rows come from our own schema, and inventory queries return many of them.
+        return CertificateRecord.model_construct(
+            serial=row[0], issuer_ca_id=row[1], owner_id=row[2], group=row[3], site=row[4], subject=row[5],
+            san_uri=row[6], key_type=KeyType(row[7]), not_before=from_epoch(row[8]),
+            not_after=from_epoch(row[9]), fingerprint_sha256=row[10], issuance=IssuanceKind(row[11]),
+            issued_at=from_epoch(row[12]), delivered=bool(row[13]), superseded_by=row[14],
+            revoked_at=from_epoch(row[15]) if row[15] is not None else None,
+            revocation_reason=RevocationReason(row[16]) if row[16] is not None else None,
+            der=der,
+        )
+
+    def get_certificate(self, serial: str, *, with_der: bool = True) -> CertificateRecord:
+        row = self._one(f"SELECT {_CERT_COLUMNS}, der FROM certificates WHERE serial = ?", (serial,))
+        if row is None:
+            raise NotFound(f"no certificate with serial {serial}", reason="unknown_certificate")
+        return self._cert(row, bytes(row[17]) if with_der else None)
+
+    def find_certificate_by_fingerprint(self, fingerprint: str) -> CertificateRecord | None:
+        row = self._one(f"SELECT {_CERT_COLUMNS}, der FROM certificates WHERE fingerprint = ?", (fingerprint,))
+        return self._cert(row, bytes(row[17])) if row else None
+
+    def query_certificates(
+        self,
+        *,
+        now: datetime,
+        status: CertificateStatus | None = None,
+        group: str | None = None,
+        site: str | None = None,
+        owner_id: str | None = None,
+        expiring_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[CertificateRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        now_s = to_epoch(now)
+        if group is not None:
+            where.append("grp = ?")
+            params.append(group)
+        if site is not None:
+            where.append("site = ?")
+            params.append(site)
+        if owner_id is not None:
+            where.append("owner_id = ?")
+            params.append(owner_id)
+        if expiring_before is not None:
+            # "expiring" means still valid now and ending inside the window; dead ones are not news.
+            where.append("not_after >= ? AND not_after <= ? AND revoked_at IS NULL AND superseded_by IS NULL")
+            params += [now_s, to_epoch(expiring_before)]
+        if status is not None:
+            where.append(_STATUS_SQL[status])
+            params += [now_s] * _STATUS_SQL[status].count("?")
+        sql = f"SELECT {_CERT_COLUMNS} FROM certificates"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY not_after, serial"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._cert(r) for r in self.execute(sql, params).fetchall()]
+
+    def count_certificates(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM certificates")[0])
+
+    def mark_delivered(self, serial: str) -> bool:
+        return self.execute("UPDATE certificates SET delivered = 1 WHERE serial = ? AND delivered = 0",
+                            (serial,)).rowcount > 0
+
+    def mark_superseded(self, serial: str, by_serial: str) -> None:
+        self.execute("UPDATE certificates SET superseded_by = ? WHERE serial = ?", (by_serial, serial))
+
+    def mark_revoked(self, serial: str, at: datetime, reason: RevocationReason) -> None:
+        self.execute(
+            "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?",
+            (to_epoch(at), int(reason), serial),
+        )
+
+    # -- revocations ------------------------------------------------------------------------------
+    def insert_revocation(self, serial: str, issuer_ca_id: str, at: datetime, reason: RevocationReason,
+                          not_after: datetime) -> None:
+        self.execute(
+            "INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (serial, issuer_ca_id, to_epoch(at), int(reason), to_epoch(not_after)),
+        )
+
+    def revocations_since(self, seq: int) -> list[tuple[int, str, str, int, int]]:
+        """(seq, issuer_ca_id, serial, revoked_at, reason) of revocations newer than `seq`."""
+        return self.execute(
+            "SELECT seq, issuer_ca_id, serial, revoked_at, reason FROM revocations WHERE seq > ? ORDER BY seq",
+            (seq,),
+        ).fetchall()
+
+    def revoked_entries(self, ca_id: str, still_valid_at: datetime) -> Iterator[tuple[str, int, int]]:
+        """(serial, revoked_at, reason) that belong on the CA's CRL: those not yet expired."""
+        cur = self.execute(
+            "SELECT serial, revoked_at, reason FROM revocations WHERE issuer_ca_id = ? AND not_after >= ?",
+            (ca_id, to_epoch(still_valid_at)),
+        )
+        while True:
+            rows = cur.fetchmany(50_000)
+            if not rows:
+                return
+            yield from rows
+
+    # -- CRLs -------------------------------------------------------------------------------------
+    def next_crl_number(self, ca_id: str) -> int:
+        row = self._one("SELECT MAX(crl_number) FROM crls WHERE ca_id = ?", (ca_id,))
+        return (row[0] or 0) + 1
+
+    def insert_crl(self, crl: CrlRecord) -> None:
+        self.execute(
+            "INSERT INTO crls (ca_id, crl_number, this_update, next_update, entries, der) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (crl.ca_id, crl.crl_number, to_epoch(crl.this_update), to_epoch(crl.next_update), crl.entries,
+             crl.der),
+        )
+
+    def latest_crl(self, ca_id: str) -> CrlRecord | None:
+        row = self._one(
+            "SELECT ca_id, crl_number, this_update, next_update, entries, der FROM crls "
+            "WHERE ca_id = ? ORDER BY crl_number DESC LIMIT 1",
+            (ca_id,),
+        )
+        if row is None:
+            return None
+        return CrlRecord(ca_id=row[0], crl_number=row[1], this_update=from_epoch(row[2]),
+                         next_update=from_epoch(row[3]), entries=row[4], der=bytes(row[5]))
+
+    # -- trust lists ------------------------------------------------------------------------------
+    def add_external(self, group: str, list_name: str, kind: str, fingerprint: str, der: bytes, note: str,
+                     at: datetime) -> None:
+        self.execute(
+            "INSERT INTO trust_external (grp, list, kind, fingerprint, der, note, added_at, removed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            (group, list_name, kind, fingerprint, der, note, to_epoch(at)),
+        )
+
+    def remove_external(self, group: str, fingerprint: str, at: datetime) -> int:
+        return self.execute(
+            "UPDATE trust_external SET removed_at = ? WHERE grp = ? AND fingerprint = ? AND removed_at IS NULL",
+            (to_epoch(at), group, fingerprint),
+        ).rowcount
+
+    def list_external(self, group: str) -> list[tuple[str, str, str, bytes, str]]:
+        """(list, kind, fingerprint, der, note) of the group's current external trust."""
+        rows = self.execute(
+            "SELECT list, kind, fingerprint, der, note FROM trust_external "
+            "WHERE grp = ? AND removed_at IS NULL ORDER BY id",
+            (group,),
+        ).fetchall()
+        return [(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+
+    def latest_trust_version(self, group: str) -> tuple[int, str, datetime] | None:
+        row = self._one(
+            "SELECT version, content_hash, created_at FROM trust_versions WHERE grp = ? "
+            "ORDER BY version DESC LIMIT 1",
+            (group,),
+        )
+        return (row[0], row[1], from_epoch(row[2])) if row else None
+
+    def insert_trust_version(self, group: str, version: int, content_hash: str, at: datetime,
+                             reason: str) -> None:
+        self.execute(
+            "INSERT INTO trust_versions (grp, version, content_hash, created_at, reason) VALUES (?, ?, ?, ?, ?)",
+            (group, version, content_hash, to_epoch(at), reason),
+        )
+
+    # -- audit ------------------------------------------------------------------------------------
+    def last_audit(self) -> tuple[int, str] | None:
+        row = self._one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        return (row[0], row[1]) if row else None
+
+    def insert_audit(self, rec: AuditRecord, at_us: int) -> None:
+        self.execute(
+            "INSERT INTO audit_log (seq, at_us, actor, action, subject, details, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (rec.seq, at_us, rec.actor, rec.action, rec.subject,
+             json.dumps(rec.details, sort_keys=True, separators=(",", ":")), rec.prev_hash, rec.hash),
+        )
+
+    def iter_audit(self) -> Iterator[tuple[int, int, str, str, str, str, str, str]]:
+        cur = self.execute(
+            "SELECT seq, at_us, actor, action, subject, details, prev_hash, hash FROM audit_log ORDER BY seq")
+        while True:
+            rows = cur.fetchmany(10_000)
+            if not rows:
+                return
+            yield from rows
+
+
+# Status is derived from stored state and the clock (see CertificateRecord.status_at).
+_STATUS_SQL: dict[CertificateStatus, str] = {
+    CertificateStatus.REVOKED: "revoked_at IS NOT NULL",
+    CertificateStatus.EXPIRED: "revoked_at IS NULL AND not_after < ?",
+    CertificateStatus.SUPERSEDED: "revoked_at IS NULL AND not_after >= ? AND superseded_by IS NOT NULL",
+    CertificateStatus.NOT_DELIVERED: (
+        "revoked_at IS NULL AND not_after >= ? AND superseded_by IS NULL AND delivered = 0"),
+    CertificateStatus.ACTIVE: (
+        "revoked_at IS NULL AND not_after >= ? AND superseded_by IS NULL AND delivered = 1"),
+}

@@ -1,0 +1,108 @@
+-- otpki store schema (SQLite dialect). The PostgreSQL schema mirrors it with BIGINT/BYTEA/identity
+-- columns; every statement the engine runs is plain SQL that both accept.
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cas (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    parent_id TEXT REFERENCES cas(id),
+    grp TEXT,
+    site TEXT,
+    key_type TEXT NOT NULL,
+    key_backend TEXT NOT NULL,
+    key_ref TEXT NOT NULL,
+    cert_der BLOB NOT NULL,
+    serial TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL UNIQUE,
+    not_before BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    active INTEGER NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owners (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    site TEXT,
+    application_uri TEXT,
+    dns_names TEXT NOT NULL,
+    ip_addresses TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (grp, name),
+    UNIQUE (grp, application_uri)
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY,
+    issuer_ca_id TEXT NOT NULL REFERENCES cas(id),
+    owner_id TEXT REFERENCES owners(id),
+    grp TEXT NOT NULL,
+    site TEXT,
+    subject TEXT NOT NULL,
+    san_uri TEXT,
+    key_type TEXT NOT NULL,
+    not_before BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    issuance TEXT NOT NULL,
+    issued_at BIGINT NOT NULL,
+    delivered INTEGER NOT NULL,
+    superseded_by TEXT,
+    revoked_at BIGINT,
+    revocation_reason INTEGER,
+    der BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
+CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner_id);
+CREATE INDEX IF NOT EXISTS certificates_group ON certificates (grp, not_after);
+CREATE TABLE IF NOT EXISTS revocations (
+    seq INTEGER PRIMARY KEY,
+    serial TEXT NOT NULL,
+    issuer_ca_id TEXT NOT NULL REFERENCES cas(id),
+    revoked_at BIGINT NOT NULL,
+    reason INTEGER NOT NULL,
+    not_after BIGINT NOT NULL,
+    UNIQUE (issuer_ca_id, serial)
+);
+CREATE TABLE IF NOT EXISTS crls (
+    ca_id TEXT NOT NULL REFERENCES cas(id),
+    crl_number BIGINT NOT NULL,
+    this_update BIGINT NOT NULL,
+    next_update BIGINT NOT NULL,
+    entries INTEGER NOT NULL,
+    der BLOB NOT NULL,
+    PRIMARY KEY (ca_id, crl_number)
+);
+CREATE TABLE IF NOT EXISTS trust_external (
+    id INTEGER PRIMARY KEY,
+    grp TEXT NOT NULL,
+    list TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    der BLOB NOT NULL,
+    note TEXT NOT NULL,
+    added_at BIGINT NOT NULL,
+    removed_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS trust_external_group ON trust_external (grp, removed_at);
+CREATE TABLE IF NOT EXISTS trust_versions (
+    grp TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    content_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (grp, version)
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY,
+    at_us BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
