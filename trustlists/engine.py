@@ -21,10 +21,12 @@ from trustlists.hierarchy import Hierarchy
 from trustlists.inventory import Inventory
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
+from trustlists.live_revocation import LiveRevocationSource
 from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
 from trustlists.store.base import Store
 from trustlists.trustlist import TrustListManager
+from trustlists.validation import CertificateValidator
 
 
 class Engine:
@@ -37,11 +39,27 @@ class Engine:
         self.registry = Registry(self.ctx)
         self.authority = CertificateAuthority(self.ctx, self.hierarchy, self.trustlists, self.key_pool)
         self.inventory = Inventory(self.ctx)
+        self._live = LiveRevocationSource(self.ctx)
+        self._validators: dict[str, tuple[str, CertificateValidator]] = {}
         self.refresh_revocations()
 
     @property
     def config(self) -> PkiConfig:
         return self.ctx.config
+
+    def validator(self, group: str) -> CertificateValidator:
+        """A validator for the group's current trust list, answering revocation from the live index.
+
+        Cached per trust-list version: building one parses every certificate and CRL once.
+        """
+        trust = self.trustlists.get(group)
+        cached = self._validators.get(group)
+        if cached is not None and cached[0] == trust.content_hash:
+            return cached[1]
+        self._live.reload_cas()
+        validator = CertificateValidator(trust.content, revocation=self._live)
+        self._validators[group] = (trust.content_hash, validator)
+        return validator
 
     def refresh_revocations(self) -> int:
         """Pick up revocations other processes wrote (the CLI revoking while a server runs)."""

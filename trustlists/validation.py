@@ -494,6 +494,7 @@ _SUPPRESSIBLE: dict[ValidationCode, str] = {
     ValidationCode.ISSUER_REVOCATION_UNKNOWN: "suppress_issuer_revocation_status_unknown",
 }
 
+_MAX_CHAIN = 32  # certificates a peer may send; OPC UA chains are 2-4 long, more is an attack or a mistake
 _MAX_DEPTH = 12  # longest path we build (PKITS goes to 8)
 _MAX_PATHS = 32  # candidate paths evaluated per validation, so that a crafted pool cannot blow up
 _MAX_SIGNER_DEPTH = 2  # nesting of "validate the separate CRL signer" inside a validation
@@ -582,6 +583,10 @@ class CertificateValidator:
                   options: ValidationOptions) -> ValidationResult:
         if not chain:
             return _result(ValidationCode.CERTIFICATE_INVALID, "no certificate was presented", index=0)
+        if len(chain) > _MAX_CHAIN:
+            return _result(ValidationCode.CERTIFICATE_INVALID,
+                           f"the chain has {len(chain)} certificates; at most {_MAX_CHAIN} are accepted",
+                           index=_MAX_CHAIN)
         parsed: list[_Cert] = []
         for index, item in enumerate(chain):
             cert, error = self._load(item)
@@ -850,7 +855,11 @@ class CertificateValidator:
 
     def _status(self, cert: _Cert, issuer: _Cert, root: _Cert, ctx: _Context) -> tuple[RevocationStatus, str]:
         if self._revocation_source is not None:
-            answer = self._revocation_source.status(cert.cert, issuer.cert)
+            try:
+                answer = self._revocation_source.status(cert.cert, issuer.cert)
+            except Exception:  # an outage of the source must not turn into "certificate invalid"
+                _log.warning("revocation source failed for %s; using CRLs", cert.label, exc_info=True)
+                answer = None
             if answer is not None:
                 return answer, _source_reason(cert, issuer, answer)
         return self._crl_status(cert, issuer, root, ctx)
@@ -1030,10 +1039,11 @@ def _result(code: ValidationCode, reason: str, *, index: int | None = None, chai
 
 def _outcome_result(outcome: _Outcome) -> ValidationResult:
     chain = [cert.der for cert in outcome.path]
+    suppressed = list(dict.fromkeys(outcome.suppressed))
     if outcome.issue is None:
         reason = f"certificate {outcome.path[0].label} is valid"
-        if outcome.suppressed:
-            reason += " (suppressed: " + ", ".join(code.status_name for code in outcome.suppressed) + ")"
-        return _result(ValidationCode.GOOD, reason, chain=chain, suppressed=outcome.suppressed)
+        if suppressed:
+            reason += " (suppressed: " + ", ".join(code.status_name for code in suppressed) + ")"
+        return _result(ValidationCode.GOOD, reason, chain=chain, suppressed=suppressed)
     issue = outcome.issue
-    return _result(issue.code, issue.reason, index=issue.index, chain=chain, suppressed=outcome.suppressed)
+    return _result(issue.code, issue.reason, index=issue.index, chain=chain, suppressed=suppressed)

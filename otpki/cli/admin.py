@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
+import tomli_w
 import typer
 from rich.table import Table
 
@@ -19,7 +20,7 @@ from otpki.cli.common import (
     settings,
     state,
 )
-from otpki.config import CONFIG_FILE, build_settings, read_file_settings
+from otpki.config import CONFIG_FILE, FileSettings, build_settings, deep_merge
 from otpki.runtime import open_engine
 from trustlists.errors import AlreadyExists, InvalidInput
 
@@ -47,36 +48,27 @@ def init(
     data_dir = s.data_dir
     if (data_dir / "otpki.db").exists():
         raise AlreadyExists(f"{data_dir} is already initialised; use `otpki ca list` to see its CAs")
-    text = ""
+    data: dict = {}
     if config is not None:
         try:
-            text = config.read_text()
-            tomllib.loads(text)
+            data = tomllib.loads(config.read_text())
         except FileNotFoundError:
             raise InvalidInput(f"config file {config} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"{config} is not valid TOML: {exc}") from None
-    extra = []
+    overrides: dict = {}
     if hsm:
-        extra.append('[keys]\nbackend = "pkcs11"\n')
-    if organization or site:
-        extra.append("[pki]\n")
-        if organization:
-            extra.append(f"organization = {_toml_str(organization)}\n")
-        if site:
-            extra.append("sites = [" + ", ".join(_toml_str(x) for x in site) + "]\n")
-    full = text + ("\n" if text and extra else "") + "".join(extra)
+        overrides["keys"] = {"backend": "pkcs11"}
+    if organization:
+        overrides.setdefault("pki", {})["organization"] = organization
+    if site:
+        overrides.setdefault("pki", {})["sites"] = list(site)
+    data = deep_merge(data, overrides)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cfg_path = data_dir / CONFIG_FILE
     # Validate the combined configuration before anything is written into the data directory.
-    tmp = data_dir / (CONFIG_FILE + ".new")
-    tmp.write_text(full or "# otpki configuration: see README 'Configuration reference'\n")
-    try:
-        s = build_settings(read_file_settings(tmp), data_dir, s.env)
-    except Exception:
-        tmp.unlink()
-        raise
-    tmp.replace(cfg_path)
+    s = build_settings(FileSettings.model_validate(data), data_dir, s.env)
+    (data_dir / CONFIG_FILE).write_text(
+        "# otpki configuration: see the README's 'Configuration' section\n" + tomli_w.dumps(data))
     eng = open_engine(s)
     try:
         created = eng.hierarchy.initialize(actor=s.actor())
@@ -90,10 +82,6 @@ def init(
         return
     console.print(f"Initialised [bold]{data_dir}[/] with {len(created)} CAs:")
     _print_cas(cas)
-
-
-def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _ca_json(ca) -> dict:  # type: ignore[no-untyped-def]

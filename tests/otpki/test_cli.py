@@ -160,3 +160,29 @@ def test_demo_json_report(tmp_path: Path) -> None:
     report = json.loads(res.stdout)
     assert report["ok"] and all(s["ok"] for s in report["steps"])
     assert report["counts"]["devices"] == 4 and report["counts"]["applications"] == 3
+
+
+def test_init_with_hsm_and_wrong_pin(runner: CliRunner, tmp_path: Path) -> None:
+    from tests.softhsm import softhsm_token
+
+    token = softhsm_token(prefix="cli")
+    cfg = tmp_path / "hsm.toml"
+    cfg.write_text(f'[keys.pkcs11]\nmodule = "{token.module}"\ntoken_label = "{token.label}"\n'
+                   '[pki]\norganization = "ACME"\n')
+    d = tmp_path / "hsm-pki"
+    res = runner.invoke(app, ["-d", str(d), "init", "--hsm", "--config", str(cfg), "--site", "north", "--json"],
+                        env={"OTPKI_HSM_PIN": token.pin, "OTPKI_CA_PASSPHRASE": ""})
+    assert res.exit_code == 0, res.output
+    cas = json.loads(res.stdout)
+    assert {c["key_backend"] for c in cas} == {"pkcs11"}
+    assert not (d / "keys").exists()
+    assert run(runner, d, "owners", "add", "mqtt-device", "pump-1", env={"OTPKI_HSM_PIN": token.pin}).exit_code == 0
+    csr = tmp_path / "p.csr"
+    csr.write_bytes(make_csr("pump-1"))
+    args = ["certs", "issue", "--group", "mqtt-device", "--owner", "pump-1", "--csr", str(csr),
+            "--out", str(tmp_path / "p.pem")]
+    bad = run(runner, d, *args, env={"OTPKI_HSM_PIN": "000000"})
+    assert bad.exit_code == 2 and "PIN" in bad.output
+    assert json.loads(run(runner, d, "certs", "list", "--json").stdout) == []
+    good = run(runner, d, *args, env={"OTPKI_HSM_PIN": token.pin})
+    assert good.exit_code == 0, good.output

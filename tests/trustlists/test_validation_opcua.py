@@ -433,6 +433,13 @@ def test_odd_inputs_do_not_raise(pki: Pki) -> None:
     assert validator.validate([object()]).code is C.CERTIFICATE_INVALID  # type: ignore[list-item]
 
 
+def test_overlong_chain_is_refused(pki: Pki) -> None:
+    result = pki.validator().validate([pki.leaf.der] + [pki.ica.der] * 40, ValidationOptions(at=NOW))
+    assert result.code is C.CERTIFICATE_INVALID
+    assert "at most" in result.reason
+    assert pki.validate([pki.leaf.der] + [pki.ica.der] * 5).ok  # duplicates within the limit are harmless
+
+
 def test_bad_trust_list_entries_are_skipped(pki: Pki) -> None:
     trust = TrustListContent(trusted_certificates=[b"junk", pki.root.der],
                              trusted_crls=[b"\x30\x03junk", pki.root_crl or b""],
@@ -599,3 +606,25 @@ def test_revocation_source_is_asked_first(pki: Pki) -> None:
     # And for the intermediate.
     pki.ica_crl = make_crl(pki.ica)
     assert _validate_with(pki, FakeSource({ica_serial: RevocationStatus.REVOKED})).code is C.ISSUER_REVOKED
+
+
+def test_failing_revocation_source_falls_back_to_crls(pki: Pki) -> None:
+    class Broken:
+        def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus | None:
+            raise ConnectionError("inventory database unreachable")
+
+    validator = pki.validator(Broken())
+    assert validator.validate([pki.leaf.der], ValidationOptions(at=NOW)).ok
+    pki.ica_crl = make_crl(pki.ica, [pki.leaf.cert.serial_number])
+    result = pki.validator(Broken()).validate([pki.leaf.der], ValidationOptions(at=NOW))
+    assert result.code is C.REVOKED
+
+
+def test_suppressed_codes_are_listed_once() -> None:
+    pki = build_pki()
+    root = make_cert("Root CA", pki.root.key, None, ca=True, not_after=NOW - timedelta(days=1))
+    ica = make_cert("Issuing CA", pki.ica.key, root, ca=True, not_after=NOW - timedelta(days=1))
+    pki.trusted, pki.issuers = [root.der], [ica.der]
+    assert pki.validate().code is C.ISSUER_TIME_INVALID
+    result = pki.validate(suppress_issuer_certificate_expired=True)
+    assert result.ok and result.suppressed == [C.ISSUER_TIME_INVALID]
