@@ -24,9 +24,21 @@ class LiveRevocationSource:
         with self._ctx.store.read() as tx:
             cas = tx.list_cas()
         self._ca_by_fingerprint = {bytes.fromhex(ca.fingerprint_sha256): ca.id for ca in cas}
+        self._issuer_ids: dict[x509.Certificate, str | None] = {}
+
+    def _ca_id(self, issuer: x509.Certificate) -> str | None:
+        # Issuers are few and the validator hands back its own parsed objects: remember the answer
+        # instead of hashing the issuer's DER on every check.
+        try:
+            return self._issuer_ids[issuer]
+        except KeyError:
+            ca_id = self._ca_by_fingerprint.get(issuer.fingerprint(hashes.SHA256()))
+            if len(self._issuer_ids) < 1024:
+                self._issuer_ids[issuer] = ca_id
+            return ca_id
 
     def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus | None:
-        ca_id = self._ca_by_fingerprint.get(issuer.fingerprint(hashes.SHA256()))
+        ca_id = self._ca_id(issuer)
         if ca_id is None:
             return None
         if self._ctx.index.is_revoked(ca_id, cert.serial_number):
