@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
+from pydantic import BaseModel, Field
 
 from trustlists import audit
 from trustlists.certificate_builder import build_leaf
@@ -31,6 +32,7 @@ from trustlists.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
+    OtpkiError,
     PolicyViolation,
     UriMismatch,
 )
@@ -50,6 +52,11 @@ from trustlists.serials import random_serial, serial_hex
 from trustlists.trustlist import TrustListManager
 
 KeyFormat = Literal["pem", "pkcs12"]
+
+
+class CrlRefresh(BaseModel):
+    published: list[CrlRecord] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict)  # CA id -> why its CRL could not be signed
 _SERIAL_ATTEMPTS = 5
 
 
@@ -251,10 +258,13 @@ class CertificateAuthority:
         policy = self._ctx.config.group(ca.group or "")
         return policy.crl_lifetime_days, policy.signature_hash
 
-    def refresh_crls(self, *, actor: str, force: bool = False) -> list[CrlRecord]:
-        """Re-sign every CRL that is within its refresh margin of nextUpdate (or all, with force)."""
+    def refresh_crls(self, *, actor: str, force: bool = False) -> CrlRefresh:
+        """Re-sign every CRL that is within its refresh margin of nextUpdate (or all, with force).
+
+        One CA whose key is unreachable (the offline root on a plant server) does not stop the others.
+        """
         now = self._ctx.clock()
-        published: list[CrlRecord] = []
+        result = CrlRefresh()
         for ca in self._hierarchy.list():
             if ca.not_after < now or self._ctx.ca_revoked(ca):
                 continue
@@ -264,14 +274,18 @@ class CertificateAuthority:
                 latest = tx.latest_crl(ca.id)
             if not force and latest is not None and latest.next_update - timedelta(days=margin) > now:
                 continue
-            key = self._ctx.keys.signer(ca)
+            try:
+                key = self._ctx.keys.signer(ca)
+            except OtpkiError as exc:
+                result.failed[ca.id] = exc.message
+                continue
             crl_days, hash_name = self._crl_policy(ca)
             with self._ctx.store.transaction() as tx:
-                published.append(publish_crl(self._ctx, tx, ca, key, crl_days=crl_days, hash_name=hash_name,
-                                             actor=actor))
+                result.published.append(publish_crl(self._ctx, tx, ca, key, crl_days=crl_days, hash_name=hash_name,
+                                                    actor=actor))
                 groups = list(self._ctx.config.groups) if ca.parent_id is None else [ca.group or ""]
                 self._trustlists.record_versions(tx, groups, f"CRL of {ca.id} refreshed")
-        return published
+        return result
 
     def mark_delivered(self, serial: str, *, actor: str) -> bool:
         """A certificate issued in a batch was seen in the field (presented in a handshake, installed)."""

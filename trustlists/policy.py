@@ -83,6 +83,9 @@ class GroupPolicy(BaseModel):
         for key_type in self.allowed_key_types:
             if key_type.family not in self.key_usage:
                 raise ValueError(f"key_usage has no entry for {key_type.family} keys")
+        if self.owner_kind != "device" and KeyType.ED25519 in (*self.allowed_key_types, self.ca_key_type):
+            # OPC UA (applications and user tokens) defines no Ed25519 security policy.
+            raise ValueError("ed25519 keys are only allowed in device groups")
         if self.server_keygen_type is not None and self.server_keygen_type not in self.allowed_key_types:
             raise ValueError("server_keygen_type must be one of allowed_key_types")
         return self

@@ -157,12 +157,16 @@ def owners_list(group: Annotated[str | None, typer.Option()] = None,
 def crl_refresh(force: Annotated[bool, typer.Option(help="Re-sign every CRL, not only those due")] = False) -> None:
     """Re-sign CRLs that are close to their nextUpdate (run it from cron or the service)."""
     with engine() as (eng, s):
-        published = eng.authority.refresh_crls(actor=s.actor(), force=force)
-    for crl in published:
+        result = eng.authority.refresh_crls(actor=s.actor(), force=force)
+    for crl in result.published:
         console.print(f"{crl.ca_id}: CRL #{crl.crl_number}, {crl.entries} entries, next update "
                       f"{crl.next_update:%Y-%m-%d %H:%M}")
-    if not published:
+    for ca_id, why in result.failed.items():
+        console.print(f"[bold red]{ca_id}: CRL not refreshed:[/] {why}")
+    if not result.published and not result.failed:
         console.print("all CRLs are fresh")
+    if result.failed:
+        raise typer.Exit(EXIT_PROBLEM)
 
 
 @audit_app.command("verify")

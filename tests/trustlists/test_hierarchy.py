@@ -75,6 +75,10 @@ def test_group_config_is_validated() -> None:
     with pytest.raises(ValueError, match="server_keygen_type"):
         PkiConfig.model_validate(data)
     data = default_config_data()
+    data["groups"]["opcua-application"]["allowed_key_types"].append("ed25519")
+    with pytest.raises(ValueError, match="ed25519"):
+        PkiConfig.model_validate(data)
+    data = default_config_data()
     data["groups"]["bad name!"] = data["groups"]["mqtt-device"]
     with pytest.raises(ValueError, match="group name"):
         PkiConfig.model_validate(data)

@@ -97,10 +97,10 @@ def test_revoking_an_issuing_ca_lists_it_on_the_root_crl_and_drops_it_from_trust
 def test_crl_numbers_are_monotonic_and_refresh_happens_before_next_update(engine: Engine, clock) -> None:  # type: ignore[no-untyped-def]
     ca = next(c for c in engine.hierarchy.list() if c.group == "mqtt-device")
     first = _latest_crl(engine, ca.id)
-    assert engine.authority.refresh_crls(actor="t") == []  # nothing is due yet
+    assert engine.authority.refresh_crls(actor="t").published == []  # nothing is due yet
     policy = engine.config.group("mqtt-device")
     clock.now += timedelta(days=policy.crl_lifetime_days - policy.crl_refresh_margin_days, seconds=1)
-    refreshed = engine.authority.refresh_crls(actor="t")
+    refreshed = engine.authority.refresh_crls(actor="t").published
     assert ca.id in {c.ca_id for c in refreshed}
     second = _latest_crl(engine, ca.id)
     assert second.crl_number == first.crl_number + 1
