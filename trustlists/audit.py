@@ -37,18 +37,37 @@ def _details_json(details: dict[str, Any]) -> str:
 
 def append(tx: SqlTx, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None,
            at: datetime | None = None) -> AuditRecord:
-    details = json.loads(_details_json(details or {}))  # normalise to what will be stored
+    details_json = _details_json(details or {})
     at = at or utcnow()
     at_us = int(at.timestamp() * 1_000_000)
     last = tx.last_audit()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, _details_json(details))
-    rec = AuditRecord(seq=seq, at=at, actor=actor, action=action, subject=subject, details=details,
-                      prev_hash=prev_hash, hash=digest)
-    tx.insert_audit(rec, at_us)
+    digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, details_json)
+    rec = AuditRecord.model_construct(seq=seq, at=at, actor=actor, action=action, subject=subject,
+                                      details=json.loads(details_json), prev_hash=prev_hash, hash=digest)
+    tx.insert_audit(rec, at_us, details_json)
     # The head pointer lets verify() notice records cut off the end of the chain.
     tx.set_meta("audit_head", f"{seq}:{digest}")
     return rec
+
+
+def append_many(tx: SqlTx, entries: list[tuple[str, str, str, dict[str, Any], datetime]]) -> None:
+    """Append (actor, action, subject, details, at) records as one chain segment: one read of the head,
+    one multi-row insert, one head update. Used for batches of certificates."""
+    if not entries:
+        return
+    last = tx.last_audit()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    rows = []
+    for actor, action, subject, details, at in entries:
+        details_json = _details_json(details)
+        at_us = int(at.timestamp() * 1_000_000)
+        digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, details_json)
+        rows.append((seq, at_us, actor, action, subject, details_json, prev_hash, digest))
+        prev_hash = digest
+        seq += 1
+    tx.insert_audit_rows(rows)
+    tx.set_meta("audit_head", f"{seq - 1}:{prev_hash}")
 
 
 class AuditVerification(BaseModel):

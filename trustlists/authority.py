@@ -7,7 +7,9 @@ certificate is returned. A serial clash (the store's primary key) simply means: 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from cryptography import x509
@@ -52,6 +54,38 @@ from trustlists.serials import random_serial, serial_hex
 from trustlists.trustlist import TrustListManager
 
 KeyFormat = Literal["pem", "pkcs12"]
+
+
+class CsrIssueRequest(BaseModel):
+    """One CSR of a batch and whom it is for."""
+
+    csr: bytes
+    owner_id: str
+    issuance: IssuanceKind = IssuanceKind.CSR
+    delivered: bool = True
+
+
+@dataclass(frozen=True)
+class _Issuer:
+    ca: CARecord
+    cert: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+    chain: list[bytes]
+
+
+@dataclass
+class _Prepared:
+    request: ApprovedRequest
+    owner: Owner
+    record: CertificateRecord
+    der: bytes
+    chain: list[bytes]
+    supersedes: str | None
+    details: dict[str, object]
+    at: datetime
+
+    def issued(self) -> IssuedCertificate:
+        return IssuedCertificate(record=self.record, certificate_der=self.der, chain_der=self.chain)
 
 
 class CrlRefresh(BaseModel):
@@ -147,54 +181,103 @@ class CertificateAuthority:
         return self._sign_and_record(request, owner, issuance=IssuanceKind.RENEWAL, delivered=True, actor=actor,
                                      supersedes=serial)
 
+    def issue_many(self, requests: Sequence[CsrIssueRequest], *, actor: str) -> list[IssuedCertificate | OtpkiError]:
+        """Issue for many CSRs with one durable commit: a factory batch or a burst of requests.
+
+        Each request is checked on its own (a refusal is returned in its slot, the others go on); every
+        certificate that is returned was committed, with its audit record, before this returns.
+        """
+        results: list[IssuedCertificate | OtpkiError | None] = [None] * len(requests)
+        prepared: list[tuple[int, _Prepared]] = []
+        owners: dict[str, Owner] = {}
+        issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
+        for i, req in enumerate(requests):
+            try:
+                owner = owners.get(req.owner_id) or self._owner(req.owner_id)
+                owners[owner.id] = owner
+                csr = load_csr(req.csr)
+                policy = self._ctx.config.group(owner.group)
+                request = check_csr(csr, policy, owner.group, owner)
+                key = (owner.group, owner.site)
+                if key not in issuers:
+                    issuers[key] = self._issuer(owner)
+                prepared.append((i, self._prepare(request, owner, issuance=req.issuance, delivered=req.delivered,
+                                                  issuer=issuers[key])))
+            except OtpkiError as exc:
+                results[i] = exc
+        if prepared:
+            try:
+                self._commit([p for _, p in prepared], actor=actor)
+                for i, p in prepared:
+                    results[i] = p.issued()
+            except AlreadyExists:
+                # A serial clash rolled the whole batch back: nothing was handed out. Issue one by one,
+                # each with its own retry.
+                for i, p in prepared:
+                    try:
+                        results[i] = self._sign_and_record(p.request, p.owner, issuance=p.record.issuance,
+                                                           delivered=p.record.delivered, actor=actor)
+                    except OtpkiError as exc:
+                        results[i] = exc
+        return [r for r in results if r is not None]
+
     def _sign_and_record(self, request: ApprovedRequest, owner: Owner, *, issuance: IssuanceKind,
                          delivered: bool, actor: str, supersedes: str | None = None,
                          extra_audit: dict[str, object] | None = None) -> IssuedCertificate:
-        policy = self._ctx.config.group(owner.group)
-        ca = self._hierarchy.issuing_ca_for(owner.group, owner.site)
-        ca_cert = self._ctx.ca_certificate(ca)
-        ca_key = self._ctx.keys.signer(ca)
         for _attempt in range(_SERIAL_ATTEMPTS):
-            now = self._ctx.clock()
-            cert = build_leaf(request=request, policy=policy, issuer_cert=ca_cert, issuer_key=ca_key,
-                              issuer_key_type=ca.key_type, serial=random_serial(), now=now)
-            der = cert.public_bytes(serialization.Encoding.DER)
-            record = CertificateRecord(
-                serial=serial_hex(cert.serial_number), issuer_ca_id=ca.id, owner_id=owner.id, group=owner.group,
-                site=owner.site, subject=cert.subject.rfc4514_string(), san_uri=request.san_uri,
-                key_type=request.key_type, not_before=cert.not_valid_before_utc,
-                not_after=cert.not_valid_after_utc, fingerprint_sha256=sha256_hex(der), issuance=issuance,
-                issued_at=now, delivered=delivered, der=der)
+            prepared = self._prepare(request, owner, issuance=issuance, delivered=delivered, supersedes=supersedes,
+                                     extra_audit=extra_audit)
             try:
-                with self._ctx.store.transaction() as tx:
-                    if supersedes is not None:
-                        current = tx.get_certificate(supersedes, with_der=False)
-                        if current.superseded_by is not None or current.revoked_at is not None:
-                            raise InvalidState(f"certificate {supersedes} was renewed or revoked meanwhile")
-                    tx.insert_certificate(record, der)
-                    if supersedes is not None:
-                        tx.mark_superseded(supersedes, record.serial)
-                    details: dict[str, object] = {
-                        "owner": owner.name, "group": owner.group, "ca": ca.id, "issuance": issuance.value,
-                        "subject": record.subject, "sha256": record.fingerprint_sha256,
-                        "not_after": record.not_after.isoformat()}
-                    if supersedes:
-                        details["supersedes"] = supersedes
-                    details.update(extra_audit or {})
-                    audit.append(tx, actor=actor, action="certificate.issue", subject=record.serial,
-                                 details=details, at=now)
+                self._commit([prepared], actor=actor)
             except AlreadyExists:
                 continue  # serial clash: the transaction rolled back, nothing was handed out
-            return IssuedCertificate(record=record, certificate_der=der, chain_der=self._chain(ca))
+            return prepared.issued()
         raise AlreadyExists("could not find a free serial number after several attempts")
 
-    def _chain(self, ca: CARecord) -> list[bytes]:
-        chain = [ca.certificate_der]
-        with self._ctx.store.read() as tx:
-            while ca.parent_id is not None:
-                ca = tx.get_ca(ca.parent_id)
-                chain.append(ca.certificate_der)
-        return chain
+    def _prepare(self, request: ApprovedRequest, owner: Owner, *, issuance: IssuanceKind, delivered: bool,
+                 supersedes: str | None = None, extra_audit: dict[str, object] | None = None,
+                 issuer: _Issuer | None = None) -> _Prepared:
+        """Sign (outside any database lock) and build the record; nothing is stored yet."""
+        policy = self._ctx.config.group(owner.group)
+        issuer = issuer or self._issuer(owner)
+        ca = issuer.ca
+        now = self._ctx.clock()
+        cert = build_leaf(request=request, policy=policy, issuer_cert=issuer.cert, issuer_key=issuer.key,
+                          issuer_key_type=ca.key_type, serial=random_serial(), now=now)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        record = CertificateRecord(
+            serial=serial_hex(cert.serial_number), issuer_ca_id=ca.id, owner_id=owner.id, group=owner.group,
+            site=owner.site, subject=request.subject.rfc4514_string(), san_uri=request.san_uri,
+            key_type=request.key_type, not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc, fingerprint_sha256=sha256_hex(der), issuance=issuance,
+            issued_at=now, delivered=delivered, der=der)
+        details: dict[str, object] = {
+            "owner": owner.name, "group": owner.group, "ca": ca.id, "issuance": issuance.value,
+            "subject": record.subject, "sha256": record.fingerprint_sha256, "not_after": record.not_after.isoformat()}
+        if supersedes:
+            details["supersedes"] = supersedes
+        details.update(extra_audit or {})
+        return _Prepared(request=request, owner=owner, record=record, der=der, chain=issuer.chain,
+                         supersedes=supersedes, details=details, at=now)
+
+    def _issuer(self, owner: Owner) -> _Issuer:
+        ca = self._hierarchy.issuing_ca_for(owner.group, owner.site)
+        return _Issuer(ca=ca, cert=self._ctx.ca_certificate(ca), key=self._ctx.keys.signer(ca),
+                       chain=self._ctx.chain(ca))
+
+    def _commit(self, batch: list[_Prepared], *, actor: str) -> None:
+        """Record certificates and their audit records in one transaction (all or none)."""
+        with self._ctx.store.transaction() as tx:
+            for p in batch:
+                if p.supersedes is not None:
+                    current = tx.get_certificate(p.supersedes, with_der=False)
+                    if current.superseded_by is not None or current.revoked_at is not None:
+                        raise InvalidState(f"certificate {p.supersedes} was renewed or revoked meanwhile")
+            tx.insert_certificates([(p.record, p.der) for p in batch])
+            for p in batch:
+                if p.supersedes is not None:
+                    tx.mark_superseded(p.supersedes, p.record.serial)
+            audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in batch])
 
     def _owner(self, owner_id: str) -> Owner:
         with self._ctx.store.read() as tx:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from datetime import datetime, timedelta
 
@@ -40,6 +41,23 @@ def key_usage(names: set[KeyUsageName]) -> x509.KeyUsage:
     )
 
 
+# Extension values are immutable and identical for every leaf of a CA and policy: build them once.
+@functools.lru_cache(maxsize=64)
+def _leaf_key_usage(names: tuple[KeyUsageName, ...]) -> x509.KeyUsage:
+    return key_usage(set(names))
+
+
+@functools.lru_cache(maxsize=64)
+def _extended_key_usage(names: tuple[ExtendedKeyUsageName, ...]) -> x509.ExtendedKeyUsage:
+    return x509.ExtendedKeyUsage([_EKU_OIDS[e] for e in names])
+
+
+@functools.lru_cache(maxsize=64)
+def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski)
+
+
 def _validity(now: datetime, lifetime_days: int, issuer: x509.Certificate | None) -> tuple[datetime, datetime]:
     not_before = now - BACKDATE
     not_after = now + timedelta(days=lifetime_days)
@@ -65,7 +83,6 @@ def build_leaf(
         san.append(x509.UniformResourceIdentifier(request.san_uri))
     san += [x509.DNSName(d) for d in request.dns_names]
     san += [x509.IPAddress(ipaddress.ip_address(i)) for i in request.ip_addresses]
-    issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
         .subject_name(request.subject)
@@ -75,14 +92,12 @@ def build_leaf(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(key_usage(set(policy.key_usage[request.key_type.family])), critical=True)
+        .add_extension(_leaf_key_usage(tuple(policy.key_usage[request.key_type.family])), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(request.public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
-                       critical=False)
+        .add_extension(_authority_key_id(issuer_cert), critical=False)
     )
     if policy.extended_key_usage:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([_EKU_OIDS[e] for e in policy.extended_key_usage]), critical=False)
+        builder = builder.add_extension(_extended_key_usage(tuple(policy.extended_key_usage)), critical=False)
     if san:
         # RFC 5280: the SAN is critical when the subject is empty; OPC UA subjects never are.
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)

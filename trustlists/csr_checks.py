@@ -114,14 +114,15 @@ def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: s
                                   "CA certificates are only made by `otpki ca`", reason="ca_requested")
     except x509.ExtensionNotFound:
         pass
-    key_type = check_key(policy, group, csr.public_key())
+    public_key = csr.public_key()
+    key_type = check_key(policy, group, public_key)
     _check_subject(policy, owner, csr.subject)
     uris, dns, ips = _san_values(csr)
     uri = _check_uri(policy, group, owner, uris)
     _check_host_names(policy, owner, dns, ips)
     if not dns and not ips and policy.san.host_names != "forbidden":
         dns, ips = list(owner.dns_names), list(owner.ip_addresses)
-    return ApprovedRequest(subject=csr.subject, public_key=csr.public_key(), key_type=key_type,
+    return ApprovedRequest(subject=csr.subject, public_key=public_key, key_type=key_type,
                            san_uri=uri, dns_names=dns, ip_addresses=ips)
 
 

@@ -37,12 +37,10 @@ class Hierarchy:
 
     # -- queries ----------------------------------------------------------------------------------
     def list(self) -> list[CARecord]:
-        with self._ctx.store.read() as tx:
-            return tx.list_cas()
+        return list(self._ctx.cas())
 
     def get(self, ca_id: str) -> CARecord:
-        with self._ctx.store.read() as tx:
-            return tx.get_ca(ca_id)
+        return self._ctx.ca(ca_id)
 
     def root(self) -> CARecord:
         roots = [ca for ca in self.list() if ca.parent_id is None and ca.active]
@@ -74,8 +72,7 @@ class Hierarchy:
         if self._ctx.ca_revoked(ca):
             raise IssuerUnusable(f"CA {ca.name} has been revoked; create a new issuing CA for its group")
         if ca.parent_id is not None:
-            with self._ctx.store.read() as tx:
-                parent = tx.get_ca(ca.parent_id)
+            parent = self._ctx.ca(ca.parent_id)
             if parent.not_after < now:
                 raise IssuerUnusable(f"the root CA {parent.name} has expired")
 

@@ -156,6 +156,7 @@ def test_issuance_is_audited_in_the_same_transaction(engine: Engine, device: Own
         raise RuntimeError("disk full while writing the audit record")
 
     monkeypatch.setattr(authority.audit, "append", broken_append)
+    monkeypatch.setattr(authority.audit, "append_many", broken_append)
     before = store_snapshot(engine)
     with pytest.raises(RuntimeError):
         engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
@@ -166,3 +167,22 @@ def test_ec_p384_csr_is_accepted(engine: Engine, scada: Owner) -> None:
     issued = engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"], key=new_key("ec-p384")),
                                              owner_id=scada.id, actor="t")
     assert isinstance(_cert(issued).public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_issue_many_commits_good_requests_and_reports_refusals(engine: Engine, device: Owner, scada: Owner) -> None:
+    from trustlists.authority import CsrIssueRequest
+    from trustlists.models import IssuedCertificate
+
+    requests = [CsrIssueRequest(csr=make_csr("pump-7"), owner_id=device.id),
+                CsrIssueRequest(csr=b"junk", owner_id=device.id),
+                CsrIssueRequest(csr=make_csr("scada-1", uris=["urn:plant:other"]), owner_id=scada.id),
+                CsrIssueRequest(csr=make_csr("scada-1", uris=["urn:plant:scada-1"]), owner_id=scada.id),
+                CsrIssueRequest(csr=make_csr("pump-7"), owner_id="no-such-owner")]
+    results = engine.authority.issue_many(requests, actor="t")
+    assert [type(r).__name__ for r in results] == [
+        "IssuedCertificate", "InvalidInput", "UriMismatch", "IssuedCertificate", "NotFound"]
+    assert engine.inventory.count() == 2
+    for r in results:
+        if isinstance(r, IssuedCertificate):
+            assert engine.inventory.get(r.record.serial).der == r.certificate_der
+    assert engine.verify_audit().ok

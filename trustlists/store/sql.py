@@ -105,6 +105,11 @@ class SqlTx:
         rows = self.execute(f"SELECT {_CA_COLUMNS} FROM cas ORDER BY created_at, id").fetchall()
         return [self._ca(r) for r in rows]
 
+    def cas_signature(self) -> tuple[int, int]:
+        """Changes whenever a CA is added or (de)activated: lets callers cache the CA list safely."""
+        row = self._one("SELECT COUNT(*), COALESCE(SUM(active), 0) FROM cas")
+        return int(row[0]), int(row[1])
+
     def set_ca_active(self, ca_id: str, active: bool) -> None:
         self.execute("UPDATE cas SET active = ? WHERE id = ?", (int(active), ca_id))
 
@@ -160,14 +165,18 @@ class SqlTx:
 
     # -- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, rec: CertificateRecord, der: bytes) -> None:
-        self.execute(
+        self.insert_certificates([(rec, der)])
+
+    def insert_certificates(self, items: list[tuple[CertificateRecord, bytes]]) -> None:
+        self.executemany(
             f"INSERT INTO certificates ({_CERT_COLUMNS}, der) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec.serial, rec.issuer_ca_id, rec.owner_id, rec.group, rec.site, rec.subject, rec.san_uri,
-             rec.key_type.value, to_epoch(rec.not_before), to_epoch(rec.not_after), rec.fingerprint_sha256,
-             rec.issuance.value, to_epoch(rec.issued_at), int(rec.delivered), rec.superseded_by,
-             to_epoch(rec.revoked_at) if rec.revoked_at else None,
-             int(rec.revocation_reason) if rec.revocation_reason is not None else None, der),
+            [(rec.serial, rec.issuer_ca_id, rec.owner_id, rec.group, rec.site, rec.subject, rec.san_uri,
+              rec.key_type.value, to_epoch(rec.not_before), to_epoch(rec.not_after), rec.fingerprint_sha256,
+              rec.issuance.value, to_epoch(rec.issued_at), int(rec.delivered), rec.superseded_by,
+              to_epoch(rec.revoked_at) if rec.revoked_at else None,
+              int(rec.revocation_reason) if rec.revocation_reason is not None else None, der)
+             for rec, der in items],
         )
 
     @staticmethod
@@ -344,13 +353,18 @@ class SqlTx:
         row = self._one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         return (row[0], row[1]) if row else None
 
-    def insert_audit(self, rec: AuditRecord, at_us: int) -> None:
+    def insert_audit(self, rec: AuditRecord, at_us: int, details_json: str) -> None:
+        """`details_json` is the exact text the record's hash covers."""
         self.execute(
             "INSERT INTO audit_log (seq, at_us, actor, action, subject, details, prev_hash, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec.seq, at_us, rec.actor, rec.action, rec.subject,
-             json.dumps(rec.details, sort_keys=True, separators=(",", ":")), rec.prev_hash, rec.hash),
+            (rec.seq, at_us, rec.actor, rec.action, rec.subject, details_json, rec.prev_hash, rec.hash),
         )
+
+    def insert_audit_rows(self, rows: list[tuple[int, int, str, str, str, str, str, str]]) -> None:
+        self.executemany(
+            "INSERT INTO audit_log (seq, at_us, actor, action, subject, details, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def iter_audit(self) -> Iterator[tuple[int, int, str, str, str, str, str, str]]:
         cur = self.execute(
