@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
+from trustlists.clock import from_epoch
 from trustlists.context import EngineContext
 from trustlists.models import CertificateRecord, CertificateStatus
+
+
+class ExpiringCertificate(NamedTuple):
+    """One row of the "what expires soon" report.
+
+    A tuple, not a pydantic model, on purpose: the report covers tens of thousands of rows on a large
+    plant and is built straight from the covering index (validating each row would cost 4 µs, 100 ms for
+    26k rows). The data comes from the engine's own store, so there is nothing to validate.
+    """
+
+    serial: str
+    subject: str
+    group: str
+    site: str | None
+    owner_id: str | None
+    not_after_epoch: int
+    delivered: int
+
+    @property
+    def not_after(self) -> datetime:
+        return from_epoch(self.not_after_epoch)
 
 
 class Inventory:
@@ -28,8 +51,13 @@ class Inventory:
                 now=now, status=status, group=group, site=site, owner_id=owner_id,
                 expiring_before=(now + expiring_within) if expiring_within is not None else None, limit=limit)
 
-    def expiring(self, within: timedelta, *, group: str | None = None) -> list[CertificateRecord]:
-        return self.query(expiring_within=within, group=group)
+    def expiring(self, within: timedelta, *, group: str | None = None) -> list[ExpiringCertificate]:
+        """Live (not revoked, not superseded) certificates whose validity ends within `within`, soonest first."""
+        now = self._ctx.clock()
+        if group is not None:
+            self._ctx.config.group(group)
+        with self._ctx.store.read() as tx:
+            return list(map(ExpiringCertificate._make, tx.expiring_rows(now, now + within, group)))
 
     def count(self) -> int:
         with self._ctx.store.read() as tx:

@@ -79,7 +79,11 @@ class TrustListManager:
             latest = tx.latest_trust_version(group)
         if latest is None or latest[1] != content.content_hash():
             with self._ctx.store.transaction() as tx:
-                self.record_versions(tx, [group], "content changed")
+                # Content moved on by time alone (a CA expired): still a state change, so audited.
+                bumped = self.record_versions(tx, [group], "content changed (expiry)")
+                if bumped:
+                    audit.append(tx, actor="otpki", action="trustlist.version", subject=group,
+                                 details={"version": bumped[group], "reason": "content changed (expiry)"})
                 content = self.content(tx, group)
                 latest = tx.latest_trust_version(group)
         assert latest is not None

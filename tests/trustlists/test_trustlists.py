@@ -108,3 +108,13 @@ def test_import_rules(engine: Engine) -> None:
                                           note="", actor="t")
     with pytest.raises(NotFound):
         engine.trustlists.remove_external("mqtt-device", "00" * 32, actor="t")
+
+
+def test_expired_ca_leaves_the_trust_list_with_an_audited_version(engine: Engine, clock) -> None:  # type: ignore[no-untyped-def]
+    before = engine.trustlists.get("mqtt-device")
+    clock.now += dt.timedelta(days=365 * 11)  # past the issuing CA, not the 20-year root
+    after = engine.trustlists.get("mqtt-device")
+    assert after.version == before.version + 1
+    assert after.content.trusted_certificates == [] and after.content.issuer_certificates
+    assert any(r.action == "trustlist.version" and r.subject == "mqtt-device" for r in engine.audit_records())
+    assert engine.verify_audit().ok

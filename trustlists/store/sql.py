@@ -241,6 +241,18 @@ class SqlTx:
             sql += f" LIMIT {int(limit)}"
         return [self._cert(r) for r in self.execute(sql, params).fetchall()]
 
+    def expiring_rows(self, now: datetime, until: datetime, group: str | None = None
+                      ) -> list[tuple[str, str, str, str | None, str | None, int, int]]:
+        """(serial, subject, group, site, owner_id, not_after, delivered) of live certificates ending in
+        [now, until], soonest first; served from the covering index certificates_expiry."""
+        sql = ("SELECT serial, subject, grp, site, owner_id, not_after, delivered FROM certificates "
+               "WHERE not_after >= ? AND not_after <= ? AND revoked_at IS NULL AND superseded_by IS NULL")
+        params: list[Any] = [to_epoch(now), to_epoch(until)]
+        if group is not None:
+            sql += " AND grp = ?"
+            params.append(group)
+        return self.execute(sql + " ORDER BY not_after", params).fetchall()
+
     def count_certificates(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM certificates")[0])
 
