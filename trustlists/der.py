@@ -69,7 +69,10 @@ def is_ca(cert: x509.Certificate) -> bool:
 
 
 def common_name(name: x509.Name) -> str | None:
-    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    try:
+        attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except ValueError:
+        return None
     if not attrs:
         return None
     value = attrs[0].value
