@@ -33,6 +33,7 @@ class Clock:
 
 def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Callable[[], datetime] | None = None,
                 passphrase: bytes = PASSPHRASE, busy_timeout_s: float = 5.0) -> Engine:
+    directory.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(directory / "otpki.db", busy_timeout_s=busy_timeout_s)
     keys = KeyRing([EncryptedFileKeyBackend(directory / "keys", passphrase)])
     kwargs = {"clock": clock} if clock else {}

@@ -59,6 +59,11 @@ class Inventory:
         with self._ctx.store.read() as tx:
             return list(map(ExpiringCertificate._make, tx.expiring_rows(now, now + within, group)))
 
+    def by_fingerprint(self, sha256_hex: str) -> CertificateRecord | None:
+        """The inventory record of a presented certificate (SHA-256 of its DER), if the engine issued it."""
+        with self._ctx.store.read() as tx:
+            return tx.find_certificate_by_fingerprint(sha256_hex.lower())
+
     def count(self) -> int:
         with self._ctx.store.read() as tx:
             return tx.count_certificates()

@@ -1,0 +1,247 @@
+"""Roles, users and the access decision every GDS and push method makes before it does anything.
+
+Users come from configuration: username/password users (scrypt-hashed passwords) and X.509 user-token
+users (by certificate SHA-256), each with GDS roles. ApplicationSelfAdmin is not a role but a privilege of
+the SecureChannel: an application whose channel uses its own, engine-issued, unrevoked application
+certificate may act on its own registration only.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ParamSpec
+
+from asyncua import ua
+from asyncua.crypto.permission_rules import User, UserRole
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import BaseModel, Field
+
+from opcua_gds.call_context import CallContext, activating_token_type, current
+from trustlists.engine import Engine
+from trustlists.errors import OtpkiError
+
+log = logging.getLogger(__name__)
+
+
+class GdsRole(StrEnum):
+    DISCOVERY_ADMIN = "DiscoveryAdmin"
+    CERTIFICATE_AUTHORITY_ADMIN = "CertificateAuthorityAdmin"
+    REGISTRATION_AUTHORITY_ADMIN = "RegistrationAuthorityAdmin"
+    SECURITY_ADMIN = "SecurityAdmin"
+
+
+@dataclass
+class GdsUser(User):
+    roles: frozenset[GdsRole] = field(default_factory=frozenset)
+    authenticated: bool = False
+
+
+class PasswordUser(BaseModel):
+    name: str
+    password_hash: str  # from `otpki users hash-password`, never the password itself
+    roles: list[GdsRole] = Field(default_factory=list)
+
+
+class CertificateUser(BaseModel):
+    name: str
+    certificate_sha256: str  # of the DER of the X.509 user-token certificate
+    roles: list[GdsRole] = Field(default_factory=list)
+
+
+class AccessConfig(BaseModel):
+    users: list[PasswordUser] = Field(default_factory=list)
+    certificate_users: list[CertificateUser] = Field(default_factory=list)
+
+
+# -- passwords ------------------------------------------------------------------------------------
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return "$".join(["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
+                     base64.b64encode(salt).decode(), base64.b64encode(digest).decode()])
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
+        digest = hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+# -- asyncua user manager -------------------------------------------------------------------------
+class GdsUserManager:
+    """asyncua calls get_user at ActivateSession; None refuses the session (BadUserAccessDenied)."""
+
+    def __init__(self, config: AccessConfig) -> None:
+        self._users = {u.name: u for u in config.users}
+        self._certs = {c.certificate_sha256.lower().replace(":", ""): c for c in config.certificate_users}
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> GdsUser | None:
+        if username is not None:
+            entry = self._users.get(username)
+            if entry is None or password is None or not verify_password(password, entry.password_hash):
+                log.warning("refused session for user %r: unknown user or wrong password", username)
+                return None
+            return GdsUser(role=UserRole.User, name=username, roles=frozenset(entry.roles), authenticated=True)
+        if certificate is not None and activating_token_type() is ua.X509IdentityToken:
+            der = certificate if isinstance(certificate, bytes) else certificate.public_bytes(Encoding.DER)
+            cert_entry = self._certs.get(hashlib.sha256(der).hexdigest())
+            if cert_entry is None:
+                log.warning("refused session for an X.509 user token nobody is configured for")
+                return None
+            return GdsUser(role=UserRole.User, name=cert_entry.name, roles=frozenset(cert_entry.roles),
+                           authenticated=True)
+        # asyncua's built-in ruleset refuses even Read to its Anonymous role; browsing and reading stay open
+        # (the GDS decides per method), so anonymous sessions get asyncua's User role and no GDS role.
+        return GdsUser(role=UserRole.User, name=None, authenticated=False)
+
+
+# -- decisions ------------------------------------------------------------------------------------
+_MODE_RANK = {ua.MessageSecurityMode.None_: 1, ua.MessageSecurityMode.Sign: 2,
+              ua.MessageSecurityMode.SignAndEncrypt: 3}
+
+
+class MethodError(Exception):
+    """A method refused with a specific OPC UA status code (and a reason for the log)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(reason or ua.StatusCode(code).name)
+        self.code = code
+
+
+def caller() -> CallContext:
+    ctx = current()
+    if ctx is None:  # a method reached without our wrapper installed: refuse rather than guess
+        raise MethodError(ua.StatusCodes.BadUserAccessDenied, "no call context")
+    return ctx
+
+
+def roles_of(ctx: CallContext) -> frozenset[GdsRole]:
+    user = ctx.user
+    return user.roles if isinstance(user, GdsUser) else frozenset()
+
+
+def require_mode(ctx: CallContext, minimum: ua.MessageSecurityMode) -> None:
+    if _MODE_RANK.get(ctx.security_mode, 0) < _MODE_RANK[minimum]:
+        raise MethodError(ua.StatusCodes.BadSecurityModeInsufficient,
+                          f"needs {minimum.name}, channel is {ctx.security_mode.name}")
+
+
+def has_any_role(ctx: CallContext, roles: set[GdsRole]) -> bool:
+    return bool(roles_of(ctx) & roles)
+
+
+def is_authenticated(ctx: CallContext) -> bool:
+    return isinstance(ctx.user, GdsUser) and ctx.user.authenticated
+
+
+def client_certificate(ctx: CallContext) -> x509.Certificate | None:
+    if not ctx.client_certificate:
+        return None
+    try:
+        return x509.load_der_x509_certificate(ctx.client_certificate)
+    except ValueError:
+        return None
+
+
+class SelfAdmin:
+    """ApplicationSelfAdmin: which registered application, if any, the caller's SecureChannel proves to be.
+
+    The channel's client certificate must be one the engine issued (found in the inventory by fingerprint),
+    not revoked and not expired; a renewed (superseded) certificate still counts until it expires, so an
+    application can renew and then switch over.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def owner_id(self, ctx: CallContext) -> str | None:
+        if not ctx.client_certificate:
+            return None
+        record = self._engine.inventory.by_fingerprint(hashlib.sha256(ctx.client_certificate).hexdigest())
+        if record is None or record.owner_id is None:
+            return None
+        now = self._engine.ctx.clock()
+        if record.revoked_at is not None or not (record.not_before <= now <= record.not_after):
+            return None
+        return record.owner_id
+
+
+P = ParamSpec("P")
+
+
+def opcua_method(fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+    """Adapt an otpki coroutine to asyncua's method-callback contract.
+
+    asyncua turns any exception raised by a callback into BadUnexpectedError; the spec names a specific
+    code for each refusal, so errors are returned as ua.StatusCode instead of raised.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except MethodError as exc:
+            log.info("%s refused: %s", fn.__name__, exc)
+            return ua.StatusCode(exc.code)
+        except ua.UaStatusCodeError as exc:
+            return ua.StatusCode(exc.code)
+        except OtpkiError as exc:
+            log.info("%s refused by the engine: %s", fn.__name__, exc.message)
+            return ua.StatusCode(status_for_engine_error(exc))
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            return ua.StatusCode(ua.StatusCodes.BadInternalError)
+
+    return wrapper
+
+
+_REASON_STATUS = {
+    "uri_mismatch": ua.StatusCodes.BadCertificateUriInvalid,
+    "uri_missing": ua.StatusCodes.BadCertificateUriInvalid,
+    "uri_not_registered": ua.StatusCodes.BadCertificateUriInvalid,
+    "csr_malformed": ua.StatusCodes.BadInvalidArgument,
+    "bad_signature": ua.StatusCodes.BadInvalidArgument,
+    "not_found": ua.StatusCodes.BadNotFound,
+    "unknown_owner": ua.StatusCodes.BadNotFound,
+    "unknown_certificate": ua.StatusCodes.BadNotFound,
+    "unknown_group": ua.StatusCodes.BadNotFound,
+    "request_not_complete": ua.StatusCodes.BadRequestNotComplete,
+    "invalid_state": ua.StatusCodes.BadInvalidState,
+    "already_exists": ua.StatusCodes.BadInvalidArgument,
+    "store_busy": ua.StatusCodes.BadResourceUnavailable,
+    "key_access": ua.StatusCodes.BadConfigurationError,
+}
+
+
+def status_for_engine_error(exc: OtpkiError) -> int:
+    """The OPC UA status code for an engine refusal: policy violations are argument errors."""
+    if exc.reason in _REASON_STATUS:
+        return _REASON_STATUS[exc.reason]
+    from trustlists.errors import CsrRejected, InvalidInput, KeyAccessError, NotFound
+
+    if isinstance(exc, NotFound):
+        return ua.StatusCodes.BadNotFound
+    if isinstance(exc, (CsrRejected, InvalidInput)):
+        return ua.StatusCodes.BadInvalidArgument
+    if isinstance(exc, KeyAccessError):
+        return ua.StatusCodes.BadConfigurationError
+    return ua.StatusCodes.BadInternalError

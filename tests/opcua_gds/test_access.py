@@ -1,0 +1,171 @@
+"""Roles, security modes and ApplicationSelfAdmin, decided per method call over real SignAndEncrypt sessions."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asyncua import Server, ua
+from asyncua.ua.uaerrors import BadSecurityModeInsufficient, BadUserAccessDenied
+
+from opcua_gds import call_context
+from opcua_gds.access import (
+    AccessConfig,
+    CertificateUser,
+    GdsRole,
+    GdsUserManager,
+    MethodError,
+    PasswordUser,
+    SelfAdmin,
+    caller,
+    hash_password,
+    opcua_method,
+    require_mode,
+    roles_of,
+    verify_password,
+)
+from tests.helpers import make_engine
+from tests.opcua_gds.opcua_helpers import AppIdentity, connect, free_port, issue_app_identity
+from trustlists.engine import Engine
+from trustlists.models import RevocationReason
+
+
+@pytest.fixture
+def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+    eng = make_engine(tmp_path / "pki")
+    eng.hierarchy.initialize(actor="test")
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+async def probe_server(engine: Engine, tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, AppIdentity]]]:
+    ids = {
+        "server": issue_app_identity(engine, tmp_path / "certs", "gds", "urn:otpki:gds"),
+        "scada": issue_app_identity(engine, tmp_path / "certs", "scada-1", "urn:plant:scada-1"),
+        "operator": issue_app_identity(engine, tmp_path / "certs", "operator-token", "urn:plant:operator"),
+    }
+    config = AccessConfig(
+        users=[PasswordUser(name="ca-admin", password_hash=hash_password("ca-admin-pw"),
+                            roles=[GdsRole.CERTIFICATE_AUTHORITY_ADMIN]),
+               PasswordUser(name="nobody", password_hash=hash_password("nobody-pw"), roles=[])],
+        certificate_users=[CertificateUser(name="operator", roles=[GdsRole.REGISTRATION_AUTHORITY_ADMIN],
+                                           certificate_sha256=hashlib.sha256(ids["operator"].cert_der).hexdigest())])
+    call_context.install()
+    server = Server(user_manager=GdsUserManager(config))
+    await server.init()
+    url = f"opc.tcp://127.0.0.1:{free_port()}/otpki"
+    server.set_endpoint(url)
+    server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                                ua.SecurityPolicyType.Basic256Sha256_Sign])
+    server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken, ua.X509IdentityToken])
+    await server.set_application_uri("urn:otpki:gds")
+    await server.load_certificate(str(ids["server"].cert_path))
+    await server.load_private_key(str(ids["server"].key_path))
+    idx = await server.register_namespace("urn:otpki:test")
+    obj = await server.nodes.objects.add_object(idx, "Probe")
+    self_admin = SelfAdmin(engine)
+
+    @opcua_method
+    async def who_am_i(_parent: ua.NodeId) -> list[ua.Variant]:
+        ctx = caller()
+        require_mode(ctx, ua.MessageSecurityMode.SignAndEncrypt)
+        roles = roles_of(ctx)
+        owner = self_admin.owner_id(ctx)
+        if not roles and owner is None:
+            raise MethodError(ua.StatusCodes.BadUserAccessDenied, "no role and not the application itself")
+        return [ua.Variant(",".join(sorted(roles)), ua.VariantType.String),
+                ua.Variant(owner or "", ua.VariantType.String)]
+
+    await obj.add_method(idx, "WhoAmI", who_am_i, [], [ua.VariantType.String, ua.VariantType.String])
+    await server.start()
+    try:
+        yield url, ids
+    finally:
+        await server.stop()
+
+
+async def _who(client, url: str) -> list[str]:  # type: ignore[no-untyped-def]
+    idx = await client.get_namespace_index("urn:otpki:test")
+    obj = await client.nodes.objects.get_child(f"{idx}:Probe")
+    return await obj.call_method(f"{idx}:WhoAmI")
+
+
+async def test_password_user_roles_reach_the_method(probe_server) -> None:  # type: ignore[no-untyped-def]
+    url, ids = probe_server
+    client = await connect(url, ids["scada"], username="ca-admin", password="ca-admin-pw")
+    try:
+        roles, owner = await _who(client, url)
+    finally:
+        await client.disconnect()
+    assert roles == "CertificateAuthorityAdmin"
+    assert owner == ids["scada"].owner_id  # the channel also proves the application (SelfAdmin)
+
+
+async def test_x509_user_token_roles(probe_server) -> None:  # type: ignore[no-untyped-def]
+    url, ids = probe_server
+    client = await connect(url, ids["scada"], user_cert=ids["operator"])
+    try:
+        roles, _owner = await _who(client, url)
+    finally:
+        await client.disconnect()
+    assert roles == "RegistrationAuthorityAdmin"
+
+
+async def test_wrong_password_is_refused_at_activation(probe_server) -> None:  # type: ignore[no-untyped-def]
+    url, ids = probe_server
+    with pytest.raises(BadUserAccessDenied):
+        await connect(url, ids["scada"], username="ca-admin", password="guess")
+
+
+async def test_anonymous_with_self_admin_channel(probe_server, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    url, ids = probe_server
+    client = await connect(url, ids["scada"])
+    try:
+        roles, owner = await _who(client, url)
+        assert (roles, owner) == ("", ids["scada"].owner_id)
+        # Revoking the application's certificate takes the privilege away on the very next call.
+        serial = engine.inventory.by_fingerprint(hashlib.sha256(ids["scada"].cert_der).hexdigest())
+        assert serial is not None
+        engine.authority.revoke(serial.serial, reason=RevocationReason.KEY_COMPROMISE, actor="test")
+        with pytest.raises(BadUserAccessDenied):
+            await _who(client, url)
+    finally:
+        await client.disconnect()
+
+
+async def test_user_without_role_and_foreign_certificate_is_denied(probe_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, ids = probe_server
+    # A certificate the engine did not issue (another engine): no SelfAdmin, and "nobody" has no role.
+    other = make_engine(tmp_path / "other")
+    other.hierarchy.initialize(actor="test")
+    stranger = issue_app_identity(other, tmp_path / "other-certs", "stranger", "urn:plant:stranger")
+    other.close()
+    client = await connect(url, stranger, username="nobody", password="nobody-pw")
+    try:
+        with pytest.raises(BadUserAccessDenied):
+            await _who(client, url)
+    finally:
+        await client.disconnect()
+
+
+async def test_sign_only_channel_is_insufficient(probe_server) -> None:  # type: ignore[no-untyped-def]
+    url, ids = probe_server
+    client = await connect(url, ids["scada"], mode=ua.MessageSecurityMode.Sign, username="ca-admin",
+                           password="ca-admin-pw")
+    try:
+        with pytest.raises(BadSecurityModeInsufficient):
+            await _who(client, url)
+    finally:
+        await client.disconnect()
+
+
+def test_password_hashes() -> None:
+    stored = hash_password("s3cret")
+    assert stored.startswith("scrypt$") and "s3cret" not in stored
+    assert verify_password("s3cret", stored)
+    assert not verify_password("S3cret", stored)
+    assert not verify_password("s3cret", "garbage")
+    assert hash_password("s3cret") != stored  # salted
