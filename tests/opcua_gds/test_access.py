@@ -137,7 +137,7 @@ async def test_anonymous_with_self_admin_channel(probe_server, engine: Engine) -
 
 
 async def test_user_without_role_and_foreign_certificate_is_denied(probe_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    url, ids = probe_server
+    url, _ids = probe_server
     # A certificate the engine did not issue (another engine): no SelfAdmin, and "nobody" has no role.
     other = make_engine(tmp_path / "other")
     other.hierarchy.initialize(actor="test")
