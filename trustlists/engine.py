@@ -24,6 +24,7 @@ from trustlists.keys.pool import KeyPool
 from trustlists.live_revocation import LiveRevocationSource
 from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
+from trustlists.requests import CertificateRequests
 from trustlists.store.base import Store
 from trustlists.trustlist import TrustListManager
 from trustlists.validation import CertificateValidator
@@ -38,6 +39,7 @@ class Engine:
         self.hierarchy = Hierarchy(self.ctx, self.trustlists)
         self.registry = Registry(self.ctx)
         self.authority = CertificateAuthority(self.ctx, self.hierarchy, self.trustlists, self.key_pool)
+        self.requests = CertificateRequests(self.ctx, self.authority, self.key_pool)
         self.inventory = Inventory(self.ctx)
         self._live = LiveRevocationSource(self.ctx)
         self._validators: dict[str, tuple[str, CertificateValidator]] = {}

@@ -93,3 +93,31 @@ class NotInitialized(OtpkiError):
 
 class AuditTampered(OtpkiError):
     reason = "audit_tampered"
+
+
+class RequestNotFound(NotFound):
+    """No certificate request with that id for this requester.
+
+    Also raised when the request exists but belongs to another owner, with the same message, so an owner
+    cannot probe for other owners' request ids.
+    """
+
+    reason = "unknown_request"
+
+
+class RequestNotComplete(OtpkiError):
+    """The certificate request is waiting for an administrator's approval; ask again later."""
+
+    reason = "request_not_complete"
+
+
+class RequestRejected(InvalidState):
+    """An administrator rejected the certificate request; the message carries the given reason."""
+
+    reason = "request_rejected"
+
+
+class RequestExpired(InvalidState):
+    """The certificate request can no longer be completed; submit a new one."""
+
+    reason = "request_expired"

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from trustlists.clock import from_epoch, to_epoch
-from trustlists.errors import NotFound
+from trustlists.errors import NotFound, RequestNotFound
 from trustlists.models import (
     AuditRecord,
     CARecord,
@@ -36,6 +36,13 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
+# Certificate requests travel as {column: value} dicts; trustlists.requests turns them into its model.
+REQUEST_COLUMNS = (
+    "id", "kind", "owner_id", "grp", "site", "status", "csr", "key_type", "key_format", "has_password",
+    "subject_name", "dns_names", "ip_addresses", "requester_fingerprint", "submitted_by", "submitted_at",
+    "decided_by", "decided_at", "reason", "serial", "issued_at",
+)
+_REQUEST_SELECT = f"SELECT {', '.join(REQUEST_COLUMNS)} FROM cert_requests"
 
 
 class SqlTx:
@@ -359,6 +366,50 @@ class SqlTx:
             "INSERT INTO trust_versions (grp, version, content_hash, created_at, reason) VALUES (?, ?, ?, ?, ?)",
             (group, version, content_hash, to_epoch(at), reason),
         )
+
+    # -- certificate requests ---------------------------------------------------------------------
+    def insert_cert_request(self, row: dict[str, Any]) -> None:
+        """`row` maps every name of REQUEST_COLUMNS to its value (times as epoch seconds)."""
+        wrong = set(REQUEST_COLUMNS) ^ set(row)
+        if wrong:
+            raise ValueError(f"certificate request row has missing or unknown columns: {sorted(wrong)}")
+        self.execute(
+            f"INSERT INTO cert_requests ({', '.join(REQUEST_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
+            [row[c] for c in REQUEST_COLUMNS],
+        )
+
+    def get_cert_request(self, request_id: str) -> dict[str, Any]:
+        row = self._one(f"{_REQUEST_SELECT} WHERE id = ?", (request_id,))
+        if row is None:
+            raise RequestNotFound(f"no certificate request with id {request_id!r}")
+        return dict(zip(REQUEST_COLUMNS, row, strict=True))
+
+    def list_cert_requests(self, *, status: str | None = None, group: str | None = None) -> list[dict[str, Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if group is not None:
+            where.append("grp = ?")
+            params.append(group)
+        sql = _REQUEST_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        return [dict(zip(REQUEST_COLUMNS, r, strict=True)) for r in self.execute(sql, params).fetchall()]
+
+    def transition_cert_request(self, request_id: str, *, expected: Sequence[str], status: str,
+                                decided_by: str | None = None, decided_at: int | None = None,
+                                reason: str | None = None, serial: str | None = None,
+                                issued_at: int | None = None) -> bool:
+        """Move a request from one of the `expected` statuses to `status` (a compare-and-set: False when
+        another writer moved it first). Columns given as None keep their value."""
+        marks = ", ".join("?" * len(expected))
+        return self.execute(
+            "UPDATE cert_requests SET status = ?, decided_by = COALESCE(?, decided_by), "
+            "decided_at = COALESCE(?, decided_at), reason = COALESCE(?, reason), serial = COALESCE(?, serial), "
+            f"issued_at = COALESCE(?, issued_at) WHERE id = ? AND status IN ({marks})",
+            (str(status), decided_by, decided_at, reason, serial, issued_at, request_id, *map(str, expected)),
+        ).rowcount == 1
 
     # -- audit ------------------------------------------------------------------------------------
     def last_audit(self) -> tuple[int, str] | None:

@@ -110,3 +110,30 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+-- Certificate requests waiting for (or past) approval. Never holds a private key or a key password: only
+-- the CSR (public) or the parameters of a server-generated key (see trustlists/requests.py).
+CREATE TABLE IF NOT EXISTS cert_requests (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    owner_id TEXT NOT NULL REFERENCES owners(id),
+    grp TEXT NOT NULL,
+    site TEXT,
+    status TEXT NOT NULL,
+    csr BLOB,
+    key_type TEXT,
+    key_format TEXT,
+    has_password INTEGER NOT NULL,
+    subject_name TEXT,
+    dns_names TEXT,
+    ip_addresses TEXT,
+    requester_fingerprint TEXT,
+    submitted_by TEXT NOT NULL,
+    submitted_at BIGINT NOT NULL,
+    decided_by TEXT,
+    decided_at BIGINT,
+    reason TEXT,
+    serial TEXT REFERENCES certificates(serial),
+    issued_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS cert_requests_status ON cert_requests (status, grp);

@@ -1,0 +1,498 @@
+"""Certificate requests that wait for an administrator's approval (the pull model of a certificate manager).
+
+A registered owner submits a request, from a CSR or for a key the server generates; it gets a request id
+back and later asks for the result with `finish`. A group whose policy has `auto_approve = true` decides at
+once; otherwise the request stays `pending` until an administrator calls `approve` or `reject`.
+
+    req = engine.requests.submit_csr(owner.id, csr_der, actor="gds", requester_fingerprint=fp)
+    engine.requests.finish(req.id, owner_id=owner.id)    # RequestNotComplete while pending
+    engine.requests.approve(req.id, actor="alice")       # issues (CSR requests)
+    engine.requests.finish(req.id, owner_id=owner.id)    # -> IssuedCertificate
+
+Submission checks everything issuance checks (the CSR against policy and registration, the names and key
+type of a server-generated key), with the same typed errors; a refused request stores nothing. Approval
+checks again, against the registration as it is then.
+
+Statuses: pending -> approved -> issued, pending -> issued, pending|approved -> rejected | expired.
+Every transition is audited in the transaction that makes it; issuing records the certificate, its
+`certificate.issue` record, the request's new status and its `request.issue` record in one transaction,
+so a request is never `issued` without its certificate nor a certificate issued twice for one request
+(a compare-and-set on the status; a concurrent second approval or finish rolls back).
+
+Private keys of server-generated key requests
+    The key is generated at collection time: `approve` (and auto-approval) of a new-key request only
+    records the decision (status `approved`); the owner's `finish` generates the key, signs the
+    certificate, records it and returns certificate and encoded key in the same call. The key is never
+    written to the store, encrypted or not, and not kept in memory after `finish` returns: there is
+    nothing to leak from a backup and nothing to lose on a crash. A second `finish` of an issued new-key
+    request is refused (`InvalidState`, reason "key_already_collected"); the certificate is in the inventory.
+
+    This is also what makes approval work across processes: an administrator approves with the CLI, a
+    different process from the server the owner talks to; a key generated in the CLI would die with it.
+
+Passwords and restarts
+    A PKCS#12 (or encrypted PEM) password is a secret of the requester: it is kept only in the memory of
+    this `CertificateRequests` (the process that accepted the request), never in the store, which only
+    records that there is one. If that process restarts before `finish`, the password is gone and the key
+    cannot be delivered as asked: `finish` then marks the request `expired` (audited) and raises
+    `RequestExpired` ("submit a new request"). No certificate was issued for it, so nothing is orphaned
+    and nothing needs revoking. Requests for an unencrypted PEM key (the channel protects it) and CSR
+    requests need no secret and survive restarts.
+
+Errors of `finish`: `RequestNotFound` (a `NotFound`) for an unknown id *and* for another owner's request
+(the same message, so ids cannot be probed), `RequestNotComplete` while pending, `RequestRejected` and
+`RequestExpired` (both `InvalidState`). The requester's client-certificate SHA-256 fingerprint is stored
+with the request; a front that requires "finish from the same client certificate" passes it to `finish`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, NoReturn
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+from pydantic import BaseModel, ConfigDict
+
+from trustlists import audit
+from trustlists.authority import CertificateAuthority, KeyFormat, encode_private_key
+from trustlists.clock import from_epoch, to_epoch
+from trustlists.context import EngineContext
+from trustlists.csr_checks import ApprovedRequest, build_server_keygen_request, check_csr
+from trustlists.der import load_csr
+from trustlists.errors import (
+    AlreadyExists,
+    InvalidInput,
+    InvalidState,
+    PolicyViolation,
+    RequestExpired,
+    RequestNotComplete,
+    RequestNotFound,
+    RequestRejected,
+)
+from trustlists.keys.algorithms import generate_private_key
+from trustlists.keys.pool import KeyPool
+from trustlists.models import IssuanceKind, IssuedCertificate, KeyType, Owner
+from trustlists.store.sql import SqlTx
+
+AUTO_APPROVER = "auto-approve"  # decided_by of requests approved by the group policy
+_SERIAL_ATTEMPTS = 5
+
+
+class RequestKind(StrEnum):
+    CSR = "csr"
+    NEW_KEY = "new-key"
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"  # decided; the certificate is made when the owner collects it (new-key requests)
+    REJECTED = "rejected"
+    ISSUED = "issued"
+    EXPIRED = "expired"  # can no longer be completed (its key password was lost): submit a new request
+
+
+class CertificateRequest(BaseModel):
+    """One certificate request as stored. Holds no secret: no private key, no password."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: RequestKind
+    owner_id: str
+    group: str
+    site: str | None = None
+    status: RequestStatus
+    csr_der: bytes | None = None  # CSR requests
+    key_type: KeyType | None = None  # new-key requests: what will be generated, in what format
+    key_format: str | None = None
+    has_password: bool = False
+    subject_name: str | None = None
+    dns_names: list[str] | None = None  # None: the owner's registered names
+    ip_addresses: list[str] | None = None
+    requester_fingerprint: str | None = None  # SHA-256 of the requester's client certificate, lowercase hex
+    submitted_by: str
+    submitted_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None  # why it was rejected or expired
+    serial: str | None = None  # the certificate, once issued
+    issued_at: datetime | None = None
+
+
+class CertificateRequests:
+    def __init__(self, ctx: EngineContext, authority: CertificateAuthority, key_pool: KeyPool | None = None) -> None:
+        self._ctx = ctx
+        self._authority = authority
+        self._pool = key_pool or KeyPool()
+        self._passwords: dict[str, str] = {}  # request id -> key password, memory only (see module docstring)
+        self._lock = threading.Lock()
+
+    # -- submission -------------------------------------------------------------------------------
+    def submit_csr(self, owner_id: str, csr_bytes: bytes, *, actor: str,
+                   requester_fingerprint: str | None = None) -> CertificateRequest:
+        """Check the CSR completely and record the request; with auto-approval, issue it right away."""
+        csr = load_csr(csr_bytes)
+        owner = self._owner(owner_id)
+        policy = self._ctx.config.group(owner.group)
+        approved = check_csr(csr, policy, owner.group, owner)
+        now = self._ctx.clock()
+        req = CertificateRequest(
+            id=str(uuid.uuid4()), kind=RequestKind.CSR, owner_id=owner.id, group=owner.group, site=owner.site,
+            status=RequestStatus.PENDING, csr_der=csr.public_bytes(serialization.Encoding.DER),
+            requester_fingerprint=_fingerprint(requester_fingerprint), submitted_by=actor, submitted_at=now)
+        if not policy.auto_approve:
+            self._insert(req, actor=actor, auto_approved=False)
+            return req
+        req = req.model_copy(update={"decided_by": AUTO_APPROVER, "decided_at": now})
+        issued = self._issue(req, owner, approved, actor=actor, insert=True,
+                             before=[(actor, "request.submit", req.id, self._submit_details(req, owner, True)),
+                                     (actor, "request.approve", req.id, {"by": AUTO_APPROVER})])
+        return req.model_copy(update={"status": RequestStatus.ISSUED, "serial": issued.record.serial,
+                                      "issued_at": issued.record.issued_at})
+
+    def submit_new_key(self, owner_id: str, *, actor: str, key_type: KeyType | None = None,
+                       key_format: KeyFormat = "pem", password: str | None = None,
+                       subject_name: str | None = None, dns_names: list[str] | None = None,
+                       ip_addresses: list[str] | None = None,
+                       requester_fingerprint: str | None = None) -> CertificateRequest:
+        """Record a request for a server-generated key, checked as issuance would check it.
+
+        The key itself is generated when the owner collects the result (`finish`); with auto-approval the
+        request is `approved` at once.
+        """
+        if key_format not in ("pem", "pkcs12"):
+            raise InvalidInput(f"private key format must be 'pem' or 'pkcs12', not {key_format!r}")
+        if key_format == "pkcs12" and not password:
+            raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
+        owner = self._owner(owner_id)
+        policy = self._ctx.config.group(owner.group)
+        key_type = key_type or policy.default_keygen_type
+        now = self._ctx.clock()
+        req = CertificateRequest(
+            id=str(uuid.uuid4()), kind=RequestKind.NEW_KEY, owner_id=owner.id, group=owner.group, site=owner.site,
+            status=RequestStatus.PENDING, key_type=key_type, key_format=key_format, has_password=bool(password),
+            subject_name=subject_name, dns_names=None if dns_names is None else list(dns_names),
+            ip_addresses=None if ip_addresses is None else list(ip_addresses),
+            requester_fingerprint=_fingerprint(requester_fingerprint), submitted_by=actor, submitted_at=now)
+        self._check_new_key(req, owner)
+        if policy.auto_approve:
+            req = req.model_copy(update={"status": RequestStatus.APPROVED, "decided_by": AUTO_APPROVER,
+                                         "decided_at": now})
+        if password:
+            with self._lock:
+                self._passwords[req.id] = password
+        try:
+            self._insert(req, actor=actor, auto_approved=policy.auto_approve)
+        except BaseException:
+            self._forget(req.id)
+            raise
+        return req
+
+    # -- decisions --------------------------------------------------------------------------------
+    def approve(self, request_id: str, *, actor: str) -> CertificateRequest:
+        """Approve a pending request: a CSR request is issued now (status issued), a new-key request is
+        marked approved and issued when its owner collects it. Checks the request again first."""
+        req = self.get(request_id)
+        if req.status is not RequestStatus.PENDING:
+            raise InvalidState(f"certificate request {request_id} is {req.status.value}, not pending"
+                               + (f" (certificate {req.serial})" if req.serial else ""))
+        owner = self._owner(req.owner_id)
+        now = self._ctx.clock()
+        if req.kind is RequestKind.CSR:
+            approved = self._check_csr_request(req, owner)
+            self._issue(req, owner, approved, actor=actor, expected=(RequestStatus.PENDING,), decided_by=actor,
+                        before=[(actor, "request.approve", req.id, {"by": actor, "owner": owner.name,
+                                                                     "group": owner.group, "kind": req.kind.value})])
+            return self.get(request_id)
+        self._check_new_key(req, owner)
+        with self._ctx.store.transaction() as tx:
+            if not tx.transition_cert_request(req.id, expected=[RequestStatus.PENDING], status=RequestStatus.APPROVED,
+                                              decided_by=actor, decided_at=to_epoch(now)):
+                raise self._moved_on(tx, req.id)
+            audit.append(tx, actor=actor, action="request.approve", subject=req.id, at=now,
+                         details={"by": actor, "owner": owner.name, "group": owner.group, "kind": req.kind.value})
+        return self.get(request_id)
+
+    def reject(self, request_id: str, *, actor: str, reason: str) -> CertificateRequest:
+        """Reject a pending (or approved, not yet issued) request; the owner's finish then says so."""
+        reason = (reason or "").strip()
+        if not reason:
+            raise InvalidInput("a rejection needs a reason (the requester is told it)")
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            if not tx.transition_cert_request(request_id, expected=[RequestStatus.PENDING, RequestStatus.APPROVED],
+                                              status=RequestStatus.REJECTED, decided_by=actor,
+                                              decided_at=to_epoch(now), reason=reason):
+                current = _request(tx.get_cert_request(request_id))  # RequestNotFound for an unknown id
+                raise InvalidState(f"certificate request {request_id} is {current.status.value} and can no "
+                                   "longer be rejected")
+            audit.append(tx, actor=actor, action="request.reject", subject=request_id, at=now,
+                         details={"reason": reason})
+        self._forget(request_id)
+        return self.get(request_id)
+
+    # -- collection -------------------------------------------------------------------------------
+    def finish(self, request_id: str, *, owner_id: str, requester_fingerprint: str | None = None,
+               actor: str | None = None) -> IssuedCertificate:
+        """The result of the owner's request: the certificate and chain (and, for a server-generated key,
+        the encoded private key, handed out exactly once).
+
+        `requester_fingerprint`, when given, must be the one the request was submitted with. `actor`
+        (default: whoever submitted) is recorded when finishing issues the certificate.
+        """
+        req = self.get(request_id)  # RequestNotFound
+        if req.owner_id != owner_id:  # the same answer as for an unknown id
+            raise RequestNotFound(f"no certificate request with id {request_id!r}")
+        given = _fingerprint(requester_fingerprint)
+        if given is not None and req.requester_fingerprint is not None and given != req.requester_fingerprint:
+            raise RequestNotFound(f"certificate request {request_id} was made with another client certificate",
+                                  reason="requester_mismatch")
+        actor = actor or req.submitted_by
+        if req.status in (RequestStatus.PENDING, RequestStatus.APPROVED) and req.has_password \
+                and not self._has_password(req.id):
+            self._expire(req, "the key password was only held in memory by the process that accepted the "
+                              "request, and that process restarted; submit a new request")
+        if req.status in (RequestStatus.REJECTED, RequestStatus.EXPIRED, RequestStatus.ISSUED):
+            self._forget(req.id)  # decided elsewhere (the CLI is another process): the password is of no more use
+        if req.status is RequestStatus.PENDING:
+            raise RequestNotComplete(f"certificate request {request_id} is waiting for an administrator's "
+                                     "approval; ask again later")
+        if req.status is RequestStatus.REJECTED:
+            raise RequestRejected(f"certificate request {request_id} was rejected: {req.reason}")
+        if req.status is RequestStatus.EXPIRED:
+            raise RequestExpired(f"certificate request {request_id} expired ({req.reason})")
+        if req.status is RequestStatus.ISSUED:
+            return self._issued_result(req)
+        return self._collect(req, actor=actor)
+
+    # -- queries ----------------------------------------------------------------------------------
+    def get(self, request_id: str) -> CertificateRequest:
+        with self._ctx.store.read() as tx:
+            return _request(tx.get_cert_request(request_id))
+
+    def list(self, status: RequestStatus | str | None = None, group: str | None = None) -> list[CertificateRequest]:
+        if status is not None:
+            try:
+                status = RequestStatus(status)
+            except ValueError:
+                names = ", ".join(s.value for s in RequestStatus)
+                raise InvalidInput(f"unknown request status {status!r}; use one of: {names}") from None
+        if group is not None:
+            self._ctx.config.group(group)  # NotFound for an unknown group
+        with self._ctx.store.read() as tx:
+            rows = tx.list_cert_requests(status=status.value if status else None, group=group)
+        return [_request(r) for r in rows]
+
+    # -- internals --------------------------------------------------------------------------------
+    def _owner(self, owner_id: str) -> Owner:
+        with self._ctx.store.read() as tx:
+            return tx.get_owner(owner_id)
+
+    def _check_csr_request(self, req: CertificateRequest, owner: Owner) -> ApprovedRequest:
+        assert req.csr_der is not None
+        policy = self._ctx.config.group(owner.group)
+        return check_csr(load_csr(req.csr_der), policy, owner.group, owner)
+
+    def _check_new_key(self, req: CertificateRequest, owner: Owner,
+                       key: CertificateIssuerPrivateKeyTypes | None = None) -> ApprovedRequest:
+        """The checks of server-side key generation; without `key`, with a stand-in public key of the type."""
+        assert req.key_type is not None
+        policy = self._ctx.config.group(owner.group)
+        if req.key_type not in policy.allowed_key_types:
+            allowed = ", ".join(k.value for k in policy.allowed_key_types)
+            raise PolicyViolation(f"key type {req.key_type.value} is not allowed in group {owner.group} "
+                                  f"(allowed: {allowed})", reason="key_type_forbidden")
+        public_key = key.public_key() if key is not None else _probe_public_key(req.key_type)
+        return build_server_keygen_request(
+            policy, owner.group, owner, self._ctx.config.organization, public_key,
+            subject_name=req.subject_name, dns_names=req.dns_names, ip_addresses=req.ip_addresses)
+
+    def _submit_details(self, req: CertificateRequest, owner: Owner, auto_approved: bool) -> dict[str, object]:
+        details: dict[str, object] = {"owner": owner.name, "owner_id": owner.id, "group": owner.group,
+                                      "kind": req.kind.value, "requester": req.requester_fingerprint,
+                                      "auto_approved": auto_approved}
+        if req.kind is RequestKind.NEW_KEY:
+            details.update({"key_type": req.key_type.value if req.key_type else None, "key_format": req.key_format})
+        return details
+
+    def _insert(self, req: CertificateRequest, *, actor: str, auto_approved: bool) -> None:
+        owner = self._owner(req.owner_id)
+        with self._ctx.store.transaction() as tx:
+            tx.insert_cert_request(_row(req))
+            entries = [(actor, "request.submit", req.id, self._submit_details(req, owner, auto_approved),
+                        req.submitted_at)]
+            if auto_approved:
+                entries.append((actor, "request.approve", req.id, {"by": AUTO_APPROVER}, req.submitted_at))
+            audit.append_many(tx, entries)
+
+    def _issue(self, req: CertificateRequest, owner: Owner, approved: ApprovedRequest, *, actor: str,
+               insert: bool = False, expected: tuple[RequestStatus, ...] = (), decided_by: str | None = None,
+               before: list[tuple[str, str, str, dict[str, object]]] | None = None,
+               key: CertificateIssuerPrivateKeyTypes | None = None, password: str | None = None
+               ) -> IssuedCertificate:
+        """Sign outside any lock, then record the certificate and the request's new status together.
+
+        `insert`: the request row is new (auto-approved submission); otherwise it must still be in one of
+        `expected`. `before`: audit entries (actor, action, subject, details) that precede the issue's.
+        """
+        kind = IssuanceKind.SERVER_KEYGEN if req.kind is RequestKind.NEW_KEY else IssuanceKind.CSR
+        extra: dict[str, object] = {"request": req.id}
+        if key is not None:
+            extra["server_keygen"] = approved.key_type.value
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            prepared = self._authority._prepare(approved, owner, issuance=kind, delivered=True, extra_audit=extra)
+            issued = prepared.issued()
+            if key is not None:
+                # Encoded before anything is recorded: a certificate is never issued for a key we cannot hand out.
+                fmt: KeyFormat = "pkcs12" if req.key_format == "pkcs12" else "pem"
+                issued = issued.model_copy(update={
+                    "private_key": encode_private_key(key, fmt, password, issued, owner.name),
+                    "private_key_format": fmt})
+            at = prepared.at
+            serial = prepared.record.serial
+            try:
+                with self._ctx.store.transaction() as tx:
+                    tx.insert_certificates([(prepared.record, prepared.der)])
+                    if insert:
+                        tx.insert_cert_request(_row(req.model_copy(update={
+                            "status": RequestStatus.ISSUED, "serial": serial, "issued_at": at})))
+                    elif not tx.transition_cert_request(
+                            req.id, expected=list(expected), status=RequestStatus.ISSUED, serial=serial,
+                            issued_at=to_epoch(at), decided_by=decided_by,
+                            decided_at=to_epoch(at) if decided_by else None):
+                        raise self._moved_on(tx, req.id)
+                    audit.append_many(tx, [
+                        *[(a, action, subject, details, at) for a, action, subject, details in before or []],
+                        (actor, "certificate.issue", serial, prepared.details, at),
+                        (actor, "request.issue", req.id, {"serial": serial, "owner": owner.name}, at)])
+            except AlreadyExists:
+                continue  # serial clash: everything rolled back, nothing was handed out; sign again
+            return issued
+        raise AlreadyExists("could not find a free serial number after several attempts")
+
+    def _collect(self, req: CertificateRequest, *, actor: str) -> IssuedCertificate:
+        """Issue an approved request now, for its owner (server-generated keys are made here)."""
+        owner = self._owner(req.owner_id)
+        if req.kind is RequestKind.CSR:
+            approved = self._check_csr_request(req, owner)
+            return self._issue(req, owner, approved, actor=actor, expected=(RequestStatus.APPROVED,))
+        assert req.key_type is not None
+        password = self._password(req.id) if req.has_password else None
+        key = self._pool.take(req.key_type)
+        approved = self._check_new_key(req, owner, key)
+        try:
+            issued = self._issue(req, owner, approved, actor=actor, expected=(RequestStatus.APPROVED,), key=key,
+                                 password=password)
+        except InvalidState:
+            self._forget(req.id)  # rejected, expired or collected meanwhile: the password is of no more use
+            raise
+        self._forget(req.id)
+        return issued
+
+    def _issued_result(self, req: CertificateRequest) -> IssuedCertificate:
+        if req.kind is RequestKind.NEW_KEY:
+            raise InvalidState(f"the key of certificate request {req.id} was already collected (certificate "
+                               f"{req.serial}); it is handed out once", reason="key_already_collected")
+        assert req.serial is not None
+        with self._ctx.store.read() as tx:
+            record = tx.get_certificate(req.serial)
+        assert record.der is not None
+        chain = self._ctx.chain(self._ctx.ca(record.issuer_ca_id))
+        return IssuedCertificate(record=record, certificate_der=record.der, chain_der=chain)
+
+    def _expire(self, req: CertificateRequest, why: str) -> NoReturn:
+        """Mark a request that can no longer be completed as expired (audited), then say so."""
+        now = self._ctx.clock()
+        error: Exception = RequestExpired(f"certificate request {req.id} expired: {why}")
+        with self._ctx.store.transaction() as tx:
+            if tx.transition_cert_request(req.id, expected=[RequestStatus.PENDING, RequestStatus.APPROVED],
+                                          status=RequestStatus.EXPIRED, reason=why):
+                audit.append(tx, actor="otpki", action="request.expire", subject=req.id, at=now,
+                             details={"reason": why})
+            else:
+                error = self._moved_on(tx, req.id)
+        self._forget(req.id)
+        raise error
+
+    def _moved_on(self, tx: SqlTx, request_id: str) -> Exception:
+        """The error for a request another writer moved on meanwhile (read inside the same transaction)."""
+        current = _request(tx.get_cert_request(request_id))
+        if current.status is RequestStatus.REJECTED:
+            return RequestRejected(f"certificate request {request_id} was rejected: {current.reason}")
+        if current.status is RequestStatus.EXPIRED:
+            return RequestExpired(f"certificate request {request_id} expired ({current.reason})")
+        if current.status is RequestStatus.ISSUED and current.kind is RequestKind.NEW_KEY:
+            return InvalidState(f"the key of certificate request {request_id} was already collected "
+                                f"(certificate {current.serial}); it is handed out once",
+                                reason="key_already_collected")
+        return InvalidState(f"certificate request {request_id} is {current.status.value} now"
+                            + (f" (certificate {current.serial})" if current.serial else ""))
+
+    def _has_password(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._passwords
+
+    def _password(self, request_id: str) -> str:
+        with self._lock:
+            password = self._passwords.get(request_id)
+        if password is None:  # forgotten between the check in finish and here (a concurrent finish)
+            raise RequestExpired(f"the key password of certificate request {request_id} is no longer held; "
+                                 "submit a new request")
+        return password
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._passwords.pop(request_id, None)
+
+
+@functools.cache
+def _probe_public_key(key_type: KeyType) -> CertificatePublicKeyTypes:
+    """A public key of the type, to run the key-generation checks at submission without making the real key
+    (that is made when the owner collects it). Generated once per process and type; the private half is
+    discarded at once."""
+    return generate_private_key(key_type).public_key()
+
+
+def _fingerprint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.strip().lower().replace(":", "") or None
+
+
+def _row(req: CertificateRequest) -> dict[str, Any]:
+    return {
+        "id": req.id, "kind": req.kind.value, "owner_id": req.owner_id, "grp": req.group, "site": req.site,
+        "status": req.status.value, "csr": req.csr_der, "key_type": req.key_type.value if req.key_type else None,
+        "key_format": req.key_format, "has_password": int(req.has_password), "subject_name": req.subject_name,
+        "dns_names": None if req.dns_names is None else json.dumps(req.dns_names),
+        "ip_addresses": None if req.ip_addresses is None else json.dumps(req.ip_addresses),
+        "requester_fingerprint": req.requester_fingerprint, "submitted_by": req.submitted_by,
+        "submitted_at": to_epoch(req.submitted_at), "decided_by": req.decided_by,
+        "decided_at": to_epoch(req.decided_at) if req.decided_at else None, "reason": req.reason,
+        "serial": req.serial, "issued_at": to_epoch(req.issued_at) if req.issued_at else None,
+    }
+
+
+def _request(row: dict[str, Any]) -> CertificateRequest:
+    return CertificateRequest(
+        id=row["id"], kind=RequestKind(row["kind"]), owner_id=row["owner_id"], group=row["grp"], site=row["site"],
+        status=RequestStatus(row["status"]), csr_der=bytes(row["csr"]) if row["csr"] is not None else None,
+        key_type=KeyType(row["key_type"]) if row["key_type"] else None, key_format=row["key_format"],
+        has_password=bool(row["has_password"]), subject_name=row["subject_name"],
+        dns_names=json.loads(row["dns_names"]) if row["dns_names"] is not None else None,
+        ip_addresses=json.loads(row["ip_addresses"]) if row["ip_addresses"] is not None else None,
+        requester_fingerprint=row["requester_fingerprint"], submitted_by=row["submitted_by"],
+        submitted_at=from_epoch(row["submitted_at"]), decided_by=row["decided_by"],
+        decided_at=from_epoch(row["decided_at"]) if row["decided_at"] is not None else None,
+        reason=row["reason"], serial=row["serial"],
+        issued_at=from_epoch(row["issued_at"]) if row["issued_at"] is not None else None,
+    )
