@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from opcua_gds.server import GdsSettings
 from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized
 from trustlists.policy import PkiConfig, default_config_data
 
@@ -53,6 +54,7 @@ class FileSettings(BaseModel):
 
     keys: KeySettings = Field(default_factory=KeySettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    gds: GdsSettings = Field(default_factory=GdsSettings)
     pki: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from otpki.cli import admin, certs, requests, trust
+from otpki.cli import admin, certs, gds, requests, trust
 from otpki.cli.common import state
 
 app = typer.Typer(
@@ -37,6 +37,8 @@ app.add_typer(trust.trustlist_app, name="trustlist")
 app.add_typer(admin.crl_app, name="crl")
 app.add_typer(admin.audit_app, name="audit")
 app.add_typer(certs.batch_app, name="batch")
+app.add_typer(gds.gds_app, name="gds")
+app.add_typer(gds.users_app, name="users")
 app.add_typer(requests.requests_app, name="requests")
 
 

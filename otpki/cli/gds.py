@@ -1,0 +1,58 @@
+"""gds serve: run the OPC UA Global Discovery Server; users hash-password: make a password hash for otpki.toml."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from opcua_gds.access import hash_password
+from opcua_gds.server import GdsServer
+from otpki.cli.common import console, engine, handle_errors
+from trustlists.maintenance import run_maintenance
+
+gds_app = typer.Typer(help="The OPC UA Global Discovery Server (OPC 10000-12).", no_args_is_help=True)
+users_app = typer.Typer(help="GDS users (configured in otpki.toml [gds.access]).", no_args_is_help=True)
+
+
+@gds_app.command("serve")
+@handle_errors
+def serve(
+    endpoint: Annotated[str | None, typer.Option(
+        help="opc.tcp://HOST:PORT/PATH (default from otpki.toml [gds])")] = None,
+    maintenance_interval: Annotated[float, typer.Option(help="Seconds between CRL/revocation upkeep")] = 300.0,
+) -> None:
+    """Serve the GDS until interrupted (SIGINT/SIGTERM)."""
+    with engine(key_pool=True) as (eng, s):
+        gds_settings = s.file.gds.model_copy(update={"endpoint": endpoint}) if endpoint else s.file.gds
+        asyncio.run(_serve(GdsServer(eng, gds_settings, s.data_dir / "gds"), maintenance_interval))
+
+
+async def _serve(gds: GdsServer, interval: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await gds.start()
+    upkeep = asyncio.create_task(run_maintenance(gds.engine, interval_s=interval))
+    console.print(f"GDS listening on {gds.endpoint}", highlight=False)
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        upkeep.cancel()
+        await gds.stop()
+        console.print("GDS stopped")
+
+
+@users_app.command("hash-password")
+def hash_password_cmd() -> None:
+    """Read a password (prompt, or stdin when piped) and print the hash to put in [gds.access.users]."""
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise typer.Exit(2)
+    typer.echo(hash_password(password))
