@@ -11,6 +11,7 @@ from opcua_gds.server import GdsServer, GdsSettings, Installer
 from tests.helpers import make_engine
 from tests.opcua_gds.opcua_helpers import free_port
 from trustlists.engine import Engine
+from trustlists.policy import PkiConfig
 
 PASSWORDS = {
     "discovery-admin": ("discovery-pw", [GdsRole.DISCOVERY_ADMIN]),
@@ -18,6 +19,8 @@ PASSWORDS = {
     "ra-admin": ("ra-pw", [GdsRole.REGISTRATION_AUTHORITY_ADMIN]),
     "security-admin": ("security-pw", [GdsRole.SECURITY_ADMIN]),
     "no-role": ("no-role-pw", []),
+    # A commissioning account: registers applications and signs their first certificate.
+    "registrar": ("registrar-pw", [GdsRole.DISCOVERY_ADMIN, GdsRole.CERTIFICATE_AUTHORITY_ADMIN]),
 }
 
 
@@ -34,8 +37,9 @@ def access_config() -> AccessConfig:
                                for n, (pw, roles) in PASSWORDS.items()])
 
 
-async def running_gds(tmp: Path, installers: list[Installer] | None = None) -> AsyncIterator[RunningGds]:
-    engine = make_engine(tmp / "pki")
+async def running_gds(tmp: Path, installers: list[Installer] | None = None, *,
+                      config: PkiConfig | None = None) -> AsyncIterator[RunningGds]:
+    engine = make_engine(tmp / "pki", config=config)
     engine.hierarchy.initialize(actor="test")
     settings = GdsSettings(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/otpki/gds", access=access_config())
     gds = GdsServer(engine, settings, tmp / "gds", installers=installers)
