@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring"]
+BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull"]
 
 
 def main() -> int:

@@ -211,11 +211,7 @@ async def _typed_object(parent: Node, node_id: ua.NodeId, name: str, type_id: in
 
 
 def default_installers() -> list[Installer]:
-    """The method sets the GDS serves; each module adds its own Method nodes."""
-    installers: list[Installer] = []
-    try:
-        from opcua_gds import directory
-        installers.append(directory.install)
-    except ImportError:  # built in a later step of issue 3
-        pass
-    return installers
+    """The method sets the GDS serves; each module adds its own Method nodes with the standard ids."""
+    from opcua_gds import directory, pull, trustlist_file
+
+    return [directory.install, pull.install, trustlist_file.install]

@@ -7,8 +7,16 @@ import uuid
 
 from trustlists import audit
 from trustlists.context import EngineContext
-from trustlists.errors import AlreadyExists, InvalidInput
+from trustlists.errors import AlreadyExists, InvalidInput, InvalidState
 from trustlists.models import Owner, OwnerKind
+
+# Owner.attributes key set by `Registry.unregister`: the owner stays in the store (the inventory and the
+# audit log keep pointing at it) but the registration is over.
+UNREGISTERED_AT = "unregistered_at"
+
+
+def is_unregistered(owner: Owner) -> bool:
+    return UNREGISTERED_AT in owner.attributes
 
 
 class Registry:
@@ -55,6 +63,23 @@ class Registry:
             tx.update_owner(owner)
             audit.append(tx, actor=actor, action="owner.update", subject=owner.id,
                          details=owner.model_dump(mode="json", exclude={"created_at"}))
+        return owner
+
+    def unregister(self, owner_id: str, *, actor: str) -> Owner:
+        """End a registration without deleting it: marks the owner unregistered (audited).
+
+        Certificates are not touched here; revoke them first (the GDS does) if the application is gone.
+        """
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            owner = tx.get_owner(owner_id)
+            if is_unregistered(owner):
+                raise InvalidState(f"owner {owner_id} is already unregistered")
+            owner = owner.model_copy(update={"attributes": {**owner.attributes, UNREGISTERED_AT: now.isoformat()}})
+            tx.update_owner(owner)
+            audit.append(tx, actor=actor, action="owner.unregister", subject=owner.id, at=now,
+                         details={"group": owner.group, "name": owner.name,
+                                  "application_uri": owner.application_uri})
         return owner
 
     def get(self, owner_id: str) -> Owner:
