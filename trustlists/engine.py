@@ -26,6 +26,7 @@ from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
 from trustlists.requests import CertificateRequests
 from trustlists.store.base import Store
+from trustlists.targets import DeliveryTargets
 from trustlists.trustlist import TrustListManager
 from trustlists.validation import CertificateValidator
 
@@ -41,6 +42,7 @@ class Engine:
         self.authority = CertificateAuthority(self.ctx, self.hierarchy, self.trustlists, self.key_pool)
         self.requests = CertificateRequests(self.ctx, self.authority, self.key_pool)
         self.inventory = Inventory(self.ctx)
+        self.targets = DeliveryTargets(self.ctx)
         self._live = LiveRevocationSource(self.ctx)
         self._validators: dict[str, tuple[str, CertificateValidator]] = {}
         self.refresh_revocations()

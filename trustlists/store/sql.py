@@ -411,6 +411,45 @@ class SqlTx:
             (str(status), decided_by, decided_at, reason, serial, issued_at, request_id, *map(str, expected)),
         ).rowcount == 1
 
+    # -- delivery targets ---------------------------------------------------------------------------
+    _TARGET_COLUMNS = ("id, owner_id, kind, address, credentials_ref, grp, site, state, attempts, next_attempt_at, "
+                       "last_error, delivered_serial, delivered_trust_version, updated_at")
+
+    def insert_target(self, row: tuple[Any, ...]) -> None:
+        self.execute(f"INSERT INTO delivery_targets ({self._TARGET_COLUMNS}) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def get_target(self, target_id: str) -> tuple[Any, ...] | None:
+        return self._one(f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets WHERE id = ?", (target_id,))
+
+    def find_target(self, kind: str, address: str) -> tuple[Any, ...] | None:
+        return self._one(f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets WHERE kind = ? AND address = ?",
+                         (kind, address))
+
+    def list_targets(self, *, kind: str | None = None, group: str | None = None, site: str | None = None,
+                     due_at: int | None = None) -> list[tuple[Any, ...]]:
+        where, params = [], []
+        for column, value in (("kind", kind), ("grp", group), ("site", site)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if due_at is not None:
+            where.append("next_attempt_at <= ?")
+            params.append(due_at)
+        sql = f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self.execute(sql + " ORDER BY next_attempt_at, id", params).fetchall()
+
+    def update_target(self, target_id: str, *, state: str, attempts: int, next_attempt_at: int,
+                      last_error: str | None, delivered_serial: str | None, delivered_trust_version: int | None,
+                      updated_at: int) -> None:
+        self.execute(
+            "UPDATE delivery_targets SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?, "
+            "delivered_serial = ?, delivered_trust_version = ?, updated_at = ? WHERE id = ?",
+            (state, attempts, next_attempt_at, last_error, delivered_serial, delivered_trust_version, updated_at,
+             target_id))
+
     # -- audit ------------------------------------------------------------------------------------
     def last_audit(self) -> tuple[int, str] | None:
         row = self._one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")

@@ -137,3 +137,23 @@ CREATE TABLE IF NOT EXISTS cert_requests (
     issued_at BIGINT
 );
 CREATE INDEX IF NOT EXISTS cert_requests_status ON cert_requests (status, grp);
+-- Where the engine delivers certificates and trust lists itself (push): PLCs, brokers. The address and
+-- the credentials reference are opaque to the engine; the protocol front knows what they mean.
+CREATE TABLE IF NOT EXISTS delivery_targets (
+    id TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL REFERENCES owners(id),
+    kind TEXT NOT NULL,
+    address TEXT NOT NULL,
+    credentials_ref TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    site TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    last_error TEXT,
+    delivered_serial TEXT,
+    delivered_trust_version BIGINT,
+    updated_at BIGINT NOT NULL,
+    UNIQUE (kind, address)
+);
+CREATE INDEX IF NOT EXISTS delivery_targets_due ON delivery_targets (state, next_attempt_at);

@@ -1,0 +1,164 @@
+"""Delivery targets: where the engine pushes certificates and trust lists itself (PLCs that cannot pull).
+
+A target belongs to a registered owner and names an address and a credentials reference that only the
+protocol front understands (for OPC UA push: the PLC's endpoint URL and the name of the admin account).
+The engine keeps what was delivered (certificate serial, trust-list version) and when to try next, so a
+rollout is idempotent, survives a restart, and retries unreachable targets with backoff. A target needs
+delivery when it never got a certificate, when its certificate is revoked, superseded or inside the
+renewal window, or when its group's trust list has a newer version than the one delivered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from trustlists import audit
+from trustlists.clock import from_epoch, to_epoch
+from trustlists.context import EngineContext
+from trustlists.errors import AlreadyExists, NotFound
+from trustlists.store.sql import SqlTx
+
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(hours=1)
+
+
+class TargetState(StrEnum):
+    PENDING = "pending"  # never delivered
+    DELIVERED = "delivered"
+    RETRYING = "retrying"  # the last attempt failed; next_attempt_at says when to try again
+
+
+class DeliveryTarget(BaseModel):
+    id: str
+    owner_id: str
+    kind: str
+    address: str
+    credentials_ref: str
+    group: str
+    site: str | None
+    state: TargetState
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    delivered_serial: str | None
+    delivered_trust_version: int | None
+    updated_at: datetime
+
+
+def _target(row: tuple[Any, ...]) -> DeliveryTarget:
+    return DeliveryTarget(id=row[0], owner_id=row[1], kind=row[2], address=row[3], credentials_ref=row[4],
+                          group=row[5], site=row[6], state=TargetState(row[7]), attempts=row[8],
+                          next_attempt_at=from_epoch(row[9]), last_error=row[10], delivered_serial=row[11],
+                          delivered_trust_version=row[12], updated_at=from_epoch(row[13]))
+
+
+def backoff(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min, ... capped at an hour: an unreachable PLC is retried, not hammered."""
+    exponent = min(max(attempts - 1, 0), 16)  # 2**16 * 30 s is far past the cap; bigger would overflow
+    return min(BACKOFF_BASE * (2 ** exponent), BACKOFF_MAX)
+
+
+class DeliveryTargets:
+    def __init__(self, ctx: EngineContext) -> None:
+        self._ctx = ctx
+
+    def add(self, *, owner_id: str, kind: str, address: str, credentials_ref: str, actor: str) -> DeliveryTarget:
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            owner = tx.get_owner(owner_id)
+            if tx.find_target(kind, address) is not None:
+                raise AlreadyExists(f"{address} is already a {kind} target")
+            target = DeliveryTarget(id=str(uuid.uuid4()), owner_id=owner.id, kind=kind, address=address,
+                                    credentials_ref=credentials_ref, group=owner.group, site=owner.site,
+                                    state=TargetState.PENDING, attempts=0, next_attempt_at=now, last_error=None,
+                                    delivered_serial=None, delivered_trust_version=None, updated_at=now)
+            tx.insert_target((target.id, target.owner_id, kind, address, credentials_ref, target.group, target.site,
+                              target.state.value, 0, to_epoch(now), None, None, None, to_epoch(now)))
+            audit.append(tx, actor=actor, action="target.add", subject=target.id,
+                         details={"owner": owner.name, "kind": kind, "address": address})
+        return target
+
+    def get(self, target_id: str) -> DeliveryTarget:
+        with self._ctx.store.read() as tx:
+            row = tx.get_target(target_id)
+        if row is None:
+            raise NotFound(f"no delivery target {target_id}")
+        return _target(row)
+
+    def list(self, *, kind: str | None = None, group: str | None = None, site: str | None = None
+             ) -> list[DeliveryTarget]:
+        with self._ctx.store.read() as tx:
+            return [_target(r) for r in tx.list_targets(kind=kind, group=group, site=site)]
+
+    def needing_delivery(self, *, kind: str, group: str | None = None, site: str | None = None,
+                         force: bool = False) -> list[tuple[DeliveryTarget, str]]:
+        """Targets that need a push now, each with the reason; retrying ones only once their backoff passed."""
+        now = self._ctx.clock()
+        versions: dict[str, int] = {}
+        result: list[tuple[DeliveryTarget, str]] = []
+        with self._ctx.store.read() as tx:
+            rows = tx.list_targets(kind=kind, group=group, site=site)
+            for target in map(_target, rows):
+                if target.state is TargetState.RETRYING and target.next_attempt_at > now and not force:
+                    continue
+                reason = self._reason(tx, target, now, versions)
+                if reason is not None or force:
+                    result.append((target, reason or "forced"))
+        return result
+
+    def _reason(self, tx: SqlTx, target: DeliveryTarget, now: datetime, versions: dict[str, int]) -> str | None:
+        if target.delivered_serial is None:
+            return "no certificate delivered yet"
+        try:
+            cert = tx.get_certificate(target.delivered_serial, with_der=False)
+        except NotFound:
+            return "delivered certificate unknown"
+        if cert.revoked_at is not None:
+            return "delivered certificate revoked"
+        if cert.superseded_by is not None:
+            return "delivered certificate superseded"
+        window = timedelta(days=self._ctx.config.group(target.group).renewal_window_days)
+        if cert.not_after - window <= now:
+            return "certificate inside its renewal window"
+        if target.group not in versions:
+            latest = tx.latest_trust_version(target.group)
+            versions[target.group] = latest[0] if latest else 0
+        if target.delivered_trust_version != versions[target.group]:
+            return f"trust list v{versions[target.group]} not delivered"
+        return None
+
+    def record_success(self, target_id: str, *, serial: str, trust_version: int, actor: str) -> DeliveryTarget:
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            target = _target(tx.get_target(target_id) or _missing(target_id))
+            cert = tx.get_certificate(serial, with_der=False)
+            renew_at = cert.not_after - timedelta(days=self._ctx.config.group(target.group).renewal_window_days)
+            tx.update_target(target_id, state=TargetState.DELIVERED.value, attempts=0,
+                             next_attempt_at=to_epoch(max(renew_at, now)), last_error=None, delivered_serial=serial,
+                             delivered_trust_version=trust_version, updated_at=to_epoch(now))
+            tx.mark_delivered(serial)
+            audit.append(tx, actor=actor, action="target.delivered", subject=target_id,
+                         details={"address": target.address, "serial": serial, "trust_version": trust_version})
+        return self.get(target_id)
+
+    def record_failure(self, target_id: str, *, error: str, actor: str) -> DeliveryTarget:
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            target = _target(tx.get_target(target_id) or _missing(target_id))
+            attempts = target.attempts + 1
+            tx.update_target(target_id, state=TargetState.RETRYING.value, attempts=attempts,
+                             next_attempt_at=to_epoch(now + backoff(attempts)), last_error=error[:500],
+                             delivered_serial=target.delivered_serial,
+                             delivered_trust_version=target.delivered_trust_version, updated_at=to_epoch(now))
+            audit.append(tx, actor=actor, action="target.failed", subject=target_id,
+                         details={"address": target.address, "attempt": attempts, "error": error[:500]})
+        return self.get(target_id)
+
+
+def _missing(target_id: str) -> tuple[Any, ...]:
+    raise NotFound(f"no delivery target {target_id}")
