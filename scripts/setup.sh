@@ -35,3 +35,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[test]"
   touch "$stamp"
 fi
+
+# node-opcua peer for the interop tests (tests/interop): pinned by package-lock.json, reinstalled when it changes.
+NODE_PEER=tests/interop/node_opcua
+if [ -f "$NODE_PEER/package-lock.json" ]; then
+  command -v npm >/dev/null 2>&1 || { echo "setup: npm (Node.js 20) is required for $NODE_PEER (apt-get install nodejs npm)" >&2; exit 1; }
+  node_stamp="$NODE_PEER/node_modules/.otpki-lock.sha256"
+  lock_sum="$(sha256sum "$NODE_PEER/package-lock.json" | cut -d' ' -f1)"
+  if [ ! -d "$NODE_PEER/node_modules" ] || [ ! -f "$node_stamp" ] || [ "$(cat "$node_stamp")" != "$lock_sum" ]; then
+    echo "setup: npm ci in $NODE_PEER" >&2
+    npm ci --prefix "$NODE_PEER" --no-audit --no-fund --loglevel=error
+    echo "$lock_sum" > "$node_stamp"
+  fi
+fi

@@ -1,0 +1,372 @@
+"""Push certificate management client (OPC 10000-12 ServerConfiguration, ns0) over an asyncua session.
+
+``PushClient`` wraps one connected asyncua ``Client`` (SignAndEncrypt, a SecurityAdmin user) and calls the
+ServerConfiguration methods and the DefaultApplicationGroup TrustList file methods. ``push_certificate``
+drives a whole renewal against one server endpoint:
+
+connect -> read capabilities and the current certificate -> write the trust list (optional) ->
+CreateSigningRequest(regenerate key) -> ``issue(csr)`` -> UpdateCertificate -> ApplyChanges ->
+disconnect -> reconnect (retrying while the server renegotiates its channels) -> check that the endpoint
+presents the new certificate and that a written trust list reads back as written.
+
+Every failure is a ``PushError`` naming the step and the OPC UA status code name. A trust list that the
+server accepts but does not apply (some servers answer Good to Write/CloseAndUpdate and change nothing)
+is not an error: it is reported as ``trust_list_applied=False`` in the ``PushResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, ua
+from asyncua.common.methods import call_method_full
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from pydantic import BaseModel, Field
+
+from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from trustlists.exports.trustlist_binary import decode_trustlist, encode_trustlist
+from trustlists.models import TrustListContent
+
+READ_CHUNK = 64 * 1024
+WRITE_CHUNK = 32 * 1024
+NONCE_BYTES = 32
+
+OPEN_READ = 0x01
+OPEN_WRITE_ERASE = 0x06  # Write | EraseExisting: the only write mode TrustList accepts
+
+_GROUP = CertificateGroups.PushDefaultApplicationGroup
+_RSA_SHA256 = CertificateTypes.RsaSha256ApplicationCertificateType
+
+IssueFunction = Callable[[bytes], Awaitable[tuple[bytes, list[bytes]]]]
+
+
+def status_name(code: int) -> str:
+    name, doc = ua.status_codes.get_name_and_doc(code)
+    if doc.startswith("Unknown StatusCode"):
+        return f"0x{code:08X}"
+    return str(name)
+
+
+def fingerprint(der: bytes) -> str:
+    """SHA-256 of the DER, lowercase hex (the engine inventory's fingerprint_sha256)."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def first_certificate(chain_der: bytes) -> bytes:
+    """The leaf of a ServerCertificate that may be a concatenated DER chain (OPC 10000-6 6.2.3)."""
+    if len(chain_der) < 2 or chain_der[0] != 0x30:
+        return chain_der
+    length = chain_der[1]
+    if length < 0x80:
+        return chain_der[: 2 + length]
+    n = length & 0x7F
+    total = int.from_bytes(chain_der[2: 2 + n], "big")
+    return chain_der[: 2 + n + total]
+
+
+class PushError(Exception):
+    """A push step failed; ``status`` is the OPC UA status code name (or a local reason)."""
+
+    def __init__(self, step: str, status: str, detail: str = "", code: int | None = None) -> None:
+        self.step = step
+        self.status = status
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{step}: {status}" + (f" ({detail})" if detail else ""))
+
+
+class PushCapabilities(BaseModel):
+    supported_private_key_formats: list[str] = Field(default_factory=list)
+    max_trust_list_size: int | None = None
+    server_capabilities: list[str] = Field(default_factory=list)
+    application_uri: str | None = None
+    server_certificate_der: bytes = b""
+
+    @property
+    def server_certificate_fingerprint(self) -> str:
+        return fingerprint(self.server_certificate_der)
+
+
+class StepOutcome(BaseModel):
+    step: str
+    status: str = "Good"
+    detail: str = ""
+
+
+class PushResult(BaseModel):
+    endpoint: str
+    application_uri: str | None
+    old_fingerprint: str
+    new_fingerprint: str  # what the endpoint presents after the reconnect
+    issued_fingerprint: str  # what issue() returned and UpdateCertificate installed
+    certificate_presented: bool  # new_fingerprint == issued_fingerprint
+    trust_list_written: bool
+    trust_list_applied: bool | None = None  # None: no trust list given; False: the server did not apply it
+    steps: list[StepOutcome] = Field(default_factory=list)
+
+
+def _code_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    return int(code) if isinstance(code, int) else None
+
+
+def _wrap(step: str, exc: BaseException) -> PushError:
+    if isinstance(exc, PushError):
+        return exc
+    code = _code_of(exc)
+    if code is not None:
+        return PushError(step, status_name(code), str(exc), code)
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return PushError(step, "Timeout", str(exc))
+    return PushError(step, type(exc).__name__, str(exc))
+
+
+class PushClient:
+    """Push management calls over one connected asyncua session."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @property
+    def _config(self):  # type: ignore[no-untyped-def]
+        return self._client.get_node(ua.NodeId(ServerConfigurationIds.ServerConfiguration, 0))
+
+    @property
+    def _trust_list(self):  # type: ignore[no-untyped-def]
+        return self._client.get_node(_GROUP.trust_list_node_id())
+
+    async def _call(self, step: str, obj: Any, method_id: ua.NodeId, *args: ua.Variant) -> list[Any]:
+        try:
+            result = await call_method_full(obj, method_id, *args)
+            result.StatusCode.check()
+        except Exception as exc:
+            raise _wrap(step, exc) from exc
+        return list(result.OutputArguments or [])
+
+    async def _read(self, identifier: int) -> Any:
+        try:
+            return await self._client.get_node(ua.NodeId(identifier, 0)).read_value()
+        except ua.UaStatusCodeError as exc:
+            if exc.code in (ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadAttributeIdInvalid):
+                return None
+            raise _wrap("read_capabilities", exc) from exc
+
+    # -- capabilities ---------------------------------------------------------------------------
+    async def server_certificate(self) -> tuple[bytes, str | None]:
+        """The certificate the endpoint of this session presents, and the server's ApplicationUri."""
+        try:
+            endpoints = await self._client.get_endpoints()
+        except Exception as exc:
+            raise _wrap("get_endpoints", exc) from exc
+        url = self._client.server_url.geturl()
+        policy = SecurityPolicyBasic256Sha256.URI
+        chosen = next((e for e in endpoints if e.SecurityPolicyUri == policy and e.EndpointUrl == url), None) \
+            or next((e for e in endpoints if e.SecurityPolicyUri == policy), None) or endpoints[0]
+        return first_certificate(chosen.ServerCertificate or b""), chosen.Server.ApplicationUri
+
+    async def read_capabilities(self) -> PushCapabilities:
+        formats = await self._read(ServerConfigurationIds.SupportedPrivateKeyFormats)
+        max_size = await self._read(ServerConfigurationIds.MaxTrustListSize)
+        caps = await self._read(ServerConfigurationIds.ServerCapabilities)
+        cert, uri = await self.server_certificate()
+        return PushCapabilities(supported_private_key_formats=list(formats or []),
+                                max_trust_list_size=None if max_size is None else int(max_size),
+                                server_capabilities=list(caps or []), application_uri=uri,
+                                server_certificate_der=cert)
+
+    # -- trust list -------------------------------------------------------------------------------
+    async def read_trust_list(self) -> TrustListContent:
+        node = self._trust_list
+        (handle,) = await self._call("trust_list_open", node, _GROUP.method("Open").node_id(),
+                                     ua.Variant(OPEN_READ, ua.VariantType.Byte))
+        data = bytearray()
+        try:
+            while True:
+                (chunk,) = await self._call("trust_list_read", node, _GROUP.method("Read").node_id(),
+                                            ua.Variant(handle, ua.VariantType.UInt32),
+                                            ua.Variant(READ_CHUNK, ua.VariantType.Int32))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            await self._call("trust_list_close", node, _GROUP.method("Close").node_id(),
+                             ua.Variant(handle, ua.VariantType.UInt32))
+        try:
+            return decode_trustlist(bytes(data))
+        except Exception as exc:
+            raise PushError("trust_list_read", "BadDecodingError", str(exc)) from exc
+
+    async def write_trust_list(self, content: TrustListContent) -> bool:
+        """Open(Write|EraseExisting), Write in chunks, CloseAndUpdate; returns ApplyChangesRequired."""
+        data = encode_trustlist(content)
+        node = self._trust_list
+        (handle,) = await self._call("trust_list_open", node, _GROUP.method("Open").node_id(),
+                                     ua.Variant(OPEN_WRITE_ERASE, ua.VariantType.Byte))
+        try:
+            for start in range(0, len(data), WRITE_CHUNK):
+                await self._call("trust_list_write", node, _GROUP.method("Write").node_id(),
+                                 ua.Variant(handle, ua.VariantType.UInt32),
+                                 ua.Variant(data[start: start + WRITE_CHUNK], ua.VariantType.ByteString))
+        except PushError:
+            # Close discards the written data (spec 7.8.2.1); the original failure is what matters.
+            with contextlib.suppress(PushError):
+                await self._call("trust_list_close", node, _GROUP.method("Close").node_id(),
+                                 ua.Variant(handle, ua.VariantType.UInt32))
+            raise
+        outputs = await self._call("trust_list_close_and_update", node, _GROUP.method("CloseAndUpdate").node_id(),
+                                   ua.Variant(handle, ua.VariantType.UInt32))
+        return bool(outputs[0]) if outputs else False
+
+    # -- certificate ------------------------------------------------------------------------------
+    async def create_signing_request(self, regenerate_key: bool, *, subject_name: str = "",
+                                     certificate_type: CertificateTypes = _RSA_SHA256) -> bytes:
+        nonce = os.urandom(NONCE_BYTES) if regenerate_key else b""
+        (csr,) = await self._call(
+            "create_signing_request", self._config, ServerConfigurationMethods.CreateSigningRequest.node_id(),
+            ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
+            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(subject_name, ua.VariantType.String),
+            ua.Variant(regenerate_key, ua.VariantType.Boolean),
+            ua.Variant(nonce, ua.VariantType.ByteString))
+        return bytes(csr)
+
+    async def update_certificate(self, cert_der: bytes, issuer_ders: list[bytes], private_key_format: str | None = None,
+                                 private_key: bytes | None = None, *,
+                                 certificate_type: CertificateTypes = _RSA_SHA256) -> bool:
+        """UpdateCertificate on the DefaultApplicationGroup; returns ApplyChangesRequired."""
+        outputs = await self._call(
+            "update_certificate", self._config, ServerConfigurationMethods.UpdateCertificate.node_id(),
+            ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
+            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(cert_der, ua.VariantType.ByteString),
+            ua.Variant(list(issuer_ders), ua.VariantType.ByteString),
+            ua.Variant(private_key_format or "", ua.VariantType.String),
+            ua.Variant(private_key, ua.VariantType.ByteString))
+        return bool(outputs[0]) if outputs else False
+
+    async def apply_changes(self) -> None:
+        await self._call("apply_changes", self._config, ServerConfigurationMethods.ApplyChanges.node_id())
+
+    async def get_rejected_list(self) -> list[bytes]:
+        outputs = await self._call("get_rejected_list", self._config,
+                                   ServerConfigurationMethods.GetRejectedList.node_id())
+        return [bytes(c) for c in (outputs[0] or [])] if outputs else []
+
+
+# -- sessions -----------------------------------------------------------------------------------------
+async def connect_push_session(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
+                               client_app_uri: str, username: str | None, password: str | None,
+                               mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
+                               timeout_s: float = 10.0) -> Client:
+    """A connected asyncua Client: Basic256Sha256, the given mode, the client's own certificate and user."""
+    client = Client(endpoint, timeout=timeout_s)
+    client.application_uri = client_app_uri
+    try:
+        await client.set_security(SecurityPolicyBasic256Sha256, str(client_cert_path), str(client_key_path),
+                                  mode=mode)
+        if username is not None:
+            client.set_user(username)
+            client.set_password(password or "")
+        await client.connect()
+    except Exception as exc:
+        await _quiet_disconnect(client)
+        raise _wrap("connect", exc) from exc
+    return client
+
+
+async def _quiet_disconnect(client: Client) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.disconnect(), 5)
+
+
+def _same_lists(written: TrustListContent, read: TrustListContent) -> bool:
+    for field, bit in (("trusted_certificates", 1), ("trusted_crls", 2), ("issuer_certificates", 4),
+                       ("issuer_crls", 8)):
+        if written.specified_lists & bit and sorted(getattr(written, field)) != sorted(getattr(read, field)):
+            return False
+    return True
+
+
+async def push_certificate(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
+                           client_app_uri: str, username: str, password: str, issue: IssueFunction,
+                           trust_list: TrustListContent | None = None, reconnect_attempts: int = 15,
+                           reconnect_delay_s: float = 1.0) -> PushResult:
+    """Renew one server's application certificate by push; see the module docstring for the steps."""
+    steps: list[StepOutcome] = []
+    session = {"client_cert_path": client_cert_path, "client_key_path": client_key_path,
+               "client_app_uri": client_app_uri, "username": username, "password": password}
+
+    client = await connect_push_session(endpoint, **session)
+    steps.append(StepOutcome(step="connect"))
+    trust_list_written = False
+    try:
+        push = PushClient(client)
+        caps = await push.read_capabilities()
+        old_cert = caps.server_certificate_der
+        steps.append(StepOutcome(step="read_capabilities",
+                                 detail=f"key formats {caps.supported_private_key_formats}, "
+                                        f"max trust list {caps.max_trust_list_size}"))
+        if trust_list is not None:
+            apply_required = await push.write_trust_list(trust_list)
+            trust_list_written = True
+            steps.append(StepOutcome(step="write_trust_list", detail=f"ApplyChangesRequired={apply_required}"))
+        csr = await push.create_signing_request(regenerate_key=True)
+        steps.append(StepOutcome(step="create_signing_request", detail=f"{len(csr)} bytes"))
+        try:
+            cert_der, issuer_ders = await issue(csr)
+        except Exception as exc:
+            raise PushError("issue", type(exc).__name__, str(exc)) from exc
+        steps.append(StepOutcome(step="issue", detail=fingerprint(cert_der)))
+        apply_required = await push.update_certificate(cert_der, issuer_ders)
+        steps.append(StepOutcome(step="update_certificate", detail=f"ApplyChangesRequired={apply_required}"))
+        # ApplyChanges also commits a trust list written above, so call it whenever anything was sent.
+        await push.apply_changes()
+        steps.append(StepOutcome(step="apply_changes"))
+    finally:
+        await _quiet_disconnect(client)
+
+    # Reconnect: the server drops its channels and comes back with the new certificate.
+    issued_fp = fingerprint(cert_der)
+    presented = b""
+    last_error: PushError | None = None
+    trust_list_applied: bool | None = None
+    for _ in range(reconnect_attempts):
+        await asyncio.sleep(reconnect_delay_s)
+        try:
+            client = await connect_push_session(endpoint, **session)
+        except PushError as exc:
+            last_error = exc
+            continue
+        try:
+            push = PushClient(client)
+            presented, _uri = await push.server_certificate()
+            if fingerprint(presented) != issued_fp:
+                last_error = PushError("verify_certificate", "BadCertificateInvalid",
+                                       f"endpoint still presents {fingerprint(presented)}")
+                continue
+            if trust_list is not None:
+                read_back = await push.read_trust_list()
+                trust_list_applied = _same_lists(trust_list, read_back)
+            break
+        except PushError as exc:
+            last_error = exc
+        finally:
+            await _quiet_disconnect(client)
+    else:
+        raise last_error or PushError("reconnect", "BadTimeout", "no attempt made")
+    steps.append(StepOutcome(step="reconnect"))
+    steps.append(StepOutcome(step="verify_certificate", detail=issued_fp))
+    if trust_list is not None:
+        steps.append(StepOutcome(step="verify_trust_list", status="Good" if trust_list_applied else "NotApplied",
+                                 detail="" if trust_list_applied else
+                                 "the server accepted the trust list but reads back different content"))
+    return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=fingerprint(old_cert),
+                      new_fingerprint=fingerprint(presented), issued_fingerprint=issued_fp,
+                      certificate_presented=fingerprint(presented) == issued_fp,
+                      trust_list_written=trust_list_written, trust_list_applied=trust_list_applied, steps=steps)

@@ -1,0 +1,151 @@
+"""opcua_gds.push_client against node-opcua 2.157.0's push management (an independent implementation).
+
+node-opcua deviations from OPC 10000-12 met here (and how the client copes):
+- TrustList Write + CloseAndUpdate answer Good but change nothing: push_certificate reads the trust list
+  back after the reconnect and reports trust_list_applied=False (step verify_trust_list "NotApplied").
+- UpdateCertificate does not check that the issuer certificates are in the TrustList, and only the leaf
+  is installed (the endpoint presents no chain).
+- CreateSigningRequest ignores CertificateTypeId; with an empty SubjectName it reuses the current subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from asyncua import ua
+from cryptography import x509
+
+from opcua_gds.push_client import PushClient, PushError, connect_push_session, fingerprint, push_certificate
+from tests.interop.conftest import ADMIN, OPERATOR, NodePeer
+from tests.opcua_gds.opcua_helpers import issue_app_identity
+from trustlists.models import TrustListContent
+
+
+def _session(peer: NodePeer, user: tuple[str, str], mode: ua.MessageSecurityMode
+             = ua.MessageSecurityMode.SignAndEncrypt):  # type: ignore[no-untyped-def]
+    return connect_push_session(peer.endpoint, client_cert_path=peer.client.cert_path,
+                                client_key_path=peer.client.key_path, client_app_uri=peer.client.application_uri,
+                                username=user[0], password=user[1], mode=mode)
+
+
+async def test_read_capabilities_and_trust_list(node_peer: NodePeer) -> None:
+    client = await _session(node_peer, ADMIN)
+    try:
+        push = PushClient(client)
+        caps = await push.read_capabilities()
+        assert caps.application_uri == "urn:otpki:interop:node-opcua-push-server"
+        cert = x509.load_der_x509_certificate(caps.server_certificate_der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert caps.application_uri in san.get_values_for_type(x509.UniformResourceIdentifier)
+        assert "PEM" in caps.supported_private_key_formats
+
+        content = await push.read_trust_list()
+        # The seeded client certificate is trusted, the engine CAs are issuers.
+        assert node_peer.client.cert_der in content.trusted_certificates
+        assert content.issuer_certificates
+        assert await push.get_rejected_list() == []
+    finally:
+        await client.disconnect()
+
+
+async def test_push_certificate_issued_by_engine(node_peer: NodePeer) -> None:
+    engine = node_peer.engine
+    # Learn the peer's ApplicationUri from its endpoint, register it in the engine under that URI.
+    client = await _session(node_peer, ADMIN)
+    try:
+        caps = await PushClient(client).read_capabilities()
+    finally:
+        await client.disconnect()
+    assert caps.application_uri
+    owner = engine.registry.register(group="opcua-application", name="node-opcua-peer",
+                                     application_uri=caps.application_uri, dns_names=["localhost"],
+                                     ip_addresses=["127.0.0.1"], actor="test")
+    csrs: list[bytes] = []
+
+    async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
+        csrs.append(csr)
+        issued = engine.authority.issue_from_csr(csr, owner_id=owner.id, actor="test")
+        return issued.certificate_der, issued.chain_der
+
+    # A trust list the peer should hold after the push: the engine's CAs and the client's certificate.
+    engine_tl = engine.trustlists.get("opcua-application").content
+    trust_list = TrustListContent(trusted_certificates=[*engine_tl.trusted_certificates, node_peer.client.cert_der],
+                                  trusted_crls=engine_tl.trusted_crls,
+                                  issuer_certificates=engine_tl.issuer_certificates,
+                                  issuer_crls=engine_tl.issuer_crls)
+    result = await push_certificate(node_peer.endpoint, client_cert_path=node_peer.client.cert_path,
+                                    client_key_path=node_peer.client.key_path,
+                                    client_app_uri=node_peer.client.application_uri, username=ADMIN[0],
+                                    password=ADMIN[1], issue=issue, trust_list=trust_list)
+
+    assert len(csrs) == 1
+    assert result.certificate_presented
+    assert result.new_fingerprint == result.issued_fingerprint != result.old_fingerprint
+    assert result.old_fingerprint == caps.server_certificate_fingerprint
+    record = engine.inventory.by_fingerprint(result.new_fingerprint)
+    assert record is not None and record.owner_id == owner.id and record.san_uri == caps.application_uri
+    assert [s.step for s in result.steps][:3] == ["connect", "read_capabilities", "write_trust_list"]
+    assert result.trust_list_written
+    # node-opcua deviation: Write/CloseAndUpdate answer Good but do nothing. The client must notice.
+    assert result.trust_list_applied is False
+    assert result.steps[-1].step == "verify_trust_list" and result.steps[-1].status == "NotApplied"
+
+    # A fresh session sees the engine-issued certificate on the endpoint.
+    client = await _session(node_peer, ADMIN)
+    try:
+        presented, _ = await PushClient(client).server_certificate()
+    finally:
+        await client.disconnect()
+    assert fingerprint(presented) == record.fingerprint_sha256
+    assert hashlib.sha256(presented).hexdigest() == result.issued_fingerprint
+
+
+async def test_user_without_security_admin_is_denied(node_peer: NodePeer) -> None:
+    client = await _session(node_peer, OPERATOR)
+    try:
+        push = PushClient(client)
+        for call in (lambda: push.create_signing_request(regenerate_key=True), push.read_trust_list,
+                     push.apply_changes):
+            try:
+                await call()
+            except PushError as exc:
+                assert exc.status == "BadUserAccessDenied", exc
+            else:
+                raise AssertionError("operator was allowed a push management call")
+    finally:
+        await client.disconnect()
+
+
+async def test_sign_only_channel_is_refused(node_peer: NodePeer) -> None:
+    # The peer offers Basic256Sha256 Sign endpoints, so this is checked, not skipped.
+    client = await _session(node_peer, ADMIN, ua.MessageSecurityMode.Sign)
+    try:
+        push = PushClient(client)
+        try:
+            await push.create_signing_request(regenerate_key=True)
+        except PushError as exc:
+            assert exc.status == "BadSecurityModeInsufficient", exc
+            assert exc.step == "create_signing_request"
+        else:
+            raise AssertionError("CreateSigningRequest succeeded over a Sign-only channel")
+    finally:
+        await client.disconnect()
+
+
+async def test_unseeded_client_is_rejected_and_listed(node_peer: NodePeer, tmp_path: Path) -> None:
+    # automaticallyAcceptUnknownCertificate is false: only the pre-seeded client certificate is trusted.
+    stranger = issue_app_identity(node_peer.engine, tmp_path / "stranger", "stranger", "urn:otpki:interop:stranger")
+    try:
+        await connect_push_session(node_peer.endpoint, client_cert_path=stranger.cert_path,
+                                   client_key_path=stranger.key_path, client_app_uri=stranger.application_uri,
+                                   username=ADMIN[0], password=ADMIN[1])
+    except PushError as exc:
+        assert exc.step == "connect"
+    else:
+        raise AssertionError("an unknown client certificate was accepted")
+    client = await _session(node_peer, ADMIN)
+    try:
+        assert stranger.cert_der in await PushClient(client).get_rejected_list()
+    finally:
+        await client.disconnect()
