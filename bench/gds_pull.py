@@ -58,8 +58,8 @@ async def run(n: int, reps: int, d: Path) -> dict[str, object]:
     bare_url = f"opc.tcp://127.0.0.1:{free_port()}/bare"
     bare.set_endpoint(bare_url)
     bare.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
-    await bare.load_certificate(str(d / "gds" / "own" / "gds.der"))
-    await bare.load_private_key(str(d / "gds" / "own" / "gds.key.pem"))
+    await bare.load_certificate(str(d / "gds" / "own" / "otpki-gds.der"))
+    await bare.load_private_key(str(d / "gds" / "own" / "otpki-gds.key.pem"))
     idx = await bare.register_namespace("urn:bench")
     obj = await bare.nodes.objects.add_object(idx, "Bench")
 

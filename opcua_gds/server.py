@@ -9,7 +9,6 @@ The method sets live in their own modules (`directory`, `pull`, `trustlist_file`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,9 +23,9 @@ from opcua_gds import call_context
 from opcua_gds.access import AccessConfig, GdsUserManager, SelfAdmin
 from opcua_gds.application_record import install_application_record_type
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, GdsObjects, GdsObjectTypes, gds_node_id
+from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
-from trustlists.models import KeyType, Owner
 
 log = logging.getLogger(__name__)
 
@@ -135,46 +134,10 @@ class GdsServer:
     # -- own certificate ------------------------------------------------------------------------
     def _own_certificate(self) -> tuple[Path, Path]:
         """The GDS's application certificate, issued by the engine; a new one when missing or due."""
-        own = self.state_dir / "own"
-        cert_path, key_path = own / "gds.der", own / "gds.key.pem"
-        host = urlparse(self.settings.endpoint).hostname or "localhost"
-        owner = self._gds_owner(host)
-        if cert_path.exists() and key_path.exists():
-            record = self.engine.inventory.by_fingerprint(hashlib.sha256(cert_path.read_bytes()).hexdigest())
-            policy = self.engine.config.group("opcua-application")
-            now = self.engine.ctx.clock()
-            if (record is not None and record.revoked_at is None and record.owner_id == owner.id
-                    and (record.not_after - now).days > policy.renewal_window_days):
-                return cert_path, key_path
-        issued = self.engine.authority.issue_with_new_key(owner_id=owner.id, actor="otpki-gds",
-                                                          key_type=KeyType.RSA2048)
-        own.mkdir(parents=True, exist_ok=True, mode=0o700)
-        assert issued.private_key is not None
-        # An application instance key, not a CA key: like any server's TLS key it is readable by this
-        # service account only.
-        tmp = key_path.with_suffix(".tmp")
-        tmp.write_bytes(issued.private_key)
-        tmp.chmod(0o600)
-        tmp.replace(key_path)
-        cert_path.write_bytes(issued.certificate_der)
-        return cert_path, key_path
-
-    def _gds_owner(self, host: str) -> Owner:
-        found = self.engine.registry.find("opcua-application", name=GDS_OWNER_NAME)
-        if found is not None:
-            return found
-        ips, dns = [], []
-        try:
-            import ipaddress
-
-            ipaddress.ip_address(host)
-            ips.append(host)
-        except ValueError:
-            dns.append(host)
-        return self.engine.registry.register(
-            group="opcua-application", name=GDS_OWNER_NAME, application_uri=self.settings.application_uri,
-            dns_names=dns, ip_addresses=ips, actor="otpki-gds",
-            attributes={"application_type": int(ua.ApplicationType.DiscoveryServer)})
+        return ensure_identity(self.engine, self.state_dir / "own", name=GDS_OWNER_NAME,
+                               application_uri=self.settings.application_uri,
+                               host=urlparse(self.settings.endpoint).hostname or "localhost",
+                               application_type=ua.ApplicationType.DiscoveryServer)
 
     # -- address space --------------------------------------------------------------------------
     async def _address_space(self, server: Server, idx: int) -> Node:

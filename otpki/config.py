@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from opcua_gds.rollout import PushSettings
 from opcua_gds.server import GdsSettings
 from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized
 from trustlists.policy import PkiConfig, default_config_data
@@ -55,6 +56,7 @@ class FileSettings(BaseModel):
     keys: KeySettings = Field(default_factory=KeySettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     gds: GdsSettings = Field(default_factory=GdsSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
     pki: dict[str, Any] = Field(default_factory=dict)
 
 

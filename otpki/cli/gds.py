@@ -16,14 +16,14 @@ from otpki.cli.common import console, engine, handle_errors
 from trustlists.maintenance import run_maintenance
 
 gds_app = typer.Typer(help="The OPC UA Global Discovery Server (OPC 10000-12).", no_args_is_help=True)
-users_app = typer.Typer(help="GDS users (configured in otpki.toml [gds.access]).", no_args_is_help=True)
+users_app = typer.Typer(help="GDS users (configured in the gds.access table of otpki.toml).", no_args_is_help=True)
 
 
 @gds_app.command("serve")
 @handle_errors
 def serve(
     endpoint: Annotated[str | None, typer.Option(
-        help="opc.tcp://HOST:PORT/PATH (default from otpki.toml [gds])")] = None,
+        help="opc.tcp://HOST:PORT/PATH (default: the gds table of otpki.toml)")] = None,
     maintenance_interval: Annotated[float, typer.Option(help="Seconds between CRL/revocation upkeep")] = 300.0,
 ) -> None:
     """Serve the GDS until interrupted (SIGINT/SIGTERM)."""
@@ -51,7 +51,7 @@ async def _serve(gds: GdsServer, interval: float) -> None:
 
 @users_app.command("hash-password")
 def hash_password_cmd() -> None:
-    """Read a password (prompt, or stdin when piped) and print the hash to put in [gds.access.users]."""
+    """Read a password (prompt, or stdin when piped) and print the hash for a gds.access.users entry."""
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
     if not password:
         raise typer.Exit(2)

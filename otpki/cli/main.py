@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from otpki.cli import admin, certs, gds, requests, trust
+from otpki.cli import admin, certs, gds, push, requests, trust
 from otpki.cli.common import state
 
 app = typer.Typer(
@@ -40,6 +40,8 @@ app.add_typer(certs.batch_app, name="batch")
 app.add_typer(gds.gds_app, name="gds")
 app.add_typer(gds.users_app, name="users")
 app.add_typer(requests.requests_app, name="requests")
+app.add_typer(push.targets_app, name="targets")
+app.command("push")(push.push)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""otpki's own OPC UA application identities (the GDS, the push client): engine-issued, renewed when due.
+
+The key is an application instance key, not a CA key: like any server's TLS key it lives in a file
+readable by this service account only (0600).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from pathlib import Path
+
+from asyncua import ua
+
+from trustlists.engine import Engine
+from trustlists.models import KeyType, Owner
+
+GROUP = "opcua-application"
+
+
+def ensure_identity(engine: Engine, own_dir: Path, *, name: str, application_uri: str, host: str,
+                    application_type: ua.ApplicationType = ua.ApplicationType.Server) -> tuple[Path, Path]:
+    """(certificate DER path, key PEM path), issuing a new pair when missing, revoked or inside the renewal window.
+
+    Blocking: call it through run_blocking from async code.
+    """
+    cert_path, key_path = own_dir / f"{name}.der", own_dir / f"{name}.key.pem"
+    owner = _owner(engine, name=name, application_uri=application_uri, host=host, application_type=application_type)
+    if cert_path.exists() and key_path.exists():
+        record = engine.inventory.by_fingerprint(hashlib.sha256(cert_path.read_bytes()).hexdigest())
+        window = engine.config.group(GROUP).renewal_window_days
+        if (record is not None and record.revoked_at is None and record.owner_id == owner.id
+                and (record.not_after - engine.ctx.clock()).days > window):
+            return cert_path, key_path
+    issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=f"otpki:{name}", key_type=KeyType.RSA2048)
+    assert issued.private_key is not None
+    own_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = key_path.with_suffix(".tmp")
+    tmp.write_bytes(issued.private_key)
+    tmp.chmod(0o600)
+    tmp.replace(key_path)
+    cert_path.write_bytes(issued.certificate_der)
+    return cert_path, key_path
+
+
+def _owner(engine: Engine, *, name: str, application_uri: str, host: str,
+           application_type: ua.ApplicationType) -> Owner:
+    found = engine.registry.find(GROUP, name=name)
+    if found is not None:
+        return found
+    ips, dns = [], []
+    try:
+        ipaddress.ip_address(host)
+        ips.append(host)
+    except ValueError:
+        dns.append(host)
+    return engine.registry.register(group=GROUP, name=name, application_uri=application_uri, dns_names=dns,
+                                    ip_addresses=ips, actor=f"otpki:{name}",
+                                    attributes={"application_type": int(application_type)})

@@ -1,0 +1,144 @@
+"""Fleet rollout: push certificates and trust lists to every PLC that needs them, many at a time.
+
+The targets and what each one last received live in the engine's store (`trustlists.targets`), so a
+rollout only touches targets that need it (idempotent), picks up where it stopped after a restart, and
+leaves an unreachable PLC to a later attempt with backoff while the others go on. Each push is
+`push_client.push_certificate`: trust list first, then CSR -> engine issuance -> UpdateCertificate ->
+ApplyChanges, then a reconnect that must show the new certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from opcua_gds.push_client import PushError, push_certificate
+from trustlists.blocking import run_blocking
+from trustlists.engine import Engine
+from trustlists.targets import DeliveryTarget
+
+KIND = "opcua-push"
+
+
+class PushCredential(BaseModel):
+    username: str
+    password_env: str | None = None  # the password comes from this environment variable ...
+    password_file: Path | None = None  # ... or from this file; never from otpki.toml itself
+
+
+class PushSettings(BaseModel):
+    """[push] in otpki.toml."""
+
+    concurrency: int = Field(16, ge=1, le=512)
+    timeout_s: float = Field(120.0, gt=0)
+    application_uri: str = "urn:otpki:push"
+    credentials: dict[str, PushCredential] = Field(default_factory=dict)
+
+    def resolve(self, ref: str) -> tuple[str, str]:
+        """(username, password) for a target's credentials reference."""
+        import os
+
+        cred = self.credentials.get(ref)
+        if cred is None:
+            raise KeyError(f"no [push.credentials.{ref}] in otpki.toml")
+        if cred.password_file is not None:
+            return cred.username, Path(cred.password_file).read_text().strip()
+        if cred.password_env and os.environ.get(cred.password_env):
+            return cred.username, os.environ[cred.password_env]
+        raise KeyError(f"[push.credentials.{ref}] has no password: set password_env or password_file")
+
+
+class TargetOutcome(BaseModel):
+    target_id: str
+    address: str
+    reason: str
+    ok: bool
+    serial: str | None = None
+    trust_version: int | None = None
+    trust_list_applied: bool | None = None
+    error: str | None = None
+    seconds: float
+
+
+class RolloutReport(BaseModel):
+    attempted: int
+    delivered: int
+    failed: int
+    seconds: float
+    outcomes: list[TargetOutcome] = Field(default_factory=list)
+
+
+Credentials = Callable[[str], tuple[str, str]]  # credentials_ref -> (username, password)
+
+
+class Rollout:
+    def __init__(self, engine: Engine, *, client_cert_path: Path, client_key_path: Path, client_app_uri: str,
+                 credentials: Credentials, concurrency: int = 16, timeout_s: float = 120.0,
+                 reconnect_attempts: int = 15, reconnect_delay_s: float = 1.0, actor: str = "otpki-push") -> None:
+        self.engine = engine
+        self._client = {"client_cert_path": client_cert_path, "client_key_path": client_key_path,
+                        "client_app_uri": client_app_uri}
+        self._credentials = credentials
+        self._limit = asyncio.Semaphore(concurrency)
+        self._timeout_s = timeout_s
+        self._reconnect = {"reconnect_attempts": reconnect_attempts, "reconnect_delay_s": reconnect_delay_s}
+        self._actor = actor
+
+    async def run(self, *, group: str | None = None, site: str | None = None, address: str | None = None,
+                  force: bool = False, on_done: Callable[[TargetOutcome], None] | None = None,
+                  on_planned: Callable[[int], None] | None = None) -> RolloutReport:
+        due = await run_blocking(self.engine.targets.needing_delivery, kind=KIND, group=group, site=site, force=force)
+        if address is not None:
+            due = [(t, r) for t, r in due if t.address == address]
+        if on_planned is not None:
+            on_planned(len(due))
+        start = time.perf_counter()
+
+        async def one(target: DeliveryTarget, reason: str) -> TargetOutcome:
+            async with self._limit:
+                outcome = await self.push_one(target, reason)
+            if on_done is not None:
+                on_done(outcome)
+            return outcome
+
+        outcomes = await asyncio.gather(*(one(t, r) for t, r in due))
+        delivered = sum(1 for o in outcomes if o.ok)
+        return RolloutReport(attempted=len(outcomes), delivered=delivered, failed=len(outcomes) - delivered,
+                             seconds=round(time.perf_counter() - start, 3), outcomes=list(outcomes))
+
+    async def push_one(self, target: DeliveryTarget, reason: str) -> TargetOutcome:
+        """One target, start to finish; the result is recorded in the store either way."""
+        start = time.perf_counter()
+        issued_serials: list[str] = []
+        try:
+            trust = await run_blocking(self.engine.trustlists.get, target.group)
+            username, password = self._credentials(target.credentials_ref)
+
+            async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
+                issued = await run_blocking(self.engine.authority.issue_from_csr, csr, owner_id=target.owner_id,
+                                            actor=self._actor, delivered=False)
+                issued_serials.append(issued.record.serial)
+                # The issuing CA goes with the certificate; the root is in the trust list pushed first.
+                return issued.certificate_der, issued.chain_der[:-1]
+
+            result = await asyncio.wait_for(
+                push_certificate(target.address, username=username, password=password, issue=issue,
+                                 trust_list=trust.content, **self._client, **self._reconnect),  # type: ignore[arg-type]
+                timeout=self._timeout_s)
+            if not result.certificate_presented:
+                raise PushError("verify", "NotPresented", "the server does not present the new certificate")
+        except Exception as exc:  # one PLC's failure, whatever it is, must not stop the fleet: record it, go on
+            error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PushError) else str(exc)
+            await run_blocking(self.engine.targets.record_failure, target.id, error=error, actor=self._actor)
+            return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=False, error=error,
+                                 seconds=round(time.perf_counter() - start, 3))
+        serial = issued_serials[-1]
+        await run_blocking(self.engine.targets.record_success, target.id, serial=serial, trust_version=trust.version,
+                           actor=self._actor)
+        return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=True, serial=serial,
+                             trust_version=trust.version, trust_list_applied=result.trust_list_applied,
+                             seconds=round(time.perf_counter() - start, 3))

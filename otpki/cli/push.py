@@ -1,0 +1,98 @@
+"""targets add/list and push: deliver certificates and trust lists to PLCs that cannot pull."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from opcua_gds.own_identity import ensure_identity
+from opcua_gds.rollout import KIND, Rollout, RolloutReport
+from otpki.cli.common import EXIT_PROBLEM, console, engine, err_console, handle_errors, print_json
+from trustlists.blocking import run_blocking
+
+targets_app = typer.Typer(help="Push targets: PLCs that get certificates and trust lists pushed.",
+                          no_args_is_help=True)
+
+
+@targets_app.command("add")
+@handle_errors
+def targets_add(
+    name: str,
+    endpoint: str,
+    credentials: Annotated[str, typer.Option(help="Name of a push.credentials.NAME table in otpki.toml")],
+    uri: Annotated[str | None, typer.Option(help="The PLC's ApplicationUri (default urn:otpki:plc:NAME)")] = None,
+    dns: Annotated[list[str] | None, typer.Option("--dns")] = None,
+    ip: Annotated[list[str] | None, typer.Option("--ip")] = None,
+    site: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Register a PLC (an OPC UA server with push management) as a push target."""
+    with engine() as (eng, s):
+        owner = eng.registry.find("opcua-application", name=name) or eng.registry.register(
+            group="opcua-application", name=name, application_uri=uri or f"urn:otpki:plc:{name}",
+            dns_names=dns or [], ip_addresses=ip or [], site=site, actor=s.actor())
+        target = eng.targets.add(owner_id=owner.id, kind=KIND, address=endpoint, credentials_ref=credentials,
+                                 actor=s.actor())
+    console.print(f"push target {name} -> {endpoint} (id {target.id})")
+
+
+@targets_app.command("list")
+@handle_errors
+def targets_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Push targets and what they last received."""
+    with engine() as (eng, _):
+        targets = eng.targets.list(kind=KIND)
+    if json_out:
+        print_json([t.model_dump(mode="json") for t in targets])
+        return
+    table = Table("address", "group", "site", "state", "attempts", "next attempt", "serial", "trust v", "last error")
+    for t in targets:
+        table.add_row(t.address, t.group, t.site or "-", t.state.value, str(t.attempts),
+                      f"{t.next_attempt_at:%H:%M:%S}", (t.delivered_serial or "-")[:12],
+                      str(t.delivered_trust_version or "-"), t.last_error or "")
+    console.print(table)
+
+
+@handle_errors
+def push(
+    endpoint: Annotated[str | None, typer.Argument(help="One target's endpoint; or use --all/--group/--site")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every target that needs it")] = False,
+    group: Annotated[str | None, typer.Option()] = None,
+    site: Annotated[str | None, typer.Option()] = None,
+    force: Annotated[bool, typer.Option(help="Push even to targets that are up to date")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Push certificates and trust lists: trust list first, then CSR -> issue -> UpdateCertificate -> ApplyChanges."""
+    if not (endpoint or all_ or group or site):
+        raise ValueError("name an ENDPOINT or use --all, --group or --site")
+    with engine(key_pool=True) as (eng, s):
+        report = asyncio.run(_rollout(eng, s, endpoint=endpoint, group=group, site=site, force=force,
+                                      quiet=json_out))
+    if json_out:
+        print_json(report.model_dump(mode="json"))
+    else:
+        table = Table("address", "reason", "result", "seconds")
+        for o in report.outcomes:
+            table.add_row(o.address, o.reason, "[green]delivered[/]" if o.ok else f"[red]{o.error}[/]", f"{o.seconds}")
+        console.print(table)
+        console.print(f"{report.delivered} delivered, {report.failed} failed (retried later with backoff), "
+                      f"{report.seconds} s")
+    if report.failed:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> RolloutReport:  # type: ignore[no-untyped-def]
+    settings = s.file.push
+    cert, key = await run_blocking(ensure_identity, eng, s.data_dir / "push" / "own", name="otpki-push",
+                                   application_uri=settings.application_uri, host="localhost")
+    rollout = Rollout(eng, client_cert_path=cert, client_key_path=key, client_app_uri=settings.application_uri,
+                      credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s)
+    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                  disable=quiet) as progress:
+        task = progress.add_task("push", total=None)
+        return await rollout.run(group=group, site=site, address=endpoint, force=force,
+                                 on_planned=lambda n: progress.update(task, total=n),
+                                 on_done=lambda _o: progress.advance(task))
