@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull"]
+BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull", "push_fleet"]
 
 
 def main() -> int:

@@ -1,0 +1,130 @@
+"""Fleet rollout: a new certificate and trust list pushed to N simulated PLCs (default 200; quick: 6).
+
+The PLCs run in worker processes (`python -m simulators.plant`, 50 per process) on consecutive ports.
+baseline: pushes to a sample of the PLCs one after another (`Rollout.push_one`), measured in this run;
+          the sequential cost of the fleet is estimated as N x the mean single push.
+engine:   `Rollout.run(force=True)` over the whole fleet with the configured concurrency: wall time.
+Target: wall time <= 0.1 x sequential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import emit, note, parse_args, workdir
+from opcua_gds.own_identity import ensure_identity
+from opcua_gds.rollout import KIND, Rollout
+from tests.helpers import make_engine
+
+TARGET = 0.1
+PER_PROCESS = 50
+PASSWORD = "bench-plc-admin-pw"
+
+
+def consecutive_free_ports(n: int) -> int:
+    for base in range(41000, 60000, 500):
+        ok = True
+        for port in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no range of free ports")
+
+
+def start_workers(n: int, base: int, root: Path) -> list[subprocess.Popen[str]]:
+    env = {**os.environ, "OTPKI_PLC_ADMIN_PASSWORD": PASSWORD}
+    workers = []
+    for start in range(0, n, PER_PROCESS):
+        count = min(PER_PROCESS, n - start)
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "simulators.plant", "--plcs", str(count), "--base-port", str(base + start),
+             "--root", str(root / f"w{start}"), "--prefix", f"plc{start}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1]))
+    for w in workers:
+        line = w.stdout.readline() if w.stdout else ""
+        if not line.startswith("READY"):
+            raise RuntimeError(f"a plant worker did not start: {line!r}")
+    return workers
+
+
+async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, object]:
+    engine = make_engine(d / "pki")
+    engine.hierarchy.initialize(actor="bench")
+    cert, key = ensure_identity(engine, d / "push-own", name="otpki-push", application_uri="urn:otpki:push",
+                                host="localhost")
+    base = consecutive_free_ports(n)
+    note(f"push_fleet: starting {n} PLCs from port {base}")
+    t0 = time.perf_counter()
+    workers = start_workers(n, base, d / "plant")
+    startup_s = time.perf_counter() - t0
+    try:
+        for i in range(n):
+            start, idx = (i // PER_PROCESS) * PER_PROCESS, i % PER_PROCESS
+            owner = engine.registry.register(group="opcua-application", name=f"plc{start}-{idx + 1}",
+                                             application_uri=f"urn:otpki:plc:plc{start}-{idx + 1}",
+                                             dns_names=["localhost"], ip_addresses=["127.0.0.1"], actor="bench")
+            engine.targets.add(owner_id=owner.id, kind=KIND, address=f"opc.tcp://127.0.0.1:{base + i}/plc",
+                               credentials_ref="plc", actor="bench")
+        rollout = Rollout(engine, client_cert_path=cert, client_key_path=key, client_app_uri="urn:otpki:push",
+                          credentials=lambda _ref: ("plc-admin", PASSWORD), concurrency=concurrency)
+        targets = [t for t, _r in engine.targets.needing_delivery(kind=KIND)]
+        note(f"push_fleet: {sample} sequential single pushes")
+        singles = []
+        for target in targets[:sample]:
+            t = time.perf_counter()
+            outcome = await rollout.push_one(target, "baseline")
+            assert outcome.ok, outcome.error
+            singles.append(time.perf_counter() - t)
+        note(f"push_fleet: rollout to {n} PLCs, concurrency {concurrency}")
+        t = time.perf_counter()
+        report = await rollout.run(force=True)
+        wall = time.perf_counter() - t
+    finally:
+        for w in workers:
+            os.killpg(w.pid, signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=60)
+        engine.close()
+    return {"singles": singles, "wall": wall, "delivered": report.delivered, "failed": report.failed,
+            "errors": [o.error for o in report.outcomes if not o.ok][:5], "startup_s": startup_s}
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    n, sample, concurrency = (6, 2, 6) if args.quick else (200, 8, 64)
+    with workdir("push-fleet") as d:
+        r = asyncio.run(run(n, sample, concurrency, d))
+    mean_single = statistics.mean(r["singles"])  # type: ignore[arg-type]
+    sequential = n * mean_single
+    ratio = r["wall"] / sequential  # type: ignore[operator]
+    emit(benchmark="push_fleet",
+         engine={"wall_s": round(r["wall"], 3), "delivered": r["delivered"], "failed": r["failed"],  # type: ignore[arg-type]
+                 "errors": r["errors"]},
+         baseline={"mean_single_push_s": round(mean_single, 3), "sequential_estimate_s": round(sequential, 3),
+                   "single_pushes_s": [round(s, 3) for s in r["singles"]]},  # type: ignore[union-attr]
+         ratio=ratio, target=f"rollout wall time <= {TARGET} x the sequential sum of single pushes",
+         meets_target=ratio <= TARGET and r["failed"] == 0,
+         params={"plcs": n, "concurrency": concurrency, "baseline_sample": sample,
+                 "plcs_per_worker_process": PER_PROCESS, "plant_startup_s": round(r["startup_s"], 1),  # type: ignore[arg-type]
+                 "push": "trust list write + CreateSigningRequest (new RSA-2048 key on the PLC) + engine issuance + "
+                         "UpdateCertificate + ApplyChanges + reconnect and verify, SignAndEncrypt Basic256Sha256"})
+
+
+if __name__ == "__main__":
+    main()
