@@ -10,6 +10,7 @@ Target: wall time <= 0.1 x sequential.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -63,6 +64,21 @@ def start_workers(n: int, base: int, root: Path) -> list[subprocess.Popen[str]]:
     return workers
 
 
+def stop_workers(workers: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM the plant workers; whatever has not exited after a grace period is killed."""
+    for w in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(w.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for w in workers:
+        try:
+            w.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(w.pid, signal.SIGKILL)
+            w.wait(timeout=10)
+
+
 async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, object]:
     engine = make_engine(d / "pki")
     engine.hierarchy.initialize(actor="bench")
@@ -96,10 +112,7 @@ async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, objec
         report = await rollout.run(force=True)
         wall = time.perf_counter() - t
     finally:
-        for w in workers:
-            os.killpg(w.pid, signal.SIGTERM)
-        for w in workers:
-            w.wait(timeout=60)
+        stop_workers(workers)
         engine.close()
     return {"singles": singles, "wall": wall, "delivered": report.delivered, "failed": report.failed,
             "errors": [o.error for o in report.outcomes if not o.ok][:5], "startup_s": startup_s}

@@ -42,7 +42,11 @@ async def main(argv: list[str] | None = None) -> int:
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     print(f"READY {args.base_port} {len(plcs)}", flush=True)
     await stop.wait()
-    await asyncio.gather(*(plc.stop() for plc in plcs), return_exceptions=True)
+    try:
+        # Servers with clients still attached can take long to wind down; a stop must not hang the plant.
+        await asyncio.wait_for(asyncio.gather(*(plc.stop() for plc in plcs), return_exceptions=True), timeout=15)
+    except TimeoutError:
+        print("warning: some PLCs did not stop within 15 s", file=sys.stderr)
     return 0
 
 
