@@ -31,7 +31,7 @@ import ipaddress
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -53,8 +53,8 @@ from opcua_gds.application_record import (
     register_application_record_class,
 )
 from opcua_gds.call_context import CallContext
-from opcua_gds.method_nodes import add_standard_method
-from opcua_gds.nodeids import DirectoryMethods, GdsObjects, MethodSpec, gds_node_id
+from opcua_gds.method_nodes import add_standard_method, checked_args
+from opcua_gds.nodeids import DirectoryMethods, GdsObjects, gds_node_id
 from opcua_gds.server import GdsContext
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
@@ -73,27 +73,6 @@ _EPOCH = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's minimum DateTime
 
 
 # -- arguments ------------------------------------------------------------------------------------
-def _check_args(spec: MethodSpec, args: Sequence[Any]) -> list[Any]:
-    """The argument values, after checking count, VariantType and array-ness (asyncua checks none of it)."""
-    if len(args) != len(spec.inputs):
-        raise MethodError(_BAD_ARG, f"{spec.name} takes {len(spec.inputs)} arguments, got {len(args)}")
-    values = []
-    for arg, variant in zip(spec.inputs, args, strict=True):
-        if not isinstance(variant, ua.Variant) or variant.VariantType != arg.variant_type:
-            got = getattr(variant, "VariantType", type(variant).__name__)
-            raise MethodError(_BAD_ARG, f"{spec.name}.{arg.name}: expected {arg.variant_type.name}, got {got}")
-        value = variant.Value
-        if arg.is_array:
-            if value is None:
-                value = []
-            elif not isinstance(value, list):
-                raise MethodError(_BAD_ARG, f"{spec.name}.{arg.name}: expected an array")
-        elif isinstance(value, list):
-            raise MethodError(_BAD_ARG, f"{spec.name}.{arg.name}: expected a scalar")
-        values.append(value)
-    return values
-
-
 def _record_arg(ctx: GdsContext, value: Any) -> tuple[ua.NodeId, ApplicationRecord]:
     """The ApplicationId NodeId and the parsed, validated record of an ApplicationRecordDataType argument."""
     try:
@@ -312,7 +291,7 @@ class Directory:
         require_mode(who.call, _ENCRYPT)
         if not who.discovery_admin:
             raise _deny("RegisterApplication needs the DiscoveryAdmin role")
-        (value,) = _check_args(DirectoryMethods.RegisterApplication, args)
+        (value,) = checked_args(DirectoryMethods.RegisterApplication, args, allow_null=False)
         _app_id, record = _record_arg(self.ctx, value)
         owner_id = await run_blocking(self._register, record, who.actor(False))
         return [ua.Variant(self.ctx.application_id(owner_id), ua.VariantType.NodeId)]
@@ -331,7 +310,7 @@ class Directory:
         require_mode(who.call, _ENCRYPT)
         if not who.discovery_admin and who.self_owner_id is None:
             raise _deny("UpdateApplication needs DiscoveryAdmin or ApplicationSelfAdmin")
-        (value,) = _check_args(DirectoryMethods.UpdateApplication, args)
+        (value,) = checked_args(DirectoryMethods.UpdateApplication, args, allow_null=False)
         app_id, record = _record_arg(self.ctx, value)
         owner, via_self = await self._target(who, app_id)
         await run_blocking(self._update, owner, record, who.actor(via_self))
@@ -342,7 +321,7 @@ class Directory:
         require_mode(who.call, _ENCRYPT)
         if not who.discovery_admin and who.self_owner_id is None:
             raise _deny("UnregisterApplication needs DiscoveryAdmin or ApplicationSelfAdmin")
-        (app_id,) = _check_args(DirectoryMethods.UnregisterApplication, args)
+        (app_id,) = checked_args(DirectoryMethods.UnregisterApplication, args, allow_null=False)
         owner, via_self = await self._target(who, app_id)
         actor = who.actor(via_self)
         revoked = await run_blocking(self._unregister, owner, actor)
@@ -354,7 +333,7 @@ class Directory:
         require_mode(who.call, _SIGN)
         if not who.authenticated and who.self_owner_id is None:
             raise _deny("FindApplications needs an authenticated user or ApplicationSelfAdmin")
-        (uri,) = _check_args(DirectoryMethods.FindApplications, args)
+        (uri,) = checked_args(DirectoryMethods.FindApplications, args, allow_null=False)
         owners = await run_blocking(self._find, uri or "") if uri else []
         return [ua.Variant([_to_record(self.ctx, o) for o in owners], ua.VariantType.ExtensionObject)]
 
@@ -363,7 +342,7 @@ class Directory:
         require_mode(who.call, _SIGN)
         if not who.authenticated and who.self_owner_id is None:
             raise _deny("GetApplication needs an authenticated user or ApplicationSelfAdmin")
-        (app_id,) = _check_args(DirectoryMethods.GetApplication, args)
+        (app_id,) = checked_args(DirectoryMethods.GetApplication, args, allow_null=False)
         owner_id = self.ctx.owner_id(app_id)
         if not who.authenticated and owner_id != who.self_owner_id:
             raise _deny("ApplicationSelfAdmin covers the application's own record only")
@@ -372,8 +351,8 @@ class Directory:
 
     async def query_applications(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
         require_mode(caller(), _SIGN)
-        start, max_records, name, uri, app_type, product, caps = _check_args(
-            DirectoryMethods.QueryApplications, args)
+        start, max_records, name, uri, app_type, product, caps = checked_args(
+            DirectoryMethods.QueryApplications, args, allow_null=False)
         if app_type not in (0, 1, 2):
             raise MethodError(_BAD_ARG, f"ApplicationType filter {app_type}: 0 any, 1 servers, 2 clients")
         allowed = {0: tuple(ua.ApplicationType), 1: _SERVER_TYPES, 2: _CLIENT_TYPES}[app_type]
@@ -388,7 +367,8 @@ class Directory:
 
     async def query_servers(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
         require_mode(caller(), _SIGN)
-        start, max_records, name, uri, product, caps = _check_args(DirectoryMethods.QueryServers, args)
+        start, max_records, name, uri, product, caps = checked_args(DirectoryMethods.QueryServers, args,
+                                                                    allow_null=False)
         all_owners = await run_blocking(self._owners)
         entries: list[tuple[int, ua.ServerOnNetwork]] = []
         record_id = 0

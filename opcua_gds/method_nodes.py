@@ -18,27 +18,31 @@ from opcua_gds.nodeids import MethodSpec
 _S = ua.StatusCodes
 
 
-def checked_args(spec: MethodSpec, args: Sequence[Any]) -> list[Any]:
+def checked_args(spec: MethodSpec, args: Sequence[Any], *, allow_null: bool = True) -> list[Any]:
     """The values of `args`, checked against the method's input arguments (count, type, rank).
 
-    A Null variant stands for a null value of any type (a null NodeId, string, array).
+    allow_null: a Null variant (or a null value) stands for a null value of any type (a null NodeId, string,
+    array) and comes back as None. Without it the VariantType must match, and a null array comes back as [].
     """
     if len(args) != len(spec.inputs):
         raise MethodError(_S.BadInvalidArgument, f"{spec.name} takes {len(spec.inputs)} arguments, got {len(args)}")
     values: list[Any] = []
     for arg, variant in zip(spec.inputs, args, strict=True):
         if not isinstance(variant, ua.Variant):
-            raise MethodError(_S.BadInvalidArgument, f"{arg.name}: not a Variant")
-        if variant.VariantType == ua.VariantType.Null or variant.Value is None:
+            raise MethodError(_S.BadInvalidArgument, f"{spec.name}.{arg.name}: not a Variant")
+        if allow_null and (variant.VariantType == ua.VariantType.Null or variant.Value is None):
             values.append(None)
             continue
         if variant.VariantType != arg.variant_type:
             raise MethodError(_S.BadInvalidArgument,
-                              f"{arg.name} must be {arg.variant_type.name}, not {variant.VariantType.name}")
-        if arg.is_array != isinstance(variant.Value, list):
+                              f"{spec.name}.{arg.name} must be {arg.variant_type.name}, not {variant.VariantType.name}")
+        value = variant.Value
+        if arg.is_array and value is None:
+            value = []
+        if arg.is_array != isinstance(value, list):
             raise MethodError(_S.BadInvalidArgument,
-                              f"{arg.name} must be {'an array' if arg.is_array else 'a scalar'}")
-        values.append(variant.Value)
+                              f"{spec.name}.{arg.name} must be {'an array' if arg.is_array else 'a scalar'}")
+        values.append(value)
     return values
 
 

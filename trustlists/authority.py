@@ -120,11 +120,7 @@ class CertificateAuthority:
                            ip_addresses: list[str] | None = None, supersedes: str | None = None,
                            issuance: IssuanceKind = IssuanceKind.SERVER_KEYGEN) -> IssuedCertificate:
         """Generate the key here (for devices that cannot) and hand it back encoded, never stored."""
-        if key_format not in ("pem", "pkcs12"):
-            raise InvalidInput(f"private key format must be 'pem' or 'pkcs12', not {key_format!r}")
-        if key_format == "pkcs12" and not password:
-            # Checked before signing: a certificate must never be issued for a key we then cannot hand out.
-            raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
+        check_key_format(key_format, password)  # before signing: never a certificate for a key we cannot hand out
         owner = self._owner(owner_id)
         policy = self._ctx.config.group(owner.group)
         key_type = key_type or policy.default_keygen_type
@@ -382,6 +378,14 @@ class CertificateAuthority:
             if changed:
                 audit.append(tx, actor=actor, action="certificate.delivered", subject=serial)
         return changed
+
+
+def check_key_format(key_format: str, password: str | None) -> None:
+    """The encodings a server-generated key can be handed out in."""
+    if key_format not in ("pem", "pkcs12"):
+        raise InvalidInput(f"private key format must be 'pem' or 'pkcs12', not {key_format!r}")
+    if key_format == "pkcs12" and not password:
+        raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
 
 
 def encode_private_key(key: CertificateIssuerPrivateKeyTypes, key_format: KeyFormat, password: str | None,

@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from pydantic import BaseModel, ConfigDict
 
 from trustlists import audit
-from trustlists.authority import CertificateAuthority, KeyFormat, encode_private_key
+from trustlists.authority import CertificateAuthority, KeyFormat, check_key_format, encode_private_key
 from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
 from trustlists.csr_checks import ApprovedRequest, build_server_keygen_request, check_csr
@@ -171,10 +171,7 @@ class CertificateRequests:
         The key itself is generated when the owner collects the result (`finish`); with auto-approval the
         request is `approved` at once.
         """
-        if key_format not in ("pem", "pkcs12"):
-            raise InvalidInput(f"private key format must be 'pem' or 'pkcs12', not {key_format!r}")
-        if key_format == "pkcs12" and not password:
-            raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
+        check_key_format(key_format, password)
         owner = self._owner(owner_id)
         policy = self._ctx.config.group(owner.group)
         key_type = key_type or policy.default_keygen_type
