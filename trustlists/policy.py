@@ -73,6 +73,9 @@ class GroupPolicy(BaseModel):
     crl_lifetime_days: int = Field(7, ge=1)
     crl_refresh_margin_days: int = Field(2, ge=0)
     server_keygen_type: KeyType | None = None  # default key type when the server makes the key
+    # Settings that belong to a front (for example the MQTT topic templates of a device group). The engine
+    # stores them and never reads them; each front validates its own table with its own model.
+    fronts: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> GroupPolicy:
