@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from otpki.cli.main import app
 from tests.helpers import make_csr
+from trustlists.policy import load_default_config
 
 PASS = "a long enough test passphrase"
 
@@ -40,7 +41,7 @@ def run(runner: CliRunner, d: Path, *args: str, env: dict[str, str] | None = Non
 def test_full_cli_lifecycle(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     out = run(runner, data_dir, "ca", "list", "--json")
     assert out.exit_code == 0
-    assert {c["id"] for c in json.loads(out.stdout)} == {"root", "opcua-application", "opcua-user", "mqtt-device"}
+    assert {c["id"] for c in json.loads(out.stdout)} == {"root", *load_default_config().groups}
     assert run(runner, data_dir, "owners", "add", "opcua-application", "scada-1", "--uri", "urn:scada-1",
                "--dns", "scada-1").exit_code == 0
     csr = tmp_path / "scada.csr"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.helpers import make_csr
 from trustlists.engine import Engine
 from trustlists.models import Owner
+from trustlists.policy import load_default_config
 
 
 def _fill(engine: Engine, device: Owner) -> None:
@@ -17,7 +18,7 @@ def test_intact_log_verifies_and_records_key_ceremonies(engine: Engine, device: 
     result = engine.verify_audit()
     assert result.ok and result.records > 5
     ceremonies = [r for r in engine.audit_records() if r.action == "ca.create"]
-    assert {r.subject for r in ceremonies} == {"root", "opcua-application", "opcua-user", "mqtt-device"}
+    assert {r.subject for r in ceremonies} == {"root", *load_default_config().groups}
     for rec in ceremonies:
         assert rec.actor == "tester"
         assert len(rec.details["key_id_sha256"]) == 64 and len(rec.details["certificate_sha256"]) == 64

@@ -21,7 +21,7 @@ from trustlists.store import SqliteStore
 def test_default_hierarchy(tmp_path: Path) -> None:
     engine = make_engine(tmp_path)
     created = engine.hierarchy.initialize(actor="alice")
-    assert [c.id for c in created] == ["root", "opcua-application", "opcua-user", "mqtt-device"]
+    assert [c.id for c in created] == ["root", *load_default_config().groups]
     root = x509.load_der_x509_certificate(created[0].certificate_der)
     assert isinstance(root.public_key(), rsa.RSAPublicKey) and root.public_key().key_size == 4096
     assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

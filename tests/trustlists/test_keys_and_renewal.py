@@ -14,6 +14,7 @@ from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, InvalidState, PolicyViolation, WrongPassphrase
 from trustlists.keys.pool import KeyPool
 from trustlists.models import CertificateStatus, KeyType, Owner
+from trustlists.policy import load_default_config
 
 
 def test_server_keygen_pem_encrypted_and_plain(engine: Engine, device: Owner) -> None:
@@ -80,7 +81,7 @@ def test_renewal_supersedes_the_old_certificate(engine: Engine, device: Owner, m
 
 def test_ca_keys_are_encrypted_at_rest(engine: Engine, tmp_path: Path) -> None:
     files = list((tmp_path / "keys").glob("*.key.pem"))
-    assert len(files) == 4
+    assert len(files) == 1 + len(load_default_config().groups)
     for f in files:
         data = f.read_bytes()
         assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
