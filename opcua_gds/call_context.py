@@ -15,6 +15,9 @@ own ApplicationId is allowed, someone else's is not).
 
 from __future__ import annotations
 
+import logging
+import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,10 @@ from asyncua.server.internal_session import InternalSession
 from asyncua.server.uaprocessor import UaProcessor
 
 _CALL_REQUEST = ua.NodeId(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
+log = logging.getLogger(__name__)
+# Per server (keyed by its InternalServer, weakly: stopped test servers must not be kept alive): what to do
+# when one of its sessions closes, by CloseSession, timeout or a dropped connection.
+_close_listeners: weakref.WeakKeyDictionary[Any, Callable[[InternalSession], None]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,16 @@ def current() -> CallContext | None:
     return _current.get()
 
 
+def on_session_closed(iserver: Any, listener: Callable[[InternalSession], None]) -> None:
+    """Call `listener(session)` whenever a session of this server closes (push transactions die with it)."""
+    install()
+    _close_listeners[iserver] = listener
+
+
 def install() -> None:
     """Wrap asyncua's request handler and session activation once per process; idempotent."""
     _install_activation_hook()
+    _install_close_hook()
     original = UaProcessor._process_message
     if getattr(original, "_otpki_call_context", False):
         return
@@ -95,3 +109,23 @@ def _install_activation_hook() -> None:
 
     activate_session._otpki_call_context = True  # type: ignore[attr-defined]
     InternalSession.activate_session = activate_session  # type: ignore[method-assign]
+
+
+def _install_close_hook() -> None:
+    original = InternalSession.close_session
+    if getattr(original, "_otpki_call_context", False):
+        return
+
+    async def close_session(self: InternalSession, delete_subs: bool = True) -> None:
+        try:
+            await original(self, delete_subs)
+        finally:
+            listener = _close_listeners.get(self.iserver)
+            if listener is not None:
+                try:
+                    listener(self)
+                except Exception:  # a listener's bug must not keep asyncua from closing the session
+                    log.exception("session-close listener failed")
+
+    close_session._otpki_call_context = True  # type: ignore[attr-defined]
+    InternalSession.close_session = close_session  # type: ignore[method-assign]

@@ -29,6 +29,7 @@ from asyncua.common.methods import call_method_full
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
+from opcua_gds.client_session import admin_client
 from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
 from trustlists.exports.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.models import TrustListContent
@@ -43,7 +44,14 @@ OPEN_WRITE_ERASE = 0x06  # Write | EraseExisting: the only write mode TrustList 
 _GROUP = CertificateGroups.PushDefaultApplicationGroup
 _RSA_SHA256 = CertificateTypes.RsaSha256ApplicationCertificateType
 
-IssueFunction = Callable[[bytes], Awaitable[tuple[bytes, list[bytes]]]]
+IssueFunction = Callable[[bytes], Awaitable[tuple[bytes, list[bytes]]]]  # CSR -> (certificate, issuers)
+# For servers that cannot make keys: () -> (certificate, issuers, PKCS#8 PEM private key), made by the engine.
+IssueWithKeyFunction = Callable[[], Awaitable[tuple[bytes, list[bytes], bytes]]]
+
+# What a server answers when ServerConfiguration exists in its address space but nothing implements it
+# (asyncua answers BadNothingToDo for unbound methods), or when it does not have the node at all.
+_NOT_IMPLEMENTED = {ua.StatusCodes.BadNothingToDo, ua.StatusCodes.BadMethodInvalid, ua.StatusCodes.BadNodeIdUnknown,
+                    ua.StatusCodes.BadNotImplemented, ua.StatusCodes.BadServiceUnsupported}
 
 
 def status_name(code: int) -> str:
@@ -146,7 +154,11 @@ class PushClient:
             result = await call_method_full(obj, method_id, *args)
             result.StatusCode.check()
         except Exception as exc:
-            raise _wrap(step, exc) from exc
+            error = _wrap(step, exc)
+            if error.code in _NOT_IMPLEMENTED and step != "apply_changes":
+                error.detail = "the server does not implement push certificate management (OPC 10000-12 7.10)"
+                error.args = (f"{error.step}: {error.status} ({error.detail})",)
+            raise error from exc
         return list(result.OutputArguments or [])
 
     async def _read(self, identifier: int) -> Any:
@@ -202,9 +214,16 @@ class PushClient:
         except Exception as exc:
             raise PushError("trust_list_read", "BadDecodingError", str(exc)) from exc
 
-    async def write_trust_list(self, content: TrustListContent) -> bool:
-        """Open(Write|EraseExisting), Write in chunks, CloseAndUpdate; returns ApplyChangesRequired."""
+    async def write_trust_list(self, content: TrustListContent, max_size: int | None = None) -> bool:
+        """Open(Write|EraseExisting), Write in chunks, CloseAndUpdate; returns ApplyChangesRequired.
+
+        A trust list larger than the server's MaxTrustListSize is refused here, before anything is opened,
+        so the server never holds half of it.
+        """
         data = encode_trustlist(content)
+        if max_size and len(data) > max_size:
+            raise PushError("write_trust_list", "BadEncodingLimitsExceeded",
+                            f"the trust list is {len(data)} bytes; the server accepts at most {max_size}")
         node = self._trust_list
         (handle,) = await self._call("trust_list_open", node, _GROUP.method("Open").node_id(),
                                      ua.Variant(OPEN_WRITE_ERASE, ua.VariantType.Byte))
@@ -265,7 +284,7 @@ async def connect_push_session(endpoint: str, *, client_cert_path: str | Path, c
                                mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
                                timeout_s: float = 10.0) -> Client:
     """A connected asyncua Client: Basic256Sha256, the given mode, the client's own certificate and user."""
-    client = Client(endpoint, timeout=timeout_s)
+    client = admin_client(endpoint, timeout_s=timeout_s)
     client.application_uri = client_app_uri
     try:
         await client.set_security(SecurityPolicyBasic256Sha256, str(client_cert_path), str(client_key_path),
@@ -293,18 +312,95 @@ def _same_lists(written: TrustListContent, read: TrustListContent) -> bool:
     return True
 
 
+class _Session(BaseModel):
+    endpoint: str
+    client_cert_path: Path
+    client_key_path: Path
+    client_app_uri: str
+    username: str
+    password: str
+
+    async def connect(self) -> Client:
+        return await connect_push_session(self.endpoint, client_cert_path=self.client_cert_path,
+                                          client_key_path=self.client_key_path, client_app_uri=self.client_app_uri,
+                                          username=self.username, password=self.password)
+
+
+class _Observed(BaseModel):
+    certificate_der: bytes = b""
+    trust_list: TrustListContent | None = None
+
+
+async def _observe(session: _Session, *, want_certificate: str | None, trust_list: TrustListContent | None,
+                   attempts: int, delay_s: float) -> tuple[_Observed, PushError | None]:
+    """Reconnect (the server renegotiates its channels after ApplyChanges) and read what it now has.
+
+    Retries until the endpoint presents `want_certificate` (when given) or the attempts run out; returns
+    what was seen last and the last error.
+    """
+    seen = _Observed()
+    last_error: PushError | None = None
+    for _ in range(attempts):
+        await asyncio.sleep(delay_s)
+        try:
+            client = await session.connect()
+        except PushError as exc:
+            last_error = exc
+            continue
+        try:
+            push = PushClient(client)
+            presented, _uri = await push.server_certificate()
+            seen = _Observed(certificate_der=presented)
+            if want_certificate is not None and fingerprint(presented) != want_certificate:
+                last_error = PushError("verify_certificate", "BadCertificateInvalid",
+                                       f"endpoint still presents {fingerprint(presented)}")
+                continue
+            if trust_list is not None:
+                seen.trust_list = await push.read_trust_list()
+            return seen, None
+        except PushError as exc:
+            last_error = exc
+        finally:
+            await _quiet_disconnect(client)
+    return seen, last_error or PushError("reconnect", "BadTimeout", "no attempt made")
+
+
+def _key_for_formats(key_pem: bytes, formats: list[str]) -> tuple[str, bytes]:
+    """The PrivateKey argument of UpdateCertificate in a format the server accepts ("PEM" preferred)."""
+    if not formats or "PEM" in formats:
+        return "PEM", key_pem
+    if "PFX" in formats:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
+        key = serialization.load_pem_private_key(key_pem, None)
+        # The SignAndEncrypt channel is what protects it; UpdateCertificate has no password argument.
+        return "PFX", pkcs12.serialize_key_and_certificates(None, key, None, None,  # type: ignore[arg-type]
+                                                            serialization.NoEncryption())
+    raise PushError("update_certificate", "BadNotSupported",
+                    f"the server cannot make keys and accepts no key format otpki can send ({formats})")
+
+
 async def push_certificate(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
                            client_app_uri: str, username: str, password: str, issue: IssueFunction,
+                           issue_with_key: IssueWithKeyFunction | None = None,
                            trust_list: TrustListContent | None = None, reconnect_attempts: int = 15,
                            reconnect_delay_s: float = 1.0) -> PushResult:
-    """Renew one server's application certificate by push; see the module docstring for the steps."""
-    steps: list[StepOutcome] = []
-    session = {"client_cert_path": client_cert_path, "client_key_path": client_key_path,
-               "client_app_uri": client_app_uri, "username": username, "password": password}
+    """Renew one server's application certificate by push; see the module docstring for the steps.
 
-    client = await connect_push_session(endpoint, **session)
+    A server that cannot make keys (CreateSigningRequest answers Bad_NotSupported) gets a key pair made by
+    the engine (`issue_with_key`) in UpdateCertificate. When the connection breaks after the certificate
+    was sent, a reconnect decides: the server either presents the new certificate (the push succeeded) or
+    still the old one (it discarded the staged change with the session), and the error says which.
+    """
+    steps: list[StepOutcome] = []
+    session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
+                       client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
+                       password=password)
+    client = await session.connect()
     steps.append(StepOutcome(step="connect"))
     trust_list_written = False
+    cert_der = b""
     try:
         push = PushClient(client)
         caps = await push.read_capabilities()
@@ -313,60 +409,101 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
                                  detail=f"key formats {caps.supported_private_key_formats}, "
                                         f"max trust list {caps.max_trust_list_size}"))
         if trust_list is not None:
-            apply_required = await push.write_trust_list(trust_list)
+            apply_required = await push.write_trust_list(trust_list, caps.max_trust_list_size)
             trust_list_written = True
             steps.append(StepOutcome(step="write_trust_list", detail=f"ApplyChangesRequired={apply_required}"))
-        csr = await push.create_signing_request(regenerate_key=True)
-        steps.append(StepOutcome(step="create_signing_request", detail=f"{len(csr)} bytes"))
+        key_argument: tuple[str, bytes] | None = None
         try:
-            cert_der, issuer_ders = await issue(csr)
-        except Exception as exc:
-            raise PushError("issue", type(exc).__name__, str(exc)) from exc
+            csr = await push.create_signing_request(regenerate_key=True)
+        except PushError as exc:
+            if exc.code != ua.StatusCodes.BadNotSupported or issue_with_key is None:
+                raise
+            steps.append(StepOutcome(step="create_signing_request", status=exc.status,
+                                     detail="the server cannot make keys: the engine makes the key pair"))
+            try:
+                cert_der, issuer_ders, key_pem = await issue_with_key()
+            except Exception as err:
+                raise PushError("issue", type(err).__name__, str(err)) from err
+            key_argument = _key_for_formats(key_pem, caps.supported_private_key_formats)
+        else:
+            steps.append(StepOutcome(step="create_signing_request", detail=f"{len(csr)} bytes"))
+            try:
+                cert_der, issuer_ders = await issue(csr)
+            except Exception as err:
+                raise PushError("issue", type(err).__name__, str(err)) from err
         steps.append(StepOutcome(step="issue", detail=fingerprint(cert_der)))
-        apply_required = await push.update_certificate(cert_der, issuer_ders)
+        apply_required = await push.update_certificate(cert_der, issuer_ders, *(key_argument or (None, None)))
         steps.append(StepOutcome(step="update_certificate", detail=f"ApplyChangesRequired={apply_required}"))
         # ApplyChanges also commits a trust list written above, so call it whenever anything was sent.
         await push.apply_changes()
         steps.append(StepOutcome(step="apply_changes"))
+    except PushError as exc:
+        if not cert_der or exc.step not in ("update_certificate", "apply_changes"):
+            raise
+        # The certificate went out and the conversation broke: find out which state the server kept.
+        seen, _ = await _observe(session, want_certificate=None, trust_list=None,
+                                 attempts=reconnect_attempts, delay_s=reconnect_delay_s)
+        if fingerprint(seen.certificate_der) != fingerprint(cert_der):
+            kept = "its previous certificate" if seen.certificate_der else "an unknown state (unreachable)"
+            raise PushError(exc.step, exc.status, f"{exc.detail}; after reconnecting, the server presents {kept}",
+                            exc.code) from exc
+        steps.append(StepOutcome(step=exc.step, status=exc.status,
+                                 detail="the connection broke, but the server applied the change"))
     finally:
         await _quiet_disconnect(client)
 
-    # Reconnect: the server drops its channels and comes back with the new certificate.
     issued_fp = fingerprint(cert_der)
-    presented = b""
-    last_error: PushError | None = None
-    trust_list_applied: bool | None = None
-    for _ in range(reconnect_attempts):
-        await asyncio.sleep(reconnect_delay_s)
-        try:
-            client = await connect_push_session(endpoint, **session)
-        except PushError as exc:
-            last_error = exc
-            continue
-        try:
-            push = PushClient(client)
-            presented, _uri = await push.server_certificate()
-            if fingerprint(presented) != issued_fp:
-                last_error = PushError("verify_certificate", "BadCertificateInvalid",
-                                       f"endpoint still presents {fingerprint(presented)}")
-                continue
-            if trust_list is not None:
-                read_back = await push.read_trust_list()
-                trust_list_applied = _same_lists(trust_list, read_back)
-            break
-        except PushError as exc:
-            last_error = exc
-        finally:
-            await _quiet_disconnect(client)
-    else:
-        raise last_error or PushError("reconnect", "BadTimeout", "no attempt made")
+    seen, error = await _observe(session, want_certificate=issued_fp, trust_list=trust_list,
+                                 attempts=reconnect_attempts, delay_s=reconnect_delay_s)
+    if error is not None:
+        raise error
+    trust_list_applied = None if trust_list is None or seen.trust_list is None else _same_lists(trust_list,
+                                                                                                 seen.trust_list)
     steps.append(StepOutcome(step="reconnect"))
     steps.append(StepOutcome(step="verify_certificate", detail=issued_fp))
-    if trust_list is not None:
-        steps.append(StepOutcome(step="verify_trust_list", status="Good" if trust_list_applied else "NotApplied",
-                                 detail="" if trust_list_applied else
-                                 "the server accepted the trust list but reads back different content"))
+    _note_trust_list(steps, trust_list, trust_list_applied)
     return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=fingerprint(old_cert),
-                      new_fingerprint=fingerprint(presented), issued_fingerprint=issued_fp,
-                      certificate_presented=fingerprint(presented) == issued_fp,
+                      new_fingerprint=fingerprint(seen.certificate_der), issued_fingerprint=issued_fp,
+                      certificate_presented=fingerprint(seen.certificate_der) == issued_fp,
                       trust_list_written=trust_list_written, trust_list_applied=trust_list_applied, steps=steps)
+
+
+def _note_trust_list(steps: list[StepOutcome], trust_list: TrustListContent | None, applied: bool | None) -> None:
+    if trust_list is not None:
+        steps.append(StepOutcome(step="verify_trust_list", status="Good" if applied else "NotApplied",
+                                 detail="" if applied else
+                                 "the server accepted the trust list but reads back different content"))
+
+
+async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
+                          client_app_uri: str, username: str, password: str, trust_list: TrustListContent,
+                          reconnect_attempts: int = 15, reconnect_delay_s: float = 1.0) -> PushResult:
+    """Only the trust list (after a revocation or a CA change): write, ApplyChanges, read it back."""
+    steps: list[StepOutcome] = []
+    session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
+                       client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
+                       password=password)
+    client = await session.connect()
+    steps.append(StepOutcome(step="connect"))
+    try:
+        push = PushClient(client)
+        caps = await push.read_capabilities()
+        steps.append(StepOutcome(step="read_capabilities"))
+        apply_required = await push.write_trust_list(trust_list, caps.max_trust_list_size)
+        steps.append(StepOutcome(step="write_trust_list", detail=f"ApplyChangesRequired={apply_required}"))
+        await push.apply_changes()
+        steps.append(StepOutcome(step="apply_changes"))
+    finally:
+        await _quiet_disconnect(client)
+    current = fingerprint(caps.server_certificate_der)
+    seen, error = await _observe(session, want_certificate=None, trust_list=trust_list,
+                                 attempts=reconnect_attempts, delay_s=reconnect_delay_s)
+    if error is not None:
+        raise error
+    applied = None if seen.trust_list is None else _same_lists(trust_list, seen.trust_list)
+    steps.append(StepOutcome(step="reconnect"))
+    _note_trust_list(steps, trust_list, applied)
+    return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=current,
+                      new_fingerprint=fingerprint(seen.certificate_der), issued_fingerprint=current,
+                      certificate_presented=fingerprint(seen.certificate_der) == current, trust_list_written=True,
+                      trust_list_applied=applied, steps=steps)

@@ -10,16 +10,18 @@ ApplyChanges, then a reconnect that must show the new certificate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from opcua_gds.push_client import PushError, push_certificate
+from opcua_gds.push_client import PushError, PushResult, push_certificate, push_trust_list
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
-from trustlists.targets import DeliveryTarget
+from trustlists.models import KeyType
+from trustlists.targets import DeliveryTarget, DeliveryTargets
 
 KIND = "opcua-push"
 
@@ -111,26 +113,27 @@ class Rollout:
                              seconds=round(time.perf_counter() - start, 3), outcomes=list(outcomes))
 
     async def push_one(self, target: DeliveryTarget, reason: str) -> TargetOutcome:
-        """One target, start to finish; the result is recorded in the store either way."""
+        """One target, start to finish; the result is recorded in the store either way.
+
+        A target whose certificate is current gets only the trust list; otherwise trust list and a new
+        certificate (from the PLC's CSR, or with an engine-made key when the PLC cannot make keys).
+        """
         start = time.perf_counter()
         issued_serials: list[str] = []
         try:
             trust = await run_blocking(self.engine.trustlists.get, target.group)
             username, password = self._credentials(target.credentials_ref)
-
-            async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
-                issued = await run_blocking(self.engine.authority.issue_from_csr, csr, owner_id=target.owner_id,
-                                            actor=self._actor, delivered=False)
-                issued_serials.append(issued.record.serial)
-                # The issuing CA goes with the certificate; the root is in the trust list pushed first.
-                return issued.certificate_der, issued.chain_der[:-1]
-
-            result = await asyncio.wait_for(
-                push_certificate(target.address, username=username, password=password, issue=issue,
-                                 trust_list=trust.content, **self._client, **self._reconnect),  # type: ignore[arg-type]
-                timeout=self._timeout_s)
-            if not result.certificate_presented:
-                raise PushError("verify", "NotPresented", "the server does not present the new certificate")
+            session = {"username": username, "password": password, "trust_list": trust.content,
+                       **self._client, **self._reconnect}
+            if target.delivered_serial is not None and not DeliveryTargets.needs_certificate(reason):
+                result: PushResult = await asyncio.wait_for(
+                    push_trust_list(target.address, **session), timeout=self._timeout_s)  # type: ignore[arg-type]
+                issued_serials.append(target.delivered_serial)
+            else:
+                result = await asyncio.wait_for(self._push_certificate(target, session, issued_serials),
+                                                timeout=self._timeout_s)
+                if not result.certificate_presented:
+                    raise PushError("verify", "NotPresented", "the server does not present the new certificate")
         except Exception as exc:  # one PLC's failure, whatever it is, must not stop the fleet: record it, go on
             error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PushError) else str(exc)
             await run_blocking(self.engine.targets.record_failure, target.id, error=error, actor=self._actor)
@@ -142,3 +145,38 @@ class Rollout:
         return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=True, serial=serial,
                              trust_version=trust.version, trust_list_applied=result.trust_list_applied,
                              seconds=round(time.perf_counter() - start, 3))
+
+    async def _push_certificate(self, target: DeliveryTarget, session: dict, issued_serials: list[str]) -> PushResult:
+        async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
+            issued = await run_blocking(self.engine.authority.issue_from_csr, csr, owner_id=target.owner_id,
+                                        actor=self._actor, delivered=False)
+            issued_serials.append(issued.record.serial)
+            # The issuing CA goes with the certificate; the root is in the trust list pushed first.
+            return issued.certificate_der, issued.chain_der[:-1]
+
+        async def issue_with_key() -> tuple[bytes, list[bytes], bytes]:
+            # The PLC's certificate type is RsaSha256ApplicationCertificateType: the key must be RSA.
+            issued = await run_blocking(self.engine.authority.issue_with_new_key, owner_id=target.owner_id,
+                                        actor=self._actor, key_type=KeyType.RSA2048, key_format="pem",
+                                        delivered=False)
+            issued_serials.append(issued.record.serial)
+            assert issued.private_key is not None
+            return issued.certificate_der, issued.chain_der[:-1], issued.private_key
+
+        return await push_certificate(target.address, issue=issue, issue_with_key=issue_with_key, **session)
+
+    async def serve(self, *, interval_s: float = 60.0, stop: asyncio.Event | None = None,
+                    on_report: Callable[[RolloutReport], None] | None = None) -> None:
+        """The scheduler: every interval, push to whatever is due (new, renewal window, trust list, retry).
+
+        Renewal is scheduled by the store (a delivered target is due again when its certificate enters the
+        group's renewal window) and a revocation or CA change bumps the group's trust-list version, which makes
+        every target of the group due; failed targets come back after their backoff.
+        """
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            report = await self.run()
+            if on_report is not None and report.attempted:
+                on_report(report)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -15,10 +15,11 @@ from urllib.parse import urlparse
 
 from asyncua import Server, ua
 
-from opcua_gds.access import AccessConfig
+from opcua_gds.access import AccessConfig, GdsUserManager
 from opcua_gds.push_target import PushManagement, install_push_management
 from opcua_gds.push_target.certs import key_to_pem, self_signed
 from opcua_gds.push_target.state import PushState
+from simulators.plc_faults import PlcFaults, install_faults
 from trustlists.blocking import run_blocking
 
 PLC_NAMESPACE = "urn:otpki:simulators:plc"
@@ -27,7 +28,8 @@ PLC_NAMESPACE = "urn:otpki:simulators:plc"
 class PlcSimulator:
     def __init__(self, name: str, endpoint: str, pki_dir: Path, access: AccessConfig | None = None, *,
                  application_uri: str | None = None, trust_on_first_push: bool = True,
-                 max_trust_list_size: int = 65536) -> None:
+                 max_trust_list_size: int = 65536, can_generate_keys: bool = True, push_management: bool = True,
+                 faults: PlcFaults | None = None) -> None:
         self.name = name
         self.endpoint = endpoint
         self.pki_dir = Path(pki_dir)
@@ -35,6 +37,9 @@ class PlcSimulator:
         self.application_uri = application_uri or f"urn:otpki:plc:{name}"
         self.trust_on_first_push = trust_on_first_push
         self.max_trust_list_size = max_trust_list_size
+        self.can_generate_keys = can_generate_keys
+        self.push_management = push_management  # False: an older PLC that cannot be managed by push at all
+        self.faults = faults
         self.server: Server | None = None
         self.push: PushManagement | None = None
 
@@ -63,9 +68,15 @@ class PlcSimulator:
         await plc.add_variable(idx, "Temperature", 21.5)
         await plc.add_variable(idx, "Pressure", 1.013)
         await plc.add_variable(idx, "MotorRunning", False)
-        self.push = await install_push_management(
-            server, pki_dir=self.pki_dir, access=self.access, max_trust_list_size=self.max_trust_list_size,
-            trust_on_first_push=self.trust_on_first_push, server_capabilities=["DA"])
+        if self.push_management:
+            self.push = await install_push_management(
+                server, pki_dir=self.pki_dir, access=self.access, max_trust_list_size=self.max_trust_list_size,
+                trust_on_first_push=self.trust_on_first_push, server_capabilities=["DA"],
+                can_generate_keys=self.can_generate_keys)
+            if self.faults is not None:
+                install_faults(server, self.faults)
+        elif self.access is not None:
+            server.iserver.set_user_manager(GdsUserManager(self.access))
         await server.start()
         self.server = server
 

@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel
 
 from opcua_gds.application_record import ApplicationRecord, LocalizedName
+from opcua_gds.client_session import admin_client
 from opcua_gds.gds_client import FinishedRequest, GdsClient
 from trustlists.blocking import run_blocking
 from trustlists.exports import write_pki_folders
@@ -142,7 +143,7 @@ class ScadaSimulator:
 
     # -- talking to the GDS ---------------------------------------------------------------------
     async def _gds_session(self, *, as_registrar: bool) -> Client:
-        client = Client(self.settings.gds_url, timeout=15)
+        client = admin_client(self.settings.gds_url, timeout_s=15)
         client.application_uri = self.settings.application_uri
         await client.set_security(SecurityPolicyBasic256Sha256, str(self.cert_path), str(self.key_path),
                                   mode=ua.MessageSecurityMode.SignAndEncrypt)

@@ -118,8 +118,12 @@ class CertificateAuthority:
                            key_format: KeyFormat = "pem", password: str | None = None,
                            subject_name: str | None = None, dns_names: list[str] | None = None,
                            ip_addresses: list[str] | None = None, supersedes: str | None = None,
-                           issuance: IssuanceKind = IssuanceKind.SERVER_KEYGEN) -> IssuedCertificate:
-        """Generate the key here (for devices that cannot) and hand it back encoded, never stored."""
+                           issuance: IssuanceKind = IssuanceKind.SERVER_KEYGEN, delivered: bool = True
+                           ) -> IssuedCertificate:
+        """Generate the key here (for devices that cannot) and hand it back encoded, never stored.
+
+        `delivered=False` when the caller installs it later (a push) and marks it delivered on success.
+        """
         check_key_format(key_format, password)  # before signing: never a certificate for a key we cannot hand out
         owner = self._owner(owner_id)
         policy = self._ctx.config.group(owner.group)
@@ -132,7 +136,7 @@ class CertificateAuthority:
         request = build_server_keygen_request(
             policy, owner.group, owner, self._ctx.config.organization, key.public_key(),
             subject_name=subject_name, dns_names=dns_names, ip_addresses=ip_addresses)
-        issued = self._sign_and_record(request, owner, issuance=issuance, delivered=True, actor=actor,
+        issued = self._sign_and_record(request, owner, issuance=issuance, delivered=delivered, actor=actor,
                                        supersedes=supersedes, extra_audit={"server_keygen": key_type.value})
         encoded = encode_private_key(key, key_format, password, issued, owner.name)
         return issued.model_copy(update={"private_key": encoded, "private_key_format": key_format})

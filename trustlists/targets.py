@@ -27,6 +27,9 @@ BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=1)
 
 
+# The reason prefix of a target whose certificate is current but whose trust list is not.
+TRUST_LIST_ONLY = "trust list v"
+
 class TargetState(StrEnum):
     PENDING = "pending"  # never delivered
     DELIVERED = "delivered"
@@ -95,6 +98,11 @@ class DeliveryTargets:
         with self._ctx.store.read() as tx:
             return [_target(r) for r in tx.list_targets(kind=kind, group=group, site=site)]
 
+    @staticmethod
+    def needs_certificate(reason: str) -> bool:
+        """False when the target's certificate is fine and only a newer trust list has to go out."""
+        return not reason.startswith(TRUST_LIST_ONLY)
+
     def needing_delivery(self, *, kind: str, group: str | None = None, site: str | None = None,
                          force: bool = False) -> list[tuple[DeliveryTarget, str]]:
         """Targets that need a push now, each with the reason; retrying ones only once their backoff passed."""
@@ -129,7 +137,7 @@ class DeliveryTargets:
             latest = tx.latest_trust_version(target.group)
             versions[target.group] = latest[0] if latest else 0
         if target.delivered_trust_version != versions[target.group]:
-            return f"trust list v{versions[target.group]} not delivered"
+            return f"{TRUST_LIST_ONLY}{versions[target.group]} not delivered"
         return None
 
     def record_success(self, target_id: str, *, serial: str, trust_version: int, actor: str) -> DeliveryTarget:

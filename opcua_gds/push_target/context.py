@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from opcua_gds.call_context import CallContext
 from opcua_gds.push_target.state import PushState
 
 _S = ua.StatusCodes
+log = logging.getLogger(__name__)
 READ = 0x01
 WRITE_ERASE = 0x06
 IDLE_TIMEOUT_S = 600.0
@@ -33,7 +35,16 @@ class PushContext:
     state: PushState
     max_trust_list_size: int
     trust_on_first_push: bool
+    can_generate_keys: bool = True
     handles: dict[int, OpenTrustList] = field(default_factory=dict)
+
+    def session_closed(self, session_id: ua.NodeId | None) -> None:
+        """A transaction belongs to its session (OPC 10000-12 7.10.2): when the session goes, so do its changes."""
+        for handle in [h for h, f in self.handles.items() if f.session_id == session_id]:
+            del self.handles[handle]
+        if self.state.transaction_session is not None and self.state.transaction_session == session_id:
+            log.info("push target: session closed with staged changes; they are discarded")
+            self.state.cancel()
 
     def authorize(self) -> CallContext:
         """Every push method: a SignAndEncrypt channel and a SecurityAdmin user."""

@@ -65,7 +65,8 @@ class PushManagement:
 
 async def install_push_management(server: Server, *, pki_dir: Path, access: AccessConfig | None = None,
                                   max_trust_list_size: int = 65536, trust_on_first_push: bool = True,
-                                  server_capabilities: Sequence[str] = ("NA",)) -> PushManagement:
+                                  server_capabilities: Sequence[str] = ("NA",),
+                                  can_generate_keys: bool = True) -> PushManagement:
     pki_dir = Path(pki_dir)
     call_context.install()
     if access is not None:
@@ -83,7 +84,8 @@ async def install_push_management(server: Server, *, pki_dir: Path, access: Acce
         await server_swap.use_identity(server, state.active_identity)
 
     ctx = PushContext(server=server, state=state, max_trust_list_size=max_trust_list_size,
-                      trust_on_first_push=trust_on_first_push)
+                      trust_on_first_push=trust_on_first_push, can_generate_keys=can_generate_keys)
+    call_context.on_session_closed(server.iserver, lambda session: ctx.session_closed(session.session_id))
     check = ClientCertificateCheck(state, trust_on_first_push=trust_on_first_push)
     server.set_certificate_validator(check)
 

@@ -76,6 +76,9 @@ class ServerConfigurationMethodsImpl:
         except ValueError as exc:
             raise MethodError(_S.BadInvalidArgument, f"SubjectName {subject_text!r}: {exc}") from exc
         if regenerate:
+            if not self.ctx.can_generate_keys:
+                # A device without a key generator: the client must send a key with UpdateCertificate instead.
+                raise MethodError(_S.BadNotSupported, "this server cannot generate private keys")
             if nonce is None or len(nonce) < MIN_NONCE:
                 raise MethodError(_S.BadInvalidArgument, f"RegeneratePrivateKey needs a Nonce of {MIN_NONCE}+ bytes")
             bits = getattr(state.active_identity.key, "key_size", 2048)
