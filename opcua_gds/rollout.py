@@ -166,7 +166,8 @@ class Rollout:
         return await push_certificate(target.address, issue=issue, issue_with_key=issue_with_key, **session)
 
     async def serve(self, *, interval_s: float = 60.0, stop: asyncio.Event | None = None,
-                    on_report: Callable[[RolloutReport], None] | None = None) -> None:
+                    on_report: Callable[[RolloutReport], None] | None = None, group: str | None = None,
+                    site: str | None = None) -> None:
         """The scheduler: every interval, push to whatever is due (new, renewal window, trust list, retry).
 
         Renewal is scheduled by the store (a delivered target is due again when its certificate enters the
@@ -175,7 +176,7 @@ class Rollout:
         """
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            report = await self.run()
+            report = await self.run(group=group, site=site)
             if on_report is not None and report.attempted:
                 on_report(report)
             with contextlib.suppress(TimeoutError):

@@ -150,6 +150,9 @@ class DeliveryTargets:
                              next_attempt_at=to_epoch(max(renew_at, now)), last_error=None, delivered_serial=serial,
                              delivered_trust_version=trust_version, updated_at=to_epoch(now))
             tx.mark_delivered(serial)
+            if target.delivered_serial is not None and target.delivered_serial != serial:
+                # The target now uses the new certificate: the one it replaced is superseded, not just older.
+                tx.mark_superseded(target.delivered_serial, serial)
             audit.append(tx, actor=actor, action="target.delivered", subject=target_id,
                          details={"address": target.address, "serial": serial, "trust_version": trust_version})
         return self.get(target_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Annotated
 
 import typer
@@ -64,10 +65,18 @@ def push(
     site: Annotated[str | None, typer.Option()] = None,
     force: Annotated[bool, typer.Option(help="Push even to targets that are up to date")] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    every: Annotated[float | None, typer.Option(
+        help="Keep running: every SECONDS push to whatever is due (renewal window, new trust list after a "
+             "revocation or CA change, retries after backoff) until stopped with Ctrl-C or SIGTERM",
+        min=1.0)] = None,
 ) -> None:
     """Push certificates and trust lists: trust list first, then CSR -> issue -> UpdateCertificate -> ApplyChanges."""
     if not (endpoint or all_ or group or site):
         raise ValueError("name an ENDPOINT or use --all, --group or --site")
+    if every is not None:
+        with engine(key_pool=True) as (eng, s):
+            asyncio.run(_serve(eng, s, group=group, site=site, every=every, json_out=json_out))
+        return
     with engine(key_pool=True) as (eng, s):
         report = asyncio.run(_rollout(eng, s, endpoint=endpoint, group=group, site=site, force=force,
                                       quiet=json_out))
@@ -84,12 +93,36 @@ def push(
         raise typer.Exit(EXIT_PROBLEM)
 
 
-async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> RolloutReport:  # type: ignore[no-untyped-def]
+async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
     settings = s.file.push
     cert, key = await run_blocking(ensure_identity, eng, s.data_dir / "push" / "own", name="otpki-push",
                                    application_uri=settings.application_uri, host="localhost")
-    rollout = Rollout(eng, client_cert_path=cert, client_key_path=key, client_app_uri=settings.application_uri,
-                      credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s)
+    return Rollout(eng, client_cert_path=cert, client_key_path=key, client_app_uri=settings.application_uri,
+                   credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s)
+
+
+async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: ignore[no-untyped-def]
+    rollout = await _new_rollout(eng, s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def report(r: RolloutReport) -> None:
+        if json_out:
+            print_json(r.model_dump(mode="json"))
+        else:
+            err_console.print(f"push round: {r.delivered} delivered, {r.failed} failed, {r.seconds} s")
+            for o in r.outcomes:
+                if not o.ok:
+                    err_console.print(f"  {o.address}: {o.error}")
+
+    err_console.print(f"pushing to due targets every {every:g} s; Ctrl-C stops")
+    await rollout.serve(interval_s=every, stop=stop, on_report=report, group=group, site=site)
+
+
+async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> RolloutReport:  # type: ignore[no-untyped-def]
+    rollout = await _new_rollout(eng, s)
     with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   disable=quiet) as progress:
         task = progress.add_task("push", total=None)
