@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from otpki.cli import admin, certs, gds, push, requests, trust
+from otpki.cli import admin, certs, doctor, gds, push, requests, trust
 from otpki.cli.common import state
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.add_typer(gds.users_app, name="users")
 app.add_typer(requests.requests_app, name="requests")
 app.add_typer(push.targets_app, name="targets")
 app.command("push")(push.push)
+app.command("doctor")(doctor.doctor)
 
 
 if __name__ == "__main__":
