@@ -43,6 +43,18 @@ app.add_typer(requests.requests_app, name="requests")
 app.add_typer(push.targets_app, name="targets")
 app.command("push")(push.push)
 app.command("doctor")(doctor.doctor)
+config_app = typer.Typer(help="The otpki.toml reference.", no_args_is_help=True)
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print every otpki.toml key and OTPKI_* variable with its type and default (Markdown)."""
+    from otpki.config_reference import reference_markdown
+
+    print(reference_markdown())
+
+
+app.add_typer(config_app, name="config")
 
 
 if __name__ == "__main__":
