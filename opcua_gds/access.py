@@ -46,15 +46,15 @@ class GdsUser(User):
 
 
 class PasswordUser(BaseModel):
-    name: str
-    password_hash: str  # from `otpki users hash-password`, never the password itself
-    roles: list[GdsRole] = Field(default_factory=list)
+    name: str = Field(description="User name of the UserNameIdentityToken")
+    password_hash: str = Field(description="From `otpki users hash-password`, never the password itself")
+    roles: list[GdsRole] = Field(default_factory=list, description="GDS roles granted")
 
 
 class CertificateUser(BaseModel):
-    name: str
-    certificate_sha256: str  # of the DER of the X.509 user-token certificate
-    roles: list[GdsRole] = Field(default_factory=list)
+    name: str = Field(description="A name for the audit log")
+    certificate_sha256: str = Field(description="SHA-256 of the DER of the X.509 user-token certificate")
+    roles: list[GdsRole] = Field(default_factory=list, description="GDS roles granted")
 
 
 class AccessConfig(BaseModel):

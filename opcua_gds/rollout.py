@@ -27,18 +27,19 @@ KIND = "opcua-push"
 
 
 class PushCredential(BaseModel):
-    username: str
-    password_env: str | None = None  # the password comes from this environment variable ...
-    password_file: Path | None = None  # ... or from this file; never from otpki.toml itself
+    username: str = Field(description="A user with the SecurityAdmin role on the PLC")
+    password_env: str | None = Field(None, description="Environment variable holding the password")
+    password_file: Path | None = Field(None, description="File holding the password (never otpki.toml itself)")
 
 
 class PushSettings(BaseModel):
     """[push] in otpki.toml."""
 
-    concurrency: int = Field(16, ge=1, le=512)
-    timeout_s: float = Field(120.0, gt=0)
-    application_uri: str = "urn:otpki:push"
-    credentials: dict[str, PushCredential] = Field(default_factory=dict)
+    concurrency: int = Field(16, ge=1, le=512, description="PLCs pushed to at the same time")
+    timeout_s: float = Field(120.0, gt=0, description="Give up on one PLC's push after this long")
+    application_uri: str = Field("urn:otpki:push", description="ApplicationUri of otpki's push client")
+    credentials: dict[str, PushCredential] = Field(
+        default_factory=dict, description="Admin logins on PLCs, referenced by `otpki targets add --credentials`")
 
     def resolve(self, ref: str) -> tuple[str, str]:
         """(username, password) for a target's credentials reference."""

@@ -40,14 +40,15 @@ GDS_OWNER_NAME = "otpki-gds"
 class GdsSettings(BaseModel):
     """[gds] in otpki.toml."""
 
-    endpoint: str = "opc.tcp://127.0.0.1:4840/otpki/gds"
-    application_uri: str = "urn:otpki:gds"
-    product_uri: str = "urn:otpki"
-    name: str = "otpki Global Discovery Server"
+    endpoint: str = Field("opc.tcp://127.0.0.1:4840/otpki/gds", description="Where the GDS listens")
+    application_uri: str = Field("urn:otpki:gds", description="The GDS's own ApplicationUri")
+    product_uri: str = Field("urn:otpki", description="ProductUri of the GDS")
+    name: str = Field("otpki Global Discovery Server", description="ApplicationName of the GDS")
     access: AccessConfig = Field(default_factory=AccessConfig)
-    # CertificateGroupId (GDS namespace id) -> engine certificate group.
-    certificate_groups: dict[str, str] = Field(default_factory=lambda: {
-        "DefaultApplicationGroup": "opcua-application", "DefaultUserTokenGroup": "opcua-user"})
+    certificate_groups: dict[str, str] = Field(
+        default_factory=lambda: {"DefaultApplicationGroup": "opcua-application",
+                                 "DefaultUserTokenGroup": "opcua-user"},
+        description="GDS CertificateGroup -> engine certificate group")
 
 
 @dataclass

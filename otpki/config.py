@@ -28,24 +28,28 @@ KEYS_DIR = "keys"
 class Pkcs11Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    module: str = "/usr/lib/softhsm/libsofthsm2.so"
-    token_label: str = "otpki"
-    pin_file: Path | None = None  # else OTPKI_HSM_PIN
+    module: str = Field("/usr/lib/softhsm/libsofthsm2.so", description="PKCS#11 module of the HSM")
+    token_label: str = Field("otpki", description="Label of the token that holds the CA keys")
+    pin_file: Path | None = Field(None, description="File with the user PIN (else OTPKI_HSM_PIN)")
 
 
 class KeySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["file", "pkcs11"] = "file"
-    passphrase_file: Path | None = None  # else OTPKI_CA_PASSPHRASE
+    backend: Literal["file", "pkcs11"] = Field(
+        "file", description="Where new CA keys are made: encrypted PKCS#8 files in the data directory, or an HSM")
+    passphrase_file: Path | None = Field(
+        None, description="File with the CA key passphrase (else OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE)")
     pkcs11: Pkcs11Settings = Field(default_factory=Pkcs11Settings)
-    pool_sizes: dict[str, int] = Field(default_factory=lambda: {"rsa2048": 4, "ec-p256": 8})
+    pool_sizes: dict[str, int] = Field(
+        default_factory=lambda: {"rsa2048": 4, "ec-p256": 8},
+        description="Keys generated ahead, per key type, for server-side key generation")
 
 
 class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    busy_timeout_s: float = Field(5.0, ge=0)
+    busy_timeout_s: float = Field(5.0, ge=0, description="How long a writer waits for another process's lock")
 
 
 class FileSettings(BaseModel):
@@ -57,7 +61,9 @@ class FileSettings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     gds: GdsSettings = Field(default_factory=GdsSettings)
     push: PushSettings = Field(default_factory=PushSettings)
-    pki: dict[str, Any] = Field(default_factory=dict)
+    pki: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the embedded certificate-group policies (trustlists/profiles/default.toml)")
 
 
 class EnvSettings(BaseSettings):
@@ -65,11 +71,11 @@ class EnvSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OTPKI_", extra="ignore")
 
-    data_dir: Path = Path("otpki-data")
-    ca_passphrase: str | None = None
-    ca_passphrase_file: Path | None = None
-    hsm_pin: str | None = None
-    actor: str | None = None
+    data_dir: Path = Field(Path("otpki-data"), description="Data directory (same as --data-dir)")
+    ca_passphrase: str | None = Field(None, description="Passphrase of the encrypted CA key files")
+    ca_passphrase_file: Path | None = Field(None, description="File holding that passphrase")
+    hsm_pin: str | None = Field(None, description="User PIN of the HSM token")
+    actor: str | None = Field(None, description="Name recorded in the audit log (default: the OS user)")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         sub = _model_of(field.annotation) or _SCHEMA_OF.get(key)
+        if key in _SCHEMA_OF:
+            rows.append((key, "table", "embedded defaults", (field.description or "").replace("|", "\\|")))
         if sub is not None:
             nested.append((sub, f"{key}."))
             continue
