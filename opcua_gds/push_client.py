@@ -29,7 +29,7 @@ from asyncua.common.methods import call_method_full
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
-from opcua_gds.client_session import admin_client
+from opcua_gds.client_session import ClientIdentity, admin_client, first_certificate, secure
 from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
 from trustlists.exports.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.models import TrustListContent
@@ -64,18 +64,6 @@ def status_name(code: int) -> str:
 def fingerprint(der: bytes) -> str:
     """SHA-256 of the DER, lowercase hex (the engine inventory's fingerprint_sha256)."""
     return hashlib.sha256(der).hexdigest()
-
-
-def first_certificate(chain_der: bytes) -> bytes:
-    """The leaf of a ServerCertificate that may be a concatenated DER chain (OPC 10000-6 6.2.3)."""
-    if len(chain_der) < 2 or chain_der[0] != 0x30:
-        return chain_der
-    length = chain_der[1]
-    if length < 0x80:
-        return chain_der[: 2 + length]
-    n = length & 0x7F
-    total = int.from_bytes(chain_der[2: 2 + n], "big")
-    return chain_der[: 2 + n + total]
 
 
 class PushError(Exception):
@@ -287,8 +275,7 @@ async def connect_push_session(endpoint: str, *, client_cert_path: str | Path, c
     client = admin_client(endpoint, timeout_s=timeout_s)
     client.application_uri = client_app_uri
     try:
-        await client.set_security(SecurityPolicyBasic256Sha256, str(client_cert_path), str(client_key_path),
-                                  mode=mode)
+        await secure(client, ClientIdentity.load(Path(client_cert_path), Path(client_key_path)), mode=mode)
         if username is not None:
             client.set_user(username)
             client.set_password(password or "")
