@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -85,6 +86,41 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest, expected)
 
 
+class VerifiedLogins:
+    """Recently verified (user, password) pairs, so a fleet push does not pay scrypt on every session.
+
+    asyncua asks the user manager synchronously inside ActivateSession, so the scrypt check (about 40 ms
+    of CPU, by design) blocks the server's event loop; a push opens two sessions. A success is remembered
+    for `ttl_s` as an HMAC of (stored hash, password) under a key that lives only in this process, so the
+    cache holds nothing an attacker could test passwords against offline faster than the scrypt hash
+    itself. Failures are never remembered: every wrong guess still costs the full scrypt.
+    """
+
+    def __init__(self, ttl_s: float = 600.0, max_entries: int = 1024) -> None:
+        self._key = secrets.token_bytes(32)
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._seen: dict[str, tuple[bytes, float]] = {}
+
+    def _mac(self, stored: str, password: str) -> bytes:
+        return hmac.new(self._key, stored.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
+
+    def check(self, username: str, password: str, stored: str) -> bool:
+        now = time.monotonic()
+        mac = self._mac(stored, password)
+        seen = self._seen.get(username)
+        if seen is not None and seen[1] > now and hmac.compare_digest(seen[0], mac):
+            return True
+        if not verify_password(password, stored):
+            return False
+        if len(self._seen) >= self._max:
+            self._seen = {u: v for u, v in self._seen.items() if v[1] > now}
+            if len(self._seen) >= self._max:
+                self._seen.pop(next(iter(self._seen)))
+        self._seen[username] = (mac, now + self._ttl_s)
+        return True
+
+
 # -- asyncua user manager -------------------------------------------------------------------------
 class GdsUserManager:
     """asyncua calls get_user at ActivateSession; None refuses the session (BadUserAccessDenied)."""
@@ -92,12 +128,13 @@ class GdsUserManager:
     def __init__(self, config: AccessConfig) -> None:
         self._users = {u.name: u for u in config.users}
         self._certs = {c.certificate_sha256.lower().replace(":", ""): c for c in config.certificate_users}
+        self._logins = VerifiedLogins()
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> GdsUser | None:
         if username is not None:
             entry = self._users.get(username)
-            if entry is None or password is None or not verify_password(password, entry.password_hash):
+            if entry is None or password is None or not self._logins.check(username, password, entry.password_hash):
                 log.warning("refused session for user %r: unknown user or wrong password", username)
                 return None
             return GdsUser(role=UserRole.User, name=username, roles=frozenset(entry.roles), authenticated=True)

@@ -169,3 +169,27 @@ def test_password_hashes() -> None:
     assert not verify_password("S3cret", stored)
     assert not verify_password("s3cret", "garbage")
     assert hash_password("s3cret") != stored  # salted
+
+
+def test_verified_logins_skip_scrypt_only_for_a_recent_identical_success(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from opcua_gds import access
+
+    calls: list[str] = []
+    real = access.verify_password
+
+    def counting(password: str, stored: str) -> bool:
+        calls.append(password)
+        return real(password, stored)
+
+    monkeypatch.setattr(access, "verify_password", counting)
+    stored = access.hash_password("right")
+    logins = access.VerifiedLogins(ttl_s=60)
+    assert logins.check("alice", "right", stored) and logins.check("alice", "right", stored)
+    assert calls == ["right"]  # the second success came from the cache
+    assert not logins.check("alice", "wrong", stored) and not logins.check("alice", "wrong", stored)
+    assert calls == ["right", "wrong", "wrong"]  # failures are never cached
+    assert logins.check("alice", "right", stored) and len(calls) == 3
+    rotated = access.hash_password("right")  # the operator re-hashed the password: verify again
+    assert logins.check("alice", "right", rotated) and len(calls) == 4
+    expired = access.VerifiedLogins(ttl_s=0)
+    assert expired.check("bob", "right", stored) and expired.check("bob", "right", stored) and len(calls) == 6
