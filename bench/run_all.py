@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull", "push_fleet"]
+BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull", "push_fleet", "mqtt_connect",
+              "mqtt_revocation_mosquitto"]
 
 
 def main() -> int:

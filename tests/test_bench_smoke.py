@@ -16,7 +16,7 @@ def test_benchmarks_run_and_report_json() -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     reports = json.loads(res.stdout)
     assert {r["benchmark"] for r in reports} == {"issuance", "crl", "revocation_check", "inventory_expiring",
-                                                 "gds_pull", "push_fleet"}
+                                                 "gds_pull", "push_fleet", "mqtt_connect", "mqtt_revocation_mosquitto"}
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)
         assert isinstance(r["meets_target"], bool) and r["ratio"] > 0

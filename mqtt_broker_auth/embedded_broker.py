@@ -1,0 +1,212 @@
+"""An amqtt broker in this process, with TLS from the engine, device authentication and live revocation.
+
+    async with EmbeddedBroker(engine, workdir=path) as broker:
+        ...  # devices connect to 127.0.0.1:broker.port with mTLS, trusting broker.server_ca_pem()
+
+The broker's TLS server certificate is the engine's too: owner `broker-<host>` in group `mqtt-broker`,
+issued with a server-generated key when missing, revoked, expired or due for renewal (key file 0600 in
+`workdir`). Client certificates are verified by OpenSSL against the device group's trust list (`cafile`),
+then by the DeviceGate (revocation of leaf and CAs, identity, client id) — see amqtt_plugin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
+from mqtt_broker_auth.decision import DeviceGate
+from mqtt_broker_auth.live_sessions import RevocationWatcher
+from trustlists.blocking import run_blocking
+from trustlists.engine import Engine
+from trustlists.exports._atomic import atomic_write
+from trustlists.validation import ValidationOptions
+
+_log = logging.getLogger(__name__)
+
+ACTOR = "otpki-mqtt-broker"
+AUTH_PLUGIN = "mqtt_broker_auth.amqtt_plugin.DeviceCertAuthPlugin"
+TOPIC_PLUGIN = "mqtt_broker_auth.amqtt_plugin.DeviceTopicPlugin"
+
+
+class EmbeddedBroker:
+    def __init__(self, engine: Engine, *, workdir: Path, host: str = "127.0.0.1", port: int = 0,
+                 group: str = "mqtt-device", broker_group: str = "mqtt-broker", require_certificate: bool = True,
+                 revocation_interval: float = 0.2, plugins: dict[str, Any] | None = None) -> None:
+        """`plugins` replaces otpki's auth and topic plugins (the benchmark's admit-everyone baseline)."""
+        self.engine = engine
+        self.workdir = Path(workdir)
+        self.host = host
+        self.group = group
+        self.broker_group = broker_group
+        self._requested_port = port
+        self._require_certificate = require_certificate
+        self._interval = revocation_interval
+        self._plugins = plugins
+        self.gate = DeviceGate(engine, group)
+        self._gate_name: str | None = None
+        self.broker: DeviceGateBroker | None = None
+        self.watcher: RevocationWatcher | None = None
+        self.port = 0
+
+    @property
+    def cafile(self) -> Path:
+        return self.workdir / "client-ca.pem"
+
+    @property
+    def certfile(self) -> Path:
+        return self.workdir / "broker.crt"
+
+    @property
+    def keyfile(self) -> Path:
+        return self.workdir / "broker.key"
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        await run_blocking(self._ensure_server_certificate)
+        trust_version = await run_blocking(self._write_cafile)
+        self._gate_name = register_gate(self.gate)
+        plugins = self._plugins if self._plugins is not None else {
+            AUTH_PLUGIN: {"gate": self._gate_name},
+            TOPIC_PLUGIN: {"gate": self._gate_name},
+        }
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self._bind_host()}:{self._requested_port}",
+                                      "ssl": True, "cafile": str(self.cafile), "certfile": str(self.certfile),
+                                      "keyfile": str(self.keyfile)}},
+            "plugins": plugins,
+        }
+        gate = self.gate if self._plugins is None else None  # replaced plugins: amqtt's connect path, no gate
+        self.broker = DeviceGateBroker(config, gate=gate, require_certificate=self._require_certificate)
+        try:
+            await self.broker.start()
+            # amqtt binds with asyncio.start_server; with port 0 the OS picks one, read back from the socket.
+            server = self.broker._servers["default"].instance  # no public accessor in amqtt 0.12.1
+            self.port = server.sockets[0].getsockname()[1]
+            self.watcher = RevocationWatcher(self.engine, self.gate, self.broker, interval=self._interval,
+                                             on_trust_change=self._reload_client_cas, trust_version=trust_version)
+            self.watcher.start()
+        except BaseException:
+            await self.stop()
+            raise
+        _log.info("embedded MQTT broker listening on %s:%s (mTLS, group %s)", self.host, self.port, self.group)
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
+        if self.broker is not None:
+            broker, self.broker = self.broker, None
+            if broker.transitions.state == "started":
+                await broker.shutdown()
+        if self._gate_name is not None:
+            unregister_gate(self._gate_name)
+            self._gate_name = None
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # -- what devices need --------------------------------------------------------------------------------------
+
+    def server_ca_pem(self) -> bytes:
+        """PEM of the broker group's issuing CA(s) and the root: what devices put in their CA file."""
+        cas = {ca.id: ca for ca in self.engine.hierarchy.list()}
+        out: list[bytes] = []
+        seen: set[str] = set()
+        for ca in cas.values():
+            if ca.group != self.broker_group or not ca.active:
+                continue
+            current = ca
+            while current is not None and current.id not in seen:
+                seen.add(current.id)
+                out.append(_pem(current.certificate_der))
+                current = cas.get(current.parent_id) if current.parent_id else None
+        return b"".join(out)
+
+    # -- files --------------------------------------------------------------------------------------------------
+
+    def _ensure_server_certificate(self) -> None:
+        owner_name = f"broker-{self.host}"
+        owner = self.engine.registry.find(self.broker_group, name=owner_name)
+        if owner is None:
+            names = _host_names(self.host)
+            owner = self.engine.registry.register(group=self.broker_group, name=owner_name, actor=ACTOR, **names)
+        if self._server_certificate_is_current():
+            return
+        issued = self.engine.authority.issue_with_new_key(owner_id=owner.id, actor=ACTOR)
+        assert issued.private_key is not None
+        chain = b"".join(_pem(der) for der in [issued.certificate_der, *issued.chain_der[:-1]])  # no root
+        atomic_write(self.keyfile, issued.private_key, mode=0o600)
+        atomic_write(self.certfile, chain, mode=0o644)
+        _log.info("issued the broker's TLS certificate, serial %s", issued.record.serial)
+
+    def _server_certificate_is_current(self) -> bool:
+        if not self.certfile.exists() or not self.keyfile.exists():
+            return False
+        try:
+            certs = x509.load_pem_x509_certificates(self.certfile.read_bytes())
+        except ValueError:
+            return False
+        chain = [c.public_bytes(Encoding.DER) for c in certs]
+        now = self.engine.ctx.clock()
+        result = self.engine.validator(self.broker_group).validate(
+            chain, ValidationOptions(at=now, required_eku="serverAuth", hostname=self.host))
+        if not result.ok:
+            _log.info("the broker's TLS certificate is no longer usable (%s); issuing a new one", result.reason)
+            return False
+        window = timedelta(days=self.engine.config.group(self.broker_group).renewal_window_days)
+        return certs[0].not_valid_after_utc - window > now
+
+    def _client_ca_bundle(self) -> tuple[bytes, int]:
+        # Every certificate of the device group's trust list: CAs (engine and imported manufacturer CAs) and
+        # operator-trusted self-signed certificates, which OpenSSL accepts as their own anchors.
+        trust = self.engine.trustlists.get(self.group)
+        content = trust.content
+        ders = dict.fromkeys([*content.trusted_certificates, *content.issuer_certificates])
+        return b"".join(_pem(der) for der in ders), trust.version
+
+    def _write_cafile(self) -> int:
+        bundle, version = self._client_ca_bundle()
+        atomic_write(self.cafile, bundle, mode=0o644)
+        return version
+
+    async def _reload_client_cas(self) -> None:
+        """A new trust-list version: let the TLS layer know new CAs (removals are enforced by the gate)."""
+        await run_blocking(self._write_cafile)
+        bundle = self.cafile.read_bytes()
+        if self.broker is not None:
+            for context in self.broker.ssl_contexts:
+                try:
+                    context.load_verify_locations(cadata=bundle.decode("ascii"))
+                except ssl.SSLError:
+                    _log.exception("could not load the new client CA bundle into the TLS listener")
+
+    def _bind_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+
+def _pem(der: bytes) -> bytes:
+    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+
+
+def _host_names(host: str) -> dict[str, list[str]]:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return {"dns_names": [host]}
+    return {"ip_addresses": [host]}

@@ -1,0 +1,172 @@
+"""Run a Mosquitto process with otpki's generated configuration (tests, demo, bench).
+
+The broker's TLS files (cafile, crlfile, server cert and key) must be in place before `start()`: Mosquitto
+refuses to start without them, which is the safe way round. `start()` writes mosquitto.conf and, when absent,
+the dynsec file with otpki's admin user, then waits until both listeners accept TCP connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mqtt_broker_auth.mosquitto.config import MosquittoSettings, render_config
+from mqtt_broker_auth.mosquitto.dynsec import admin_acls
+from mqtt_broker_auth.mosquitto.files import install_trust_files
+from trustlists.engine import Engine
+from trustlists.errors import OtpkiError
+from trustlists.exports._atomic import atomic_write
+from trustlists.exports.mosquitto_files import mosquitto_bundle
+
+START_TIMEOUT_S = 15.0
+ADMIN_ROLE = "otpki-dynsec-admin"
+
+
+class MosquittoStartError(OtpkiError):
+    reason = "mosquitto_start_failed"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS just handed out (Mosquitto cannot listen on port 0 and report it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def write_dynsec_file(settings: MosquittoSettings) -> None:
+    """Create the dynsec JSON: otpki's admin user with only `$CONTROL/dynamic-security/#`, default deny.
+
+    `mosquitto_ctrl dynsec init` hashes the password the way the plugin expects; its admin role is broader
+    than we want ($SYS and '#'), so the role is rewritten before the broker reads the file.
+    """
+    path = settings.dynsec_file
+    path.unlink(missing_ok=True)
+    password = settings.admin_password.get_secret_value()
+    if not password:
+        raise MosquittoStartError("settings.admin_password is empty", reason="no_admin_password")
+    res = subprocess.run([str(settings.ctrl_binary), "dynsec", "init", str(path), settings.admin_username, password],
+                         capture_output=True, text=True, timeout=30, check=False)
+    if res.returncode != 0:
+        raise MosquittoStartError(f"mosquitto_ctrl dynsec init failed: {res.stderr.strip() or res.stdout.strip()}")
+    data = json.loads(path.read_text())
+    for client in data["clients"]:
+        if client["username"] == settings.admin_username:
+            client["roles"] = [{"rolename": ADMIN_ROLE}]
+    data["roles"] = [{"rolename": ADMIN_ROLE, "textname": "otpki dynsec administration only",
+                      "acls": [acl.model_dump() | {"allow": True} for acl in admin_acls()]}]
+    # Deny what no role grants, receiving included: a device gets messages only on topics its role lists.
+    data["defaultACLAccess"] = {"publishClientSend": False, "publishClientReceive": False,
+                                "subscribe": False, "unsubscribe": True}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.chmod(tmp, 0o600)  # holds the admin password hash
+    os.replace(tmp, path)
+
+
+def provision_broker(engine: Engine, settings: MosquittoSettings, *, group: str = "mqtt-device",
+                     broker_group: str = "mqtt-broker", name: str = "mosquitto", actor: str = "otpki") -> None:
+    """Give the broker what it needs before its first start: a server certificate from `broker_group`
+    (registered for its listen address) and the device group's cafile/crlfile, installed through files.py."""
+    owner = engine.registry.find(broker_group, name=name) or engine.registry.register(
+        group=broker_group, name=name, actor=actor, ip_addresses=[settings.host])
+    issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=actor)
+    assert issued.private_key is not None
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    chain = [issued.certificate_der, *(der for der in issued.chain_der
+                                       if (c := x509.load_der_x509_certificate(der)).subject != c.issuer)]
+    cert_pem = b"".join(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM) for der in chain)
+    atomic_write(settings.certfile, cert_pem, mode=0o644)
+    atomic_write(settings.keyfile, issued.private_key, mode=0o600)
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group))
+    install_trust_files(settings.cafile, settings.crlfile, ca_pem, crl_pem, reload=None,
+                        openssl=settings.openssl_binary,
+                        min_remaining=timedelta(seconds=settings.crl_min_remaining_s))
+
+
+class MosquittoProcess:
+    def __init__(self, settings: MosquittoSettings) -> None:
+        self.settings = settings
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.settings.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def start(self, *, fresh_dynsec: bool = True) -> MosquittoProcess:
+        s = self.settings
+        s.workdir.mkdir(parents=True, exist_ok=True)
+        missing = [str(p) for p in (s.cafile, s.crlfile, s.certfile, s.keyfile) if not p.exists()]
+        if missing:
+            raise MosquittoStartError(f"TLS files missing: {', '.join(missing)}", reason="tls_files_missing")
+        s.conf_path.write_text(render_config(s))
+        if fresh_dynsec or not s.dynsec_file.exists():
+            write_dynsec_file(s)
+        self._proc = subprocess.Popen([str(s.binary), "-c", str(s.conf_path)], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        pending = {(s.host, s.port), (s.admin_host, s.admin_port)}
+        while pending:
+            if self._proc.poll() is not None:
+                stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise MosquittoStartError(f"mosquitto exited with rc {self._proc.returncode}: {stderr.strip()}\n"
+                                          f"{self.log_tail()}")
+            for address in list(pending):
+                with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.5):
+                    pending.discard(address)
+            if pending and time.monotonic() > deadline:
+                self.stop()
+                raise MosquittoStartError(f"mosquitto did not listen on {sorted(pending)} within {START_TIMEOUT_S} s"
+                                          f"\n{self.log_tail()}", reason="mosquitto_start_timeout")
+            if pending:
+                time.sleep(0.05)
+        return self
+
+    def hup(self) -> None:
+        """Ask the broker to reload cafile/crlfile (only ever after files.install_trust_files verified them)."""
+        if not self.running() or self._proc is None:
+            raise MosquittoStartError("mosquitto is not running", reason="mosquitto_not_running")
+        self._proc.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout_s)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def hup_from_pid_file(pid_file: Path) -> None:
+    """SIGHUP a broker started elsewhere (systemd) through the pid file its config names."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError) as exc:
+        raise MosquittoStartError(f"cannot read the broker pid from {pid_file}: {exc}",
+                                  reason="mosquitto_not_running") from None
+    os.kill(pid, signal.SIGHUP)
