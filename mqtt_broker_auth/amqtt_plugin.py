@@ -186,6 +186,22 @@ class DeviceTopicPlugin(BaseTopicPlugin):
         return gate.still_valid(identity) and gate.authorize(identity, topic, name)  # type: ignore[arg-type]
 
 
+class SnapshotSubscriptions(dict):  # type: ignore[type-arg]
+    """amqtt's subscription table, iterated over a snapshot.
+
+    amqtt 0.12.1 loops over `Broker._subscriptions` with awaits inside the loop (delivering a PUBLISH, and
+    retained messages to a resumed session); a SUBSCRIBE or disconnect landing meanwhile raised "dictionary
+    changed size during iteration" and the message was lost for every remaining subscriber (seen with a few
+    hundred devices enrolling at once). Iterating over a copy makes those loops see the table as it was.
+    """
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(super().keys()))
+
+    def items(self):  # type: ignore[no-untyped-def, override]
+        return list(super().items())
+
+
 class DeviceGateBroker(Broker):
     """amqtt's Broker with the DeviceGate in front of its session table (see the module docstring).
 
@@ -198,6 +214,7 @@ class DeviceGateBroker(Broker):
                  **kwargs: Any) -> None:
         """gate=None keeps amqtt's own connect path (same TLS settings): the benchmark's admit-everyone baseline."""
         super().__init__(config, **kwargs)
+        self._subscriptions = SnapshotSubscriptions(self._subscriptions)
         self.gate = gate
         self.require_certificate = require_certificate
         self.refusals: deque[Refusal] = deque(maxlen=256)  # the latest connects the gate refused (tests, bench)

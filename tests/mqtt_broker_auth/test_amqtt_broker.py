@@ -363,3 +363,19 @@ async def test_stored_offline_session_is_not_resumed_without_the_certificate(
     back, outcome = await connect(clients, broker, server_ca, pump, "pump-7", clean_session=False)
     assert outcome.kind == "connack" and outcome.rc == 0 and outcome.session_present, outcome
     await _victim_still_served(back, b"resumed")
+
+
+async def test_subscription_table_survives_changes_while_it_is_walked() -> None:
+    from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, SnapshotSubscriptions
+
+    table = SnapshotSubscriptions({"a/#": [], "b/#": []})
+    walked = []
+    for topic, _subs in table.items():  # what amqtt's broadcast loop does, with a SUBSCRIBE landing meanwhile
+        table[f"{topic}/new"] = []
+        walked.append(topic)
+    for topic in table:
+        table.pop("b/#", None)
+        walked.append(topic)
+    assert walked[:2] == ["a/#", "b/#"] and "b/#" not in table
+    broker = DeviceGateBroker({"listeners": {"default": {"type": "tcp", "bind": "127.0.0.1:0"}}}, gate=None)
+    assert isinstance(broker._subscriptions, SnapshotSubscriptions)

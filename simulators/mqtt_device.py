@@ -1,0 +1,660 @@
+"""An MQTT field device: bootstrap certificate -> enrollment over MQTT -> mTLS telemetry -> renewal -> revocation.
+
+One lifecycle (`MqttDevice`), two client libraries behind a small transport interface, because plants run
+both kinds of firmware stacks: paho-mqtt 2.x (its own network thread, bridged to asyncio) and gmqtt (asyncio
+native). Both speak MQTT 3.1.1, which every broker otpki supports does.
+
+States: new -> enrolling -> connecting -> online (<-> renewing) -> revoked | refused | failed | stopped.
+`revoked`: the broker dropped an established session and refuses every reconnect with the same certificate
+(what a revocation looks like from the device). `refused`: the very first operational connect was refused.
+`failed`: enrollment was rejected or the broker stayed unreachable. `ended` is set on any terminal state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import ssl
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import NameOID
+from gmqtt import Client as GmqttClient
+from gmqtt.mqtt.constants import MQTTv311
+from gmqtt.mqtt.handler import MQTTConnectError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mqtt_broker_auth.enrollment_messages import EnrollmentAccepted, EnrollmentRejected, build_request
+from simulators.manufacturer import generate_key
+from trustlists.blocking import run_blocking
+from trustlists.models import KeyType
+
+__all__ = ["ConnectRefused", "DeviceConfig", "DeviceState", "EnrollmentFailed", "MqttDevice"]
+
+_log = logging.getLogger(__name__)
+
+
+class DeviceState(StrEnum):
+    NEW = "new"
+    ENROLLING = "enrolling"
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    RENEWING = "renewing"
+    REVOKED = "revoked"
+    REFUSED = "refused"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+TERMINAL = frozenset({DeviceState.REVOKED, DeviceState.REFUSED, DeviceState.FAILED, DeviceState.STOPPED})
+
+
+class DeviceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # the registered device name: MQTT client id and certificate CN
+    site: str = "default"
+    library: Literal["paho", "gmqtt"] = "paho"
+    host: str = "127.0.0.1"
+    port: int
+    ca_file: Path  # trust anchor(s) for the broker's server certificate
+    workdir: Path  # operational certificate and key live here
+    bootstrap_cert_file: Path
+    bootstrap_key_file: Path
+    enrollment: Literal["csr", "server_keygen"] = "csr"
+    key_type: KeyType = KeyType.EC_P256
+    enrollment_prefix: str = "otpki/enroll"
+    telemetry_topic: str = "plant/{site}/{device}/telemetry"
+    telemetry_interval_s: float = Field(default=5.0, gt=0)
+    renewal_window: timedelta = timedelta(days=30)  # renew when less than this validity is left
+    renewal_retry_s: float = 60.0  # after a refused renewal, wait this long before asking again
+    request_timeout_s: float = 30.0
+    connect_timeout_s: float = 15.0
+    reconnect_attempts: int = 3
+    enroll_attempts: int = 3  # connection-level failures only; a rejection by the service is final
+    reconnect_delay_s: float = 0.5
+
+    @property
+    def operational_cert_file(self) -> Path:
+        return self.workdir / f"{self.name}.crt"
+
+    @property
+    def operational_key_file(self) -> Path:
+        return self.workdir / f"{self.name}.key"
+
+
+class ConnectRefused(Exception):
+    """The broker said no (CONNACK refusal, TLS alert, or closed before CONNACK): retrying will not help."""
+
+
+class EnrollmentFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+# -- transports ---------------------------------------------------------------------------------------------------
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class Transport(ABC):
+    """One MQTT connection. `lost` is set when it ends without `disconnect()` having been called."""
+
+    def __init__(self, client_id: str, on_message: MessageHandler) -> None:
+        self.client_id = client_id
+        self.on_message = on_message
+        self.lost = asyncio.Event()
+        self._closing = False
+
+    @abstractmethod
+    async def connect(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None: ...
+
+    @abstractmethod
+    async def subscribe(self, topic_filter: str, timeout: float) -> None: ...
+
+    @abstractmethod
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
+
+    @abstractmethod
+    async def disconnect(self) -> None: ...
+
+
+class _NoReconnectGmqtt(GmqttClient):  # type: ignore[misc]
+    """gmqtt reconnects on its own; the device lifecycle decides about reconnects (and with which cert)."""
+
+    async def reconnect(self, delay: bool = False) -> None:
+        return None
+
+
+class GmqttTransport(Transport):
+    def __init__(self, client_id: str, on_message: MessageHandler) -> None:
+        super().__init__(client_id, on_message)
+        self._client = _NoReconnectGmqtt(client_id, clean_session=True)
+        self._client.on_message = self._message
+        self._client.on_disconnect = self._disconnected
+        self._client.on_subscribe = self._subscribed
+        self._subacks: dict[int, asyncio.Future[list[int]]] = {}
+
+    def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+        self.on_message(topic, bytes(payload))
+        return 0
+
+    def _disconnected(self, client: Any, packet: Any, exc: Any = None) -> None:
+        if not self._closing:
+            self.lost.set()
+
+    def _subscribed(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
+        future = self._subacks.get(mid)
+        if future is not None and not future.done():
+            future.set_result([int(q) for q in (qos if isinstance(qos, list | tuple) else [qos])])
+
+    async def connect(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
+        attempt = asyncio.ensure_future(self._client.connect(host, port, ssl=context, keepalive=30,
+                                                             version=MQTTv311))
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            done, _ = await asyncio.wait({attempt, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if attempt in done:
+            exc = attempt.exception()
+            if exc is None and not self.lost.is_set():
+                return
+            await self._abandon()
+            if isinstance(exc, MQTTConnectError):
+                raise ConnectRefused(f"CONNACK refused: {exc}")
+            if isinstance(exc, ssl.SSLError | ConnectionResetError):
+                raise ConnectRefused(f"TLS: {exc}")
+            if exc is not None:
+                raise exc
+            raise ConnectRefused("the broker closed the connection before CONNACK")
+        attempt.cancel()
+        await self._abandon()
+        if self.lost.is_set():
+            raise ConnectRefused("the broker closed the connection before CONNACK")
+        raise TimeoutError(f"no CONNACK from {host}:{port} within {timeout} s")
+
+    async def _abandon(self) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self._client.disconnect()
+
+    async def subscribe(self, topic_filter: str, timeout: float) -> None:
+        mid = self._client.subscribe(topic_filter, qos=1)
+        future = self._subacks.setdefault(mid, asyncio.get_running_loop().create_future())
+        granted = await asyncio.wait_for(future, timeout)
+        if any(q >= 0x80 for q in granted):
+            raise ConnectRefused(f"subscription to {topic_filter} refused")
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self._client.publish(topic, payload, qos=qos)
+
+    async def disconnect(self) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._client.disconnect(), 5)
+
+
+class PahoTransport(Transport):
+    """paho runs its network loop in its own thread; every callback hops back to the event loop."""
+
+    def __init__(self, client_id: str, on_message: MessageHandler) -> None:
+        super().__init__(client_id, on_message)
+        self._loop = asyncio.get_running_loop()
+        # reconnect_on_failure=False: paho's loop thread ends when the connection does; the lifecycle decides.
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                                   protocol=paho.MQTTv311, reconnect_on_failure=False)
+        self._client.on_connect = self._connected
+        self._client.on_disconnect = self._disconnected
+        self._client.on_message = self._message
+        self._client.on_subscribe = self._subscribed
+        self._connack: asyncio.Future[Any] = self._loop.create_future()
+        self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
+        self._thread_started = False
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is listening any more
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _connected(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._call(self._set_connack, reason_code)
+
+    def _set_connack(self, reason_code: Any) -> None:
+        if not self._connack.done():
+            self._connack.set_result(reason_code)
+
+    def _disconnected(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._call(self._set_lost)
+
+    def _set_lost(self) -> None:
+        if not self._closing:
+            self.lost.set()
+
+    def _message(self, client: Any, userdata: Any, message: Any) -> None:
+        self._call(self.on_message, message.topic, bytes(message.payload))
+
+    def _subscribed(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        self._call(self._set_suback, mid, list(reason_codes))
+
+    def _set_suback(self, mid: int, codes: list[Any]) -> None:
+        future = self._subacks.setdefault(mid, self._loop.create_future())
+        if not future.done():
+            future.set_result(codes)
+
+    async def connect(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
+        self._client.tls_set_context(context)
+        self._client.connect_timeout = timeout
+        try:
+            # connect() does the TCP and TLS handshakes synchronously: a worker thread, not the event loop.
+            await asyncio.wait_for(asyncio.to_thread(self._client.connect, host, port, 30), timeout)
+        except ssl.SSLError as exc:
+            raise ConnectRefused(f"TLS: {exc}") from None
+        self._client.loop_start()
+        self._thread_started = True
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            done, _ = await asyncio.wait({self._connack, lost}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if self._connack in done:
+            code = self._connack.result()
+            if not code.is_failure:
+                return
+            await self.disconnect()
+            raise ConnectRefused(f"CONNACK refused: {code}")
+        await self.disconnect()
+        if self.lost.is_set():
+            raise ConnectRefused("the broker closed the connection before CONNACK")
+        raise TimeoutError(f"no CONNACK from {host}:{port} within {timeout} s")
+
+    async def subscribe(self, topic_filter: str, timeout: float) -> None:
+        _, mid = self._client.subscribe(topic_filter, qos=1)
+        future = self._subacks.setdefault(mid, self._loop.create_future())
+        codes = await asyncio.wait_for(future, timeout)
+        if any(code.is_failure for code in codes):
+            raise ConnectRefused(f"subscription to {topic_filter} refused")
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self._client.publish(topic, payload, qos=qos)
+
+    async def disconnect(self) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        if self._thread_started:
+            self._thread_started = False
+            await asyncio.to_thread(self._client.loop_stop)
+
+
+TRANSPORTS: dict[str, type[Transport]] = {"paho": PahoTransport, "gmqtt": GmqttTransport}
+
+
+# -- the device ---------------------------------------------------------------------------------------------------
+
+class MqttDevice:
+    def __init__(self, config: DeviceConfig, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.config = config
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._state = DeviceState.NEW
+        self.ended = asyncio.Event()  # set on revoked / refused / failed / stopped
+        self.online = asyncio.Event()  # set while an operational session is up
+        self.last_error: str | None = None
+        self.telemetry_sent = 0
+        self.renewals = 0
+        self.history: list[DeviceState] = [DeviceState.NEW]
+        self._transport: Transport | None = None
+        self._pending: dict[str, asyncio.Future[EnrollmentAccepted]] = {}
+        self._replies_subscribed = False
+        self._renew_requests: list[asyncio.Future[str]] = []
+        self._renew_wakeup = asyncio.Event()
+        self._next_renewal_try: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what observers see ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> DeviceState:
+        return self._state
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def certificate(self) -> x509.Certificate | None:
+        path = self.config.operational_cert_file
+        if not path.exists():
+            return None
+        return x509.load_pem_x509_certificates(path.read_bytes())[0]
+
+    @property
+    def serial_hex(self) -> str | None:
+        cert = self.certificate
+        return None if cert is None else f"{cert.serial_number:x}"
+
+    def _set_state(self, state: DeviceState, error: str | None = None) -> None:
+        if error is not None:
+            self.last_error = error
+        if state == self._state:
+            return
+        _log.info("device %s: %s -> %s%s", self.name, self._state, state, f" ({error})" if error else "")
+        self._state = state
+        self.history.append(state)
+        if state in TERMINAL:
+            self.online.clear()
+            self.ended.set()
+
+    # -- control --------------------------------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"device-{self.name}")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_transport()
+        if self._state not in TERMINAL:
+            self._set_state(DeviceState.STOPPED)
+
+    async def renew_now(self, timeout: float | None = None) -> str:
+        """Ask the running device to renew; returns the new serial (hex) or raises EnrollmentFailed."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._renew_requests.append(future)
+        self._renew_wakeup.set()
+        return await asyncio.wait_for(future, timeout or self.config.request_timeout_s * 2)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if self.certificate is None and not await self._enroll_with_retries():
+                return
+            had_session = False
+            while True:
+                outcome = await self._connect_operational(had_session)
+                if outcome is not None:
+                    return
+                had_session = True
+                if await self._operate() == "lost":
+                    self.online.clear()
+                    await self._close_transport()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a simulator must report, not vanish
+            _log.exception("device %s crashed", self.name)
+            self._set_state(DeviceState.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._fail_renewals("the device stopped")
+
+    async def _enroll_with_retries(self) -> bool:
+        # A broker that was just told about the manufacturer CA may not trust it yet, and a broker restart
+        # looks the same: connection-level failures are retried; an answer from the service is final.
+        attempts = max(1, self.config.enroll_attempts)
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(self.config.reconnect_delay_s * attempt)
+            try:
+                await self.enroll()
+                return True
+            except EnrollmentFailed as exc:
+                self._set_state(DeviceState.FAILED, f"enrollment: {exc}")
+                return False
+            except (ConnectRefused, TimeoutError, OSError) as exc:
+                if attempt + 1 >= attempts:
+                    self._set_state(DeviceState.FAILED, f"enrollment: {exc}")
+                    return False
+                _log.info("device %s: enrollment attempt %d failed (%s); retrying", self.name, attempt + 1, exc)
+        return False
+
+    async def enroll(self) -> None:
+        """First enrollment over a bootstrap-certificate session; writes the operational cert and key."""
+        self._set_state(DeviceState.ENROLLING)
+        config = self.config
+        await self._open(config.bootstrap_cert_file, config.bootstrap_key_file)
+        try:
+            credential_pem = config.bootstrap_cert_file.read_text()
+            key = _load_key(config.bootstrap_key_file.read_bytes())
+            await self._obtain(credential_pem, key)
+        finally:
+            await self._close_transport()
+
+    async def _connect_operational(self, had_session: bool) -> DeviceState | None:
+        """Connect with the operational cert; None when online, else the terminal state it ended in."""
+        self._set_state(DeviceState.CONNECTING)
+        attempts = max(1, self.config.reconnect_attempts)
+        # A refusal of a certificate that never worked is final at once; after a drop, a refusal could still be
+        # a race with the broker's cleanup of the old session, so it gets the same retries as a network error.
+        refusals_allowed = attempts if had_session else 1
+        refusals = 0
+        last: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(self.config.reconnect_delay_s * attempt)
+            try:
+                await self._open(self.config.operational_cert_file, self.config.operational_key_file)
+            except ConnectRefused as exc:
+                last = exc
+                refusals += 1
+                if refusals >= refusals_allowed or attempt + 1 >= attempts:
+                    state = DeviceState.REVOKED if had_session else DeviceState.REFUSED
+                    self._set_state(state, str(exc))
+                    return state
+                continue
+            except (TimeoutError, OSError) as exc:  # broker away: transient, try again
+                last = exc
+                continue
+            self._set_state(DeviceState.ONLINE)
+            self.online.set()
+            return None
+        self._set_state(DeviceState.FAILED, f"broker unreachable: {last}")
+        return DeviceState.FAILED
+
+    async def _operate(self) -> Literal["lost", "renewed"]:
+        """Telemetry every interval; renew when due or asked. Returns why the session ended."""
+        transport = self._transport
+        assert transport is not None
+        topic = self.config.telemetry_topic.format(site=self.config.site, device=self.name)
+        lost = asyncio.ensure_future(transport.lost.wait())
+        try:
+            while True:
+                if transport.lost.is_set():
+                    return "lost"
+                if self._renew_requests or self.renewal_due():
+                    if await self._renew():
+                        await self._close_transport()
+                        return "renewed"
+                    if transport.lost.is_set():
+                        return "lost"
+                self.telemetry_sent += 1
+                transport.publish(topic, json.dumps({"device": self.name, "seq": self.telemetry_sent,
+                                                     "ts": self._clock().isoformat()}).encode(), qos=1)
+                self._renew_wakeup.clear()
+                wakeup = asyncio.ensure_future(self._renew_wakeup.wait())
+                try:
+                    await asyncio.wait({lost, wakeup}, timeout=self.config.telemetry_interval_s,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wakeup.cancel()
+        finally:
+            lost.cancel()
+
+    def renewal_due(self) -> bool:
+        """Inside the renewal window of the current certificate (and not backing off after a refusal)."""
+        cert = self.certificate
+        now = self._clock()
+        if cert is None or (self._next_renewal_try is not None and now < self._next_renewal_try):
+            return False
+        return cert.not_valid_after_utc - now < self.config.renewal_window
+
+    async def _renew(self) -> bool:
+        """Renew over the current operational session, authorized by the current certificate."""
+        self._set_state(DeviceState.RENEWING)
+        config = self.config
+        try:
+            credential_pem = config.operational_cert_file.read_text()
+            key = _load_key(config.operational_key_file.read_bytes())
+            serial = await self._obtain(credential_pem, key)
+        except (EnrollmentFailed, TimeoutError, ConnectRefused) as exc:
+            self._next_renewal_try = self._clock() + timedelta(seconds=config.renewal_retry_s)
+            self._fail_renewals(str(exc), exc if isinstance(exc, EnrollmentFailed) else None)
+            self._set_state(DeviceState.ONLINE, f"renewal: {exc}")
+            return False
+        self.renewals += 1
+        self._next_renewal_try = None
+        requests, self._renew_requests = self._renew_requests, []
+        for future in requests:
+            if not future.done():
+                future.set_result(serial)
+        return True
+
+    def _fail_renewals(self, message: str, exc: EnrollmentFailed | None = None) -> None:
+        requests, self._renew_requests = self._renew_requests, []
+        for future in requests:
+            if not future.done():
+                future.set_exception(exc or EnrollmentFailed("renewal_failed", message))
+
+    # -- the enrollment exchange ------------------------------------------------------------------------------
+
+    async def _obtain(self, credential_pem: str, credential_key: CertificateIssuerPrivateKeyTypes) -> str:
+        """One request/answer on the open transport; installs the new certificate; returns its serial."""
+        config = self.config
+        transport = self._transport
+        assert transport is not None
+        base = f"{config.enrollment_prefix}/{self.name}"
+        if not self._replies_subscribed:
+            await transport.subscribe(f"{base}/+", config.request_timeout_s)  # before publishing (AWS rule)
+            self._replies_subscribed = True
+        new_key: CertificateIssuerPrivateKeyTypes | None = None
+        csr_pem: str | None = None
+        if config.enrollment == "csr":
+            new_key, csr_pem = await run_blocking(_key_and_csr, self.name, config.key_type)
+        request = await run_blocking(
+            build_request, f"{base}/csr", credential_pem=credential_pem, credential_key=credential_key,
+            csr_pem=csr_pem, server_keygen=config.enrollment == "server_keygen",
+            key_type=config.key_type if config.enrollment == "server_keygen" else None, now=self._clock())
+        future: asyncio.Future[EnrollmentAccepted] = asyncio.get_running_loop().create_future()
+        self._pending[request.requestId] = future
+        try:
+            transport.publish(f"{base}/csr", request.model_dump_json(exclude_none=True).encode(), qos=1)
+            lost = asyncio.ensure_future(transport.lost.wait())
+            try:
+                await asyncio.wait({future, lost}, timeout=config.request_timeout_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+            if not future.done():
+                if transport.lost.is_set():
+                    raise ConnectRefused("the broker closed the connection before the answer came")
+                raise TimeoutError(f"no answer to request {request.requestId} within {config.request_timeout_s} s")
+            accepted = future.result()
+        finally:
+            self._pending.pop(request.requestId, None)
+        await run_blocking(self._install, accepted, new_key)
+        return accepted.serial
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        base = f"{self.config.enrollment_prefix}/{self.name}/"
+        if not topic.startswith(base):
+            return
+        kind = topic[len(base):]
+        try:
+            data = json.loads(payload)
+            if kind == "accepted":
+                accepted = EnrollmentAccepted.model_validate(data)
+                future = self._pending.get(accepted.requestId)
+                if future is not None and not future.done():
+                    future.set_result(accepted)
+            elif kind == "rejected":
+                rejected = EnrollmentRejected.model_validate(data)
+                failure = EnrollmentFailed(rejected.reason, rejected.message)
+                targets = ([self._pending[rejected.requestId]] if rejected.requestId in self._pending
+                           else [] if rejected.requestId else list(self._pending.values()))
+                for future in targets:
+                    if not future.done():
+                        future.set_exception(failure)
+        except (ValueError, ValidationError):
+            _log.warning("device %s: unreadable answer on %s", self.name, topic)
+
+    def _install(self, accepted: EnrollmentAccepted, new_key: CertificateIssuerPrivateKeyTypes | None) -> None:
+        """Check the answer fits (our key, our name) and write cert + key atomically."""
+        cert = x509.load_pem_x509_certificate(accepted.certificate.encode())
+        if new_key is None:
+            if accepted.privateKey is None:
+                raise EnrollmentFailed("bad_answer", "server-side key generation answered without a key")
+            new_key = _load_key(accepted.privateKey.encode())
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(*spki) != new_key.public_key().public_bytes(*spki):
+            raise EnrollmentFailed("bad_answer", "the issued certificate is not for this device's key")
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names or names[0].value != self.name:
+            raise EnrollmentFailed("bad_answer", "the issued certificate names another device")
+        key_pem = new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+        self.config.workdir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.config.operational_key_file, key_pem, 0o600)
+        _atomic_write(self.config.operational_cert_file, (accepted.certificate + "".join(accepted.chain)).encode(),
+                      0o644)
+
+    # -- connections ----------------------------------------------------------------------------------------------
+
+    async def _open(self, cert_file: Path, key_file: Path) -> Transport:
+        await self._close_transport()
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.config.ca_file))
+        context.load_cert_chain(str(cert_file), str(key_file))
+        transport = TRANSPORTS[self.config.library](self.name, self._on_message)
+        await transport.connect(self.config.host, self.config.port, context, self.config.connect_timeout_s)
+        self._transport = transport
+        self._replies_subscribed = False
+        return transport
+
+    async def _close_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.disconnect()
+
+
+def _key_and_csr(name: str, key_type: KeyType) -> tuple[CertificateIssuerPrivateKeyTypes, str]:
+    """Made on the device: the private key never leaves it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = generate_key(key_type.value)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])).sign(key, algorithm))
+    return key, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _load_key(pem: bytes) -> CertificateIssuerPrivateKeyTypes:
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key  # type: ignore[return-value]
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
