@@ -13,6 +13,10 @@ from rich.table import Table
 
 from otpki.cli.common import (
     EXIT_PROBLEM,
+    GroupOption,
+    JsonFlag,
+    SerialArg,
+    SiteOption,
     console,
     engine,
     err_console,
@@ -88,14 +92,14 @@ def issue(
 @certs_app.command("renew")
 @handle_errors
 def renew(
-    serial: str,
+    serial: SerialArg,
     csr: Annotated[Path | None, typer.Option(help="New CSR (new key chosen by the device)")] = None,
     new_key: Annotated[bool, typer.Option(help="Generate a new key here")] = False,
-    key_type: Annotated[KeyType | None, typer.Option()] = None,
+    key_type: Annotated[KeyType | None, typer.Option(help="Key type for --new-key")] = None,
     key_format: Annotated[str, typer.Option(help="pem or pkcs12")] = "pem",
-    password_file: Annotated[Path | None, typer.Option()] = None,
-    out: Annotated[Path | None, typer.Option()] = None,
-    key_out: Annotated[Path | None, typer.Option()] = None,
+    password_file: Annotated[Path | None, typer.Option(help="File with the password protecting the new key")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write certificate + chain (PEM) here; default stdout")] = None,
+    key_out: Annotated[Path | None, typer.Option(help="Where to write the generated private key")] = None,
 ) -> None:
     """Renew a certificate: same key by default, or a new CSR / server-generated key."""
     if csr is not None and new_key:
@@ -111,7 +115,7 @@ def renew(
 @certs_app.command("revoke")
 @handle_errors
 def revoke(
-    serial: str,
+    serial: SerialArg,
     reason: Annotated[str, typer.Option(help="RFC 5280 reason: key-compromise, superseded, "
                                              "cessation-of-operation, affiliation-changed, ...")] = "unspecified",
 ) -> None:
@@ -132,12 +136,12 @@ def _row_json(rec: CertificateRecord, now) -> dict:  # type: ignore[no-untyped-d
 @handle_errors
 def list_(
     expiring: Annotated[str | None, typer.Option(help="Only certificates expiring within e.g. 30d")] = None,
-    status: Annotated[CertificateStatus | None, typer.Option()] = None,
-    group: Annotated[str | None, typer.Option()] = None,
-    site: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[CertificateStatus | None, typer.Option(help="Only certificates in this state")] = None,
+    group: GroupOption = None,
+    site: SiteOption = None,
     owner: Annotated[str | None, typer.Option(help="Owner name (needs --group) or id")] = None,
-    limit: Annotated[int | None, typer.Option()] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many certificates, newest first")] = None,
+    json_out: JsonFlag = False,
 ) -> None:
     """The inventory: every certificate ever issued, with its status."""
     window = parse_duration(expiring) if expiring else None
@@ -162,8 +166,8 @@ def list_(
 
 @certs_app.command("show")
 @handle_errors
-def show(serial: str, pem: Annotated[bool, typer.Option(help="Print the certificate as PEM")] = False,
-         json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(serial: SerialArg, pem: Annotated[bool, typer.Option(help="Print the certificate as PEM")] = False,
+         json_out: JsonFlag = False) -> None:
     """Show one certificate from the inventory."""
     with engine() as (eng, _):
         rec = eng.inventory.get(serial)
@@ -185,11 +189,11 @@ def show(serial: str, pem: Annotated[bool, typer.Option(help="Print the certific
 @batch_app.command("sign")
 @handle_errors
 def batch_sign(
-    in_dir: Path,
-    out_dir: Path,
+    in_dir: Annotated[Path, typer.Argument(help="Directory of CSR files (*.csr, *.pem, *.der)")],
+    out_dir: Annotated[Path, typer.Argument(help="Where the certificates are written, one per CSR")],
     group: Annotated[str, typer.Option(help="Certificate group for every CSR")] = "mqtt-device",
-    site: Annotated[str | None, typer.Option()] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    site: SiteOption = None,
+    json_out: JsonFlag = False,
 ) -> None:
     """Sign every CSR in IN_DIR into OUT_DIR; certificates stay 'issued-not-delivered' until seen in the field."""
     if not in_dir.is_dir():

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -106,3 +106,13 @@ def write_output_file(path: Path, data: bytes, *, private: bool = False) -> None
     if private:
         tmp.chmod(0o600)
     tmp.replace(path)
+
+
+# Parameters many commands share, described once so every --help says the same thing.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+SerialArg = Annotated[str, typer.Argument(help="Certificate serial number (hex, as `otpki certs list` shows it)")]
+GroupArg = Annotated[str, typer.Argument(help="Certificate group, e.g. opcua-application or mqtt-device")]
+GroupOption = Annotated[str | None, typer.Option(help="Only this certificate group")]
+SiteOption = Annotated[str | None, typer.Option(help="Plant site (one of [pki] sites)")]
+DnsOption = Annotated[list[str] | None, typer.Option("--dns", help="A registered host name (repeatable)")]
+IpOption = Annotated[list[str] | None, typer.Option("--ip", help="A registered IP address (repeatable)")]

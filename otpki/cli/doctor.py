@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from otpki.cli.common import EXIT_PROBLEM, console, engine, handle_errors, parse_duration, print_json
+from otpki.cli.common import EXIT_PROBLEM, JsonFlag, console, engine, handle_errors, parse_duration, print_json
 from otpki.doctor import examine
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
@@ -18,7 +18,7 @@ def doctor(
     expiring: Annotated[str, typer.Option(help="Warn about certificates ending within this time (e.g. 30d)")] = "30d",
     probe: Annotated[bool, typer.Option(help="Also open a TCP connection to every push target")] = False,
     show_ok: Annotated[bool, typer.Option("--all", help="List passing checks too")] = False,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Check CA keys, CRLs, expiring certificates, push targets and the audit log; exit 1 on any failure."""
     window = parse_duration(expiring)

@@ -12,7 +12,19 @@ from rich.table import Table
 
 from opcua_gds.own_identity import ensure_identity
 from opcua_gds.rollout import KIND, Rollout, RolloutReport
-from otpki.cli.common import EXIT_PROBLEM, console, engine, err_console, handle_errors, print_json
+from otpki.cli.common import (
+    EXIT_PROBLEM,
+    DnsOption,
+    GroupOption,
+    IpOption,
+    JsonFlag,
+    SiteOption,
+    console,
+    engine,
+    err_console,
+    handle_errors,
+    print_json,
+)
 from trustlists.blocking import run_blocking
 
 targets_app = typer.Typer(help="Push targets: PLCs that get certificates and trust lists pushed.",
@@ -22,13 +34,13 @@ targets_app = typer.Typer(help="Push targets: PLCs that get certificates and tru
 @targets_app.command("add")
 @handle_errors
 def targets_add(
-    name: str,
-    endpoint: str,
+    name: Annotated[str, typer.Argument(help="The PLC's name, registered as its certificate owner")],
+    endpoint: Annotated[str, typer.Argument(help="The PLC's OPC UA endpoint, opc.tcp://HOST:PORT/PATH")],
     credentials: Annotated[str, typer.Option(help="Name of a push.credentials.NAME table in otpki.toml")],
     uri: Annotated[str | None, typer.Option(help="The PLC's ApplicationUri (default urn:otpki:plc:NAME)")] = None,
-    dns: Annotated[list[str] | None, typer.Option("--dns")] = None,
-    ip: Annotated[list[str] | None, typer.Option("--ip")] = None,
-    site: Annotated[str | None, typer.Option()] = None,
+    dns: DnsOption = None,
+    ip: IpOption = None,
+    site: SiteOption = None,
 ) -> None:
     """Register a PLC (an OPC UA server with push management) as a push target."""
     with engine() as (eng, s):
@@ -42,7 +54,7 @@ def targets_add(
 
 @targets_app.command("list")
 @handle_errors
-def targets_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def targets_list(json_out: JsonFlag = False) -> None:
     """Push targets and what they last received."""
     with engine() as (eng, _):
         targets = eng.targets.list(kind=KIND)
@@ -61,10 +73,10 @@ def targets_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
 def push(
     endpoint: Annotated[str | None, typer.Argument(help="One target's endpoint; or use --all/--group/--site")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every target that needs it")] = False,
-    group: Annotated[str | None, typer.Option()] = None,
-    site: Annotated[str | None, typer.Option()] = None,
+    group: GroupOption = None,
+    site: SiteOption = None,
     force: Annotated[bool, typer.Option(help="Push even to targets that are up to date")] = False,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonFlag = False,
     every: Annotated[float | None, typer.Option(
         help="Keep running: every SECONDS push to whatever is due (renewal window, new trust list after a "
              "revocation or CA change, retries after backoff) until stopped with Ctrl-C or SIGTERM",

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from otpki.cli.common import console, engine, handle_errors, print_json, read_input_file, write_output_file
+from otpki.cli.common import (
+    GroupArg,
+    JsonFlag,
+    console,
+    engine,
+    handle_errors,
+    print_json,
+    read_input_file,
+    write_output_file,
+)
 from trustlists.exports import (
     encode_trustlist,
     trustlist_to_json,
@@ -34,7 +43,7 @@ class ListName(StrEnum):
 
 @trustlist_app.command("show")
 @handle_errors
-def show(group: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(group: GroupArg, json_out: JsonFlag = False) -> None:
     """Show a group's current trust list: version, content hash and every certificate and CRL."""
     with engine() as (eng, _):
         tl = eng.trustlists.get(group)
@@ -58,7 +67,7 @@ def show(group: str, json_out: Annotated[bool, typer.Option("--json")] = False) 
 @trustlist_app.command("export")
 @handle_errors
 def export(
-    group: str,
+    group: GroupArg,
     out: Annotated[Path, typer.Option(help="File (binary, json), folder (pki, mosquitto)")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="binary | pki | mosquitto | json")] = ExportFormat.pki,
 ) -> None:
@@ -84,8 +93,8 @@ def export(
 @trustlist_app.command("import")
 @handle_errors
 def import_(
-    group: str,
-    file: Path,
+    group: GroupArg,
+    file: Annotated[Path, typer.Argument(help="PEM bundle or DER file of certificates, or a CRL")],
     list_name: Annotated[ListName, typer.Option("--list", help="trusted (anchor) or issuer (chain only)")] = (
         ListName.trusted),
     note: Annotated[str, typer.Option(help="Why this is trusted (kept in the audit log)")] = "",
@@ -100,7 +109,8 @@ def import_(
 
 @trustlist_app.command("remove")
 @handle_errors
-def remove(group: str, fingerprint: str) -> None:
+def remove(group: GroupArg, fingerprint: Annotated[str, typer.Argument(
+        help="SHA-256 of the imported item, from `otpki trustlist show`")]) -> None:
     """Remove imported trust by its SHA-256 fingerprint."""
     with engine() as (eng, s):
         eng.trustlists.remove_external(group, fingerprint, actor=s.actor())
