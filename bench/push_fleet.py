@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,58 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import emit, note, parse_args, workdir
 from opcua_gds.own_identity import ensure_identity
 from opcua_gds.rollout import KIND, Rollout
+from simulators.plant_workers import chunks, consecutive_free_ports, start_workers, stop_workers, wait_ready
 from tests.helpers import make_engine
 
 TARGET = 0.1
 PER_PROCESS = 50
 PASSWORD = "bench-plc-admin-pw"
-
-
-def consecutive_free_ports(n: int) -> int:
-    for base in range(41000, 60000, 500):
-        ok = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no range of free ports")
-
-
-def start_workers(n: int, base: int, root: Path) -> list[subprocess.Popen[str]]:
-    env = {**os.environ, "OTPKI_PLC_ADMIN_PASSWORD": PASSWORD}
-    workers = []
-    for start in range(0, n, PER_PROCESS):
-        count = min(PER_PROCESS, n - start)
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "simulators.plant", "--plcs", str(count), "--base-port", str(base + start),
-             "--root", str(root / f"w{start}"), "--prefix", f"plc{start}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-            cwd=Path(__file__).resolve().parents[1]))
-    for w in workers:
-        line = w.stdout.readline() if w.stdout else ""
-        if not line.startswith("READY"):
-            raise RuntimeError(f"a plant worker did not start: {line!r}")
-    return workers
-
-
-def stop_workers(workers: list[subprocess.Popen[str]]) -> None:
-    """SIGTERM the plant workers; whatever has not exited after a grace period is killed."""
-    for w in workers:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(w.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for w in workers:
-        try:
-            w.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(w.pid, signal.SIGKILL)
-            w.wait(timeout=10)
 
 
 async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, object]:
@@ -87,13 +39,18 @@ async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, objec
     base = consecutive_free_ports(n)
     note(f"push_fleet: starting {n} PLCs from port {base}")
     t0 = time.perf_counter()
-    workers = start_workers(n, base, d / "plant")
+    parts = chunks(n, per_process=PER_PROCESS)
+    workers = start_workers(parts, base_port=base, root=d / "plant", password=PASSWORD, admin="plc-admin")
+    try:
+        await wait_ready(workers, [size for _start, size in parts])
+    except BaseException:
+        stop_workers(workers, grace_s=20)
+        raise
     startup_s = time.perf_counter() - t0
     try:
         for i in range(n):
-            start, idx = (i // PER_PROCESS) * PER_PROCESS, i % PER_PROCESS
-            owner = engine.registry.register(group="opcua-application", name=f"plc{start}-{idx + 1}",
-                                             application_uri=f"urn:otpki:plc:plc{start}-{idx + 1}",
+            owner = engine.registry.register(group="opcua-application", name=f"plc-{i + 1}",
+                                             application_uri=f"urn:otpki:plc:plc-{i + 1}",
                                              dns_names=["localhost"], ip_addresses=["127.0.0.1"], actor="bench")
             engine.targets.add(owner_id=owner.id, kind=KIND, address=f"opc.tcp://127.0.0.1:{base + i}/plc",
                                credentials_ref="plc", actor="bench")
@@ -114,7 +71,7 @@ async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, objec
         wall = time.perf_counter() - t
         cpu_after = cpu_seconds(workers)
     finally:
-        stop_workers(workers)
+        stop_workers(workers, grace_s=20)
         engine.close()
     return {"singles": singles, "wall": wall, "delivered": report.delivered, "failed": report.failed,
             "errors": [o.error for o in report.outcomes if not o.ok][:5], "startup_s": startup_s,

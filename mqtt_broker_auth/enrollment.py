@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from gmqtt import Client as MqttClient
 from gmqtt.mqtt.constants import MQTTv311
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mqtt_broker_auth.decision import ENROLLMENT_SERVICE_ROLE, DeviceGate, DeviceIdentity, Refusal
 from mqtt_broker_auth.enrollment_messages import (
@@ -59,18 +59,24 @@ Outcome = EnrollmentAccepted | EnrollmentRejected | None  # None: dropped withou
 
 
 class EnrollmentSettings(BaseModel):
+    """Limits of the enrollment service (`[mqtt.enrollment]` in otpki.toml)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES
-    clock_skew_s: int = CLOCK_SKEW_S
-    burst: int = 5  # requests a device may send at once ...
-    refill_per_s: float = 0.1  # ... then one per 10 s
-    rejections_before_silence: int = 3  # rate_limited answers per exhausted bucket before the service goes quiet
-    max_concurrency: int = 4  # requests being verified/signed at once
-    max_pending: int = 256  # accepted into the queue; beyond this requests are dropped
-    tracked_devices: int = 10_000  # bound of the per-device rate-limit table (names come from topics)
-    replay_file: Path | None = None  # persist the replay memory so a restart does not forget recent ids
-    reconnect_delay_s: float = 2.0  # between reconnect attempts when the broker went away
+    max_payload_bytes: int = Field(MAX_PAYLOAD_BYTES, gt=0, description="Largest request accepted, in bytes")
+    clock_skew_s: int = Field(CLOCK_SKEW_S, gt=0,
+                              description="How far a request's timestamp may be from the service's clock")
+    burst: int = Field(5, ge=1, description="Requests a device may send at once before the rate limit applies")
+    refill_per_s: float = Field(0.1, gt=0, description="Requests per second a device earns back after its burst")
+    rejections_before_silence: int = Field(
+        3, ge=0, description="rate_limited answers per exhausted bucket before the service stops answering")
+    max_concurrency: int = Field(4, ge=1, description="Requests being verified and signed at once")
+    max_pending: int = Field(256, ge=1, description="Queued requests; beyond this requests are dropped")
+    tracked_devices: int = Field(10_000, ge=1,
+                                 description="Size of the per-device rate-limit table (names come from topics)")
+    replay_file: Path | None = Field(
+        None, description="File that keeps recent request ids across restarts (unset: memory only)")
+    reconnect_delay_s: float = Field(2.0, gt=0, description="Pause between reconnects when the broker went away")
 
 
 class _Bucket:

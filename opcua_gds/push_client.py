@@ -307,6 +307,10 @@ class _Session(BaseModel):
     username: str
     password: str
 
+    async def open(self) -> tuple[Client, list[StepOutcome]]:
+        """The first connection of a push, and the step list that records it."""
+        return await self.connect(), [StepOutcome(step="connect")]
+
     async def connect(self) -> Client:
         return await connect_push_session(self.endpoint, client_cert_path=self.client_cert_path,
                                           client_key_path=self.client_key_path, client_app_uri=self.client_app_uri,
@@ -380,12 +384,10 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
     was sent, a reconnect decides: the server either presents the new certificate (the push succeeded) or
     still the old one (it discarded the staged change with the session), and the error says which.
     """
-    steps: list[StepOutcome] = []
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
                        password=password)
-    client = await session.connect()
-    steps.append(StepOutcome(step="connect"))
+    client, steps = await session.open()
     trust_list_written = False
     cert_der = b""
     try:
@@ -466,12 +468,10 @@ async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client
                           client_app_uri: str, username: str, password: str, trust_list: TrustListContent,
                           reconnect_attempts: int = 15, reconnect_delay_s: float = 1.0) -> PushResult:
     """Only the trust list (after a revocation or a CA change): write, ApplyChanges, read it back."""
-    steps: list[StepOutcome] = []
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
                        password=password)
-    client = await session.connect()
-    steps.append(StepOutcome(step="connect"))
+    client, steps = await session.open()
     try:
         push = PushClient(client)
         caps = await push.read_capabilities()

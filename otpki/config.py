@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mqtt_broker_auth.enrollment import EnrollmentSettings
 from opcua_gds.rollout import PushSettings
 from opcua_gds.server import GdsSettings
 from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized
@@ -52,6 +53,64 @@ class StoreSettings(BaseModel):
     busy_timeout_s: float = Field(5.0, ge=0, description="How long a writer waits for another process's lock")
 
 
+class MosquittoFileSettings(BaseModel):
+    """`[mqtt.mosquitto]`: an operator's Mosquitto that otpki configures and keeps in sync."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workdir: Path | None = Field(
+        None, description="Directory of mosquitto.conf, cafile, crlfile, server key and dynsec file "
+                          "(default: <data dir>/mosquitto)")
+    host: str = Field("127.0.0.1", description="Address of the device listener (mTLS); also the server "
+                                               "certificate's IP address or DNS name")
+    port: int = Field(8883, ge=1, le=65535, description="Port of the device listener (mTLS)")
+    admin_host: str = Field("127.0.0.1", description="Address of the dynsec admin listener (keep it on loopback)")
+    admin_port: int = Field(1884, ge=1, le=65535, description="Port of the dynsec admin listener")
+    admin_username: str = Field("otpki-admin", description="Dynsec admin user otpki logs in as")
+    admin_password_file: Path | None = Field(
+        None, description="File with the dynsec admin password (else OTPKI_MQTT_ADMIN_PASSWORD); never in this "
+                          "file")
+    binary: Path = Field(Path("/usr/sbin/mosquitto"), description="The mosquitto executable")
+    ctrl_binary: Path = Field(Path("/usr/bin/mosquitto_ctrl"),
+                              description="mosquitto_ctrl, used to hash the admin password into the dynsec file")
+    openssl_binary: Path = Field(Path("openssl"), description="openssl, the second check of every CRL installed")
+    dynsec_plugin: Path = Field(Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"),
+                                description="The dynamic-security plugin of the installed Mosquitto")
+    run_as_user: str | None = Field(
+        None, description="`user` in mosquitto.conf (default: the user otpki runs as, so no privilege drop "
+                          "makes the 0600 key unreadable)")
+    crl_min_remaining_s: float = Field(
+        3600.0, ge=0, description="A CRL closer than this to its nextUpdate is not installed (Mosquitto locks "
+                                  "everyone out when it expires)")
+    tls_version: str | None = Field(None, description="`tls_version` of the device listener (unset: Mosquitto's "
+                                                      "default, TLS 1.2 and 1.3)")
+    sync_interval_s: float = Field(0.25, gt=0, description="Seconds between sync rounds of `otpki mqtt sync`")
+    reload_command: list[str] | None = Field(
+        None, description="Command that makes Mosquitto reload after new files are installed, e.g. [\"systemctl\", "
+                          "\"reload\", \"mosquitto\"] (unset: SIGHUP to the pid in the workdir's mosquitto.pid, "
+                          "which Mosquitto writes only when started with -d)")
+
+
+class MqttSettings(BaseModel):
+    """`[mqtt]`: the MQTT device front (`otpki mqtt ...`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field("mqtt-device", description="Certificate group of the devices")
+    broker_group: str = Field("mqtt-broker", description="Certificate group of the broker's TLS server certificate")
+    broker: Literal["embedded", "mosquitto"] = Field(
+        "embedded", description="The broker otpki serves: its own amqtt broker (`otpki mqtt serve`) or an "
+                                "operator's Mosquitto (`otpki mqtt sync`)")
+    host: str = Field("127.0.0.1", description="Address the embedded broker listens on (mTLS)")
+    port: int = Field(8883, ge=0, le=65535, description="Port of the embedded broker (0: any free port)")
+    revocation_interval_s: float = Field(
+        0.2, gt=0, description="How often the embedded broker looks for revocations to drop live sessions")
+    service_name: str = Field("otpki-enrollment",
+                              description="Registered name (in `group`) of the enrollment service's own identity")
+    enrollment: EnrollmentSettings = Field(default_factory=EnrollmentSettings)
+    mosquitto: MosquittoFileSettings = Field(default_factory=MosquittoFileSettings)
+
+
 class FileSettings(BaseModel):
     """What otpki.toml may contain."""
 
@@ -61,6 +120,7 @@ class FileSettings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     gds: GdsSettings = Field(default_factory=GdsSettings)
     push: PushSettings = Field(default_factory=PushSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
     pki: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of the embedded certificate-group policies (trustlists/profiles/default.toml)")
@@ -76,6 +136,8 @@ class EnvSettings(BaseSettings):
     ca_passphrase_file: Path | None = Field(None, description="File holding that passphrase")
     hsm_pin: str | None = Field(None, description="User PIN of the HSM token")
     actor: str | None = Field(None, description="Name recorded in the audit log (default: the OS user)")
+    mqtt_admin_password: str | None = Field(
+        None, description="Password of the Mosquitto dynsec admin user (or [mqtt.mosquitto] admin_password_file)")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +187,24 @@ class Settings(BaseModel):
             return self.env.hsm_pin
         raise KeyAccessError("no HSM PIN: set OTPKI_HSM_PIN or keys.pkcs11.pin_file in otpki.toml",
                              reason="no_pin")
+
+    def mqtt_admin_password(self) -> str:
+        path = self.file.mqtt.mosquitto.admin_password_file
+        if path is not None:
+            try:
+                password = Path(path).read_text().strip()
+            except OSError as exc:
+                raise KeyAccessError(f"cannot read the dynsec admin password file {path}: {exc.strerror}",
+                                     reason="no_mqtt_admin_password") from None
+        else:
+            password = self.env.mqtt_admin_password or ""
+        if not password:
+            raise KeyAccessError("no Mosquitto dynsec admin password: set OTPKI_MQTT_ADMIN_PASSWORD or "
+                                 "[mqtt.mosquitto] admin_password_file in otpki.toml", reason="no_mqtt_admin_password")
+        return password
+
+    def mosquitto_workdir(self) -> Path:
+        return Path(self.file.mqtt.mosquitto.workdir or self.data_dir / "mosquitto")
 
     def actor(self) -> str:
         if self.env.actor:

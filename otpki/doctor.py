@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 from cryptography import x509
@@ -21,11 +23,16 @@ from pydantic import BaseModel, Field
 
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
+from trustlists.exports.mosquitto_files import mosquitto_bundle
 from trustlists.models import CARecord
 from trustlists.targets import TargetState
 
+if TYPE_CHECKING:
+    from otpki.config import Settings
+
 Level = Literal["ok", "warn", "fail"]
 PROBE = b"otpki doctor: can this key sign for its certificate?"
+_CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----\r?\n.+?-----END X509 CRL-----\r?\n?", re.S)
 
 
 class Finding(BaseModel):
@@ -174,6 +181,77 @@ def check_audit(engine: Engine) -> Iterable[Finding]:
         yield Finding(check="audit", subject="audit log", level="ok", detail=f"{result.records} records, chain intact")
     else:
         yield Finding(check="audit", subject="audit log", level="fail", detail=f"chain broken: {result.problem}")
+
+
+def check_mosquitto_files(engine: Engine, *, cafile: Path, crlfile: Path, group: str,
+                          min_remaining: timedelta) -> Iterable[Finding]:
+    """The cafile/crlfile Mosquitto reads: present, what the engine exports now, CRLs not near nextUpdate.
+
+    Mosquitto fails open on a bad CRL at reload and locks every device out on an expired one, and it only
+    learns about a revocation when the files change; a stale pair means revoked devices still connect.
+    """
+    subject = f"mosquitto {cafile.parent}"
+    try:
+        installed_ca, installed_crl = cafile.read_bytes(), crlfile.read_bytes()
+    except OSError as exc:
+        yield Finding(check="mqtt-broker-files", subject=subject, level="fail",
+                      detail=f"cannot read {exc.filename}: {exc.strerror}; run `otpki mqtt mosquitto-config` "
+                             "(first time) or `otpki mqtt sync --once`")
+        return
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group))
+    if (installed_ca, installed_crl) != (ca_pem, crl_pem):
+        stale = " and ".join(n for n, a, b in (("cafile", installed_ca, ca_pem), ("crlfile", installed_crl, crl_pem))
+                             if a != b)
+        yield Finding(check="mqtt-broker-files", subject=subject, level="fail",
+                      detail=f"out of sync: the installed {stale} differ from what the engine exports now (a "
+                             "revocation or trust change has not reached the broker); run `otpki mqtt sync --once` "
+                             "or keep `otpki mqtt sync` running")
+    in_sync = (installed_ca, installed_crl) == (ca_pem, crl_pem)
+    now = engine.ctx.clock()
+    margin = timedelta(days=engine.config.group(group).crl_refresh_margin_days)
+    worst: Finding | None = None
+    failed = False
+    for block in _CRL_PEM.findall(installed_crl):
+        try:
+            crl = x509.load_pem_x509_crl(block)
+        except ValueError as exc:
+            yield Finding(check="mqtt-broker-files", subject=subject, level="fail",
+                          detail=f"the installed crlfile holds an unreadable CRL ({exc}): Mosquitto would run "
+                                 "without CRL checks after its next reload; run `otpki mqtt sync --once`")
+            return
+        issuer = crl.issuer.rfc4514_string()
+        next_update = crl.next_update_utc
+        if next_update is None or next_update <= now:
+            failed = True
+            yield Finding(check="mqtt-broker-files", subject=subject, level="fail",
+                          detail=f"the installed CRL of {issuer} expired ({next_update}): Mosquitto refuses every "
+                                 "device of that CA; run `otpki crl refresh` and `otpki mqtt sync --once`")
+        elif next_update - now < min_remaining:
+            failed = True
+            yield Finding(check="mqtt-broker-files", subject=subject, level="fail",
+                          detail=f"the installed CRL of {issuer} expires {next_update:%Y-%m-%d %H:%M} UTC, closer "
+                                 f"than the {min_remaining} the sync requires; run `otpki crl refresh` and "
+                                 "`otpki mqtt sync --once`")
+        elif next_update - now < margin and worst is None:
+            worst = Finding(check="mqtt-broker-files", subject=subject, level="warn",
+                            detail=f"the installed CRL of {issuer} reaches nextUpdate {next_update:%Y-%m-%d %H:%M} "
+                                   f"UTC within {margin.days} days: refresh CRLs and sync")
+    if worst is not None and not failed:
+        yield worst
+    elif in_sync and not failed:
+        yield Finding(check="mqtt-broker-files", subject=subject, level="ok",
+                      detail=f"cafile and crlfile match trust list v{engine.trustlists.get(group).version}")
+
+
+def mqtt_checks(engine: Engine, settings: Settings) -> list[Check]:
+    """The broker checks `[mqtt]` asks for: with `broker = "mosquitto"`, the installed cafile/crlfile."""
+    mqtt = settings.file.mqtt
+    if mqtt.broker != "mosquitto":
+        return []
+    workdir = settings.mosquitto_workdir()
+    return [lambda: check_mosquitto_files(engine, cafile=workdir / "ca.pem", crlfile=workdir / "crl.pem",
+                                          group=mqtt.group,
+                                          min_remaining=timedelta(seconds=mqtt.mosquitto.crl_min_remaining_s))]
 
 
 Check = Callable[[], Iterable[Finding]]

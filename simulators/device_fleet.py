@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +36,8 @@ from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
 from trustlists.engine import Engine
 from trustlists.errors import AlreadyExists
 
-__all__ = ["FleetConfig", "FleetDevice", "FleetManifest", "FleetSummary", "prepare", "register_fleet", "run_fleet"]
+__all__ = ["FleetConfig", "FleetDevice", "FleetManifest", "FleetSummary", "bring_online", "prepare", "register_fleet",
+           "run_fleet"]
 
 ACTOR = "device-fleet"
 
@@ -51,6 +53,8 @@ class FleetDevice(BaseModel):
 
 class FleetManifest(BaseModel):
     manufacturer_ca_file: Path
+    # The manufacturer's CRL: Mosquitto (OpenSSL) refuses leaves of a CA in its cafile that has no CRL.
+    manufacturer_crl_file: Path | None = None
     devices: list[FleetDevice]
 
 
@@ -121,18 +125,26 @@ def prepare(config: FleetConfig) -> FleetManifest:
         cert_file, key_file = credential.write(workdir / "factory")
         devices.append(FleetDevice(name=name, site=config.site, bootstrap_subject_cn=credential.subject_cn,
                                    bootstrap_cert_file=cert_file, bootstrap_key_file=key_file, workdir=workdir))
-    manifest = FleetManifest(manufacturer_ca_file=config.workdir / "manufacturer" / "ca.pem", devices=devices)
+    crl_file = config.workdir / "manufacturer" / "crl.pem"
+    if not crl_file.exists():  # valid a year, like the IDevIDs it is kept with
+        crl_file.write_text(maker.crl_pem())
+    manifest = FleetManifest(manufacturer_ca_file=config.workdir / "manufacturer" / "ca.pem",
+                             manufacturer_crl_file=crl_file, devices=devices)
     config.workdir.mkdir(parents=True, exist_ok=True)
     manifest_file.write_text(manifest.model_dump_json(indent=2))
     return manifest
 
 
 def register_fleet(engine: Engine, manifest: FleetManifest, *, group: str = "mqtt-device") -> int:
-    """What an operator does once: trust the manufacturer CA and allow-list each device's IDevID."""
+    """What an operator does once: trust the manufacturer CA (and its CRL), allow-list each device's IDevID."""
     ca_pem = manifest.manufacturer_ca_file.read_bytes()
     with contextlib.suppress(AlreadyExists):  # registering twice (a second run) changes nothing
         engine.trustlists.import_external(group, ca_pem, list_name="trusted",
                                           note="fleet manufacturer IDevID CA", actor=ACTOR)
+    if manifest.manufacturer_crl_file is not None and manifest.manufacturer_crl_file.exists():
+        with contextlib.suppress(AlreadyExists):
+            engine.trustlists.import_external(group, manifest.manufacturer_crl_file.read_bytes(), list_name="trusted",
+                                              note="fleet manufacturer CRL", actor=ACTOR)
     added = 0
     for device in manifest.devices:
         if engine.registry.find(group, name=device.name) is not None:
@@ -156,13 +168,14 @@ def _device(config: FleetConfig, entry: FleetDevice, index: int) -> MqttDevice:
         telemetry_interval_s=config.telemetry_interval_s, request_timeout_s=config.request_timeout_s))
 
 
-async def run_fleet(config: FleetConfig, manifest: FleetManifest | None = None,
-                    stop: asyncio.Event | None = None) -> FleetSummary:
-    """Enroll (bounded), bring everyone online, keep them running `duration_s` (or until `stop`), report."""
-    started = time.monotonic()
-    manifest = manifest or prepare(config)
-    devices = [_device(config, entry, i) for i, entry in enumerate(manifest.devices[:config.devices])]
-    slots = asyncio.Semaphore(config.enroll_concurrency)
+async def bring_online(devices: list[MqttDevice], *, concurrency: int, timeout_s: float,
+                       on_settled: Callable[[MqttDevice], None] | None = None) -> list[float]:
+    """Start every device, at most `concurrency` enrolling/connecting at once; wait until each is online or ended.
+
+    Returns the start-to-online seconds of the devices that enrolled in this call. `on_settled` is told about
+    each device as soon as it is online or gave up (progress displays).
+    """
+    slots = asyncio.Semaphore(concurrency)
     enroll_times: list[float] = []
 
     async def bring_up(device: MqttDevice) -> None:
@@ -174,17 +187,29 @@ async def run_fleet(config: FleetConfig, manifest: FleetManifest | None = None,
             online = asyncio.ensure_future(device.online.wait())
             ended = asyncio.ensure_future(device.ended.wait())
             try:
-                await asyncio.wait({online, ended}, timeout=2 * config.request_timeout_s,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({online, ended}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 online.cancel()
                 ended.cancel()
             if fresh and device.state == DeviceState.ONLINE:
                 enroll_times.append(time.monotonic() - t0)
+        if on_settled is not None:
+            on_settled(device)
 
+    await asyncio.gather(*(bring_up(d) for d in devices))
+    return enroll_times
+
+
+async def run_fleet(config: FleetConfig, manifest: FleetManifest | None = None,
+                    stop: asyncio.Event | None = None) -> FleetSummary:
+    """Enroll (bounded), bring everyone online, keep them running `duration_s` (or until `stop`), report."""
+    started = time.monotonic()
+    manifest = manifest or prepare(config)
+    devices = [_device(config, entry, i) for i, entry in enumerate(manifest.devices[:config.devices])]
     stop = stop or asyncio.Event()
     try:
-        await asyncio.gather(*(bring_up(d) for d in devices))
+        enroll_times = await bring_online(devices, concurrency=config.enroll_concurrency,
+                                          timeout_s=2 * config.request_timeout_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), config.duration_s)
         online = sum(1 for d in devices if d.state == DeviceState.ONLINE)

@@ -117,6 +117,22 @@ class Manufacturer:
         """What the plant imports into the MQTT group's trust list (and the broker's CA file)."""
         return _pem(self.certificate)
 
+    def crl_pem(self, *, revoked: tuple[int, ...] = (), valid_days: int = 365, now: datetime | None = None) -> str:
+        """The manufacturer's CRL. Mosquitto needs one for every CA in its cafile that issues leaves
+        (OpenSSL refuses a leaf with "unable to get certificate CRL" otherwise), so the plant imports it with
+        the CA. Real manufacturers publish theirs; this one lists `revoked` serials."""
+        now = now or datetime.now(UTC)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.certificate.subject)
+                   .last_update(now - timedelta(minutes=5)).next_update(now + timedelta(days=valid_days))
+                   .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                       self.certificate.public_key()), critical=False))  # type: ignore[arg-type]
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        crl = builder.sign(self.key, _hash_for(self.key))  # type: ignore[arg-type]
+        return crl.public_bytes(serialization.Encoding.PEM).decode()
+
     def issue_idevid(self, serial_number: str, *, key_type: str = "ec-p256", valid_days: int = 20 * 365,
                      now: datetime | None = None) -> BootstrapCredential:
         """An IDevID whose CN is the device's factory serial number (not its plant name)."""

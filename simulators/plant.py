@@ -27,6 +27,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--prefix", default="plc")
+    parser.add_argument("--first", type=int, default=1, help="number of the first PLC ({prefix}-{first})")
     parser.add_argument("--admin", default="plc-admin")
     parser.add_argument("--password-env", default="OTPKI_PLC_ADMIN_PASSWORD")
     args = parser.parse_args(argv)
@@ -36,7 +37,8 @@ async def main(argv: list[str] | None = None) -> int:
         return 2
     access = AccessConfig(users=[PasswordUser(name=args.admin, password_hash=hash_password(password),
                                               roles=[GdsRole.SECURITY_ADMIN])])
-    plcs = await start_plant(args.plcs, args.base_port, args.root, access, host=args.host, prefix=args.prefix)
+    plcs = await start_plant(args.plcs, args.base_port, args.root, access, host=args.host, prefix=args.prefix,
+                              first=args.first)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

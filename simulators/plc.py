@@ -92,10 +92,15 @@ class PlcSimulator:
 
 
 async def start_plant(n: int, base_port: int, root: Path, access: AccessConfig | None = None, *,
-                      host: str = "127.0.0.1", prefix: str = "plc") -> list[PlcSimulator]:
-    """N PLCs on consecutive ports base_port.., each with its own PKI folder under `root`."""
-    plcs = [PlcSimulator(f"{prefix}-{i + 1}", f"opc.tcp://{host}:{base_port + i}/plc", Path(root) / f"{prefix}-{i + 1}",
-                         access) for i in range(n)]
+                      host: str = "127.0.0.1", prefix: str = "plc", first: int = 1) -> list[PlcSimulator]:
+    """N PLCs on consecutive ports base_port.., each with its own PKI folder under `root`.
+
+    They are named `{prefix}-{first}`, `{prefix}-{first + 1}`, ...: several plant processes can share one
+    naming scheme (the demo runs plc-1..plc-50 in one process, plc-51..plc-100 in the next).
+    """
+    names = [f"{prefix}-{first + i}" for i in range(n)]
+    plcs = [PlcSimulator(name, f"opc.tcp://{host}:{base_port + i}/plc", Path(root) / name, access)
+            for i, name in enumerate(names)]
     try:
         await asyncio.gather(*(plc.start() for plc in plcs))
     except BaseException:

@@ -8,6 +8,15 @@ Each round (`sync_once`, every `interval_s` in `run`):
    the missing CA) refuses. Mosquitto handles the HUP on its main loop before it accepts that reconnect;
 3. reconcile dynsec clients and roles with the registry: a client (username = certificate CN) and a role
    holding the device's topics for every registered device; clients of unregistered devices deleted.
+   Bootstrap: for every allow-listed `{"subject_cn": CN}` entry of a device (`attributes["bootstrap"]`) a
+   client named CN whose role holds only that device's enrollment topics (publish the CSR topic, subscribe
+   to the replies). Mosquitto knows a client by its certificate CN alone, whoever issued it, so a CN that
+   equals a registered name or another device's bootstrap CN is refused (logged, no client): otherwise the
+   manufacturer's certificate would inherit that device's ACL. `{"sha256": ...}` entries cannot be expressed
+   in Mosquitto (no fingerprint usernames) and get no client; those devices enroll on the embedded broker.
+   The bootstrap client stays after the device got its operational certificate: the allow-list entry in the
+   registry is the one switch (the enrollment service honours it too), and keeping the client lets a device
+   re-enroll after a factory reset. Removing the entry removes the client on the next round.
 
 "Newly revoked" is the difference between the CRLs in the crlfile on disk and the new ones, so a restart
 of this service still kicks what was revoked while it was down. Every state change is logged; the engine
@@ -35,7 +44,7 @@ from mqtt_broker_auth.mosquitto.config import MosquittoSettings
 from mqtt_broker_auth.mosquitto.files import UnsafeTrustFiles, install_trust_files
 from mqtt_broker_auth.mosquitto.process import hup_from_pid_file
 from mqtt_broker_auth.policy import MqttAccessPolicy, mqtt_policy
-from mqtt_broker_auth.topics import device_topics
+from mqtt_broker_auth.topics import DeviceTopics, device_topics
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
@@ -59,6 +68,8 @@ class SyncReport(BaseModel):
     created: list[str] = Field(default_factory=list)
     updated: list[str] = Field(default_factory=list)
     deleted: list[str] = Field(default_factory=list)
+    # bootstrap CN -> why it got no dynsec client (bootstrap_cn_is_registered_name, bootstrap_cn_ambiguous, ...)
+    skipped_bootstrap: dict[str, str] = Field(default_factory=dict)
 
 
 def _crl_entries(pem: bytes | None) -> set[tuple[bytes, int]]:
@@ -118,6 +129,9 @@ class MosquittoSync:
         self._last_full = 0.0
         self._stop = asyncio.Event()
         self.last_report: SyncReport | None = None
+        self.skipped_bootstrap: dict[str, str] = {}
+        self._unapplied: tuple[bytes | None, bytes | None] | None = None  # files installed, reload/kick pending
+        self._warned: dict[str, str] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def _client(self) -> ds.DynsecClient:
@@ -177,9 +191,15 @@ class MosquittoSync:
         s = self.settings
         ca_pem, crl_pem = mosquitto_bundle(trust)
         old_ca, old_crl = await run_blocking(_read, s.cafile), await run_blocking(_read, s.crlfile)
+        if self._unapplied is not None:
+            # A previous round installed files but its reload or kick failed: the broker may still run on the
+            # files before that, so those are what "newly revoked" is measured against.
+            old_ca, old_crl = self._unapplied
         try:
+            # reload=None: the reload happens below, so that a failed one is retried instead of forgotten
+            # (the next round would find the files already in place and skip both reload and kicks).
             result = await run_blocking(install_trust_files, s.cafile, s.crlfile, ca_pem, crl_pem,
-                                        reload=self._reload, openssl=s.openssl_binary,
+                                        reload=None, openssl=s.openssl_binary,
                                         min_remaining=timedelta(seconds=s.crl_min_remaining_s))
         except UnsafeTrustFiles as exc:
             report.refused = exc.reason
@@ -188,11 +208,13 @@ class MosquittoSync:
                 log.error("mosquitto sync: trust list %s v%d NOT installed (%s): %s; the broker keeps the "
                           "previous cafile/crlfile", self.group, trust.version, exc.reason, exc)
             return
-        self._trust_version = trust.version
         self._refused_hash = None
-        report.files_installed = result.changed
-        if not result.changed:
+        if not result.changed and self._unapplied is None:
+            self._trust_version = trust.version
             return
+        self._unapplied = (old_ca, old_crl)
+        await run_blocking(self._reload)
+        report.files_installed = True
         log.info("mosquitto sync: installed cafile (%d CAs) and crlfile (%d CRLs) of %s v%d and sent SIGHUP",
                  result.ca_count, result.crl_count, self.group, trust.version)
         victims = await run_blocking(self._victims, old_ca, old_crl, ca_pem, crl_pem)
@@ -203,6 +225,8 @@ class MosquittoSync:
             await client.aexecute(commands, allow_errors=("not found",))
             report.kicked = sorted(victims)
             log.info("mosquitto sync: kicked %s after revocation", ", ".join(report.kicked))
+        self._unapplied = None
+        self._trust_version = trust.version
 
     def _victims(self, old_ca: bytes | None, old_crl: bytes | None, ca_pem: bytes, crl_pem: bytes) -> set[str]:
         """Usernames whose sessions must go: newly revoked certificates and certificates of removed CAs."""
@@ -224,9 +248,11 @@ class MosquittoSync:
         return names
 
     # -- registry -> dynsec -------------------------------------------------------------------------
-    def _desired(self) -> dict[str, list[ds.Acl]]:
+    def _desired(self) -> tuple[dict[str, list[ds.Acl]], dict[str, str]]:
+        """(username -> ACLs of every client otpki manages, refused bootstrap CN -> reason)."""
+        owners = self.engine.registry.list(self.group)
         desired: dict[str, list[ds.Acl]] = {}
-        for owner in self.engine.registry.list(self.group):
+        for owner in owners:
             if is_unregistered(owner):
                 continue
             try:
@@ -234,7 +260,48 @@ class MosquittoSync:
             except ValueError as exc:  # a name that cannot be a topic level: no topics at all
                 log.warning("mosquitto sync: %s gets no topics: %s", owner.name, exc)
                 desired[owner.name] = []
-        return desired
+        bootstrap, skipped = self._bootstrap_clients(owners)
+        desired.update(bootstrap)
+        return desired, skipped
+
+    def _bootstrap_clients(self, owners: list[Owner]) -> tuple[dict[str, list[ds.Acl]], dict[str, str]]:
+        """Dynsec clients for allow-listed IDevID CNs: each may only ask for its own device's certificate."""
+        # Every name ever registered in the group counts, unregistered ones too: a CN equal to any of them
+        # would be that device (or the enrollment service) as far as Mosquitto's ACLs are concerned.
+        # The dynsec admin user too: a bootstrap client of that name would collide with it (and get its rights).
+        taken = {o.name for o in owners} | {self.settings.admin_username}
+        claims: dict[str, set[str]] = {}  # CN -> owner ids listing it
+        by_id = {o.id: o for o in owners}
+        for owner in owners:
+            if is_unregistered(owner) or owner.attributes.get("role") == ENROLLMENT_ROLE:
+                continue
+            for cn in bootstrap_cns(owner):
+                claims.setdefault(cn, set()).add(owner.id)
+        clients: dict[str, list[ds.Acl]] = {}
+        skipped: dict[str, str] = {}
+        for cn, owner_ids in sorted(claims.items()):
+            names = sorted(by_id[i].name for i in owner_ids)
+            if cn in taken:
+                skipped[cn] = "bootstrap_cn_is_registered_name"
+                why = f"it is the registered name {cn!r}: the IDevID would get that identity's ACL"
+            elif len(owner_ids) > 1:
+                skipped[cn] = "bootstrap_cn_ambiguous"
+                why = f"it is listed by more than one device ({', '.join(names)})"
+            else:
+                owner = by_id[next(iter(owner_ids))]
+                try:
+                    topics = device_topics(self.policy, device=owner.name, site=owner.site, group=self.group)
+                except ValueError as exc:
+                    skipped[cn] = "bootstrap_device_name_unusable"
+                    why = str(exc)
+                else:
+                    clients[cn] = bootstrap_acls(topics)
+                    continue
+            if self._warned.get(cn) != skipped[cn]:  # once per CN and reason, not every round
+                self._warned[cn] = skipped[cn]
+                log.warning("mosquitto sync: no dynsec client for bootstrap CN %r of %s (%s): %s", cn,
+                            ", ".join(names), skipped[cn], why)
+        return clients, skipped
 
     def _acls_for(self, owner: Owner) -> list[ds.Acl]:
         if owner.attributes.get("role") == ENROLLMENT_ROLE:
@@ -243,12 +310,15 @@ class MosquittoSync:
 
     async def _sync_clients(self, report: SyncReport) -> None:
         owners = await run_blocking(self.engine.registry.list, self.group)
-        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.attributes.get("role"))) for o in owners))
+        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.attributes.get("role")),
+                            tuple(bootstrap_cns(o))) for o in owners))
         now = asyncio.get_running_loop().time()
         full = now - self._last_full >= FULL_RECONCILE_EVERY_S
         if key == self._registry_key and not full:
+            report.skipped_bootstrap = dict(self.skipped_bootstrap)
             return
-        desired = await run_blocking(self._desired)
+        desired, skipped = await run_blocking(self._desired)
+        self.skipped_bootstrap = skipped
         client = await self._client()
         if full:
             # Deny whatever no role grants, even on a broker whose dynsec file otpki did not write.
@@ -277,6 +347,7 @@ class MosquittoSync:
                                   allow_errors=("not found",))
             report.deleted.append(name)
             log.info("mosquitto sync: dynsec client %s deleted (no longer registered)", name)
+        report.skipped_bootstrap = dict(self.skipped_bootstrap)
         self._registry_key = key
         if full:
             self._last_full = now
@@ -293,3 +364,19 @@ class MosquittoSync:
         if commands:
             await client.aexecute(commands)
         return bool(commands)
+
+
+def bootstrap_acls(topics: DeviceTopics) -> list[ds.Acl]:
+    """A bootstrap (IDevID) client: publish its device's CSR topic, receive its replies, nothing else."""
+    return [ds.Acl(acltype="publishClientSend", topic=topics.enrollment_request),
+            ds.Acl(acltype="subscribePattern", topic=topics.enrollment_replies),
+            ds.Acl(acltype="publishClientReceive", topic=topics.enrollment_replies)]
+
+
+def bootstrap_cns(owner: Owner) -> list[str]:
+    """The IDevID subject CNs a device's registration allow-lists (`attributes["bootstrap"]`)."""
+    entries = owner.attributes.get("bootstrap")
+    if not isinstance(entries, list):
+        return []
+    cns = [e.get("subject_cn") for e in entries if isinstance(e, dict)]
+    return sorted({cn for cn in cns if isinstance(cn, str) and cn})

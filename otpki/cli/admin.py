@@ -1,4 +1,4 @@
-"""init, ca, owners, crl, audit, demo."""
+"""init, ca, owners, crl, audit."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from rich.table import Table
 
 from otpki.cli.common import (
     EXIT_PROBLEM,
+    GroupArg,
+    GroupOption,
+    JsonFlag,
     console,
     engine,
-    fail,
     handle_errors,
     print_json,
     settings,
-    state,
 )
 from otpki.config import CONFIG_FILE, FileSettings, build_settings, deep_merge
 from otpki.runtime import open_engine
@@ -36,7 +37,7 @@ def init(
         help="otpki.toml to start from (copied into the data directory)")] = None,
     site: Annotated[list[str] | None, typer.Option("--site", help="A plant site (repeatable)")] = None,
     organization: Annotated[str | None, typer.Option(help="Organization name in CA subjects")] = None,
-    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of [keys.pkcs11]")] = False,
+    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of \\[keys.pkcs11]")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Create a data directory with an offline root CA and an issuing CA per certificate group.
@@ -98,7 +99,7 @@ def _print_cas(cas) -> None:  # type: ignore[no-untyped-def]
 
 @ca_app.command("list")
 @handle_errors
-def ca_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def ca_list(json_out: JsonFlag = False) -> None:
     """List every CA: the root and the issuing CAs."""
     with engine() as (eng, _):
         cas = eng.hierarchy.list()
@@ -110,7 +111,8 @@ def ca_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @ca_app.command("create")
 @handle_errors
-def ca_create(group: str, site: Annotated[str | None, typer.Option(help="Site, for per-site groups")] = None) -> None:
+def ca_create(group: GroupArg,
+              site: Annotated[str | None, typer.Option(help="Site, for per-site groups")] = None) -> None:
     """Create a new issuing CA (or a new generation of one) for GROUP, signed by the root."""
     with engine() as (eng, s):
         ca = eng.hierarchy.create_issuing_ca(group, site, actor=s.actor())
@@ -120,24 +122,66 @@ def ca_create(group: str, site: Annotated[str | None, typer.Option(help="Site, f
 @owners_app.command("add")
 @handle_errors
 def owners_add(
-    group: str,
-    name: str,
+    group: Annotated[str, typer.Argument(help="Certificate group, e.g. mqtt-device or opcua-application")],
+    name: Annotated[str, typer.Argument(help="Registered name: CN of its certificates, MQTT client id")],
     uri: Annotated[str | None, typer.Option(help="ApplicationUri (OPC UA applications)")] = None,
     dns: Annotated[list[str] | None, typer.Option("--dns", help="Registered DNS name (repeatable)")] = None,
     ip: Annotated[list[str] | None, typer.Option("--ip", help="Registered IP address (repeatable)")] = None,
-    site: Annotated[str | None, typer.Option()] = None,
+    site: Annotated[str | None, typer.Option(help="Plant site (one of \\[pki] sites)")] = None,
+    bootstrap_cn: Annotated[list[str] | None, typer.Option(
+        "--bootstrap-cn", help="MQTT devices: subject CN of the manufacturer IDevID that may enroll this device "
+                               "(repeatable)")] = None,
+    bootstrap_sha256: Annotated[list[str] | None, typer.Option(
+        "--bootstrap-sha256", help="MQTT devices: SHA-256 fingerprint of a factory certificate that may enroll "
+                                   "this device (repeatable; embedded broker only)")] = None,
 ) -> None:
     """Register an application, device or user in GROUP so certificates can be issued to it."""
     with engine() as (eng, s):
+        attributes = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
         owner = eng.registry.register(group=group, name=name, site=site, application_uri=uri, dns_names=dns or [],
-                                      ip_addresses=ip or [], actor=s.actor())
+                                      ip_addresses=ip or [], actor=s.actor(), attributes=attributes)
     console.print(f"registered {owner.kind.value} [bold]{name}[/] in {group} (id {owner.id})")
+    for entry in attributes.get("bootstrap", []):
+        console.print(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}",
+                      highlight=False)
+
+
+def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: ignore[no-untyped-def]
+                          fingerprints: list[str]) -> dict[str, object]:
+    """`attributes["bootstrap"]` for an MQTT device: the allow-list the enrollment service and the broker read."""
+    if not cns and not fingerprints:
+        return {}
+    if "mqtt" not in eng.config.group(group).fronts:
+        raise InvalidInput(f"--bootstrap-cn/--bootstrap-sha256 are for MQTT device groups; {group} has no MQTT "
+                           "front ([pki.groups.<group>.fronts.mqtt])", reason="bootstrap_not_mqtt_group")
+    entries: list[dict[str, str]] = []
+    taken = {o.name for o in eng.registry.list(group)} | {name}
+    for cn in dict.fromkeys(cns):
+        if not cn.strip() or any(c in cn for c in "\x00\n\r"):
+            raise InvalidInput(f"--bootstrap-cn {cn!r} is empty or has control characters", reason="bad_bootstrap_cn")
+        if cn in taken:
+            # Mosquitto knows a client by its certificate CN only: the IDevID would get that identity's ACL.
+            raise InvalidInput(f"--bootstrap-cn {cn!r} is a registered name in {group}; an IDevID with that CN "
+                               "would act as that identity on Mosquitto", reason="bootstrap_cn_is_registered_name")
+        for other in eng.registry.list(group):
+            listed = other.attributes.get("bootstrap")
+            if isinstance(listed, list) and any(isinstance(e, dict) and e.get("subject_cn") == cn for e in listed):
+                raise InvalidInput(f"--bootstrap-cn {cn!r} already belongs to {other.name}",
+                                   reason="bootstrap_cn_ambiguous")
+        entries.append({"subject_cn": cn})
+    for fp in dict.fromkeys(fingerprints):
+        norm = fp.lower().replace(":", "")
+        if len(norm) != 64 or any(c not in "0123456789abcdef" for c in norm):
+            raise InvalidInput(f"--bootstrap-sha256 {fp!r} is not a SHA-256 fingerprint (64 hex digits)",
+                               reason="bad_bootstrap_sha256")
+        entries.append({"sha256": norm})
+    return {"bootstrap": entries}
 
 
 @owners_app.command("list")
 @handle_errors
-def owners_list(group: Annotated[str | None, typer.Option()] = None,
-                json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def owners_list(group: GroupOption = None,
+                json_out: JsonFlag = False) -> None:
     """List registered owners."""
     with engine() as (eng, _):
         if group:
@@ -171,7 +215,7 @@ def crl_refresh(force: Annotated[bool, typer.Option(help="Re-sign every CRL, not
 
 @audit_app.command("verify")
 @handle_errors
-def audit_verify(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def audit_verify(json_out: JsonFlag = False) -> None:
     """Check the audit log's hash chain: exit 1 if a record was edited or deleted."""
     with engine() as (eng, _):
         result = eng.verify_audit()
@@ -187,7 +231,7 @@ def audit_verify(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
 
 @audit_app.command("log")
 @handle_errors
-def audit_log(json_out: Annotated[bool, typer.Option("--json")] = False,
+def audit_log(json_out: JsonFlag = False,
               last: Annotated[int, typer.Option(help="Show the last N records")] = 50) -> None:
     """Show the audit log."""
     with engine() as (eng, _):
@@ -199,20 +243,3 @@ def audit_log(json_out: Annotated[bool, typer.Option("--json")] = False,
     for r in records:
         table.add_row(str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.subject)
     console.print(table)
-
-
-@handle_errors
-def demo(
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
-    devices: Annotated[int, typer.Option(help="MQTT devices to enroll")] = 20,
-    applications: Annotated[int, typer.Option(help="OPC UA applications to enroll")] = 5,
-) -> None:
-    """Run the engine's lifecycle on a fresh data directory and check every step."""
-    from otpki.demo import run_demo
-
-    data_dir = state.data_dir or Path("demo-data")
-    report = run_demo(data_dir, devices=devices, applications=applications, show=not json_out)
-    if json_out:
-        print_json(report.model_dump(mode="json"))
-    if not report.ok:
-        raise fail("a demo step failed its check", EXIT_PROBLEM)

@@ -113,6 +113,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 SerialArg = Annotated[str, typer.Argument(help="Certificate serial number (hex, as `otpki certs list` shows it)")]
 GroupArg = Annotated[str, typer.Argument(help="Certificate group, e.g. opcua-application or mqtt-device")]
 GroupOption = Annotated[str | None, typer.Option(help="Only this certificate group")]
-SiteOption = Annotated[str | None, typer.Option(help="Plant site (one of [pki] sites)")]
+SiteOption = Annotated[str | None, typer.Option(help="Plant site (one of \\[pki] sites)")]
 DnsOption = Annotated[list[str] | None, typer.Option("--dns", help="A registered host name (repeatable)")]
 IpOption = Annotated[list[str] | None, typer.Option("--ip", help="A registered IP address (repeatable)")]

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from otpki.cli.common import EXIT_PROBLEM, JsonFlag, console, engine, handle_errors, parse_duration, print_json
-from otpki.doctor import examine
+from otpki.doctor import examine, mqtt_checks
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
 
@@ -22,8 +22,8 @@ def doctor(
 ) -> None:
     """Check CA keys, CRLs, expiring certificates, push targets and the audit log; exit 1 on any failure."""
     window = parse_duration(expiring)
-    with engine() as (eng, _settings):
-        report = examine(eng, expiry_window=window, probe_targets=probe)
+    with engine() as (eng, settings):
+        report = examine(eng, expiry_window=window, probe_targets=probe, extra=mqtt_checks(eng, settings))
     if json_out:
         print_json({"failures": len(report.failures), "warnings": len(report.warnings),
                     "findings": [f.model_dump() for f in report.findings]})

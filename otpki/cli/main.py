@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from otpki.cli import admin, certs, doctor, gds, push, requests, trust
+from otpki.cli import admin, certs, demo, doctor, gds, mqtt, push, requests, trust
 from otpki.cli.common import state
 
 app = typer.Typer(
@@ -29,7 +29,7 @@ def main(
 
 
 app.command("init")(admin.init)
-app.command("demo")(admin.demo)
+app.command("demo")(demo.demo)
 app.add_typer(admin.ca_app, name="ca")
 app.add_typer(admin.owners_app, name="owners")
 app.add_typer(certs.certs_app, name="certs")
@@ -42,6 +42,7 @@ app.add_typer(gds.users_app, name="users")
 app.add_typer(requests.requests_app, name="requests")
 app.add_typer(push.targets_app, name="targets")
 app.command("push")(push.push)
+app.add_typer(mqtt.mqtt_app, name="mqtt")
 app.command("doctor")(doctor.doctor)
 config_app = typer.Typer(help="The otpki.toml reference.", no_args_is_help=True)
 

@@ -152,17 +152,6 @@ def test_console_script_help_and_exit_code(tmp_path: Path) -> None:
     assert res.returncode == 2 and "otpki init" in res.stderr
 
 
-def test_demo_json_report(tmp_path: Path) -> None:
-    exe = Path(sys.executable).parent / "otpki"
-    res = subprocess.run([str(exe), "-d", str(tmp_path / "demo"), "demo", "--json", "--devices", "4",
-                          "--applications", "3"], capture_output=True, text=True, check=False,
-                         env={k: v for k, v in os.environ.items() if not k.startswith("OTPKI_")}, timeout=300)
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
-    assert report["ok"] and all(s["ok"] for s in report["steps"])
-    assert report["counts"]["devices"] == 4 and report["counts"]["applications"] == 3
-
-
 def test_init_with_hsm_and_wrong_pin(runner: CliRunner, tmp_path: Path) -> None:
     from tests.softhsm import softhsm_token
 

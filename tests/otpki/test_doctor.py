@@ -74,3 +74,50 @@ def test_cli_exit_codes_and_a_broken_ca_key(tmp_path: Path) -> None:
     assert [f["subject"] for f in failed] == ["mqtt-device"] and failed[0]["check"] == "ca-key"
     text = runner.invoke(app, ["doctor"], env=env)
     assert text.exit_code == 1 and "1 failure(s)" in text.output
+
+
+def test_mosquitto_files_checked_against_the_engine(tmp_path: Path) -> None:
+    from otpki.config import FileSettings, build_settings, EnvSettings  # noqa: I001
+    from otpki.doctor import mqtt_checks
+    from mqtt_broker_auth.mosquitto.files import install_trust_files
+    from trustlists.exports.mosquitto_files import mosquitto_bundle
+    from trustlists.models import RevocationReason
+
+    clock = Clock()
+    engine = make_engine(tmp_path / "pki", clock=clock)
+    engine.hierarchy.initialize(actor="t")
+    workdir = tmp_path / "broker"
+    file = FileSettings.model_validate({"mqtt": {"broker": "mosquitto", "mosquitto": {"workdir": str(workdir)}}})
+    settings = build_settings(file, tmp_path / "pki", EnvSettings())
+
+    def broker_findings() -> list:  # type: ignore[type-arg]
+        return [f for check in mqtt_checks(engine, settings) for f in check()]
+
+    # Nothing installed yet.
+    [missing] = broker_findings()
+    assert missing.level == "fail" and "cannot read" in missing.detail
+    # Installed by the sync's safe path: in sync.
+    owner = engine.registry.register(group="mqtt-device", name="pump-1", site="north", actor="t")
+    issued = engine.authority.issue_from_csr(make_csr("pump-1", uris=["urn:otpki:mqtt:north:pump-1"]),
+                                             owner_id=owner.id, actor="t")
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get("mqtt-device"))
+    install_trust_files(workdir / "ca.pem", workdir / "crl.pem", ca_pem, crl_pem, reload=None, now=clock.now)
+    [ok] = broker_findings()
+    assert ok.level == "ok", ok
+    # A revocation the broker has not been given: out of sync.
+    engine.authority.revoke(issued.record.serial, reason=RevocationReason.KEY_COMPROMISE, actor="t")
+    [stale] = broker_findings()
+    assert stale.level == "fail" and "out of sync" in stale.detail and "otpki mqtt sync --once" in stale.detail
+    # Synced again, then the installed CRL ages: warn inside the refresh margin, fail once expired.
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get("mqtt-device"))
+    install_trust_files(workdir / "ca.pem", workdir / "crl.pem", ca_pem, crl_pem, reload=None, now=clock.now)
+    assert [f.level for f in broker_findings()] == ["ok"]
+    clock.now += timedelta(days=6)
+    assert [f.level for f in broker_findings()] == ["warn"]
+    clock.now += timedelta(days=2)
+    expired = broker_findings()
+    assert {f.level for f in expired} == {"fail"} and any("expired" in f.detail for f in expired)
+    # An embedded-broker deployment has no files to check.
+    embedded = build_settings(FileSettings(), tmp_path / "pki", EnvSettings())
+    assert mqtt_checks(engine, embedded) == []
+    engine.close()

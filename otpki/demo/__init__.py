@@ -1,0 +1,87 @@
+"""`otpki demo`: the whole plant on embedded defaults, one command (see `plant` for the steps)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from otpki.demo.display import LiveDisplay, QuietDisplay, final_table
+from otpki.demo.plant import BrokerKind, DemoOptions, Plant
+from otpki.demo.report import DemoReport, EndpointTally
+from otpki.demo.workspace import MARKER, PASSPHRASE_FILE, log_to_file, prepare_dir, site_names
+
+__all__ = ["MARKER", "DemoOptions", "DemoReport", "run_demo"]
+
+
+class MosquittoMissing(ValueError):
+    reason = "mosquitto_not_installed"
+
+
+def run_demo(data_dir: Path, *, sites: int = 2, plcs: int = 20, scada: int = 2, devices: int = 50,
+             broker: BrokerKind = "embedded", show: bool = True) -> DemoReport:
+    """Run the plant; raises ValueError (with `.reason`) for input the user must fix, before touching anything."""
+    binaries = mosquitto_binaries() if broker == "mosquitto" else None
+    if broker == "mosquitto" and binaries is None:
+        raise MosquittoMissing("--broker mosquitto needs mosquitto and mosquitto_ctrl installed (Debian/Ubuntu: "
+                               "apt install mosquitto mosquitto-clients); or run with the embedded broker (the "
+                               "default)")
+    prepare_dir(data_dir)
+    options = DemoOptions(data_dir=data_dir, sites=site_names(sites), plcs=plcs, scada=scada, devices=devices,
+                          broker=broker, mosquitto=binaries)
+    handler = log_to_file(data_dir)
+    plant = Plant(options)
+    display: QuietDisplay = LiveDisplay(plant.tallies.rows) if show else QuietDisplay()
+    plant.display = display
+    display.start()
+    try:
+        report = asyncio.run(_run_until_signal(plant))
+    finally:
+        display.stop()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    if isinstance(display, LiveDisplay):
+        _print_summary(display, report, data_dir)
+    return report
+
+
+SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+
+
+def mosquitto_binaries(search_path: str | None = None) -> tuple[Path, Path] | None:
+    """(mosquitto, mosquitto_ctrl) from PATH, or from the sbin directories a user's PATH often lacks."""
+    path = search_path if search_path is not None else f"{os.environ.get('PATH', '')}:{SBIN}"
+    broker, ctrl = shutil.which("mosquitto", path=path), shutil.which("mosquitto_ctrl", path=path)
+    return (Path(broker), Path(ctrl)) if broker and ctrl else None
+
+
+async def _run_until_signal(plant: Plant) -> DemoReport:
+    """SIGTERM ends the run like Ctrl-C does: the current step is cancelled and everything started is stopped."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await plant.run()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _print_summary(display: LiveDisplay, report: DemoReport, data_dir: Path) -> None:
+    console = display.console
+    console.print(final_table(display_rows(report)))
+    verdict = "[bold green]demo passed[/]" if report.ok else "[bold red]demo failed[/]"
+    console.print(f"{verdict} in {report.total_seconds:.1f} s — data left in {data_dir} "
+                  f"(try: otpki -d {data_dir} certs list; otpki -d {data_dir} trustlist show opcua-application)",
+                  highlight=False)
+    if (data_dir / PASSPHRASE_FILE).exists():
+        console.print(f"[dim]CA passphrase in {data_dir / PASSPHRASE_FILE}: "
+                      f"export OTPKI_CA_PASSPHRASE_FILE={data_dir / PASSPHRASE_FILE} for commands that sign[/]",
+                      highlight=False)
+
+
+def display_rows(report: DemoReport) -> dict[str, EndpointTally]:
+    return {e.kind: e for e in report.endpoints}

@@ -1,0 +1,55 @@
+"""The demo's data directory: created fresh, wiped only when it carries the demo marker, left for inspection."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+from pathlib import Path
+
+from otpki.config import EnvSettings, Settings, build_settings, read_file_settings
+
+MARKER = ".otpki-demo"
+PASSPHRASE_FILE = "demo-passphrase"
+
+
+class NotADemoDirectory(ValueError):
+    reason = "not_a_demo_directory"
+
+
+def prepare_dir(data_dir: Path) -> None:
+    """An empty data_dir with the marker; a non-empty directory without the marker is never touched."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not (data_dir / MARKER).exists():
+            raise NotADemoDirectory(f"{data_dir} exists, is not empty and was not made by `otpki demo`; "
+                                    "choose another --data-dir")
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, mode=0o700)
+    (data_dir / MARKER).write_text("created by otpki demo; safe to delete\n")
+
+
+def demo_settings(data_dir: Path, sites: list[str]) -> Settings:
+    """Embedded defaults (SQLite, encrypted file keys); the passphrase from OTPKI_CA_PASSPHRASE(_FILE) or a new file."""
+    env = EnvSettings()
+    if not (env.ca_passphrase or env.ca_passphrase_file):
+        secret = data_dir / PASSPHRASE_FILE
+        secret.write_text(secrets.token_urlsafe(24))
+        secret.chmod(0o600)
+        env = env.model_copy(update={"ca_passphrase_file": secret})
+    quoted = ", ".join(f'"{s}"' for s in sites)
+    (data_dir / "otpki.toml").write_text(f"# written by otpki demo\n[pki]\nsites = [{quoted}]\n")
+    return build_settings(read_file_settings(data_dir / "otpki.toml"), data_dir, env)
+
+
+def log_to_file(data_dir: Path) -> logging.Handler:
+    """Library warnings (asyncua, amqtt, gmqtt) go to demo.log, not through the live display."""
+    handler = logging.FileHandler(data_dir / "demo.log")
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def site_names(n: int) -> list[str]:
+    known = ["north", "south", "east", "west"]
+    return known[:n] if n <= len(known) else known + [f"site-{i + 1}" for i in range(len(known), n)]

@@ -1,0 +1,211 @@
+"""`otpki mqtt ...` as an operator runs it: serve the embedded broker, enroll a device with its IDevID, revoke it.
+
+`otpki mqtt serve` runs as a real subprocess on a free port; the operator's other steps go through the CLI
+(in-process, on the same data directory, as a second process would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from otpki.cli.main import app
+from otpki.cli.mqtt import mqtt_app
+from simulators.manufacturer import Manufacturer
+from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
+from tests.opcua_gds.opcua_helpers import free_port
+
+PASS = "a long enough test passphrase"
+WAIT_S = 30.0
+# `otpki` with the mqtt commands mounted, whether or not main.py registers them yet.
+OTPKI = [sys.executable, "-c",
+         "from otpki.cli.main import app\n"
+         "from otpki.cli.mqtt import mqtt_app\n"
+         "if not any(g.name == 'mqtt' for g in app.registered_groups):\n"
+         "    app.add_typer(mqtt_app, name='mqtt')\n"
+         "app(prog_name='otpki')\n"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"OTPKI_CA_PASSPHRASE": PASS, "OTPKI_DATA_DIR": str(tmp_path / "pki")}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, env: dict[str, str]) -> Path:
+    cfg = tmp_path / "in.toml"
+    cfg.write_text('[pki.root]\nkey_type = "ec-p256"\n')
+    result = CliRunner().invoke(app, ["init", "--config", str(cfg), "--site", "north"], env=env)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "pki"
+
+
+def cli(env: dict[str, str], *args: str, target=app):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(target, list(args), env=env)
+
+
+@pytest.fixture
+async def serve(data_dir: Path, env: dict[str, str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(*OTPKI, "mqtt", "serve", "--port", str(port),
+                                                env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        output = b""
+        while b"ready" not in output:
+            line = await asyncio.wait_for(proc.stdout.readline(), WAIT_S)  # type: ignore[union-attr]
+            assert line, f"otpki mqtt serve exited early:\n{output.decode()}"
+            output += line
+        assert f"127.0.0.1:{port}".encode() in output and b"server-ca.pem" in output, output
+        yield proc, port
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+async def test_serve_enroll_revoke_and_stop(serve: tuple[asyncio.subprocess.Process, int], data_dir: Path,
+                                            env: dict[str, str], tmp_path: Path) -> None:
+    proc, port = serve
+    # Operator: import the manufacturer CA, allow-list pump-1's IDevID, hand the device the broker's CA file.
+    maker = Manufacturer.create("ACME Devices")
+    (tmp_path / "manufacturer-ca.pem").write_text(maker.ca_pem)
+    result = cli(env, "trustlist", "import", "mqtt-device", str(tmp_path / "manufacturer-ca.pem"), "--list", "trusted")
+    assert result.exit_code == 0, result.output
+    idevid = maker.issue_idevid("SN-0001")
+    result = cli(env, "owners", "add", "mqtt-device", "pump-1", "--site", "north", "--bootstrap-cn", "SN-0001")
+    assert result.exit_code == 0 and "subject_cn SN-0001" in result.output, result.output
+    result = cli(env, "ca-file", "--out", str(tmp_path / "broker-ca.pem"), target=mqtt_app)
+    assert result.exit_code == 0, result.output
+
+    cert_file, key_file = idevid.write(tmp_path / "pump-1" / "factory")
+    device = MqttDevice(DeviceConfig(name="pump-1", site="north", port=port, ca_file=tmp_path / "broker-ca.pem",
+                                     workdir=tmp_path / "pump-1", bootstrap_cert_file=cert_file,
+                                     bootstrap_key_file=key_file, telemetry_interval_s=0.5))
+    device.start()
+    try:
+        # The broker learns the new CA from the trust list within its watch interval; the device retries.
+        await asyncio.wait_for(device.online.wait(), WAIT_S)
+        serial = device.serial_hex
+        assert serial is not None
+        result = cli(env, "certs", "revoke", serial, "--reason", "key-compromise")
+        assert result.exit_code == 0, result.output
+        await asyncio.wait_for(device.ended.wait(), WAIT_S)
+        assert device.state == DeviceState.REVOKED, (device.state, device.last_error)
+    finally:
+        await device.stop()
+
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+
+
+def test_bootstrap_options_are_refused_where_they_make_no_sense(data_dir: Path, env: dict[str, str]) -> None:
+    result = cli(env, "owners", "add", "opcua-application", "plc-1", "--uri", "urn:plc-1", "--bootstrap-cn", "SN-1")
+    assert result.exit_code == 2 and "MQTT device groups" in result.output, result.output
+    result = cli(env, "owners", "add", "mqtt-device", "pump-1", "--site", "north", "--bootstrap-cn", "pump-1")
+    assert result.exit_code == 2 and "registered name" in result.output, result.output
+    result = cli(env, "owners", "add", "mqtt-device", "pump-2", "--site", "north", "--bootstrap-sha256", "abc")
+    assert result.exit_code == 2 and "64 hex digits" in result.output, result.output
+    result = cli(env, "owners", "add", "mqtt-device", "pump-3", "--site", "north", "--bootstrap-cn", "SN-3")
+    assert result.exit_code == 0, result.output
+    result = cli(env, "owners", "add", "mqtt-device", "pump-4", "--site", "north", "--bootstrap-cn", "SN-3")
+    assert result.exit_code == 2 and "already belongs to pump-3" in result.output, result.output
+
+
+def test_mosquitto_config_writes_the_broker_files(data_dir: Path, env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "mosquitto"
+    result = cli(env, "mosquitto-config", "--out", str(out), target=mqtt_app)
+    assert result.exit_code == 2 and "OTPKI_MQTT_ADMIN_PASSWORD" in result.output, result.output
+    result = cli({**env, "OTPKI_MQTT_ADMIN_PASSWORD": "a dynsec admin password"}, "mosquitto-config", "--out",
+                 str(out), target=mqtt_app)
+    assert result.exit_code == 0, result.output
+    for name in ("mosquitto.conf", "ca.pem", "crl.pem", "server.pem", "server.key", "dynamic-security.json",
+                 "server-ca.pem"):
+        assert (out / name).exists(), name
+    conf = (out / "mosquitto.conf").read_text()
+    assert "require_certificate true" in conf and f"crlfile {out.resolve() / 'crl.pem'}" in conf
+    assert "a dynsec admin password" not in (out / "dynamic-security.json").read_text()
+    assert (out / "server.key").stat().st_mode & 0o077 == 0
+
+
+async def test_mosquitto_sync_enroll_revoke(data_dir: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """The Mosquitto path: configure, start the broker, `sync --once`, then `sync` with enrollment; revoke."""
+    from pydantic import SecretStr
+
+    from mqtt_broker_auth.mosquitto.config import MosquittoSettings
+    from mqtt_broker_auth.mosquitto.process import MosquittoProcess
+    from mqtt_broker_auth.mosquitto.process import free_port as free
+
+    password = "a dynsec admin password"
+    env = {**env, "OTPKI_MQTT_ADMIN_PASSWORD": password}
+    port, admin_port = free(), free()
+    ms = MosquittoSettings(workdir=data_dir / "mosquitto", port=port, admin_port=admin_port,
+                           admin_password=SecretStr(password))
+    broker = MosquittoProcess(ms)
+    sync: asyncio.subprocess.Process | None = None
+    device: MqttDevice | None = None
+    try:
+        config = data_dir / "otpki.toml"
+        with config.open("a") as fh:
+            fh.write(f'\n[mqtt]\nbroker = "mosquitto"\n[mqtt.mosquitto]\nport = {port}\nadmin_port = {admin_port}\n'
+                     'reload_command = ["true"]\n')
+        result = cli(env, "mosquitto-config", target=mqtt_app)
+        assert result.exit_code == 0 and "mosquitto -d -c" in result.output, result.output
+        broker.start(fresh_dynsec=False)  # the dynsec file mosquitto-config wrote
+        # In the foreground Mosquitto writes no pid file: the operator's reload command HUPs it.
+        config.write_text(config.read_text().replace('["true"]', f'["kill", "-HUP", "{broker.pid}"]'))
+        maker = Manufacturer.create("ACME Devices")
+        (tmp_path / "acme-ca.pem").write_text(maker.ca_pem)
+        (tmp_path / "acme-crl.pem").write_text(maker.crl_pem())
+        for name in ("acme-ca.pem", "acme-crl.pem"):  # Mosquitto needs the manufacturer's CRL with its CA
+            result = cli(env, "trustlist", "import", "mqtt-device", str(tmp_path / name))
+            assert result.exit_code == 0, result.output
+        idevid = maker.issue_idevid("SN-0002")
+        result = cli(env, "owners", "add", "mqtt-device", "pump-2", "--site", "north", "--bootstrap-cn", "SN-0002")
+        assert result.exit_code == 0, result.output
+
+        once = await asyncio.create_subprocess_exec(*OTPKI, "mqtt", "sync", "--once", env={**os.environ, **env},
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(once.communicate(), WAIT_S)
+        assert once.returncode == 0 and b"files installed" in out, out.decode()
+
+        sync = await asyncio.create_subprocess_exec(*OTPKI, "mqtt", "sync", env={**os.environ, **env},
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output = b""
+        while b"ready" not in output:
+            line = await asyncio.wait_for(sync.stdout.readline(), WAIT_S)  # type: ignore[union-attr]
+            assert line, f"otpki mqtt sync exited early:\n{output.decode()}"
+            output += line
+
+        cert_file, key_file = idevid.write(tmp_path / "pump-2" / "factory")
+        device = MqttDevice(DeviceConfig(name="pump-2", site="north", port=port,
+                                         ca_file=ms.workdir / "server-ca.pem", workdir=tmp_path / "pump-2",
+                                         bootstrap_cert_file=cert_file, bootstrap_key_file=key_file,
+                                         telemetry_interval_s=0.5))
+        device.start()
+        await asyncio.wait_for(device.online.wait(), WAIT_S)
+        assert device.serial_hex is not None
+        result = cli(env, "certs", "revoke", device.serial_hex, "--reason", "key-compromise")
+        assert result.exit_code == 0, result.output
+        await asyncio.wait_for(device.ended.wait(), WAIT_S)
+        assert device.state == DeviceState.REVOKED, (device.state, device.last_error)
+
+        sync.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(sync.wait(), WAIT_S) == 0
+    finally:
+        if device is not None:
+            await device.stop()
+        if sync is not None and sync.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                sync.kill()
+            await sync.wait()
+        broker.stop()

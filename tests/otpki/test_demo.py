@@ -1,0 +1,102 @@
+"""`otpki demo` end to end, small: every step's check holds, the report adds up, the data dir stays inspectable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+OTPKI = Path(sys.executable).parent / "otpki"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # No OTPKI_* from the developer's shell: the demo must make its own passphrase file.
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("OTPKI_")}, **extra}
+
+
+def _otpki(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(OTPKI), *args], capture_output=True, text=True, check=False, env=env or _env(),
+                          timeout=timeout)
+
+
+def test_demo_small_plant_report_and_inspection(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    res = _otpki("-d", str(data), "demo", "--json", "--plcs", "2", "--scada", "1", "--devices", "3")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert report["ok"] and report["data_dir"] == str(data) and report["broker"] == "embedded"
+    steps = report["steps"]
+    assert [s["number"] for s in steps] == list(range(1, 8))
+    assert all(s["ok"] for s in steps), [s for s in steps if not s["ok"]]
+    assert all(s["seconds"] >= 0 and s["detail"] for s in steps)
+    assert all(f"{s['number']}. {s['name']}" in report["phase_seconds"] for s in steps)
+
+    counts = report["counts"]
+    assert (counts["plcs"], counts["scada"], counts["devices"]) == (2, 1, 3)
+    assert counts["cas"] >= 1 + 4  # root + an issuing CA per certificate group
+    assert counts["certificates_revoked"] == 2  # scada-1 and one device
+    assert counts["certificates_superseded"] == 2  # the renewed device and the re-pushed PLC
+    # issued = active + revoked + superseded (nothing expired, nothing left undelivered in a passing run)
+    assert counts["certificates_issued"] == (counts["certificates_active"] + counts["certificates_revoked"]
+                                             + counts["certificates_superseded"])
+    assert counts["telemetry_messages"] >= 3
+
+    rows = {e["kind"]: e for e in report["endpoints"]}
+    assert rows["PLCs"]["total"] == 2 and rows["PLCs"]["renewed"] == 1 and rows["PLCs"]["factory"] == 0
+    assert rows["SCADA"]["revoked"] == 1 and rows["SCADA"]["refused"] == 1
+    assert rows["devices"]["revoked"] == 1 and rows["devices"]["refused"] == 1 and rows["devices"]["renewed"] == 1
+    revocation = steps[5]["detail"]
+    assert "GetRejectedList" in revocation and "reconnect refused" in revocation
+
+    # The data directory stays, and the ordinary commands read it (listing needs no CA passphrase).
+    listed = _otpki("-d", str(data), "certs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    certs = json.loads(listed.stdout)
+    assert len(certs) == counts["certificates_issued"]
+    shown = _otpki("-d", str(data), "trustlist", "show", "opcua-application")
+    assert shown.returncode == 0, shown.stderr
+    assert "opcua-application" in shown.stdout
+
+
+def test_demo_never_wipes_a_foreign_directory(tmp_path: Path) -> None:
+    data = tmp_path / "precious"
+    data.mkdir()
+    (data / "keep.txt").write_text("not the demo's")
+    res = _otpki("-d", str(data), "demo", "--json", "--plcs", "1", "--scada", "0", "--devices", "0")
+    assert res.returncode == 2 and "not made by `otpki demo`" in res.stderr
+    assert (data / "keep.txt").read_text() == "not the demo's" and sorted(p.name for p in data.iterdir()) == [
+        "keep.txt"]
+
+
+def test_demo_mosquitto_missing_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import otpki.demo
+    from otpki.cli.demo import demo
+    from otpki.cli.main import main
+
+    assert otpki.demo.mosquitto_binaries(search_path=str(tmp_path)) is None  # nothing installed there
+    monkeypatch.setattr(otpki.demo, "mosquitto_binaries", lambda: None)
+    app = typer.Typer()
+    app.callback()(main)
+    app.command("demo")(demo)
+    res = CliRunner().invoke(app, ["-d", str(tmp_path / "d"), "demo", "--json", "--broker", "mosquitto"])
+    assert res.exit_code == 2 and "apt install mosquitto" in res.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_with_mosquitto(tmp_path: Path) -> None:
+    """The same lifecycle on a real Mosquitto: IDevID bootstrap through dynsec, revocation through MosquittoSync."""
+    data = tmp_path / "demo"
+    res = _otpki("-d", str(data), "demo", "--json", "--broker", "mosquitto", "--plcs", "1", "--scada", "1",
+                 "--devices", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert report["ok"] and report["broker"] == "mosquitto"
+    assert "Mosquitto" in report["steps"][3]["detail"] and "reconnect refused" in report["steps"][5]["detail"]
+    rows = {e["kind"]: e for e in report["endpoints"]}
+    assert rows["devices"]["revoked"] == 1 and rows["devices"]["refused"] == 1
