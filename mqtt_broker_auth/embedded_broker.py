@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import ssl
-from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,10 +24,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
 from mqtt_broker_auth.decision import DeviceGate
 from mqtt_broker_auth.live_sessions import RevocationWatcher
+from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.exports._atomic import atomic_write
-from trustlists.validation import ValidationOptions
 
 _log = logging.getLogger(__name__)
 
@@ -125,18 +124,7 @@ class EmbeddedBroker:
 
     def server_ca_pem(self) -> bytes:
         """PEM of the broker group's issuing CA(s) and the root: what devices put in their CA file."""
-        cas = {ca.id: ca for ca in self.engine.hierarchy.list()}
-        out: list[bytes] = []
-        seen: set[str] = set()
-        for ca in cas.values():
-            if ca.group != self.broker_group or not ca.active:
-                continue
-            current = ca
-            while current is not None and current.id not in seen:
-                seen.add(current.id)
-                out.append(_pem(current.certificate_der))
-                current = cas.get(current.parent_id) if current.parent_id else None
-        return b"".join(out)
+        return server_ca_pem(self.engine, self.broker_group)
 
     # -- files --------------------------------------------------------------------------------------------------
 
@@ -146,31 +134,8 @@ class EmbeddedBroker:
         if owner is None:
             names = _host_names(self.host)
             owner = self.engine.registry.register(group=self.broker_group, name=owner_name, actor=ACTOR, **names)
-        if self._server_certificate_is_current():
-            return
-        issued = self.engine.authority.issue_with_new_key(owner_id=owner.id, actor=ACTOR)
-        assert issued.private_key is not None
-        chain = b"".join(_pem(der) for der in [issued.certificate_der, *issued.chain_der[:-1]])  # no root
-        atomic_write(self.keyfile, issued.private_key, mode=0o600)
-        atomic_write(self.certfile, chain, mode=0o644)
-        _log.info("issued the broker's TLS certificate, serial %s", issued.record.serial)
-
-    def _server_certificate_is_current(self) -> bool:
-        if not self.certfile.exists() or not self.keyfile.exists():
-            return False
-        try:
-            certs = x509.load_pem_x509_certificates(self.certfile.read_bytes())
-        except ValueError:
-            return False
-        chain = [c.public_bytes(Encoding.DER) for c in certs]
-        now = self.engine.ctx.clock()
-        result = self.engine.validator(self.broker_group).validate(
-            chain, ValidationOptions(at=now, required_eku="serverAuth", hostname=self.host))
-        if not result.ok:
-            _log.info("the broker's TLS certificate is no longer usable (%s); issuing a new one", result.reason)
-            return False
-        window = timedelta(days=self.engine.config.group(self.broker_group).renewal_window_days)
-        return certs[0].not_valid_after_utc - window > now
+        ensure_tls_identity(self.engine, owner, self.certfile, self.keyfile, eku="serverAuth", actor=ACTOR,
+                            hostname=self.host)
 
     def _client_ca_bundle(self) -> tuple[bytes, int]:
         # Every certificate of the device group's trust list: CAs (engine and imported manufacturer CAs) and

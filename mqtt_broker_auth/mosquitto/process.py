@@ -17,15 +17,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings, render_config
 from mqtt_broker_auth.mosquitto.dynsec import admin_acls
 from mqtt_broker_auth.mosquitto.files import install_trust_files
+from mqtt_broker_auth.tls_identity import ensure_tls_identity
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
-from trustlists.exports._atomic import atomic_write
 from trustlists.exports.mosquitto_files import mosquitto_bundle
 
 START_TIMEOUT_S = 15.0
@@ -76,17 +73,13 @@ def write_dynsec_file(settings: MosquittoSettings) -> None:
 def provision_broker(engine: Engine, settings: MosquittoSettings, *, group: str = "mqtt-device",
                      broker_group: str = "mqtt-broker", name: str = "mosquitto", actor: str = "otpki") -> None:
     """Give the broker what it needs before its first start: a server certificate from `broker_group`
-    (registered for its listen address) and the device group's cafile/crlfile, installed through files.py."""
+    (registered for its listen address; reused while current) and the device group's cafile/crlfile, installed
+    through files.py."""
     owner = engine.registry.find(broker_group, name=name) or engine.registry.register(
         group=broker_group, name=name, actor=actor, ip_addresses=[settings.host])
-    issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=actor)
-    assert issued.private_key is not None
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    chain = [issued.certificate_der, *(der for der in issued.chain_der
-                                       if (c := x509.load_der_x509_certificate(der)).subject != c.issuer)]
-    cert_pem = b"".join(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM) for der in chain)
-    atomic_write(settings.certfile, cert_pem, mode=0o644)
-    atomic_write(settings.keyfile, issued.private_key, mode=0o600)
+    ensure_tls_identity(engine, owner, settings.certfile, settings.keyfile, eku="serverAuth", actor=actor,
+                        hostname=settings.host)
     ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group))
     install_trust_files(settings.cafile, settings.crlfile, ca_pem, crl_pem, reload=None,
                         openssl=settings.openssl_binary,

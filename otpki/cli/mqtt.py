@@ -16,15 +16,13 @@ import contextlib
 import logging
 import signal
 import subprocess
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import SecretStr
 
+from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
 from otpki.cli.common import (
     EXIT_PROBLEM,
     console,
@@ -41,7 +39,6 @@ from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.exports._atomic import atomic_write
-from trustlists.validation import ValidationOptions
 
 mqtt_app = typer.Typer(help="MQTT devices: the embedded broker, an operator's Mosquitto, enrollment over MQTT.",
                        no_args_is_help=True)
@@ -58,24 +55,6 @@ def _mqtt_dir(s: Settings) -> Path:
     return s.data_dir / "mqtt"
 
 
-def server_ca_pem(eng: Engine, broker_group: str) -> bytes:
-    """The broker group's issuing CA(s) and the root above them: a device's trust anchors for the broker."""
-    cas = {ca.id: ca for ca in eng.hierarchy.list()}
-    out: list[bytes] = []
-    seen: set[str] = set()
-    for ca in cas.values():
-        if ca.group != broker_group or not ca.active:
-            continue
-        current = ca
-        while current is not None and current.id not in seen:
-            seen.add(current.id)
-            out.append(x509.load_der_x509_certificate(current.certificate_der).public_bytes(Encoding.PEM))
-            current = cas.get(current.parent_id) if current.parent_id else None
-    if not out:
-        raise ValueError(f"no active CA in group {broker_group}: run `otpki init` first")
-    return b"".join(out)
-
-
 def ensure_service_identity(eng: Engine, s: Settings, directory: Path) -> tuple[Path, Path]:
     """The enrollment service's certificate and key files: reused while valid, else (re)issued. Blocking."""
     cfg = s.file.mqtt
@@ -88,30 +67,8 @@ def ensure_service_identity(eng: Engine, s: Settings, directory: Path) -> tuple[
     elif owner.attributes.get("role") != ENROLLMENT_ROLE:
         raise ValueError(f"{cfg.group}/{cfg.service_name} is registered but is not the enrollment service "
                          f"(attributes role = {owner.attributes.get('role')!r}); choose another [mqtt] service_name")
-    if _still_good(eng, cfg.group, cert_file, key_file):
-        return cert_file, key_file
-    issued = eng.authority.issue_with_new_key(owner_id=owner.id, actor=s.actor())
-    assert issued.private_key is not None
-    chain = [issued.certificate_der, *(d for d in issued.chain_der
-                                       if (c := x509.load_der_x509_certificate(d)).subject != c.issuer)]
-    atomic_write(key_file, issued.private_key, mode=0o600)
-    atomic_write(cert_file, b"".join(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM) for d in chain),
-                 mode=0o644)
+    ensure_tls_identity(eng, owner, cert_file, key_file, eku="clientAuth", actor=s.actor())
     return cert_file, key_file
-
-
-def _still_good(eng: Engine, group: str, cert_file: Path, key_file: Path) -> bool:
-    if not cert_file.exists() or not key_file.exists():
-        return False
-    try:
-        certs = x509.load_pem_x509_certificates(cert_file.read_bytes())
-    except ValueError:
-        return False
-    now = eng.ctx.clock()
-    result = eng.validator(group).validate([c.public_bytes(Encoding.DER) for c in certs],
-                                           ValidationOptions(at=now, required_eku="clientAuth"))
-    window = timedelta(days=eng.config.group(group).renewal_window_days)
-    return result.ok and certs[0].not_valid_after_utc - window > now
 
 
 async def _keep_crls_fresh(eng: Engine, actor: str) -> None:
