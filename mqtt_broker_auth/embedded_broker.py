@@ -18,13 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
 from mqtt_broker_auth.decision import DeviceGate
 from mqtt_broker_auth.live_sessions import RevocationWatcher
-from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
+from mqtt_broker_auth.tls_identity import ensure_tls_identity, pem_of, server_ca_pem
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.exports._atomic import atomic_write
@@ -143,7 +140,7 @@ class EmbeddedBroker:
         trust = self.engine.trustlists.get(self.group)
         content = trust.content
         ders = dict.fromkeys([*content.trusted_certificates, *content.issuer_certificates])
-        return b"".join(_pem(der) for der in ders), trust.version
+        return b"".join(pem_of(der) for der in ders), trust.version
 
     def _write_cafile(self) -> int:
         bundle, version = self._client_ca_bundle()
@@ -164,9 +161,6 @@ class EmbeddedBroker:
     def _bind_host(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host
 
-
-def _pem(der: bytes) -> bytes:
-    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
 
 
 def _host_names(host: str) -> dict[str, list[str]]:

@@ -23,7 +23,7 @@ from trustlists.validation import ValidationOptions
 _log = logging.getLogger(__name__)
 
 
-def _pem(der: bytes) -> bytes:
+def pem_of(der: bytes) -> bytes:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
 
 
@@ -57,7 +57,7 @@ def ensure_tls_identity(engine: Engine, owner: Owner, cert_file: Path, key_file:
                                        if (c := x509.load_der_x509_certificate(der)).subject != c.issuer)]
     cert_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(key_file, issued.private_key, mode=0o600)
-    atomic_write(cert_file, b"".join(_pem(der) for der in chain), mode=0o644)
+    atomic_write(cert_file, b"".join(pem_of(der) for der in chain), mode=0o644)
     _log.info("issued %s a TLS certificate, serial %s", owner.name, issued.record.serial)
     return True
 
@@ -73,7 +73,7 @@ def server_ca_pem(engine: Engine, broker_group: str) -> bytes:
         current = ca
         while current is not None and current.id not in seen:
             seen.add(current.id)
-            out.append(_pem(current.certificate_der))
+            out.append(pem_of(current.certificate_der))
             current = cas.get(current.parent_id) if current.parent_id else None
     if not out:
         raise ValueError(f"no active CA in group {broker_group}: run `otpki init` first")

@@ -14,6 +14,7 @@ from asyncua import Client, ua
 from asyncua.common.methods import call_method_full
 
 from opcua_gds.application_record import ApplicationRecord, register_application_record_class
+from opcua_gds.file_client import read_to_end
 from opcua_gds.nodeids import (
     GDS_NAMESPACE_URI,
     CertificateDirectoryMethods,
@@ -133,15 +134,9 @@ class GdsClient:
         node = self._client.get_node(trust_list_id)
         handle = await node.call_method(group.method("OpenWithMasks").node_id(idx),
                                         ua.Variant(masks, ua.VariantType.UInt32))
-        data = bytearray()
-        try:
-            while True:
-                chunk = await node.call_method(group.method("Read").node_id(idx),
-                                               ua.Variant(handle, ua.VariantType.UInt32),
-                                               ua.Variant(READ_CHUNK, ua.VariantType.Int32))
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            await node.call_method(group.method("Close").node_id(idx), ua.Variant(handle, ua.VariantType.UInt32))
-        return decode_trustlist(bytes(data))
+        read = group.method("Read").node_id(idx)
+        data = await read_to_end(
+            lambda: node.call_method(read, ua.Variant(handle, ua.VariantType.UInt32),
+                                     ua.Variant(READ_CHUNK, ua.VariantType.Int32)),
+            lambda: node.call_method(group.method("Close").node_id(idx), ua.Variant(handle, ua.VariantType.UInt32)))
+        return decode_trustlist(data)

@@ -30,7 +30,9 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
 from opcua_gds.client_session import ClientIdentity, admin_client, first_certificate, secure
+from opcua_gds.file_client import read_to_end
 from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from trustlists.blocking import run_blocking
 from trustlists.exports.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.models import TrustListContent
 
@@ -185,20 +187,17 @@ class PushClient:
         node = self._trust_list
         (handle,) = await self._call("trust_list_open", node, _GROUP.method("Open").node_id(),
                                      ua.Variant(OPEN_READ, ua.VariantType.Byte))
-        data = bytearray()
+
+        async def read() -> bytes:
+            (chunk,) = await self._call("trust_list_read", node, _GROUP.method("Read").node_id(),
+                                        ua.Variant(handle, ua.VariantType.UInt32),
+                                        ua.Variant(READ_CHUNK, ua.VariantType.Int32))
+            return chunk
+
+        data = await read_to_end(read, lambda: self._call("trust_list_close", node, _GROUP.method("Close").node_id(),
+                                                          ua.Variant(handle, ua.VariantType.UInt32)))
         try:
-            while True:
-                (chunk,) = await self._call("trust_list_read", node, _GROUP.method("Read").node_id(),
-                                            ua.Variant(handle, ua.VariantType.UInt32),
-                                            ua.Variant(READ_CHUNK, ua.VariantType.Int32))
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            await self._call("trust_list_close", node, _GROUP.method("Close").node_id(),
-                             ua.Variant(handle, ua.VariantType.UInt32))
-        try:
-            return decode_trustlist(bytes(data))
+            return decode_trustlist(data)
         except Exception as exc:
             raise PushError("trust_list_read", "BadDecodingError", str(exc)) from exc
 
@@ -275,7 +274,9 @@ async def connect_push_session(endpoint: str, *, client_cert_path: str | Path, c
     client = admin_client(endpoint, timeout_s=timeout_s)
     client.application_uri = client_app_uri
     try:
-        await secure(client, ClientIdentity.load(Path(client_cert_path), Path(client_key_path)), mode=mode)
+        # Parsing is cached, but the first parse of an RSA key costs ~30 ms: not on the event loop.
+        identity = await run_blocking(ClientIdentity.load, Path(client_cert_path), Path(client_key_path))
+        await secure(client, identity, mode=mode)
         if username is not None:
             client.set_user(username)
             client.set_password(password or "")

@@ -50,7 +50,7 @@ from trustlists.models import (
     Owner,
     RevocationReason,
 )
-from trustlists.registry import UNREGISTERED_AT, is_unregistered
+from trustlists.registry import issuable_owner
 from trustlists.serials import random_serial, serial_hex
 from trustlists.trustlist import TrustListManager
 
@@ -281,12 +281,7 @@ class CertificateAuthority:
             audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in batch])
 
     def _owner(self, owner_id: str) -> Owner:
-        with self._ctx.store.read() as tx:
-            owner = tx.get_owner(owner_id)
-        if is_unregistered(owner):  # kept for history; issues nothing any more
-            raise NotFound(f"{owner.name} was unregistered on {owner.attributes[UNREGISTERED_AT]}",
-                           reason="unknown_owner")
-        return owner
+        return issuable_owner(self._ctx, owner_id)
 
     # -- revocation -------------------------------------------------------------------------------
     def revoke(self, serial: str, *, reason: RevocationReason, actor: str) -> CertificateRecord | CARecord:

@@ -7,7 +7,7 @@ import uuid
 
 from trustlists import audit
 from trustlists.context import EngineContext
-from trustlists.errors import AlreadyExists, InvalidInput, InvalidState
+from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from trustlists.models import Owner, OwnerKind
 
 # Owner.attributes key set by `Registry.unregister`: the owner stays in the store (the inventory and the
@@ -17,6 +17,16 @@ UNREGISTERED_AT = "unregistered_at"
 
 def is_unregistered(owner: Owner) -> bool:
     return UNREGISTERED_AT in owner.attributes
+
+
+def issuable_owner(ctx: EngineContext, owner_id: str) -> Owner:
+    """The owner, if certificates may still be issued to it: an unregistered owner is kept for history only."""
+    with ctx.store.read() as tx:
+        owner = tx.get_owner(owner_id)
+    if is_unregistered(owner):
+        raise NotFound(f"{owner.name} was unregistered on {owner.attributes[UNREGISTERED_AT]}",
+                       reason="unknown_owner")
+    return owner
 
 
 class Registry:

@@ -72,7 +72,6 @@ from trustlists.errors import (
     AlreadyExists,
     InvalidInput,
     InvalidState,
-    NotFound,
     PolicyViolation,
     RequestExpired,
     RequestNotComplete,
@@ -82,7 +81,7 @@ from trustlists.errors import (
 from trustlists.keys.algorithms import generate_private_key
 from trustlists.keys.pool import KeyPool
 from trustlists.models import IssuanceKind, IssuedCertificate, KeyType, Owner
-from trustlists.registry import UNREGISTERED_AT, is_unregistered
+from trustlists.registry import issuable_owner
 from trustlists.store.sql import SqlTx
 
 AUTO_APPROVER = "auto-approve"  # decided_by of requests approved by the group policy
@@ -293,12 +292,7 @@ class CertificateRequests:
 
     # -- internals --------------------------------------------------------------------------------
     def _owner(self, owner_id: str) -> Owner:
-        with self._ctx.store.read() as tx:
-            owner = tx.get_owner(owner_id)
-        if is_unregistered(owner):  # kept for history; issues nothing any more
-            raise NotFound(f"{owner.name} was unregistered on {owner.attributes[UNREGISTERED_AT]}",
-                           reason="unknown_owner")
-        return owner
+        return issuable_owner(self._ctx, owner_id)
 
     def _check_csr_request(self, req: CertificateRequest, owner: Owner) -> ApprovedRequest:
         assert req.csr_der is not None

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mqtt_broker_auth.embedded_broker import EmbeddedBroker
 from mqtt_broker_auth.enrollment import EnrollmentService, EnrollmentSettings
+from mqtt_broker_auth.tls_identity import server_ca_pem
 from simulators.device_fleet import FleetConfig, bring_online, prepare, register_fleet
 from simulators.mqtt_device import DeviceConfig, MqttDevice
 from trustlists.blocking import run_blocking
@@ -72,12 +73,6 @@ class EmbeddedDemoBroker:
         await self._broker.stop()
 
 
-def _broker_trust_anchor(engine: Engine) -> bytes:
-    """PEM of the root and the active mqtt-broker issuing CAs: what a device needs to verify Mosquitto's certificate."""
-    cas = [ca for ca in engine.hierarchy.list() if ca.active and (ca.parent_id is None or ca.group == "mqtt-broker")]
-    return b"".join(x509.load_der_x509_certificate(ca.certificate_der).public_bytes(Encoding.PEM) for ca in cas)
-
-
 class MosquittoDemoBroker:
     """A Mosquitto process provisioned by otpki, with MosquittoSync running beside it for the whole demo."""
 
@@ -104,7 +99,7 @@ class MosquittoDemoBroker:
         from mqtt_broker_auth.mosquitto.process import MosquittoProcess, provision_broker
 
         await run_blocking(provision_broker, self.engine, self.settings, actor=ACTOR)
-        self.ca_file.write_bytes(await run_blocking(_broker_trust_anchor, self.engine))
+        self.ca_file.write_bytes(await run_blocking(server_ca_pem, self.engine, "mqtt-broker"))
         self._process = MosquittoProcess(self.settings)
         await run_blocking(self._process.start)
 
