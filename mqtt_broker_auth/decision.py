@@ -11,7 +11,9 @@ Two kinds of identity:
   SAN URI the engine would put in it for that device;
 - bootstrap: the chain anchors at an external CA imported into the group's trust list (a manufacturer's
   IDevID CA), or it is a factory self-signed certificate allow-listed by fingerprint. It is admitted only if
-  a registered device lists it in `attributes["bootstrap"]`, and then only to that device's enrollment topics.
+  a registered device lists it in `attributes["bootstrap"]` and the device is not pinned to another bootstrap
+  certificate (`trustlists.bootstrap`), and then only to that device's enrollment topics. A live bootstrap
+  session ends when its device gets pinned to another certificate (`still_valid`).
 A registered device with `attributes["role"] == "enrollment-service"` is the enrollment service: it may
 subscribe to every device's CSR topic and publish every device's accepted/rejected replies, nothing else.
 """
@@ -43,6 +45,7 @@ from mqtt_broker_auth.topics import (
 )
 from trustlists.csr_checks import expected_uri
 from trustlists.engine import Engine
+from trustlists.errors import BootstrapRefused
 from trustlists.models import Owner
 from trustlists.registry import is_unregistered
 from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions, ValidationResult
@@ -68,6 +71,7 @@ RefusalReason = Literal[
     "identity_mismatch",  # CN / SAN URI do not match the registration, or the name is unusable in a topic
     "client_id_mismatch",  # the MQTT client id is not the identity
     "bootstrap_not_allowed",  # an external or self-signed certificate no registered device lists
+    "bootstrap_pinned",  # the device enrolled with another bootstrap certificate (until an operator re-arms it)
     "will_topic_denied",  # (broker) the CONNECT's will topic is not one the identity may publish to
 ]
 
@@ -254,7 +258,7 @@ class DeviceGate:
         """
         owner = self._bootstrap_owner(None, fingerprint, fingerprint_only=True)
         if isinstance(owner, Refusal):
-            return None
+            return owner if owner.reason == "bootstrap_pinned" else None
         try:
             leaf.verify_directly_issued_by(leaf)
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
@@ -271,34 +275,19 @@ class DeviceGate:
 
     def _bootstrap_owner(self, subject_cn: str | None, fingerprint: str, *,
                          fingerprint_only: bool = False) -> Owner | Refusal:
-        matches: list[Owner] = []
-        for owner in self._engine.registry.list(self.group):
-            if is_unregistered(owner):
-                continue
-            entries = owner.attributes.get("bootstrap")
-            if not isinstance(entries, list):
-                continue
-            for entry in entries:
-                if not isinstance(entry, dict):
-                    continue
-                fp = entry.get("sha256")
-                if isinstance(fp, str) and fp.lower().replace(":", "") == fingerprint:
-                    matches.append(owner)
-                    break
-                cn = entry.get("subject_cn")
-                if not fingerprint_only and subject_cn is not None and cn == subject_cn:
-                    matches.append(owner)
-                    break
-        if not matches:
-            return Refusal(reason="bootstrap_not_allowed",
-                           detail=f"no registered device of {self.group} lists this certificate "
-                                  f"(CN {subject_cn!r}, sha256 {fingerprint[:16]}…) as its bootstrap identity")
-        if len(matches) > 1:
-            # Two devices claiming one certificate: admitting either would let one act as the other.
-            names = ", ".join(sorted(o.name for o in matches))
-            return Refusal(reason="bootstrap_not_allowed",
-                           detail=f"the bootstrap certificate is listed by more than one device ({names})")
-        return matches[0]
+        """The device that allow-lists this certificate, if it is not pinned to another one (the engine's rules,
+        which every front that accepts bootstrap identities shares)."""
+        bootstrap = self._engine.bootstrap
+        try:
+            owner = bootstrap.find_owner(self.group, subject_cn=subject_cn, fingerprint=fingerprint,
+                                         fingerprint_only=fingerprint_only)
+        except BootstrapRefused as exc:
+            return Refusal(reason="bootstrap_not_allowed", detail=exc.message)
+        try:
+            bootstrap.check_pin(owner, fingerprint)
+        except BootstrapRefused as exc:
+            return Refusal(reason="bootstrap_pinned", detail=exc.message)
+        return owner
 
     def _identity(self, owner: Owner, *, kind: Kind, serial: int, ca_id: str | None, not_after: datetime,
                   fingerprint: str) -> DeviceIdentity | Refusal:
@@ -406,10 +395,15 @@ class DeviceGate:
     # -- live sessions ------------------------------------------------------------------------------------------
 
     def still_valid(self, identity: DeviceIdentity, at: datetime | None = None) -> bool:
-        """Not expired, and neither the leaf nor any engine CA above it revoked: index lookups only."""
+        """Not expired, neither the leaf nor any engine CA above it revoked, and a bootstrap certificate not
+        displaced by its device's pin: dict lookups only."""
         now = at or self._now()
         if now > identity.not_after:
             return False
+        if identity.kind == "bootstrap":
+            # Another certificate with the same allow-listed CN, connected before the device enrolled, must not
+            # stay on the device's enrollment topics (where a server-generated key is delivered).
+            return self._engine.bootstrap.admits_live(identity.owner_id, identity.fingerprint)
         index = self._engine.ctx.index
         ca_id = identity.issuer_ca_id
         serial = identity.serial

@@ -10,8 +10,12 @@ proves the sender holds that credential's key. A bootstrap identity (manufacture
 factory certificate) gets a first operational certificate; an operational identity gets a renewal of the very
 certificate it presented (same owner, the old one superseded).
 
-Cheap refusals come first so that a flood costs little: per-device token bucket (then silence), size, JSON
-shape, timestamp window, signature, replay memory; only then the database and the signing key.
+Cheap refusals come first so that a flood costs little: a per-device token bucket in memory (then silence),
+size, JSON shape, timestamp window, signature, the credential's authentication; only a request that passed all
+of them reaches the store, where one transaction checks the replay memory and the shared per-device rate limit
+(`engine.request_guard`: every service and process on the store, embedded broker and Mosquitto side alike,
+shares both, across restarts). Then the signing key: a bootstrap identity enrolls through `engine.bootstrap`
+(which pins the device to that certificate, or replaces the device's certificates when it comes back with it).
 """
 
 from __future__ import annotations
@@ -19,12 +23,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
-import tempfile
 import time
 from collections import OrderedDict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.models import IssuedCertificate
+from trustlists.request_guard import RateLimit
 
 __all__ = ["EnrollmentService", "EnrollmentSettings", "Outcome"]
 
@@ -66,16 +69,17 @@ class EnrollmentSettings(BaseModel):
     max_payload_bytes: int = Field(MAX_PAYLOAD_BYTES, gt=0, description="Largest request accepted, in bytes")
     clock_skew_s: int = Field(CLOCK_SKEW_S, gt=0,
                               description="How far a request's timestamp may be from the service's clock")
-    burst: int = Field(5, ge=1, description="Requests a device may send at once before the rate limit applies")
+    burst: int = Field(5, ge=1, description="Requests a device may send at once before the rate limit applies "
+                                            "(per service in memory, and across all services in the store)")
     refill_per_s: float = Field(0.1, gt=0, description="Requests per second a device earns back after its burst")
     rejections_before_silence: int = Field(
-        3, ge=0, description="rate_limited answers per exhausted bucket before the service stops answering")
+        3, ge=0, description="rate_limited answers per exhausted in-memory bucket before the service stops "
+                             "answering")
     max_concurrency: int = Field(4, ge=1, description="Requests being verified and signed at once")
     max_pending: int = Field(256, ge=1, description="Queued requests; beyond this requests are dropped")
     tracked_devices: int = Field(10_000, ge=1,
-                                 description="Size of the per-device rate-limit table (names come from topics)")
-    replay_file: Path | None = Field(
-        None, description="File that keeps recent request ids across restarts (unset: memory only)")
+                                 description="Size of the in-memory per-device rate-limit table (names come from "
+                                             "topics)")
     reconnect_delay_s: float = Field(2.0, gt=0, description="Pause between reconnects when the broker went away")
 
 
@@ -88,8 +92,13 @@ class _Bucket:
         self.strikes = 0
 
 
-class _RateLimiter:
-    """Token bucket per device; answers "ok", "reject" (a few times) or "drop" (after that)."""
+class _FloodFilter:
+    """Token bucket per device in this process's memory; answers "ok", "reject" (a few times) or "drop".
+
+    The cheap first line against a flood, before any parsing: it sheds a device's excess without touching the
+    store. The budget that counts across services and restarts is the store's (`engine.request_guard`), with
+    the same numbers, asked only for requests that passed every cheap check.
+    """
 
     def __init__(self, settings: EnrollmentSettings) -> None:
         self._s = settings
@@ -109,45 +118,6 @@ class _RateLimiter:
             return "ok"
         bucket.strikes += 1
         return "reject" if bucket.strikes <= self._s.rejections_before_silence else "drop"
-
-
-class _ReplayMemory:
-    """Request ids seen per device inside the timestamp window; older ones are refused as stale anyway.
-
-    With a file, the memory survives a restart: written atomically (temp file + rename) after each new id.
-    """
-
-    def __init__(self, window: timedelta, path: Path | None) -> None:
-        self._window = window
-        self._path = path
-        self._seen: dict[str, datetime] = {}  # "device/requestId" -> forget after
-        if path is not None and path.exists():
-            try:
-                raw = json.loads(path.read_text())
-                self._seen = {k: datetime.fromisoformat(v) for k, v in raw.items()}
-            except (ValueError, TypeError, AttributeError):
-                _log.warning("replay memory %s unreadable; starting empty", path)
-
-    def remember(self, device: str, request_id: str, issued_at: datetime, now: datetime) -> bool:
-        """False when the id was seen already; True when it is new (and is now remembered)."""
-        self._seen = {k: t for k, t in self._seen.items() if t > now}
-        key = f"{device}/{request_id}"
-        if key in self._seen:
-            return False
-        self._seen[key] = max(issued_at, now) + self._window
-        return True
-
-    def snapshot(self) -> str:
-        """Taken on the event loop, so no other request changes the memory while it is serialized."""
-        return json.dumps({k: t.isoformat() for k, t in self._seen.items()})
-
-    def write(self, text: str) -> None:
-        if self._path is None:
-            return
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".replay-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, self._path)
 
 
 class _Rejection(Exception):
@@ -175,10 +145,11 @@ class EnrollmentService:
         self._gate = DeviceGate(engine, group=group)
         # The broker admits the service by its certificate's identity; the client id must be that name.
         self.client_id = client_id or _cert_cn(self._cert_file)
-        self._limiter = _RateLimiter(self.settings)
-        self._replays = _ReplayMemory(timedelta(seconds=2 * self.settings.clock_skew_s), self.settings.replay_file)
+        self._flood = _FloodFilter(self.settings)
+        self._limit = RateLimit(burst=self.settings.burst, refill_per_s=self.settings.refill_per_s)
+        # One replay memory per group, whatever broker or process the service runs on.
+        self._scope = f"mqtt-enrollment:{group}"
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
-        self._save_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: MqttClient | None = None
         self._suback: dict[int, asyncio.Future[None]] = {}
@@ -273,7 +244,7 @@ class EnrollmentService:
             self.counters["dropped"] += 1
             _log.warning("enrollment: dropped a message on unexpected topic %r", topic)
             return 0
-        verdict = self._limiter.check(device)
+        verdict = self._flood.check(device)
         if verdict == "reject":
             message = "too many requests from this device; slow down"
             self._refused(device, None, "rate_limited", message)
@@ -379,37 +350,39 @@ class EnrollmentService:
             raise _Rejection("unauthorized", f"{identity.reason}: {identity.detail}")
         if identity.role == ENROLLMENT_SERVICE_ROLE:
             raise _Rejection("unauthorized", "the enrollment service's own identity does not enroll")
-        if not self._replays.remember(device, request.requestId, request.issued_at, now):
+        # Remembered until the timestamp window has passed for it: after that it is refused as stale anyway.
+        forget_after = max(request.issued_at, now) + 2 * skew
+        verdict = await run_blocking(self._engine.request_guard.admit, self._scope, device, request.requestId,
+                                     expires_at=forget_after, limit=self._limit)
+        if verdict == "replay":
             raise _Rejection("replay", f"request {request.requestId} was already received")
-        if self.settings.replay_file is not None:
-            async with self._save_lock:  # one writer at a time, each with the newest snapshot
-                await run_blocking(self._replays.write, self._replays.snapshot())
+        if verdict == "rate_limited":
+            raise _Rejection("rate_limited", "too many requests from this device; slow down")
         try:
-            issued = await run_blocking(self._issue, identity, request)
+            issued = await run_blocking(self._issue, identity, request, chain[0])
         except OtpkiError as exc:
+            if exc.reason.startswith("bootstrap_"):  # lost a race to another bootstrap certificate: not the CSR
+                raise _Rejection("unauthorized", f"{exc.reason}: {exc.message}") from None
             raise _Rejection(f"csr_refused:{exc.reason}", exc.message) from None
         _log.info("enrollment: issued %s to %s (%s, request %s)", issued.record.serial, device,
                   "renewal" if identity.kind == "operational" else "first enrollment", request.requestId)
         return _accepted(request.requestId, issued)
 
-    def _issue(self, identity: DeviceIdentity, request: EnrollmentRequest) -> IssuedCertificate:
+    def _issue(self, identity: DeviceIdentity, request: EnrollmentRequest, credential: bytes) -> IssuedCertificate:
         """Blocking: the engine checks the CSR (CN/URI of this device, key policy) and signs."""
         actor = f"mqtt-enrollment:{identity.device}"
-        authority = self._engine.authority
         csr = request.csr.encode() if request.csr is not None else None
         if identity.kind == "operational":
-            return authority.renew(f"{identity.serial:x}", actor=actor, csr=csr, new_key=csr is None,
-                                   key_type=request.keyType)
-        if csr is not None:
-            return authority.issue_from_csr(csr, owner_id=identity.owner_id, actor=actor)
-        return authority.issue_with_new_key(owner_id=identity.owner_id, actor=actor, key_type=request.keyType)
+            return self._engine.authority.renew(f"{identity.serial:x}", actor=actor, csr=csr, new_key=csr is None,
+                                                key_type=request.keyType)
+        return self._engine.bootstrap.enroll(owner_id=identity.owner_id, credential=credential, actor=actor, csr=csr,
+                                             key_type=request.keyType)
 
     def _refused(self, device: str, request_id: str | None, reason: str, message: str) -> None:
         _log.warning("enrollment refused: device=%s request=%s reason=%s: %s", device, request_id, reason, message)
 
     def _now(self) -> datetime:
-        now = self._engine.ctx.clock()
-        return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+        return self._engine.now()
 
 
 def _accepted(request_id: str, issued: IssuedCertificate) -> EnrollmentAccepted:

@@ -7,7 +7,7 @@ certificate is returned. A serial clash (the store's primary key) simply means: 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -52,9 +52,13 @@ from trustlists.models import (
 )
 from trustlists.registry import issuable_owner
 from trustlists.serials import random_serial, serial_hex
+from trustlists.store.base import StoreTx
 from trustlists.trustlist import TrustListManager
 
 KeyFormat = Literal["pem", "pkcs12"]
+# Runs inside the transaction that records a certificate, after it was inserted; raising rolls the issuance
+# back (nothing is handed out). For decisions that must commit together with the certificate or not at all.
+InTransaction = Callable[[StoreTx, CertificateRecord], None]
 
 
 class CsrIssueRequest(BaseModel):
@@ -106,20 +110,21 @@ class CertificateAuthority:
     # -- issuance ---------------------------------------------------------------------------------
     def issue_from_csr(self, csr_data: bytes, *, owner_id: str, actor: str,
                        issuance: IssuanceKind = IssuanceKind.CSR, delivered: bool = True,
-                       supersedes: str | None = None) -> IssuedCertificate:
+                       supersedes: str | None = None, in_transaction: InTransaction | None = None
+                       ) -> IssuedCertificate:
         csr = load_csr(csr_data)
         owner = self._owner(owner_id)
         policy = self._ctx.config.group(owner.group)
         request = check_csr(csr, policy, owner.group, owner)
         return self._sign_and_record(request, owner, issuance=issuance, delivered=delivered, actor=actor,
-                                     supersedes=supersedes)
+                                     supersedes=supersedes, in_transaction=in_transaction)
 
     def issue_with_new_key(self, *, owner_id: str, actor: str, key_type: KeyType | None = None,
                            key_format: KeyFormat = "pem", password: str | None = None,
                            subject_name: str | None = None, dns_names: list[str] | None = None,
                            ip_addresses: list[str] | None = None, supersedes: str | None = None,
-                           issuance: IssuanceKind = IssuanceKind.SERVER_KEYGEN, delivered: bool = True
-                           ) -> IssuedCertificate:
+                           issuance: IssuanceKind = IssuanceKind.SERVER_KEYGEN, delivered: bool = True,
+                           in_transaction: InTransaction | None = None) -> IssuedCertificate:
         """Generate the key here (for devices that cannot) and hand it back encoded, never stored.
 
         `delivered=False` when the caller installs it later (a push) and marks it delivered on success.
@@ -137,7 +142,8 @@ class CertificateAuthority:
             policy, owner.group, owner, self._ctx.config.organization, key.public_key(),
             subject_name=subject_name, dns_names=dns_names, ip_addresses=ip_addresses)
         issued = self._sign_and_record(request, owner, issuance=issuance, delivered=delivered, actor=actor,
-                                       supersedes=supersedes, extra_audit={"server_keygen": key_type.value})
+                                       supersedes=supersedes, extra_audit={"server_keygen": key_type.value},
+                                       in_transaction=in_transaction)
         encoded = encode_private_key(key, key_format, password, issued, owner.name)
         return issued.model_copy(update={"private_key": encoded, "private_key_format": key_format})
 
@@ -224,12 +230,13 @@ class CertificateAuthority:
 
     def _sign_and_record(self, request: ApprovedRequest, owner: Owner, *, issuance: IssuanceKind,
                          delivered: bool, actor: str, supersedes: str | None = None,
-                         extra_audit: dict[str, object] | None = None) -> IssuedCertificate:
+                         extra_audit: dict[str, object] | None = None,
+                         in_transaction: InTransaction | None = None) -> IssuedCertificate:
         for _attempt in range(_SERIAL_ATTEMPTS):
             prepared = self._prepare(request, owner, issuance=issuance, delivered=delivered, supersedes=supersedes,
                                      extra_audit=extra_audit)
             try:
-                self._commit([prepared], actor=actor)
+                self._commit([prepared], actor=actor, in_transaction=in_transaction)
             except AlreadyExists:
                 continue  # serial clash: the transaction rolled back, nothing was handed out
             return prepared.issued()
@@ -266,7 +273,7 @@ class CertificateAuthority:
         return _Issuer(ca=ca, cert=self._ctx.ca_certificate(ca), key=self._ctx.keys.signer(ca),
                        chain=self._ctx.chain(ca))
 
-    def _commit(self, batch: list[_Prepared], *, actor: str) -> None:
+    def _commit(self, batch: list[_Prepared], *, actor: str, in_transaction: InTransaction | None = None) -> None:
         """Record certificates and their audit records in one transaction (all or none)."""
         with self._ctx.store.transaction() as tx:
             for p in batch:
@@ -279,6 +286,14 @@ class CertificateAuthority:
                 if p.supersedes is not None:
                     tx.mark_superseded(p.supersedes, p.record.serial)
             audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in batch])
+            if in_transaction is not None:
+                for p in batch:
+                    try:
+                        in_transaction(tx, p.record)
+                    except AlreadyExists as exc:
+                        # Not a serial clash: the caller's own constraint. Retrying with a new serial would
+                        # only hit it again.
+                        raise InvalidState(exc.message, reason=exc.reason) from exc
 
     def _owner(self, owner_id: str) -> Owner:
         return issuable_owner(self._ctx, owner_id)

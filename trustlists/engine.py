@@ -14,7 +14,8 @@ from datetime import datetime
 from trustlists import audit
 from trustlists.audit import AuditVerification
 from trustlists.authority import CertificateAuthority
-from trustlists.clock import utcnow
+from trustlists.bootstrap import Bootstrap
+from trustlists.clock import as_utc, utcnow
 from trustlists.context import EngineContext
 from trustlists.crl import RevocationIndex
 from trustlists.hierarchy import Hierarchy
@@ -24,6 +25,7 @@ from trustlists.keys.pool import KeyPool
 from trustlists.live_revocation import LiveRevocationSource
 from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
+from trustlists.request_guard import RequestGuard
 from trustlists.requests import CertificateRequests
 from trustlists.store.base import Store
 from trustlists.targets import DeliveryTargets
@@ -43,6 +45,8 @@ class Engine:
         self.requests = CertificateRequests(self.ctx, self.authority, self.key_pool)
         self.inventory = Inventory(self.ctx)
         self.targets = DeliveryTargets(self.ctx)
+        self.bootstrap = Bootstrap(self.ctx, self.authority)
+        self.request_guard = RequestGuard(self.ctx)
         self._live = LiveRevocationSource(self.ctx)
         self._validators: dict[str, tuple[str, CertificateValidator]] = {}
         self.refresh_revocations()
@@ -65,8 +69,14 @@ class Engine:
         self._validators[group] = (trust.content_hash, validator)
         return validator
 
+    def now(self) -> datetime:
+        """The engine's clock (aware UTC): what fronts compare request timestamps against."""
+        return as_utc(self.ctx.clock())
+
     def refresh_revocations(self) -> int:
-        """Pick up revocations other processes wrote (the CLI revoking while a server runs)."""
+        """Pick up revocations other processes wrote (the CLI revoking while a server runs), and bootstrap pins
+        they set or released (a pin revokes every other bootstrap certificate of its device)."""
+        self.bootstrap.refresh()
         with self.ctx.store.read() as tx:
             return self.ctx.index.refresh(tx)
 

@@ -65,6 +65,17 @@ class InvalidState(OtpkiError):
     reason = "invalid_state"
 
 
+class BootstrapRefused(InvalidState):
+    """A bootstrap certificate (IDevID, factory certificate) may not enroll this device.
+
+    reason: bootstrap_not_allowed (no registration lists it, or more than one does), bootstrap_pinned (the
+    device enrolled with another bootstrap certificate; `otpki owners rearm` releases it), bootstrap_role (a
+    service identity, which is never enrolled with a bootstrap certificate).
+    """
+
+    reason = "bootstrap_refused"
+
+
 class KeyAccessError(OtpkiError):
     """A CA key cannot be used: wrong passphrase, wrong HSM PIN, missing key or token."""
 

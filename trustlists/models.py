@@ -171,6 +171,22 @@ class IssuedCertificate(BaseModel):
     private_key_format: str | None = None
 
 
+class BootstrapPin(BaseModel):
+    """The bootstrap certificate a device first enrolled with: from then on the only one it may enroll with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner_id: str
+    group: str
+    fingerprint_sha256: str  # of the bootstrap certificate's DER: this exact certificate, nothing else
+    subject: str  # RFC 4514, for people
+    issuer: str  # RFC 4514 issuer name (the manufacturer CA; the subject itself for a factory certificate)
+    not_after: datetime
+    serial: str  # the operational certificate issued when the pin was set
+    pinned_at: datetime
+    pinned_by: str
+
+
 class CrlRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 

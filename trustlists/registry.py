@@ -6,6 +6,7 @@ import ipaddress
 import uuid
 
 from trustlists import audit
+from trustlists.bootstrap_allowlist import checked_attributes
 from trustlists.context import EngineContext
 from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from trustlists.models import Owner, OwnerKind
@@ -54,7 +55,8 @@ class Registry:
                 raise InvalidInput(f"{ip!r} is not an IP address") from None
         owner = Owner(id=owner_id or str(uuid.uuid4()), kind=OwnerKind(policy.owner_kind), name=name,
                       group=group, site=site, application_uri=application_uri,
-                      dns_names=list(dns_names or []), ip_addresses=ips, attributes=dict(attributes or {}),
+                      dns_names=list(dns_names or []), ip_addresses=ips,
+                      attributes=checked_attributes(dict(attributes or {})),
                       created_at=self._ctx.clock())
         with self._ctx.store.transaction() as tx:
             if tx.find_owner(group, name=name) is not None:
@@ -68,6 +70,7 @@ class Registry:
         return owner
 
     def update(self, owner: Owner, *, actor: str) -> Owner:
+        owner = owner.model_copy(update={"attributes": checked_attributes(owner.attributes)})
         with self._ctx.store.transaction() as tx:
             tx.get_owner(owner.id)
             tx.update_owner(owner)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tomli_w
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from otpki.cli.common import (
@@ -23,7 +24,7 @@ from otpki.cli.common import (
 )
 from otpki.config import CONFIG_FILE, FileSettings, build_settings, deep_merge
 from otpki.runtime import open_engine
-from trustlists.errors import AlreadyExists, InvalidInput
+from trustlists.errors import AlreadyExists, InvalidInput, NotFound
 
 ca_app = typer.Typer(help="The CA hierarchy: list CAs, create issuing CAs.", no_args_is_help=True)
 owners_app = typer.Typer(help="Registered applications, devices and users.", no_args_is_help=True)
@@ -155,7 +156,8 @@ def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: i
         raise InvalidInput(f"--bootstrap-cn/--bootstrap-sha256 are for MQTT device groups; {group} has no MQTT "
                            "front ([pki.groups.<group>.fronts.mqtt])", reason="bootstrap_not_mqtt_group")
     entries: list[dict[str, str]] = []
-    taken = {o.name for o in eng.registry.list(group)} | {name}
+    owners = [o for o in eng.registry.list(group) if o.name != name]  # rearm replaces the device's own list
+    taken = {o.name for o in owners} | {name}
     for cn in dict.fromkeys(cns):
         if not cn.strip() or any(c in cn for c in "\x00\n\r"):
             raise InvalidInput(f"--bootstrap-cn {cn!r} is empty or has control characters", reason="bad_bootstrap_cn")
@@ -163,7 +165,7 @@ def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: i
             # Mosquitto knows a client by its certificate CN only: the IDevID would get that identity's ACL.
             raise InvalidInput(f"--bootstrap-cn {cn!r} is a registered name in {group}; an IDevID with that CN "
                                "would act as that identity on Mosquitto", reason="bootstrap_cn_is_registered_name")
-        for other in eng.registry.list(group):
+        for other in owners:
             listed = other.attributes.get("bootstrap")
             if isinstance(listed, list) and any(isinstance(e, dict) and e.get("subject_cn") == cn for e in listed):
                 raise InvalidInput(f"--bootstrap-cn {cn!r} already belongs to {other.name}",
@@ -187,13 +189,56 @@ def owners_list(group: GroupOption = None,
         if group:
             eng.config.group(group)
         owners = eng.registry.list(group)
+        pins = eng.bootstrap.pins(group)
     if json_out:
-        print_json([o.model_dump(mode="json") for o in owners])
+        print_json([{**o.model_dump(mode="json"),
+                     "bootstrap_pin": pins[o.id].model_dump(mode="json") if o.id in pins else None} for o in owners])
         return
-    table = Table("name", "kind", "group", "site", "application uri", "id")
+    table = Table("name", "kind", "group", "site", "application uri", "bootstrap", "id")
     for o in owners:
-        table.add_row(o.name, o.kind.value, o.group, o.site or "-", o.application_uri or "-", o.id)
+        table.add_row(o.name, o.kind.value, o.group, o.site or "-", o.application_uri or "-",
+                      _bootstrap_state(o, pins.get(o.id)), o.id)
     console.print(table)
+
+
+def _bootstrap_state(owner, pin) -> str:  # type: ignore[no-untyped-def]
+    """"pinned <sha256 prefix>" once enrolled with a bootstrap certificate, "armed" while it may enroll."""
+    if pin is not None:
+        return f"pinned {pin.fingerprint_sha256[:16]}…"
+    return "armed" if owner.attributes.get("bootstrap") else "-"
+
+
+@owners_app.command("rearm")
+@handle_errors
+def owners_rearm(
+    group: GroupArg,
+    name: Annotated[str, typer.Argument(help="Registered name of the device")],
+    bootstrap_cn: Annotated[list[str] | None, typer.Option(
+        "--bootstrap-cn", help="Replace the allow-list: subject CN of the new IDevID (repeatable)")] = None,
+    bootstrap_sha256: Annotated[list[str] | None, typer.Option(
+        "--bootstrap-sha256", help="Replace the allow-list: SHA-256 fingerprint of the new factory certificate "
+                                   "(repeatable)")] = None,
+) -> None:
+    """Let a device enroll again with a new bootstrap certificate (a replaced part, a factory reset that made a
+    new IDevID): releases the certificate it is pinned to. Its current certificates are revoked as superseded
+    when it enrolls."""
+    with engine() as (eng, s):
+        owner = eng.registry.find(group, name=name)
+        if owner is None:
+            raise NotFound(f"{name!r} is not registered in group {group}", reason="unknown_owner")
+        allow = None
+        if bootstrap_cn or bootstrap_sha256:
+            allow = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])["bootstrap"]
+        released = eng.bootstrap.rearm(owner.id, actor=s.actor(), allow=allow)  # type: ignore[arg-type]
+    if released is not None:
+        console.print(f"re-armed [bold]{escape(name)}[/]: released the pin to {escape(released.subject)} "
+                      f"(issuer {escape(released.issuer)}, sha256 {released.fingerprint_sha256})", highlight=False)
+    else:
+        console.print(f"{escape(name)} was not pinned", highlight=False)
+    if allow is not None:
+        for entry in allow:  # type: ignore[attr-defined]
+            console.print(escape(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}"),
+                          highlight=False)
 
 
 @crl_app.command("refresh")

@@ -139,11 +139,8 @@ async def _serve(s: Settings, host: str, port: int, with_enrollment: bool) -> No
                       f"devices trust [bold]{ca_file}[/]")
         if with_enrollment:
             cert_file, key_file = await run_blocking(ensure_service_identity, eng, s, workdir / "enrollment")
-            enrollment = cfg.enrollment
-            if enrollment.replay_file is None:
-                enrollment = enrollment.model_copy(update={"replay_file": workdir / "enrollment" / "replay.json"})
             service = EnrollmentService(eng, host=host, port=broker.port, ca_file=ca_file, cert_file=cert_file,
-                                        key_file=key_file, group=cfg.group, settings=enrollment)
+                                        key_file=key_file, group=cfg.group, settings=cfg.enrollment)
             await service.start()
             _say(f"enrollment service {service.client_id} answering {service.prefix}/+/csr")
         refresher = asyncio.create_task(_keep_crls_fresh(eng, s.actor()))
@@ -295,11 +292,8 @@ async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type
         if with_enrollment:
             ca_file = ms.workdir / "server-ca.pem"
             await run_blocking(atomic_write, ca_file, server_ca_pem(eng, cfg.broker_group), mode=0o644)
-            enrollment = cfg.enrollment
-            if enrollment.replay_file is None:
-                enrollment = enrollment.model_copy(update={"replay_file": ms.workdir / "enrollment" / "replay.json"})
             service = EnrollmentService(eng, host=ms.host, port=ms.port, ca_file=ca_file, cert_file=cert_file,
-                                        key_file=key_file, group=cfg.group, settings=enrollment)
+                                        key_file=key_file, group=cfg.group, settings=cfg.enrollment)
             await service.start()
             _say(f"enrollment service {service.client_id} answering {service.prefix}/+/csr")
         runner = asyncio.create_task(syncer.run())

@@ -73,7 +73,7 @@ async def service(engine: Engine, broker: PlainBroker, tmp_path: Path,
     """
     cert_file, key_file = service_files(engine, tmp_path / "svc")
     overrides = getattr(request, "param", {"burst": 100})
-    settings = EnrollmentSettings(replay_file=tmp_path / "svc" / "replay.json", refill_per_s=0.001, **overrides)
+    settings = EnrollmentSettings(refill_per_s=0.001, **overrides)
     svc = EnrollmentService(engine, host=broker.host, port=broker.port, ca_file=broker.server_ca_file,
                             cert_file=cert_file, key_file=key_file, settings=settings)
     await svc.start()

@@ -15,6 +15,7 @@ from trustlists.clock import from_epoch, to_epoch
 from trustlists.errors import NotFound, RequestNotFound
 from trustlists.models import (
     AuditRecord,
+    BootstrapPin,
     CARecord,
     CertificateRecord,
     CertificateStatus,
@@ -449,6 +450,77 @@ class SqlTx:
             "delivered_serial = ?, delivered_trust_version = ?, updated_at = ? WHERE id = ?",
             (state, attempts, next_attempt_at, last_error, delivered_serial, delivered_trust_version, updated_at,
              target_id))
+
+    # -- bootstrap pins ---------------------------------------------------------------------------
+    _PIN_COLUMNS = "owner_id, grp, fingerprint, subject, issuer, not_after, serial, pinned_at, pinned_by"
+
+    @staticmethod
+    def _pin(row: Sequence[Any]) -> BootstrapPin:
+        return BootstrapPin(owner_id=row[0], group=row[1], fingerprint_sha256=row[2], subject=row[3], issuer=row[4],
+                            not_after=from_epoch(row[5]), serial=row[6], pinned_at=from_epoch(row[7]),
+                            pinned_by=row[8])
+
+    def get_bootstrap_pin(self, owner_id: str) -> BootstrapPin | None:
+        row = self._one(f"SELECT {self._PIN_COLUMNS} FROM bootstrap_pins WHERE owner_id = ?", (owner_id,))
+        return self._pin(row) if row else None
+
+    def find_bootstrap_pin(self, group: str, fingerprint: str) -> BootstrapPin | None:
+        row = self._one(f"SELECT {self._PIN_COLUMNS} FROM bootstrap_pins WHERE grp = ? AND fingerprint = ?",
+                        (group, fingerprint))
+        return self._pin(row) if row else None
+
+    def list_bootstrap_pins(self, group: str | None = None) -> list[BootstrapPin]:
+        sql = f"SELECT {self._PIN_COLUMNS} FROM bootstrap_pins"
+        params: tuple[Any, ...] = ()
+        if group is not None:
+            sql += " WHERE grp = ?"
+            params = (group,)
+        return [self._pin(r) for r in self.execute(sql, params).fetchall()]
+
+    def insert_bootstrap_pin(self, pin: BootstrapPin) -> None:
+        self.execute(
+            f"INSERT INTO bootstrap_pins ({self._PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (pin.owner_id, pin.group, pin.fingerprint_sha256, pin.subject, pin.issuer, to_epoch(pin.not_after),
+             pin.serial, to_epoch(pin.pinned_at), pin.pinned_by))
+        self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, ?)",
+                     (pin.owner_id, pin.fingerprint_sha256))
+
+    def delete_bootstrap_pin(self, owner_id: str) -> bool:
+        if self.execute("DELETE FROM bootstrap_pins WHERE owner_id = ?", (owner_id,)).rowcount == 0:
+            return False
+        self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, NULL)", (owner_id,))
+        return True
+
+    def bootstrap_pin_changes_since(self, seq: int) -> list[tuple[int, str, str | None]]:
+        """(seq, owner_id, fingerprint or None for a released pin), oldest first."""
+        return self.execute("SELECT seq, owner_id, fingerprint FROM bootstrap_pin_changes WHERE seq > ? ORDER BY seq",
+                            (seq,)).fetchall()
+
+    # -- request guard (replay memory, shared rate limits) ----------------------------------------
+    def forget_expired(self, now: int) -> None:
+        """Drop request ids past their window and buckets that are full again (both served by an index)."""
+        self.execute("DELETE FROM seen_requests WHERE expires_at < ?", (now,))
+        self.execute("DELETE FROM rate_buckets WHERE full_at < ?", (now,))
+
+    def request_seen(self, scope: str, subject: str, request_id: str) -> bool:
+        return self._one("SELECT 1 FROM seen_requests WHERE scope = ? AND subject = ? AND request_id = ?",
+                         (scope, subject, request_id)) is not None
+
+    def remember_request(self, scope: str, subject: str, request_id: str, expires_at: int) -> None:
+        self.execute("INSERT INTO seen_requests (scope, subject, request_id, expires_at) VALUES (?, ?, ?, ?)",
+                     (scope, subject, request_id, expires_at))
+
+    def get_rate_bucket(self, scope: str, subject: str) -> tuple[float, int] | None:
+        """(tokens, stamp in epoch microseconds), or None for a full bucket."""
+        row = self._one("SELECT tokens, stamp_us FROM rate_buckets WHERE scope = ? AND subject = ?", (scope, subject))
+        return (float(row[0]), int(row[1])) if row else None
+
+    def put_rate_bucket(self, scope: str, subject: str, tokens: float, stamp_us: int, full_at: int) -> None:
+        self.execute(
+            "INSERT INTO rate_buckets (scope, subject, tokens, stamp_us, full_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (scope, subject) DO UPDATE SET tokens = excluded.tokens, stamp_us = excluded.stamp_us, "
+            "full_at = excluded.full_at",
+            (scope, subject, tokens, stamp_us, full_at))
 
     # -- audit ------------------------------------------------------------------------------------
     def last_audit(self) -> tuple[int, str] | None:

@@ -157,3 +157,44 @@ CREATE TABLE IF NOT EXISTS delivery_targets (
     UNIQUE (kind, address)
 );
 CREATE INDEX IF NOT EXISTS delivery_targets_due ON delivery_targets (state, next_attempt_at);
+-- The bootstrap certificate (IDevID) each device first enrolled with (trustlists/bootstrap.py): one per device,
+-- and one device per certificate. Set in the transaction that records the first operational certificate.
+CREATE TABLE IF NOT EXISTS bootstrap_pins (
+    owner_id TEXT PRIMARY KEY REFERENCES owners(id),
+    grp TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    not_after BIGINT NOT NULL,
+    serial TEXT NOT NULL,
+    pinned_at BIGINT NOT NULL,
+    pinned_by TEXT NOT NULL,
+    UNIQUE (grp, fingerprint)
+);
+-- Every pin set and released, in order: lets each process keep an in-memory copy of the pins current with an
+-- incremental read (the brokers ask about live bootstrap sessions on their event loop, where no query may run).
+CREATE TABLE IF NOT EXISTS bootstrap_pin_changes (
+    seq INTEGER PRIMARY KEY,
+    owner_id TEXT NOT NULL,
+    fingerprint TEXT
+);
+-- Request ids seen by a protocol front (trustlists/request_guard.py), until their timestamp window has passed:
+-- shared by every service and process on this store, and kept across restarts.
+CREATE TABLE IF NOT EXISTS seen_requests (
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, subject, request_id)
+);
+CREATE INDEX IF NOT EXISTS seen_requests_expiry ON seen_requests (expires_at);
+-- Token buckets of the shared rate limit; a missing row is a full bucket, so rows of idle subjects are dropped.
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tokens REAL NOT NULL,
+    stamp_us BIGINT NOT NULL,
+    full_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, subject)
+);
+CREATE INDEX IF NOT EXISTS rate_buckets_idle ON rate_buckets (full_at);

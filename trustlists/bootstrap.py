@@ -1,0 +1,245 @@
+"""Bootstrap identities: which factory certificate may enroll which device, once, and how an operator re-arms it.
+
+A device leaves the factory with a bootstrap certificate: an IDevID (IEEE 802.1AR) signed by its manufacturer's
+CA, or a self-signed factory certificate. The registration allow-lists it in `Owner.attributes["bootstrap"]`
+(`BootstrapEntry`: a subject CN, for certificates whose chain anchors at a CA imported into the group's trust
+list, or an exact SHA-256 fingerprint). Whoever first enrolls with an allow-listed certificate pins the device
+to that exact certificate (its fingerprint, and its issuer for people to read): a different certificate with
+the same CN, which anyone holding the manufacturer CA's key could make, is refused from then on. Enrolling
+again with the pinned certificate (a factory reset lost the operational identity) issues a new operational
+certificate that replaces every live one of the device: they are superseded by it and revoked (RFC 5280
+reason superseded), in the same transaction that records it. `rearm` releases the pin (a replaced part).
+
+Chain validation is the front's job (a broker's TLS layer, the MQTT DeviceGate, an EST server): this module
+decides who a validated bootstrap certificate is, and whether it may enroll.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from trustlists import audit
+from trustlists.authority import CertificateAuthority
+from trustlists.bootstrap_allowlist import (
+    ATTRIBUTE,
+    ROLE_ATTRIBUTE,
+    BootstrapEntry,
+    allow_list,
+    checked_attributes,
+    common_name,
+    parse_allow_list,
+)
+from trustlists.context import EngineContext
+from trustlists.der import load_certificate, sha256_hex
+from trustlists.errors import BootstrapRefused, InvalidState, NotFound
+from trustlists.models import BootstrapPin, CertificateRecord, IssuedCertificate, KeyType, Owner, RevocationReason
+from trustlists.registry import is_unregistered, issuable_owner
+from trustlists.store.base import StoreTx
+
+__all__ = ["Bootstrap", "BootstrapEntry"]
+
+
+class _PinCache:
+    """owner id -> pinned fingerprint, kept current from the change log by incremental reads."""
+
+    def __init__(self) -> None:
+        self._pins: dict[str, str] = {}
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def refresh(self, tx: StoreTx) -> None:
+        with self._lock:
+            for seq, owner_id, fingerprint in tx.bootstrap_pin_changes_since(self._seq):
+                if fingerprint is None:
+                    self._pins.pop(owner_id, None)
+                else:
+                    self._pins[owner_id] = fingerprint
+                self._seq = seq
+
+    def get(self, owner_id: str) -> str | None:
+        return self._pins.get(owner_id)
+
+
+class Bootstrap:
+    """`engine.bootstrap`: the allow-list lookup, the pin, enrollment with a bootstrap certificate, rearm."""
+
+    def __init__(self, ctx: EngineContext, authority: CertificateAuthority) -> None:
+        self._ctx = ctx
+        self._authority = authority
+        self._cache = _PinCache()
+
+    # -- who is it ----------------------------------------------------------------------------------------------
+
+    def find_owner(self, group: str, *, subject_cn: str | None, fingerprint: str,
+                   fingerprint_only: bool = False) -> Owner:
+        """The one registered device of `group` that allow-lists this certificate.
+
+        `fingerprint_only`: match only fingerprint entries (a self-signed certificate, whose CN anyone can
+        choose). Raises BootstrapRefused(bootstrap_not_allowed) when no device, or more than one, lists it.
+        """
+        fingerprint = fingerprint.lower()
+        with self._ctx.store.read() as tx:
+            owners = tx.list_owners(group)
+        matches = [o for o in owners if not is_unregistered(o) and any(
+            e.matches(subject_cn, fingerprint, fingerprint_only=fingerprint_only) for e in allow_list(o))]
+        if not matches:
+            raise BootstrapRefused(f"no registered device of {group} lists this certificate (CN {subject_cn!r}, "
+                                   f"sha256 {fingerprint[:16]}…) as its bootstrap identity",
+                                   reason="bootstrap_not_allowed")
+        if len(matches) > 1:
+            # Two devices claiming one certificate: admitting either would let one act as the other.
+            names = ", ".join(sorted(o.name for o in matches))
+            raise BootstrapRefused(f"the bootstrap certificate is listed by more than one device ({names})",
+                                   reason="bootstrap_not_allowed")
+        return matches[0]
+
+    def check_pin(self, owner: Owner, fingerprint: str) -> None:
+        """Raise BootstrapRefused(bootstrap_pinned) unless the device is unpinned or pinned to this certificate.
+
+        Reads the store (the truth) and brings this process's copy of the pins up to date on the way, so a
+        broker that admits a session here also keeps admitting it in `admits_live`.
+        """
+        fingerprint = fingerprint.lower()
+        with self._ctx.store.read() as tx:
+            self._cache.refresh(tx)
+            pin = tx.get_bootstrap_pin(owner.id)
+            other = None if pin is not None else tx.find_bootstrap_pin(owner.group, fingerprint)
+        if pin is not None and pin.fingerprint_sha256 != fingerprint:
+            raise BootstrapRefused(f"{owner.name} enrolled with another bootstrap certificate (sha256 "
+                                   f"{pin.fingerprint_sha256[:16]}…, issuer {pin.issuer}); after a replaced part, "
+                                   f"re-arm it: otpki owners rearm {owner.group} {owner.name}",
+                                   reason="bootstrap_pinned")
+        if other is not None and other.owner_id != owner.id:
+            raise BootstrapRefused(f"this bootstrap certificate already enrolled another device of {owner.group}",
+                                   reason="bootstrap_pinned")
+
+    def admits_live(self, owner_id: str, fingerprint: str) -> bool:
+        """May a live session authenticated with this bootstrap certificate go on? A dict lookup, for event
+        loops: answers from this process's copy of the pins, current as of the last `refresh` (the brokers'
+        revocation watchers refresh it with `Engine.refresh_revocations`; pins set here are seen at once)."""
+        pinned = self._cache.get(owner_id)
+        return pinned is None or pinned == fingerprint
+
+    def refresh(self) -> None:
+        """Pick up pins other processes set or released."""
+        with self._ctx.store.read() as tx:
+            self._cache.refresh(tx)
+
+    def pin(self, owner_id: str) -> BootstrapPin | None:
+        with self._ctx.store.read() as tx:
+            return tx.get_bootstrap_pin(owner_id)
+
+    def pins(self, group: str | None = None) -> dict[str, BootstrapPin]:
+        """owner id -> pin."""
+        with self._ctx.store.read() as tx:
+            return {p.owner_id: p for p in tx.list_bootstrap_pins(group)}
+
+    # -- enrollment -----------------------------------------------------------------------------------------------
+
+    def enroll(self, *, owner_id: str, credential: bytes, actor: str, csr: bytes | None = None,
+               key_type: KeyType | None = None) -> IssuedCertificate:
+        """An operational certificate for a device that authenticated with bootstrap certificate `credential`
+        (DER or PEM; its chain already validated by the caller): from `csr`, or with a server-generated key.
+
+        First enrollment pins the device to `credential`; a later one (same certificate) replaces every live
+        certificate of the device. Pin, new certificate and replacement commit together or not at all, so of two
+        different certificates enrolling one device at the same moment, from any number of processes, exactly
+        one wins.
+        """
+        cert = load_certificate(credential, "bootstrap certificate")
+        fingerprint = sha256_hex(cert.public_bytes(Encoding.DER))
+        owner = issuable_owner(self._ctx, owner_id)
+        if owner.attributes.get(ROLE_ATTRIBUTE) is not None:
+            raise BootstrapRefused(f"{owner.name} is a service identity; it is never enrolled with a bootstrap "
+                                   "certificate", reason="bootstrap_role")
+        self_signed = cert.issuer == cert.subject  # its CN is whatever its maker chose: only a fingerprint counts
+        cn = common_name(cert)
+        if not any(e.matches(cn, fingerprint, fingerprint_only=self_signed) for e in allow_list(owner)):
+            raise BootstrapRefused(f"{owner.name} does not list this bootstrap certificate",
+                                   reason="bootstrap_not_allowed")
+        self.check_pin(owner, fingerprint)  # refuse before signing; the transaction below decides for good
+
+        def record(tx: StoreTx, issued: CertificateRecord) -> None:
+            self._record(tx, owner, cert, fingerprint, issued, actor)
+
+        if csr is not None:
+            result = self._authority.issue_from_csr(csr, owner_id=owner.id, actor=actor, in_transaction=record)
+        else:
+            result = self._authority.issue_with_new_key(owner_id=owner.id, actor=actor, key_type=key_type,
+                                                        in_transaction=record)
+        self.refresh()
+        return result
+
+    def _record(self, tx: StoreTx, owner: Owner, cert: x509.Certificate, fingerprint: str,
+                issued: CertificateRecord, actor: str) -> None:
+        """Inside the issuance transaction: pin (first time) or check the pin, then retire the old certificates."""
+        pin = tx.get_bootstrap_pin(owner.id)
+        if pin is None:
+            taken = tx.find_bootstrap_pin(owner.group, fingerprint)
+            if taken is not None:
+                raise BootstrapRefused(f"this bootstrap certificate already enrolled another device of {owner.group}",
+                                       reason="bootstrap_pinned")
+            pin = BootstrapPin(owner_id=owner.id, group=owner.group, fingerprint_sha256=fingerprint,
+                               subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(),
+                               not_after=cert.not_valid_after_utc, serial=issued.serial, pinned_at=issued.issued_at,
+                               pinned_by=actor)
+            tx.insert_bootstrap_pin(pin)
+            action = "bootstrap.pin"
+        elif pin.fingerprint_sha256 != fingerprint:
+            raise BootstrapRefused(f"{owner.name} enrolled with another bootstrap certificate meanwhile",
+                                   reason="bootstrap_pinned")
+        else:
+            action = "bootstrap.reenroll"
+        replaced = self._retire(tx, owner, issued, actor)
+        audit.append(tx, actor=actor, action=action, subject=owner.id, at=issued.issued_at,
+                     details={"owner": owner.name, "group": owner.group, "sha256": fingerprint,
+                              "subject": pin.subject, "issuer": pin.issuer, "serial": issued.serial,
+                              "replaced": replaced})
+
+    def _retire(self, tx: StoreTx, owner: Owner, issued: CertificateRecord, actor: str) -> list[str]:
+        """Every other certificate of the device that still authenticates: superseded by the new one, revoked."""
+        now = issued.issued_at
+        live = [c for c in tx.query_certificates(now=now, owner_id=owner.id)
+                if c.serial != issued.serial and c.revoked_at is None and c.not_after >= now]
+        for old in live:
+            if old.superseded_by is None:
+                tx.mark_superseded(old.serial, issued.serial)
+            # Joins this transaction (the store nests): the CRL that lists it commits with the new certificate.
+            self._authority.revoke(old.serial, reason=RevocationReason.SUPERSEDED, actor=actor)
+        return [c.serial for c in live]
+
+    # -- the operator ---------------------------------------------------------------------------------------------
+
+    def rearm(self, owner_id: str, *, actor: str,
+              allow: Iterable[BootstrapEntry | dict[str, str]] | None = None) -> BootstrapPin | None:
+        """Release the device's pin so that the next allow-listed bootstrap certificate can enroll it (a replaced
+        part, a factory reset that made a new IDevID); with `allow`, replace the allow-list in the same step.
+
+        Returns the released pin (None if the device was not pinned and only its allow-list changed). Raises
+        NotFound for an unknown owner and InvalidState(not_pinned) when there is nothing to do.
+        """
+        entries = parse_allow_list(list(allow)) if allow is not None else None
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            owner = tx.get_owner(owner_id)
+            if is_unregistered(owner):
+                raise NotFound(f"{owner.name} was unregistered", reason="unknown_owner")
+            pin = tx.get_bootstrap_pin(owner.id)
+            if pin is None and entries is None:
+                raise InvalidState(f"{owner.name} is not pinned to a bootstrap certificate; nothing to re-arm",
+                                   reason="not_pinned")
+            if pin is not None:
+                tx.delete_bootstrap_pin(owner.id)
+            if entries is not None:
+                attributes = checked_attributes({**owner.attributes, ATTRIBUTE: [e.stored() for e in entries]})
+                tx.update_owner(owner.model_copy(update={"attributes": attributes}))
+            audit.append(tx, actor=actor, action="bootstrap.rearm", subject=owner.id, at=now,
+                         details={"owner": owner.name, "group": owner.group,
+                                  "released_sha256": pin.fingerprint_sha256 if pin else None,
+                                  "allow_list": [e.stored() for e in entries] if entries is not None else None})
+        self.refresh()
+        return pin

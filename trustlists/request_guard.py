@@ -1,0 +1,74 @@
+"""Replay memory and rate limits that every service and process on one store shares, and that survive restarts.
+
+A protocol front (the MQTT enrollment service today, EST tomorrow) asks `admit` once per request that it has
+already authenticated: was this request id seen for this subject, and does the subject have budget left?
+Both questions and the answer's bookkeeping are one store transaction, so two services (the embedded broker's
+and the Mosquitto side's, or two processes) can never both accept one request, nor together exceed one budget.
+
+Only authenticated requests get here: flood shedding happens before, in memory, in the front (a store write
+per flooded message would turn a flood into disk traffic). Rows are dropped once they stop mattering (request
+ids after their timestamp window, buckets once full again), in the same transactions, through an index.
+Neither is audited: they are bookkeeping of requests, not trust decisions (what a request led to is audited).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trustlists.clock import to_epoch
+from trustlists.context import EngineContext
+from trustlists.errors import InvalidInput
+
+__all__ = ["RateLimit", "RequestGuard", "Verdict"]
+
+Verdict = Literal["ok", "replay", "rate_limited"]
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `burst` requests at once, then `refill_per_s` requests per second."""
+
+    model_config = ConfigDict(frozen=True)
+
+    burst: int = Field(ge=1)
+    refill_per_s: float = Field(gt=0)
+
+
+class RequestGuard:
+    """`engine.request_guard`."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self._ctx = ctx
+
+    def admit(self, scope: str, subject: str, request_id: str, *, expires_at: datetime, limit: RateLimit) -> Verdict:
+        """Check and record one request atomically.
+
+        "replay": `request_id` was admitted for `subject` in `scope` before and has not expired (nothing is
+        consumed); "rate_limited": the subject's bucket is empty (the id is not remembered, so the same signed
+        request may be retried); "ok": a token was taken and the id is remembered until `expires_at`.
+        """
+        if not scope or not subject or not request_id:
+            raise InvalidInput("scope, subject and request id are required")
+        now = self._ctx.clock()
+        now_us = int(now.timestamp() * 1_000_000)
+        with self._ctx.store.transaction() as tx:
+            tx.forget_expired(to_epoch(now))
+            if tx.request_seen(scope, subject, request_id):
+                return "replay"
+            bucket = tx.get_rate_bucket(scope, subject)
+            tokens = float(limit.burst)
+            if bucket is not None:
+                stored, stamp_us = bucket
+                # A clock that went backwards earns nothing (and takes nothing away).
+                elapsed = max(0.0, (now_us - stamp_us) / 1_000_000)
+                tokens = min(float(limit.burst), stored + elapsed * limit.refill_per_s)
+            if tokens < 1.0:
+                return "rate_limited"  # nothing taken, nothing written: the stored bucket still says the same
+            tokens -= 1.0
+            tx.remember_request(scope, subject, request_id, max(to_epoch(expires_at), to_epoch(now)))
+            full_in_s = (limit.burst - tokens) / limit.refill_per_s
+            tx.put_rate_bucket(scope, subject, tokens, now_us, to_epoch(now) + math.ceil(full_in_s) + 1)
+        return "ok"
