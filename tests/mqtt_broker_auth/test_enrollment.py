@@ -30,11 +30,11 @@ from mqtt_broker_auth.enrollment_messages import (
     verify,
 )
 from simulators.manufacturer import BootstrapCredential, Manufacturer
-from tests.helpers import make_csr, new_key, store_snapshot
-from tests.mqtt_broker_auth.conftest import ACTOR, from_issued
+from tests.helpers import Clock, make_csr, make_engine, new_key, store_snapshot
+from tests.mqtt_broker_auth.conftest import ACTOR, from_issued, mqtt_config
 from tests.mqtt_broker_auth.plain_broker import PlainBroker, start_plain_broker
 from trustlists.engine import Engine
-from trustlists.models import CertificateStatus, KeyType
+from trustlists.models import CertificateStatus, KeyType, RevocationReason
 from trustlists.policy import PkiConfig
 
 PREFIX = "otpki/enroll"
@@ -57,8 +57,8 @@ async def broker(engine: Engine, manufacturer: Manufacturer, tmp_path: Path) -> 
     await plain.stop()
 
 
-def service_files(engine: Engine, directory: Path) -> tuple[Path, Path]:
-    owner = engine.registry.register(group="mqtt-device", name="enrollment-svc", site="north", actor=ACTOR,
+def service_files(engine: Engine, directory: Path, name: str = "enrollment-svc") -> tuple[Path, Path]:
+    owner = engine.registry.register(group="mqtt-device", name=name, site="north", actor=ACTOR,
                                      attributes={"role": "enrollment-service"})
     cert = from_issued(engine.authority.issue_with_new_key(owner_id=owner.id, actor=ACTOR), owner, directory)
     return cert.cert_file, cert.key_file
@@ -131,6 +131,28 @@ async def wire(broker: PlainBroker, service: EnrollmentService) -> AsyncIterator
     await client.connect()
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def other_wire(engine: Engine, service: EnrollmentService, tmp_path: Path,
+                     clock: Clock) -> AsyncIterator[Wire]:
+    """A second broker with its own enrollment service (same settings) in what stands for another process: its own
+    Engine on the same SQLite file. The embedded broker's service next to the Mosquitto side's, say."""
+    other = make_engine(tmp_path / "pki", clock=clock, config=mqtt_config())
+    plain = await start_plain_broker(other, tmp_path / "broker-2")
+    cert_file, key_file = service_files(other, tmp_path / "svc-2", name="enrollment-svc-2")
+    svc = EnrollmentService(other, host=plain.host, port=plain.port, ca_file=plain.server_ca_file,
+                            cert_file=cert_file, key_file=key_file, settings=service.settings)
+    client = Wire(plain)
+    try:
+        await svc.start()
+        await client.connect()
+        yield client
+    finally:
+        await client.close()
+        await svc.stop()
+        await plain.stop()
+        other.close()
 
 
 async def until(predicate: Callable[[], bool]) -> None:
@@ -318,9 +340,10 @@ async def test_bad_input_is_refused_and_nothing_issued(engine: Engine, manufactu
     before = certs_issued(engine)
     await refused("pump-4", good, "replay")
 
-    # The replay memory survives a restart of the service (a new instance, same replay file).
+    # The replay memory survives a restart of the service: a new instance on a new engine (a new process).
     await service.stop()
-    restarted = EnrollmentService(engine, host=service._host, port=service._port, ca_file=service._ca_file,
+    fresh = make_engine(engine.ctx.store.path.parent, config=mqtt_config())  # type: ignore[attr-defined]
+    restarted = EnrollmentService(fresh, host=service._host, port=service._port, ca_file=service._ca_file,
                                   cert_file=service._cert_file, key_file=service._key_file,
                                   settings=service.settings)
     await restarted.start()
@@ -328,6 +351,7 @@ async def test_bad_input_is_refused_and_nothing_issued(engine: Engine, manufactu
         await refused("pump-4", good, "replay")
     finally:
         await restarted.stop()
+        fresh.close()
 
 
 @pytest.mark.parametrize("service", [{"burst": 5}], indirect=True)
@@ -353,6 +377,81 @@ async def test_flood_is_rate_limited_then_dropped(engine: Engine, manufacturer: 
     assert kind == "accepted", body
     assert service.counters["dropped"] == dropped + 1
     assert certs_issued(engine) == before + 1
+
+
+# -- one memory for every service on the store ---------------------------------------------------------------------
+
+async def test_a_request_accepted_by_one_service_is_a_replay_at_another(engine: Engine, manufacturer: Manufacturer,
+                                                                        wire: Wire, other_wire: Wire) -> None:
+    idevid = manufacturer.issue_idevid("SN-0020")
+    register(engine, "pump-20", idevid)
+    captured = csr_request("pump-20", idevid.cert_file_pem, key_of(idevid.key_pem))
+    kind, body = await wire.ask("pump-20", captured)
+    assert kind == "accepted", body
+    before = certs_issued(engine)
+    kind, body = await other_wire.ask("pump-20", captured)  # captured on one broker, replayed on the other
+    assert (kind, body["reason"]) == ("rejected", "replay"), body
+    assert certs_issued(engine) == before
+    kind, body = await wire.ask("pump-20", captured)
+    assert (kind, body["reason"]) == ("rejected", "replay"), body
+
+
+@pytest.mark.parametrize("service", [{"burst": 3}], indirect=True)
+async def test_rate_limit_is_shared_by_the_services_on_one_store(engine: Engine, manufacturer: Manufacturer,
+                                                                 wire: Wire, other_wire: Wire) -> None:
+    idevid = manufacturer.issue_idevid("SN-0021")
+    register(engine, "pump-21", idevid)
+    key = key_of(idevid.key_pem)
+    for ask in (wire.ask, other_wire.ask, wire.ask):  # the device's burst, spent across both services
+        kind, body = await ask("pump-21", csr_request("pump-21", idevid.cert_file_pem, key))
+        assert kind == "accepted", body
+    before = certs_issued(engine)
+    for ask in (other_wire.ask, wire.ask):  # each service's own bucket still has room; the shared one has not
+        kind, body = await ask("pump-21", csr_request("pump-21", idevid.cert_file_pem, key))
+        assert (kind, body["reason"]) == ("rejected", "rate_limited"), body
+    assert certs_issued(engine) == before
+    other = manufacturer.issue_idevid("SN-0022")  # another device has its own budget
+    register(engine, "pump-22", other)
+    kind, body = await other_wire.ask("pump-22", csr_request("pump-22", other.cert_file_pem, key_of(other.key_pem)))
+    assert kind == "accepted", body
+
+
+# -- one enrollment per IDevID ----------------------------------------------------------------------------------
+
+async def test_pinned_idevid_alone_enrolls_again_and_replaces_the_old_certificate(
+        engine: Engine, manufacturer: Manufacturer, wire: Wire) -> None:
+    genuine = manufacturer.issue_idevid("SN-0030")
+    forged = manufacturer.issue_idevid("SN-0030")  # same CN from the same manufacturer CA: any key holder's forgery
+    register(engine, "pump-30", genuine)
+    first_key = new_key()
+    kind, first = await wire.ask("pump-30", build_request(
+        f"{PREFIX}/pump-30/csr", credential_pem=genuine.cert_file_pem, credential_key=key_of(genuine.key_pem),
+        csr_pem=make_csr("pump-30", key=first_key).decode()))
+    assert kind == "accepted", first
+
+    before = certs_issued(engine)
+    for request in (csr_request("pump-30", forged.cert_file_pem, key_of(forged.key_pem)),
+                    build_request(f"{PREFIX}/pump-30/csr", credential_pem=forged.cert_file_pem,
+                                  credential_key=key_of(forged.key_pem), server_keygen=True)):
+        kind, body = await wire.ask("pump-30", request)
+        assert (kind, body["reason"]) == ("rejected", "unauthorized"), body
+        assert "bootstrap_pinned" in str(body["message"]), body
+    assert certs_issued(engine) == before
+
+    # Factory reset: the device lost its operational identity and comes back with its IDevID.
+    kind, second = await wire.ask("pump-30", csr_request("pump-30", genuine.cert_file_pem, key_of(genuine.key_pem)))
+    assert kind == "accepted", second
+    old = engine.inventory.get(str(first["serial"]))
+    assert old.revocation_reason == RevocationReason.SUPERSEDED and old.superseded_by == second["serial"]
+    owner = engine.registry.find("mqtt-device", name="pump-30")
+    assert owner is not None
+    assert [c.serial for c in engine.inventory.query(owner_id=owner.id, status=CertificateStatus.ACTIVE)] \
+        == [second["serial"]]
+    # The old operational certificate no longer authenticates anything.
+    old_pem = str(first["certificate"]) + "".join(first["chain"])  # type: ignore[arg-type]
+    kind, body = await wire.ask("pump-30", build_request(f"{PREFIX}/pump-30/csr", credential_pem=old_pem,
+                                                         credential_key=first_key, server_keygen=True))
+    assert (kind, body["reason"]) == ("rejected", "unauthorized") and "revoked" in str(body["message"]), body
 
 
 async def test_service_resubscribes_after_a_broker_restart(engine: Engine, manufacturer: Manufacturer,

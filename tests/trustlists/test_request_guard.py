@@ -1,0 +1,104 @@
+"""The request guard: one replay memory and one rate limit per subject for every engine on a store, kept across
+restarts, with expired rows dropped."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Clock, make_engine
+from tests.mqtt_broker_auth.conftest import mqtt_config
+from trustlists.engine import Engine
+from trustlists.errors import InvalidInput
+from trustlists.request_guard import RateLimit
+
+SCOPE = "mqtt-enrollment:mqtt-device"
+LIMIT = RateLimit(burst=3, refill_per_s=0.5)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engines(tmp_path: Path, clock: Clock) -> Iterator[tuple[Engine, Engine]]:
+    """Two engines on one SQLite file: two services, or two processes."""
+    first = make_engine(tmp_path / "pki", clock=clock, config=mqtt_config())
+    second = make_engine(tmp_path / "pki", clock=clock, config=mqtt_config())
+    yield first, second
+    first.close()
+    second.close()
+
+
+def admit(engine: Engine, clock: Clock, request_id: str, subject: str = "pump-1", limit: RateLimit = LIMIT) -> str:
+    return engine.request_guard.admit(SCOPE, subject, request_id, expires_at=clock.now + timedelta(minutes=10),
+                                      limit=limit)
+
+
+def rows(engine: Engine, table: str) -> int:
+    with engine.ctx.store.read() as tx:
+        return int(tx.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def test_a_request_admitted_by_one_engine_is_a_replay_for_the_other(engines: tuple[Engine, Engine],
+                                                                    clock: Clock) -> None:
+    first, second = engines
+    request = str(uuid.uuid4())
+    assert admit(first, clock, request) == "ok"
+    assert admit(second, clock, request) == "replay"
+    assert admit(first, clock, request) == "replay"
+    assert admit(second, clock, request, subject="pump-2") == "ok"  # ids are per subject
+    assert admit(second, clock, str(uuid.uuid4())) == "ok"
+
+
+def test_replay_memory_survives_a_restart_and_forgets_after_the_window(tmp_path: Path, clock: Clock) -> None:
+    request = str(uuid.uuid4())
+    engine = make_engine(tmp_path / "pki", clock=clock, config=mqtt_config())
+    assert admit(engine, clock, request) == "ok"
+    engine.close()
+    restarted = make_engine(tmp_path / "pki", clock=clock, config=mqtt_config())
+    try:
+        assert admit(restarted, clock, request) == "replay"
+        clock.now += timedelta(minutes=11)  # past expires_at: the row goes with the next admission
+        assert admit(restarted, clock, str(uuid.uuid4()), subject="pump-9") == "ok"
+        assert rows(restarted, "seen_requests") == 1
+        assert rows(restarted, "rate_buckets") == 1  # pump-1's bucket was full again: dropped too
+    finally:
+        restarted.close()
+
+
+def test_rate_limit_is_shared_and_refills(engines: tuple[Engine, Engine], clock: Clock) -> None:
+    first, second = engines
+    assert [admit(e, clock, str(uuid.uuid4())) for e in (first, second, first)] == ["ok"] * 3  # the burst
+    limited = str(uuid.uuid4())
+    assert admit(second, clock, limited) == "rate_limited"
+    assert admit(first, clock, str(uuid.uuid4())) == "rate_limited"
+    assert admit(first, clock, str(uuid.uuid4()), subject="pump-2") == "ok"  # other devices keep their budget
+    clock.now += timedelta(seconds=2)  # 0.5/s: one request earned back
+    assert admit(second, clock, limited) == "ok"  # a rate-limited request was not remembered: its retry counts
+    assert admit(first, clock, str(uuid.uuid4())) == "rate_limited"
+    clock.now -= timedelta(hours=1)  # a clock stepped back earns nothing
+    assert admit(first, clock, str(uuid.uuid4())) == "rate_limited"
+
+
+def test_a_rate_limited_request_writes_nothing(engines: tuple[Engine, Engine], clock: Clock) -> None:
+    first, _ = engines
+    limit = RateLimit(burst=1, refill_per_s=0.001)
+    assert admit(first, clock, str(uuid.uuid4()), limit=limit) == "ok"
+    with first.ctx.store.read() as tx:
+        before = tx.execute("SELECT tokens, stamp_us FROM rate_buckets").fetchall()
+    for _ in range(5):
+        assert admit(first, clock, str(uuid.uuid4()), limit=limit) == "rate_limited"
+    with first.ctx.store.read() as tx:
+        assert tx.execute("SELECT tokens, stamp_us FROM rate_buckets").fetchall() == before
+    assert rows(first, "seen_requests") == 1
+
+
+def test_empty_keys_are_refused(engines: tuple[Engine, Engine], clock: Clock) -> None:
+    with pytest.raises(InvalidInput):
+        engines[0].request_guard.admit(SCOPE, "", "x", expires_at=clock.now, limit=LIMIT)
