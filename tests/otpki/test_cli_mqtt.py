@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -106,6 +107,74 @@ async def test_serve_enroll_revoke_and_stop(serve: tuple[asyncio.subprocess.Proc
 
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+
+
+async def logged(proc: asyncio.subprocess.Process, words: bytes) -> None:
+    """Read the server's output until a line carries `words` (bounded by WAIT_S)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - loop.time()))  # type: ignore[union-attr]
+        assert line, "the server exited"
+        if words in line:
+            return
+
+
+async def test_rearm_lets_a_replaced_part_enroll(serve: tuple[asyncio.subprocess.Process, int], data_dir: Path,
+                                                env: dict[str, str], tmp_path: Path) -> None:
+    """The broker runs in its own process; the operator pins, refuses and re-arms from the CLI on the same store."""
+    proc, port = serve
+    maker = Manufacturer.create("ACME Devices")
+    (tmp_path / "manufacturer-ca.pem").write_text(maker.ca_pem)
+    assert cli(env, "trustlist", "import", "mqtt-device", str(tmp_path / "manufacturer-ca.pem"),
+               "--list", "trusted").exit_code == 0
+    assert cli(env, "owners", "add", "mqtt-device", "pump-1", "--site", "north",
+               "--bootstrap-cn", "SN-0001").exit_code == 0
+    assert cli(env, "ca-file", "--out", str(tmp_path / "broker-ca.pem"), target=mqtt_app).exit_code == 0
+
+    def device(credential_cn: str, where: str, attempts: int = 3) -> MqttDevice:
+        cert_file, key_file = maker.issue_idevid(credential_cn).write(tmp_path / where / "factory")
+        return MqttDevice(DeviceConfig(name="pump-1", site="north", port=port, ca_file=tmp_path / "broker-ca.pem",
+                                       workdir=tmp_path / where, bootstrap_cert_file=cert_file,
+                                       bootstrap_key_file=key_file, enroll_attempts=attempts))
+
+    async def run(dev: MqttDevice, until: str) -> MqttDevice:
+        dev.start()
+        try:
+            await asyncio.wait_for((dev.online if until == "online" else dev.ended).wait(), WAIT_S)
+        finally:
+            await dev.stop()
+        return dev
+
+    original = await run(device("SN-0001", "original"), "online")
+    listed = json.loads(cli(env, "owners", "list", "--group", "mqtt-device", "--json").output)
+    pin = next(o for o in listed if o["name"] == "pump-1")["bootstrap_pin"]
+    assert pin is not None and pin["serial"] == original.serial_hex and pin["subject"].endswith("CN=SN-0001")
+    assert "pinned" in cli(env, "owners", "list", "--group", "mqtt-device").output
+
+    # Another IDevID with the listed CN (a forgery, or the maker re-issued it) is refused while the pin holds.
+    forged = await run(device("SN-0001", "forged", attempts=1), "ended")
+    assert forged.state == DeviceState.FAILED and forged.certificate is None, forged.last_error
+    await logged(proc, b"bootstrap_pinned")  # the broker says why
+
+    # The part was replaced: the new one has its own IDevID. Re-arm with it, and it enrolls.
+    result = cli(env, "owners", "rearm", "mqtt-device", "pump-1", "--bootstrap-cn", "SN-0002")
+    assert result.exit_code == 0, result.output
+    assert "released the pin" in result.output and pin["fingerprint_sha256"] in result.output.replace("\n", ""), \
+        result.output
+    replaced = await run(device("SN-0002", "replaced"), "online")
+    assert replaced.serial_hex not in (None, original.serial_hex)
+    shown = json.loads(cli(env, "certs", "show", original.serial_hex or "", "--json").output)
+    assert shown["status"] == "revoked", shown
+
+    # Operator mistakes: one line, exit 2.
+    assert cli(env, "owners", "add", "mqtt-device", "pump-2", "--site", "north").exit_code == 0
+    for name, words in (("nosuch", "not registered"), ("pump-2", "nothing to re-arm")):
+        result = cli(env, "owners", "rearm", "mqtt-device", name)
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert [r["details"]["released_sha256"] for r in json.loads(cli(env, "audit", "log", "--json").output)
+            if r["action"] == "bootstrap.rearm"] == [pin["fingerprint_sha256"]]
 
 
 def test_bootstrap_options_are_refused_where_they_make_no_sense(data_dir: Path, env: dict[str, str]) -> None:
