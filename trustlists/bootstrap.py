@@ -107,13 +107,13 @@ class Bootstrap:
         with self._ctx.store.read() as tx:
             self._cache.refresh(tx)
             pin = tx.get_bootstrap_pin(owner.id)
-            other = None if pin is not None else tx.find_bootstrap_pin(owner.group, fingerprint)
+            other = None if pin is not None else _held_elsewhere(tx, owner, fingerprint)
         if pin is not None and pin.fingerprint_sha256 != fingerprint:
             raise BootstrapRefused(f"{owner.name} enrolled with another bootstrap certificate (sha256 "
                                    f"{pin.fingerprint_sha256[:16]}…, issuer {pin.issuer}); after a replaced part, "
                                    f"re-arm it: otpki owners rearm {owner.group} {owner.name}",
                                    reason="bootstrap_pinned")
-        if other is not None and other.owner_id != owner.id:
+        if other is not None:
             raise BootstrapRefused(f"this bootstrap certificate already enrolled another device of {owner.group}",
                                    reason="bootstrap_pinned")
 
@@ -156,15 +156,13 @@ class Bootstrap:
         if owner.attributes.get(ROLE_ATTRIBUTE) is not None:
             raise BootstrapRefused(f"{owner.name} is a service identity; it is never enrolled with a bootstrap "
                                    "certificate", reason="bootstrap_role")
-        self_signed = cert.issuer == cert.subject  # its CN is whatever its maker chose: only a fingerprint counts
-        cn = common_name(cert)
-        if not any(e.matches(cn, fingerprint, fingerprint_only=self_signed) for e in allow_list(owner)):
+        if not _lists(owner, cert, fingerprint):
             raise BootstrapRefused(f"{owner.name} does not list this bootstrap certificate",
                                    reason="bootstrap_not_allowed")
         self.check_pin(owner, fingerprint)  # refuse before signing; the transaction below decides for good
 
         def record(tx: StoreTx, issued: CertificateRecord) -> None:
-            self._record(tx, owner, cert, fingerprint, issued, actor)
+            self._record(tx, owner.id, cert, fingerprint, issued, actor)
 
         if csr is not None:
             result = self._authority.issue_from_csr(csr, owner_id=owner.id, actor=actor, in_transaction=record)
@@ -174,15 +172,25 @@ class Bootstrap:
         self.refresh()
         return result
 
-    def _record(self, tx: StoreTx, owner: Owner, cert: x509.Certificate, fingerprint: str,
+    def _record(self, tx: StoreTx, owner_id: str, cert: x509.Certificate, fingerprint: str,
                 issued: CertificateRecord, actor: str) -> None:
-        """Inside the issuance transaction: pin (first time) or check the pin, then retire the old certificates."""
+        """Inside the issuance transaction: pin (first time) or check the pin, then retire the old certificates.
+
+        Everything is read again here: what was checked before signing may have changed meanwhile (another
+        process pinned the device, an operator re-armed it with another allow-list or ended the registration).
+        """
+        owner = tx.get_owner(owner_id)
+        if is_unregistered(owner) or not _lists(owner, cert, fingerprint):
+            raise BootstrapRefused(f"{owner.name} no longer lists this bootstrap certificate",
+                                   reason="bootstrap_not_allowed")
         pin = tx.get_bootstrap_pin(owner.id)
         if pin is None:
-            taken = tx.find_bootstrap_pin(owner.group, fingerprint)
-            if taken is not None:
+            if _held_elsewhere(tx, owner, fingerprint) is not None:
                 raise BootstrapRefused(f"this bootstrap certificate already enrolled another device of {owner.group}",
                                        reason="bootstrap_pinned")
+            stale = tx.find_bootstrap_pin(owner.group, fingerprint)
+            if stale is not None:  # left by an unregistered device (see _held_elsewhere)
+                tx.delete_bootstrap_pin(stale.owner_id)
             pin = BootstrapPin(owner_id=owner.id, group=owner.group, fingerprint_sha256=fingerprint,
                                subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(),
                                not_after=cert.not_valid_after_utc, serial=issued.serial, pinned_at=issued.issued_at,
@@ -208,7 +216,9 @@ class Bootstrap:
         for old in live:
             if old.superseded_by is None:
                 tx.mark_superseded(old.serial, issued.serial)
-            # Joins this transaction (the store nests): the CRL that lists it commits with the new certificate.
+            # Joins this transaction (the store nests): the CRL that lists it commits with the new certificate. The
+            # in-memory revocation index learns it before the commit; should the commit fail, this process alone
+            # goes on refusing a certificate that its device was replacing anyway (closed, not open).
             self._authority.revoke(old.serial, reason=RevocationReason.SUPERSEDED, actor=actor)
         return [c.serial for c in live]
 
@@ -243,3 +253,25 @@ class Bootstrap:
                                   "allow_list": [e.stored() for e in entries] if entries is not None else None})
         self.refresh()
         return pin
+
+
+def _lists(owner: Owner, cert: x509.Certificate, fingerprint: str) -> bool:
+    """Does the owner's allow-list name this certificate? A self-signed one chose its own CN: only its fingerprint
+    counts."""
+    cn = common_name(cert)
+    self_signed = cert.issuer == cert.subject
+    return any(e.matches(cn, fingerprint, fingerprint_only=self_signed) for e in allow_list(owner))
+
+
+def _held_elsewhere(tx: StoreTx, owner: Owner, fingerprint: str) -> BootstrapPin | None:
+    """The pin of another, still registered device of the group on this certificate (one device per IDevID).
+
+    A pin left by an unregistered device holds nothing: the device is gone (and cannot be re-armed), so its
+    certificate may enroll the registration that replaced it.
+    """
+    pin = tx.find_bootstrap_pin(owner.group, fingerprint)
+    if pin is None or pin.owner_id == owner.id:
+        return None
+    if is_unregistered(tx.get_owner(pin.owner_id)):
+        return None
+    return pin

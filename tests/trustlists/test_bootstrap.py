@@ -168,6 +168,35 @@ def test_pin_is_decided_in_the_issuance_transaction(engine: Engine, maker: Manuf
     assert engine.bootstrap.pin(owner.id).fingerprint_sha256 == genuine.sha256  # type: ignore[union-attr]
 
 
+def test_the_allow_list_is_read_again_in_the_issuance_transaction(engine: Engine, maker: Manufacturer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator re-arms the device for a new part while the old part's request is being signed."""
+    old_part, new_part = maker.issue_idevid("SN-30"), maker.issue_idevid("SN-31")
+    owner = register(engine, "pump-30", old_part.allow_list_entry())
+    real_check = engine.bootstrap.check_pin
+
+    def operator_acts_meanwhile(owner: Owner, fingerprint: str) -> None:
+        real_check(owner, fingerprint)
+        engine.registry.update(owner.model_copy(update={"attributes": {"bootstrap": [new_part.allow_list_entry()]}}),
+                               actor="operator")
+
+    monkeypatch.setattr(engine.bootstrap, "check_pin", operator_acts_meanwhile)
+    before = store_snapshot(engine)[0]
+    refused("bootstrap_not_allowed", enroll, engine, owner, old_part)
+    assert store_snapshot(engine)[0] == before and engine.bootstrap.pin(owner.id) is None
+
+
+def test_a_pin_left_by_an_unregistered_device_frees_its_certificate(engine: Engine, maker: Manufacturer) -> None:
+    idevid = maker.issue_idevid("SN-32")
+    gone = register(engine, "pump-32", idevid.allow_list_entry(by="sha256"))
+    enroll(engine, gone, idevid)
+    engine.registry.unregister(gone.id, actor=ACTOR)
+    successor = register(engine, "pump-32b", idevid.allow_list_entry(by="sha256"))
+    enroll(engine, successor, idevid)
+    assert engine.bootstrap.pin(successor.id).fingerprint_sha256 == idevid.sha256  # type: ignore[union-attr]
+    assert engine.bootstrap.pin(gone.id) is None
+
+
 def test_rearm_releases_the_pin_and_can_replace_the_allow_list(engine: Engine, maker: Manufacturer) -> None:
     old_part, new_part = maker.issue_idevid("SN-10"), maker.issue_idevid("SN-11")
     owner = register(engine, "pump-10", old_part.allow_list_entry())
