@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_broker_auth.decision import DeviceGate, DeviceIdentity, Refusal
-from tests.helpers import Clock, make_engine
+from tests.helpers import Clock, make_csr, make_engine
 from tests.mqtt_broker_auth.conftest import (
     ACTOR,
     DeviceCert,
@@ -186,6 +186,30 @@ def test_bootstrap_via_allow_listed_self_signed_certificate(engine: Engine, gate
     engine.registry.register(group="mqtt-device", name="valve-4", site="north", actor=ACTOR,
                              attributes={"bootstrap": [{"sha256": sha256_hex(factory.certificate_der)}]})
     refused(gate.authenticate(factory.chain, client_id="valve-3"), "untrusted")
+
+
+def test_bootstrap_pin_narrows_the_allow_list_to_one_certificate(engine: Engine, gate: DeviceGate,
+                                                                 tmp_path: Path) -> None:
+    acme = make_external_ca()
+    engine.trustlists.import_external("mqtt-device", acme.pem, list_name="trusted", note="ACME IDevID CA",
+                                      actor=ACTOR)
+    genuine = make_external_leaf(tmp_path / "genuine", "ACME-SN-0007", ca=acme)
+    forged = make_external_leaf(tmp_path / "forged", "ACME-SN-0007", ca=acme)  # same CN, same CA
+    owner = engine.registry.register(group="mqtt-device", name="valve-7", site="north", actor=ACTOR,
+                                     attributes={"bootstrap": [{"subject_cn": "ACME-SN-0007"}]})
+    live_genuine = admitted(gate.authenticate(genuine.chain, client_id="valve-7"))
+    live_forged = admitted(gate.authenticate(forged.chain, client_id="valve-7"))  # nothing tells them apart yet
+
+    engine.bootstrap.enroll(owner_id=owner.id, credential=genuine.certificate_der, actor=ACTOR,
+                            csr=make_csr("valve-7"))
+    refusal = refused(gate.authenticate(forged.chain, client_id="valve-7"), "bootstrap_pinned")
+    assert "otpki owners rearm mqtt-device valve-7" in refusal.detail
+    assert not gate.still_valid(live_forged) and gate.still_valid(live_genuine)
+    admitted(gate.authenticate(genuine.chain, client_id="valve-7"))  # it may come back (factory reset)
+
+    engine.bootstrap.rearm(owner.id, actor=ACTOR)
+    assert gate.still_valid(live_forged)
+    admitted(gate.authenticate(forged.chain, client_id="valve-7"))
 
 
 def test_bootstrap_entry_never_admits_an_engine_certificate_of_another_device(
