@@ -198,7 +198,7 @@ def check_mosquitto_files(engine: Engine, *, cafile: Path, crlfile: Path, group:
                       detail=f"cannot read {exc.filename}: {exc.strerror}; run `otpki mqtt mosquitto-config` "
                              "(first time) or `otpki mqtt sync --once`")
         return
-    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group))
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group, imported=False))
     if (installed_ca, installed_crl) != (ca_pem, crl_pem):
         stale = " and ".join(n for n, a, b in (("cafile", installed_ca, ca_pem), ("crlfile", installed_crl, crl_pem))
                              if a != b)

@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 from pydantic import SecretStr
+from rich.markup import escape
 
 from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
 from otpki.cli.common import (
@@ -235,8 +236,8 @@ def sync(
                       f"{'installed' if report.files_installed else 'unchanged' if not report.refused else 'refused'}"
                       f"; clients created {len(report.created)}, updated {len(report.updated)}, deleted "
                       f"{len(report.deleted)}; kicked {', '.join(report.kicked) or 'none'}")
-        for cn, why in report.skipped_bootstrap.items():
-            _say(f"bootstrap CN {cn!r} has no dynsec client: {why}")
+        for item in report.foreign_removed:
+            _say_err(f"[bold yellow]removed foreign dynsec entry:[/] {escape(item)}")
         if report.refused:
             raise typer.Exit(EXIT_PROBLEM)
         return
