@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mqtt_broker_auth.mosquitto import dynsec as ds
 from mqtt_broker_auth.mosquitto import dynsec_state as ds_state
 from mqtt_broker_auth.mosquitto.sync import FOREIGN_REMOVED_ACTION
+from otpki.doctor import check_mosquitto_dynsec
 from simulators.manufacturer import Manufacturer
 from tests.mqtt_broker_auth import mosquitto_fixture
 from tests.mqtt_broker_auth.conftest import DeviceCert, write_cert_files
@@ -172,6 +173,13 @@ async def test_reconcile_removes_everything_the_engine_did_not_put_there(
         await admin.aexecute([ds.add_client_role(lab.settings.admin_username, "backdoor")])
     await lab.sync._drop_client()
 
+    # `otpki doctor` reads what Mosquitto saved and names every foreign entry before the sync has run.
+    doctor = await run_blocking(lambda: list(check_mosquitto_dynsec(
+        lab.engine, dynsec_file=lab.settings.dynsec_file, admin_username=lab.settings.admin_username, group=GROUP)))
+    failures = "\n".join(f.detail for f in doctor if f.level == "fail")
+    for needle in ("client 'intruder'", "role 'backdoor'", "group 'crew'", "default acl"):
+        assert needle in failures, (needle, failures)
+
     report = await lab.sync.sync_once(full=True)
     removed = "\n".join(report.foreign_removed)
     for needle in ("client intruder", "role backdoor", "client_role pump-9", "client_role " +
@@ -191,6 +199,11 @@ async def test_reconcile_removes_everything_the_engine_did_not_put_there(
     events = await run_blocking(lab.engine.audit_records, action=FOREIGN_REMOVED_ACTION)
     assert events and any(r["name"] == "intruder" for r in events[-1].details["removed"])
     assert (await lab.sync.sync_once(full=True)).foreign_removed == []
+    doctor = await run_blocking(lambda: list(check_mosquitto_dynsec(
+        lab.engine, dynsec_file=lab.settings.dynsec_file, admin_username=lab.settings.admin_username, group=GROUP)))
+    assert not [f for f in doctor if f.level == "fail"], doctor
+    assert any(f.level == "warn" and "removed foreign dynsec entries" in f.detail and "intruder" in f.detail
+               for f in doctor), doctor
 
     # The device keeps exactly its own rights.
     dev = PahoDevice(lab, device, client_id="pump-9", protocol=mqtt.MQTTv5)
