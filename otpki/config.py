@@ -64,6 +64,12 @@ class MosquittoFileSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address of the device listener (mTLS); also the server "
                                                "certificate's IP address or DNS name")
     port: int = Field(8883, ge=1, le=65535, description="Port of the device listener (mTLS)")
+    bootstrap: bool = Field(
+        True, description="Run otpki's bootstrap listener beside Mosquitto (`otpki mqtt sync`): devices make their "
+                          "first enrollment there with a manufacturer IDevID or factory certificate. Mosquitto itself "
+                          "never trusts an imported CA: it would take any name such a CA put in a certificate")
+    bootstrap_host: str = Field("127.0.0.1", description="Address of the bootstrap listener (mTLS)")
+    bootstrap_port: int = Field(8884, ge=0, le=65535, description="Port of the bootstrap listener (0: any free port)")
     admin_host: str = Field("127.0.0.1", description="Address of the dynsec admin listener (keep it on loopback)")
     admin_port: int = Field(1884, ge=1, le=65535, description="Port of the dynsec admin listener")
     admin_username: str = Field("otpki-admin", description="Dynsec admin user otpki logs in as")

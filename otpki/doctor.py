@@ -198,7 +198,7 @@ def check_mosquitto_files(engine: Engine, *, cafile: Path, crlfile: Path, group:
                       detail=f"cannot read {exc.filename}: {exc.strerror}; run `otpki mqtt mosquitto-config` "
                              "(first time) or `otpki mqtt sync --once`")
         return
-    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group))
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group, imported=False))
     if (installed_ca, installed_crl) != (ca_pem, crl_pem):
         stale = " and ".join(n for n, a, b in (("cafile", installed_ca, ca_pem), ("crlfile", installed_crl, crl_pem))
                              if a != b)
@@ -243,15 +243,69 @@ def check_mosquitto_files(engine: Engine, *, cafile: Path, crlfile: Path, group:
                       detail=f"cafile and crlfile match trust list v{engine.trustlists.get(group).version}")
 
 
+FOREIGN_LOOKBACK = timedelta(days=7)
+
+
+def check_mosquitto_dynsec(engine: Engine, *, dynsec_file: Path, admin_username: str, group: str) -> Iterable[Finding]:
+    """Mosquitto's saved dynsec state holds exactly what the engine wants, and nothing foreign was found lately.
+
+    A client, role, ACL or group the engine never made means someone administers the broker besides otpki
+    (or did, through a hole): the sync removes it, and this says it happened.
+    """
+    import json
+
+    from mqtt_broker_auth.mosquitto import dynsec_state as ds_state
+    from mqtt_broker_auth.mosquitto.sync import FOREIGN_REMOVED_ACTION, desired_dynsec
+    from mqtt_broker_auth.policy import mqtt_policy
+
+    subject = f"mosquitto dynsec {dynsec_file}"
+    try:
+        current = ds_state.DynsecState.from_file(json.loads(dynsec_file.read_bytes()))
+    except OSError as exc:
+        yield Finding(check="mqtt-broker-dynsec", subject=subject, level="fail",
+                      detail=f"cannot read {dynsec_file}: {exc.strerror}; run `otpki mqtt mosquitto-config`")
+        return
+    except (ValueError, AttributeError) as exc:
+        yield Finding(check="mqtt-broker-dynsec", subject=subject, level="fail",
+                      detail=f"{dynsec_file} is not a dynsec file ({exc})")
+        return
+    desired, once = desired_dynsec(admin_username, mqtt_policy(engine.config, group), group,
+                                   engine.registry.list(group))
+    drifts = ds_state.drift(current, desired, once_managed=once)
+    for d in drifts:
+        if d.foreign:
+            yield Finding(check="mqtt-broker-dynsec", subject=subject, level="fail",
+                          detail=f"foreign {d.kind.replace('_', ' ')} {d.name!r}: {d.detail}; the engine never put "
+                                 "it there: `otpki mqtt sync` removes it; find out who else holds the admin password")
+    pending = [d for d in drifts if not d.foreign]
+    if pending:
+        yield Finding(check="mqtt-broker-dynsec", subject=subject, level="warn",
+                      detail=f"{len(pending)} change(s) not on the broker yet (e.g. "
+                             f"{pending[0].kind.replace('_', ' ')} {pending[0].name!r}); keep `otpki mqtt sync` "
+                             "running")
+    since = engine.ctx.clock() - FOREIGN_LOOKBACK
+    for event in engine.audit_records(action=FOREIGN_REMOVED_ACTION, since=since):
+        names = ", ".join(f"{r.get('kind', '?').replace('_', ' ')} {r.get('name')!r}"
+                          for r in event.details.get("removed", []))
+        yield Finding(check="mqtt-broker-dynsec", subject=subject, level="warn",
+                      detail=f"on {event.at:%Y-%m-%d %H:%M} UTC the sync removed foreign dynsec entries ({names}): "
+                             "someone administered the broker besides otpki")
+    if not drifts:
+        yield Finding(check="mqtt-broker-dynsec", subject=subject, level="ok",
+                      detail=f"{len(current.clients)} clients and {len(current.roles)} roles, all the engine's")
+
+
 def mqtt_checks(engine: Engine, settings: Settings) -> list[Check]:
-    """The broker checks `[mqtt]` asks for: with `broker = "mosquitto"`, the installed cafile/crlfile."""
+    """The broker checks `[mqtt]` asks for: with `broker = "mosquitto"`, the installed files and dynsec state."""
     mqtt = settings.file.mqtt
     if mqtt.broker != "mosquitto":
         return []
     workdir = settings.mosquitto_workdir()
     return [lambda: check_mosquitto_files(engine, cafile=workdir / "ca.pem", crlfile=workdir / "crl.pem",
                                           group=mqtt.group,
-                                          min_remaining=timedelta(seconds=mqtt.mosquitto.crl_min_remaining_s))]
+                                          min_remaining=timedelta(seconds=mqtt.mosquitto.crl_min_remaining_s)),
+            lambda: check_mosquitto_dynsec(engine, dynsec_file=workdir / "dynamic-security.json",
+                                           admin_username=mqtt.mosquitto.admin_username, group=mqtt.group)]
 
 
 Check = Callable[[], Iterable[Finding]]

@@ -65,6 +65,7 @@ class FleetConfig(BaseModel):
     workdir: Path
     host: str = "127.0.0.1"
     port: int = 8883
+    bootstrap_port: int | None = None  # otpki's bootstrap listener, when the broker is Mosquitto
     ca_file: Path | None = None  # trust anchor for the broker certificate
     site: str = "north"
     prefix: str = "dev"
@@ -163,7 +164,8 @@ def _device(config: FleetConfig, entry: FleetDevice, index: int) -> MqttDevice:
     enrollment = config.enrollment if config.enrollment != "mix" else ("csr", "server_keygen")[index % 2]
     return MqttDevice(DeviceConfig(
         name=entry.name, site=entry.site, library=library, host=config.host, port=config.port,
-        ca_file=config.ca_file, workdir=entry.workdir, bootstrap_cert_file=entry.bootstrap_cert_file,
+        bootstrap_port=config.bootstrap_port, ca_file=config.ca_file, workdir=entry.workdir,
+        bootstrap_cert_file=entry.bootstrap_cert_file,
         bootstrap_key_file=entry.bootstrap_key_file, enrollment=enrollment,
         telemetry_interval_s=config.telemetry_interval_s, request_timeout_s=config.request_timeout_s))
 
@@ -243,6 +245,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8883)
+    parser.add_argument("--bootstrap-port", type=int,
+                        help="first enrollment on otpki's bootstrap listener (a Mosquitto deployment)")
     parser.add_argument("--ca-file", type=Path, help="trust anchor for the broker's certificate")
     parser.add_argument("--site", default="north")
     parser.add_argument("--prefix", default="dev")
@@ -256,7 +260,8 @@ async def main(argv: list[str] | None = None) -> int:
                         help="make the IDevIDs and manifest.json, then exit (register the devices, then run)")
     args = parser.parse_args(argv)
     config = FleetConfig(devices=args.devices, workdir=args.workdir, host=args.host, port=args.port,
-                         ca_file=args.ca_file, site=args.site, prefix=args.prefix, library=args.library,
+                         bootstrap_port=args.bootstrap_port, ca_file=args.ca_file, site=args.site,
+                         prefix=args.prefix, library=args.library,
                          enrollment=args.enrollment, enroll_concurrency=args.enroll_concurrency,
                          telemetry_interval_s=args.telemetry_interval, duration_s=args.duration)
     manifest = prepare(config)

@@ -69,6 +69,10 @@ class DeviceConfig(BaseModel):
     library: Literal["paho", "gmqtt"] = "paho"
     host: str = "127.0.0.1"
     port: int
+    # Where first enrollment with the bootstrap certificate happens, when that is not the broker itself: on a
+    # Mosquitto deployment it is otpki's bootstrap listener (Mosquitto never trusts a manufacturer CA).
+    bootstrap_host: str | None = None
+    bootstrap_port: int | None = None
     ca_file: Path  # trust anchor(s) for the broker's server certificate
     workdir: Path  # operational certificate and key live here
     bootstrap_cert_file: Path
@@ -427,7 +431,7 @@ class MqttDevice:
         """First enrollment over a bootstrap-certificate session; writes the operational cert and key."""
         self._set_state(DeviceState.ENROLLING)
         config = self.config
-        await self._open(config.bootstrap_cert_file, config.bootstrap_key_file)
+        await self._open(config.bootstrap_cert_file, config.bootstrap_key_file, bootstrap=True)
         try:
             credential_pem = config.bootstrap_cert_file.read_text()
             key = _load_key(config.bootstrap_key_file.read_bytes())
@@ -614,12 +618,16 @@ class MqttDevice:
 
     # -- connections ----------------------------------------------------------------------------------------------
 
-    async def _open(self, cert_file: Path, key_file: Path) -> Transport:
+    async def _open(self, cert_file: Path, key_file: Path, *, bootstrap: bool = False) -> Transport:
         await self._close_transport()
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.config.ca_file))
+        config = self.config
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.ca_file))
         context.load_cert_chain(str(cert_file), str(key_file))
-        transport = TRANSPORTS[self.config.library](self.name, self._on_message)
-        await transport.connect(self.config.host, self.config.port, context, self.config.connect_timeout_s)
+        transport = TRANSPORTS[config.library](self.name, self._on_message)
+        host, port = config.host, config.port
+        if bootstrap:
+            host, port = config.bootstrap_host or host, config.bootstrap_port or port
+        await transport.connect(host, port, context, config.connect_timeout_s)
         self._transport = transport
         self._replies_subscribed = False
         return transport

@@ -103,8 +103,10 @@ def verify(tx: SqlTx) -> AuditVerification:
     return AuditVerification(ok=True, records=count)
 
 
-def records(tx: SqlTx) -> Iterator[AuditRecord]:
-    for seq, at_us, actor, action, subject, details, prev_hash, digest in tx.iter_audit():
+def records(tx: SqlTx, *, action: str | None = None, since: datetime | None = None) -> Iterator[AuditRecord]:
+    since_us = int(since.timestamp() * 1_000_000) if since is not None else None
+    for seq, at_us, actor, act, subject, details, prev_hash, digest in tx.iter_audit(action=action,
+                                                                                       since_us=since_us):
         yield AuditRecord(seq=seq, at=datetime.fromtimestamp(at_us / 1_000_000, UTC), actor=actor,
-                          action=action, subject=subject, details=json.loads(details),
+                          action=act, subject=subject, details=json.loads(details),
                           prev_hash=prev_hash, hash=digest)

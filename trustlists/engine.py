@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from trustlists import audit
 from trustlists.audit import AuditVerification
@@ -87,9 +88,15 @@ class Engine:
         with self.ctx.store.read() as tx:
             return audit.verify(tx)
 
-    def audit_records(self) -> list[audit.AuditRecord]:
+    def audit_records(self, *, action: str | None = None, since: datetime | None = None) -> list[audit.AuditRecord]:
+        """Audit records, optionally only one action and only those at or after `since`."""
         with self.ctx.store.read() as tx:
-            return list(audit.records(tx))
+            return list(audit.records(tx, action=action, since=since))
+
+    def record_event(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:
+        """Audit what a front saw or did outside the engine's own state (a foreign broker entry it removed)."""
+        with self.ctx.store.transaction() as tx:
+            audit.append(tx, actor=actor, action=action, subject=subject, details=details, at=self.ctx.clock())
 
     def close(self) -> None:
         self.key_pool.stop()

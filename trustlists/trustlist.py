@@ -32,7 +32,9 @@ class TrustListManager:
         self._ctx = ctx
 
     # -- content ----------------------------------------------------------------------------------
-    def content(self, tx: SqlTx, group: str) -> TrustListContent:
+    def content(self, tx: SqlTx, group: str, *, imported: bool = True) -> TrustListContent:
+        """The group's four lists; `imported=False` leaves out everything an operator imported (manufacturer
+        CAs, vendor certificates and their CRLs), keeping only the engine's own CAs and CRLs."""
         self._ctx.config.group(group)
         now = self._ctx.clock()
         trusted_certs: list[bytes] = []
@@ -51,7 +53,7 @@ class TrustListManager:
                 trusted_certs.append(ca.certificate_der)
                 if crl:
                     trusted_crls.append(crl.der)
-        for list_name, kind, _fp, der, _note in tx.list_external(group):
+        for list_name, kind, _fp, der, _note in tx.list_external(group) if imported else ():
             target = {("trusted", "cert"): trusted_certs, ("trusted", "crl"): trusted_crls,
                       ("issuer", "cert"): issuer_certs, ("issuer", "crl"): issuer_crls}[(list_name, kind)]
             target.append(der)
@@ -72,8 +74,21 @@ class TrustListManager:
             bumped[group] = version
         return bumped
 
-    def get(self, group: str) -> TrustList:
-        """The group's current trust list; records a new version first if the content moved on."""
+    def get(self, group: str, *, imported: bool = True) -> TrustList:
+        """The group's current trust list; records a new version first if the content moved on.
+
+        `imported=False` gives the same version with only the engine's own CAs and CRLs in it: what a system
+        that maps certificate names to identities without asking the engine (Mosquitto) may trust, because an
+        imported CA (a manufacturer's) can put any name into a certificate.
+        """
+        trust = self._get(group)
+        if imported:
+            return trust
+        with self._ctx.store.read() as tx:
+            own = self.content(tx, group, imported=False)
+        return trust.model_copy(update={"content": own, "content_hash": own.content_hash()})
+
+    def _get(self, group: str) -> TrustList:
         with self._ctx.store.read() as tx:
             content = self.content(tx, group)
             latest = tx.latest_trust_version(group)

@@ -110,12 +110,17 @@ class DynsecClient:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._connect_error: str | None = None
+        # No automatic reconnect: paho would re-send an unanswered command batch on the new connection, and
+        # dynsec would run it twice. dynsec drops this very connection when a command changes a role or group
+        # the admin holds; the caller reconnects with a new client instead (see `expect_disconnect`).
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"otpki-dynsec-{uuid.uuid4().hex[:12]}",
-                                   protocol=mqtt.MQTTv311, clean_session=True)
+                                   protocol=mqtt.MQTTv311, clean_session=True, reconnect_on_failure=False)
+        self.lost = threading.Event()
         self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
         self._host, self._port = host, port
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -126,10 +131,10 @@ class DynsecClient:
             raise DynsecUnavailable(f"cannot reach the dynsec admin listener {self._host}:{self._port}: {exc}"
                                     ) from None
         self._client.loop_start()
-        if not self._ready.wait(self.timeout_s) or self._connect_error:
+        if not self._ready.wait(self.timeout_s) or self._connect_error or self.lost.is_set():
             self.close()
-            raise DynsecUnavailable(f"dynsec admin login to {self._host}:{self._port} failed: "
-                                    f"{self._connect_error or 'no CONNACK/SUBACK in time'}")
+            why = self._connect_error or ("connection closed" if self.lost.is_set() else "no CONNACK/SUBACK in time")
+            raise DynsecUnavailable(f"dynsec admin login to {self._host}:{self._port} failed: {why}")
         return self
 
     def close(self) -> None:
@@ -154,6 +159,16 @@ class DynsecClient:
             self._ready.set()
             return
         client.subscribe(RESPONSE_TOPIC, qos=1)  # again after every reconnect
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any,
+                       properties: object) -> None:
+        self.lost.set()
+        self._ready.set()
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for fut, _, _ in pending.values():
+            if not fut.done():
+                fut.set_exception(DynsecUnavailable(f"the dynsec admin connection was closed ({reason})"))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list[Any],
                       properties: object) -> None:
@@ -186,6 +201,9 @@ class DynsecClient:
         fut: Future[list[dict[str, Any]]] = Future()
         if not commands:
             fut.set_result([])
+            return fut
+        if self.lost.is_set():
+            fut.set_exception(DynsecUnavailable("the dynsec admin connection was closed"))
             return fut
         slots: dict[str, dict[str, Any] | None] = {}
         sent = []

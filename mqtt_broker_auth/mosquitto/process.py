@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings, render_config
 from mqtt_broker_auth.mosquitto.dynsec import admin_acls
+from mqtt_broker_auth.mosquitto.dynsec_state import ADMIN_ROLE
 from mqtt_broker_auth.mosquitto.files import install_trust_files
 from mqtt_broker_auth.tls_identity import ensure_tls_identity
 from trustlists.engine import Engine
@@ -26,7 +27,7 @@ from trustlists.errors import OtpkiError
 from trustlists.exports.mosquitto_files import mosquitto_bundle
 
 START_TIMEOUT_S = 15.0
-ADMIN_ROLE = "otpki-dynsec-admin"
+
 
 
 class MosquittoStartError(OtpkiError):
@@ -80,7 +81,7 @@ def provision_broker(engine: Engine, settings: MosquittoSettings, *, group: str 
     settings.workdir.mkdir(parents=True, exist_ok=True)
     ensure_tls_identity(engine, owner, settings.certfile, settings.keyfile, eku="serverAuth", actor=actor,
                         hostname=settings.host)
-    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group))
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group, imported=False))
     install_trust_files(settings.cafile, settings.crlfile, ca_pem, crl_pem, reload=None,
                         openssl=settings.openssl_binary,
                         min_remaining=timedelta(seconds=settings.crl_min_remaining_s))

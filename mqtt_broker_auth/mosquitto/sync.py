@@ -1,22 +1,20 @@
 """Keep a Mosquitto broker in step with the engine, and drop revoked devices.
 
 Each round (`sync_once`, every `interval_s` in `run`):
-1. pick up revocations other processes wrote (`engine.refresh_revocations()`), read the group's trust list;
+1. pick up revocations other processes wrote (`engine.refresh_revocations()`), read the group's trust list
+   WITHOUT what an operator imported (`trustlists.get(group, imported=False)`): Mosquitto maps the certificate
+   CN to a username whoever issued it, so a manufacturer (IDevID) CA in its cafile would let anyone holding that
+   CA's key be any device, the enrollment service or the dynsec admin. Only the engine's own CAs go in; devices
+   make their first enrollment with an IDevID on otpki's bootstrap listener instead (bootstrap.py);
 2. when its version moved: build cafile/crlfile from it, install them safely (files.py verifies, renames,
    SIGHUPs), and only THEN kick the sessions of devices whose certificate was newly revoked, or whose CA
    left the cafile, through dynsec. The kicked device reconnects into a TLS handshake that the new CRL (or
    the missing CA) refuses. Mosquitto handles the HUP on its main loop before it accepts that reconnect;
-3. reconcile dynsec clients and roles with the registry: a client (username = certificate CN) and a role
-   holding the device's topics for every registered device; clients of unregistered devices deleted.
-   Bootstrap: for every allow-listed `{"subject_cn": CN}` entry of a device (`attributes["bootstrap"]`) a
-   client named CN whose role holds only that device's enrollment topics (publish the CSR topic, subscribe
-   to the replies). Mosquitto knows a client by its certificate CN alone, whoever issued it, so a CN that
-   equals a registered name or another device's bootstrap CN is refused (logged, no client): otherwise the
-   manufacturer's certificate would inherit that device's ACL. `{"sha256": ...}` entries cannot be expressed
-   in Mosquitto (no fingerprint usernames) and get no client; those devices enroll on the embedded broker.
-   The bootstrap client stays after the device got its operational certificate: the allow-list entry in the
-   registry is the one switch (the enrollment service honours it too), and keeping the client lets a device
-   re-enroll after a factory reset. Removing the entry removes the client on the next round.
+3. reconcile the whole dynsec state with what the engine wants (dynsec_state.py): the admin user with its one
+   role, a client and a role for every registered device and the enrollment service, nothing else. Clients,
+   roles, ACLs and groups the engine never made are removed, logged as foreign and written to the engine's
+   audit log (`otpki doctor` reports them). The reconcile runs when the registry changes and every
+   FULL_RECONCILE_EVERY_S seconds.
 
 "Newly revoked" is the difference between the CRLs in the crlfile on disk and the new ones, so a restart
 of this service still kicks what was revoked while it was down. Every state change is logged; the engine
@@ -40,11 +38,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, Field
 
 from mqtt_broker_auth.mosquitto import dynsec as ds
+from mqtt_broker_auth.mosquitto import dynsec_state as ds_state
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings
 from mqtt_broker_auth.mosquitto.files import UnsafeTrustFiles, install_trust_files
 from mqtt_broker_auth.mosquitto.process import hup_from_pid_file
 from mqtt_broker_auth.policy import MqttAccessPolicy, mqtt_policy
-from mqtt_broker_auth.topics import DeviceTopics, device_topics
+from mqtt_broker_auth.topics import device_topics
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
@@ -54,8 +53,9 @@ from trustlists.registry import is_unregistered
 
 log = logging.getLogger(__name__)
 
-MANAGED_TEXT = "managed by otpki"
 ENROLLMENT_ROLE = "enrollment-service"
+SYNC_ACTOR = "otpki-mosquitto-sync"
+FOREIGN_REMOVED_ACTION = "mqtt.dynsec.foreign_removed"
 FULL_RECONCILE_EVERY_S = 30.0  # repair drift (an operator editing dynsec by hand) even if the registry is still
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?-----END \1-----", re.S)
 
@@ -68,8 +68,8 @@ class SyncReport(BaseModel):
     created: list[str] = Field(default_factory=list)
     updated: list[str] = Field(default_factory=list)
     deleted: list[str] = Field(default_factory=list)
-    # bootstrap CN -> why it got no dynsec client (bootstrap_cn_is_registered_name, bootstrap_cn_ambiguous, ...)
-    skipped_bootstrap: dict[str, str] = Field(default_factory=dict)
+    # dynsec entries the engine never made, removed this round ("<kind> <name>: <why>")
+    foreign_removed: list[str] = Field(default_factory=list)
 
 
 def _crl_entries(pem: bytes | None) -> set[tuple[bytes, int]]:
@@ -126,12 +126,10 @@ class MosquittoSync:
         self._trust_version: int | None = None
         self._refused_hash: str | None = None
         self._registry_key: Any = None
-        self._last_full = 0.0
+        self._last_full = float("-inf")  # the first round reconciles everything
         self._stop = asyncio.Event()
         self.last_report: SyncReport | None = None
-        self.skipped_bootstrap: dict[str, str] = {}
         self._unapplied: tuple[bytes | None, bytes | None] | None = None  # files installed, reload/kick pending
-        self._warned: dict[str, str] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def _client(self) -> ds.DynsecClient:
@@ -176,10 +174,13 @@ class MosquittoSync:
             await run_blocking(client.close)
 
     # -- one round --------------------------------------------------------------------------------
-    async def sync_once(self) -> SyncReport:
+    async def sync_once(self, *, full: bool = False) -> SyncReport:
+        """One round; `full` reconciles the whole dynsec state now instead of at the next periodic check."""
+        if full:
+            self._last_full = float("-inf")
         report = SyncReport()
         await run_blocking(self.engine.refresh_revocations)
-        trust = await run_blocking(self.engine.trustlists.get, self.group)
+        trust = await run_blocking(self.engine.trustlists.get, self.group, imported=False)
         report.trust_version = trust.version
         if trust.version != self._trust_version:
             await self._sync_files(trust, report)
@@ -248,135 +249,82 @@ class MosquittoSync:
         return names
 
     # -- registry -> dynsec -------------------------------------------------------------------------
-    def _desired(self) -> tuple[dict[str, list[ds.Acl]], dict[str, str]]:
-        """(username -> ACLs of every client otpki manages, refused bootstrap CN -> reason)."""
+    def desired(self) -> tuple[ds_state.DynsecState, set[str]]:
+        """(the dynsec state the engine wants, every name the engine ever managed a client for). Blocking."""
         owners = self.engine.registry.list(self.group)
-        desired: dict[str, list[ds.Acl]] = {}
-        for owner in owners:
-            if is_unregistered(owner):
-                continue
-            try:
-                desired[owner.name] = self._acls_for(owner)
-            except ValueError as exc:  # a name that cannot be a topic level: no topics at all
-                log.warning("mosquitto sync: %s gets no topics: %s", owner.name, exc)
-                desired[owner.name] = []
-        bootstrap, skipped = self._bootstrap_clients(owners)
-        desired.update(bootstrap)
-        return desired, skipped
-
-    def _bootstrap_clients(self, owners: list[Owner]) -> tuple[dict[str, list[ds.Acl]], dict[str, str]]:
-        """Dynsec clients for allow-listed IDevID CNs: each may only ask for its own device's certificate."""
-        # Every name ever registered in the group counts, unregistered ones too: a CN equal to any of them
-        # would be that device (or the enrollment service) as far as Mosquitto's ACLs are concerned.
-        # The dynsec admin user too: a bootstrap client of that name would collide with it (and get its rights).
-        taken = {o.name for o in owners} | {self.settings.admin_username}
-        claims: dict[str, set[str]] = {}  # CN -> owner ids listing it
-        by_id = {o.id: o for o in owners}
-        for owner in owners:
-            if is_unregistered(owner) or owner.attributes.get("role") == ENROLLMENT_ROLE:
-                continue
-            for cn in bootstrap_cns(owner):
-                claims.setdefault(cn, set()).add(owner.id)
-        clients: dict[str, list[ds.Acl]] = {}
-        skipped: dict[str, str] = {}
-        for cn, owner_ids in sorted(claims.items()):
-            names = sorted(by_id[i].name for i in owner_ids)
-            if cn in taken:
-                skipped[cn] = "bootstrap_cn_is_registered_name"
-                why = f"it is the registered name {cn!r}: the IDevID would get that identity's ACL"
-            elif len(owner_ids) > 1:
-                skipped[cn] = "bootstrap_cn_ambiguous"
-                why = f"it is listed by more than one device ({', '.join(names)})"
-            else:
-                owner = by_id[next(iter(owner_ids))]
-                try:
-                    topics = device_topics(self.policy, device=owner.name, site=owner.site, group=self.group)
-                except ValueError as exc:
-                    skipped[cn] = "bootstrap_device_name_unusable"
-                    why = str(exc)
-                else:
-                    clients[cn] = bootstrap_acls(topics)
-                    continue
-            if self._warned.get(cn) != skipped[cn]:  # once per CN and reason, not every round
-                self._warned[cn] = skipped[cn]
-                log.warning("mosquitto sync: no dynsec client for bootstrap CN %r of %s (%s): %s", cn,
-                            ", ".join(names), skipped[cn], why)
-        return clients, skipped
-
-    def _acls_for(self, owner: Owner) -> list[ds.Acl]:
-        if owner.attributes.get("role") == ENROLLMENT_ROLE:
-            return ds.enrollment_service_acls(self.policy)
-        return ds.device_acls(device_topics(self.policy, device=owner.name, site=owner.site, group=self.group))
+        return desired_dynsec(self.settings.admin_username, self.policy, self.group, owners)
 
     async def _sync_clients(self, report: SyncReport) -> None:
         owners = await run_blocking(self.engine.registry.list, self.group)
-        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.attributes.get("role")),
-                            tuple(bootstrap_cns(o))) for o in owners))
+        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.attributes.get("role")))
+                           for o in owners))
         now = asyncio.get_running_loop().time()
         full = now - self._last_full >= FULL_RECONCILE_EVERY_S
         if key == self._registry_key and not full:
-            report.skipped_bootstrap = dict(self.skipped_bootstrap)
             return
-        desired, skipped = await run_blocking(self._desired)
-        self.skipped_bootstrap = skipped
+        desired, once_managed = desired_dynsec(self.settings.admin_username, self.policy, self.group, owners)
         client = await self._client()
-        if full:
-            # Deny whatever no role grants, even on a broker whose dynsec file otpki did not write.
-            await client.aexecute([ds.set_default_acl_access()])
-        listing = await client.aexecute([{"command": "listClients", "verbose": True}])
-        present = {c["username"]: c for c in listing[0].get("data", {}).get("clients", [])
-                   if c.get("textname") == MANAGED_TEXT}
-        for name, acls in desired.items():
-            role = ds.role_name(name)
-            if name not in present:
-                await client.aexecute([ds.create_role(role, text=MANAGED_TEXT)], allow_errors=("already exists",))
-                await self._set_role_acls(client, role, acls)
-                await client.aexecute([ds.create_client(name, roles=[role], text=MANAGED_TEXT)])
-                report.created.append(name)
-                log.info("mosquitto sync: dynsec client %s created with %d ACLs", name, len(acls))
-            elif full or key != self._registry_key:
-                if await self._set_role_acls(client, role, acls):
-                    report.updated.append(name)
-                    log.info("mosquitto sync: dynsec role %s updated", role)
-                if role not in {r.get("rolename") for r in present[name].get("roles", [])}:
-                    await client.aexecute([ds.add_client_role(name, role)])
-                    log.info("mosquitto sync: role %s given back to dynsec client %s", role, name)
-        for name in sorted(set(present) - set(desired)):
-            # deleteClient also disconnects the client's sessions.
-            await client.aexecute([ds.delete_client(name), ds.delete_role(ds.role_name(name))],
-                                  allow_errors=("not found",))
-            report.deleted.append(name)
-            log.info("mosquitto sync: dynsec client %s deleted (no longer registered)", name)
-        report.skipped_bootstrap = dict(self.skipped_bootstrap)
+        responses = await client.aexecute(ds_state.state_queries())
+        current = ds_state.DynsecState.from_responses(*responses)
+        drifts = ds_state.drift(current, desired, once_managed=once_managed)
+        commands, admin_commands = ds_state.repair_commands(drifts, current, desired, self.settings.admin_username)
+        if commands:
+            # "not found": a client deleted by hand between the listing and now is already what we want.
+            await client.aexecute(commands, allow_errors=("not found",))
+        left: list[ds_state.Drift] = []
+        if admin_commands:
+            # dynsec drops our own connection while it runs these; what they achieved is checked afresh below.
+            with contextlib.suppress(ds.DynsecUnavailable, ds.DynsecTimeout):
+                await client.aexecute(admin_commands, allow_errors=("not found",))
+            await self._drop_client()
+            client = await self._client()
+            after = ds_state.DynsecState.from_responses(*await client.aexecute(ds_state.state_queries()))
+            left = [d for d in ds_state.drift(after, desired, once_managed=once_managed) if d.foreign]
+        for d in drifts:
+            if d.kind == "missing_client":
+                report.created.append(d.name)
+                log.info("mosquitto sync: dynsec client %s created", d.name)
+            elif d.kind == "client" and not d.foreign:
+                report.deleted.append(d.name)
+                log.info("mosquitto sync: dynsec client %s deleted (%s)", d.name, d.detail)
+            elif d.kind in ("missing_acl", "missing_role"):
+                if d.name not in report.updated:
+                    report.updated.append(d.name)
+                log.info("mosquitto sync: dynsec %s %s repaired (%s)", "role" if d.kind == "missing_acl"
+                         else "client", d.name, d.detail)
+        removed = [d for d in drifts if d.foreign and d not in left]
+        if removed:
+            report.foreign_removed = [f"{d.kind} {d.name}: {d.detail}" for d in removed]
+            for d in removed:
+                log.warning("mosquitto sync: removed foreign dynsec %s %r (%s): the engine never put it there; "
+                            "someone with admin access to the broker did", d.kind.replace("_", " "), d.name, d.detail)
+            await run_blocking(self.engine.record_event, actor=SYNC_ACTOR, action=FOREIGN_REMOVED_ACTION,
+                               subject=f"mosquitto {self.settings.host}:{self.settings.port}",
+                               details={"removed": [d.model_dump(mode="json", exclude_none=True) for d in removed]})
+        if left:
+            raise ds.DynsecError("foreign dynsec entries survived the clean-up (retried next round): "
+                                 + "; ".join(f"{d.kind} {d.name}" for d in left))
         self._registry_key = key
         if full:
             self._last_full = now
 
-    async def _set_role_acls(self, client: ds.DynsecClient, role: str, acls: list[ds.Acl]) -> bool:
-        """Make the role hold exactly `acls`; True when something changed."""
-        got = await client.aexecute([ds.get_role(role)])
-        current = {ds.Acl(acltype=a["acltype"], topic=a["topic"], allow=a.get("allow", True),
-                          priority=a.get("priority", 0))
-                   for a in got[0].get("data", {}).get("role", {}).get("acls", [])}
-        wanted = set(acls)
-        commands = [ds.remove_role_acl(role, a) for a in current - wanted]
-        commands += [ds.add_role_acl(role, a) for a in acls if a not in current]
-        if commands:
-            await client.aexecute(commands)
-        return bool(commands)
 
-
-def bootstrap_acls(topics: DeviceTopics) -> list[ds.Acl]:
-    """A bootstrap (IDevID) client: publish its device's CSR topic, receive its replies, nothing else."""
-    return [ds.Acl(acltype="publishClientSend", topic=topics.enrollment_request),
-            ds.Acl(acltype="subscribePattern", topic=topics.enrollment_replies),
-            ds.Acl(acltype="publishClientReceive", topic=topics.enrollment_replies)]
-
-
-def bootstrap_cns(owner: Owner) -> list[str]:
-    """The IDevID subject CNs a device's registration allow-lists (`attributes["bootstrap"]`)."""
-    entries = owner.attributes.get("bootstrap")
-    if not isinstance(entries, list):
-        return []
-    cns = [e.get("subject_cn") for e in entries if isinstance(e, dict)]
-    return sorted({cn for cn in cns if isinstance(cn, str) and cn})
+def desired_dynsec(admin_username: str, policy: MqttAccessPolicy, group: str,
+                   owners: list[Owner]) -> tuple[ds_state.DynsecState, set[str]]:
+    """What the broker's dynsec must hold for these registrations; shared by the sync and `otpki doctor`."""
+    identities: dict[str, list[ds.Acl]] = {}
+    for owner in owners:
+        if is_unregistered(owner):
+            continue
+        if owner.attributes.get("role") == ENROLLMENT_ROLE:
+            identities[owner.name] = ds.enrollment_service_acls(policy)
+            continue
+        try:
+            identities[owner.name] = ds.device_acls(device_topics(policy, device=owner.name, site=owner.site,
+                                                                  group=group))
+        except ValueError as exc:  # a name that cannot be a topic level: a client without topics
+            log.warning("mosquitto sync: %s gets no topics: %s", owner.name, exc)
+            identities[owner.name] = []
+    identities.pop(admin_username, None)  # never: the name is reserved, and the admin is not a certificate
+    once_managed = {o.name for o in owners} | {admin_username}
+    return ds_state.desired_state(admin_username, identities), once_managed

@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 from pydantic import SecretStr
+from rich.markup import escape
 
 from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
 from otpki.cli.common import (
@@ -209,6 +210,10 @@ def mosquitto_config(
     _say("keep it in sync:    otpki mqtt sync"
                   + ("" if out is None else f" --workdir {ms.workdir}"))
     _say(f"devices trust:      {ms.workdir / 'server-ca.pem'} and connect to {ms.host}:{ms.port}")
+    m = s.file.mqtt.mosquitto
+    if m.bootstrap:
+        _say(f"first enrollment:   {m.bootstrap_host}:{m.bootstrap_port}, otpki's bootstrap listener (run by "
+             "`otpki mqtt sync`); Mosquitto trusts the engine's CAs only, never an imported manufacturer CA")
 
 
 @mqtt_app.command("sync")
@@ -232,8 +237,8 @@ def sync(
                       f"{'installed' if report.files_installed else 'unchanged' if not report.refused else 'refused'}"
                       f"; clients created {len(report.created)}, updated {len(report.updated)}, deleted "
                       f"{len(report.deleted)}; kicked {', '.join(report.kicked) or 'none'}")
-        for cn, why in report.skipped_bootstrap.items():
-            _say(f"bootstrap CN {cn!r} has no dynsec client: {why}")
+        for item in report.foreign_removed:
+            _say_err(f"[bold yellow]removed foreign dynsec entry:[/] {escape(item)}")
         if report.refused:
             raise typer.Exit(EXIT_PROBLEM)
         return
@@ -273,13 +278,16 @@ async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
 
 
 async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type: ignore[no-untyped-def]
+    from mqtt_broker_auth.embedded_broker import EmbeddedBroker
     from mqtt_broker_auth.enrollment import EnrollmentService
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 
     cfg = s.file.mqtt
+    m = cfg.mosquitto
     eng = open_engine(s)
-    syncer = MosquittoSync(eng, ms, cfg.group, interval_s=cfg.mosquitto.sync_interval_s, reload=_reload(s))
-    service: EnrollmentService | None = None
+    syncer = MosquittoSync(eng, ms, cfg.group, interval_s=m.sync_interval_s, reload=_reload(s))
+    services: list[EnrollmentService] = []
+    bootstrap: EmbeddedBroker | None = None
     runner: asyncio.Task[None] | None = None
     refresher: asyncio.Task[None] | None = None
     try:
@@ -288,14 +296,28 @@ async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type
             # The service's identity first, so the first round gives it its dynsec client before it subscribes.
             cert_file, key_file = await run_blocking(ensure_service_identity, eng, s, ms.workdir / "enrollment")
         report = await syncer.sync_once()
-        _say(f"Mosquitto {ms.host}:{ms.port} in sync with {cfg.group} trust list v{report.trust_version}")
+        _say(f"Mosquitto {ms.host}:{ms.port} in sync with {cfg.group} trust list v{report.trust_version} "
+             "(engine CAs only)")
         if with_enrollment:
             ca_file = ms.workdir / "server-ca.pem"
             await run_blocking(atomic_write, ca_file, server_ca_pem(eng, cfg.broker_group), mode=0o644)
-            service = EnrollmentService(eng, host=ms.host, port=ms.port, ca_file=ca_file, cert_file=cert_file,
-                                        key_file=key_file, group=cfg.group, settings=cfg.enrollment)
-            await service.start()
-            _say(f"enrollment service {service.client_id} answering {service.prefix}/+/csr")
+            endpoints = [(ms.host, ms.port, "renewals on Mosquitto")]
+            if m.bootstrap:
+                # First enrollment with manufacturer or factory certificates: otpki's own listener, whose gate
+                # admits such a certificate only as the device that allow-lists it, on its enrollment topics.
+                bootstrap = EmbeddedBroker(eng, workdir=ms.workdir / "bootstrap", host=m.bootstrap_host,
+                                           port=m.bootstrap_port, group=cfg.group, broker_group=cfg.broker_group,
+                                           revocation_interval=cfg.revocation_interval_s, mode="bootstrap")
+                await bootstrap.start()
+                _say(f"bootstrap listener on {m.bootstrap_host}:{bootstrap.port} (first enrollment with an IDevID "
+                     "or factory certificate)")
+                endpoints.append((m.bootstrap_host, bootstrap.port, "first enrollment on the bootstrap listener"))
+            for host, port, what in endpoints:
+                service = EnrollmentService(eng, host=host, port=port, ca_file=ca_file, cert_file=cert_file,
+                                            key_file=key_file, group=cfg.group, settings=cfg.enrollment)
+                await service.start()
+                services.append(service)
+                _say(f"enrollment service {service.client_id} answering {service.prefix}/+/csr ({what})")
         runner = asyncio.create_task(syncer.run())
         refresher = asyncio.create_task(_keep_crls_fresh(eng, s.actor()))
         _say("ready; stop with Ctrl-C or SIGTERM")
@@ -311,8 +333,10 @@ async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type
             await runner
         else:
             await syncer.close()
-        if service is not None:
+        for service in services:
             await service.stop()
+        if bootstrap is not None:
+            await bootstrap.stop()
         eng.close()
 
 

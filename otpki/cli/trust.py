@@ -71,9 +71,14 @@ def export(
     out: Annotated[Path, typer.Option(help="File (binary, json), folder (pki, mosquitto)")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="binary | pki | mosquitto | json")] = ExportFormat.pki,
 ) -> None:
-    """Export a group's trust list as OPC UA TrustListDataType, a PKI folder tree, Mosquitto files or JSON."""
+    """Export a group's trust list as OPC UA TrustListDataType, a PKI folder tree, Mosquitto files or JSON.
+
+    The Mosquitto files hold the engine's own CAs only: Mosquitto takes a certificate's CN as the identity
+    whoever issued it, so an imported (manufacturer) CA there could mint any device's or service's name.
+    """
     with engine() as (eng, _):
-        tl = eng.trustlists.get(group)
+        # Mosquitto maps certificate CN -> identity without asking the engine: only the engine's CAs go there.
+        tl = eng.trustlists.get(group, imported=fmt is not ExportFormat.mosquitto)
     if fmt is ExportFormat.binary:
         write_output_file(out, encode_trustlist(tl.content))
     elif fmt is ExportFormat.json:

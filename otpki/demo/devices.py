@@ -41,6 +41,9 @@ class Broker(Protocol):
     port: int
     ca_file: Path  # what devices and the service trust for the broker's server certificate
     description: str
+    # Where devices make their first enrollment, when not on the broker itself (Mosquitto: otpki's bootstrap
+    # listener, because Mosquitto never trusts the manufacturer CA).
+    bootstrap_port: int | None
 
     async def start(self) -> None: ...
 
@@ -58,6 +61,7 @@ class EmbeddedDemoBroker:
         self.host = "127.0.0.1"
         self.port = 0
         self.ca_file = workdir / "server-ca.pem"
+        self.bootstrap_port: int | None = None  # the embedded broker's gate handles bootstrap identities itself
 
     async def start(self) -> None:
         await self._broker.start()
@@ -76,7 +80,7 @@ class EmbeddedDemoBroker:
 class MosquittoDemoBroker:
     """A Mosquitto process provisioned by otpki, with MosquittoSync running beside it for the whole demo."""
 
-    description = "Mosquitto broker"
+    description = "Mosquitto broker + otpki bootstrap listener"
 
     def __init__(self, engine: Engine, workdir: Path, binary: Path, ctrl_binary: Path) -> None:
         from pydantic import SecretStr
@@ -94,6 +98,8 @@ class MosquittoDemoBroker:
         self._process: MosquittoProcess | None = None
         self._sync: MosquittoSync | None = None
         self._task: asyncio.Task[None] | None = None
+        self._bootstrap = EmbeddedBroker(engine, workdir=workdir / "bootstrap", port=0, mode="bootstrap")
+        self.bootstrap_port: int | None = None
 
     async def start(self) -> None:
         from mqtt_broker_auth.mosquitto.process import MosquittoProcess, provision_broker
@@ -102,11 +108,15 @@ class MosquittoDemoBroker:
         self.ca_file.write_bytes(await run_blocking(server_ca_pem, self.engine, "mqtt-broker"))
         self._process = MosquittoProcess(self.settings)
         await run_blocking(self._process.start)
+        await self._bootstrap.start()
+        self.bootstrap_port = self._bootstrap.port
 
     async def settle(self) -> None:
-        """One sync round now (manufacturer CA + CRL into the cafile, dynsec clients), then keep syncing."""
+        """One sync round now (dynsec clients for the registered devices), then keep syncing; the bootstrap
+        listener's gate picks up the manufacturer CA just imported (see EmbeddedDemoBroker.settle)."""
         from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 
+        await asyncio.sleep(self._bootstrap.gate.validator_ttl)
         assert self._process is not None
         self._sync = MosquittoSync(self.engine, self.settings, reload=self._process.hup)
         report = await self._sync.sync_once()
@@ -120,6 +130,7 @@ class MosquittoDemoBroker:
         if self._task is not None:
             with contextlib.suppress(Exception, TimeoutError):
                 await asyncio.wait_for(self._task, 10)
+        await self._bootstrap.stop()
         if self._process is not None:
             process, self._process = self._process, None
             await run_blocking(process.stop)
@@ -147,18 +158,26 @@ class DeviceFleet:
         self.workdir = workdir
         self.sites = sites
         self.count = count
-        self.service: EnrollmentService | None = None
+        self.services: list[EnrollmentService] = []
         self.devices: list[MqttDevice] = []
         self._service_files: tuple[Path, Path] | None = None
+
+    @property
+    def service(self) -> EnrollmentService | None:
+        """The service on the broker itself (renewals; on the embedded broker first enrollments too)."""
+        return self.services[0] if self.services else None
 
     async def start_service(self) -> None:
         assert self._service_files is not None, "prepare() first"
         cert_file, key_file = self._service_files
-        # Many devices enroll at once in the demo: let the service sign a few more in parallel than its default.
-        self.service = EnrollmentService(self.engine, host=self.broker.host, port=self.broker.port,
-                                         ca_file=self.broker.ca_file, cert_file=cert_file, key_file=key_file,
-                                         settings=EnrollmentSettings(max_concurrency=8, max_pending=4096))
-        await self.service.start()
+        ports = [self.broker.port] + ([self.broker.bootstrap_port] if self.broker.bootstrap_port else [])
+        for port in ports:
+            # Many devices enroll at once in the demo: let the service sign more in parallel than its default.
+            service = EnrollmentService(self.engine, host=self.broker.host, port=port, ca_file=self.broker.ca_file,
+                                        cert_file=cert_file, key_file=key_file,
+                                        settings=EnrollmentSettings(max_concurrency=8, max_pending=4096))
+            await service.start()
+            self.services.append(service)
 
     def _prepare(self) -> None:
         self._service_files = _service_identity(self.engine, self.workdir / "service", self.sites[0])
@@ -179,7 +198,8 @@ class DeviceFleet:
         for i, entry in enumerate(manifest.devices):
             self.devices.append(MqttDevice(DeviceConfig(
                 name=entry.name, site=entry.site, library="paho" if i in paho else "gmqtt",
-                host=self.broker.host, port=self.broker.port, ca_file=self.broker.ca_file, workdir=entry.workdir,
+                host=self.broker.host, port=self.broker.port, bootstrap_port=self.broker.bootstrap_port,
+                ca_file=self.broker.ca_file, workdir=entry.workdir,
                 bootstrap_cert_file=entry.bootstrap_cert_file, bootstrap_key_file=entry.bootstrap_key_file,
                 enrollment="server_keygen" if i % 5 == 1 else "csr", telemetry_interval_s=interval,
                 request_timeout_s=120, connect_timeout_s=30, enroll_attempts=5)))
@@ -194,7 +214,7 @@ class DeviceFleet:
     async def stop(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(d.stop() for d in self.devices), return_exceptions=True), 30)
-        if self.service is not None:
-            service, self.service = self.service, None
+        services, self.services = self.services, []
+        for service in services:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(service.stop(), 15)

@@ -216,7 +216,7 @@ async def test_mosquitto_sync_enroll_revoke(data_dir: Path, env: dict[str, str],
 
     password = "a dynsec admin password"
     env = {**env, "OTPKI_MQTT_ADMIN_PASSWORD": password}
-    port, admin_port = free(), free()
+    port, admin_port, boot_port = free(), free(), free()
     ms = MosquittoSettings(workdir=data_dir / "mosquitto", port=port, admin_port=admin_port,
                            admin_password=SecretStr(password))
     broker = MosquittoProcess(ms)
@@ -226,7 +226,7 @@ async def test_mosquitto_sync_enroll_revoke(data_dir: Path, env: dict[str, str],
         config = data_dir / "otpki.toml"
         with config.open("a") as fh:
             fh.write(f'\n[mqtt]\nbroker = "mosquitto"\n[mqtt.mosquitto]\nport = {port}\nadmin_port = {admin_port}\n'
-                     'reload_command = ["true"]\n')
+                     f'bootstrap_port = {boot_port}\nreload_command = ["true"]\n')
         result = cli(env, "mosquitto-config", target=mqtt_app)
         assert result.exit_code == 0 and "mosquitto -d -c" in result.output, result.output
         broker.start(fresh_dynsec=False)  # the dynsec file mosquitto-config wrote
@@ -235,7 +235,7 @@ async def test_mosquitto_sync_enroll_revoke(data_dir: Path, env: dict[str, str],
         maker = Manufacturer.create("ACME Devices")
         (tmp_path / "acme-ca.pem").write_text(maker.ca_pem)
         (tmp_path / "acme-crl.pem").write_text(maker.crl_pem())
-        for name in ("acme-ca.pem", "acme-crl.pem"):  # Mosquitto needs the manufacturer's CRL with its CA
+        for name in ("acme-ca.pem", "acme-crl.pem"):  # for the bootstrap listener; Mosquitto never sees them
             result = cli(env, "trustlist", "import", "mqtt-device", str(tmp_path / name))
             assert result.exit_code == 0, result.output
         idevid = maker.issue_idevid("SN-0002")
@@ -254,9 +254,11 @@ async def test_mosquitto_sync_enroll_revoke(data_dir: Path, env: dict[str, str],
             line = await asyncio.wait_for(sync.stdout.readline(), WAIT_S)  # type: ignore[union-attr]
             assert line, f"otpki mqtt sync exited early:\n{output.decode()}"
             output += line
+        assert f"bootstrap listener on 127.0.0.1:{boot_port}".encode() in output, output.decode()
+        assert b"Mosquitto" in output and b"engine CAs only" in output, output.decode()
 
         cert_file, key_file = idevid.write(tmp_path / "pump-2" / "factory")
-        device = MqttDevice(DeviceConfig(name="pump-2", site="north", port=port,
+        device = MqttDevice(DeviceConfig(name="pump-2", site="north", port=port, bootstrap_port=boot_port,
                                          ca_file=ms.workdir / "server-ca.pem", workdir=tmp_path / "pump-2",
                                          bootstrap_cert_file=cert_file, bootstrap_key_file=key_file,
                                          telemetry_interval_s=0.5))

@@ -91,7 +91,7 @@ def test_mosquitto_files_checked_against_the_engine(tmp_path: Path) -> None:
     settings = build_settings(file, tmp_path / "pki", EnvSettings())
 
     def broker_findings() -> list:  # type: ignore[type-arg]
-        return [f for check in mqtt_checks(engine, settings) for f in check()]
+        return [f for check in mqtt_checks(engine, settings) for f in check() if f.check == "mqtt-broker-files"]
 
     # Nothing installed yet.
     [missing] = broker_findings()
@@ -100,7 +100,7 @@ def test_mosquitto_files_checked_against_the_engine(tmp_path: Path) -> None:
     owner = engine.registry.register(group="mqtt-device", name="pump-1", site="north", actor="t")
     issued = engine.authority.issue_from_csr(make_csr("pump-1", uris=["urn:otpki:mqtt:north:pump-1"]),
                                              owner_id=owner.id, actor="t")
-    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get("mqtt-device"))
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get("mqtt-device", imported=False))
     install_trust_files(workdir / "ca.pem", workdir / "crl.pem", ca_pem, crl_pem, reload=None, now=clock.now)
     [ok] = broker_findings()
     assert ok.level == "ok", ok
@@ -109,7 +109,7 @@ def test_mosquitto_files_checked_against_the_engine(tmp_path: Path) -> None:
     [stale] = broker_findings()
     assert stale.level == "fail" and "out of sync" in stale.detail and "otpki mqtt sync --once" in stale.detail
     # Synced again, then the installed CRL ages: warn inside the refresh margin, fail once expired.
-    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get("mqtt-device"))
+    ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get("mqtt-device", imported=False))
     install_trust_files(workdir / "ca.pem", workdir / "crl.pem", ca_pem, crl_pem, reload=None, now=clock.now)
     assert [f.level for f in broker_findings()] == ["ok"]
     clock.now += timedelta(days=6)

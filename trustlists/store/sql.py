@@ -540,9 +540,19 @@ class SqlTx:
             "INSERT INTO audit_log (seq, at_us, actor, action, subject, details, prev_hash, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def iter_audit(self) -> Iterator[tuple[int, int, str, str, str, str, str, str]]:
+    def iter_audit(self, *, action: str | None = None,
+                   since_us: int | None = None) -> Iterator[tuple[int, int, str, str, str, str, str, str]]:
+        where, params = [], []
+        if action is not None:
+            where.append("action = ?")
+            params.append(action)
+        if since_us is not None:
+            where.append("at_us >= ?")
+            params.append(since_us)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
         cur = self.execute(
-            "SELECT seq, at_us, actor, action, subject, details, prev_hash, hash FROM audit_log ORDER BY seq")
+            "SELECT seq, at_us, actor, action, subject, details, prev_hash, hash FROM audit_log"
+            f"{clause} ORDER BY seq", tuple(params))
         while True:
             rows = cur.fetchmany(10_000)
             if not rows:
