@@ -9,7 +9,7 @@ directories: one that holds a secret (a PEM private key, a dynsec client list wi
 whose mode lets group or others read it is recorded with that mode. A file's mode and content only change
 through such operations (and a child process only runs between two of them), so this sees every state a
 secret file went through, temporary files included. The report, a JSON list of [path, mode], is written
-when the command ends; its exit code is the command's.
+when the command ends; its exit code is the command's. Tests call `run_under_probe`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
+
+TIMEOUT_S = 120
 
 SECRET_MARKERS = (b"PRIVATE KEY-----", b'"clients"')
 
@@ -53,6 +56,15 @@ class ExposureWatch:
                         continue
                     if any(marker in data for marker in SECRET_MARKERS):
                         self.seen.add((path, stat.S_IMODE(st.st_mode)))
+
+
+def run_under_probe(tmp_path: Path, watched: list[Path], *args: str, env: dict[str, str]
+                    ) -> tuple[subprocess.CompletedProcess[str], list[list[object]]]:
+    """Run `otpki ARGS` in a new process under the probe: (the process, every exposure seen as [path, mode])."""
+    report = tmp_path / f"exposure-{len(list(tmp_path.glob('exposure-*')))}.json"
+    res = subprocess.run([sys.executable, __file__, str(report), ",".join(map(str, watched)), "--", *args],
+                         capture_output=True, text=True, timeout=TIMEOUT_S, check=False, env={**os.environ, **env})
+    return res, json.loads(report.read_text()) if report.exists() else [["no report", -1]]
 
 
 def main() -> int:

@@ -6,32 +6,21 @@ before each file operation the process makes (see its docstring).
 
 from __future__ import annotations
 
-import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from otpki.cli.main import app
+from tests.secret_exposure_probe import run_under_probe
 from trustlists.safe_files import TEMP_PREFIX
 
 PASS = "a long enough test passphrase"
-PROBE = Path(__file__).resolve().parents[1] / "secret_exposure_probe.py"
-TIMEOUT_S = 120
 
 
-def probe(tmp_path: Path, watched: list[Path], *args: str, env: dict[str, str] | None = None
-          ) -> tuple[subprocess.CompletedProcess[str], list[list[object]]]:
-    """Run `otpki ARGS` under the probe; (the process, every exposure it saw as [path, mode])."""
-    report = tmp_path / f"exposure-{len(list(tmp_path.glob('exposure-*')))}.json"
-    res = subprocess.run([sys.executable, str(PROBE), str(report), ",".join(map(str, watched)), "--", *args],
-                         capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-                         env={**os.environ, "OTPKI_CA_PASSPHRASE": PASS, **(env or {})})
-    return res, json.loads(report.read_text())
+def probe(tmp_path: Path, watched: list[Path], *args: str):  # type: ignore[no-untyped-def]
+    return run_under_probe(tmp_path, watched, *args, env={"OTPKI_CA_PASSPHRASE": PASS})
 
 
 def mode(path: Path) -> int:
