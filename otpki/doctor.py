@@ -280,14 +280,14 @@ def check_secret_file_modes(directories: Iterable[Path]) -> Iterable[Finding]:
 
     Mosquitto rewrites its dynsec file in place and keeps its mode, so a world-readable one stays so.
     """
-    exposed: list[str] = []
+    exposed: list[str] = []  # in the order found; the Mosquitto workdir is often inside the data directory
     for directory in directories:
         for path in sorted(Path(directory).rglob("*")) if Path(directory).is_dir() else []:
             if not (_SECRET_NAMES.search(path.name) or path.parent.name == "private"):
                 continue
             with contextlib.suppress(OSError):  # gone meanwhile, or not ours to read
                 mode = path.lstat()
-                if stat.S_ISREG(mode.st_mode) and mode.st_mode & 0o077:
+                if stat.S_ISREG(mode.st_mode) and mode.st_mode & 0o077 and str(path) not in exposed:
                     exposed.append(str(path))
     for path in exposed:
         yield Finding(check="secret-file", subject=path, level="fail",

@@ -29,7 +29,6 @@ from pathlib import Path
 # Prefix of our temporary files, so that a leftover from a crash is recognisable (and never matches the
 # "<label> [<thumbprint>].ext" pattern that marks exported files as ours).
 TEMP_PREFIX = ".otpki-tmp-"
-SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
 PRIVATE_DIR_MODE = 0o700
 

@@ -93,3 +93,30 @@ def test_unwritable_key_out_is_one_line_and_exit_2(data_dir: Path, tmp_path: Pat
                               "--new-key", "--out", str(tmp_path / "pump-3.pem"),
                               "--key-out", str(blocker / "pump-3.key")], env=env)
     assert res.exit_code == 2 and "cannot write" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_doctor_flags_secret_files_others_can_read(data_dir: Path) -> None:
+    """What an older otpki left behind: a dynsec file mosquitto_ctrl made 0644 (Mosquitto keeps that mode
+    whenever it saves the file), a key file chmodded by hand."""
+    import json
+
+    runner = CliRunner()
+    workdir = data_dir / "mosquitto"
+    workdir.mkdir()
+    (workdir / "dynamic-security.json").write_text('{"clients": []}')
+    (workdir / "dynamic-security.json").chmod(0o644)
+    (workdir / "server.key").write_text("key")
+    (workdir / "server.key").chmod(0o640)
+    (workdir / "ca.pem").write_text("public")
+    (workdir / "ca.pem").chmod(0o644)
+
+    def secret_findings() -> list[tuple[str, str]]:
+        res = runner.invoke(app, ["-d", str(data_dir), "doctor", "--json"], env={"OTPKI_CA_PASSPHRASE": PASS})
+        return sorted((f["subject"], f["level"]) for f in json.loads(res.stdout)["findings"]
+                      if f["check"] == "secret-file")
+
+    assert secret_findings() == [(str(workdir / "dynamic-security.json"), "fail"),
+                                 (str(workdir / "server.key"), "fail")]
+    for name in ("dynamic-security.json", "server.key"):
+        (workdir / name).chmod(0o600)
+    assert secret_findings() == [("keys and dynsec file", "ok")]
