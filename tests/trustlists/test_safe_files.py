@@ -150,3 +150,27 @@ def test_private_directory_is_0700_from_creation(tmp_path: Path, umask_0: None) 
 
 def test_fsync_dir_ignores_what_cannot_be_opened(tmp_path: Path) -> None:
     safe_files.fsync_dir(tmp_path / "missing")
+
+
+def test_ca_key_creation_survives_a_planted_or_leftover_temporary(tmp_path: Path, umask_0: None) -> None:
+    """The CA key file used to be written through a fixed "<ref>.tmp" name: a leftover from a crash (or a
+    name planted by someone who can write there) made every later creation fail with a raw error."""
+    from tests.helpers import PASSPHRASE
+    from trustlists.errors import AlreadyExists
+    from trustlists.keys.files import EncryptedFileKeyBackend
+    from trustlists.models import KeyType
+
+    keys = tmp_path / "keys"
+    backend = EncryptedFileKeyBackend(keys, PASSPHRASE)
+    keys.mkdir(mode=0o700)
+    bait = tmp_path / "bait"
+    bait.write_bytes(b"")
+    (keys / "root.key.tmp").symlink_to(bait)
+    (keys / "issuing.key.tmp").write_bytes(b"half a key from a crash")
+    for ref in ("root", "issuing"):
+        backend.create(ref, KeyType.EC_P256)
+        assert stat.S_IMODE((keys / f"{ref}.key.pem").stat().st_mode) == 0o600
+    assert bait.read_bytes() == b"" and _leftovers(keys) == []
+    with pytest.raises(AlreadyExists):
+        backend.create("root", KeyType.EC_P256)
+    assert EncryptedFileKeyBackend(keys, PASSPHRASE).load("root") is not None
