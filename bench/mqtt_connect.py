@@ -33,6 +33,7 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import KeyType, RevocationReason
 from trustlists.policy import PkiConfig, load_default_config
+from trustlists.safe_files import private_directory, write_public, write_secret
 from trustlists.store.sqlite import SqliteStore
 
 TARGET = 0.9
@@ -142,12 +143,11 @@ def write_files(directory: Path, name: str, cert_der: bytes, chain_der: list[byt
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    directory.mkdir(parents=True, exist_ok=True)
+    private_directory(directory)
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     pems = [x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM) for d in [cert_der, *chain_der[:-1]]]
-    cert_path.write_bytes(b"".join(pems))
-    key_path.write_bytes(key_pem)
-    key_path.chmod(0o600)
+    write_public(cert_path, b"".join(pems))
+    write_secret(key_path, key_pem)
     return cert_path, key_path
 
 

@@ -36,6 +36,7 @@ from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 from trustlists.blocking import run_blocking
 from trustlists.models import RevocationReason
 from trustlists.policy import load_default_config
+from trustlists.safe_files import write_public, write_secret
 
 TARGET_S = 1.0
 GROUP = "mqtt-device"
@@ -88,9 +89,8 @@ def write_device(engine, name: str, directory: Path) -> tuple[Path, Path, str]: 
     owner = engine.registry.register(group=GROUP, name=name, site="north", actor=ACTOR)
     issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=ACTOR)
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    cert.write_bytes(x509.load_der_x509_certificate(issued.certificate_der).public_bytes(Encoding.PEM))
-    key.write_bytes(issued.private_key)
-    key.chmod(0o600)
+    write_public(cert, x509.load_der_x509_certificate(issued.certificate_der).public_bytes(Encoding.PEM))
+    write_secret(key, issued.private_key)
     return cert, key, issued.record.serial
 
 

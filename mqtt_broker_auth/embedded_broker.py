@@ -24,7 +24,7 @@ from mqtt_broker_auth.live_sessions import RevocationWatcher
 from mqtt_broker_auth.tls_identity import ensure_tls_identity, pem_of, server_ca_pem
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
-from trustlists.exports._atomic import atomic_write
+from trustlists.safe_files import private_directory, write_public
 
 _log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class EmbeddedBroker:
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.workdir)  # holds the broker's key
         await run_blocking(self._ensure_server_certificate)
         trust_version = await run_blocking(self._write_cafile)
         self._gate_name = register_gate(self.gate)
@@ -144,7 +144,7 @@ class EmbeddedBroker:
 
     def _write_cafile(self) -> int:
         bundle, version = self._client_ca_bundle()
-        atomic_write(self.cafile, bundle, mode=0o644)
+        write_public(self.cafile, bundle)
         return version
 
     async def _reload_client_cas(self) -> None:

@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustlists.engine import Engine
-from trustlists.exports._atomic import atomic_write
 from trustlists.models import Owner
+from trustlists.safe_files import private_directory, write_public, write_secret
 from trustlists.validation import ValidationOptions
 
 _log = logging.getLogger(__name__)
@@ -55,9 +55,10 @@ def ensure_tls_identity(engine: Engine, owner: Owner, cert_file: Path, key_file:
     assert issued.private_key is not None
     chain = [issued.certificate_der, *(der for der in issued.chain_der
                                        if (c := x509.load_der_x509_certificate(der)).subject != c.issuer)]
+    private_directory(key_file.parent)
     cert_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(key_file, issued.private_key, mode=0o600)
-    atomic_write(cert_file, b"".join(pem_of(der) for der in chain), mode=0o644)
+    write_secret(key_file, issued.private_key)
+    write_public(cert_file, b"".join(pem_of(der) for der in chain))
     _log.info("issued %s a TLS certificate, serial %s", owner.name, issued.record.serial)
     return True
 

@@ -1,6 +1,6 @@
 """Roles, users and the access decision every GDS and push method makes before it does anything.
 
-Users come from configuration: username/password users (scrypt-hashed passwords) and X.509 user-token
+Users come from configuration: username/password users (argon2id-hashed passwords) and X.509 user-token
 users (by certificate SHA-256), each with GDS roles. ApplicationSelfAdmin is not a role but a privilege of
 the SecureChannel: an application whose channel uses its own, engine-issued, unrevoked application
 certificate may act on its own registration only.
@@ -8,7 +8,6 @@ certificate may act on its own registration only.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import hmac
@@ -20,11 +19,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ParamSpec
 
+from argon2 import PasswordHasher, Type, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError
 from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from opcua_gds.call_context import CallContext, activating_token_type, current
 from trustlists.engine import Engine
@@ -48,8 +49,15 @@ class GdsUser(User):
 
 class PasswordUser(BaseModel):
     name: str = Field(description="User name of the UserNameIdentityToken")
-    password_hash: str = Field(description="From `otpki users hash-password`, never the password itself")
+    password_hash: str = Field(description="argon2id hash from `otpki users hash-password`, never the password "
+                                           "itself")
     roles: list[GdsRole] = Field(default_factory=list, description="GDS roles granted")
+
+    @field_validator("password_hash")
+    @classmethod
+    def _at_least_the_floor(cls, value: str) -> str:
+        check_password_hash(value)  # at config load: a weak or foreign hash never reaches a login
+        return value
 
 
 class CertificateUser(BaseModel):
@@ -64,36 +72,69 @@ class AccessConfig(BaseModel):
 
 
 # -- passwords ------------------------------------------------------------------------------------
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# New hashes: argon2id with OWASP's minimum parameters (Password Storage Cheat Sheet: 19 MiB, 2 passes,
+# 1 lane). asyncua checks passwords synchronously inside ActivateSession, on the server's event loop, and a
+# wrong password is never cached, so every guess costs the loop one hash: about 20 ms here (RFC 9106's
+# 64 MiB/3 passes/4 lanes profile costs about 100 ms).
+MEMORY_COST_KIB = 19 * 1024
+TIME_COST = 2
+PARALLELISM = 1
+# The floor: a stored hash below it is refused when the configuration is loaded.
+MIN_MEMORY_COST_KIB = MEMORY_COST_KIB
+MIN_TIME_COST = TIME_COST
+
+_HASHER = PasswordHasher(time_cost=TIME_COST, memory_cost=MEMORY_COST_KIB, parallelism=PARALLELISM,
+                         type=Type.ID)
+_HOW_TO_FIX = "make one with `otpki users hash-password` and put it in gds.access.users"
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    return "$".join(["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
-                     base64.b64encode(salt).decode(), base64.b64encode(digest).decode()])
+    return _HASHER.hash(password)
+
+
+def check_password_hash(stored: str) -> None:
+    """Raise ValueError (saying what to do) unless `stored` is an argon2id hash at or above the floor."""
+    if stored.startswith("scrypt$"):
+        raise ValueError(f"is an scrypt hash of an earlier otpki, no longer accepted: {_HOW_TO_FIX}")
+    try:
+        params = extract_parameters(stored)
+    except InvalidHashError:
+        raise ValueError(f"is not an argon2id password hash: {_HOW_TO_FIX}") from None
+    if params.type is not Type.ID:
+        raise ValueError(f"is an {params.type.name.lower()} hash, otpki needs argon2id: {_HOW_TO_FIX}")
+    if params.memory_cost < MIN_MEMORY_COST_KIB or params.time_cost < MIN_TIME_COST:
+        raise ValueError(f"costs m={params.memory_cost} KiB, t={params.time_cost}, below otpki's floor of "
+                         f"m={MIN_MEMORY_COST_KIB} KiB, t={MIN_TIME_COST}: {_HOW_TO_FIX}")
 
 
 def verify_password(password: str, stored: str) -> bool:
+    """The full argon2id check, every time (the hash's own parameters, not the current ones)."""
     try:
-        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
-        digest = hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected))
-    except (ValueError, TypeError):
+        return _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
         return False
-    return hmac.compare_digest(digest, expected)
+
+
+def needs_rehash(stored: str) -> bool:
+    """argon2-cffi's check: was `stored` made with other parameters than hash_password uses now?"""
+    try:
+        return _HASHER.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
 
 
 class VerifiedLogins:
-    """Recently verified (user, password) pairs, so a fleet push does not pay scrypt on every session.
+    """Recently verified (user, password) pairs, so a fleet push does not pay argon2id on every session.
 
-    asyncua asks the user manager synchronously inside ActivateSession, so the scrypt check (about 40 ms
+    asyncua asks the user manager synchronously inside ActivateSession, so the argon2id check (about 20 ms
     of CPU, by design) blocks the server's event loop; a push opens two sessions. A success is remembered
     for `ttl_s` as an HMAC of (stored hash, password) under a key that lives only in this process, so the
-    cache holds nothing an attacker could test passwords against offline faster than the scrypt hash
-    itself. Failures are never remembered: every wrong guess still costs the full scrypt.
+    cache holds nothing an attacker could test passwords against offline faster than the argon2id hash
+    itself. Failures are never remembered: every wrong guess still costs the full hash.
+
+    After a full successful check, argon2-cffi's rehash check runs: a hash made with other parameters than
+    otpki's current ones is reported once (log warning naming the user; `otpki doctor` says it too). The
+    hash is not rewritten: it lives in the operator's otpki.toml, which otpki never edits behind their back.
     """
 
     def __init__(self, ttl_s: float = 600.0, max_entries: int = 1024) -> None:
@@ -101,6 +142,7 @@ class VerifiedLogins:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._seen: dict[str, tuple[bytes, float]] = {}
+        self._rehash_reported: set[tuple[str, str]] = set()
 
     def _mac(self, stored: str, password: str) -> bytes:
         return hmac.new(self._key, stored.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
@@ -113,12 +155,25 @@ class VerifiedLogins:
             return True
         if not verify_password(password, stored):
             return False
+        self._report_rehash(username, stored)
         if len(self._seen) >= self._max:
             self._seen = {u: v for u, v in self._seen.items() if v[1] > now}
             if len(self._seen) >= self._max:
                 self._seen.pop(next(iter(self._seen)))
         self._seen[username] = (mac, now + self._ttl_s)
         return True
+
+    def _report_rehash(self, username: str, stored: str) -> None:
+        if (username, stored) in self._rehash_reported or not needs_rehash(stored):
+            return
+        self._rehash_reported.add((username, stored))
+        log.warning("GDS user %r logged in with a password hash made with other argon2 parameters than otpki's "
+                    "current ones (%s): replace it in otpki.toml with the output of `otpki users hash-password`",
+                    username, current_parameters())
+
+
+def current_parameters() -> str:
+    return f"argon2id m={MEMORY_COST_KIB} KiB, t={TIME_COST}, p={PARALLELISM}"
 
 
 # -- asyncua user manager -------------------------------------------------------------------------
@@ -129,11 +184,21 @@ class GdsUserManager:
         self._users = {u.name: u for u in config.users}
         self._certs = {c.certificate_sha256.lower().replace(":", ""): c for c in config.certificate_users}
         self._logins = VerifiedLogins()
+        self._decoy: str | None = None
+
+    def _decoy_hash(self) -> str:
+        # Made on first use (PLC simulators start hundreds of user managers that never see an unknown user).
+        if self._decoy is None:
+            self._decoy = hash_password(secrets.token_urlsafe(16))
+        return self._decoy
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> GdsUser | None:
         if username is not None:
             entry = self._users.get(username)
+            if entry is None:
+                # An unknown name costs one hash too, so timing does not tell which user names exist.
+                verify_password(password or "", self._decoy_hash())
             if entry is None or password is None or not self._logins.check(username, password, entry.password_hash):
                 log.warning("refused session for user %r: unknown user or wrong password", username)
                 return None

@@ -14,6 +14,7 @@ from asyncua import ua
 
 from trustlists.engine import Engine
 from trustlists.models import KeyType, Owner
+from trustlists.safe_files import private_directory, write_public, write_secret
 
 GROUP = "opcua-application"
 
@@ -34,12 +35,9 @@ def ensure_identity(engine: Engine, own_dir: Path, *, name: str, application_uri
             return cert_path, key_path
     issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=f"otpki:{name}", key_type=KeyType.RSA2048)
     assert issued.private_key is not None
-    own_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = key_path.with_suffix(".tmp")
-    tmp.write_bytes(issued.private_key)
-    tmp.chmod(0o600)
-    tmp.replace(key_path)
-    cert_path.write_bytes(issued.certificate_der)
+    private_directory(own_dir)
+    write_secret(key_path, issued.private_key)
+    write_public(cert_path, issued.certificate_der)
     return cert_path, key_path
 
 

@@ -77,8 +77,6 @@ class MosquittoFileSettings(BaseModel):
         None, description="File with the dynsec admin password (else OTPKI_MQTT_ADMIN_PASSWORD); never in this "
                           "file")
     binary: Path = Field(Path("/usr/sbin/mosquitto"), description="The mosquitto executable")
-    ctrl_binary: Path = Field(Path("/usr/bin/mosquitto_ctrl"),
-                              description="mosquitto_ctrl, used to hash the admin password into the dynsec file")
     openssl_binary: Path = Field(Path("openssl"), description="openssl, the second check of every CRL installed")
     dynsec_plugin: Path = Field(Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"),
                                 description="The dynamic-security plugin of the installed Mosquitto")

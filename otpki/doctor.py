@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import stat
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from pydantic import BaseModel, Field
 
+from opcua_gds.access import PasswordUser, current_parameters, needs_rehash
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.exports.mosquitto_files import mosquitto_bundle
@@ -309,6 +311,52 @@ def mqtt_checks(engine: Engine, settings: Settings) -> list[Check]:
 
 
 Check = Callable[[], Iterable[Finding]]
+
+
+def check_gds_password_hashes(users: Iterable[PasswordUser]) -> Iterable[Finding]:
+    """Password hashes made with other argon2 parameters than otpki's current ones (never below the floor:
+    the configuration would not have loaded)."""
+    for user in users:
+        if needs_rehash(user.password_hash):
+            yield Finding(check="gds-password", subject=user.name, level="warn",
+                          detail=f"hash made with other parameters than otpki's ({current_parameters()}): replace "
+                                 "it in otpki.toml with the output of `otpki users hash-password`")
+        else:
+            yield Finding(check="gds-password", subject=user.name, level="ok", detail=current_parameters())
+
+
+# Files that hold a secret, by name, wherever otpki wrote them (data directory, Mosquitto workdir).
+_SECRET_NAMES = re.compile(r"(\.key|\.key\.pem|\.p12|\.pfx)$|^(dynamic-security\.json|demo-passphrase)$")
+
+
+def check_secret_file_modes(directories: Iterable[Path]) -> Iterable[Finding]:
+    """A key or the dynsec file readable by group or others (written by an older otpki, or by hand).
+
+    Mosquitto rewrites its dynsec file in place and keeps its mode, so a world-readable one stays so.
+    """
+    exposed: list[str] = []  # in the order found; the Mosquitto workdir is often inside the data directory
+    for directory in directories:
+        for path in sorted(Path(directory).rglob("*")) if Path(directory).is_dir() else []:
+            if not (_SECRET_NAMES.search(path.name) or path.parent.name == "private"):
+                continue
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to read
+                mode = path.lstat()
+                if stat.S_ISREG(mode.st_mode) and mode.st_mode & 0o077 and str(path) not in exposed:
+                    exposed.append(str(path))
+    for path in exposed:
+        yield Finding(check="secret-file", subject=path, level="fail",
+                      detail="readable by group or others: `chmod 600` it (and replace the secret if others may "
+                             "have read it)")
+    if not exposed:
+        yield Finding(check="secret-file", subject="keys and dynsec file", level="ok",
+                      detail="readable by their owner only")
+
+
+def secret_checks(settings: Settings) -> list[Check]:
+    """Password hashes of the GDS users and the modes of secret files in the data and Mosquitto directories."""
+    directories = list(dict.fromkeys([settings.data_dir, settings.mosquitto_workdir()]))
+    return [lambda: check_gds_password_hashes(settings.file.gds.access.users),
+            lambda: check_secret_file_modes(directories)]
 
 
 def examine(engine: Engine, *, expiry_window: timedelta = timedelta(days=30), probe_targets: bool = False,

@@ -35,6 +35,7 @@ from simulators.manufacturer import BootstrapCredential, Manufacturer
 from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
 from trustlists.engine import Engine
 from trustlists.errors import AlreadyExists
+from trustlists.safe_files import private_directory, write_public, write_secret
 
 __all__ = ["FleetConfig", "FleetDevice", "FleetManifest", "FleetSummary", "bring_online", "prepare", "register_fleet",
            "run_fleet"]
@@ -99,11 +100,10 @@ def _load_or_create_manufacturer(directory: Path) -> Manufacturer:
         name = cert.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)
         return Manufacturer(str(name[0].value) if name else "ACME Devices", key, cert)  # type: ignore[arg-type]
     maker = Manufacturer.create("ACME Devices")
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_file.write_text(maker.ca_pem)
-    key_file.write_bytes(maker.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
-    key_file.chmod(0o600)
+    private_directory(directory)
+    write_public(ca_file, maker.ca_pem.encode())
+    write_secret(key_file, maker.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
     return maker
 
 
@@ -128,7 +128,7 @@ def prepare(config: FleetConfig) -> FleetManifest:
                                    bootstrap_cert_file=cert_file, bootstrap_key_file=key_file, workdir=workdir))
     crl_file = config.workdir / "manufacturer" / "crl.pem"
     if not crl_file.exists():  # valid a year, like the IDevIDs it is kept with
-        crl_file.write_text(maker.crl_pem())
+        write_public(crl_file, maker.crl_pem().encode())
     manifest = FleetManifest(manufacturer_ca_file=config.workdir / "manufacturer" / "ca.pem",
                              manufacturer_crl_file=crl_file, devices=devices)
     config.workdir.mkdir(parents=True, exist_ok=True)

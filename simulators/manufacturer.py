@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict
 
+from trustlists.safe_files import private_directory, write_public, write_secret
+
 __all__ = ["BootstrapCredential", "Manufacturer", "generate_key"]
 
 
@@ -78,11 +80,10 @@ class BootstrapCredential(BaseModel):
         return {"sha256": self.sha256} if by == "sha256" else {"subject_cn": self.subject_cn}
 
     def write(self, directory: Path) -> tuple[Path, Path]:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_directory(directory)
         cert_file, key_file = directory / "bootstrap.crt", directory / "bootstrap.key"
-        cert_file.write_text(self.cert_file_pem)
-        key_file.write_text(self.key_pem)
-        key_file.chmod(0o600)
+        write_public(cert_file, self.cert_file_pem.encode())
+        write_secret(key_file, self.key_pem.encode())
         return cert_file, key_file
 
 

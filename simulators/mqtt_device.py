@@ -16,9 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import ssl
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -40,6 +38,7 @@ from mqtt_broker_auth.enrollment_messages import EnrollmentAccepted, EnrollmentR
 from simulators.manufacturer import generate_key
 from trustlists.blocking import run_blocking
 from trustlists.models import KeyType
+from trustlists.safe_files import private_directory, write_public, write_secret
 
 __all__ = ["ConnectRefused", "DeviceConfig", "DeviceState", "EnrollmentFailed", "MqttDevice"]
 
@@ -611,10 +610,9 @@ class MqttDevice:
             raise EnrollmentFailed("bad_answer", "the issued certificate names another device")
         key_pem = new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
-        self.config.workdir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.config.operational_key_file, key_pem, 0o600)
-        _atomic_write(self.config.operational_cert_file, (accepted.certificate + "".join(accepted.chain)).encode(),
-                      0o644)
+        private_directory(self.config.workdir)
+        write_secret(self.config.operational_key_file, key_pem)
+        write_public(self.config.operational_cert_file, (accepted.certificate + "".join(accepted.chain)).encode())
 
     # -- connections ----------------------------------------------------------------------------------------------
 
@@ -653,16 +651,3 @@ def _key_and_csr(name: str, key_type: KeyType) -> tuple[CertificateIssuerPrivate
 def _load_key(pem: bytes) -> CertificateIssuerPrivateKeyTypes:
     key = serialization.load_pem_private_key(pem, password=None)
     return key  # type: ignore[return-value]
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -29,6 +29,7 @@ from opcua_gds.gds_client import FinishedRequest, GdsClient
 from trustlists.blocking import run_blocking
 from trustlists.exports import write_pki_folders
 from trustlists.models import TrustList, TrustListContent
+from trustlists.safe_files import private_directory, write_public, write_secret
 
 
 class ScadaSettings(BaseModel):
@@ -69,12 +70,9 @@ class ScadaSimulator:
 
     def _write_identity(self, cert_der: bytes, key_pem: bytes) -> None:
         (self._own / "certs").mkdir(parents=True, exist_ok=True)
-        (self._own / "private").mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.key_path.with_suffix(".tmp")
-        tmp.write_bytes(key_pem)
-        tmp.chmod(0o600)
-        tmp.replace(self.key_path)
-        self.cert_path.write_bytes(cert_der)
+        private_directory(self.key_path.parent)
+        write_secret(self.key_path, key_pem)
+        write_public(self.cert_path, cert_der)
 
     def _self_signed(self) -> None:
         """The factory certificate: self-signed, the Part 6 application profile."""

@@ -20,6 +20,7 @@ from trustlists.der import common_name, load_csr
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.models import IssuanceKind, IssuedCertificate, Owner, OwnerKind
+from trustlists.safe_files import write_public
 
 CSR_SUFFIXES = {".csr", ".pem", ".der", ".req"}
 CHUNK = 100
@@ -116,7 +117,5 @@ def _write(result: IssuedCertificate | OtpkiError, path: Path, owner: Owner, out
     out = out_dir / f"{path.stem}.crt"
     pem = b"".join(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM)
                    for d in [result.certificate_der, *result.chain_der])
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(pem)
-    tmp.replace(out)
+    write_public(out, pem)
     return BatchItem(file=path.name, ok=True, serial=result.record.serial, owner=owner.name, output=out.name)

@@ -42,7 +42,6 @@ class MosquittoSettings(BaseModel):
     host: str = "127.0.0.1"
     admin_host: str = "127.0.0.1"
     binary: Path = Path("/usr/sbin/mosquitto")
-    ctrl_binary: Path = Path("/usr/bin/mosquitto_ctrl")
     openssl_binary: Path = Path("openssl")
     dynsec_plugin: Path = DYNSEC_PLUGIN
     admin_username: str = "otpki-admin"

@@ -13,12 +13,9 @@ in `cafile` at all; the check refuses a cafile that holds a CA its own issuer's 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +26,7 @@ from pydantic import BaseModel
 
 from trustlists.clock import utcnow
 from trustlists.errors import OtpkiError
-from trustlists.exports._atomic import TEMP_PREFIX, fsync_dir
+from trustlists.safe_files import staged_file
 
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----\r?\n.+?-----END X509 CRL-----\r?\n?", re.S)
 _CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----\r?\n?", re.S)
@@ -140,16 +137,6 @@ def openssl_verify_crls(openssl: Path | str, cafile: Path, crl_pem: bytes) -> No
                                    reason="crl_openssl_verify_failed")
 
 
-def _write_temp(directory: Path, data: bytes) -> Path:
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fchmod(fh.fileno(), 0o644)  # public data; readable by the broker whichever user it runs as
-        os.fsync(fh.fileno())
-    return Path(name)
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -181,23 +168,15 @@ def install_trust_files(cafile: Path, crlfile: Path, ca_pem: bytes, crl_pem: byt
 
     cafile.parent.mkdir(parents=True, exist_ok=True)
     crlfile.parent.mkdir(parents=True, exist_ok=True)
-    tmp_ca = _write_temp(cafile.parent, ca_pem)
-    tmp_crl: Path | None = None
-    try:
-        tmp_crl = _write_temp(crlfile.parent, crl_pem)
-        openssl_verify_crls(openssl, tmp_ca, tmp_crl.read_bytes())
+    # Public data (0644: readable by the broker whichever user it runs as), staged beside the targets so
+    # that openssl checks exactly the bytes that go live.
+    with staged_file(cafile.parent, ca_pem, public=True) as staged_ca, \
+            staged_file(crlfile.parent, crl_pem, public=True) as staged_crl:
+        openssl_verify_crls(openssl, staged_ca.path, staged_crl.path.read_bytes())
         # CRL first: if we die between the renames the broker (on its next reload) has new revocations with
         # the old CAs, never a new CA without its CRL.
-        os.replace(tmp_crl, crlfile)
-        tmp_crl = None
-        os.replace(tmp_ca, cafile)
-    finally:
-        for leftover in (tmp_ca, tmp_crl):
-            if leftover is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-    for directory in {cafile.parent, crlfile.parent}:
-        fsync_dir(directory)
+        staged_crl.commit(crlfile)
+        staged_ca.commit(cafile)
     if reload is not None:
         reload()
     return result.model_copy(update={"changed": True})

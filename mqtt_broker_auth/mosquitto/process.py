@@ -2,13 +2,12 @@
 
 The broker's TLS files (cafile, crlfile, server cert and key) must be in place before `start()`: Mosquitto
 refuses to start without them, which is the safe way round. `start()` writes mosquitto.conf and, when absent,
-the dynsec file with otpki's admin user, then waits until both listeners accept TCP connections.
+the dynsec file with otpki's admin user (dynsec_file.py), then waits until both listeners accept TCP connections.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -18,16 +17,15 @@ from datetime import timedelta
 from pathlib import Path
 
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings, render_config
-from mqtt_broker_auth.mosquitto.dynsec import admin_acls
-from mqtt_broker_auth.mosquitto.dynsec_state import ADMIN_ROLE
+from mqtt_broker_auth.mosquitto.dynsec_file import write_dynsec_file
 from mqtt_broker_auth.mosquitto.files import install_trust_files
 from mqtt_broker_auth.tls_identity import ensure_tls_identity
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.exports.mosquitto_files import mosquitto_bundle
+from trustlists.safe_files import private_directory, write_public
 
 START_TIMEOUT_S = 15.0
-
 
 
 class MosquittoStartError(OtpkiError):
@@ -41,36 +39,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def write_dynsec_file(settings: MosquittoSettings) -> None:
-    """Create the dynsec JSON: otpki's admin user with only `$CONTROL/dynamic-security/#`, default deny.
-
-    `mosquitto_ctrl dynsec init` hashes the password the way the plugin expects; its admin role is broader
-    than we want ($SYS and '#'), so the role is rewritten before the broker reads the file.
-    """
-    path = settings.dynsec_file
-    path.unlink(missing_ok=True)
-    password = settings.admin_password.get_secret_value()
-    if not password:
-        raise MosquittoStartError("settings.admin_password is empty", reason="no_admin_password")
-    res = subprocess.run([str(settings.ctrl_binary), "dynsec", "init", str(path), settings.admin_username, password],
-                         capture_output=True, text=True, timeout=30, check=False)
-    if res.returncode != 0:
-        raise MosquittoStartError(f"mosquitto_ctrl dynsec init failed: {res.stderr.strip() or res.stdout.strip()}")
-    data = json.loads(path.read_text())
-    for client in data["clients"]:
-        if client["username"] == settings.admin_username:
-            client["roles"] = [{"rolename": ADMIN_ROLE}]
-    data["roles"] = [{"rolename": ADMIN_ROLE, "textname": "otpki dynsec administration only",
-                      "acls": [acl.model_dump() | {"allow": True} for acl in admin_acls()]}]
-    # Deny what no role grants, receiving included: a device gets messages only on topics its role lists.
-    data["defaultACLAccess"] = {"publishClientSend": False, "publishClientReceive": False,
-                                "subscribe": False, "unsubscribe": True}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.chmod(tmp, 0o600)  # holds the admin password hash
-    os.replace(tmp, path)
-
-
 def provision_broker(engine: Engine, settings: MosquittoSettings, *, group: str = "mqtt-device",
                      broker_group: str = "mqtt-broker", name: str = "mosquitto", actor: str = "otpki") -> None:
     """Give the broker what it needs before its first start: a server certificate from `broker_group`
@@ -78,7 +46,7 @@ def provision_broker(engine: Engine, settings: MosquittoSettings, *, group: str 
     through files.py."""
     owner = engine.registry.find(broker_group, name=name) or engine.registry.register(
         group=broker_group, name=name, actor=actor, ip_addresses=[settings.host])
-    settings.workdir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.workdir)  # the server key and the dynsec file live here
     ensure_tls_identity(engine, owner, settings.certfile, settings.keyfile, eku="serverAuth", actor=actor,
                         hostname=settings.host)
     ca_pem, crl_pem = mosquitto_bundle(engine.trustlists.get(group, imported=False))
@@ -108,11 +76,11 @@ class MosquittoProcess:
 
     def start(self, *, fresh_dynsec: bool = True) -> MosquittoProcess:
         s = self.settings
-        s.workdir.mkdir(parents=True, exist_ok=True)
+        private_directory(s.workdir)
         missing = [str(p) for p in (s.cafile, s.crlfile, s.certfile, s.keyfile) if not p.exists()]
         if missing:
             raise MosquittoStartError(f"TLS files missing: {', '.join(missing)}", reason="tls_files_missing")
-        s.conf_path.write_text(render_config(s))
+        write_public(s.conf_path, render_config(s).encode())
         if fresh_dynsec or not s.dynsec_file.exists():
             write_dynsec_file(s)
         self._proc = subprocess.Popen([str(s.binary), "-c", str(s.conf_path)], stdin=subprocess.DEVNULL,

@@ -25,6 +25,7 @@ from otpki.cli.common import (
 from otpki.config import CONFIG_FILE, FileSettings, build_settings, deep_merge
 from otpki.runtime import open_engine
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
+from trustlists.safe_files import write_secret
 
 ca_app = typer.Typer(help="The CA hierarchy: list CAs, create issuing CAs.", no_args_is_help=True)
 owners_app = typer.Typer(help="Registered applications, devices and users.", no_args_is_help=True)
@@ -69,8 +70,9 @@ def init(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Validate the combined configuration before anything is written into the data directory.
     s = build_settings(FileSettings.model_validate(data), data_dir, s.env)
-    (data_dir / CONFIG_FILE).write_text(
-        "# otpki configuration: see the README's 'Configuration' section\n" + tomli_w.dumps(data))
+    # 0600: it may hold the GDS users' password hashes.
+    write_secret(data_dir / CONFIG_FILE, ("# otpki configuration: see the README's 'Configuration' section\n"
+                                          + tomli_w.dumps(data)).encode())
     eng = open_engine(s)
     try:
         created = eng.hierarchy.initialize(actor=s.actor())

@@ -20,6 +20,7 @@ from otpki.config import Settings, load_settings
 from otpki.runtime import open_engine
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
+from trustlists.safe_files import private_directory, write_public, write_secret
 
 console = Console()
 err_console = Console(stderr=True)
@@ -100,12 +101,16 @@ def read_input_file(path: Path, what: str) -> bytes:
 
 
 def write_output_file(path: Path, data: bytes, *, private: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    if private:
-        tmp.chmod(0o600)
-    tmp.replace(path)
+    """Atomically write a command's output file; `private` (keys) is 0600 from its first byte."""
+    try:
+        if private:
+            private_directory(path.parent)
+            write_secret(path, data)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_public(path, data)
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # Parameters many commands share, described once so every --help says the same thing.

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from otpki.cli.common import EXIT_PROBLEM, JsonFlag, console, engine, handle_errors, parse_duration, print_json
-from otpki.doctor import examine, mqtt_checks
+from otpki.doctor import examine, mqtt_checks, secret_checks
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
 
@@ -23,7 +23,8 @@ def doctor(
     """Check CA keys, CRLs, expiring certificates, push targets and the audit log; exit 1 on any failure."""
     window = parse_duration(expiring)
     with engine() as (eng, settings):
-        report = examine(eng, expiry_window=window, probe_targets=probe, extra=mqtt_checks(eng, settings))
+        report = examine(eng, expiry_window=window, probe_targets=probe,
+                         extra=[*mqtt_checks(eng, settings), *secret_checks(settings)])
     if json_out:
         print_json({"failures": len(report.failures), "warnings": len(report.warnings),
                     "findings": [f.model_dump() for f in report.findings]})

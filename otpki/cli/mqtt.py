@@ -39,7 +39,7 @@ from otpki.runtime import open_engine
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
-from trustlists.exports._atomic import atomic_write
+from trustlists.safe_files import write_public
 
 mqtt_app = typer.Typer(help="MQTT devices: the embedded broker, an operator's Mosquitto, enrollment over MQTT.",
                        no_args_is_help=True)
@@ -135,7 +135,7 @@ async def _serve(s: Settings, host: str, port: int, with_enrollment: bool) -> No
         stop = _stop_event()
         await broker.start()
         ca_file = workdir / "server-ca.pem"
-        await run_blocking(atomic_write, ca_file, broker.server_ca_pem(), mode=0o644)
+        await run_blocking(write_public, ca_file, broker.server_ca_pem())
         _say(f"MQTT broker listening on [bold]{host}:{broker.port}[/] (mTLS, group {cfg.group}); "
                       f"devices trust [bold]{ca_file}[/]")
         if with_enrollment:
@@ -169,7 +169,7 @@ def mosquitto_settings(s: Settings, workdir: Path | None = None, *, password: bo
     values: dict[str, object] = {
         "workdir": (workdir or s.mosquitto_workdir()).resolve(), "host": m.host, "port": m.port,
         "admin_host": m.admin_host, "admin_port": m.admin_port, "admin_username": m.admin_username,
-        "binary": m.binary, "ctrl_binary": m.ctrl_binary, "openssl_binary": m.openssl_binary,
+        "binary": m.binary, "openssl_binary": m.openssl_binary,
         "dynsec_plugin": m.dynsec_plugin, "crl_min_remaining_s": m.crl_min_remaining_s, "tls_version": m.tls_version,
     }
     if m.run_as_user:
@@ -189,7 +189,8 @@ def mosquitto_config(
 ) -> None:
     """Write mosquitto.conf, the server certificate, cafile/crlfile and the dynsec file for your Mosquitto."""
     from mqtt_broker_auth.mosquitto.config import render_config
-    from mqtt_broker_auth.mosquitto.process import provision_broker, write_dynsec_file
+    from mqtt_broker_auth.mosquitto.dynsec_file import write_dynsec_file
+    from mqtt_broker_auth.mosquitto.process import provision_broker
 
     s = settings()
     ms = mosquitto_settings(s, out)
@@ -198,8 +199,8 @@ def mosquitto_config(
         provision_broker(eng, ms, group=cfg.group, broker_group=cfg.broker_group, name=f"mosquitto-{ms.host}",
                          actor=s.actor())
         ca_pem = server_ca_pem(eng, cfg.broker_group)
-    atomic_write(ms.conf_path, render_config(ms).encode(), mode=0o644)
-    atomic_write(ms.workdir / "server-ca.pem", ca_pem, mode=0o644)
+    write_public(ms.conf_path, render_config(ms).encode())
+    write_public(ms.workdir / "server-ca.pem", ca_pem)
     if reset_dynsec or not ms.dynsec_file.exists():
         write_dynsec_file(ms)
     _say(f"wrote {ms.conf_path}, {ms.cafile.name}, {ms.crlfile.name}, {ms.certfile.name}, "
@@ -300,7 +301,7 @@ async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type
              "(engine CAs only)")
         if with_enrollment:
             ca_file = ms.workdir / "server-ca.pem"
-            await run_blocking(atomic_write, ca_file, server_ca_pem(eng, cfg.broker_group), mode=0o644)
+            await run_blocking(write_public, ca_file, server_ca_pem(eng, cfg.broker_group))
             endpoints = [(ms.host, ms.port, "renewals on Mosquitto")]
             if m.bootstrap:
                 # First enrollment with manufacturer or factory certificates: otpki's own listener, whose gate

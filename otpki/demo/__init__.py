@@ -24,14 +24,13 @@ class MosquittoMissing(ValueError):
 def run_demo(data_dir: Path, *, sites: int = 2, plcs: int = 20, scada: int = 2, devices: int = 50,
              broker: BrokerKind = "embedded", show: bool = True) -> DemoReport:
     """Run the plant; raises ValueError (with `.reason`) for input the user must fix, before touching anything."""
-    binaries = mosquitto_binaries() if broker == "mosquitto" else None
-    if broker == "mosquitto" and binaries is None:
-        raise MosquittoMissing("--broker mosquitto needs mosquitto and mosquitto_ctrl installed (Debian/Ubuntu: "
-                               "apt install mosquitto mosquitto-clients); or run with the embedded broker (the "
-                               "default)")
+    binary = mosquitto_binary() if broker == "mosquitto" else None
+    if broker == "mosquitto" and binary is None:
+        raise MosquittoMissing("--broker mosquitto needs mosquitto installed (Debian/Ubuntu: apt install "
+                               "mosquitto); or run with the embedded broker (the default)")
     prepare_dir(data_dir)
     options = DemoOptions(data_dir=data_dir, sites=site_names(sites), plcs=plcs, scada=scada, devices=devices,
-                          broker=broker, mosquitto=binaries)
+                          broker=broker, mosquitto=binary)
     handler = log_to_file(data_dir)
     plant = Plant(options)
     display: QuietDisplay = LiveDisplay(plant.tallies.rows) if show else QuietDisplay()
@@ -51,11 +50,11 @@ def run_demo(data_dir: Path, *, sites: int = 2, plcs: int = 20, scada: int = 2, 
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
 
 
-def mosquitto_binaries(search_path: str | None = None) -> tuple[Path, Path] | None:
-    """(mosquitto, mosquitto_ctrl) from PATH, or from the sbin directories a user's PATH often lacks."""
+def mosquitto_binary(search_path: str | None = None) -> Path | None:
+    """mosquitto from PATH, or from the sbin directories a user's PATH often lacks."""
     path = search_path if search_path is not None else f"{os.environ.get('PATH', '')}:{SBIN}"
-    broker, ctrl = shutil.which("mosquitto", path=path), shutil.which("mosquitto_ctrl", path=path)
-    return (Path(broker), Path(ctrl)) if broker and ctrl else None
+    broker = shutil.which("mosquitto", path=path)
+    return Path(broker) if broker else None
 
 
 async def _run_until_signal(plant: Plant) -> DemoReport:

@@ -24,6 +24,7 @@ from simulators.device_fleet import FleetConfig, bring_online, prepare, register
 from simulators.mqtt_device import DeviceConfig, MqttDevice
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
+from trustlists.safe_files import private_directory, write_public, write_secret
 
 if TYPE_CHECKING:
     from mqtt_broker_auth.mosquitto.process import MosquittoProcess
@@ -66,7 +67,8 @@ class EmbeddedDemoBroker:
     async def start(self) -> None:
         await self._broker.start()
         self.port = self._broker.port
-        self.ca_file.write_bytes(await run_blocking(self._broker.server_ca_pem))
+        ca_pem = await run_blocking(self._broker.server_ca_pem)
+        await run_blocking(write_public, self.ca_file, ca_pem)
 
     async def settle(self) -> None:
         """The gate reuses its trust-list validator for `validator_ttl` seconds (revocations are live, imported
@@ -82,7 +84,7 @@ class MosquittoDemoBroker:
 
     description = "Mosquitto broker + otpki bootstrap listener"
 
-    def __init__(self, engine: Engine, workdir: Path, binary: Path, ctrl_binary: Path) -> None:
+    def __init__(self, engine: Engine, workdir: Path, binary: Path) -> None:
         from pydantic import SecretStr
 
         from mqtt_broker_auth.mosquitto.config import MosquittoSettings
@@ -91,8 +93,7 @@ class MosquittoDemoBroker:
         self.engine = engine
         self.host = "127.0.0.1"
         self.settings = MosquittoSettings(workdir=workdir, port=free_port(), admin_port=free_port(),
-                                          admin_password=SecretStr(secrets.token_urlsafe(18)), binary=binary,
-                                          ctrl_binary=ctrl_binary)
+                                          admin_password=SecretStr(secrets.token_urlsafe(18)), binary=binary)
         self.port = self.settings.port
         self.ca_file = workdir / "server-ca.pem"
         self._process: MosquittoProcess | None = None
@@ -105,7 +106,8 @@ class MosquittoDemoBroker:
         from mqtt_broker_auth.mosquitto.process import MosquittoProcess, provision_broker
 
         await run_blocking(provision_broker, self.engine, self.settings, actor=ACTOR)
-        self.ca_file.write_bytes(await run_blocking(server_ca_pem, self.engine, "mqtt-broker"))
+        ca_pem = await run_blocking(server_ca_pem, self.engine, "mqtt-broker")
+        await run_blocking(write_public, self.ca_file, ca_pem)
         self._process = MosquittoProcess(self.settings)
         await run_blocking(self._process.start)
         await self._bootstrap.start()
@@ -142,12 +144,11 @@ def _service_identity(engine: Engine, directory: Path, site: str) -> tuple[Path,
         group=GROUP, name=SERVICE_OWNER, site=site, actor=ACTOR, attributes={"role": "enrollment-service"})
     issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=ACTOR)
     assert issued.private_key is not None
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_directory(directory)
     cert_file, key_file = directory / f"{SERVICE_OWNER}.crt", directory / f"{SERVICE_OWNER}.key"
     pems = [x509.load_der_x509_certificate(d) for d in [issued.certificate_der, *issued.chain_der]]
-    cert_file.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in pems if c.subject != c.issuer))
-    key_file.write_bytes(issued.private_key)
-    key_file.chmod(0o600)
+    write_public(cert_file, b"".join(c.public_bytes(Encoding.PEM) for c in pems if c.subject != c.issuer))
+    write_secret(key_file, issued.private_key)
     return cert_file, key_file
 
 

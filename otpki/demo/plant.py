@@ -55,7 +55,7 @@ class DemoOptions:
     scada: int = 2
     devices: int = 50
     broker: BrokerKind = "embedded"
-    mosquitto: tuple[Path, Path] | None = None  # (mosquitto, mosquitto_ctrl) when broker == "mosquitto"
+    mosquitto: Path | None = None  # the mosquitto executable when broker == "mosquitto"
 
 
 class CheckFailed(Exception):
@@ -321,7 +321,7 @@ class Plant:
     async def mqtt(self) -> str:
         workdir = self.o.data_dir / "broker"
         broker: Broker = (EmbeddedDemoBroker(self.eng, workdir) if self.o.mosquitto is None
-                          else MosquittoDemoBroker(self.eng, workdir, *self.o.mosquitto))
+                          else MosquittoDemoBroker(self.eng, workdir, self.o.mosquitto))
         self.broker = broker
         await broker.start()
         self.tallies.rows["broker"].total = 1

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from otpki.config import EnvSettings, Settings, build_settings, read_file_settings
+from trustlists.safe_files import write_secret
 
 MARKER = ".otpki-demo"
 PASSPHRASE_FILE = "demo-passphrase"
@@ -33,8 +34,7 @@ def demo_settings(data_dir: Path, sites: list[str]) -> Settings:
     env = EnvSettings()
     if not (env.ca_passphrase or env.ca_passphrase_file):
         secret = data_dir / PASSPHRASE_FILE
-        secret.write_text(secrets.token_urlsafe(24))
-        secret.chmod(0o600)
+        write_secret(secret, secrets.token_urlsafe(24).encode())
         env = env.model_copy(update={"ca_passphrase_file": secret})
     quoted = ", ".join(f'"{s}"' for s in sites)
     (data_dir / "otpki.toml").write_text(f"# written by otpki demo\n[pki]\nsites = [{quoted}]\n")

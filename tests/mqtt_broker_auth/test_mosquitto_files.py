@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from mqtt_broker_auth.mosquitto import dynsec as ds
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings, render_config
+from mqtt_broker_auth.mosquitto.dynsec_file import write_dynsec_file
 from mqtt_broker_auth.mosquitto.files import UnsafeTrustFiles, install_trust_files, openssl_verify_crls
-from mqtt_broker_auth.mosquitto.process import write_dynsec_file
 from mqtt_broker_auth.policy import mqtt_policy
 from mqtt_broker_auth.topics import device_topics
 from tests.mqtt_broker_auth.conftest import make_external_ca

@@ -6,9 +6,11 @@ import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import argon2
 import pytest
 from asyncua import Server, ua
 from asyncua.ua.uaerrors import BadSecurityModeInsufficient, BadUserAccessDenied
+from pydantic import ValidationError
 
 from opcua_gds import call_context
 from opcua_gds.access import (
@@ -21,6 +23,7 @@ from opcua_gds.access import (
     SelfAdmin,
     caller,
     hash_password,
+    needs_rehash,
     opcua_method,
     require_mode,
     roles_of,
@@ -162,16 +165,91 @@ async def test_sign_only_channel_is_insufficient(probe_server) -> None:  # type:
         await client.disconnect()
 
 
-def test_password_hashes() -> None:
+def test_password_hashes_are_argon2id_at_owasp_minimum() -> None:
     stored = hash_password("s3cret")
-    assert stored.startswith("scrypt$") and "s3cret" not in stored
+    params = argon2.extract_parameters(stored)
+    assert params.type is argon2.Type.ID and "s3cret" not in stored
+    # OWASP Password Storage Cheat Sheet, argon2id minimum: 19 MiB, 2 iterations, 1 degree of parallelism.
+    assert (params.memory_cost, params.time_cost, params.parallelism) >= (19 * 1024, 2, 1)
     assert verify_password("s3cret", stored)
     assert not verify_password("S3cret", stored)
     assert not verify_password("s3cret", "garbage")
     assert hash_password("s3cret") != stored  # salted
+    assert not needs_rehash(stored)
 
 
-def test_verified_logins_skip_scrypt_only_for_a_recent_identical_success(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def _hash_with(**params: object) -> str:
+    return argon2.PasswordHasher(**params).hash("s3cret")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("stored", "message"), [
+    (_hash_with(memory_cost=8, time_cost=1, parallelism=1), "below otpki's floor"),
+    (_hash_with(memory_cost=19 * 1024, time_cost=1, parallelism=1), "below otpki's floor"),
+    (_hash_with(memory_cost=8192, time_cost=2, parallelism=1), "below otpki's floor"),
+    (_hash_with(memory_cost=19 * 1024, time_cost=2, parallelism=1, type=argon2.Type.I), "otpki needs argon2id"),
+    ("scrypt$16384$8$1$c2FsdA==$ZGlnZXN0", "scrypt hash of an earlier otpki"),
+    ("s3cret", "not an argon2id password hash"),
+])
+def test_weak_or_foreign_hash_is_refused_at_config_load(stored: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as refused:
+        PasswordUser(name="ca-admin", password_hash=stored)
+    assert "otpki users hash-password" in str(refused.value)
+
+
+def test_config_file_with_a_weak_hash_fails_to_load(tmp_path: Path) -> None:
+    from otpki.config import read_file_settings
+    from trustlists.errors import InvalidInput
+
+    weak = _hash_with(memory_cost=8, time_cost=1, parallelism=1)
+    config = tmp_path / "otpki.toml"
+    config.write_text(f'[[gds.access.users]]\nname = "registrar"\npassword_hash = "{weak}"\n')
+    with pytest.raises(InvalidInput, match=r"gds\.access\.users\.0\.password_hash: .*below otpki's floor"):
+        read_file_settings(config)
+
+
+def test_rehash_check_on_login_is_reported_once_and_by_doctor(caplog: pytest.LogCaptureFixture) -> None:
+    from opcua_gds import access
+    from otpki.doctor import check_gds_password_hashes
+
+    stronger = _hash_with(memory_cost=65536, time_cost=3, parallelism=4)  # above the floor, not otpki's
+    current = hash_password("s3cret")
+    assert needs_rehash(stronger) and not needs_rehash(current)
+    logins = access.VerifiedLogins(ttl_s=0)  # no cache: every check is a full one
+    with caplog.at_level("WARNING", logger="opcua_gds.access"):
+        assert logins.check("alice", "s3cret", stronger) and logins.check("alice", "s3cret", stronger)
+        assert not logins.check("alice", "wrong", stronger)
+        assert logins.check("bob", "s3cret", current)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "'alice'" in warnings[0] and "otpki users hash-password" in warnings[0]
+    users = [PasswordUser(name="alice", password_hash=stronger), PasswordUser(name="bob", password_hash=current)]
+    assert [(f.subject, f.level) for f in check_gds_password_hashes(users)] == [("alice", "warn"), ("bob", "ok")]
+
+
+def test_wrong_password_and_unknown_user_pay_a_full_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opcua_gds import access
+
+    calls: list[str] = []
+    real = access._HASHER
+
+    class Counting(argon2.PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+            calls.append(str(password))
+            return real.verify(hash, password)
+
+    monkeypatch.setattr(access, "_HASHER", Counting(time_cost=real.time_cost, memory_cost=real.memory_cost,
+                                                     parallelism=real.parallelism))
+    manager = GdsUserManager(AccessConfig(users=[PasswordUser(name="ca-admin", password_hash=hash_password("pw"))]))
+    assert manager.get_user(None, username="ca-admin", password="pw").authenticated  # type: ignore[union-attr]
+    assert manager.get_user(None, username="ca-admin", password="pw").authenticated  # type: ignore[union-attr]
+    assert calls == ["pw"]  # the second success came from the cache
+    for _ in range(3):
+        assert manager.get_user(None, username="ca-admin", password="guess") is None
+    assert calls == ["pw", "guess", "guess", "guess"]  # every wrong guess costs the full argon2id
+    assert manager.get_user(None, username="ghost", password="guess") is None
+    assert calls[-1] == "guess" and len(calls) == 5  # an unknown name costs one too (no user enumeration)
+
+
+def test_verified_logins_skip_the_hash_only_for_a_recent_identical_success(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from opcua_gds import access
 
     calls: list[str] = []

@@ -63,7 +63,7 @@ def test_gds_serve_process(tmp_path: Path) -> None:
 
 def test_hash_password_reads_stdin() -> None:
     res = CliRunner().invoke(app, ["users", "hash-password"], input="s3cret-password\n")
-    assert res.exit_code == 0 and res.stdout.startswith("scrypt$")
+    assert res.exit_code == 0 and res.stdout.startswith("$argon2id$")
     from opcua_gds.access import verify_password
 
     assert verify_password("s3cret-password", res.stdout.strip())

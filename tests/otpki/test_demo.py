@@ -79,8 +79,8 @@ def test_demo_mosquitto_missing_is_a_usage_error(tmp_path: Path, monkeypatch: py
     from otpki.cli.demo import demo
     from otpki.cli.main import main
 
-    assert otpki.demo.mosquitto_binaries(search_path=str(tmp_path)) is None  # nothing installed there
-    monkeypatch.setattr(otpki.demo, "mosquitto_binaries", lambda: None)
+    assert otpki.demo.mosquitto_binary(search_path=str(tmp_path)) is None  # nothing installed there
+    monkeypatch.setattr(otpki.demo, "mosquitto_binary", lambda: None)
     app = typer.Typer()
     app.callback()(main)
     app.command("demo")(demo)

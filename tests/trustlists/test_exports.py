@@ -385,14 +385,14 @@ def test_pki_folders_keep_old_crl_when_new_one_cannot_be_written(
         pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_pki_folders(_trust(_content_v1(pki), 1), tmp_path)
     new_crl = f"Test Issuing CA [{_thumb(pki.issuing_crl_v2)}].crl"
-    real_write = pki_module.atomic_write
+    real_write = pki_module.write_public
 
     def failing_write(target: Path, data: bytes, **kwargs) -> None:
         if target.name == new_crl:
             raise OSError("disk full")
         real_write(target, data, **kwargs)
 
-    monkeypatch.setattr(pki_module, "atomic_write", failing_write)
+    monkeypatch.setattr(pki_module, "write_public", failing_write)
     with pytest.raises(OSError, match="disk full"):
         write_pki_folders(_trust(_content_v2(pki), 2), tmp_path)
     old_crl = tmp_path / f"issuer/crl/Test Issuing CA [{_thumb(pki.issuing_crl_v1)}].crl"

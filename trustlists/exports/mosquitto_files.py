@@ -12,9 +12,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trustlists.exports._atomic import atomic_write, fsync_dir
 from trustlists.exports._certinfo import is_ca, load_certificate, load_crl
 from trustlists.models import TrustList, TrustListMask
+from trustlists.safe_files import write_public
 
 
 def mosquitto_bundle(trust: TrustList) -> tuple[bytes, bytes]:
@@ -53,10 +53,8 @@ def write_mosquitto_files(trust: TrustList, cafile: Path, crlfile: Path) -> None
     cafile, crlfile = Path(cafile), Path(crlfile)
     for directory in {cafile.parent, crlfile.parent}:
         directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(crlfile, crl_pem)
-    atomic_write(cafile, ca_pem)
-    for directory in {cafile.parent, crlfile.parent}:
-        fsync_dir(directory)
+    write_public(crlfile, crl_pem)
+    write_public(cafile, ca_pem)
 
 
 def _unique(blobs: list[bytes]) -> list[bytes]:

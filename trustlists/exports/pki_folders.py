@@ -47,9 +47,9 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field, ValidationError
 
 from trustlists.errors import InvalidInput
-from trustlists.exports._atomic import TEMP_PREFIX, atomic_write, fsync_dir
 from trustlists.exports._certinfo import certificate_file_name, crl_file_name, load_certificate
 from trustlists.models import TrustList, TrustListMask
+from trustlists.safe_files import TEMP_PREFIX, fsync_dir, private_directory, write_public, write_secret
 
 MANIFEST_NAME = ".otpki-manifest.json"
 _LOCK_NAME = ".otpki-lock"
@@ -111,8 +111,7 @@ def write_pki_folders(
         for folder in (*folders.values(), _OWN_CERTS):
             (root / folder).mkdir(parents=True, exist_ok=True)
         if _OWN_PRIVATE in managed:
-            (root / _OWN_PRIVATE).mkdir(parents=True, exist_ok=True)
-            os.chmod(root / _OWN_PRIVATE, 0o700)
+            os.chmod(private_directory(root / _OWN_PRIVATE), 0o700)  # the UA layout's rule, also for old folders
 
         all_folders = {*folders.values(), _OWN_CERTS, _OWN_PRIVATE}
         old = _read_manifest(root, all_folders)
@@ -126,8 +125,8 @@ def write_pki_folders(
             if _sha256_of(target) == digest:
                 summary.kept += 1
             else:
-                mode = 0o600 if rel.startswith(_OWN_PRIVATE + "/") else 0o644
-                atomic_write(target, data, mode=mode, temp_dir=root)
+                write = write_secret if rel.startswith(_OWN_PRIVATE + "/") else write_public
+                write(target, data, temp_dir=root)
                 summary.added += 1
                 summary.added_files.append(rel)
             new_files[rel] = digest
@@ -154,8 +153,7 @@ def write_pki_folders(
         # 3. Finally record what is ours now.
         manifest = _Manifest(group=trust.group, version=trust.version, content_hash=trust.content_hash,
                              written_at=datetime.now(UTC), files=dict(sorted(new_files.items())))
-        atomic_write(root / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode(), temp_dir=root)
-        fsync_dir(root)
+        write_public(root / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode(), temp_dir=root)
 
         summary.foreign_files = sorted(
             rel for rel in _files_in(root, sorted(managed)) if rel not in new_files)

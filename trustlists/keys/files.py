@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from trustlists.errors import AlreadyExists, InvalidInput, KeyAccessError, NotFound, WrongPassphrase
 from trustlists.keys.algorithms import generate_private_key
 from trustlists.models import KeyType
+from trustlists.safe_files import create_secret, private_directory
 
 _SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MIN_PASSPHRASE_LENGTH = 12
@@ -49,17 +49,14 @@ class EncryptedFileKeyBackend:
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(self._passphrase),
         )
-        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # O_EXCL: two ceremonies racing for one name must not overwrite each other's key.
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(tmp, path)  # fails if the final name appeared meanwhile
-        tmp.unlink()
+            private_directory(self._dir)
+            # Never replaces: two ceremonies racing for one name must not overwrite each other's key.
+            create_secret(path, pem)
+        except FileExistsError:
+            raise AlreadyExists(f"a CA key named {key_ref!r} already exists in {self._dir}") from None
+        except OSError as exc:
+            raise KeyAccessError(f"cannot write CA key file {path}: {exc.strerror}") from None
         self._cache[key_ref] = key
         return key
 
