@@ -12,7 +12,7 @@ Two kinds of identity:
 - bootstrap: the chain anchors at an external CA imported into the group's trust list (a manufacturer's
   IDevID CA), or it is a factory self-signed certificate allow-listed by fingerprint. It is admitted only if
   a registered device lists it in `attributes["bootstrap"]`, and then only to that device's enrollment topics.
-A registered device with `attributes["role"] == "enrollment-service"` is the enrollment service: it may
+A registered device with the role `OwnerRole.ENROLLMENT_SERVICE` is the enrollment service: it may
 subscribe to every device's CSR topic and publish every device's accepted/rejected replies, nothing else.
 """
 
@@ -43,7 +43,7 @@ from mqtt_broker_auth.topics import (
 )
 from trustlists.csr_checks import expected_uri
 from trustlists.engine import Engine
-from trustlists.models import Owner
+from trustlists.models import Owner, OwnerRole
 from trustlists.registry import is_unregistered
 from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions, ValidationResult
 
@@ -51,7 +51,7 @@ __all__ = ["ENROLLMENT_SERVICE_ROLE", "DeviceGate", "DeviceIdentity", "Refusal",
 
 _log = logging.getLogger(__name__)
 
-ENROLLMENT_SERVICE_ROLE = "enrollment-service"
+ENROLLMENT_SERVICE_ROLE = OwnerRole.ENROLLMENT_SERVICE
 
 RefusalReason = Literal[
     "no_certificate",  # nothing presented
@@ -106,7 +106,7 @@ class DeviceIdentity(BaseModel):
     serial: int
     issuer_ca_id: str | None  # the engine CA that issued the leaf (None for bootstrap certificates)
     kind: Kind
-    role: str | None = None  # "enrollment-service" for the enrollment service's own identity
+    role: OwnerRole | None = None  # the owner's typed role (the enrollment service's own identity)
     topics: DeviceTopics
     not_after: datetime  # the earliest notAfter on the path: the session ends then
     fingerprint: str  # SHA-256 hex of the leaf
@@ -302,8 +302,7 @@ class DeviceGate:
 
     def _identity(self, owner: Owner, *, kind: Kind, serial: int, ca_id: str | None, not_after: datetime,
                   fingerprint: str) -> DeviceIdentity | Refusal:
-        role = owner.attributes.get("role")
-        role = role if isinstance(role, str) else None
+        role = owner.role
         if kind == "bootstrap":
             role = None  # a bootstrap certificate never carries the service's rights
         try:

@@ -49,13 +49,13 @@ from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
 from trustlists.exports.mosquitto_files import mosquitto_bundle
-from trustlists.models import Owner
+from trustlists.models import Owner, OwnerRole
 from trustlists.registry import is_unregistered
 
 log = logging.getLogger(__name__)
 
 MANAGED_TEXT = "managed by otpki"
-ENROLLMENT_ROLE = "enrollment-service"
+ENROLLMENT_ROLE = OwnerRole.ENROLLMENT_SERVICE
 FULL_RECONCILE_EVERY_S = 30.0  # repair drift (an operator editing dynsec by hand) even if the registry is still
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?-----END \1-----", re.S)
 
@@ -273,7 +273,7 @@ class MosquittoSync:
         claims: dict[str, set[str]] = {}  # CN -> owner ids listing it
         by_id = {o.id: o for o in owners}
         for owner in owners:
-            if is_unregistered(owner) or owner.attributes.get("role") == ENROLLMENT_ROLE:
+            if is_unregistered(owner) or owner.role is ENROLLMENT_ROLE:
                 continue
             for cn in bootstrap_cns(owner):
                 claims.setdefault(cn, set()).add(owner.id)
@@ -304,13 +304,13 @@ class MosquittoSync:
         return clients, skipped
 
     def _acls_for(self, owner: Owner) -> list[ds.Acl]:
-        if owner.attributes.get("role") == ENROLLMENT_ROLE:
+        if owner.role is ENROLLMENT_ROLE:
             return ds.enrollment_service_acls(self.policy)
         return ds.device_acls(device_topics(self.policy, device=owner.name, site=owner.site, group=self.group))
 
     async def _sync_clients(self, report: SyncReport) -> None:
         owners = await run_blocking(self.engine.registry.list, self.group)
-        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.attributes.get("role")),
+        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.role),
                             tuple(bootstrap_cns(o))) for o in owners))
         now = asyncio.get_running_loop().time()
         full = now - self._last_full >= FULL_RECONCILE_EVERY_S
