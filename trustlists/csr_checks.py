@@ -169,6 +169,12 @@ def _check_uri(policy: GroupPolicy, group: str, owner: Owner, uris: list[str]) -
     return uris[0] if uris else None
 
 
+def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute:
+    # cryptography bounds a CN by 64 UTF-8 *bytes* (a warning with _validate=False); RFC 5280 A.1 and OpenSSL count
+    # characters, and trustlists.names judges the whole subject by the RFC before anything is signed.
+    return x509.NameAttribute(oid, value, _validate=False)
+
+
 def build_server_keygen_request(policy: GroupPolicy, group: str, owner: Owner, organization: str,
                                 public_key: CertificatePublicKeyTypes, *, subject_name: str | None,
                                 dns_names: list[str] | None, ip_addresses: list[str] | None,
@@ -179,11 +185,7 @@ def build_server_keygen_request(policy: GroupPolicy, group: str, owner: Owner, o
     """
     key_type = check_key(policy, group, public_key)
     cn = subject_name or owner.name
-    # Judged before x509.NameAttribute sees them: it refuses some bounds itself, with a ValueError of its own.
-    names.check_text(cn, "the subject CN", max_length=names.UB_COMMON_NAME)
-    names.check_text(organization, "the subject O (organization)", max_length=names.UB_ORGANIZATION_NAME)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+    subject = x509.Name([_attribute(NameOID.COMMON_NAME, cn), _attribute(NameOID.ORGANIZATION_NAME, organization)])
     names.check_subject(subject, policy.names, group)
     _check_subject(policy, owner, subject)
     dns = ([names.dns_name(d, "the DNS name") for d in dns_names] if dns_names is not None

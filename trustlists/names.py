@@ -345,19 +345,25 @@ def _for_whom(entry: ReservedName) -> str:
     return f"is reserved{what}: only the registration {shown(entry.name)} in group {entry.group}{role} holds it"
 
 
-def check_reserved_registration(reserved: Sequence[ReservedName], *, name: str, group: str,
-                                role: OwnerRole | None) -> None:
-    entry = reservation(reserved, name)
-    if entry is None:
-        return
-    if entry.group is None or (group, name) != (entry.group, entry.name) or (
-            entry.role is not None and role is not entry.role):
-        raise NameReserved(f"the name {shown(name)} {_for_whom(entry)}")
+def _held_by(entry: ReservedName, *, name: str, group: str, role: OwnerRole | None) -> bool:
+    return (entry.group is not None and (group, name) == (entry.group, entry.name)
+            and (entry.role is None or role is entry.role))
 
 
 def holds(entry: ReservedName, owner: Owner) -> bool:
-    return (entry.group is not None and (owner.group, owner.name) == (entry.group, entry.name)
-            and (entry.role is None or owner.role is entry.role))
+    return _held_by(entry, name=owner.name, group=owner.group, role=owner.role)
+
+
+def check_reserved_registration(reserved: Sequence[ReservedName], *, name: str, group: str,
+                                role: OwnerRole | None, uris: Iterable[str | None] = ()) -> None:
+    """A registration under a reserved name, or whose URI ends in one, must be the name's holder."""
+    entry = reservation(reserved, name)
+    if entry is not None and not _held_by(entry, name=name, group=group, role=role):
+        raise NameReserved(f"the name {shown(name)} {_for_whom(entry)}")
+    for where, identity in identity_names(x509.Name([]), uris):
+        entry = reservation(reserved, identity)
+        if entry is not None and not _held_by(entry, name=name, group=group, role=role):
+            raise NameReserved(f"{where.replace('SAN URI', 'ApplicationUri')} {shown(identity)} {_for_whom(entry)}")
 
 
 def identity_names(subject: x509.Name, uris: Iterable[str | None]) -> list[tuple[str, str]]:

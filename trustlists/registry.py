@@ -54,7 +54,8 @@ class Registry:
                                    f"{', '.join(self._ctx.config.sites)})", reason="unknown_site")
             names.check_site(site, policy.names, group)
         typed_role = names.owner_role(attributes.get(ROLE_ATTRIBUTE))
-        names.check_reserved_registration(self._ctx.config.reserved_names, name=name, group=group, role=typed_role)
+        names.check_reserved_registration(self._ctx.config.reserved_names, name=name, group=group, role=typed_role,
+                                          uris=[application_uri])
         if application_uri is not None:
             names.check_uri(application_uri, "the ApplicationUri")
         if policy.san.uri_source == "owner_application_uri" and policy.san.uri == "required" \
@@ -90,11 +91,11 @@ class Registry:
                 names.check_owner_name(owner.name, policy.names, owner.group)
             if owner.site != current.site and owner.site is not None:
                 names.check_site(owner.site, policy.names, owner.group)
-            if owner.name != current.name \
+            if owner.name != current.name or owner.application_uri != current.application_uri \
                     or owner.attributes.get(ROLE_ATTRIBUTE) != current.attributes.get(ROLE_ATTRIBUTE):
                 role = names.owner_role(owner.attributes.get(ROLE_ATTRIBUTE))
                 names.check_reserved_registration(self._ctx.config.reserved_names, name=owner.name,
-                                                  group=owner.group, role=role)
+                                                  group=owner.group, role=role, uris=[owner.application_uri])
             if owner.application_uri != current.application_uri and owner.application_uri is not None:
                 names.check_uri(owner.application_uri, "the ApplicationUri")
             if owner.dns_names != current.dns_names:
