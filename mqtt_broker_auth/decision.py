@@ -14,7 +14,7 @@ Two kinds of identity:
   a registered device lists it in `attributes["bootstrap"]` and the device is not pinned to another bootstrap
   certificate (`trustlists.bootstrap`), and then only to that device's enrollment topics. A live bootstrap
   session ends when its device gets pinned to another certificate (`still_valid`).
-A registered device with `attributes["role"] == "enrollment-service"` is the enrollment service: it may
+A registered device with the role `OwnerRole.ENROLLMENT_SERVICE` is the enrollment service: it may
 subscribe to every device's CSR topic and publish every device's accepted/rejected replies, nothing else.
 """
 
@@ -46,7 +46,7 @@ from mqtt_broker_auth.topics import (
 from trustlists.csr_checks import expected_uri
 from trustlists.engine import Engine
 from trustlists.errors import BootstrapRefused
-from trustlists.models import Owner
+from trustlists.models import Owner, OwnerRole
 from trustlists.registry import is_unregistered
 from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions, ValidationResult
 
@@ -54,7 +54,7 @@ __all__ = ["ENROLLMENT_SERVICE_ROLE", "DeviceGate", "DeviceIdentity", "Refusal",
 
 _log = logging.getLogger(__name__)
 
-ENROLLMENT_SERVICE_ROLE = "enrollment-service"
+ENROLLMENT_SERVICE_ROLE = OwnerRole.ENROLLMENT_SERVICE
 
 RefusalReason = Literal[
     "no_certificate",  # nothing presented
@@ -110,7 +110,7 @@ class DeviceIdentity(BaseModel):
     serial: int
     issuer_ca_id: str | None  # the engine CA that issued the leaf (None for bootstrap certificates)
     kind: Kind
-    role: str | None = None  # "enrollment-service" for the enrollment service's own identity
+    role: OwnerRole | None = None  # the owner's typed role (the enrollment service's own identity)
     topics: DeviceTopics
     not_after: datetime  # the earliest notAfter on the path: the session ends then
     fingerprint: str  # SHA-256 hex of the leaf
@@ -291,8 +291,7 @@ class DeviceGate:
 
     def _identity(self, owner: Owner, *, kind: Kind, serial: int, ca_id: str | None, not_after: datetime,
                   fingerprint: str) -> DeviceIdentity | Refusal:
-        role = owner.attributes.get("role")
-        role = role if isinstance(role, str) else None
+        role = owner.role
         if kind == "bootstrap":
             role = None  # a bootstrap certificate never carries the service's rights
         try:

@@ -21,7 +21,7 @@ from typing import Any
 from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
 from mqtt_broker_auth.decision import DeviceGate
 from mqtt_broker_auth.live_sessions import RevocationWatcher
-from mqtt_broker_auth.tls_identity import ensure_tls_identity, pem_of, server_ca_pem
+from mqtt_broker_auth.tls_identity import embedded_broker_owner_name, ensure_tls_identity, pem_of, server_ca_pem
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.safe_files import private_directory, write_public
@@ -126,7 +126,7 @@ class EmbeddedBroker:
     # -- files --------------------------------------------------------------------------------------------------
 
     def _ensure_server_certificate(self) -> None:
-        owner_name = f"broker-{self.host}"
+        owner_name = embedded_broker_owner_name(self.host)
         owner = self.engine.registry.find(self.broker_group, name=owner_name)
         if owner is None:
             names = _host_names(self.host)

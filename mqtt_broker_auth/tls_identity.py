@@ -23,6 +23,16 @@ from trustlists.validation import ValidationOptions
 _log = logging.getLogger(__name__)
 
 
+def embedded_broker_owner_name(host: str) -> str:
+    """The registered name (in the broker group) of the embedded broker's TLS identity on `host`."""
+    return f"broker-{host}"
+
+
+def mosquitto_owner_name(host: str) -> str:
+    """The registered name (in the broker group) of an operator's Mosquitto TLS identity on `host`."""
+    return f"mosquitto-{host}"
+
+
 def pem_of(der: bytes) -> bytes:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
 

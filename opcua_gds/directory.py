@@ -59,6 +59,7 @@ from opcua_gds.server import GdsContext
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
 from trustlists.models import CertificateStatus, Owner, RevocationReason
+from trustlists.names import UB_COMMON_NAME
 from trustlists.registry import UNREGISTERED_AT, is_unregistered
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ _ENCRYPT = ua.MessageSecurityMode.SignAndEncrypt
 _BAD_ARG = ua.StatusCodes.BadInvalidArgument
 _SERVER_TYPES = (ua.ApplicationType.Server, ua.ApplicationType.ClientAndServer, ua.ApplicationType.DiscoveryServer)
 _CLIENT_TYPES = (ua.ApplicationType.Client, ua.ApplicationType.ClientAndServer)
-_MAX_NAME = 200
 _EPOCH = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's minimum DateTime
 
 
@@ -222,14 +222,19 @@ class Directory:
         return owner
 
     def _unique_name(self, base: str, owner_id: str | None = None) -> str:
-        base = base.strip()[:_MAX_NAME - 8] or "application"
+        """The ApplicationName as the owner's name, " (2)", " (3)", ... added when another application has it.
+
+        Not trimmed or shortened: the registry judges the name as given (length, control characters, surrounding
+        space) and a refusal is BadInvalidArgument; only the suffix makes room for itself.
+        """
         name, n = base, 1
         while True:
             found = self.engine.registry.find(self.group, name=name)
             if found is None or found.id == owner_id:
                 return name
             n += 1
-            name = f"{base} ({n})"
+            suffix = f" ({n})"
+            name = base[:UB_COMMON_NAME - len(suffix)].rstrip() + suffix
 
     def _register(self, record: ApplicationRecord, actor: str) -> str:
         dns, ips = _hosts(record.discovery_urls)

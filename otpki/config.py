@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mqtt_broker_auth.enrollment import EnrollmentSettings
+from mqtt_broker_auth.tls_identity import embedded_broker_owner_name, mosquitto_owner_name
 from opcua_gds.rollout import PushSettings
 from opcua_gds.server import GdsSettings
 from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized
-from trustlists.policy import PkiConfig, default_config_data
+from trustlists.models import OwnerRole
+from trustlists.policy import PkiConfig, ReservedName, default_config_data
 
 CONFIG_FILE = "otpki.toml"
 DB_FILE = "otpki.db"
@@ -234,11 +236,30 @@ def read_file_settings(path: Path) -> FileSettings:
         raise InvalidInput(f"{path}: {_first_error(exc)}") from None
 
 
+def service_reserved_names(mqtt: MqttSettings) -> list[ReservedName]:
+    """The names the services configured here go by, reserved in the engine for them alone.
+
+    Mosquitto takes a certificate's CN as the username: a certificate naming the enrollment service, the dynsec
+    admin or a broker, issued to anyone else in any group, would be that service. Derived from the settings so a
+    renamed service stays reserved under its new name.
+    """
+    return [
+        ReservedName(name=mqtt.service_name, group=mqtt.group, role=OwnerRole.ENROLLMENT_SERVICE,
+                     purpose="the MQTT enrollment service"),
+        ReservedName(name=mqtt.mosquitto.admin_username, group=None, purpose="the Mosquitto dynsec admin user"),
+        ReservedName(name=embedded_broker_owner_name(mqtt.host), group=mqtt.broker_group,
+                     purpose="the embedded MQTT broker's TLS identity"),
+        ReservedName(name=mosquitto_owner_name(mqtt.mosquitto.host), group=mqtt.broker_group,
+                     purpose="the Mosquitto broker's TLS identity"),
+    ]
+
+
 def build_settings(file: FileSettings, data_dir: Path, env: EnvSettings) -> Settings:
     try:
         pki = PkiConfig.model_validate(deep_merge(default_config_data(), file.pki))
     except ValidationError as exc:
         raise InvalidInput(f"{data_dir / CONFIG_FILE} [pki]: {_first_error(exc)}") from None
+    pki = pki.model_copy(update={"reserved_names": [*pki.reserved_names, *service_reserved_names(file.mqtt)]})
     return Settings(data_dir=data_dir, file=file, pki=pki, env=env)
 
 

@@ -66,6 +66,19 @@ def make_csr(cn: str, *, uris: list[str] | None = None, dns: list[str] | None = 
     return csr.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
 
 
+def make_subject_csr(attributes: list[tuple[x509.ObjectIdentifier, str]], *, uris: list[str] | None = None,
+                     dns: list[str] | None = None, pem: bool = True) -> bytes:
+    """A CSR with any subject, over-long values included, as a device or an attacker may send it."""
+    name = x509.Name([x509.NameAttribute(oid, value, _validate=False) for oid, value in attributes])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(name)
+    general: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris or []]
+    general += [x509.DNSName(d) for d in dns or []]
+    if general:
+        builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=False)
+    csr = builder.sign(new_key(), hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
+
+
 def store_snapshot(engine: Engine) -> tuple[int, int, int, int]:
     """Counts that must not move when a request is refused: certificates, audit records, CRLs, owners."""
     with engine.ctx.store.read() as tx:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import pkcs12
 from pydantic import BaseModel, Field
 
-from trustlists import audit
+from trustlists import audit, names
 from trustlists.certificate_builder import build_leaf
 from trustlists.context import EngineContext
 from trustlists.csr_checks import (
@@ -115,7 +115,7 @@ class CertificateAuthority:
         csr = load_csr(csr_data)
         owner = self._owner(owner_id)
         policy = self._ctx.config.group(owner.group)
-        request = check_csr(csr, policy, owner.group, owner)
+        request = check_csr(csr, policy, owner.group, owner, reserved=self._ctx.config.reserved_names)
         return self._sign_and_record(request, owner, issuance=issuance, delivered=delivered, actor=actor,
                                      supersedes=supersedes, in_transaction=in_transaction)
 
@@ -140,7 +140,8 @@ class CertificateAuthority:
         key = self._pool.take(key_type)
         request = build_server_keygen_request(
             policy, owner.group, owner, self._ctx.config.organization, key.public_key(),
-            subject_name=subject_name, dns_names=dns_names, ip_addresses=ip_addresses)
+            subject_name=subject_name, dns_names=dns_names, ip_addresses=ip_addresses,
+            reserved=self._ctx.config.reserved_names)
         issued = self._sign_and_record(request, owner, issuance=issuance, delivered=delivered, actor=actor,
                                        supersedes=supersedes, extra_audit={"server_keygen": key_type.value},
                                        in_transaction=in_transaction)
@@ -183,6 +184,8 @@ class CertificateAuthority:
             ips = [str(i) for i in san.get_values_for_type(x509.IPAddress)]
         except x509.ExtensionNotFound:
             dns, ips = [], []
+        # A name reserved since the old certificate was issued is not certified again for someone else.
+        names.check_reserved_certificate(self._ctx.config.reserved_names, owner, old_cert.subject, [want_uri])
         request = ApprovedRequest(subject=old_cert.subject, public_key=public_key, key_type=kt,  # type: ignore[arg-type]
                                   san_uri=want_uri, dns_names=dns, ip_addresses=ips)
         return self._sign_and_record(request, owner, issuance=IssuanceKind.RENEWAL, delivered=True, actor=actor,
@@ -204,7 +207,7 @@ class CertificateAuthority:
                 owners[owner.id] = owner
                 csr = load_csr(req.csr)
                 policy = self._ctx.config.group(owner.group)
-                request = check_csr(csr, policy, owner.group, owner)
+                request = check_csr(csr, policy, owner.group, owner, reserved=self._ctx.config.reserved_names)
                 key = (owner.group, owner.site)
                 if key not in issuers:
                     issuers[key] = self._issuer(owner)

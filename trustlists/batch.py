@@ -92,7 +92,7 @@ def _owner_for(engine: Engine, path: Path, *, group: str, site: str | None, acto
             # Check the CSR against a provisional registration first: a refused CSR registers nobody.
             provisional = Owner(id="provisional", kind=OwnerKind(policy.owner_kind), name=name, group=group,
                                 site=site, created_at=engine.ctx.clock(), application_uri=uri)
-            check_csr(csr, policy, group, provisional)
+            check_csr(csr, policy, group, provisional, reserved=engine.config.reserved_names)
             owner = engine.registry.register(group=group, name=name, site=site, actor=actor, application_uri=uri,
                                              attributes={"registered_by": "batch", "source_file": path.name})
     except OtpkiError as exc:

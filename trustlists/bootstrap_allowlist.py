@@ -16,13 +16,12 @@ from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trustlists.errors import InvalidInput
-from trustlists.models import Owner
+from trustlists.models import ROLE_ATTRIBUTE, Owner
 
 __all__ = ["ATTRIBUTE", "ROLE_ATTRIBUTE", "BootstrapEntry", "allow_list", "checked_attributes", "common_name",
            "parse_allow_list"]
 
 ATTRIBUTE = "bootstrap"  # the key in Owner.attributes
-ROLE_ATTRIBUTE = "role"  # service identities (e.g. the MQTT enrollment service) carry one; never bootstrapped
 _HEX = frozenset("0123456789abcdef")
 
 

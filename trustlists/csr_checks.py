@@ -7,17 +7,19 @@ Nothing is signed until `check_request` has turned the CSR (or a server-side key
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
+from trustlists import names
 from trustlists.der import common_name
 from trustlists.errors import CsrRejected, PolicyViolation, UriMismatch
 from trustlists.keys.algorithms import key_type_of
 from trustlists.models import KeyType, Owner
-from trustlists.policy import GroupPolicy
+from trustlists.policy import GroupPolicy, ReservedName
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,19 @@ def _check_subject(policy: GroupPolicy, owner: Owner, subject: x509.Name) -> Non
                           reason="subject_mismatch")
 
 
-def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: str, owner: Owner
-              ) -> ApprovedRequest:
-    """Every rule a CSR must pass, in the order that gives the most useful error first."""
+def _check_san_syntax(uris: list[str], dns: list[str]) -> None:
+    for uri in uris:
+        names.check_uri(uri, "the subjectAltName URI")
+    for name in dns:
+        names.dns_name(name, "the subjectAltName DNS name", convert=False)
+
+
+def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: str, owner: Owner, *,
+              reserved: Sequence[ReservedName]) -> ApprovedRequest:
+    """Every rule a CSR must pass, in the order that gives the most useful error first.
+
+    `reserved`: the configuration's reserved names (`PkiConfig.reserved_names`).
+    """
     verify_csr_signature(csr)
     try:
         bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -116,8 +128,11 @@ def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: s
         pass
     public_key = csr.public_key()
     key_type = check_key(policy, group, public_key)
-    _check_subject(policy, owner, csr.subject)
+    names.check_subject(csr.subject, policy.names, group)
     uris, dns, ips = _san_values(csr)
+    _check_san_syntax(uris, dns)
+    names.check_reserved_certificate(reserved, owner, csr.subject, uris)
+    _check_subject(policy, owner, csr.subject)
     uri = _check_uri(policy, group, owner, uris)
     _check_host_names(policy, owner, dns, ips)
     if not dns and not ips and policy.san.host_names != "forbidden":
@@ -154,23 +169,35 @@ def _check_uri(policy: GroupPolicy, group: str, owner: Owner, uris: list[str]) -
     return uris[0] if uris else None
 
 
+def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute:
+    # cryptography bounds a CN by 64 UTF-8 *bytes* (a warning with _validate=False); RFC 5280 A.1 and OpenSSL count
+    # characters, and trustlists.names judges the whole subject by the RFC before anything is signed.
+    return x509.NameAttribute(oid, value, _validate=False)
+
+
 def build_server_keygen_request(policy: GroupPolicy, group: str, owner: Owner, organization: str,
                                 public_key: CertificatePublicKeyTypes, *, subject_name: str | None,
-                                dns_names: list[str] | None, ip_addresses: list[str] | None
-                                ) -> ApprovedRequest:
-    """The same rules for a key the server made: the caller only chooses names, within policy."""
+                                dns_names: list[str] | None, ip_addresses: list[str] | None,
+                                reserved: Sequence[ReservedName]) -> ApprovedRequest:
+    """The same rules for a key the server made: the caller only chooses names, within policy.
+
+    Names asked for are judged as at registration: a DNS name given as U-labels is certified as A-labels.
+    """
     key_type = check_key(policy, group, public_key)
     cn = subject_name or owner.name
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+    subject = x509.Name([_attribute(NameOID.COMMON_NAME, cn), _attribute(NameOID.ORGANIZATION_NAME, organization)])
+    names.check_subject(subject, policy.names, group)
     _check_subject(policy, owner, subject)
-    dns = list(dns_names) if dns_names is not None else list(owner.dns_names)
-    ips = list(ip_addresses) if ip_addresses is not None else list(owner.ip_addresses)
+    dns = ([names.dns_name(d, "the DNS name") for d in dns_names] if dns_names is not None
+           else list(owner.dns_names))
+    ips = ([names.ip_address(i, "the IP address") for i in ip_addresses] if ip_addresses is not None
+           else list(owner.ip_addresses))
     if policy.san.host_names == "forbidden":
         dns, ips = ([], []) if dns_names is None and ip_addresses is None else (dns, ips)
     _check_host_names(policy, owner, dns, ips)
     uri = expected_uri(policy, group, owner)
     if policy.san.uri == "required" and uri is None:
         raise UriMismatch(f"{owner.name} has no registered ApplicationUri", reason="uri_not_registered")
+    names.check_reserved_certificate(reserved, owner, subject, [uri])
     return ApprovedRequest(subject=subject, public_key=public_key, key_type=key_type, san_uri=uri,
                            dns_names=dns, ip_addresses=ips)

@@ -29,6 +29,22 @@ class InvalidInput(OtpkiError):
     reason = "invalid_input"
 
 
+class InvalidName(InvalidInput):
+    """A name that breaks a naming rule: an owner name, a subject attribute, a URI, a DNS name, an IP address.
+
+    `reason` names the rule (name_too_long, name_control_character, uri_invalid, dns_name_invalid, ...); the
+    message names the field and shows the value with control characters escaped.
+    """
+
+    reason = "invalid_name"
+
+
+class NameReserved(InvalidName):
+    """A name a service uses (the enrollment service, the broker admin, a broker) claimed by anyone else."""
+
+    reason = "name_reserved"
+
+
 class CsrRejected(OtpkiError):
     """A well-formed CSR that policy or registration forbids (reason says which rule)."""
 

@@ -38,6 +38,19 @@ class OwnerKind(StrEnum):
     USER = "user"
 
 
+class OwnerRole(StrEnum):
+    """What an owner is to the services, beyond holding certificates (stored as `attributes["role"]`).
+
+    A role is checked when a registration enters (`Registry.register`/`update`): an unknown value is refused
+    there, so a front reading `Owner.role` never sees free-form text.
+    """
+
+    ENROLLMENT_SERVICE = "enrollment-service"  # the MQTT enrollment service's own identity
+
+
+ROLE_ATTRIBUTE = "role"
+
+
 class CertificateStatus(StrEnum):
     """Status as the inventory reports it (derived from the stored state and the clock)."""
 
@@ -99,6 +112,15 @@ class Owner(BaseModel):
     ip_addresses: list[str] = Field(default_factory=list)
     attributes: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+
+    @property
+    def role(self) -> OwnerRole | None:
+        """The typed role; None for none, and for a value no registration could have stored (older data)."""
+        value = self.attributes.get(ROLE_ATTRIBUTE)
+        try:
+            return OwnerRole(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
 
 
 class CARecord(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trustlists.errors import NotFound
-from trustlists.models import KeyFamily, KeyType
+from trustlists.models import KeyFamily, KeyType, OwnerRole
 
 
 class KeyUsageName(StrEnum):
@@ -50,6 +50,28 @@ class SanRules(BaseModel):
     host_names_must_be_registered: bool = True
 
 
+class NameRules(BaseModel):
+    """Characters a front cannot carry in the names of a group (owner name, site, certificate subject CN).
+
+    The engine knows no protocol: a device group whose names become MQTT client ids, usernames and topic
+    levels lists the MQTT wildcards and separators here, and registration refuses them before anything is issued.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    forbidden_characters: list[str] = Field(
+        default_factory=list, description="Characters refused in owner names, sites and subject CNs of the group "
+                                          "(single characters, e.g. the MQTT topic wildcards)")
+
+    @field_validator("forbidden_characters")
+    @classmethod
+    def _single_characters(cls, chars: list[str]) -> list[str]:
+        for c in chars:
+            if len(c) != 1:
+                raise ValueError(f"forbidden_characters takes single characters, not {c!r}")
+        return chars
+
+
 class GroupPolicy(BaseModel):
     """The policy of one certificate group (for example opcua-application or mqtt-device)."""
 
@@ -68,6 +90,7 @@ class GroupPolicy(BaseModel):
     extended_key_usage: list[ExtendedKeyUsageName]
     subject_cn: Literal["any", "owner_name"] = "any"
     san: SanRules = Field(default_factory=SanRules)
+    names: NameRules = Field(default_factory=NameRules)
     per_site: bool = False
     auto_approve: bool = True
     crl_lifetime_days: int = Field(7, ge=1)
@@ -108,15 +131,41 @@ class RootPolicy(BaseModel):
     crl_refresh_margin_days: int = Field(30, ge=0)
 
 
+class ReservedName(BaseModel):
+    """A name a service identifies itself by; nobody else may be registered under it or get a certificate for it.
+
+    `group` (and `role`, when set) say which registration holds it; `group = None`: nobody, ever (a password-only
+    account such as a broker's admin user, that no certificate may name).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="The reserved name (compared ignoring case and compatibility forms)")
+    group: str | None = Field(None, description="The group whose registration of that name holds it (unset: "
+                                                "nobody, ever)")
+    role: OwnerRole | None = Field(None, description="The role that registration must have")
+    purpose: str = Field("", description="Who uses the name, said in refusals")
+
+    @model_validator(mode="after")
+    def _role_needs_group(self) -> ReservedName:
+        if self.role is not None and self.group is None:
+            raise ValueError(f"reserved name {self.name!r}: a role needs the group that holds it")
+        return self
+
+
 class PkiConfig(BaseModel):
     """Everything the engine needs to know about the hierarchy it manages."""
 
     model_config = ConfigDict(extra="forbid")
 
-    organization: str = "otpki"
+    # The O of every certificate: RFC 5280 ub-organization-name.
+    organization: str = Field("otpki", min_length=1, max_length=64)
     root: RootPolicy = Field(default_factory=RootPolicy)
     sites: list[str] = Field(default_factory=list)
     groups: dict[str, GroupPolicy]
+    reserved_names: list[ReservedName] = Field(
+        default_factory=list, description="Names only their holder may be registered under or named in a "
+                                          "certificate by (otpki adds the MQTT services' own names)")
 
     @field_validator("groups")
     @classmethod

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 
-from trustlists import audit
+from trustlists import audit, names
 from trustlists.bootstrap_allowlist import checked_attributes
 from trustlists.context import EngineContext
+from trustlists.csr_checks import expected_uri
 from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
-from trustlists.models import Owner, OwnerKind
+from trustlists.models import ROLE_ATTRIBUTE, Owner, OwnerKind, OwnerRole
+from trustlists.policy import GroupPolicy
 
 # Owner.attributes key set by `Registry.unregister`: the owner stays in the store (the inventory and the
 # audit log keep pointing at it) but the registration is over.
@@ -37,27 +38,35 @@ class Registry:
     def register(self, *, group: str, name: str, actor: str, site: str | None = None,
                  application_uri: str | None = None, dns_names: list[str] | None = None,
                  ip_addresses: list[str] | None = None, attributes: dict[str, object] | None = None,
-                 owner_id: str | None = None) -> Owner:
+                 role: OwnerRole | None = None, owner_id: str | None = None) -> Owner:
+        """Register an owner after every naming rule (trustlists.names) passed; nothing is stored otherwise.
+
+        DNS names are stored as A-labels (a U-label is converted), IP addresses in canonical text. `role` is
+        stored as `attributes["role"]`; a role given in `attributes` is checked the same way.
+        """
         policy = self._ctx.config.group(group)
-        if not name or len(name) > 200:
-            raise InvalidInput("a name of 1 to 200 characters is required")
-        if site is not None and self._ctx.config.sites and site not in self._ctx.config.sites:
-            raise InvalidInput(f"unknown site {site!r} (configured sites: {', '.join(self._ctx.config.sites)})",
-                               reason="unknown_site")
+        attributes = dict(attributes or {})
+        if role is not None:
+            attributes[ROLE_ATTRIBUTE] = role.value
+        names.check_owner_name(name, policy.names, group)
+        if site is not None:
+            if self._ctx.config.sites and site not in self._ctx.config.sites:
+                raise InvalidInput(f"unknown site {names.shown(site)} (configured sites: "
+                                   f"{', '.join(self._ctx.config.sites)})", reason="unknown_site")
+            names.check_site(site, policy.names, group)
+        typed_role = names.owner_role(attributes.get(ROLE_ATTRIBUTE))
+        names.check_reserved_registration(self._ctx.config.reserved_names, name=name, group=group, role=typed_role,
+                                          uris=[application_uri])
+        if application_uri is not None:
+            names.check_uri(application_uri, "the ApplicationUri")
         if policy.san.uri_source == "owner_application_uri" and policy.san.uri == "required" \
                 and not application_uri:
             raise InvalidInput(f"group {group} needs an ApplicationUri for every application")
-        ips = []
-        for ip in ip_addresses or []:
-            try:
-                ips.append(str(ipaddress.ip_address(ip)))
-            except ValueError:
-                raise InvalidInput(f"{ip!r} is not an IP address") from None
         owner = Owner(id=owner_id or str(uuid.uuid4()), kind=OwnerKind(policy.owner_kind), name=name,
                       group=group, site=site, application_uri=application_uri,
-                      dns_names=list(dns_names or []), ip_addresses=ips,
-                      attributes=checked_attributes(dict(attributes or {})),
-                      created_at=self._ctx.clock())
+                      dns_names=_dns_names(dns_names or []), ip_addresses=_ip_addresses(ip_addresses or []),
+                      attributes=checked_attributes(attributes), created_at=self._ctx.clock())
+        _check_template_uri(policy, owner)
         with self._ctx.store.transaction() as tx:
             if tx.find_owner(group, name=name) is not None:
                 raise AlreadyExists(f"{name!r} is already registered in group {group}")
@@ -70,9 +79,34 @@ class Registry:
         return owner
 
     def update(self, owner: Owner, *, actor: str) -> Owner:
+        """Store a changed registration; what changed passes the naming rules as at registration.
+
+        Fields that did not change are not judged again, so a registration stored before a rule existed can
+        still be updated in its other fields.
+        """
         owner = owner.model_copy(update={"attributes": checked_attributes(owner.attributes)})
+        policy = self._ctx.config.group(owner.group)
         with self._ctx.store.transaction() as tx:
-            tx.get_owner(owner.id)
+            current = tx.get_owner(owner.id)
+            changes: dict[str, object] = {}
+            if owner.name != current.name:
+                names.check_owner_name(owner.name, policy.names, owner.group)
+            if owner.site != current.site and owner.site is not None:
+                names.check_site(owner.site, policy.names, owner.group)
+            if owner.name != current.name or owner.application_uri != current.application_uri \
+                    or owner.attributes.get(ROLE_ATTRIBUTE) != current.attributes.get(ROLE_ATTRIBUTE):
+                role = names.owner_role(owner.attributes.get(ROLE_ATTRIBUTE))
+                names.check_reserved_registration(self._ctx.config.reserved_names, name=owner.name,
+                                                  group=owner.group, role=role, uris=[owner.application_uri])
+            if owner.application_uri != current.application_uri and owner.application_uri is not None:
+                names.check_uri(owner.application_uri, "the ApplicationUri")
+            if owner.dns_names != current.dns_names:
+                changes["dns_names"] = _dns_names(owner.dns_names)
+            if owner.ip_addresses != current.ip_addresses:
+                changes["ip_addresses"] = _ip_addresses(owner.ip_addresses)
+            owner = owner.model_copy(update=changes)
+            if (owner.name, owner.site) != (current.name, current.site):
+                _check_template_uri(policy, owner)
             tx.update_owner(owner)
             audit.append(tx, actor=actor, action="owner.update", subject=owner.id,
                          details=owner.model_dump(mode="json", exclude={"created_at"}))
@@ -106,3 +140,33 @@ class Registry:
     def list(self, group: str | None = None) -> list[Owner]:
         with self._ctx.store.read() as tx:
             return tx.list_owners(group)
+
+
+def _dns_names(values: list[str]) -> list[str]:
+    checked: list[str] = []
+    for value in values:
+        name = names.dns_name(value, "the DNS name")
+        if name not in checked:
+            checked.append(name)
+    return checked
+
+
+def _ip_addresses(values: list[str]) -> list[str]:
+    checked: list[str] = []
+    for value in values:
+        ip = names.ip_address(value, "the IP address")
+        if ip not in checked:
+            checked.append(ip)
+    return checked
+
+
+def _check_template_uri(policy: GroupPolicy, owner: Owner) -> None:
+    """A group that makes its certificate URI from the registration: the URI must come out valid."""
+    if policy.san.uri_source != "template" or policy.san.uri == "forbidden":
+        return
+    names.check_uri_segment(owner.name, "the name")
+    if owner.site is not None:
+        names.check_uri_segment(owner.site, "the site")
+    uri = expected_uri(policy, owner.group, owner)
+    if uri is not None:
+        names.check_uri(uri, f"the certificate URI made from the template {policy.san.uri_template!r}")

@@ -144,7 +144,7 @@ class CertificateRequests:
         csr = load_csr(csr_bytes)
         owner = self._owner(owner_id)
         policy = self._ctx.config.group(owner.group)
-        approved = check_csr(csr, policy, owner.group, owner)
+        approved = check_csr(csr, policy, owner.group, owner, reserved=self._ctx.config.reserved_names)
         now = self._ctx.clock()
         req = CertificateRequest(
             id=str(uuid.uuid4()), kind=RequestKind.CSR, owner_id=owner.id, group=owner.group, site=owner.site,
@@ -297,7 +297,8 @@ class CertificateRequests:
     def _check_csr_request(self, req: CertificateRequest, owner: Owner) -> ApprovedRequest:
         assert req.csr_der is not None
         policy = self._ctx.config.group(owner.group)
-        return check_csr(load_csr(req.csr_der), policy, owner.group, owner)
+        return check_csr(load_csr(req.csr_der), policy, owner.group, owner,
+                         reserved=self._ctx.config.reserved_names)
 
     def _check_new_key(self, req: CertificateRequest, owner: Owner,
                        key: CertificateIssuerPrivateKeyTypes | None = None) -> ApprovedRequest:
@@ -311,7 +312,8 @@ class CertificateRequests:
         public_key = key.public_key() if key is not None else _probe_public_key(req.key_type)
         return build_server_keygen_request(
             policy, owner.group, owner, self._ctx.config.organization, public_key,
-            subject_name=req.subject_name, dns_names=req.dns_names, ip_addresses=req.ip_addresses)
+            subject_name=req.subject_name, dns_names=req.dns_names, ip_addresses=req.ip_addresses,
+            reserved=self._ctx.config.reserved_names)
 
     def _submit_details(self, req: CertificateRequest, owner: Owner, auto_approved: bool) -> dict[str, object]:
         details: dict[str, object] = {"owner": owner.name, "owner_id": owner.id, "group": owner.group,

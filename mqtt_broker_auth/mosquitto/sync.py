@@ -48,12 +48,12 @@ from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
 from trustlists.exports.mosquitto_files import mosquitto_bundle
-from trustlists.models import Owner
+from trustlists.models import Owner, OwnerRole
 from trustlists.registry import is_unregistered
 
 log = logging.getLogger(__name__)
 
-ENROLLMENT_ROLE = "enrollment-service"
+ENROLLMENT_ROLE = OwnerRole.ENROLLMENT_SERVICE
 SYNC_ACTOR = "otpki-mosquitto-sync"
 FOREIGN_REMOVED_ACTION = "mqtt.dynsec.foreign_removed"
 FULL_RECONCILE_EVERY_S = 30.0  # repair drift (an operator editing dynsec by hand) even if the registry is still
@@ -256,7 +256,7 @@ class MosquittoSync:
 
     async def _sync_clients(self, report: SyncReport) -> None:
         owners = await run_blocking(self.engine.registry.list, self.group)
-        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.attributes.get("role")))
+        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.role))
                            for o in owners))
         now = asyncio.get_running_loop().time()
         full = now - self._last_full >= FULL_RECONCILE_EVERY_S
@@ -316,7 +316,7 @@ def desired_dynsec(admin_username: str, policy: MqttAccessPolicy, group: str,
     for owner in owners:
         if is_unregistered(owner):
             continue
-        if owner.attributes.get("role") == ENROLLMENT_ROLE:
+        if owner.role is ENROLLMENT_ROLE:
             identities[owner.name] = ds.enrollment_service_acls(policy)
             continue
         try:

@@ -23,7 +23,7 @@ import typer
 from pydantic import SecretStr
 from rich.markup import escape
 
-from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
+from mqtt_broker_auth.tls_identity import ensure_tls_identity, mosquitto_owner_name, server_ca_pem
 from otpki.cli.common import (
     EXIT_PROBLEM,
     console,
@@ -39,12 +39,12 @@ from otpki.runtime import open_engine
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
+from trustlists.models import OwnerRole
 from trustlists.safe_files import write_public
 
 mqtt_app = typer.Typer(help="MQTT devices: the embedded broker, an operator's Mosquitto, enrollment over MQTT.",
                        no_args_is_help=True)
 
-ENROLLMENT_ROLE = "enrollment-service"
 CRL_REFRESH_EVERY_S = 3600.0  # long-running services keep CRLs fresh: Mosquitto locks everyone out on an expired one
 
 _log = logging.getLogger(__name__)
@@ -64,10 +64,10 @@ def ensure_service_identity(eng: Engine, s: Settings, directory: Path) -> tuple[
     owner = eng.registry.find(cfg.group, name=cfg.service_name)
     if owner is None:
         owner = eng.registry.register(group=cfg.group, name=cfg.service_name, actor=s.actor(),
-                                      attributes={"role": ENROLLMENT_ROLE})
-    elif owner.attributes.get("role") != ENROLLMENT_ROLE:
+                                      role=OwnerRole.ENROLLMENT_SERVICE)
+    elif owner.role is not OwnerRole.ENROLLMENT_SERVICE:
         raise ValueError(f"{cfg.group}/{cfg.service_name} is registered but is not the enrollment service "
-                         f"(attributes role = {owner.attributes.get('role')!r}); choose another [mqtt] service_name")
+                         f"(role {owner.attributes.get('role')!r}); choose another [mqtt] service_name")
     ensure_tls_identity(eng, owner, cert_file, key_file, eku="clientAuth", actor=s.actor())
     return cert_file, key_file
 
@@ -196,7 +196,7 @@ def mosquitto_config(
     ms = mosquitto_settings(s, out)
     cfg = s.file.mqtt
     with engine() as (eng, _):
-        provision_broker(eng, ms, group=cfg.group, broker_group=cfg.broker_group, name=f"mosquitto-{ms.host}",
+        provision_broker(eng, ms, group=cfg.group, broker_group=cfg.broker_group, name=mosquitto_owner_name(ms.host),
                          actor=s.actor())
         ca_pem = server_ca_pem(eng, cfg.broker_group)
     write_public(ms.conf_path, render_config(ms).encode())

@@ -496,6 +496,30 @@ async def test_enrollment_service_identity_cannot_enroll(engine: Engine, wire: W
     assert certs_issued(engine) == before
 
 
+async def test_names_in_an_enrollment_csr_are_judged(engine: Engine, manufacturer: Manufacturer,
+                                                     wire: Wire) -> None:
+    """A device that passes every enrollment check still gets no certificate for a subject the engine refuses."""
+    from cryptography.x509.oid import NameOID
+
+    from tests.helpers import make_subject_csr
+
+    idevid = manufacturer.issue_idevid("SN-0005")
+    register(engine, "pump-5", idevid)
+    before = certs_issued(engine)
+    subjects = [
+        ([(NameOID.COMMON_NAME, "pump-5"), (NameOID.COMMON_NAME, "otpki-admin")], "subject_cn_repeated"),
+        ([(NameOID.COMMON_NAME, "pump-5"), (NameOID.ORGANIZATION_NAME, "O" * 65)], "name_too_long"),
+        ([(NameOID.COMMON_NAME, "pump-5"), (NameOID.ORGANIZATION_NAME, "ACME\u202e")], "name_format_character"),
+    ]
+    for attributes, reason in subjects:
+        request = build_request(f"{PREFIX}/pump-5/csr", credential_pem=idevid.cert_file_pem,
+                                credential_key=key_of(idevid.key_pem),
+                                csr_pem=make_subject_csr(attributes).decode())
+        kind, body = await wire.ask("pump-5", request)
+        assert (kind, body["reason"]) == ("rejected", f"csr_refused:{reason}"), body
+    assert certs_issued(engine) == before
+
+
 def test_prefix_comes_from_policy(engine: Engine) -> None:
     config: PkiConfig = engine.config
     assert EnrollmentService(engine, host="127.0.0.1", port=1, ca_file="x", cert_file="x", key_file="x",

@@ -42,7 +42,8 @@ class Session:
                urls: list[str] | None = None, caps: list[str] | None = None, product: str = "urn:vendor:plc",
                app_id: ua.NodeId | None = None) -> ua.Variant:
         if urls is None:
-            urls = [] if app_type == ua.ApplicationType.Client else [f"opc.tcp://{name.lower()}.plant:4840"]
+            host = name.lower().replace(" ", "-")  # a host name has no spaces
+            urls = [] if app_type == ua.ApplicationType.Client else [f"opc.tcp://{host}.plant:4840"]
         value = ApplicationRecord(application_uri=uri, application_type=app_type,
                                   application_names=[LocalizedName(text=name, locale="en")], product_uri=product,
                                   discovery_urls=urls, server_capabilities=caps or []).to_ua(self.idx)
