@@ -115,9 +115,10 @@ def serve(
 ) -> None:
     """Run the embedded MQTT broker (mTLS, per-device ACLs, live revocation) until SIGINT or SIGTERM."""
     s = settings()
+    given = host is not None or port is not None
     listen = Listen(s.file.mqtt.host if host is None else host, s.file.mqtt.port if port is None else port,
                     what="the MQTT broker", allow_any_port=True,
-                    setting=f"--host/--port or [mqtt] host/port in {s.data_dir / CONFIG_FILE}")
+                    setting="--host/--port" if given else f"[mqtt] host and port in {s.data_dir / CONFIG_FILE}")
     listen.check()  # before the engine and the broker's certificate: a broker that cannot listen starts nothing
     _logging()
     asyncio.run(_serve(s, listen, enrollment))
