@@ -47,16 +47,6 @@ def test_config_paths_are_relative_to_the_data_directory(tmp_path: Path) -> None
     assert list(elsewhere.iterdir()) == []
 
 
-def test_command_line_paths_are_relative_to_the_working_directory(tmp_path: Path) -> None:
-    res = run("-d", "pki", "init", cwd=tmp_path, extra_env={"OTPKI_CA_PASSPHRASE": PASS})
-    assert res.returncode == 0, res.stderr
-    assert (tmp_path / "pki" / "otpki.db").exists()
-    res = run("-d", "pki", "mqtt", "mosquitto-config", "--out", "mq", cwd=tmp_path,
-              extra_env={"OTPKI_CA_PASSPHRASE": PASS, "OTPKI_MQTT_ADMIN_PASSWORD": "a dynsec admin password"})
-    assert res.returncode == 0, res.stderr
-    assert f"pid_file {tmp_path / 'mq' / 'mosquitto.pid'}\n" in (tmp_path / "mq" / "mosquitto.conf").read_text()
-
-
 def test_settings_anchor_every_relative_path_once(tmp_path: Path) -> None:
     file = FileSettings.model_validate({
         "keys": {"passphrase_file": "secrets/ca", "pkcs11": {"pin_file": "/etc/otpki/pin"}},
