@@ -36,7 +36,8 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 @handle_errors
 def init(
     config: Annotated[Path | None, typer.Option(
-        help="otpki.toml to start from (copied into the data directory)")] = None,
+        help="otpki.toml to start from (copied into the data directory; relative paths in it are taken from "
+             "there)")] = None,
     site: Annotated[list[str] | None, typer.Option("--site", help="A plant site (repeatable)")] = None,
     organization: Annotated[str | None, typer.Option(help="Organization name in CA subjects")] = None,
     hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of \\[keys.pkcs11]")] = False,

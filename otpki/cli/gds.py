@@ -30,6 +30,8 @@ def serve(
     maintenance_interval: Annotated[float, typer.Option(help="Seconds between CRL/revocation upkeep")] = 300.0,
 ) -> None:
     """Serve the GDS until interrupted (SIGINT/SIGTERM)."""
+    if not maintenance_interval > 0:
+        raise ValueError(f"--maintenance-interval must be more than 0 seconds, not {maintenance_interval:g}")
     s = settings()
     gds_settings = s.file.gds
     if endpoint is not None:
