@@ -14,8 +14,8 @@ from opcua_gds.access import hash_password
 from opcua_gds.endpoint_url import parse_opc_tcp_url
 from opcua_gds.server import GdsServer
 from otpki.cli.common import console, engine, handle_errors, settings
-from otpki.cli.listen import Listen
 from otpki.config import CONFIG_FILE
+from otpki.listen import Listen
 from trustlists.maintenance import run_maintenance
 
 gds_app = typer.Typer(help="The OPC UA Global Discovery Server (OPC 10000-12).", no_args_is_help=True)

@@ -35,8 +35,8 @@ from otpki.cli.common import (
     styled,
     write_output_file,
 )
-from otpki.cli.listen import Listen
 from otpki.config import CONFIG_FILE, Settings
+from otpki.listen import Listen
 from otpki.runtime import open_engine
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine

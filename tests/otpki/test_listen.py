@@ -8,7 +8,7 @@ import socket
 import pytest
 from amqtt.errors import BrokerError
 
-from otpki.cli.listen import Listen, ListenAddressError, check_listen_address
+from otpki.listen import Listen, ListenAddressError, check_listen_address
 
 LISTEN = Listen("127.0.0.1", 4840, what="the GDS", setting="--endpoint")
 
