@@ -25,7 +25,7 @@ from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opcua_gds.call_context import CallContext, activating_token_type, current
 from trustlists.engine import Engine
@@ -48,6 +48,8 @@ class GdsUser(User):
 
 
 class PasswordUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="User name of the UserNameIdentityToken")
     password_hash: str = Field(description="argon2id hash from `otpki users hash-password`, never the password "
                                            "itself")
@@ -61,12 +63,16 @@ class PasswordUser(BaseModel):
 
 
 class CertificateUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="A name for the audit log")
     certificate_sha256: str = Field(description="SHA-256 of the DER of the X.509 user-token certificate")
     roles: list[GdsRole] = Field(default_factory=list, description="GDS roles granted")
 
 
 class AccessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     users: list[PasswordUser] = Field(default_factory=list)
     certificate_users: list[CertificateUser] = Field(default_factory=list)
 

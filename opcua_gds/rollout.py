@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from opcua_gds.push_client import PushError, PushResult, push_certificate, push_trust_list
 from trustlists.blocking import run_blocking
@@ -26,14 +26,23 @@ from trustlists.targets import DeliveryTarget, DeliveryTargets
 KIND = "opcua-push"
 
 
+class CredentialsMissing(LookupError):
+    """A target names credentials otpki.toml does not have (a LookupError: its message prints unquoted)."""
+
+
 class PushCredential(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     username: str = Field(description="A user with the SecurityAdmin role on the PLC")
     password_env: str | None = Field(None, description="Environment variable holding the password")
-    password_file: Path | None = Field(None, description="File holding the password (never otpki.toml itself)")
+    password_file: Path | None = Field(None, description="File holding the password (never otpki.toml itself); "
+                                                          "relative to the data directory")
 
 
 class PushSettings(BaseModel):
     """[push] in otpki.toml."""
+
+    model_config = ConfigDict(extra="forbid")
 
     concurrency: int = Field(16, ge=1, le=512, description="PLCs pushed to at the same time")
     timeout_s: float = Field(120.0, gt=0, description="Give up on one PLC's push after this long")
@@ -47,12 +56,12 @@ class PushSettings(BaseModel):
 
         cred = self.credentials.get(ref)
         if cred is None:
-            raise KeyError(f"no [push.credentials.{ref}] in otpki.toml")
+            raise CredentialsMissing(f"no [push.credentials.{ref}] in otpki.toml")
         if cred.password_file is not None:
             return cred.username, Path(cred.password_file).read_text().strip()
         if cred.password_env and os.environ.get(cred.password_env):
             return cred.username, os.environ[cred.password_env]
-        raise KeyError(f"[push.credentials.{ref}] has no password: set password_env or password_file")
+        raise CredentialsMissing(f"[push.credentials.{ref}] has no password: set password_env or password_file")
 
 
 class TargetOutcome(BaseModel):

@@ -17,11 +17,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from asyncua import Node, Server, ua
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opcua_gds import call_context
 from opcua_gds.access import AccessConfig, GdsUserManager, SelfAdmin
 from opcua_gds.application_record import install_application_record_type
+from opcua_gds.endpoint_url import parse_opc_tcp_url
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, GdsObjects, GdsObjectTypes, gds_node_id
 from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
@@ -35,12 +36,18 @@ _POLICIES = [
     ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign, ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
 ]
 GDS_OWNER_NAME = "otpki-gds"
+# The CertificateGroups a GDS Directory has (OPC 10000-12 7.8.3), the keys [gds] certificate_groups may use.
+CERTIFICATE_GROUPS = ("DefaultApplicationGroup", "DefaultHttpsGroup", "DefaultUserTokenGroup")
 
 
 class GdsSettings(BaseModel):
     """[gds] in otpki.toml."""
 
-    endpoint: str = Field("opc.tcp://127.0.0.1:4840/otpki/gds", description="Where the GDS listens")
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field("opc.tcp://127.0.0.1:4840/otpki/gds",
+                          description="Where the GDS listens: opc.tcp://HOST:PORT/PATH, HOST an address of this "
+                                      "machine (0.0.0.0 for all), PORT 1-65535")
     application_uri: str = Field("urn:otpki:gds", description="The GDS's own ApplicationUri")
     product_uri: str = Field("urn:otpki", description="ProductUri of the GDS")
     name: str = Field("otpki Global Discovery Server", description="ApplicationName of the GDS")
@@ -49,6 +56,21 @@ class GdsSettings(BaseModel):
         default_factory=lambda: {"DefaultApplicationGroup": "opcua-application",
                                  "DefaultUserTokenGroup": "opcua-user"},
         description="GDS CertificateGroup -> engine certificate group")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _opc_tcp(cls, endpoint: str) -> str:
+        parse_opc_tcp_url(endpoint)
+        return endpoint
+
+    @field_validator("certificate_groups")
+    @classmethod
+    def _known_groups(cls, groups: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(groups) - set(CERTIFICATE_GROUPS))
+        if unknown:
+            raise ValueError(f"unknown GDS CertificateGroup {', '.join(unknown)}; OPC 10000-12 defines "
+                             f"{', '.join(CERTIFICATE_GROUPS)}")
+        return groups
 
 
 @dataclass

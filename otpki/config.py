@@ -3,6 +3,8 @@
 The certificate groups come from the engine's embedded defaults; the [pki] table of otpki.toml
 overrides any key of them (deep merge), so an operator changes a lifetime without restating a group.
 Secrets (the CA key passphrase, the HSM PIN) come from a file or the environment, never the command line.
+Every table rejects unknown keys, and relative paths are anchored once at load (`otpki.config_paths`): in
+otpki.toml against the data directory, in OTPKI_* variables against the working directory.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mqtt_broker_auth.enrollment import EnrollmentSettings
+from mqtt_broker_auth.policy import MqttAccessPolicy
 from mqtt_broker_auth.tls_identity import embedded_broker_owner_name, mosquitto_owner_name
 from opcua_gds.rollout import PushSettings
 from opcua_gds.server import GdsSettings
+from otpki.config_errors import describe_validation_error
+from otpki.config_paths import COMMAND, absolute, anchor_paths
 from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized
 from trustlists.models import OwnerRole
 from trustlists.policy import PkiConfig, ReservedName, default_config_data
@@ -33,7 +38,8 @@ class Pkcs11Settings(BaseModel):
 
     module: str = Field("/usr/lib/softhsm/libsofthsm2.so", description="PKCS#11 module of the HSM")
     token_label: str = Field("otpki", description="Label of the token that holds the CA keys")
-    pin_file: Path | None = Field(None, description="File with the user PIN (else OTPKI_HSM_PIN)")
+    pin_file: Path | None = Field(None, description="File with the user PIN (else OTPKI_HSM_PIN); relative to the "
+                                                    "data directory")
 
 
 class KeySettings(BaseModel):
@@ -42,7 +48,8 @@ class KeySettings(BaseModel):
     backend: Literal["file", "pkcs11"] = Field(
         "file", description="Where new CA keys are made: encrypted PKCS#8 files in the data directory, or an HSM")
     passphrase_file: Path | None = Field(
-        None, description="File with the CA key passphrase (else OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE)")
+        None, description="File with the CA key passphrase (else OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE); "
+                          "relative to the data directory")
     pkcs11: Pkcs11Settings = Field(default_factory=Pkcs11Settings)
     pool_sizes: dict[str, int] = Field(
         default_factory=lambda: {"rsa2048": 4, "ec-p256": 8},
@@ -61,8 +68,8 @@ class MosquittoFileSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workdir: Path | None = Field(
-        None, description="Directory of mosquitto.conf, cafile, crlfile, server key and dynsec file "
-                          "(default: <data dir>/mosquitto)")
+        None, description="Directory of mosquitto.conf, cafile, crlfile, server key and dynsec file; relative "
+                          "to the data directory (default: <data dir>/mosquitto)")
     host: str = Field("127.0.0.1", description="Address of the device listener (mTLS); also the server "
                                                "certificate's IP address or DNS name")
     port: int = Field(8883, ge=1, le=65535, description="Port of the device listener (mTLS)")
@@ -77,9 +84,12 @@ class MosquittoFileSettings(BaseModel):
     admin_username: str = Field("otpki-admin", description="Dynsec admin user otpki logs in as")
     admin_password_file: Path | None = Field(
         None, description="File with the dynsec admin password (else OTPKI_MQTT_ADMIN_PASSWORD); never in this "
-                          "file")
-    binary: Path = Field(Path("/usr/sbin/mosquitto"), description="The mosquitto executable")
-    openssl_binary: Path = Field(Path("openssl"), description="openssl, the second check of every CRL installed")
+                          "file; relative to the data directory")
+    binary: Annotated[Path, COMMAND] = Field(
+        Path("/usr/sbin/mosquitto"), description="The mosquitto executable (a bare name is looked up in PATH)")
+    openssl_binary: Annotated[Path, COMMAND] = Field(
+        Path("openssl"), description="openssl, the second check of every CRL installed (a bare name is looked up "
+                                     "in PATH)")
     dynsec_plugin: Path = Field(Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"),
                                 description="The dynamic-security plugin of the installed Mosquitto")
     run_as_user: str | None = Field(
@@ -137,9 +147,11 @@ class EnvSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OTPKI_", extra="ignore")
 
-    data_dir: Path = Field(Path("otpki-data"), description="Data directory (same as --data-dir)")
+    data_dir: Path = Field(Path("otpki-data"), description="Data directory (same as --data-dir); relative to the "
+                                                            "working directory")
     ca_passphrase: str | None = Field(None, description="Passphrase of the encrypted CA key files")
-    ca_passphrase_file: Path | None = Field(None, description="File holding that passphrase")
+    ca_passphrase_file: Path | None = Field(None, description="File holding that passphrase; relative to the "
+                                                              "working directory")
     hsm_pin: str | None = Field(None, description="User PIN of the HSM token")
     actor: str | None = Field(None, description="Name recorded in the audit log (default: the OS user)")
     mqtt_admin_password: str | None = Field(
@@ -223,6 +235,9 @@ class Settings(BaseModel):
             return getpass.getuser()
 
 
+FRONT_POLICIES: dict[str, type[BaseModel]] = {"mqtt": MqttAccessPolicy}  # [pki.groups.X.fronts.NAME]
+
+
 def read_file_settings(path: Path) -> FileSettings:
     try:
         data = tomllib.loads(path.read_text())
@@ -230,10 +245,17 @@ def read_file_settings(path: Path) -> FileSettings:
         return FileSettings()
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return validate_file_settings(data, path)
+
+
+def validate_file_settings(data: dict[str, Any], source: Path) -> FileSettings:
+    """otpki.toml's tables as FileSettings; InvalidInput naming the table and key of the first problem."""
     try:
         return FileSettings.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(f"{path}: {_first_error(exc)}") from None
+        raise InvalidInput(f"{source}: {describe_validation_error(exc, FileSettings)}") from None
 
 
 def service_reserved_names(mqtt: MqttSettings) -> list[ReservedName]:
@@ -255,24 +277,38 @@ def service_reserved_names(mqtt: MqttSettings) -> list[ReservedName]:
 
 
 def build_settings(file: FileSettings, data_dir: Path, env: EnvSettings) -> Settings:
+    data_dir = absolute(data_dir)
+    source = data_dir / CONFIG_FILE
     try:
         pki = PkiConfig.model_validate(deep_merge(default_config_data(), file.pki))
     except ValidationError as exc:
-        raise InvalidInput(f"{data_dir / CONFIG_FILE} [pki]: {_first_error(exc)}") from None
+        raise InvalidInput(f"{source}: {describe_validation_error(exc, PkiConfig, ('pki',))}") from None
+    _check_fronts(pki, source)
     pki = pki.model_copy(update={"reserved_names": [*pki.reserved_names, *service_reserved_names(file.mqtt)]})
-    return Settings(data_dir=data_dir, file=file, pki=pki, env=env)
+    env = env.model_copy(update={"data_dir": absolute(env.data_dir), "ca_passphrase_file": (
+        absolute(env.ca_passphrase_file) if env.ca_passphrase_file is not None else None)})
+    return Settings(data_dir=data_dir, file=anchor_paths(file, data_dir), pki=pki, env=env)
+
+
+def _check_fronts(pki: PkiConfig, source: Path) -> None:
+    """Each group's front tables, checked by their front's model now rather than when the front first reads them."""
+    for name, group in pki.groups.items():
+        for front, table in group.fronts.items():
+            where = ("pki", "groups", name, "fronts")
+            model = FRONT_POLICIES.get(front)
+            if model is None:
+                raise InvalidInput(f"{source}: [{'.'.join(where)}] {front}: unknown front (known: "
+                                   f"{', '.join(FRONT_POLICIES)})")
+            try:
+                model.model_validate(table)
+            except ValidationError as exc:
+                raise InvalidInput(f"{source}: {describe_validation_error(exc, model, (*where, front))}") from None
 
 
 def load_settings(data_dir: Path | None = None, *, must_exist: bool = True) -> Settings:
     env = EnvSettings()
-    data_dir = Path(data_dir or env.data_dir)
+    data_dir = absolute(data_dir or env.data_dir)
     if must_exist and not (data_dir / DB_FILE).exists():
         raise NotInitialized(f"no otpki data directory at {data_dir}: run `otpki init --data-dir {data_dir}` "
                              "or set OTPKI_DATA_DIR")
     return build_settings(read_file_settings(data_dir / CONFIG_FILE), data_dir, env)
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]

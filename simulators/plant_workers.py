@@ -52,6 +52,8 @@ def start_workers(parts: list[tuple[int, int]], *, base_port: int, root: Path, p
                   ) -> list[subprocess.Popen[str]]:
     """One worker per part; PLC i is `{prefix}-{i+1}` on port base_port + i, whichever worker runs it."""
     env = {**os.environ, PASSWORD_ENV: password}
+    # The workers run in the source tree (for `-m simulators.plant`): a relative root would land there.
+    root = Path(os.path.abspath(root))
     workers: list[subprocess.Popen[str]] = []
     for start, n in parts:
         log = (log_dir / f"plant-{start + 1}.log").open("w") if log_dir is not None else subprocess.DEVNULL

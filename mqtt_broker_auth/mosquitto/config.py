@@ -19,7 +19,7 @@ import os
 import pwd
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 
@@ -51,6 +51,13 @@ class MosquittoSettings(BaseModel):
     # expires, and a CRL that is about to expire means the engine's refresh is not running.
     crl_min_remaining_s: float = 3600.0
     tls_version: str | None = None  # None: what Mosquitto allows by default (TLS 1.2 and 1.3)
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute_workdir(cls, workdir: Path) -> Path:
+        # Anchored once, against the cwd it was given in: every file path below is derived from it and written
+        # into mosquitto.conf, which the broker reads from wherever it was started.
+        return Path(os.path.abspath(workdir))
 
     @property
     def conf_path(self) -> Path:

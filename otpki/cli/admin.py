@@ -19,10 +19,12 @@ from otpki.cli.common import (
     console,
     engine,
     handle_errors,
+    line,
     print_json,
     settings,
+    styled,
 )
-from otpki.config import CONFIG_FILE, FileSettings, build_settings, deep_merge
+from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
 from otpki.runtime import open_engine
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
 from trustlists.safe_files import write_secret
@@ -36,7 +38,8 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 @handle_errors
 def init(
     config: Annotated[Path | None, typer.Option(
-        help="otpki.toml to start from (copied into the data directory)")] = None,
+        help="otpki.toml to start from (copied into the data directory; relative paths in it are taken from "
+             "there)")] = None,
     site: Annotated[list[str] | None, typer.Option("--site", help="A plant site (repeatable)")] = None,
     organization: Annotated[str | None, typer.Option(help="Organization name in CA subjects")] = None,
     hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of \\[keys.pkcs11]")] = False,
@@ -69,7 +72,7 @@ def init(
     data = deep_merge(data, overrides)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Validate the combined configuration before anything is written into the data directory.
-    s = build_settings(FileSettings.model_validate(data), data_dir, s.env)
+    s = build_settings(validate_file_settings(data, config or data_dir / CONFIG_FILE), data_dir, s.env)
     # 0600: it may hold the GDS users' password hashes.
     write_secret(data_dir / CONFIG_FILE, ("# otpki configuration: see the README's 'Configuration' section\n"
                                           + tomli_w.dumps(data)).encode())
@@ -84,7 +87,7 @@ def init(
     if json_out:
         print_json([_ca_json(c) for c in cas])
         return
-    console.print(f"Initialised [bold]{data_dir}[/] with {len(created)} CAs:")
+    console.print(line("Initialised ", styled(str(data_dir), "bold"), f" with {len(created)} CAs:"))
     _print_cas(cas)
 
 
@@ -119,7 +122,8 @@ def ca_create(group: GroupArg,
     """Create a new issuing CA (or a new generation of one) for GROUP, signed by the root."""
     with engine() as (eng, s):
         ca = eng.hierarchy.create_issuing_ca(group, site, actor=s.actor())
-    console.print(f"created issuing CA [bold]{ca.id}[/] ({ca.name}), valid until {ca.not_after:%Y-%m-%d}")
+    console.print(line("created issuing CA ", styled(ca.id, "bold"),
+                       f" ({ca.name}), valid until {ca.not_after:%Y-%m-%d}"))
 
 
 @owners_app.command("add")
@@ -143,7 +147,7 @@ def owners_add(
         attributes = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
         owner = eng.registry.register(group=group, name=name, site=site, application_uri=uri, dns_names=dns or [],
                                       ip_addresses=ip or [], actor=s.actor(), attributes=attributes)
-    console.print(f"registered {owner.kind.value} [bold]{name}[/] in {group} (id {owner.id})")
+    console.print(line(f"registered {owner.kind.value} ", styled(name, "bold"), f" in {group} (id {owner.id})"))
     for entry in attributes.get("bootstrap", []):
         console.print(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}",
                       highlight=False)
@@ -253,7 +257,7 @@ def crl_refresh(force: Annotated[bool, typer.Option(help="Re-sign every CRL, not
         console.print(f"{crl.ca_id}: CRL #{crl.crl_number}, {crl.entries} entries, next update "
                       f"{crl.next_update:%Y-%m-%d %H:%M}")
     for ca_id, why in result.failed.items():
-        console.print(f"[bold red]{ca_id}: CRL not refreshed:[/] {why}")
+        console.print(line(styled(f"{ca_id}: CRL not refreshed:", "bold red"), f" {why}"))
     if not result.published and not result.failed:
         console.print("all CRLs are fresh")
     if result.failed:
@@ -271,7 +275,7 @@ def audit_verify(json_out: JsonFlag = False) -> None:
     elif result.ok:
         console.print(f"audit log intact: {result.records} records")
     else:
-        console.print(f"[bold red]audit log tampered:[/] {result.problem}")
+        console.print(line(styled("audit log tampered:", "bold red"), f" {result.problem}"))
     if not result.ok:
         raise typer.Exit(EXIT_PROBLEM)
 

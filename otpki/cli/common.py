@@ -1,4 +1,10 @@
-"""What every command shares: settings from --data-dir, error translation, output helpers."""
+"""What every command shares: settings from --data-dir, error translation, output helpers.
+
+Output: `console` and `err_console` never read markup. Names, subjects, file paths, PLC and broker error texts
+and config values come from outside and may contain `[...]`; printed through a markup console `[bold]x[/]`
+would lose its brackets and a stray `[/]` would crash the command. Our own styling is explicit: `styled()`
+pieces, or rich `Text`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from otpki.config import Settings, load_settings
 from otpki.runtime import open_engine
@@ -22,8 +29,8 @@ from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.safe_files import private_directory, write_public, write_secret
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 EXIT_USAGE = 2  # bad input, the user can fix it
 EXIT_PROBLEM = 1  # a check found a problem (audit verify, doctor)
@@ -39,8 +46,19 @@ class State:
 state = State()
 
 
+def styled(text: str, style: str) -> Text:
+    """A piece of our own output with a style; the text is taken literally."""
+    return Text(text, style=style)
+
+
+def line(*parts: str | Text) -> Text:
+    """One output line from plain strings (taken literally, whatever brackets they hold) and styled pieces."""
+    return Text.assemble(*parts)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # soft_wrap: one line whatever the terminal width, so scripts and logs get the whole message
+    err_console.print(line(styled("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -58,8 +76,18 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
             raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         except ValueError as exc:
             raise fail(str(exc)) from None
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`); typer exits quietly
+        except OSError as exc:  # a file that cannot be read or written, a broker that refuses: the user's to fix
+            raise fail(describe_os_error(exc)) from None
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
 
 
 def settings(*, must_exist: bool = True) -> Settings:

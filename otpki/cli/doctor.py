@@ -7,10 +7,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from otpki.cli.common import EXIT_PROBLEM, JsonFlag, console, engine, handle_errors, parse_duration, print_json
+from otpki.cli.common import (
+    EXIT_PROBLEM,
+    JsonFlag,
+    console,
+    engine,
+    handle_errors,
+    parse_duration,
+    print_json,
+    styled,
+)
 from otpki.doctor import examine, mqtt_checks, secret_checks
 
-_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+_LEVEL = {"ok": styled("ok", "green"), "warn": styled("warn", "yellow"), "fail": styled("FAIL", "bold red")}
 
 
 @handle_errors
@@ -32,7 +41,7 @@ def doctor(
         table = Table("check", "subject", "level", "detail")
         for f in report.findings:
             if show_ok or f.level != "ok":
-                table.add_row(f.check, f.subject, _STYLE[f.level], f.detail)
+                table.add_row(f.check, f.subject, _LEVEL[f.level], f.detail)
         if table.row_count:
             console.print(table)
         console.print(f"{len(report.failures)} failure(s), {len(report.warnings)} warning(s), "

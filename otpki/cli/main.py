@@ -9,6 +9,7 @@ import typer
 
 from otpki.cli import admin, certs, demo, doctor, gds, mqtt, push, requests, trust
 from otpki.cli.common import state
+from otpki.config_paths import absolute
 
 app = typer.Typer(
     name="otpki",
@@ -25,7 +26,8 @@ def main(
         "--data-dir", "-d", envvar="OTPKI_DATA_DIR",
         help="Data directory (database, encrypted CA keys, otpki.toml). Default: ./otpki-data")] = None,
 ) -> None:
-    state.data_dir = data_dir
+    # Absolute from here on: worker processes and generated broker configs must not depend on a cwd.
+    state.data_dir = absolute(data_dir) if data_dir is not None else None
 
 
 app.command("init")(admin.init)

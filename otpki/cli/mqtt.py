@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 from pydantic import SecretStr
-from rich.markup import escape
+from rich.text import Text
 
 from mqtt_broker_auth.tls_identity import ensure_tls_identity, mosquitto_owner_name, server_ca_pem
 from otpki.cli.common import (
@@ -29,12 +29,14 @@ from otpki.cli.common import (
     console,
     engine,
     err_console,
-    fail,
     handle_errors,
+    line,
     settings,
+    styled,
     write_output_file,
 )
-from otpki.config import Settings
+from otpki.config import CONFIG_FILE, Settings
+from otpki.listen import Listen
 from otpki.runtime import open_engine
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -89,12 +91,12 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _say(text: str) -> None:
+def _say(text: str | Text) -> None:
     # soft_wrap: one line per message whatever the width, so logs and scripts can read it
     console.print(text, highlight=False, soft_wrap=True)
 
 
-def _say_err(text: str) -> None:
+def _say_err(text: str | Text) -> None:
     err_console.print(text, highlight=False, soft_wrap=True)
 
 
@@ -113,31 +115,35 @@ def serve(
 ) -> None:
     """Run the embedded MQTT broker (mTLS, per-device ACLs, live revocation) until SIGINT or SIGTERM."""
     s = settings()
+    given = host is not None or port is not None
+    listen = Listen(s.file.mqtt.host if host is None else host, s.file.mqtt.port if port is None else port,
+                    what="the MQTT broker", allow_any_port=True,
+                    setting="--host/--port" if given else f"[mqtt] host and port in {s.data_dir / CONFIG_FILE}")
+    listen.check()  # before the engine and the broker's certificate: a broker that cannot listen starts nothing
     _logging()
-    try:
-        asyncio.run(_serve(s, host or s.file.mqtt.host, s.file.mqtt.port if port is None else port, enrollment))
-    except OSError as exc:  # a port in use, an unreadable file: one line, not a traceback
-        raise fail(str(exc)) from None
+    asyncio.run(_serve(s, listen, enrollment))
 
 
-async def _serve(s: Settings, host: str, port: int, with_enrollment: bool) -> None:
+async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
     from mqtt_broker_auth.embedded_broker import EmbeddedBroker
     from mqtt_broker_auth.enrollment import EnrollmentService
 
     cfg = s.file.mqtt
     eng = open_engine(s)
     workdir = _mqtt_dir(s)
-    broker = EmbeddedBroker(eng, workdir=workdir / "broker", host=host, port=port, group=cfg.group,
+    host = listen.host
+    broker = EmbeddedBroker(eng, workdir=workdir / "broker", host=host, port=listen.port, group=cfg.group,
                             broker_group=cfg.broker_group, revocation_interval=cfg.revocation_interval_s)
     service: EnrollmentService | None = None
     refresher: asyncio.Task[None] | None = None
     try:
         stop = _stop_event()
-        await broker.start()
+        with listen.explained():
+            await broker.start()
         ca_file = workdir / "server-ca.pem"
         await run_blocking(write_public, ca_file, broker.server_ca_pem())
-        _say(f"MQTT broker listening on [bold]{host}:{broker.port}[/] (mTLS, group {cfg.group}); "
-                      f"devices trust [bold]{ca_file}[/]")
+        _say(line("MQTT broker listening on ", styled(f"{host}:{broker.port}", "bold"),
+                  f" (mTLS, group {cfg.group}); devices trust ", styled(str(ca_file), "bold")))
         if with_enrollment:
             cert_file, key_file = await run_blocking(ensure_service_identity, eng, s, workdir / "enrollment")
             service = EnrollmentService(eng, host=host, port=broker.port, ca_file=ca_file, cert_file=cert_file,
@@ -203,8 +209,8 @@ def mosquitto_config(
     write_public(ms.workdir / "server-ca.pem", ca_pem)
     if reset_dynsec or not ms.dynsec_file.exists():
         write_dynsec_file(ms)
-    _say(f"wrote {ms.conf_path}, {ms.cafile.name}, {ms.crlfile.name}, {ms.certfile.name}, "
-                  f"{ms.keyfile.name} and {ms.dynsec_file.name} in [bold]{ms.workdir}[/]")
+    _say(line(f"wrote {ms.conf_path}, {ms.cafile.name}, {ms.crlfile.name}, {ms.certfile.name}, "
+              f"{ms.keyfile.name} and {ms.dynsec_file.name} in ", styled(str(ms.workdir), "bold")))
     # -d: Mosquitto 2.0 writes its pid file (which the sync HUPs) only as a daemon; under systemd set
     # [mqtt.mosquitto] reload_command instead.
     _say(f"start the broker:   {ms.binary} -d -c {ms.conf_path}")
@@ -232,21 +238,18 @@ def sync(
     if once:
         report = asyncio.run(_sync_once(s, ms))
         if report.refused:
-            _say_err(f"[bold red]not installed:[/] the new cafile/crlfile were refused ({report.refused}); "
-                              "the broker keeps its previous files")
+            _say_err(line(styled("not installed:", "bold red"), f" the new cafile/crlfile were refused "
+                          f"({report.refused}); the broker keeps its previous files"))
         _say(f"trust list v{report.trust_version}: files "
                       f"{'installed' if report.files_installed else 'unchanged' if not report.refused else 'refused'}"
                       f"; clients created {len(report.created)}, updated {len(report.updated)}, deleted "
                       f"{len(report.deleted)}; kicked {', '.join(report.kicked) or 'none'}")
         for item in report.foreign_removed:
-            _say_err(f"[bold yellow]removed foreign dynsec entry:[/] {escape(item)}")
+            _say_err(line(styled("removed foreign dynsec entry: ", "bold yellow"), item))
         if report.refused:
             raise typer.Exit(EXIT_PROBLEM)
         return
-    try:
-        asyncio.run(_sync_forever(s, ms, enrollment))
-    except OSError as exc:
-        raise fail(str(exc)) from None
+    asyncio.run(_sync_forever(s, ms, enrollment))  # an unreachable broker (OSError): handle_errors, one line
 
 
 def _reload(s: Settings):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from opcua_gds.endpoint_url import parse_opc_tcp_url
 from opcua_gds.own_identity import ensure_identity
 from opcua_gds.rollout import KIND, Rollout, RolloutReport
 from otpki.cli.common import (
@@ -24,6 +25,7 @@ from otpki.cli.common import (
     err_console,
     handle_errors,
     print_json,
+    styled,
 )
 from trustlists.blocking import run_blocking
 
@@ -43,6 +45,7 @@ def targets_add(
     site: SiteOption = None,
 ) -> None:
     """Register a PLC (an OPC UA server with push management) as a push target."""
+    parse_opc_tcp_url(endpoint)  # before anything is registered; the ValueError says what is wrong
     with engine() as (eng, s):
         owner = eng.registry.find("opcua-application", name=name) or eng.registry.register(
             group="opcua-application", name=name, application_uri=uri or f"urn:otpki:plc:{name}",
@@ -85,6 +88,12 @@ def push(
     """Push certificates and trust lists: trust list first, then CSR -> issue -> UpdateCertificate -> ApplyChanges."""
     if not (endpoint or all_ or group or site):
         raise ValueError("name an ENDPOINT or use --all, --group or --site")
+    if endpoint is not None:
+        parse_opc_tcp_url(endpoint)
+    if every is not None and (endpoint is not None or force):
+        # The scheduler serves every due target of the --group/--site selection; it would drop these silently.
+        raise ValueError("--every pushes to every due target (narrow it with --group or --site); it takes no "
+                         "ENDPOINT and no --force")
     if every is not None:
         with engine(key_pool=True) as (eng, s):
             asyncio.run(_serve(eng, s, group=group, site=site, every=every, json_out=json_out))
@@ -97,7 +106,8 @@ def push(
     else:
         table = Table("address", "reason", "result", "seconds")
         for o in report.outcomes:
-            table.add_row(o.address, o.reason, "[green]delivered[/]" if o.ok else f"[red]{o.error}[/]", f"{o.seconds}")
+            result = styled("delivered", "green") if o.ok else styled(o.error or "failed", "red")
+            table.add_row(o.address, o.reason, result, f"{o.seconds}")
         console.print(table)
         console.print(f"{report.delivered} delivered, {report.failed} failed (retried later with backoff), "
                       f"{report.seconds} s")

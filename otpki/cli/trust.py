@@ -15,8 +15,10 @@ from otpki.cli.common import (
     console,
     engine,
     handle_errors,
+    line,
     print_json,
     read_input_file,
+    styled,
     write_output_file,
 )
 from trustlists.exports import (
@@ -51,8 +53,8 @@ def show(group: GroupArg, json_out: JsonFlag = False) -> None:
     if json_out:
         print_json(data)
         return
-    console.print(f"[bold]{group}[/] version {tl.version}, sha256 {tl.content_hash[:16]}…, "
-                  f"since {tl.created_at:%Y-%m-%d %H:%M:%S}")
+    console.print(line(styled(group, "bold"), f" version {tl.version}, sha256 {tl.content_hash[:16]}…, "
+                       f"since {tl.created_at:%Y-%m-%d %H:%M:%S}"))
     table = Table("list", "subject / issuer", "detail")
     for list_name in ("trusted_certificates", "issuer_certificates"):
         for c in data.get(list_name) or []:

@@ -9,6 +9,9 @@ import shutil
 import signal
 from pathlib import Path
 
+from rich.text import Text
+
+from otpki.config_paths import absolute
 from otpki.demo.display import LiveDisplay, QuietDisplay, final_table
 from otpki.demo.plant import BrokerKind, DemoOptions, Plant
 from otpki.demo.report import DemoReport, EndpointTally
@@ -28,6 +31,7 @@ def run_demo(data_dir: Path, *, sites: int = 2, plcs: int = 20, scada: int = 2, 
     if broker == "mosquitto" and binary is None:
         raise MosquittoMissing("--broker mosquitto needs mosquitto installed (Debian/Ubuntu: apt install "
                                "mosquitto); or run with the embedded broker (the default)")
+    data_dir = absolute(data_dir)  # the PLC worker processes and mosquitto.conf get it as it is here
     prepare_dir(data_dir)
     options = DemoOptions(data_dir=data_dir, sites=site_names(sites), plcs=plcs, scada=scada, devices=devices,
                           broker=broker, mosquitto=binary)
@@ -72,14 +76,13 @@ async def _run_until_signal(plant: Plant) -> DemoReport:
 def _print_summary(display: LiveDisplay, report: DemoReport, data_dir: Path) -> None:
     console = display.console
     console.print(final_table(display_rows(report)))
-    verdict = "[bold green]demo passed[/]" if report.ok else "[bold red]demo failed[/]"
-    console.print(f"{verdict} in {report.total_seconds:.1f} s — data left in {data_dir} "
-                  f"(try: otpki -d {data_dir} certs list; otpki -d {data_dir} trustlist show opcua-application)",
-                  highlight=False)
+    verdict = Text("demo passed", "bold green") if report.ok else Text("demo failed", "bold red")
+    console.print(Text.assemble(verdict, f" in {report.total_seconds:.1f} s — data left in {data_dir} (try: otpki "
+                                         f"-d {data_dir} certs list; otpki -d {data_dir} trustlist show "
+                                         "opcua-application)"), highlight=False)
     if (data_dir / PASSPHRASE_FILE).exists():
-        console.print(f"[dim]CA passphrase in {data_dir / PASSPHRASE_FILE}: "
-                      f"export OTPKI_CA_PASSPHRASE_FILE={data_dir / PASSPHRASE_FILE} for commands that sign[/]",
-                      highlight=False)
+        console.print(Text(f"CA passphrase in {data_dir / PASSPHRASE_FILE}: export OTPKI_CA_PASSPHRASE_FILE="
+                           f"{data_dir / PASSPHRASE_FILE} for commands that sign", "dim"), highlight=False)
 
 
 def display_rows(report: DemoReport) -> dict[str, EndpointTally]:

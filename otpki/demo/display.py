@@ -10,6 +10,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from otpki.demo.report import DemoStep, EndpointTally
 
@@ -43,15 +44,16 @@ class _EndpointTable:
     def __rich__(self) -> Table:
         table = Table("endpoints", "total", *STATES, box=None, padding=(0, 1), header_style="bold")
         for tally in self._tallies.values():
-            cells = [str(getattr(tally, s)) if getattr(tally, s) else "[dim]·[/]" for s in STATES]
+            cells = [Text(str(getattr(tally, s))) if getattr(tally, s) else Text("·", "dim") for s in STATES]
             table.add_row(tally.kind, str(tally.total), *cells)
         return table
 
 
 class LiveDisplay(QuietDisplay):
     def __init__(self, tallies: dict[str, EndpointTally], console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        # No markup: step details carry PLC, broker and engine messages, which may hold `[...]`.
+        self.console = console or Console(stderr=True, markup=False)
+        self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=self.console)
         self._task: TaskID | None = None
         self._live = Live(Group(self._progress, _EndpointTable(tallies)), console=self.console,
@@ -80,9 +82,9 @@ class LiveDisplay(QuietDisplay):
         if self._task is not None:
             self._progress.remove_task(self._task)
             self._task = None
-        mark = "[green]✓[/]" if step.ok else "[red]✗[/]"
-        self.console.print(f"{mark} {step.number}. {step.name} [dim]... ({step.seconds:.1f} s)[/] {step.detail}",
-                           highlight=False)
+        mark = Text("✓", "green") if step.ok else Text("✗", "red")
+        self.console.print(Text.assemble(mark, f" {step.number}. {step.name} ",
+                                         (f"... ({step.seconds:.1f} s)", "dim"), f" {step.detail}"), highlight=False)
 
     def note(self, text: str) -> None:
         self.console.print(text, highlight=False)
