@@ -8,7 +8,6 @@ from typing import Annotated
 
 import tomli_w
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from otpki.cli.common import (
@@ -237,13 +236,13 @@ def owners_rearm(
             allow = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])["bootstrap"]
         released = eng.bootstrap.rearm(owner.id, actor=s.actor(), allow=allow)  # type: ignore[arg-type]
     if released is not None:
-        console.print(f"re-armed [bold]{escape(name)}[/]: released the pin to {escape(released.subject)} "
-                      f"(issuer {escape(released.issuer)}, sha256 {released.fingerprint_sha256})", highlight=False)
+        console.print(line("re-armed ", styled(name, "bold"), f": released the pin to {released.subject} "
+                           f"(issuer {released.issuer}, sha256 {released.fingerprint_sha256})"), highlight=False)
     else:
-        console.print(f"{escape(name)} was not pinned", highlight=False)
+        console.print(line(f"{name} was not pinned"), highlight=False)
     if allow is not None:
         for entry in allow:  # type: ignore[attr-defined]
-            console.print(escape(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}"),
+            console.print(line(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}"),
                           highlight=False)
 
 

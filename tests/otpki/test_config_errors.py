@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from opcua_gds.access import hash_password
 from otpki.config import FileSettings, deep_merge
 from otpki.config_errors import describe_validation_error
 from trustlists.policy import PkiConfig, default_config_data
@@ -16,6 +17,9 @@ def file_error(data: dict[str, Any]) -> str:
     with pytest.raises(ValidationError) as info:
         FileSettings.model_validate(data)
     return describe_validation_error(info.value, FileSettings)
+
+
+HASH = hash_password("a password")
 
 
 def pki_error(data: dict[str, Any]) -> str:
@@ -28,7 +32,7 @@ def test_locations_read_like_the_file() -> None:
     assert file_error({"gds": {"endpiont": "x"}}) == "[gds] endpiont: unknown key (did you mean endpoint?)"
     assert file_error({"mqtt": {"mosquitto": {"port": 70000}}}) == (
         "[mqtt.mosquitto] port: Input should be less than or equal to 65535")
-    assert file_error({"gds": {"access": {"users": [{"name": "a", "password_hash": "h", "roles": ["Root"]}]}}}
+    assert file_error({"gds": {"access": {"users": [{"name": "a", "password_hash": HASH, "roles": ["Root"]}]}}}
                       ).startswith("[[gds.access.users]] #1 roles[1]: Input should be ")
     assert file_error({"push": {"credentials": {"a.b": {"username": "u", "pasword_env": "X"}}}}) == (
         '[push.credentials."a.b"] pasword_env: unknown key (did you mean password_env?)')

@@ -51,7 +51,7 @@ def test_settings_anchor_every_relative_path_once(tmp_path: Path) -> None:
     file = FileSettings.model_validate({
         "keys": {"passphrase_file": "secrets/ca", "pkcs11": {"pin_file": "/etc/otpki/pin"}},
         "push": {"credentials": {"plc": {"username": "admin", "password_file": "plc.pw"}}},
-        "mqtt": {"mosquitto": {"workdir": "../broker", "binary": "mosquitto", "ctrl_binary": "bin/mosquitto_ctrl",
+        "mqtt": {"mosquitto": {"workdir": "../broker", "binary": "mosquitto", "openssl_binary": "bin/openssl",
                                "admin_password_file": "~/dynsec.pw"}},
     })
     data = tmp_path / "pki"
@@ -62,7 +62,7 @@ def test_settings_anchor_every_relative_path_once(tmp_path: Path) -> None:
     m = s.file.mqtt.mosquitto
     assert m.workdir == tmp_path / "broker"  # normalised, not pki/../broker
     assert m.binary == Path("mosquitto")  # a bare command name stays one: PATH finds it
-    assert m.ctrl_binary == data / "bin" / "mosquitto_ctrl"
+    assert m.openssl_binary == data / "bin" / "openssl"
     assert m.admin_password_file == Path.home() / "dynsec.pw"
     assert s.env.ca_passphrase_file == Path.cwd() / "pass.txt"  # from the environment: the working directory
     assert s.data_dir.is_absolute()
