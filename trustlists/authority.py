@@ -28,7 +28,7 @@ from trustlists.csr_checks import (
     check_key,
     expected_uri,
 )
-from trustlists.der import load_csr, sha256_hex
+from trustlists.der import load_csr, sha256_hex, spki_sha256
 from trustlists.errors import (
     AlreadyExists,
     InvalidInput,
@@ -39,6 +39,7 @@ from trustlists.errors import (
     UriMismatch,
 )
 from trustlists.hierarchy import Hierarchy, publish_crl
+from trustlists.key_index import ensure_complete, judge
 from trustlists.keys.pool import KeyPool
 from trustlists.models import (
     CARecord,
@@ -52,6 +53,7 @@ from trustlists.models import (
 )
 from trustlists.registry import issuable_owner
 from trustlists.serials import random_serial, serial_hex
+from trustlists.store.base import StoreTx
 from trustlists.trustlist import TrustListManager
 
 KeyFormat = Literal["pem", "pkcs12"]
@@ -102,6 +104,7 @@ class CertificateAuthority:
         self._hierarchy = hierarchy
         self._trustlists = trustlists
         self._pool = key_pool or KeyPool()
+        self._key_index_complete = False
 
     # -- issuance ---------------------------------------------------------------------------------
     def issue_from_csr(self, csr_data: bytes, *, owner_id: str, actor: str,
@@ -182,16 +185,28 @@ class CertificateAuthority:
         return self._sign_and_record(request, owner, issuance=IssuanceKind.RENEWAL, delivered=True, actor=actor,
                                      supersedes=serial)
 
-    def issue_many(self, requests: Sequence[CsrIssueRequest], *, actor: str) -> list[IssuedCertificate | OtpkiError]:
+    def issue_many(self, requests: Sequence[CsrIssueRequest], *, actor: str, reuse_active: bool = False
+                   ) -> list[IssuedCertificate | OtpkiError]:
         """Issue for many CSRs with one durable commit: a factory batch or a burst of requests.
 
         Each request is checked on its own (a refusal is returned in its slot, the others go on); every
         certificate that is returned was committed, with its audit record, before this returns.
+
+        `reuse_active`: a request whose key already has an active certificate for its owner gets that
+        certificate back (`reused=True`) instead of a new one, and a key the history forbids is refused
+        (trustlists.key_index.judge). The decision is taken again inside the recording transaction, so two
+        processes issuing for the same CSRs at once end with one certificate per key, and neither fails.
         """
+        if reuse_active and not self._key_index_complete:
+            ensure_complete(self._ctx.store)
+            self._key_index_complete = True
         results: list[IssuedCertificate | OtpkiError | None] = [None] * len(requests)
         prepared: list[tuple[int, _Prepared]] = []
         owners: dict[str, Owner] = {}
         issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
+        keys: dict[int, tuple[str, str]] = {}  # slot -> (owner id, SPKI hash), reuse mode only
+        first_slot: dict[str, tuple[str, int]] = {}  # SPKI hash -> (owner id, first slot asking for it)
+        repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
         for i, req in enumerate(requests):
             try:
                 owner = owners.get(req.owner_id) or self._owner(req.owner_id)
@@ -199,6 +214,22 @@ class CertificateAuthority:
                 csr = load_csr(req.csr)
                 policy = self._ctx.config.group(owner.group)
                 request = check_csr(csr, policy, owner.group, owner)
+                if reuse_active:
+                    key_id = (owner.id, spki_sha256(request.public_key))
+                    if key_id[1] in first_slot:
+                        first_owner, earlier = first_slot[key_id[1]]
+                        if first_owner != owner.id:
+                            raise PolicyViolation("this key is also in the request for another owner in this "
+                                                  "batch; every device needs its own key", reason="key_in_use")
+                        repeats.append((i, earlier))
+                        continue
+                    first_slot[key_id[1]] = (owner.id, i)
+                    with self._ctx.store.read() as tx:
+                        verdict = self._key_verdict(tx, *key_id)
+                    if verdict is not None:  # nothing to sign: handed back or refused
+                        results[i] = verdict
+                        continue
+                    keys[i] = key_id
                 key = (owner.group, owner.site)
                 if key not in issuers:
                     issuers[key] = self._issuer(owner)
@@ -208,19 +239,43 @@ class CertificateAuthority:
                 results[i] = exc
         if prepared:
             try:
-                self._commit([p for _, p in prepared], actor=actor)
-                for i, p in prepared:
-                    results[i] = p.issued()
+                outcomes = self._commit([p for _, p in prepared], actor=actor,
+                                        keys=[keys.get(i) for i, _ in prepared])
+                for (i, _p), outcome in zip(prepared, outcomes, strict=True):
+                    results[i] = outcome
             except AlreadyExists:
-                # A serial clash rolled the whole batch back: nothing was handed out. Issue one by one,
+                # A serial clash rolled the whole batch back: nothing was handed out. Record one by one,
                 # each with its own retry.
                 for i, p in prepared:
-                    try:
-                        results[i] = self._sign_and_record(p.request, p.owner, issuance=p.record.issuance,
-                                                           delivered=p.record.delivered, actor=actor)
-                    except OtpkiError as exc:
-                        results[i] = exc
+                    results[i] = self._commit_retrying(p, actor=actor, key=keys.get(i))
+        for i, earlier in repeats:
+            outcome = results[earlier]
+            results[i] = outcome.model_copy(update={"reused": True}) \
+                if isinstance(outcome, IssuedCertificate) else outcome
         return [r for r in results if r is not None]
+
+    def _key_verdict(self, tx: StoreTx, owner_id: str, spki: str) -> IssuedCertificate | OtpkiError | None:
+        """The certificate to hand back for this owner's key, the refusal, or None to issue one."""
+        verdict = judge(tx.certificates_for_key(spki), owner_id=owner_id, now=self._ctx.clock(),
+                        issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
+        if verdict is None or isinstance(verdict, OtpkiError):
+            return verdict
+        record = tx.get_certificate(verdict.serial)
+        assert record.der is not None
+        return IssuedCertificate(record=record, certificate_der=record.der,
+                                 chain_der=self._ctx.chain(self._ctx.ca(record.issuer_ca_id)), reused=True)
+
+    def _commit_retrying(self, p: _Prepared, *, actor: str, key: tuple[str, str] | None
+                         ) -> IssuedCertificate | OtpkiError:
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            try:
+                return self._commit([p], actor=actor, keys=[key])[0]
+            except AlreadyExists:  # serial clash: rolled back, sign again with a new serial
+                p = self._prepare(p.request, p.owner, issuance=p.record.issuance, delivered=p.record.delivered,
+                                  supersedes=p.supersedes)
+            except OtpkiError as exc:
+                return exc
+        return AlreadyExists("could not find a free serial number after several attempts")
 
     def _sign_and_record(self, request: ApprovedRequest, owner: Owner, *, issuance: IssuanceKind,
                          delivered: bool, actor: str, supersedes: str | None = None,
@@ -266,19 +321,34 @@ class CertificateAuthority:
         return _Issuer(ca=ca, cert=self._ctx.ca_certificate(ca), key=self._ctx.keys.signer(ca),
                        chain=self._ctx.chain(ca))
 
-    def _commit(self, batch: list[_Prepared], *, actor: str) -> None:
-        """Record certificates and their audit records in one transaction (all or none)."""
+    def _commit(self, batch: list[_Prepared], *, actor: str,
+                keys: Sequence[tuple[str, str] | None] | None = None) -> list[IssuedCertificate | OtpkiError]:
+        """Record certificates and their audit records in one transaction (all or none).
+
+        `keys[n]` (owner id, SPKI hash): batch[n] is recorded only if, under the write lock, its key still
+        has no certificate to hand back or refusal (another process may have issued for it since we signed);
+        otherwise that outcome takes its place and the signed certificate is dropped, never handed out.
+        """
+        outcomes: list[IssuedCertificate | OtpkiError] = [p.issued() for p in batch]
         with self._ctx.store.transaction() as tx:
-            for p in batch:
+            fresh: list[_Prepared] = []
+            for n, p in enumerate(batch):
+                key = keys[n] if keys is not None else None
+                verdict = self._key_verdict(tx, *key) if key is not None else None
+                if verdict is not None:
+                    outcomes[n] = verdict
+                    continue
                 if p.supersedes is not None:
                     current = tx.get_certificate(p.supersedes, with_der=False)
                     if current.superseded_by is not None or current.revoked_at is not None:
                         raise InvalidState(f"certificate {p.supersedes} was renewed or revoked meanwhile")
-            tx.insert_certificates([(p.record, p.der) for p in batch])
-            for p in batch:
+                fresh.append(p)
+            tx.insert_certificates([(p.record, p.der) for p in fresh])
+            for p in fresh:
                 if p.supersedes is not None:
                     tx.mark_superseded(p.supersedes, p.record.serial)
-            audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in batch])
+            audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in fresh])
+        return outcomes
 
     def _owner(self, owner_id: str) -> Owner:
         return issuable_owner(self._ctx, owner_id)

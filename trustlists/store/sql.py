@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from trustlists.clock import from_epoch, to_epoch
+from trustlists.der import certificate_spki_sha256
 from trustlists.errors import NotFound, RequestNotFound
 from trustlists.models import (
     AuditRecord,
@@ -185,6 +186,9 @@ class SqlTx:
               int(rec.revocation_reason) if rec.revocation_reason is not None else None, der)
              for rec, der in items],
         )
+        # Every path that records a certificate comes through here, so the key index is never behind.
+        self.executemany("INSERT INTO certificate_keys (serial, spki_sha256) VALUES (?, ?)",
+                         [(rec.serial, certificate_spki_sha256(der)) for rec, der in items])
 
     @staticmethod
     def _cert(row: Sequence[Any], der: bytes | None = None) -> CertificateRecord:
@@ -209,6 +213,26 @@ class SqlTx:
     def find_certificate_by_fingerprint(self, fingerprint: str) -> CertificateRecord | None:
         row = self._one(f"SELECT {_CERT_COLUMNS}, der FROM certificates WHERE fingerprint = ?", (fingerprint,))
         return self._cert(row, bytes(row[17])) if row else None
+
+    def certificates_for_key(self, spki_sha256: str) -> list[CertificateRecord]:
+        """Every certificate (without DER) ever issued for this public key, to any owner."""
+        rows = self.execute(
+            f"SELECT {_CERT_COLUMNS} FROM certificates WHERE serial IN "
+            "(SELECT serial FROM certificate_keys WHERE spki_sha256 = ?)", (spki_sha256,)).fetchall()
+        return [self._cert(r) for r in rows]
+
+    def certificates_missing_key(self, after_serial: str, limit: int) -> list[tuple[str, bytes]]:
+        """(serial, der) of certificates with no certificate_keys row, in serial order after `after_serial`."""
+        rows = self.execute(
+            "SELECT c.serial, c.der FROM certificates c WHERE c.serial > ? AND NOT EXISTS "
+            "(SELECT 1 FROM certificate_keys k WHERE k.serial = c.serial) ORDER BY c.serial LIMIT ?",
+            (after_serial, limit)).fetchall()
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    def insert_certificate_keys(self, rows: Sequence[tuple[str, str]]) -> None:
+        """(serial, spki_sha256) rows; one already there (another process indexed it first) is kept."""
+        self.executemany("INSERT INTO certificate_keys (serial, spki_sha256) VALUES (?, ?) "
+                         "ON CONFLICT (serial) DO NOTHING", rows)
 
     def query_certificates(
         self,
