@@ -201,40 +201,29 @@ class CertificateAuthority:
             ensure_complete(self._ctx.store)
             self._key_index_complete = True
         results: list[IssuedCertificate | OtpkiError | None] = [None] * len(requests)
-        prepared: list[tuple[int, _Prepared]] = []
         owners: dict[str, Owner] = {}
-        issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
-        keys: dict[int, tuple[str, str]] = {}  # slot -> (owner id, SPKI hash), reuse mode only
-        first_slot: dict[str, tuple[str, int]] = {}  # SPKI hash -> (owner id, first slot asking for it)
-        repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
+        checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]] = []
         for i, req in enumerate(requests):
             try:
                 owner = owners.get(req.owner_id) or self._owner(req.owner_id)
                 owners[owner.id] = owner
-                csr = load_csr(req.csr)
                 policy = self._ctx.config.group(owner.group)
-                request = check_csr(csr, policy, owner.group, owner)
-                if reuse_active:
-                    key_id = (owner.id, spki_sha256(request.public_key))
-                    if key_id[1] in first_slot:
-                        first_owner, earlier = first_slot[key_id[1]]
-                        if first_owner != owner.id:
-                            raise PolicyViolation("this key is also in the request for another owner in this "
-                                                  "batch; every device needs its own key", reason="key_in_use")
-                        repeats.append((i, earlier))
-                        continue
-                    first_slot[key_id[1]] = (owner.id, i)
-                    with self._ctx.store.read() as tx:
-                        verdict = self._key_verdict(tx, *key_id)
-                    if verdict is not None:  # nothing to sign: handed back or refused
-                        results[i] = verdict
-                        continue
-                    keys[i] = key_id
-                key = (owner.group, owner.site)
-                if key not in issuers:
-                    issuers[key] = self._issuer(owner)
+                checked.append((i, req, owner, check_csr(load_csr(req.csr), policy, owner.group, owner)))
+            except OtpkiError as exc:
+                results[i] = exc
+        keys: dict[int, tuple[str, str]] = {}  # slot -> (owner id, SPKI hash), reuse mode only
+        repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
+        if reuse_active:
+            checked = self._settle_known_keys(checked, results, keys, repeats)
+        prepared: list[tuple[int, _Prepared]] = []
+        issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
+        for i, req, owner, request in checked:
+            try:
+                where = (owner.group, owner.site)
+                if where not in issuers:
+                    issuers[where] = self._issuer(owner)
                 prepared.append((i, self._prepare(request, owner, issuance=req.issuance, delivered=req.delivered,
-                                                  issuer=issuers[key])))
+                                                  issuer=issuers[where])))
             except OtpkiError as exc:
                 results[i] = exc
         if prepared:
@@ -254,16 +243,53 @@ class CertificateAuthority:
                 if isinstance(outcome, IssuedCertificate) else outcome
         return [r for r in results if r is not None]
 
-    def _key_verdict(self, tx: StoreTx, owner_id: str, spki: str) -> IssuedCertificate | OtpkiError | None:
-        """The certificate to hand back for this owner's key, the refusal, or None to issue one."""
-        verdict = judge(tx.certificates_for_key(spki), owner_id=owner_id, now=self._ctx.clock(),
-                        issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
-        if verdict is None or isinstance(verdict, OtpkiError):
-            return verdict
-        record = tx.get_certificate(verdict.serial)
-        assert record.der is not None
-        return IssuedCertificate(record=record, certificate_der=record.der,
-                                 chain_der=self._ctx.chain(self._ctx.ca(record.issuer_ca_id)), reused=True)
+    def _settle_known_keys(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
+                           results: list[IssuedCertificate | OtpkiError | None], keys: dict[int, tuple[str, str]],
+                           repeats: list[tuple[int, int]]) -> list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]]:
+        """Answer from the inventory every request whose key it already decides (reuse or refusal), before
+        anything is signed; returns the requests still to sign and fills `keys` for them."""
+        first: dict[str, tuple[str, int]] = {}  # SPKI hash -> (owner id, first slot asking for it)
+        unique: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]] = []
+        for item in checked:
+            i, _req, owner, request = item
+            spki = spki_sha256(request.public_key)
+            if spki in first:
+                first_owner, earlier = first[spki]
+                if first_owner == owner.id:
+                    repeats.append((i, earlier))  # the same CSR twice: one certificate
+                else:
+                    results[i] = PolicyViolation("this key is also in the request for another owner in this "
+                                                 "batch; every device needs its own key", reason="key_in_use")
+                continue
+            first[spki] = (owner.id, i)
+            keys[i] = (owner.id, spki)
+            unique.append(item)
+        with self._ctx.store.read() as tx:
+            verdicts = self._key_verdicts(tx, [keys[i] for i, *_ in unique])
+        to_sign = []
+        for item, verdict in zip(unique, verdicts, strict=True):
+            if verdict is None:
+                to_sign.append(item)
+            else:  # nothing to sign: handed back or refused
+                results[item[0]] = verdict
+                del keys[item[0]]
+        return to_sign
+
+    def _key_verdicts(self, tx: StoreTx, wanted: Sequence[tuple[str, str]]
+                      ) -> list[IssuedCertificate | OtpkiError | None]:
+        """For each (owner id, SPKI hash): the certificate to hand back, the refusal, or None to issue one."""
+        histories = tx.certificates_for_keys([spki for _owner, spki in wanted])
+        now = self._ctx.clock()
+        verdicts: list[IssuedCertificate | OtpkiError | None] = []
+        for owner_id, spki in wanted:
+            verdict = judge(histories.get(spki, []), owner_id=owner_id, now=now,
+                            issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
+            if isinstance(verdict, CertificateRecord):
+                assert verdict.der is not None
+                verdict = IssuedCertificate(record=verdict, certificate_der=verdict.der, reused=True,
+                                            chain_der=self._ctx.chain(self._ctx.ca(verdict.issuer_ca_id)))
+            verdicts.append(verdict)
+        return verdicts
 
     def _commit_retrying(self, p: _Prepared, *, actor: str, key: tuple[str, str] | None
                          ) -> IssuedCertificate | OtpkiError:
@@ -330,13 +356,16 @@ class CertificateAuthority:
         otherwise that outcome takes its place and the signed certificate is dropped, never handed out.
         """
         outcomes: list[IssuedCertificate | OtpkiError] = [p.issued() for p in batch]
+        keyed = [(n, key) for n, key in enumerate(keys or []) if key is not None]
         with self._ctx.store.transaction() as tx:
-            fresh: list[_Prepared] = []
-            for n, p in enumerate(batch):
-                key = keys[n] if keys is not None else None
-                verdict = self._key_verdict(tx, *key) if key is not None else None
+            settled: set[int] = set()
+            for (n, _key), verdict in zip(keyed, self._key_verdicts(tx, [k for _n, k in keyed]), strict=True):
                 if verdict is not None:
                     outcomes[n] = verdict
+                    settled.add(n)
+            fresh: list[_Prepared] = []
+            for n, p in enumerate(batch):
+                if n in settled:
                     continue
                 if p.supersedes is not None:
                     current = tx.get_certificate(p.supersedes, with_der=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography import x509
@@ -24,11 +25,12 @@ from trustlists.authority import CsrIssueRequest
 from trustlists.csr_checks import check_csr
 from trustlists.der import common_name, load_csr
 from trustlists.engine import Engine
-from trustlists.errors import AlreadyExists, OtpkiError
+from trustlists.errors import OtpkiError
 from trustlists.models import IssuanceKind, IssuedCertificate, Owner, OwnerKind
 
 CSR_SUFFIXES = {".csr", ".pem", ".der", ".req"}
 CHUNK = 100
+_WRITERS = 8
 
 
 class BatchItem(BaseModel):
@@ -68,20 +70,30 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
 
     files = csr_files(in_dir)
     claimed: dict[str, str] = {}  # output file name -> the CSR file it belongs to
-    for start in range(0, len(files), CHUNK):
-        pending: list[tuple[Path, bytes, Owner]] = []
-        for path in files[start:start + CHUNK]:
-            found = _claim_output(path, claimed) or _owner_for(engine, path, group=group, site=site, actor=actor)
-            if isinstance(found, BatchItem):
-                done(found)
-            else:
-                pending.append((path, *found))
-        results = engine.authority.issue_many(
-            [CsrIssueRequest(csr=data, owner_id=owner.id, issuance=IssuanceKind.BATCH, delivered=False)
-             for _path, data, owner in pending], actor=actor, reuse_active=True)
-        for (path, _data, owner), result in zip(pending, results, strict=True):
-            done(_write(result, path, owner, out_dir))
-        _sync_directory(out_dir)  # the renames of this chunk survive a power cut
+    # fsyncs issued together share the filesystem's journal commits (about 3x fewer waits than one by one).
+    with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="otpki-batch-write") as writers:
+        for start in range(0, len(files), CHUNK):
+            pending: list[tuple[Path, bytes, Owner]] = []
+            refused: list[BatchItem] = []
+            # The chunk's new registrations commit together (a registration's own transaction joins this
+            # one): one fsync for a hundred new devices, and no other batch registers one of them meanwhile.
+            with engine.ctx.store.transaction():
+                for path in files[start:start + CHUNK]:
+                    found = _claim_output(path, claimed) or _owner_for(engine, path, group=group, site=site,
+                                                                       actor=actor)
+                    if isinstance(found, BatchItem):
+                        refused.append(found)
+                    else:
+                        pending.append((path, *found))
+            for item in refused:
+                done(item)
+            results = engine.authority.issue_many(
+                [CsrIssueRequest(csr=data, owner_id=owner.id, issuance=IssuanceKind.BATCH, delivered=False)
+                 for _path, data, owner in pending], actor=actor, reuse_active=True)
+            for item in writers.map(_write, results, [path for path, _d, _o in pending],
+                                    [owner for _p, _d, owner in pending], [out_dir] * len(pending)):
+                done(item)
+            _sync_directory(out_dir)  # the renames of this chunk survive a power cut
     items.sort(key=lambda i: i.file)  # the report follows the directory listing, refused or not
     reused = sum(1 for i in items if i.ok and i.reused)
     issued = sum(1 for i in items if i.ok) - reused
@@ -120,15 +132,8 @@ def _owner_for(engine: Engine, path: Path, *, group: str, site: str | None, acto
             provisional = Owner(id="provisional", kind=OwnerKind(policy.owner_kind), name=name, group=group,
                                 site=site, created_at=engine.ctx.clock(), application_uri=uri)
             check_csr(csr, policy, group, provisional)
-            try:
-                owner = engine.registry.register(group=group, name=name, site=site, actor=actor,
-                                                 application_uri=uri,
-                                                 attributes={"registered_by": "batch", "source_file": path.name})
-            except AlreadyExists:
-                # Registered since we looked (a concurrent batch over the same CSRs): use that registration.
-                owner = engine.registry.find(group, name=name)
-                if owner is None:
-                    raise
+            owner = engine.registry.register(group=group, name=name, site=site, actor=actor, application_uri=uri,
+                                             attributes={"registered_by": "batch", "source_file": path.name})
     except OtpkiError as exc:
         return BatchItem(file=path.name, ok=False, error=exc.message, reason=exc.reason)
     except OSError as exc:

@@ -3,7 +3,8 @@
     python -m tests.otpki.batch_kill_points POINT N -- OTPKI-ARGS...
 
 POINT (the process dies on the N-th time it gets there):
-  registered  an owner registration has committed (no certificate yet)
+  registered  an owner was registered, inside its chunk's still open registration transaction
+  issuing     a chunk's owners are registered and committed, its certificates not yet signed
   committed   a chunk's certificates have committed, before any of its files is written
   temp-file   a certificate's temp file is written and fsynced, before the rename
   renamed     a certificate file was renamed into place
@@ -13,6 +14,7 @@ Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans sever
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -27,15 +29,14 @@ from trustlists.registry import Registry
 
 def _die_on_call(owner: Any, name: str, n: int, *, before: bool) -> None:
     original: Callable[..., Any] = getattr(owner, name)
-    calls = 0
+    calls = itertools.count(1)  # files are written from several threads: count atomically
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if before and calls == n:
+        call = next(calls)
+        if before and call == n:
             os.kill(os.getpid(), signal.SIGKILL)
         result = original(*args, **kwargs)
-        if not before and calls == n:
+        if not before and call == n:
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
@@ -49,6 +50,8 @@ def main() -> None:
     count = int(n)
     if point == "registered":
         _die_on_call(Registry, "register", count, before=False)
+    elif point == "issuing":
+        _die_on_call(CertificateAuthority, "issue_many", count, before=True)
     elif point == "committed":
         _die_on_call(CertificateAuthority, "_commit", count, before=False)
     elif point in ("temp-file", "renamed"):

@@ -96,7 +96,8 @@ def assert_converged(data_dir: Path, out_dir: Path, keys: dict[str, PrivateKeyTy
 
 # (kill point, on which call, certificates the killed run had recorded); chunks of 3, 8 CSRs.
 @pytest.mark.parametrize(("point", "n", "recorded"), [
-    ("registered", 2, 0),  # two owners registered, no certificate yet
+    ("registered", 2, 0),  # in the middle of the first chunk's registrations
+    ("issuing", 2, 3),     # the second chunk's owners registered, its certificates not signed
     ("committed", 1, 3),   # the first chunk recorded, none of its files written
     ("committed", 2, 6),   # one chunk on disk, the next recorded but not written
     ("temp-file", 5, 6),   # a temp file fsynced but never renamed
@@ -112,7 +113,7 @@ def test_kill_9_at_a_point_then_rerun_converges(data_dir: Path, tmp_path: Path, 
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(inventory(data_dir)) == recorded
     if point == "temp-file":
-        assert [p.name.split(".")[1:3] for p in out_dir.glob(".*.tmp")] == [["line7-dev-4", "crt"]]
+        assert list(out_dir.glob(".line7-dev-*.crt.*.tmp")), "a temp file was left behind"
 
     rerun = sign(data_dir, in_dir, out_dir, "--json")
     assert rerun.returncode == 0, rerun.stderr

@@ -12,6 +12,7 @@ from tests.helpers import Clock, make_csr, make_engine, new_key
 from trustlists import key_index
 from trustlists.batch import BatchReport, sign_directory
 from trustlists.engine import Engine
+from trustlists.errors import StoreBusy
 from trustlists.models import CertificateStatus, RevocationReason
 
 
@@ -177,20 +178,27 @@ def test_certificates_from_before_the_key_index_are_found(engine: Engine, tmp_pa
         fresh.close()
 
 
-def test_an_owner_registered_meanwhile_by_another_batch_is_used(engine: Engine, tmp_path: Path) -> None:
-    """Two stations meet the same new device: the one that loses the registration race uses the winner's."""
+def test_no_other_station_registers_a_device_while_a_chunk_registers_its_own(engine: Engine, tmp_path: Path
+                                                                            ) -> None:
+    """A chunk's look-ups and registrations are one write transaction: another station meeting the same new
+    device waits (here: gives up after 50 ms) instead of registering it between our look-up and ours."""
     in_dir, _keys = _csr_dir(tmp_path, ["dev-race"])
-    other = make_engine(tmp_path, config=engine.config, clock=engine.ctx.clock)
+    other = make_engine(tmp_path, config=engine.config, clock=engine.ctx.clock, busy_timeout_s=0.05)
     register = engine.registry.register
+    blocked: list[str] = []
 
-    def other_station_first(**kwargs):  # type: ignore[no-untyped-def]
-        other.registry.register(**{**kwargs, "actor": "station-b"})
+    def other_station_tries_first(**kwargs):  # type: ignore[no-untyped-def]
+        try:
+            other.registry.register(**{**kwargs, "actor": "station-b"})
+        except StoreBusy as exc:
+            blocked.append(exc.reason)
         return register(**kwargs)
 
     try:
-        engine.registry.register = other_station_first  # type: ignore[method-assign]
+        engine.registry.register = other_station_tries_first  # type: ignore[method-assign]
         report = sign_directory(engine, in_dir, tmp_path / "out", group="mqtt-device", actor="station-a")
     finally:
         other.close()
+    assert blocked == ["store_busy"]
     assert (report.issued, report.failed) == (1, 0)
     assert [o.name for o in engine.registry.list("mqtt-device")] == ["dev-race"]

@@ -30,6 +30,7 @@ _CERT_COLUMNS = (
     "serial, issuer_ca_id, owner_id, grp, site, subject, san_uri, key_type, not_before, not_after, "
     "fingerprint, issuance, issued_at, delivered, superseded_by, revoked_at, revocation_reason"
 )
+_CERT_COLUMNS_C = ", ".join(f"c.{c}" for c in _CERT_COLUMNS.split(", "))  # the same, in a join as `c`
 _CA_COLUMNS = (
     "id, name, parent_id, grp, site, key_type, key_backend, key_ref, cert_der, serial, fingerprint, "
     "not_before, not_after, active, created_at"
@@ -214,12 +215,19 @@ class SqlTx:
         row = self._one(f"SELECT {_CERT_COLUMNS}, der FROM certificates WHERE fingerprint = ?", (fingerprint,))
         return self._cert(row, bytes(row[17])) if row else None
 
-    def certificates_for_key(self, spki_sha256: str) -> list[CertificateRecord]:
-        """Every certificate (without DER) ever issued for this public key, to any owner."""
-        rows = self.execute(
-            f"SELECT {_CERT_COLUMNS} FROM certificates WHERE serial IN "
-            "(SELECT serial FROM certificate_keys WHERE spki_sha256 = ?)", (spki_sha256,)).fetchall()
-        return [self._cert(r) for r in rows]
+    def certificates_for_keys(self, spki_hashes: Sequence[str]) -> dict[str, list[CertificateRecord]]:
+        """SPKI hash -> every certificate (with DER) ever issued for that public key, to any owner."""
+        found: dict[str, list[CertificateRecord]] = {}
+        unique = list(dict.fromkeys(spki_hashes))
+        for start in range(0, len(unique), 500):  # well under every engine's limit on bound parameters
+            chunk = unique[start:start + 500]
+            rows = self.execute(
+                f"SELECT k.spki_sha256, {_CERT_COLUMNS_C}, c.der FROM certificate_keys k "
+                f"JOIN certificates c ON c.serial = k.serial WHERE k.spki_sha256 IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall()
+            for row in rows:
+                found.setdefault(row[0], []).append(self._cert(row[1:], bytes(row[18])))
+        return found
 
     def certificates_missing_key(self, after_serial: str, limit: int) -> list[tuple[str, bytes]]:
         """(serial, der) of certificates with no certificate_keys row, in serial order after `after_serial`."""
