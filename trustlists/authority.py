@@ -39,7 +39,7 @@ from trustlists.errors import (
     UriMismatch,
 )
 from trustlists.hierarchy import Hierarchy, publish_crl
-from trustlists.key_index import ensure_complete, judge
+from trustlists.key_index import KeyClaim, ensure_complete, judge
 from trustlists.keys.pool import KeyPool
 from trustlists.models import (
     CARecord,
@@ -211,7 +211,7 @@ class CertificateAuthority:
                 checked.append((i, req, owner, check_csr(load_csr(req.csr), policy, owner.group, owner)))
             except OtpkiError as exc:
                 results[i] = exc
-        keys: dict[int, tuple[str, str]] = {}  # slot -> (owner id, SPKI hash), reuse mode only
+        keys: dict[int, KeyClaim] = {}  # slot -> who asks for which key, reuse mode only
         repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
         if reuse_active:
             checked = self._settle_known_keys(checked, results, keys, repeats)
@@ -244,25 +244,25 @@ class CertificateAuthority:
         return [r for r in results if r is not None]
 
     def _settle_known_keys(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
-                           results: list[IssuedCertificate | OtpkiError | None], keys: dict[int, tuple[str, str]],
+                           results: list[IssuedCertificate | OtpkiError | None], keys: dict[int, KeyClaim],
                            repeats: list[tuple[int, int]]) -> list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]]:
         """Answer from the inventory every request whose key it already decides (reuse or refusal), before
         anything is signed; returns the requests still to sign and fills `keys` for them."""
-        first: dict[str, tuple[str, int]] = {}  # SPKI hash -> (owner id, first slot asking for it)
+        first: dict[tuple[str, str], tuple[str, int]] = {}  # (group, SPKI hash) -> (owner id, first slot)
         unique: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]] = []
         for item in checked:
             i, _req, owner, request = item
-            spki = spki_sha256(request.public_key)
-            if spki in first:
-                first_owner, earlier = first[spki]
+            claim = KeyClaim(owner.id, owner.group, spki_sha256(request.public_key))
+            if (claim.group, claim.spki_sha256) in first:
+                first_owner, earlier = first[(claim.group, claim.spki_sha256)]
                 if first_owner == owner.id:
                     repeats.append((i, earlier))  # the same CSR twice: one certificate
                 else:
                     results[i] = PolicyViolation("this key is also in the request for another owner in this "
                                                  "batch; every device needs its own key", reason="key_in_use")
                 continue
-            first[spki] = (owner.id, i)
-            keys[i] = (owner.id, spki)
+            first[(claim.group, claim.spki_sha256)] = (owner.id, i)
+            keys[i] = claim
             unique.append(item)
         with self._ctx.store.read() as tx:
             verdicts = self._key_verdicts(tx, [keys[i] for i, *_ in unique])
@@ -275,14 +275,13 @@ class CertificateAuthority:
                 del keys[item[0]]
         return to_sign
 
-    def _key_verdicts(self, tx: StoreTx, wanted: Sequence[tuple[str, str]]
-                      ) -> list[IssuedCertificate | OtpkiError | None]:
-        """For each (owner id, SPKI hash): the certificate to hand back, the refusal, or None to issue one."""
-        histories = tx.certificates_for_keys([spki for _owner, spki in wanted])
+    def _key_verdicts(self, tx: StoreTx, claims: Sequence[KeyClaim]) -> list[IssuedCertificate | OtpkiError | None]:
+        """For each claim: the certificate to hand back, the refusal, or None to issue one."""
+        histories = tx.certificates_for_keys([c.spki_sha256 for c in claims])
         now = self._ctx.clock()
         verdicts: list[IssuedCertificate | OtpkiError | None] = []
-        for owner_id, spki in wanted:
-            verdict = judge(histories.get(spki, []), owner_id=owner_id, now=now,
+        for claim in claims:
+            verdict = judge(histories.get(claim.spki_sha256, []), claim, now=now,
                             issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
             if isinstance(verdict, CertificateRecord):
                 assert verdict.der is not None
@@ -291,7 +290,7 @@ class CertificateAuthority:
             verdicts.append(verdict)
         return verdicts
 
-    def _commit_retrying(self, p: _Prepared, *, actor: str, key: tuple[str, str] | None
+    def _commit_retrying(self, p: _Prepared, *, actor: str, key: KeyClaim | None
                          ) -> IssuedCertificate | OtpkiError:
         for _attempt in range(_SERIAL_ATTEMPTS):
             try:
@@ -348,10 +347,10 @@ class CertificateAuthority:
                        chain=self._ctx.chain(ca))
 
     def _commit(self, batch: list[_Prepared], *, actor: str,
-                keys: Sequence[tuple[str, str] | None] | None = None) -> list[IssuedCertificate | OtpkiError]:
+                keys: Sequence[KeyClaim | None] | None = None) -> list[IssuedCertificate | OtpkiError]:
         """Record certificates and their audit records in one transaction (all or none).
 
-        `keys[n]` (owner id, SPKI hash): batch[n] is recorded only if, under the write lock, its key still
+        `keys[n]`: batch[n] is recorded only if, under the write lock, its key still
         has no certificate to hand back or refusal (another process may have issued for it since we signed);
         otherwise that outcome takes its place and the signed certificate is dropped, never handed out.
         """

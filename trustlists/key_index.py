@@ -6,7 +6,9 @@ from before that table existed are indexed once, lazily, the first time somethin
 `judge` decides what a CSR's key history means for a new request by `owner_id`:
 - an active certificate (not revoked, superseded or expired, issuer not revoked) for the same owner: reuse it;
 - the key was ever revoked for keyCompromise, for anyone: refuse, whoever asks;
-- the key is active in another owner's certificate: refuse (one key, one device; a cloned key is a defect);
+- the key is active in the certificate of another owner of the same group: refuse (one key, one device; a
+  cloned key is a factory defect). Across groups a key may be shared: one box can be an OPC UA application
+  and an MQTT device, registered once in each group;
 - the owner's newest certificate for this key was superseded (renewed): refuse, the key was retired;
 - otherwise (never certified, expired, revoked for another reason): issue a new certificate.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 from trustlists.der import certificate_spki_sha256
 from trustlists.errors import OtpkiError, PolicyViolation
@@ -23,6 +26,14 @@ from trustlists.store.base import Store
 
 COMPLETE_MARK = "certificate_keys_complete"
 _BACKFILL_CHUNK = 2000
+
+
+class KeyClaim(NamedTuple):
+    """Who asks for a certificate for which key."""
+
+    owner_id: str
+    group: str
+    spki_sha256: str
 
 
 def ensure_complete(store: Store) -> int:
@@ -54,19 +65,21 @@ def is_active(record: CertificateRecord, now: datetime) -> bool:
     return record.revoked_at is None and record.superseded_by is None and record.not_after >= now
 
 
-def judge(history: list[CertificateRecord], *, owner_id: str, now: datetime,
+def judge(history: list[CertificateRecord], claim: KeyClaim, *, now: datetime,
           issuer_revoked: Callable[[str], bool]) -> CertificateRecord | OtpkiError | None:
-    """What to do with a request for `owner_id` whose key has this history (see the module text):
+    """What to do with `claim`, given every certificate ever issued for its key (see the module text):
     the certificate to hand back, the refusal, or None for "issue a new one"."""
+    owner_id = claim.owner_id
     compromised = next((r for r in history if r.revocation_reason is RevocationReason.KEY_COMPROMISE), None)
     if compromised is not None:
         return PolicyViolation(f"this key was revoked for key compromise (certificate {compromised.serial}); "
                                "it is never certified again: the device needs a new key", reason="key_compromised")
     live = {r.serial for r in history if is_active(r, now) and not issuer_revoked(r.issuer_ca_id)}
-    other = next((r for r in history if r.serial in live and r.owner_id != owner_id), None)
+    other = next((r for r in history if r.serial in live and r.owner_id != owner_id and r.group == claim.group),
+                 None)
     if other is not None:
-        return PolicyViolation(f"this key is already certified for another owner (certificate {other.serial}); "
-                               "every device needs its own key", reason="key_in_use")
+        return PolicyViolation(f"this key is already certified for another owner in group {claim.group} "
+                               f"(certificate {other.serial}); every device needs its own key", reason="key_in_use")
     mine = sorted((r for r in history if r.owner_id == owner_id),
                   key=lambda r: (r.issued_at, r.not_after, r.serial), reverse=True)
     current = next((r for r in mine if r.serial in live), None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -12,8 +12,8 @@ from tests.helpers import Clock, make_csr, make_engine, new_key
 from trustlists import key_index
 from trustlists.batch import BatchReport, sign_directory
 from trustlists.engine import Engine
-from trustlists.errors import StoreBusy
-from trustlists.models import CertificateStatus, RevocationReason
+from trustlists.errors import OtpkiError, StoreBusy
+from trustlists.models import CertificateRecord, CertificateStatus, IssuanceKind, KeyType, RevocationReason
 
 
 def test_batch_signs_good_csrs_and_lists_failures(engine: Engine, tmp_path: Path) -> None:
@@ -202,3 +202,35 @@ def test_no_other_station_registers_a_device_while_a_chunk_registers_its_own(eng
     assert blocked == ["store_busy"]
     assert (report.issued, report.failed) == (1, 0)
     assert [o.name for o in engine.registry.list("mqtt-device")] == ["dev-race"]
+
+
+def _record(serial: str, *, owner: str, group: str = "mqtt-device", issued_day: int = 0, ca: str = "ca",
+            revoked: RevocationReason | None = None, superseded_by: str | None = None) -> CertificateRecord:
+    start = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=issued_day)
+    return CertificateRecord(
+        serial=serial, issuer_ca_id=ca, owner_id=owner, group=group, site=None, subject=f"CN={owner}",
+        san_uri=None, key_type=KeyType.EC_P256, not_before=start, not_after=start + timedelta(days=365),
+        fingerprint_sha256=serial, issuance=IssuanceKind.BATCH, issued_at=start, delivered=False,
+        superseded_by=superseded_by, revoked_at=start if revoked is not None else None, revocation_reason=revoked)
+
+
+def test_key_history_rules() -> None:
+    claim = key_index.KeyClaim("dev", "mqtt-device", "spki")
+    now = datetime(2030, 3, 1, tzinfo=UTC)
+
+    def verdict(*history: CertificateRecord, revoked_cas: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+        return key_index.judge(list(history), claim, now=now, issuer_revoked=lambda ca: ca in revoked_cas)
+
+    assert verdict() is None
+    newest = verdict(_record("a", owner="dev"), _record("b", owner="dev", issued_day=3))
+    assert isinstance(newest, CertificateRecord) and newest.serial == "b"  # duplicates from before: the newest
+    assert verdict(_record("a", owner="dev", ca="gone"), revoked_cas=("gone",)) is None  # its issuer was revoked
+    assert verdict(_record("a", owner="dev", revoked=RevocationReason.SUPERSEDED)) is None
+    refused = verdict(_record("a", owner="other", group="opcua-application", revoked=RevocationReason.KEY_COMPROMISE),
+                      _record("b", owner="dev", issued_day=3))
+    assert isinstance(refused, OtpkiError) and refused.reason == "key_compromised"
+    assert getattr(verdict(_record("a", owner="other")), "reason", None) == "key_in_use"
+    shared = verdict(_record("a", owner="other", group="opcua-application"))  # the same box in another group
+    assert shared is None
+    retired = verdict(_record("a", owner="dev", superseded_by="z"))
+    assert isinstance(retired, OtpkiError) and retired.reason == "key_superseded"
