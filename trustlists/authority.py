@@ -28,7 +28,7 @@ from trustlists.csr_checks import (
     check_key,
     expected_uri,
 )
-from trustlists.der import load_csr, sha256_hex
+from trustlists.der import load_csr, sha256_hex, spki_sha256
 from trustlists.errors import (
     AlreadyExists,
     InvalidInput,
@@ -39,6 +39,7 @@ from trustlists.errors import (
     UriMismatch,
 )
 from trustlists.hierarchy import Hierarchy, publish_crl
+from trustlists.key_index import KeyClaim, ensure_complete, judge
 from trustlists.keys.pool import KeyPool
 from trustlists.models import (
     CARecord,
@@ -106,6 +107,7 @@ class CertificateAuthority:
         self._hierarchy = hierarchy
         self._trustlists = trustlists
         self._pool = key_pool or KeyPool()
+        self._key_index_complete = False
 
     # -- issuance ---------------------------------------------------------------------------------
     def issue_from_csr(self, csr_data: bytes, *, owner_id: str, actor: str,
@@ -191,45 +193,123 @@ class CertificateAuthority:
         return self._sign_and_record(request, owner, issuance=IssuanceKind.RENEWAL, delivered=True, actor=actor,
                                      supersedes=serial)
 
-    def issue_many(self, requests: Sequence[CsrIssueRequest], *, actor: str) -> list[IssuedCertificate | OtpkiError]:
+    def issue_many(self, requests: Sequence[CsrIssueRequest], *, actor: str, reuse_active: bool = False
+                   ) -> list[IssuedCertificate | OtpkiError]:
         """Issue for many CSRs with one durable commit: a factory batch or a burst of requests.
 
         Each request is checked on its own (a refusal is returned in its slot, the others go on); every
         certificate that is returned was committed, with its audit record, before this returns.
+
+        `reuse_active`: a request whose key already has an active certificate for its owner gets that
+        certificate back (`reused=True`) instead of a new one, and a key the history forbids is refused
+        (trustlists.key_index.judge). The decision is taken again inside the recording transaction, so two
+        processes issuing for the same CSRs at once end with one certificate per key, and neither fails.
         """
+        if reuse_active and not self._key_index_complete:
+            ensure_complete(self._ctx.store)
+            self._key_index_complete = True
         results: list[IssuedCertificate | OtpkiError | None] = [None] * len(requests)
-        prepared: list[tuple[int, _Prepared]] = []
         owners: dict[str, Owner] = {}
-        issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
+        checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]] = []
         for i, req in enumerate(requests):
             try:
                 owner = owners.get(req.owner_id) or self._owner(req.owner_id)
                 owners[owner.id] = owner
-                csr = load_csr(req.csr)
                 policy = self._ctx.config.group(owner.group)
-                request = check_csr(csr, policy, owner.group, owner, reserved=self._ctx.config.reserved_names)
-                key = (owner.group, owner.site)
-                if key not in issuers:
-                    issuers[key] = self._issuer(owner)
+                checked.append((i, req, owner, check_csr(load_csr(req.csr), policy, owner.group, owner,
+                                                                  reserved=self._ctx.config.reserved_names)))
+            except OtpkiError as exc:
+                results[i] = exc
+        keys: dict[int, KeyClaim] = {}  # slot -> who asks for which key, reuse mode only
+        repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
+        if reuse_active:
+            checked = self._settle_known_keys(checked, results, keys, repeats)
+        prepared: list[tuple[int, _Prepared]] = []
+        issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
+        for i, req, owner, request in checked:
+            try:
+                where = (owner.group, owner.site)
+                if where not in issuers:
+                    issuers[where] = self._issuer(owner)
                 prepared.append((i, self._prepare(request, owner, issuance=req.issuance, delivered=req.delivered,
-                                                  issuer=issuers[key])))
+                                                  issuer=issuers[where])))
             except OtpkiError as exc:
                 results[i] = exc
         if prepared:
             try:
-                self._commit([p for _, p in prepared], actor=actor)
-                for i, p in prepared:
-                    results[i] = p.issued()
+                outcomes = self._commit([p for _, p in prepared], actor=actor,
+                                        keys=[keys.get(i) for i, _ in prepared])
+                for (i, _p), outcome in zip(prepared, outcomes, strict=True):
+                    results[i] = outcome
             except AlreadyExists:
-                # A serial clash rolled the whole batch back: nothing was handed out. Issue one by one,
+                # A serial clash rolled the whole batch back: nothing was handed out. Record one by one,
                 # each with its own retry.
                 for i, p in prepared:
-                    try:
-                        results[i] = self._sign_and_record(p.request, p.owner, issuance=p.record.issuance,
-                                                           delivered=p.record.delivered, actor=actor)
-                    except OtpkiError as exc:
-                        results[i] = exc
+                    results[i] = self._commit_retrying(p, actor=actor, key=keys.get(i))
+        for i, earlier in repeats:
+            outcome = results[earlier]
+            results[i] = outcome.model_copy(update={"reused": True}) \
+                if isinstance(outcome, IssuedCertificate) else outcome
         return [r for r in results if r is not None]
+
+    def _settle_known_keys(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
+                           results: list[IssuedCertificate | OtpkiError | None], keys: dict[int, KeyClaim],
+                           repeats: list[tuple[int, int]]) -> list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]]:
+        """Answer from the inventory every request whose key it already decides (reuse or refusal), before
+        anything is signed; returns the requests still to sign and fills `keys` for them."""
+        first: dict[tuple[str, str], tuple[str, int]] = {}  # (group, SPKI hash) -> (owner id, first slot)
+        unique: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]] = []
+        for item in checked:
+            i, _req, owner, request = item
+            claim = KeyClaim(owner.id, owner.group, spki_sha256(request.public_key))
+            if (claim.group, claim.spki_sha256) in first:
+                first_owner, earlier = first[(claim.group, claim.spki_sha256)]
+                if first_owner == owner.id:
+                    repeats.append((i, earlier))  # the same CSR twice: one certificate
+                else:
+                    results[i] = PolicyViolation("this key is also in the request for another owner in this "
+                                                 "batch; every device needs its own key", reason="key_in_use")
+                continue
+            first[(claim.group, claim.spki_sha256)] = (owner.id, i)
+            keys[i] = claim
+            unique.append(item)
+        with self._ctx.store.read() as tx:
+            verdicts = self._key_verdicts(tx, [keys[i] for i, *_ in unique])
+        to_sign = []
+        for item, verdict in zip(unique, verdicts, strict=True):
+            if verdict is None:
+                to_sign.append(item)
+            else:  # nothing to sign: handed back or refused
+                results[item[0]] = verdict
+                del keys[item[0]]
+        return to_sign
+
+    def _key_verdicts(self, tx: StoreTx, claims: Sequence[KeyClaim]) -> list[IssuedCertificate | OtpkiError | None]:
+        """For each claim: the certificate to hand back, the refusal, or None to issue one."""
+        histories = tx.certificates_for_keys([c.spki_sha256 for c in claims])
+        now = self._ctx.clock()
+        verdicts: list[IssuedCertificate | OtpkiError | None] = []
+        for claim in claims:
+            verdict = judge(histories.get(claim.spki_sha256, []), claim, now=now,
+                            issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
+            if isinstance(verdict, CertificateRecord):
+                assert verdict.der is not None
+                verdict = IssuedCertificate(record=verdict, certificate_der=verdict.der, reused=True,
+                                            chain_der=self._ctx.chain(self._ctx.ca(verdict.issuer_ca_id)))
+            verdicts.append(verdict)
+        return verdicts
+
+    def _commit_retrying(self, p: _Prepared, *, actor: str, key: KeyClaim | None
+                         ) -> IssuedCertificate | OtpkiError:
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            try:
+                return self._commit([p], actor=actor, keys=[key])[0]
+            except AlreadyExists:  # serial clash: rolled back, sign again with a new serial
+                p = self._prepare(p.request, p.owner, issuance=p.record.issuance, delivered=p.record.delivered,
+                                  supersedes=p.supersedes)
+            except OtpkiError as exc:
+                return exc
+        return AlreadyExists("could not find a free serial number after several attempts")
 
     def _sign_and_record(self, request: ApprovedRequest, owner: Owner, *, issuance: IssuanceKind,
                          delivered: bool, actor: str, supersedes: str | None = None,
@@ -276,27 +356,46 @@ class CertificateAuthority:
         return _Issuer(ca=ca, cert=self._ctx.ca_certificate(ca), key=self._ctx.keys.signer(ca),
                        chain=self._ctx.chain(ca))
 
-    def _commit(self, batch: list[_Prepared], *, actor: str, in_transaction: InTransaction | None = None) -> None:
-        """Record certificates and their audit records in one transaction (all or none)."""
+    def _commit(self, batch: list[_Prepared], *, actor: str,
+                keys: Sequence[KeyClaim | None] | None = None,
+                in_transaction: InTransaction | None = None) -> list[IssuedCertificate | OtpkiError]:
+        """Record certificates and their audit records in one transaction (all or none).
+
+        `keys[n]`: batch[n] is recorded only if, under the write lock, its key still
+        has no certificate to hand back or refusal (another process may have issued for it since we signed);
+        otherwise that outcome takes its place and the signed certificate is dropped, never handed out.
+        """
+        outcomes: list[IssuedCertificate | OtpkiError] = [p.issued() for p in batch]
+        keyed = [(n, key) for n, key in enumerate(keys or []) if key is not None]
         with self._ctx.store.transaction() as tx:
-            for p in batch:
+            settled: set[int] = set()
+            for (n, _key), verdict in zip(keyed, self._key_verdicts(tx, [k for _n, k in keyed]), strict=True):
+                if verdict is not None:
+                    outcomes[n] = verdict
+                    settled.add(n)
+            fresh: list[_Prepared] = []
+            for n, p in enumerate(batch):
+                if n in settled:
+                    continue
                 if p.supersedes is not None:
                     current = tx.get_certificate(p.supersedes, with_der=False)
                     if current.superseded_by is not None or current.revoked_at is not None:
                         raise InvalidState(f"certificate {p.supersedes} was renewed or revoked meanwhile")
-            tx.insert_certificates([(p.record, p.der) for p in batch])
-            for p in batch:
+                fresh.append(p)
+            tx.insert_certificates([(p.record, p.der) for p in fresh])
+            for p in fresh:
                 if p.supersedes is not None:
                     tx.mark_superseded(p.supersedes, p.record.serial)
-            audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in batch])
+            audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in fresh])
             if in_transaction is not None:
-                for p in batch:
+                for p in fresh:
                     try:
                         in_transaction(tx, p.record)
                     except AlreadyExists as exc:
                         # Not a serial clash: the caller's own constraint. Retrying with a new serial would
                         # only hit it again.
                         raise InvalidState(exc.message, reason=exc.reason) from exc
+        return outcomes
 
     def _owner(self, owner_id: str) -> Owner:
         return issuable_owner(self._ctx, owner_id)

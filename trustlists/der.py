@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustlists.errors import InvalidInput
 
@@ -59,6 +61,15 @@ def load_crl(data: bytes, what: str = "CRL") -> x509.CertificateRevocationList:
 
 def sha256_hex(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
+
+
+def spki_sha256(public_key: CertificatePublicKeyTypes) -> str:
+    """SHA-256 of the DER SubjectPublicKeyInfo: names one key, whichever certificate or CSR carries it."""
+    return hashlib.sha256(public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+def certificate_spki_sha256(der: bytes) -> str:
+    return spki_sha256(x509.load_der_x509_certificate(der).public_key())
 
 
 def is_ca(cert: x509.Certificate) -> bool:

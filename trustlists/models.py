@@ -191,6 +191,7 @@ class IssuedCertificate(BaseModel):
     chain_der: list[bytes]  # issuing CA first, root last
     private_key: bytes | None = None  # encoded as asked (PEM PKCS#8 or PKCS#12)
     private_key_format: str | None = None
+    reused: bool = False  # handed back from the inventory (an idempotent batch), not signed by this call
 
 
 class BootstrapPin(BaseModel):

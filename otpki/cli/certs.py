@@ -195,7 +195,12 @@ def batch_sign(
     site: SiteOption = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Sign every CSR in IN_DIR into OUT_DIR; certificates stay 'issued-not-delivered' until seen in the field."""
+    """Sign every CSR in IN_DIR into OUT_DIR; certificates stay 'issued-not-delivered' until seen in the field.
+
+    Safe to run again over the same CSRs (after an interruption, or from two stations at once): a CSR whose
+    key already has an active certificate for its device gets that certificate back ("reused"), and every
+    certificate file is written again from the inventory.
+    """
     if not in_dir.is_dir():
         raise ValueError(f"{in_dir} is not a directory")
     with engine() as (eng, s):
@@ -209,7 +214,7 @@ def batch_sign(
     if json_out:
         print_json(report.model_dump(mode="json"))
     else:
-        console.print(f"{report.issued} issued, {report.failed} failed")
+        console.print(f"{report.issued} issued, {report.reused} reused, {report.failed} failed")
         if report.failed:
             table = Table("file", "reason", "error")
             for item in report.items:

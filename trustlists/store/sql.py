@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from trustlists.clock import from_epoch, to_epoch
+from trustlists.der import certificate_spki_sha256
 from trustlists.errors import NotFound, RequestNotFound
 from trustlists.models import (
     AuditRecord,
@@ -30,6 +31,7 @@ _CERT_COLUMNS = (
     "serial, issuer_ca_id, owner_id, grp, site, subject, san_uri, key_type, not_before, not_after, "
     "fingerprint, issuance, issued_at, delivered, superseded_by, revoked_at, revocation_reason"
 )
+_CERT_COLUMNS_C = ", ".join(f"c.{c}" for c in _CERT_COLUMNS.split(", "))  # the same, in a join as `c`
 _CA_COLUMNS = (
     "id, name, parent_id, grp, site, key_type, key_backend, key_ref, cert_der, serial, fingerprint, "
     "not_before, not_after, active, created_at"
@@ -186,6 +188,9 @@ class SqlTx:
               int(rec.revocation_reason) if rec.revocation_reason is not None else None, der)
              for rec, der in items],
         )
+        # Every path that records a certificate comes through here, so the key index is never behind.
+        self.executemany("INSERT INTO certificate_keys (serial, spki_sha256) VALUES (?, ?)",
+                         [(rec.serial, certificate_spki_sha256(der)) for rec, der in items])
 
     @staticmethod
     def _cert(row: Sequence[Any], der: bytes | None = None) -> CertificateRecord:
@@ -210,6 +215,33 @@ class SqlTx:
     def find_certificate_by_fingerprint(self, fingerprint: str) -> CertificateRecord | None:
         row = self._one(f"SELECT {_CERT_COLUMNS}, der FROM certificates WHERE fingerprint = ?", (fingerprint,))
         return self._cert(row, bytes(row[17])) if row else None
+
+    def certificates_for_keys(self, spki_hashes: Sequence[str]) -> dict[str, list[CertificateRecord]]:
+        """SPKI hash -> every certificate (with DER) ever issued for that public key, to any owner."""
+        found: dict[str, list[CertificateRecord]] = {}
+        unique = list(dict.fromkeys(spki_hashes))
+        for start in range(0, len(unique), 500):  # well under every engine's limit on bound parameters
+            chunk = unique[start:start + 500]
+            rows = self.execute(
+                f"SELECT k.spki_sha256, {_CERT_COLUMNS_C}, c.der FROM certificate_keys k "
+                f"JOIN certificates c ON c.serial = k.serial WHERE k.spki_sha256 IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall()
+            for row in rows:
+                found.setdefault(row[0], []).append(self._cert(row[1:], bytes(row[18])))
+        return found
+
+    def certificates_missing_key(self, after_serial: str, limit: int) -> list[tuple[str, bytes]]:
+        """(serial, der) of certificates with no certificate_keys row, in serial order after `after_serial`."""
+        rows = self.execute(
+            "SELECT c.serial, c.der FROM certificates c WHERE c.serial > ? AND NOT EXISTS "
+            "(SELECT 1 FROM certificate_keys k WHERE k.serial = c.serial) ORDER BY c.serial LIMIT ?",
+            (after_serial, limit)).fetchall()
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    def insert_certificate_keys(self, rows: Sequence[tuple[str, str]]) -> None:
+        """(serial, spki_sha256) rows; one already there (another process indexed it first) is kept."""
+        self.executemany("INSERT INTO certificate_keys (serial, spki_sha256) VALUES (?, ?) "
+                         "ON CONFLICT (serial) DO NOTHING", rows)
 
     def query_certificates(
         self,

@@ -60,6 +60,14 @@ CREATE INDEX IF NOT EXISTS certificates_expiry
     ON certificates (not_after, revoked_at, superseded_by, serial, subject, grp, site, owner_id, delivered);
 CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner_id);
 CREATE INDEX IF NOT EXISTS certificates_group ON certificates (grp, not_after);
+-- The key each certificate certifies (SHA-256 of its SubjectPublicKeyInfo), written with the certificate:
+-- a re-run batch finds the certificate it already issued for a CSR's key here. Its own table so data
+-- directories from before it keep working; their certificates are indexed once (trustlists/key_index.py).
+CREATE TABLE IF NOT EXISTS certificate_keys (
+    serial TEXT PRIMARY KEY REFERENCES certificates(serial),
+    spki_sha256 TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificate_keys_spki ON certificate_keys (spki_sha256);
 CREATE TABLE IF NOT EXISTS revocations (
     seq INTEGER PRIMARY KEY,
     serial TEXT NOT NULL,

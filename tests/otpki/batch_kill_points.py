@@ -1,0 +1,66 @@
+"""`otpki batch sign` that SIGKILLs itself at an exact point: how the batch tests cut a run short.
+
+    python -m tests.otpki.batch_kill_points POINT N -- OTPKI-ARGS...
+
+POINT (the process dies on the N-th time it gets there):
+  registered  an owner was registered, inside its chunk's still open registration transaction
+  issuing     a chunk's owners are registered and committed, its certificates not yet signed
+  committed   a chunk's certificates have committed, before any of its files is written
+  temp-file   a certificate's temp file is written and fsynced, before the rename
+  renamed     a certificate file was renamed into place
+  none        no kill point (for a kill from outside)
+Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans several commits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import trustlists.batch
+from otpki.cli.main import app
+from trustlists.authority import CertificateAuthority
+from trustlists.registry import Registry
+
+
+def _die_on_call(owner: Any, name: str, n: int, *, before: bool) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+    calls = itertools.count(1)  # files are written from several threads: count atomically
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = next(calls)
+        if before and call == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if not before and call == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+def main() -> None:
+    point, n, sep, *args = sys.argv[1:]
+    assert sep == "--", __doc__
+    trustlists.batch.CHUNK = 3
+    count = int(n)
+    if point == "registered":
+        _die_on_call(Registry, "register", count, before=False)
+    elif point == "issuing":
+        _die_on_call(CertificateAuthority, "issue_many", count, before=True)
+    elif point == "committed":
+        _die_on_call(CertificateAuthority, "_commit", count, before=False)
+    elif point in ("temp-file", "renamed"):
+        # The batch puts every certificate file in place with os.replace (and nothing else in a batch run does).
+        _die_on_call(os, "replace", count, before=point == "temp-file")
+    elif point != "none":
+        raise SystemExit(f"unknown kill point {point!r}")
+    app(args=args, prog_name="otpki")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""`otpki batch sign` as a factory line runs it: real processes on one SQLite data directory, killed with
+SIGKILL at chosen points and run again, or two at once over overlapping CSRs (issue 10, part 5).
+
+Converged means: exactly one certificate in the inventory per CSR (none revoked, superseded or expired),
+each CSR's file holding that certificate for that CSR's key, and no temp file left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typer.testing import CliRunner
+
+from otpki.cli.main import app
+from tests.helpers import make_csr, new_key
+
+PASS = "a long enough test passphrase"
+REPO = Path(__file__).resolve().parents[2]
+OTPKI = [str(Path(sys.executable).parent / "otpki")]
+KILLABLE = [sys.executable, "-m", "tests.otpki.batch_kill_points"]
+DEADLINE_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("batch-init") / "pki"
+    cfg = d.parent / "in.toml"
+    cfg.write_text('[pki.root]\nkey_type = "ec-p384"\n')
+    res = CliRunner().invoke(app, ["-d", str(d), "init", "--config", str(cfg)], env={"OTPKI_CA_PASSPHRASE": PASS})
+    assert res.exit_code == 0, res.output
+    return d
+
+
+@pytest.fixture
+def data_dir(initialized: Path, tmp_path: Path) -> Path:
+    """A copy of one initialized data directory per test (making CA keys for each would dominate the run)."""
+    return Path(shutil.copytree(initialized, tmp_path / "pki"))
+
+
+def env_for(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "OTPKI_CA_PASSPHRASE": PASS, "OTPKI_DATA_DIR": str(data_dir)}
+
+
+def write_csrs(in_dir: Path, names: list[str]) -> dict[str, PrivateKeyTypes]:
+    in_dir.mkdir(parents=True, exist_ok=True)
+    keys: dict[str, PrivateKeyTypes] = {}
+    for name in names:
+        keys[name] = new_key()
+        (in_dir / f"{name}.csr").write_bytes(make_csr(name, key=keys[name]))
+    return keys
+
+
+def sign(data_dir: Path, in_dir: Path, out_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*OTPKI, "batch", "sign", str(in_dir), str(out_dir), *extra], env=env_for(data_dir),
+                          capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+
+
+def inventory(data_dir: Path) -> list[tuple[str, str, int | None, str | None]]:
+    """(serial, subject, revoked_at, superseded_by) of every certificate, read straight from the store."""
+    con = sqlite3.connect(f"file:{data_dir / 'otpki.db'}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT serial, subject, revoked_at, superseded_by FROM certificates").fetchall()
+    finally:
+        con.close()
+
+
+def spki(key: PrivateKeyTypes) -> bytes:
+    return key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def assert_converged(data_dir: Path, out_dir: Path, keys: dict[str, PrivateKeyTypes]) -> dict[str, str]:
+    """One live certificate per CSR, on disk, for the CSR's key; returns name -> serial."""
+    rows = inventory(data_dir)
+    assert sorted(r[1] for r in rows) == sorted(f"CN={n}" for n in keys), "one certificate per CSR, no more"
+    assert all(r[2] is None and r[3] is None for r in rows)
+    serial_of = {r[1].removeprefix("CN="): r[0] for r in rows}
+    for name, key in keys.items():
+        leaf = x509.load_pem_x509_certificates((out_dir / f"{name}.crt").read_bytes())[0]
+        assert format(leaf.serial_number, "x") == serial_of[name]
+        assert leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == spki(key)
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{n}.crt" for n in keys), "no temp files left"
+    return serial_of
+
+
+# (kill point, on which call, certificates the killed run had recorded); chunks of 3, 8 CSRs.
+@pytest.mark.parametrize(("point", "n", "recorded"), [
+    ("registered", 2, 0),  # in the middle of the first chunk's registrations
+    ("issuing", 2, 3),     # the second chunk's owners registered, its certificates not signed
+    ("committed", 1, 3),   # the first chunk recorded, none of its files written
+    ("committed", 2, 6),   # one chunk on disk, the next recorded but not written
+    ("temp-file", 5, 6),   # a temp file fsynced but never renamed
+    ("renamed", 4, 6),     # in the middle of a chunk's files
+])
+def test_kill_9_at_a_point_then_rerun_converges(data_dir: Path, tmp_path: Path, point: str, n: int,
+                                                recorded: int) -> None:
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line7-dev-{i}" for i in range(8)])
+    killed = subprocess.run([*KILLABLE, point, str(n), "--", "batch", "sign", str(in_dir), str(out_dir)],
+                            env=env_for(data_dir), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
+                            check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(inventory(data_dir)) == recorded
+    if point == "temp-file":
+        assert list(out_dir.glob(".line7-dev-*.crt.*.tmp")), "a temp file was left behind"
+
+    rerun = sign(data_dir, in_dir, out_dir, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    serials = assert_converged(data_dir, out_dir, keys)
+    assert (report["issued"], report["reused"]) == (len(keys) - recorded, recorded)
+
+    # Once more: nothing new, every certificate handed back, the same serials.
+    third = sign(data_dir, in_dir, out_dir)
+    assert third.returncode == 0, third.stderr
+    assert f"0 issued, {len(keys)} reused, 0 failed" in third.stdout
+    assert assert_converged(data_dir, out_dir, keys) == serials
+
+
+def test_kill_9_from_outside_mid_run_then_rerun_converges(data_dir: Path, tmp_path: Path) -> None:
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line8-dev-{i:02}" for i in range(40)])
+    proc = subprocess.Popen([*KILLABLE, "none", "0", "--", "batch", "sign", str(in_dir), str(out_dir)],
+                            env=env_for(data_dir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while proc.poll() is None and len(inventory(data_dir)) < 6:  # a couple of chunks recorded
+            assert time.monotonic() < deadline, "the batch recorded nothing in time"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=DEADLINE_S)
+    assert proc.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
+    rerun = sign(data_dir, in_dir, out_dir, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_converged(data_dir, out_dir, keys)
+
+
+def test_two_batches_at_once_over_overlapping_csrs(data_dir: Path, tmp_path: Path) -> None:
+    """Two stations sign overlapping CSR sets into one output directory at the same time."""
+    keys = write_csrs(tmp_path / "all", [f"line9-dev-{i:03}" for i in range(200)])
+    halves = {"a": range(0, 150), "b": range(50, 200)}
+    for station, indexes in halves.items():
+        (tmp_path / station).mkdir()
+        for i in indexes:
+            shutil.copy(tmp_path / "all" / f"line9-dev-{i:03}.csr", tmp_path / station)
+    out_dir = tmp_path / "out"
+    procs = {station: subprocess.Popen([*OTPKI, "batch", "sign", str(tmp_path / station), str(out_dir), "--json"],
+                                       env=env_for(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+             for station in halves}
+    reports = {}
+    for station, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=DEADLINE_S)
+        assert proc.returncode == 0, stderr
+        reports[station] = json.loads(stdout)
+    for station, report in reports.items():
+        assert report["failed"] == 0
+        assert report["issued"] + report["reused"] == len(halves[station])
+    # Every certificate was signed by exactly one of the two.
+    assert reports["a"]["issued"] + reports["b"]["issued"] == len(keys)
+    serials = assert_converged(data_dir, out_dir, keys)
+    for report in reports.values():
+        assert {i["serial"] for i in report["items"]} <= set(serials.values())
