@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mqtt_broker_auth.broker_limits import BrokerLimits
 from mqtt_broker_auth.enrollment import EnrollmentSettings
 from opcua_gds.rollout import PushSettings
 from opcua_gds.server import GdsSettings
@@ -107,6 +108,11 @@ class MqttSettings(BaseModel):
         0.2, gt=0, description="How often the embedded broker looks for revocations to drop live sessions")
     service_name: str = Field("otpki-enrollment",
                               description="Registered name (in `group`) of the enrollment service's own identity")
+    limits: BrokerLimits = Field(default_factory=BrokerLimits,
+                                 description="What the embedded broker's device listener allows before authentication")
+    bootstrap_limits: BrokerLimits = Field(
+        default_factory=BrokerLimits,
+        description="The same for the bootstrap listener (first enrollment with IDevIDs)")
     enrollment: EnrollmentSettings = Field(default_factory=EnrollmentSettings)
     mosquitto: MosquittoFileSettings = Field(default_factory=MosquittoFileSettings)
 

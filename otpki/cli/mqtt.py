@@ -127,7 +127,8 @@ async def _serve(s: Settings, host: str, port: int, with_enrollment: bool) -> No
     eng = open_engine(s)
     workdir = _mqtt_dir(s)
     broker = EmbeddedBroker(eng, workdir=workdir / "broker", host=host, port=port, group=cfg.group,
-                            broker_group=cfg.broker_group, revocation_interval=cfg.revocation_interval_s)
+                            broker_group=cfg.broker_group, revocation_interval=cfg.revocation_interval_s,
+                            limits=cfg.limits)
     service: EnrollmentService | None = None
     refresher: asyncio.Task[None] | None = None
     try:
