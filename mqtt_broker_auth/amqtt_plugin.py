@@ -207,7 +207,6 @@ class _PreAuth:
     stream: asyncio.StreamWriter
     peer: str
     deadline: float  # event-loop time by which the CONNECT must have arrived
-    identity: DeviceIdentity | None = None  # what the handshake check found
     client_id: str | None = None  # once the CONNECT was read, for later log lines
 
     def abort(self) -> None:
@@ -318,7 +317,6 @@ class DeviceGateBroker(Broker):
                                          peer=pre_auth.peer))
             pre_auth.abort()
             return False
-        pre_auth.identity = outcome
         return True
 
     def _tls_refused(self, refusal: TlsRefusal) -> None:
@@ -361,7 +359,7 @@ class DeviceGateBroker(Broker):
         except PacketRefused as exc:  # logged and aborted by the reader already
             raise AMQTTError(str(exc)) from exc
         except (AMQTTError, MQTTError, NoDataError) as exc:
-            _log.warning("no valid CONNECT from %s: %s", peer, exc)
+            self.events.warn("invalid_connect", "no valid CONNECT from %s: %s", peer, exc)
             await _close(writer, pre_auth)
             raise AMQTTError(exc) from exc
         if pre_auth is not None:

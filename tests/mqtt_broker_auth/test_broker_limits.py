@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mqtt_broker_auth.broker_limits import BrokerLimits
 from mqtt_broker_auth.embedded_broker import EmbeddedBroker
+from simulators.manufacturer import Manufacturer
 from tests.helpers import make_engine
 from tests.mqtt_broker_auth import test_amqtt_broker as amqtt_tests
 from tests.mqtt_broker_auth.conftest import (
@@ -366,3 +367,29 @@ async def test_certificate_the_engine_never_issued_is_refused_before_connect(
     assert no_connack(res), res.stdout + res.stderr
     dropped_at_tls(broker, amqtt_tests.Outcome("dropped"), before, "unknown_certificate", "handshake_check")
     await connected(clients, broker, server_ca, genuine, "pump-7")  # the genuine one still works
+
+
+async def test_manufacturer_crl_keeps_openssl_checking_and_refuses_a_revoked_idevid(
+        engine: Engine, make_broker: MakeBroker, server_ca: Path, clients: list[Client], tmp_path: Path) -> None:
+    """A manufacturer CA imported with its CRL: OpenSSL checks IDevIDs against it in the handshake."""
+    maker = Manufacturer.create("ACME Devices")
+    good, bad = maker.issue_idevid("SN-0001"), maker.issue_idevid("SN-0002")
+    bad_serial = x509.load_pem_x509_certificate(bad.certificate_pem.encode()).serial_number
+    for pem, note in ((maker.ca_pem, "ACME CA"), (maker.crl_pem(revoked=(bad_serial,)), "ACME CRL")):
+        engine.trustlists.import_external("mqtt-device", pem.encode(), list_name="trusted", note=note, actor=ACTOR)
+    for name, cred in (("valve-1", good), ("valve-2", bad)):
+        engine.registry.register(group="mqtt-device", name=name, site="north", actor=ACTOR,
+                                 attributes={"bootstrap": [cred.allow_list_entry()]})
+    broker = await make_broker()
+    assert broker.broker is not None and broker.tls is not None
+    assert broker.tls.crl_checked is not None, broker.tls.why_no_crl_check
+
+    files = {}
+    for name, cred in (("valve-1", good), ("valve-2", bad)):
+        cert_file, key_file = cred.write(tmp_path / name)
+        files[name] = DeviceCert(owner=None, certificate_der=b"", chain_der=[], key_pem=b"", cert_file=cert_file,
+                                 key_file=key_file)
+    await connected(clients, broker, server_ca, files["valve-1"], "valve-1")
+    before = len(broker.broker.refusals)
+    _, outcome = await connect(clients, broker, server_ca, files["valve-2"], "valve-2")
+    dropped_at_tls(broker, outcome, before, "revoked", "openssl")
