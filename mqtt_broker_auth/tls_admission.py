@@ -68,12 +68,19 @@ def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> list[bytes]:
     return [leaf]
 
 
+_ISSUED_CACHE_LIMIT = 4096
+
+
 class HandshakeCheck:
     """`await check(ssl_object)`: the identity, a Refusal, or None when no certificate was presented."""
 
     def __init__(self, engine: Engine, gate: DeviceGate) -> None:
         self._engine = engine
         self._gate = gate
+        # fingerprint -> owner id of certificates found in the inventory. That the engine issued a certificate
+        # to an owner never changes (revocation is the gate's question), so devices reconnecting with the same
+        # certificate skip the read (~0.1 ms of a connect's ~0.2 ms here).
+        self._issued: dict[str, str] = {}
 
     async def __call__(self, ssl_object: ssl.SSLObject | None) -> DeviceIdentity | Refusal | None:
         chain = peer_chain(ssl_object)
@@ -86,8 +93,15 @@ class HandshakeCheck:
         outcome = self._gate.authenticate(chain, None)
         if isinstance(outcome, Refusal) or outcome.kind != "operational":
             return outcome
-        record = self._engine.inventory.by_fingerprint(outcome.fingerprint)
-        if record is None or record.owner_id != outcome.owner_id:
+        owner_id = self._issued.get(outcome.fingerprint)
+        if owner_id is None:
+            record = self._engine.inventory.by_fingerprint(outcome.fingerprint)
+            if record is not None and record.owner_id is not None:
+                owner_id = record.owner_id
+                if len(self._issued) >= _ISSUED_CACHE_LIMIT:
+                    self._issued.clear()  # bounded without bookkeeping; refills on the next connects
+                self._issued[outcome.fingerprint] = owner_id
+        if owner_id != outcome.owner_id:
             return BrokerRefusal(reason="unknown_certificate",
                                  detail=f"a certificate for {outcome.device!r} (serial {outcome.serial:x}, sha256 "
                                         f"{outcome.fingerprint[:16]}…) chains to an engine CA but the engine "
