@@ -57,11 +57,11 @@ def open_engine(directory: Path) -> Engine:
 class BrokerThread:
     """An EmbeddedBroker on its own event loop in a thread, so blocking paho clients can drive it."""
 
-    def __init__(self, engine: Engine, workdir: Path, plugins: dict[str, Any] | None) -> None:
+    def __init__(self, engine: Engine, workdir: Path, plugins: dict[str, Any] | None, **kwargs: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.broker = EmbeddedBroker(engine, workdir=workdir, plugins=plugins, revocation_interval=0.2)
+        self.broker = EmbeddedBroker(engine, workdir=workdir, plugins=plugins, revocation_interval=0.2, **kwargs)
         self._call(self.broker.start())
 
     def _call(self, coro: Any) -> Any:

@@ -26,6 +26,19 @@ resumed sessions, whose TLS object it cannot trust (fail closed: no clean_sessio
 (b) and (c) need `DeviceGateBroker`. Pin amqtt: the override relies on 0.12.1's private broker methods.
 Also closed here: amqtt publishes a client's will message without any topic check, so the will topic is
 authorized at CONNECT like a PUBLISH.
+
+Before authentication amqtt spends without limit: (d) asyncio's TLS server waits 60 s for a handshake and
+amqtt then waits for a CONNECT forever; (e) a packet is read whole, at any announced size up to 256 MB;
+(f) any number of connections may wait like that. `DeviceGateBroker` therefore takes every TCP connection
+itself (`stream_connected`): it refuses it at once when `max_unauthenticated` connections are already
+between accept and an authenticated CONNECT, does the TLS handshake with the listener's current context
+(`listener_tls`) and the handshake check (`tls_admission`) before any MQTT byte is read, reads packets through
+`PacketLimitReader`, and closes a connection whose CONNECT has not arrived `connect_timeout_s` after accept.
+In `mode="bootstrap"` it admits only bootstrap identities and the enrollment service.
+
+Every amqtt 0.12.1 private name used here: `Broker.stream_connected` (the accept callback), `_client_connected`,
+`_initialize_client_session`, `_handle_client_session`, `_authenticate`, `_sessions`, `_subscriptions`,
+`_delete_session`, `_cleanup_session`, `_servers` (`bound_port`).
 """
 
 from __future__ import annotations
@@ -40,7 +53,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -48,7 +61,11 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from mqtt_broker_auth.decision import DeviceGate, DeviceIdentity, Refusal
+from mqtt_broker_auth.broker_limits import BrokerLimits, BrokerMode, Slot, ThrottledWarning, UnauthenticatedSlots
+from mqtt_broker_auth.decision import ENROLLMENT_SERVICE_ROLE, DeviceGate, DeviceIdentity, Refusal
+from mqtt_broker_auth.listener_tls import ListenerTls
+from mqtt_broker_auth.packet_limit import PacketLimitReader, PacketRefused, PacketTooLarge
+from mqtt_broker_auth.tls_admission import BrokerRefusal, HandshakeCheck, TlsRefusal, openssl_refusal, peer_chain
 from trustlists.blocking import run_blocking
 
 __all__ = [
@@ -104,26 +121,6 @@ def identity_of(session: Session | None) -> DeviceIdentity | None:
         return None
     identity = session.attributes.get(IDENTITY)
     return identity if isinstance(identity, DeviceIdentity) else None
-
-
-def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> list[bytes]:
-    """The client's certificate chain, leaf first, as this TLS connection presented it ([] for none)."""
-    if ssl_object is None:
-        return []
-    leaf = ssl_object.getpeercert(binary_form=True)
-    if not leaf:
-        return []
-    # Python 3.13 can give the verified chain; on 3.11 the leaf suffices: the validator builds the path from
-    # the trust list, which holds every CA a device certificate may chain through.
-    get_chain = getattr(ssl_object, "get_verified_chain", None)
-    if get_chain is not None:
-        try:
-            chain = [bytes(c) if isinstance(c, bytes | bytearray) else c.public_bytes() for c in get_chain()]
-            if chain and chain[0] == leaf:
-                return chain
-        except (ssl.SSLError, ValueError, AttributeError, TypeError):
-            pass
-    return [leaf]
 
 
 async def authenticate_connection(gate: DeviceGate, ssl_object: ssl.SSLObject | None,
@@ -202,50 +199,178 @@ class SnapshotSubscriptions(dict):  # type: ignore[type-arg]
         return list(super().items())
 
 
+@dataclass
+class _PreAuth:
+    """One connection between TCP accept and the judgement of its CONNECT."""
+
+    slot: Slot
+    stream: asyncio.StreamWriter
+    peer: str
+    deadline: float  # event-loop time by which the CONNECT must have arrived
+    client_id: str | None = None  # once the CONNECT was read, for later log lines
+
+    def abort(self) -> None:
+        # abort, not close: nothing is owed to a peer that overstayed, and close() could wait on it.
+        self.stream.transport.abort()
+
+    def describe(self) -> str:
+        return f"{self.peer} (client id {self.client_id!r})" if self.client_id is not None else self.peer
+
+
 class DeviceGateBroker(Broker):
     """amqtt's Broker with the DeviceGate in front of its session table (see the module docstring).
 
-    `require_certificate=True` also makes the TLS listener demand a client certificate (amqtt hard-codes
-    CERT_OPTIONAL): a client without one never gets to send CONNECT. With False, certless clients reach the
-    gate and get CONNACK 5.
+    `tls` holds the listener's TLS contexts (replace the attribute to apply a new trust-list version);
+    None serves plain TCP (tests of the MQTT layer only). The amqtt config's listeners must not set `ssl`:
+    this class does the handshakes. `require_certificate` says how `tls` was built (a client without a
+    certificate never gets to send CONNECT, or reaches the gate and gets CONNACK 5).
     """
 
-    def __init__(self, config: dict[str, Any], *, gate: DeviceGate | None, require_certificate: bool = True,
-                 **kwargs: Any) -> None:
-        """gate=None keeps amqtt's own connect path (same TLS settings): the benchmark's admit-everyone baseline."""
+    def __init__(self, config: dict[str, Any], *, gate: DeviceGate | None, tls: ListenerTls | None = None,
+                 handshake_check: HandshakeCheck | None = None, limits: BrokerLimits | None = None,
+                 mode: BrokerMode = "standard", require_certificate: bool = True, **kwargs: Any) -> None:
+        """gate=None keeps amqtt's own connect path (same TLS and limits): the benchmark's admit-everyone baseline."""
         super().__init__(config, **kwargs)
+        for name, listener in self.listeners_config.items():
+            if listener.get("ssl", False):
+                raise ValueError(f"listener {name!r}: DeviceGateBroker does the TLS handshakes itself; pass the TLS "
+                                 "contexts as tls= and leave ssl off in the amqtt listener config")
+        if mode == "bootstrap" and gate is None:
+            raise ValueError("a bootstrap listener needs the DeviceGate to tell identities apart")
         self._subscriptions = SnapshotSubscriptions(self._subscriptions)
         self.gate = gate
+        self.tls = tls
+        self.handshake_check = handshake_check
+        self.limits = limits or BrokerLimits()
+        self.mode: BrokerMode = mode
         self.require_certificate = require_certificate
+        self.unauthenticated = UnauthenticatedSlots(self.limits.max_unauthenticated)
+        self.events = ThrottledWarning(_log)  # limit hits and TLS refusals, counted in .events.counts
         self.refusals: deque[Refusal] = deque(maxlen=256)  # the latest connects the gate refused (tests, bench)
-        self.ssl_contexts: list[ssl.SSLContext] = []  # the listeners' contexts: new CAs can be loaded into them
+        self.tls_refusals: deque[TlsRefusal] = deque(maxlen=256)  # closed at TLS, no MQTT byte read
+        self._pre_auth: dict[WriterAdapter, _PreAuth] = {}
 
-    def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:  # type: ignore[override]
-        context = Broker._create_ssl_context(listener)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.require_certificate:
-            context.verify_mode = ssl.CERT_REQUIRED
-        self.ssl_contexts.append(context)
-        return context
+    def bound_port(self, listener: str = "default") -> int:
+        """The port a started listener is bound to (the OS picks one for port 0)."""
+        server = self._servers[listener].instance  # amqtt 0.12.1 keeps its asyncio servers here, no accessor
+        return int(server.sockets[0].getsockname()[1])
+
+    # -- before any MQTT byte: accept, TLS, the handshake check ------------------------------------------------
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        # amqtt 0.12.1: the callback asyncio.start_server runs per accepted TCP connection; amqtt's own wraps the
+        # streams in adapters and runs the whole session through _client_connected, which we still do.
+        peer = _peer_of(writer)
+        slot = self.unauthenticated.take()
+        if slot is None:
+            self.events.warn("too_many_unauthenticated", "MQTT connection from %s refused: %d connections are "
+                             "already waiting to authenticate (max_unauthenticated)", peer, self.unauthenticated.limit)
+            writer.transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        pre_auth = _PreAuth(slot=slot, stream=writer, peer=peer, deadline=loop.time() + self.limits.connect_timeout_s)
+        try:
+            if not await self._secure(writer, pre_auth):
+                return
+            adapter = StreamWriterAdapter(writer)
+            packets = PacketLimitReader(reader, self.limits.max_packet_size,
+                                        on_refused=lambda exc: self._packet_refused(pre_auth, exc))
+            self._pre_auth[adapter] = pre_auth
+            try:
+                await self._client_connected(listener_name, packets, adapter)
+            finally:
+                self._pre_auth.pop(adapter, None)
+        finally:
+            slot.release()
+
+    async def _secure(self, writer: asyncio.StreamWriter, pre_auth: _PreAuth) -> bool:
+        """TLS handshake and handshake check, within the connect deadline; False when the connection was closed.
+
+        The first await below is start_tls, which stops reading the socket before the client's first TLS
+        bytes can reach the plain stream: nothing may be awaited before it.
+        """
+        if self.tls is None:
+            return True
+        context, _crl_checked = self.tls.context()
+        try:
+            async with asyncio.timeout_at(pre_auth.deadline):
+                await writer.start_tls(context, ssl_handshake_timeout=self.limits.connect_timeout_s)
+                outcome = None
+                if self.handshake_check is not None:
+                    outcome = await self.handshake_check(writer.get_extra_info("ssl_object"))
+        except TimeoutError:
+            self.events.warn("connect_timeout", "MQTT connection from %s closed: TLS handshake not done within "
+                             "%.1f s (connect_timeout_s)", pre_auth.peer, self.limits.connect_timeout_s)
+            pre_auth.abort()
+            return False
+        except ssl.SSLError as exc:
+            reason, detail = openssl_refusal(exc)
+            self._tls_refused(TlsRefusal(layer="openssl", reason=reason, detail=detail, peer=pre_auth.peer))
+            pre_auth.abort()
+            return False
+        except (OSError, ConnectionError, EOFError):  # the peer went away mid-handshake
+            pre_auth.abort()
+            return False
+        if isinstance(outcome, Refusal):
+            self._tls_refused(TlsRefusal(layer="handshake_check", reason=outcome.reason, detail=outcome.detail,
+                                         peer=pre_auth.peer))
+            pre_auth.abort()
+            return False
+        return True
+
+    def _tls_refused(self, refusal: TlsRefusal) -> None:
+        self.tls_refusals.append(refusal)
+        self.events.warn(f"tls_{refusal.reason}", "MQTT connection from %s closed at TLS (%s): %s (%s)",
+                         refusal.peer, refusal.layer, refusal.reason, refusal.detail)
+
+    def _packet_refused(self, pre_auth: _PreAuth, exc: PacketRefused) -> None:
+        self.events.warn("packet_too_large" if isinstance(exc, PacketTooLarge) else "malformed_packet",
+                         "MQTT connection from %s closed: %s (max_packet_size)", pre_auth.describe(), exc)
+        pre_auth.abort()
+
+    # -- CONNECT ------------------------------------------------------------------------------------------------
 
     async def _initialize_client_session(self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str,
                                          remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
-        if self.gate is None:
-            return await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        pre_auth = self._pre_auth.get(writer)
         try:
-            handler, connecting = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            return await self._connect(reader, writer, f"{remote_address}:{remote_port}", pre_auth)
+        finally:
+            if pre_auth is not None:
+                pre_auth.slot.release()  # authenticated or refused: no longer waiting
+
+    async def _connect(self, reader: ReaderAdapter, writer: WriterAdapter, peer: str,
+                       pre_auth: _PreAuth | None) -> tuple[BrokerProtocolHandler, Session]:
+        deadline = pre_auth.deadline if pre_auth is not None else \
+            asyncio.get_running_loop().time() + self.limits.connect_timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                if self.gate is None:
+                    host, _, port = peer.rpartition(":")
+                    return await super()._initialize_client_session(reader, writer, host, int(port))
+                handler, connecting = await BrokerProtocolHandler.init_from_connect(reader, writer,
+                                                                                    self.plugins_manager)
+        except TimeoutError:
+            self.events.warn("connect_timeout", "MQTT connection from %s closed: no CONNECT within %.1f s of "
+                             "accepting it (connect_timeout_s)", peer, self.limits.connect_timeout_s)
+            await _close(writer, pre_auth)
+            raise AMQTTError("no CONNECT in time") from None
+        except PacketRefused as exc:  # logged and aborted by the reader already
+            raise AMQTTError(str(exc)) from exc
         except (AMQTTError, MQTTError, NoDataError) as exc:
-            _log.warning("no valid CONNECT from %s:%s: %s", remote_address, remote_port, exc)
-            with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
-                await writer.close()
+            self.events.warn("invalid_connect", "no valid CONNECT from %s: %s", peer, exc)
+            await _close(writer, pre_auth)
             raise AMQTTError(exc) from exc
+        if pre_auth is not None:
+            pre_auth.client_id = connecting.client_id
 
         # Authenticate THIS connection before the session table is read or changed.
         identity = await self._gate(connecting, writer)
         if isinstance(identity, Refusal):
             self.refusals.append(identity)
-            _log.warning("MQTT connect refused from %s:%s client id %r: %s (%s)", remote_address, remote_port,
-                         connecting.client_id, identity.reason, identity.detail)
+            _log.warning("MQTT connect refused from %s client id %r: %s (%s)", peer, connecting.client_id,
+                         identity.reason, identity.detail)
             await self._refuse(handler, connecting, reader, writer)
             # The broker's connection handler drops a connection whose setup raised AMQTTError.
             raise AMQTTError(f"not authorized: {identity.reason}")
@@ -285,6 +410,10 @@ class DeviceGateBroker(Broker):
         identity = await authenticate_connection(self.gate, ssl_object, session.client_id or None)
         if isinstance(identity, Refusal):
             return identity
+        if self.mode == "bootstrap" and not _bootstrap_listener_admits(identity):
+            return BrokerRefusal(reason="not_on_bootstrap_listener",
+                                 detail=f"{identity.device!r} presents an operational certificate; the bootstrap "
+                                        "listener admits bootstrap identities and the enrollment service only")
         if not session.client_id:
             # An empty client id would get a random one, and the identity rule could not hold.
             return Refusal(reason="client_id_mismatch", detail="an empty client id cannot match the identity")
@@ -341,3 +470,23 @@ class DeviceGateBroker(Broker):
         # message loop) and drops its subscriptions and queued messages.
         await self._cleanup_session(client_id)
         return True
+
+
+def _bootstrap_listener_admits(identity: DeviceIdentity) -> bool:
+    return identity.kind == "bootstrap" or (identity.kind == "operational"
+                                            and identity.role == ENROLLMENT_SERVICE_ROLE)
+
+
+def _peer_of(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+async def _close(writer: WriterAdapter, pre_auth: _PreAuth | None) -> None:
+    if pre_auth is not None:
+        pre_auth.abort()
+        return
+    with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
+        await writer.close()

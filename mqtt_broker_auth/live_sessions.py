@@ -3,12 +3,15 @@
 Every `interval` seconds the watcher picks up revocations other processes committed (`otpki certs revoke`
 writes the same SQLite file) with `engine.refresh_revocations()` — an indexed incremental query, run in the
 blocking executor — and then asks `DeviceGate.still_valid` (two dict lookups) about each connected session.
-A session that fails is closed through `DeviceGateBroker.kick`; its reconnect is refused by the gate.
+A session that fails is closed through `DeviceGateBroker.kick`; its reconnect is refused at the TLS layer
+(the listener's handshake check, or OpenSSL's CRL check once the listener has the new CRL).
 The broker-side `DeviceTopicPlugin` also asks `still_valid` per message, so between the revocation reaching
-the index and the kick, the session can neither publish nor receive.
+the index and the kick, the session can neither publish nor receive. Until the round after another process's
+revocation, this process does not know of it: `interval` bounds that window for new connections too.
 
 It also calls `on_trust_change` when the group's trust list moves to a new version (a CA imported, removed
-or rolled over), so that the TLS listener can learn new CAs without a restart.
+or rolled over, and every revocation, whose new CRL is trust-list content), so that the listener builds new
+TLS contexts for the next handshakes without a restart.
 """
 
 from __future__ import annotations

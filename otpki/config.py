@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mqtt_broker_auth.broker_limits import BrokerLimits
 from mqtt_broker_auth.enrollment import EnrollmentSettings
 from mqtt_broker_auth.policy import MqttAccessPolicy
 from mqtt_broker_auth.tls_identity import embedded_broker_owner_name, mosquitto_owner_name
@@ -123,6 +124,11 @@ class MqttSettings(BaseModel):
         0.2, gt=0, description="How often the embedded broker looks for revocations to drop live sessions")
     service_name: str = Field("otpki-enrollment",
                               description="Registered name (in `group`) of the enrollment service's own identity")
+    limits: BrokerLimits = Field(default_factory=BrokerLimits,
+                                 description="What the embedded broker's device listener allows before authentication")
+    bootstrap_limits: BrokerLimits = Field(
+        default_factory=BrokerLimits,
+        description="The same for the bootstrap listener (first enrollment with IDevIDs)")
     enrollment: EnrollmentSettings = Field(default_factory=EnrollmentSettings)
     mosquitto: MosquittoFileSettings = Field(default_factory=MosquittoFileSettings)
 
@@ -273,6 +279,8 @@ def service_reserved_names(mqtt: MqttSettings) -> list[ReservedName]:
                      purpose="the embedded MQTT broker's TLS identity"),
         ReservedName(name=mosquitto_owner_name(mqtt.mosquitto.host), group=mqtt.broker_group,
                      purpose="the Mosquitto broker's TLS identity"),
+        ReservedName(name=embedded_broker_owner_name(mqtt.mosquitto.bootstrap_host, bootstrap=True),
+                     group=mqtt.broker_group, purpose="the bootstrap listener's TLS identity"),
     ]
 
 

@@ -133,7 +133,8 @@ async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
     workdir = _mqtt_dir(s)
     host = listen.host
     broker = EmbeddedBroker(eng, workdir=workdir / "broker", host=host, port=listen.port, group=cfg.group,
-                            broker_group=cfg.broker_group, revocation_interval=cfg.revocation_interval_s)
+                            broker_group=cfg.broker_group, revocation_interval=cfg.revocation_interval_s,
+                            limits=cfg.limits)
     service: EnrollmentService | None = None
     refresher: asyncio.Task[None] | None = None
     try:

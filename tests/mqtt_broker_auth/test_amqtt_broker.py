@@ -150,9 +150,15 @@ def refused_with(broker: EmbeddedBroker, outcome: Outcome, reason: str) -> None:
     assert broker.broker is not None and broker.broker.refusals[-1].reason == reason, list(broker.broker.refusals)
 
 
-def dropped_at_tls(broker: EmbeddedBroker, outcome: Outcome, refusals_before: int) -> None:
+def dropped_at_tls(broker: EmbeddedBroker, outcome: Outcome, refusals_before: int, reason: str | None = None,
+                   layer: str | None = None) -> None:
+    """Closed during or right after the TLS handshake: no CONNACK, the CONNECT never read, and the listener
+    says which layer refused it for which reason."""
     assert outcome.kind == "dropped", outcome
     assert broker.broker is not None and len(broker.broker.refusals) == refusals_before  # CONNECT never read
+    if reason is not None:
+        last = broker.broker.tls_refusals[-1]
+        assert last.reason == reason and (layer is None or last.layer == layer), list(broker.broker.tls_refusals)
 
 
 async def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -201,27 +207,28 @@ async def test_will_on_a_foreign_topic_is_refused(engine: Engine, broker: Embedd
 async def test_refused_devices(engine: Engine, broker: EmbeddedBroker, server_ca: Path, certs: Path,
                                clients: list[Client], clock: Clock, tmp_path: Path) -> None:
     assert broker.broker is not None
+    before = len(broker.broker.refusals)
     revoked = issue_device(engine, "pump-1", certs)
     engine.authority.revoke(revoked.serial_hex, reason=RevocationReason.KEY_COMPROMISE, actor=ACTOR)
     _, outcome = await connect(clients, broker, server_ca, revoked, "pump-1")
-    refused_with(broker, outcome, "revoked")
+    dropped_at_tls(broker, outcome, before, "revoked")  # OpenSSL's CRL or the handshake check, whichever is first
 
     valid = issue_device(engine, "pump-2", certs)
     _, outcome = await connect(clients, broker, server_ca, valid, "pump-3")
-    refused_with(broker, outcome, "client_id_mismatch")
+    refused_with(broker, outcome, "client_id_mismatch")  # only the CONNECT carries the client id
 
     rogue = make_external_leaf(tmp_path / "rogue", "pump-2", ca=make_external_ca("Rogue CA"))
     before = len(broker.broker.refusals)
     _, outcome = await connect(clients, broker, server_ca, rogue, "pump-2")
-    dropped_at_tls(broker, outcome, before)  # OpenSSL refuses a chain outside the trust list
+    dropped_at_tls(broker, outcome, before, "untrusted", "openssl")  # a chain outside the trust list
 
     _, outcome = await connect(clients, broker, server_ca, None, "pump-2")
-    dropped_at_tls(broker, outcome, before)  # no certificate: the listener requires one
+    dropped_at_tls(broker, outcome, before, "no_certificate", "openssl")  # the listener requires one
 
-    # Expiry on the engine's clock (OpenSSL uses the wall clock, so this reaches the gate).
+    # Expiry on the engine's clock (OpenSSL uses the wall clock, so this reaches the handshake check).
     advance(clock, days=366)
     _, outcome = await connect(clients, broker, server_ca, valid, "pump-2")
-    refused_with(broker, outcome, "expired")
+    dropped_at_tls(broker, outcome, before, "expired", "handshake_check")
     assert "pump-2" not in broker.broker.sessions and "pump-3" not in broker.broker.sessions
 
 
@@ -291,7 +298,7 @@ async def test_revoked_while_connected_is_disconnected_and_refused(engine: Engin
     assert broker.broker is not None and "pump-7" not in broker.broker.sessions
     client.close()
     _, outcome = await connect(clients, broker, server_ca, pump, "pump-7", clean_session=False)
-    refused_with(broker, outcome, "revoked")
+    dropped_at_tls(broker, outcome, len(broker.broker.refusals), "revoked")
 
 
 async def test_expired_while_connected_is_disconnected(engine: Engine, broker: EmbeddedBroker, server_ca: Path,

@@ -203,7 +203,7 @@ def test_config_file_with_a_weak_hash_fails_to_load(tmp_path: Path) -> None:
     weak = _hash_with(memory_cost=8, time_cost=1, parallelism=1)
     config = tmp_path / "otpki.toml"
     config.write_text(f'[[gds.access.users]]\nname = "registrar"\npassword_hash = "{weak}"\n')
-    with pytest.raises(InvalidInput, match=r"gds\.access\.users\.0\.password_hash: .*below otpki's floor"):
+    with pytest.raises(InvalidInput, match=r"\[\[gds\.access\.users\]\] #1 password_hash: .*below otpki's floor"):
         read_file_settings(config)
 
 
