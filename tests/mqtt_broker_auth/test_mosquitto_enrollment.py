@@ -86,14 +86,15 @@ def credential_cert(idevid: BootstrapCredential, directory: Path) -> DeviceCert:
                       cert_file=cert_file, key_file=key_file)
 
 
-def bootstrap_client(plant: Plant, cert: DeviceCert, *args: str, tool: str = "mosquitto_pub",
-                     client_id: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Mosquitto's own command-line client against otpki's bootstrap listener (MQTT 3.1.1: amqtt)."""
+async def bootstrap_client(plant: Plant, cert: DeviceCert, *args: str, tool: str = "mosquitto_pub",
+                           client_id: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Mosquitto's own command-line client against otpki's bootstrap listener (MQTT 3.1.1: amqtt), run off the
+    event loop the listener serves on."""
     cmd = [tool, "-h", "127.0.0.1", "-p", str(plant.bootstrap.port), "--cafile", str(plant.lab.root_ca_file),
            "--cert", str(cert.cert_file), "--key", str(cert.key_file), "-V", "mqttv311", "-d", *args]
     if client_id:
         cmd += ["-i", client_id]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT_S, check=False)
+    return await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=WAIT_S, check=False)
 
 
 async def test_idevid_enrolls_on_the_bootstrap_listener_then_lives_and_renews_on_mosquitto(
@@ -109,10 +110,10 @@ async def test_idevid_enrolls_on_the_bootstrap_listener_then_lives_and_renews_on
     assert "unknown ca" in tls_alert(lab, boot)
 
     # On the bootstrap listener the IDevID is pump-1's bootstrap identity: its CSR topic and replies, nothing else.
-    sub = bootstrap_client(plant, boot, "-t", "plant/north/pump-1/cmd/#", "-E", tool="mosquitto_sub",
+    sub = await bootstrap_client(plant, boot, "-t", "plant/north/pump-1/cmd/#", "-E", tool="mosquitto_sub",
                            client_id="pump-1")
     assert "received SUBACK" in sub.stdout and "Subscribed (mid: 1): 128" in sub.stdout, sub.stdout + sub.stderr
-    sub = bootstrap_client(plant, boot, "-t", "otpki/enroll/pump-1/+", "-E", tool="mosquitto_sub", client_id="pump-1")
+    sub = await bootstrap_client(plant, boot, "-t", "otpki/enroll/pump-1/+", "-E", tool="mosquitto_sub", client_id="pump-1")
     assert "Subscribed (mid: 1): 0" in sub.stdout or "Subscribed (mid: 1): 1" in sub.stdout, sub.stdout + sub.stderr
 
     workdir = tmp_path / "pump-1"
@@ -156,15 +157,20 @@ async def test_idevid_enrolls_on_the_bootstrap_listener_then_lives_and_renews_on
     assert not dev.publish("plant/north/pump-1/telemetry").is_failure
     assert dev.publish("plant/north/pump-2/telemetry").value == 135
     # ...and is no identity on the bootstrap listener, which admits bootstrap certificates and the service only.
-    res = bootstrap_client(plant, operational, "-t", "otpki/enroll/pump-1/csr", "-m", "x", client_id="pump-1")
+    res = await bootstrap_client(plant, operational, "-t", "otpki/enroll/pump-1/csr", "-m", "x", client_id="pump-1")
     assert res.returncode != 0 and "received CONNACK (0)" not in res.stdout, res.stdout
 
 
 async def test_factory_certificate_listed_by_sha256_enrolls_for_mosquitto(plant: Plant, tmp_path: Path) -> None:
-    """Self-signed factory certificates cannot be expressed in Mosquitto (it would need a CA per device); on the
-    bootstrap listener they are allow-listed by fingerprint, and the device then lives on Mosquitto."""
+    """Self-signed factory certificates cannot be expressed in Mosquitto (each would be a CA naming whoever it
+    likes); the operator imports the certificate into the group's trust list (a TLS anchor for otpki's own
+    listeners) and allow-lists it by fingerprint. It enrolls on the bootstrap listener; the device then lives
+    on Mosquitto, which never sees the factory certificate."""
     lab = plant.lab
     factory = Manufacturer.factory_self_signed("FAC-0042")
+    await run_blocking(lambda: lab.engine.trustlists.import_external(
+        GROUP, factory.certificate_pem.encode(), list_name="trusted", note="FAC-0042 factory certificate",
+        actor=ACTOR))
     await run_blocking(lambda: lab.engine.registry.register(
         group=GROUP, name="valve-42", site="north", actor=ACTOR,
         attributes={"bootstrap": [factory.allow_list_entry(by="sha256")]}))
@@ -201,9 +207,9 @@ async def test_manufacturer_certificates_on_the_bootstrap_listener_get_no_other_
 
     for cn in ("pump-77", SERVICE, lab.settings.admin_username, "never-registered"):
         forged = credential_cert(manufacturer.issue_idevid(cn), tmp_path / cn)
-        res = bootstrap_client(plant, forged, "-t", f"otpki/enroll/{cn}/csr", "-m", "x", client_id=cn)
+        res = await bootstrap_client(plant, forged, "-t", f"otpki/enroll/{cn}/csr", "-m", "x", client_id=cn)
         assert res.returncode != 0 and "received CONNACK (0)" not in res.stdout, (cn, res.stdout, res.stderr)
-        sub = bootstrap_client(plant, forged, "-t", "otpki/enroll/+/csr", "-E", tool="mosquitto_sub", client_id=cn)
+        sub = await bootstrap_client(plant, forged, "-t", "otpki/enroll/+/csr", "-E", tool="mosquitto_sub", client_id=cn)
         assert sub.returncode != 0 and "received CONNACK (0)" not in sub.stdout, (cn, sub.stdout, sub.stderr)
 
     assert not online.disconnected.is_set()
