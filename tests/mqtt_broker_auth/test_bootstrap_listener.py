@@ -65,7 +65,7 @@ async def test_bootstrap_listener_admits_only_bootstrap_identities_and_the_enrol
         # The enrollment service connects and subscribes to every device's CSR topic.
         service = EnrollmentService(engine, host="127.0.0.1", port=broker.port, ca_file=server_ca,
                                     cert_file=service_cert.cert_file, key_file=service_cert.key_file,
-                                    settings=EnrollmentSettings(replay_file=tmp_path / "replay.json"))
+                                    settings=EnrollmentSettings())
         await service.start()
         watcher = await connected(clients, broker, server_ca, observer, "enroll-observer")
         assert await asyncio.to_thread(watcher.subscribe, "otpki/enroll/+/csr") == [1]

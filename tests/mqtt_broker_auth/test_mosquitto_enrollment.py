@@ -113,7 +113,8 @@ async def test_idevid_enrolls_on_the_bootstrap_listener_then_lives_and_renews_on
     sub = await bootstrap_client(plant, boot, "-t", "plant/north/pump-1/cmd/#", "-E", tool="mosquitto_sub",
                            client_id="pump-1")
     assert "received SUBACK" in sub.stdout and "Subscribed (mid: 1): 128" in sub.stdout, sub.stdout + sub.stderr
-    sub = await bootstrap_client(plant, boot, "-t", "otpki/enroll/pump-1/+", "-E", tool="mosquitto_sub", client_id="pump-1")
+    sub = await bootstrap_client(plant, boot, "-t", "otpki/enroll/pump-1/+", "-E", tool="mosquitto_sub",
+                                 client_id="pump-1")
     assert "Subscribed (mid: 1): 0" in sub.stdout or "Subscribed (mid: 1): 1" in sub.stdout, sub.stdout + sub.stderr
 
     workdir = tmp_path / "pump-1"
@@ -209,7 +210,8 @@ async def test_manufacturer_certificates_on_the_bootstrap_listener_get_no_other_
         forged = credential_cert(manufacturer.issue_idevid(cn), tmp_path / cn)
         res = await bootstrap_client(plant, forged, "-t", f"otpki/enroll/{cn}/csr", "-m", "x", client_id=cn)
         assert res.returncode != 0 and "received CONNACK (0)" not in res.stdout, (cn, res.stdout, res.stderr)
-        sub = await bootstrap_client(plant, forged, "-t", "otpki/enroll/+/csr", "-E", tool="mosquitto_sub", client_id=cn)
+        sub = await bootstrap_client(plant, forged, "-t", "otpki/enroll/+/csr", "-E", tool="mosquitto_sub",
+                                     client_id=cn)
         assert sub.returncode != 0 and "received CONNACK (0)" not in sub.stdout, (cn, sub.stdout, sub.stderr)
 
     assert not online.disconnected.is_set()
