@@ -83,12 +83,13 @@ class TargetServerIdentity:
             raise PushError(SERVER_IDENTITY, UNTRUSTED,
                             f"the endpoint presents certificate SHA-256 {presented}; {_describe_pin(target.pin)}. "
                             "If the PLC's certificate really changed, compare its fingerprint on the PLC and "
-                            "re-pin the target")
+                            "re-pin the target (otpki targets repin)")
         if target.delivered_serial is not None:
             raise PushError(SERVER_IDENTITY, UNTRUSTED,
                             f"the target holds an engine certificate (serial {target.delivered_serial}), but the "
                             f"endpoint presents one the engine did not issue (SHA-256 {presented}). If the PLC was "
-                            "reset or replaced, compare its fingerprint on the PLC and re-pin the target")
+                            "reset or replaced, compare its fingerprint on the PLC and re-pin the target "
+                            "(otpki targets repin)")
         return self._first_contact(target, presented)
 
     def _engine_certificate(self, target: DeliveryTarget, chain: list[bytes], presented: str,
@@ -101,7 +102,8 @@ class TargetServerIdentity:
         if not result.ok:
             raise PushError(SERVER_IDENTITY, result.status_name,
                             f"the endpoint presents the engine certificate {serial} of this target, but it does not "
-                            f"validate: {result.reason}")
+                            f"validate: {result.reason}. An operator who has checked the PLC can re-pin it "
+                            "(otpki targets repin)")
         return Accepted(presented, f"engine certificate {serial}")
 
     def _first_contact(self, target: DeliveryTarget, presented: str) -> Accepted:

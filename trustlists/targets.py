@@ -116,8 +116,7 @@ class DeliveryTargets:
         """A new target; `pin_sha256` pins the certificate it must present until it holds an engine certificate
         (without it, the first contact pins what the target presents)."""
         now = self._ctx.clock()
-        pin = None if pin_sha256 is None else TargetPin(fingerprint_sha256=normalize_fingerprint(pin_sha256),
-                                                         source=PinSource.REGISTERED, pinned_at=now, pinned_by=actor)
+        pin = None if pin_sha256 is None else _new_pin(pin_sha256, PinSource.REGISTERED, now, actor)
         with self._ctx.store.transaction() as tx:
             owner = tx.get_owner(owner_id)
             if tx.find_target(kind, address) is not None:
@@ -163,8 +162,7 @@ class DeliveryTargets:
             if target.delivered_serial is not None:
                 raise InvalidState(f"{target.address} holds an engine certificate (serial {target.delivered_serial}); "
                                    "a first-contact pin does not apply", reason="pin_not_applicable")
-            pin = TargetPin(fingerprint_sha256=fingerprint, source=PinSource.FIRST_CONTACT, pinned_at=now,
-                            pinned_by=actor)
+            pin = _new_pin(fingerprint, PinSource.FIRST_CONTACT, now, actor)
             _store_pin(tx, target_id, pin)
             audit.append(tx, actor=actor, action="target.pin", subject=target_id,
                          details={"address": target.address, "sha256": fingerprint,
@@ -179,7 +177,7 @@ class DeliveryTargets:
         with self._ctx.store.transaction() as tx:
             target = _target(tx.get_target(target_id) or _missing(target_id))
             previous = _pin(tx.get_target_pin(target_id))
-            pin = TargetPin(fingerprint_sha256=fingerprint, source=PinSource.OPERATOR, pinned_at=now, pinned_by=actor)
+            pin = _new_pin(fingerprint, PinSource.OPERATOR, now, actor)
             _store_pin(tx, target_id, pin)
             # The refusals behind a backoff are what the operator just resolved: the target is due now.
             tx.update_target(target_id, state=target.state.value, attempts=target.attempts,
@@ -273,6 +271,12 @@ class DeliveryTargets:
             audit.append(tx, actor=actor, action="target.failed", subject=target_id,
                          details={"address": target.address, "attempt": attempts, "error": error[:500]})
         return self.get(target_id)
+
+
+def _new_pin(fingerprint_sha256: str, source: PinSource, now: datetime, actor: str) -> TargetPin:
+    # At the store's precision, so that the pin handed back equals the one read later.
+    return TargetPin(fingerprint_sha256=normalize_fingerprint(fingerprint_sha256), source=source,
+                     pinned_at=from_epoch(to_epoch(now)), pinned_by=actor)
 
 
 def _store_pin(tx: SqlTx, target_id: str, pin: TargetPin) -> None:

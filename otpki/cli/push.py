@@ -71,7 +71,8 @@ def targets_add(
     console.print(f"push target {name} -> {endpoint} (id {target.id})")
     if target.pin is None:
         err_console.print(f"warning: no --server-sha256 for {name}: the first push trusts the certificate {endpoint} "
-                          "presents then, and prints its fingerprint to compare with the PLC's")
+                          "presents then, and prints its fingerprint to compare with the PLC's",
+                          highlight=False, soft_wrap=True)
 
 
 @targets_app.command("repin")
@@ -189,7 +190,8 @@ def _warn_first_contacts(outcomes: list[TargetOutcome]) -> None:
         if o.first_contact_sha256 is not None:
             err_console.print(f"warning: {o.address} was not pinned; its certificate was pinned at this first contact:"
                               f" SHA-256 {display_fingerprint(o.first_contact_sha256)}. Compare it with the "
-                              "fingerprint the PLC shows; if they differ, run `otpki targets repin` with the PLC's")
+                              "fingerprint the PLC shows; if they differ, run `otpki targets repin` with the PLC's",
+                              highlight=False, soft_wrap=True)
 
 
 async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
