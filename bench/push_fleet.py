@@ -5,6 +5,9 @@ baseline: pushes to a sample of the PLCs one after another (`Rollout.push_one`),
           the sequential cost of the fleet is estimated as N x the mean single push.
 engine:   `Rollout.run(force=True)` over the whole fleet with the configured concurrency: wall time.
 Target: wall time <= 0.1 x sequential.
+server_check: what the server-identity check (before every push's login) costs otpki, measured on its own
+          after the rollout: the first-contact path (a pin recorded for a fresh target) and the
+          engine-certificate path (inventory lookup + validation against the trust list) per call.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import emit, note, parse_args, workdir
 from opcua_gds.own_identity import ensure_identity
 from opcua_gds.rollout import KIND, Rollout
+from opcua_gds.server_identity import TargetServerIdentity
 from simulators.plant_workers import chunks, consecutive_free_ports, start_workers, stop_workers, wait_ready
 from tests.helpers import make_engine
+from trustlists.engine import Engine
 
 TARGET = 0.1
 PER_PROCESS = 50
@@ -70,12 +75,38 @@ async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, objec
         report = await rollout.run(force=True)
         wall = time.perf_counter() - t
         cpu_after = cpu_seconds(workers)
+        check_ms = await server_check_cost(engine, [t.id for t in targets])
     finally:
         stop_workers(workers, grace_s=20)
         engine.close()
     return {"singles": singles, "wall": wall, "delivered": report.delivered, "failed": report.failed,
             "errors": [o.error for o in report.outcomes if not o.ok][:5], "startup_s": startup_s,
-            "cpu_plcs_s": cpu_after[0] - cpu_before[0], "cpu_otpki_s": cpu_after[1] - cpu_before[1]}
+            "cpu_plcs_s": cpu_after[0] - cpu_before[0], "cpu_otpki_s": cpu_after[1] - cpu_before[1],
+            "check_ms": check_ms}
+
+
+async def server_check_cost(engine: Engine, target_ids: list[str]) -> dict[str, float]:
+    """Mean milliseconds of one server-identity decision, as the rollout makes it (one thread hop each)."""
+    delivered = []
+    for target_id in target_ids:
+        serial = engine.targets.get(target_id).delivered_serial
+        assert serial is not None
+        der = engine.inventory.get(serial).der
+        assert der is not None
+        delivered.append((target_id, der))
+    t = time.perf_counter()
+    for target_id, der in delivered:
+        await TargetServerIdentity(engine, target_id, actor="bench")([der])
+    engine_path = (time.perf_counter() - t) / len(delivered)
+    owner = engine.registry.register(group="opcua-application", name="plc-first-contact",
+                                     application_uri="urn:otpki:plc:plc-first-contact", actor="bench")
+    fresh = [engine.targets.add(owner_id=owner.id, kind=KIND, address=f"opc.tcp://127.0.0.1:1/first-{i}",
+                                credentials_ref="plc", actor="bench").id for i in range(len(delivered))]
+    t = time.perf_counter()
+    for target_id, (_other, der) in zip(fresh, delivered, strict=True):
+        await TargetServerIdentity(engine, target_id, actor="bench")([der[::-1]])  # any bytes: pinned as seen
+    first_contact = (time.perf_counter() - t) / len(fresh)
+    return {"engine_certificate_ms": round(1000 * engine_path, 3), "first_contact_ms": round(1000 * first_contact, 3)}
 
 
 def cpu_seconds(workers: list[subprocess.Popen[str]]) -> tuple[float, float]:
@@ -105,7 +136,9 @@ def main() -> None:
                  # Where the CPU went during the rollout: on a plant every PLC has its own CPU, here 200
                  # simulated PLCs share the two cores with otpki, so their share bounds the wall time.
                  "cpu_s_plcs": round(r["cpu_plcs_s"], 1), "cpu_s_otpki": round(r["cpu_otpki_s"], 1),  # type: ignore[arg-type]
-                 "cpu_ms_per_push_otpki": round(1000 * r["cpu_otpki_s"] / max(1, r["delivered"]), 1)},  # type: ignore[arg-type, operator]
+                 "cpu_ms_per_push_otpki": round(1000 * r["cpu_otpki_s"] / max(1, r["delivered"]), 1),  # type: ignore[arg-type, operator]
+                 # The server-identity check alone, per call (it runs once per push; reconnects compare hashes).
+                 "server_check_ms": r["check_ms"]},
          baseline={"mean_single_push_s": round(mean_single, 3), "sequential_estimate_s": round(sequential, 3),
                    "single_pushes_s": [round(s, 3) for s in r["singles"]]},  # type: ignore[union-attr]
          ratio=ratio, target=f"rollout wall time <= {TARGET} x the sequential sum of single pushes",

@@ -11,10 +11,17 @@ Two things differ from asyncua's defaults, both measured on a fleet push:
   RSA key includes cryptography's consistency check (about 30 ms of CPU), two thirds of otpki's CPU per
   push. `ClientIdentity` parses it once and `secure()` builds the security policy from the parsed objects,
   which is all `Client._set_security` does after loading.
+
+And one thing asyncua does not do at all: decide whether the server is the one we mean. `set_security` takes
+the certificate GetEndpoints returns, whatever it is, and ActivateSession then encrypts the user's password to
+it. `secure()` hands that certificate to the caller's `ServerCheck` first; the channel and the session are
+then bound to it (asyncua verifies the OpenSecureChannel and CreateSession signatures with its key and refuses
+a CreateSession that names another certificate), so nothing is sent to a server that failed the check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,6 +32,10 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+# Called with the certificate chain a server's endpoint presents (leaf first, DER) before any secure channel is
+# opened; raises to refuse the server.
+ServerCheck = Callable[[list[bytes]], Awaitable[None]]
 
 
 def admin_client(url: str, *, timeout_s: float) -> Client:
@@ -51,16 +62,24 @@ def _load(cert_path: Path, key_path: Path, _mtime: int) -> ClientIdentity:
     return ClientIdentity(cert, key)
 
 
-async def secure(client: Client, identity: ClientIdentity, *, mode: ua.MessageSecurityMode,
-                 policy: type[security_policies.SecurityPolicy] = SecurityPolicyBasic256Sha256) -> None:
-    """`Client.set_security` with an already parsed identity: ask the endpoints for the server certificate."""
+async def secure(client: Client, identity: ClientIdentity, *, mode: ua.MessageSecurityMode, check: ServerCheck,
+                 policy: type[security_policies.SecurityPolicy] = SecurityPolicyBasic256Sha256) -> bytes:
+    """`Client.set_security` with an already parsed identity and a checked server certificate.
+
+    Asks the endpoints for the server certificate, lets `check` accept or refuse it, and binds the client's
+    security policy to it. Returns the accepted certificate (DER).
+    """
     client.security_policy = security_policies.SecurityPolicyNone()
     client.uaclient.security_policy = client.security_policy
     endpoints = await client.connect_and_get_server_endpoints()
     endpoint = Client.find_endpoint(endpoints, mode, policy.URI)
-    server_cert = x509.load_der_x509_certificate(first_certificate(endpoint.ServerCertificate))
+    chain = split_chain(endpoint.ServerCertificate or b"")
+    # Parsed before the check: a blob that is no certificate must not be pinned or looked up.
+    server_cert = x509.load_der_x509_certificate(chain[0] if chain else b"")
+    await check(chain)
     client.security_policy = policy(server_cert, identity.certificate, identity.private_key, mode)
     client.uaclient.set_security(client.security_policy)
+    return chain[0]
 
 
 def first_certificate(chain: bytes) -> bytes:
@@ -72,3 +91,16 @@ def first_certificate(chain: bytes) -> bytes:
         return chain[: 2 + length]
     n = length & 0x7F
     return chain[: 2 + n + int.from_bytes(chain[2: 2 + n], "big")]
+
+
+def split_chain(chain: bytes) -> list[bytes]:
+    """The certificates of a ServerCertificate (a DER certificate or a concatenated chain, leaf first)."""
+    certs: list[bytes] = []
+    rest = chain
+    while rest:
+        cert = first_certificate(rest)
+        if not cert:
+            break
+        certs.append(cert)
+        rest = rest[len(cert):]
+    return certs

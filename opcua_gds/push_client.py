@@ -12,6 +12,11 @@ presents the new certificate and that a written trust list reads back as written
 Every failure is a ``PushError`` naming the step and the OPC UA status code name. A trust list that the
 server accepts but does not apply (some servers answer Good to Write/CloseAndUpdate and change nothing)
 is not an error: it is reported as ``trust_list_applied=False`` in the ``PushResult``.
+
+Every session takes a ``ServerCheck``: the server certificate the endpoint presents is checked before the
+SecurityAdmin password (or anything else) goes out; a refusal is a ``PushError`` of step ``server_identity``.
+The first connection of a push uses the caller's check (for a delivery target: ``server_identity``), the
+reconnects after ApplyChanges accept exactly the certificate accepted then or the one just installed.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,7 @@ from asyncua.common.methods import call_method_full
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
-from opcua_gds.client_session import ClientIdentity, admin_client, first_certificate, secure
+from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, first_certificate, secure
 from opcua_gds.file_client import read_to_end
 from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
 from trustlists.blocking import run_blocking
@@ -107,6 +113,24 @@ class PushResult(BaseModel):
     trust_list_written: bool
     trust_list_applied: bool | None = None  # None: no trust list given; False: the server did not apply it
     steps: list[StepOutcome] = Field(default_factory=list)
+
+
+SERVER_IDENTITY = "server_identity"  # the step of a refused server certificate
+
+
+def expect_certificate(*fingerprints: str) -> ServerCheck:
+    """A check that accepts exactly these certificates (SHA-256 of the DER, hex): a pin, or a reconnect that
+    must find the server it just talked to."""
+    wanted = frozenset(f.lower() for f in fingerprints if f)
+
+    async def check(chain: list[bytes]) -> None:
+        presented = fingerprint(chain[0]) if chain else ""
+        if presented not in wanted:
+            raise PushError(SERVER_IDENTITY, "BadCertificateUntrusted",
+                            f"the endpoint presents certificate SHA-256 {presented or '(none)'}, "
+                            f"expected {' or '.join(sorted(wanted)) or 'none'}")
+
+    return check
 
 
 def _code_of(exc: BaseException) -> int | None:
@@ -268,15 +292,20 @@ class PushClient:
 # -- sessions -----------------------------------------------------------------------------------------
 async def connect_push_session(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
                                client_app_uri: str, username: str | None, password: str | None,
+                               server_check: ServerCheck,
                                mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
                                timeout_s: float = 10.0) -> Client:
-    """A connected asyncua Client: Basic256Sha256, the given mode, the client's own certificate and user."""
+    """A connected asyncua Client: Basic256Sha256, the given mode, the client's own certificate and user.
+
+    `server_check` sees the server's certificate before the secure channel is opened; when it refuses, the
+    client disconnects and nothing (no user name, no password) has been sent.
+    """
     client = admin_client(endpoint, timeout_s=timeout_s)
     client.application_uri = client_app_uri
     try:
         # Parsing is cached, but the first parse of an RSA key costs ~30 ms: not on the event loop.
         identity = await run_blocking(ClientIdentity.load, Path(client_cert_path), Path(client_key_path))
-        await secure(client, identity, mode=mode)
+        await secure(client, identity, mode=mode, check=server_check)
         if username is not None:
             client.set_user(username)
             client.set_password(password or "")
@@ -300,22 +329,33 @@ def _same_lists(written: TrustListContent, read: TrustListContent) -> bool:
     return True
 
 
-class _Session(BaseModel):
+@dataclass
+class _Session:
     endpoint: str
     client_cert_path: Path
     client_key_path: Path
     client_app_uri: str
     username: str
     password: str
+    server_check: ServerCheck
+    accepted: str = ""  # fingerprint of the server certificate the first connection accepted
 
     async def open(self) -> tuple[Client, list[StepOutcome]]:
-        """The first connection of a push, and the step list that records it."""
-        return await self.connect(), [StepOutcome(step="connect")]
+        """The first connection of a push (the caller's server check), and the step list that records it."""
+        presented: list[str] = []
 
-    async def connect(self) -> Client:
+        async def check(chain: list[bytes]) -> None:
+            await self.server_check(chain)
+            presented.append(fingerprint(chain[0]))
+
+        client = await self.connect(check)
+        self.accepted = presented[-1]
+        return client, [StepOutcome(step="connect", detail=f"server certificate {self.accepted}")]
+
+    async def connect(self, check: ServerCheck) -> Client:
         return await connect_push_session(self.endpoint, client_cert_path=self.client_cert_path,
                                           client_key_path=self.client_key_path, client_app_uri=self.client_app_uri,
-                                          username=self.username, password=self.password)
+                                          username=self.username, password=self.password, server_check=check)
 
 
 class _Observed(BaseModel):
@@ -324,19 +364,24 @@ class _Observed(BaseModel):
 
 
 async def _observe(session: _Session, *, want_certificate: str | None, trust_list: TrustListContent | None,
-                   attempts: int, delay_s: float) -> tuple[_Observed, PushError | None]:
+                   attempts: int, delay_s: float, installed: str | None = None) -> tuple[_Observed, PushError | None]:
     """Reconnect (the server renegotiates its channels after ApplyChanges) and read what it now has.
 
-    Retries until the endpoint presents `want_certificate` (when given) or the attempts run out; returns
-    what was seen last and the last error.
+    Only the certificate accepted at the first connection or the one just installed (`installed`) is
+    accepted; any other server is refused before the password goes out, and not retried. Retries until the
+    endpoint presents `want_certificate` (when given) or the attempts run out; returns what was seen last and
+    the last error.
     """
     seen = _Observed()
     last_error: PushError | None = None
+    check = expect_certificate(session.accepted, *([installed] if installed else []))
     for _ in range(attempts):
         await asyncio.sleep(delay_s)
         try:
-            client = await session.connect()
+            client = await session.connect(check)
         except PushError as exc:
+            if exc.step == SERVER_IDENTITY:
+                return seen, exc
             last_error = exc
             continue
         try:
@@ -374,8 +419,8 @@ def _key_for_formats(key_pem: bytes, formats: list[str]) -> tuple[str, bytes]:
 
 
 async def push_certificate(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
-                           client_app_uri: str, username: str, password: str, issue: IssueFunction,
-                           issue_with_key: IssueWithKeyFunction | None = None,
+                           client_app_uri: str, username: str, password: str, server_check: ServerCheck,
+                           issue: IssueFunction, issue_with_key: IssueWithKeyFunction | None = None,
                            trust_list: TrustListContent | None = None, reconnect_attempts: int = 15,
                            reconnect_delay_s: float = 1.0) -> PushResult:
     """Renew one server's application certificate by push; see the module docstring for the steps.
@@ -387,14 +432,13 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
     """
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
-                       password=password)
+                       password=password, server_check=server_check)
     client, steps = await session.open()
     trust_list_written = False
     cert_der = b""
     try:
         push = PushClient(client)
         caps = await push.read_capabilities()
-        old_cert = caps.server_certificate_der
         steps.append(StepOutcome(step="read_capabilities",
                                  detail=f"key formats {caps.supported_private_key_formats}, "
                                         f"max trust list {caps.max_trust_list_size}"))
@@ -431,8 +475,12 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
         if not cert_der or exc.step not in ("update_certificate", "apply_changes"):
             raise
         # The certificate went out and the conversation broke: find out which state the server kept.
-        seen, _ = await _observe(session, want_certificate=None, trust_list=None,
-                                 attempts=reconnect_attempts, delay_s=reconnect_delay_s)
+        seen, observe_error = await _observe(session, want_certificate=None, trust_list=None,
+                                             attempts=reconnect_attempts, delay_s=reconnect_delay_s,
+                                             installed=fingerprint(cert_der))
+        if observe_error is not None and observe_error.step == SERVER_IDENTITY:
+            raise PushError(exc.step, exc.status, f"{exc.detail}; after reconnecting, another server answers at "
+                            f"the endpoint ({observe_error.detail})", exc.code) from exc
         if fingerprint(seen.certificate_der) != fingerprint(cert_der):
             kept = "its previous certificate" if seen.certificate_der else "an unknown state (unreachable)"
             raise PushError(exc.step, exc.status, f"{exc.detail}; after reconnecting, the server presents {kept}",
@@ -444,7 +492,7 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
 
     issued_fp = fingerprint(cert_der)
     seen, error = await _observe(session, want_certificate=issued_fp, trust_list=trust_list,
-                                 attempts=reconnect_attempts, delay_s=reconnect_delay_s)
+                                 attempts=reconnect_attempts, delay_s=reconnect_delay_s, installed=issued_fp)
     if error is not None:
         raise error
     trust_list_applied = None if trust_list is None or seen.trust_list is None else _same_lists(trust_list,
@@ -452,7 +500,7 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
     steps.append(StepOutcome(step="reconnect"))
     steps.append(StepOutcome(step="verify_certificate", detail=issued_fp))
     _note_trust_list(steps, trust_list, trust_list_applied)
-    return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=fingerprint(old_cert),
+    return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=session.accepted,
                       new_fingerprint=fingerprint(seen.certificate_der), issued_fingerprint=issued_fp,
                       certificate_presented=fingerprint(seen.certificate_der) == issued_fp,
                       trust_list_written=trust_list_written, trust_list_applied=trust_list_applied, steps=steps)
@@ -466,12 +514,13 @@ def _note_trust_list(steps: list[StepOutcome], trust_list: TrustListContent | No
 
 
 async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
-                          client_app_uri: str, username: str, password: str, trust_list: TrustListContent,
-                          reconnect_attempts: int = 15, reconnect_delay_s: float = 1.0) -> PushResult:
+                          client_app_uri: str, username: str, password: str, server_check: ServerCheck,
+                          trust_list: TrustListContent, reconnect_attempts: int = 15,
+                          reconnect_delay_s: float = 1.0) -> PushResult:
     """Only the trust list (after a revocation or a CA change): write, ApplyChanges, read it back."""
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
-                       password=password)
+                       password=password, server_check=server_check)
     client, steps = await session.open()
     try:
         push = PushClient(client)
@@ -483,7 +532,7 @@ async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client
         steps.append(StepOutcome(step="apply_changes"))
     finally:
         await _quiet_disconnect(client)
-    current = fingerprint(caps.server_certificate_der)
+    current = session.accepted
     seen, error = await _observe(session, want_certificate=None, trust_list=trust_list,
                                  attempts=reconnect_attempts, delay_s=reconnect_delay_s)
     if error is not None:

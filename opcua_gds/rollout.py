@@ -4,7 +4,9 @@ The targets and what each one last received live in the engine's store (`trustli
 rollout only touches targets that need it (idempotent), picks up where it stopped after a restart, and
 leaves an unreachable PLC to a later attempt with backoff while the others go on. Each push is
 `push_client.push_certificate`: trust list first, then CSR -> engine issuance -> UpdateCertificate ->
-ApplyChanges, then a reconnect that must show the new certificate.
+ApplyChanges, then a reconnect that must show the new certificate. Before any of it, the server at the
+target's address must prove to be the target (`server_identity`); a refusal is the target's error, retried
+with the same backoff, and the password never leaves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from opcua_gds.push_client import PushError, PushResult, push_certificate, push_trust_list
+from opcua_gds.server_identity import TargetServerIdentity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.models import KeyType
@@ -73,6 +76,9 @@ class TargetOutcome(BaseModel):
     trust_version: int | None = None
     trust_list_applied: bool | None = None
     error: str | None = None
+    # Set when this push pinned the server's certificate at the target's first contact (trust on first use):
+    # the operator should compare it with the fingerprint the PLC displays.
+    first_contact_sha256: str | None = None
     seconds: float
 
 
@@ -130,11 +136,12 @@ class Rollout:
         """
         start = time.perf_counter()
         issued_serials: list[str] = []
+        identity = TargetServerIdentity(self.engine, target.id, actor=self._actor)
         try:
             trust = await run_blocking(self.engine.trustlists.get, target.group)
             username, password = self._credentials(target.credentials_ref)
             session = {"username": username, "password": password, "trust_list": trust.content,
-                       **self._client, **self._reconnect}
+                       "server_check": identity, **self._client, **self._reconnect}
             if target.delivered_serial is not None and not DeliveryTargets.needs_certificate(reason):
                 result: PushResult = await asyncio.wait_for(
                     push_trust_list(target.address, **session), timeout=self._timeout_s)  # type: ignore[arg-type]
@@ -148,12 +155,14 @@ class Rollout:
             error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PushError) else str(exc)
             await run_blocking(self.engine.targets.record_failure, target.id, error=error, actor=self._actor)
             return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=False, error=error,
+                                 first_contact_sha256=_first_contact(identity),
                                  seconds=round(time.perf_counter() - start, 3))
         serial = issued_serials[-1]
         await run_blocking(self.engine.targets.record_success, target.id, serial=serial, trust_version=trust.version,
                            actor=self._actor)
         return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=True, serial=serial,
                              trust_version=trust.version, trust_list_applied=result.trust_list_applied,
+                             first_contact_sha256=_first_contact(identity),
                              seconds=round(time.perf_counter() - start, 3))
 
     async def _push_certificate(self, target: DeliveryTarget, session: dict, issued_serials: list[str]) -> PushResult:
@@ -191,3 +200,8 @@ class Rollout:
                 on_report(report)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+
+def _first_contact(identity: TargetServerIdentity) -> str | None:
+    pin = identity.first_contact
+    return pin.fingerprint_sha256 if pin is not None else None

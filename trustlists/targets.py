@@ -6,6 +6,12 @@ The engine keeps what was delivered (certificate serial, trust-list version) and
 rollout is idempotent, survives a restart, and retries unreachable targets with backoff. A target needs
 delivery when it never got a certificate, when its certificate is revoked, superseded or inside the
 renewal window, or when its group's trust list has a newer version than the one delivered.
+
+A delivery hands credentials and trust to whatever answers at the address, so the engine also keeps what
+identifies the target before it holds an engine certificate: a pin on the certificate it presents (its
+factory self-signed one), given at registration, recorded at the first contact (trust on first use) or set
+by an operator. The pin is released when an engine certificate is delivered; from then on the owner's engine
+certificates identify it. How a presented certificate is checked against this is the protocol front's job.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pydantic import BaseModel
 from trustlists import audit
 from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
-from trustlists.errors import AlreadyExists, NotFound
+from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from trustlists.store.sql import SqlTx
 
 BACKOFF_BASE = timedelta(seconds=30)
@@ -29,6 +35,21 @@ BACKOFF_MAX = timedelta(hours=1)
 
 # The reason prefix of a target whose certificate is current but whose trust list is not.
 TRUST_LIST_ONLY = "trust list v"
+
+class PinSource(StrEnum):
+    REGISTERED = "registered"  # given when the target was added
+    FIRST_CONTACT = "first_contact"  # trust on first use: what the target presented the first time
+    OPERATOR = "operator"  # re-pinned by an operator (a reset or replaced device)
+
+
+class TargetPin(BaseModel):
+    """The certificate (SHA-256 of its DER) a target must present while it holds no engine certificate."""
+
+    fingerprint_sha256: str
+    source: PinSource
+    pinned_at: datetime
+    pinned_by: str
+
 
 class TargetState(StrEnum):
     PENDING = "pending"  # never delivered
@@ -51,13 +72,33 @@ class DeliveryTarget(BaseModel):
     delivered_serial: str | None
     delivered_trust_version: int | None
     updated_at: datetime
+    pin: TargetPin | None = None
 
 
-def _target(row: tuple[Any, ...]) -> DeliveryTarget:
+def _target(row: tuple[Any, ...], pin: TargetPin | None = None) -> DeliveryTarget:
     return DeliveryTarget(id=row[0], owner_id=row[1], kind=row[2], address=row[3], credentials_ref=row[4],
                           group=row[5], site=row[6], state=TargetState(row[7]), attempts=row[8],
                           next_attempt_at=from_epoch(row[9]), last_error=row[10], delivered_serial=row[11],
-                          delivered_trust_version=row[12], updated_at=from_epoch(row[13]))
+                          delivered_trust_version=row[12], updated_at=from_epoch(row[13]), pin=pin)
+
+
+def _pin(row: tuple[Any, ...] | None) -> TargetPin | None:
+    if row is None:
+        return None
+    return TargetPin(fingerprint_sha256=row[1], source=PinSource(row[2]), pinned_at=from_epoch(row[3]),
+                     pinned_by=row[4])
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def normalize_fingerprint(value: str) -> str:
+    """A SHA-256 fingerprint as lowercase hex; colons and spaces (as devices display it) are dropped."""
+    text = value.strip().lower().replace(":", "").replace(" ", "")
+    if len(text) != 64 or not set(text) <= _HEX:
+        raise InvalidInput(f"a certificate fingerprint must be the 64 hex digits of a SHA-256 digest, got {value!r}",
+                           reason="fingerprint_invalid")
+    return text
 
 
 def backoff(attempts: int) -> timedelta:
@@ -70,8 +111,12 @@ class DeliveryTargets:
     def __init__(self, ctx: EngineContext) -> None:
         self._ctx = ctx
 
-    def add(self, *, owner_id: str, kind: str, address: str, credentials_ref: str, actor: str) -> DeliveryTarget:
+    def add(self, *, owner_id: str, kind: str, address: str, credentials_ref: str, actor: str,
+            pin_sha256: str | None = None) -> DeliveryTarget:
+        """A new target; `pin_sha256` pins the certificate it must present until it holds an engine certificate
+        (without it, the first contact pins what the target presents)."""
         now = self._ctx.clock()
+        pin = None if pin_sha256 is None else _new_pin(pin_sha256, PinSource.REGISTERED, now, actor)
         with self._ctx.store.transaction() as tx:
             owner = tx.get_owner(owner_id)
             if tx.find_target(kind, address) is not None:
@@ -82,21 +127,67 @@ class DeliveryTargets:
                                     delivered_serial=None, delivered_trust_version=None, updated_at=now)
             tx.insert_target((target.id, target.owner_id, kind, address, credentials_ref, target.group, target.site,
                               target.state.value, 0, to_epoch(now), None, None, None, to_epoch(now)))
-            audit.append(tx, actor=actor, action="target.add", subject=target.id,
-                         details={"owner": owner.name, "kind": kind, "address": address})
-        return target
+            details: dict[str, Any] = {"owner": owner.name, "kind": kind, "address": address}
+            if pin is not None:
+                _store_pin(tx, target.id, pin)
+                details["pinned_sha256"] = pin.fingerprint_sha256
+            audit.append(tx, actor=actor, action="target.add", subject=target.id, details=details)
+        return target.model_copy(update={"pin": pin})
 
     def get(self, target_id: str) -> DeliveryTarget:
+        """The target with its pin, as one consistent read."""
         with self._ctx.store.read() as tx:
             row = tx.get_target(target_id)
+            pin = _pin(tx.get_target_pin(target_id)) if row is not None else None
         if row is None:
             raise NotFound(f"no delivery target {target_id}")
-        return _target(row)
+        return _target(row, pin)
 
     def list(self, *, kind: str | None = None, group: str | None = None, site: str | None = None
              ) -> list[DeliveryTarget]:
         with self._ctx.store.read() as tx:
-            return [_target(r) for r in tx.list_targets(kind=kind, group=group, site=site)]
+            pins = {row[0]: _pin(row) for row in tx.list_target_pins()}
+            return [_target(r, pins.get(r[0])) for r in tx.list_targets(kind=kind, group=group, site=site)]
+
+    def pin_first_contact(self, target_id: str, fingerprint_sha256: str, *, actor: str) -> TargetPin:
+        """Trust on first use: pin what the target presented, unless it already has a pin (returned unchanged;
+        the caller compares). Refused once the target holds an engine certificate: then nothing else counts."""
+        fingerprint = normalize_fingerprint(fingerprint_sha256)
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            target = _target(tx.get_target(target_id) or _missing(target_id))
+            existing = _pin(tx.get_target_pin(target_id))
+            if existing is not None:
+                return existing
+            if target.delivered_serial is not None:
+                raise InvalidState(f"{target.address} holds an engine certificate (serial {target.delivered_serial}); "
+                                   "a first-contact pin does not apply", reason="pin_not_applicable")
+            pin = _new_pin(fingerprint, PinSource.FIRST_CONTACT, now, actor)
+            _store_pin(tx, target_id, pin)
+            audit.append(tx, actor=actor, action="target.pin", subject=target_id,
+                         details={"address": target.address, "sha256": fingerprint,
+                                  "source": PinSource.FIRST_CONTACT.value})
+        return pin
+
+    def repin(self, target_id: str, fingerprint_sha256: str, *, actor: str) -> TargetPin:
+        """An operator's pin (a reset or replaced device, a factory certificate that changed): it replaces any
+        earlier pin and counts even after an engine certificate was delivered, until the next delivery."""
+        fingerprint = normalize_fingerprint(fingerprint_sha256)
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            target = _target(tx.get_target(target_id) or _missing(target_id))
+            previous = _pin(tx.get_target_pin(target_id))
+            pin = _new_pin(fingerprint, PinSource.OPERATOR, now, actor)
+            _store_pin(tx, target_id, pin)
+            # The refusals behind a backoff are what the operator just resolved: the target is due now.
+            tx.update_target(target_id, state=target.state.value, attempts=target.attempts,
+                             next_attempt_at=to_epoch(min(now, target.next_attempt_at)), last_error=target.last_error,
+                             delivered_serial=target.delivered_serial,
+                             delivered_trust_version=target.delivered_trust_version, updated_at=to_epoch(now))
+            audit.append(tx, actor=actor, action="target.repin", subject=target_id,
+                         details={"address": target.address, "sha256": fingerprint,
+                                  "previous_sha256": previous.fingerprint_sha256 if previous else None})
+        return pin
 
     @staticmethod
     def needs_certificate(reason: str) -> bool:
@@ -111,17 +202,23 @@ class DeliveryTargets:
         result: list[tuple[DeliveryTarget, str]] = []
         with self._ctx.store.read() as tx:
             rows = tx.list_targets(kind=kind, group=group, site=site)
+            pinned = {row[0] for row in tx.list_target_pins()}
             for target in map(_target, rows):
                 if target.state is TargetState.RETRYING and target.next_attempt_at > now and not force:
                     continue
-                reason = self._reason(tx, target, now, versions)
+                reason = self._reason(tx, target, now, versions, pinned)
                 if reason is not None or force:
                     result.append((target, reason or "forced"))
         return result
 
-    def _reason(self, tx: SqlTx, target: DeliveryTarget, now: datetime, versions: dict[str, int]) -> str | None:
+    def _reason(self, tx: SqlTx, target: DeliveryTarget, now: datetime, versions: dict[str, int],
+                pinned: set[str]) -> str | None:
         if target.delivered_serial is None:
             return "no certificate delivered yet"
+        if target.id in pinned:
+            # Pins are released on delivery: this one is an operator's, for a device that was reset or replaced
+            # and presents a certificate the engine did not issue. It needs a certificate, not only a trust list.
+            return "re-pinned: the device needs a certificate"
         try:
             cert = tx.get_certificate(target.delivered_serial, with_der=False)
         except NotFound:
@@ -153,8 +250,13 @@ class DeliveryTargets:
             if target.delivered_serial is not None and target.delivered_serial != serial:
                 # The target now uses the new certificate: the one it replaced is superseded, not just older.
                 tx.mark_superseded(target.delivered_serial, serial)
-            audit.append(tx, actor=actor, action="target.delivered", subject=target_id,
-                         details={"address": target.address, "serial": serial, "trust_version": trust_version})
+            details: dict[str, Any] = {"address": target.address, "serial": serial, "trust_version": trust_version}
+            released = _pin(tx.get_target_pin(target_id))
+            if released is not None and cert.owner_id == target.owner_id and serial != target.delivered_serial:
+                # It now holds an engine certificate of its own: the pinned (factory) certificate no longer counts.
+                tx.delete_target_pin(target_id)
+                details["pin_released"] = released.fingerprint_sha256
+            audit.append(tx, actor=actor, action="target.delivered", subject=target_id, details=details)
         return self.get(target_id)
 
     def record_failure(self, target_id: str, *, error: str, actor: str) -> DeliveryTarget:
@@ -169,6 +271,16 @@ class DeliveryTargets:
             audit.append(tx, actor=actor, action="target.failed", subject=target_id,
                          details={"address": target.address, "attempt": attempts, "error": error[:500]})
         return self.get(target_id)
+
+
+def _new_pin(fingerprint_sha256: str, source: PinSource, now: datetime, actor: str) -> TargetPin:
+    # At the store's precision, so that the pin handed back equals the one read later.
+    return TargetPin(fingerprint_sha256=normalize_fingerprint(fingerprint_sha256), source=source,
+                     pinned_at=from_epoch(to_epoch(now)), pinned_by=actor)
+
+
+def _store_pin(tx: SqlTx, target_id: str, pin: TargetPin) -> None:
+    tx.set_target_pin((target_id, pin.fingerprint_sha256, pin.source.value, to_epoch(pin.pinned_at), pin.pinned_by))
 
 
 def _missing(target_id: str) -> tuple[Any, ...]:

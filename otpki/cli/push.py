@@ -12,7 +12,8 @@ from rich.table import Table
 
 from opcua_gds.endpoint_url import parse_opc_tcp_url
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.rollout import KIND, Rollout, RolloutReport
+from opcua_gds.rollout import KIND, Rollout, RolloutReport, TargetOutcome
+from opcua_gds.server_identity import display_fingerprint
 from otpki.cli.common import (
     EXIT_PROBLEM,
     DnsOption,
@@ -28,6 +29,13 @@ from otpki.cli.common import (
     styled,
 )
 from trustlists.blocking import run_blocking
+from trustlists.engine import Engine
+from trustlists.errors import NotFound
+from trustlists.targets import DeliveryTarget, TargetPin, normalize_fingerprint
+
+ServerSha256Option = Annotated[str | None, typer.Option(
+    "--server-sha256", help="SHA-256 fingerprint of the certificate the PLC presents (64 hex digits, colons "
+                            "allowed), read from the PLC itself; without it the first push trusts what it sees")]
 
 targets_app = typer.Typer(help="Push targets: PLCs that get certificates and trust lists pushed.",
                           no_args_is_help=True)
@@ -43,16 +51,75 @@ def targets_add(
     dns: DnsOption = None,
     ip: IpOption = None,
     site: SiteOption = None,
+    server_sha256: ServerSha256Option = None,
 ) -> None:
-    """Register a PLC (an OPC UA server with push management) as a push target."""
+    """Register a PLC (an OPC UA server with push management) as a push target.
+
+    Until the PLC holds a certificate from otpki, a push talks to it only if it presents the certificate pinned
+    with --server-sha256 (read it from the PLC's display or commissioning sheet). Without it, the first push
+    pins what the PLC presents then (trust on first use) and prints the fingerprint to compare.
+    """
     parse_opc_tcp_url(endpoint)  # before anything is registered; the ValueError says what is wrong
+    if server_sha256 is not None:
+        normalize_fingerprint(server_sha256)  # a typo is refused before the PLC is registered
     with engine() as (eng, s):
         owner = eng.registry.find("opcua-application", name=name) or eng.registry.register(
             group="opcua-application", name=name, application_uri=uri or f"urn:otpki:plc:{name}",
             dns_names=dns or [], ip_addresses=ip or [], site=site, actor=s.actor())
         target = eng.targets.add(owner_id=owner.id, kind=KIND, address=endpoint, credentials_ref=credentials,
-                                 actor=s.actor())
+                                 actor=s.actor(), pin_sha256=server_sha256)
     console.print(f"push target {name} -> {endpoint} (id {target.id})")
+    if target.pin is None:
+        err_console.print(f"warning: no --server-sha256 for {name}: the first push trusts the certificate {endpoint} "
+                          "presents then, and prints its fingerprint to compare with the PLC's",
+                          highlight=False, soft_wrap=True)
+
+
+@targets_app.command("repin")
+@handle_errors
+def targets_repin(
+    target: Annotated[str, typer.Argument(help="The PLC's endpoint or name")],
+    server_sha256: Annotated[str, typer.Option(
+        "--server-sha256", help="SHA-256 fingerprint of the certificate the PLC presents now (64 hex digits, "
+                                "colons allowed), read from the PLC itself")],
+) -> None:
+    """Pin the certificate a reset, replaced or re-keyed PLC presents, so that the next push accepts it.
+
+    Needed when a push is refused with BadCertificateUntrusted because the PLC's certificate changed. The pin
+    holds until otpki delivers a certificate to the PLC; the target is due at once.
+    """
+    fingerprint = normalize_fingerprint(server_sha256)
+    with engine() as (eng, s):
+        found = _find_target(eng, target)
+        pin = eng.targets.repin(found.id, fingerprint, actor=s.actor())
+    console.print(f"push target {found.address} pinned to SHA-256 {display_fingerprint(pin.fingerprint_sha256)}")
+
+
+def _find_target(eng: Engine, name_or_endpoint: str) -> DeliveryTarget:
+    targets = eng.targets.list(kind=KIND)
+    by_address = [t for t in targets if t.address == name_or_endpoint]
+    if by_address:
+        return by_address[0]
+    owner = eng.registry.find("opcua-application", name=name_or_endpoint)
+    owned = [t for t in targets if owner is not None and t.owner_id == owner.id]
+    if len(owned) == 1:
+        return owned[0]
+    if len(owned) > 1:
+        raise ValueError(f"{name_or_endpoint} has {len(owned)} push targets: name one by its endpoint")
+    raise NotFound(f"no push target with endpoint or name {name_or_endpoint!r}")
+
+
+def _identity(t: DeliveryTarget) -> str:
+    """How the target's server is recognised: its pin, its engine certificate, or its first contact."""
+    if t.pin is not None:
+        return _describe_pin(t.pin)
+    if t.delivered_serial is not None:
+        return "engine certificate"
+    return "first contact (not pinned)"
+
+
+def _describe_pin(pin: TargetPin) -> str:
+    return f"pinned {pin.fingerprint_sha256[:16]}… ({pin.source.value.replace('_', ' ')})"
 
 
 @targets_app.command("list")
@@ -64,11 +131,12 @@ def targets_list(json_out: JsonFlag = False) -> None:
     if json_out:
         print_json([t.model_dump(mode="json") for t in targets])
         return
-    table = Table("address", "group", "site", "state", "attempts", "next attempt", "serial", "trust v", "last error")
+    table = Table("address", "group", "site", "state", "attempts", "next attempt", "serial", "trust v",
+                  "server identity", "last error")
     for t in targets:
         table.add_row(t.address, t.group, t.site or "-", t.state.value, str(t.attempts),
                       f"{t.next_attempt_at:%H:%M:%S}", (t.delivered_serial or "-")[:12],
-                      str(t.delivered_trust_version or "-"), t.last_error or "")
+                      str(t.delivered_trust_version or "-"), _identity(t), t.last_error or "")
     console.print(table)
 
 
@@ -101,6 +169,7 @@ def push(
     with engine(key_pool=True) as (eng, s):
         report = asyncio.run(_rollout(eng, s, endpoint=endpoint, group=group, site=site, force=force,
                                       quiet=json_out))
+    _warn_first_contacts(report.outcomes)
     if json_out:
         print_json(report.model_dump(mode="json"))
     else:
@@ -113,6 +182,16 @@ def push(
                       f"{report.seconds} s")
     if report.failed:
         raise typer.Exit(EXIT_PROBLEM)
+
+
+def _warn_first_contacts(outcomes: list[TargetOutcome]) -> None:
+    """Trust on first use is only as good as the operator's comparison: say what was pinned, on stderr."""
+    for o in outcomes:
+        if o.first_contact_sha256 is not None:
+            err_console.print(f"warning: {o.address} was not pinned; its certificate was pinned at this first contact:"
+                              f" SHA-256 {display_fingerprint(o.first_contact_sha256)}. Compare it with the "
+                              "fingerprint the PLC shows; if they differ, run `otpki targets repin` with the PLC's",
+                              highlight=False, soft_wrap=True)
 
 
 async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
@@ -131,6 +210,7 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
         loop.add_signal_handler(sig, stop.set)
 
     def report(r: RolloutReport) -> None:
+        _warn_first_contacts(r.outcomes)
         if json_out:
             print_json(r.model_dump(mode="json"))
         else:

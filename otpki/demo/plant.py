@@ -28,6 +28,7 @@ from opcua_gds.own_identity import ensure_identity
 from opcua_gds.push_client import PushClient, connect_push_session
 from opcua_gds.rollout import KIND, Rollout, TargetOutcome
 from opcua_gds.server import GdsServer, GdsSettings
+from opcua_gds.server_identity import TargetServerIdentity
 from otpki.demo.devices import Broker, DeviceFleet, EmbeddedDemoBroker, MosquittoDemoBroker
 from otpki.demo.display import QuietDisplay
 from otpki.demo.plcs import ADMIN_USER, PlcPlant
@@ -257,7 +258,7 @@ class Plant:
                 site=self.o.sites[i % len(self.o.sites)], dns_names=["localhost"], ip_addresses=["127.0.0.1"],
                 actor=ACTOR)
             self.eng.targets.add(owner_id=owner.id, kind=KIND, address=plant.endpoint(i), credentials_ref="plc",
-                                 actor=ACTOR)
+                                 actor=ACTOR, pin_sha256=fingerprint(plant.factory_certificate(i)))
 
     async def push_plcs(self) -> str:
         plant = PlcPlant(self.o.plcs, self.o.data_dir / "plcs", self._plc_password)
@@ -293,7 +294,8 @@ class Plant:
         await self._check_presented(plant)
         where = "in this process" if plant.in_process else f"in {plant.worker_count} worker processes"
         return (f"{report.delivered} PLCs ({where}) present engine-issued certificates and trust list "
-                f"v{trust.version}; rollout {report.seconds:.1f} s")
+                f"v{trust.version} (each checked against its pinned factory certificate before the login); "
+                f"rollout {report.seconds:.1f} s")
 
     async def _presented(self, endpoint: str) -> bytes:
         client = Client(endpoint, timeout=30)
@@ -416,16 +418,24 @@ class Plant:
         client = await connect_push_session(endpoint, client_cert_path=scada.cert_path,
                                             client_key_path=scada.key_path,
                                             client_app_uri=scada.settings.application_uri,
-                                            username=None, password=None, timeout_s=15)
+                                            username=None, password=None, timeout_s=15,
+                                            server_check=await self._plc_identity(endpoint))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.disconnect(), 5)
+
+    async def _plc_identity(self, endpoint: str) -> TargetServerIdentity:
+        """What the PLC at `endpoint` must present: the same check the rollout makes before its password goes out."""
+        targets = await run_blocking(self.eng.targets.list, kind=KIND)
+        target = next(t for t in targets if t.address == endpoint)
+        return TargetServerIdentity(self.eng, target.id, actor=ACTOR)
 
     async def _rejected_at(self, endpoint: str) -> list[bytes]:
         assert self.push_identity is not None
         cert, key = self.push_identity
         client = await connect_push_session(endpoint, client_cert_path=cert, client_key_path=key,
                                             client_app_uri=PUSH_URI, username=ADMIN_USER,
-                                            password=self._plc_password, timeout_s=15)
+                                            password=self._plc_password, timeout_s=15,
+                                            server_check=await self._plc_identity(endpoint))
         try:
             return await PushClient(client).get_rejected_list()
         finally:

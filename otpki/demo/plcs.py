@@ -84,6 +84,16 @@ class PlcPlant:
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; see {logs}") from None
 
+    def factory_certificate(self, i: int) -> bytes:
+        """The certificate PLC i presents out of the box (DER), from its PKI folder, where the worker wrote it
+        before it reported ready. The demo plays the commissioning engineer who reads each PLC's fingerprint
+        from its display, so that the targets are pinned at registration instead of trusted on first use."""
+        certs = sorted((self.root / self.name(i) / "own" / "certs").glob("*.der"))
+        if len(certs) != 1:
+            raise RuntimeError(f"{self.name(i)} has {len(certs)} own certificates in {self.root / self.name(i)}; "
+                               "expected its factory certificate only")
+        return certs[0].read_bytes()
+
     async def stop(self) -> None:
         sims, self._sims = self._sims, []
         if sims:

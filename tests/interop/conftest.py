@@ -11,6 +11,7 @@ fails instead of skipping, so CI cannot go green without the peer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import queue
 import shutil
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.helpers import make_engine
 from tests.opcua_gds.opcua_helpers import AppIdentity, free_port, issue_app_identity
@@ -46,6 +49,12 @@ class NodePeer:
     engine: Engine
     client: AppIdentity
     log: Path
+    server_certificate_der: bytes  # the peer's own (self-signed) certificate, read from its PKI folder
+
+    @property
+    def server_sha256(self) -> str:
+        """What an operator would read off the device and pin (`otpki targets add --server-sha256`)."""
+        return hashlib.sha256(self.server_certificate_der).hexdigest()
 
 
 def _seed_pki(pki: Path, engine: Engine, client: AppIdentity) -> None:
@@ -114,8 +123,9 @@ def node_peer(tmp_path: Path) -> Iterator[NodePeer]:
                 continue
             if line.startswith("READY "):
                 break
+        own = x509.load_pem_x509_certificate((pki / "application" / "own" / "certs" / "certificate.pem").read_bytes())
         yield NodePeer(endpoint=f"opc.tcp://127.0.0.1:{port}", port=port, pki=pki, engine=engine, client=client,
-                       log=log)
+                       log=log, server_certificate_der=own.public_bytes(Encoding.DER))
     finally:
         _stop(proc)
         engine.close()

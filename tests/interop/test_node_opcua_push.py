@@ -16,17 +16,28 @@ from pathlib import Path
 from asyncua import ua
 from cryptography import x509
 
-from opcua_gds.push_client import PushClient, PushError, connect_push_session, fingerprint, push_certificate
+from opcua_gds.client_session import ServerCheck
+from opcua_gds.push_client import (
+    PushClient,
+    PushError,
+    connect_push_session,
+    expect_certificate,
+    fingerprint,
+    push_certificate,
+)
+from opcua_gds.server_identity import TargetServerIdentity
 from tests.interop.conftest import ADMIN, OPERATOR, NodePeer
 from tests.opcua_gds.opcua_helpers import issue_app_identity
 from trustlists.models import TrustListContent
 
 
 def _session(peer: NodePeer, user: tuple[str, str], mode: ua.MessageSecurityMode
-             = ua.MessageSecurityMode.SignAndEncrypt):  # type: ignore[no-untyped-def]
+             = ua.MessageSecurityMode.SignAndEncrypt, check: ServerCheck | None = None):  # type: ignore[no-untyped-def]
+    # Pinned to the peer's own certificate, as an operator pins a PLC's factory certificate.
     return connect_push_session(peer.endpoint, client_cert_path=peer.client.cert_path,
                                 client_key_path=peer.client.key_path, client_app_uri=peer.client.application_uri,
-                                username=user[0], password=user[1], mode=mode)
+                                username=user[0], password=user[1], mode=mode,
+                                server_check=check or expect_certificate(peer.server_sha256))
 
 
 async def test_read_capabilities_and_trust_list(node_peer: NodePeer) -> None:
@@ -61,6 +72,9 @@ async def test_push_certificate_issued_by_engine(node_peer: NodePeer) -> None:
     owner = engine.registry.register(group="opcua-application", name="node-opcua-peer",
                                      application_uri=caps.application_uri, dns_names=["localhost"],
                                      ip_addresses=["127.0.0.1"], actor="test")
+    # The rollout's own server check: the pinned factory certificate first, the owner's engine certificate after.
+    target = engine.targets.add(owner_id=owner.id, kind="opcua-push", address=node_peer.endpoint,
+                                credentials_ref="admin", actor="test", pin_sha256=node_peer.server_sha256)
     csrs: list[bytes] = []
 
     async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
@@ -77,7 +91,8 @@ async def test_push_certificate_issued_by_engine(node_peer: NodePeer) -> None:
     result = await push_certificate(node_peer.endpoint, client_cert_path=node_peer.client.cert_path,
                                     client_key_path=node_peer.client.key_path,
                                     client_app_uri=node_peer.client.application_uri, username=ADMIN[0],
-                                    password=ADMIN[1], issue=issue, trust_list=trust_list)
+                                    password=ADMIN[1], issue=issue, trust_list=trust_list,
+                                    server_check=TargetServerIdentity(engine, target.id, actor="test"))
 
     assert len(csrs) == 1
     assert result.certificate_presented
@@ -91,13 +106,16 @@ async def test_push_certificate_issued_by_engine(node_peer: NodePeer) -> None:
     assert result.trust_list_applied is False
     assert result.steps[-1].step == "verify_trust_list" and result.steps[-1].status == "NotApplied"
 
-    # A fresh session sees the engine-issued certificate on the endpoint.
-    client = await _session(node_peer, ADMIN)
+    # A fresh session sees the engine-issued certificate on the endpoint: the old pin no longer matches, the
+    # owner's engine certificate (validated against the group's trust list) is what lets the session in.
+    identity = TargetServerIdentity(engine, target.id, actor="test")
+    client = await _session(node_peer, ADMIN, check=identity)
     try:
         presented, _ = await PushClient(client).server_certificate()
     finally:
         await client.disconnect()
     assert fingerprint(presented) == record.fingerprint_sha256
+    assert identity.accepted is not None and identity.accepted.how == f"engine certificate {record.serial}"
     assert hashlib.sha256(presented).hexdigest() == result.issued_fingerprint
 
 
@@ -139,7 +157,8 @@ async def test_unseeded_client_is_rejected_and_listed(node_peer: NodePeer, tmp_p
     try:
         await connect_push_session(node_peer.endpoint, client_cert_path=stranger.cert_path,
                                    client_key_path=stranger.key_path, client_app_uri=stranger.application_uri,
-                                   username=ADMIN[0], password=ADMIN[1])
+                                   username=ADMIN[0], password=ADMIN[1],
+                                   server_check=expect_certificate(node_peer.server_sha256))
     except PushError as exc:
         assert exc.step == "connect"
     else:

@@ -12,7 +12,7 @@ import pytest
 from asyncua.ua.uaerrors import BadSecurityChecksFailed, BadUserAccessDenied
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
-from opcua_gds.push_client import PushError, fingerprint, push_certificate
+from opcua_gds.push_client import PushError, expect_certificate, fingerprint, push_certificate
 from simulators.plc import PlcSimulator
 from tests.helpers import make_engine
 from tests.opcua_gds.opcua_helpers import connect, free_port, issue_app_identity
@@ -41,7 +41,7 @@ async def test_push_certificate_and_trust_list_to_a_plc(tmp_path: Path) -> None:
         result = await push_certificate(
             plc.endpoint, client_cert_path=pusher.cert_path, client_key_path=pusher.key_path,
             client_app_uri=pusher.application_uri, username="plc-admin", password="plc-admin-pw", issue=issue,
-            trust_list=trust.content)
+            trust_list=trust.content, server_check=expect_certificate(fingerprint(factory)))
         assert result.certificate_presented and result.old_fingerprint == fingerprint(factory)
         assert result.trust_list_written and result.trust_list_applied is True
         record = engine.inventory.by_fingerprint(result.new_fingerprint)
@@ -59,7 +59,8 @@ async def test_push_certificate_and_trust_list_to_a_plc(tmp_path: Path) -> None:
         with pytest.raises(PushError) as err:
             await push_certificate(
                 plc.endpoint, client_cert_path=pusher.cert_path, client_key_path=pusher.key_path,
-                client_app_uri=pusher.application_uri, username="operator", password="operator-pw", issue=issue)
+                client_app_uri=pusher.application_uri, username="operator", password="operator-pw", issue=issue,
+                server_check=expect_certificate(result.new_fingerprint))
         assert err.value.status == BadUserAccessDenied.__name__
     finally:
         await plc.stop()

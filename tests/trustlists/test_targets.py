@@ -9,9 +9,9 @@ import pytest
 
 from tests.helpers import make_csr, make_engine
 from trustlists.engine import Engine
-from trustlists.errors import AlreadyExists, NotFound
+from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from trustlists.models import Owner, RevocationReason
-from trustlists.targets import TargetState, backoff
+from trustlists.targets import PinSource, TargetState, backoff
 
 KIND = "opcua-push"
 
@@ -74,3 +74,59 @@ def test_unknown_target(engine: Engine) -> None:
         engine.targets.get("nope")
     with pytest.raises(NotFound):
         engine.targets.record_failure("nope", error="x", actor="t")
+
+
+FACTORY = "ab" * 32
+RESET = "cd" * 32
+
+
+def test_pins_identify_a_target_until_it_holds_an_engine_certificate(engine: Engine, scada: Owner,
+                                                                      clock) -> None:  # type: ignore[no-untyped-def]
+    # A fingerprint as a device displays it is accepted; anything else is refused before a target exists.
+    with pytest.raises(InvalidInput) as err:
+        engine.targets.add(owner_id=scada.id, kind=KIND, address="opc.tcp://plc-9:4840", credentials_ref="x",
+                           actor="t", pin_sha256="ab:cd")
+    assert err.value.reason == "fingerprint_invalid" and engine.targets.list() == []
+    pinned = engine.targets.add(owner_id=scada.id, kind=KIND, address="opc.tcp://plc-9:4840", credentials_ref="x",
+                                actor="t", pin_sha256=":".join(["AB"] * 32))
+    assert pinned.pin is not None and pinned.pin.source is PinSource.REGISTERED
+    assert engine.targets.get(pinned.id).pin == pinned.pin and pinned.pin.fingerprint_sha256 == FACTORY
+    assert engine.audit_records(action="target.add")[-1].details["pinned_sha256"] == FACTORY
+    # A registered pin is never replaced by a first contact.
+    assert engine.targets.pin_first_contact(pinned.id, RESET, actor="push") == pinned.pin
+
+    # Trust on first use: the first fingerprint is pinned (audited); a later one gets the pin back to compare.
+    target = engine.targets.add(owner_id=scada.id, kind=KIND, address="opc.tcp://plc-1:4840", credentials_ref="x",
+                                actor="t")
+    assert target.pin is None
+    first = engine.targets.pin_first_contact(target.id, FACTORY, actor="push")
+    assert first.source is PinSource.FIRST_CONTACT and first.fingerprint_sha256 == FACTORY
+    assert engine.targets.pin_first_contact(target.id, RESET, actor="push") == first
+    assert [r.details["sha256"] for r in engine.audit_records(action="target.pin")] == [FACTORY]
+
+    # The first delivered engine certificate releases the pin; a first contact no longer applies.
+    serial = _deliver(engine, scada, target.id)
+    assert engine.targets.get(target.id).pin is None
+    assert engine.audit_records(action="target.delivered")[-1].details["pin_released"] == FACTORY
+    with pytest.raises(InvalidState) as state:
+        engine.targets.pin_first_contact(target.id, RESET, actor="push")
+    assert state.value.reason == "pin_not_applicable" and engine.targets.get(target.id).pin is None
+
+    # A device reset after delivery, refused and backing off: the operator's pin makes it due at once, for a
+    # certificate (a trust list alone would leave the device without one).
+    engine.targets.record_failure(target.id, error="server_identity: BadCertificateUntrusted", actor="push")
+    assert target.id not in {t.id for t, _r in engine.targets.needing_delivery(kind=KIND)}  # backing off
+    repinned = engine.targets.repin(target.id, RESET, actor="operator")
+    assert repinned.source is PinSource.OPERATOR
+    due = {t.id: r for t, r in engine.targets.needing_delivery(kind=KIND)}
+    assert due[target.id] == "re-pinned: the device needs a certificate"
+    assert engine.targets.needs_certificate(due[target.id])
+    # A success that re-records the certificate the target already had does not release the operator's pin...
+    engine.targets.record_success(target.id, serial=serial, trust_version=engine.trustlists.get(
+        "opcua-application").version, actor="push")
+    assert engine.targets.get(target.id).pin == repinned
+    # ...a new engine certificate does.
+    _deliver(engine, scada, target.id)
+    assert engine.targets.get(target.id).pin is None
+    assert [r.details["previous_sha256"] for r in engine.audit_records(action="target.repin")] == [None]
+    assert engine.verify_audit().ok

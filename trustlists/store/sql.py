@@ -483,6 +483,24 @@ class SqlTx:
             (state, attempts, next_attempt_at, last_error, delivered_serial, delivered_trust_version, updated_at,
              target_id))
 
+    # -- delivery target pins -----------------------------------------------------------------------
+    _TARGET_PIN_COLUMNS = "target_id, fingerprint, source, pinned_at, pinned_by"
+
+    def get_target_pin(self, target_id: str) -> tuple[Any, ...] | None:
+        return self._one(f"SELECT {self._TARGET_PIN_COLUMNS} FROM delivery_target_pins WHERE target_id = ?",
+                         (target_id,))
+
+    def list_target_pins(self) -> list[tuple[Any, ...]]:
+        return self.execute(f"SELECT {self._TARGET_PIN_COLUMNS} FROM delivery_target_pins").fetchall()
+
+    def set_target_pin(self, row: tuple[Any, ...]) -> None:
+        """Insert or replace the pin of a target (one per target)."""
+        self.execute("DELETE FROM delivery_target_pins WHERE target_id = ?", (row[0],))
+        self.execute(f"INSERT INTO delivery_target_pins ({self._TARGET_PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)", row)
+
+    def delete_target_pin(self, target_id: str) -> bool:
+        return self.execute("DELETE FROM delivery_target_pins WHERE target_id = ?", (target_id,)).rowcount > 0
+
     # -- bootstrap pins ---------------------------------------------------------------------------
     _PIN_COLUMNS = "owner_id, grp, fingerprint, subject, issuer, not_after, serial, pinned_at, pinned_by"
 

@@ -165,6 +165,17 @@ CREATE TABLE IF NOT EXISTS delivery_targets (
     UNIQUE (kind, address)
 );
 CREATE INDEX IF NOT EXISTS delivery_targets_due ON delivery_targets (state, next_attempt_at);
+-- The certificate a delivery target must present while it holds no engine-issued certificate (a PLC with its
+-- factory self-signed one): pinned at registration, at the first contact (trust on first use) or by an operator.
+-- Released in the transaction that records the first delivered engine certificate; from then on only the owner's
+-- engine certificates identify the target (trustlists/targets.py). Its own table: existing stores keep working.
+CREATE TABLE IF NOT EXISTS delivery_target_pins (
+    target_id TEXT PRIMARY KEY REFERENCES delivery_targets(id),
+    fingerprint TEXT NOT NULL,
+    source TEXT NOT NULL,
+    pinned_at BIGINT NOT NULL,
+    pinned_by TEXT NOT NULL
+);
 -- The bootstrap certificate (IDevID) each device first enrolled with (trustlists/bootstrap.py): one per device,
 -- and one device per certificate. Set in the transaction that records the first operational certificate.
 CREATE TABLE IF NOT EXISTS bootstrap_pins (
