@@ -297,13 +297,23 @@ def check_mosquitto_dynsec(engine: Engine, *, dynsec_file: Path, admin_username:
                       detail=f"{len(current.clients)} clients and {len(current.roles)} roles, all the engine's")
 
 
+def check_bootstrap_anchors(engine: Engine, *, group: str) -> Iterable[Finding]:
+    """Fingerprint-only bootstrap entries whose certificate is not in the trust list: refused at TLS if self-signed."""
+    for owner, fp in engine.bootstrap.unanchored_fingerprints(group):
+        yield Finding(check="mqtt-bootstrap", subject=f"{group}/{owner.name}", level="warn",
+                      detail=f"allow-listed by sha256 {fp[:16]}… only, and no such certificate is in the trust "
+                             f"list: a self-signed factory certificate is refused in the TLS handshake until it is "
+                             f"imported (otpki trustlist import {group} CERT.pem)")
+
+
 def mqtt_checks(engine: Engine, settings: Settings) -> list[Check]:
     """The broker checks `[mqtt]` asks for: with `broker = "mosquitto"`, the installed files and dynsec state."""
     mqtt = settings.file.mqtt
+    anchors: Check = lambda: check_bootstrap_anchors(engine, group=mqtt.group)  # noqa: E731
     if mqtt.broker != "mosquitto":
-        return []
+        return [anchors]
     workdir = settings.mosquitto_workdir()
-    return [lambda: check_mosquitto_files(engine, cafile=workdir / "ca.pem", crlfile=workdir / "crl.pem",
+    return [anchors, lambda: check_mosquitto_files(engine, cafile=workdir / "ca.pem", crlfile=workdir / "crl.pem",
                                           group=mqtt.group,
                                           min_remaining=timedelta(seconds=mqtt.mosquitto.crl_min_remaining_s)),
             lambda: check_mosquitto_dynsec(engine, dynsec_file=workdir / "dynamic-security.json",

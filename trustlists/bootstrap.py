@@ -138,6 +138,20 @@ class Bootstrap:
         with self._ctx.store.read() as tx:
             return {p.owner_id: p for p in tx.list_bootstrap_pins(group)}
 
+    def unanchored_fingerprints(self, group: str) -> list[tuple[Owner, str]]:
+        """Fingerprint-only allow-list entries whose certificate is not itself imported into the group's trust list.
+
+        A TLS front (a broker listener, EST) accepts a client certificate only if it chains to its trust list: a
+        self-signed factory certificate listed by fingerprint alone is refused in the handshake, whatever the
+        allow-list says, unless the operator imports it too. (An IDevID of an imported CA listed by fingerprint
+        is fine; which one an entry is, the fingerprint does not tell, so callers say both.)
+        """
+        with self._ctx.store.read() as tx:
+            owners = tx.list_owners(group)
+            imported = {fp for _list, kind, fp, _der, _note in tx.list_external(group) if kind == "cert"}
+        return [(o, e.sha256) for o in owners if not is_unregistered(o) for e in allow_list(o)
+                if e.sha256 is not None and e.sha256 not in imported]
+
     # -- enrollment -----------------------------------------------------------------------------------------------
 
     def enroll(self, *, owner_id: str, credential: bytes, actor: str, csr: bytes | None = None,

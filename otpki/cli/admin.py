@@ -17,6 +17,7 @@ from otpki.cli.common import (
     JsonFlag,
     console,
     engine,
+    err_console,
     handle_errors,
     line,
     print_json,
@@ -139,17 +140,29 @@ def owners_add(
                                "(repeatable)")] = None,
     bootstrap_sha256: Annotated[list[str] | None, typer.Option(
         "--bootstrap-sha256", help="MQTT devices: SHA-256 fingerprint of a factory certificate that may enroll "
-                                   "this device (repeatable; embedded broker only)")] = None,
+                                   "this device (repeatable); a self-signed one must also be imported with "
+                                   "`otpki trustlist import` so TLS accepts it")] = None,
 ) -> None:
     """Register an application, device or user in GROUP so certificates can be issued to it."""
     with engine() as (eng, s):
         attributes = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
         owner = eng.registry.register(group=group, name=name, site=site, application_uri=uri, dns_names=dns or [],
                                       ip_addresses=ip or [], actor=s.actor(), attributes=attributes)
+        unanchored = [fp for o, fp in eng.bootstrap.unanchored_fingerprints(group) if o.id == owner.id]
     console.print(line(f"registered {owner.kind.value} ", styled(name, "bold"), f" in {group} (id {owner.id})"))
     for entry in attributes.get("bootstrap", []):
         console.print(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}",
                       highlight=False)
+    warn_unanchored(group, unanchored)
+
+
+def warn_unanchored(group: str, fingerprints: list[str]) -> None:
+    """A fingerprint-only entry works at TLS only if the certificate chains to the trust list: say so now."""
+    for fp in fingerprints:
+        err_console.print(line(styled("warning:", "bold yellow"),
+                               f" sha256 {fp} is not in the {group} trust list: if it is a self-signed factory "
+                               f"certificate, import it too (otpki trustlist import {group} CERT.pem), or every "
+                               "broker listener refuses it in the TLS handshake"), highlight=False, soft_wrap=True)
 
 
 def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: ignore[no-untyped-def]
@@ -235,6 +248,7 @@ def owners_rearm(
         if bootstrap_cn or bootstrap_sha256:
             allow = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])["bootstrap"]
         released = eng.bootstrap.rearm(owner.id, actor=s.actor(), allow=allow)  # type: ignore[arg-type]
+        unanchored = [fp for o, fp in eng.bootstrap.unanchored_fingerprints(group) if o.id == owner.id]
     if released is not None:
         console.print(line("re-armed ", styled(name, "bold"), f": released the pin to {released.subject} "
                            f"(issuer {released.issuer}, sha256 {released.fingerprint_sha256})"), highlight=False)
@@ -244,6 +258,7 @@ def owners_rearm(
         for entry in allow:  # type: ignore[attr-defined]
             console.print(line(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}"),
                           highlight=False)
+    warn_unanchored(group, unanchored)
 
 
 @crl_app.command("refresh")

@@ -282,3 +282,23 @@ async def test_mosquitto_sync_enroll_revoke(data_dir: Path, env: dict[str, str],
                 sync.kill()
             await sync.wait()
         broker.stop()
+
+
+def test_a_factory_certificate_listed_by_fingerprint_only_is_called_out(data_dir: Path, env: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    """A self-signed factory certificate allow-listed by SHA-256 but not imported would be refused in every TLS
+    handshake: registration, rearm and doctor say so, until the certificate is imported."""
+    factory = Manufacturer.factory_self_signed("FAC-7")
+    result = cli(env, "owners", "add", "mqtt-device", "valve-7", "--site", "north", "--bootstrap-sha256",
+                 factory.sha256)
+    assert result.exit_code == 0, result.output
+    assert f"warning: sha256 {factory.sha256} is not in the mqtt-device trust list" in result.output
+    doctor = cli(env, "doctor", "--json")
+    assert "mqtt-bootstrap" in doctor.output and "valve-7" in doctor.output, doctor.output
+
+    (tmp_path / "fac-7.pem").write_text(factory.certificate_pem)
+    assert cli(env, "trustlist", "import", "mqtt-device", str(tmp_path / "fac-7.pem")).exit_code == 0
+    result = cli(env, "owners", "rearm", "mqtt-device", "valve-7", "--bootstrap-sha256", factory.sha256)
+    assert result.exit_code == 0 and "warning:" not in result.output, result.output
+    doctor = cli(env, "doctor", "--json")
+    assert "mqtt-bootstrap" not in doctor.output, doctor.output
