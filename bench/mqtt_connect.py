@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench._common import ACTOR, PASSPHRASE, emit, note, parse_args, summary, workdir
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
 from trustlists.engine import Engine
 from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing

@@ -34,7 +34,7 @@ from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mqtt_broker_auth.enrollment_messages import EnrollmentAccepted, EnrollmentRejected, build_request
+from mqtt_broker_auth.enrollment.messages import EnrollmentAccepted, EnrollmentRejected, build_request
 from simulators.manufacturer import generate_key
 from trustlists.blocking import run_blocking
 from trustlists.models import KeyType

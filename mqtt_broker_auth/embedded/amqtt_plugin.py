@@ -4,8 +4,8 @@ Plugins are configured by dotted path in amqtt's `plugins:` map; a `Config` data
 data, so the plugins find their `DeviceGate` by name in a process-wide registry (`register_gate`).
 
     plugins:
-      mqtt_broker_auth.amqtt_plugin.DeviceCertAuthPlugin: {gate: <name>}
-      mqtt_broker_auth.amqtt_plugin.DeviceTopicPlugin: {gate: <name>}
+      mqtt_broker_auth.embedded.amqtt_plugin.DeviceCertAuthPlugin: {gate: <name>}
+      mqtt_broker_auth.embedded.amqtt_plugin.DeviceTopicPlugin: {gate: <name>}
 
 amqtt flaws (../shared/reference/mqtt.md §2) and what defends against each:
 (a) A CONNECT with clean_session=0 and a known client id resumes the cached Session, whose `ssl_object`
@@ -61,11 +61,23 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from mqtt_broker_auth.broker_limits import BrokerLimits, BrokerMode, Slot, ThrottledWarning, UnauthenticatedSlots
 from mqtt_broker_auth.decision import ENROLLMENT_SERVICE_ROLE, DeviceGate, DeviceIdentity, Refusal
-from mqtt_broker_auth.listener_tls import ListenerTls
-from mqtt_broker_auth.packet_limit import PacketLimitReader, PacketRefused, PacketTooLarge
-from mqtt_broker_auth.tls_admission import BrokerRefusal, HandshakeCheck, TlsRefusal, openssl_refusal, peer_chain
+from mqtt_broker_auth.embedded.broker_limits import (
+    BrokerLimits,
+    BrokerMode,
+    Slot,
+    ThrottledWarning,
+    UnauthenticatedSlots,
+)
+from mqtt_broker_auth.embedded.listener_tls import ListenerTls
+from mqtt_broker_auth.embedded.packet_limit import PacketLimitReader, PacketRefused, PacketTooLarge
+from mqtt_broker_auth.embedded.tls_admission import (
+    BrokerRefusal,
+    HandshakeCheck,
+    TlsRefusal,
+    openssl_refusal,
+    peer_chain,
+)
 from trustlists.blocking import run_blocking
 
 __all__ = [

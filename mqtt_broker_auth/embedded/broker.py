@@ -27,12 +27,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
-from mqtt_broker_auth.broker_limits import BrokerLimits, BrokerMode
 from mqtt_broker_auth.decision import DeviceGate
-from mqtt_broker_auth.listener_tls import ListenerTls, build_listener_tls
-from mqtt_broker_auth.live_sessions import RevocationWatcher
-from mqtt_broker_auth.tls_admission import HandshakeCheck
+from mqtt_broker_auth.embedded.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
+from mqtt_broker_auth.embedded.broker_limits import BrokerLimits, BrokerMode
+from mqtt_broker_auth.embedded.listener_tls import ListenerTls, build_listener_tls
+from mqtt_broker_auth.embedded.live_sessions import RevocationWatcher
+from mqtt_broker_auth.embedded.tls_admission import HandshakeCheck
 from mqtt_broker_auth.tls_identity import embedded_broker_owner_name, ensure_tls_identity, server_ca_pem
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -41,8 +41,8 @@ from trustlists.safe_files import private_directory
 _log = logging.getLogger(__name__)
 
 ACTOR = "otpki-mqtt-broker"
-AUTH_PLUGIN = "mqtt_broker_auth.amqtt_plugin.DeviceCertAuthPlugin"
-TOPIC_PLUGIN = "mqtt_broker_auth.amqtt_plugin.DeviceTopicPlugin"
+AUTH_PLUGIN = "mqtt_broker_auth.embedded.amqtt_plugin.DeviceCertAuthPlugin"
+TOPIC_PLUGIN = "mqtt_broker_auth.embedded.amqtt_plugin.DeviceTopicPlugin"
 
 
 class EmbeddedBroker:

@@ -21,8 +21,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, identity_of
 from mqtt_broker_auth.decision import DeviceGate
+from mqtt_broker_auth.embedded.amqtt_plugin import DeviceGateBroker, identity_of
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 

@@ -2,7 +2,7 @@
 
 The service is an ordinary MQTT client (gmqtt, MQTT 3.1.1, mTLS with its own engine-issued certificate whose
 owner has `attributes["role"] == "enrollment-service"`). It subscribes to `{prefix}/+/csr` and answers on
-`{prefix}/{device}/accepted|rejected` (wire format: `enrollment_messages`).
+`{prefix}/{device}/accepted|rejected` (wire format: `enrollment.messages`).
 
 Every request is judged on its own, never on the broker's word: the `credential` chain inside it is
 authenticated by the decision core (`DeviceGate`) for the device named by the topic, and the `signature`
@@ -38,7 +38,7 @@ from gmqtt.mqtt.constants import MQTTv311
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mqtt_broker_auth.decision import ENROLLMENT_SERVICE_ROLE, DeviceGate, DeviceIdentity, Refusal
-from mqtt_broker_auth.enrollment_messages import (
+from mqtt_broker_auth.enrollment.messages import (
     CLOCK_SKEW_S,
     MAX_PAYLOAD_BYTES,
     EnrollmentAccepted,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trustlists.exports._certinfo import is_ca, load_certificate, load_crl
+from trustlists.der import is_ca, load_certificate, load_crl
 from trustlists.models import TrustList, TrustListMask
 from trustlists.safe_files import write_public
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from asyncua import Client, ua
 from asyncua.common.methods import call_method_full
 
-from opcua_gds.application_record import ApplicationRecord, register_application_record_class
 from opcua_gds.file_client import read_to_end
+from opcua_gds.gds.application_record import ApplicationRecord, register_application_record_class
 from opcua_gds.nodeids import (
     GDS_NAMESPACE_URI,
     CertificateDirectoryMethods,
@@ -24,7 +24,7 @@ from opcua_gds.nodeids import (
     MethodSpec,
     gds_node_id,
 )
-from trustlists.exports.trustlist_binary import decode_trustlist
+from opcua_gds.trustlist_binary import decode_trustlist
 from trustlists.models import TrustListContent
 
 READ_CHUNK = 64 * 1024

@@ -47,15 +47,15 @@ from opcua_gds.access import (
     opcua_method,
     require_mode,
 )
-from opcua_gds.application_record import (
+from opcua_gds.call_context import CallContext
+from opcua_gds.gds.application_record import (
     ApplicationRecord,
     decode_extension_object,
     register_application_record_class,
 )
-from opcua_gds.call_context import CallContext
+from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import add_standard_method, checked_args
 from opcua_gds.nodeids import DirectoryMethods, GdsObjects, gds_node_id
-from opcua_gds.server import GdsContext
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
 from trustlists.models import CertificateStatus, Owner, RevocationReason

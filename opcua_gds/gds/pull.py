@@ -48,6 +48,7 @@ from opcua_gds.access import (
     require_mode,
 )
 from opcua_gds.call_context import CallContext
+from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import add_standard_method, checked_args
 from opcua_gds.nodeids import (
     CertificateDirectoryMethods,
@@ -56,7 +57,6 @@ from opcua_gds.nodeids import (
     GdsObjects,
     gds_node_id,
 )
-from opcua_gds.server import GdsContext
 from trustlists.blocking import run_blocking
 from trustlists.der import load_csr
 from trustlists.errors import (

@@ -10,19 +10,17 @@ The method sets live in their own modules (`directory`, `pull`, `trustlist_file`
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from asyncua import Node, Server, ua
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opcua_gds import call_context
-from opcua_gds.access import AccessConfig, GdsUserManager, SelfAdmin
-from opcua_gds.application_record import install_application_record_type
-from opcua_gds.endpoint_url import parse_opc_tcp_url
+from opcua_gds.access import GdsUserManager, SelfAdmin
+from opcua_gds.gds import directory, pull, trustlist_file
+from opcua_gds.gds.application_record import install_application_record_type
+from opcua_gds.gds.context import GdsContext, Installer
+from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, GdsObjects, GdsObjectTypes, gds_node_id
 from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
@@ -36,68 +34,6 @@ _POLICIES = [
     ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign, ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
 ]
 GDS_OWNER_NAME = "otpki-gds"
-# The CertificateGroups a GDS Directory has (OPC 10000-12 7.8.3), the keys [gds] certificate_groups may use.
-CERTIFICATE_GROUPS = ("DefaultApplicationGroup", "DefaultHttpsGroup", "DefaultUserTokenGroup")
-
-
-class GdsSettings(BaseModel):
-    """[gds] in otpki.toml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint: str = Field("opc.tcp://127.0.0.1:4840/otpki/gds",
-                          description="Where the GDS listens: opc.tcp://HOST:PORT/PATH, HOST an address of this "
-                                      "machine (0.0.0.0 for all), PORT 1-65535")
-    application_uri: str = Field("urn:otpki:gds", description="The GDS's own ApplicationUri")
-    product_uri: str = Field("urn:otpki", description="ProductUri of the GDS")
-    name: str = Field("otpki Global Discovery Server", description="ApplicationName of the GDS")
-    access: AccessConfig = Field(default_factory=AccessConfig)
-    certificate_groups: dict[str, str] = Field(
-        default_factory=lambda: {"DefaultApplicationGroup": "opcua-application",
-                                 "DefaultUserTokenGroup": "opcua-user"},
-        description="GDS CertificateGroup -> engine certificate group")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _opc_tcp(cls, endpoint: str) -> str:
-        parse_opc_tcp_url(endpoint)
-        return endpoint
-
-    @field_validator("certificate_groups")
-    @classmethod
-    def _known_groups(cls, groups: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(groups) - set(CERTIFICATE_GROUPS))
-        if unknown:
-            raise ValueError(f"unknown GDS CertificateGroup {', '.join(unknown)}; OPC 10000-12 defines "
-                             f"{', '.join(CERTIFICATE_GROUPS)}")
-        return groups
-
-
-@dataclass
-class GdsContext:
-    """What every GDS method module needs."""
-
-    engine: Engine
-    server: Server
-    gds_idx: int
-    directory: Node
-    self_admin: SelfAdmin
-    settings: GdsSettings
-    groups: dict[ua.NodeId, str] = field(default_factory=dict)  # CertificateGroupId -> engine group
-
-    def application_id(self, owner_id: str) -> ua.NodeId:
-        return ua.NodeId(uuid.UUID(owner_id), self.gds_idx, ua.NodeIdType.Guid)
-
-    def owner_id(self, application_id: object) -> str | None:
-        """The engine owner id behind an ApplicationId NodeId, or None if it cannot be one of ours."""
-        if not isinstance(application_id, ua.NodeId) or application_id.NamespaceIndex != self.gds_idx:
-            return None
-        if application_id.NodeIdType != ua.NodeIdType.Guid:
-            return None
-        return str(application_id.Identifier)
-
-
-Installer = Callable[[GdsContext], Awaitable[None]]
 
 
 class GdsServer:
@@ -198,6 +134,4 @@ async def _typed_object(parent: Node, node_id: ua.NodeId, name: str, type_id: in
 
 def default_installers() -> list[Installer]:
     """The method sets the GDS serves; each module adds its own Method nodes with the standard ids."""
-    from opcua_gds import directory, pull, trustlist_file
-
     return [directory.install, pull.install, trustlist_file.install]

@@ -28,12 +28,12 @@ from asyncua import Node, ua
 
 from opcua_gds.access import GdsRole, MethodError, caller, has_any_role, opcua_method, require_mode
 from opcua_gds.call_context import CallContext
+from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import add_standard_method, checked_args
 from opcua_gds.nodeids import CertificateGroupIds, CertificateGroups, MethodSpec
-from opcua_gds.server import GdsContext
+from opcua_gds.trustlist_binary import encode_trustlist
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
-from trustlists.exports.trustlist_binary import encode_trustlist
 from trustlists.models import TrustListMask
 
 _S = ua.StatusCodes

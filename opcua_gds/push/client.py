@@ -38,8 +38,8 @@ from pydantic import BaseModel, Field
 from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, first_certificate, secure
 from opcua_gds.file_client import read_to_end
 from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.blocking import run_blocking
-from trustlists.exports.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.models import TrustListContent
 
 READ_CHUNK = 64 * 1024

@@ -3,7 +3,7 @@
 The targets and what each one last received live in the engine's store (`trustlists.targets`), so a
 rollout only touches targets that need it (idempotent), picks up where it stopped after a restart, and
 leaves an unreachable PLC to a later attempt with backoff while the others go on. Each push is
-`push_client.push_certificate`: trust list first, then CSR -> engine issuance -> UpdateCertificate ->
+`client.push_certificate`: trust list first, then CSR -> engine issuance -> UpdateCertificate ->
 ApplyChanges, then a reconnect that must show the new certificate. Before any of it, the server at the
 target's address must prove to be the target (`server_identity`); a refusal is the target's error, retried
 with the same backoff, and the password never leaves.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from opcua_gds.push_client import PushError, PushResult, push_certificate, push_trust_list
-from opcua_gds.server_identity import TargetServerIdentity
+from opcua_gds.push.client import PushError, PushResult, push_certificate, push_trust_list
+from opcua_gds.push.server_identity import TargetServerIdentity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.models import KeyType

@@ -20,7 +20,7 @@ Pins are released when an engine certificate is delivered (trustlists.targets), 
 lets a server in, until an operator re-pins a reset or replaced device.
 
 One full decision per push: the reconnects after ApplyChanges only compare fingerprints with what was
-accepted here and what was installed (push_client.expect_certificate), and the validator keeps the parsed
+accepted here and what was installed (client.expect_certificate), and the validator keeps the parsed
 certificates and signature results of the peers it has seen.
 """
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from opcua_gds.push_client import SERVER_IDENTITY, PushError, fingerprint
+from opcua_gds.push.client import SERVER_IDENTITY, PushError, fingerprint
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidState, NotFound

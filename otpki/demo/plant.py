@@ -24,11 +24,12 @@ from asyncua import Client
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
+from opcua_gds.gds.server import GdsServer
+from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.push_client import PushClient, connect_push_session
-from opcua_gds.rollout import KIND, Rollout, TargetOutcome
-from opcua_gds.server import GdsServer, GdsSettings
-from opcua_gds.server_identity import TargetServerIdentity
+from opcua_gds.push.client import PushClient, connect_push_session
+from opcua_gds.push.rollout import KIND, Rollout, TargetOutcome
+from opcua_gds.push.server_identity import TargetServerIdentity
 from otpki.demo.devices import Broker, DeviceFleet, EmbeddedDemoBroker, MosquittoDemoBroker
 from otpki.demo.display import QuietDisplay
 from otpki.demo.plcs import ADMIN_USER, PlcPlant

@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mqtt_broker_auth.amqtt_plugin import identity_of
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
+from mqtt_broker_auth.embedded.amqtt_plugin import identity_of
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
 from tests.helpers import Clock, make_engine
 from tests.mqtt_broker_auth.conftest import (
     ACTOR,
@@ -373,7 +373,7 @@ async def test_stored_offline_session_is_not_resumed_without_the_certificate(
 
 
 async def test_subscription_table_survives_changes_while_it_is_walked() -> None:
-    from mqtt_broker_auth.amqtt_plugin import DeviceGateBroker, SnapshotSubscriptions
+    from mqtt_broker_auth.embedded.amqtt_plugin import DeviceGateBroker, SnapshotSubscriptions
 
     table = SnapshotSubscriptions({"a/#": [], "b/#": []})
     walked = []

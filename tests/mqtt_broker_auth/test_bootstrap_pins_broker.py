@@ -13,8 +13,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
-from mqtt_broker_auth.enrollment import EnrollmentService
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+from mqtt_broker_auth.enrollment.service import EnrollmentService
 from simulators.manufacturer import BootstrapCredential, Manufacturer
 from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
 from tests.helpers import make_engine

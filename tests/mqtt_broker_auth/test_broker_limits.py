@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mqtt_broker_auth.broker_limits import BrokerLimits
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+from mqtt_broker_auth.embedded.broker_limits import BrokerLimits
 from simulators.manufacturer import Manufacturer
 from tests.helpers import make_engine
 from tests.mqtt_broker_auth import test_amqtt_broker as amqtt_tests

@@ -21,14 +21,14 @@ from cryptography.hazmat.primitives import serialization
 from gmqtt import Client as GmqttClient
 from gmqtt.mqtt.constants import MQTTv311
 
-from mqtt_broker_auth.enrollment import EnrollmentService, EnrollmentSettings
-from mqtt_broker_auth.enrollment_messages import (
+from mqtt_broker_auth.enrollment.messages import (
     EnrollmentRequest,
     build_request,
     sign,
     signing_input,
     verify,
 )
+from mqtt_broker_auth.enrollment.service import EnrollmentService, EnrollmentSettings
 from simulators.manufacturer import BootstrapCredential, Manufacturer
 from tests.helpers import Clock, make_csr, make_engine, new_key, store_snapshot
 from tests.mqtt_broker_auth.conftest import ACTOR, from_issued, mqtt_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mqtt_broker_auth.listener_tls import build_listener_tls
+from mqtt_broker_auth.embedded.listener_tls import build_listener_tls
 from simulators.manufacturer import Manufacturer
 from tests.mqtt_broker_auth.conftest import ACTOR, from_issued
 from trustlists.engine import Engine

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import SecretStr
 
 from mqtt_broker_auth.mosquitto import dynsec as ds
+from mqtt_broker_auth.mosquitto.bundle import mosquitto_bundle
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings, render_config
 from mqtt_broker_auth.mosquitto.dynsec_file import write_dynsec_file
 from mqtt_broker_auth.mosquitto.files import UnsafeTrustFiles, install_trust_files, openssl_verify_crls
@@ -27,7 +28,6 @@ from mqtt_broker_auth.topics import device_topics
 from tests.mqtt_broker_auth.conftest import make_external_ca
 from trustlists.clock import utcnow
 from trustlists.engine import Engine
-from trustlists.exports.mosquitto_files import mosquitto_bundle
 from trustlists.models import RevocationReason
 
 GROUP = "mqtt-device"

@@ -9,8 +9,8 @@ import pytest
 from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.publish import PublishPacket
 
-from mqtt_broker_auth.broker_limits import ThrottledWarning, UnauthenticatedSlots
-from mqtt_broker_auth.packet_limit import MalformedPacket, PacketLimitReader, PacketRefused, PacketTooLarge
+from mqtt_broker_auth.embedded.broker_limits import ThrottledWarning, UnauthenticatedSlots
+from mqtt_broker_auth.embedded.packet_limit import MalformedPacket, PacketLimitReader, PacketRefused, PacketTooLarge
 
 
 def publish(payload: bytes) -> bytes:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
-from opcua_gds.server import GdsServer, GdsSettings, Installer
+from opcua_gds.gds.context import Installer
+from opcua_gds.gds.server import GdsServer
+from opcua_gds.gds.settings import GdsSettings
 from tests.helpers import make_engine
 from tests.opcua_gds.opcua_helpers import free_port
 from trustlists.engine import Engine

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from asyncua import Client, Server, ua
 
-from opcua_gds.application_record import (
+from opcua_gds.gds.application_record import (
     ApplicationRecord,
     ApplicationRecordDataType,
     LocalizedName,

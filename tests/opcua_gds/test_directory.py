@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 
-from opcua_gds import directory
-from opcua_gds.application_record import ApplicationRecord, LocalizedName, register_application_record_class
+from opcua_gds.gds import directory
+from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName, register_application_record_class
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, DirectoryMethods, GdsObjects, gds_node_id
 from tests.helpers import make_engine
 from tests.opcua_gds.gds_fixture import PASSWORDS, RunningGds, running_gds

@@ -10,7 +10,7 @@ import pytest
 from asyncua import ua
 from cryptography.x509.oid import NameOID
 
-from opcua_gds import directory, pull
+from opcua_gds.gds import directory, pull
 from opcua_gds.nodeids import CertificateDirectoryMethods
 from tests.helpers import make_subject_csr, store_snapshot
 from tests.opcua_gds.gds_fixture import RunningGds, running_gds

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from opcua_gds import pull, trustlist_file
+from opcua_gds.gds import pull, trustlist_file
 from opcua_gds.nodeids import (
     GDS_NAMESPACE_URI,
     CertificateDirectoryMethods,
@@ -23,10 +23,10 @@ from opcua_gds.nodeids import (
     CertificateTypes,
     GdsObjects,
 )
+from opcua_gds.trustlist_binary import decode_trustlist
 from tests.helpers import make_csr, make_engine, new_key, store_snapshot
 from tests.opcua_gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from tests.opcua_gds.opcua_helpers import AppIdentity, connect, issue_app_identity
-from trustlists.exports.trustlist_binary import decode_trustlist
 from trustlists.models import TrustListMask
 
 M = CertificateDirectoryMethods

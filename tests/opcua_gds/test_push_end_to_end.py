@@ -12,7 +12,7 @@ import pytest
 from asyncua.ua.uaerrors import BadSecurityChecksFailed, BadUserAccessDenied
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
-from opcua_gds.push_client import PushError, expect_certificate, fingerprint, push_certificate
+from opcua_gds.push.client import PushError, expect_certificate, fingerprint, push_certificate
 from simulators.plc import PlcSimulator
 from tests.helpers import make_engine
 from tests.opcua_gds.opcua_helpers import connect, free_port, issue_app_identity

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.rollout import KIND, Rollout, TargetOutcome
+from opcua_gds.push.rollout import KIND, Rollout, TargetOutcome
 from simulators.plc import PlcSimulator
 from simulators.plc_faults import PlcFaults
 from tests.helpers import Clock, make_engine

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.push_client import PushError, push_certificate
-from opcua_gds.rollout import KIND, Rollout, TargetOutcome
-from opcua_gds.server_identity import TargetServerIdentity
+from opcua_gds.push.client import PushError, push_certificate
+from opcua_gds.push.rollout import KIND, Rollout, TargetOutcome
+from opcua_gds.push.server_identity import TargetServerIdentity
 from simulators.plc import PlcSimulator
 from simulators.plc_faults import PlcFaults
 from tests.helpers import Clock, make_engine

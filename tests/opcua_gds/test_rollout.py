@@ -8,7 +8,7 @@ from pathlib import Path
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.rollout import KIND, Rollout, RolloutReport
+from opcua_gds.push.rollout import KIND, Rollout, RolloutReport
 from simulators.plc import PlcSimulator
 from tests.helpers import make_csr, make_engine
 from tests.opcua_gds.opcua_helpers import free_port

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from gmqtt import Client as GmqttClient
 from gmqtt.mqtt.constants import MQTTv311
 
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
-from mqtt_broker_auth.enrollment import EnrollmentService
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+from mqtt_broker_auth.enrollment.service import EnrollmentService
 from simulators.device_fleet import FleetConfig, prepare, register_fleet, run_fleet
 from simulators.device_fleet import main as fleet_main
 from simulators.manufacturer import Manufacturer

@@ -5,6 +5,6 @@ DefaultApplicationGroup TrustList methods, checks client certificates against th
 keeps everything in the server's PKI folder. See install.py.
 """
 
-from opcua_gds.push_target.install import PushManagement, install_push_management
+from opcua_gds.push.target.install import PushManagement, install_push_management
 
 __all__ = ["PushManagement", "install_push_management"]

@@ -24,7 +24,7 @@ from asyncua.common.utils import ServiceError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from opcua_gds.push_target.state import PushState
+from opcua_gds.push.target.state import PushState
 from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions
 
 log = logging.getLogger(__name__)

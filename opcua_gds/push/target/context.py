@@ -10,7 +10,7 @@ from asyncua import Server, ua
 
 from opcua_gds.access import GdsRole, MethodError, caller, has_any_role, require_mode
 from opcua_gds.call_context import CallContext
-from opcua_gds.push_target.state import PushState
+from opcua_gds.push.target.state import PushState
 
 _S = ua.StatusCodes
 log = logging.getLogger(__name__)

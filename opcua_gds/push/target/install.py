@@ -25,12 +25,12 @@ from asyncua.crypto import uacrypto
 from opcua_gds import call_context
 from opcua_gds.access import AccessConfig, GdsUserManager, opcua_method
 from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
-from opcua_gds.push_target import server_swap
-from opcua_gds.push_target.client_validation import ClientCertificateCheck
-from opcua_gds.push_target.context import PushContext
-from opcua_gds.push_target.methods import ServerConfigurationMethodsImpl
-from opcua_gds.push_target.state import Identity, PushState
-from opcua_gds.push_target.trustlist_file import TrustListFile
+from opcua_gds.push.target import server_swap
+from opcua_gds.push.target.client_validation import ClientCertificateCheck
+from opcua_gds.push.target.context import PushContext
+from opcua_gds.push.target.methods import ServerConfigurationMethodsImpl
+from opcua_gds.push.target.state import Identity, PushState
+from opcua_gds.push.target.trustlist_file import TrustListFile
 from trustlists.blocking import run_blocking
 from trustlists.models import TrustListContent
 

@@ -26,8 +26,8 @@ from cryptography import x509
 from opcua_gds.access import MethodError
 from opcua_gds.method_nodes import checked_args
 from opcua_gds.nodeids import CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
-from opcua_gds.push_target import server_swap
-from opcua_gds.push_target.certs import (
+from opcua_gds.push.target import server_swap
+from opcua_gds.push.target.certs import (
     CertError,
     build_csr,
     is_self_signed,
@@ -38,9 +38,9 @@ from opcua_gds.push_target.certs import (
     parse_certificate,
     subject_alt_names,
 )
-from opcua_gds.push_target.client_validation import ClientCertificateCheck
-from opcua_gds.push_target.context import PushContext
-from opcua_gds.push_target.state import Identity
+from opcua_gds.push.target.client_validation import ClientCertificateCheck
+from opcua_gds.push.target.context import PushContext
+from opcua_gds.push.target.state import Identity
 from trustlists.blocking import run_blocking
 
 log = logging.getLogger(__name__)

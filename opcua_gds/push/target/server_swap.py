@@ -23,7 +23,7 @@ from typing import Any
 from asyncua import Server
 from asyncua.crypto import uacrypto
 
-from opcua_gds.push_target.state import Identity
+from opcua_gds.push.target.state import Identity
 
 log = logging.getLogger(__name__)
 CLOSE_DELAY_S = 0.5  # time for the ApplyChanges response to reach the client before its channel goes

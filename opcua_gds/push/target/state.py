@@ -21,7 +21,7 @@ from pathlib import Path
 from asyncua import ua
 from cryptography import x509
 
-from opcua_gds.push_target.certs import PrivateKey, key_from_pem, key_matches, key_to_pem, parse_certificate
+from opcua_gds.push.target.certs import PrivateKey, key_from_pem, key_matches, key_to_pem, parse_certificate
 from trustlists.exports import write_pki_folders
 from trustlists.models import TrustList, TrustListContent, TrustListMask
 

@@ -18,10 +18,10 @@ from asyncua import ua
 from opcua_gds.access import MethodError
 from opcua_gds.method_nodes import checked_args
 from opcua_gds.nodeids import CertificateGroups
-from opcua_gds.push_target.certs import is_ca, is_self_signed, issued_by, parse_certificate, parse_crl, thumbprint
-from opcua_gds.push_target.context import MAX_HANDLES, READ, WRITE_ERASE, OpenTrustList, PushContext
+from opcua_gds.push.target.certs import is_ca, is_self_signed, issued_by, parse_certificate, parse_crl, thumbprint
+from opcua_gds.push.target.context import MAX_HANDLES, READ, WRITE_ERASE, OpenTrustList, PushContext
+from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.errors import InvalidInput
-from trustlists.exports.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.models import TrustListContent, TrustListMask
 
 _S = ua.StatusCodes

@@ -17,7 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.nodeids import CertificateGroups, ServerConfigurationIds, ServerConfigurationMethods
-from trustlists.exports.trustlist_binary import encode_trustlist
+from opcua_gds.trustlist_binary import encode_trustlist
 from trustlists.models import TrustListContent, TrustListMask
 
 DER = serialization.Encoding.DER
@@ -109,7 +109,7 @@ class TestCa:
 
 
 def self_signed_client(directory: Path, cn: str) -> ClientIdentity:
-    from opcua_gds.push_target.certs import self_signed
+    from opcua_gds.push.target.certs import self_signed
 
     uri = f"urn:test:{cn}"
     der, key = self_signed(cn, uri, ["localhost"])

@@ -1,4 +1,4 @@
-"""Push management on an asyncua server (opcua_gds.push_target) over real SignAndEncrypt sessions."""
+"""Push management on an asyncua server (opcua_gds.push.target) over real SignAndEncrypt sessions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from opcua_gds.nodeids import ServerConfigurationIds
-from opcua_gds.push_target.certs import thumbprint
+from opcua_gds.push.target.certs import thumbprint
+from opcua_gds.trustlist_binary import decode_trustlist
 from simulators.plc import PlcSimulator
 from tests.opcua_gds.opcua_helpers import free_port
 from tests.opcua_gds.push_target.pki import (
@@ -27,7 +28,6 @@ from tests.opcua_gds.push_target.pki import (
     connect,
     self_signed_client,
 )
-from trustlists.exports.trustlist_binary import decode_trustlist
 
 Factory = Callable[..., Awaitable[PlcSimulator]]
 
