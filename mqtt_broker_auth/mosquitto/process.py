@@ -32,13 +32,6 @@ class MosquittoStartError(OtpkiError):
     reason = "mosquitto_start_failed"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS just handed out (Mosquitto cannot listen on port 0 and report it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def provision_broker(engine: Engine, settings: MosquittoSettings, *, group: str = "mqtt-device",
                      broker_group: str = "mqtt-broker", name: str = "mosquitto", actor: str = "otpki") -> None:
     """Give the broker what it needs before its first start: a server certificate from `broker_group`

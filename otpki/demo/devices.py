@@ -88,7 +88,7 @@ class MosquittoDemoBroker:
         from pydantic import SecretStr
 
         from mqtt_broker_auth.mosquitto.config import MosquittoSettings
-        from mqtt_broker_auth.mosquitto.process import free_port
+        from trustlists.testing import free_port
 
         self.engine = engine
         self.host = "127.0.0.1"

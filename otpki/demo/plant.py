@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from simulators.scada import ScadaSettings, ScadaSimulator
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.models import CertificateRecord, CertificateStatus, RevocationReason
+from trustlists.testing import free_port
 
 ACTOR = "otpki-demo"
 APP_GROUP = "opcua-application"
@@ -67,12 +67,6 @@ class CheckFailed(Exception):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def fingerprint(der: bytes) -> str:

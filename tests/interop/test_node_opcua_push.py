@@ -26,8 +26,8 @@ from opcua_gds.push.client import (
     push_certificate,
 )
 from opcua_gds.push.server_identity import TargetServerIdentity
+from opcua_gds.testing import issue_app_identity
 from tests.interop.conftest import ADMIN, OPERATOR, NodePeer
-from tests.opcua_gds.opcua_helpers import issue_app_identity
 from trustlists.models import TrustListContent
 
 

@@ -29,13 +29,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings
-from mqtt_broker_auth.mosquitto.process import MosquittoProcess, free_port, provision_broker
+from mqtt_broker_auth.mosquitto.process import MosquittoProcess, provision_broker
 from mqtt_broker_auth.mosquitto.sync import MosquittoSync
-from tests.helpers import make_engine
 from tests.mqtt_broker_auth.conftest import DeviceCert, issue_device, mqtt_config
 from trustlists.clock import utcnow
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import free_port, make_engine
 
 ACTOR = "mosquitto-test"
 GROUP = "mqtt-device"

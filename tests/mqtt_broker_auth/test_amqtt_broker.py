@@ -16,7 +16,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_broker_auth.embedded.amqtt_plugin import identity_of
 from mqtt_broker_auth.embedded.broker import EmbeddedBroker
-from tests.helpers import Clock, make_engine
 from tests.mqtt_broker_auth.conftest import (
     ACTOR,
     DeviceCert,
@@ -28,6 +27,7 @@ from tests.mqtt_broker_auth.conftest import (
 )
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import Clock, make_engine
 
 NOT_AUTHORIZED = 135
 WAIT = 15.0  # generous upper bound for any single broker round trip on a loaded 2-core machine

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mqtt_broker_auth.embedded.broker import EmbeddedBroker
 from mqtt_broker_auth.embedded.broker_limits import BrokerLimits
 from simulators.manufacturer import Manufacturer
-from tests.helpers import make_engine
 from tests.mqtt_broker_auth import test_amqtt_broker as amqtt_tests
 from tests.mqtt_broker_auth.conftest import (
     ACTOR,
@@ -43,6 +42,7 @@ from tests.mqtt_broker_auth.test_amqtt_broker import (
 )
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import make_engine
 
 WAIT = amqtt_tests.WAIT
 clients = amqtt_tests.clients  # the paho clients fixture, closed after each test

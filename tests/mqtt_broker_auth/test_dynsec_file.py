@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 from mqtt_broker_auth.mosquitto import dynsec as ds
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings
 from mqtt_broker_auth.mosquitto.dynsec_file import PBKDF2_ITERATIONS, dynsec_password
-from mqtt_broker_auth.mosquitto.process import MosquittoProcess, free_port
+from mqtt_broker_auth.mosquitto.process import MosquittoProcess
 from otpki.cli.main import app
 from tests.secret_exposure_probe import run_under_probe
+from trustlists.testing import free_port
 
 ADMIN_PASSWORD = "a dynsec admin password"
 PASS = "a long enough test passphrase"

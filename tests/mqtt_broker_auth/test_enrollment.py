@@ -30,12 +30,12 @@ from mqtt_broker_auth.enrollment.messages import (
 )
 from mqtt_broker_auth.enrollment.service import EnrollmentService, EnrollmentSettings
 from simulators.manufacturer import BootstrapCredential, Manufacturer
-from tests.helpers import Clock, make_csr, make_engine, new_key, store_snapshot
 from tests.mqtt_broker_auth.conftest import ACTOR, from_issued, mqtt_config
 from tests.mqtt_broker_auth.plain_broker import PlainBroker, start_plain_broker
 from trustlists.engine import Engine
 from trustlists.models import CertificateStatus, KeyType, RevocationReason
 from trustlists.policy import PkiConfig
+from trustlists.testing import Clock, make_csr, make_engine, new_key, store_snapshot
 
 PREFIX = "otpki/enroll"
 
@@ -501,7 +501,7 @@ async def test_names_in_an_enrollment_csr_are_judged(engine: Engine, manufacture
     """A device that passes every enrollment check still gets no certificate for a subject the engine refuses."""
     from cryptography.x509.oid import NameOID
 
-    from tests.helpers import make_subject_csr
+    from trustlists.testing import make_subject_csr
 
     idevid = manufacturer.issue_idevid("SN-0005")
     register(engine, "pump-5", idevid)

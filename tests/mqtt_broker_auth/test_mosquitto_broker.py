@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mqtt_broker_auth.mosquitto.files import UnsafeTrustFiles, install_trust_files
 from mqtt_broker_auth.mosquitto.process import hup_from_pid_file
 from mqtt_broker_auth.mosquitto.sync import MosquittoSync
-from tests.helpers import PASSPHRASE
 from tests.mqtt_broker_auth import mosquitto_fixture
 from tests.mqtt_broker_auth.conftest import DeviceCert, make_external_ca, make_external_leaf
 from tests.mqtt_broker_auth.mosquitto_fixture import (
@@ -39,6 +38,7 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import RevocationReason
 from trustlists.store import SqliteStore
+from trustlists.testing import PASSPHRASE
 
 # The fixtures live in their own module (conftest.py belongs to another part of the suite).
 mosquitto_lab = mosquitto_fixture.mosquitto_lab

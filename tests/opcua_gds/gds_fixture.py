@@ -10,10 +10,9 @@ from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.gds.context import Installer
 from opcua_gds.gds.server import GdsServer
 from opcua_gds.gds.settings import GdsSettings
-from tests.helpers import make_engine
-from tests.opcua_gds.opcua_helpers import free_port
 from trustlists.engine import Engine
 from trustlists.policy import PkiConfig
+from trustlists.testing import free_port, make_engine
 
 PASSWORDS = {
     "discovery-admin": ("discovery-pw", [GdsRole.DISCOVERY_ADMIN]),

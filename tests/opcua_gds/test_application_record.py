@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import struct
 import sys
 import uuid
@@ -33,6 +32,7 @@ from opcua_gds.gds.application_record import (
     register_application_record_class,
 )
 from opcua_gds.nodeids import GDS_NAMESPACE_URI
+from trustlists.testing import free_port
 
 TEST_NS = "urn:otpki:test:application-record"
 APP_GUID = uuid.UUID("4f1c9d2a-7b3e-4c5d-9e8f-0a1b2c3d4e5f")
@@ -49,12 +49,6 @@ RECORD = ApplicationRecord(
 )
 SECOND = ApplicationRecord(application_uri="urn:plant:scada", application_type=ua.ApplicationType.Client,
                            application_names=[LocalizedName(text="SCADA")])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

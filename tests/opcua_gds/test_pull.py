@@ -23,11 +23,11 @@ from opcua_gds.nodeids import (
     CertificateTypes,
     GdsObjects,
 )
+from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from opcua_gds.trustlist_binary import decode_trustlist
-from tests.helpers import make_csr, make_engine, new_key, store_snapshot
 from tests.opcua_gds.gds_fixture import PASSWORDS, RunningGds, running_gds
-from tests.opcua_gds.opcua_helpers import AppIdentity, connect, issue_app_identity
 from trustlists.models import TrustListMask
+from trustlists.testing import make_csr, make_engine, new_key, store_snapshot
 
 M = CertificateDirectoryMethods
 RSA_TYPE = ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType)

@@ -13,9 +13,9 @@ from asyncua.ua.uaerrors import BadSecurityChecksFailed, BadUserAccessDenied
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.push.client import PushError, expect_certificate, fingerprint, push_certificate
+from opcua_gds.testing import connect, issue_app_identity
 from simulators.plc import PlcSimulator
-from tests.helpers import make_engine
-from tests.opcua_gds.opcua_helpers import connect, free_port, issue_app_identity
+from trustlists.testing import free_port, make_engine
 
 ACCESS = AccessConfig(users=[
     PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"), roles=[GdsRole.SECURITY_ADMIN]),

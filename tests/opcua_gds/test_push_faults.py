@@ -19,10 +19,9 @@ from opcua_gds.own_identity import ensure_identity
 from opcua_gds.push.rollout import KIND, Rollout, TargetOutcome
 from simulators.plc import PlcSimulator
 from simulators.plc_faults import PlcFaults
-from tests.helpers import Clock, make_engine
-from tests.opcua_gds.opcua_helpers import free_port
 from trustlists.models import IssuanceKind
 from trustlists.targets import TargetState
+from trustlists.testing import Clock, free_port, make_engine
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])

@@ -24,11 +24,10 @@ from opcua_gds.push.rollout import KIND, Rollout, TargetOutcome
 from opcua_gds.push.server_identity import TargetServerIdentity
 from simulators.plc import PlcSimulator
 from simulators.plc_faults import PlcFaults
-from tests.helpers import Clock, make_engine
-from tests.opcua_gds.opcua_helpers import free_port
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
 from trustlists.targets import PinSource, TargetState
+from trustlists.testing import Clock, free_port, make_engine
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])

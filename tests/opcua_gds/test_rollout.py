@@ -10,10 +10,9 @@ from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.own_identity import ensure_identity
 from opcua_gds.push.rollout import KIND, Rollout, RolloutReport
 from simulators.plc import PlcSimulator
-from tests.helpers import make_csr, make_engine
-from tests.opcua_gds.opcua_helpers import free_port
 from trustlists.models import RevocationReason
 from trustlists.targets import DeliveryTarget, TargetState
+from trustlists.testing import free_port, make_csr, make_engine
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])
@@ -74,8 +73,8 @@ def _sha256(der: bytes) -> str:
 async def test_scheduler_renews_before_expiry_and_pushes_new_trust_lists(tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from tests.helpers import Clock
     from trustlists.policy import load_default_config
+    from trustlists.testing import Clock
 
     config = load_default_config()
     # Two-day certificates renewed on their last day, so the test can step the clock into the window.

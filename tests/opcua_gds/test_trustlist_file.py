@@ -12,11 +12,11 @@ from asyncua.ua import uaerrors
 
 from opcua_gds.gds import pull, trustlist_file
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, CertificateGroupIds, CertificateGroups
+from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
-from tests.helpers import make_engine
 from tests.opcua_gds.gds_fixture import PASSWORDS, RunningGds, running_gds
-from tests.opcua_gds.opcua_helpers import AppIdentity, connect, issue_app_identity
 from trustlists.models import TrustListMask
+from trustlists.testing import make_engine
 
 APP_GROUP = CertificateGroups.GdsDefaultApplicationGroup
 USER_GROUP = CertificateGroups.GdsDefaultUserTokenGroup

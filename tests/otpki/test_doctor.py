@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 from opcua_gds.push.rollout import KIND
 from otpki.cli.main import app
 from otpki.doctor import examine
-from tests.helpers import Clock, make_csr, make_engine
-from tests.opcua_gds.opcua_helpers import free_port
+from trustlists.testing import Clock, free_port, make_csr, make_engine
 
 PASS = "a long enough test passphrase"
 

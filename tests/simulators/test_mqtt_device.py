@@ -25,11 +25,11 @@ from simulators.device_fleet import FleetConfig, prepare, register_fleet, run_fl
 from simulators.device_fleet import main as fleet_main
 from simulators.manufacturer import Manufacturer
 from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
-from tests.helpers import make_engine
 from tests.mqtt_broker_auth.conftest import ACTOR, from_issued, mqtt_config
 from tests.mqtt_broker_auth.plain_broker import start_plain_broker
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import make_engine
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

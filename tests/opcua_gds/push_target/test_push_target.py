@@ -19,7 +19,6 @@ from opcua_gds.nodeids import ServerConfigurationIds
 from opcua_gds.push.target.certs import thumbprint
 from opcua_gds.trustlist_binary import decode_trustlist
 from simulators.plc import PlcSimulator
-from tests.opcua_gds.opcua_helpers import free_port
 from tests.opcua_gds.push_target.pki import (
     ClientIdentity,
     Push,
@@ -28,6 +27,7 @@ from tests.opcua_gds.push_target.pki import (
     connect,
     self_signed_client,
 )
+from trustlists.testing import free_port
 
 Factory = Callable[..., Awaitable[PlcSimulator]]
 

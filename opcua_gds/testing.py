@@ -1,8 +1,11 @@
-"""Real asyncua servers and clients for the OPC UA tests: engine-issued certificates, free loopback ports."""
+"""Support for OPC UA tests and benchmarks: engine-issued application identities and secure client sessions.
+
+Shared by `tests/` and `bench/`; engines and free ports are in `trustlists.testing`, this module adds only what needs
+asyncua.
+"""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +16,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustlists.engine import Engine
 from trustlists.models import KeyType
-
-
-def free_port() -> int:
-    """asyncua cannot bind port 0 and report it back, so ask the OS for a free one and hand it over."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

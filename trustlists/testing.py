@@ -1,7 +1,12 @@
-"""Test helpers: engines on temporary directories and CSRs of every shape the tests need."""
+"""Support for tests and benchmarks: engines on temporary directories, CSRs of every shape, a clock, free ports.
+
+Shared by `tests/` and `bench/` (which never imports `tests/`). Engine-only: no front is imported here; the
+OPC UA helpers built on top of it are in `opcua_gds.testing`.
+"""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +24,14 @@ from trustlists.policy import PkiConfig, load_default_config
 from trustlists.store import SqliteStore
 
 PASSPHRASE = b"correct horse battery staple"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS just handed out on `host`, for servers that cannot bind port 0 and report it back
+    (asyncua, Mosquitto) or whose port a test must know before they start."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 class Clock:
