@@ -9,7 +9,7 @@ from cryptography import x509
 
 from opcua_gds.nodeids import ServerConfigurationIds
 from simulators.plc import PLC_NAMESPACE, start_plant
-from tests.opcua_gds.push_target.pki import Push, TestCa, access_config, connect
+from tests.opcua_gds.push.target.pki import Push, TestCa, access_config, connect
 from trustlists.testing import free_port
 
 

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from simulators.scada import ScadaSettings, ScadaSimulator
-from tests.opcua_gds.gds_fixture import PASSWORDS, running_gds
+from tests.opcua_gds.gds.gds_fixture import PASSWORDS, running_gds
 from trustlists.models import CertificateStatus
 from trustlists.testing import free_port
 

@@ -25,9 +25,9 @@ from mqtt_broker_auth.mosquitto import dynsec_state as ds_state
 from mqtt_broker_auth.mosquitto.sync import FOREIGN_REMOVED_ACTION
 from otpki.doctor import check_mosquitto_dynsec
 from simulators.manufacturer import Manufacturer
-from tests.mqtt_broker_auth import mosquitto_fixture
 from tests.mqtt_broker_auth.conftest import DeviceCert, write_cert_files
-from tests.mqtt_broker_auth.mosquitto_fixture import (
+from tests.mqtt_broker_auth.mosquitto import mosquitto_fixture
+from tests.mqtt_broker_auth.mosquitto.mosquitto_fixture import (
     ACTOR,
     GROUP,
     WAIT_S,

@@ -16,9 +16,9 @@ from mqtt_broker_auth.embedded.broker import EmbeddedBroker
 from mqtt_broker_auth.enrollment.service import EnrollmentService, EnrollmentSettings
 from simulators.manufacturer import Manufacturer
 from simulators.mqtt_device import DeviceConfig, MqttDevice
-from tests.mqtt_broker_auth import test_amqtt_broker as amqtt_tests
 from tests.mqtt_broker_auth.conftest import ACTOR, DeviceCert, issue_device
-from tests.mqtt_broker_auth.test_amqtt_broker import Client, connect, connected, refused_with
+from tests.mqtt_broker_auth.embedded import test_amqtt_broker as amqtt_tests
+from tests.mqtt_broker_auth.embedded.test_amqtt_broker import Client, connect, connected, refused_with
 from trustlists.engine import Engine
 
 WAIT = amqtt_tests.WAIT

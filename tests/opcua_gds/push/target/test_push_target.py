@@ -19,7 +19,7 @@ from opcua_gds.nodeids import ServerConfigurationIds
 from opcua_gds.push.target.certs import thumbprint
 from opcua_gds.trustlist_binary import decode_trustlist
 from simulators.plc import PlcSimulator
-from tests.opcua_gds.push_target.pki import (
+from tests.opcua_gds.push.target.pki import (
     ClientIdentity,
     Push,
     TestCa,

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mqtt_broker_auth.mosquitto.files import UnsafeTrustFiles, install_trust_files
 from mqtt_broker_auth.mosquitto.process import hup_from_pid_file
 from mqtt_broker_auth.mosquitto.sync import MosquittoSync
-from tests.mqtt_broker_auth import mosquitto_fixture
 from tests.mqtt_broker_auth.conftest import DeviceCert, make_external_ca, make_external_leaf
-from tests.mqtt_broker_auth.mosquitto_fixture import (
+from tests.mqtt_broker_auth.mosquitto import mosquitto_fixture
+from tests.mqtt_broker_auth.mosquitto.mosquitto_fixture import (
     GROUP,
     WAIT_S,
     MosquittoLab,

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mqtt_broker_auth.embedded.broker import EmbeddedBroker
 from mqtt_broker_auth.embedded.broker_limits import BrokerLimits
 from simulators.manufacturer import Manufacturer
-from tests.mqtt_broker_auth import test_amqtt_broker as amqtt_tests
 from tests.mqtt_broker_auth.conftest import (
     ACTOR,
     DeviceCert,
@@ -33,7 +32,8 @@ from tests.mqtt_broker_auth.conftest import (
     mqtt_config,
     write_cert_files,
 )
-from tests.mqtt_broker_auth.test_amqtt_broker import (
+from tests.mqtt_broker_auth.embedded import test_amqtt_broker as amqtt_tests
+from tests.mqtt_broker_auth.embedded.test_amqtt_broker import (
     Client,
     connect,
     connected,

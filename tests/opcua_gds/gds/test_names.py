@@ -13,8 +13,8 @@ from cryptography.x509.oid import NameOID
 from opcua_gds.gds import directory, pull
 from opcua_gds.nodeids import CertificateDirectoryMethods
 from opcua_gds.testing import issue_app_identity
-from tests.opcua_gds.gds_fixture import RunningGds, running_gds
-from tests.opcua_gds.test_directory import _code, _open
+from tests.opcua_gds.gds.gds_fixture import RunningGds, running_gds
+from tests.opcua_gds.gds.test_directory import _code, _open
 from trustlists.models import KeyType, OwnerRole
 from trustlists.policy import ReservedName, load_default_config
 from trustlists.testing import make_subject_csr, store_snapshot

@@ -18,7 +18,7 @@ from mqtt_broker_auth.enrollment.service import EnrollmentService
 from simulators.manufacturer import BootstrapCredential, Manufacturer
 from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
 from tests.mqtt_broker_auth.conftest import ACTOR, DeviceCert, from_issued, mqtt_config, sha256_hex
-from tests.mqtt_broker_auth.test_amqtt_broker import WAIT, Client
+from tests.mqtt_broker_auth.embedded.test_amqtt_broker import WAIT, Client
 from trustlists.engine import Engine
 from trustlists.models import CertificateStatus, RevocationReason
 from trustlists.testing import make_engine

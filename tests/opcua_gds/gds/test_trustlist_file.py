@@ -14,7 +14,7 @@ from opcua_gds.gds import pull, trustlist_file
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, CertificateGroupIds, CertificateGroups
 from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
-from tests.opcua_gds.gds_fixture import PASSWORDS, RunningGds, running_gds
+from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from trustlists.models import TrustListMask
 from trustlists.testing import make_engine
 

@@ -13,7 +13,7 @@ from opcua_gds.gds import directory
 from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName, register_application_record_class
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, DirectoryMethods, GdsObjects, gds_node_id
 from opcua_gds.testing import AppIdentity, connect, issue_app_identity
-from tests.opcua_gds.gds_fixture import PASSWORDS, RunningGds, running_gds
+from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from trustlists.models import CertificateStatus, RevocationReason
 from trustlists.testing import make_engine
 

@@ -23,9 +23,9 @@ from mqtt_broker_auth.enrollment.service import EnrollmentService, EnrollmentSet
 from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 from simulators.manufacturer import BootstrapCredential, Manufacturer
 from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
-from tests.mqtt_broker_auth import mosquitto_fixture
 from tests.mqtt_broker_auth.conftest import DeviceCert, from_issued
-from tests.mqtt_broker_auth.mosquitto_fixture import ACTOR, GROUP, WAIT_S, MosquittoLab, PahoDevice, tls_alert
+from tests.mqtt_broker_auth.mosquitto import mosquitto_fixture
+from tests.mqtt_broker_auth.mosquitto.mosquitto_fixture import ACTOR, GROUP, WAIT_S, MosquittoLab, PahoDevice, tls_alert
 from trustlists.blocking import run_blocking
 
 mosquitto_lab = mosquitto_fixture.mosquitto_lab
