@@ -22,14 +22,11 @@ from typing import Any
 
 import cryptography
 
+from trustlists import testing
 from trustlists.engine import Engine
-from trustlists.keys.files import EncryptedFileKeyBackend
-from trustlists.keys.keyring import KeyRing
 from trustlists.models import KeyType
 from trustlists.policy import PkiConfig, load_default_config
-from trustlists.store.sqlite import SqliteStore
 
-PASSPHRASE = b"correct horse battery"
 ACTOR = "bench"
 
 
@@ -54,8 +51,8 @@ def config_with(group: str, ca_key_type: KeyType | None = None, *, only: bool = 
 
 
 def make_engine(directory: Path, config: PkiConfig) -> Engine:
-    engine = Engine(store=SqliteStore(directory / "otpki.db"), config=config,
-                    keys=KeyRing([EncryptedFileKeyBackend(directory / "keys", PASSPHRASE)]))
+    """An initialized engine on `directory` (trustlists.testing's, the one the tests use)."""
+    engine = testing.make_engine(directory, config=config)
     engine.hierarchy.initialize(actor=ACTOR)
     return engine
 

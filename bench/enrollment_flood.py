@@ -26,8 +26,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from bench._common import ACTOR, config_with, emit, make_engine, note, parse_args, summary, workdir
-from mqtt_broker_auth.enrollment import EnrollmentService, EnrollmentSettings
-from mqtt_broker_auth.enrollment_messages import build_request
+from mqtt_broker_auth.enrollment.messages import build_request
+from mqtt_broker_auth.enrollment.service import EnrollmentService, EnrollmentSettings
 from simulators.manufacturer import Manufacturer
 from trustlists.engine import Engine
 from trustlists.request_guard import RateLimit

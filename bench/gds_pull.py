@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench._common import emit, note, parse_args, summary, workdir
-from opcua_gds.gds_client import GdsClient
-from opcua_gds.server import GdsServer, GdsSettings
-from tests.helpers import make_engine
-from tests.opcua_gds.opcua_helpers import connect, free_port, issue_app_identity
+from opcua_gds.gds.client import GdsClient
+from opcua_gds.gds.server import GdsServer
+from opcua_gds.gds.settings import GdsSettings
+from opcua_gds.testing import connect, issue_app_identity
+from trustlists.testing import free_port, make_engine
 
 TARGET = 1.5
 APP_URI = "urn:bench:scada"

@@ -26,15 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench._common import ACTOR, PASSPHRASE, emit, note, parse_args, summary, workdir
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
+from bench._common import ACTOR, emit, note, parse_args, summary, workdir
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+from trustlists import testing
 from trustlists.engine import Engine
-from trustlists.keys.files import EncryptedFileKeyBackend
-from trustlists.keys.keyring import KeyRing
 from trustlists.models import KeyType, RevocationReason
 from trustlists.policy import PkiConfig, load_default_config
 from trustlists.safe_files import private_directory, write_public, write_secret
-from trustlists.store.sqlite import SqliteStore
 
 TARGET = 0.9
 LATENCY_TARGET_S = 1.0
@@ -49,9 +47,7 @@ def mqtt_config() -> PkiConfig:
 
 
 def open_engine(directory: Path) -> Engine:
-    directory.mkdir(parents=True, exist_ok=True)
-    return Engine(store=SqliteStore(directory / "otpki.db"), config=mqtt_config(),
-                  keys=KeyRing([EncryptedFileKeyBackend(directory / "keys", PASSPHRASE)]))
+    return testing.make_engine(directory, config=mqtt_config())
 
 
 class BrokerThread:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ACTOR, emit, note, parse_args, summary, workdir
 from bench.mqtt_connect import BrokerThread, open_engine, write_files
-from mqtt_broker_auth.broker_limits import BrokerLimits
+from mqtt_broker_auth.embedded.broker_limits import BrokerLimits
 
 SLACK_S = 1.0
 

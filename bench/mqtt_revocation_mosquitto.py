@@ -31,12 +31,13 @@ from pydantic import SecretStr
 from bench._common import ACTOR, emit, make_engine, note, parse_args, summary, workdir
 from mqtt_broker_auth.mosquitto import dynsec as ds
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings
-from mqtt_broker_auth.mosquitto.process import MosquittoProcess, free_port, provision_broker
+from mqtt_broker_auth.mosquitto.process import MosquittoProcess, provision_broker
 from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 from trustlists.blocking import run_blocking
 from trustlists.models import RevocationReason
 from trustlists.policy import load_default_config
 from trustlists.safe_files import write_public, write_secret
+from trustlists.testing import free_port
 
 TARGET_S = 1.0
 GROUP = "mqtt-device"

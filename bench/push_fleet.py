@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import emit, note, parse_args, workdir
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.rollout import KIND, Rollout
-from opcua_gds.server_identity import TargetServerIdentity
+from opcua_gds.push.rollout import KIND, Rollout
+from opcua_gds.push.server_identity import TargetServerIdentity
 from simulators.plant_workers import chunks, consecutive_free_ports, start_workers, stop_workers, wait_ready
-from tests.helpers import make_engine
 from trustlists.engine import Engine
+from trustlists.testing import make_engine
 
 TARGET = 0.1
 PER_PROCESS = 50

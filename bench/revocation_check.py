@@ -80,7 +80,7 @@ def mqtt_session_check(revoked: dict[int, str], reps: int, k: int) -> dict[str, 
     import tempfile
 
     from mqtt_broker_auth.decision import DeviceGate, DeviceIdentity
-    from tests.helpers import make_engine
+    from trustlists.testing import make_engine
 
     with tempfile.TemporaryDirectory(prefix="otpki-bench-") as d:
         engine = make_engine(Path(d))

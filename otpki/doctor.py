@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from pydantic import BaseModel, Field
 
+from mqtt_broker_auth.mosquitto.bundle import mosquitto_bundle
 from opcua_gds.access import PasswordUser, current_parameters, needs_rehash
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
-from trustlists.exports.mosquitto_files import mosquitto_bundle
 from trustlists.models import CARecord
 from trustlists.targets import TargetState
 

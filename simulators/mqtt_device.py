@@ -1,8 +1,7 @@
 """An MQTT field device: bootstrap certificate -> enrollment over MQTT -> mTLS telemetry -> renewal -> revocation.
 
-One lifecycle (`MqttDevice`), two client libraries behind a small transport interface, because plants run
-both kinds of firmware stacks: paho-mqtt 2.x (its own network thread, bridged to asyncio) and gmqtt (asyncio
-native). Both speak MQTT 3.1.1, which every broker otpki supports does.
+One lifecycle (`MqttDevice`) over two client libraries behind a small transport interface (`mqtt_transport`,
+paho-mqtt 2.x and gmqtt), because plants run both kinds of firmware stacks.
 
 States: new -> enrolling -> connecting -> online (<-> renewing) -> revoked | refused | failed | stopped.
 `revoked`: the broker dropped an established session and refuses every reconnect with the same certificate
@@ -17,25 +16,21 @@ import contextlib
 import json
 import logging
 import ssl
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import paho.mqtt.client as paho
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
-from gmqtt import Client as GmqttClient
-from gmqtt.mqtt.constants import MQTTv311
-from gmqtt.mqtt.handler import MQTTConnectError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mqtt_broker_auth.enrollment_messages import EnrollmentAccepted, EnrollmentRejected, build_request
+from mqtt_broker_auth.enrollment.messages import EnrollmentAccepted, EnrollmentRejected, build_request
 from simulators.manufacturer import generate_key
+from simulators.mqtt_transport import TRANSPORTS, ConnectRefused, Transport
 from trustlists.blocking import run_blocking
 from trustlists.models import KeyType
 from trustlists.safe_files import private_directory, write_public, write_secret
@@ -98,212 +93,10 @@ class DeviceConfig(BaseModel):
         return self.workdir / f"{self.name}.key"
 
 
-class ConnectRefused(Exception):
-    """The broker said no (CONNACK refusal, TLS alert, or closed before CONNACK): retrying will not help."""
-
-
 class EnrollmentFailed(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
-
-
-# -- transports ---------------------------------------------------------------------------------------------------
-
-MessageHandler = Callable[[str, bytes], None]
-
-
-class Transport(ABC):
-    """One MQTT connection. `lost` is set when it ends without `disconnect()` having been called."""
-
-    def __init__(self, client_id: str, on_message: MessageHandler) -> None:
-        self.client_id = client_id
-        self.on_message = on_message
-        self.lost = asyncio.Event()
-        self._closing = False
-
-    @abstractmethod
-    async def connect(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None: ...
-
-    @abstractmethod
-    async def subscribe(self, topic_filter: str, timeout: float) -> None: ...
-
-    @abstractmethod
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
-
-    @abstractmethod
-    async def disconnect(self) -> None: ...
-
-
-class _NoReconnectGmqtt(GmqttClient):  # type: ignore[misc]
-    """gmqtt reconnects on its own; the device lifecycle decides about reconnects (and with which cert)."""
-
-    async def reconnect(self, delay: bool = False) -> None:
-        return None
-
-
-class GmqttTransport(Transport):
-    def __init__(self, client_id: str, on_message: MessageHandler) -> None:
-        super().__init__(client_id, on_message)
-        self._client = _NoReconnectGmqtt(client_id, clean_session=True)
-        self._client.on_message = self._message
-        self._client.on_disconnect = self._disconnected
-        self._client.on_subscribe = self._subscribed
-        self._subacks: dict[int, asyncio.Future[list[int]]] = {}
-
-    def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
-        self.on_message(topic, bytes(payload))
-        return 0
-
-    def _disconnected(self, client: Any, packet: Any, exc: Any = None) -> None:
-        if not self._closing:
-            self.lost.set()
-
-    def _subscribed(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
-        future = self._subacks.get(mid)
-        if future is not None and not future.done():
-            future.set_result([int(q) for q in (qos if isinstance(qos, list | tuple) else [qos])])
-
-    async def connect(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
-        attempt = asyncio.ensure_future(self._client.connect(host, port, ssl=context, keepalive=30,
-                                                             version=MQTTv311))
-        lost = asyncio.ensure_future(self.lost.wait())
-        try:
-            done, _ = await asyncio.wait({attempt, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
-        if attempt in done:
-            exc = attempt.exception()
-            if exc is None and not self.lost.is_set():
-                return
-            await self._abandon()
-            if isinstance(exc, MQTTConnectError):
-                raise ConnectRefused(f"CONNACK refused: {exc}")
-            if isinstance(exc, ssl.SSLError | ConnectionResetError):
-                raise ConnectRefused(f"TLS: {exc}")
-            if exc is not None:
-                raise exc
-            raise ConnectRefused("the broker closed the connection before CONNACK")
-        attempt.cancel()
-        await self._abandon()
-        if self.lost.is_set():
-            raise ConnectRefused("the broker closed the connection before CONNACK")
-        raise TimeoutError(f"no CONNACK from {host}:{port} within {timeout} s")
-
-    async def _abandon(self) -> None:
-        self._closing = True
-        with contextlib.suppress(Exception):
-            await self._client.disconnect()
-
-    async def subscribe(self, topic_filter: str, timeout: float) -> None:
-        mid = self._client.subscribe(topic_filter, qos=1)
-        future = self._subacks.setdefault(mid, asyncio.get_running_loop().create_future())
-        granted = await asyncio.wait_for(future, timeout)
-        if any(q >= 0x80 for q in granted):
-            raise ConnectRefused(f"subscription to {topic_filter} refused")
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        self._client.publish(topic, payload, qos=qos)
-
-    async def disconnect(self) -> None:
-        self._closing = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._client.disconnect(), 5)
-
-
-class PahoTransport(Transport):
-    """paho runs its network loop in its own thread; every callback hops back to the event loop."""
-
-    def __init__(self, client_id: str, on_message: MessageHandler) -> None:
-        super().__init__(client_id, on_message)
-        self._loop = asyncio.get_running_loop()
-        # reconnect_on_failure=False: paho's loop thread ends when the connection does; the lifecycle decides.
-        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                                   protocol=paho.MQTTv311, reconnect_on_failure=False)
-        self._client.on_connect = self._connected
-        self._client.on_disconnect = self._disconnected
-        self._client.on_message = self._message
-        self._client.on_subscribe = self._subscribed
-        self._connack: asyncio.Future[Any] = self._loop.create_future()
-        self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
-        self._thread_started = False
-
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody is listening any more
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _connected(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self._call(self._set_connack, reason_code)
-
-    def _set_connack(self, reason_code: Any) -> None:
-        if not self._connack.done():
-            self._connack.set_result(reason_code)
-
-    def _disconnected(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self._call(self._set_lost)
-
-    def _set_lost(self) -> None:
-        if not self._closing:
-            self.lost.set()
-
-    def _message(self, client: Any, userdata: Any, message: Any) -> None:
-        self._call(self.on_message, message.topic, bytes(message.payload))
-
-    def _subscribed(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
-        self._call(self._set_suback, mid, list(reason_codes))
-
-    def _set_suback(self, mid: int, codes: list[Any]) -> None:
-        future = self._subacks.setdefault(mid, self._loop.create_future())
-        if not future.done():
-            future.set_result(codes)
-
-    async def connect(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
-        self._client.tls_set_context(context)
-        self._client.connect_timeout = timeout
-        try:
-            # connect() does the TCP and TLS handshakes synchronously: a worker thread, not the event loop.
-            await asyncio.wait_for(asyncio.to_thread(self._client.connect, host, port, 30), timeout)
-        except ssl.SSLError as exc:
-            raise ConnectRefused(f"TLS: {exc}") from None
-        self._client.loop_start()
-        self._thread_started = True
-        lost = asyncio.ensure_future(self.lost.wait())
-        try:
-            done, _ = await asyncio.wait({self._connack, lost}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
-        if self._connack in done:
-            code = self._connack.result()
-            if not code.is_failure:
-                return
-            await self.disconnect()
-            raise ConnectRefused(f"CONNACK refused: {code}")
-        await self.disconnect()
-        if self.lost.is_set():
-            raise ConnectRefused("the broker closed the connection before CONNACK")
-        raise TimeoutError(f"no CONNACK from {host}:{port} within {timeout} s")
-
-    async def subscribe(self, topic_filter: str, timeout: float) -> None:
-        _, mid = self._client.subscribe(topic_filter, qos=1)
-        future = self._subacks.setdefault(mid, self._loop.create_future())
-        codes = await asyncio.wait_for(future, timeout)
-        if any(code.is_failure for code in codes):
-            raise ConnectRefused(f"subscription to {topic_filter} refused")
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        self._client.publish(topic, payload, qos=qos)
-
-    async def disconnect(self) -> None:
-        self._closing = True
-        with contextlib.suppress(Exception):
-            self._client.disconnect()
-        if self._thread_started:
-            self._thread_started = False
-            await asyncio.to_thread(self._client.loop_stop)
-
-
-TRANSPORTS: dict[str, type[Transport]] = {"paho": PahoTransport, "gmqtt": GmqttTransport}
 
 
 # -- the device ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 It ships with a factory self-signed certificate and an empty trust list (so the configured SecurityAdmin
 can push the first trust list: trust_on_first_push), exposes a few process variables (Temperature,
 Pressure, MotorRunning under Objects/PLC), and gets its certificate and trust list from a push client
-through `opcua_gds.push_target`. Everything lives in its PKI folder, so a restarted PLC keeps what was
+through `opcua_gds.push.target`. Everything lives in its PKI folder, so a restarted PLC keeps what was
 pushed.
 """
 
@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 from asyncua import Server, ua
 
 from opcua_gds.access import AccessConfig, GdsUserManager
-from opcua_gds.push_target import PushManagement, install_push_management
-from opcua_gds.push_target.certs import key_to_pem, self_signed
-from opcua_gds.push_target.state import PushState
+from opcua_gds.push.target import PushManagement, install_push_management
+from opcua_gds.push.target.certs import key_to_pem, self_signed
+from opcua_gds.push.target.state import PushState
 from simulators.plc_faults import PlcFaults, install_faults
 from trustlists.blocking import run_blocking
 

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel
 
-from opcua_gds.application_record import ApplicationRecord, LocalizedName
 from opcua_gds.client_session import admin_client
-from opcua_gds.gds_client import FinishedRequest, GdsClient
+from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName
+from opcua_gds.gds.client import FinishedRequest, GdsClient
 from trustlists.blocking import run_blocking
 from trustlists.exports import write_pki_folders
 from trustlists.models import TrustList, TrustListContent
@@ -165,7 +165,7 @@ class ScadaSimulator:
             gds = GdsClient(client)
             existing = [r for r in await gds.find_applications(self.settings.application_uri)]
             if existing and existing[0].application_id is not None:
-                from opcua_gds.application_record import application_id_from_str
+                from opcua_gds.gds.application_record import application_id_from_str
 
                 self.application_id = application_id_from_str(existing[0].application_id,
                                                               await client.get_namespace_index(

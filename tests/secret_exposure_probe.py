@@ -62,7 +62,9 @@ def run_under_probe(tmp_path: Path, watched: list[Path], *args: str, env: dict[s
                     ) -> tuple[subprocess.CompletedProcess[str], list[list[object]]]:
     """Run `otpki ARGS` in a new process under the probe: (the process, every exposure seen as [path, mode])."""
     report = tmp_path / f"exposure-{len(list(tmp_path.glob('exposure-*')))}.json"
-    res = subprocess.run([sys.executable, __file__, str(report), ",".join(map(str, watched)), "--", *args],
+    # -P: without it the script's own directory (tests/) comes first on sys.path, and the test packages that
+    # mirror the product's (tests/mqtt_broker_auth/embedded, ...) would shadow the modules the CLI imports.
+    res = subprocess.run([sys.executable, "-P", __file__, str(report), ",".join(map(str, watched)), "--", *args],
                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False, env={**os.environ, **env})
     return res, json.loads(report.read_text()) if report.exists() else [["no report", -1]]
 

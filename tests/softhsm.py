@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from trustlists.keys.pkcs11 import reload_module
+from trustlists.keys.pkcs11_session import reload_module
 
 _MODULE_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",

@@ -12,12 +12,12 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from otpki.config_reference import END, START, reference_markdown
+from trustlists.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -27,12 +27,6 @@ PORT_VARIABLES = ("PLC_PORT", "GDS_PORT", "SCADA_PORT", "MQTT_PORT")
 
 def runnable_blocks(text: str) -> list[str]:
     return BLOCK.findall(text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_config_reference_is_generated() -> None:

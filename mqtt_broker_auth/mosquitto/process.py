@@ -16,13 +16,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from mqtt_broker_auth.mosquitto.bundle import mosquitto_bundle
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings, render_config
 from mqtt_broker_auth.mosquitto.dynsec_file import write_dynsec_file
 from mqtt_broker_auth.mosquitto.files import install_trust_files
 from mqtt_broker_auth.tls_identity import ensure_tls_identity
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
-from trustlists.exports.mosquitto_files import mosquitto_bundle
 from trustlists.safe_files import private_directory, write_public
 
 START_TIMEOUT_S = 15.0
@@ -30,13 +30,6 @@ START_TIMEOUT_S = 15.0
 
 class MosquittoStartError(OtpkiError):
     reason = "mosquitto_start_failed"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS just handed out (Mosquitto cannot listen on port 0 and report it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def provision_broker(engine: Engine, settings: MosquittoSettings, *, group: str = "mqtt-device",

@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field
 
 from mqtt_broker_auth.mosquitto import dynsec as ds
 from mqtt_broker_auth.mosquitto import dynsec_state as ds_state
+from mqtt_broker_auth.mosquitto.bundle import mosquitto_bundle
 from mqtt_broker_auth.mosquitto.config import MosquittoSettings
 from mqtt_broker_auth.mosquitto.files import UnsafeTrustFiles, install_trust_files
 from mqtt_broker_auth.mosquitto.process import hup_from_pid_file
@@ -47,7 +48,6 @@ from mqtt_broker_auth.topics import device_topics
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
-from trustlists.exports.mosquitto_files import mosquitto_bundle
 from trustlists.models import Owner, OwnerRole
 from trustlists.registry import is_unregistered
 

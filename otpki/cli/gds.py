@@ -12,7 +12,7 @@ import typer
 
 from opcua_gds.access import hash_password
 from opcua_gds.endpoint_url import parse_opc_tcp_url
-from opcua_gds.server import GdsServer
+from opcua_gds.gds.server import GdsServer
 from otpki.cli.common import console, engine, handle_errors, settings
 from otpki.config import CONFIG_FILE
 from otpki.listen import Listen

@@ -125,8 +125,8 @@ def serve(
 
 
 async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
-    from mqtt_broker_auth.embedded_broker import EmbeddedBroker
-    from mqtt_broker_auth.enrollment import EnrollmentService
+    from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+    from mqtt_broker_auth.enrollment.service import EnrollmentService
 
     cfg = s.file.mqtt
     eng = open_engine(s)
@@ -283,8 +283,8 @@ async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
 
 
 async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type: ignore[no-untyped-def]
-    from mqtt_broker_auth.embedded_broker import EmbeddedBroker
-    from mqtt_broker_auth.enrollment import EnrollmentService
+    from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+    from mqtt_broker_auth.enrollment.service import EnrollmentService
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 
     cfg = s.file.mqtt

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from opcua_gds.endpoint_url import parse_opc_tcp_url
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.rollout import KIND, Rollout, RolloutReport, TargetOutcome
-from opcua_gds.server_identity import display_fingerprint
+from opcua_gds.push.rollout import KIND, Rollout, RolloutReport, TargetOutcome
+from opcua_gds.push.server_identity import display_fingerprint
 from otpki.cli.common import (
     EXIT_PROBLEM,
     DnsOption,

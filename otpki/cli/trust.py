@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mqtt_broker_auth.mosquitto.bundle import write_mosquitto_files
+from opcua_gds.trustlist_binary import encode_trustlist
 from otpki.cli.common import (
     GroupArg,
     JsonFlag,
@@ -21,12 +23,7 @@ from otpki.cli.common import (
     styled,
     write_output_file,
 )
-from trustlists.exports import (
-    encode_trustlist,
-    trustlist_to_json,
-    write_mosquitto_files,
-    write_pki_folders,
-)
+from trustlists.exports import trustlist_to_json, write_pki_folders
 
 trustlist_app = typer.Typer(help="Versioned trust lists per certificate group.", no_args_is_help=True)
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
-from mqtt_broker_auth.enrollment import EnrollmentService, EnrollmentSettings
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+from mqtt_broker_auth.enrollment.service import EnrollmentService, EnrollmentSettings
 from mqtt_broker_auth.tls_identity import server_ca_pem
 from simulators.device_fleet import FleetConfig, bring_online, prepare, register_fleet
 from simulators.mqtt_device import DeviceConfig, MqttDevice
@@ -88,7 +88,7 @@ class MosquittoDemoBroker:
         from pydantic import SecretStr
 
         from mqtt_broker_auth.mosquitto.config import MosquittoSettings
-        from mqtt_broker_auth.mosquitto.process import free_port
+        from trustlists.testing import free_port
 
         self.engine = engine
         self.host = "127.0.0.1"

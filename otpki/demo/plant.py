@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,11 +23,12 @@ from asyncua import Client
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
+from opcua_gds.gds.server import GdsServer
+from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.own_identity import ensure_identity
-from opcua_gds.push_client import PushClient, connect_push_session
-from opcua_gds.rollout import KIND, Rollout, TargetOutcome
-from opcua_gds.server import GdsServer, GdsSettings
-from opcua_gds.server_identity import TargetServerIdentity
+from opcua_gds.push.client import PushClient, connect_push_session
+from opcua_gds.push.rollout import KIND, Rollout, TargetOutcome
+from opcua_gds.push.server_identity import TargetServerIdentity
 from otpki.demo.devices import Broker, DeviceFleet, EmbeddedDemoBroker, MosquittoDemoBroker
 from otpki.demo.display import QuietDisplay
 from otpki.demo.plcs import ADMIN_USER, PlcPlant
@@ -40,6 +40,7 @@ from simulators.scada import ScadaSettings, ScadaSimulator
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.models import CertificateRecord, CertificateStatus, RevocationReason
+from trustlists.testing import free_port
 
 ACTOR = "otpki-demo"
 APP_GROUP = "opcua-application"
@@ -66,12 +67,6 @@ class CheckFailed(Exception):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def fingerprint(der: bytes) -> str:

@@ -27,9 +27,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.helpers import make_engine
-from tests.opcua_gds.opcua_helpers import AppIdentity, free_port, issue_app_identity
+from opcua_gds.testing import AppIdentity, issue_app_identity
 from trustlists.engine import Engine
+from trustlists.testing import free_port, make_engine
 
 NODE_DIR = Path(__file__).parent / "node_opcua"
 PUSH_SERVER = NODE_DIR / "push_server.js"

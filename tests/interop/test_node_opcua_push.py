@@ -1,4 +1,4 @@
-"""opcua_gds.push_client against node-opcua 2.157.0's push management (an independent implementation).
+"""opcua_gds.push.client against node-opcua 2.157.0's push management (an independent implementation).
 
 node-opcua deviations from OPC 10000-12 met here (and how the client copes):
 - TrustList Write + CloseAndUpdate answer Good but change nothing: push_certificate reads the trust list
@@ -17,7 +17,7 @@ from asyncua import ua
 from cryptography import x509
 
 from opcua_gds.client_session import ServerCheck
-from opcua_gds.push_client import (
+from opcua_gds.push.client import (
     PushClient,
     PushError,
     connect_push_session,
@@ -25,9 +25,9 @@ from opcua_gds.push_client import (
     fingerprint,
     push_certificate,
 )
-from opcua_gds.server_identity import TargetServerIdentity
+from opcua_gds.push.server_identity import TargetServerIdentity
+from opcua_gds.testing import issue_app_identity
 from tests.interop.conftest import ADMIN, OPERATOR, NodePeer
-from tests.opcua_gds.opcua_helpers import issue_app_identity
 from trustlists.models import TrustListContent
 
 

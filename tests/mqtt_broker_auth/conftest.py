@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.helpers import Clock, make_engine
 from trustlists.clock import utcnow
 from trustlists.engine import Engine
 from trustlists.models import IssuedCertificate, KeyType, Owner
 from trustlists.policy import PkiConfig, load_default_config
+from trustlists.testing import Clock, make_engine
 
 ACTOR = "tester"
 MQTT_GROUPS = ("mqtt-device", "mqtt-broker")

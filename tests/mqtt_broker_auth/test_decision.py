@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from mqtt_broker_auth.decision import DeviceGate, DeviceIdentity, Refusal
-from tests.helpers import Clock, make_csr, make_engine
 from tests.mqtt_broker_auth.conftest import (
     ACTOR,
     DeviceCert,
@@ -20,6 +19,7 @@ from tests.mqtt_broker_auth.conftest import (
 )
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import Clock, make_csr, make_engine
 
 
 def admitted(outcome: DeviceIdentity | Refusal) -> DeviceIdentity:

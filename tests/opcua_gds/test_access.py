@@ -29,10 +29,10 @@ from opcua_gds.access import (
     roles_of,
     verify_password,
 )
-from tests.helpers import make_engine
-from tests.opcua_gds.opcua_helpers import AppIdentity, connect, free_port, issue_app_identity
+from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import free_port, make_engine
 
 
 @pytest.fixture

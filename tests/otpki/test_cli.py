@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from otpki.cli.main import app
-from tests.helpers import make_csr
 from trustlists.policy import load_default_config
+from trustlists.testing import make_csr
 
 PASS = "a long enough test passphrase"
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
 from otpki.cli.main import app
-from tests.helpers import make_csr, new_key
+from trustlists.testing import make_csr, new_key
 
 PASS = "a long enough test passphrase"
 REPO = Path(__file__).resolve().parents[2]

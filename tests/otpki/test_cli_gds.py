@@ -12,10 +12,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from opcua_gds.testing import connect, issue_app_identity
 from otpki.cli.main import app
-from tests.helpers import make_engine
-from tests.opcua_gds.opcua_helpers import connect, free_port, issue_app_identity
 from trustlists.policy import load_default_config
+from trustlists.testing import free_port, make_engine
 
 PASS = "a long enough test passphrase"
 

@@ -22,7 +22,7 @@ from otpki.cli.main import app
 from otpki.cli.mqtt import mqtt_app
 from simulators.manufacturer import Manufacturer
 from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
-from tests.opcua_gds.opcua_helpers import free_port
+from trustlists.testing import free_port
 
 PASS = "a long enough test passphrase"
 WAIT_S = 30.0
@@ -212,7 +212,7 @@ async def test_mosquitto_sync_enroll_revoke(data_dir: Path, env: dict[str, str],
 
     from mqtt_broker_auth.mosquitto.config import MosquittoSettings
     from mqtt_broker_auth.mosquitto.process import MosquittoProcess
-    from mqtt_broker_auth.mosquitto.process import free_port as free
+    from trustlists.testing import free_port as free
 
     password = "a dynsec admin password"
     env = {**env, "OTPKI_MQTT_ADMIN_PASSWORD": password}

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from otpki.cli.main import app
-from tests.helpers import make_csr, make_subject_csr
+from trustlists.testing import make_csr, make_subject_csr
 
 PASS = "a long enough test passphrase"
 

@@ -15,7 +15,7 @@ from otpki.cli import common as cli_common
 from otpki.cli.common import EXIT_PROBLEM
 from otpki.cli.main import app
 from simulators.plc import PlcSimulator
-from tests.opcua_gds.opcua_helpers import free_port
+from trustlists.testing import free_port
 
 PASS = "a long enough test passphrase"
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from otpki.cli.main import app
 from otpki.config import load_settings
 from otpki.runtime import open_engine
-from tests.helpers import make_csr
+from trustlists.testing import make_csr
 
 PASS = "a long enough test passphrase"
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from opcua_gds.rollout import KIND
+from opcua_gds.push.rollout import KIND
 from otpki.cli.main import app
 from otpki.doctor import examine
-from tests.helpers import Clock, make_csr, make_engine
-from tests.opcua_gds.opcua_helpers import free_port
+from trustlists.testing import Clock, free_port, make_csr, make_engine
 
 PASS = "a long enough test passphrase"
 
@@ -80,7 +79,7 @@ def test_mosquitto_files_checked_against_the_engine(tmp_path: Path) -> None:
     from otpki.config import FileSettings, build_settings, EnvSettings  # noqa: I001
     from otpki.doctor import mqtt_checks
     from mqtt_broker_auth.mosquitto.files import install_trust_files
-    from trustlists.exports.mosquitto_files import mosquitto_bundle
+    from mqtt_broker_auth.mosquitto.bundle import mosquitto_bundle
     from trustlists.models import RevocationReason
 
     clock = Clock()

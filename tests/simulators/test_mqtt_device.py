@@ -19,17 +19,17 @@ from cryptography.hazmat.primitives import serialization
 from gmqtt import Client as GmqttClient
 from gmqtt.mqtt.constants import MQTTv311
 
-from mqtt_broker_auth.embedded_broker import EmbeddedBroker
-from mqtt_broker_auth.enrollment import EnrollmentService
+from mqtt_broker_auth.embedded.broker import EmbeddedBroker
+from mqtt_broker_auth.enrollment.service import EnrollmentService
 from simulators.device_fleet import FleetConfig, prepare, register_fleet, run_fleet
 from simulators.device_fleet import main as fleet_main
 from simulators.manufacturer import Manufacturer
 from simulators.mqtt_device import DeviceConfig, DeviceState, MqttDevice
-from tests.helpers import make_engine
 from tests.mqtt_broker_auth.conftest import ACTOR, from_issued, mqtt_config
 from tests.mqtt_broker_auth.plain_broker import start_plain_broker
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import make_engine
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from asyncua import Client
 
-from tests.opcua_gds.opcua_helpers import free_port
+from trustlists.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

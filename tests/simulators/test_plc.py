@@ -9,8 +9,8 @@ from cryptography import x509
 
 from opcua_gds.nodeids import ServerConfigurationIds
 from simulators.plc import PLC_NAMESPACE, start_plant
-from tests.opcua_gds.opcua_helpers import free_port
-from tests.opcua_gds.push_target.pki import Push, TestCa, access_config, connect
+from tests.opcua_gds.push.target.pki import Push, TestCa, access_config, connect
+from trustlists.testing import free_port
 
 
 async def test_plant_of_plcs_with_push_management(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from simulators.scada import ScadaSettings, ScadaSimulator
-from tests.opcua_gds.gds_fixture import PASSWORDS, running_gds
-from tests.opcua_gds.opcua_helpers import free_port
+from tests.opcua_gds.gds.gds_fixture import PASSWORDS, running_gds
 from trustlists.models import CertificateStatus
+from trustlists.testing import free_port
 
 
 async def _presented_certificate(url: str) -> x509.Certificate:

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import make_csr, make_engine
 from tests.mqtt_broker_auth.conftest import mqtt_config
 from trustlists.errors import OtpkiError
+from trustlists.testing import make_csr, make_engine
 
 GO_DEADLINE_S = 60.0
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Clock, make_engine
 from trustlists.engine import Engine
 from trustlists.models import KeyType, Owner
 from trustlists.policy import load_default_config
+from trustlists.testing import Clock, make_engine
 
 
 @pytest.fixture

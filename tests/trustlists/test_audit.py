@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tests.helpers import make_csr
 from trustlists.engine import Engine
 from trustlists.models import Owner
 from trustlists.policy import load_default_config
+from trustlists.testing import make_csr
 
 
 def _fill(engine: Engine, device: Owner) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers import Clock, make_csr, make_engine, new_key
 from trustlists import key_index
 from trustlists.batch import BatchReport, sign_directory
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError, StoreBusy
 from trustlists.models import CertificateRecord, CertificateStatus, IssuanceKind, KeyType, RevocationReason
+from trustlists.testing import Clock, make_csr, make_engine, new_key
 
 
 def test_batch_signs_good_csrs_and_lists_failures(engine: Engine, tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from simulators.manufacturer import BootstrapCredential, Manufacturer
-from tests.helpers import Clock, make_csr, make_engine, store_snapshot
 from tests.mqtt_broker_auth.conftest import mqtt_config
 from trustlists.engine import Engine
 from trustlists.errors import BootstrapRefused, InvalidInput, InvalidState, NotFound
 from trustlists.models import CertificateStatus, IssuedCertificate, Owner, RevocationReason
+from trustlists.testing import Clock, make_csr, make_engine, store_snapshot
 
 ACTOR = "tester"
 GROUP = "mqtt-device"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.helpers import make_csr
 from trustlists.engine import Engine
 from trustlists.models import Owner, RevocationReason
+from trustlists.testing import make_csr
 from trustlists.validation import ValidationCode, ValidationOptions
 
 

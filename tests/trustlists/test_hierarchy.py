@@ -8,7 +8,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers import make_csr, make_engine, store_snapshot
 from tests.softhsm import softhsm_token
 from trustlists.engine import Engine
 from trustlists.errors import AlreadyExists, KeyAccessError, NotFound
@@ -16,6 +15,7 @@ from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pkcs11 import Pkcs11KeyBackend
 from trustlists.policy import PkiConfig, default_config_data, load_default_config
 from trustlists.store import SqliteStore
+from trustlists.testing import make_csr, make_engine, store_snapshot
 
 
 def test_default_hierarchy(tmp_path: Path) -> None:

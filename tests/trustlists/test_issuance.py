@@ -9,10 +9,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.helpers import make_csr, new_key, store_snapshot
 from trustlists.engine import Engine
 from trustlists.errors import CsrRejected, InvalidInput, IssuerUnusable, PolicyViolation, UriMismatch
 from trustlists.models import Owner, RevocationReason
+from trustlists.testing import make_csr, new_key, store_snapshot
 
 
 def _cert(issued) -> x509.Certificate:  # type: ignore[no-untyped-def]

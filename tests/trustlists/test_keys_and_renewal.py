@@ -9,12 +9,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tests.helpers import PASSPHRASE, make_csr, make_engine, store_snapshot
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, InvalidState, PolicyViolation, WrongPassphrase
 from trustlists.keys.pool import KeyPool
 from trustlists.models import CertificateStatus, KeyType, Owner
 from trustlists.policy import load_default_config
+from trustlists.testing import PASSPHRASE, make_csr, make_engine, store_snapshot
 
 
 def test_server_keygen_pem_encrypted_and_plain(engine: Engine, device: Owner) -> None:

@@ -25,8 +25,8 @@ from trustlists.keys.pkcs11 import (
     Pkcs11Ed25519PrivateKey,
     Pkcs11KeyBackend,
     Pkcs11RsaPrivateKey,
-    reload_module,
 )
+from trustlists.keys.pkcs11_session import reload_module
 from trustlists.models import KeyType
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

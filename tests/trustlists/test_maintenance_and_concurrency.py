@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_csr
 from trustlists import authority as authority_module
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -16,6 +15,7 @@ from trustlists.errors import KeyAccessError
 from trustlists.maintenance import MaintenanceReport, maintain_once, run_maintenance
 from trustlists.models import Owner
 from trustlists.policy import load_default_config
+from trustlists.testing import make_csr
 
 
 async def test_maintenance_task_refreshes_due_crls(engine: Engine, clock) -> None:  # type: ignore[no-untyped-def]

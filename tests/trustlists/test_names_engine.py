@@ -9,13 +9,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import Clock, make_csr, make_engine, make_subject_csr, store_snapshot
 from trustlists.authority import CsrIssueRequest
 from trustlists.batch import sign_directory
 from trustlists.engine import Engine
 from trustlists.errors import InvalidName, NameReserved
 from trustlists.models import KeyType, Owner, OwnerRole
 from trustlists.policy import PkiConfig, ReservedName, load_default_config
+from trustlists.testing import Clock, make_csr, make_engine, make_subject_csr, store_snapshot
 
 RESERVED = [
     ReservedName(name="otpki-enrollment", group="mqtt-device", role=OwnerRole.ENROLLMENT_SERVICE,

@@ -34,7 +34,7 @@ def test_unregister_twice_or_unknown_is_refused(engine: Engine, scada: Owner) ->
 
 
 def test_unregistered_owner_gets_no_certificates(engine: Engine, device: Owner) -> None:
-    from tests.helpers import make_csr, store_snapshot
+    from trustlists.testing import make_csr, store_snapshot
 
     engine.registry.unregister(device.id, actor="t")
     before = store_snapshot(engine)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Clock, make_engine
 from tests.mqtt_broker_auth.conftest import mqtt_config
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput
 from trustlists.request_guard import RateLimit
+from trustlists.testing import Clock, make_engine
 
 SCOPE = "mqtt-enrollment:mqtt-device"
 LIMIT = RateLimit(burst=3, refill_per_s=0.5)

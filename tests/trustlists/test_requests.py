@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tests.helpers import Clock, make_csr, make_engine, new_key, store_snapshot
 from trustlists.der import common_name
 from trustlists.engine import Engine
 from trustlists.errors import (
@@ -27,6 +26,7 @@ from trustlists.errors import (
 )
 from trustlists.models import IssuanceKind, KeyType, Owner
 from trustlists.requests import AUTO_APPROVER, RequestKind, RequestStatus
+from trustlists.testing import Clock, make_csr, make_engine, new_key, store_snapshot
 
 FP = "AB:" * 31 + "AB"  # a client-certificate SHA-256 fingerprint, as a front might pass it
 

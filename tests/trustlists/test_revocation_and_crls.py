@@ -10,10 +10,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.helpers import make_csr, make_engine
 from trustlists.engine import Engine
 from trustlists.errors import InvalidState, NotFound
 from trustlists.models import CertificateStatus, Owner, RevocationReason
+from trustlists.testing import make_csr, make_engine
 
 
 def _issue(engine: Engine, owner: Owner) -> str:

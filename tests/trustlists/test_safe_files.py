@@ -155,10 +155,10 @@ def test_fsync_dir_ignores_what_cannot_be_opened(tmp_path: Path) -> None:
 def test_ca_key_creation_survives_a_planted_or_leftover_temporary(tmp_path: Path, umask_0: None) -> None:
     """The CA key file used to be written through a fixed "<ref>.tmp" name: a leftover from a crash (or a
     name planted by someone who can write there) made every later creation fail with a raw error."""
-    from tests.helpers import PASSPHRASE
     from trustlists.errors import AlreadyExists
     from trustlists.keys.files import EncryptedFileKeyBackend
     from trustlists.models import KeyType
+    from trustlists.testing import PASSPHRASE
 
     keys = tmp_path / "keys"
     backend = EncryptedFileKeyBackend(keys, PASSPHRASE)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_csr, make_engine, store_snapshot
 from trustlists.engine import Engine
 from trustlists.errors import StoreBusy
 from trustlists.models import CertificateStatus, Owner, RevocationReason
+from trustlists.testing import make_csr, make_engine, store_snapshot
 
 
 def test_locked_database_gives_store_busy_and_changes_nothing(engine: Engine, device: Owner, tmp_path: Path) -> None:

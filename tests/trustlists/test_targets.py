@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_csr, make_engine
 from trustlists.engine import Engine
 from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from trustlists.models import Owner, RevocationReason
 from trustlists.targets import PinSource, TargetState, backoff
+from trustlists.testing import make_csr, make_engine
 
 KIND = "opcua-push"
 

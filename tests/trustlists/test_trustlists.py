@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import new_key, store_snapshot
 from trustlists.der import sha256_hex
 from trustlists.engine import Engine
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
+from trustlists.testing import new_key, store_snapshot
 
 
 def _self_signed(cn: str, *, ca: bool, key=None):  # type: ignore[no-untyped-def]

@@ -3,27 +3,14 @@
 `load()` returns proxy objects that subclass `cryptography`'s private-key ABCs, so the ordinary certificate
 and CRL builders sign with them; only the digest (ECDSA, RSA) or the message (Ed25519) travels to the token.
 
-Three properties of PKCS#11 modules shape this file:
-
-* python-pkcs11 calls `C_Initialize(NULL)`, which tells the module the application does not use threads, and
-  SoftHSM then disables all of its internal locking. Every call into a module is therefore serialised by one
-  lock per module (not per backend, not per token).
-* Login state belongs to the (process, token) pair, not to a session: a second `C_Login` fails with
-  USER_ALREADY_LOGGED_IN *without checking the PIN*, and `C_Logout` from any session logs every session out.
-  So all backends of one token in a process share one logged-in session, and a backend whose PIN differs from
-  the one that logged in is told its PIN is wrong instead of silently riding on the other login.
-* HSMs lock the user PIN after a few failed logins, so a rejected PIN is never tried again by that backend.
+The module and session registry the backends share (locking, one login per token, PIN rules) is in
+`pkcs11_session.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import hmac
-import os
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import pkcs11
@@ -44,6 +31,16 @@ from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
 from trustlists.errors import AlreadyExists, InvalidInput, KeyAccessError, NotFound, OtpkiError
+from trustlists.keys.pkcs11_session import (
+    STALE_OBJECT,
+    STALE_SESSION,
+    Connection,
+    Module,
+    close_quietly,
+    load_module,
+    pin_digest,
+    translate,
+)
 from trustlists.models import KeyFamily, KeyType
 
 __all__ = [
@@ -51,7 +48,6 @@ __all__ = [
     "Pkcs11Ed25519PrivateKey",
     "Pkcs11KeyBackend",
     "Pkcs11RsaPrivateKey",
-    "reload_module",
 ]
 
 # DER-encoded named-curve OIDs as they appear in CKA_EC_PARAMS.
@@ -89,160 +85,6 @@ _PSS_HASH: dict[str, tuple[Mechanism, pkcs11.MGF]] = {
     "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
     "sha512": (Mechanism.SHA512, pkcs11.MGF.SHA512),
 }
-
-# Errors after which the session (or the whole module state) is gone: reconnect once and retry.
-_STALE_SESSION = (
-    p11e.SessionHandleInvalid,
-    p11e.SessionClosed,
-    p11e.UserNotLoggedIn,
-    p11e.DeviceRemoved,
-    p11e.TokenNotPresent,
-)
-# Errors after which a cached object handle is no longer valid (key deleted or recreated by another tool).
-_STALE_OBJECT = (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
-_TOKEN_GONE = (
-    p11e.NoSuchToken,
-    p11e.MultipleTokensReturned,
-    p11e.TokenNotPresent,
-    p11e.TokenNotRecognised,
-    p11e.DeviceRemoved,
-    p11e.DeviceError,
-    p11e.SlotIDInvalid,
-)
-_UNSUPPORTED = (
-    p11e.MechanismInvalid,
-    p11e.MechanismParamInvalid,
-    p11e.KeySizeRange,
-    p11e.DomainParamsInvalid,
-    p11e.TemplateInconsistent,
-    p11e.AttributeValueInvalid,
-    p11e.AttributeTypeInvalid,
-)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Process-wide module and session registry
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Connection:
-    """The one logged-in session this process holds on a token, shared by every backend for that token."""
-
-    session: Any  # pkcs11.Session
-    pin_digest: bytes  # compared against other backends' PINs; the PIN itself is kept by the backends
-    users: int = 0
-    keys: dict[str, Any] = field(default_factory=dict)  # key_ref -> private key object handle
-
-
-@dataclass
-class _Module:
-    path: str
-    lib: Any  # pkcs11.lib
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    connections: dict[str, _Connection] = field(default_factory=dict)  # by token label
-    needs_reinit: bool = False
-
-
-_registry_lock = threading.Lock()
-_modules: dict[str, _Module] = {}
-
-
-def _after_fork_in_child() -> None:
-    # A forked child shares the parent's module state (and a network HSM's socket); PKCS#11 requires the
-    # child to C_Initialize afresh, and locks held by other parent threads would never be released.
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    for module in _modules.values():
-        module.lock = threading.RLock()
-        module.connections.clear()
-        module.needs_reinit = True
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _pin_digest(pin: str) -> bytes:
-    return hashlib.sha256(pin.encode("utf-8")).digest()
-
-
-def _load_module(module_path: str) -> _Module:
-    real = os.path.realpath(module_path)
-    with _registry_lock:
-        module = _modules.get(real)
-        if module is None:
-            if not os.path.isfile(real):
-                raise KeyAccessError(
-                    f"PKCS#11 module {module_path!r} does not exist: install the HSM vendor's PKCS#11 "
-                    "library (for SoftHSM2: apt-get install softhsm2) or correct the module path in the "
-                    "configuration",
-                    reason="token_unavailable",
-                )
-            try:
-                lib = pkcs11.lib(real)
-            except p11e.PKCS11Error as exc:
-                raise KeyAccessError(
-                    f"cannot load PKCS#11 module {module_path!r}: {exc or type(exc).__name__}",
-                    reason="token_unavailable",
-                ) from None
-            module = _Module(path=real, lib=lib)
-            _modules[real] = module
-    return module
-
-
-def reload_module(module_path: str) -> None:
-    """Finalize and re-initialize a loaded module so that it rescans its slots.
-
-    SoftHSM only sees tokens that existed when it was initialized; this is how a token added while the
-    process runs becomes visible. Every session is dropped; backends and signers reconnect on next use.
-    Does nothing if the module was never loaded by this process.
-    """
-    with _registry_lock:
-        module = _modules.get(os.path.realpath(module_path))
-    if module is None:
-        return
-    with module.lock:
-        # Forget before finalizing: finalizing frees the handles, and a new session may reuse a number.
-        module.connections.clear()
-        try:
-            module.lib.reinitialize()
-        except p11e.PKCS11Error as exc:
-            raise _translate(exc, f"re-initializing PKCS#11 module {module_path!r}") from None
-        module.needs_reinit = False
-
-
-def _close_quietly(session: Any) -> None:
-    # Closing is best effort: the session may already be dead, and an error here must not mask the
-    # error that made us drop it.
-    with contextlib.suppress(p11e.PKCS11Error):
-        session.close()
-
-
-# --------------------------------------------------------------------------------------------------------
-# Error translation
-# --------------------------------------------------------------------------------------------------------
-
-
-def _translate(exc: p11e.PKCS11Error, doing: str) -> KeyAccessError:
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, p11e.PinLocked):
-        return KeyAccessError(
-            f"{doing}: the token's user PIN is locked after too many failed logins; the HSM security officer "
-            "must unlock or reset it",
-            reason="pin_locked",
-        )
-    if isinstance(exc, p11e.PinExpired):
-        return KeyAccessError(
-            f"{doing}: the token's user PIN has expired; set a new PIN with the HSM tools and update the "
-            "configuration",
-            reason="pin_expired",
-        )
-    if isinstance(exc, _TOKEN_GONE):
-        return KeyAccessError(f"{doing}: token not available ({detail})", reason="token_unavailable")
-    if isinstance(exc, _UNSUPPORTED):
-        return KeyAccessError(f"{doing}: the token refused the request ({detail})",
-                              reason="unsupported_key_type")
-    return KeyAccessError(f"{doing}: PKCS#11 error {detail}", reason="hsm_error")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -293,7 +135,7 @@ class Pkcs11KeyBackend:
         self.token_label = token_label
         self._pin = pin
         self._pin_error: KeyAccessError | None = None
-        self._conn: _Connection | None = None  # the connection this backend is counted in
+        self._conn: Connection | None = None  # the connection this backend is counted in
 
     def __repr__(self) -> str:
         return f"Pkcs11KeyBackend(module={self.module_path!r}, token={self.token_label!r})"
@@ -318,7 +160,7 @@ class Pkcs11KeyBackend:
                 reason="unsupported_key_type",
             ) from None
 
-        def generate(conn: _Connection) -> None:
+        def generate(conn: Connection) -> None:
             if self._find(conn.session, key_ref, None):
                 raise AlreadyExists(
                     f"a key labelled {key_ref!r} already exists on token {self.token_label!r}; "
@@ -335,7 +177,7 @@ class Pkcs11KeyBackend:
     def load(self, key_ref: str) -> CertificateIssuerPrivateKeyTypes:
         _check_key_ref(key_ref)
 
-        def read(conn: _Connection) -> CertificateIssuerPrivateKeyTypes:
+        def read(conn: Connection) -> CertificateIssuerPrivateKeyTypes:
             private = self._private_object(conn, key_ref)
             public_obj = self._find_one(conn.session, key_ref, ObjectClass.PUBLIC_KEY)
             return self._make_signer(key_ref, private, public_obj)
@@ -368,7 +210,7 @@ class Pkcs11KeyBackend:
             "decrypt": Attribute.DECRYPT,
         }
 
-        def read(conn: _Connection) -> dict[str, bool]:
+        def read(conn: Connection) -> dict[str, bool]:
             private = self._private_object(conn, key_ref)
             result: dict[str, bool] = {}
             for name, attribute in names.items():
@@ -386,7 +228,7 @@ class Pkcs11KeyBackend:
         Signers obtained from this backend stay usable: they reconnect on their next signature.
         """
         try:
-            module = _load_module(self.module_path)
+            module = load_module(self.module_path)
         except KeyAccessError:
             self._conn = None
             return
@@ -397,12 +239,12 @@ class Pkcs11KeyBackend:
             conn.users -= 1
             if conn.users <= 0:
                 del module.connections[self.token_label]
-                _close_quietly(conn.session)
+                close_quietly(conn.session)
 
     # ---- signing entry points used by the key proxies --------------------------------------------------
 
     def _sign(self, key_ref: str, data: bytes, mechanism: Mechanism, param: Any = None) -> bytes:
-        def sign(conn: _Connection) -> bytes:
+        def sign(conn: Connection) -> bytes:
             private = self._private_object(conn, key_ref)
             return private.sign(data, mechanism=mechanism, mechanism_param=param)
 
@@ -410,10 +252,10 @@ class Pkcs11KeyBackend:
 
     # ---- internals ----------------------------------------------------------------------------------
 
-    def _run(self, operation: Callable[[_Connection], T], doing: str,
+    def _run(self, operation: Callable[[Connection], T], doing: str,
              unsupported_reason: str | None = None) -> T:
         """Run `operation` under the module lock with a live session, reconnecting once if it went stale."""
-        module = _load_module(self.module_path)
+        module = load_module(self.module_path)
         with module.lock:
             for attempt in range(2):
                 conn = self._connect(module)
@@ -421,25 +263,25 @@ class Pkcs11KeyBackend:
                     return operation(conn)
                 except OtpkiError:
                     raise
-                except _STALE_SESSION as exc:
+                except STALE_SESSION as exc:
                     # Only a session that still exists (merely logged out) is worth closing.
                     self._drop(module, conn, close=isinstance(exc, p11e.UserNotLoggedIn))
                     if attempt == 0:
                         continue
-                    raise _translate(exc, doing) from None
-                except _STALE_OBJECT as exc:
+                    raise translate(exc, doing) from None
+                except STALE_OBJECT as exc:
                     conn.keys.clear()
                     if attempt == 0:
                         continue
-                    raise _translate(exc, doing) from None
+                    raise translate(exc, doing) from None
                 except p11e.PKCS11Error as exc:
-                    error = _translate(exc, doing)
+                    error = translate(exc, doing)
                     if unsupported_reason is None and error.reason == "unsupported_key_type":
                         error.reason = "hsm_error"
                     raise error from None
             raise AssertionError("unreachable")  # pragma: no cover
 
-    def _connect(self, module: _Module) -> _Connection:
+    def _connect(self, module: Module) -> Connection:
         """Return the token's shared logged-in session, opening it if needed. Caller holds module.lock."""
         if self._pin_error is not None:
             # Never retry a rejected PIN: real HSMs lock the user PIN after a handful of failures.
@@ -448,20 +290,20 @@ class Pkcs11KeyBackend:
             try:
                 module.lib.reinitialize()
             except p11e.PKCS11Error as exc:
-                raise _translate(exc, f"re-initializing PKCS#11 module {self.module_path!r}") from None
+                raise translate(exc, f"re-initializing PKCS#11 module {self.module_path!r}") from None
             module.needs_reinit = False
         conn = module.connections.get(self.token_label)
         if conn is None:
             conn = self._open(module)
             module.connections[self.token_label] = conn
-        elif not hmac.compare_digest(conn.pin_digest, _pin_digest(self._pin)):
+        elif not hmac.compare_digest(conn.pin_digest, pin_digest(self._pin)):
             self._reject_pin()
         if self._conn is not conn:
             conn.users += 1
             self._conn = conn
         return conn
 
-    def _open(self, module: _Module) -> _Connection:
+    def _open(self, module: Module) -> Connection:
         where = f"PKCS#11 token {self.token_label!r} in module {self.module_path!r}"
         try:
             token = module.lib.get_token(token_label=self.token_label)
@@ -473,7 +315,7 @@ class Pkcs11KeyBackend:
                 reason="token_unavailable",
             ) from None
         except p11e.PKCS11Error as exc:
-            raise _translate(exc, f"opening {where}") from None
+            raise translate(exc, f"opening {where}") from None
         try:
             session = token.open(rw=True, user_pin=self._pin)
         except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
@@ -486,8 +328,8 @@ class Pkcs11KeyBackend:
                 reason="token_unavailable",
             ) from None
         except p11e.PKCS11Error as exc:
-            raise _translate(exc, f"logging in to {where}") from None
-        return _Connection(session=session, pin_digest=_pin_digest(self._pin))
+            raise translate(exc, f"logging in to {where}") from None
+        return Connection(session=session, pin_digest=pin_digest(self._pin))
 
     def _reject_pin(self) -> NoReturn:
         self._pin_error = KeyAccessError(
@@ -499,17 +341,17 @@ class Pkcs11KeyBackend:
         raise KeyAccessError(self._pin_error.message, reason="wrong_pin")
 
     @staticmethod
-    def _token_labels(module: _Module) -> list[str]:
+    def _token_labels(module: Module) -> list[str]:
         try:
             return [token.label for token in module.lib.get_tokens()]
         except p11e.PKCS11Error:
             return []
 
-    def _drop(self, module: _Module, conn: _Connection, *, close: bool) -> None:
+    def _drop(self, module: Module, conn: Connection, *, close: bool) -> None:
         if module.connections.get(self.token_label) is conn:
             del module.connections[self.token_label]
         if close:
-            _close_quietly(conn.session)
+            close_quietly(conn.session)
         self._conn = None
 
     @staticmethod
@@ -540,7 +382,7 @@ class Pkcs11KeyBackend:
             )
         return found[0]
 
-    def _private_object(self, conn: _Connection, key_ref: str) -> Any:
+    def _private_object(self, conn: Connection, key_ref: str) -> Any:
         private = conn.keys.get(key_ref)
         if private is None:
             private = self._find_one(conn.session, key_ref, ObjectClass.PRIVATE_KEY)

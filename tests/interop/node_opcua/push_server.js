@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A node-opcua OPC UA server with push certificate management (OPC 10000-12 ServerConfiguration),
-// used by otpki's interop tests as an independent peer for opcua_gds.push_client.
+// used by otpki's interop tests as an independent peer for opcua_gds.push.client.
 //
 // Usage: node push_server.js --port <port> --pki <folder> [--host 127.0.0.1] [--app-uri <uri>]
 //   (or PUSH_SERVER_PORT / PUSH_SERVER_PKI / PUSH_SERVER_APP_URI in the environment)

@@ -1,0 +1,65 @@
+"""Client application certificates checked against the ACTIVE push trust list (asyncua's validator hook).
+
+asyncua calls the hook at CreateSession (asyncua/server/internal_session.py L101-104), not at
+OpenSecureChannel. `trustlists.validation.CertificateValidator` runs the Part 4 checks (chain, trust,
+validity, usage, revocation) with default ValidationOptions. A refused certificate is remembered for
+GetRejectedList and CreateSession fails with the wire status of reference 1.8: TimeInvalid, UseNotAllowed
+and RevocationUnknown pass through, everything else is Bad_SecurityChecksFailed.
+
+Bootstrapping (trust_on_first_push): a PLC ships with an empty trust list, and nobody could push the first
+one if every client were refused. While the active trust list has no trusted certificate at all, any client
+certificate is accepted at CreateSession; the push methods still demand SignAndEncrypt and a SecurityAdmin
+user (password), so the first push is authenticated by the user, not by the certificate. The first applied
+trust list ends that window. Pass trust_on_first_push=False to refuse everything until a trust list is put in
+the PKI folder out of band.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asyncua import ua
+from asyncua.common.utils import ServiceError
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from opcua_gds.push.target.state import PushState
+from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions
+
+log = logging.getLogger(__name__)
+_PASS_THROUGH = {ValidationCode.TIME_INVALID, ValidationCode.USE_NOT_ALLOWED, ValidationCode.REVOCATION_UNKNOWN}
+
+
+class ClientCertificateCheck:
+    def __init__(self, state: PushState, *, trust_on_first_push: bool = True) -> None:
+        self.state = state
+        self.trust_on_first_push = trust_on_first_push
+        self.options = ValidationOptions()
+        self._validator = CertificateValidator(state.active_trust)
+
+    def rebuild(self) -> None:
+        """After the active trust list changed."""
+        self._validator = CertificateValidator(self.state.active_trust)
+
+    def bootstrapping(self) -> bool:
+        return self.trust_on_first_push and not self.state.active_trust.trusted_certificates
+
+    def status_for(self, der: bytes) -> int:
+        if self.bootstrapping():
+            return ua.StatusCodes.Good
+        result = self._validator.validate([der], self.options)
+        if result.ok:
+            return ua.StatusCodes.Good
+        log.warning("refused client certificate: %s (%s)", result.status_name, result.reason)
+        return result.status_code if result.code in _PASS_THROUGH else ua.StatusCodes.BadSecurityChecksFailed
+
+    def accepts(self, der: bytes) -> bool:
+        return self.status_for(der) == ua.StatusCodes.Good
+
+    async def __call__(self, certificate: x509.Certificate, app_description: Any) -> None:
+        der = certificate.public_bytes(Encoding.DER)
+        status = self.status_for(der)
+        if status != ua.StatusCodes.Good:
+            self.state.reject(der)
+            raise ServiceError(status)

@@ -1,0 +1,173 @@
+"""The ServerConfiguration methods (ns0 i=12637; OPC 10000-12 7.10): CSR, UpdateCertificate, Apply/Cancel.
+
+CreateSigningRequest: RegeneratePrivateKey=true needs a Nonce of at least 32 bytes and generates a new RSA
+key that is kept (not active) until a certificate for it is applied; false makes a CSR for the active key.
+SubjectName (RFC 4514 text, e.g. "CN=plc1,O=plant") defaults to the active certificate's subject; the
+SubjectAlternativeName is copied from the active certificate.
+
+UpdateCertificate stages a certificate. Without a PrivateKey it must belong to the pending new key or to
+the active key; with one ("PEM": PKCS#8 PEM text or DER, "PFX": PKCS#12 without password) the key must
+belong to it; a mismatch is Bad_SecurityChecksFailed. Every IssuerCertificate must already be in the
+(staged or active) trust list and a CA-issued certificate must have its issuer there or among the
+IssuerCertificates: else Bad_CertificateChainIncomplete.
+
+ApplyChanges persists and activates everything staged, rebuilds the endpoints for new SecureChannels and,
+after the response, closes the channels that use the old certificate (and, after a trust-list change, the
+channels whose client certificate the new trust list refuses).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asyncua import ua
+from cryptography import x509
+
+from opcua_gds.access import MethodError
+from opcua_gds.method_nodes import checked_args
+from opcua_gds.nodeids import CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.push.target import server_swap
+from opcua_gds.push.target.certs import (
+    CertError,
+    build_csr,
+    is_self_signed,
+    issued_by,
+    key_matches,
+    load_pushed_key,
+    new_key,
+    parse_certificate,
+    subject_alt_names,
+)
+from opcua_gds.push.target.client_validation import ClientCertificateCheck
+from opcua_gds.push.target.context import PushContext
+from opcua_gds.push.target.state import Identity
+from trustlists.blocking import run_blocking
+
+log = logging.getLogger(__name__)
+_S = ua.StatusCodes
+_M = ServerConfigurationMethods
+MIN_NONCE = 32
+_GROUPS = {ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup)}
+_TYPES = {ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType),
+          ua.NodeId(CertificateTypes.RsaMinApplicationCertificateType),
+          ua.NodeId(CertificateTypes.ApplicationCertificateType)}
+
+
+def _check_group_and_type(group: ua.NodeId | None, cert_type: ua.NodeId | None) -> None:
+    if group is not None and not group.is_null() and group not in _GROUPS:
+        raise MethodError(_S.BadInvalidArgument, f"CertificateGroupId {group} is not a group of this server")
+    if cert_type is not None and not cert_type.is_null() and cert_type not in _TYPES:
+        raise MethodError(_S.BadInvalidArgument, f"CertificateTypeId {cert_type} is not supported")
+
+
+class ServerConfigurationMethodsImpl:
+    def __init__(self, ctx: PushContext, check: ClientCertificateCheck) -> None:
+        self.ctx = ctx
+        self.check = check
+
+    async def create_signing_request(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        group, cert_type, subject_text, regenerate, nonce = checked_args(_M.CreateSigningRequest, args)
+        self.ctx.authorize()
+        _check_group_and_type(group, cert_type)
+        state = self.ctx.state
+        current = state.active_identity.certificate
+        try:
+            subject = x509.Name.from_rfc4514_string(subject_text) if subject_text else current.subject
+        except ValueError as exc:
+            raise MethodError(_S.BadInvalidArgument, f"SubjectName {subject_text!r}: {exc}") from exc
+        if regenerate:
+            if not self.ctx.can_generate_keys:
+                # A device without a key generator: the client must send a key with UpdateCertificate instead.
+                raise MethodError(_S.BadNotSupported, "this server cannot generate private keys")
+            if nonce is None or len(nonce) < MIN_NONCE:
+                raise MethodError(_S.BadInvalidArgument, f"RegeneratePrivateKey needs a Nonce of {MIN_NONCE}+ bytes")
+            bits = getattr(state.active_identity.key, "key_size", 2048)
+            key = await run_blocking(new_key, max(2048, bits))
+            state.pending_key = key
+        else:
+            key = state.active_identity.key
+        csr = await run_blocking(build_csr, key, subject, subject_alt_names(current))
+        return [ua.Variant(csr, ua.VariantType.ByteString)]
+
+    async def update_certificate(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        group, cert_type, cert_der, issuers, key_format, key_data = checked_args(_M.UpdateCertificate, args)
+        call = self.ctx.authorize()
+        _check_group_and_type(group, cert_type)
+        cert = parse_certificate(cert_der or b"")
+        if cert is None:
+            raise MethodError(_S.BadCertificateInvalid, "Certificate is not a DER certificate")
+        state = self.ctx.state
+        if key_data:
+            try:
+                key = await run_blocking(load_pushed_key, key_format or "", key_data)
+            except CertError as exc:
+                raise MethodError(exc.code, str(exc)) from exc
+            if not key_matches(cert, key):
+                raise MethodError(_S.BadSecurityChecksFailed, "the private key does not belong to the certificate")
+        else:
+            candidates = [k for k in (state.pending_key, state.active_identity.key) if k is not None]
+            key = next((k for k in candidates if key_matches(cert, k)), None)
+            if key is None:
+                raise MethodError(_S.BadSecurityChecksFailed,
+                                  "the certificate is neither for the new key nor for the current key")
+        known = state.known_ca_certificates()
+        issuer_certs = []
+        for der in issuers or []:
+            if der not in known:
+                raise MethodError(_S.BadCertificateChainIncomplete, "an issuer certificate is not in the trust list")
+            parsed = parse_certificate(der)
+            if parsed is None:
+                raise MethodError(_S.BadCertificateInvalid, "an issuer certificate is not DER")
+            issuer_certs.append(parsed)
+        if not is_self_signed(cert):
+            pool = issuer_certs + [c for der in known if (c := parse_certificate(der)) is not None]
+            if not any(issued_by(cert, ca) for ca in pool):
+                raise MethodError(_S.BadCertificateChainIncomplete, "the issuer of the certificate is not known")
+        state.begin(call.session_id)
+        state.staged_identity = Identity(bytes(cert_der), key)
+        return [ua.Variant(True, ua.VariantType.Boolean)]
+
+    async def apply_changes(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        checked_args(_M.ApplyChanges, args)
+        call = self.ctx.authorize()
+        state = self.ctx.state
+        if self.ctx.open_for_writing():
+            raise MethodError(_S.BadInvalidState, "a TrustList is open for writing")
+        if not state.has_staged():
+            raise MethodError(_S.BadNothingToDo, "nothing is staged")
+        if state.transaction_session is not None and state.transaction_session != call.session_id:
+            raise MethodError(_S.BadTransactionPending, "another session owns the staged changes")
+        await run_blocking(state.save, *state.next_active())  # disk first: a failed write changes nothing
+        applied = state.commit()
+        server = self.ctx.server
+        if applied.trust_changed:
+            self.check.rebuild()
+        if applied.identity_changed:
+            await server_swap.use_identity(server, state.active_identity)
+        old_der = applied.old_identity.cert_der
+        new_der = state.active_identity.cert_der
+        identity_changed = applied.identity_changed and old_der != new_der
+        trust_changed = applied.trust_changed
+
+        def affected(host: bytes | None, peer: bytes | None) -> bool:
+            if identity_changed and host == old_der:
+                return True
+            return trust_changed and peer is not None and not self.check.accepts(peer)
+
+        if identity_changed or trust_changed:
+            server_swap.schedule_close(server, affected)
+        log.info("ApplyChanges: certificate %s, trust list %s", "changed" if identity_changed else "kept",
+                 "changed" if trust_changed else "kept")
+        return []
+
+    async def cancel_changes(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        checked_args(_M.CancelChanges, args)
+        self.ctx.authorize()
+        self.ctx.state.cancel()
+        for handle in [h for h, f in self.ctx.handles.items() if f.writing]:
+            del self.ctx.handles[handle]
+        return []
+
+    async def get_rejected_list(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        self.ctx.authorize()
+        return [ua.Variant(list(self.ctx.state.rejected), ua.VariantType.ByteString)]
