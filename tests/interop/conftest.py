@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.testing import AppIdentity, issue_app_identity
 from trustlists.engine import Engine
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, initialized_engine
 
 NODE_DIR = Path(__file__).parent / "node_opcua"
 PUSH_SERVER = NODE_DIR / "push_server.js"
@@ -91,8 +91,7 @@ def node_peer(tmp_path: Path) -> Iterator[NodePeer]:
     if node is None:
         pytest.fail("node is not on PATH: the node-opcua interop peer needs Node.js 20")
 
-    engine = make_engine(tmp_path / "engine")
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "engine")
     client = issue_app_identity(engine, tmp_path / "client", "otpki-push-client", CLIENT_APP_URI)
     pki = tmp_path / "peer-pki"
     _seed_pki(pki, engine, client)

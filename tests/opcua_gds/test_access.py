@@ -32,13 +32,12 @@ from opcua_gds.access import (
 from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, initialized_engine, make_engine
 
 
 @pytest.fixture
 def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
-    eng = make_engine(tmp_path / "pki")
-    eng.hierarchy.initialize(actor="test")
+    eng = initialized_engine(tmp_path / "pki")
     yield eng
     eng.close()
 

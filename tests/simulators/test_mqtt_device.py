@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,23 +29,12 @@ from tests.mqtt_broker_auth.conftest import ACTOR, from_issued, mqtt_config
 from tests.mqtt_broker_auth.plain_broker import start_plain_broker
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
-from trustlists.testing import make_engine
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Wait for a condition with a generous bound (a poll, not a timed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+from trustlists.testing import eventually, initialized_engine
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(tmp_path / "pki", config=mqtt_config())  # real clock: devices and brokers use real time
-    eng.hierarchy.initialize(actor=ACTOR)
+    eng = initialized_engine(tmp_path / "pki", config=mqtt_config(), actor=ACTOR)  # real clock, as devices use
     yield eng
     eng.close()
 
@@ -142,15 +131,15 @@ async def test_lifecycle_on_embedded_broker(engine: Engine, embedded_site: Site,
     record = engine.inventory.get(first)
     owner = engine.registry.find("mqtt-device", name=device.name)
     assert owner is not None and record.owner_id == owner.id
-    await eventually(lambda: device.telemetry_sent >= 2, what="telemetry")
+    await eventually(lambda: device.telemetry_sent >= 2, "telemetry")
 
     renewed = await device.renew_now()
     assert renewed != first and device.serial_hex == renewed
-    await eventually(lambda: device.state == DeviceState.ONLINE, what="online with the renewed certificate")
+    await eventually(lambda: device.state == DeviceState.ONLINE, "online with the renewed certificate")
     assert engine.inventory.get(first).superseded_by == renewed
     assert engine.inventory.get(renewed).owner_id == owner.id
     sent = device.telemetry_sent
-    await eventually(lambda: device.telemetry_sent > sent, what="telemetry after renewal")
+    await eventually(lambda: device.telemetry_sent > sent, "telemetry after renewal")
 
     engine.authority.revoke(renewed, reason=RevocationReason.KEY_COMPROMISE, actor=ACTOR)
     await waited(device.ended.wait())
@@ -200,7 +189,7 @@ async def test_telemetry_of_both_libraries_reaches_a_subscriber(plain_site: Site
         devices = [plain_site.device("meter-paho", "paho"), plain_site.device("meter-gmqtt", "gmqtt")]
         for device in devices:
             device.start()
-        await eventually(lambda: all(received.get(d.name, 0) >= 2 for d in devices), what="telemetry from both")
+        await eventually(lambda: all(received.get(d.name, 0) >= 2 for d in devices), "telemetry from both")
         assert all(d.state == DeviceState.ONLINE for d in devices)
     finally:
         await observer.disconnect()

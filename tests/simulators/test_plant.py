@@ -11,7 +11,7 @@ from pathlib import Path
 
 from asyncua import Client
 
-from trustlists.testing import free_port
+from trustlists.testing import free_port, read_line_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,8 @@ def test_plant_command(tmp_path: Path) -> None:
                              "--root", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OTPKI_PLC_ADMIN_PASSWORD": "pw-for-test"})
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
+        assert proc.stdout is not None
+        line = read_line_until(proc.stdout, lambda _text: True, "the plant's first line", timeout=60)
         assert line.strip() == f"READY {base} 2", (line, proc.stderr.read() if proc.poll() is not None else "")
 
         async def names() -> list[str]:

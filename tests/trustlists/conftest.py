@@ -8,7 +8,7 @@ import pytest
 from trustlists.engine import Engine
 from trustlists.models import KeyType, Owner
 from trustlists.policy import load_default_config
-from trustlists.testing import Clock, make_engine
+from trustlists.testing import Clock, initialized_engine
 
 
 @pytest.fixture
@@ -21,8 +21,7 @@ def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
     # An RSA-2048 root keeps each test's key ceremony short; test_hierarchy covers the default RSA-4096 root.
     config = load_default_config()
     config = config.model_copy(update={"root": config.root.model_copy(update={"key_type": KeyType.RSA2048})})
-    eng = make_engine(tmp_path, clock=clock, config=config)
-    eng.hierarchy.initialize(actor="tester")
+    eng = initialized_engine(tmp_path, clock=clock, config=config, actor="tester")
     yield eng
     eng.close()
 

@@ -12,7 +12,7 @@ from opcua_gds.gds.server import GdsServer
 from opcua_gds.gds.settings import GdsSettings
 from trustlists.engine import Engine
 from trustlists.policy import PkiConfig
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, initialized_engine
 
 PASSWORDS = {
     "discovery-admin": ("discovery-pw", [GdsRole.DISCOVERY_ADMIN]),
@@ -40,8 +40,7 @@ def access_config() -> AccessConfig:
 
 async def running_gds(tmp: Path, installers: list[Installer] | None = None, *,
                       config: PkiConfig | None = None) -> AsyncIterator[RunningGds]:
-    engine = make_engine(tmp / "pki", config=config)
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp / "pki", config=config)
     settings = GdsSettings(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/otpki/gds", access=access_config())
     gds = GdsServer(engine, settings, tmp / "gds", installers=installers)
     await gds.start()
