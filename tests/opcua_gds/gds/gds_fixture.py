@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ class RunningGds:
     tmp: Path
 
 
+@functools.cache
 def access_config() -> AccessConfig:
+    """Argon2 hashes are slow on purpose: made once per process, not for every GDS a test starts."""
     return AccessConfig(users=[PasswordUser(name=n, password_hash=hash_password(pw), roles=roles)
                                for n, (pw, roles) in PASSWORDS.items()])
 
