@@ -14,7 +14,9 @@ from typing import Any
 from asyncua import Server, ua
 from pydantic import BaseModel, Field
 
+from opcua_gds._asyncua_compat import method_callback
 from opcua_gds.nodeids import ServerConfigurationMethods
+from opcua_gds.push.target.server_swap import close_channels
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +28,16 @@ class PlcFaults(BaseModel):
 
 
 def _abort_all_channels(server: Server) -> None:
-    # abort(), not close(): close() would still flush the method's response before the socket goes.
-    for protocol in list(getattr(server.bserver, "clients", [])):
-        if protocol.transport is not None:
-            protocol.transport.abort()
+    # abort, not close: close would still flush the method's response before the socket goes.
+    close_channels(server, lambda _host, _peer: True, abort=True)
 
 
 def _wrap(server: Server, method: ServerConfigurationMethods,
           make: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]) -> None:
-    node = server.iserver.aspace[method.node_id()]
-    node.call = make(node.call)
+    original = method_callback(server, method.node_id())
+    if original is None:
+        raise ValueError(f"{method.name} has no callback to wrap: install push management first")
+    server.link_method(server.get_node(method.node_id()), make(original))
 
 
 def install_faults(server: Server, faults: PlcFaults) -> None:

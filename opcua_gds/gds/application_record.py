@@ -24,6 +24,7 @@ from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import struct_from_binary
 from pydantic import BaseModel, ConfigDict, Field
 
+from opcua_gds._asyncua_compat import register_structure
 from opcua_gds.nodeids import GdsDataTypes, Ns0DataTypes, gds_node_id
 
 ApplicationType = ua.ApplicationType  # ns0 i=307: Server 0, Client 1, ClientAndServer 2, DiscoveryServer 3
@@ -108,10 +109,7 @@ def register_application_record_class(gds_ns_idx: int) -> type[ApplicationRecord
             "data_type": data_type_id(gds_ns_idx),
         })
         _BOUND[gds_ns_idx] = cls
-    # register_extension_object binds ua.<name> only the first time (later indices only log a name
-    # collision), so bind it first.
-    setattr(ua, TYPE_NAME, cls)
-    ua.register_extension_object(TYPE_NAME, binary_encoding_id(gds_ns_idx), cls, data_type_id(gds_ns_idx))
+    register_structure(TYPE_NAME, cls, binary_encoding_id(gds_ns_idx), data_type_id(gds_ns_idx))
     return cls
 
 

@@ -1,10 +1,10 @@
 """Client application certificates checked against the ACTIVE push trust list (asyncua's validator hook).
 
-asyncua calls the hook at CreateSession (asyncua/server/internal_session.py L101-104), not at
-OpenSecureChannel. `trustlists.validation.CertificateValidator` runs the Part 4 checks (chain, trust,
-validity, usage, revocation) with default ValidationOptions. A refused certificate is remembered for
-GetRejectedList and CreateSession fails with the wire status of reference 1.8: TimeInvalid, UseNotAllowed
-and RevocationUnknown pass through, everything else is Bad_SecurityChecksFailed.
+asyncua calls the hook (`Server.set_certificate_validator`) at CreateSession, not at OpenSecureChannel, and
+answers CreateSession with the status of the ServiceError it raises. `trustlists.validation.CertificateValidator`
+runs the Part 4 checks (chain, trust, validity, usage, revocation) with default ValidationOptions. A refused
+certificate is remembered for GetRejectedList and CreateSession fails with the wire status of reference 1.8:
+TimeInvalid, UseNotAllowed and RevocationUnknown pass through, everything else is Bad_SecurityChecksFailed.
 
 Bootstrapping (trust_on_first_push): a PLC ships with an empty trust list, and nobody could push the first
 one if every client were refused. While the active trust list has no trusted certificate at all, any client
