@@ -33,7 +33,7 @@ from asyncua.crypto.security_policies import SecurityPolicy
 from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
-from asyncua.server.internal_session import InternalSession
+from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.uaprocessor import UaProcessor
 
 WRITTEN_FOR = "2.1.0"
@@ -66,7 +66,7 @@ class Caller:
     user: Any  # the User the session was activated with (None without a session)
     security_mode: ua.MessageSecurityMode
     security_policy_uri: str
-    client_certificate: bytes | None  # DER of the SecureChannel's client application certificate
+    client_certificate: bytes | None  # DER of the channel's client application certificate; b"" or None: none
     session_id: ua.NodeId | None
 
 
@@ -135,7 +135,9 @@ def run_activations_in(scope: ActivationScope) -> None:
 
 # -- 3. When a session ends -------------------------------------------------------------------------------------------
 # `InternalSession.close_session(delete_subs)` runs on CloseSession, on the session timeout and when the
-# connection of a session without subscriptions drops; `InternalSession.iserver` says whose session it is.
+# connection of a session without subscriptions drops, possibly more than once for one session (CloseSession,
+# then the connection's end); `InternalSession.state` says whether it is closed already and
+# `InternalSession.iserver` whose session it is.
 
 # Per server (by its InternalServer, weakly: a stopped server must not be kept alive by its listener).
 _close_listeners: weakref.WeakKeyDictionary[InternalServer, Callable[[ua.NodeId], None]] = \
@@ -143,7 +145,7 @@ _close_listeners: weakref.WeakKeyDictionary[InternalServer, Callable[[ua.NodeId]
 
 
 def on_session_closed(server: Server, listener: Callable[[ua.NodeId], None]) -> None:
-    """Call `listener(session_id)` whenever a session of `server` closes; replaces an earlier listener."""
+    """Call `listener(session_id)` once when a session of `server` closes; replaces an earlier listener."""
     _install_close_hook()
     _close_listeners[server.iserver] = listener
 
@@ -154,10 +156,11 @@ def _install_close_hook() -> None:
         return
 
     async def close_session(self: InternalSession, delete_subs: bool = True) -> None:
+        already_closed = self.state == SessionState.Closed
         try:
             await original(self, delete_subs)
         finally:
-            listener = _close_listeners.get(self.iserver)
+            listener = None if already_closed else _close_listeners.get(self.iserver)
             if listener is not None:
                 try:
                     listener(self.session_id)
@@ -205,7 +208,7 @@ def set_user_manager(server: Server, user_manager: Any) -> None:
 @dataclass(frozen=True)
 class LiveChannel:
     host_certificate: bytes | None  # DER the server presented on this channel
-    peer_certificate: bytes | None  # DER of the client application certificate (None on SecurityPolicy None)
+    peer_certificate: bytes | None  # DER of the client application certificate; b"" or None: none
     _protocol: OPCUAProtocol = field(repr=False)
 
     def close(self) -> None:
@@ -322,6 +325,9 @@ def _check() -> None:
     # 2. and 3. session activation and close
     _require_method(InternalSession, "activate_session", ["self", "params", "peer_certificate"], coroutine=False)
     _require_method(InternalSession, "close_session", ["self", "delete_subs"], coroutine=True)
+    _require_state(InternalSession, "state")
+    if "Closed" not in SessionState.__members__:
+        raise AsyncuaIncompatible("has no SessionState.Closed")
     # 4. the identity swap
     _require_state(Server, "iserver", "bserver", "_policies")
     _require_method(Server, "_setup_server_nodes", ["self"], coroutine=True)
