@@ -54,7 +54,7 @@ class Decommissioning:
                     indexed.append((record.issuer_ca_id, int(record.serial, 16)))
                 for ca_id in dict.fromkeys(r.issuer_ca_id for r in live):
                     issuer = self._ctx.ca(ca_id)
-                    key = keys.get(ca_id) or self._key(ca_id)
+                    key = keys[ca_id] if ca_id in keys else self._key(ca_id)  # a certificate issued meanwhile
                     crl_days, hash_name = crl_policy(self._ctx.config, issuer)
                     publish_crl(self._ctx, tx, issuer, key, crl_days=crl_days, hash_name=hash_name, actor=actor)
                 if live:

@@ -31,13 +31,13 @@ from trustlists.key_probe import sign_and_verify
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
 from trustlists.live_revocation import LiveRevocationSource
-from trustlists.models import CAStatus, CrlRecord, Decommissioned, KeyProbe, RevocationReason
+from trustlists.models import CAStatus, CrlRecord, Decommissioned, KeyProbe, OwnerRegistration, RevocationReason
 from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
 from trustlists.request_guard import RequestGuard
 from trustlists.requests import CertificateRequests
 from trustlists.store.base import Store
-from trustlists.targets import DeliveryTargets
+from trustlists.targets import DeliveryTarget, DeliveryTargets
 from trustlists.trustlist import TrustListManager
 from trustlists.validation import CertificateValidator
 
@@ -126,6 +126,19 @@ class Engine:
         store) leaves both the certificates and the registration as they were.
         """
         return self._decommissioning.run(owner_id, actor=actor, reason=reason)
+
+    def add_target(self, *, owner: OwnerRegistration, kind: str, address: str, credentials_ref: str, actor: str,
+                   pin_sha256: str | None = None) -> DeliveryTarget:
+        """A delivery target of the owner `owner` names (group and name), registered first if it is not yet.
+
+        One transaction: a target the engine refuses (its address taken already) leaves no registration behind.
+        """
+        with self._ctx.store.transaction():  # the registry's and the targets' transactions join this one
+            found = self.registry.find(owner.group, name=owner.name)
+            if found is None:
+                found = self.registry.register(**owner.model_dump(), actor=actor)
+            return self.targets.add(owner_id=found.id, kind=kind, address=address, credentials_ref=credentials_ref,
+                                    actor=actor, pin_sha256=pin_sha256)
 
     def refresh_revocations(self) -> int:
         """Pick up revocations other processes wrote (the CLI revoking while a server runs), and bootstrap pins

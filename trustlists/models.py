@@ -171,6 +171,19 @@ def _marker_time(value: object) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class OwnerRegistration(BaseModel):
+    """Whom to register (what `Registry.register` takes), for a use case that registers on its way."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group: str
+    name: str
+    site: str | None = None
+    application_uri: str | None = None
+    dns_names: list[str] = Field(default_factory=list)
+    ip_addresses: list[str] = Field(default_factory=list)
+
+
 class CARecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
