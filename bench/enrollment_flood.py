@@ -15,11 +15,9 @@ than a store admission.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,28 +29,9 @@ from mqtt_broker_auth.enrollment.service import EnrollmentService, EnrollmentSet
 from simulators.manufacturer import Manufacturer
 from trustlists.engine import Engine
 from trustlists.request_guard import RateLimit
+from trustlists.testing import counting_writes
 
 PREFIX = "otpki/enroll"
-
-
-@contextlib.contextmanager
-def counting_writes(engine: Engine) -> Iterator[list[int]]:
-    """Counts write transactions the engine opens (store.transaction), nested ones included."""
-    store = engine.ctx.store
-    real = store.transaction
-    count = [0]
-
-    @contextlib.contextmanager
-    def counted():  # type: ignore[no-untyped-def]
-        count[0] += 1
-        with real() as tx:
-            yield tx
-
-    store.transaction = counted  # type: ignore[method-assign]
-    try:
-        yield count
-    finally:
-        store.transaction = real  # type: ignore[method-assign]
 
 
 async def flood(engine: Engine, directory: Path, messages: int) -> dict[str, object]:

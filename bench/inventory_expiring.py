@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import ACTOR, emit, make_engine, note, parse_args, summary, timed, workdir
 from trustlists.policy import load_default_config
 from trustlists.serials import random_serial, serial_hex
-from trustlists.store.sql import _CERT_COLUMNS
+from trustlists.testing import CERTIFICATE_COLUMNS
 
 TARGET_MS = 50.0
 WINDOW = timedelta(days=30)
 SPREAD_S = 3 * 365 * 86400
 DUMMY_DER = b"\x30\x1e" + b"\x00" * 30  # 32 bytes: the query under test never reads the column
-_INSERT = (f"INSERT INTO certificates ({_CERT_COLUMNS}, der) "
+_INSERT = (f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}, der) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 

@@ -41,7 +41,7 @@ from trustlists.authority import CsrIssueRequest
 from trustlists.engine import Engine
 from trustlists.models import IssuedCertificate, KeyType
 from trustlists.serials import random_serial
-from trustlists.store.sql import _CERT_COLUMNS
+from trustlists.testing import CERTIFICATE_COLUMNS, ca_signing_material
 
 GROUP = "opcua-application"
 APP_NAME = "scada1"
@@ -108,7 +108,7 @@ class RawStore:
         nb, na = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute(
-            f"INSERT INTO certificates ({_CERT_COLUMNS}, der) "
+            f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}, der) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (format(cert.serial_number, "x"), ca_id, owner_id, GROUP, None, cert.subject.rfc4514_string(),
              APP_URI, "ec-p256", int(nb), int(na), hashlib.sha256(der).hexdigest(), "csr", int(time.time()), 1,
@@ -131,8 +131,7 @@ def run_ca(ca_key_type: KeyType, csrs: list[bytes], fresh_sets: list[list[bytes]
         owner = engine.registry.register(group=GROUP, name=APP_NAME, application_uri=APP_URI,
                                          dns_names=[APP_NAME], actor=ACTOR)
         ca = engine.hierarchy.issuing_ca_for(GROUP, None)
-        issuer_cert = engine.ctx.ca_certificate(ca)
-        issuer_key = engine.ctx.keys.signer(ca)
+        issuer_cert, issuer_key = ca_signing_material(engine, ca)
         ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
         lifetime = timedelta(days=engine.config.group(GROUP).leaf_lifetime_days)

@@ -47,7 +47,7 @@ def identity_is_current(engine: Engine, cert_file: Path, key_file: Path, *, grou
         certs = x509.load_pem_x509_certificates(cert_file.read_bytes())
     except ValueError:
         return False
-    now = engine.ctx.clock()
+    now = engine.now()
     result = engine.validator(group).validate([c.public_bytes(Encoding.DER) for c in certs],
                                               ValidationOptions(at=now, required_eku=eku, hostname=hostname))
     if not result.ok:

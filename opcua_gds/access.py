@@ -287,7 +287,7 @@ class SelfAdmin:
         record = self._engine.inventory.by_fingerprint(hashlib.sha256(ctx.client_certificate).hexdigest())
         if record is None or record.owner_id is None:
             return None
-        now = self._engine.ctx.clock()
+        now = self._engine.now()
         if record.revoked_at is not None or not (record.not_before <= now <= record.not_after):
             return None
         return record.owner_id

@@ -38,7 +38,7 @@ from trustlists.errors import (
     PolicyViolation,
     UriMismatch,
 )
-from trustlists.hierarchy import Hierarchy, publish_crl
+from trustlists.hierarchy import Hierarchy, crl_policy, publish_crl
 from trustlists.key_index import KeyClaim, ensure_complete, judge
 from trustlists.keys.pool import KeyPool
 from trustlists.models import (
@@ -453,10 +453,7 @@ class CertificateAuthority:
             return tx.get_certificate(serial, with_der=False)
 
     def _crl_policy(self, ca: CARecord) -> tuple[int, str]:
-        if ca.parent_id is None:
-            return self._ctx.config.root.crl_lifetime_days, self._ctx.config.root.signature_hash
-        policy = self._ctx.config.group(ca.group or "")
-        return policy.crl_lifetime_days, policy.signature_hash
+        return crl_policy(self._ctx.config, ca)
 
     def refresh_crls(self, *, actor: str, force: bool = False) -> CrlRefresh:
         """Re-sign every CRL that is within its refresh margin of nextUpdate (or all, with force).

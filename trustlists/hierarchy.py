@@ -21,6 +21,7 @@ from trustlists.crl import build_crl
 from trustlists.der import sha256_hex
 from trustlists.errors import AlreadyExists, IssuerUnusable, NotFound
 from trustlists.models import CARecord, CrlRecord, KeyType
+from trustlists.policy import PkiConfig
 from trustlists.serials import random_serial, serial_hex
 from trustlists.store.sql import SqlTx
 from trustlists.trustlist import TrustListManager
@@ -177,6 +178,14 @@ def publish_crl(ctx: EngineContext, tx: SqlTx, ca: CARecord, key: CertificateIss
     audit.append(tx, actor=actor, action="crl.publish", subject=ca.id, at=now,
                  details={"crl_number": number, "entries": count, "next_update": record.next_update.isoformat()})
     return record
+
+
+def crl_policy(config: PkiConfig, ca: CARecord) -> tuple[int, str]:
+    """(CRL lifetime in days, signature hash) of the CA's CRLs: the root's policy or its group's."""
+    if ca.parent_id is None:
+        return config.root.crl_lifetime_days, config.root.signature_hash
+    policy = config.group(ca.group or "")
+    return policy.crl_lifetime_days, policy.signature_hash
 
 
 def _second(value: datetime) -> datetime:

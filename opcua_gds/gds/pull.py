@@ -57,6 +57,7 @@ from opcua_gds.nodeids import (
     GdsObjects,
     gds_node_id,
 )
+from opcua_gds.validation_status import status_code
 from trustlists.blocking import run_blocking
 from trustlists.der import load_csr
 from trustlists.errors import (
@@ -336,7 +337,7 @@ class PullMethods:
             # The current certificate is the newest one (issue times have second resolution: of several
             # issued in the same second, any one needing an update counts).
             newest = max(r.issued_at for r in records)
-            now = self.engine.ctx.clock()
+            now = self.engine.now()
             try:
                 issuer_id: str | None = self.engine.hierarchy.issuing_ca_for(engine_group, owner.site).id
             except OtpkiError:
@@ -386,7 +387,7 @@ class PullMethods:
                 crl = x509.load_der_x509_crl(crl_der)
                 if crl.issuer == cert.issuer and crl.next_update_utc is not None:
                     validity = min(validity, crl.next_update_utc)
-            return result.status_code, validity
+            return status_code(result), validity
 
         code, validity = await run_blocking(check)
         return [ua.Variant(ua.StatusCode(code), ua.VariantType.StatusCode),

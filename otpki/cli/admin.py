@@ -26,6 +26,7 @@ from otpki.cli.common import (
 )
 from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
 from otpki.runtime import open_engine
+from trustlists.bootstrap_allowlist import allow_list
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
 from trustlists.safe_files import write_secret
 
@@ -184,8 +185,7 @@ def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: i
             raise InvalidInput(f"--bootstrap-cn {cn!r} is a registered name in {group}; an IDevID with that CN "
                                "would act as that identity on Mosquitto", reason="bootstrap_cn_is_registered_name")
         for other in owners:
-            listed = other.attributes.get("bootstrap")
-            if isinstance(listed, list) and any(isinstance(e, dict) and e.get("subject_cn") == cn for e in listed):
+            if any(entry.subject_cn == cn for entry in allow_list(other)):
                 raise InvalidInput(f"--bootstrap-cn {cn!r} already belongs to {other.name}",
                                    reason="bootstrap_cn_ambiguous")
         entries.append({"subject_cn": cn})
@@ -223,7 +223,7 @@ def _bootstrap_state(owner, pin) -> str:  # type: ignore[no-untyped-def]
     """"pinned <sha256 prefix>" once enrolled with a bootstrap certificate, "armed" while it may enroll."""
     if pin is not None:
         return f"pinned {pin.fingerprint_sha256[:16]}…"
-    return "armed" if owner.attributes.get("bootstrap") else "-"
+    return "armed" if allow_list(owner) else "-"
 
 
 @owners_app.command("rearm")

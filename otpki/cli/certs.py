@@ -152,7 +152,7 @@ def list_(
             owner_id = found.id if found else owner
         rows = eng.inventory.query(status=status, group=group, site=site, owner_id=owner_id,
                                    expiring_within=window, limit=limit)
-        now = eng.ctx.clock()
+        now = eng.now()
     if json_out:
         print_json([_row_json(r, now) for r in rows])
         return
@@ -171,7 +171,7 @@ def show(serial: SerialArg, pem: Annotated[bool, typer.Option(help="Print the ce
     """Show one certificate from the inventory."""
     with engine() as (eng, _):
         rec = eng.inventory.get(serial)
-        now = eng.ctx.clock()
+        now = eng.now()
     assert rec.der is not None
     if pem:
         typer.echo(x509.load_der_x509_certificate(rec.der).public_bytes(Encoding.PEM).decode(), nl=False)

@@ -31,6 +31,7 @@ from otpki.cli.common import (
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import NotFound
+from trustlists.models import OwnerRegistration
 from trustlists.targets import DeliveryTarget, TargetPin, normalize_fingerprint
 
 ServerSha256Option = Annotated[str | None, typer.Option(
@@ -63,11 +64,10 @@ def targets_add(
     if server_sha256 is not None:
         normalize_fingerprint(server_sha256)  # a typo is refused before the PLC is registered
     with engine() as (eng, s):
-        owner = eng.registry.find("opcua-application", name=name) or eng.registry.register(
-            group="opcua-application", name=name, application_uri=uri or f"urn:otpki:plc:{name}",
-            dns_names=dns or [], ip_addresses=ip or [], site=site, actor=s.actor())
-        target = eng.targets.add(owner_id=owner.id, kind=KIND, address=endpoint, credentials_ref=credentials,
-                                 actor=s.actor(), pin_sha256=server_sha256)
+        plc = OwnerRegistration(group="opcua-application", name=name, application_uri=uri or f"urn:otpki:plc:{name}",
+                                dns_names=dns or [], ip_addresses=ip or [], site=site)
+        target = eng.add_target(owner=plc, kind=KIND, address=endpoint, credentials_ref=credentials,
+                                actor=s.actor(), pin_sha256=server_sha256)
     console.print(f"push target {name} -> {endpoint} (id {target.id})")
     if target.pin is None:
         err_console.print(f"warning: no --server-sha256 for {name}: the first push trusts the certificate {endpoint} "

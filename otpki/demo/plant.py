@@ -237,7 +237,7 @@ class Plant:
         for sim in self.scadas:
             record = await run_blocking(self.eng.inventory.by_fingerprint, fingerprint(sim.cert_path.read_bytes()))
             check(record is not None and record.san_uri == sim.settings.application_uri
-                  and record.status_at(self.eng.ctx.clock()) is CertificateStatus.ACTIVE,
+                  and record.status_at(self.eng.now()) is CertificateStatus.ACTIVE,
                   f"{sim.settings.name} does not hold an active engine-issued certificate for its ApplicationUri")
             check(sim.trust_list == trust.content, f"{sim.settings.name} did not pull the current trust list")
         flows = sorted({s.settings.key_flow for s in self.scadas})
@@ -305,7 +305,7 @@ class Plant:
             async with slots:
                 der = await self._presented(plant.endpoint(i))
             record = await run_blocking(self.eng.inventory.by_fingerprint, fingerprint(der))
-            if record is None or record.status_at(self.eng.ctx.clock()) is not CertificateStatus.ACTIVE:
+            if record is None or record.status_at(self.eng.now()) is not CertificateStatus.ACTIVE:
                 return plant.name(i)
             owner = await run_blocking(self.eng.registry.get, record.owner_id) if record.owner_id else None
             return None if owner is not None and owner.name == plant.name(i) else plant.name(i)
@@ -384,7 +384,7 @@ class Plant:
         reason it would be in two years, and the rollout renews it exactly as then.
         """
         address = plant.endpoint(0)
-        groups = self.eng.ctx.config.groups
+        groups = self.eng.config.groups
         policy = groups[APP_GROUP]
         groups[APP_GROUP] = policy.model_copy(update={"renewal_window_days": policy.leaf_lifetime_days + 1})
         try:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from otpki.cli import common as cli_common
-from otpki.cli.common import EXIT_PROBLEM
+from otpki.cli.common import EXIT_PROBLEM, EXIT_USAGE
 from otpki.cli.main import app
 from simulators.plc import PlcSimulator
 from trustlists.testing import free_port
@@ -70,6 +70,25 @@ def test_targets_add_and_push(tmp_path: Path) -> None:
         assert targets[0]["state"] == "delivered" and targets[0]["delivered_serial"]
     res = runner.invoke(app, ["push"], env=env)
     assert res.exit_code == 2 and "--all" in res.output
+
+
+def test_a_refused_target_registers_no_plc(tmp_path: Path) -> None:
+    """`targets add` registers the PLC and adds its target together: refused (its endpoint is another PLC's
+    target already), it leaves no registration behind."""
+    runner = CliRunner()
+    env = {"OTPKI_CA_PASSPHRASE": PASS, "OTPKI_DATA_DIR": str(tmp_path / "pki")}
+    assert runner.invoke(app, ["init"], env=env).exit_code == 0
+    endpoint = "opc.tcp://127.0.0.1:4840/plc"  # never connected to: adding a target only records it
+    add = ["targets", "add", "--credentials", "plc"]
+    assert runner.invoke(app, [*add, "press-4", endpoint], env=env).exit_code == 0
+    res = runner.invoke(app, [*add, "press-5", endpoint], env=env)
+    assert res.exit_code == EXIT_USAGE and "already" in res.output, res.output
+    owners = json.loads(runner.invoke(app, ["owners", "list", "--json"], env=env).stdout)
+    assert [o["name"] for o in owners if o["name"].startswith("press-")] == ["press-4"]
+    # The same PLC under a free endpoint goes through, registered once.
+    assert runner.invoke(app, [*add, "press-5", endpoint + "2"], env=env).exit_code == 0
+    owners = json.loads(runner.invoke(app, ["owners", "list", "--json"], env=env).stdout)
+    assert sorted(o["name"] for o in owners if o["name"].startswith("press-")) == ["press-4", "press-5"]
 
 
 def display(sha256_hex: str) -> str:

@@ -74,7 +74,7 @@ def test_renewal_supersedes_the_old_certificate(engine: Engine, device: Owner, m
     assert new.record.serial != old.record.serial
     refreshed = engine.inventory.get(old.record.serial)
     assert refreshed.superseded_by == new.record.serial
-    assert refreshed.status_at(engine.ctx.clock()) is CertificateStatus.SUPERSEDED
+    assert refreshed.status_at(engine.now()) is CertificateStatus.SUPERSEDED
     with pytest.raises(InvalidState):
         engine.authority.renew(old.record.serial, actor="t")
 

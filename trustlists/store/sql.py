@@ -129,7 +129,7 @@ class SqlTx:
             f"INSERT INTO owners ({_OWNER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner.id, owner.kind.value, owner.name, owner.group, owner.site, owner.application_uri,
              json.dumps(owner.dns_names), json.dumps(owner.ip_addresses),
-             json.dumps(owner.attributes, sort_keys=True), to_epoch(owner.created_at)),
+             json.dumps(owner.stored_attributes(), sort_keys=True), to_epoch(owner.created_at)),
         )
 
     def update_owner(self, owner: Owner) -> None:
@@ -137,7 +137,7 @@ class SqlTx:
             "UPDATE owners SET name = ?, site = ?, application_uri = ?, dns_names = ?, ip_addresses = ?, "
             "attributes = ? WHERE id = ?",
             (owner.name, owner.site, owner.application_uri, json.dumps(owner.dns_names),
-             json.dumps(owner.ip_addresses), json.dumps(owner.attributes, sort_keys=True), owner.id),
+             json.dumps(owner.ip_addresses), json.dumps(owner.stored_attributes(), sort_keys=True), owner.id),
         )
         if cur.rowcount == 0:
             raise NotFound(f"no registered owner with id {owner.id!r}")

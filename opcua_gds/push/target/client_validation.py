@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.push.target.state import PushState
+from opcua_gds.validation_status import status_code, status_name
 from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class ClientCertificateCheck:
         result = self._validator.validate([der], self.options)
         if result.ok:
             return ua.StatusCodes.Good
-        log.warning("refused client certificate: %s (%s)", result.status_name, result.reason)
-        return result.status_code if result.code in _PASS_THROUGH else ua.StatusCodes.BadSecurityChecksFailed
+        log.warning("refused client certificate: %s (%s)", status_name(result), result.reason)
+        return status_code(result) if result.code in _PASS_THROUGH else ua.StatusCodes.BadSecurityChecksFailed
 
     def accepts(self, der: bytes) -> bool:
         return self.status_for(der) == ua.StatusCodes.Good

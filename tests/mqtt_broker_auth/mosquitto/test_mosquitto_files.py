@@ -29,6 +29,7 @@ from tests.mqtt_broker_auth.conftest import make_external_ca
 from trustlists.clock import utcnow
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
+from trustlists.testing import ca_signing_material
 
 GROUP = "mqtt-device"
 
@@ -107,10 +108,10 @@ def _bad_bundle(engine: Engine, kind: str) -> tuple[bytes, bytes]:
     if kind == "garbage-outside-pem":
         return ca_pem, crl_pem + b"rm -rf /\n"
     if kind == "expired":
-        key = engine.ctx.keys.signer(ca)
+        _cert, key = ca_signing_material(engine, ca)
         return ca_pem, root_only_crl + _signed_crl(subject, key, last=-timedelta(days=9), next_=-timedelta(hours=1))
     if kind == "expiring":
-        key = engine.ctx.keys.signer(ca)
+        _cert, key = ca_signing_material(engine, ca)
         return ca_pem, root_only_crl + _signed_crl(subject, key, last=-timedelta(days=9), next_=timedelta(minutes=5))
     if kind == "wrong-key":
         other = ec.generate_private_key(ec.SECP256R1())
