@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
-import tomli_w
 import typer
-from rich.table import Table
 
 from otpki.cli.common import (
     EXIT_PROBLEM,
@@ -24,10 +21,7 @@ from otpki.cli.common import (
     settings,
     styled,
 )
-from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
-from otpki.runtime import open_engine
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
-from trustlists.safe_files import write_secret
 
 ca_app = typer.Typer(help="The CA hierarchy: list CAs, create issuing CAs.", no_args_is_help=True)
 owners_app = typer.Typer(help="Registered applications, devices and users.", no_args_is_help=True)
@@ -42,7 +36,7 @@ def init(
              "there)")] = None,
     site: Annotated[list[str] | None, typer.Option("--site", help="A plant site (repeatable)")] = None,
     organization: Annotated[str | None, typer.Option(help="Organization name in CA subjects")] = None,
-    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of \\[keys.pkcs11]")] = False,
+    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of [keys.pkcs11]")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Create a data directory with an offline root CA and an issuing CA per certificate group.
@@ -50,6 +44,14 @@ def init(
     The CA key passphrase comes from OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE (never the command line);
     with --hsm the keys are created in the token and the PIN comes from OTPKI_HSM_PIN.
     """
+    import tomllib
+
+    import tomli_w
+
+    from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
+    from otpki.runtime import open_engine
+    from trustlists.safe_files import write_secret
+
     s = settings(must_exist=False)
     data_dir = s.data_dir
     if (data_dir / "otpki.db").exists():
@@ -96,6 +98,8 @@ def _ca_json(ca) -> dict:  # type: ignore[no-untyped-def]
 
 
 def _print_cas(cas) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
     table = Table("id", "name", "group", "site", "key", "backend", "valid until", "active")
     for ca in cas:
         table.add_row(ca.id, ca.name, ca.group or "-", ca.site or "-", ca.key_type.value, ca.key_backend,
@@ -134,7 +138,7 @@ def owners_add(
     uri: Annotated[str | None, typer.Option(help="ApplicationUri (OPC UA applications)")] = None,
     dns: Annotated[list[str] | None, typer.Option("--dns", help="Registered DNS name (repeatable)")] = None,
     ip: Annotated[list[str] | None, typer.Option("--ip", help="Registered IP address (repeatable)")] = None,
-    site: Annotated[str | None, typer.Option(help="Plant site (one of \\[pki] sites)")] = None,
+    site: Annotated[str | None, typer.Option(help="Plant site (one of [pki] sites)")] = None,
     bootstrap_cn: Annotated[list[str] | None, typer.Option(
         "--bootstrap-cn", help="MQTT devices: subject CN of the manufacturer IDevID that may enroll this device "
                                "(repeatable)")] = None,
@@ -212,6 +216,8 @@ def owners_list(group: GroupOption = None,
         print_json([{**o.model_dump(mode="json"),
                      "bootstrap_pin": pins[o.id].model_dump(mode="json") if o.id in pins else None} for o in owners])
         return
+    from rich.table import Table
+
     table = Table("name", "kind", "group", "site", "application uri", "bootstrap", "id")
     for o in owners:
         table.add_row(o.name, o.kind.value, o.group, o.site or "-", o.application_uri or "-",
@@ -304,6 +310,8 @@ def audit_log(json_out: JsonFlag = False,
     if json_out:
         print_json([r.model_dump(mode="json") for r in records])
         return
+    from rich.table import Table
+
     table = Table("seq", "at", "actor", "action", "subject")
     for r in records:
         table.add_row(str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.subject)
