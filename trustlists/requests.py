@@ -353,7 +353,7 @@ class CertificateRequests:
             serial = prepared.record.serial
             try:
                 with self._ctx.store.transaction() as tx:
-                    tx.insert_certificates([(prepared.record, prepared.der)])
+                    tx.insert_certificates([(prepared.record, prepared.der, prepared.spki_sha256)])
                     if insert:
                         tx.insert_cert_request(_row(req.model_copy(update={
                             "status": RequestStatus.ISSUED, "serial": serial, "issued_at": at})))

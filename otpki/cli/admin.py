@@ -1,7 +1,5 @@
 """init, ca, owners, crl, audit."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

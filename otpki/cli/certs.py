@@ -1,7 +1,5 @@
 """certs issue/renew/revoke/list/show and batch sign."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +31,7 @@ certs_app = typer.Typer(help="Issue, renew, revoke and inspect certificates.", n
 batch_app = typer.Typer(help="Offline batch issuance for factory lines.", no_args_is_help=True)
 
 
-def _pem_chain(issued: IssuedCertificate) -> bytes:
+def _pem_chain(issued: "IssuedCertificate") -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -47,7 +45,7 @@ def _password(password_file: Path | None) -> str | None:
     return read_input_file(password_file, "password file").decode().strip()
 
 
-def _write_issued(issued: IssuedCertificate, out: Path | None, key_out: Path | None) -> None:
+def _write_issued(issued: "IssuedCertificate", out: Path | None, key_out: Path | None) -> None:
     pem = _pem_chain(issued)
     if out is not None:
         write_output_file(out, pem)
@@ -130,7 +128,7 @@ def revoke(
     console.print(f"revoked {serial} ({r.name.lower().replace('_', '-')})")
 
 
-def _row_json(rec: CertificateRecord, now) -> dict:  # type: ignore[no-untyped-def]
+def _row_json(rec: "CertificateRecord", now) -> dict:  # type: ignore[no-untyped-def]
     data = rec.model_dump(mode="json", exclude={"der"})
     data["status"] = rec.status_at(now).value
     return data

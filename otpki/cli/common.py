@@ -9,8 +9,6 @@ Light at import, like every module of `otpki.cli` (see its docstring): rich's co
 engine are imported when a command first uses them.
 """
 
-from __future__ import annotations
-
 import json
 import re
 import sys
@@ -45,7 +43,7 @@ class LazyConsole:
         object.__setattr__(self, "_console", None)
 
     @property
-    def rich(self) -> Console:
+    def rich(self) -> "Console":
         if self._console is None:
             from rich.console import Console
 
@@ -79,14 +77,14 @@ class State:
 state = State()
 
 
-def styled(text: str, style: str) -> Text:
+def styled(text: str, style: str) -> "Text":
     """A piece of our own output with a style; the text is taken literally."""
     from rich.text import Text
 
     return Text(text, style=style)
 
 
-def line(*parts: str | Text) -> Text:
+def line(*parts: "str | Text") -> "Text":
     """One output line from plain strings (taken literally, whatever brackets they hold) and styled pieces."""
     from rich.text import Text
 
@@ -133,14 +131,14 @@ def describe_os_error(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def settings(*, must_exist: bool = True) -> Settings:
+def settings(*, must_exist: bool = True) -> "Settings":
     from otpki.config import load_settings
 
     return load_settings(state.data_dir, must_exist=must_exist)
 
 
 @contextmanager
-def engine(*, key_pool: bool = False) -> Iterator[tuple[Engine, Settings]]:
+def engine(*, key_pool: bool = False) -> "Iterator[tuple[Engine, Settings]]":
     from otpki.runtime import open_engine
 
     s = settings()

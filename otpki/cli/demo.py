@@ -1,7 +1,5 @@
 """`otpki demo`: the whole plant, one command."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Literal
 

@@ -1,7 +1,5 @@
 """`otpki doctor`: check a deployment and exit non-zero when something needs an operator."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """gds serve: run the OPC UA Global Discovery Server; users hash-password: make a password hash for otpki.toml."""
 
-from __future__ import annotations
-
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -47,7 +45,7 @@ def serve(
         asyncio.run(_serve(GdsServer(eng, gds_settings, s.data_dir / "gds"), maintenance_interval, listen))
 
 
-async def _serve(gds: GdsServer, interval: float, listen: Listen) -> None:
+async def _serve(gds: "GdsServer", interval: float, listen: "Listen") -> None:
     import asyncio
     import signal
 

@@ -1,7 +1,5 @@
 """`otpki`: certificate management for operational technology."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

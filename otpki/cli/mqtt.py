@@ -9,8 +9,6 @@ Both brokers get the same enrollment service: an MQTT client with its own engine
 `[mqtt] service_name` with `attributes["role"] = "enrollment-service"`), renewed here when it is due.
 """
 
-from __future__ import annotations
-
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -49,11 +47,11 @@ _log = logging.getLogger(__name__)
 
 # -- shared pieces ----------------------------------------------------------------------------------------------
 
-def _mqtt_dir(s: Settings) -> Path:
+def _mqtt_dir(s: "Settings") -> Path:
     return s.data_dir / "mqtt"
 
 
-def ensure_service_identity(eng: Engine, s: Settings, directory: Path) -> tuple[Path, Path]:
+def ensure_service_identity(eng: "Engine", s: "Settings", directory: Path) -> tuple[Path, Path]:
     """The enrollment service's certificate and key files: reused while valid, else (re)issued. Blocking."""
     from mqtt_broker_auth.tls_identity import ensure_tls_identity
     from trustlists.models import OwnerRole
@@ -72,7 +70,7 @@ def ensure_service_identity(eng: Engine, s: Settings, directory: Path) -> tuple[
     return cert_file, key_file
 
 
-async def _keep_crls_fresh(eng: Engine, actor: str) -> None:
+async def _keep_crls_fresh(eng: "Engine", actor: str) -> None:
     import asyncio
 
     from trustlists.blocking import run_blocking
@@ -85,7 +83,7 @@ async def _keep_crls_fresh(eng: Engine, actor: str) -> None:
             _log.exception("CRL refresh failed")
 
 
-def _stop_event() -> asyncio.Event:
+def _stop_event() -> "asyncio.Event":
     import asyncio
     import signal
 
@@ -96,12 +94,12 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _say(text: str | Text) -> None:
+def _say(text: "str | Text") -> None:
     # soft_wrap: one line per message whatever the width, so logs and scripts can read it
     console.print(text, highlight=False, soft_wrap=True)
 
 
-def _say_err(text: str | Text) -> None:
+def _say_err(text: "str | Text") -> None:
     err_console.print(text, highlight=False, soft_wrap=True)
 
 
@@ -134,7 +132,7 @@ def serve(
     asyncio.run(_serve(s, listen, enrollment))
 
 
-async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
+async def _serve(s: "Settings", listen: "Listen", with_enrollment: bool) -> None:
     import asyncio
     import contextlib
 
@@ -184,7 +182,7 @@ async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
 
 # -- Mosquitto ------------------------------------------------------------------------------------------------------
 
-def mosquitto_settings(s: Settings, workdir: Path | None = None, *, password: bool = True):  # type: ignore[no-untyped-def]
+def mosquitto_settings(s: "Settings", workdir: Path | None = None, *, password: bool = True):  # type: ignore[no-untyped-def]
     """The library's MosquittoSettings from [mqtt.mosquitto]; the admin password from its file or env."""
     from pydantic import SecretStr
 
@@ -276,7 +274,7 @@ def sync(
     asyncio.run(_sync_forever(s, ms, enrollment))  # an unreachable broker (OSError): handle_errors, one line
 
 
-def _reload(s: Settings):  # type: ignore[no-untyped-def]
+def _reload(s: "Settings"):  # type: ignore[no-untyped-def]
     """How the sync tells Mosquitto to reload: the configured command, else SIGHUP via the pid file."""
     command = s.file.mqtt.mosquitto.reload_command
     if not command:
@@ -295,7 +293,7 @@ def _reload(s: Settings):  # type: ignore[no-untyped-def]
     return run
 
 
-async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
+async def _sync_once(s: "Settings", ms):  # type: ignore[no-untyped-def]
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
     from otpki.runtime import open_engine
 
@@ -308,7 +306,7 @@ async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
         eng.close()
 
 
-async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type: ignore[no-untyped-def]
+async def _sync_forever(s: "Settings", ms, with_enrollment: bool) -> None:  # type: ignore[no-untyped-def]
     import asyncio
     import contextlib
 

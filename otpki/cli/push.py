@@ -1,7 +1,5 @@
 """targets add/list and push: deliver certificates and trust lists to PLCs that cannot pull."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -96,7 +94,7 @@ def targets_repin(
     console.print(f"push target {found.address} pinned to SHA-256 {display_fingerprint(pin.fingerprint_sha256)}")
 
 
-def _find_target(eng: Engine, name_or_endpoint: str) -> DeliveryTarget:
+def _find_target(eng: "Engine", name_or_endpoint: str) -> "DeliveryTarget":
     from opcua_gds.push.rollout import KIND
 
     targets = eng.targets.list(kind=KIND)
@@ -112,7 +110,7 @@ def _find_target(eng: Engine, name_or_endpoint: str) -> DeliveryTarget:
     raise NotFound(f"no push target with endpoint or name {name_or_endpoint!r}")
 
 
-def _identity(t: DeliveryTarget) -> str:
+def _identity(t: "DeliveryTarget") -> str:
     """How the target's server is recognised: its pin, its engine certificate, or its first contact."""
     if t.pin is not None:
         return _describe_pin(t.pin)
@@ -121,7 +119,7 @@ def _identity(t: DeliveryTarget) -> str:
     return "first contact (not pinned)"
 
 
-def _describe_pin(pin: TargetPin) -> str:
+def _describe_pin(pin: "TargetPin") -> str:
     return f"pinned {pin.fingerprint_sha256[:16]}… ({pin.source.value.replace('_', ' ')})"
 
 
@@ -197,7 +195,7 @@ def push(
         raise typer.Exit(EXIT_PROBLEM)
 
 
-def _warn_first_contacts(outcomes: list[TargetOutcome]) -> None:
+def _warn_first_contacts(outcomes: "list[TargetOutcome]") -> None:
     """Trust on first use is only as good as the operator's comparison: say what was pinned, on stderr."""
     from opcua_gds.push.server_identity import display_fingerprint
 
@@ -209,7 +207,7 @@ def _warn_first_contacts(outcomes: list[TargetOutcome]) -> None:
                               highlight=False, soft_wrap=True)
 
 
-async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
+async def _new_rollout(eng, s) -> "Rollout":  # type: ignore[no-untyped-def]
     from opcua_gds.own_identity import ensure_identity
     from opcua_gds.push.rollout import Rollout
     from trustlists.blocking import run_blocking
@@ -231,7 +229,7 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def report(r: RolloutReport) -> None:
+    def report(r: "RolloutReport") -> None:
         _warn_first_contacts(r.outcomes)
         if json_out:
             print_json(r.model_dump(mode="json"))
@@ -245,7 +243,7 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
     await rollout.serve(interval_s=every, stop=stop, on_report=report, group=group, site=site)
 
 
-async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> RolloutReport:  # type: ignore[no-untyped-def]
+async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> "RolloutReport":  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     rollout = await _new_rollout(eng, s)

@@ -1,7 +1,5 @@
 """trustlist show/export/import/remove."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated

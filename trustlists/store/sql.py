@@ -175,9 +175,14 @@ class SqlTx:
 
     # -- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, rec: CertificateRecord, der: bytes) -> None:
-        self.insert_certificates([(rec, der)])
+        self.insert_certificates([(rec, der, certificate_spki_sha256(der))])
 
-    def insert_certificates(self, items: list[tuple[CertificateRecord, bytes]]) -> None:
+    def insert_certificates(self, items: list[tuple[CertificateRecord, bytes, str]]) -> None:
+        """(record, DER, SHA-256 of the certified SubjectPublicKeyInfo) of new certificates.
+
+        The issuer hands the key hash over from the public key it signed for: parsing the DER back for it cost
+        a fifth of the store's share of an issuance.
+        """
         self.executemany(
             f"INSERT INTO certificates ({_CERT_COLUMNS}, der) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -186,11 +191,11 @@ class SqlTx:
               rec.issuance.value, to_epoch(rec.issued_at), int(rec.delivered), rec.superseded_by,
               to_epoch(rec.revoked_at) if rec.revoked_at else None,
               int(rec.revocation_reason) if rec.revocation_reason is not None else None, der)
-             for rec, der in items],
+             for rec, der, _spki in items],
         )
         # Every path that records a certificate comes through here, so the key index is never behind.
         self.executemany("INSERT INTO certificate_keys (serial, spki_sha256) VALUES (?, ?)",
-                         [(rec.serial, certificate_spki_sha256(der)) for rec, der in items])
+                         [(rec.serial, spki) for rec, _der, spki in items])
 
     @staticmethod
     def _cert(row: Sequence[Any], der: bytes | None = None) -> CertificateRecord:
