@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from argon2 import Type, extract_parameters
-from argon2.exceptions import InvalidHashError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -66,6 +64,9 @@ _HOW_TO_FIX = "make one with `otpki users hash-password` and put it in gds.acces
 
 def check_password_hash(stored: str) -> None:
     """Raise ValueError (saying what to do) unless `stored` is an argon2id hash at or above the floor."""
+    from argon2 import Type, extract_parameters  # only when users are configured: it costs every command 15 ms
+    from argon2.exceptions import InvalidHashError
+
     if stored.startswith("scrypt$"):
         raise ValueError(f"is an scrypt hash of an earlier otpki, no longer accepted: {_HOW_TO_FIX}")
     try:

@@ -1,13 +1,16 @@
 """[mqtt.enrollment] in otpki.toml: the enrollment service's limits.
 
-Light (no MQTT client library): `otpki.config` loads it for every command; the service is `service.py`.
+Light (no MQTT client library, no cryptography): `otpki.config` loads it for every command; the service is
+`service.py`.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mqtt_broker_auth.enrollment.messages import CLOCK_SKEW_S, MAX_PAYLOAD_BYTES
+# The defaults, which the messages module applies too.
+MAX_PAYLOAD_BYTES = 16 * 1024  # a CSR plus a two-certificate chain is ~3 KiB; anything beyond is not a request
+CLOCK_SKEW_S = 300  # requests older or newer than this are stale; bounds the replay memory
 
 
 class EnrollmentSettings(BaseModel):
