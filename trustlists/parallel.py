@@ -27,9 +27,24 @@ def _cores() -> int:
 
 
 CORES = _cores()
-# Its own pool, separate from trustlists.blocking's: engine calls already run on that one, and a task must never
-# wait for a worker of the pool it runs on. Idle threads cost nothing; they are made on first use.
-_helpers = ThreadPoolExecutor(max_workers=max(1, CORES - 1), thread_name_prefix="otpki-cpu")
+
+
+def _new_pool() -> ThreadPoolExecutor:
+    # Its own pool, separate from trustlists.blocking's: engine calls already run on that one, and a task must
+    # never wait for a worker of the pool it runs on. Threads are made on first use.
+    return ThreadPoolExecutor(max_workers=max(1, CORES - 1), thread_name_prefix="otpki-cpu")
+
+
+_helpers = _new_pool()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has none of the parent's threads, but the pool would believe it does and never run a task.
+    global _helpers
+    _helpers = _new_pool()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _apply(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
