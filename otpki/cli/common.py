@@ -54,6 +54,15 @@ class LazyConsole:
     def print(self, *objects: Any, **kwargs: Any) -> None:
         self.rich.print(*objects, **kwargs)
 
+    # A real property, like the Console's: monkeypatch (tests widen the console) restores it by assignment.
+    @property
+    def width(self) -> int:
+        return self.rich.width
+
+    @width.setter
+    def width(self, value: int) -> None:
+        self.rich.width = value
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.rich, name)
 
