@@ -2,9 +2,7 @@
 
 engine: `engine.authority.issue_many` (per CSR: load + verify, policy and registration checks, build, sign,
         DER, a SQLite record, a key-index entry and a hash-chained audit record; one durable commit per 100
-        CSRs), OPC UA application profile. It verifies a batch's CSR signatures on every core
-        (`trustlists.parallel`); `one_core_*` is the same path held to one core. Also reported:
-        `issue_from_csr`, one fsync'd commit per certificate.
+        CSRs), OPC UA application profile. Also reported: `issue_from_csr`, one fsync'd commit per certificate.
 raw:    load CSR, verify its signature, build a leaf with the profile's extensions (BasicConstraints,
         KeyUsage, SKI, AKI, EKU, SAN URI+DNS), sign with the same CA key, DER-encode; nothing stored.
 
@@ -26,8 +24,6 @@ import hashlib
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib import resources
@@ -41,7 +37,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bench._common import ACTOR, config_with, emit, make_engine, note, parse_args, summary, timed, workdir
-from trustlists import parallel
 from trustlists.authority import CsrIssueRequest
 from trustlists.engine import Engine
 from trustlists.models import IssuedCertificate, KeyType
@@ -121,17 +116,6 @@ class RawStore:
         self.conn.execute("COMMIT")
 
 
-@contextmanager
-def one_core() -> Iterator[None]:
-    """The engine's parallel steps held to the calling thread."""
-    cores = parallel.CORES
-    parallel.CORES = 1
-    try:
-        yield
-    finally:
-        parallel.CORES = cores
-
-
 def extension_profile(der: bytes) -> list[tuple[str, bool, str]]:
     """The extensions (OID, critical, value) a certificate carries; the SKI differs per key, so only its OID."""
     cert = x509.load_der_x509_certificate(der)
@@ -197,7 +181,6 @@ def run_ca(ca_key_type: KeyType, csrs: list[bytes], fresh_sets: list[list[bytes]
             raw_store.save(*raw_issue(csr, issuer_cert, issuer_key, aki, lifetime), ca.id, owner.id)
 
         engine_s: list[float] = []
-        one_core_s: list[float] = []
         single_s: list[float] = []
         raw_s: list[float] = []
         raw_store_s: list[float] = []
@@ -209,8 +192,6 @@ def run_ca(ca_key_type: KeyType, csrs: list[bytes], fresh_sets: list[list[bytes]
             raw_s.append(t)
             t, engine_der = timed(engine_batch)
             engine_s.append(t)
-            with one_core():
-                one_core_s.append(timed(engine_batch)[0])
             single_s.append(timed(engine_single)[0])
             raw_store_s.append(timed(raw_store_batch)[0])
             t, reused = timed(partial(idempotent_batch, fresh_sets[rep]))
@@ -228,8 +209,6 @@ def run_ca(ca_key_type: KeyType, csrs: list[bytes], fresh_sets: list[list[bytes]
             "engine_certs_per_s": round(n / min(engine_s), 1),
             "raw_certs_per_s": round(n / min(raw_s), 1),
             "engine_s": summary(engine_s), "raw_s": summary(raw_s),
-            "one_core_certs_per_s": round(n / min(one_core_s), 1), "one_core_s": summary(one_core_s),
-            "one_core_ratio": round(min(raw_s) / min(one_core_s), 4),
             "single_certs_per_s": round(n / min(single_s), 1), "single_s": summary(single_s),
             "raw_store_certs_per_s": round(n / min(raw_store_s), 1),
             "idem_first_certs_per_s": round(n / min(idem_first_s), 1), "idem_first_s": summary(idem_first_s),
@@ -264,8 +243,6 @@ def main() -> None:
     emit(
         benchmark="issuance",
         engine={k: {"certs_per_s": v["engine_certs_per_s"], "seconds": v["engine_s"],
-                    "one_core_certs_per_s": v["one_core_certs_per_s"], "one_core_seconds": v["one_core_s"],
-                    "one_core_ratio": v["one_core_ratio"],
                     "one_call_per_certificate_certs_per_s": v["single_certs_per_s"],
                     "one_call_per_certificate_seconds": v["single_s"],
                     "idempotent_first_certs_per_s": v["idem_first_certs_per_s"],
@@ -285,7 +262,6 @@ def main() -> None:
             "certs_per_run": {k.value: n for k, n in sizes.items()}, "runs": reps, "statistic": "best run",
             "profile": GROUP, "leaf_key": "ec-p256 (CSRs generated before timing, PEM)",
             "owner": "one registered owner reused for every certificate",
-            "cores": parallel.CORES,
             "engine_path": f"Engine.authority.issue_many, {BATCH} CSRs per durable commit -> SQLite (WAL, "
                            "synchronous=FULL) + one hash-chained audit record per certificate; "
                            "one_call_per_certificate_*: issue_from_csr, one fsync'd commit per certificate",

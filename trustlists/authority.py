@@ -27,7 +27,6 @@ from trustlists.csr_checks import (
     check_csr,
     check_key,
     expected_uri,
-    verify_signatures,
 )
 from trustlists.der import load_csr, sha256_hex, spki_sha256
 from trustlists.errors import (
@@ -212,24 +211,14 @@ class CertificateAuthority:
             self._key_index_complete = True
         results: list[IssuedCertificate | OtpkiError | None] = [None] * len(requests)
         owners: dict[str, Owner] = {}
-        loaded: list[tuple[int, CsrIssueRequest, Owner, x509.CertificateSigningRequest]] = []
+        checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]] = []
         for i, req in enumerate(requests):
             try:
                 owner = owners.get(req.owner_id) or self._owner(req.owner_id)
                 owners[owner.id] = owner
-                self._ctx.config.group(owner.group)
-                loaded.append((i, req, owner, load_csr(req.csr)))
-            except OtpkiError as exc:
-                results[i] = exc
-        # The signatures of the whole batch at once, on every core; then the other rules, CSR by CSR.
-        signatures = verify_signatures([csr for *_, csr in loaded])
-        checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]] = []
-        for (i, req, owner, _csr), signed in zip(loaded, signatures, strict=True):
-            try:
-                if isinstance(signed, OtpkiError):
-                    raise signed
-                checked.append((i, req, owner, check_csr(signed, self._ctx.config.group(owner.group), owner.group,
-                                                         owner, reserved=self._ctx.config.reserved_names)))
+                policy = self._ctx.config.group(owner.group)
+                checked.append((i, req, owner, check_csr(load_csr(req.csr), policy, owner.group, owner,
+                                                                  reserved=self._ctx.config.reserved_names)))
             except OtpkiError as exc:
                 results[i] = exc
         keys: dict[int, KeyClaim] = {}  # slot -> who asks for which key, reuse mode only

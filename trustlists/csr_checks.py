@@ -19,7 +19,6 @@ from trustlists.der import common_name
 from trustlists.errors import CsrRejected, PolicyViolation, UriMismatch
 from trustlists.keys.algorithms import key_type_of
 from trustlists.models import KeyType, Owner
-from trustlists.parallel import map_over_cores
 from trustlists.policy import GroupPolicy, ReservedName
 
 
@@ -35,13 +34,6 @@ class ApprovedRequest:
     ip_addresses: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class VerifiedCsr:
-    """A CSR whose signature verified with its own public key; made only by `verify_signatures`."""
-
-    csr: x509.CertificateSigningRequest
-
-
 def verify_csr_signature(csr: x509.CertificateSigningRequest) -> None:
     try:
         ok = csr.is_signature_valid
@@ -50,19 +42,6 @@ def verify_csr_signature(csr: x509.CertificateSigningRequest) -> None:
     if not ok:
         raise CsrRejected("the CSR signature does not verify with the CSR's own public key "
                           "(the request was altered or damaged)", reason="bad_signature")
-
-
-def _verified(csr: x509.CertificateSigningRequest) -> VerifiedCsr | CsrRejected:
-    try:
-        verify_csr_signature(csr)
-    except CsrRejected as exc:
-        return exc
-    return VerifiedCsr(csr)
-
-
-def verify_signatures(csrs: Sequence[x509.CertificateSigningRequest]) -> list[VerifiedCsr | CsrRejected]:
-    """Each CSR's signature checked (in order), a batch's on every core: a quarter of an issuance's time."""
-    return map_over_cores(_verified, csrs)
 
 
 def check_key(policy: GroupPolicy, group: str, public_key: CertificatePublicKeyTypes) -> KeyType:
@@ -133,17 +112,13 @@ def _check_san_syntax(uris: list[str], dns: list[str]) -> None:
         names.dns_name(name, "the subjectAltName DNS name", convert=False)
 
 
-def check_csr(csr: x509.CertificateSigningRequest | VerifiedCsr, policy: GroupPolicy, group: str, owner: Owner, *,
+def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: str, owner: Owner, *,
               reserved: Sequence[ReservedName]) -> ApprovedRequest:
     """Every rule a CSR must pass, in the order that gives the most useful error first.
 
-    The signature first: a `VerifiedCsr` has passed it already (`verify_signatures`, for batches).
     `reserved`: the configuration's reserved names (`PkiConfig.reserved_names`).
     """
-    if isinstance(csr, VerifiedCsr):
-        csr = csr.csr
-    else:
-        verify_csr_signature(csr)
+    verify_csr_signature(csr)
     try:
         bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca:

@@ -39,17 +39,22 @@ class LazyConsole:
     rich objects that take one (Progress).
     """
 
+    _stderr: bool
+    _console: "Console | None"
+
     def __init__(self, *, stderr: bool = False) -> None:
-        object.__setattr__(self, "_stderr", stderr)
+        object.__setattr__(self, "_stderr", stderr)  # (our own __setattr__ forwards to the Console)
         object.__setattr__(self, "_console", None)
 
     @property
     def rich(self) -> "Console":
-        if self._console is None:
+        console = self._console
+        if console is None:
             from rich.console import Console
 
-            object.__setattr__(self, "_console", Console(stderr=self._stderr, markup=False))
-        return self._console  # type: ignore[return-value]
+            console = Console(stderr=self._stderr, markup=False)
+            object.__setattr__(self, "_console", console)
+        return console
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         self.rich.print(*objects, **kwargs)
