@@ -23,17 +23,6 @@ from trustlists.validation import ValidationOptions
 _log = logging.getLogger(__name__)
 
 
-def embedded_broker_owner_name(host: str, *, bootstrap: bool = False) -> str:
-    """The registered name (in the broker group) of the embedded broker's TLS identity on `host`; the bootstrap
-    listener has its own, so the two never renew each other's certificate."""
-    return f"{'bootstrap-broker' if bootstrap else 'broker'}-{host}"
-
-
-def mosquitto_owner_name(host: str) -> str:
-    """The registered name (in the broker group) of an operator's Mosquitto TLS identity on `host`."""
-    return f"mosquitto-{host}"
-
-
 def pem_of(der: bytes) -> bytes:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
 

@@ -85,6 +85,7 @@ class _Prepared:
     owner: Owner
     record: CertificateRecord
     der: bytes
+    spki_sha256: str  # of the key the certificate certifies (the key index's entry)
     chain: list[bytes]
     supersedes: str | None
     details: dict[str, object]
@@ -348,7 +349,8 @@ class CertificateAuthority:
         if supersedes:
             details["supersedes"] = supersedes
         details.update(extra_audit or {})
-        return _Prepared(request=request, owner=owner, record=record, der=der, chain=issuer.chain,
+        return _Prepared(request=request, owner=owner, record=record, der=der,
+                         spki_sha256=spki_sha256(request.public_key), chain=issuer.chain,
                          supersedes=supersedes, details=details, at=now)
 
     def _issuer(self, owner: Owner) -> _Issuer:
@@ -382,7 +384,7 @@ class CertificateAuthority:
                     if current.superseded_by is not None or current.revoked_at is not None:
                         raise InvalidState(f"certificate {p.supersedes} was renewed or revoked meanwhile")
                 fresh.append(p)
-            tx.insert_certificates([(p.record, p.der) for p in fresh])
+            tx.insert_certificates([(p.record, p.der, p.spki_sha256) for p in fresh])
             for p in fresh:
                 if p.supersedes is not None:
                     tx.mark_superseded(p.supersedes, p.record.serial)

@@ -68,6 +68,7 @@ from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
 from trustlists.csr_checks import ApprovedRequest, build_server_keygen_request, check_csr
 from trustlists.der import load_csr
+from trustlists.enums import RequestStatus as RequestStatus  # exported here with the request model
 from trustlists.errors import (
     AlreadyExists,
     InvalidInput,
@@ -91,14 +92,6 @@ _SERIAL_ATTEMPTS = 5
 class RequestKind(StrEnum):
     CSR = "csr"
     NEW_KEY = "new-key"
-
-
-class RequestStatus(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"  # decided; the certificate is made when the owner collects it (new-key requests)
-    REJECTED = "rejected"
-    ISSUED = "issued"
-    EXPIRED = "expired"  # can no longer be completed (its key password was lost): submit a new request
 
 
 class CertificateRequest(BaseModel):
@@ -360,7 +353,7 @@ class CertificateRequests:
             serial = prepared.record.serial
             try:
                 with self._ctx.store.transaction() as tx:
-                    tx.insert_certificates([(prepared.record, prepared.der)])
+                    tx.insert_certificates([(prepared.record, prepared.der, prepared.spki_sha256)])
                     if insert:
                         tx.insert_cert_request(_row(req.model_copy(update={
                             "status": RequestStatus.ISSUED, "serial": serial, "issued_at": at})))

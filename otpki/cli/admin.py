@@ -1,14 +1,9 @@
 """init, ca, owners, crl, audit."""
 
-from __future__ import annotations
-
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
-import tomli_w
 import typer
-from rich.table import Table
 
 from otpki.cli.common import (
     EXIT_PROBLEM,
@@ -24,11 +19,7 @@ from otpki.cli.common import (
     settings,
     styled,
 )
-from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
-from otpki.runtime import open_engine
-from trustlists.bootstrap_allowlist import allow_list
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
-from trustlists.safe_files import write_secret
 
 ca_app = typer.Typer(help="The CA hierarchy: list CAs, create issuing CAs.", no_args_is_help=True)
 owners_app = typer.Typer(help="Registered applications, devices and users.", no_args_is_help=True)
@@ -43,7 +34,7 @@ def init(
              "there)")] = None,
     site: Annotated[list[str] | None, typer.Option("--site", help="A plant site (repeatable)")] = None,
     organization: Annotated[str | None, typer.Option(help="Organization name in CA subjects")] = None,
-    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of \\[keys.pkcs11]")] = False,
+    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of [keys.pkcs11]")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Create a data directory with an offline root CA and an issuing CA per certificate group.
@@ -51,6 +42,14 @@ def init(
     The CA key passphrase comes from OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE (never the command line);
     with --hsm the keys are created in the token and the PIN comes from OTPKI_HSM_PIN.
     """
+    import tomllib
+
+    import tomli_w
+
+    from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
+    from otpki.runtime import open_engine
+    from trustlists.safe_files import write_secret
+
     s = settings(must_exist=False)
     data_dir = s.data_dir
     if (data_dir / "otpki.db").exists():
@@ -97,6 +96,8 @@ def _ca_json(ca) -> dict:  # type: ignore[no-untyped-def]
 
 
 def _print_cas(cas) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
     table = Table("id", "name", "group", "site", "key", "backend", "valid until", "active")
     for ca in cas:
         table.add_row(ca.id, ca.name, ca.group or "-", ca.site or "-", ca.key_type.value, ca.key_backend,
@@ -135,7 +136,7 @@ def owners_add(
     uri: Annotated[str | None, typer.Option(help="ApplicationUri (OPC UA applications)")] = None,
     dns: Annotated[list[str] | None, typer.Option("--dns", help="Registered DNS name (repeatable)")] = None,
     ip: Annotated[list[str] | None, typer.Option("--ip", help="Registered IP address (repeatable)")] = None,
-    site: Annotated[str | None, typer.Option(help="Plant site (one of \\[pki] sites)")] = None,
+    site: Annotated[str | None, typer.Option(help="Plant site (one of [pki] sites)")] = None,
     bootstrap_cn: Annotated[list[str] | None, typer.Option(
         "--bootstrap-cn", help="MQTT devices: subject CN of the manufacturer IDevID that may enroll this device "
                                "(repeatable)")] = None,
@@ -185,6 +186,8 @@ def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: i
             raise InvalidInput(f"--bootstrap-cn {cn!r} is a registered name in {group}; an IDevID with that CN "
                                "would act as that identity on Mosquitto", reason="bootstrap_cn_is_registered_name")
         for other in owners:
+            from trustlists.bootstrap_allowlist import allow_list
+
             if any(entry.subject_cn == cn for entry in allow_list(other)):
                 raise InvalidInput(f"--bootstrap-cn {cn!r} already belongs to {other.name}",
                                    reason="bootstrap_cn_ambiguous")
@@ -212,6 +215,8 @@ def owners_list(group: GroupOption = None,
         print_json([{**o.model_dump(mode="json"),
                      "bootstrap_pin": pins[o.id].model_dump(mode="json") if o.id in pins else None} for o in owners])
         return
+    from rich.table import Table
+
     table = Table("name", "kind", "group", "site", "application uri", "bootstrap", "id")
     for o in owners:
         table.add_row(o.name, o.kind.value, o.group, o.site or "-", o.application_uri or "-",
@@ -221,6 +226,8 @@ def owners_list(group: GroupOption = None,
 
 def _bootstrap_state(owner, pin) -> str:  # type: ignore[no-untyped-def]
     """"pinned <sha256 prefix>" once enrolled with a bootstrap certificate, "armed" while it may enroll."""
+    from trustlists.bootstrap_allowlist import allow_list
+
     if pin is not None:
         return f"pinned {pin.fingerprint_sha256[:16]}…"
     return "armed" if allow_list(owner) else "-"
@@ -304,6 +311,8 @@ def audit_log(json_out: JsonFlag = False,
     if json_out:
         print_json([r.model_dump(mode="json") for r in records])
         return
+    from rich.table import Table
+
     table = Table("seq", "at", "actor", "action", "subject")
     for r in records:
         table.add_row(str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.subject)

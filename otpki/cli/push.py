@@ -1,19 +1,9 @@
 """targets add/list and push: deliver certificates and trust lists to PLCs that cannot pull."""
 
-from __future__ import annotations
-
-import asyncio
-import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-from opcua_gds.endpoint_url import parse_opc_tcp_url
-from opcua_gds.own_identity import ensure_identity
-from opcua_gds.push.rollout import KIND, Rollout, RolloutReport, TargetOutcome
-from opcua_gds.push.server_identity import display_fingerprint
 from otpki.cli.common import (
     EXIT_PROBLEM,
     DnsOption,
@@ -28,11 +18,12 @@ from otpki.cli.common import (
     print_json,
     styled,
 )
-from trustlists.blocking import run_blocking
-from trustlists.engine import Engine
 from trustlists.errors import NotFound
-from trustlists.models import OwnerRegistration
-from trustlists.targets import DeliveryTarget, TargetPin, normalize_fingerprint
+
+if TYPE_CHECKING:
+    from opcua_gds.push.rollout import Rollout, RolloutReport, TargetOutcome
+    from trustlists.engine import Engine
+    from trustlists.targets import DeliveryTarget, TargetPin
 
 ServerSha256Option = Annotated[str | None, typer.Option(
     "--server-sha256", help="SHA-256 fingerprint of the certificate the PLC presents (64 hex digits, colons "
@@ -60,6 +51,11 @@ def targets_add(
     with --server-sha256 (read it from the PLC's display or commissioning sheet). Without it, the first push
     pins what the PLC presents then (trust on first use) and prints the fingerprint to compare.
     """
+    from opcua_gds.endpoint_url import parse_opc_tcp_url
+    from opcua_gds.push.rollout import KIND
+    from trustlists.models import OwnerRegistration
+    from trustlists.targets import normalize_fingerprint
+
     parse_opc_tcp_url(endpoint)  # before anything is registered; the ValueError says what is wrong
     if server_sha256 is not None:
         normalize_fingerprint(server_sha256)  # a typo is refused before the PLC is registered
@@ -88,6 +84,9 @@ def targets_repin(
     Needed when a push is refused with BadCertificateUntrusted because the PLC's certificate changed. The pin
     holds until otpki delivers a certificate to the PLC; the target is due at once.
     """
+    from opcua_gds.push.server_identity import display_fingerprint
+    from trustlists.targets import normalize_fingerprint
+
     fingerprint = normalize_fingerprint(server_sha256)
     with engine() as (eng, s):
         found = _find_target(eng, target)
@@ -95,7 +94,9 @@ def targets_repin(
     console.print(f"push target {found.address} pinned to SHA-256 {display_fingerprint(pin.fingerprint_sha256)}")
 
 
-def _find_target(eng: Engine, name_or_endpoint: str) -> DeliveryTarget:
+def _find_target(eng: "Engine", name_or_endpoint: str) -> "DeliveryTarget":
+    from opcua_gds.push.rollout import KIND
+
     targets = eng.targets.list(kind=KIND)
     by_address = [t for t in targets if t.address == name_or_endpoint]
     if by_address:
@@ -109,7 +110,7 @@ def _find_target(eng: Engine, name_or_endpoint: str) -> DeliveryTarget:
     raise NotFound(f"no push target with endpoint or name {name_or_endpoint!r}")
 
 
-def _identity(t: DeliveryTarget) -> str:
+def _identity(t: "DeliveryTarget") -> str:
     """How the target's server is recognised: its pin, its engine certificate, or its first contact."""
     if t.pin is not None:
         return _describe_pin(t.pin)
@@ -118,7 +119,7 @@ def _identity(t: DeliveryTarget) -> str:
     return "first contact (not pinned)"
 
 
-def _describe_pin(pin: TargetPin) -> str:
+def _describe_pin(pin: "TargetPin") -> str:
     return f"pinned {pin.fingerprint_sha256[:16]}… ({pin.source.value.replace('_', ' ')})"
 
 
@@ -126,11 +127,15 @@ def _describe_pin(pin: TargetPin) -> str:
 @handle_errors
 def targets_list(json_out: JsonFlag = False) -> None:
     """Push targets and what they last received."""
+    from opcua_gds.push.rollout import KIND
+
     with engine() as (eng, _):
         targets = eng.targets.list(kind=KIND)
     if json_out:
         print_json([t.model_dump(mode="json") for t in targets])
         return
+    from rich.table import Table
+
     table = Table("address", "group", "site", "state", "attempts", "next attempt", "serial", "trust v",
                   "server identity", "last error")
     for t in targets:
@@ -154,6 +159,10 @@ def push(
         min=1.0)] = None,
 ) -> None:
     """Push certificates and trust lists: trust list first, then CSR -> issue -> UpdateCertificate -> ApplyChanges."""
+    import asyncio
+
+    from opcua_gds.endpoint_url import parse_opc_tcp_url
+
     if not (endpoint or all_ or group or site):
         raise ValueError("name an ENDPOINT or use --all, --group or --site")
     if endpoint is not None:
@@ -173,6 +182,8 @@ def push(
     if json_out:
         print_json(report.model_dump(mode="json"))
     else:
+        from rich.table import Table
+
         table = Table("address", "reason", "result", "seconds")
         for o in report.outcomes:
             result = styled("delivered", "green") if o.ok else styled(o.error or "failed", "red")
@@ -184,8 +195,10 @@ def push(
         raise typer.Exit(EXIT_PROBLEM)
 
 
-def _warn_first_contacts(outcomes: list[TargetOutcome]) -> None:
+def _warn_first_contacts(outcomes: "list[TargetOutcome]") -> None:
     """Trust on first use is only as good as the operator's comparison: say what was pinned, on stderr."""
+    from opcua_gds.push.server_identity import display_fingerprint
+
     for o in outcomes:
         if o.first_contact_sha256 is not None:
             err_console.print(f"warning: {o.address} was not pinned; its certificate was pinned at this first contact:"
@@ -194,7 +207,11 @@ def _warn_first_contacts(outcomes: list[TargetOutcome]) -> None:
                               highlight=False, soft_wrap=True)
 
 
-async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
+async def _new_rollout(eng, s) -> "Rollout":  # type: ignore[no-untyped-def]
+    from opcua_gds.own_identity import ensure_identity
+    from opcua_gds.push.rollout import Rollout
+    from trustlists.blocking import run_blocking
+
     settings = s.file.push
     cert, key = await run_blocking(ensure_identity, eng, s.data_dir / "push" / "own", name="otpki-push",
                                    application_uri=settings.application_uri, host="localhost")
@@ -203,13 +220,16 @@ async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
 
 
 async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import signal
+
     rollout = await _new_rollout(eng, s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def report(r: RolloutReport) -> None:
+    def report(r: "RolloutReport") -> None:
         _warn_first_contacts(r.outcomes)
         if json_out:
             print_json(r.model_dump(mode="json"))
@@ -223,9 +243,11 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
     await rollout.serve(interval_s=every, stop=stop, on_report=report, group=group, site=site)
 
 
-async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> RolloutReport:  # type: ignore[no-untyped-def]
+async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> "RolloutReport":  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     rollout = await _new_rollout(eng, s)
-    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console,
+    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console.rich,
                   disable=quiet) as progress:
         task = progress.add_task("push", total=None)
         return await rollout.run(group=group, site=site, address=endpoint, force=force,
