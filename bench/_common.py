@@ -30,12 +30,11 @@ from trustlists.engine import Engine
 from trustlists.models import KeyType
 from trustlists.policy import PkiConfig, load_default_config
 from trustlists.serials import random_serial, serial_hex
-from trustlists.store.sql import _CERT_COLUMNS
 
 ACTOR = "bench"
 SPREAD_S = 3 * 365 * 86400
 DUMMY_DER = b"\x30\x1e" + b"\x00" * 30  # 32 bytes
-_INSERT = (f"INSERT INTO certificates ({_CERT_COLUMNS}, der) "
+_INSERT = (f"INSERT INTO certificates ({testing.CERTIFICATE_COLUMNS}, der) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ACTOR, emit, fill_certificates, note, parse_args, workdir
-from trustlists.store.sql import _CERT_COLUMNS
+from trustlists.testing import CERTIFICATE_COLUMNS
 
 TARGET_S = 0.5
 DER_BYTES = 600
@@ -93,7 +93,7 @@ def main() -> None:
         table_cmd = [*otpki, "-d", str(data_dir), "certs", "list"]
         json_cmd = [*table_cmd, "--json"]
         conn = sqlite3.connect(str(data_dir / "otpki.db"))
-        sql = f"SELECT {_CERT_COLUMNS} FROM certificates ORDER BY not_after, serial"
+        sql = f"SELECT {CERTIFICATE_COLUMNS} FROM certificates ORDER BY not_after, serial"
 
         def bare_query() -> tuple[float, int]:
             start = time.perf_counter()
