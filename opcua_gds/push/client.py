@@ -143,7 +143,8 @@ def _wrap(step: str, exc: BaseException) -> PushError:
         return exc
     code = _code_of(exc)
     if code is not None:
-        return PushError(step, status_name(code), str(exc), code)
+        # The notes carry what the server said besides the code (its reason for refusing a SecureChannel).
+        return PushError(step, status_name(code), " ".join([str(exc), *getattr(exc, "__notes__", [])]), code)
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return PushError(step, "Timeout", str(exc))
     return PushError(step, type(exc).__name__, str(exc))

@@ -160,7 +160,11 @@ async def test_unseeded_client_is_rejected_and_listed(node_peer: NodePeer, tmp_p
                                    username=ADMIN[0], password=ADMIN[1],
                                    server_check=expect_certificate(node_peer.server_sha256))
     except PushError as exc:
-        assert exc.step == "connect"
+        # node-opcua refuses OpenSecureChannel with an ERR message in its own layout: the status and its reason
+        # must come through, not "connection lost".
+        assert (exc.step, exc.status, exc.code) == ("connect", "BadSecurityChecksFailed",
+                                                    ua.StatusCodes.BadSecurityChecksFailed), exc
+        assert "The server's reason: certificate invalid" in exc.detail
     else:
         raise AssertionError("an unknown client certificate was accepted")
     client = await _session(node_peer, ADMIN)
