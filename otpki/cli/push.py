@@ -188,6 +188,9 @@ def push(
         raise typer.Exit(EXIT_PROBLEM)
 
 
+_SKIPPED_SHOWN = 10  # a fleet with many targets backing off gets a count, not a page per run
+
+
 def _print_report(report: RolloutReport) -> None:
     if report.outcomes:
         table = Table("address", "reason", "result", "seconds")
@@ -197,15 +200,18 @@ def _print_report(report: RolloutReport) -> None:
     again = "; those are pushed again after a backoff" if report.failed or report.not_applied else ""
     console.print(f"{report.delivered} delivered, {report.not_applied} trust list not applied, {report.failed} failed"
                   f"{again}, {report.seconds} s")
-    for skipped in report.skipped:
+    for skipped in report.skipped[:_SKIPPED_SHOWN]:
         err_console.print(_skipped(skipped), highlight=False, soft_wrap=True)
+    if len(report.skipped) > _SKIPPED_SHOWN:
+        err_console.print(f"... and {len(report.skipped) - _SKIPPED_SHOWN} more skipped: `otpki targets list` "
+                          "shows every target's state and next attempt", highlight=False, soft_wrap=True)
 
 
 def _result(o: TargetOutcome) -> str:
     if o.result == "delivered":
         return styled("delivered", "green")
     if o.result == "not_applied":
-        return styled(f"certificate delivered, {o.error}", "yellow")
+        return styled(o.error or "trust list not applied", "yellow")
     return styled(o.error or "failed", "red")
 
 
@@ -252,8 +258,7 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
                               f"{r.failed} failed, {r.seconds} s")
             for o in r.outcomes:
                 if not o.ok:
-                    prefix = "certificate delivered, " if o.result == "not_applied" else ""
-                    err_console.print(f"  {o.address}: {prefix}{o.error}", highlight=False, soft_wrap=True)
+                    err_console.print(f"  {o.address}: {o.error}", highlight=False, soft_wrap=True)
 
     err_console.print(f"pushing to due targets every {every:g} s; Ctrl-C stops")
     await rollout.serve(interval_s=every, stop=stop, on_report=report, group=group, site=site)
