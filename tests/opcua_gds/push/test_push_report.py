@@ -48,7 +48,7 @@ PlantFactory = Callable[[dict[str, dict]], Awaitable[Plant]]
 
 
 @pytest.fixture
-async def plant(tmp_path: Path) -> AsyncIterator[PlantFactory]:
+async def start_plant(tmp_path: Path) -> AsyncIterator[PlantFactory]:
     """Starts PLCs (name -> PlcSimulator options) registered as push targets; credentials "wrong" for
     plc-wrong-user. Stops them and closes the engine at the end of the test."""
     clock = Clock()
@@ -97,8 +97,8 @@ def trusts(plc: PlcSimulator, content: TrustListContent) -> None:
     plc.push.check.rebuild()
 
 
-async def test_a_refused_push_names_the_status_the_plc_answered(plant: PlantFactory, tmp_path: Path) -> None:
-    plant = await plant({"plc-other-plant": {}, "plc-no-crl": {}, "plc-wrong-user": {}})
+async def test_a_refused_push_names_the_status_the_plc_answered(start_plant: PlantFactory, tmp_path: Path) -> None:
+    plant = await start_plant({"plc-other-plant": {}, "plc-no-crl": {}, "plc-wrong-user": {}})
     other = make_engine(tmp_path / "other-plant")
     other.hierarchy.initialize(actor="test")
     trusts(plant.plcs["plc-other-plant"], other.trustlists.get(GROUP).content)
@@ -120,8 +120,8 @@ async def test_a_refused_push_names_the_status_the_plc_answered(plant: PlantFact
         assert "connection lost" not in target.last_error
 
 
-async def test_a_trust_list_the_plc_did_not_apply_is_reported_and_stays_due(plant: PlantFactory) -> None:
-    plant = await plant({"plc-drops-trust-list": {"faults": PlcFaults(drop_later_trust_lists=2)}})
+async def test_a_trust_list_the_plc_did_not_apply_is_reported_and_stays_due(start_plant: PlantFactory) -> None:
+    plant = await start_plant({"plc-drops-trust-list": {"faults": PlcFaults(drop_later_trust_lists=2)}})
     plc = plant.plcs["plc-drops-trust-list"]
     target_id = plant.targets["plc-drops-trust-list"]
     first = await plant.rollout.run()
