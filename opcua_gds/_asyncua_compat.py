@@ -2,7 +2,8 @@
 
 asyncua has no public API for what the GDS and the push target need: who is calling a method (session user,
 SecureChannel security mode and client certificate), when a session ends, swapping a running server's
-certificate, and the list of open SecureChannels. otpki reaches into asyncua's internals for these, and only
+certificate, and the list of open SecureChannels; nor for what the push client needs: the status a server
+refuses its SecureChannel with. otpki reaches into asyncua's internals for these, and only
 here. At import, `_check()` verifies that every class, method, parameter list and instance attribute used below
 still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version this module was
 written for otherwise; pyproject.toml pins asyncua to that version. tests/opcua_gds/test_asyncua_compat.py
@@ -16,6 +17,7 @@ certificate" or "no session", because each of those would keep old trust alive o
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import logging
 import textwrap
@@ -27,14 +29,16 @@ from importlib.metadata import version
 from typing import Any
 
 from asyncua import Client, Server, ua
-from asyncua.client.ua_client import UaClient
+from asyncua.client.ua_client import UaClient, UASocketProtocol
 from asyncua.common.connection import SecureConnection
+from asyncua.common.utils import Buffer
 from asyncua.crypto.security_policies import SecurityPolicy
 from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 
 WRITTEN_FOR = "2.1.0"
 log = logging.getLogger(__name__)
@@ -270,6 +274,101 @@ def register_structure(name: str, cls: type, encoding_id: ua.NodeId, data_type_i
     ua.register_extension_object(name, encoding_id, cls, data_type_id)
 
 
+# -- 9. Why a server refused the SecureChannel -------------------------------------------------------------------
+# A server that refuses a client (its certificate, its chain, its CRLs) says why in a StatusCode; asyncua's client
+# keeps it only for the plain ERR message, and drops the server's Reason even then. Two refusals lose the status:
+# - node-opcua (2.157) refuses OpenSecureChannel with a message of type ERR laid out as an OPN chunk (SecureChannelId,
+#   asymmetric security header, sequence header, a ServiceFault in clear). `SecureConnection.
+#   receive_from_header_and_body` reads it as ErrorMessage(Error=<the channel id>, Reason=<the policy URI>): Error 2
+#   is Good, nothing is raised, and the caller only sees the socket close ("connection lost").
+# - A ServiceFault in place of the OpenSecureChannelResponse (OPC 10000-6 6.7.4: after the server verified the
+#   message security) resolves the pending OpenSecureChannel with a body asyncua cannot parse as a response.
+# `UASocketProtocol._process_received_data` hands each decoded message to `_process_received_message` inside a
+# `try` that fails every pending request with a UaStatusCodeError raised there, and closes the socket. So the ERR body
+# is decoded whole here (both layouts), and an ERR or an OPN ServiceFault raises the server's status there, with the
+# server's reason as an exception note. Patched for every asyncua client in the process: it changes only how a
+# refusal is reported (asyncua's server reads a client's ERR with the same decoder, and only logs it).
+
+_SERVICE_FAULT = ua.NodeId(ua.ObjectIds.ServiceFault_Encoding_DefaultBinary)
+REFUSAL_NOTE = "The server's reason: "
+
+
+def decode_error_message(body: Buffer) -> ua.ErrorMessage:
+    """An ERR message body, in the Part 6 layout (Error, Reason) or node-opcua's (an OPN chunk holding a ServiceFault).
+
+    An ERR always reports a failure: one whose status cannot be read is BadUnknownResponse, never Good.
+    """
+    # A body that is not in a layout raises anywhere in its decoding: then it is tried in the next.
+    with contextlib.suppress(Exception):
+        message = struct_from_binary(ua.ErrorMessage, body.copy())
+        if message.Error.is_bad():
+            return message
+    with contextlib.suppress(Exception):
+        chunk = body.copy()
+        chunk.skip(4)  # SecureChannelId
+        struct_from_binary(ua.AsymmetricAlgorithmHeader, chunk)
+        struct_from_binary(ua.SequenceHeader, chunk)
+        fault = _service_fault(chunk)
+        if fault is not None and fault.ServiceResult.is_bad():
+            return ua.ErrorMessage(fault.ServiceResult, "; ".join(s for s in fault.StringTable or [] if s))
+    return ua.ErrorMessage(ua.StatusCode(ua.StatusCodes.BadUnknownResponse),
+                           "the server sent an ERR message otpki cannot decode")
+
+
+def _service_fault(body: Buffer) -> ua.ResponseHeader | None:
+    """The ResponseHeader of a ServiceFault body (None for any other body); `body` is not consumed."""
+    data = body.copy()
+    if nodeid_from_binary(data) != _SERVICE_FAULT:
+        return None
+    header: ua.ResponseHeader = struct_from_binary(ua.ResponseHeader, data)
+    return header
+
+
+def refusal(status: ua.StatusCode, reason: str | None) -> ua.UaStatusCodeError:
+    """The error a refused request fails with: the server's status (asyncua's class for it) and its reason."""
+    error = ua.UaStatusCodeError(status.value)
+    if reason:
+        error.add_note(REFUSAL_NOTE + reason)
+    return error
+
+
+def read_channel_refusals() -> None:
+    """Make every asyncua client in this process fail with the status and reason a server refuses it with."""
+    _install_error_decoder()
+    original = UASocketProtocol._process_received_message
+    if getattr(original, _MARK, False):
+        return
+
+    def process_received_message(self: UASocketProtocol, msg: Any) -> None:
+        # Raised here, the refusal fails every pending request and closes the socket (_process_received_data).
+        if isinstance(msg, ua.ErrorMessage):
+            raise refusal(msg.Error, msg.Reason)
+        if isinstance(msg, ua.Message) and isinstance(msg.SecurityHeader(), ua.AsymmetricAlgorithmHeader):
+            fault = _service_fault(msg.body())
+            if fault is not None:
+                raise refusal(fault.ServiceResult, "; ".join(s for s in fault.StringTable or [] if s))
+        original(self, msg)
+
+    setattr(process_received_message, _MARK, True)
+    UASocketProtocol._process_received_message = process_received_message  # type: ignore[method-assign]
+
+
+def _install_error_decoder() -> None:
+    original = SecureConnection.receive_from_header_and_body
+    if getattr(original, _MARK, False):
+        return
+
+    def receive_from_header_and_body(self: SecureConnection, header: ua.Header, body: Buffer) -> Any:
+        if header.MessageType != ua.MessageType.Error:
+            return original(self, header, body)
+        message = decode_error_message(body.copy(header.body_size))
+        body.skip(min(header.body_size, len(body)))  # all of it: the rest is no next message
+        return message
+
+    setattr(receive_from_header_and_body, _MARK, True)
+    SecureConnection.receive_from_header_and_body = receive_from_header_and_body  # type: ignore[method-assign]
+
+
 # -- the import-time check ------------------------------------------------------------------------------------------
 
 def _parameters(func: Any) -> list[str]:
@@ -346,6 +445,10 @@ def _check() -> None:
     register = ua.register_extension_object
     if _parameters(register) != ["name", "encoding_nodeid", "class_type", "datatype_nodeid"]:
         raise AsyncuaIncompatible(f"changed ua.register_extension_object{inspect.signature(register)}")
+    # 9. channel refusals
+    _require_method(SecureConnection, "receive_from_header_and_body", ["self", "header", "body"], coroutine=False)
+    _require_method(UASocketProtocol, "_process_received_message", ["self", "msg"], coroutine=False)
+    _require_method(UASocketProtocol, "_process_received_data", ["self", "data"], coroutine=False)
 
 
 _check()

@@ -149,6 +149,13 @@ def check_targets(engine: Engine, *, probe: bool, timeout_s: float = 2.0) -> Ite
             yield Finding(check="push-target", subject=subject, level="fail",
                           detail=f"{target.attempts} failed attempt(s), next {target.next_attempt_at:%Y-%m-%d %H:%M} "
                                  f"UTC; last error: {target.last_error}")
+        elif target.state is TargetState.NOT_APPLIED:
+            # It holds its certificate and answers Good, but keeps an older trust list: it may trust what was
+            # revoked since. Not a fail: it is retried, and the plant runs; an operator should look at the PLC.
+            name = engine.registry.get(target.owner_id).name
+            yield Finding(check="push-target", subject=subject, level="warn",
+                          detail=f"{name}: {target.last_error}; pushed again after "
+                                 f"{target.next_attempt_at:%Y-%m-%d %H:%M} UTC (`otpki push {name}` pushes it now)")
         elif target.state is TargetState.DELIVERED:
             yield Finding(check="push-target", subject=subject, level="ok", detail="up to date when last pushed")
         else:

@@ -114,6 +114,11 @@ class PushResult(BaseModel):
     trust_list_applied: bool | None = None  # None: no trust list given; False: the server did not apply it
     steps: list[StepOutcome] = Field(default_factory=list)
 
+    @property
+    def not_applied_detail(self) -> str:
+        """What the read-back of a trust list the server did not apply showed ("" when it was applied)."""
+        return next((s.detail for s in self.steps if s.step == "verify_trust_list" and s.status == "NotApplied"), "")
+
 
 SERVER_IDENTITY = "server_identity"  # the step of a refused server certificate
 
@@ -143,7 +148,8 @@ def _wrap(step: str, exc: BaseException) -> PushError:
         return exc
     code = _code_of(exc)
     if code is not None:
-        return PushError(step, status_name(code), str(exc), code)
+        # The notes carry what the server said besides the code (its reason for refusing a SecureChannel).
+        return PushError(step, status_name(code), " ".join([str(exc), *getattr(exc, "__notes__", [])]), code)
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return PushError(step, "Timeout", str(exc))
     return PushError(step, type(exc).__name__, str(exc))
@@ -499,25 +505,40 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
                                                                                                  seen.trust_list)
     steps.append(StepOutcome(step="reconnect"))
     steps.append(StepOutcome(step="verify_certificate", detail=issued_fp))
-    _note_trust_list(steps, trust_list, trust_list_applied)
+    _note_trust_list(steps, trust_list, trust_list_applied, seen.trust_list)
     return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=session.accepted,
                       new_fingerprint=fingerprint(seen.certificate_der), issued_fingerprint=issued_fp,
                       certificate_presented=fingerprint(seen.certificate_der) == issued_fp,
                       trust_list_written=trust_list_written, trust_list_applied=trust_list_applied, steps=steps)
 
 
-def _note_trust_list(steps: list[StepOutcome], trust_list: TrustListContent | None, applied: bool | None) -> None:
+def _note_trust_list(steps: list[StepOutcome], trust_list: TrustListContent | None, applied: bool | None,
+                     read: TrustListContent | None) -> None:
     if trust_list is not None:
         steps.append(StepOutcome(step="verify_trust_list", status="Good" if applied else "NotApplied",
-                                 detail="" if applied else
-                                 "the server accepted the trust list but reads back different content"))
+                                 detail="" if applied else not_applied_detail(trust_list, read)))
+
+
+def not_applied_detail(written: TrustListContent, read: TrustListContent | None) -> str:
+    """What a server that accepted a trust list and did not apply it reads back, list by list."""
+    if read is None:
+        return "the server accepted the trust list, but it could not be read back"
+    differences = []
+    for field, bit, label in (("trusted_certificates", 1, "trusted certificates"), ("trusted_crls", 2, "trusted CRLs"),
+                              ("issuer_certificates", 4, "issuer certificates"), ("issuer_crls", 8, "issuer CRLs")):
+        sent, got = getattr(written, field), getattr(read, field)
+        if written.specified_lists & bit and sorted(sent) != sorted(got):
+            differences.append(f"{len(got)} {label} where {len(sent)} were written" if len(got) != len(sent)
+                               else f"other {label} than were written")
+    return "the server answered Good but reads back " + ", ".join(differences)
 
 
 async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
                           client_app_uri: str, username: str, password: str, server_check: ServerCheck,
                           trust_list: TrustListContent, reconnect_attempts: int = 15,
                           reconnect_delay_s: float = 1.0) -> PushResult:
-    """Only the trust list (after a revocation or a CA change): write, ApplyChanges, read it back."""
+    """Only the trust list (after a revocation or a CA change): write, ApplyChanges (when the server asks for it),
+    read it back."""
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
                        password=password, server_check=server_check)
@@ -528,8 +549,11 @@ async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client
         steps.append(StepOutcome(step="read_capabilities"))
         apply_required = await push.write_trust_list(trust_list, caps.max_trust_list_size)
         steps.append(StepOutcome(step="write_trust_list", detail=f"ApplyChangesRequired={apply_required}"))
-        await push.apply_changes()
-        steps.append(StepOutcome(step="apply_changes"))
+        # ApplyChangesRequired False (TrustListType CloseAndUpdate, OPC 10000-12): the server uses the new trust list
+        # without ApplyChanges, and one with nothing staged may refuse it (Bad_NothingToDo).
+        if apply_required:
+            await push.apply_changes()
+            steps.append(StepOutcome(step="apply_changes"))
     finally:
         await _quiet_disconnect(client)
     current = session.accepted
@@ -539,7 +563,7 @@ async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client
         raise error
     applied = None if seen.trust_list is None else _same_lists(trust_list, seen.trust_list)
     steps.append(StepOutcome(step="reconnect"))
-    _note_trust_list(steps, trust_list, applied)
+    _note_trust_list(steps, trust_list, applied, seen.trust_list)
     return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=current,
                       new_fingerprint=fingerprint(seen.certificate_der), issued_fingerprint=current,
                       certificate_presented=fingerprint(seen.certificate_der) == current, trust_list_written=True,

@@ -21,7 +21,7 @@ from otpki.cli.common import (
 from trustlists.errors import NotFound
 
 if TYPE_CHECKING:
-    from opcua_gds.push.rollout import Rollout, RolloutReport, TargetOutcome
+    from opcua_gds.push.rollout import Rollout, RolloutReport, SkippedTarget, TargetOutcome
     from trustlists.engine import Engine
     from trustlists.targets import DeliveryTarget, TargetPin
 
@@ -123,10 +123,16 @@ def _describe_pin(pin: "TargetPin") -> str:
     return f"pinned {pin.fingerprint_sha256[:16]}… ({pin.source.value.replace('_', ' ')})"
 
 
+# "trust v" shows the version a not-applied target applied last; the state says the newer one did not take.
+_STATE_LABEL = {"not_applied": "trust list not applied"}
+
+
 @targets_app.command("list")
 @handle_errors
 def targets_list(json_out: JsonFlag = False) -> None:
     """Push targets and what they last received."""
+    from rich.table import Table
+
     from opcua_gds.push.rollout import KIND
 
     with engine() as (eng, _):
@@ -134,12 +140,11 @@ def targets_list(json_out: JsonFlag = False) -> None:
     if json_out:
         print_json([t.model_dump(mode="json") for t in targets])
         return
-    from rich.table import Table
-
     table = Table("address", "group", "site", "state", "attempts", "next attempt", "serial", "trust v",
                   "server identity", "last error")
     for t in targets:
-        table.add_row(t.address, t.group, t.site or "-", t.state.value, str(t.attempts),
+        state = _STATE_LABEL.get(t.state.value, t.state.value)
+        table.add_row(t.address, t.group, t.site or "-", state, str(t.attempts),
                       f"{t.next_attempt_at:%H:%M:%S}", (t.delivered_serial or "-")[:12],
                       str(t.delivered_trust_version or "-"), _identity(t), t.last_error or "")
     console.print(table)
@@ -147,52 +152,86 @@ def targets_list(json_out: JsonFlag = False) -> None:
 
 @handle_errors
 def push(
-    endpoint: Annotated[str | None, typer.Argument(help="One target's endpoint; or use --all/--group/--site")] = None,
+    target: Annotated[str | None, typer.Argument(
+        metavar="TARGET", help="One target's endpoint or name, pushed even during its backoff; or use "
+                               "--all/--group/--site")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every target that needs it")] = False,
     group: GroupOption = None,
     site: SiteOption = None,
-    force: Annotated[bool, typer.Option(help="Push even to targets that are up to date")] = False,
+    force: Annotated[bool, typer.Option(help="Push even to targets that are up to date or backing off")] = False,
     json_out: JsonFlag = False,
     every: Annotated[float | None, typer.Option(
         help="Keep running: every SECONDS push to whatever is due (renewal window, new trust list after a "
              "revocation or CA change, retries after backoff) until stopped with Ctrl-C or SIGTERM",
         min=1.0)] = None,
 ) -> None:
-    """Push certificates and trust lists: trust list first, then CSR -> issue -> UpdateCertificate -> ApplyChanges."""
+    """Push certificates and trust lists: trust list first, then CSR -> issue -> UpdateCertificate -> ApplyChanges.
+
+    Exits 1 when a target failed, did not apply its trust list, or was named and not pushed (up to date:
+    --force pushes it anyway). Targets of --all/--group/--site that back off after a failure are skipped until
+    their next attempt, and listed; --force pushes them now.
+    """
     import asyncio
 
-    from opcua_gds.endpoint_url import parse_opc_tcp_url
-
-    if not (endpoint or all_ or group or site):
-        raise ValueError("name an ENDPOINT or use --all, --group or --site")
-    if endpoint is not None:
-        parse_opc_tcp_url(endpoint)
-    if every is not None and (endpoint is not None or force):
+    if not (target or all_ or group or site):
+        raise ValueError("name a TARGET or use --all, --group or --site")
+    if every is not None and (target is not None or force):
         # The scheduler serves every due target of the --group/--site selection; it would drop these silently.
         raise ValueError("--every pushes to every due target (narrow it with --group or --site); it takes no "
-                         "ENDPOINT and no --force")
+                         "TARGET and no --force")
     if every is not None:
         with engine(key_pool=True) as (eng, s):
             asyncio.run(_serve(eng, s, group=group, site=site, every=every, json_out=json_out))
         return
     with engine(key_pool=True) as (eng, s):
+        endpoint = None if target is None else _find_target(eng, target).address
         report = asyncio.run(_rollout(eng, s, endpoint=endpoint, group=group, site=site, force=force,
                                       quiet=json_out))
     _warn_first_contacts(report.outcomes)
     if json_out:
         print_json(report.model_dump(mode="json"))
     else:
-        from rich.table import Table
+        _print_report(report)
+    if report.failed or report.not_applied or (endpoint is not None and report.skipped):
+        raise typer.Exit(EXIT_PROBLEM)
 
+
+_SKIPPED_SHOWN = 10  # a fleet with many targets backing off gets a count, not a page per run
+
+
+def _print_report(report: "RolloutReport") -> None:
+    from rich.table import Table
+
+    if report.outcomes:
         table = Table("address", "reason", "result", "seconds")
         for o in report.outcomes:
-            result = styled("delivered", "green") if o.ok else styled(o.error or "failed", "red")
-            table.add_row(o.address, o.reason, result, f"{o.seconds}")
+            table.add_row(o.address, o.reason, _result(o), f"{o.seconds}")
         console.print(table)
-        console.print(f"{report.delivered} delivered, {report.failed} failed (retried later with backoff), "
-                      f"{report.seconds} s")
-    if report.failed:
-        raise typer.Exit(EXIT_PROBLEM)
+    again = "; those are pushed again after a backoff" if report.failed or report.not_applied else ""
+    console.print(f"{report.delivered} delivered, {report.not_applied} trust list not applied, {report.failed} failed"
+                  f"{again}, {report.seconds} s")
+    for skipped in report.skipped[:_SKIPPED_SHOWN]:
+        err_console.print(_skipped(skipped), highlight=False, soft_wrap=True)
+    if len(report.skipped) > _SKIPPED_SHOWN:
+        err_console.print(f"... and {len(report.skipped) - _SKIPPED_SHOWN} more skipped: `otpki targets list` "
+                          "shows every target's state and next attempt", highlight=False, soft_wrap=True)
+
+
+def _result(o: "TargetOutcome") -> str:
+    if o.result == "delivered":
+        return styled("delivered", "green")
+    if o.result == "not_applied":
+        return styled(o.error or "trust list not applied", "yellow")
+    return styled(o.error or "failed", "red")
+
+
+def _skipped(t: "SkippedTarget") -> str:
+    if t.reason is None:
+        return f"skipped {t.address}: up to date, nothing to push; --force pushes it anyway"
+    until = f"{t.until:%Y-%m-%d %H:%M:%S} UTC" if t.until is not None else "later"
+    last = f" (last: {t.last_error})" if t.last_error else ""
+    return (f"skipped {t.address}: backing off until {until}{last}; it needs: {t.reason}. Name it, or use --force, "
+            "to push it now")
 
 
 def _warn_first_contacts(outcomes: "list[TargetOutcome]") -> None:
@@ -234,10 +273,11 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
         if json_out:
             print_json(r.model_dump(mode="json"))
         else:
-            err_console.print(f"push round: {r.delivered} delivered, {r.failed} failed, {r.seconds} s")
+            err_console.print(f"push round: {r.delivered} delivered, {r.not_applied} trust list not applied, "
+                              f"{r.failed} failed, {r.seconds} s")
             for o in r.outcomes:
                 if not o.ok:
-                    err_console.print(f"  {o.address}: {o.error}")
+                    err_console.print(f"  {o.address}: {o.error}", highlight=False, soft_wrap=True)
 
     err_console.print(f"pushing to due targets every {every:g} s; Ctrl-C stops")
     await rollout.serve(interval_s=every, stop=stop, on_report=report, group=group, site=site)
@@ -247,7 +287,7 @@ async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> "RolloutRe
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     rollout = await _new_rollout(eng, s)
-    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console.rich,
+    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   disable=quiet) as progress:
         task = progress.add_task("push", total=None)
         return await rollout.run(group=group, site=site, address=endpoint, force=force,
