@@ -287,7 +287,7 @@ async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> "RolloutRe
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     rollout = await _new_rollout(eng, s)
-    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console,
+    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console.rich,
                   disable=quiet) as progress:
         task = progress.add_task("push", total=None)
         return await rollout.run(group=group, site=site, address=endpoint, force=force,
