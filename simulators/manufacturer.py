@@ -35,7 +35,7 @@ def generate_key(key_type: str = "ec-p256") -> CertificateIssuerPrivateKeyTypes:
     raise ValueError(f"unknown key type {key_type!r}")
 
 
-def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:

@@ -188,7 +188,7 @@ class CertificateAuthority:
             dns, ips = [], []
         # A name reserved since the old certificate was issued is not certified again for someone else.
         names.check_reserved_certificate(self._ctx.config.reserved_names, owner, old_cert.subject, [want_uri])
-        request = ApprovedRequest(subject=old_cert.subject, public_key=public_key, key_type=kt,  # type: ignore[arg-type]
+        request = ApprovedRequest(subject=old_cert.subject, public_key=public_key, key_type=kt,
                                   san_uri=want_uri, dns_names=dns, ip_addresses=ips)
         return self._sign_and_record(request, owner, issuance=IssuanceKind.RENEWAL, delivered=True, actor=actor,
                                      supersedes=serial)
@@ -247,9 +247,8 @@ class CertificateAuthority:
                 for i, p in prepared:
                     results[i] = self._commit_retrying(p, actor=actor, key=keys.get(i))
         for i, earlier in repeats:
-            outcome = results[earlier]
-            results[i] = outcome.model_copy(update={"reused": True}) \
-                if isinstance(outcome, IssuedCertificate) else outcome
+            first = results[earlier]
+            results[i] = first.model_copy(update={"reused": True}) if isinstance(first, IssuedCertificate) else first
         return [r for r in results if r is not None]
 
     def _settle_known_keys(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
@@ -290,8 +289,9 @@ class CertificateAuthority:
         now = self._ctx.clock()
         verdicts: list[IssuedCertificate | OtpkiError | None] = []
         for claim in claims:
-            verdict = judge(histories.get(claim.spki_sha256, []), claim, now=now,
-                            issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
+            verdict: CertificateRecord | IssuedCertificate | OtpkiError | None = judge(
+                histories.get(claim.spki_sha256, []), claim, now=now,
+                issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
             if isinstance(verdict, CertificateRecord):
                 assert verdict.der is not None
                 verdict = IssuedCertificate(record=verdict, certificate_der=verdict.der, reused=True,

@@ -16,6 +16,7 @@ certificates identify it. How a presented certificate is checked against this is
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations after it name the type this way
 import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -195,7 +196,7 @@ class DeliveryTargets:
         return not reason.startswith(TRUST_LIST_ONLY)
 
     def needing_delivery(self, *, kind: str, group: str | None = None, site: str | None = None,
-                         force: bool = False) -> list[tuple[DeliveryTarget, str]]:
+                         force: bool = False) -> builtins.list[tuple[DeliveryTarget, str]]:
         """Targets that need a push now, each with the reason; retrying ones only once their backoff passed."""
         now = self._ctx.clock()
         versions: dict[str, int] = {}

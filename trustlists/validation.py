@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, IntEnum, StrEnum
 from itertools import islice
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -918,7 +918,11 @@ class CertificateValidator:
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
 
-def _remember(cache: dict, key: object, value: object) -> None:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
     # Dropping everything when full keeps the cache bounded without a lock; it refills in a few calls.
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()

@@ -18,7 +18,10 @@ _EC_CURVES: dict[KeyType, type[ec.EllipticCurve]] = {
     KeyType.EC_P384: ec.SECP384R1,
 }
 
-HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+# The hashes certificate and CRL builders accept (cryptography's sign() names exactly these types).
+SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+
+HASHES: dict[str, type[SignatureHash]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -55,7 +58,7 @@ def key_type_of(public_key: CertificatePublicKeyTypes) -> KeyType:
                           reason="key_type_forbidden")
 
 
-def signature_hash(signer_type: KeyType, hash_name: str) -> hashes.HashAlgorithm | None:
+def signature_hash(signer_type: KeyType, hash_name: str) -> SignatureHash | None:
     """The hash to pass to a builder's sign(); Ed25519 signs without a separate hash."""
     if signer_type is KeyType.ED25519:
         return None
