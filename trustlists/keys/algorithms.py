@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import typing
+
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
     CertificatePublicKeyTypes,
 )
 
@@ -63,3 +67,18 @@ def signature_hash(signer_type: KeyType, hash_name: str) -> SignatureHash | None
     if signer_type is KeyType.ED25519:
         return None
     return HASHES[hash_name]()
+
+
+# The key classes a signature can be checked with, as the installed cryptography defines them (ML-DSA since 50).
+_VERIFYING_KEY_CLASSES: tuple[type, ...] = typing.get_args(CertificateIssuerPublicKeyTypes)
+
+
+def _can_verify(key: CertificatePublicKeyTypes) -> typing.TypeGuard[CertificateIssuerPublicKeyTypes]:
+    return isinstance(key, _VERIFYING_KEY_CLASSES)
+
+
+def verifying_key(cert: x509.Certificate) -> CertificateIssuerPublicKeyTypes | None:
+    """The certificate's public key if signatures can be checked with it; None for a key-agreement or KEM key
+    (X25519, X448, ML-KEM), which cryptography's verify calls refuse with a TypeError."""
+    key = cert.public_key()
+    return key if _can_verify(key) else None
