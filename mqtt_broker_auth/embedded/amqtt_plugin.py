@@ -423,7 +423,7 @@ class DeviceGateBroker(HookedBroker):
     async def on_connection_end(self, session: Session) -> None:
         # (c): a session the plugins refused (revoked between gate and plugin) must not stay in the table.
         client_id = session.client_id or ""
-        if self.stored_session(client_id) is session and session.attributes.get(_AUTHENTICATED) is False:
+        if session.attributes.get(_AUTHENTICATED) is False and self.stored_session(client_id) is session:
             await self.end_session(client_id)
 
     async def kick(self, client_id: str, reason: str) -> bool:
