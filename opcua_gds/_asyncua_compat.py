@@ -36,6 +36,8 @@ from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.uaprocessor import UaProcessor
 
+from opcua_gds.nodeids import ns0_node_id
+
 WRITTEN_FOR = "2.1.0"
 log = logging.getLogger(__name__)
 _MARK = "_otpki_asyncua_compat"  # set on the functions this module patched in, so patching stays idempotent
@@ -56,7 +58,7 @@ class AsyncuaIncompatible(ImportError):
 # security_policy`) carries the mode, the policy URI and the client's certificate; `UaProcessor.session` the
 # session (None before CreateSession).
 
-_CALL_REQUEST = ua.NodeId(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
+_CALL_REQUEST = ns0_node_id(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ _activation_scope: list[ActivationScope] = []
 
 def token_type(token: Any) -> type:
     """The identity token type ActivateSession carries; a null or missing token is anonymous (OPC 10000-4 5.6.3)."""
-    if token is None or (isinstance(token, ua.ExtensionObject) and token.TypeId == ua.NodeId(ua.ObjectIds.Null)):
+    if token is None or (isinstance(token, ua.ExtensionObject) and token.TypeId == ns0_node_id(ua.ObjectIds.Null)):
         return ua.AnonymousIdentityToken
     return type(token)
 
@@ -245,7 +247,9 @@ def live_channels(server: Server) -> list[LiveChannel]:
 
 def use_security_policy(client: Client, policy: SecurityPolicy) -> None:
     """The SecurityPolicy the client's next connect() opens its SecureChannel with."""
-    client.security_policy = policy
+    # asyncua's Client declares the attribute by its default (SecurityPolicyNone); its own set_security stores any
+    # SecurityPolicy there, as done here.
+    client.security_policy = policy  # type: ignore[assignment]
     client.uaclient.set_security(policy)
 
 
@@ -290,7 +294,7 @@ def _require_method(owner: type, name: str, params: list[str], *, coroutine: boo
         raise AsyncuaIncompatible(f"made {owner.__name__}.{name} {'a coroutine' if not coroutine else 'synchronous'}")
 
 
-def _assigned_in_init(owner: type) -> set[str]:
+def _assigned_in_init(owner: type[object]) -> set[str]:
     """The `self.<name>` attributes `owner.__init__` assigns (instance state cannot be seen on the class)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(owner.__init__)))
@@ -306,7 +310,7 @@ def _assigned_in_init(owner: type) -> set[str]:
     return names
 
 
-def _require_state(owner: type, *attributes: str) -> None:
+def _require_state(owner: type[object], *attributes: str) -> None:
     missing = sorted(set(attributes) - _assigned_in_init(owner))
     if missing:
         raise AsyncuaIncompatible(f"no longer sets {', '.join(f'{owner.__name__}.{a}' for a in missing)}")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -350,8 +350,9 @@ class MqttDevice:
         try:
             transport.publish(f"{base}/csr", request.model_dump_json(exclude_none=True).encode(), qos=1)
             lost = asyncio.ensure_future(transport.lost.wait())
+            either: list[asyncio.Future[Any]] = [future, lost]
             try:
-                await asyncio.wait({future, lost}, timeout=config.request_timeout_s,
+                await asyncio.wait(either, timeout=config.request_timeout_s,
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 lost.cancel()

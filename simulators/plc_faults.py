@@ -15,7 +15,7 @@ from asyncua import Server, ua
 from pydantic import BaseModel, Field
 
 from opcua_gds._asyncua_compat import method_callback
-from opcua_gds.nodeids import ServerConfigurationMethods
+from opcua_gds.nodeids import MethodSpec, ServerConfigurationMethods, ua_status
 from opcua_gds.push.target.server_swap import close_channels
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def _abort_all_channels(server: Server) -> None:
     close_channels(server, lambda _host, _peer: True, abort=True)
 
 
-def _wrap(server: Server, method: ServerConfigurationMethods,
+def _wrap(server: Server, method: MethodSpec,
           make: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]) -> None:
     original = method_callback(server, method.node_id())
     if original is None:
@@ -60,7 +60,7 @@ def install_faults(server: Server, faults: PlcFaults) -> None:
             if remaining.refuse_csr > 0:
                 remaining.refuse_csr -= 1
                 log.warning("fault injected: CreateSigningRequest refused")
-                return ua.StatusCode(ua.StatusCodes.BadInternalError)
+                return ua_status(ua.StatusCodes.BadInternalError)
             return await original(parent, *args)
         return call
 

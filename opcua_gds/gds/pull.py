@@ -56,6 +56,9 @@ from opcua_gds.nodeids import (
     CertificateTypes,
     GdsObjects,
     gds_node_id,
+    guid_node_id,
+    ns0_node_id,
+    ua_status,
 )
 from opcua_gds.validation_status import status_code
 from trustlists.blocking import run_blocking
@@ -190,7 +193,7 @@ class PullMethods:
         return fits
 
     def request_node_id(self, request_id: str) -> ua.NodeId:
-        return ua.NodeId(uuid.UUID(request_id), self.ctx.gds_idx, ua.NodeIdType.Guid)
+        return guid_node_id(uuid.UUID(request_id), self.ctx.gds_idx)
 
     def request_id(self, node_id: object) -> str:
         if (not isinstance(node_id, ua.NodeId) or node_id.NamespaceIndex != self.ctx.gds_idx
@@ -303,7 +306,7 @@ class PullMethods:
                 der = self.engine.inventory.get(record.serial).der
                 if der is None:
                     continue
-                types.append(ua.NodeId(certificate_type_of(record.key_type, owner.kind)))
+                types.append(ns0_node_id(certificate_type_of(record.key_type, owner.kind)))
                 certs.append(der)
             return types, certs
 
@@ -390,7 +393,7 @@ class PullMethods:
             return status_code(result), validity
 
         code, validity = await run_blocking(check)
-        return [ua.Variant(ua.StatusCode(code), ua.VariantType.StatusCode),
+        return [ua.Variant(ua_status(code), ua.VariantType.StatusCode),
                 ua.Variant(validity, ua.VariantType.DateTime)]
 
 

@@ -37,7 +37,13 @@ from pydantic import BaseModel, Field
 
 from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, first_certificate, secure
 from opcua_gds.file_client import read_to_end
-from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import (
+    CertificateGroups,
+    CertificateTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.blocking import run_blocking
 from trustlists.models import TrustListContent
@@ -157,7 +163,7 @@ class PushClient:
 
     @property
     def _config(self):  # type: ignore[no-untyped-def]
-        return self._client.get_node(ua.NodeId(ServerConfigurationIds.ServerConfiguration, 0))
+        return self._client.get_node(ns0_node_id(ServerConfigurationIds.ServerConfiguration))
 
     @property
     def _trust_list(self):  # type: ignore[no-untyped-def]
@@ -177,7 +183,7 @@ class PushClient:
 
     async def _read(self, identifier: int) -> Any:
         try:
-            return await self._client.get_node(ua.NodeId(identifier, 0)).read_value()
+            return await self._client.get_node(ns0_node_id(identifier)).read_value()
         except ua.UaStatusCodeError as exc:
             if exc.code in (ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadAttributeIdInvalid):
                 return None
@@ -260,7 +266,7 @@ class PushClient:
         (csr,) = await self._call(
             "create_signing_request", self._config, ServerConfigurationMethods.CreateSigningRequest.node_id(),
             ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
-            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(ns0_node_id(certificate_type), ua.VariantType.NodeId),
             ua.Variant(subject_name, ua.VariantType.String),
             ua.Variant(regenerate_key, ua.VariantType.Boolean),
             ua.Variant(nonce, ua.VariantType.ByteString))
@@ -273,7 +279,7 @@ class PushClient:
         outputs = await self._call(
             "update_certificate", self._config, ServerConfigurationMethods.UpdateCertificate.node_id(),
             ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
-            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(ns0_node_id(certificate_type), ua.VariantType.NodeId),
             ua.Variant(cert_der, ua.VariantType.ByteString),
             ua.Variant(list(issuer_ders), ua.VariantType.ByteString),
             ua.Variant(private_key_format or "", ua.VariantType.String),

@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -165,7 +166,8 @@ class Rollout:
                              first_contact_sha256=_first_contact(identity),
                              seconds=round(time.perf_counter() - start, 3))
 
-    async def _push_certificate(self, target: DeliveryTarget, session: dict, issued_serials: list[str]) -> PushResult:
+    async def _push_certificate(self, target: DeliveryTarget, session: dict[str, Any],
+                                issued_serials: list[str]) -> PushResult:
         async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
             issued = await run_blocking(self.engine.authority.issue_from_csr, csr, owner_id=target.owner_id,
                                         actor=self._actor, delivered=False)
