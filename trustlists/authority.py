@@ -40,6 +40,7 @@ from trustlists.errors import (
 )
 from trustlists.hierarchy import Hierarchy, crl_policy, publish_crl
 from trustlists.key_index import KeyClaim, ensure_complete, judge
+from trustlists.keys.algorithms import fits_pkcs12
 from trustlists.keys.pool import KeyPool
 from trustlists.models import (
     CARecord,
@@ -408,9 +409,10 @@ class CertificateAuthority:
             try:
                 target: CertificateRecord | CARecord = tx.get_certificate(serial, with_der=False)
             except NotFound:
-                target = next((ca for ca in tx.list_cas() if ca.serial == serial), None)  # type: ignore[assignment]
-                if target is None:
+                ca = next((ca for ca in tx.list_cas() if ca.serial == serial), None)
+                if ca is None:
                     raise
+                target = ca
         if isinstance(target, CARecord):
             if target.parent_id is None:
                 raise InvalidState("a root CA cannot be revoked; retire it and distribute a new root")
@@ -510,7 +512,9 @@ def encode_private_key(key: CertificateIssuerPrivateKeyTypes, key_format: KeyFor
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     if not secret:
         raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
+    if not fits_pkcs12(key):
+        raise InvalidInput(f"a {type(key).__name__} cannot be put in a PKCS#12 file")
     cert = x509.load_der_x509_certificate(issued.certificate_der)
     cas = [x509.load_der_x509_certificate(d) for d in issued.chain_der]
     return pkcs12.serialize_key_and_certificates(
-        friendly_name.encode(), key, cert, cas, serialization.BestAvailableEncryption(secret))  # type: ignore[arg-type]
+        friendly_name.encode(), key, cert, cas, serialization.BestAvailableEncryption(secret))

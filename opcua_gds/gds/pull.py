@@ -61,6 +61,7 @@ from opcua_gds.nodeids import (
     ua_status,
 )
 from opcua_gds.validation_status import status_code
+from trustlists.authority import KeyFormat
 from trustlists.blocking import run_blocking
 from trustlists.der import load_csr
 from trustlists.errors import (
@@ -94,7 +95,7 @@ _USER_TYPES: dict[int, frozenset[KeyType]] = {
     CertificateTypes.UserCredentialCertificateType: _ANY,
     CertificateTypes.UserCertificateType: _ANY,
 }
-_PRIVATE_KEY_FORMATS = {"PEM": "pem", "PFX": "pkcs12"}
+_PRIVATE_KEY_FORMATS: dict[str, KeyFormat] = {"PEM": "pem", "PFX": "pkcs12"}
 
 
 def certificate_type_of(key_type: KeyType, kind: OwnerKind) -> int:
@@ -243,7 +244,7 @@ class PullMethods:
             key_type = policy.default_keygen_type if policy.default_keygen_type in allowed else next(
                 k for k in policy.allowed_key_types if k in allowed)
             req = self.engine.requests.submit_new_key(
-                owner.id, actor=_actor(call, own), key_type=key_type, key_format=fmt,  # type: ignore[arg-type]
+                owner.id, actor=_actor(call, own), key_type=key_type, key_format=fmt,
                 password=password or None, subject_name=_common_name(subject),
                 dns_names=dns or None, ip_addresses=ips or None,
                 requester_fingerprint=_fingerprint(call))

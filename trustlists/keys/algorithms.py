@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificateIssuerPublicKeyTypes,
     CertificatePublicKeyTypes,
+    PrivateKeyTypes,
 )
+from cryptography.hazmat.primitives.serialization.pkcs12 import PKCS12PrivateKeyTypes
 
 from trustlists.errors import PolicyViolation
 from trustlists.models import KeyType
@@ -69,8 +71,19 @@ def signature_hash(signer_type: KeyType, hash_name: str) -> SignatureHash | None
     return HASHES[hash_name]()
 
 
-# The key classes a signature can be checked with, as the installed cryptography defines them (ML-DSA since 50).
+# Key classes by what they can do, as the installed cryptography defines them (ML-DSA joined in 50). A loaded
+# PEM can hold any private key (X25519, X448, ML-KEM too): these decide what it may be used for.
 _VERIFYING_KEY_CLASSES: tuple[type, ...] = typing.get_args(CertificateIssuerPublicKeyTypes)
+_SIGNING_KEY_CLASSES: tuple[type, ...] = typing.get_args(CertificateIssuerPrivateKeyTypes)
+_PKCS12_KEY_CLASSES: tuple[type, ...] = typing.get_args(PKCS12PrivateKeyTypes)
+
+
+def can_sign_certificates(key: PrivateKeyTypes) -> typing.TypeGuard[CertificateIssuerPrivateKeyTypes]:
+    return isinstance(key, _SIGNING_KEY_CLASSES)
+
+
+def fits_pkcs12(key: PrivateKeyTypes) -> typing.TypeGuard[PKCS12PrivateKeyTypes]:
+    return isinstance(key, _PKCS12_KEY_CLASSES)
 
 
 def _can_verify(key: CertificatePublicKeyTypes) -> typing.TypeGuard[CertificateIssuerPublicKeyTypes]:
