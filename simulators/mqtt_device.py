@@ -32,6 +32,7 @@ from mqtt_broker_auth.enrollment.messages import EnrollmentAccepted, EnrollmentR
 from simulators.manufacturer import generate_key
 from simulators.mqtt_transport import TRANSPORTS, ConnectRefused, Transport
 from trustlists.blocking import run_blocking
+from trustlists.keys.algorithms import can_sign_certificates
 from trustlists.models import KeyType
 from trustlists.safe_files import private_directory, write_public, write_secret
 
@@ -444,4 +445,6 @@ def _key_and_csr(name: str, key_type: KeyType) -> tuple[CertificateIssuerPrivate
 
 def _load_key(pem: bytes) -> CertificateIssuerPrivateKeyTypes:
     key = serialization.load_pem_private_key(pem, password=None)
-    return key  # type: ignore[return-value]
+    if not can_sign_certificates(key):
+        raise ValueError(f"a {type(key).__name__} cannot sign a CSR")
+    return key

@@ -32,6 +32,7 @@ from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.methods import call_method_full
+from asyncua.common.node import Node
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
@@ -46,6 +47,7 @@ from opcua_gds.nodeids import (
 )
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.blocking import run_blocking
+from trustlists.keys.algorithms import fits_pkcs12
 from trustlists.models import TrustListContent
 
 READ_CHUNK = 64 * 1024
@@ -162,11 +164,11 @@ class PushClient:
         self._client = client
 
     @property
-    def _config(self):  # type: ignore[no-untyped-def]
+    def _config(self) -> Node:
         return self._client.get_node(ns0_node_id(ServerConfigurationIds.ServerConfiguration))
 
     @property
-    def _trust_list(self):  # type: ignore[no-untyped-def]
+    def _trust_list(self) -> Node:
         return self._client.get_node(_GROUP.trust_list_node_id())
 
     async def _call(self, step: str, obj: Any, method_id: ua.NodeId, *args: ua.Variant) -> list[Any]:
@@ -417,9 +419,11 @@ def _key_for_formats(key_pem: bytes, formats: list[str]) -> tuple[str, bytes]:
         from cryptography.hazmat.primitives.serialization import pkcs12
 
         key = serialization.load_pem_private_key(key_pem, None)
+        if not fits_pkcs12(key):
+            raise PushError("update_certificate", "BadNotSupported",
+                            f"the server takes keys only as PFX, which cannot carry a {type(key).__name__}")
         # The SignAndEncrypt channel is what protects it; UpdateCertificate has no password argument.
-        return "PFX", pkcs12.serialize_key_and_certificates(None, key, None, None,  # type: ignore[arg-type]
-                                                            serialization.NoEncryption())
+        return "PFX", pkcs12.serialize_key_and_certificates(None, key, None, None, serialization.NoEncryption())
     raise PushError("update_certificate", "BadNotSupported",
                     f"the server cannot make keys and accepts no key format otpki can send ({formats})")
 

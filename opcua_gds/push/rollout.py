@@ -141,11 +141,11 @@ class Rollout:
         try:
             trust = await run_blocking(self.engine.trustlists.get, target.group)
             username, password = self._credentials(target.credentials_ref)
-            session = {"username": username, "password": password, "trust_list": trust.content,
-                       "server_check": identity, **self._client, **self._reconnect}
+            session: dict[str, Any] = {"username": username, "password": password, "trust_list": trust.content,
+                                       "server_check": identity, **self._client, **self._reconnect}
             if target.delivered_serial is not None and not DeliveryTargets.needs_certificate(reason):
                 result: PushResult = await asyncio.wait_for(
-                    push_trust_list(target.address, **session), timeout=self._timeout_s)  # type: ignore[arg-type]
+                    push_trust_list(target.address, **session), timeout=self._timeout_s)
                 issued_serials.append(target.delivered_serial)
             else:
                 result = await asyncio.wait_for(self._push_certificate(target, session, issued_serials),

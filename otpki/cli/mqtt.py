@@ -16,8 +16,9 @@ import contextlib
 import logging
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import SecretStr
@@ -43,6 +44,10 @@ from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.models import OwnerRole
 from trustlists.safe_files import write_public
+
+if TYPE_CHECKING:  # for annotations only: the Mosquitto modules are imported where they are used
+    from mqtt_broker_auth.mosquitto.config import MosquittoSettings
+    from mqtt_broker_auth.mosquitto.sync import SyncReport
 
 mqtt_app = typer.Typer(help="MQTT devices: the embedded broker, an operator's Mosquitto, enrollment over MQTT.",
                        no_args_is_help=True)
@@ -168,7 +173,7 @@ async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
 
 # -- Mosquitto ------------------------------------------------------------------------------------------------------
 
-def mosquitto_settings(s: Settings, workdir: Path | None = None, *, password: bool = True):  # type: ignore[no-untyped-def]
+def mosquitto_settings(s: Settings, workdir: Path | None = None, *, password: bool = True) -> MosquittoSettings:
     """The library's MosquittoSettings from [mqtt.mosquitto]; the admin password from its file or env."""
     from mqtt_broker_auth.mosquitto.config import MosquittoSettings
 
@@ -253,7 +258,7 @@ def sync(
     asyncio.run(_sync_forever(s, ms, enrollment))  # an unreachable broker (OSError): handle_errors, one line
 
 
-def _reload(s: Settings):  # type: ignore[no-untyped-def]
+def _reload(s: Settings) -> Callable[[], None] | None:
     """How the sync tells Mosquitto to reload: the configured command, else SIGHUP via the pid file."""
     command = s.file.mqtt.mosquitto.reload_command
     if not command:
@@ -270,7 +275,7 @@ def _reload(s: Settings):  # type: ignore[no-untyped-def]
     return run
 
 
-async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
+async def _sync_once(s: Settings, ms: MosquittoSettings) -> SyncReport:
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 
     eng = open_engine(s)
@@ -282,7 +287,7 @@ async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
         eng.close()
 
 
-async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type: ignore[no-untyped-def]
+async def _sync_forever(s: Settings, ms: MosquittoSettings, with_enrollment: bool) -> None:
     from mqtt_broker_auth.embedded.broker import EmbeddedBroker
     from mqtt_broker_auth.enrollment.service import EnrollmentService
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync

@@ -28,6 +28,7 @@ from otpki.cli.common import (
     print_json,
     styled,
 )
+from otpki.config import Settings
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import NotFound
@@ -194,7 +195,7 @@ def _warn_first_contacts(outcomes: list[TargetOutcome]) -> None:
                               highlight=False, soft_wrap=True)
 
 
-async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
+async def _new_rollout(eng: Engine, s: Settings) -> Rollout:
     settings = s.file.push
     cert, key = await run_blocking(ensure_identity, eng, s.data_dir / "push" / "own", name="otpki-push",
                                    application_uri=settings.application_uri, host="localhost")
@@ -202,7 +203,8 @@ async def _new_rollout(eng, s) -> Rollout:  # type: ignore[no-untyped-def]
                    credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s)
 
 
-async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: ignore[no-untyped-def]
+async def _serve(eng: Engine, s: Settings, *, group: str | None, site: str | None, every: float,
+                 json_out: bool) -> None:
     rollout = await _new_rollout(eng, s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -223,7 +225,8 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
     await rollout.serve(interval_s=every, stop=stop, on_report=report, group=group, site=site)
 
 
-async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> RolloutReport:  # type: ignore[no-untyped-def]
+async def _rollout(eng: Engine, s: Settings, *, endpoint: str | None, group: str | None, site: str | None,
+                   force: bool, quiet: bool) -> RolloutReport:
     rollout = await _new_rollout(eng, s)
     with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   disable=quiet) as progress:

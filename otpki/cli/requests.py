@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Column, Table
@@ -15,7 +15,7 @@ requests_app = typer.Typer(help="Certificate requests waiting for approval: list
                            no_args_is_help=True)
 
 
-def _json(req: CertificateRequest, owner_name: str | None) -> dict:  # type: ignore[type-arg]
+def _json(req: CertificateRequest, owner_name: str | None) -> dict[str, Any]:
     data = req.model_dump(mode="json", exclude={"csr_der"})
     data["owner"] = owner_name
     return data
