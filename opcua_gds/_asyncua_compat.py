@@ -98,6 +98,7 @@ def run_call_requests_in(scope: CallScope) -> None:
             return await original(self, typeid, requesthdr, seqhdr, body)
 
     setattr(process_message, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     UaProcessor._process_message = process_message  # type: ignore[method-assign]
 
 
@@ -132,6 +133,7 @@ def run_activations_in(scope: ActivationScope) -> None:
             return original(self, params, peer_certificate)
 
     setattr(activate_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     InternalSession.activate_session = activate_session  # type: ignore[method-assign]
 
 
@@ -170,6 +172,7 @@ def _install_close_hook() -> None:
                     log.exception("session-close listener failed")
 
     setattr(close_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     InternalSession.close_session = close_session  # type: ignore[method-assign]
 
 
