@@ -29,8 +29,9 @@ from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 from trustlists.safe_files import private_directory, write_public, write_secret
 
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+# No markup and no emoji codes: rich would turn the ":CD:" and ":AB:" of a fingerprint into emoji.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 EXIT_USAGE = 2  # bad input, the user can fix it
 EXIT_PROBLEM = 1  # a check found a problem (audit verify, doctor)
