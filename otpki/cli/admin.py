@@ -96,7 +96,7 @@ def init(
     _print_cas(cas)
 
 
-def _ca_json(ca: CARecord) -> dict[str, Any]:
+def _ca_json(ca: "CARecord") -> dict[str, Any]:
     return ca.model_dump(mode="json", exclude={"certificate_der"})
 
 
@@ -173,7 +173,7 @@ def warn_unanchored(group: str, fingerprints: list[str]) -> None:
                                "broker listener refuses it in the TLS handshake"), highlight=False, soft_wrap=True)
 
 
-def _bootstrap_entries(eng: Engine, group: str, name: str, cns: list[str],
+def _bootstrap_entries(eng: "Engine", group: str, name: str, cns: list[str],
                        fingerprints: list[str]) -> list[dict[str, str]]:
     """`attributes["bootstrap"]` for an MQTT device: the allow-list the enrollment service and the broker read."""
     if not cns and not fingerprints:
@@ -230,7 +230,7 @@ def owners_list(group: GroupOption = None,
     console.print(table)
 
 
-def _bootstrap_state(owner: Owner, pin: BootstrapPin | None) -> str:
+def _bootstrap_state(owner: "Owner", pin: "BootstrapPin | None") -> str:
     """"pinned <sha256 prefix>" once enrolled with a bootstrap certificate, "armed" while it may enroll."""
     from trustlists.bootstrap_allowlist import allow_list
 
