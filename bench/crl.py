@@ -2,8 +2,8 @@
 
 engine: the store holds the revocations (inserted directly, one transaction, not timed); timed = reading the
         rows with `tx.revoked_entries` + `trustlists.crl.build_crl` (entry objects, builder, sign) +
-        `public_bytes(DER)`. `publish_crl` (the same plus storing the CRL and its audit record) is timed once
-        for context.
+        `public_bytes(DER)`, as `trustlists.testing.build_crl_from_store` runs them. `publish_crl` (the same
+        plus storing the CRL and its audit record) is timed once for context.
 raw:    the same entries as in-memory tuples (int serial, datetime, CRLReason or None) ->
         RevokedCertificateBuilder -> CertificateRevocationListBuilder(revoked_certificates=[...]) with the same
         CRL extensions (CRLNumber, AKI) -> sign -> DER.
@@ -23,13 +23,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from bench._common import ACTOR, config_with, emit, make_engine, note, parse_args, summary, timed, workdir
 from trustlists.crl import build_crl
-from trustlists.hierarchy import publish_crl
-from trustlists.models import RevocationReason
+from trustlists.engine import Engine
+from trustlists.models import CARecord, RevocationReason
 from trustlists.serials import random_serial, serial_hex
+from trustlists.testing import (
+    build_crl_from_store,
+    ca_signing_material,
+    insert_revocations,
+    publish_crl_now,
+    revoked_entries,
+)
 
 GROUP = "mqtt-device"  # P-256 issuing CA in the default profile
 TARGET = 1.2
@@ -50,7 +58,7 @@ _RAW_REASON_EXT = {
 
 def make_rows(n: int, ca_id: str, now_s: int, rng: random.Random) -> list[tuple[str, str, int, int, int]]:
     """(serial hex, ca id, revoked_at, reason, not_after): revoked over the past year, valid for up to 2 more."""
-    rows = []
+    rows: list[tuple[str, str, int, int, int]] = []
     seen: set[int] = set()
     while len(rows) < n:
         serial = random_serial()
@@ -72,15 +80,12 @@ def main() -> None:
         engine = make_engine(d, config_with(GROUP))
         try:
             ca = engine.hierarchy.issuing_ca_for(GROUP, None)
-            ca_cert = engine.ctx.ca_certificate(ca)
-            key = engine.ctx.keys.signer(ca)
+            ca_cert, key = ca_signing_material(engine, ca)
             crl_days = engine.config.group(GROUP).crl_lifetime_days
             now_s = int(time.time())
             rows = make_rows(n, ca.id, now_s, rng)
             t0 = time.perf_counter()
-            with engine.ctx.store.transaction() as tx:
-                tx.executemany("INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
-                               "VALUES (?, ?, ?, ?, ?)", rows)
+            insert_revocations(engine, rows)
             insert_s = time.perf_counter() - t0
             # The raw side gets the same entries, already decoded, in memory.
             raw_entries = [(int(s, 16), datetime.fromtimestamp(at, UTC), _RAW_REASON_EXT.get(RevocationReason(r)))
@@ -90,12 +95,8 @@ def main() -> None:
             aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
             def engine_crl() -> tuple[bytes, int]:
-                now = datetime.now(UTC)
-                with engine.ctx.store.read() as tx:
-                    crl, count = build_crl(
-                        issuer_cert=ca_cert, issuer_key=key, issuer_key_type=ca.key_type, hash_name=HASH,
-                        crl_number=tx.next_crl_number(ca.id), this_update=now,
-                        next_update=now + timedelta(days=crl_days), entries=tx.revoked_entries(ca.id, now))
+                crl, count = build_crl_from_store(engine, ca, key, hash_name=HASH, crl_days=crl_days,
+                                                  now=datetime.now(UTC))
                 return crl.public_bytes(Encoding.DER), count
 
             raw_stages: list[dict[str, float]] = []
@@ -163,13 +164,13 @@ def main() -> None:
     )
 
 
-def engine_stages(engine, ca, ca_cert, key, crl_days: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def engine_stages(engine: Engine, ca: CARecord, ca_cert: x509.Certificate, key: CertificateIssuerPrivateKeyTypes,
+                  crl_days: int) -> dict[str, float]:
     """Where the engine's time goes: the rows fetched to a list first, then build_crl, then DER."""
     now = datetime.now(UTC)
     out: dict[str, float] = {}
-    with engine.ctx.store.read() as tx:
-        t0 = time.perf_counter()
-        rows = list(tx.revoked_entries(ca.id, now))
+    t0 = time.perf_counter()
+    rows = revoked_entries(engine, ca.id, now)
     out["fetch_rows"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     crl, _ = build_crl(issuer_cert=ca_cert, issuer_key=key, issuer_key_type=ca.key_type, hash_name=HASH,
@@ -182,9 +183,8 @@ def engine_stages(engine, ca, ca_cert, key, crl_days: int) -> dict[str, float]: 
     return {k: round(v, 3) for k, v in out.items()}
 
 
-def _publish(engine, ca, key, crl_days: int) -> None:  # type: ignore[no-untyped-def]
-    with engine.ctx.store.transaction() as tx:
-        publish_crl(engine.ctx, tx, ca, key, crl_days=crl_days, hash_name=HASH, actor=ACTOR)
+def _publish(engine: Engine, ca: CARecord, key: CertificateIssuerPrivateKeyTypes, crl_days: int) -> None:
+    publish_crl_now(engine, ca, key, crl_days=crl_days, hash_name=HASH, actor=ACTOR)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from cryptography import x509
@@ -47,7 +47,6 @@ from trustlists.csr_checks import expected_uri
 from trustlists.engine import Engine
 from trustlists.errors import BootstrapRefused
 from trustlists.models import Owner, OwnerRole
-from trustlists.registry import is_unregistered
 from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions, ValidationResult
 
 __all__ = ["ENROLLMENT_SERVICE_ROLE", "DeviceGate", "DeviceIdentity", "Refusal", "RefusalReason"]
@@ -73,6 +72,9 @@ RefusalReason = Literal[
     "bootstrap_not_allowed",  # an external or self-signed certificate no registered device lists
     "bootstrap_pinned",  # the device enrolled with another bootstrap certificate (until an operator re-arms it)
     "will_topic_denied",  # (broker) the CONNECT's will topic is not one the identity may publish to
+    "unknown_certificate",  # (broker) chains to an engine CA, but the engine's inventory has no such certificate
+    # (broker) an operational identity other than the enrollment service, on a bootstrap listener
+    "not_on_bootstrap_listener",
 ]
 
 Kind = Literal["operational", "bootstrap"]
@@ -227,7 +229,7 @@ class DeviceGate:
         owner = self._engine.registry.find(self.group, name=name)
         if owner is None:
             return Refusal(reason="unknown_device", detail=f"{name!r} is not a registered device of {self.group}")
-        if is_unregistered(owner):
+        if owner.unregistered:
             return Refusal(reason="unregistered", detail=f"the registration of {name!r} has ended")
         # The identity must agree with everything else the engine put in the certificate: a certificate of
         # another device, or one whose CN and URI disagree, names nobody.
@@ -338,7 +340,7 @@ class DeviceGate:
             if revoked_ca is not None:
                 # A revoked CA leaves the trust list, so the validator only sees "untrusted"; say why.
                 return Refusal(reason="revoked", detail=f"the issuing CA {revoked_ca} of this certificate is revoked")
-        return Refusal(reason=reason, detail=f"{result.status_name}: {result.reason}")
+        return Refusal(reason=reason, detail=f"{result.code.value}: {result.reason}")
 
     def _revoked_engine_issuer(self, leaf: x509.Certificate, result: ValidationResult) -> str | None:
         try:
@@ -346,8 +348,9 @@ class DeviceGate:
         except (x509.ExtensionNotFound, ValueError):
             aki = None
         fingerprints = {hashlib.sha256(der).digest() for der in result.chain[1:]}
-        for ca in self._engine.ctx.cas():
-            if ca.group != self.group or not self._engine.ctx.ca_revoked(ca):
+        for status in self._engine.ca_statuses():
+            ca = status.record
+            if ca.group != self.group or not status.revoked:
                 continue
             if bytes.fromhex(ca.fingerprint_sha256) in fingerprints or (aki is not None
                                                                         and aki == _ski(ca.certificate_der)):
@@ -403,11 +406,11 @@ class DeviceGate:
             # Another certificate with the same allow-listed CN, connected before the device enrolled, must not
             # stay on the device's enrollment topics (where a server-generated key is delivered).
             return self._engine.bootstrap.admits_live(identity.owner_id, identity.fingerprint)
-        index = self._engine.ctx.index
+        is_revoked = self._engine.is_revoked
         ca_id = identity.issuer_ca_id
         serial = identity.serial
         while ca_id is not None:
-            if index.is_revoked(ca_id, serial):
+            if is_revoked(ca_id, serial):
                 return False
             link = self._ca_links.get(ca_id)
             if link is None:
@@ -460,8 +463,7 @@ class DeviceGate:
             self._group_cas = {ca.id for ca in cas if ca.group == self.group}
 
     def _now(self) -> datetime:
-        now = self._engine.ctx.clock()
-        return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+        return self._engine.now()
 
 
 def _common_name(cert: x509.Certificate) -> str | None:

@@ -1,7 +1,7 @@
 """How otpki opens asyncua client sessions to servers it manages (PLCs, the GDS).
 
 Two things differ from asyncua's defaults, both measured on a fleet push:
-- asyncua 2.1 runs a health probe on every client: each `watchdog_intervall` (default 1 s) it reads
+- asyncua runs a health probe on every client: each `watchdog_intervall` (default 1 s) it reads
   ServerStatus.State with a timeout of min(session timeout / 2, watchdog_intervall). A PLC that is busy for
   just over a second (a key generation, fifty simulated PLCs sharing one core) fails that probe and the
   client marks itself disconnected, so the next call of a push fails with "client is disconnected" though
@@ -9,8 +9,12 @@ Two things differ from asyncua's defaults, both measured on a fleet push:
   its own timeout, so the probe gets the request timeout too.
 - `Client.set_security` reads and parses the client's private key from disk for every session; parsing an
   RSA key includes cryptography's consistency check (about 30 ms of CPU), two thirds of otpki's CPU per
-  push. `ClientIdentity` parses it once and `secure()` builds the security policy from the parsed objects,
-  which is all `Client._set_security` does after loading.
+  push. `ClientIdentity` parses it once and `secure()` builds the security policy from the parsed objects and
+  hands it to the client (`_asyncua_compat.use_security_policy`), which is what `set_security` does after loading.
+
+A server that refuses the SecureChannel says why in a StatusCode that asyncua's client drops for some servers
+(node-opcua's ERR layout, a ServiceFault answering OpenSecureChannel); `admin_client` has it kept
+(`_asyncua_compat.read_channel_refusals`), so a refused push names the server's status and reason.
 
 And one thing asyncua does not do at all: decide whether the server is the one we mean. `set_security` takes
 the certificate GetEndpoints returns, whatever it is, and ActivateSession then encrypts the user's password to
@@ -33,12 +37,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from opcua_gds._asyncua_compat import read_channel_refusals, use_security_policy
+
 # Called with the certificate chain a server's endpoint presents (leaf first, DER) before any secure channel is
 # opened; raises to refuse the server.
 ServerCheck = Callable[[list[bytes]], Awaitable[None]]
 
 
 def admin_client(url: str, *, timeout_s: float) -> Client:
+    read_channel_refusals()  # a refused SecureChannel fails with the server's status, not "connection lost"
     return Client(url, timeout=timeout_s, watchdog_intervall=timeout_s)
 
 
@@ -69,16 +76,14 @@ async def secure(client: Client, identity: ClientIdentity, *, mode: ua.MessageSe
     Asks the endpoints for the server certificate, lets `check` accept or refuse it, and binds the client's
     security policy to it. Returns the accepted certificate (DER).
     """
-    client.security_policy = security_policies.SecurityPolicyNone()
-    client.uaclient.security_policy = client.security_policy
+    use_security_policy(client, security_policies.SecurityPolicyNone())
     endpoints = await client.connect_and_get_server_endpoints()
     endpoint = Client.find_endpoint(endpoints, mode, policy.URI)
     chain = split_chain(endpoint.ServerCertificate or b"")
     # Parsed before the check: a blob that is no certificate must not be pinned or looked up.
     server_cert = x509.load_der_x509_certificate(chain[0] if chain else b"")
     await check(chain)
-    client.security_policy = policy(server_cert, identity.certificate, identity.private_key, mode)
-    client.uaclient.set_security(client.security_policy)
+    use_security_policy(client, policy(server_cert, identity.certificate, identity.private_key, mode))
     return chain[0]
 
 

@@ -31,7 +31,7 @@ def ensure_identity(engine: Engine, own_dir: Path, *, name: str, application_uri
         record = engine.inventory.by_fingerprint(hashlib.sha256(cert_path.read_bytes()).hexdigest())
         window = engine.config.group(GROUP).renewal_window_days
         if (record is not None and record.revoked_at is None and record.owner_id == owner.id
-                and (record.not_after - engine.ctx.clock()).days > window):
+                and (record.not_after - engine.now()).days > window):
             return cert_path, key_path
     issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=f"otpki:{name}", key_type=KeyType.RSA2048)
     assert issued.private_key is not None

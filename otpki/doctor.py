@@ -18,14 +18,11 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from pydantic import BaseModel, Field
 
 from mqtt_broker_auth.mosquitto.bundle import mosquitto_bundle
 from opcua_gds.access import PasswordUser, current_parameters, needs_rehash
 from trustlists.engine import Engine
-from trustlists.errors import OtpkiError
 from trustlists.models import CARecord
 from trustlists.targets import TargetState
 
@@ -33,7 +30,6 @@ if TYPE_CHECKING:
     from otpki.config import Settings
 
 Level = Literal["ok", "warn", "fail"]
-PROBE = b"otpki doctor: can this key sign for its certificate?"
 _CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----\r?\n.+?-----END X509 CRL-----\r?\n?", re.S)
 
 
@@ -56,46 +52,29 @@ class DoctorReport(BaseModel):
         return [f for f in self.findings if f.level == "warn"]
 
 
-def _sign_and_verify(key: object, cert: x509.Certificate) -> None:
-    public = cert.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        public.verify(key.sign(PROBE, padding.PKCS1v15(), hashes.SHA256()),  # type: ignore[attr-defined]
-                      PROBE, padding.PKCS1v15(), hashes.SHA256())
-    elif isinstance(public, ec.EllipticCurvePublicKey):
-        public.verify(key.sign(PROBE, ec.ECDSA(hashes.SHA256())), PROBE,  # type: ignore[attr-defined]
-                      ec.ECDSA(hashes.SHA256()))
-    elif isinstance(public, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        public.verify(key.sign(PROBE), PROBE)  # type: ignore[attr-defined]
-    else:
-        raise ValueError(f"unsupported CA key type {type(public).__name__}")
-
-
 def _live_cas(engine: Engine) -> list[CARecord]:
-    now = engine.ctx.clock()
-    return [ca for ca in engine.hierarchy.list() if ca.active and ca.not_after > now and not engine.ctx.ca_revoked(ca)]
+    now = engine.now()
+    return [status.record for status in engine.ca_statuses() if status.live_at(now)]
 
 
 def check_ca_keys(engine: Engine) -> Iterable[Finding]:
     """Every live CA key is reachable and signs something its certificate verifies."""
     for ca in _live_cas(engine):
-        try:
-            key = engine.ctx.keys.signer(ca)
-            _sign_and_verify(key, x509.load_der_x509_certificate(ca.certificate_der))
-        except (OtpkiError, Exception) as exc:
-            message = exc.message if isinstance(exc, OtpkiError) else f"{type(exc).__name__}: {exc}"
+        probe = engine.probe_ca_key(ca.id)
+        if not probe.ok:
             if ca.parent_id is None:
                 yield Finding(check="ca-key", subject=ca.id, level="warn",
-                              detail=f"root key not reachable ({message}); expected when the root is kept offline, "
-                                     "needed for new issuing CAs and the root CRL")
+                              detail=f"root key not reachable ({probe.problem}); expected when the root is kept "
+                                     "offline, needed for new issuing CAs and the root CRL")
             else:
                 yield Finding(check="ca-key", subject=ca.id, level="fail",
-                              detail=f"cannot sign: {message}; issuance and CRL updates for this CA stop")
+                              detail=f"cannot sign: {probe.problem}; issuance and CRL updates for this CA stop")
             continue
         yield Finding(check="ca-key", subject=ca.id, level="ok", detail=f"{ca.key_backend} key signs and verifies")
 
 
 def check_ca_lifetimes(engine: Engine, window: timedelta) -> Iterable[Finding]:
-    now = engine.ctx.clock()
+    now = engine.now()
     for ca in _live_cas(engine):
         left = ca.not_after - now
         if left < window * 12:  # a CA needs far more lead time than a leaf: everything below it must move
@@ -105,13 +84,12 @@ def check_ca_lifetimes(engine: Engine, window: timedelta) -> Iterable[Finding]:
 
 
 def check_crls(engine: Engine) -> Iterable[Finding]:
-    now = engine.ctx.clock()
+    now = engine.now()
     config = engine.config
     for ca in _live_cas(engine):
         margin = timedelta(days=config.root.crl_refresh_margin_days if ca.parent_id is None
                            else config.group(ca.group or "").crl_refresh_margin_days)
-        with engine.ctx.store.read() as tx:
-            crl = tx.latest_crl(ca.id)
+        crl = engine.latest_crl(ca.id)
         if crl is None:
             yield Finding(check="crl", subject=ca.id, level="fail", detail="no CRL published: run `otpki crl refresh`")
         elif crl.next_update <= now:
@@ -133,7 +111,7 @@ def check_expiring(engine: Engine, window: timedelta) -> Iterable[Finding]:
         yield Finding(check="expiry", subject="certificates", level="ok",
                       detail=f"no live certificate ends within {window.days} days")
         return
-    now = engine.ctx.clock()
+    now = engine.now()
     for cert in expiring:
         days = (cert.not_after - now).days
         yield Finding(check="expiry", subject=f"{cert.group}/{cert.subject}", level="warn",
@@ -171,6 +149,13 @@ def check_targets(engine: Engine, *, probe: bool, timeout_s: float = 2.0) -> Ite
             yield Finding(check="push-target", subject=subject, level="fail",
                           detail=f"{target.attempts} failed attempt(s), next {target.next_attempt_at:%Y-%m-%d %H:%M} "
                                  f"UTC; last error: {target.last_error}")
+        elif target.state is TargetState.NOT_APPLIED:
+            # It holds its certificate and answers Good, but keeps an older trust list: it may trust what was
+            # revoked since. Not a fail: it is retried, and the plant runs; an operator should look at the PLC.
+            name = engine.registry.get(target.owner_id).name
+            yield Finding(check="push-target", subject=subject, level="warn",
+                          detail=f"{name}: {target.last_error}; pushed again after "
+                                 f"{target.next_attempt_at:%Y-%m-%d %H:%M} UTC (`otpki push {name}` pushes it now)")
         elif target.state is TargetState.DELIVERED:
             yield Finding(check="push-target", subject=subject, level="ok", detail="up to date when last pushed")
         else:
@@ -209,7 +194,7 @@ def check_mosquitto_files(engine: Engine, *, cafile: Path, crlfile: Path, group:
                              "revocation or trust change has not reached the broker); run `otpki mqtt sync --once` "
                              "or keep `otpki mqtt sync` running")
     in_sync = (installed_ca, installed_crl) == (ca_pem, crl_pem)
-    now = engine.ctx.clock()
+    now = engine.now()
     margin = timedelta(days=engine.config.group(group).crl_refresh_margin_days)
     worst: Finding | None = None
     failed = False
@@ -285,7 +270,7 @@ def check_mosquitto_dynsec(engine: Engine, *, dynsec_file: Path, admin_username:
                       detail=f"{len(pending)} change(s) not on the broker yet (e.g. "
                              f"{pending[0].kind.replace('_', ' ')} {pending[0].name!r}); keep `otpki mqtt sync` "
                              "running")
-    since = engine.ctx.clock() - FOREIGN_LOOKBACK
+    since = engine.now() - FOREIGN_LOOKBACK
     for event in engine.audit_records(action=FOREIGN_REMOVED_ACTION, since=since):
         names = ", ".join(f"{r.get('kind', '?').replace('_', ' ')} {r.get('name')!r}"
                           for r in event.details.get("removed", []))
@@ -353,8 +338,8 @@ def check_secret_file_modes(directories: Iterable[Path]) -> Iterable[Finding]:
                 mode = path.lstat()
                 if stat.S_ISREG(mode.st_mode) and mode.st_mode & 0o077 and str(path) not in exposed:
                     exposed.append(str(path))
-    for path in exposed:
-        yield Finding(check="secret-file", subject=path, level="fail",
+    for shown in exposed:
+        yield Finding(check="secret-file", subject=shown, level="fail",
                       detail="readable by group or others: `chmod 600` it (and replace the secret if others may "
                              "have read it)")
     if not exposed:

@@ -52,7 +52,10 @@ class PlcSimulator:
         return der, key_to_pem(key)
 
     async def start(self) -> None:
-        server = Server()
+        # With push management, install_push_management sets the user manager; an older PLC without it still
+        # checks its users.
+        users = GdsUserManager(self.access) if self.access is not None and not self.push_management else None
+        server = Server(user_manager=users)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(self.name)
@@ -75,8 +78,6 @@ class PlcSimulator:
                 can_generate_keys=self.can_generate_keys)
             if self.faults is not None:
                 install_faults(server, self.faults)
-        elif self.access is not None:
-            server.iserver.set_user_manager(GdsUserManager(self.access))
         await server.start()
         self.server = server
 

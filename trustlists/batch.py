@@ -77,7 +77,7 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
             refused: list[BatchItem] = []
             # The chunk's new registrations commit together (a registration's own transaction joins this
             # one): one fsync for a hundred new devices, and no other batch registers one of them meanwhile.
-            with engine.ctx.store.transaction():
+            with engine._ctx.store.transaction():
                 for path in files[start:start + CHUNK]:
                     found = _claim_output(path, claimed) or _owner_for(engine, path, group=group, site=site,
                                                                        actor=actor)
@@ -130,7 +130,7 @@ def _owner_for(engine: Engine, path: Path, *, group: str, site: str | None, acto
             uri = _first_uri(csr) if policy.san.uri_source == "owner_application_uri" else None
             # Check the CSR against a provisional registration first: a refused CSR registers nobody.
             provisional = Owner(id="provisional", kind=OwnerKind(policy.owner_kind), name=name, group=group,
-                                site=site, created_at=engine.ctx.clock(), application_uri=uri)
+                                site=site, created_at=engine.now(), application_uri=uri)
             check_csr(csr, policy, group, provisional, reserved=engine.config.reserved_names)
             owner = engine.registry.register(group=group, name=name, site=site, actor=actor, application_uri=uri,
                                              attributes={"registered_by": "batch", "source_file": path.name})

@@ -37,7 +37,7 @@ from trustlists.context import EngineContext
 from trustlists.der import load_certificate, sha256_hex
 from trustlists.errors import BootstrapRefused, InvalidState, NotFound
 from trustlists.models import BootstrapPin, CertificateRecord, IssuedCertificate, KeyType, Owner, RevocationReason
-from trustlists.registry import is_unregistered, issuable_owner
+from trustlists.registry import issuable_owner
 from trustlists.store.base import StoreTx
 
 __all__ = ["Bootstrap", "BootstrapEntry"]
@@ -84,7 +84,7 @@ class Bootstrap:
         fingerprint = fingerprint.lower()
         with self._ctx.store.read() as tx:
             owners = tx.list_owners(group)
-        matches = [o for o in owners if not is_unregistered(o) and any(
+        matches = [o for o in owners if not o.unregistered and any(
             e.matches(subject_cn, fingerprint, fingerprint_only=fingerprint_only) for e in allow_list(o))]
         if not matches:
             raise BootstrapRefused(f"no registered device of {group} lists this certificate (CN {subject_cn!r}, "
@@ -149,7 +149,7 @@ class Bootstrap:
         with self._ctx.store.read() as tx:
             owners = tx.list_owners(group)
             imported = {fp for _list, kind, fp, _der, _note in tx.list_external(group) if kind == "cert"}
-        return [(o, e.sha256) for o in owners if not is_unregistered(o) for e in allow_list(o)
+        return [(o, e.sha256) for o in owners if not o.unregistered for e in allow_list(o)
                 if e.sha256 is not None and e.sha256 not in imported]
 
     # -- enrollment -----------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Bootstrap:
         process pinned the device, an operator re-armed it with another allow-list or ended the registration).
         """
         owner = tx.get_owner(owner_id)
-        if is_unregistered(owner) or not _lists(owner, cert, fingerprint):
+        if owner.unregistered or not _lists(owner, cert, fingerprint):
             raise BootstrapRefused(f"{owner.name} no longer lists this bootstrap certificate",
                                    reason="bootstrap_not_allowed")
         pin = tx.get_bootstrap_pin(owner.id)
@@ -250,7 +250,7 @@ class Bootstrap:
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
             owner = tx.get_owner(owner_id)
-            if is_unregistered(owner):
+            if owner.unregistered:
                 raise NotFound(f"{owner.name} was unregistered", reason="unknown_owner")
             pin = tx.get_bootstrap_pin(owner.id)
             if pin is None and entries is None:
@@ -286,6 +286,6 @@ def _held_elsewhere(tx: StoreTx, owner: Owner, fingerprint: str) -> BootstrapPin
     pin = tx.find_bootstrap_pin(owner.group, fingerprint)
     if pin is None or pin.owner_id == owner.id:
         return None
-    if is_unregistered(tx.get_owner(pin.owner_id)):
+    if tx.get_owner(pin.owner_id).unregistered:
         return None
     return pin

@@ -122,6 +122,12 @@ class RevocationIndex:
     def add(self, ca_id: str, serial: int, reason: int) -> None:
         self._by_ca.setdefault(ca_id, {})[serial] = reason
 
+    def discard(self, ca_id: str, serial: int) -> None:
+        """Forget an entry added for a transaction that then rolled back (the store never held it)."""
+        revoked = self._by_ca.get(ca_id)
+        if revoked is not None:
+            revoked.pop(serial, None)
+
     def is_revoked(self, ca_id: str, serial: int) -> bool:
         revoked = self._by_ca.get(ca_id)
         return revoked is not None and serial in revoked

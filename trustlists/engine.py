@@ -1,9 +1,13 @@
-"""The engine facade: one object that wires the store, keys and policy into the engine's parts.
+"""The engine's front door: one object that wires the store, keys and policy into the engine's parts.
 
     engine = Engine(store=SqliteStore(path), config=load_default_config(), keys=KeyRing([...]))
     engine.hierarchy.initialize(actor="alice")
     owner = engine.registry.register(group="mqtt-device", name="pump-7", site="north", actor="alice")
     issued = engine.authority.issue_from_csr(csr_pem, owner_id=owner.id, actor="alice")
+
+The fronts (OPC UA, MQTT, the CLI, doctor) use the parts below and the queries of `Engine`; the context the parts
+share (store, keys, revocation index) is private: a question a front needs answered becomes a method here, with a
+typed answer, and a use case that spans several parts becomes one call that commits as one transaction.
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ from trustlists.bootstrap import Bootstrap
 from trustlists.clock import as_utc, utcnow
 from trustlists.context import EngineContext
 from trustlists.crl import RevocationIndex
+from trustlists.decommission import Decommissioning
+from trustlists.errors import OtpkiError
 from trustlists.hierarchy import Hierarchy
 from trustlists.inventory import Inventory
+from trustlists.key_probe import sign_and_verify
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
 from trustlists.live_revocation import LiveRevocationSource
+from trustlists.models import CAStatus, CrlRecord, Decommissioned, KeyProbe, OwnerRegistration, RevocationReason
 from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
 from trustlists.request_guard import RequestGuard
 from trustlists.requests import CertificateRequests
 from trustlists.store.base import Store
-from trustlists.targets import DeliveryTargets
+from trustlists.targets import DeliveryTarget, DeliveryTargets
 from trustlists.trustlist import TrustListManager
 from trustlists.validation import CertificateValidator
 
@@ -37,24 +45,25 @@ from trustlists.validation import CertificateValidator
 class Engine:
     def __init__(self, *, store: Store, config: PkiConfig, keys: KeyRing, key_pool: KeyPool | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        self.ctx = EngineContext(store=store, config=config, keys=keys, index=RevocationIndex(), clock=clock)
+        self._ctx = EngineContext(store=store, config=config, keys=keys, index=RevocationIndex(), clock=clock)
         self.key_pool = key_pool or KeyPool()
-        self.trustlists = TrustListManager(self.ctx)
-        self.hierarchy = Hierarchy(self.ctx, self.trustlists)
-        self.registry = Registry(self.ctx)
-        self.authority = CertificateAuthority(self.ctx, self.hierarchy, self.trustlists, self.key_pool)
-        self.requests = CertificateRequests(self.ctx, self.authority, self.key_pool)
-        self.inventory = Inventory(self.ctx)
-        self.targets = DeliveryTargets(self.ctx)
-        self.bootstrap = Bootstrap(self.ctx, self.authority)
-        self.request_guard = RequestGuard(self.ctx)
-        self._live = LiveRevocationSource(self.ctx)
+        self.trustlists = TrustListManager(self._ctx)
+        self.hierarchy = Hierarchy(self._ctx, self.trustlists)
+        self.registry = Registry(self._ctx)
+        self.authority = CertificateAuthority(self._ctx, self.hierarchy, self.trustlists, self.key_pool)
+        self.requests = CertificateRequests(self._ctx, self.authority, self.key_pool)
+        self.inventory = Inventory(self._ctx)
+        self.targets = DeliveryTargets(self._ctx)
+        self.bootstrap = Bootstrap(self._ctx, self.authority)
+        self.request_guard = RequestGuard(self._ctx)
+        self._live = LiveRevocationSource(self._ctx)
+        self._decommissioning = Decommissioning(self._ctx, self.trustlists)
         self._validators: dict[str, tuple[str, CertificateValidator]] = {}
         self.refresh_revocations()
 
     @property
     def config(self) -> PkiConfig:
-        return self.ctx.config
+        return self._ctx.config
 
     def validator(self, group: str) -> CertificateValidator:
         """A validator for the group's current trust list, answering revocation from the live index.
@@ -72,32 +81,89 @@ class Engine:
 
     def now(self) -> datetime:
         """The engine's clock (aware UTC): what fronts compare request timestamps against."""
-        return as_utc(self.ctx.clock())
+        return as_utc(self._ctx.clock())
+
+    # -- revocation and CA state -----------------------------------------------------------------------
+    def is_revoked(self, issuer_ca_id: str, serial: int) -> bool:
+        """Whether the engine revoked the certificate `serial` issued by its CA `issuer_ca_id` (leaf or CA).
+
+        Answered from the live revocation index (a dict lookup): what a broker asks about every live session
+        after a revocation. Revocations other processes wrote count after `refresh_revocations`.
+        """
+        return self._ctx.index.is_revoked(issuer_ca_id, serial)
+
+    def ca_statuses(self) -> list[CAStatus]:
+        """Every CA of the hierarchy, in creation order, with whether its issuer revoked it."""
+        return [CAStatus(record=ca, revoked=self._ctx.ca_revoked(ca)) for ca in self._ctx.cas()]
+
+    def ca_status(self, ca_id: str) -> CAStatus:
+        """One CA and its revocation state; NotFound for an unknown id."""
+        ca = self._ctx.ca(ca_id)
+        return CAStatus(record=ca, revoked=self._ctx.ca_revoked(ca))
+
+    def latest_crl(self, ca_id: str) -> CrlRecord | None:
+        """The CA's most recent CRL, None before the first one was published."""
+        with self._ctx.store.read() as tx:
+            return tx.latest_crl(ca_id)
+
+    def probe_ca_key(self, ca_id: str) -> KeyProbe:
+        """Whether the CA's key is reachable and signs something its certificate verifies (nothing is stored)."""
+        ca = self._ctx.ca(ca_id)
+        try:
+            sign_and_verify(self._ctx.keys.signer(ca), self._ctx.ca_certificate(ca))
+        except OtpkiError as exc:
+            return KeyProbe(ca_id=ca.id, ok=False, problem=exc.message)
+        except Exception as exc:  # a health check reports whatever a key backend (an HSM driver) raised
+            return KeyProbe(ca_id=ca.id, ok=False, problem=f"{type(exc).__name__}: {exc}")
+        return KeyProbe(ca_id=ca.id, ok=True)
+
+    # -- use cases spanning several parts -------------------------------------------------------------
+    def decommission(self, owner_id: str, *, actor: str,
+                     reason: RevocationReason = RevocationReason.CESSATION_OF_OPERATION) -> Decommissioned:
+        """Revoke every certificate the owner still holds and end its registration, in one transaction.
+
+        What the GDS UnregisterApplication means: a failure anywhere (a CA key that cannot sign the CRL, the
+        store) leaves both the certificates and the registration as they were.
+        """
+        return self._decommissioning.run(owner_id, actor=actor, reason=reason)
+
+    def add_target(self, *, owner: OwnerRegistration, kind: str, address: str, credentials_ref: str, actor: str,
+                   pin_sha256: str | None = None) -> DeliveryTarget:
+        """A delivery target of the owner `owner` names (group and name), registered first if it is not yet.
+
+        One transaction: a target the engine refuses (its address taken already) leaves no registration behind.
+        """
+        with self._ctx.store.transaction():  # the registry's and the targets' transactions join this one
+            found = self.registry.find(owner.group, name=owner.name)
+            if found is None:
+                found = self.registry.register(**owner.model_dump(), actor=actor)
+            return self.targets.add(owner_id=found.id, kind=kind, address=address, credentials_ref=credentials_ref,
+                                    actor=actor, pin_sha256=pin_sha256)
 
     def refresh_revocations(self) -> int:
         """Pick up revocations other processes wrote (the CLI revoking while a server runs), and bootstrap pins
         they set or released (a pin revokes every other bootstrap certificate of its device)."""
         self.bootstrap.refresh()
-        with self.ctx.store.read() as tx:
-            return self.ctx.index.refresh(tx)
+        with self._ctx.store.read() as tx:
+            return self._ctx.index.refresh(tx)
 
     def is_initialized(self) -> bool:
         return any(ca.parent_id is None for ca in self.hierarchy.list())
 
     def verify_audit(self) -> AuditVerification:
-        with self.ctx.store.read() as tx:
+        with self._ctx.store.read() as tx:
             return audit.verify(tx)
 
     def audit_records(self, *, action: str | None = None, since: datetime | None = None) -> list[audit.AuditRecord]:
         """Audit records, optionally only one action and only those at or after `since`."""
-        with self.ctx.store.read() as tx:
+        with self._ctx.store.read() as tx:
             return list(audit.records(tx, action=action, since=since))
 
     def record_event(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:
         """Audit what a front saw or did outside the engine's own state (a foreign broker entry it removed)."""
-        with self.ctx.store.transaction() as tx:
-            audit.append(tx, actor=actor, action=action, subject=subject, details=details, at=self.ctx.clock())
+        with self._ctx.store.transaction() as tx:
+            audit.append(tx, actor=actor, action=action, subject=subject, details=details, at=self._ctx.clock())
 
     def close(self) -> None:
         self.key_pool.stop()
-        self.ctx.store.close()
+        self._ctx.store.close()

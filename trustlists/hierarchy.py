@@ -6,6 +6,7 @@ and is written to the audit log with who, when, which key and which certificate.
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations after it name the type this way
 import hashlib
 import secrets
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from trustlists.crl import build_crl
 from trustlists.der import sha256_hex
 from trustlists.errors import AlreadyExists, IssuerUnusable, NotFound
 from trustlists.models import CARecord, CrlRecord, KeyType
+from trustlists.policy import PkiConfig
 from trustlists.serials import random_serial, serial_hex
 from trustlists.store.sql import SqlTx
 from trustlists.trustlist import TrustListManager
@@ -77,7 +79,7 @@ class Hierarchy:
                 raise IssuerUnusable(f"the root CA {parent.name} has expired")
 
     # -- ceremonies -------------------------------------------------------------------------------
-    def initialize(self, *, actor: str) -> list[CARecord]:
+    def initialize(self, *, actor: str) -> builtins.list[CARecord]:
         """Create the root (if none) and an issuing CA for every group (and site, where per-site)."""
         created: list[CARecord] = []
         existing = self.list()
@@ -177,6 +179,14 @@ def publish_crl(ctx: EngineContext, tx: SqlTx, ca: CARecord, key: CertificateIss
     audit.append(tx, actor=actor, action="crl.publish", subject=ca.id, at=now,
                  details={"crl_number": number, "entries": count, "next_update": record.next_update.isoformat()})
     return record
+
+
+def crl_policy(config: PkiConfig, ca: CARecord) -> tuple[int, str]:
+    """(CRL lifetime in days, signature hash) of the CA's CRLs: the root's policy or its group's."""
+    if ca.parent_id is None:
+        return config.root.crl_lifetime_days, config.root.signature_hash
+    policy = config.group(ca.group or "")
+    return policy.crl_lifetime_days, policy.signature_hash
 
 
 def _second(value: datetime) -> datetime:

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class KeyType(StrEnum):
-    RSA2048 = "rsa2048"
-    RSA3072 = "rsa3072"
-    RSA4096 = "rsa4096"
-    EC_P256 = "ec-p256"
-    EC_P384 = "ec-p384"
-    ED25519 = "ed25519"
-
-    @property
-    def family(self) -> KeyFamily:
-        if self.value.startswith("rsa"):
-            return KeyFamily.RSA
-        if self.value.startswith("ec-"):
-            return KeyFamily.EC
-        return KeyFamily.ED25519
-
-
-class KeyFamily(StrEnum):
-    RSA = "rsa"
-    EC = "ec"
-    ED25519 = "ed25519"
+# Defined without pydantic for the CLI (trustlists.enums); exported here with the other engine types.
+from trustlists.enums import CertificateStatus as CertificateStatus
+from trustlists.enums import KeyFamily as KeyFamily
+from trustlists.enums import KeyType as KeyType
 
 
 class OwnerKind(StrEnum):
@@ -49,16 +31,11 @@ class OwnerRole(StrEnum):
 
 
 ROLE_ATTRIBUTE = "role"
-
-
-class CertificateStatus(StrEnum):
-    """Status as the inventory reports it (derived from the stored state and the clock)."""
-
-    ACTIVE = "active"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-    SUPERSEDED = "superseded"
-    NOT_DELIVERED = "issued-not-delivered"
+# Where `Owner.unregistered_at` is kept in the store: inside the attributes JSON, as an ISO 8601 string (the shape
+# data directories written before the field existed already hold).
+UNREGISTERED_ATTRIBUTE = "unregistered_at"
+# Attribute keys only the engine writes; a registration or update that brings one is refused.
+RESERVED_ATTRIBUTES = frozenset({UNREGISTERED_ATTRIBUTE})
 
 
 class RevocationReason(IntEnum):
@@ -112,6 +89,34 @@ class Owner(BaseModel):
     ip_addresses: list[str] = Field(default_factory=list)
     attributes: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+    # When the registration ended (`Registry.unregister`); the owner stays for the inventory and the audit log.
+    # Never in `attributes` in memory: the store keeps it there (`stored_attributes`), and loading lifts it out.
+    unregistered_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_unregistered_marker(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        attributes = data.get("attributes")
+        if not isinstance(attributes, dict) or UNREGISTERED_ATTRIBUTE not in attributes:
+            return data
+        attributes = dict(attributes)
+        marker = attributes.pop(UNREGISTERED_ATTRIBUTE)
+        lifted = {**data, "attributes": attributes}
+        if lifted.get("unregistered_at") is None:
+            lifted["unregistered_at"] = _marker_time(marker)
+        return lifted
+
+    @property
+    def unregistered(self) -> bool:
+        return self.unregistered_at is not None
+
+    def stored_attributes(self) -> dict[str, Any]:
+        """The attributes as the store keeps them: with the unregistered marker, when there is one."""
+        if self.unregistered_at is None:
+            return dict(self.attributes)
+        return {**self.attributes, UNREGISTERED_ATTRIBUTE: self.unregistered_at.isoformat()}
 
     @property
     def role(self) -> OwnerRole | None:
@@ -121,6 +126,34 @@ class Owner(BaseModel):
             return OwnerRole(value) if isinstance(value, str) else None
         except ValueError:
             return None
+
+
+def _marker_time(value: object) -> datetime:
+    """The stored unregistered marker as a time. Any marker ends the registration, as it always did: one that
+    does not read as a time (edited by hand) counts as ended at the epoch rather than not at all."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class OwnerRegistration(BaseModel):
+    """Whom to register (what `Registry.register` takes), for a use case that registers on its way."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group: str
+    name: str
+    site: str | None = None
+    application_uri: str | None = None
+    dns_names: list[str] = Field(default_factory=list)
+    ip_addresses: list[str] = Field(default_factory=list)
 
 
 class CARecord(BaseModel):
@@ -145,6 +178,29 @@ class CARecord(BaseModel):
     @property
     def is_root(self) -> bool:
         return self.parent_id is None
+
+
+class CAStatus(BaseModel):
+    """A CA with what its record alone does not say: whether its issuer revoked it (the live revocation index)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record: CARecord
+    revoked: bool
+
+    def live_at(self, now: datetime) -> bool:
+        """Active, not yet ended and not revoked: a CA whose key and CRLs still matter."""
+        return self.record.active and self.record.not_after > now and not self.revoked
+
+
+class KeyProbe(BaseModel):
+    """Whether a CA's key is reachable and signs something its certificate verifies."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ca_id: str
+    ok: bool
+    problem: str | None = None  # why not, in words (the key backend's own message where it gave one)
 
 
 class CertificateRecord(BaseModel):
@@ -192,6 +248,15 @@ class IssuedCertificate(BaseModel):
     private_key: bytes | None = None  # encoded as asked (PEM PKCS#8 or PKCS#12)
     private_key_format: str | None = None
     reused: bool = False  # handed back from the inventory (an idempotent batch), not signed by this call
+
+
+class Decommissioned(BaseModel):
+    """The outcome of `Engine.decommission`: the ended registration and the certificates revoked with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: Owner
+    revoked: list[CertificateRecord]
 
 
 class BootstrapPin(BaseModel):

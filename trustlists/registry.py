@@ -3,32 +3,48 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any
 
 from trustlists import audit, names
 from trustlists.bootstrap_allowlist import checked_attributes
 from trustlists.context import EngineContext
 from trustlists.csr_checks import expected_uri
 from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
-from trustlists.models import ROLE_ATTRIBUTE, Owner, OwnerKind, OwnerRole
+from trustlists.models import RESERVED_ATTRIBUTES, ROLE_ATTRIBUTE, Owner, OwnerKind, OwnerRole
 from trustlists.policy import GroupPolicy
-
-# Owner.attributes key set by `Registry.unregister`: the owner stays in the store (the inventory and the
-# audit log keep pointing at it) but the registration is over.
-UNREGISTERED_AT = "unregistered_at"
-
-
-def is_unregistered(owner: Owner) -> bool:
-    return UNREGISTERED_AT in owner.attributes
+from trustlists.store.base import StoreTx
 
 
 def issuable_owner(ctx: EngineContext, owner_id: str) -> Owner:
     """The owner, if certificates may still be issued to it: an unregistered owner is kept for history only."""
     with ctx.store.read() as tx:
         owner = tx.get_owner(owner_id)
-    if is_unregistered(owner):
-        raise NotFound(f"{owner.name} was unregistered on {owner.attributes[UNREGISTERED_AT]}",
+    if owner.unregistered_at is not None:
+        raise NotFound(f"{owner.name} was unregistered on {owner.unregistered_at.isoformat()}",
                        reason="unknown_owner")
     return owner
+
+
+def end_registration(tx: StoreTx, owner_id: str, *, actor: str, at: datetime) -> Owner:
+    """Mark the owner unregistered inside the caller's transaction (audited); the owner and its history stay."""
+    owner = tx.get_owner(owner_id)
+    if owner.unregistered:
+        raise InvalidState(f"owner {owner_id} is already unregistered")
+    owner = owner.model_copy(update={"unregistered_at": at})
+    tx.update_owner(owner)
+    audit.append(tx, actor=actor, action="owner.unregister", subject=owner.id, at=at,
+                 details={"group": owner.group, "name": owner.name, "application_uri": owner.application_uri})
+    return owner
+
+
+def _entering(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as a caller hands them in: keys only the engine writes are refused, the allow-list checked."""
+    reserved = sorted(RESERVED_ATTRIBUTES & attributes.keys())
+    if reserved:
+        raise InvalidInput(f"the attribute {reserved[0]!r} is the engine's own (set by unregistering), not an "
+                           "input", reason="reserved_attribute")
+    return checked_attributes(attributes)
 
 
 class Registry:
@@ -65,7 +81,7 @@ class Registry:
         owner = Owner(id=owner_id or str(uuid.uuid4()), kind=OwnerKind(policy.owner_kind), name=name,
                       group=group, site=site, application_uri=application_uri,
                       dns_names=_dns_names(dns_names or []), ip_addresses=_ip_addresses(ip_addresses or []),
-                      attributes=checked_attributes(attributes), created_at=self._ctx.clock())
+                      attributes=_entering(attributes), created_at=self._ctx.clock())
         _check_template_uri(policy, owner)
         with self._ctx.store.transaction() as tx:
             if tx.find_owner(group, name=name) is not None:
@@ -82,13 +98,26 @@ class Registry:
         """Store a changed registration; what changed passes the naming rules as at registration.
 
         Fields that did not change are not judged again, so a registration stored before a rule existed can
-        still be updated in its other fields.
+        still be updated in its other fields. Whether the registration has ended is not an update: that is
+        `unregister` (or `Engine.decommission`) and `reregister`.
         """
-        owner = owner.model_copy(update={"attributes": checked_attributes(owner.attributes)})
+        return self._store_changes(owner, actor=actor, reregister=False)
+
+    def reregister(self, owner: Owner, *, actor: str) -> Owner:
+        """Start an ended registration again with the changes in `owner` (same id: its history stays with it)."""
+        return self._store_changes(owner, actor=actor, reregister=True)
+
+    def _store_changes(self, owner: Owner, *, actor: str, reregister: bool) -> Owner:
+        owner = owner.model_copy(update={"attributes": _entering(owner.attributes)})
         policy = self._ctx.config.group(owner.group)
         with self._ctx.store.transaction() as tx:
             current = tx.get_owner(owner.id)
-            changes: dict[str, object] = {}
+            if reregister and not current.unregistered:
+                raise InvalidState(f"{current.name} is registered: nothing to register again")
+            if not reregister and owner.unregistered_at != current.unregistered_at:
+                raise InvalidInput("an update does not end or restart a registration: unregister or reregister",
+                                   reason="reserved_attribute")
+            changes: dict[str, object] = {"unregistered_at": None if reregister else current.unregistered_at}
             if owner.name != current.name:
                 names.check_owner_name(owner.name, policy.names, owner.group)
             if owner.site != current.site and owner.site is not None:
@@ -108,26 +137,18 @@ class Registry:
             if (owner.name, owner.site) != (current.name, current.site):
                 _check_template_uri(policy, owner)
             tx.update_owner(owner)
-            audit.append(tx, actor=actor, action="owner.update", subject=owner.id,
-                         details=owner.model_dump(mode="json", exclude={"created_at"}))
+            audit.append(tx, actor=actor, action="owner.reregister" if reregister else "owner.update",
+                         subject=owner.id,
+                         details=owner.model_dump(mode="json", exclude={"created_at", "unregistered_at"}))
         return owner
 
     def unregister(self, owner_id: str, *, actor: str) -> Owner:
         """End a registration without deleting it: marks the owner unregistered (audited).
 
-        Certificates are not touched here; revoke them first (the GDS does) if the application is gone.
+        Certificates are not touched here: `Engine.decommission` revokes them and unregisters in one transaction.
         """
-        now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
-            owner = tx.get_owner(owner_id)
-            if is_unregistered(owner):
-                raise InvalidState(f"owner {owner_id} is already unregistered")
-            owner = owner.model_copy(update={"attributes": {**owner.attributes, UNREGISTERED_AT: now.isoformat()}})
-            tx.update_owner(owner)
-            audit.append(tx, actor=actor, action="owner.unregister", subject=owner.id, at=now,
-                         details={"group": owner.group, "name": owner.name,
-                                  "application_uri": owner.application_uri})
-        return owner
+            return end_registration(tx, owner_id, actor=actor, at=self._ctx.clock())
 
     def get(self, owner_id: str) -> Owner:
         with self._ctx.store.read() as tx:

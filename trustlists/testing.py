@@ -3,34 +3,51 @@ and waiting for a condition with a deadline.
 
 Shared by `tests/` and `bench/` (which never imports `tests/`). Engine-only: no front is imported here; the
 OPC UA helpers built on top of it are in `opcua_gds.testing`.
+
+The "engine internals" helpers at the end reach behind `Engine`'s front door on purpose (seeding a million
+revocations, counting transactions, signing a raw baseline with the CA's own key). They live here, inside the
+engine package, so that nothing outside `trustlists/` touches the engine's context or store; product code never
+calls them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import queue
 import shutil
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
+from unittest import mock
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from trustlists.clock import utcnow
+from trustlists.crl import build_crl
 from trustlists.engine import Engine
+from trustlists.hierarchy import publish_crl
 from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
+from trustlists.models import CARecord, CrlRecord, RevocationReason
 from trustlists.policy import PkiConfig, load_default_config
-from trustlists.store import SqliteStore
+from trustlists.store import SqliteStore, StoreTx
+from trustlists.store.sql import _CERT_COLUMNS
+
+# The certificates table's columns in INSERT order (the DER goes last): for benchmarks that fill an inventory
+# of tens of thousands of rows with their own sqlite3 connection.
+CERTIFICATE_COLUMNS = _CERT_COLUMNS
 
 PASSPHRASE = b"correct horse battery staple"
 
@@ -58,8 +75,7 @@ def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Call
     directory.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(directory / "otpki.db", busy_timeout_s=busy_timeout_s)
     keys = KeyRing([EncryptedFileKeyBackend(directory / "keys", passphrase)])
-    kwargs = {"clock": clock} if clock else {}
-    return Engine(store=store, config=config or load_default_config(), keys=keys, **kwargs)
+    return Engine(store=store, config=config or load_default_config(), keys=keys, clock=clock or utcnow)
 
 
 # -- initialised engines from templates ----------------------------------------------------------------------------
@@ -165,7 +181,7 @@ def read_line_until(stream: IO[str], done: Callable[[str], bool], what: str, *, 
         seen.append(line)
 
 
-def new_key(kind: str = "ec-p256"):  # type: ignore[no-untyped-def]
+def new_key(kind: str = "ec-p256") -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey:
     if kind == "ec-p256":
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ec-p384":
@@ -175,8 +191,8 @@ def new_key(kind: str = "ec-p256"):  # type: ignore[no-untyped-def]
     return rsa.generate_private_key(65537, int(kind.removeprefix("rsa")))
 
 
-def make_csr(cn: str, *, uris: list[str] | None = None, dns: list[str] | None = None, key=None,  # type: ignore[no-untyped-def]
-             ca: bool = False, pem: bool = True) -> bytes:
+def make_csr(cn: str, *, uris: list[str] | None = None, dns: list[str] | None = None,
+             key: CertificateIssuerPrivateKeyTypes | None = None, ca: bool = False, pem: bool = True) -> bytes:
     key = key or new_key()
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
@@ -206,9 +222,99 @@ def make_subject_csr(attributes: list[tuple[x509.ObjectIdentifier, str]], *, uri
 
 def store_snapshot(engine: Engine) -> tuple[int, int, int, int]:
     """Counts that must not move when a request is refused: certificates, audit records, CRLs, owners."""
-    with engine.ctx.store.read() as tx:
+    with engine._ctx.store.read() as tx:
         certs = tx.execute("SELECT COUNT(*) FROM certificates").fetchone()[0]
         audit = tx.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
         crls = tx.execute("SELECT COUNT(*) FROM crls").fetchone()[0]
         owners = tx.execute("SELECT COUNT(*) FROM owners").fetchone()[0]
     return certs, audit, crls, owners
+
+
+# -- engine internals (tests and benchmarks only) --------------------------------------------------------------
+def ca_signing_material(engine: Engine, ca: CARecord) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
+    """The CA's parsed certificate and its key as the engine signs with them: a benchmark's raw baseline signs
+    with the very same key."""
+    return engine._ctx.ca_certificate(ca), engine._ctx.keys.signer(ca)
+
+
+def insert_revocations(engine: Engine, rows: Sequence[tuple[str, str, int, int, int]]) -> None:
+    """(serial hex, issuer CA id, revoked_at epoch, reason, not_after epoch) rows straight into the store, in one
+    transaction, without certificates, CRLs or audit records: a large CRL's worth of setup."""
+    with engine._ctx.store.transaction() as tx:
+        tx.executemany("INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
+                       "VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def build_crl_from_store(engine: Engine, ca: CARecord, key: CertificateIssuerPrivateKeyTypes, *, hash_name: str,
+                         crl_days: int, now: datetime) -> tuple[x509.CertificateRevocationList, int]:
+    """What `publish_crl` signs, without storing it: the store's revocations of `ca` read and built into a CRL."""
+    with engine._ctx.store.read() as tx:
+        return build_crl(issuer_cert=engine._ctx.ca_certificate(ca), issuer_key=key, issuer_key_type=ca.key_type,
+                         hash_name=hash_name, crl_number=tx.next_crl_number(ca.id), this_update=now,
+                         next_update=now + timedelta(days=crl_days), entries=tx.revoked_entries(ca.id, now))
+
+
+def revoked_entries(engine: Engine, ca_id: str, now: datetime) -> list[tuple[str, int, int]]:
+    """The rows `build_crl` is fed for `ca_id`, fetched into a list."""
+    with engine._ctx.store.read() as tx:
+        return list(tx.revoked_entries(ca_id, now))
+
+
+def publish_crl_now(engine: Engine, ca: CARecord, key: CertificateIssuerPrivateKeyTypes, *, crl_days: int,
+                    hash_name: str, actor: str) -> CrlRecord:
+    """`publish_crl` in its own transaction (build, store, audit), outside any revocation."""
+    with engine._ctx.store.transaction() as tx:
+        return publish_crl(engine._ctx, tx, ca, key, crl_days=crl_days, hash_name=hash_name, actor=actor)
+
+
+def fill_revocation_index(engine: Engine, ca_id: str, serials: Sequence[int],
+                          reason: RevocationReason = RevocationReason.KEY_COMPROMISE) -> None:
+    """Entries in the live revocation index only (the store never hears of them): its size under a big CRL."""
+    for serial in serials:
+        engine._ctx.index.add(ca_id, serial, int(reason))
+
+
+def revocation_index_size(engine: Engine) -> int:
+    return len(engine._ctx.index)
+
+
+@contextlib.contextmanager
+def counting_writes(engine: Engine) -> Iterator[list[int]]:
+    """Counts the write transactions the engine opens while inside (nested ones included): `count[0]`."""
+    store = engine._ctx.store
+    real = store.transaction
+    count = [0]
+
+    @contextlib.contextmanager
+    def counted() -> Iterator[StoreTx]:
+        count[0] += 1
+        with real() as tx:
+            yield tx
+
+    # patch.object puts the store's own method back however the block ends.
+    with mock.patch.object(store, "transaction", counted):
+        yield count
+
+
+@contextlib.contextmanager
+def store_refuses(engine: Engine, *, table: str, operation: str = "UPDATE") -> Iterator[None]:
+    """While inside, the store refuses every `operation` (INSERT, UPDATE, DELETE) on `table`: a real SQLite
+    trigger, added through a second connection to the engine's database file, that aborts the statement. For
+    tests of what a failure halfway through a transaction leaves behind."""
+    if operation not in ("INSERT", "UPDATE", "DELETE") or not table.isidentifier():
+        raise ValueError(f"cannot make a trigger for {operation} on {table!r}")
+    store = engine._ctx.store
+    if not isinstance(store, SqliteStore):
+        raise TypeError(f"store_refuses needs a SQLite store, not {type(store).__name__}")
+    path = store.path
+    name = f"otpki_test_refuse_{operation.lower()}_{table}"
+    with contextlib.closing(sqlite3.connect(str(path), timeout=30)) as conn:
+        conn.execute(f"CREATE TRIGGER {name} BEFORE {operation} ON {table} "
+                     f"BEGIN SELECT RAISE(ABORT, 'the test made the store refuse {operation} on {table}'); END")
+        conn.commit()
+    try:
+        yield
+    finally:
+        with contextlib.closing(sqlite3.connect(str(path), timeout=30)) as conn:
+            conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+            conn.commit()

@@ -1,8 +1,9 @@
-"""Certificate chain validation in the order, and with the result codes, of OPC UA Part 4 §6.1.3.
+"""Certificate chain validation in the order, and with the outcomes, of OPC UA Part 4 §6.1.3.
 
 Why our own validator: `cryptography.x509.verification` does no revocation checking and reports errors
-that are not Part 4 StatusCodes, and the protocol fronts (OPC UA sessions, MQTT connects) need exactly
-those codes plus the TrustListValidationOptions suppression bits.
+that do not tell the Part 4 outcomes apart, and the protocol fronts (OPC UA sessions, MQTT connects) need
+exactly those outcomes plus the TrustListValidationOptions suppression bits. The outcomes are the engine's
+own `ValidationCode`; each front translates them into its protocol's words (a StatusCode, a refusal reason).
 
 The checks run step by step in the Part 4 order; inside a step the leaf comes first, then its issuers
 towards the root. The first error that is not suppressed is the result. Suppressed errors are listed in
@@ -31,12 +32,13 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum, IntEnum
+from enum import Enum, IntEnum, StrEnum
 from itertools import islice
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import (
@@ -61,52 +63,28 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-class ValidationCode(Enum):
-    """A Part 4 validation outcome; the value is the OPC UA StatusCode symbolic name."""
+class ValidationCode(StrEnum):
+    """Why a chain is (not) valid, in the engine's words: one member per Part 4 §6.1.3 outcome.
 
-    GOOD = "Good"
-    CERTIFICATE_INVALID = "BadCertificateInvalid"
-    CHAIN_INCOMPLETE = "BadCertificateChainIncomplete"
-    POLICY_CHECK_FAILED = "BadCertificatePolicyCheckFailed"
-    UNTRUSTED = "BadCertificateUntrusted"
-    TIME_INVALID = "BadCertificateTimeInvalid"
-    ISSUER_TIME_INVALID = "BadCertificateIssuerTimeInvalid"
-    HOST_NAME_INVALID = "BadCertificateHostNameInvalid"
-    URI_INVALID = "BadCertificateUriInvalid"
-    USE_NOT_ALLOWED = "BadCertificateUseNotAllowed"
-    ISSUER_USE_NOT_ALLOWED = "BadCertificateIssuerUseNotAllowed"
-    REVOCATION_UNKNOWN = "BadCertificateRevocationUnknown"
-    ISSUER_REVOCATION_UNKNOWN = "BadCertificateIssuerRevocationUnknown"
-    REVOKED = "BadCertificateRevoked"
-    ISSUER_REVOKED = "BadCertificateIssuerRevoked"
+    The fronts translate: `opcua_gds.validation_status` maps each to the StatusCode Part 4 names for it (the
+    member names follow those StatusCodes), `mqtt_broker_auth.decision` to its refusal reasons.
+    """
 
-    @property
-    def status_code(self) -> int:
-        return _STATUS_CODES[self]
-
-    @property
-    def status_name(self) -> str:
-        return self.value
-
-
-# From the OPC UA NodeSet StatusCode.csv.
-_STATUS_CODES: dict[ValidationCode, int] = {
-    ValidationCode.GOOD: 0x00000000,
-    ValidationCode.CERTIFICATE_INVALID: 0x80120000,
-    ValidationCode.CHAIN_INCOMPLETE: 0x810D0000,
-    ValidationCode.POLICY_CHECK_FAILED: 0x81140000,
-    ValidationCode.UNTRUSTED: 0x801A0000,
-    ValidationCode.TIME_INVALID: 0x80140000,
-    ValidationCode.ISSUER_TIME_INVALID: 0x80150000,
-    ValidationCode.HOST_NAME_INVALID: 0x80160000,
-    ValidationCode.URI_INVALID: 0x80170000,
-    ValidationCode.USE_NOT_ALLOWED: 0x80180000,
-    ValidationCode.ISSUER_USE_NOT_ALLOWED: 0x80190000,
-    ValidationCode.REVOCATION_UNKNOWN: 0x801B0000,
-    ValidationCode.ISSUER_REVOCATION_UNKNOWN: 0x801C0000,
-    ValidationCode.REVOKED: 0x801D0000,
-    ValidationCode.ISSUER_REVOKED: 0x801E0000,
-}
+    GOOD = "good"
+    CERTIFICATE_INVALID = "certificate_invalid"
+    CHAIN_INCOMPLETE = "chain_incomplete"
+    POLICY_CHECK_FAILED = "policy_check_failed"
+    UNTRUSTED = "untrusted"
+    TIME_INVALID = "time_invalid"
+    ISSUER_TIME_INVALID = "issuer_time_invalid"
+    HOST_NAME_INVALID = "host_name_invalid"
+    URI_INVALID = "uri_invalid"
+    USE_NOT_ALLOWED = "use_not_allowed"
+    ISSUER_USE_NOT_ALLOWED = "issuer_use_not_allowed"
+    REVOCATION_UNKNOWN = "revocation_unknown"
+    ISSUER_REVOCATION_UNKNOWN = "issuer_revocation_unknown"
+    REVOKED = "revoked"
+    ISSUER_REVOKED = "issuer_revoked"
 
 
 class RevocationStatus(Enum):
@@ -147,8 +125,6 @@ class ValidationOptions(BaseModel):
 
 class ValidationResult(BaseModel):
     code: ValidationCode
-    status_code: int
-    status_name: str
     reason: str
     failed_index: int | None = None  # index in `chain` (0 = leaf); for unparseable input, in the input
     chain: list[bytes] = Field(default_factory=list)  # DER as built: leaf first, anchor last
@@ -301,9 +277,9 @@ def _verify_signature(key: object, signature: bytes, data: bytes, oid: x509.Obje
     """Check a signature with the issuer key; the key type must match the signature algorithm."""
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            if not isinstance(params, padding.PKCS1v15 | padding.PSS) or hash_alg is None:
+            if not (isinstance(params, padding.PKCS1v15 | padding.PSS) and isinstance(hash_alg, hashes.HashAlgorithm)):
                 return False
-            key.verify(signature, data, params, hash_alg)  # type: ignore[arg-type]
+            key.verify(signature, data, params, hash_alg)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             if not isinstance(params, ec.ECDSA):
                 return False
@@ -317,9 +293,9 @@ def _verify_signature(key: object, signature: bytes, data: bytes, oid: x509.Obje
                 return False
             key.verify(signature, data)
         elif isinstance(key, dsa.DSAPublicKey):
-            if hash_alg is None or oid not in _DSA_OIDS:
+            if not isinstance(hash_alg, hashes.HashAlgorithm) or oid not in _DSA_OIDS:
                 return False
-            key.verify(signature, data, hash_alg)  # type: ignore[arg-type]
+            key.verify(signature, data, hash_alg)
         else:
             return False
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
@@ -943,7 +919,11 @@ class CertificateValidator:
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
 
-def _remember(cache: dict, key: object, value: object) -> None:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
     # Dropping everything when full keeps the cache bounded without a lock; it refills in a few calls.
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
@@ -1033,8 +1013,8 @@ def _source_reason(cert: _Cert, issuer: _Cert, status: RevocationStatus) -> str:
 
 def _result(code: ValidationCode, reason: str, *, index: int | None = None, chain: list[bytes] | None = None,
             suppressed: list[ValidationCode] | None = None) -> ValidationResult:
-    return ValidationResult(code=code, status_code=code.status_code, status_name=code.status_name,
-                            reason=reason, failed_index=index, chain=chain or [], suppressed=suppressed or [])
+    return ValidationResult(code=code, reason=reason, failed_index=index, chain=chain or [],
+                            suppressed=suppressed or [])
 
 
 def _outcome_result(outcome: _Outcome) -> ValidationResult:
@@ -1043,7 +1023,7 @@ def _outcome_result(outcome: _Outcome) -> ValidationResult:
     if outcome.issue is None:
         reason = f"certificate {outcome.path[0].label} is valid"
         if suppressed:
-            reason += " (suppressed: " + ", ".join(code.status_name for code in suppressed) + ")"
+            reason += " (suppressed: " + ", ".join(code.value for code in suppressed) + ")"
         return _result(ValidationCode.GOOD, reason, chain=chain, suppressed=suppressed)
     issue = outcome.issue
     return _result(issue.code, issue.reason, index=issue.index, chain=chain, suppressed=suppressed)

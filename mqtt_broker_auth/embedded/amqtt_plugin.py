@@ -15,30 +15,26 @@ amqtt flaws (../shared/reference/mqtt.md §2) and what defends against each:
 (c) A refused CONNECT leaves its session in `Broker._sessions`, marked connected; with clean_session=0 a
     refused client even "takes over" a connected victim's session, disconnecting it.
 A plugin cannot fix (b) and (c): amqtt calls plugins only after it has changed the session table. So
-`DeviceGateBroker` replaces the one private method where the table changes, `_initialize_client_session`,
-with its own: it authenticates the certificate of *this* TLS
+`DeviceGateBroker` replaces amqtt's CONNECT handling, where the table changes (the `on_connect` hook of
+`mqtt_broker_auth._amqtt_compat.HookedBroker`), with its own: it authenticates the certificate of *this* TLS
 connection (`writer.get_ssl_info()`) and the CONNECT's client id and will topic before any session is
 looked up, deleted or resumed. A refused client gets CONNACK 5 (not authorized) and its connection is
 closed; the session table is never touched. A resumed session gets the new connection's TLS object and
 identity. The auth plugin then only confirms that the gate saw this very connection (a one-shot mark per CONNECT);
 used on a stock `amqtt.broker.Broker` it authenticates fresh sessions from their own TLS object and refuses
 resumed sessions, whose TLS object it cannot trust (fail closed: no clean_session=0 resumption there), but
-(b) and (c) need `DeviceGateBroker`. Pin amqtt: the override relies on 0.12.1's private broker methods.
+(b) and (c) need `DeviceGateBroker`. Every amqtt private name it relies on is in `_amqtt_compat`.
 Also closed here: amqtt publishes a client's will message without any topic check, so the will topic is
 authorized at CONNECT like a PUBLISH.
 
 Before authentication amqtt spends without limit: (d) asyncio's TLS server waits 60 s for a handshake and
 amqtt then waits for a CONNECT forever; (e) a packet is read whole, at any announced size up to 256 MB;
 (f) any number of connections may wait like that. `DeviceGateBroker` therefore takes every TCP connection
-itself (`stream_connected`): it refuses it at once when `max_unauthenticated` connections are already
+itself (`on_accept`): it refuses it at once when `max_unauthenticated` connections are already
 between accept and an authenticated CONNECT, does the TLS handshake with the listener's current context
 (`listener_tls`) and the handshake check (`tls_admission`) before any MQTT byte is read, reads packets through
 `PacketLimitReader`, and closes a connection whose CONNECT has not arrived `connect_timeout_s` after accept.
 In `mode="bootstrap"` it admits only bootstrap identities and the enrollment service.
-
-Every amqtt 0.12.1 private name used here: `Broker.stream_connected` (the accept callback), `_client_connected`,
-`_initialize_client_session`, `_handle_client_session`, `_authenticate`, `_sessions`, `_subscriptions`,
-`_delete_session`, `_cleanup_session`, `_servers` (`bound_port`).
 """
 
 from __future__ import annotations
@@ -51,16 +47,16 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
-from amqtt.broker import Broker
-from amqtt.contexts import Action, ListenerConfig
+from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
+from mqtt_broker_auth._amqtt_compat import HookedBroker, take_connection
 from mqtt_broker_auth.decision import ENROLLMENT_SERVICE_ROLE, DeviceGate, DeviceIdentity, Refusal
 from mqtt_broker_auth.embedded.broker_limits import (
     BrokerLimits,
@@ -72,7 +68,6 @@ from mqtt_broker_auth.embedded.broker_limits import (
 from mqtt_broker_auth.embedded.listener_tls import ListenerTls
 from mqtt_broker_auth.embedded.packet_limit import PacketLimitReader, PacketRefused, PacketTooLarge
 from mqtt_broker_auth.embedded.tls_admission import (
-    BrokerRefusal,
     HandshakeCheck,
     TlsRefusal,
     openssl_refusal,
@@ -97,11 +92,6 @@ _log = logging.getLogger(__name__)
 IDENTITY = "otpki.identity"  # Session.attributes key: the DeviceIdentity of the current connection
 _GATED = "otpki.gated"  # set by DeviceGateBroker for the CONNECT it just authenticated, consumed by the plugin
 _AUTHENTICATED = "otpki.authenticated"  # what amqtt's plugin round decided for the current connection
-
-# What a resumed session takes from the connection that resumes it: the rest (subscriptions, queued
-# messages, in-flight packets) is the session itself. ssl_object is the amqtt#389 fix.
-_PER_CONNECTION = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive", "username",
-                   "password", "ssl_object", "remote_address", "remote_port")
 
 _gates: dict[str, DeviceGate] = {}
 _gates_lock = threading.Lock()
@@ -173,7 +163,8 @@ class DeviceCertAuthPlugin(BaseAuthPlugin):
         return True
 
 
-_ACTIONS = {Action.PUBLISH: "publish", Action.SUBSCRIBE: "subscribe", Action.RECEIVE: "receive"}
+_ACTIONS: dict[Action, Literal["publish", "subscribe", "receive"]] = {
+    Action.PUBLISH: "publish", Action.SUBSCRIBE: "subscribe", Action.RECEIVE: "receive"}
 
 
 class DeviceTopicPlugin(BaseTopicPlugin):
@@ -192,23 +183,7 @@ class DeviceTopicPlugin(BaseTopicPlugin):
         gate = gate_for(self.config.gate)
         # still_valid is two dict lookups: a revoked device is cut off from every message at once, before the
         # revocation watcher gets round to closing its connection.
-        return gate.still_valid(identity) and gate.authorize(identity, topic, name)  # type: ignore[arg-type]
-
-
-class SnapshotSubscriptions(dict):  # type: ignore[type-arg]
-    """amqtt's subscription table, iterated over a snapshot.
-
-    amqtt 0.12.1 loops over `Broker._subscriptions` with awaits inside the loop (delivering a PUBLISH, and
-    retained messages to a resumed session); a SUBSCRIBE or disconnect landing meanwhile raised "dictionary
-    changed size during iteration" and the message was lost for every remaining subscriber (seen with a few
-    hundred devices enrolling at once). Iterating over a copy makes those loops see the table as it was.
-    """
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(list(super().keys()))
-
-    def items(self):  # type: ignore[no-untyped-def, override]
-        return list(super().items())
+        return gate.still_valid(identity) and gate.authorize(identity, topic, name)
 
 
 @dataclass
@@ -229,7 +204,7 @@ class _PreAuth:
         return f"{self.peer} (client id {self.client_id!r})" if self.client_id is not None else self.peer
 
 
-class DeviceGateBroker(Broker):
+class DeviceGateBroker(HookedBroker):
     """amqtt's Broker with the DeviceGate in front of its session table (see the module docstring).
 
     `tls` holds the listener's TLS contexts (replace the attribute to apply a new trust-list version);
@@ -249,7 +224,6 @@ class DeviceGateBroker(Broker):
                                  "contexts as tls= and leave ssl off in the amqtt listener config")
         if mode == "bootstrap" and gate is None:
             raise ValueError("a bootstrap listener needs the DeviceGate to tell identities apart")
-        self._subscriptions = SnapshotSubscriptions(self._subscriptions)
         self.gate = gate
         self.tls = tls
         self.handshake_check = handshake_check
@@ -262,17 +236,9 @@ class DeviceGateBroker(Broker):
         self.tls_refusals: deque[TlsRefusal] = deque(maxlen=256)  # closed at TLS, no MQTT byte read
         self._pre_auth: dict[WriterAdapter, _PreAuth] = {}
 
-    def bound_port(self, listener: str = "default") -> int:
-        """The port a started listener is bound to (the OS picks one for port 0)."""
-        server = self._servers[listener].instance  # amqtt 0.12.1 keeps its asyncio servers here, no accessor
-        return int(server.sockets[0].getsockname()[1])
-
     # -- before any MQTT byte: accept, TLS, the handshake check ------------------------------------------------
 
-    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                               listener_name: str) -> None:
-        # amqtt 0.12.1: the callback asyncio.start_server runs per accepted TCP connection; amqtt's own wraps the
-        # streams in adapters and runs the whole session through _client_connected, which we still do.
+    async def on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
         peer = _peer_of(writer)
         slot = self.unauthenticated.take()
         if slot is None:
@@ -290,7 +256,7 @@ class DeviceGateBroker(Broker):
                                         on_refused=lambda exc: self._packet_refused(pre_auth, exc))
             self._pre_auth[adapter] = pre_auth
             try:
-                await self._client_connected(listener_name, packets, adapter)
+                await self.serve_connection(listener_name, packets, adapter)
             finally:
                 self._pre_auth.pop(adapter, None)
         finally:
@@ -343,8 +309,8 @@ class DeviceGateBroker(Broker):
 
     # -- CONNECT ------------------------------------------------------------------------------------------------
 
-    async def _initialize_client_session(self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str,
-                                         remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
+    async def on_connect(self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str,
+                         remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
         pre_auth = self._pre_auth.get(writer)
         try:
             return await self._connect(reader, writer, f"{remote_address}:{remote_port}", pre_auth)
@@ -360,7 +326,7 @@ class DeviceGateBroker(Broker):
             async with asyncio.timeout_at(deadline):
                 if self.gate is None:
                     host, _, port = peer.rpartition(":")
-                    return await super()._initialize_client_session(reader, writer, host, int(port))
+                    return await self.amqtt_connect(reader, writer, host, int(port))
                 handler, connecting = await BrokerProtocolHandler.init_from_connect(reader, writer,
                                                                                     self.plugins_manager)
         except TimeoutError:
@@ -403,17 +369,15 @@ class DeviceGateBroker(Broker):
         (session present = 1) with this connection's parameters and TLS object, or starts a new one.
         """
         client_id = connecting.client_id or ""
-        stored = self._sessions.get(client_id)
+        stored = self.stored_session(client_id)
         if connecting.clean_session or stored is None:
             if connecting.clean_session and stored is not None:
-                await self._delete_session(client_id)
+                await self.discard_session(client_id)
             connecting.parent = 0
             return connecting
-        resumed = stored[0]
-        for name in _PER_CONNECTION:
-            setattr(resumed, name, getattr(connecting, name))
-        resumed.parent = 1
-        return resumed
+        take_connection(stored, connecting)  # the amqtt#389 fix: this connection's TLS object and identity
+        stored.parent = 1
+        return stored
 
     async def _gate(self, session: Session, writer: WriterAdapter) -> DeviceIdentity | Refusal:
         assert self.gate is not None
@@ -423,15 +387,15 @@ class DeviceGateBroker(Broker):
         if isinstance(identity, Refusal):
             return identity
         if self.mode == "bootstrap" and not _bootstrap_listener_admits(identity):
-            return BrokerRefusal(reason="not_on_bootstrap_listener",
-                                 detail=f"{identity.device!r} presents an operational certificate; the bootstrap "
-                                        "listener admits bootstrap identities and the enrollment service only")
+            return Refusal(reason="not_on_bootstrap_listener",
+                           detail=f"{identity.device!r} presents an operational certificate; the bootstrap "
+                                  "listener admits bootstrap identities and the enrollment service only")
         if not session.client_id:
             # An empty client id would get a random one, and the identity rule could not hold.
             return Refusal(reason="client_id_mismatch", detail="an empty client id cannot match the identity")
-        existing = self._sessions.get(session.client_id)
+        existing = self.stored_session(session.client_id)
         if existing is not None:
-            owner = identity_of(existing[0])
+            owner = identity_of(existing)
             if owner is not None and owner.owner_id != identity.owner_id:
                 # Only matters when client ids need not match identities: never hand one device another's session.
                 return Refusal(reason="client_id_mismatch",
@@ -453,34 +417,24 @@ class DeviceGateBroker(Broker):
             with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
                 await writer.close()
 
-    async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
-        authenticated = await super()._authenticate(session, listener)
+    def on_authenticated(self, session: Session, authenticated: bool) -> None:
         session.attributes[_AUTHENTICATED] = authenticated
-        return authenticated
 
-    async def _handle_client_session(self, reader: ReaderAdapter, writer: WriterAdapter, client_session: Session,
-                                     handler: BrokerProtocolHandler, server: Any, listener_name: str) -> None:
-        try:
-            await super()._handle_client_session(reader, writer, client_session, handler, server, listener_name)
-        finally:
-            # (c): a session the plugins refused (revoked between gate and plugin) must not stay in the table.
-            entry = self._sessions.get(client_session.client_id or "")
-            if entry is not None and entry[0] is client_session and \
-                    client_session.attributes.get(_AUTHENTICATED) is False:
-                await self._cleanup_session(client_session.client_id or "")
+    async def on_connection_end(self, session: Session) -> None:
+        # (c): a session the plugins refused (revoked between gate and plugin) must not stay in the table.
+        client_id = session.client_id or ""
+        if session.attributes.get(_AUTHENTICATED) is False and self.stored_session(client_id) is session:
+            await self.end_session(client_id)
 
     async def kick(self, client_id: str, reason: str) -> bool:
         """Close a client's connection and drop its session (amqtt has no public API for it)."""
-        entry = self._sessions.get(client_id)
-        if entry is None:
+        session = self.stored_session(client_id)
+        if session is None:
             return False
-        session, _handler = entry
         session.will_flag = False  # a revoked device does not get its last will published
         session.attributes.pop(IDENTITY, None)
         _log.warning("MQTT session of %r closed: %s", client_id, reason)
-        # _cleanup_session pops the session, stops its handler (which closes the socket and ends the client's
-        # message loop) and drops its subscriptions and queued messages.
-        await self._cleanup_session(client_id)
+        await self.end_session(client_id)  # closes the socket, drops subscriptions and queued messages
         return True
 
 

@@ -49,7 +49,6 @@ from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
 from trustlists.models import Owner, OwnerRole
-from trustlists.registry import is_unregistered
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +255,7 @@ class MosquittoSync:
 
     async def _sync_clients(self, report: SyncReport) -> None:
         owners = await run_blocking(self.engine.registry.list, self.group)
-        key = tuple(sorted((o.id, o.name, o.site, is_unregistered(o), str(o.role))
+        key = tuple(sorted((o.id, o.name, o.site, o.unregistered, str(o.role))
                            for o in owners))
         now = asyncio.get_running_loop().time()
         full = now - self._last_full >= FULL_RECONCILE_EVERY_S
@@ -314,7 +313,7 @@ def desired_dynsec(admin_username: str, policy: MqttAccessPolicy, group: str,
     """What the broker's dynsec must hold for these registrations; shared by the sync and `otpki doctor`."""
     identities: dict[str, list[ds.Acl]] = {}
     for owner in owners:
-        if is_unregistered(owner):
+        if owner.unregistered:
             continue
         if owner.role is ENROLLMENT_ROLE:
             identities[owner.name] = ds.enrollment_service_acls(policy)

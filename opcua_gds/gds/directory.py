@@ -4,8 +4,9 @@ The directory *is* the engine registry: an application registered here is an eng
 engine group mapped to DefaultApplicationGroup, carrying every ApplicationRecordDataType field in
 ``Owner.attributes`` and the DiscoveryUrl hostnames as its dns_names / ip_addresses (so the certificates
 the engine issues to it can carry them). The ApplicationId is the owner id as a GUID NodeId in the GDS
-namespace. Unregistering revokes the application's live certificates and marks the owner unregistered
-(the inventory keeps its history); unregistered owners are invisible to Find/Get/Query.
+namespace. Unregistering revokes the application's live certificates and marks the owner unregistered, in one
+engine transaction (`Engine.decommission`); the inventory keeps its history, and unregistered owners are
+invisible to Find/Get/Query.
 
 Access (decided per call, see ``opcua_gds.access``):
 
@@ -52,15 +53,15 @@ from opcua_gds.gds.application_record import (
     ApplicationRecord,
     decode_extension_object,
     register_application_record_class,
+    ua_string,
 )
 from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import add_standard_method, checked_args
 from opcua_gds.nodeids import DirectoryMethods, GdsObjects, gds_node_id
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
-from trustlists.models import CertificateStatus, Owner, RevocationReason
+from trustlists.models import Owner, RevocationReason
 from trustlists.names import UB_COMMON_NAME
-from trustlists.registry import UNREGISTERED_AT, is_unregistered
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,10 @@ def _names(owner: Owner) -> list[ua.LocalizedText]:
     return [ua.LocalizedText(n.get("text") or "", n.get("locale") or None) for n in stored]
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _type(owner: Owner) -> ua.ApplicationType:
     try:
         return ua.ApplicationType(int(owner.attributes.get("application_type", ua.ApplicationType.Client)))
@@ -148,10 +153,10 @@ def _to_record(ctx: GdsContext, owner: Owner) -> Any:
     cls = register_application_record_class(ctx.gds_idx)
     return cls(
         ApplicationId=ctx.application_id(owner.id),
-        ApplicationUri=owner.application_uri,
+        ApplicationUri=ua_string(owner.application_uri),
         ApplicationType=_type(owner),
         ApplicationNames=_names(owner),
-        ProductUri=owner.attributes.get("product_uri"),
+        ProductUri=ua_string(_text(owner.attributes.get("product_uri"))),
         DiscoveryUrls=list(owner.attributes.get("discovery_urls") or []),
         ServerCapabilities=list(owner.attributes.get("server_capabilities") or []),
     )
@@ -217,7 +222,7 @@ class Directory:
             owner = self.engine.registry.get(owner_id)
         except (ValueError, NotFound):  # malformed or unknown ids are all "not found"
             raise MethodError(ua.StatusCodes.BadNotFound, f"no application {owner_id}") from None
-        if owner.group != self.group or is_unregistered(owner):
+        if owner.group != self.group or owner.unregistered:
             raise MethodError(ua.StatusCodes.BadNotFound, f"no application {owner_id}")
         return owner
 
@@ -241,16 +246,15 @@ class Directory:
         attributes = _attributes(record)
         existing = self.engine.registry.find(self.group, application_uri=record.application_uri)
         if existing is not None:
-            if not is_unregistered(existing):
+            if not existing.unregistered:
                 # The spec lets RegisterApplication create duplicate records for one ApplicationUri; the
                 # engine binds a certificate's URI to exactly one owner, so a second record is refused.
                 raise MethodError(_BAD_ARG, f"ApplicationUri {record.application_uri} is already registered")
             # Re-registration of an unregistered application: the same owner (history, ApplicationId).
             owner = existing.model_copy(update={
                 "name": self._unique_name(record.application_names[0].text, existing.id),
-                "dns_names": dns, "ip_addresses": ips,
-                "attributes": {k: v for k, v in {**existing.attributes, **attributes}.items() if k != UNREGISTERED_AT}})
-            return self.engine.registry.update(owner, actor=actor).id
+                "dns_names": dns, "ip_addresses": ips, "attributes": {**existing.attributes, **attributes}})
+            return self.engine.registry.reregister(owner, actor=actor).id
         owner = self.engine.registry.register(
             group=self.group, name=self._unique_name(record.application_names[0].text),
             application_uri=record.application_uri, dns_names=dns, ip_addresses=ips,
@@ -269,18 +273,13 @@ class Directory:
         self.engine.registry.update(updated, actor=actor)
 
     def _unregister(self, owner: Owner, actor: str) -> list[str]:
-        now = self.engine.ctx.clock()
-        revoked = []
-        for rec in self.engine.inventory.query(owner_id=owner.id):
-            if rec.status_at(now) in (CertificateStatus.REVOKED, CertificateStatus.EXPIRED):
-                continue
-            self.engine.authority.revoke(rec.serial, reason=RevocationReason.CESSATION_OF_OPERATION, actor=actor)
-            revoked.append(rec.serial)
-        self.engine.registry.unregister(owner.id, actor=actor)
-        return revoked
+        """Revoke the application's certificates and end its registration: one engine transaction, so a
+        failure leaves both as they were."""
+        done = self.engine.decommission(owner.id, actor=actor, reason=RevocationReason.CESSATION_OF_OPERATION)
+        return [record.serial for record in done.revoked]
 
     def _find(self, uri: str) -> list[Owner]:
-        return [o for o in self._owners() if o.application_uri == uri and not is_unregistered(o)]
+        return [o for o in self._owners() if o.application_uri == uri and not o.unregistered]
 
     def _reset_time(self, owners: list[Owner]) -> datetime:
         # RecordIds are positions in creation order of a registry that never deletes: they never reset.
@@ -392,7 +391,7 @@ class Directory:
 
     @staticmethod
     def _visible(owners: list[Owner]) -> list[tuple[int, Owner]]:
-        return [(i + 1, o) for i, o in enumerate(owners) if not is_unregistered(o)]
+        return [(i + 1, o) for i, o in enumerate(owners) if not o.unregistered]
 
 
 def _page(items: list[tuple[int, Any]], max_records: int) -> tuple[list[tuple[int, Any]], int]:

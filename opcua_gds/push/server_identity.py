@@ -30,6 +30,7 @@ import logging
 from dataclasses import dataclass
 
 from opcua_gds.push.client import SERVER_IDENTITY, PushError, fingerprint
+from opcua_gds.validation_status import status_name
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.errors import InvalidState, NotFound
@@ -100,7 +101,7 @@ class TargetServerIdentity:
                             f"not one of {self._owner_name(target.owner_id)}")
         result = self._engine.validator(target.group).validate(chain, ValidationOptions(at=self._engine.now()))
         if not result.ok:
-            raise PushError(SERVER_IDENTITY, result.status_name,
+            raise PushError(SERVER_IDENTITY, status_name(result),
                             f"the endpoint presents the engine certificate {serial} of this target, but it does not "
                             f"validate: {result.reason}. An operator who has checked the PLC can re-pin it "
                             "(otpki targets repin)")

@@ -24,6 +24,7 @@ from simulators.device_fleet import FleetConfig, bring_online, prepare, register
 from simulators.mqtt_device import DeviceConfig, MqttDevice
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
+from trustlists.models import OwnerRole
 from trustlists.safe_files import private_directory, write_public, write_secret
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class MosquittoDemoBroker:
 def _service_identity(engine: Engine, directory: Path, site: str) -> tuple[Path, Path]:
     """The enrollment service's own engine-issued client certificate (leaf + issuing CA) and key, 0600."""
     owner = engine.registry.find(GROUP, name=SERVICE_OWNER) or engine.registry.register(
-        group=GROUP, name=SERVICE_OWNER, site=site, actor=ACTOR, attributes={"role": "enrollment-service"})
+        group=GROUP, name=SERVICE_OWNER, site=site, actor=ACTOR, role=OwnerRole.ENROLLMENT_SERVICE)
     issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=ACTOR)
     assert issued.private_key is not None
     private_directory(directory)

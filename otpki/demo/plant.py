@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from asyncua import Client
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -64,9 +64,19 @@ class CheckFailed(Exception):
     """A step's check did not hold: the message says what was expected and what was seen."""
 
 
+_T = TypeVar("_T")
+
+
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)
+
+
+def required(value: _T | None, message: str) -> _T:
+    """`value`, which the demo cannot go on without."""
+    if value is None:
+        raise CheckFailed(message)
+    return value
 
 
 def fingerprint(der: bytes) -> str:
@@ -237,7 +247,7 @@ class Plant:
         for sim in self.scadas:
             record = await run_blocking(self.eng.inventory.by_fingerprint, fingerprint(sim.cert_path.read_bytes()))
             check(record is not None and record.san_uri == sim.settings.application_uri
-                  and record.status_at(self.eng.ctx.clock()) is CertificateStatus.ACTIVE,
+                  and record.status_at(self.eng.now()) is CertificateStatus.ACTIVE,
                   f"{sim.settings.name} does not hold an active engine-issued certificate for its ApplicationUri")
             check(sim.trust_list == trust.content, f"{sim.settings.name} did not pull the current trust list")
         flows = sorted({s.settings.key_flow for s in self.scadas})
@@ -305,7 +315,7 @@ class Plant:
             async with slots:
                 der = await self._presented(plant.endpoint(i))
             record = await run_blocking(self.eng.inventory.by_fingerprint, fingerprint(der))
-            if record is None or record.status_at(self.eng.ctx.clock()) is not CertificateStatus.ACTIVE:
+            if record is None or record.status_at(self.eng.now()) is not CertificateStatus.ACTIVE:
                 return plant.name(i)
             owner = await run_blocking(self.eng.registry.get, record.owner_id) if record.owner_id else None
             return None if owner is not None and owner.name == plant.name(i) else plant.name(i)
@@ -366,6 +376,7 @@ class Plant:
             check(old is not None and new is not None and new.serial != old.serial and new.owner_id == old.owner_id
                   and old_now is not None and old_now.superseded_by == new.serial,
                   f"{device.name}: the renewal is not in the inventory as new serial, same owner, old superseded")
+            assert old is not None and new is not None  # check() raised otherwise
             back = await eventually(lambda: device.state is DeviceState.ONLINE, 60)
             check(back, f"{device.name} did not come back online with its renewed certificate ({device.state})")
             self.tallies.move("devices", "enrolled", "renewed")
@@ -384,7 +395,7 @@ class Plant:
         reason it would be in two years, and the rollout renews it exactly as then.
         """
         address = plant.endpoint(0)
-        groups = self.eng.ctx.config.groups
+        groups = self.eng.config.groups
         policy = groups[APP_GROUP]
         groups[APP_GROUP] = policy.model_copy(update={"renewal_window_days": policy.leaf_lifetime_days + 1})
         try:
@@ -454,8 +465,7 @@ class Plant:
             raise CheckFailed(f"{scada.settings.name} could not open a session to plc-1 before revocation: "
                               f"{exc}") from exc
         der = scada.cert_path.read_bytes()
-        record = await self._record_of(der)
-        check(record is not None, f"{scada.settings.name}'s certificate is not in the inventory")
+        record = required(await self._record_of(der), f"{scada.settings.name}'s certificate is not in the inventory")
         await run_blocking(self.eng.authority.revoke, record.serial, reason=RevocationReason.KEY_COMPROMISE,
                            actor=ACTOR)
         self.tallies.move("SCADA", "enrolled", "revoked")
@@ -482,8 +492,8 @@ class Plant:
     async def _revoke_device(self, device: MqttDevice) -> str:
         cert = device.certificate
         assert cert is not None
-        record = await self._record_of(cert.public_bytes(Encoding.DER))
-        check(record is not None, f"{device.name}'s certificate is not in the inventory")
+        record = required(await self._record_of(cert.public_bytes(Encoding.DER)),
+                          f"{device.name}'s certificate is not in the inventory")
         t0 = time.monotonic()
         await run_blocking(self.eng.authority.revoke, record.serial, reason=RevocationReason.KEY_COMPROMISE,
                            actor=ACTOR)

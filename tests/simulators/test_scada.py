@@ -40,7 +40,7 @@ async def test_scada_enrolls_installs_and_renews(tmp_path: Path, key_flow: str) 
             assert presented == sim.certificate() and presented.issuer != presented.subject
             record = engine.inventory.by_fingerprint(presented.fingerprint(hashes.SHA256()).hex())
             assert record is not None and record.san_uri == settings.application_uri
-            assert record.status_at(engine.ctx.clock()) is CertificateStatus.ACTIVE
+            assert record.status_at(engine.now()) is CertificateStatus.ACTIVE
             trusted = list((settings.pki_dir / "trusted" / "certs").glob("*.der"))
             assert trusted and sim.trust_list is not None
             assert sim.trust_list == engine.trustlists.get("opcua-application").content
@@ -48,9 +48,9 @@ async def test_scada_enrolls_installs_and_renews(tmp_path: Path, key_flow: str) 
             assert await sim.renew_if_needed() is False  # fresh certificate: nothing to do
             # Make the current certificate due: a renewal window longer than its lifetime.
             policy = engine.config.groups["opcua-application"]
-            engine.ctx.config.groups["opcua-application"] = policy.model_copy(update={"renewal_window_days": 800})
+            engine.config.groups["opcua-application"] = policy.model_copy(update={"renewal_window_days": 800})
             assert await sim.renew_if_needed() is True
-            engine.ctx.config.groups["opcua-application"] = policy
+            engine.config.groups["opcua-application"] = policy
             renewed = await _presented_certificate(settings.endpoint)
             assert renewed != presented and renewed.issuer == presented.issuer
         finally:

@@ -27,7 +27,7 @@ def test_intact_log_verifies_and_records_key_ceremonies(engine: Engine, device: 
 
 def test_edited_record_is_detected(engine: Engine, device: Owner) -> None:
     _fill(engine, device)
-    with engine.ctx.store.transaction() as tx:
+    with engine._ctx.store.transaction() as tx:
         tx.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 5")
     result = engine.verify_audit()
     assert not result.ok and result.first_bad_seq == 5 and "modified" in (result.problem or "")
@@ -35,7 +35,7 @@ def test_edited_record_is_detected(engine: Engine, device: Owner) -> None:
 
 def test_deleted_record_is_detected(engine: Engine, device: Owner) -> None:
     _fill(engine, device)
-    with engine.ctx.store.transaction() as tx:
+    with engine._ctx.store.transaction() as tx:
         tx.execute("DELETE FROM audit_log WHERE seq = 4")
     result = engine.verify_audit()
     assert not result.ok and result.first_bad_seq == 4
@@ -43,7 +43,7 @@ def test_deleted_record_is_detected(engine: Engine, device: Owner) -> None:
 
 def test_deleted_tail_is_detected(engine: Engine, device: Owner) -> None:
     _fill(engine, device)
-    with engine.ctx.store.transaction() as tx:
+    with engine._ctx.store.transaction() as tx:
         last = tx.execute("SELECT MAX(seq) FROM audit_log").fetchone()[0]
         tx.execute("DELETE FROM audit_log WHERE seq >= ?", (last - 1,))
     result = engine.verify_audit()

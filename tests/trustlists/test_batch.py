@@ -91,7 +91,7 @@ def test_a_commit_reuses_what_another_process_recorded_after_we_signed(engine: E
     """The check is repeated under the write lock: a second engine (its own SQLite connection, as another
     process has) records certificates for the same CSRs between our signing and our commit."""
     in_dir, _keys = _csr_dir(tmp_path, [f"dev-{i}" for i in range(4)])
-    other = make_engine(tmp_path, config=engine.config, clock=engine.ctx.clock)
+    other = make_engine(tmp_path, config=engine.config, clock=engine.now)
     seen: list[BatchReport] = []
     commit = engine.authority._commit
 
@@ -165,15 +165,15 @@ def test_certificates_from_before_the_key_index_are_found(engine: Engine, tmp_pa
     """A data directory from before the key index: its certificates are indexed once, on the first batch."""
     in_dir, _keys = _csr_dir(tmp_path, ["legacy-1", "legacy-2"])
     first = sign_directory(engine, in_dir, tmp_path / "out", group="mqtt-device", actor="line")
-    with engine.ctx.store.transaction() as tx:
+    with engine._ctx.store.transaction() as tx:
         tx.execute("DELETE FROM certificate_keys")
         tx.execute("DELETE FROM meta WHERE key = ?", (key_index.COMPLETE_MARK,))
-    fresh = make_engine(tmp_path, config=engine.config, clock=engine.ctx.clock)
+    fresh = make_engine(tmp_path, config=engine.config, clock=engine.now)
     try:
         again = sign_directory(fresh, in_dir, tmp_path / "out", group="mqtt-device", actor="line")
         assert (again.issued, again.reused) == (0, 2)
         assert _serials(again) == _serials(first)
-        assert key_index.ensure_complete(fresh.ctx.store) == 0  # done once, remembered
+        assert key_index.ensure_complete(fresh._ctx.store) == 0  # done once, remembered
     finally:
         fresh.close()
 
@@ -183,7 +183,7 @@ def test_no_other_station_registers_a_device_while_a_chunk_registers_its_own(eng
     """A chunk's look-ups and registrations are one write transaction: another station meeting the same new
     device waits (here: gives up after 50 ms) instead of registering it between our look-up and ours."""
     in_dir, _keys = _csr_dir(tmp_path, ["dev-race"])
-    other = make_engine(tmp_path, config=engine.config, clock=engine.ctx.clock, busy_timeout_s=0.05)
+    other = make_engine(tmp_path, config=engine.config, clock=engine.now, busy_timeout_s=0.05)
     register = engine.registry.register
     blocked: list[str] = []
 

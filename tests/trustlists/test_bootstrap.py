@@ -144,7 +144,7 @@ def test_reenrollment_with_the_pinned_certificate_replaces_every_live_certificat
     for serial in (first, renewed, by_cli):
         record = engine.inventory.get(serial)
         assert record.revocation_reason == RevocationReason.SUPERSEDED, record
-        assert engine.ctx.index.reason(record.issuer_ca_id, int(serial, 16)) == RevocationReason.SUPERSEDED
+        assert engine._ctx.index.reason(record.issuer_ca_id, int(serial, 16)) == RevocationReason.SUPERSEDED
     assert engine.inventory.get(renewed).superseded_by == latest
     assert engine.inventory.get(by_cli).superseded_by == latest
     reenroll = [r for r in engine.audit_records() if r.action == "bootstrap.reenroll"]

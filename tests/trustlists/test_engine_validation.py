@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opcua_gds.validation_status import status_code
 from trustlists.engine import Engine
 from trustlists.models import Owner, RevocationReason
 from trustlists.testing import make_csr
@@ -23,7 +24,7 @@ def test_engine_issued_chain_validates_and_revocation_bites_at_once(engine: Engi
     # Revocation is visible through the live index right away.
     engine.authority.revoke(issued.record.serial, reason=RevocationReason.KEY_COMPROMISE, actor="t")
     revoked = engine.validator("mqtt-device").validate(chain, opts)
-    assert revoked.code is ValidationCode.REVOKED and revoked.status_code == 0x801D0000
+    assert revoked.code is ValidationCode.REVOKED and status_code(revoked) == 0x801D0000
 
 
 def test_opcua_application_uri_and_issuer_revocation(engine: Engine, scada: Owner) -> None:

@@ -35,14 +35,14 @@ async def test_maintenance_task_refreshes_due_crls(engine: Engine, clock) -> Non
 
 
 def test_unreachable_key_does_not_stop_other_crls(engine: Engine, clock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    real_signer = engine.ctx.keys.signer
+    real_signer = engine._ctx.keys.signer
 
     def offline_root(ca):  # type: ignore[no-untyped-def]
         if ca.parent_id is None:
             raise KeyAccessError("root key is offline (USB token not inserted)")
         return real_signer(ca)
 
-    monkeypatch.setattr(engine.ctx.keys, "signer", offline_root)
+    monkeypatch.setattr(engine._ctx.keys, "signer", offline_root)
     clock.now += timedelta(days=200)  # every CRL is due, the root's too
     report = maintain_once(engine)
     assert {p.split("#")[0] for p in report.crls_published} == set(load_default_config().groups)

@@ -41,7 +41,7 @@ def admit(engine: Engine, clock: Clock, request_id: str, subject: str = "pump-1"
 
 
 def rows(engine: Engine, table: str) -> int:
-    with engine.ctx.store.read() as tx:
+    with engine._ctx.store.read() as tx:
         return int(tx.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
@@ -90,11 +90,11 @@ def test_a_rate_limited_request_writes_nothing(engines: tuple[Engine, Engine], c
     first, _ = engines
     limit = RateLimit(burst=1, refill_per_s=0.001)
     assert admit(first, clock, str(uuid.uuid4()), limit=limit) == "ok"
-    with first.ctx.store.read() as tx:
+    with first._ctx.store.read() as tx:
         before = tx.execute("SELECT tokens, stamp_us FROM rate_buckets").fetchall()
     for _ in range(5):
         assert admit(first, clock, str(uuid.uuid4()), limit=limit) == "rate_limited"
-    with first.ctx.store.read() as tx:
+    with first._ctx.store.read() as tx:
         assert tx.execute("SELECT tokens, stamp_us FROM rate_buckets").fetchall() == before
     assert rows(first, "seen_requests") == 1
 

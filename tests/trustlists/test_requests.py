@@ -38,7 +38,7 @@ def user(engine: Engine) -> Owner:
 
 
 def _request_count(engine: Engine) -> int:
-    with engine.ctx.store.read() as tx:
+    with engine._ctx.store.read() as tx:
         return int(tx.execute("SELECT COUNT(*) FROM cert_requests").fetchone()[0])
 
 
@@ -200,7 +200,7 @@ def test_new_key_pkcs12_with_password(engine: Engine, user: Owner, tmp_path: Pat
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     scalar = key.private_numbers().private_value.to_bytes(32, "big")
     # Neither the key (in any form handed out) nor its password ever reached the store.
-    engine.ctx.store.close()
+    engine._ctx.store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("otpki.db*"))
     assert secret.encode() not in raw
     assert scalar not in raw and issued.private_key not in raw

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustlists.engine import Engine
 from trustlists.errors import InvalidState, NotFound
-from trustlists.models import CertificateStatus, Owner, RevocationReason
+from trustlists.models import CertificateStatus, CrlRecord, Owner, RevocationReason
 from trustlists.testing import make_csr, make_engine
 
 
@@ -20,9 +20,10 @@ def _issue(engine: Engine, owner: Owner) -> str:
     return engine.authority.issue_from_csr(make_csr(owner.name), owner_id=owner.id, actor="t").record.serial
 
 
-def _latest_crl(engine: Engine, ca_id: str):  # type: ignore[no-untyped-def]
-    with engine.ctx.store.read() as tx:
-        return tx.latest_crl(ca_id)
+def _latest_crl(engine: Engine, ca_id: str) -> CrlRecord:
+    crl = engine.latest_crl(ca_id)
+    assert crl is not None
+    return crl
 
 
 def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,8 +50,8 @@ def test_revocation_publishes_crl_and_bumps_trust_list(engine: Engine, device: O
     assert crl.next_update_utc - crl.last_update_utc == timedelta(days=policy.crl_lifetime_days)
     assert engine.trustlists.get("mqtt-device").version == version_before + 1
     assert engine.trustlists.get("opcua-application").version == other_version  # other groups untouched
-    assert engine.inventory.get(serial).status_at(engine.ctx.clock()) is CertificateStatus.REVOKED
-    assert engine.ctx.index.is_revoked(ca.id, int(serial, 16))
+    assert engine.inventory.get(serial).status_at(engine.now()) is CertificateStatus.REVOKED
+    assert engine.is_revoked(ca.id, int(serial, 16))
 
     # Independent check: openssl verifies the CRL's signature with the CA certificate.
     ca_pem = tmp_path / "ca.pem"
@@ -113,9 +114,9 @@ def test_index_is_rebuilt_from_the_store_by_another_process(engine: Engine, devi
     other = make_engine(tmp_path, config=engine.config)  # same files: a second process (the CLI)
     other.authority.revoke(serial, reason=RevocationReason.KEY_COMPROMISE, actor="cli")
     other.close()
-    assert not engine.ctx.index.is_revoked(issuer, int(serial, 16))
+    assert not engine.is_revoked(issuer, int(serial, 16))
     assert engine.refresh_revocations() == 1
-    assert engine.ctx.index.is_revoked(issuer, int(serial, 16))
+    assert engine.is_revoked(issuer, int(serial, 16))
 
 
 def test_reason_parsing() -> None:

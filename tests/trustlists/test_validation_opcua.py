@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from opcua_gds.validation_status import status_code, status_name
 from trustlists.models import TrustListContent
 from trustlists.validation import (
     CertificateValidator,
@@ -180,7 +181,7 @@ def test_valid_chain_with_every_opcua_check(pki: Pki) -> None:
     result = pki.validate(application_uri=APP_URI, hostname=HOST, required_eku="serverAuth",
                           opcua_application=True, min_rsa_bits=2048, max_rsa_bits=4096, reject_weak_hashes=True)
     assert result.ok, result.reason
-    assert (result.code, result.status_code, result.status_name) == (C.GOOD, 0, "Good")
+    assert (result.code, status_code(result), status_name(result)) == (C.GOOD, 0, "Good")
     assert result.failed_index is None
     assert result.chain == [pki.leaf.der, pki.ica.der, pki.root.der]
     assert result.suppressed == []
@@ -192,6 +193,7 @@ def test_certificate_objects_are_accepted(pki: Pki) -> None:
 
 
 def test_status_codes_match_the_opc_ua_nodeset() -> None:
+    """What the OPC UA front answers for each engine outcome (opcua_gds.validation_status), by StatusCode.csv."""
     expected = {
         C.GOOD: (0x00000000, "Good"),
         C.CERTIFICATE_INVALID: (0x80120000, "BadCertificateInvalid"),
@@ -211,13 +213,13 @@ def test_status_codes_match_the_opc_ua_nodeset() -> None:
     }
     assert set(expected) == set(ValidationCode)
     for code, (value, name) in expected.items():
-        assert (code.status_code, code.status_name) == (value, name)
+        assert (status_code(code), status_name(code)) == (value, name)
 
 
 def test_result_carries_the_status_code_of_its_code(pki: Pki) -> None:
     pki.ica_crl = make_crl(pki.ica, [pki.leaf.cert.serial_number])
     result = pki.validate()
-    assert (result.code, result.status_code, result.status_name) == (C.REVOKED, 0x801D0000,
+    assert (result.code, status_code(result), status_name(result)) == (C.REVOKED, 0x801D0000,
                                                                       "BadCertificateRevoked")
     assert not result.ok
     assert "press-controller" in result.reason
@@ -229,7 +231,7 @@ def test_result_carries_the_status_code_of_its_code(pki: Pki) -> None:
 def test_uri_mismatch(pki: Pki) -> None:
     result = pki.validate(application_uri="urn:plant1:line3:other", **ALL_SUPPRESSED)
     assert result.code is C.URI_INVALID  # not suppressible
-    assert result.status_code == 0x80170000
+    assert status_code(result) == 0x80170000
     assert result.failed_index == 0
     assert APP_URI in result.reason
 
@@ -264,7 +266,7 @@ def test_rsa_1024_leaf_fails_the_security_policy() -> None:
     assert pki.validate().ok  # no policy asked for
     result = pki.validate(min_rsa_bits=2048)
     assert result.code is C.POLICY_CHECK_FAILED
-    assert result.status_code == 0x81140000
+    assert status_code(result) == 0x81140000
     assert "1024" in result.reason
     assert pki.validate(min_rsa_bits=1024, max_rsa_bits=2048).ok
     assert build_pki("rsa2048").validate(max_rsa_bits=1024).code is C.POLICY_CHECK_FAILED
@@ -350,7 +352,7 @@ def test_untrusted_when_the_ca_is_only_in_the_issuer_list(pki: Pki) -> None:
     pki.issuers = [pki.ica.der, pki.root.der]
     result = pki.validate(**ALL_SUPPRESSED)
     assert result.code is C.UNTRUSTED
-    assert result.status_code == 0x801A0000
+    assert status_code(result) == 0x801A0000
 
 
 def test_trusting_the_issuing_ca_is_enough(pki: Pki) -> None:
@@ -384,7 +386,7 @@ def test_chain_incomplete(pki: Pki) -> None:
     pki.issuers = [make_cert("Unrelated CA", _key("p256", "unrelated"), None, ca=True).der]
     result = pki.validate(**ALL_SUPPRESSED)
     assert (result.code, result.failed_index) == (C.CHAIN_INCOMPLETE, 0)
-    assert result.status_code == 0x810D0000
+    assert status_code(result) == 0x810D0000
     assert result.chain == [pki.leaf.der]
     # The peer may send the missing intermediate itself.
     assert pki.validate([pki.leaf.der, pki.ica.der]).ok
@@ -407,7 +409,7 @@ def test_forged_leaf_signature(pki: Pki) -> None:
     forged = make_cert("press-controller", pki.leaf.key, forger, ca=False, san=leaf_san())
     result = pki.validate([forged.der], **ALL_SUPPRESSED)
     assert (result.code, result.failed_index) == (C.CERTIFICATE_INVALID, 0)
-    assert result.status_code == 0x80120000
+    assert status_code(result) == 0x80120000
 
 
 @pytest.mark.parametrize("mangle", [
@@ -458,7 +460,7 @@ def test_expired_leaf_and_its_suppression(pki: Pki) -> None:
                      not_after=NOW - timedelta(days=1))
     result = pki.validate([leaf.der])
     assert (result.code, result.failed_index) == (C.TIME_INVALID, 0)
-    assert result.status_code == 0x80140000
+    assert status_code(result) == 0x80140000
     ok = pki.validate([leaf.der], suppress_certificate_expired=True)
     assert ok.ok and ok.suppressed == [C.TIME_INVALID]
 
@@ -488,7 +490,7 @@ def test_missing_leaf_crl_and_its_suppression(pki: Pki) -> None:
     pki.ica_crl = None
     result = pki.validate()
     assert (result.code, result.failed_index) == (C.REVOCATION_UNKNOWN, 0)
-    assert result.status_code == 0x801B0000
+    assert status_code(result) == 0x801B0000
     ok = pki.validate(suppress_revocation_status_unknown=True)
     assert ok.ok and ok.suppressed == [C.REVOCATION_UNKNOWN]
     # The issuer flag does not cover the leaf.
@@ -499,7 +501,7 @@ def test_missing_root_crl_is_issuer_revocation_unknown(pki: Pki) -> None:
     pki.root_crl = None
     result = pki.validate()
     assert (result.code, result.failed_index) == (C.ISSUER_REVOCATION_UNKNOWN, 1)
-    assert result.status_code == 0x801C0000
+    assert status_code(result) == 0x801C0000
     assert pki.validate(suppress_revocation_status_unknown=True).code is C.ISSUER_REVOCATION_UNKNOWN
     assert pki.validate(suppress_issuer_revocation_status_unknown=True).ok
 
@@ -515,7 +517,7 @@ def test_revoked_intermediate(pki: Pki) -> None:
     pki.root_crl = make_crl(pki.root, [pki.ica.cert.serial_number])
     result = pki.validate(**ALL_SUPPRESSED)
     assert (result.code, result.failed_index) == (C.ISSUER_REVOKED, 1)
-    assert result.status_code == 0x801E0000
+    assert status_code(result) == 0x801E0000
 
 
 def test_crl_signed_by_the_wrong_key(pki: Pki) -> None:

@@ -1,10 +1,10 @@
 """Client application certificates checked against the ACTIVE push trust list (asyncua's validator hook).
 
-asyncua calls the hook at CreateSession (asyncua/server/internal_session.py L101-104), not at
-OpenSecureChannel. `trustlists.validation.CertificateValidator` runs the Part 4 checks (chain, trust,
-validity, usage, revocation) with default ValidationOptions. A refused certificate is remembered for
-GetRejectedList and CreateSession fails with the wire status of reference 1.8: TimeInvalid, UseNotAllowed
-and RevocationUnknown pass through, everything else is Bad_SecurityChecksFailed.
+asyncua calls the hook (`Server.set_certificate_validator`) at CreateSession, not at OpenSecureChannel, and
+answers CreateSession with the status of the ServiceError it raises. `trustlists.validation.CertificateValidator`
+runs the Part 4 checks (chain, trust, validity, usage, revocation) with default ValidationOptions. A refused
+certificate is remembered for GetRejectedList and CreateSession fails with the wire status of reference 1.8:
+TimeInvalid, UseNotAllowed and RevocationUnknown pass through, everything else is Bad_SecurityChecksFailed.
 
 Bootstrapping (trust_on_first_push): a PLC ships with an empty trust list, and nobody could push the first
 one if every client were refused. While the active trust list has no trusted certificate at all, any client
@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.push.target.state import PushState
+from opcua_gds.validation_status import status_code, status_name
 from trustlists.validation import CertificateValidator, ValidationCode, ValidationOptions
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class ClientCertificateCheck:
         result = self._validator.validate([der], self.options)
         if result.ok:
             return ua.StatusCodes.Good
-        log.warning("refused client certificate: %s (%s)", result.status_name, result.reason)
-        return result.status_code if result.code in _PASS_THROUGH else ua.StatusCodes.BadSecurityChecksFailed
+        log.warning("refused client certificate: %s (%s)", status_name(result), result.reason)
+        return status_code(result) if result.code in _PASS_THROUGH else ua.StatusCodes.BadSecurityChecksFailed
 
     def accepts(self, der: bytes) -> bool:
         return self.status_for(der) == ua.StatusCodes.Good

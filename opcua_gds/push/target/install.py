@@ -22,9 +22,16 @@ from pathlib import Path
 from asyncua import Server, ua
 from asyncua.crypto import uacrypto
 
+from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import AccessConfig, GdsUserManager, opcua_method
-from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import (
+    CertificateGroups,
+    CertificateTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.push.target import server_swap
 from opcua_gds.push.target.client_validation import ClientCertificateCheck
 from opcua_gds.push.target.context import PushContext
@@ -70,11 +77,11 @@ async def install_push_management(server: Server, *, pki_dir: Path, access: Acce
     pki_dir = Path(pki_dir)
     call_context.install()
     if access is not None:
-        server.iserver.set_user_manager(GdsUserManager(access))
+        asyncua_compat.set_user_manager(server, GdsUserManager(access))
 
     state = await run_blocking(PushState.load, pki_dir)
     if state is None:
-        cert, key = server.iserver.certificate, server.iserver.private_key
+        cert, key = asyncua_compat.server_identity(server)
         if cert is None or key is None:
             raise ValueError(f"{pki_dir} holds no own certificate and the server has none loaded")
         state = PushState(pki_dir=pki_dir, active_identity=Identity(uacrypto.der_from_x509(cert), key))
@@ -85,7 +92,7 @@ async def install_push_management(server: Server, *, pki_dir: Path, access: Acce
 
     ctx = PushContext(server=server, state=state, max_trust_list_size=max_trust_list_size,
                       trust_on_first_push=trust_on_first_push, can_generate_keys=can_generate_keys)
-    call_context.on_session_closed(server.iserver, lambda session: ctx.session_closed(session.session_id))
+    asyncua_compat.on_session_closed(server, ctx.session_closed)
     check = ClientCertificateCheck(state, trust_on_first_push=trust_on_first_push)
     server.set_certificate_validator(check)
 
@@ -123,9 +130,9 @@ async def _write_properties(server: Server, max_size: int, capabilities: list[st
         (ServerConfigurationIds.MaxTrustListSize, ua.Variant(max_size, ua.VariantType.UInt32)),
         (ServerConfigurationIds.ServerCapabilities, ua.Variant(capabilities, ua.VariantType.String)),
         (ServerConfigurationIds.DefaultApplicationGroup_CertificateTypes,
-         ua.Variant([ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType)], ua.VariantType.NodeId)),
+         ua.Variant([ns0_node_id(CertificateTypes.RsaSha256ApplicationCertificateType)], ua.VariantType.NodeId)),
         (getattr(ids, _TL + "Writable"), ua.Variant(True, ua.VariantType.Boolean)),
         (getattr(ids, _TL + "UserWritable"), ua.Variant(True, ua.VariantType.Boolean)),
     ]
     for identifier, variant in values:
-        await server.get_node(ua.NodeId(identifier)).write_value(variant)
+        await server.get_node(ns0_node_id(identifier)).write_value(variant)

@@ -368,7 +368,8 @@ async def test_stored_offline_session_is_not_resumed_without_the_certificate(
 
 
 async def test_subscription_table_survives_changes_while_it_is_walked() -> None:
-    from mqtt_broker_auth.embedded.amqtt_plugin import DeviceGateBroker, SnapshotSubscriptions
+    from mqtt_broker_auth._amqtt_compat import SnapshotSubscriptions
+    from mqtt_broker_auth.embedded.amqtt_plugin import DeviceGateBroker
 
     table = SnapshotSubscriptions({"a/#": [], "b/#": []})
     walked = []

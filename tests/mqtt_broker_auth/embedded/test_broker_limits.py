@@ -41,7 +41,7 @@ from tests.mqtt_broker_auth.embedded.test_amqtt_broker import (
 )
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
-from trustlists.testing import eventually, make_engine
+from trustlists.testing import ca_signing_material, eventually, make_engine
 
 WAIT = amqtt_tests.WAIT
 clients = amqtt_tests.clients  # the paho clients fixture, closed after each test
@@ -337,7 +337,7 @@ def forge(engine: Engine, genuine: DeviceCert, directory: Path) -> DeviceCert:
     signed with the issuing CA's own key (what a stolen CA key, or a restored old database, allows)."""
     cert = x509.load_der_x509_certificate(genuine.certificate_der)
     ca_record = next(ca for ca in engine.hierarchy.list() if ca.certificate_der == genuine.chain_der[0])
-    ca_key = engine.ctx.keys.signer(ca_record)
+    _cert, ca_key = ca_signing_material(engine, ca_record)
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -337,7 +337,7 @@ async def test_bad_input_is_refused_and_nothing_issued(engine: Engine, manufactu
 
     # The replay memory survives a restart of the service: a new instance on a new engine (a new process).
     await service.stop()
-    fresh = make_engine(engine.ctx.store.path.parent, config=mqtt_config())  # type: ignore[attr-defined]
+    fresh = make_engine(engine._ctx.store.path.parent, config=mqtt_config())  # type: ignore[attr-defined]
     restarted = EnrollmentService(fresh, host=service._host, port=service._port, ca_file=service._ca_file,
                                   cert_file=service._cert_file, key_file=service._key_file,
                                   settings=service.settings)

@@ -37,7 +37,7 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import RevocationReason
 from trustlists.store import SqliteStore
-from trustlists.testing import PASSPHRASE, wait_until
+from trustlists.testing import PASSPHRASE, ca_signing_material, wait_until
 
 # The fixtures live in their own module (conftest.py belongs to another part of the suite).
 mosquitto_lab = mosquitto_fixture.mosquitto_lab
@@ -237,7 +237,7 @@ def _crl(lab: MosquittoLab, kind: str) -> bytes:
     now = utcnow()
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
     if kind == "expired":
-        key = lab.engine.ctx.keys.signer(ca)
+        _cert, key = ca_signing_material(lab.engine, ca)
         builder = builder.last_update(now - timedelta(days=10)).next_update(now - timedelta(days=1))
     else:  # wrong key: the right issuer name, someone else's signature
         key = ec.generate_private_key(ec.SECP256R1())

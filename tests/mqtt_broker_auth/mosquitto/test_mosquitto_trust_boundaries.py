@@ -38,6 +38,7 @@ from tests.mqtt_broker_auth.mosquitto.mosquitto_fixture import (
 )
 from trustlists.blocking import run_blocking
 from trustlists.clock import utcnow
+from trustlists.testing import ca_signing_material
 
 mosquitto_lab = mosquitto_fixture.mosquitto_lab
 paho_clients = mosquitto_fixture.paho_clients
@@ -128,7 +129,7 @@ async def test_another_groups_engine_ca_is_no_identity_either(mosquitto_lab: Mos
     await run_blocking(lab.device, "pump-8")
     await lab.sync.sync_once()
     broker_ca = next(ca for ca in lab.engine.hierarchy.list() if ca.group == "mqtt-broker" and ca.active)
-    signer = lab.engine.ctx.keys.signer(broker_ca)
+    _cert, signer = ca_signing_material(lab.engine, broker_ca)
     issuer = x509.load_der_x509_certificate(broker_ca.certificate_der)
     key = ec.generate_private_key(ec.SECP256R1())
     now = utcnow()

@@ -15,7 +15,7 @@ from opcua_gds.nodeids import GDS_NAMESPACE_URI, DirectoryMethods, GdsObjects, g
 from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from trustlists.models import CertificateStatus, RevocationReason
-from trustlists.testing import make_engine
+from trustlists.testing import make_engine, store_refuses
 
 S = ua.StatusCodes
 V = ua.VariantType
@@ -226,7 +226,7 @@ async def test_unregister_revokes_certificates_and_hides_the_application(gds: Ru
         await admin.unregister(c)
         records = gds.engine.inventory.query(owner_id=_owner_id(c))
         assert len(records) == 2
-        now = gds.engine.ctx.clock()
+        now = gds.engine.now()
         assert all(r.status_at(now) == CertificateStatus.REVOKED for r in records)
         assert {r.revocation_reason for r in records} == {RevocationReason.CESSATION_OF_OPERATION}
         assert await admin.find("urn:plant:c") == []
@@ -255,6 +255,29 @@ async def test_unregister_revokes_certificates_and_hides_the_application(gds: Ru
     assert gds.engine.inventory.query(owner_id=_owner_id(d), status=CertificateStatus.REVOKED)
     assert [r.actor for r in gds.engine.audit_records()
             if r.action == "owner.unregister" and r.subject == _owner_id(d)] == ["app:urn:plant:d"]
+
+
+async def test_unregister_that_fails_halfway_changes_nothing(gds: RunningGds) -> None:
+    """The store refuses the unregistration (the last write of UnregisterApplication): the certificates the
+    application holds must stay valid and the application registered, not revoked and still listed."""
+    me = issue_app_identity(gds.engine, gds.tmp / "certs", "admin-tool", "urn:test:admin-tool")
+    admin = await _open(gds, me, "discovery-admin")
+    try:
+        app = await admin.register("urn:plant:f", "Station F")
+        issue_app_identity(gds.engine, gds.tmp / "certs-f", "Station F", "urn:plant:f")
+        records = gds.engine.inventory.query(owner_id=_owner_id(app))
+        audit_before = len(gds.engine.audit_records())
+        with store_refuses(gds.engine, table="owners", operation="UPDATE"):
+            assert await _code(admin.unregister(app)) != S.Good
+        after = gds.engine.inventory.query(owner_id=_owner_id(app))
+        assert [r.status_at(gds.engine.now()) for r in after] == [CertificateStatus.ACTIVE] * len(records)
+        assert not any(gds.engine.is_revoked(r.issuer_ca_id, int(r.serial, 16)) for r in after)
+        assert len(gds.engine.audit_records()) == audit_before
+        assert len(await admin.find("urn:plant:f")) == 1
+        await admin.unregister(app)  # the store works again
+        assert await admin.find("urn:plant:f") == []
+    finally:
+        await admin.client.disconnect()
 
 
 async def test_role_matrix(gds: RunningGds) -> None:

@@ -1,0 +1,462 @@
+"""Every asyncua internal otpki relies on, in one place, checked when this module is imported.
+
+asyncua has no public API for what the GDS and the push target need: who is calling a method (session user,
+SecureChannel security mode and client certificate), when a session ends, swapping a running server's
+certificate, and the list of open SecureChannels; nor for what the push client needs: the status a server
+refuses its SecureChannel with. otpki reaches into asyncua's internals for these, and only
+here. At import, `_check()` verifies that every class, method, parameter list and instance attribute used below
+still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version this module was
+written for otherwise; pyproject.toml pins asyncua to that version. tests/opcua_gds/test_asyncua_compat.py
+holds one contract test per item below, run against the real library: a release that keeps a name but changes
+what it does fails there.
+
+Nothing here degrades quietly: a missing attribute raises instead of being read as "no channels", "no
+certificate" or "no session", because each of those would keep old trust alive or let a caller through.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import inspect
+import logging
+import textwrap
+import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any, cast
+
+from asyncua import Client, Server, ua
+from asyncua.client.ua_client import UaClient, UASocketProtocol
+from asyncua.common.connection import SecureConnection
+from asyncua.common.utils import Buffer
+from asyncua.crypto.security_policies import SecurityPolicy
+from asyncua.server.address_space import AddressSpace, NodeData
+from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.internal_session import InternalSession, SessionState
+from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
+
+from opcua_gds.nodeids import ns0_node_id, ua_status
+
+WRITTEN_FOR = "2.1.0"
+log = logging.getLogger(__name__)
+_MARK = "_otpki_asyncua_compat"  # set on the functions this module patched in, so patching stays idempotent
+
+
+class AsyncuaIncompatible(ImportError):
+    """The installed asyncua lacks something otpki's asyncua gate relies on."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"otpki's asyncua gate (opcua_gds/_asyncua_compat.py) was written for asyncua {WRITTEN_FOR}; "
+                         f"asyncua {version('asyncua')} {problem}")
+
+
+# -- 1. Who is calling: the CallRequest hook ------------------------------------------------------------------------
+# asyncua hands a method callback only (parent, *args). `UaProcessor._process_message(typeid, requesthdr, seqhdr,
+# body)` serves one request of one connection and awaits coroutine method callbacks inside its own task, so a
+# ContextVar set around it is what the callback sees. The channel's SecurityPolicy (`UaProcessor._connection.
+# security_policy`) carries the mode, the policy URI and the client's certificate; `UaProcessor.session` the
+# session (None before CreateSession).
+
+_CALL_REQUEST = ns0_node_id(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The session and SecureChannel a CallRequest arrived on."""
+
+    user: Any  # the User the session was activated with (None without a session)
+    security_mode: ua.MessageSecurityMode
+    security_policy_uri: str
+    client_certificate: bytes | None  # DER of the channel's client application certificate; b"" or None: none
+    session_id: ua.NodeId | None
+
+
+CallScope = Callable[[Caller], AbstractContextManager[object]]
+_call_scope: list[CallScope] = []  # at most one: the scope every CallRequest runs in
+
+
+def _caller_of(processor: UaProcessor) -> Caller:
+    policy = processor._connection.security_policy
+    session = processor.session
+    return Caller(user=session.user if session is not None else None, security_mode=policy.Mode,
+                  security_policy_uri=policy.URI, client_certificate=policy.peer_certificate,
+                  session_id=session.session_id if session is not None else None)
+
+
+def run_call_requests_in(scope: CallScope) -> None:
+    """Serve every CallRequest of every server in this process inside `scope(caller)`; idempotent."""
+    _call_scope[:] = [scope]
+    original = UaProcessor._process_message
+    if getattr(original, _MARK, False):
+        return
+
+    async def process_message(self: UaProcessor, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Any) -> Any:
+        if typeid != _CALL_REQUEST or not _call_scope:
+            return await original(self, typeid, requesthdr, seqhdr, body)
+        with _call_scope[0](_caller_of(self)):
+            return await original(self, typeid, requesthdr, seqhdr, body)
+
+    setattr(process_message, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
+    UaProcessor._process_message = process_message  # type: ignore[method-assign]
+
+
+# -- 2. Which identity token is being activated ---------------------------------------------------------------------
+# `InternalSession.activate_session(params, peer_certificate)` calls the user manager's get_user synchronously and
+# passes it the channel's client certificate for every token type, anonymous included, so the user manager cannot
+# tell an X.509 user token from an anonymous one on a secure channel. The hook tells it the token's type.
+
+ActivationScope = Callable[[type], AbstractContextManager[object]]
+_activation_scope: list[ActivationScope] = []
+
+
+def token_type(token: Any) -> type:
+    """The identity token type ActivateSession carries; a null or missing token is anonymous (OPC 10000-4 5.6.3)."""
+    if token is None or (isinstance(token, ua.ExtensionObject) and token.TypeId == ns0_node_id(ua.ObjectIds.Null)):
+        return ua.AnonymousIdentityToken
+    return type(token)
+
+
+def run_activations_in(scope: ActivationScope) -> None:
+    """Run every ActivateSession (and so the user manager's get_user) inside `scope(token_type)`; idempotent."""
+    _activation_scope[:] = [scope]
+    original = InternalSession.activate_session
+    if getattr(original, _MARK, False):
+        return
+
+    def activate_session(self: InternalSession, params: ua.ActivateSessionParameters,
+                         peer_certificate: bytes | None) -> Any:
+        if not _activation_scope:
+            return original(self, params, peer_certificate)
+        with _activation_scope[0](token_type(params.UserIdentityToken)):
+            return original(self, params, peer_certificate)
+
+    setattr(activate_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
+    InternalSession.activate_session = activate_session  # type: ignore[method-assign]
+
+
+# -- 3. When a session ends -------------------------------------------------------------------------------------------
+# `InternalSession.close_session(delete_subs)` runs on CloseSession, on the session timeout and when the
+# connection of a session without subscriptions drops, possibly more than once for one session (CloseSession,
+# then the connection's end); `InternalSession.state` says whether it is closed already and
+# `InternalSession.iserver` whose session it is.
+
+# Per server (by its InternalServer, weakly: a stopped server must not be kept alive by its listener).
+_close_listeners: weakref.WeakKeyDictionary[InternalServer, Callable[[ua.NodeId], None]] = \
+    weakref.WeakKeyDictionary()
+
+
+def on_session_closed(server: Server, listener: Callable[[ua.NodeId], None]) -> None:
+    """Call `listener(session_id)` once when a session of `server` closes; replaces an earlier listener."""
+    _install_close_hook()
+    _close_listeners[server.iserver] = listener
+
+
+def _install_close_hook() -> None:
+    original = InternalSession.close_session
+    if getattr(original, _MARK, False):
+        return
+
+    async def close_session(self: InternalSession, delete_subs: bool = True) -> None:
+        already_closed = self.state == SessionState.Closed
+        try:
+            await original(self, delete_subs)
+        finally:
+            listener = None if already_closed else _close_listeners.get(self.iserver)
+            if listener is not None:
+                try:
+                    listener(self.session_id)
+                except Exception:  # a listener's bug must not keep asyncua from closing the session
+                    log.exception("session-close listener failed")
+
+    setattr(close_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
+    InternalSession.close_session = close_session  # type: ignore[method-assign]
+
+
+# -- 4. The server's own certificate, swapped while it runs -----------------------------------------------------------
+# `Server.start()` bakes `InternalServer.certificate`/`private_key` into `InternalServer.endpoints` (the
+# EndpointDescriptions GetEndpoints and CreateSession return) and into the SecurityPolicyFactory objects of
+# `Server._policies`, through `Server._setup_server_nodes()`. The BinaryServer keeps a reference to that very list
+# and every new connection selects its policy from it, so clearing both lists in place and running
+# `_setup_server_nodes()` again makes every NEW SecureChannel use the new certificate. Channels already open keep
+# the policy object they were created with (renewals do not select again): see live_channels.
+
+def server_identity(server: Server) -> tuple[Any, Any]:
+    """The certificate (cryptography x509) and private key the server presents (None, None before loading)."""
+    return server.iserver.certificate, server.iserver.private_key
+
+
+async def replace_server_identity(server: Server, certificate: Any, private_key: Any) -> None:
+    """Make (certificate, private_key) the server's identity for new SecureChannels and CreateSession signatures."""
+    server.iserver.certificate = certificate
+    server.iserver.private_key = private_key
+    if server.bserver is None:  # not started: start() builds endpoints and policies from the identity above
+        return
+    server.iserver.endpoints.clear()
+    server._policies.clear()
+    await server._setup_server_nodes()
+
+
+def set_user_manager(server: Server, user_manager: Any) -> None:
+    """Replace the user manager of an already constructed server (asyncua asks it at every ActivateSession)."""
+    server.iserver.set_user_manager(user_manager)
+
+
+# -- 5. The open SecureChannels -----------------------------------------------------------------------------------
+# `BinaryServer.clients` lists the live OPCUAProtocol of every accepted connection; each has its asyncio
+# `transport` and its `processor` (UaProcessor), whose `_connection.security_policy` holds the certificates the
+# channel was opened with. Closing the transport ends the channel and (without subscriptions) its session.
+
+@dataclass(frozen=True)
+class LiveChannel:
+    host_certificate: bytes | None  # DER the server presented on this channel
+    peer_certificate: bytes | None  # DER of the client application certificate; b"" or None: none
+    _protocol: OPCUAProtocol = field(repr=False)
+
+    def close(self) -> None:
+        """Close after writing what is buffered (a response already sent still reaches the client)."""
+        transport = self._protocol.transport
+        if transport is not None:
+            transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, buffered responses included."""
+        transport = self._protocol.transport
+        if transport is not None:
+            transport.abort()
+
+
+def live_channels(server: Server) -> list[LiveChannel]:
+    """The server's open connections and the certificates of their SecureChannels ([] before start)."""
+    if server.bserver is None:
+        return []
+    channels = []
+    for protocol in list(server.bserver.clients):
+        if protocol.processor is None:
+            # asyncua appends a protocol to `clients` only once it has its processor; anything else is a change.
+            raise AsyncuaIncompatible("lists a connection without a UaProcessor in BinaryServer.clients")
+        policy = protocol.processor._connection.security_policy
+        channels.append(LiveChannel(policy.host_certificate, policy.peer_certificate, protocol))
+    return channels
+
+
+# -- 6. A client's SecureChannel policy, set from already parsed objects -------------------------------------------
+# `Client.set_security` loads certificate and key from files for every session; what it does after loading is
+# to set `Client.security_policy` and hand the same object to `UaClient.set_security`, which the next connect()
+# uses for the SecureChannel. otpki parses its identity once and does that last step itself.
+
+def use_security_policy(client: Client, policy: SecurityPolicy) -> None:
+    """The SecurityPolicy the client's next connect() opens its SecureChannel with."""
+    # asyncua's Client declares the attribute by its default (SecurityPolicyNone); its own set_security stores any
+    # SecurityPolicy there, as done here.
+    client.security_policy = policy  # type: ignore[assignment]
+    client.uaclient.set_security(policy)
+
+
+# -- 7. A method node's callback -------------------------------------------------------------------------------------
+# `Server.link_method` stores the callback on the method's NodeData in the address space (`InternalServer.aspace`);
+# reading it back lets a wrapper (the PLC fault injection) call the callback it replaces.
+
+def method_callback(server: Server, method_id: ua.NodeId) -> Callable[..., Any] | None:
+    """The callback `link_method` bound to the method node (None when unbound)."""
+    return server.iserver.aspace[method_id].call
+
+
+# -- 8. A structure class under its browse name in `asyncua.ua` ------------------------------------------------------
+# asyncua's codec is keyed by NodeId, but `load_data_type_definitions()` skips generating a class for a server's
+# DataType when `ua.<name>` already exists with that DataType NodeId as its `data_type`, and
+# `register_extension_object` binds `ua.<name>` only when the name is still free. Binding the name ourselves (last
+# registration wins) keeps a session decoding into our class.
+
+def register_structure(name: str, cls: type, encoding_id: ua.NodeId, data_type_id: ua.NodeId) -> None:
+    """Encode/decode `cls` as the ExtensionObject `encoding_id` of DataType `data_type_id`, and bind `ua.<name>`."""
+    setattr(ua, name, cls)
+    ua.register_extension_object(name, encoding_id, cls, data_type_id)
+
+
+# -- 9. Why a server refused the SecureChannel -------------------------------------------------------------------
+# A server that refuses a client (its certificate, its chain, its CRLs) says why in a StatusCode; asyncua's client
+# keeps it only for the plain ERR message, and drops the server's Reason even then. Two refusals lose the status:
+# - node-opcua (2.157) refuses OpenSecureChannel with a message of type ERR laid out as an OPN chunk (SecureChannelId,
+#   asymmetric security header, sequence header, a ServiceFault in clear). `SecureConnection.
+#   receive_from_header_and_body` reads it as ErrorMessage(Error=<the channel id>, Reason=<the policy URI>): Error 2
+#   is Good, nothing is raised, and the caller only sees the socket close ("connection lost").
+# - A ServiceFault in place of the OpenSecureChannelResponse (OPC 10000-6 6.7.4: after the server verified the
+#   message security) resolves the pending OpenSecureChannel with a body asyncua cannot parse as a response.
+# `UASocketProtocol._process_received_data` hands each decoded message to `_process_received_message` inside a
+# `try` that fails every pending request with a UaStatusCodeError raised there, and closes the socket. So the ERR body
+# is decoded whole here (both layouts), and an ERR or an OPN ServiceFault raises the server's status there, with the
+# server's reason as an exception note. Patched for every asyncua client in the process: it changes only how a
+# refusal is reported (asyncua's server reads a client's ERR with the same decoder, and only logs it).
+
+_SERVICE_FAULT = ns0_node_id(ua.ObjectIds.ServiceFault_Encoding_DefaultBinary)
+REFUSAL_NOTE = "The server's reason: "
+
+
+def decode_error_message(body: Buffer) -> ua.ErrorMessage:
+    """An ERR message body, in the Part 6 layout (Error, Reason) or node-opcua's (an OPN chunk holding a ServiceFault).
+
+    An ERR always reports a failure: one whose status cannot be read is BadUnknownResponse, never Good.
+    """
+    # A body that is not in a layout raises anywhere in its decoding: then it is tried in the next.
+    with contextlib.suppress(Exception):
+        message = struct_from_binary(ua.ErrorMessage, body.copy())
+        if message.Error.is_bad():
+            return message
+    with contextlib.suppress(Exception):
+        chunk = body.copy()
+        chunk.skip(4)  # SecureChannelId
+        struct_from_binary(ua.AsymmetricAlgorithmHeader, chunk)
+        struct_from_binary(ua.SequenceHeader, chunk)
+        fault = _service_fault(chunk)
+        if fault is not None and fault.ServiceResult.is_bad():
+            return ua.ErrorMessage(fault.ServiceResult, ua.String("; ".join(s for s in fault.StringTable or [] if s)))
+    return ua.ErrorMessage(ua_status(ua.StatusCodes.BadUnknownResponse),
+                           ua.String("the server sent an ERR message otpki cannot decode"))
+
+
+def _service_fault(body: Buffer) -> ua.ResponseHeader | None:
+    """The ResponseHeader of a ServiceFault body (None for any other body); `body` is not consumed."""
+    data = body.copy()
+    if nodeid_from_binary(data) != _SERVICE_FAULT:
+        return None
+    header: ua.ResponseHeader = struct_from_binary(ua.ResponseHeader, data)
+    return header
+
+
+def refusal(status: ua.StatusCode, reason: str | None) -> ua.UaStatusCodeError:
+    """The error a refused request fails with: the server's status (asyncua's class for it) and its reason."""
+    error = ua.UaStatusCodeError(status.value)
+    if reason:
+        error.add_note(REFUSAL_NOTE + reason)
+    return error
+
+
+def read_channel_refusals() -> None:
+    """Make every asyncua client in this process fail with the status and reason a server refuses it with."""
+    _install_error_decoder()
+    original = UASocketProtocol._process_received_message
+    if getattr(original, _MARK, False):
+        return
+
+    def process_received_message(self: UASocketProtocol, msg: Any) -> None:
+        # Raised here, the refusal fails every pending request and closes the socket (_process_received_data).
+        if isinstance(msg, ua.ErrorMessage):
+            raise refusal(msg.Error, msg.Reason)
+        if isinstance(msg, ua.Message) and isinstance(msg.SecurityHeader(), ua.AsymmetricAlgorithmHeader):
+            fault = _service_fault(msg.body())
+            if fault is not None:
+                raise refusal(fault.ServiceResult, "; ".join(s for s in fault.StringTable or [] if s))
+        original(self, msg)
+
+    setattr(process_received_message, _MARK, True)
+    UASocketProtocol._process_received_message = process_received_message  # type: ignore[method-assign]
+
+
+def _install_error_decoder() -> None:
+    original = SecureConnection.receive_from_header_and_body
+    if getattr(original, _MARK, False):
+        return
+
+    def receive_from_header_and_body(self: SecureConnection, header: ua.Header, body: Buffer) -> Any:
+        # asyncua annotates MessageType with the class whose attributes are the bytes it holds
+        if cast(bytes, header.MessageType) != ua.MessageType.Error:
+            return original(self, header, body)
+        message = decode_error_message(body.copy(header.body_size))
+        body.skip(min(header.body_size, len(body)))  # all of it: the rest is no next message
+        return message
+
+    setattr(receive_from_header_and_body, _MARK, True)
+    SecureConnection.receive_from_header_and_body = receive_from_header_and_body  # type: ignore[method-assign]
+
+
+# -- the import-time check ------------------------------------------------------------------------------------------
+
+def _parameters(func: Any) -> list[str]:
+    return list(inspect.signature(func).parameters)
+
+
+def _require_method(owner: type, name: str, params: list[str], *, coroutine: bool) -> None:
+    func = inspect.getattr_static(owner, name, None)
+    if func is None:
+        raise AsyncuaIncompatible(f"has no {owner.__name__}.{name}")
+    func = getattr(owner, name)
+    if getattr(func, _MARK, False):  # already patched by this module: the original was checked at first import
+        return
+    if _parameters(func) != params:
+        raise AsyncuaIncompatible(f"changed {owner.__name__}.{name}{inspect.signature(func)}; expected "
+                                  f"({', '.join(params)})")
+    if inspect.iscoroutinefunction(func) != coroutine:
+        raise AsyncuaIncompatible(f"made {owner.__name__}.{name} {'a coroutine' if not coroutine else 'synchronous'}")
+
+
+def _assigned_in_init(owner: type[object]) -> set[str]:
+    """The `self.<name>` attributes `owner.__init__` assigns (instance state cannot be seen on the class)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(owner.__init__)))
+    except (OSError, TypeError) as exc:
+        raise AsyncuaIncompatible(f"has no readable source for {owner.__name__}.__init__ ({exc})") from exc
+    names = set()
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
+                names.add(target.attr)
+    return names
+
+
+def _require_state(owner: type[object], *attributes: str) -> None:
+    missing = sorted(set(attributes) - _assigned_in_init(owner))
+    if missing:
+        raise AsyncuaIncompatible(f"no longer sets {', '.join(f'{owner.__name__}.{a}' for a in missing)}")
+
+
+def _check() -> None:
+    # 1. the CallRequest hook and the caller it reads
+    _require_method(UaProcessor, "_process_message", ["self", "typeid", "requesthdr", "seqhdr", "body"],
+                    coroutine=True)
+    _require_state(UaProcessor, "_connection", "session")
+    _require_state(SecureConnection, "security_policy")
+    missing = {"Mode", "URI", "peer_certificate", "host_certificate"} - set(inspect.get_annotations(SecurityPolicy))
+    if missing:
+        raise AsyncuaIncompatible(f"dropped SecurityPolicy.{', SecurityPolicy.'.join(sorted(missing))}")
+    _require_state(InternalSession, "user", "session_id", "iserver")
+    # 2. and 3. session activation and close
+    _require_method(InternalSession, "activate_session", ["self", "params", "peer_certificate"], coroutine=False)
+    _require_method(InternalSession, "close_session", ["self", "delete_subs"], coroutine=True)
+    _require_state(InternalSession, "state")
+    if "Closed" not in SessionState.__members__:
+        raise AsyncuaIncompatible("has no SessionState.Closed")
+    # 4. the identity swap
+    _require_state(Server, "iserver", "bserver", "_policies")
+    _require_method(Server, "_setup_server_nodes", ["self"], coroutine=True)
+    _require_state(InternalServer, "certificate", "private_key", "endpoints", "aspace", "user_manager")
+    _require_method(InternalServer, "set_user_manager", ["self", "user_manager"], coroutine=False)
+    # 5. the channel list
+    _require_state(BinaryServer, "clients")
+    _require_state(OPCUAProtocol, "transport", "processor")
+    # 6. the client's policy
+    _require_state(Client, "security_policy", "uaclient")
+    _require_method(UaClient, "set_security", ["self", "policy"], coroutine=False)
+    # 7. method callbacks
+    _require_method(AddressSpace, "__getitem__", ["self", "nodeid"], coroutine=False)
+    _require_state(NodeData, "call")
+    # 8. structures
+    register = ua.register_extension_object
+    if _parameters(register) != ["name", "encoding_nodeid", "class_type", "datatype_nodeid"]:
+        raise AsyncuaIncompatible(f"changed ua.register_extension_object{inspect.signature(register)}")
+    # 9. channel refusals
+    _require_method(SecureConnection, "receive_from_header_and_body", ["self", "header", "body"], coroutine=False)
+    _require_method(UASocketProtocol, "_process_received_message", ["self", "msg"], coroutine=False)
+    _require_method(UASocketProtocol, "_process_received_data", ["self", "data"], coroutine=False)
+
+
+_check()

@@ -1,0 +1,540 @@
+"""Contract tests of opcua_gds/_asyncua_compat.py against the real asyncua: one per patch and private access.
+
+Real asyncua servers on 127.0.0.1 and real clients over Basic256Sha256 SignAndEncrypt (and SecurityPolicy None
+where the difference matters). Each test checks the behaviour the gate relies on, not only that a name exists,
+so an asyncua release that keeps the name and changes what it does fails here. Tests that do not change the
+server share one per module; the identity swap gets its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from asyncua import Client, Server, ua
+from asyncua.common.connection import SecureConnection, TransportLimits
+from asyncua.common.utils import Buffer
+from asyncua.crypto import uacrypto
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256, SecurityPolicyNone
+from asyncua.server.internal_server import InternalServer
+from asyncua.ua.ua_binary import (
+    struct_from_binary,
+    struct_to_binary,
+    uatcp_to_binary,
+    variant_from_binary,
+    variant_to_binary,
+)
+from cryptography import x509
+
+from opcua_gds import _asyncua_compat as compat
+from opcua_gds._asyncua_compat import AsyncuaIncompatible, Caller
+from opcua_gds.gds.application_record import install_application_record_type, register_application_record_class
+from opcua_gds.push.target.certs import key_to_pem, self_signed
+from opcua_gds.push.target.server_swap import close_channels
+from trustlists.testing import free_port
+
+WAIT = 10.0
+SIGN_AND_ENCRYPT = ua.MessageSecurityMode.SignAndEncrypt
+module_loop = pytest.mark.asyncio(loop_scope="module")
+
+
+@dataclass(frozen=True)
+class Identity:
+    uri: str
+    der: bytes
+    key: Any
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+
+def identity(directory: Path, name: str) -> Identity:
+    uri = f"urn:otpki:test:{name}"
+    der, key = self_signed(name, uri, ["localhost", "127.0.0.1"])
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.der", directory / f"{name}.pem"
+    cert_path.write_bytes(der)
+    key_path.write_bytes(key_to_pem(key))
+    return Identity(uri, der, key, cert_path, key_path)
+
+
+# What the activation scope publishes, read by the user manager below (as otpki's GdsUserManager does).
+activating: ContextVar[type | None] = ContextVar("compat_test_activating", default=None)
+# What the call scope publishes, read by the method callback below (as otpki's GDS methods do).
+calling: ContextVar[Caller | None] = ContextVar("compat_test_calling", default=None)
+
+
+class RecordingUsers:
+    """A user manager that records what asyncua asks it; refuses the user "nobody"."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str | None, type | None, bool]] = []  # (username, token type, certificate given)
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        self.asked.append((username, activating.get(), certificate is not None))
+        return None if username == "nobody" else User(role=UserRole.User, name=username)
+
+
+@dataclass
+class Running:
+    server: Server
+    url: str
+    identity: Identity
+    holder_id: ua.NodeId
+    probe_id: ua.NodeId
+    gds_idx: int
+    users: RecordingUsers
+    directory: Path
+
+    def client_identity(self, name: str) -> Identity:
+        return identity(self.directory / "clients", name)
+
+
+async def probe(parent: ua.NodeId) -> list[ua.Variant]:
+    """The method every test calls: answers with the caller the call scope published, if any."""
+    caller = calling.get()
+    return [ua.Variant(caller.security_policy_uri if caller else "no caller", ua.VariantType.String)]
+
+
+async def start_server(directory: Path, name: str) -> Running:
+    server_id = identity(directory, name)
+    users = RecordingUsers()
+    server = Server()
+    await server.init()
+    url = f"opc.tcp://127.0.0.1:{free_port()}/{name}"
+    server.set_endpoint(url)
+    await server.set_application_uri(server_id.uri)
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken, ua.X509IdentityToken])
+    await server.load_certificate(server_id.der, format="der")
+    await server.load_private_key(key_to_pem(server_id.key), format="pem")
+    compat.set_user_manager(server, users)  # replaced after construction, as install_push_management does
+    idx = await server.register_namespace("urn:otpki:test:compat")
+    holder = await server.nodes.objects.add_object(idx, "Compat")
+    method = await holder.add_method(idx, "Probe", probe, [], [ua.VariantType.String])
+    gds_idx = await server.register_namespace("http://opcfoundation.org/UA/GDS/")
+    await install_application_record_type(server, gds_idx)
+    await server.start()
+    return Running(server, url, server_id, holder.nodeid, method.nodeid, gds_idx, users, directory)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+    running = await start_server(tmp_path_factory.mktemp("asyncua-compat"), "compat-server")
+    yield running
+    await running.server.stop()
+
+
+@pytest.fixture(autouse=True)
+def process_wide_scopes() -> Iterator[None]:
+    """The hooks are per process: give back whatever scope otpki's call_context had installed."""
+    saved = list(compat._call_scope), list(compat._activation_scope)
+    yield
+    compat._call_scope[:], compat._activation_scope[:] = saved
+
+
+@contextmanager
+def call_scope(seen: list[Caller]) -> Iterator[Callable[[Caller], contextlib.AbstractContextManager[None]]]:
+    @contextmanager
+    def scope(caller: Caller) -> Iterator[None]:
+        seen.append(caller)
+        token = calling.set(caller)
+        try:
+            yield
+        finally:
+            calling.reset(token)
+
+    yield scope
+
+
+async def secure_client(running: Running, me: Identity, *, username: str | None = None,
+                        password: str = "pw", user_cert: Identity | None = None) -> Client:
+    client = Client(running.url, timeout=WAIT)
+    client.application_uri = me.uri
+    await client.set_security(SecurityPolicyBasic256Sha256, str(me.cert_path), str(me.key_path), mode=SIGN_AND_ENCRYPT)
+    if username is not None:
+        client.set_user(username)
+        client.set_password(password)
+    if user_cert is not None:
+        await client.load_client_certificate(str(user_cert.cert_path))
+        await client.load_private_key(str(user_cert.key_path))
+    await client.connect()
+    return client
+
+
+async def call_probe(running: Running, client: Client) -> str:
+    return str(await client.get_node(running.holder_id).call_method(running.probe_id))
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {WAIT} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def disconnect(*clients: Client) -> None:
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+
+# -- 1. the CallRequest hook -------------------------------------------------------------------------------------------
+
+@module_loop
+async def test_call_requests_run_in_the_scope_with_their_channels_caller(shared: Running) -> None:
+    seen: list[Caller] = []
+    me = shared.client_identity("caller")
+    with call_scope(seen) as scope:
+        compat.run_call_requests_in(scope)
+    secure = await secure_client(shared, me, username="alice")
+    plain = Client(shared.url, timeout=WAIT)
+    await plain.connect()
+    try:
+        # The callback runs inside the scope, in the request's own task: it sees what the scope set.
+        assert await call_probe(shared, secure) == SecurityPolicyBasic256Sha256.URI
+        assert len(seen) == 1
+        await secure.nodes.server.read_browse_name()  # not a CallRequest: no scope
+        assert len(seen) == 1
+        caller = seen[0]
+        assert caller.security_mode == SIGN_AND_ENCRYPT
+        assert caller.client_certificate == me.der
+        assert isinstance(caller.user, User) and caller.user.name == "alice"
+        assert isinstance(caller.session_id, ua.NodeId) and not caller.session_id.is_null()
+
+        assert await call_probe(shared, plain) == SecurityPolicyNone.URI
+        assert seen[1].security_mode == ua.MessageSecurityMode.None_ and not seen[1].client_certificate
+        assert seen[1].session_id != caller.session_id
+    finally:
+        await disconnect(secure, plain)
+
+
+# -- 2. the ActivateSession hook ---------------------------------------------------------------------------------------
+
+@module_loop
+async def test_activation_runs_in_the_scope_with_the_identity_token_type(shared: Running) -> None:
+    @contextmanager
+    def scope(token_type: type) -> Iterator[None]:
+        token = activating.set(token_type)
+        try:
+            yield
+        finally:
+            activating.reset(token)
+
+    compat.run_activations_in(scope)
+    me, user_cert = shared.client_identity("activator"), shared.client_identity("activator-user")
+    shared.users.asked.clear()
+    clients = [await secure_client(shared, me), await secure_client(shared, me, username="bob"),
+               await secure_client(shared, me, user_cert=user_cert)]
+    await disconnect(*clients)
+    # asyncua gives the user manager a certificate for the anonymous token too (the channel's): only the token
+    # type the scope publishes tells it from an X.509 user token.
+    assert shared.users.asked == [(None, ua.AnonymousIdentityToken, True),
+                                  ("bob", ua.UserNameIdentityToken, True),
+                                  (None, ua.X509IdentityToken, True)]
+
+
+# -- 3. the CloseSession hook ------------------------------------------------------------------------------------------
+
+@module_loop
+async def test_session_close_is_reported_on_close_session_and_on_a_dropped_connection(shared: Running) -> None:
+    seen: list[Caller] = []
+    with call_scope(seen) as scope:
+        compat.run_call_requests_in(scope)
+    closed: list[ua.NodeId] = []
+    compat.on_session_closed(shared.server, closed.append)
+    me = shared.client_identity("closer")
+
+    polite = await secure_client(shared, me)
+    await call_probe(shared, polite)
+    await polite.disconnect()  # CloseSession
+    await until(lambda: len(closed) == 1, "the listener after CloseSession")
+    assert closed == [seen[0].session_id]
+
+    dropped = await secure_client(shared, me)
+    try:
+        await call_probe(shared, dropped)
+        for channel in compat.live_channels(shared.server):
+            if channel.peer_certificate == me.der:
+                channel.abort()  # the connection dies without CloseSession
+        await until(lambda: len(closed) == 2, "the listener after the connection dropped")
+        assert closed[1] == seen[1].session_id
+    finally:
+        await disconnect(dropped)
+
+
+# -- 4. the live identity swap -----------------------------------------------------------------------------------------
+
+@module_loop
+async def test_replaced_identity_serves_new_channels_while_open_ones_keep_theirs(tmp_path: Path) -> None:
+    running = await start_server(tmp_path, "swapping-server")
+    old, new = running.identity, identity(tmp_path, "swapping-server-new")
+    me = running.client_identity("swap-client")
+    before = after = None
+    try:
+        assert uacrypto.der_from_x509(compat.server_identity(running.server)[0]) == old.der
+        before = await secure_client(running, me)
+        await compat.replace_server_identity(running.server, new.certificate, new.key)
+        assert uacrypto.der_from_x509(compat.server_identity(running.server)[0]) == new.der
+
+        endpoints = await Client(running.url, timeout=WAIT).connect_and_get_server_endpoints()
+        assert {bytes(e.ServerCertificate) for e in endpoints} == {new.der}
+        after = await secure_client(running, me)  # set_security takes the certificate GetEndpoints names
+        assert await call_probe(running, after)  # CreateSession was signed with the new key: the session works
+        hosts = sorted(c.host_certificate or b"" for c in compat.live_channels(running.server))
+        assert hosts == sorted([old.der, new.der])  # the open channel keeps the old certificate
+        assert await call_probe(running, before)
+    finally:
+        await disconnect(*(c for c in (before, after) if c is not None))
+        await running.server.stop()
+
+
+# -- 5. the channel list -----------------------------------------------------------------------------------------------
+
+@module_loop
+async def test_live_channels_list_open_channels_and_close_ends_one(shared: Running, tmp_path: Path) -> None:
+    assert compat.live_channels(Server()) == []  # not started: no channels (and no error)
+    me, other = shared.client_identity("lister"), shared.client_identity("lister-2")
+    first, second = await secure_client(shared, me), await secure_client(shared, other)
+    try:
+        mine = [c for c in compat.live_channels(shared.server) if c.peer_certificate in (me.der, other.der)]
+        assert sorted(c.peer_certificate or b"" for c in mine) == sorted([me.der, other.der])
+        assert {c.host_certificate for c in mine} == {shared.identity.der}
+
+        next(c for c in mine if c.peer_certificate == me.der).close()
+        await until(lambda: all(c.peer_certificate != me.der for c in compat.live_channels(shared.server)),
+                    "the closed channel leaves the list")
+        with pytest.raises((ConnectionError, asyncio.TimeoutError, ua.UaError)):
+            await asyncio.wait_for(first.nodes.server.read_browse_name(), WAIT)
+        assert await call_probe(shared, second)  # the other channel is untouched
+    finally:
+        await disconnect(first, second)
+
+
+@module_loop
+async def test_a_connection_the_channel_list_cannot_read_raises_instead_of_being_skipped(shared: Running) -> None:
+    @dataclass
+    class Unreadable:
+        processor: None = None
+        transport: None = None
+
+    assert shared.server.bserver is not None
+    shared.server.bserver.clients.append(Unreadable())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(AsyncuaIncompatible, match="without a UaProcessor"):
+            compat.live_channels(shared.server)
+        # ApplyChanges' channel close says so too: it never closes nothing quietly and keeps old trust alive.
+        with pytest.raises(AsyncuaIncompatible):
+            close_channels(shared.server, lambda host, peer: True)
+    finally:
+        shared.server.bserver.clients.pop()
+
+
+# -- 6. the client's SecureChannel policy ------------------------------------------------------------------------------
+
+@module_loop
+async def test_use_security_policy_binds_the_next_channel(shared: Running) -> None:
+    me = shared.client_identity("policy-user")
+    client = Client(shared.url, timeout=WAIT)
+    client.application_uri = me.uri
+    compat.use_security_policy(client, SecurityPolicyNone())
+    endpoints = await client.connect_and_get_server_endpoints()  # an unsecured channel, as the policy says
+    assert {bytes(e.ServerCertificate) for e in endpoints} == {shared.identity.der}
+
+    compat.use_security_policy(client, SecurityPolicyBasic256Sha256(shared.identity.certificate, me.certificate,
+                                                                    me.key, SIGN_AND_ENCRYPT))
+    await client.connect()
+    try:
+        peers = [c.peer_certificate for c in compat.live_channels(shared.server)]
+        assert me.der in peers  # the channel was opened with exactly the policy's client certificate
+        assert await call_probe(shared, client)
+    finally:
+        await disconnect(client)
+
+    # A policy bound to another server certificate cannot open a channel to this server.
+    stranger = shared.client_identity("not-the-server")
+    wrong = Client(shared.url, timeout=5)
+    compat.use_security_policy(wrong, SecurityPolicyBasic256Sha256(stranger.certificate, me.certificate, me.key,
+                                                                   SIGN_AND_ENCRYPT))
+    with pytest.raises(Exception):  # noqa: B017 - asyncua reports this as a timeout or a status, by version
+        await wrong.connect()
+    await disconnect(wrong)
+
+
+# -- 7. the user manager, replaced after construction ------------------------------------------------------------------
+
+@module_loop
+async def test_set_user_manager_is_asked_at_every_activate_session(shared: Running) -> None:
+    me = shared.client_identity("user-manager")
+    shared.users.asked.clear()
+    client = await secure_client(shared, me, username="carol")
+    await disconnect(client)
+    assert [a[0] for a in shared.users.asked] == ["carol"]
+    with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+        await secure_client(shared, me, username="nobody")
+    assert [a[0] for a in shared.users.asked] == ["carol", "nobody"]
+
+
+# -- 8. method callbacks -----------------------------------------------------------------------------------------------
+
+@module_loop
+async def test_method_callback_is_what_link_method_bound(shared: Running) -> None:
+    original = compat.method_callback(shared.server, shared.probe_id)
+    assert original is probe
+
+    async def wrapped(parent: ua.NodeId, *args: Any) -> list[ua.Variant]:
+        answer = await original(parent, *args)
+        return [ua.Variant(f"wrapped {answer[0].Value}", ua.VariantType.String)]
+
+    shared.server.link_method(shared.server.get_node(shared.probe_id), wrapped)
+    client = await secure_client(shared, shared.client_identity("wrapper"))
+    try:
+        assert compat.method_callback(shared.server, shared.probe_id) is wrapped
+        assert (await call_probe(shared, client)).startswith("wrapped ")
+    finally:
+        shared.server.link_method(shared.server.get_node(shared.probe_id), probe)
+        await disconnect(client)
+
+
+# -- 9. a structure class under its browse name ------------------------------------------------------------------------
+
+@module_loop
+async def test_registered_structure_keeps_its_name_codec_and_survives_loading_definitions(shared: Running) -> None:
+    @dataclass
+    class Point:
+        X: ua.Int32 = 0
+
+    name = "OtpkiCompatPoint"
+    kinds = {idx: type(name, (Point,), {"data_type": ua.NodeId(9001, idx)}) for idx in (7, 8)}
+    for idx, cls in kinds.items():
+        compat.register_structure(name, cls, ua.NodeId(9002, idx), ua.NodeId(9001, idx))
+    assert getattr(ua, name) is kinds[8]  # the last registration owns the name
+    for idx, cls in kinds.items():  # and each class keeps its own encoding id on the wire
+        decoded = variant_from_binary(Buffer(variant_to_binary(ua.Variant(cls(X=idx))))).Value
+        assert (decoded.X, type(decoded)) == (idx, cls)
+
+    # The production use: bound before loading, the server's ApplicationRecordDataType is not regenerated.
+    ours = register_application_record_class(shared.gds_idx)
+    client = await secure_client(shared, shared.client_identity("loader"))
+    try:
+        await client.load_data_type_definitions()
+        assert ua.ApplicationRecordDataType is ours
+    finally:
+        await disconnect(client)
+
+
+# -- 9. channel refusals -----------------------------------------------------------------------------------------------
+# A loopback server that acknowledges Hello and refuses the OpenSecureChannel (SecurityPolicy None) with `refusal`:
+# the three ways servers say no, written byte for byte as they come on the wire.
+
+def _service_fault(status: int, *strings: str) -> bytes:
+    fault = ua.ServiceFault()
+    fault.ResponseHeader.ServiceResult = ua.StatusCode(status)
+    fault.ResponseHeader.StringTable = list(strings)
+    return struct_to_binary(fault)
+
+
+def conformant_err(request_id: int) -> bytes:
+    """OPC 10000-6 7.1.2.5: Error and Reason."""
+    return uatcp_to_binary(ua.MessageType.Error, ua.ErrorMessage(ua.StatusCode(ua.StatusCodes.BadCertificateUntrusted),
+                                                                 "not in my trust list"))
+
+
+def node_opcua_err(request_id: int) -> bytes:
+    """node-opcua 2.157: an ERR laid out as an OPN chunk holding a ServiceFault (what test_node_opcua_push meets)."""
+    body = (struct.pack("<I", 2)
+            + struct_to_binary(ua.AsymmetricAlgorithmHeader(SecurityPolicyURI=SecurityPolicyBasic256Sha256.URI))
+            + struct_to_binary(ua.SequenceHeader(SequenceNumber=1, RequestId=request_id))
+            + _service_fault(ua.StatusCodes.BadCertificateIssuerRevocationUnknown, "certificate invalid"))
+    return b"ERRF" + struct.pack("<I", 8 + len(body)) + body
+
+
+def opn_service_fault(request_id: int) -> bytes:
+    """OPC 10000-6 6.7.4: a ServiceFault in place of the OpenSecureChannelResponse."""
+    connection = SecureConnection(SecurityPolicyNone(), TransportLimits(65535, 65535, 0, 0))
+    return connection.message_to_binary(_service_fault(ua.StatusCodes.BadCertificateChainIncomplete, "no issuer"),
+                                        message_type=ua.MessageType.SecureOpen, request_id=request_id)
+
+
+async def refusing_server(refusal: Callable[[int], bytes]) -> tuple[asyncio.Server, str]:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            hello = await reader.readexactly(8)
+            await reader.readexactly(struct.unpack("<I", hello[4:8])[0] - 8)
+            writer.write(uatcp_to_binary(ua.MessageType.Acknowledge, ua.Acknowledge()))
+            opn = await reader.readexactly(8)
+            body = Buffer(await reader.readexactly(struct.unpack("<I", opn[4:8])[0] - 8))
+            body.skip(4)  # SecureChannelId
+            struct_from_binary(ua.AsymmetricAlgorithmHeader, body)
+            writer.write(refusal(struct_from_binary(ua.SequenceHeader, body).RequestId))
+            await writer.drain()
+            await reader.read()  # until the client closes
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"opc.tcp://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(("refusal", "status", "reason"), [
+    (conformant_err, ua.StatusCodes.BadCertificateUntrusted, "not in my trust list"),
+    (node_opcua_err, ua.StatusCodes.BadCertificateIssuerRevocationUnknown, "certificate invalid"),
+    (opn_service_fault, ua.StatusCodes.BadCertificateChainIncomplete, "no issuer"),
+])
+async def test_a_refused_channel_fails_with_the_servers_status_and_reason(
+        refusal: Callable[[int], bytes], status: int, reason: str) -> None:
+    compat.read_channel_refusals()
+    compat.read_channel_refusals()  # idempotent
+    server, url = await refusing_server(refusal)
+    try:
+        client = Client(url, timeout=WAIT)
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await asyncio.wait_for(client.connect_and_get_server_endpoints(), WAIT)
+        assert refused.value.code == status
+        assert getattr(refused.value, "__notes__", []) == [compat.REFUSAL_NOTE + reason]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_an_err_message_is_never_read_as_good() -> None:
+    assert compat.decode_error_message(Buffer(b"\x02\x00\x00")).Error.value == ua.StatusCodes.BadUnknownResponse
+    good = struct_to_binary(ua.ErrorMessage(ua.StatusCode(ua.StatusCodes.Good), "fine"))
+    assert compat.decode_error_message(Buffer(good)).Error.value == ua.StatusCodes.BadUnknownResponse
+
+
+# -- the import-time check ---------------------------------------------------------------------------------------------
+
+def test_the_import_check_names_the_version_it_was_written_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    compat._check()  # the installed asyncua passes
+    monkeypatch.delattr(Server, "_setup_server_nodes")
+    with pytest.raises(AsyncuaIncompatible, match=r"written for asyncua 2\.1\.0; asyncua 2\.1\.0 has no "
+                                                  r"Server\._setup_server_nodes"):
+        compat._check()
+    monkeypatch.undo()
+    monkeypatch.setattr(InternalServer, "set_user_manager", lambda self, manager, extra: None)
+    with pytest.raises(AsyncuaIncompatible, match=r"changed InternalServer\.set_user_manager"):
+        compat._check()
+    monkeypatch.undo()
+
+    class Renamed:
+        def __init__(self) -> None:
+            self.clients_list: list[object] = []
+
+    with pytest.raises(AsyncuaIncompatible, match=r"no longer sets Renamed\.clients"):
+        compat._require_state(Renamed, "clients")
