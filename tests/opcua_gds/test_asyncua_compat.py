@@ -41,7 +41,7 @@ from opcua_gds._asyncua_compat import AsyncuaIncompatible, Caller
 from opcua_gds.gds.application_record import install_application_record_type, register_application_record_class
 from opcua_gds.push.target.certs import key_to_pem, self_signed
 from opcua_gds.push.target.server_swap import close_channels
-from trustlists.testing import free_port
+from trustlists.testing import eventually, free_port
 
 WAIT = 10.0
 SIGN_AND_ENCRYPT = ua.MessageSecurityMode.SignAndEncrypt
@@ -180,12 +180,6 @@ async def call_probe(running: Running, client: Client) -> str:
     return str(await client.get_node(running.holder_id).call_method(running.probe_id))
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {WAIT} s: {what}"
-        await asyncio.sleep(0.02)
-
 
 async def disconnect(*clients: Client) -> None:
     for client in clients:
@@ -262,7 +256,7 @@ async def test_session_close_is_reported_on_close_session_and_on_a_dropped_conne
     polite = await secure_client(shared, me)
     await call_probe(shared, polite)
     await polite.disconnect()  # CloseSession
-    await until(lambda: len(closed) == 1, "the listener after CloseSession")
+    await eventually(lambda: len(closed) == 1, "the listener after CloseSession")
     assert closed == [seen[0].session_id]
 
     dropped = await secure_client(shared, me)
@@ -271,7 +265,7 @@ async def test_session_close_is_reported_on_close_session_and_on_a_dropped_conne
         for channel in compat.live_channels(shared.server):
             if channel.peer_certificate == me.der:
                 channel.abort()  # the connection dies without CloseSession
-        await until(lambda: len(closed) == 2, "the listener after the connection dropped")
+        await eventually(lambda: len(closed) == 2, "the listener after the connection dropped")
         assert closed[1] == seen[1].session_id
     finally:
         await disconnect(dropped)
@@ -316,7 +310,7 @@ async def test_live_channels_list_open_channels_and_close_ends_one(shared: Runni
         assert {c.host_certificate for c in mine} == {shared.identity.der}
 
         next(c for c in mine if c.peer_certificate == me.der).close()
-        await until(lambda: all(c.peer_certificate != me.der for c in compat.live_channels(shared.server)),
+        await eventually(lambda: all(c.peer_certificate != me.der for c in compat.live_channels(shared.server)),
                     "the closed channel leaves the list")
         with pytest.raises((ConnectionError, asyncio.TimeoutError, ua.UaError)):
             await asyncio.wait_for(first.nodes.server.read_browse_name(), WAIT)
