@@ -83,21 +83,22 @@ def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Call
 # engine fixtures. A template data directory is initialised once per process for each (config, passphrase, actor)
 # and copied for every engine asked for; a copy of an SQLite file and a few encrypted key files costs milliseconds.
 # Every copy holds the same CA keys, so a test that needs a CA hierarchy *different* from its engine's (a foreign
-# CA, a second site) must make that one with make_engine + initialize.
+# CA, another plant) takes `foreign_engine`, whose template is a second one; a test that needs two foreign
+# hierarchies different from each other makes the second with make_engine + initialize.
 
 _DB_FILE = "otpki.db"
 _KEYS_DIR = "keys"
 # The templates' clock runs a minute behind: the CAs, CRLs and audit records they hold are older than anything a
 # test's clock (made after the template, or a moment before it) stamps, so "newest" stays the test's.
 _TEMPLATE_AGE = timedelta(minutes=1)
-_templates: dict[tuple[str, bytes, str], Path] = {}
+_templates: dict[tuple[str, bytes, str, str], Path] = {}
 _templates_lock = threading.Lock()
 _templates_root: Path | None = None
 
 
-def _template(config: PkiConfig, passphrase: bytes, actor: str) -> Path:
+def _template(config: PkiConfig, passphrase: bytes, actor: str, lineage: str) -> Path:
     global _templates_root
-    key = (config.model_dump_json(), passphrase, actor)
+    key = (config.model_dump_json(), passphrase, actor, lineage)
     with _templates_lock:
         if key in _templates:
             return _templates[key]
@@ -120,8 +121,22 @@ def initialized_engine(directory: Path, *, config: PkiConfig | None = None,
                        busy_timeout_s: float = 5.0, actor: str = "test") -> Engine:
     """What `make_engine(directory, ...)` followed by `engine.hierarchy.initialize(actor=actor)` gives, from a copy
     of a template initialised once per process. `directory` must not hold a data directory yet."""
+    return _copied_engine(directory, "ours", config=config, clock=clock, passphrase=passphrase,
+                          busy_timeout_s=busy_timeout_s, actor=actor)
+
+
+def foreign_engine(directory: Path, *, config: PkiConfig | None = None, actor: str = "test") -> Engine:
+    """An initialised engine whose CA hierarchy is none of `initialized_engine`'s: another plant, a CA the engine
+    under test never issued from. From a template of its own, like `initialized_engine`."""
+    return _copied_engine(directory, "foreign", config=config, clock=None, passphrase=PASSPHRASE,
+                          busy_timeout_s=5.0, actor=actor)
+
+
+def _copied_engine(directory: Path, lineage: str, *, config: PkiConfig | None,
+                   clock: Callable[[], datetime] | None, passphrase: bytes, busy_timeout_s: float,
+                   actor: str) -> Engine:
     config = config or load_default_config()
-    template = _template(config, passphrase, actor)
+    template = _template(config, passphrase, actor, lineage)
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / _DB_FILE).exists() or (directory / _KEYS_DIR).exists():
         raise FileExistsError(f"{directory} already holds an engine's data")

@@ -29,7 +29,7 @@ from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from opcua_gds.trustlist_binary import decode_trustlist
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from trustlists.models import TrustListMask
-from trustlists.testing import make_csr, make_engine, new_key, store_snapshot
+from trustlists.testing import foreign_engine, make_csr, new_key, store_snapshot
 
 M = CertificateDirectoryMethods
 RSA_TYPE = ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType)
@@ -263,8 +263,7 @@ async def test_role_matrix(gds: RunningGds, apps: dict[str, AppIdentity], tmp_pa
     nobody = await session(gds, hmi, "no-role")
     admin = await session(gds, hmi, "ca-admin")
     sign = await session(gds, scada, "ca-admin", mode=ua.MessageSecurityMode.Sign)
-    other = make_engine(tmp_path / "other")
-    other.hierarchy.initialize(actor="test")
+    other = foreign_engine(tmp_path / "other")
     stranger_id = issue_app_identity(other, tmp_path / "other-certs", "stranger", "urn:plant:stranger")
     other.close()
     stranger = await session(gds, stranger_id, "no-role")
