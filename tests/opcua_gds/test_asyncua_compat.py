@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import pytest_asyncio
@@ -510,6 +511,28 @@ def test_an_err_message_is_never_read_as_good() -> None:
     assert compat.decode_error_message(Buffer(b"\x02\x00\x00")).Error.value == ua.StatusCodes.BadUnknownResponse
     good = struct_to_binary(ua.ErrorMessage(ua.StatusCode(ua.StatusCodes.Good), "fine"))
     assert compat.decode_error_message(Buffer(good)).Error.value == ua.StatusCodes.BadUnknownResponse
+
+
+# -- 10. stopping a server without waiting out its clock ---------------------------------------------------------------
+
+@module_loop
+async def test_stop_server_cancels_the_clock_task_asyncuas_stop_waits_for(tmp_path: Path) -> None:
+    """asyncua's own stop lets its clock task finish its loop (which ends only between one-second sleeps);
+    stop_server cancels the task instead, and the server is stopped all the same."""
+    plain = await start_server(tmp_path / "plain", "plain-server")
+    clock = plain.server.iserver.time_task
+    assert clock is not None and not clock.done()
+    await plain.server.stop()
+    assert clock.done() and not clock.cancelled()  # waited for: what stop_server spares its callers
+
+    running = await start_server(tmp_path / "prompt", "prompt-server")
+    clock = running.server.iserver.time_task
+    assert clock is not None and not clock.done()
+    await compat.stop_server(running.server)
+    assert clock.cancelled() and running.server.iserver.time_task is None
+    address = urlparse(running.url)
+    with pytest.raises(OSError):  # the listener is gone
+        await asyncio.open_connection(address.hostname, address.port)
 
 
 # -- the import-time check ---------------------------------------------------------------------------------------------
