@@ -33,8 +33,8 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import CARecord, CrlRecord, RevocationReason
 from trustlists.policy import PkiConfig, load_default_config
-from trustlists.store import SqliteStore, StoreTx
-from trustlists.store.sql import _CERT_COLUMNS
+from trustlists.store import SqliteStore, StoreReader, StoreWriter
+from trustlists.store.sql import _CERT_COLUMNS, SqlTx
 
 # The certificates table's columns in INSERT order (the DER goes last): for benchmarks that fill an inventory
 # of tens of thousands of rows with their own sqlite3 connection.
@@ -111,11 +111,17 @@ def make_subject_csr(attributes: list[tuple[x509.ObjectIdentifier, str]], *, uri
 def store_snapshot(engine: Engine) -> tuple[int, int, int, int]:
     """Counts that must not move when a request is refused: certificates, audit records, CRLs, owners."""
     with engine._ctx.store.read() as tx:
-        certs = tx.execute("SELECT COUNT(*) FROM certificates").fetchone()[0]
-        audit = tx.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
-        crls = tx.execute("SELECT COUNT(*) FROM crls").fetchone()[0]
-        owners = tx.execute("SELECT COUNT(*) FROM owners").fetchone()[0]
+        certs, audit, crls, owners = (int(sql(tx).execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                                      for table in ("certificates", "audit_log", "crls", "owners"))
     return certs, audit, crls, owners
+
+
+def sql(tx: StoreReader | StoreWriter) -> SqlTx:
+    """The SQL transaction behind a store transaction: for tests that tamper with rows or count them, in SQL both
+    backends accept (`?` placeholders)."""
+    if not isinstance(tx, SqlTx):
+        raise TypeError(f"not an SQL store transaction: {type(tx).__name__}")
+    return tx
 
 
 # -- engine internals (tests and benchmarks only) --------------------------------------------------------------
@@ -129,7 +135,7 @@ def insert_revocations(engine: Engine, rows: Sequence[tuple[str, str, int, int, 
     """(serial hex, issuer CA id, revoked_at epoch, reason, not_after epoch) rows straight into the store, in one
     transaction, without certificates, CRLs or audit records: a large CRL's worth of setup."""
     with engine._ctx.store.transaction() as tx:
-        tx.executemany("INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
+        sql(tx).executemany("INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
                        "VALUES (?, ?, ?, ?, ?)", rows)
 
 
@@ -174,7 +180,7 @@ def counting_writes(engine: Engine) -> Iterator[list[int]]:
     count = [0]
 
     @contextlib.contextmanager
-    def counted() -> Iterator[StoreTx]:
+    def counted() -> Iterator[StoreWriter]:
         count[0] += 1
         with real() as tx:
             yield tx
