@@ -11,7 +11,7 @@ a backend supplies the connection, the placeholder style, locking and the transl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -33,6 +33,7 @@ from trustlists.models import (
     TargetPin,
     TargetState,
 )
+from trustlists.store.migrations import Migration, SchemaStatus
 from trustlists.store.rows import (
     AuditHead,
     AuditRow,
@@ -273,6 +274,14 @@ class Store(Protocol):
     def read(self) -> AbstractContextManager[StoreReader]: ...
 
     def close(self) -> None: ...
+
+    def schema_status(self) -> SchemaStatus:
+        """Which migrations the store has had, against those this otpki knows."""
+        ...
+
+    def upgrade(self, record: Callable[[StoreWriter, list[Migration]], None] | None = None) -> list[Migration]:
+        """Apply the pending migrations (each in its own transaction); `record` runs in the last one's."""
+        ...
 
 
 __all__ = ["Store", "StoreReader", "StoreWriter"]

@@ -66,6 +66,11 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
+# The table every backend records its applied migrations in (trustlists.store.migrations).
+MIGRATIONS_TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+)
 REQUEST_COLUMNS = (
     "id", "kind", "owner_id", "grp", "site", "status", "csr", "key_type", "key_format", "has_password",
     "subject_name", "dns_names", "ip_addresses", "requester_fingerprint", "submitted_by", "submitted_at",
