@@ -13,7 +13,8 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
 from trustlists.models import KeyType
-from trustlists.store import SqliteStore, Store
+from trustlists.store import Store
+from trustlists.store import open_store as open_store_url
 
 
 class _Deferred:
@@ -58,8 +59,8 @@ def key_backends(settings: Settings) -> list[KeyBackend]:
 def open_store(settings: Settings, *, check_schema: bool = True) -> Store:
     """The store of the settings. `check_schema`: refuse one whose schema is not this otpki's (SchemaMismatch);
     off only to show or upgrade the schema."""
-    return SqliteStore(settings.db_path, busy_timeout_s=settings.file.store.busy_timeout_s,
-                       check_schema=check_schema)
+    return open_store_url(settings.store_url, busy_timeout_s=settings.file.store.busy_timeout_s,
+                          check_schema=check_schema)
 
 
 def open_engine(settings: Settings, *, key_pool: bool = False) -> Engine:

@@ -59,8 +59,8 @@ def _translate_for(where: str) -> Callable[[Exception], Exception]:
             return AlreadyExists(f"store constraint violated: {exc.diag.message_primary or exc}")
         if isinstance(exc, pgerrors.LockNotAvailable | pgerrors.DeadlockDetected | pgerrors.SerializationFailure
                       | pgerrors.QueryCanceled | psycopg_pool.PoolTimeout):
-            return StoreBusy("the database is busy with another otpki instance's transaction; retry "
-                             f"({type(exc).__name__})")
+            return StoreBusy("the database is locked by another otpki transaction for longer than the busy timeout; "
+                             f"retry ({type(exc).__name__})")
         if isinstance(exc, psycopg.OperationalError):
             return StoreError(f"cannot use the database {where}: {exc}")
         if isinstance(exc, psycopg.Error):
