@@ -70,6 +70,11 @@ def _translate_for(where: str) -> Callable[[Exception], Exception]:
     return translate
 
 
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def lock_id(name: str, key: str) -> int:
     """A signed 64-bit advisory lock id for (name, key), the same in every process."""
     digest = hashlib.blake2b(f"{name}\x00{key}".encode(), digest_size=8).digest()
@@ -133,6 +138,12 @@ class PostgresStore:
             conn.execute(f"SET lock_timeout = {lock_ms}")
             conn.commit()
 
+        try:
+            # One connection first: a wrong database or password fails now with the server's own words, instead
+            # of the pool retrying in the background until its timeout.
+            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the database {self.where}: {_first_line(exc)}") from exc
         try:
             self._pool = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=max(1, pool_size), open=False, configure=configure,
