@@ -44,6 +44,7 @@ def append(tx: StoreWriter, *, actor: str, action: str, subject: str, details: d
     details_json = _details_json(details or {})
     at = at or utcnow()
     at_us = int(at.timestamp() * 1_000_000)
+    tx.serialise_appends()  # one chain: the head read here stays the head until this transaction commits
     last = tx.last_audit()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
     digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, details_json)
@@ -60,6 +61,7 @@ def append_many(tx: StoreWriter, entries: list[tuple[str, str, str, dict[str, An
     one multi-row insert, one head update. Used for batches of certificates."""
     if not entries:
         return
+    tx.serialise_appends()
     last = tx.last_audit()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
     rows = []

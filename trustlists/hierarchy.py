@@ -167,6 +167,9 @@ def publish_crl(ctx: EngineContext, tx: StoreWriter, ca: CARecord, key: Certific
                 crl_days: int, hash_name: str, actor: str) -> CrlRecord:
     """Sign and store the CA's next CRL (number = last + 1) from the store's revocations."""
     now = ctx.clock()
+    # Until commit no other writer publishes (or revokes): the number is the last + 1 and stays free, and the CRL
+    # lists every revocation committed before it.
+    tx.serialise_appends()
     number = tx.next_crl_number(ca.id)
     next_update = min(now + timedelta(days=crl_days), ca.not_after)
     crl, count = build_crl(

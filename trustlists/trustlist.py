@@ -64,6 +64,7 @@ class TrustListManager:
     def record_versions(self, tx: StoreWriter, groups: Iterable[str], reason: str) -> dict[str, int]:
         """Bump the version of every listed group whose content changed; returns the new versions."""
         bumped: dict[str, int] = {}
+        tx.serialise_appends()  # the version read below stays the latest until this transaction commits
         for group in groups:
             content = self.content(tx, group)
             digest = content.content_hash()

@@ -187,6 +187,15 @@ class StoreWriter(StoreReader, Protocol):
         writers run concurrently."""
         ...
 
+    def serialise_appends(self) -> None:
+        """Serialise with every other transaction that appends to the store's ordered logs (the audit chain,
+        revocations, bootstrap pin changes), until this one ends. What follows then reads the latest committed
+        state (the chain head, the last CRL number, the last trust-list version) and no other writer can append
+        before this one commits: sequence numbers follow commit order, so a reader that remembers the last one it
+        saw (the revocation index) misses nothing. Taken by the store itself before such an append, and by the
+        engine before a read it will write the successor of."""
+        ...
+
     def set_meta(self, key: str, value: str) -> None: ...
 
     def insert_ca(self, ca: CARecord) -> None: ...

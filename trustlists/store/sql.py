@@ -66,6 +66,8 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
+# The lock of the ordered logs (StoreWriter.serialise_appends).
+APPEND_LOCK = ("append", "ordered-logs")
 # The table every backend records its applied migrations in (trustlists.store.migrations).
 MIGRATIONS_TABLE_DDL = (
     "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -125,6 +127,12 @@ class SqlTx:
 
         SQLite runs one write transaction at a time already; a backend with concurrent writers overrides this.
         """
+
+    def serialise_appends(self) -> None:
+        """(StoreWriter.serialise_appends) One lock for all ordered logs: an audited transaction appends to the
+        chain anyway, so a finer lock would only add lock-order deadlocks (a revocation, then its audit record,
+        then the CRL), not concurrency."""
+        self.lock(*APPEND_LOCK)
 
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -369,6 +377,7 @@ class SqlTx:
     # -- revocations ------------------------------------------------------------------------------
     def insert_revocation(self, serial: str, issuer_ca_id: str, at: datetime, reason: RevocationReason,
                           not_after: datetime) -> None:
+        self.serialise_appends()  # seq in commit order: the revocation index reads "newer than the last seq"
         self.execute(
             "INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -628,6 +637,7 @@ class SqlTx:
         return [self._pin(r) for r in self.execute(sql, params).fetchall()]
 
     def insert_bootstrap_pin(self, pin: BootstrapPin) -> None:
+        self.serialise_appends()  # bootstrap_pin_changes: seq in commit order
         self.execute(
             f"INSERT INTO bootstrap_pins ({self._PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (pin.owner_id, pin.group, pin.fingerprint_sha256, pin.subject, pin.issuer, to_epoch(pin.not_after),
@@ -636,6 +646,7 @@ class SqlTx:
                      (pin.owner_id, pin.fingerprint_sha256))
 
     def delete_bootstrap_pin(self, owner_id: str) -> bool:
+        self.serialise_appends()
         if self.execute("DELETE FROM bootstrap_pins WHERE owner_id = ?", (owner_id,)).rowcount == 0:
             return False
         self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, NULL)", (owner_id,))
