@@ -1,8 +1,7 @@
-"""Method nodes with the standard ids, and the argument checks asyncua leaves to the callback.
+"""Binding callbacks to the standard Method nodes, and the argument checks asyncua leaves to the callback.
 
-Shared by every GDS and push method module. The InputArguments/OutputArguments properties get string
-NodeIds: asyncua would otherwise number them in the GDS namespace, counting on from the highest numeric id
-present, and collide with standard ids other modules add later (the TrustList methods 690-714).
+Shared by every GDS and push method module. The Method nodes themselves come from the address space: ns0's
+for push (asyncua's), `opcua_gds.gds.address_space` for the GDS.
 """
 
 from __future__ import annotations
@@ -10,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from asyncua import Node, ua
+from asyncua import Server, ua
 
-from opcua_gds.access import MethodError
+from opcua_gds.access import MethodError, opcua_method
 from opcua_gds.nodeids import MethodSpec
 
 _S = ua.StatusCodes
@@ -46,22 +45,6 @@ def checked_args(spec: MethodSpec, args: Sequence[Any], *, allow_null: bool = Tr
     return values
 
 
-async def add_standard_method(parent: Node, spec: MethodSpec, gds_idx: int,
-                              callback: Callable[..., Awaitable[Any]], *, id_prefix: str) -> Node:
-    """A Method node with its standard NodeId and BrowseName, InputArguments and OutputArguments.
-
-    The argument properties get string NodeIds ("<id_prefix>.<method>.InputArguments"): asyncua would pick
-    numeric ids in the GDS namespace that can collide with standard ids added later.
-    """
-    ns = spec.node_id(gds_idx).NamespaceIndex
-    method = await parent.add_method(spec.node_id(gds_idx), spec.browse_name(gds_idx), callback, [], [])
-    for bname, arguments in (("InputArguments", spec.input_arguments(gds_idx)),
-                             ("OutputArguments", spec.output_arguments(gds_idx))):
-        if not arguments:
-            continue
-        prop = await method.add_property(ua.NodeId(f"{id_prefix}.{spec.name}.{bname}", ns),
-                                         ua.QualifiedName(bname, 0), arguments,
-                                         varianttype=ua.VariantType.ExtensionObject,
-                                         datatype=ua.NodeId(ua.ObjectIds.Argument))
-        await prop.set_modelling_rule(True)
-    return method
+def bind(server: Server, spec: MethodSpec, gds_idx: int | None, callback: Callable[..., Awaitable[Any]]) -> None:
+    """Bind an otpki coroutine to an existing standard Method node (see `opcua_method` for the contract)."""
+    server.link_method(server.get_node(spec.node_id(gds_idx)), opcua_method(callback))

@@ -27,7 +27,9 @@ class GdsContext:
     directory: Node
     self_admin: SelfAdmin
     settings: GdsSettings
-    groups: dict[ua.NodeId, str] = field(default_factory=dict)  # CertificateGroupId -> engine group
+    groups: dict[ua.NodeId, str] = field(default_factory=dict)  # issuing CertificateGroupId -> engine group
+    # every CertificateGroupId -> the engine group whose trust list its TrustList serves (None: an empty one)
+    trust_sources: dict[ua.NodeId, str | None] = field(default_factory=dict)
 
     def application_id(self, owner_id: str) -> ua.NodeId:
         return ua.NodeId(uuid.UUID(owner_id), self.gds_idx, ua.NodeIdType.Guid)

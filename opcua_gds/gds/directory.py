@@ -45,7 +45,6 @@ from opcua_gds.access import (
     caller,
     has_any_role,
     is_authenticated,
-    opcua_method,
     require_mode,
 )
 from opcua_gds.call_context import CallContext
@@ -55,7 +54,7 @@ from opcua_gds.gds.application_record import (
     register_application_record_class,
 )
 from opcua_gds.gds.context import GdsContext
-from opcua_gds.method_nodes import add_standard_method, checked_args
+from opcua_gds.method_nodes import bind, checked_args
 from opcua_gds.nodeids import DirectoryMethods, GdsObjects, gds_node_id
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
@@ -446,7 +445,7 @@ def _description(owner: Owner) -> ua.ApplicationDescription:
 
 
 async def install(ctx: GdsContext) -> None:
-    """Add the seven Directory methods under ctx.directory with their standard ids and arguments."""
+    """Bind the seven Directory methods."""
     directory = Directory(ctx)
     callbacks: dict[str, Callable[..., Awaitable[Any]]] = {
         "FindApplications": directory.find_applications,
@@ -458,5 +457,4 @@ async def install(ctx: GdsContext) -> None:
         "QueryServers": directory.query_servers,
     }
     for spec in DirectoryMethods.all():
-        await add_standard_method(ctx.directory, spec, ctx.gds_idx, opcua_method(callbacks[spec.name]),
-                                  id_prefix="Directory")
+        bind(ctx.server, spec, ctx.gds_idx, callbacks[spec.name])

@@ -44,12 +44,11 @@ from opcua_gds.access import (
     MethodError,
     caller,
     has_any_role,
-    opcua_method,
     require_mode,
 )
 from opcua_gds.call_context import CallContext
 from opcua_gds.gds.context import GdsContext
-from opcua_gds.method_nodes import add_standard_method, checked_args
+from opcua_gds.method_nodes import bind, checked_args
 from opcua_gds.nodeids import (
     CertificateDirectoryMethods,
     CertificateGroups,
@@ -103,6 +102,21 @@ def certificate_type_of(key_type: KeyType, kind: OwnerKind) -> int:
     if key_type is KeyType.EC_P384:
         return CertificateTypes.EccNistP384ApplicationCertificateType
     return CertificateTypes.RsaSha256ApplicationCertificateType
+
+
+def group_certificate_types(policy: GroupPolicy) -> list[int]:
+    """What a CertificateGroup issues, its CertificateTypes value: the concrete types of its allowed keys."""
+    if policy.owner_kind == "user":
+        return [CertificateTypes.UserCredentialCertificateType]
+    allowed = set(policy.allowed_key_types)
+    types = []
+    if allowed & _RSA:
+        types.append(CertificateTypes.RsaSha256ApplicationCertificateType)
+    if KeyType.EC_P256 in allowed:
+        types.append(CertificateTypes.EccNistP256ApplicationCertificateType)
+    if KeyType.EC_P384 in allowed:
+        types.append(CertificateTypes.EccNistP384ApplicationCertificateType)
+    return [int(t) for t in types]
 
 
 def key_type_of(public_key: object) -> KeyType | None:
@@ -421,7 +435,7 @@ def _split_domain_names(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 async def install(ctx: GdsContext) -> None:
-    """Add the CertificateDirectory methods to the Directory object with their standard ids."""
+    """Bind the CertificateDirectory methods of the Directory object."""
     pull = PullMethods(ctx)
     bindings = {
         "StartSigningRequest": pull.start_signing_request,
@@ -435,5 +449,4 @@ async def install(ctx: GdsContext) -> None:
         "CheckRevocationStatus": pull.check_revocation_status,
     }
     for spec in CertificateDirectoryMethods.all():
-        await add_standard_method(ctx.directory, spec, ctx.gds_idx, opcua_method(bindings[spec.name]),
-                                  id_prefix="Directory")
+        bind(ctx.server, spec, ctx.gds_idx, bindings[spec.name])
