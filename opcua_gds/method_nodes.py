@@ -20,11 +20,15 @@ _S = ua.StatusCodes
 def checked_args(spec: MethodSpec, args: Sequence[Any], *, allow_null: bool = True) -> list[Any]:
     """The values of `args`, checked against the method's input arguments (count, type, rank).
 
+    Too few arguments: BadArgumentsMissing; too many: BadTooManyArguments; a wrong type: BadInvalidArgument.
+
     allow_null: a Null variant (or a null value) stands for a null value of any type (a null NodeId, string,
     array) and comes back as None. Without it the VariantType must match, and a null array comes back as [].
     """
-    if len(args) != len(spec.inputs):
-        raise MethodError(_S.BadInvalidArgument, f"{spec.name} takes {len(spec.inputs)} arguments, got {len(args)}")
+    if len(args) < len(spec.inputs):  # OPC 10000-4 5.11.2 (Call): a count mismatch has its own codes
+        raise MethodError(_S.BadArgumentsMissing, f"{spec.name} takes {len(spec.inputs)} arguments, got {len(args)}")
+    if len(args) > len(spec.inputs):
+        raise MethodError(_S.BadTooManyArguments, f"{spec.name} takes {len(spec.inputs)} arguments, got {len(args)}")
     values: list[Any] = []
     for arg, variant in zip(spec.inputs, args, strict=True):
         if not isinstance(variant, ua.Variant):

@@ -612,7 +612,8 @@ def _group(name: str, namespace: Namespace, group_id: int, trust_list_id: int, m
         raise ValueError(f"{name}: one id per property of GROUP_PROPERTY_ORDER")
     return CertificateGroupIds(name, namespace, group_id, trust_list_id,
                                tuple(zip(TrustListMethodTypes.TRUST_LIST_ORDER, method_ids, strict=True)),
-                               get_rejected_list, ar, tuple(zip(GROUP_PROPERTY_ORDER, property_ids, strict=bool(property_ids))))
+                               get_rejected_list, ar,
+                               tuple(zip(GROUP_PROPERTY_ORDER, property_ids, strict=bool(property_ids))))
 
 
 class CertificateGroups:

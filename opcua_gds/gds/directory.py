@@ -272,8 +272,30 @@ class Directory:
         done = self.engine.decommission(owner.id, actor=actor, reason=RevocationReason.CESSATION_OF_OPERATION)
         return [record.serial for record in done.revoked]
 
+    def _listed(self, owners: list[Owner]) -> list[Owner]:
+        """The owners as the Directory reports them: a push target registered without an ApplicationRecord (by
+        `otpki owners add` / `targets add`) is a Server at its push address; its stored registration is unchanged."""
+        pushed: dict[str, list[str]] = {}
+        for target in self.engine.targets.list(group=self.group):
+            pushed.setdefault(target.owner_id, []).append(target.address)
+        listed = []
+        for owner in owners:
+            addresses = pushed.get(owner.id)
+            if addresses:
+                attributes = {"application_type": int(ua.ApplicationType.Server), **owner.attributes}
+                attributes["discovery_urls"] = attributes.get("discovery_urls") or addresses
+                owner = owner.model_copy(update={"attributes": attributes})
+            listed.append(owner)
+        return listed
+
+    def _all_listed(self) -> list[Owner]:
+        return self._listed(self._owners())
+
+    def _get_listed(self, owner_id: str | None) -> Owner:
+        return self._listed([self._active_owner(owner_id)])[0]
+
     def _find(self, uri: str) -> list[Owner]:
-        return [o for o in self._owners() if o.application_uri == uri and not o.unregistered]
+        return self._listed([o for o in self._owners() if o.application_uri == uri and not o.unregistered])
 
     def _reset_time(self, owners: list[Owner]) -> datetime:
         # RecordIds are positions in creation order of a registry that never deletes: they never reset.
@@ -344,7 +366,7 @@ class Directory:
         owner_id = self.ctx.owner_id(app_id)
         if not who.authenticated and owner_id != who.self_owner_id:
             raise _deny("ApplicationSelfAdmin covers the application's own record only")
-        owner = await run_blocking(self._active_owner, owner_id)
+        owner = await run_blocking(self._get_listed, owner_id)
         return [ua.Variant(_to_record(self.ctx, owner), ua.VariantType.ExtensionObject)]
 
     async def query_applications(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
@@ -354,7 +376,7 @@ class Directory:
         if app_type not in (0, 1, 2):
             raise MethodError(_BAD_ARG, f"ApplicationType filter {app_type}: 0 any, 1 servers, 2 clients")
         allowed = {0: tuple(ua.ApplicationType), 1: _SERVER_TYPES, 2: _CLIENT_TYPES}[app_type]
-        all_owners = await run_blocking(self._owners)
+        all_owners = await run_blocking(self._all_listed)
         matches = [(rid, o) for rid, o in self._visible(all_owners)
                    if rid > start and _type(o) in allowed and _matches(o, name, uri, product, caps)]
         page, next_id = _page(matches, max_records)
@@ -367,7 +389,7 @@ class Directory:
         require_mode(caller(), _SIGN)
         start, max_records, name, uri, product, caps = checked_args(DirectoryMethods.QueryServers, args,
                                                                     allow_null=False)
-        all_owners = await run_blocking(self._owners)
+        all_owners = await run_blocking(self._all_listed)
         entries: list[tuple[int, ua.ServerOnNetwork]] = []
         record_id = 0
         for _rid, owner in self._visible(all_owners):

@@ -176,6 +176,8 @@ class PullMethods:
             raise MethodError(_S.BadNotFound, f"no application {owner_id}") from None
         if owner.group not in self.ctx.groups.values():
             raise MethodError(_S.BadNotFound, f"{owner_id} is not an OPC UA application of this GDS")
+        if owner.unregistered:  # UnregisterApplication ends the ApplicationId for every method taking one
+            raise MethodError(_S.BadNotFound, f"application {owner_id} is unregistered")
         return owner
 
     def group(self, group_id: object, owner: Owner) -> tuple[ua.NodeId, str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -183,9 +184,17 @@ class TrustListFiles:
         opened.position = min(int(position or 0), len(opened.data))  # beyond the end: at the end
         return []
 
-    async def not_writable(self, parent: ua.NodeId, *_args: ua.Variant) -> list[ua.Variant]:
-        require_mode(caller(), ua.MessageSecurityMode.Sign)
-        raise MethodError(_S.BadNotWritable, "the pull GDS does not accept trust-list writes")
+    def not_writable(self, name: str) -> Callable[..., Awaitable[list[ua.Variant]]]:
+        """A write method (Write, CloseAndUpdate, AddCertificate, RemoveCertificate): its arguments are checked
+        like any method's, then the answer is Bad_NotWritable."""
+
+        async def refuse(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+            checked_args(self._spec(parent, name), args)
+            require_mode(caller(), ua.MessageSecurityMode.Sign)
+            raise MethodError(_S.BadNotWritable, "the pull GDS does not accept trust-list writes")
+
+        refuse.__name__ = name
+        return refuse
 
     def _spec(self, parent: ua.NodeId, name: str) -> MethodSpec:
         return self._object(parent).ids.method(name)
@@ -193,10 +202,11 @@ class TrustListFiles:
     # -- binding ------------------------------------------------------------------------------------
     async def install(self) -> None:
         idx = self.ctx.gds_idx
-        bindings = {"Open": self.open, "Close": self.close, "Read": self.read, "Write": self.not_writable,
+        bindings = {"Open": self.open, "Close": self.close, "Read": self.read, "Write": self.not_writable("Write"),
                     "GetPosition": self.get_position, "SetPosition": self.set_position,
-                    "OpenWithMasks": self.open_with_masks, "CloseAndUpdate": self.not_writable,
-                    "AddCertificate": self.not_writable, "RemoveCertificate": self.not_writable}
+                    "OpenWithMasks": self.open_with_masks, "CloseAndUpdate": self.not_writable("CloseAndUpdate"),
+                    "AddCertificate": self.not_writable("AddCertificate"),
+                    "RemoveCertificate": self.not_writable("RemoveCertificate")}
         for ids in CertificateGroups.gds():
             source = self.ctx.trust_sources.get(ids.group_node_id(idx))
             node = self.ctx.server.get_node(ids.trust_list_node_id(idx))

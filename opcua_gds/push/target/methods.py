@@ -169,5 +169,6 @@ class ServerConfigurationMethodsImpl:
         return []
 
     async def get_rejected_list(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        checked_args(_M.GetRejectedList, args)
         self.ctx.authorize()
         return [ua.Variant(list(self.ctx.state.rejected), ua.VariantType.ByteString)]

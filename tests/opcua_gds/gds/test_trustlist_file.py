@@ -144,7 +144,7 @@ async def test_writes_and_bad_modes_are_refused(gds: RunningGds, app: AppIdentit
             await f.call("AddCertificate", b"x", True)
         with pytest.raises(uaerrors.BadNotWritable):
             await f.call("Write", u32(1), b"x")
-        with pytest.raises(uaerrors.BadInvalidArgument):  # wrong argument count / type
+        with pytest.raises(uaerrors.BadArgumentsMissing):  # wrong argument count (OPC 10000-4 Call) / type
             await f.call("OpenWithMasks")
         with pytest.raises(uaerrors.BadInvalidArgument):
             await f.call("OpenWithMasks", "all")
