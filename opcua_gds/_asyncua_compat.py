@@ -2,12 +2,12 @@
 
 asyncua has no public API for what the GDS and the push target need: who is calling a method (session user,
 SecureChannel security mode and client certificate), when a session ends, swapping a running server's
-certificate, and the list of open SecureChannels. otpki reaches into asyncua's internals for these, and only
-here. At import, `_check()` verifies that every class, method, parameter list and instance attribute used below
-still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version this module was
-written for otherwise; pyproject.toml pins asyncua to that version. tests/opcua_gds/test_asyncua_compat.py
-holds one contract test per item below, run against the real library: a release that keeps a name but changes
-what it does fails there.
+certificate, the list of open SecureChannels, and delivering an event to chosen subscriptions only. otpki
+reaches into asyncua's internals for these, and only here. At import, `_check()` verifies that every class,
+method, parameter list and instance attribute used below still exists in the installed asyncua and raises
+`AsyncuaIncompatible` naming the version this module was written for otherwise; pyproject.toml pins asyncua to
+that version. tests/opcua_gds/test_asyncua_compat.py holds one contract test per item below, run against the
+real library: a release that keeps a name but changes what it does fails there.
 
 Nothing here degrades quietly: a missing attribute raises instead of being read as "no channels", "no
 certificate" or "no session", because each of those would keep old trust alive or let a caller through.
@@ -34,6 +34,8 @@ from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
+from asyncua.server.internal_subscription import InternalSubscription
+from asyncua.server.subscription_service import SubscriptionService
 from asyncua.server.uaprocessor import UaProcessor
 
 WRITTEN_FOR = "2.1.0"
@@ -270,6 +272,26 @@ def register_structure(name: str, cls: type, encoding_id: ua.NodeId, data_type_i
     ua.register_extension_object(name, encoding_id, cls, data_type_id)
 
 
+# -- 9. Events for chosen subscriptions only -------------------------------------------------------------------------
+# asyncua hands an event to every subscription monitoring its emitting node, whoever owns it. Audit events name users
+# and what they did, so otpki delivers them per subscription: `InternalServer.subscription_service` keeps the
+# subscriptions (`subscriptions`: id -> InternalSubscription, each with the `session_id` of the session that created
+# it) and delivers to one with `trigger_event(event, subscription_id)`; `InternalServer._external_sessions`
+# (authentication token -> InternalSession) holds the client sessions with their `user`.
+
+def subscribers(server: Server) -> list[tuple[int, Any]]:
+    """(subscription id, user of the session that owns it) for every client subscription; None: no live session."""
+    iserver = server.iserver
+    users = {session.session_id: session.user for session in list(iserver._external_sessions.values())}
+    return [(subscription_id, users.get(subscription.session_id))
+            for subscription_id, subscription in list(iserver.subscription_service.subscriptions.items())]
+
+
+async def deliver_event(server: Server, event: Any, subscription_id: int) -> None:
+    """Hand `event` (an asyncua Event with its fields and `emitting_node` set) to one subscription only."""
+    await server.iserver.subscription_service.trigger_event(event, subscription_id=subscription_id)
+
+
 # -- the import-time check ------------------------------------------------------------------------------------------
 
 def _parameters(func: Any) -> list[str]:
@@ -342,6 +364,11 @@ def _check() -> None:
     # 7. method callbacks
     _require_method(AddressSpace, "__getitem__", ["self", "nodeid"], coroutine=False)
     _require_state(NodeData, "call")
+    # 9. per-subscription event delivery
+    _require_state(InternalServer, "subscription_service", "_external_sessions")
+    _require_state(SubscriptionService, "subscriptions")
+    _require_state(InternalSubscription, "session_id")
+    _require_method(SubscriptionService, "trigger_event", ["self", "event", "subscription_id"], coroutine=True)
     # 8. structures
     register = ua.register_extension_object
     if _parameters(register) != ["name", "encoding_nodeid", "class_type", "datatype_nodeid"]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from asyncua import Node, Server, ua
 
 from opcua_gds.access import SelfAdmin
+from opcua_gds.audit_events import AuditEvents
 from opcua_gds.gds.settings import GdsSettings
 from trustlists.engine import Engine
 
@@ -27,6 +28,7 @@ class GdsContext:
     directory: Node
     self_admin: SelfAdmin
     settings: GdsSettings
+    audit: AuditEvents
     groups: dict[ua.NodeId, str] = field(default_factory=dict)  # issuing CertificateGroupId -> engine group
     # every CertificateGroupId -> the engine group whose trust list its TrustList serves (None: an empty one)
     trust_sources: dict[ua.NodeId, str | None] = field(default_factory=dict)

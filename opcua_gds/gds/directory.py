@@ -47,6 +47,7 @@ from opcua_gds.access import (
     is_authenticated,
     require_mode,
 )
+from opcua_gds.audit_events import MethodCall
 from opcua_gds.call_context import CallContext
 from opcua_gds.gds.application_record import (
     ApplicationRecord,
@@ -55,7 +56,7 @@ from opcua_gds.gds.application_record import (
 )
 from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import bind, checked_args
-from opcua_gds.nodeids import DirectoryMethods, GdsObjects, gds_node_id
+from opcua_gds.nodeids import DirectoryMethods, GdsEventTypes, GdsObjects, MethodSpec, gds_node_id
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
 from trustlists.models import Owner, RevocationReason
@@ -314,7 +315,15 @@ class Directory:
         (value,) = checked_args(DirectoryMethods.RegisterApplication, args, allow_null=False)
         _app_id, record = _record_arg(self.ctx, value)
         owner_id = await run_blocking(self._register, record, who.actor(False))
+        await self._changed(DirectoryMethods.RegisterApplication, args, who,
+                            f"{who.actor(False)} registered {record.application_uri}")
         return [ua.Variant(self.ctx.application_id(owner_id), ua.VariantType.NodeId)]
+
+    async def _changed(self, spec: MethodSpec, args: tuple[ua.Variant, ...], who: _Caller, message: str) -> None:
+        """ApplicationRegistrationChangedAuditEventType, after a registration changed."""
+        await self.ctx.audit.raise_event(
+            gds_node_id(GdsEventTypes.ApplicationRegistrationChangedAuditEventType, self.ctx.gds_idx),
+            MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args), who.call, message=message)
 
     async def _target(self, who: _Caller, app_id: Any) -> tuple[Owner, bool]:
         """The owner a write targets and whether the caller acts through SelfAdmin (else DiscoveryAdmin)."""
@@ -334,6 +343,8 @@ class Directory:
         app_id, record = _record_arg(self.ctx, value)
         owner, via_self = await self._target(who, app_id)
         await run_blocking(self._update, owner, record, who.actor(via_self))
+        await self._changed(DirectoryMethods.UpdateApplication, args, who,
+                            f"{who.actor(via_self)} updated {owner.application_uri}")
         return []
 
     async def unregister_application(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
@@ -346,6 +357,8 @@ class Directory:
         actor = who.actor(via_self)
         revoked = await run_blocking(self._unregister, owner, actor)
         log.info("%s unregistered %s (%s); revoked %s", actor, owner.id, owner.application_uri, revoked or "nothing")
+        await self._changed(DirectoryMethods.UnregisterApplication, args, who,
+                            f"{actor} unregistered {owner.application_uri}; {len(revoked)} certificate(s) revoked")
         return []
 
     async def find_applications(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:

@@ -33,6 +33,7 @@ import hashlib
 import ipaddress
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from asyncua import ua
@@ -45,15 +46,19 @@ from opcua_gds.access import (
     caller,
     has_any_role,
     require_mode,
+    status_of,
 )
-from opcua_gds.call_context import CallContext
+from opcua_gds.audit_events import MethodCall
+from opcua_gds.call_context import CallContext, current
 from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import bind, checked_args
 from opcua_gds.nodeids import (
     CertificateDirectoryMethods,
     CertificateGroups,
     CertificateTypes,
+    GdsEventTypes,
     GdsObjects,
+    MethodSpec,
     gds_node_id,
 )
 from opcua_gds.validation_status import status_code
@@ -216,11 +221,42 @@ class PullMethods:
 
     # -- requests -----------------------------------------------------------------------------------
     async def start_signing_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        return await self._audited_request(CertificateDirectoryMethods.StartSigningRequest, args,
+                                           self._start_signing_request)
+
+    async def start_new_key_pair_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        return await self._audited_request(CertificateDirectoryMethods.StartNewKeyPairRequest, args,
+                                           self._start_new_key_pair_request)
+
+    async def _audited_request(self, spec: MethodSpec, args: tuple[ua.Variant, ...],
+                               start: Callable[[tuple[ua.Variant, ...]], Awaitable[tuple[str, int]]]
+                               ) -> list[ua.Variant]:
+        """Run a Start*Request and raise CertificateRequestedAuditEventType, whether it was accepted or refused."""
+        try:
+            request_id, certificate_type = await start(args)
+        except Exception as exc:
+            await self._audit_requested(spec, args, status_of(exc), _node_arg(args, 2))
+            raise
+        await self._audit_requested(spec, args, ua.StatusCodes.Good, ua.NodeId(certificate_type))
+        return [ua.Variant(self.request_node_id(request_id), ua.VariantType.NodeId)]
+
+    async def _audit_requested(self, spec: MethodSpec, args: tuple[ua.Variant, ...], status: int,
+                               certificate_type: ua.NodeId | None) -> None:
+        group = _node_arg(args, 1) or self.default_group
+        secret = frozenset({6}) if spec.name == "StartNewKeyPairRequest" else frozenset()  # PrivateKeyPassword
+        outcome = "accepted" if ua.StatusCode(status).is_good() else f"refused ({ua.StatusCode(status).name})"
+        await self.ctx.audit.raise_event(
+            gds_node_id(GdsEventTypes.CertificateRequestedAuditEventType, self.ctx.gds_idx),
+            MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args, secret), current(),
+            message=f"{spec.name} {outcome}", status=status,
+            fields=_certificate_fields(group, certificate_type))
+
+    async def _start_signing_request(self, args: tuple[ua.Variant, ...]) -> tuple[str, int]:
         app_id, group_id, type_id, csr = checked_args(CertificateDirectoryMethods.StartSigningRequest, args)
         call = caller()
         require_mode(call, ua.MessageSecurityMode.SignAndEncrypt)
 
-        def start() -> str:
+        def start() -> tuple[str, int]:
             own = self.authorized_owner(call, app_id)
             owner = self.application(app_id)
             _gid, engine_group = self.group(group_id, owner)
@@ -234,12 +270,11 @@ class PullMethods:
                                   f"{type_id}")
             req = self.engine.requests.submit_csr(owner.id, csr, actor=_actor(call, own),
                                                   requester_fingerprint=_fingerprint(call))
-            return req.id
+            return req.id, certificate_type_of(key_type, owner.kind)
 
-        request_id = await run_blocking(start)
-        return [ua.Variant(self.request_node_id(request_id), ua.VariantType.NodeId)]
+        return await run_blocking(start)
 
-    async def start_new_key_pair_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+    async def _start_new_key_pair_request(self, args: tuple[ua.Variant, ...]) -> tuple[str, int]:
         app_id, group_id, type_id, subject, domains, key_format, password = checked_args(
             CertificateDirectoryMethods.StartNewKeyPairRequest, args)
         call, own = await self.authorize(app_id, mode=ua.MessageSecurityMode.SignAndEncrypt)
@@ -248,7 +283,7 @@ class PullMethods:
             raise MethodError(_S.BadInvalidArgument, f"PrivateKeyFormat must be PEM or PFX, not {key_format!r}")
         dns, ips = _split_domain_names(domains or [])
 
-        def start() -> str:
+        def start() -> tuple[str, int]:
             owner = self.application(app_id)
             _gid, engine_group = self.group(group_id, owner)
             policy = self.engine.config.group(engine_group)
@@ -260,17 +295,16 @@ class PullMethods:
                 password=password or None, subject_name=_common_name(subject),
                 dns_names=dns or None, ip_addresses=ips or None,
                 requester_fingerprint=_fingerprint(call))
-            return req.id
+            return req.id, certificate_type_of(key_type, owner.kind)
 
-        request_id = await run_blocking(start)
-        return [ua.Variant(self.request_node_id(request_id), ua.VariantType.NodeId)]
+        return await run_blocking(start)
 
     async def finish_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
         app_id, request_node = checked_args(CertificateDirectoryMethods.FinishRequest, args)
         call = caller()
         require_mode(call, ua.MessageSecurityMode.SignAndEncrypt)
 
-        def finish() -> tuple[bytes, bytes | None, list[bytes]]:
+        def finish() -> tuple[bytes, bytes | None, list[bytes], ua.NodeId, int]:
             own = self.authorized_owner(call, app_id)
             request_id = self.request_id(request_node)
             owner = self.application(app_id)
@@ -286,9 +320,18 @@ class PullMethods:
                 raise MethodError(_S.BadRequestNotAllowed, exc.message) from None
             except InvalidState as exc:  # a new key is handed out once
                 raise MethodError(_S.BadInvalidArgument, exc.message) from None
-            return issued.certificate_der, issued.private_key, list(issued.chain_der)
+            key_type = key_type_of(x509.load_der_x509_certificate(issued.certificate_der).public_key())
+            group = next((gid for gid, g in self.ctx.groups.items() if g == owner.group), self.default_group)
+            return (issued.certificate_der, issued.private_key, list(issued.chain_der), group,
+                    certificate_type_of(key_type or KeyType.RSA2048, owner.kind))
 
-        cert, key, chain = await run_blocking(finish)
+        cert, key, chain, group, certificate_type = await run_blocking(finish)
+        spec = CertificateDirectoryMethods.FinishRequest
+        await self.ctx.audit.raise_event(
+            gds_node_id(GdsEventTypes.CertificateDeliveredAuditEventType, self.ctx.gds_idx),
+            MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args), call,
+            message="FinishRequest delivered a certificate" + (" and its private key" if key else ""),
+            fields=_certificate_fields(group, ua.NodeId(certificate_type)))
         return [ua.Variant(cert, ua.VariantType.ByteString), ua.Variant(key, ua.VariantType.ByteString),
                 ua.Variant(chain, ua.VariantType.ByteString, is_array=True)]
 
@@ -408,6 +451,19 @@ class PullMethods:
         code, validity = await run_blocking(check)
         return [ua.Variant(ua.StatusCode(code), ua.VariantType.StatusCode),
                 ua.Variant(validity, ua.VariantType.DateTime)]
+
+
+def _node_arg(args: tuple[ua.Variant, ...], position: int) -> ua.NodeId | None:
+    """A non-null NodeId argument as sent, or None (for an audit event of a call that may have been refused)."""
+    value = args[position].Value if position < len(args) and isinstance(args[position], ua.Variant) else None
+    return value if isinstance(value, ua.NodeId) and not value.is_null() else None
+
+
+def _certificate_fields(group: ua.NodeId, certificate_type: ua.NodeId | None
+                        ) -> dict[str, tuple[object, ua.VariantType]]:
+    """The CertificateGroup and CertificateType fields of the GDS certificate audit events."""
+    return {"CertificateGroup": (group, ua.VariantType.NodeId),
+            "CertificateType": (certificate_type or ua.NodeId(), ua.VariantType.NodeId)}
 
 
 def _common_name(subject: str | None) -> str | None:

@@ -18,6 +18,7 @@ from asyncua import Server, ua
 
 from opcua_gds import call_context
 from opcua_gds.access import GdsUserManager, SelfAdmin
+from opcua_gds.audit_events import AuditEvents
 from opcua_gds.gds import address_space, directory, pull, trustlist_file
 from opcua_gds.gds.application_record import install_application_record_type
 from opcua_gds.gds.context import GdsContext, Installer
@@ -71,8 +72,10 @@ class GdsServer:
         types = {ids: [ua.NodeId(t) for t in group_certificate_types(self.engine.config.group(engine_group))]
                  for ids, engine_group in issuing.items() if engine_group is not None}  # a bad mapping fails here
         directory = await address_space.build(server, gds_idx, types)
+        audit = AuditEvents(server, self.settings.application_uri)
+        await audit.install()
         ctx = GdsContext(engine=self.engine, server=server, gds_idx=gds_idx, directory=directory,
-                         self_admin=SelfAdmin(self.engine), settings=self.settings)
+                         self_admin=SelfAdmin(self.engine), settings=self.settings, audit=audit)
         for ids, engine_group in issuing.items():
             if engine_group is not None:
                 ctx.groups[ids.group_node_id(gds_idx)] = engine_group

@@ -22,10 +22,13 @@ import logging
 
 from asyncua import ua
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from opcua_gds.access import MethodError
+from opcua_gds.audit_events import MethodCall
+from opcua_gds.call_context import CallContext
 from opcua_gds.method_nodes import checked_args
-from opcua_gds.nodeids import CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import CertificateTypes, Ns0EventTypes, ServerConfigurationIds, ServerConfigurationMethods
 from opcua_gds.push.target import server_swap
 from opcua_gds.push.target.certs import (
     CertError,
@@ -51,6 +54,16 @@ _GROUPS = {ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup)}
 _TYPES = {ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType),
           ua.NodeId(CertificateTypes.RsaMinApplicationCertificateType),
           ua.NodeId(CertificateTypes.ApplicationCertificateType)}
+
+
+def _certificate_type(cert: x509.Certificate) -> int:
+    """The concrete CertificateTypeId of an application certificate (OPC 10000-12 7.8.4)."""
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": CertificateTypes.EccNistP256ApplicationCertificateType,
+                "secp384r1": CertificateTypes.EccNistP384ApplicationCertificateType}.get(
+            key.curve.name, CertificateTypes.EccApplicationCertificateType)
+    return CertificateTypes.RsaSha256ApplicationCertificateType
 
 
 def _check_group_and_type(group: ua.NodeId | None, cert_type: ua.NodeId | None) -> None:
@@ -155,10 +168,33 @@ class ServerConfigurationMethodsImpl:
             return trust_changed and peer is not None and not self.check.accepts(peer)
 
         if identity_changed or trust_changed:
+            await self._audit_applied(call, identity_changed, trust_changed, args)
             server_swap.schedule_close(server, affected)
         log.info("ApplyChanges: certificate %s, trust list %s", "changed" if identity_changed else "kept",
                  "changed" if trust_changed else "kept")
         return []
+
+    async def _audit_applied(self, call: CallContext, certificate: bool, trust_list: bool,
+                             args: tuple[ua.Variant, ...]) -> None:
+        """CertificateUpdatedAuditEventType / TrustListUpdatedAuditEventType: what ApplyChanges just changed."""
+        audit = self.ctx.audit
+        if audit is None:
+            return
+        applied = MethodCall(ua.NodeId(ServerConfigurationIds.ServerConfiguration), _M.ApplyChanges.node_id(), args)
+        if certificate:
+            cert = self.ctx.state.active_identity.certificate
+            await audit.raise_event(
+                ua.NodeId(Ns0EventTypes.CertificateUpdatedAuditEventType), applied, call,
+                message=f"ApplyChanges: new application certificate {cert.subject.rfc4514_string()}",
+                fields={"CertificateGroup": (ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup),
+                                             ua.VariantType.NodeId),
+                        "CertificateType": (ua.NodeId(_certificate_type(cert)), ua.VariantType.NodeId)})
+        if trust_list:
+            await audit.raise_event(
+                ua.NodeId(Ns0EventTypes.TrustListUpdatedAuditEventType), applied, call,
+                message="ApplyChanges: new trust list of DefaultApplicationGroup",
+                fields={"TrustListId": (ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup_TrustList),
+                                        ua.VariantType.NodeId)})
 
     async def cancel_changes(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
         checked_args(_M.CancelChanges, args)
