@@ -225,6 +225,15 @@ class LiveChannel:
         if transport is not None:
             transport.abort()
 
+    def has_unsent_events(self) -> bool:
+        """Whether a subscription of this channel's session holds events not yet published (see section 9)."""
+        session = self._protocol.processor.session if self._protocol.processor is not None else None
+        if session is None:
+            return False
+        return any(subscription._publishing_enabled and bool(subscription._triggered_events)
+                   for subscription in list(session.subscription_service.subscriptions.values())
+                   if subscription.session_id == session.session_id)
+
 
 def live_channels(server: Server) -> list[LiveChannel]:
     """The server's open connections and the certificates of their SecureChannels ([] before start)."""
@@ -277,7 +286,9 @@ def register_structure(name: str, cls: type, encoding_id: ua.NodeId, data_type_i
 # and what they did, so otpki delivers them per subscription: `InternalServer.subscription_service` keeps the
 # subscriptions (`subscriptions`: id -> InternalSubscription, each with the `session_id` of the session that created
 # it) and delivers to one with `trigger_event(event, subscription_id)`; `InternalServer._external_sessions`
-# (authentication token -> InternalSession) holds the client sessions with their `user`.
+# (authentication token -> InternalSession) holds the client sessions with their `user`. An InternalSubscription
+# keeps events until its next publish in `_triggered_events` (sent only while `_publishing_enabled`); each
+# InternalSession reaches the same service as `subscription_service` (LiveChannel.has_unsent_events).
 
 def subscribers(server: Server) -> list[tuple[int, Any]]:
     """(subscription id, user of the session that owns it) for every client subscription; None: no live session."""
@@ -369,6 +380,8 @@ def _check() -> None:
     _require_state(SubscriptionService, "subscriptions")
     _require_state(InternalSubscription, "session_id")
     _require_method(SubscriptionService, "trigger_event", ["self", "event", "subscription_id"], coroutine=True)
+    _require_state(InternalSubscription, "_triggered_events", "_publishing_enabled")
+    _require_state(InternalSession, "subscription_service")
     # 8. structures
     register = ua.register_extension_object
     if _parameters(register) != ["name", "encoding_nodeid", "class_type", "datatype_nodeid"]:

@@ -140,8 +140,10 @@ class EventWatcher:
 
 @asynccontextmanager
 async def event_watcher(identity: NodeClientIdentity, endpoint: str, fields: Sequence[str], log: Path, *,
-                        user: tuple[str, str] | None = None) -> AsyncIterator[EventWatcher]:
-    args = [*identity.args(endpoint), "--fields", ",".join(fields)]
+                        user: tuple[str, str] | None = None,
+                        publishing_interval_ms: int = 50) -> AsyncIterator[EventWatcher]:
+    args = [*identity.args(endpoint), "--fields", ",".join(fields), "--publishing-interval",
+            str(publishing_interval_ms)]
     if user is not None:
         args += ["--user", user[0], "--password", user[1]]
     with log.open("wb") as stderr:

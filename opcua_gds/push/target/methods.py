@@ -162,14 +162,20 @@ class ServerConfigurationMethodsImpl:
         identity_changed = applied.identity_changed and old_der != new_der
         trust_changed = applied.trust_changed
 
-        def affected(host: bytes | None, peer: bytes | None) -> bool:
-            if identity_changed and host == old_der:
-                return True
+        def refused(peer: bytes | None) -> bool:
             return trust_changed and peer is not None and not self.check.accepts(peer)
+
+        def affected(host: bytes | None, peer: bytes | None) -> bool:
+            return (identity_changed and host == old_der) or refused(peer)
+
+        def old_certificate_only(host: bytes | None, peer: bytes | None) -> bool:
+            # An event client on a channel of the old certificate first gets the audit events raised below; a
+            # client the new trust list refuses does not wait for anything.
+            return identity_changed and host == old_der and not refused(peer)
 
         if identity_changed or trust_changed:
             await self._audit_applied(call, identity_changed, trust_changed, args)
-            server_swap.schedule_close(server, affected)
+            server_swap.schedule_close(server, affected, flush=old_certificate_only)
         log.info("ApplyChanges: certificate %s, trust list %s", "changed" if identity_changed else "kept",
                  "changed" if trust_changed else "kept")
         return []

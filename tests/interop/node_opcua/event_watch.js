@@ -3,7 +3,8 @@
 // (i=2253) and prints every event it receives.
 //
 // Usage: node event_watch.js --endpoint <url> --pki <client pki folder> --cert <pem> --key <pem>
-//        --app-uri <uri> [--user <name> --password <pw>] --fields <comma-separated select clauses>
+//        --app-uri <uri> [--user <name> --password <pw>] [--publishing-interval <ms>]
+//        --fields <comma-separated select clauses>
 // A select clause is a BrowseName, "ns:Name" with the namespace given by URI as "<uri>|Name" (the index is looked up).
 // Prints "READY" once the monitored item exists, then one line "EVENT <json object: field -> value>" per event and
 // "KEEPALIVE" per publish cycle that carried none; exits on SIGTERM/SIGINT.
@@ -23,7 +24,8 @@ async function main() {
         return `${index}:${name.slice(bar + 1)}`;
     });
     const subscription = await session.createSubscription2({
-        requestedPublishingInterval: 50, requestedLifetimeCount: 600, requestedMaxKeepAliveCount: 4,
+        requestedPublishingInterval: parseInt(arg("publishing-interval", "50"), 10), requestedLifetimeCount: 600,
+        requestedMaxKeepAliveCount: 4,
         maxNotificationsPerPublish: 1000, publishingEnabled: true, priority: 1,
     });
     // A keep-alive is a publish cycle without notifications: the test waits for some to know nothing is pending.
