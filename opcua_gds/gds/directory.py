@@ -8,6 +8,11 @@ namespace. Unregistering revokes the application's live certificates and marks t
 engine transaction (`Engine.decommission`); the inventory keeps its history, and unregistered owners are
 invisible to Find/Get/Query.
 
+ApplicationType is what the application is: the type its ApplicationRecord gave, the one otpki gave its own
+identities (the push client is a Client), and for a push target registered without a record (`otpki owners
+add` + `otpki targets add`) a Server whose DiscoveryUrl is its push address. Register/Update/Unregister raise
+ApplicationRegistrationChangedAuditEventType (`opcua_gds.audit_events`).
+
 Access (decided per call, see ``opcua_gds.access``):
 
 =====================  =================  ==================================================

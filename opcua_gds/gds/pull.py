@@ -24,7 +24,9 @@ Who may call (reference 1.3, UA-.NETStandard `ApplicationsNodeManager`):
 - CheckRevocationStatus: any caller on an authenticated (Sign or SignAndEncrypt) channel.
 
 Every engine call runs through `run_blocking`; refusals are answered with the status codes of the spec
-(`MethodError`), never raised into asyncua.
+(`MethodError`), never raised into asyncua. An unregistered application's ApplicationId is BadNotFound for every
+method. Start*Request raises CertificateRequestedAuditEventType (accepted or refused), a FinishRequest that hands
+out a certificate CertificateDeliveredAuditEventType (`opcua_gds.audit_events`).
 """
 
 from __future__ import annotations
