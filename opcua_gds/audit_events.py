@@ -77,10 +77,12 @@ class AuditEvents:
                           fields: Mapping[str, tuple[Any, ua.VariantType]] | None = None) -> None:
         """Build the event and hand it to every subscription allowed to see it; never raises."""
         try:
+            receivers = [sid for sid, user in asyncua_compat.subscribers(self.server) if may_receive(user)]
+            if not receivers:  # nobody may listen: build nothing (every pull raises two of these)
+                return
             event = self._event(event_type, call, caller, message, status, fields or {})
-            for subscription_id, user in asyncua_compat.subscribers(self.server):
-                if may_receive(user):
-                    await asyncua_compat.deliver_event(self.server, event, subscription_id)
+            for subscription_id in receivers:
+                await asyncua_compat.deliver_event(self.server, event, subscription_id)
         except Exception:  # an event that cannot be delivered must not turn a done change into an error
             log.exception("could not raise %s for %s", event_type.to_string(), call.method.to_string())
 

@@ -322,10 +322,9 @@ class PullMethods:
                 raise MethodError(_S.BadRequestNotAllowed, exc.message) from None
             except InvalidState as exc:  # a new key is handed out once
                 raise MethodError(_S.BadInvalidArgument, exc.message) from None
-            key_type = key_type_of(x509.load_der_x509_certificate(issued.certificate_der).public_key())
             group = next((gid for gid, g in self.ctx.groups.items() if g == owner.group), self.default_group)
             return (issued.certificate_der, issued.private_key, list(issued.chain_der), group,
-                    certificate_type_of(key_type or KeyType.RSA2048, owner.kind))
+                    certificate_type_of(issued.record.key_type, owner.kind))
 
         cert, key, chain, group, certificate_type = await run_blocking(finish)
         spec = CertificateDirectoryMethods.FinishRequest
