@@ -11,6 +11,9 @@ import argparse
 import gc
 import json
 import platform
+import random
+import secrets
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -26,8 +29,13 @@ from trustlists import testing
 from trustlists.engine import Engine
 from trustlists.models import KeyType
 from trustlists.policy import PkiConfig, load_default_config
+from trustlists.serials import random_serial, serial_hex
 
 ACTOR = "bench"
+SPREAD_S = 3 * 365 * 86400
+DUMMY_DER = b"\x30\x1e" + b"\x00" * 30  # 32 bytes
+_INSERT = (f"INSERT INTO certificates ({testing.CERTIFICATE_COLUMNS}, der) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -55,6 +63,52 @@ def make_engine(directory: Path, config: PkiConfig) -> Engine:
     engine = testing.make_engine(directory, config=config)
     engine.hierarchy.initialize(actor=ACTOR)
     return engine
+
+
+def fill_certificates(db_path: Path, n: int, cas: dict[str, str], owners: dict[str, list[str]], now_s: int,
+                      rng: random.Random, der: bytes = DUMMY_DER) -> dict[str, int]:
+    """Insert n realistic certificate rows straight into the store (setup only; a private connection with a big
+    page cache): not_after uniform over the next ~3 years, ~3% revoked, ~2% superseded, ~1% not delivered, the
+    three groups of `cas` (group -> issuing CA id) 60/30/10, owners drawn from `owners` (group -> owner ids).
+    `der`: the certificate column's bytes (the queries benchmarked never read it; its size sets the table's)."""
+    groups = [("mqtt-device", 0.6, "ec-p256", 365), ("opcua-application", 0.3, "rsa2048", 730),
+              ("opcua-user", 0.1, "rsa2048", 365)]
+    weights = [g[1] for g in groups]
+    counts = {"revoked": 0, "superseded": 0, "not_delivered": 0}
+    conn = sqlite3.connect(str(db_path), isolation_level=None)
+    conn.execute("PRAGMA cache_size=-1000000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("BEGIN IMMEDIATE")
+    batch = []
+    for i in range(n):
+        grp, _w, key_type, lifetime = rng.choices(groups, weights)[0]
+        not_after = now_s + rng.randrange(SPREAD_S)
+        not_before = not_after - lifetime * 86400
+        issued_at = not_before + 600
+        name = f"{grp.split('-')[0]}-{i:07d}"
+        serial = serial_hex(random_serial())
+        roll = rng.random()
+        revoked_at = reason = superseded_by = None
+        if roll < 0.03:
+            revoked_at, reason = min(now_s - 1, issued_at + rng.randrange(86400 * 30)), rng.choice([1, 4, 5])
+            counts["revoked"] += 1
+        elif roll < 0.05:
+            superseded_by = serial_hex(random_serial())
+            counts["superseded"] += 1
+        delivered = 0 if rng.random() < 0.01 else 1
+        counts["not_delivered"] += 1 - delivered
+        batch.append((serial, cas[grp], rng.choice(owners[grp]), grp, None, f"CN={name},O=plant",
+                      f"urn:plant:{name}", key_type, not_before, not_after, secrets.token_hex(32),
+                      "batch" if grp == "mqtt-device" else "csr", issued_at, delivered, superseded_by,
+                      revoked_at, reason, der))
+        if len(batch) == 50_000:
+            conn.executemany(_INSERT, batch)
+            batch.clear()
+    conn.executemany(_INSERT, batch)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return counts
 
 
 @contextmanager

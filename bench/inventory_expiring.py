@@ -17,7 +17,6 @@ Target: <= 50 ms.
 from __future__ import annotations
 
 import random
-import secrets
 import sqlite3
 import statistics
 import sys
@@ -27,60 +26,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ACTOR, emit, make_engine, note, parse_args, summary, timed, workdir
+from bench._common import (
+    ACTOR,
+    DUMMY_DER,
+    emit,
+    fill_certificates,
+    make_engine,
+    note,
+    parse_args,
+    summary,
+    timed,
+    workdir,
+)
 from trustlists.policy import load_default_config
-from trustlists.serials import random_serial, serial_hex
-from trustlists.testing import CERTIFICATE_COLUMNS
 
 TARGET_MS = 50.0
 WINDOW = timedelta(days=30)
-SPREAD_S = 3 * 365 * 86400
-DUMMY_DER = b"\x30\x1e" + b"\x00" * 30  # 32 bytes: the query under test never reads the column
-_INSERT = (f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}, der) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-def fill(db_path: Path, n: int, cas: dict[str, str], owners: dict[str, list[str]], now_s: int,
-         rng: random.Random) -> dict[str, int]:
-    """Insert n certificate rows with a private connection (big page cache: setup only)."""
-    groups = [("mqtt-device", 0.6, "ec-p256", 365), ("opcua-application", 0.3, "rsa2048", 730),
-              ("opcua-user", 0.1, "rsa2048", 365)]
-    weights = [g[1] for g in groups]
-    counts = {"revoked": 0, "superseded": 0, "not_delivered": 0}
-    conn = sqlite3.connect(str(db_path), isolation_level=None)
-    conn.execute("PRAGMA cache_size=-1000000")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("BEGIN IMMEDIATE")
-    batch = []
-    for i in range(n):
-        grp, _w, key_type, lifetime = rng.choices(groups, weights)[0]
-        not_after = now_s + rng.randrange(SPREAD_S)
-        not_before = not_after - lifetime * 86400
-        issued_at = not_before + 600
-        name = f"{grp.split('-')[0]}-{i:07d}"
-        serial = serial_hex(random_serial())
-        roll = rng.random()
-        revoked_at = reason = superseded_by = None
-        if roll < 0.03:
-            revoked_at, reason = min(now_s - 1, issued_at + rng.randrange(86400 * 30)), rng.choice([1, 4, 5])
-            counts["revoked"] += 1
-        elif roll < 0.05:
-            superseded_by = serial_hex(random_serial())
-            counts["superseded"] += 1
-        delivered = 0 if rng.random() < 0.01 else 1
-        counts["not_delivered"] += 1 - delivered
-        batch.append((serial, cas[grp], rng.choice(owners[grp]), grp, None, f"CN={name},O=plant",
-                      f"urn:plant:{name}", key_type, not_before, not_after, secrets.token_hex(32),
-                      "batch" if grp == "mqtt-device" else "csr", issued_at, delivered, superseded_by,
-                      revoked_at, reason, DUMMY_DER))
-        if len(batch) == 50_000:
-            conn.executemany(_INSERT, batch)
-            batch.clear()
-    conn.executemany(_INSERT, batch)
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return counts
 
 
 def main() -> None:
@@ -100,7 +61,7 @@ def main() -> None:
                                for j in range(5)]
             now_s = int(time.time())
             t0 = time.perf_counter()
-            counts = fill(d / "otpki.db", n, cas, owners, now_s, rng)
+            counts = fill_certificates(d / "otpki.db", n, cas, owners, now_s, rng)
             fill_s = time.perf_counter() - t0
 
             raw = sqlite3.connect(str(d / "otpki.db"), isolation_level=None)

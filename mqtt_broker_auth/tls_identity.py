@@ -16,22 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustlists.engine import Engine
-from trustlists.models import Owner
+from trustlists.models import CARecord, Owner
 from trustlists.safe_files import private_directory, write_public, write_secret
 from trustlists.validation import ValidationOptions
 
 _log = logging.getLogger(__name__)
-
-
-def embedded_broker_owner_name(host: str, *, bootstrap: bool = False) -> str:
-    """The registered name (in the broker group) of the embedded broker's TLS identity on `host`; the bootstrap
-    listener has its own, so the two never renew each other's certificate."""
-    return f"{'bootstrap-broker' if bootstrap else 'broker'}-{host}"
-
-
-def mosquitto_owner_name(host: str) -> str:
-    """The registered name (in the broker group) of an operator's Mosquitto TLS identity on `host`."""
-    return f"mosquitto-{host}"
 
 
 def pem_of(der: bytes) -> bytes:
@@ -82,7 +71,7 @@ def server_ca_pem(engine: Engine, broker_group: str) -> bytes:
     for ca in cas.values():
         if ca.group != broker_group or not ca.active:
             continue
-        current = ca
+        current: CARecord | None = ca
         while current is not None and current.id not in seen:
             seen.add(current.id)
             out.append(pem_of(current.certificate_der))

@@ -2,12 +2,13 @@
 
 asyncua has no public API for what the GDS and the push target need: who is calling a method (session user,
 SecureChannel security mode and client certificate), when a session ends, swapping a running server's
-certificate, the list of open SecureChannels, and delivering an event to chosen subscriptions only. otpki
-reaches into asyncua's internals for these, and only here. At import, `_check()` verifies that every class,
-method, parameter list and instance attribute used below still exists in the installed asyncua and raises
-`AsyncuaIncompatible` naming the version this module was written for otherwise; pyproject.toml pins asyncua to
-that version. tests/opcua_gds/test_asyncua_compat.py holds one contract test per item below, run against the
-real library: a release that keeps a name but changes what it does fails there.
+certificate, the list of open SecureChannels, and delivering an event to chosen subscriptions only; nor for what
+the push client needs: the status a server refuses its SecureChannel with. otpki reaches into asyncua's internals
+for these, and only here. At import, `_check()` verifies that every class, method, parameter list and instance
+attribute used below still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version
+this module was written for otherwise; pyproject.toml pins asyncua to that version.
+tests/opcua_gds/test_asyncua_compat.py holds one contract test per item below, run against the real library: a
+release that keeps a name but changes what it does fails there.
 
 Nothing here degrades quietly: a missing attribute raises instead of being read as "no channels", "no
 certificate" or "no session", because each of those would keep old trust alive or let a caller through.
@@ -16,6 +17,7 @@ certificate" or "no session", because each of those would keep old trust alive o
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import logging
 import textwrap
@@ -24,11 +26,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any
+from typing import Any, cast
 
 from asyncua import Client, Server, ua
-from asyncua.client.ua_client import UaClient
+from asyncua.client.ua_client import UaClient, UASocketProtocol
 from asyncua.common.connection import SecureConnection
+from asyncua.common.utils import Buffer
 from asyncua.crypto.security_policies import SecurityPolicy
 from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
@@ -37,6 +40,9 @@ from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.internal_subscription import InternalSubscription
 from asyncua.server.subscription_service import SubscriptionService
 from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
+
+from opcua_gds.nodeids import ns0_node_id, ua_status
 
 WRITTEN_FOR = "2.1.0"
 log = logging.getLogger(__name__)
@@ -58,7 +64,7 @@ class AsyncuaIncompatible(ImportError):
 # security_policy`) carries the mode, the policy URI and the client's certificate; `UaProcessor.session` the
 # session (None before CreateSession).
 
-_CALL_REQUEST = ua.NodeId(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
+_CALL_REQUEST = ns0_node_id(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ def run_call_requests_in(scope: CallScope) -> None:
             return await original(self, typeid, requesthdr, seqhdr, body)
 
     setattr(process_message, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     UaProcessor._process_message = process_message  # type: ignore[method-assign]
 
 
@@ -112,7 +119,7 @@ _activation_scope: list[ActivationScope] = []
 
 def token_type(token: Any) -> type:
     """The identity token type ActivateSession carries; a null or missing token is anonymous (OPC 10000-4 5.6.3)."""
-    if token is None or (isinstance(token, ua.ExtensionObject) and token.TypeId == ua.NodeId(ua.ObjectIds.Null)):
+    if token is None or (isinstance(token, ua.ExtensionObject) and token.TypeId == ns0_node_id(ua.ObjectIds.Null)):
         return ua.AnonymousIdentityToken
     return type(token)
 
@@ -132,6 +139,7 @@ def run_activations_in(scope: ActivationScope) -> None:
             return original(self, params, peer_certificate)
 
     setattr(activate_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     InternalSession.activate_session = activate_session  # type: ignore[method-assign]
 
 
@@ -170,6 +178,7 @@ def _install_close_hook() -> None:
                     log.exception("session-close listener failed")
 
     setattr(close_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     InternalSession.close_session = close_session  # type: ignore[method-assign]
 
 
@@ -226,7 +235,7 @@ class LiveChannel:
             transport.abort()
 
     def has_unsent_events(self) -> bool:
-        """Whether a subscription of this channel's session holds events not yet published (see section 9)."""
+        """Whether a subscription of this channel's session holds events not yet published (see section 10)."""
         session = self._protocol.processor.session if self._protocol.processor is not None else None
         if session is None:
             return False
@@ -256,7 +265,9 @@ def live_channels(server: Server) -> list[LiveChannel]:
 
 def use_security_policy(client: Client, policy: SecurityPolicy) -> None:
     """The SecurityPolicy the client's next connect() opens its SecureChannel with."""
-    client.security_policy = policy
+    # asyncua's Client declares the attribute by its default (SecurityPolicyNone); its own set_security stores any
+    # SecurityPolicy there, as done here.
+    client.security_policy = policy  # type: ignore[assignment]
     client.uaclient.set_security(policy)
 
 
@@ -281,7 +292,103 @@ def register_structure(name: str, cls: type, encoding_id: ua.NodeId, data_type_i
     ua.register_extension_object(name, encoding_id, cls, data_type_id)
 
 
-# -- 9. Events for chosen subscriptions only -------------------------------------------------------------------------
+# -- 9. Why a server refused the SecureChannel -------------------------------------------------------------------
+# A server that refuses a client (its certificate, its chain, its CRLs) says why in a StatusCode; asyncua's client
+# keeps it only for the plain ERR message, and drops the server's Reason even then. Two refusals lose the status:
+# - node-opcua (2.157) refuses OpenSecureChannel with a message of type ERR laid out as an OPN chunk (SecureChannelId,
+#   asymmetric security header, sequence header, a ServiceFault in clear). `SecureConnection.
+#   receive_from_header_and_body` reads it as ErrorMessage(Error=<the channel id>, Reason=<the policy URI>): Error 2
+#   is Good, nothing is raised, and the caller only sees the socket close ("connection lost").
+# - A ServiceFault in place of the OpenSecureChannelResponse (OPC 10000-6 6.7.4: after the server verified the
+#   message security) resolves the pending OpenSecureChannel with a body asyncua cannot parse as a response.
+# `UASocketProtocol._process_received_data` hands each decoded message to `_process_received_message` inside a
+# `try` that fails every pending request with a UaStatusCodeError raised there, and closes the socket. So the ERR body
+# is decoded whole here (both layouts), and an ERR or an OPN ServiceFault raises the server's status there, with the
+# server's reason as an exception note. Patched for every asyncua client in the process: it changes only how a
+# refusal is reported (asyncua's server reads a client's ERR with the same decoder, and only logs it).
+
+_SERVICE_FAULT = ns0_node_id(ua.ObjectIds.ServiceFault_Encoding_DefaultBinary)
+REFUSAL_NOTE = "The server's reason: "
+
+
+def decode_error_message(body: Buffer) -> ua.ErrorMessage:
+    """An ERR message body, in the Part 6 layout (Error, Reason) or node-opcua's (an OPN chunk holding a ServiceFault).
+
+    An ERR always reports a failure: one whose status cannot be read is BadUnknownResponse, never Good.
+    """
+    # A body that is not in a layout raises anywhere in its decoding: then it is tried in the next.
+    with contextlib.suppress(Exception):
+        message = struct_from_binary(ua.ErrorMessage, body.copy())
+        if message.Error.is_bad():
+            return message
+    with contextlib.suppress(Exception):
+        chunk = body.copy()
+        chunk.skip(4)  # SecureChannelId
+        struct_from_binary(ua.AsymmetricAlgorithmHeader, chunk)
+        struct_from_binary(ua.SequenceHeader, chunk)
+        fault = _service_fault(chunk)
+        if fault is not None and fault.ServiceResult.is_bad():
+            return ua.ErrorMessage(fault.ServiceResult, ua.String("; ".join(s for s in fault.StringTable or [] if s)))
+    return ua.ErrorMessage(ua_status(ua.StatusCodes.BadUnknownResponse),
+                           ua.String("the server sent an ERR message otpki cannot decode"))
+
+
+def _service_fault(body: Buffer) -> ua.ResponseHeader | None:
+    """The ResponseHeader of a ServiceFault body (None for any other body); `body` is not consumed."""
+    data = body.copy()
+    if nodeid_from_binary(data) != _SERVICE_FAULT:
+        return None
+    header: ua.ResponseHeader = struct_from_binary(ua.ResponseHeader, data)
+    return header
+
+
+def refusal(status: ua.StatusCode, reason: str | None) -> ua.UaStatusCodeError:
+    """The error a refused request fails with: the server's status (asyncua's class for it) and its reason."""
+    error = ua.UaStatusCodeError(status.value)
+    if reason:
+        error.add_note(REFUSAL_NOTE + reason)
+    return error
+
+
+def read_channel_refusals() -> None:
+    """Make every asyncua client in this process fail with the status and reason a server refuses it with."""
+    _install_error_decoder()
+    original = UASocketProtocol._process_received_message
+    if getattr(original, _MARK, False):
+        return
+
+    def process_received_message(self: UASocketProtocol, msg: Any) -> None:
+        # Raised here, the refusal fails every pending request and closes the socket (_process_received_data).
+        if isinstance(msg, ua.ErrorMessage):
+            raise refusal(msg.Error, msg.Reason)
+        if isinstance(msg, ua.Message) and isinstance(msg.SecurityHeader(), ua.AsymmetricAlgorithmHeader):
+            fault = _service_fault(msg.body())
+            if fault is not None:
+                raise refusal(fault.ServiceResult, "; ".join(s for s in fault.StringTable or [] if s))
+        original(self, msg)
+
+    setattr(process_received_message, _MARK, True)
+    UASocketProtocol._process_received_message = process_received_message  # type: ignore[method-assign]
+
+
+def _install_error_decoder() -> None:
+    original = SecureConnection.receive_from_header_and_body
+    if getattr(original, _MARK, False):
+        return
+
+    def receive_from_header_and_body(self: SecureConnection, header: ua.Header, body: Buffer) -> Any:
+        # asyncua annotates MessageType with the class whose attributes are the bytes it holds
+        if cast(bytes, header.MessageType) != ua.MessageType.Error:
+            return original(self, header, body)
+        message = decode_error_message(body.copy(header.body_size))
+        body.skip(min(header.body_size, len(body)))  # all of it: the rest is no next message
+        return message
+
+    setattr(receive_from_header_and_body, _MARK, True)
+    SecureConnection.receive_from_header_and_body = receive_from_header_and_body  # type: ignore[method-assign]
+
+
+# -- 10. Events for chosen subscriptions only ------------------------------------------------------------------------
 # asyncua hands an event to every subscription monitoring its emitting node, whoever owns it. Audit events name users
 # and what they did, so otpki delivers them per subscription: `InternalServer.subscription_service` keeps the
 # subscriptions (`subscriptions`: id -> InternalSubscription, each with the `session_id` of the session that created
@@ -323,7 +430,7 @@ def _require_method(owner: type, name: str, params: list[str], *, coroutine: boo
         raise AsyncuaIncompatible(f"made {owner.__name__}.{name} {'a coroutine' if not coroutine else 'synchronous'}")
 
 
-def _assigned_in_init(owner: type) -> set[str]:
+def _assigned_in_init(owner: type[object]) -> set[str]:
     """The `self.<name>` attributes `owner.__init__` assigns (instance state cannot be seen on the class)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(owner.__init__)))
@@ -339,7 +446,7 @@ def _assigned_in_init(owner: type) -> set[str]:
     return names
 
 
-def _require_state(owner: type, *attributes: str) -> None:
+def _require_state(owner: type[object], *attributes: str) -> None:
     missing = sorted(set(attributes) - _assigned_in_init(owner))
     if missing:
         raise AsyncuaIncompatible(f"no longer sets {', '.join(f'{owner.__name__}.{a}' for a in missing)}")
@@ -375,17 +482,21 @@ def _check() -> None:
     # 7. method callbacks
     _require_method(AddressSpace, "__getitem__", ["self", "nodeid"], coroutine=False)
     _require_state(NodeData, "call")
-    # 9. per-subscription event delivery
+    # 8. structures
+    register = ua.register_extension_object
+    if _parameters(register) != ["name", "encoding_nodeid", "class_type", "datatype_nodeid"]:
+        raise AsyncuaIncompatible(f"changed ua.register_extension_object{inspect.signature(register)}")
+    # 9. channel refusals
+    _require_method(SecureConnection, "receive_from_header_and_body", ["self", "header", "body"], coroutine=False)
+    _require_method(UASocketProtocol, "_process_received_message", ["self", "msg"], coroutine=False)
+    _require_method(UASocketProtocol, "_process_received_data", ["self", "data"], coroutine=False)
+    # 10. per-subscription event delivery
     _require_state(InternalServer, "subscription_service", "_external_sessions")
     _require_state(SubscriptionService, "subscriptions")
     _require_state(InternalSubscription, "session_id")
     _require_method(SubscriptionService, "trigger_event", ["self", "event", "subscription_id"], coroutine=True)
     _require_state(InternalSubscription, "_triggered_events", "_publishing_enabled")
     _require_state(InternalSession, "subscription_service")
-    # 8. structures
-    register = ua.register_extension_object
-    if _parameters(register) != ["name", "encoding_nodeid", "class_type", "datatype_nodeid"]:
-        raise AsyncuaIncompatible(f"changed ua.register_extension_object{inspect.signature(register)}")
 
 
 _check()

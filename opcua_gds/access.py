@@ -16,29 +16,28 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ParamSpec
 
-from argon2 import PasswordHasher, Type, extract_parameters
+from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opcua_gds.call_context import CallContext, activating_token_type, current
+from opcua_gds.nodeids import ua_status
+
+# The [gds.access] models (light, for otpki.config) are known here too: the GDS, the push target and the
+# simulators take them from here.
+from opcua_gds.users import MEMORY_COST_KIB, PARALLELISM, TIME_COST, AccessConfig, GdsRole
+from opcua_gds.users import CertificateUser as CertificateUser
+from opcua_gds.users import PasswordUser as PasswordUser
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
 
 log = logging.getLogger(__name__)
-
-
-class GdsRole(StrEnum):
-    DISCOVERY_ADMIN = "DiscoveryAdmin"
-    CERTIFICATE_AUTHORITY_ADMIN = "CertificateAuthorityAdmin"
-    REGISTRATION_AUTHORITY_ADMIN = "RegistrationAuthorityAdmin"
-    SECURITY_ADMIN = "SecurityAdmin"
 
 
 @dataclass
@@ -47,70 +46,13 @@ class GdsUser(User):
     authenticated: bool = False
 
 
-class PasswordUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="User name of the UserNameIdentityToken")
-    password_hash: str = Field(description="argon2id hash from `otpki users hash-password`, never the password "
-                                           "itself")
-    roles: list[GdsRole] = Field(default_factory=list, description="GDS roles granted")
-
-    @field_validator("password_hash")
-    @classmethod
-    def _at_least_the_floor(cls, value: str) -> str:
-        check_password_hash(value)  # at config load: a weak or foreign hash never reaches a login
-        return value
-
-
-class CertificateUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="A name for the audit log")
-    certificate_sha256: str = Field(description="SHA-256 of the DER of the X.509 user-token certificate")
-    roles: list[GdsRole] = Field(default_factory=list, description="GDS roles granted")
-
-
-class AccessConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    users: list[PasswordUser] = Field(default_factory=list)
-    certificate_users: list[CertificateUser] = Field(default_factory=list)
-
-
 # -- passwords ------------------------------------------------------------------------------------
-# New hashes: argon2id with OWASP's minimum parameters (Password Storage Cheat Sheet: 19 MiB, 2 passes,
-# 1 lane). asyncua checks passwords synchronously inside ActivateSession, on the server's event loop, and a
-# wrong password is never cached, so every guess costs the loop one hash: about 20 ms here (RFC 9106's
-# 64 MiB/3 passes/4 lanes profile costs about 100 ms).
-MEMORY_COST_KIB = 19 * 1024
-TIME_COST = 2
-PARALLELISM = 1
-# The floor: a stored hash below it is refused when the configuration is loaded.
-MIN_MEMORY_COST_KIB = MEMORY_COST_KIB
-MIN_TIME_COST = TIME_COST
-
 _HASHER = PasswordHasher(time_cost=TIME_COST, memory_cost=MEMORY_COST_KIB, parallelism=PARALLELISM,
                          type=Type.ID)
-_HOW_TO_FIX = "make one with `otpki users hash-password` and put it in gds.access.users"
 
 
 def hash_password(password: str) -> str:
     return _HASHER.hash(password)
-
-
-def check_password_hash(stored: str) -> None:
-    """Raise ValueError (saying what to do) unless `stored` is an argon2id hash at or above the floor."""
-    if stored.startswith("scrypt$"):
-        raise ValueError(f"is an scrypt hash of an earlier otpki, no longer accepted: {_HOW_TO_FIX}")
-    try:
-        params = extract_parameters(stored)
-    except InvalidHashError:
-        raise ValueError(f"is not an argon2id password hash: {_HOW_TO_FIX}") from None
-    if params.type is not Type.ID:
-        raise ValueError(f"is an {params.type.name.lower()} hash, otpki needs argon2id: {_HOW_TO_FIX}")
-    if params.memory_cost < MIN_MEMORY_COST_KIB or params.time_cost < MIN_TIME_COST:
-        raise ValueError(f"costs m={params.memory_cost} KiB, t={params.time_cost}, below otpki's floor of "
-                         f"m={MIN_MEMORY_COST_KIB} KiB, t={MIN_TIME_COST}: {_HOW_TO_FIX}")
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -183,7 +125,7 @@ def current_parameters() -> str:
 
 
 # -- asyncua user manager -------------------------------------------------------------------------
-class GdsUserManager:
+class GdsUserManager(UserManager):
     """asyncua calls get_user at ActivateSession; None refuses the session (BadUserAccessDenied)."""
 
     def __init__(self, config: AccessConfig) -> None:
@@ -231,7 +173,7 @@ class MethodError(Exception):
     """A method refused with a specific OPC UA status code (and a reason for the log)."""
 
     def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(reason or ua.StatusCode(code).name)
+        super().__init__(reason or ua_status(code).name)
         self.code = code
 
 
@@ -309,15 +251,15 @@ def opcua_method(fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]
             return await fn(*args, **kwargs)
         except MethodError as exc:
             log.info("%s refused: %s", fn.__name__, exc)
-            return ua.StatusCode(exc.code)
+            return ua_status(exc.code)
         except ua.UaStatusCodeError as exc:
-            return ua.StatusCode(exc.code)
+            return ua_status(exc.code)
         except OtpkiError as exc:
             log.info("%s refused by the engine: %s", fn.__name__, exc.message)
-            return ua.StatusCode(status_for_engine_error(exc))
+            return ua_status(status_for_engine_error(exc))
         except Exception:
             log.exception("%s failed", fn.__name__)
-            return ua.StatusCode(ua.StatusCodes.BadInternalError)
+            return ua_status(ua.StatusCodes.BadInternalError)
 
     return wrapper
 

@@ -32,6 +32,7 @@ from asyncua.crypto.permission_rules import UserRole
 from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds.access import GdsUser
 from opcua_gds.call_context import CallContext
+from opcua_gds.nodeids import ns0_node_id, ua_status
 
 log = logging.getLogger(__name__)
 SOURCE_NAME = "Attribute/Call"
@@ -88,24 +89,27 @@ class AuditEvents:
 
     def _event(self, event_type: ua.NodeId, call: MethodCall, caller: CallContext | None, message: str, status: int,
                fields: Mapping[str, tuple[Any, ua.VariantType]]) -> AuditUpdateMethodEvent:
-        good = ua.StatusCode(status).is_good()
+        code = ua_status(status)
         event = AuditUpdateMethodEvent(sourcenode=call.source, message=message,
-                                       severity=SEVERITY_DONE if good else SEVERITY_REFUSED)
+                                       severity=SEVERITY_DONE if code.is_good() else SEVERITY_REFUSED)
         event.EventType = event_type
         event.data_types["ActionTimeStamp"] = ua.VariantType.DateTime  # asyncua declares it with a NodeId
-        event.emitting_node = ua.NodeId(ua.ObjectIds.Server)
+        event.emitting_node = ns0_node_id(ua.ObjectIds.Server)
         now = datetime.now(UTC)
-        event.EventId = uuid.uuid4().bytes
-        event.Time = event.ReceiveTime = event.ActionTimeStamp = now
-        event.LocalTime = ua.TimeZoneDataType(Offset=time.localtime().tm_gmtoff // 60,
-                                              DaylightSavingInOffset=bool(time.localtime().tm_isdst > 0))
-        event.SourceName = SOURCE_NAME
-        event.Status = good
-        event.StatusCodeId = ua.StatusCode(status)
-        event.ServerId = self.server_uri
-        event.ClientUserId = client_user_id(caller)
-        event.MethodId = call.method
-        event.InputArguments = [ua.Variant() if i in call.secret_inputs else v for i, v in enumerate(call.inputs)]
+        _set_fields(event, EventId=uuid.uuid4().bytes, Time=now, ReceiveTime=now, ActionTimeStamp=now,
+                    LocalTime=ua.TimeZoneDataType(Offset=ua.Int16(time.localtime().tm_gmtoff // 60),
+                                                  DaylightSavingInOffset=time.localtime().tm_isdst > 0),
+                    SourceName=SOURCE_NAME, Status=code.is_good(), StatusCodeId=code, ServerId=self.server_uri,
+                    ClientUserId=client_user_id(caller), MethodId=call.method,
+                    InputArguments=[ua.Variant() if i in call.secret_inputs else v for i, v in enumerate(call.inputs)])
         for name, (value, variant_type) in fields.items():
             event.add_property(name, value, variant_type)
         return event
+
+
+def _set_fields(event: AuditUpdateMethodEvent, **values: Any) -> None:
+    """Set fields asyncua's event class declares at run time (add_property), so none is invented by a typo."""
+    for name, value in values.items():
+        if name not in event.data_types:
+            raise AttributeError(f"{type(event).__name__} has no event field {name}")
+        setattr(event, name, value)

@@ -12,6 +12,10 @@ Two things differ from asyncua's defaults, both measured on a fleet push:
   push. `ClientIdentity` parses it once and `secure()` builds the security policy from the parsed objects and
   hands it to the client (`_asyncua_compat.use_security_policy`), which is what `set_security` does after loading.
 
+A server that refuses the SecureChannel says why in a StatusCode that asyncua's client drops for some servers
+(node-opcua's ERR layout, a ServiceFault answering OpenSecureChannel); `admin_client` has it kept
+(`_asyncua_compat.read_channel_refusals`), so a refused push names the server's status and reason.
+
 And one thing asyncua does not do at all: decide whether the server is the one we mean. `set_security` takes
 the certificate GetEndpoints returns, whatever it is, and ActivateSession then encrypts the user's password to
 it. `secure()` hands that certificate to the caller's `ServerCheck` first; the channel and the session are
@@ -33,7 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from opcua_gds._asyncua_compat import use_security_policy
+from opcua_gds._asyncua_compat import read_channel_refusals, use_security_policy
 
 # Called with the certificate chain a server's endpoint presents (leaf first, DER) before any secure channel is
 # opened; raises to refuse the server.
@@ -41,6 +45,7 @@ ServerCheck = Callable[[list[bytes]], Awaitable[None]]
 
 
 def admin_client(url: str, *, timeout_s: float) -> Client:
+    read_channel_refusals()  # a refused SecureChannel fails with the server's status, not "connection lost"
     return Client(url, timeout=timeout_s, watchdog_intervall=timeout_s)
 
 

@@ -17,12 +17,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mqtt_broker_auth.broker_names import embedded_broker_owner_name, mosquitto_owner_name
 from mqtt_broker_auth.embedded.broker_limits import BrokerLimits
-from mqtt_broker_auth.enrollment.service import EnrollmentSettings
+from mqtt_broker_auth.enrollment.settings import EnrollmentSettings
 from mqtt_broker_auth.policy import MqttAccessPolicy
-from mqtt_broker_auth.tls_identity import embedded_broker_owner_name, mosquitto_owner_name
 from opcua_gds.gds.settings import GdsSettings
-from opcua_gds.push.rollout import PushSettings
+from opcua_gds.push.settings import PushSettings
 from otpki.config_errors import describe_validation_error
 from otpki.config_paths import COMMAND, absolute, anchor_paths
 from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized

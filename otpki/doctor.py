@@ -149,6 +149,13 @@ def check_targets(engine: Engine, *, probe: bool, timeout_s: float = 2.0) -> Ite
             yield Finding(check="push-target", subject=subject, level="fail",
                           detail=f"{target.attempts} failed attempt(s), next {target.next_attempt_at:%Y-%m-%d %H:%M} "
                                  f"UTC; last error: {target.last_error}")
+        elif target.state is TargetState.NOT_APPLIED:
+            # It holds its certificate and answers Good, but keeps an older trust list: it may trust what was
+            # revoked since. Not a fail: it is retried, and the plant runs; an operator should look at the PLC.
+            name = engine.registry.get(target.owner_id).name
+            yield Finding(check="push-target", subject=subject, level="warn",
+                          detail=f"{name}: {target.last_error}; pushed again after "
+                                 f"{target.next_attempt_at:%Y-%m-%d %H:%M} UTC (`otpki push {name}` pushes it now)")
         elif target.state is TargetState.DELIVERED:
             yield Finding(check="push-target", subject=subject, level="ok", detail="up to date when last pushed")
         else:
@@ -331,8 +338,8 @@ def check_secret_file_modes(directories: Iterable[Path]) -> Iterable[Finding]:
                 mode = path.lstat()
                 if stat.S_ISREG(mode.st_mode) and mode.st_mode & 0o077 and str(path) not in exposed:
                     exposed.append(str(path))
-    for path in exposed:
-        yield Finding(check="secret-file", subject=path, level="fail",
+    for shown in exposed:
+        yield Finding(check="secret-file", subject=shown, level="fail",
                       detail="readable by group or others: `chmod 600` it (and replace the secret if others may "
                              "have read it)")
     if not exposed:

@@ -15,7 +15,7 @@ from asyncua import Server, ua
 from pydantic import BaseModel, Field
 
 from opcua_gds._asyncua_compat import method_callback
-from opcua_gds.nodeids import ServerConfigurationMethods
+from opcua_gds.nodeids import CertificateGroups, MethodSpec, ServerConfigurationMethods, ua_status
 from opcua_gds.push.target.server_swap import close_channels
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,9 @@ class PlcFaults(BaseModel):
     drop_after_update_certificate: int = Field(0, ge=0)  # the link dies after the certificate is staged
     drop_during_apply_changes: int = Field(0, ge=0)  # ApplyChanges takes effect, its response never arrives
     refuse_csr: int = Field(0, ge=0)  # CreateSigningRequest answers Bad_InternalError
+    # Trust lists after the first one: CloseAndUpdate answers Good and discards what was written (node-opcua 2.157
+    # discards every one; the first goes through here, as UpdateCertificate needs its CAs in the trust list).
+    drop_later_trust_lists: int = Field(0, ge=0)
 
 
 def _abort_all_channels(server: Server) -> None:
@@ -32,11 +35,19 @@ def _abort_all_channels(server: Server) -> None:
     close_channels(server, lambda _host, _peer: True, abort=True)
 
 
-def _wrap(server: Server, method: ServerConfigurationMethods,
+_TRUST_LIST = CertificateGroups.PushDefaultApplicationGroup
+
+
+def _callback(server: Server, method_id: ua.NodeId, name: str) -> Callable[..., Awaitable[Any]]:
+    callback = method_callback(server, method_id)
+    if callback is None:
+        raise ValueError(f"{name} has no callback to wrap: install push management first")
+    return callback
+
+
+def _wrap(server: Server, method: MethodSpec,
           make: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]) -> None:
-    original = method_callback(server, method.node_id())
-    if original is None:
-        raise ValueError(f"{method.name} has no callback to wrap: install push management first")
+    original = _callback(server, method.node_id(), method.name)
     server.link_method(server.get_node(method.node_id()), make(original))
 
 
@@ -60,7 +71,7 @@ def install_faults(server: Server, faults: PlcFaults) -> None:
             if remaining.refuse_csr > 0:
                 remaining.refuse_csr -= 1
                 log.warning("fault injected: CreateSigningRequest refused")
-                return ua.StatusCode(ua.StatusCodes.BadInternalError)
+                return ua_status(ua.StatusCodes.BadInternalError)
             return await original(parent, *args)
         return call
 
@@ -69,3 +80,25 @@ def install_faults(server: Server, faults: PlcFaults) -> None:
     _wrap(server, ServerConfigurationMethods.ApplyChanges,
           after("drop_during_apply_changes", "connection dropped during ApplyChanges"))
     _wrap(server, ServerConfigurationMethods.CreateSigningRequest, refuse)
+
+    close_and_update = _TRUST_LIST.method("CloseAndUpdate").node_id()
+    update = _callback(server, close_and_update, "CloseAndUpdate")
+    close = _callback(server, _TRUST_LIST.method("Close").node_id(), "Close")
+
+    first_pending = True
+
+    async def drop_later(parent: ua.NodeId, *args: Any) -> Any:
+        nonlocal first_pending
+        if first_pending or remaining.drop_later_trust_lists <= 0:
+            result = await update(parent, *args)
+            if not isinstance(result, ua.StatusCode):
+                first_pending = False
+            return result
+        remaining.drop_later_trust_lists -= 1
+        log.warning("fault injected: trust list accepted and discarded")
+        result = await close(parent, *args)  # drops the written data, answers the caller's errors as Close does
+        if isinstance(result, ua.StatusCode):
+            return result
+        return [ua.Variant(False, ua.VariantType.Boolean)]  # Good, and "no ApplyChanges needed"
+
+    server.link_method(server.get_node(close_and_update), drop_later)

@@ -22,17 +22,20 @@ __all__ = ["AuditRecord", "AuditVerification", "append", "records", "verify"]
 from trustlists.store.sql import SqlTx
 
 GENESIS = "0" * 64
+# The canonical encodings the hashes are computed over (they must never change: old records are re-hashed by
+# `verify`). Encoders made once: json.dumps builds a new one per call when given options.
+_RECORD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DETAILS_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _record_hash(prev_hash: str, seq: int, at_us: int, actor: str, action: str, subject: str,
                  details_json: str) -> str:
-    canonical = json.dumps([seq, at_us, actor, action, subject, details_json, prev_hash],
-                           separators=(",", ":"), ensure_ascii=False)
+    canonical = _RECORD_JSON.encode([seq, at_us, actor, action, subject, details_json, prev_hash])
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _details_json(details: dict[str, Any]) -> str:
-    return json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+    return _DETAILS_JSON.encode(details)
 
 
 def append(tx: SqlTx, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None,

@@ -128,16 +128,17 @@ def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: s
         pass
     public_key = csr.public_key()
     key_type = check_key(policy, group, public_key)
-    names.check_subject(csr.subject, policy.names, group)
+    subject = csr.subject  # parsed anew on every access
+    names.check_subject(subject, policy.names, group)
     uris, dns, ips = _san_values(csr)
     _check_san_syntax(uris, dns)
-    names.check_reserved_certificate(reserved, owner, csr.subject, uris)
-    _check_subject(policy, owner, csr.subject)
+    names.check_reserved_certificate(reserved, owner, subject, uris)
+    _check_subject(policy, owner, subject)
     uri = _check_uri(policy, group, owner, uris)
     _check_host_names(policy, owner, dns, ips)
     if not dns and not ips and policy.san.host_names != "forbidden":
         dns, ips = list(owner.dns_names), list(owner.ip_addresses)
-    return ApprovedRequest(subject=csr.subject, public_key=public_key, key_type=key_type,
+    return ApprovedRequest(subject=subject, public_key=public_key, key_type=key_type,
                            san_uri=uri, dns_names=dns, ip_addresses=ips)
 
 
@@ -169,7 +170,7 @@ def _check_uri(policy: GroupPolicy, group: str, owner: Owner, uris: list[str]) -
     return uris[0] if uris else None
 
 
-def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute:
+def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
     # cryptography bounds a CN by 64 UTF-8 *bytes* (a warning with _validate=False); RFC 5280 A.1 and OpenSSL count
     # characters, and trustlists.names judges the whole subject by the RFC before anything is signed.
     return x509.NameAttribute(oid, value, _validate=False)

@@ -8,28 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class KeyType(StrEnum):
-    RSA2048 = "rsa2048"
-    RSA3072 = "rsa3072"
-    RSA4096 = "rsa4096"
-    EC_P256 = "ec-p256"
-    EC_P384 = "ec-p384"
-    ED25519 = "ed25519"
-
-    @property
-    def family(self) -> KeyFamily:
-        if self.value.startswith("rsa"):
-            return KeyFamily.RSA
-        if self.value.startswith("ec-"):
-            return KeyFamily.EC
-        return KeyFamily.ED25519
-
-
-class KeyFamily(StrEnum):
-    RSA = "rsa"
-    EC = "ec"
-    ED25519 = "ed25519"
+# Defined without pydantic for the CLI (trustlists.enums); exported here with the other engine types.
+from trustlists.enums import CertificateStatus as CertificateStatus
+from trustlists.enums import KeyFamily as KeyFamily
+from trustlists.enums import KeyType as KeyType
 
 
 class OwnerKind(StrEnum):
@@ -54,16 +36,6 @@ ROLE_ATTRIBUTE = "role"
 UNREGISTERED_ATTRIBUTE = "unregistered_at"
 # Attribute keys only the engine writes; a registration or update that brings one is refused.
 RESERVED_ATTRIBUTES = frozenset({UNREGISTERED_ATTRIBUTE})
-
-
-class CertificateStatus(StrEnum):
-    """Status as the inventory reports it (derived from the stored state and the clock)."""
-
-    ACTIVE = "active"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-    SUPERSEDED = "superseded"
-    NOT_DELIVERED = "issued-not-delivered"
 
 
 class RevocationReason(IntEnum):

@@ -47,6 +47,7 @@ with the request; a front that requires "finish from the same client certificate
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations after it name the type this way
 import functools
 import json
 import threading
@@ -68,6 +69,7 @@ from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
 from trustlists.csr_checks import ApprovedRequest, build_server_keygen_request, check_csr
 from trustlists.der import load_csr
+from trustlists.enums import RequestStatus as RequestStatus  # exported here with the request model
 from trustlists.errors import (
     AlreadyExists,
     InvalidInput,
@@ -91,14 +93,6 @@ _SERIAL_ATTEMPTS = 5
 class RequestKind(StrEnum):
     CSR = "csr"
     NEW_KEY = "new-key"
-
-
-class RequestStatus(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"  # decided; the certificate is made when the owner collects it (new-key requests)
-    REJECTED = "rejected"
-    ISSUED = "issued"
-    EXPIRED = "expired"  # can no longer be completed (its key password was lost): submit a new request
 
 
 class CertificateRequest(BaseModel):
@@ -335,7 +329,7 @@ class CertificateRequests:
 
     def _issue(self, req: CertificateRequest, owner: Owner, approved: ApprovedRequest, *, actor: str,
                insert: bool = False, expected: tuple[RequestStatus, ...] = (), decided_by: str | None = None,
-               before: list[tuple[str, str, str, dict[str, object]]] | None = None,
+               before: builtins.list[tuple[str, str, str, dict[str, object]]] | None = None,
                key: CertificateIssuerPrivateKeyTypes | None = None, password: str | None = None
                ) -> IssuedCertificate:
         """Sign outside any lock, then record the certificate and the request's new status together.
@@ -360,7 +354,7 @@ class CertificateRequests:
             serial = prepared.record.serial
             try:
                 with self._ctx.store.transaction() as tx:
-                    tx.insert_certificates([(prepared.record, prepared.der)])
+                    tx.insert_certificates([(prepared.record, prepared.der, prepared.spki_sha256)])
                     if insert:
                         tx.insert_cert_request(_row(req.model_copy(update={
                             "status": RequestStatus.ISSUED, "serial": serial, "issued_at": at})))

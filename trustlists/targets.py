@@ -5,7 +5,9 @@ protocol front understands (for OPC UA push: the PLC's endpoint URL and the name
 The engine keeps what was delivered (certificate serial, trust-list version) and when to try next, so a
 rollout is idempotent, survives a restart, and retries unreachable targets with backoff. A target needs
 delivery when it never got a certificate, when its certificate is revoked, superseded or inside the
-renewal window, or when its group's trust list has a newer version than the one delivered.
+renewal window, or when its group's trust list has a newer version than the one delivered. A target that
+accepted a trust list but did not apply it (its read-back differs) holds its certificate but not that trust
+list: it stays due, with the backoff of a failure, until a push finds the trust list applied.
 
 A delivery hands credentials and trust to whatever answers at the address, so the engine also keeps what
 identifies the target before it holds an engine certificate: a pin on the certificate it presents (its
@@ -16,7 +18,9 @@ certificates identify it. How a presented certificate is checked against this is
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations after it name the type this way
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -55,6 +59,13 @@ class TargetState(StrEnum):
     PENDING = "pending"  # never delivered
     DELIVERED = "delivered"
     RETRYING = "retrying"  # the last attempt failed; next_attempt_at says when to try again
+    # The last push delivered the certificate, but the trust list it wrote reads back different from what was
+    # written (the target answered Good and did not apply it): due again at next_attempt_at.
+    NOT_APPLIED = "not_applied"
+
+
+# States whose next_attempt_at is a backoff: not pushed before it, unless forced or asked for by name.
+_BACKING_OFF = frozenset({TargetState.RETRYING, TargetState.NOT_APPLIED})
 
 
 class DeliveryTarget(BaseModel):
@@ -73,6 +84,14 @@ class DeliveryTarget(BaseModel):
     delivered_trust_version: int | None
     updated_at: datetime
     pin: TargetPin | None = None
+
+
+class DeliveryPlan(BaseModel):
+    """What a push run over a selection of targets has to do, each target with the reason it needs a delivery."""
+
+    due: list[tuple[DeliveryTarget, str]]  # to push now
+    waiting: list[tuple[DeliveryTarget, str]]  # need a push, but back off until their next_attempt_at
+    current: list[DeliveryTarget]  # nothing to deliver
 
 
 def _target(row: tuple[Any, ...], pin: TargetPin | None = None) -> DeliveryTarget:
@@ -195,21 +214,38 @@ class DeliveryTargets:
         return not reason.startswith(TRUST_LIST_ONLY)
 
     def needing_delivery(self, *, kind: str, group: str | None = None, site: str | None = None,
-                         force: bool = False) -> list[tuple[DeliveryTarget, str]]:
-        """Targets that need a push now, each with the reason; retrying ones only once their backoff passed."""
+                         force: bool = False) -> builtins.list[tuple[DeliveryTarget, str]]:
+        """Targets that need a push now, each with the reason; backing-off ones only once their backoff passed."""
+        return self.plan(kind=kind, group=group, site=site, force=force).due
+
+    def plan(self, *, kind: str, group: str | None = None, site: str | None = None,
+             target_ids: Collection[str] | None = None, force: bool = False) -> DeliveryPlan:
+        """The targets of a selection (all of `kind`, narrowed by group, site and ids), sorted by what they need.
+
+        `force` makes every selected target due, up to date or backing off ("forced" when nothing else is due).
+        Unknown `target_ids` raise NotFound.
+        """
         now = self._ctx.clock()
         versions: dict[str, int] = {}
-        result: list[tuple[DeliveryTarget, str]] = []
+        plan = DeliveryPlan(due=[], waiting=[], current=[])
         with self._ctx.store.read() as tx:
             rows = tx.list_targets(kind=kind, group=group, site=site)
             pinned = {row[0] for row in tx.list_target_pins()}
-            for target in map(_target, rows):
-                if target.state is TargetState.RETRYING and target.next_attempt_at > now and not force:
-                    continue
+            targets = [t for t in map(_target, rows) if target_ids is None or t.id in target_ids]
+            missing = set(target_ids or ()) - {t.id for t in targets}
+            if missing:
+                raise NotFound(f"no {kind} delivery target {', '.join(sorted(missing))}")
+            for target in targets:
                 reason = self._reason(tx, target, now, versions, pinned)
-                if reason is not None or force:
-                    result.append((target, reason or "forced"))
-        return result
+                if force:
+                    plan.due.append((target, reason or "forced"))
+                elif reason is None:
+                    plan.current.append(target)
+                elif target.state in _BACKING_OFF and target.next_attempt_at > now:
+                    plan.waiting.append((target, reason))
+                else:
+                    plan.due.append((target, reason))
+        return plan
 
     def _reason(self, tx: SqlTx, target: DeliveryTarget, now: datetime, versions: dict[str, int],
                 pinned: set[str]) -> str | None:
@@ -233,11 +269,16 @@ class DeliveryTargets:
         if target.group not in versions:
             latest = tx.latest_trust_version(target.group)
             versions[target.group] = latest[0] if latest else 0
+        if target.state is TargetState.NOT_APPLIED:
+            # Its delivered_trust_version is the last one it applied; the one it accepted and dropped may be the
+            # current version, so the version comparison below would not see it.
+            return f"{TRUST_LIST_ONLY}{versions[target.group]} not applied by the target"
         if target.delivered_trust_version != versions[target.group]:
             return f"{TRUST_LIST_ONLY}{versions[target.group]} not delivered"
         return None
 
     def record_success(self, target_id: str, *, serial: str, trust_version: int, actor: str) -> DeliveryTarget:
+        """The target holds certificate `serial` and applied trust list `trust_version`."""
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
             target = _target(tx.get_target(target_id) or _missing(target_id))
@@ -246,17 +287,29 @@ class DeliveryTargets:
             tx.update_target(target_id, state=TargetState.DELIVERED.value, attempts=0,
                              next_attempt_at=to_epoch(max(renew_at, now)), last_error=None, delivered_serial=serial,
                              delivered_trust_version=trust_version, updated_at=to_epoch(now))
-            tx.mark_delivered(serial)
-            if target.delivered_serial is not None and target.delivered_serial != serial:
-                # The target now uses the new certificate: the one it replaced is superseded, not just older.
-                tx.mark_superseded(target.delivered_serial, serial)
-            details: dict[str, Any] = {"address": target.address, "serial": serial, "trust_version": trust_version}
-            released = _pin(tx.get_target_pin(target_id))
-            if released is not None and cert.owner_id == target.owner_id and serial != target.delivered_serial:
-                # It now holds an engine certificate of its own: the pinned (factory) certificate no longer counts.
-                tx.delete_target_pin(target_id)
-                details["pin_released"] = released.fingerprint_sha256
-            audit.append(tx, actor=actor, action="target.delivered", subject=target_id, details=details)
+            details = _record_certificate(tx, target, serial, cert.owner_id)
+            audit.append(tx, actor=actor, action="target.delivered", subject=target_id,
+                         details={**details, "trust_version": trust_version})
+        return self.get(target_id)
+
+    def record_trust_list_not_applied(self, target_id: str, *, serial: str, trust_version: int, detail: str,
+                                      actor: str) -> DeliveryTarget:
+        """The target holds certificate `serial`, but reads back another trust list than `trust_version`, which it
+        accepted: it keeps the trust list it applied last and is due again after a backoff, as after a failure
+        (a target that never applies what it is sent is not pushed to in a loop)."""
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            target = _target(tx.get_target(target_id) or _missing(target_id))
+            cert = tx.get_certificate(serial, with_der=False)
+            attempts = target.attempts + 1
+            problem = f"trust list v{trust_version} written but not applied: {detail}"[:500]
+            tx.update_target(target_id, state=TargetState.NOT_APPLIED.value, attempts=attempts,
+                             next_attempt_at=to_epoch(now + backoff(attempts)), last_error=problem,
+                             delivered_serial=serial, delivered_trust_version=target.delivered_trust_version,
+                             updated_at=to_epoch(now))
+            details = _record_certificate(tx, target, serial, cert.owner_id)
+            audit.append(tx, actor=actor, action="target.trust_list_not_applied", subject=target_id,
+                         details={**details, "trust_version": trust_version, "attempt": attempts, "detail": problem})
         return self.get(target_id)
 
     def record_failure(self, target_id: str, *, error: str, actor: str) -> DeliveryTarget:
@@ -271,6 +324,21 @@ class DeliveryTargets:
             audit.append(tx, actor=actor, action="target.failed", subject=target_id,
                          details={"address": target.address, "attempt": attempts, "error": error[:500]})
         return self.get(target_id)
+
+
+def _record_certificate(tx: SqlTx, target: DeliveryTarget, serial: str, cert_owner_id: str | None) -> dict[str, Any]:
+    """The target presents certificate `serial` now: the inventory says so. Returns the details for the audit."""
+    tx.mark_delivered(serial)
+    if target.delivered_serial is not None and target.delivered_serial != serial:
+        # The target now uses the new certificate: the one it replaced is superseded, not just older.
+        tx.mark_superseded(target.delivered_serial, serial)
+    details: dict[str, Any] = {"address": target.address, "serial": serial}
+    released = _pin(tx.get_target_pin(target.id))
+    if released is not None and cert_owner_id == target.owner_id and serial != target.delivered_serial:
+        # It now holds an engine certificate of its own: the pinned (factory) certificate no longer counts.
+        tx.delete_target_pin(target.id)
+        details["pin_released"] = released.fingerprint_sha256
+    return details
 
 
 def _new_pin(fingerprint_sha256: str, source: PinSource, now: datetime, actor: str) -> TargetPin:

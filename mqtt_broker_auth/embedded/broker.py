@@ -25,15 +25,16 @@ import ipaddress
 import logging
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
+from mqtt_broker_auth.broker_names import embedded_broker_owner_name
 from mqtt_broker_auth.decision import DeviceGate
 from mqtt_broker_auth.embedded.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
 from mqtt_broker_auth.embedded.broker_limits import BrokerLimits, BrokerMode
 from mqtt_broker_auth.embedded.listener_tls import ListenerTls, build_listener_tls
 from mqtt_broker_auth.embedded.live_sessions import RevocationWatcher
 from mqtt_broker_auth.embedded.tls_admission import HandshakeCheck
-from mqtt_broker_auth.tls_identity import embedded_broker_owner_name, ensure_tls_identity, server_ca_pem
+from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 from trustlists.safe_files import private_directory
@@ -194,7 +195,12 @@ class EmbeddedBroker:
 
 
 
-def _host_names(host: str) -> dict[str, list[str]]:
+class _HostNames(TypedDict, total=False):
+    dns_names: list[str]
+    ip_addresses: list[str]
+
+
+def _host_names(host: str) -> _HostNames:
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -2,4 +2,5 @@
 
 - `service.py`  `EnrollmentService`, an MQTT client of the broker that issues and renews device certificates
 - `messages.py` the request and reply payloads (shared with the device simulator)
+- `settings.py` its [mqtt.enrollment] limits (light: otpki.config loads them)
 """

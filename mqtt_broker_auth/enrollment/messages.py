@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mqtt_broker_auth.enrollment.settings import CLOCK_SKEW_S, MAX_PAYLOAD_BYTES
 from trustlists.models import KeyType
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
     "verify",
 ]
 
-MAX_PAYLOAD_BYTES = 16 * 1024  # a CSR plus a two-certificate chain is ~3 KiB; anything beyond is not a request
-CLOCK_SKEW_S = 300  # requests older or newer than this are stale; bounds the replay memory
 _SIGNING_TAG = b"otpki-mqtt-enrollment-v1\n"  # domain separation: this signature means nothing anywhere else
 
 RejectReason = Literal["malformed", "too_large", "bad_signature", "replay", "stale", "rate_limited",

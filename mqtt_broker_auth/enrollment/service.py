@@ -35,18 +35,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from gmqtt import Client as MqttClient
 from gmqtt.mqtt.constants import MQTTv311
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from mqtt_broker_auth.decision import ENROLLMENT_SERVICE_ROLE, DeviceGate, DeviceIdentity, Refusal
 from mqtt_broker_auth.enrollment.messages import (
-    CLOCK_SKEW_S,
-    MAX_PAYLOAD_BYTES,
     EnrollmentAccepted,
     EnrollmentRejected,
     EnrollmentRequest,
     load_pem_chain,
     verify,
 )
+from mqtt_broker_auth.enrollment.settings import EnrollmentSettings
 from mqtt_broker_auth.policy import mqtt_policy
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -59,28 +58,6 @@ __all__ = ["EnrollmentService", "EnrollmentSettings", "Outcome"]
 _log = logging.getLogger(__name__)
 
 Outcome = EnrollmentAccepted | EnrollmentRejected | None  # None: dropped without an answer
-
-
-class EnrollmentSettings(BaseModel):
-    """Limits of the enrollment service (`[mqtt.enrollment]` in otpki.toml)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_payload_bytes: int = Field(MAX_PAYLOAD_BYTES, gt=0, description="Largest request accepted, in bytes")
-    clock_skew_s: int = Field(CLOCK_SKEW_S, gt=0,
-                              description="How far a request's timestamp may be from the service's clock")
-    burst: int = Field(5, ge=1, description="Requests a device may send at once before the rate limit applies "
-                                            "(per service in memory, and across all services in the store)")
-    refill_per_s: float = Field(0.1, gt=0, description="Requests per second a device earns back after its burst")
-    rejections_before_silence: int = Field(
-        3, ge=0, description="rate_limited answers per exhausted in-memory bucket before the service stops "
-                             "answering")
-    max_concurrency: int = Field(4, ge=1, description="Requests being verified and signed at once")
-    max_pending: int = Field(256, ge=1, description="Queued requests; beyond this requests are dropped")
-    tracked_devices: int = Field(10_000, ge=1,
-                                 description="Size of the in-memory per-device rate-limit table (names come from "
-                                             "topics)")
-    reconnect_delay_s: float = Field(2.0, gt=0, description="Pause between reconnects when the broker went away")
 
 
 class _Bucket:
@@ -217,11 +194,12 @@ class EnrollmentService:
             _log.warning("enrollment service %s lost the broker; reconnecting", self.client_id)
 
     def _subscribed(self, future: asyncio.Future[None]) -> None:
-        if future.exception() is None:
+        error = future.exception()
+        if error is None:
             self.serving.set()
         if self._ready is not None and not self._ready.done():
-            if future.exception() is not None:
-                self._ready.set_exception(future.exception())  # type: ignore[arg-type]
+            if error is not None:
+                self._ready.set_exception(error)
             else:
                 self._ready.set_result(None)
         elif future.exception() is None:

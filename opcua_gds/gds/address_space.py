@@ -42,6 +42,8 @@ from opcua_gds.nodeids import (
     Ns0ObjectTypes,
     TrustListMethodTypes,
     gds_node_id,
+    ns0_node_id,
+    numeric_node_id,
 )
 
 _O = ua.ObjectIds
@@ -93,24 +95,24 @@ class _Batch:
         attributes.WriteMask = 0
         attributes.UserWriteMask = 0
         item = ua.AddNodesItem(
-            ParentNodeId=parent, ReferenceTypeId=ua.NodeId(reference), RequestedNewNodeId=node_id,
+            ParentNodeId=parent, ReferenceTypeId=ns0_node_id(reference), RequestedNewNodeId=node_id,
             BrowseName=browse_name, NodeClass=node_class, NodeAttributes=attributes,
             TypeDefinition=ua.NodeId() if type_definition is None else (
-                type_definition if isinstance(type_definition, ua.NodeId) else ua.NodeId(type_definition)))
+                type_definition if isinstance(type_definition, ua.NodeId) else ns0_node_id(type_definition)))
         self.nodes.append(item)
         if rule is not None:
-            self.reference(node_id, _O.HasModellingRule, ua.NodeId(rule), ua.NodeClass.Object)
+            self.reference(node_id, _O.HasModellingRule, ns0_node_id(rule), ua.NodeClass.Object)
         return node_id
 
     def reference(self, source: ua.NodeId, reference: int, target: ua.NodeId, target_class: ua.NodeClass) -> None:
         self.references.append(ua.AddReferencesItem(
-            SourceNodeId=source, ReferenceTypeId=ua.NodeId(reference), IsForward=True, TargetNodeId=target,
+            SourceNodeId=source, ReferenceTypeId=ns0_node_id(reference), IsForward=True, TargetNodeId=target,
             TargetNodeClass=target_class))
 
     def object_type(self, node_id: ua.NodeId, name: str, supertype: int | ua.NodeId, *,
                     abstract: bool = False) -> ua.NodeId:
         attributes = ua.ObjectTypeAttributes(IsAbstract=abstract)
-        parent = supertype if isinstance(supertype, ua.NodeId) else ua.NodeId(supertype)
+        parent = supertype if isinstance(supertype, ua.NodeId) else ns0_node_id(supertype)
         return self._add(ua.NodeClass.ObjectType, node_id, self.name(name, gds=True), parent, _O.HasSubtype,
                          attributes)
 
@@ -125,9 +127,11 @@ class _Batch:
                  value: ua.Variant, *, array: bool = False, dimensions: Sequence[int] | None = None,
                  rule: int | None = None) -> ua.NodeId:
         attributes = ua.VariableAttributes(
-            Value=value, DataType=ua.NodeId(data_type),
+            Value=value, DataType=ns0_node_id(data_type),
             ValueRank=ua.ValueRank.OneDimension if array else ua.ValueRank.Scalar,
-            ArrayDimensions=list(dimensions if dimensions is not None else [0]) if array else None,
+            # asyncua types it as a list; None reads as a null ArrayDimensions, what OPC 10000-3 5.6.2 asks of a
+            # scalar (an empty list would read as an empty array)
+            ArrayDimensions=list(dimensions if dimensions is not None else [0]) if array else None,  # type: ignore[arg-type]
             AccessLevel=ua.AccessLevel.CurrentRead.mask, UserAccessLevel=ua.AccessLevel.CurrentRead.mask,
             Historizing=False)
         return self._add(ua.NodeClass.Variable, node_id, browse_name, parent, _O.HasProperty, attributes,
@@ -142,7 +146,7 @@ class _Batch:
                                          ("OutputArguments", arguments[1], spec.output_arguments(self.idx))):
             if identifier is None:
                 continue
-            self.property(ua.NodeId(identifier, node_id.NamespaceIndex), ua.QualifiedName(name, 0), node_id,
+            self.property(numeric_node_id(identifier, node_id.NamespaceIndex), ua.QualifiedName(name, 0), node_id,
                           _O.Argument, ua.Variant(values, ua.VariantType.ExtensionObject), array=True,
                           dimensions=[len(values)], rule=argument_rule)
         return node_id
@@ -192,7 +196,7 @@ def _certificate_group(batch: _Batch, parent: ua.NodeId, ids: CertificateGroupId
                    group, _O.NodeId,
                    ua.Variant() if declaration else ua.Variant(list(certificate_types), ua.VariantType.NodeId),
                    array=True, rule=rule)
-    batch.reference(group, _O.HasCondition, ua.NodeId(Ns0EventTypes.CertificateExpirationAlarmType),
+    batch.reference(group, _O.HasCondition, ns0_node_id(Ns0EventTypes.CertificateExpirationAlarmType),
                     ua.NodeClass.ObjectType)
 
 
@@ -236,7 +240,7 @@ def _types(batch: _Batch) -> None:
 def _directory(batch: _Batch, certificate_types: Mapping[CertificateGroupIds, Sequence[ua.NodeId]],
                last_update: Mapping[CertificateGroupIds, ua.Variant]) -> ua.NodeId:
     directory = batch.object(batch.gds(GdsObjects.Directory), batch.name("Directory", gds=True),
-                             ua.NodeId(_O.ObjectsFolder), batch.gds(GdsObjectTypes.CertificateDirectoryType),
+                             ns0_node_id(_O.ObjectsFolder), batch.gds(GdsObjectTypes.CertificateDirectoryType),
                              reference=_O.Organizes)
     batch.object(batch.gds(GdsObjects.Directory_Applications), batch.name("Applications", gds=True), directory,
                  _O.FolderType)

@@ -62,8 +62,12 @@ from opcua_gds.nodeids import (
     GdsObjects,
     MethodSpec,
     gds_node_id,
+    guid_node_id,
+    ns0_node_id,
+    ua_status,
 )
 from opcua_gds.validation_status import status_code
+from trustlists.authority import KeyFormat
 from trustlists.blocking import run_blocking
 from trustlists.der import load_csr
 from trustlists.errors import (
@@ -97,7 +101,7 @@ _USER_TYPES: dict[int, frozenset[KeyType]] = {
     CertificateTypes.UserCredentialCertificateType: _ANY,
     CertificateTypes.UserCertificateType: _ANY,
 }
-_PRIVATE_KEY_FORMATS = {"PEM": "pem", "PFX": "pkcs12"}
+_PRIVATE_KEY_FORMATS: dict[str, KeyFormat] = {"PEM": "pem", "PFX": "pkcs12"}
 
 
 def certificate_type_of(key_type: KeyType, kind: OwnerKind) -> int:
@@ -213,7 +217,7 @@ class PullMethods:
         return fits
 
     def request_node_id(self, request_id: str) -> ua.NodeId:
-        return ua.NodeId(uuid.UUID(request_id), self.ctx.gds_idx, ua.NodeIdType.Guid)
+        return guid_node_id(uuid.UUID(request_id), self.ctx.gds_idx)
 
     def request_id(self, node_id: object) -> str:
         if (not isinstance(node_id, ua.NodeId) or node_id.NamespaceIndex != self.ctx.gds_idx
@@ -239,14 +243,14 @@ class PullMethods:
         except Exception as exc:
             await self._audit_requested(spec, args, status_of(exc), _node_arg(args, 2))
             raise
-        await self._audit_requested(spec, args, ua.StatusCodes.Good, ua.NodeId(certificate_type))
+        await self._audit_requested(spec, args, ua.StatusCodes.Good, ns0_node_id(certificate_type))
         return [ua.Variant(self.request_node_id(request_id), ua.VariantType.NodeId)]
 
     async def _audit_requested(self, spec: MethodSpec, args: tuple[ua.Variant, ...], status: int,
                                certificate_type: ua.NodeId | None) -> None:
         group = _node_arg(args, 1) or self.default_group
         secret = frozenset({6}) if spec.name == "StartNewKeyPairRequest" else frozenset()  # PrivateKeyPassword
-        outcome = "accepted" if ua.StatusCode(status).is_good() else f"refused ({ua.StatusCode(status).name})"
+        outcome = "accepted" if ua_status(status).is_good() else f"refused ({ua_status(status).name})"
         await self.ctx.audit.raise_event(
             gds_node_id(GdsEventTypes.CertificateRequestedAuditEventType, self.ctx.gds_idx),
             MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args, secret), current(),
@@ -293,7 +297,7 @@ class PullMethods:
             key_type = policy.default_keygen_type if policy.default_keygen_type in allowed else next(
                 k for k in policy.allowed_key_types if k in allowed)
             req = self.engine.requests.submit_new_key(
-                owner.id, actor=_actor(call, own), key_type=key_type, key_format=fmt,  # type: ignore[arg-type]
+                owner.id, actor=_actor(call, own), key_type=key_type, key_format=fmt,
                 password=password or None, subject_name=_common_name(subject),
                 dns_names=dns or None, ip_addresses=ips or None,
                 requester_fingerprint=_fingerprint(call))
@@ -332,7 +336,7 @@ class PullMethods:
             gds_node_id(GdsEventTypes.CertificateDeliveredAuditEventType, self.ctx.gds_idx),
             MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args), call,
             message="FinishRequest delivered a certificate" + (" and its private key" if key else ""),
-            fields=_certificate_fields(group, ua.NodeId(certificate_type)))
+            fields=_certificate_fields(group, ns0_node_id(certificate_type)))
         return [ua.Variant(cert, ua.VariantType.ByteString), ua.Variant(key, ua.VariantType.ByteString),
                 ua.Variant(chain, ua.VariantType.ByteString, is_array=True)]
 
@@ -363,7 +367,7 @@ class PullMethods:
                 der = self.engine.inventory.get(record.serial).der
                 if der is None:
                     continue
-                types.append(ua.NodeId(certificate_type_of(record.key_type, owner.kind)))
+                types.append(ns0_node_id(certificate_type_of(record.key_type, owner.kind)))
                 certs.append(der)
             return types, certs
 
@@ -450,7 +454,7 @@ class PullMethods:
             return status_code(result), validity
 
         code, validity = await run_blocking(check)
-        return [ua.Variant(ua.StatusCode(code), ua.VariantType.StatusCode),
+        return [ua.Variant(ua_status(code), ua.VariantType.StatusCode),
                 ua.Variant(validity, ua.VariantType.DateTime)]
 
 

@@ -24,7 +24,7 @@ from opcua_gds.gds.application_record import install_application_record_type
 from opcua_gds.gds.context import GdsContext, Installer
 from opcua_gds.gds.pull import group_certificate_types
 from opcua_gds.gds.settings import GdsSettings
-from opcua_gds.nodeids import GDS_NAMESPACE_URI, CertificateGroupIds, CertificateGroups
+from opcua_gds.nodeids import GDS_NAMESPACE_URI, CertificateGroupIds, CertificateGroups, ns0_node_id
 from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -69,7 +69,7 @@ class GdsServer:
         gds_idx = await server.register_namespace(GDS_NAMESPACE_URI)
         await install_application_record_type(server, gds_idx)
         issuing = {ids: self.settings.certificate_groups.get(ids.name) for ids in CertificateGroups.gds()}
-        types = {ids: [ua.NodeId(t) for t in group_certificate_types(self.engine.config.group(engine_group))]
+        types = {ids: [ns0_node_id(t) for t in group_certificate_types(self.engine.config.group(engine_group))]
                  for ids, engine_group in issuing.items() if engine_group is not None}  # a bad mapping fails here
         directory = await address_space.build(server, gds_idx, types)
         audit = AuditEvents(server, self.settings.application_uri)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from opcua_gds.access import AccessConfig
 from opcua_gds.endpoint_url import parse_opc_tcp_url
+from opcua_gds.users import AccessConfig
 
 # The CertificateGroups a GDS Directory has (OPC 10000-12 7.8.3), the keys [gds] certificate_groups may use.
 CERTIFICATE_GROUPS = ("DefaultApplicationGroup", "DefaultHttpsGroup", "DefaultUserTokenGroup")

@@ -32,14 +32,22 @@ from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.methods import call_method_full
+from asyncua.common.node import Node
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
 from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, first_certificate, secure
 from opcua_gds.file_client import read_to_end
-from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import (
+    CertificateGroups,
+    CertificateTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.blocking import run_blocking
+from trustlists.keys.algorithms import fits_pkcs12
 from trustlists.models import TrustListContent
 
 READ_CHUNK = 64 * 1024
@@ -114,6 +122,11 @@ class PushResult(BaseModel):
     trust_list_applied: bool | None = None  # None: no trust list given; False: the server did not apply it
     steps: list[StepOutcome] = Field(default_factory=list)
 
+    @property
+    def not_applied_detail(self) -> str:
+        """What the read-back of a trust list the server did not apply showed ("" when it was applied)."""
+        return next((s.detail for s in self.steps if s.step == "verify_trust_list" and s.status == "NotApplied"), "")
+
 
 SERVER_IDENTITY = "server_identity"  # the step of a refused server certificate
 
@@ -143,7 +156,8 @@ def _wrap(step: str, exc: BaseException) -> PushError:
         return exc
     code = _code_of(exc)
     if code is not None:
-        return PushError(step, status_name(code), str(exc), code)
+        # The notes carry what the server said besides the code (its reason for refusing a SecureChannel).
+        return PushError(step, status_name(code), " ".join([str(exc), *getattr(exc, "__notes__", [])]), code)
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return PushError(step, "Timeout", str(exc))
     return PushError(step, type(exc).__name__, str(exc))
@@ -156,11 +170,11 @@ class PushClient:
         self._client = client
 
     @property
-    def _config(self):  # type: ignore[no-untyped-def]
-        return self._client.get_node(ua.NodeId(ServerConfigurationIds.ServerConfiguration, 0))
+    def _config(self) -> Node:
+        return self._client.get_node(ns0_node_id(ServerConfigurationIds.ServerConfiguration))
 
     @property
-    def _trust_list(self):  # type: ignore[no-untyped-def]
+    def _trust_list(self) -> Node:
         return self._client.get_node(_GROUP.trust_list_node_id())
 
     async def _call(self, step: str, obj: Any, method_id: ua.NodeId, *args: ua.Variant) -> list[Any]:
@@ -177,7 +191,7 @@ class PushClient:
 
     async def _read(self, identifier: int) -> Any:
         try:
-            return await self._client.get_node(ua.NodeId(identifier, 0)).read_value()
+            return await self._client.get_node(ns0_node_id(identifier)).read_value()
         except ua.UaStatusCodeError as exc:
             if exc.code in (ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadAttributeIdInvalid):
                 return None
@@ -260,7 +274,7 @@ class PushClient:
         (csr,) = await self._call(
             "create_signing_request", self._config, ServerConfigurationMethods.CreateSigningRequest.node_id(),
             ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
-            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(ns0_node_id(certificate_type), ua.VariantType.NodeId),
             ua.Variant(subject_name, ua.VariantType.String),
             ua.Variant(regenerate_key, ua.VariantType.Boolean),
             ua.Variant(nonce, ua.VariantType.ByteString))
@@ -273,7 +287,7 @@ class PushClient:
         outputs = await self._call(
             "update_certificate", self._config, ServerConfigurationMethods.UpdateCertificate.node_id(),
             ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
-            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(ns0_node_id(certificate_type), ua.VariantType.NodeId),
             ua.Variant(cert_der, ua.VariantType.ByteString),
             ua.Variant(list(issuer_ders), ua.VariantType.ByteString),
             ua.Variant(private_key_format or "", ua.VariantType.String),
@@ -411,9 +425,11 @@ def _key_for_formats(key_pem: bytes, formats: list[str]) -> tuple[str, bytes]:
         from cryptography.hazmat.primitives.serialization import pkcs12
 
         key = serialization.load_pem_private_key(key_pem, None)
+        if not fits_pkcs12(key):
+            raise PushError("update_certificate", "BadNotSupported",
+                            f"the server takes keys only as PFX, which cannot carry a {type(key).__name__}")
         # The SignAndEncrypt channel is what protects it; UpdateCertificate has no password argument.
-        return "PFX", pkcs12.serialize_key_and_certificates(None, key, None, None,  # type: ignore[arg-type]
-                                                            serialization.NoEncryption())
+        return "PFX", pkcs12.serialize_key_and_certificates(None, key, None, None, serialization.NoEncryption())
     raise PushError("update_certificate", "BadNotSupported",
                     f"the server cannot make keys and accepts no key format otpki can send ({formats})")
 
@@ -499,25 +515,40 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
                                                                                                  seen.trust_list)
     steps.append(StepOutcome(step="reconnect"))
     steps.append(StepOutcome(step="verify_certificate", detail=issued_fp))
-    _note_trust_list(steps, trust_list, trust_list_applied)
+    _note_trust_list(steps, trust_list, trust_list_applied, seen.trust_list)
     return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=session.accepted,
                       new_fingerprint=fingerprint(seen.certificate_der), issued_fingerprint=issued_fp,
                       certificate_presented=fingerprint(seen.certificate_der) == issued_fp,
                       trust_list_written=trust_list_written, trust_list_applied=trust_list_applied, steps=steps)
 
 
-def _note_trust_list(steps: list[StepOutcome], trust_list: TrustListContent | None, applied: bool | None) -> None:
+def _note_trust_list(steps: list[StepOutcome], trust_list: TrustListContent | None, applied: bool | None,
+                     read: TrustListContent | None) -> None:
     if trust_list is not None:
         steps.append(StepOutcome(step="verify_trust_list", status="Good" if applied else "NotApplied",
-                                 detail="" if applied else
-                                 "the server accepted the trust list but reads back different content"))
+                                 detail="" if applied else not_applied_detail(trust_list, read)))
+
+
+def not_applied_detail(written: TrustListContent, read: TrustListContent | None) -> str:
+    """What a server that accepted a trust list and did not apply it reads back, list by list."""
+    if read is None:
+        return "the server accepted the trust list, but it could not be read back"
+    differences = []
+    for field, bit, label in (("trusted_certificates", 1, "trusted certificates"), ("trusted_crls", 2, "trusted CRLs"),
+                              ("issuer_certificates", 4, "issuer certificates"), ("issuer_crls", 8, "issuer CRLs")):
+        sent, got = getattr(written, field), getattr(read, field)
+        if written.specified_lists & bit and sorted(sent) != sorted(got):
+            differences.append(f"{len(got)} {label} where {len(sent)} were written" if len(got) != len(sent)
+                               else f"other {label} than were written")
+    return "the server answered Good but reads back " + ", ".join(differences)
 
 
 async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
                           client_app_uri: str, username: str, password: str, server_check: ServerCheck,
                           trust_list: TrustListContent, reconnect_attempts: int = 15,
                           reconnect_delay_s: float = 1.0) -> PushResult:
-    """Only the trust list (after a revocation or a CA change): write, ApplyChanges, read it back."""
+    """Only the trust list (after a revocation or a CA change): write, ApplyChanges (when the server asks for it),
+    read it back."""
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
                        password=password, server_check=server_check)
@@ -528,8 +559,11 @@ async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client
         steps.append(StepOutcome(step="read_capabilities"))
         apply_required = await push.write_trust_list(trust_list, caps.max_trust_list_size)
         steps.append(StepOutcome(step="write_trust_list", detail=f"ApplyChangesRequired={apply_required}"))
-        await push.apply_changes()
-        steps.append(StepOutcome(step="apply_changes"))
+        # ApplyChangesRequired False (TrustListType CloseAndUpdate, OPC 10000-12): the server uses the new trust list
+        # without ApplyChanges, and one with nothing staged may refuse it (Bad_NothingToDo).
+        if apply_required:
+            await push.apply_changes()
+            steps.append(StepOutcome(step="apply_changes"))
     finally:
         await _quiet_disconnect(client)
     current = session.accepted
@@ -539,7 +573,7 @@ async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client
         raise error
     applied = None if seen.trust_list is None else _same_lists(trust_list, seen.trust_list)
     steps.append(StepOutcome(step="reconnect"))
-    _note_trust_list(steps, trust_list, applied)
+    _note_trust_list(steps, trust_list, applied, seen.trust_list)
     return PushResult(endpoint=endpoint, application_uri=caps.application_uri, old_fingerprint=current,
                       new_fingerprint=fingerprint(seen.certificate_der), issued_fingerprint=current,
                       certificate_presented=fingerprint(seen.certificate_der) == current, trust_list_written=True,

@@ -7,6 +7,12 @@ leaves an unreachable PLC to a later attempt with backoff while the others go on
 ApplyChanges, then a reconnect that must show the new certificate. Before any of it, the server at the
 target's address must prove to be the target (`server_identity`); a refusal is the target's error, retried
 with the same backoff, and the password never leaves.
+
+Each target ends a run in one of three results: delivered; not applied (the certificate went in, but the trust
+list the PLC accepted reads back different: it stays due, with a backoff); failed (with the step and the OPC UA
+status the PLC answered, retried with a backoff). A run over a selection (--all, a group, a site) leaves targets
+in their backoff alone and reports them as skipped; a run for one named target pushes it even during its
+backoff (an operator asked for it), and reports it as skipped only when it is up to date.
 """
 
 from __future__ import annotations
@@ -15,79 +21,60 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from opcua_gds.push.client import PushError, PushResult, push_certificate, push_trust_list
 from opcua_gds.push.server_identity import TargetServerIdentity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
+from trustlists.errors import NotFound
 from trustlists.models import KeyType
 from trustlists.targets import DeliveryTarget, DeliveryTargets
 
 KIND = "opcua-push"
 
 
-class CredentialsMissing(LookupError):
-    """A target names credentials otpki.toml does not have (a LookupError: its message prints unquoted)."""
-
-
-class PushCredential(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    username: str = Field(description="A user with the SecurityAdmin role on the PLC")
-    password_env: str | None = Field(None, description="Environment variable holding the password")
-    password_file: Path | None = Field(None, description="File holding the password (never otpki.toml itself); "
-                                                          "relative to the data directory")
-
-
-class PushSettings(BaseModel):
-    """[push] in otpki.toml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    concurrency: int = Field(16, ge=1, le=512, description="PLCs pushed to at the same time")
-    timeout_s: float = Field(120.0, gt=0, description="Give up on one PLC's push after this long")
-    application_uri: str = Field("urn:otpki:push", description="ApplicationUri of otpki's push client")
-    credentials: dict[str, PushCredential] = Field(
-        default_factory=dict, description="Admin logins on PLCs, referenced by `otpki targets add --credentials`")
-
-    def resolve(self, ref: str) -> tuple[str, str]:
-        """(username, password) for a target's credentials reference."""
-        import os
-
-        cred = self.credentials.get(ref)
-        if cred is None:
-            raise CredentialsMissing(f"no [push.credentials.{ref}] in otpki.toml")
-        if cred.password_file is not None:
-            return cred.username, Path(cred.password_file).read_text().strip()
-        if cred.password_env and os.environ.get(cred.password_env):
-            return cred.username, os.environ[cred.password_env]
-        raise CredentialsMissing(f"[push.credentials.{ref}] has no password: set password_env or password_file")
-
-
 class TargetOutcome(BaseModel):
     target_id: str
     address: str
     reason: str
-    ok: bool
+    ok: bool  # delivered: the certificate is presented and the trust list applied
+    result: Literal["delivered", "not_applied", "failed"]
     serial: str | None = None
     trust_version: int | None = None
     trust_list_applied: bool | None = None
+    # failed: what went wrong ("step: Status (detail)"); not_applied: what the trust list read-back showed
     error: str | None = None
+    step: str | None = None  # failed: the push step that failed (connect, server_identity, update_certificate...)
+    status: str | None = None  # failed: the OPC UA status the PLC answered (BadUserAccessDenied...) or a local reason
     # Set when this push pinned the server's certificate at the target's first contact (trust on first use):
     # the operator should compare it with the fingerprint the PLC displays.
     first_contact_sha256: str | None = None
     seconds: float
 
 
+class SkippedTarget(BaseModel):
+    """A selected target this run did not push to."""
+
+    target_id: str
+    address: str
+    reason: str | None  # what it needs; None: it is up to date
+    until: datetime | None = None  # backing off until then (a failure or a trust list it did not apply)
+    last_error: str | None = None
+
+
 class RolloutReport(BaseModel):
     attempted: int
     delivered: int
+    not_applied: int = 0
     failed: int
     seconds: float
     outcomes: list[TargetOutcome] = Field(default_factory=list)
+    skipped: list[SkippedTarget] = Field(default_factory=list)
 
 
 Credentials = Callable[[str], tuple[str, str]]  # credentials_ref -> (username, password)
@@ -109,9 +96,18 @@ class Rollout:
     async def run(self, *, group: str | None = None, site: str | None = None, address: str | None = None,
                   force: bool = False, on_done: Callable[[TargetOutcome], None] | None = None,
                   on_planned: Callable[[int], None] | None = None) -> RolloutReport:
-        due = await run_blocking(self.engine.targets.needing_delivery, kind=KIND, group=group, site=site, force=force)
-        if address is not None:
-            due = [(t, r) for t, r in due if t.address == address]
+        """Push to the due targets of the selection; `address` names one target (NotFound when there is none),
+        which is pushed even during its backoff. `force` pushes up-to-date targets too."""
+        named = None if address is None else [await self._target_at(address)]
+        plan = await run_blocking(self.engine.targets.plan, kind=KIND, group=group, site=site, target_ids=named,
+                                  force=force)
+        if named is not None:
+            due = plan.due + plan.waiting  # an operator asked for this target: the backoff does not hold it back
+            skipped = [SkippedTarget(target_id=t.id, address=t.address, reason=None) for t in plan.current]
+        else:
+            due = plan.due
+            skipped = [SkippedTarget(target_id=t.id, address=t.address, reason=r, until=t.next_attempt_at,
+                                     last_error=t.last_error) for t, r in plan.waiting]
         if on_planned is not None:
             on_planned(len(due))
         start = time.perf_counter()
@@ -124,9 +120,17 @@ class Rollout:
             return outcome
 
         outcomes = await asyncio.gather(*(one(t, r) for t, r in due))
-        delivered = sum(1 for o in outcomes if o.ok)
-        return RolloutReport(attempted=len(outcomes), delivered=delivered, failed=len(outcomes) - delivered,
-                             seconds=round(time.perf_counter() - start, 3), outcomes=list(outcomes))
+        count = {result: sum(1 for o in outcomes if o.result == result) for result in ("delivered", "not_applied")}
+        return RolloutReport(attempted=len(outcomes), delivered=count["delivered"], not_applied=count["not_applied"],
+                             failed=len(outcomes) - count["delivered"] - count["not_applied"],
+                             seconds=round(time.perf_counter() - start, 3), outcomes=list(outcomes), skipped=skipped)
+
+    async def _target_at(self, address: str) -> str:
+        targets = await run_blocking(self.engine.targets.list, kind=KIND)
+        found = next((t.id for t in targets if t.address == address), None)
+        if found is None:
+            raise NotFound(f"no push target with endpoint {address}")
+        return found
 
     async def push_one(self, target: DeliveryTarget, reason: str) -> TargetOutcome:
         """One target, start to finish; the result is recorded in the store either way.
@@ -140,11 +144,11 @@ class Rollout:
         try:
             trust = await run_blocking(self.engine.trustlists.get, target.group)
             username, password = self._credentials(target.credentials_ref)
-            session = {"username": username, "password": password, "trust_list": trust.content,
-                       "server_check": identity, **self._client, **self._reconnect}
+            session: dict[str, Any] = {"username": username, "password": password, "trust_list": trust.content,
+                                       "server_check": identity, **self._client, **self._reconnect}
             if target.delivered_serial is not None and not DeliveryTargets.needs_certificate(reason):
                 result: PushResult = await asyncio.wait_for(
-                    push_trust_list(target.address, **session), timeout=self._timeout_s)  # type: ignore[arg-type]
+                    push_trust_list(target.address, **session), timeout=self._timeout_s)
                 issued_serials.append(target.delivered_serial)
             else:
                 result = await asyncio.wait_for(self._push_certificate(target, session, issued_serials),
@@ -154,18 +158,28 @@ class Rollout:
         except Exception as exc:  # one PLC's failure, whatever it is, must not stop the fleet: record it, go on
             error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PushError) else str(exc)
             await run_blocking(self.engine.targets.record_failure, target.id, error=error, actor=self._actor)
-            return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=False, error=error,
-                                 first_contact_sha256=_first_contact(identity),
+            step, status = (exc.step, exc.status) if isinstance(exc, PushError) else (None, type(exc).__name__)
+            return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=False, result="failed",
+                                 error=error, step=step, status=status, first_contact_sha256=_first_contact(identity),
                                  seconds=round(time.perf_counter() - start, 3))
         serial = issued_serials[-1]
-        await run_blocking(self.engine.targets.record_success, target.id, serial=serial, trust_version=trust.version,
-                           actor=self._actor)
-        return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=True, serial=serial,
-                             trust_version=trust.version, trust_list_applied=result.trust_list_applied,
-                             first_contact_sha256=_first_contact(identity),
-                             seconds=round(time.perf_counter() - start, 3))
+        outcome = TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=True,
+                                result="delivered", serial=serial, trust_version=trust.version,
+                                trust_list_applied=result.trust_list_applied,
+                                first_contact_sha256=_first_contact(identity), seconds=0.0)
+        if result.trust_list_applied is False:
+            # The certificate went in; the trust list did not, though the PLC said Good: not delivered, due again.
+            updated = await run_blocking(self.engine.targets.record_trust_list_not_applied, target.id, serial=serial,
+                                         trust_version=trust.version, detail=result.not_applied_detail,
+                                         actor=self._actor)
+            outcome = outcome.model_copy(update={"ok": False, "result": "not_applied", "error": updated.last_error})
+        else:
+            await run_blocking(self.engine.targets.record_success, target.id, serial=serial,
+                               trust_version=trust.version, actor=self._actor)
+        return outcome.model_copy(update={"seconds": round(time.perf_counter() - start, 3)})
 
-    async def _push_certificate(self, target: DeliveryTarget, session: dict, issued_serials: list[str]) -> PushResult:
+    async def _push_certificate(self, target: DeliveryTarget, session: dict[str, Any],
+                                issued_serials: list[str]) -> PushResult:
         async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
             issued = await run_blocking(self.engine.authority.issue_from_csr, csr, owner_id=target.owner_id,
                                         actor=self._actor, delivered=False)

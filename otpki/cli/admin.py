@@ -1,14 +1,10 @@
 """init, ca, owners, crl, audit."""
 
-from __future__ import annotations
-
-import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import tomli_w
 import typer
-from rich.table import Table
 
 from otpki.cli.common import (
     EXIT_PROBLEM,
@@ -24,11 +20,11 @@ from otpki.cli.common import (
     settings,
     styled,
 )
-from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
-from otpki.runtime import open_engine
-from trustlists.bootstrap_allowlist import allow_list
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
-from trustlists.safe_files import write_secret
+
+if TYPE_CHECKING:  # for annotations only: nothing more imported when the CLI starts
+    from trustlists.engine import Engine
+    from trustlists.models import BootstrapPin, CARecord, Owner
 
 ca_app = typer.Typer(help="The CA hierarchy: list CAs, create issuing CAs.", no_args_is_help=True)
 owners_app = typer.Typer(help="Registered applications, devices and users.", no_args_is_help=True)
@@ -43,7 +39,7 @@ def init(
              "there)")] = None,
     site: Annotated[list[str] | None, typer.Option("--site", help="A plant site (repeatable)")] = None,
     organization: Annotated[str | None, typer.Option(help="Organization name in CA subjects")] = None,
-    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of \\[keys.pkcs11]")] = False,
+    hsm: Annotated[bool, typer.Option(help="Create CA keys in the PKCS#11 token of [keys.pkcs11]")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Create a data directory with an offline root CA and an issuing CA per certificate group.
@@ -51,11 +47,19 @@ def init(
     The CA key passphrase comes from OTPKI_CA_PASSPHRASE or OTPKI_CA_PASSPHRASE_FILE (never the command line);
     with --hsm the keys are created in the token and the PIN comes from OTPKI_HSM_PIN.
     """
+    import tomllib
+
+    import tomli_w
+
+    from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
+    from otpki.runtime import open_engine
+    from trustlists.safe_files import write_secret
+
     s = settings(must_exist=False)
     data_dir = s.data_dir
     if (data_dir / "otpki.db").exists():
         raise AlreadyExists(f"{data_dir} is already initialised; use `otpki ca list` to see its CAs")
-    data: dict = {}
+    data: dict[str, Any] = {}
     if config is not None:
         try:
             data = tomllib.loads(config.read_text())
@@ -63,7 +67,7 @@ def init(
             raise InvalidInput(f"config file {config} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"{config} is not valid TOML: {exc}") from None
-    overrides: dict = {}
+    overrides: dict[str, Any] = {}
     if hsm:
         overrides["keys"] = {"backend": "pkcs11"}
     if organization:
@@ -92,11 +96,13 @@ def init(
     _print_cas(cas)
 
 
-def _ca_json(ca) -> dict:  # type: ignore[no-untyped-def]
+def _ca_json(ca: "CARecord") -> dict[str, Any]:
     return ca.model_dump(mode="json", exclude={"certificate_der"})
 
 
-def _print_cas(cas) -> None:  # type: ignore[no-untyped-def]
+def _print_cas(cas: "Iterable[CARecord]") -> None:
+    from rich.table import Table
+
     table = Table("id", "name", "group", "site", "key", "backend", "valid until", "active")
     for ca in cas:
         table.add_row(ca.id, ca.name, ca.group or "-", ca.site or "-", ca.key_type.value, ca.key_backend,
@@ -135,7 +141,7 @@ def owners_add(
     uri: Annotated[str | None, typer.Option(help="ApplicationUri (OPC UA applications)")] = None,
     dns: Annotated[list[str] | None, typer.Option("--dns", help="Registered DNS name (repeatable)")] = None,
     ip: Annotated[list[str] | None, typer.Option("--ip", help="Registered IP address (repeatable)")] = None,
-    site: Annotated[str | None, typer.Option(help="Plant site (one of \\[pki] sites)")] = None,
+    site: Annotated[str | None, typer.Option(help="Plant site (one of [pki] sites)")] = None,
     bootstrap_cn: Annotated[list[str] | None, typer.Option(
         "--bootstrap-cn", help="MQTT devices: subject CN of the manufacturer IDevID that may enroll this device "
                                "(repeatable)")] = None,
@@ -146,12 +152,13 @@ def owners_add(
 ) -> None:
     """Register an application, device or user in GROUP so certificates can be issued to it."""
     with engine() as (eng, s):
-        attributes = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
+        entries = _bootstrap_entries(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
+        attributes: dict[str, object] = {"bootstrap": entries} if entries else {}
         owner = eng.registry.register(group=group, name=name, site=site, application_uri=uri, dns_names=dns or [],
                                       ip_addresses=ip or [], actor=s.actor(), attributes=attributes)
         unanchored = [fp for o, fp in eng.bootstrap.unanchored_fingerprints(group) if o.id == owner.id]
     console.print(line(f"registered {owner.kind.value} ", styled(name, "bold"), f" in {group} (id {owner.id})"))
-    for entry in attributes.get("bootstrap", []):
+    for entry in entries:
         console.print(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}",
                       highlight=False)
     warn_unanchored(group, unanchored)
@@ -166,11 +173,11 @@ def warn_unanchored(group: str, fingerprints: list[str]) -> None:
                                "broker listener refuses it in the TLS handshake"), highlight=False, soft_wrap=True)
 
 
-def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: ignore[no-untyped-def]
-                          fingerprints: list[str]) -> dict[str, object]:
+def _bootstrap_entries(eng: "Engine", group: str, name: str, cns: list[str],
+                       fingerprints: list[str]) -> list[dict[str, str]]:
     """`attributes["bootstrap"]` for an MQTT device: the allow-list the enrollment service and the broker read."""
     if not cns and not fingerprints:
-        return {}
+        return []
     if "mqtt" not in eng.config.group(group).fronts:
         raise InvalidInput(f"--bootstrap-cn/--bootstrap-sha256 are for MQTT device groups; {group} has no MQTT "
                            "front ([pki.groups.<group>.fronts.mqtt])", reason="bootstrap_not_mqtt_group")
@@ -185,6 +192,8 @@ def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: i
             raise InvalidInput(f"--bootstrap-cn {cn!r} is a registered name in {group}; an IDevID with that CN "
                                "would act as that identity on Mosquitto", reason="bootstrap_cn_is_registered_name")
         for other in owners:
+            from trustlists.bootstrap_allowlist import allow_list
+
             if any(entry.subject_cn == cn for entry in allow_list(other)):
                 raise InvalidInput(f"--bootstrap-cn {cn!r} already belongs to {other.name}",
                                    reason="bootstrap_cn_ambiguous")
@@ -195,7 +204,7 @@ def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: i
             raise InvalidInput(f"--bootstrap-sha256 {fp!r} is not a SHA-256 fingerprint (64 hex digits)",
                                reason="bad_bootstrap_sha256")
         entries.append({"sha256": norm})
-    return {"bootstrap": entries}
+    return entries
 
 
 @owners_app.command("list")
@@ -212,6 +221,8 @@ def owners_list(group: GroupOption = None,
         print_json([{**o.model_dump(mode="json"),
                      "bootstrap_pin": pins[o.id].model_dump(mode="json") if o.id in pins else None} for o in owners])
         return
+    from rich.table import Table
+
     table = Table("name", "kind", "group", "site", "application uri", "bootstrap", "id")
     for o in owners:
         table.add_row(o.name, o.kind.value, o.group, o.site or "-", o.application_uri or "-",
@@ -219,8 +230,10 @@ def owners_list(group: GroupOption = None,
     console.print(table)
 
 
-def _bootstrap_state(owner, pin) -> str:  # type: ignore[no-untyped-def]
+def _bootstrap_state(owner: "Owner", pin: "BootstrapPin | None") -> str:
     """"pinned <sha256 prefix>" once enrolled with a bootstrap certificate, "armed" while it may enroll."""
+    from trustlists.bootstrap_allowlist import allow_list
+
     if pin is not None:
         return f"pinned {pin.fingerprint_sha256[:16]}…"
     return "armed" if allow_list(owner) else "-"
@@ -244,10 +257,10 @@ def owners_rearm(
         owner = eng.registry.find(group, name=name)
         if owner is None:
             raise NotFound(f"{name!r} is not registered in group {group}", reason="unknown_owner")
-        allow = None
+        allow: list[dict[str, str]] | None = None
         if bootstrap_cn or bootstrap_sha256:
-            allow = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])["bootstrap"]
-        released = eng.bootstrap.rearm(owner.id, actor=s.actor(), allow=allow)  # type: ignore[arg-type]
+            allow = _bootstrap_entries(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
+        released = eng.bootstrap.rearm(owner.id, actor=s.actor(), allow=allow)
         unanchored = [fp for o, fp in eng.bootstrap.unanchored_fingerprints(group) if o.id == owner.id]
     if released is not None:
         console.print(line("re-armed ", styled(name, "bold"), f": released the pin to {released.subject} "
@@ -255,7 +268,7 @@ def owners_rearm(
     else:
         console.print(line(f"{name} was not pinned"), highlight=False)
     if allow is not None:
-        for entry in allow:  # type: ignore[attr-defined]
+        for entry in allow:
             console.print(line(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}"),
                           highlight=False)
     warn_unanchored(group, unanchored)
@@ -304,6 +317,8 @@ def audit_log(json_out: JsonFlag = False,
     if json_out:
         print_json([r.model_dump(mode="json") for r in records])
         return
+    from rich.table import Table
+
     table = Table("seq", "at", "actor", "action", "subject")
     for r in records:
         table.add_row(str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.subject)

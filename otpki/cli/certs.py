@@ -1,15 +1,10 @@
 """certs issue/renew/revoke/list/show and batch sign."""
 
-from __future__ import annotations
-
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from otpki.cli.common import (
     EXIT_PROBLEM,
@@ -22,19 +17,28 @@ from otpki.cli.common import (
     err_console,
     handle_errors,
     parse_duration,
+    print_columns,
     print_json,
     read_input_file,
     write_output_file,
 )
-from trustlists.batch import csr_files, sign_directory
+from trustlists.enums import CertificateStatus, KeyType
 from trustlists.errors import NotFound
-from trustlists.models import CertificateRecord, CertificateStatus, IssuedCertificate, KeyType, RevocationReason
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from trustlists.authority import KeyFormat
+    from trustlists.models import CertificateRecord, IssuedCertificate
 
 certs_app = typer.Typer(help="Issue, renew, revoke and inspect certificates.", no_args_is_help=True)
 batch_app = typer.Typer(help="Offline batch issuance for factory lines.", no_args_is_help=True)
 
 
-def _pem_chain(issued: IssuedCertificate) -> bytes:
+def _pem_chain(issued: "IssuedCertificate") -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     return b"".join(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM)
                     for d in [issued.certificate_der, *issued.chain_der])
 
@@ -45,7 +49,7 @@ def _password(password_file: Path | None) -> str | None:
     return read_input_file(password_file, "password file").decode().strip()
 
 
-def _write_issued(issued: IssuedCertificate, out: Path | None, key_out: Path | None) -> None:
+def _write_issued(issued: "IssuedCertificate", out: Path | None, key_out: Path | None) -> None:
     pem = _pem_chain(issued)
     if out is not None:
         write_output_file(out, pem)
@@ -84,7 +88,7 @@ def issue(
             issued = eng.authority.issue_from_csr(read_input_file(csr, "CSR"), owner_id=o.id, actor=s.actor())
         else:
             issued = eng.authority.issue_with_new_key(owner_id=o.id, actor=s.actor(), key_type=key_type,
-                                                      key_format=key_format,  # type: ignore[arg-type]
+                                                      key_format=_key_format(key_format),
                                                       password=_password(password_file))
     _write_issued(issued, out, key_out)
 
@@ -108,7 +112,8 @@ def renew(
         old = eng.inventory.get(serial)
         issued = eng.authority.renew(
             old.serial, actor=s.actor(), csr=read_input_file(csr, "CSR") if csr else None, new_key=new_key,
-            key_type=key_type, key_format=key_format, password=_password(password_file))  # type: ignore[arg-type]
+            key_type=key_type, key_format=_key_format(key_format) if new_key else "pem",
+            password=_password(password_file))
     _write_issued(issued, out, key_out)
 
 
@@ -120,13 +125,27 @@ def revoke(
                                              "cessation-of-operation, affiliation-changed, ...")] = "unspecified",
 ) -> None:
     """Revoke a certificate (or an issuing CA by its serial); publishes the new CRL and trust lists."""
+    from trustlists.models import RevocationReason
+
     r = RevocationReason.parse(reason)
     with engine() as (eng, s):
         eng.authority.revoke(serial, reason=r, actor=s.actor())
     console.print(f"revoked {serial} ({r.name.lower().replace('_', '-')})")
 
 
-def _row_json(rec: CertificateRecord, now) -> dict:  # type: ignore[no-untyped-def]
+def _key_format(value: str) -> "KeyFormat":
+    """--key-format as the engine types it (the engine refuses other values with this same message)."""
+    from trustlists.authority import KeyFormat
+
+    for known in typing.get_args(KeyFormat):
+        if value == known:
+            return known
+    from trustlists.errors import InvalidInput
+
+    raise InvalidInput(f"private key format must be 'pem' or 'pkcs12', not {value!r}")
+
+
+def _row_json(rec: "CertificateRecord", now: "datetime") -> dict[str, Any]:
     data = rec.model_dump(mode="json", exclude={"der"})
     data["status"] = rec.status_at(now).value
     return data
@@ -150,18 +169,20 @@ def list_(
         if owner is not None:
             found = eng.registry.find(group, name=owner) if group else None
             owner_id = found.id if found else owner
-        rows = eng.inventory.query(status=status, group=group, site=site, owner_id=owner_id,
-                                   expiring_within=window, limit=limit)
-        now = eng.now()
+        if json_out:
+            rows = eng.inventory.query(status=status, group=group, site=site, owner_id=owner_id,
+                                       expiring_within=window, limit=limit)
+            now = eng.now()
+        else:  # the table needs no full records (10k of them take as long as the rest of the command)
+            lines = eng.inventory.listing(status=status, group=group, site=site, owner_id=owner_id,
+                                          expiring_within=window, limit=limit)
     if json_out:
         print_json([_row_json(r, now) for r in rows])
         return
-    table = Table("serial", "subject", "group", "site", "status", "not after", "issuance")
-    for r in rows:
-        table.add_row(r.serial[:16] + "…", r.subject, r.group, r.site or "-", r.status_at(now).value,
-                      f"{r.not_after:%Y-%m-%d}", r.issuance.value)
-    console.print(table)
-    console.print(f"{len(rows)} certificates")
+    print_columns(("serial", "subject", "group", "site", "status", "not after", "issuance"),
+                  [(r.serial, r.subject, r.group, r.site or "-", r.status.value, r.not_after.date().isoformat(),
+                    r.issuance.value) for r in lines])
+    typer.echo(f"{len(lines)} certificates")
 
 
 @certs_app.command("show")
@@ -174,12 +195,17 @@ def show(serial: SerialArg, pem: Annotated[bool, typer.Option(help="Print the ce
         now = eng.now()
     assert rec.der is not None
     if pem:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
         typer.echo(x509.load_der_x509_certificate(rec.der).public_bytes(Encoding.PEM).decode(), nl=False)
         return
     data = _row_json(rec, now)
     if json_out:
         print_json(data)
         return
+    from rich.table import Table
+
     table = Table(show_header=False)
     for key, value in data.items():
         table.add_row(key, str(value))
@@ -201,12 +227,16 @@ def batch_sign(
     key already has an active certificate for its device gets that certificate back ("reused"), and every
     certificate file is written again from the inventory.
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from trustlists.batch import csr_files, sign_directory
+
     if not in_dir.is_dir():
         raise ValueError(f"{in_dir} is not a directory")
     with engine() as (eng, s):
         eng.config.group(group)
         files = csr_files(in_dir)
-        with Progress(TextColumn("signing"), BarColumn(), MofNCompleteColumn(), console=err_console,
+        with Progress(TextColumn("signing"), BarColumn(), MofNCompleteColumn(), console=err_console.rich,
                       disable=json_out) as progress:
             task = progress.add_task("batch", total=len(files))
             report = sign_directory(eng, in_dir, out_dir, group=group, site=site, actor=s.actor(),
@@ -216,6 +246,8 @@ def batch_sign(
     else:
         console.print(f"{report.issued} issued, {report.reused} reused, {report.failed} failed")
         if report.failed:
+            from rich.table import Table
+
             table = Table("file", "reason", "error")
             for item in report.items:
                 if not item.ok:

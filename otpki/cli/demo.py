@@ -1,8 +1,5 @@
 """`otpki demo`: the whole plant, one command."""
 
-from __future__ import annotations
-
-import asyncio
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,6 +28,8 @@ def demo(
     ./demo-data) is wiped only if an earlier demo made it, and is left for `otpki certs list` and
     `otpki trustlist show`.
     """
+    import asyncio
+
     from otpki.demo import run_demo
 
     data_dir = state.data_dir or Path("demo-data")

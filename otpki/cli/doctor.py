@@ -1,11 +1,8 @@
 """`otpki doctor`: check a deployment and exit non-zero when something needs an operator."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from otpki.cli.common import (
     EXIT_PROBLEM,
@@ -17,9 +14,8 @@ from otpki.cli.common import (
     print_json,
     styled,
 )
-from otpki.doctor import examine, mqtt_checks, secret_checks
 
-_LEVEL = {"ok": styled("ok", "green"), "warn": styled("warn", "yellow"), "fail": styled("FAIL", "bold red")}
+_LEVEL = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "bold red")}
 
 
 @handle_errors
@@ -30,6 +26,8 @@ def doctor(
     json_out: JsonFlag = False,
 ) -> None:
     """Check CA keys, CRLs, expiring certificates, push targets and the audit log; exit 1 on any failure."""
+    from otpki.doctor import examine, mqtt_checks, secret_checks
+
     window = parse_duration(expiring)
     with engine() as (eng, settings):
         report = examine(eng, expiry_window=window, probe_targets=probe,
@@ -38,10 +36,12 @@ def doctor(
         print_json({"failures": len(report.failures), "warnings": len(report.warnings),
                     "findings": [f.model_dump() for f in report.findings]})
     else:
+        from rich.table import Table
+
         table = Table("check", "subject", "level", "detail")
         for f in report.findings:
             if show_ok or f.level != "ok":
-                table.add_row(f.check, f.subject, _LEVEL[f.level], f.detail)
+                table.add_row(f.check, f.subject, styled(*_LEVEL[f.level]), f.detail)
         if table.row_count:
             console.print(table)
         console.print(f"{len(report.failures)} failure(s), {len(report.warnings)} warning(s), "

@@ -1,22 +1,15 @@
 """gds serve: run the OPC UA Global Discovery Server; users hash-password: make a password hash for otpki.toml."""
 
-from __future__ import annotations
-
-import asyncio
-import getpass
-import signal
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opcua_gds.access import hash_password
-from opcua_gds.endpoint_url import parse_opc_tcp_url
-from opcua_gds.gds.server import GdsServer
 from otpki.cli.common import console, engine, handle_errors, settings
-from otpki.config import CONFIG_FILE
-from otpki.listen import Listen
-from trustlists.maintenance import run_maintenance
+
+if TYPE_CHECKING:
+    from opcua_gds.gds.server import GdsServer
+    from otpki.listen import Listen
 
 gds_app = typer.Typer(help="The OPC UA Global Discovery Server (OPC 10000-12).", no_args_is_help=True)
 users_app = typer.Typer(help="GDS users (configured in the gds.access table of otpki.toml).", no_args_is_help=True)
@@ -30,6 +23,13 @@ def serve(
     maintenance_interval: Annotated[float, typer.Option(help="Seconds between CRL/revocation upkeep")] = 300.0,
 ) -> None:
     """Serve the GDS until interrupted (SIGINT/SIGTERM)."""
+    import asyncio
+
+    from opcua_gds.endpoint_url import parse_opc_tcp_url
+    from opcua_gds.gds.server import GdsServer
+    from otpki.config import CONFIG_FILE
+    from otpki.listen import Listen
+
     if not maintenance_interval > 0:
         raise ValueError(f"--maintenance-interval must be more than 0 seconds, not {maintenance_interval:g}")
     s = settings()
@@ -45,7 +45,12 @@ def serve(
         asyncio.run(_serve(GdsServer(eng, gds_settings, s.data_dir / "gds"), maintenance_interval, listen))
 
 
-async def _serve(gds: GdsServer, interval: float, listen: Listen) -> None:
+async def _serve(gds: "GdsServer", interval: float, listen: "Listen") -> None:
+    import asyncio
+    import signal
+
+    from trustlists.maintenance import run_maintenance
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,6 +71,10 @@ async def _serve(gds: GdsServer, interval: float, listen: Listen) -> None:
 @users_app.command("hash-password")
 def hash_password_cmd() -> None:
     """Read a password (prompt, or stdin when piped) and print the hash for a gds.access.users entry."""
+    import getpass
+
+    from opcua_gds.access import hash_password
+
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
     if not password:
         raise typer.Exit(2)

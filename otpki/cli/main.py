@@ -1,7 +1,5 @@
 """`otpki`: certificate management for operational technology."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +7,6 @@ import typer
 
 from otpki.cli import admin, certs, demo, doctor, gds, mqtt, push, requests, trust
 from otpki.cli.common import state
-from otpki.config_paths import absolute
 
 app = typer.Typer(
     name="otpki",
@@ -17,6 +14,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Click's plain help and usage errors: typer's rich panels import rich's console, markdown and traceback
+    # modules, which alone take longer than the rest of `otpki --help` (bench/cli_startup.py).
+    rich_markup_mode=None,
 )
 
 
@@ -26,6 +26,8 @@ def main(
         "--data-dir", "-d", envvar="OTPKI_DATA_DIR",
         help="Data directory (database, encrypted CA keys, otpki.toml). Default: ./otpki-data")] = None,
 ) -> None:
+    from otpki.config_paths import absolute
+
     # Absolute from here on: worker processes and generated broker configs must not depend on a cwd.
     state.data_dir = absolute(data_dir) if data_dir is not None else None
 

@@ -9,21 +9,13 @@ Both brokers get the same enrollment service: an MQTT client with its own engine
 `[mqtt] service_name` with `attributes["role"] = "enrollment-service"`), renewed here when it is due.
 """
 
-from __future__ import annotations
-
-import asyncio
-import contextlib
 import logging
-import signal
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import SecretStr
-from rich.text import Text
 
-from mqtt_broker_auth.tls_identity import ensure_tls_identity, mosquitto_owner_name, server_ca_pem
 from otpki.cli.common import (
     EXIT_PROBLEM,
     console,
@@ -35,14 +27,20 @@ from otpki.cli.common import (
     styled,
     write_output_file,
 )
-from otpki.config import CONFIG_FILE, Settings
-from otpki.listen import Listen
-from otpki.runtime import open_engine
-from trustlists.blocking import run_blocking
-from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
-from trustlists.models import OwnerRole
-from trustlists.safe_files import write_public
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from rich.text import Text
+
+    from otpki.config import Settings
+    from otpki.listen import Listen
+    from trustlists.engine import Engine
+
+if TYPE_CHECKING:  # for annotations only: the Mosquitto modules are imported where they are used
+    from mqtt_broker_auth.mosquitto.config import MosquittoSettings
+    from mqtt_broker_auth.mosquitto.sync import SyncReport
 
 mqtt_app = typer.Typer(help="MQTT devices: the embedded broker, an operator's Mosquitto, enrollment over MQTT.",
                        no_args_is_help=True)
@@ -54,12 +52,15 @@ _log = logging.getLogger(__name__)
 
 # -- shared pieces ----------------------------------------------------------------------------------------------
 
-def _mqtt_dir(s: Settings) -> Path:
+def _mqtt_dir(s: "Settings") -> Path:
     return s.data_dir / "mqtt"
 
 
-def ensure_service_identity(eng: Engine, s: Settings, directory: Path) -> tuple[Path, Path]:
+def ensure_service_identity(eng: "Engine", s: "Settings", directory: Path) -> tuple[Path, Path]:
     """The enrollment service's certificate and key files: reused while valid, else (re)issued. Blocking."""
+    from mqtt_broker_auth.tls_identity import ensure_tls_identity
+    from trustlists.models import OwnerRole
+
     cfg = s.file.mqtt
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_file, key_file = directory / "service.crt", directory / "service.key"
@@ -74,7 +75,11 @@ def ensure_service_identity(eng: Engine, s: Settings, directory: Path) -> tuple[
     return cert_file, key_file
 
 
-async def _keep_crls_fresh(eng: Engine, actor: str) -> None:
+async def _keep_crls_fresh(eng: "Engine", actor: str) -> None:
+    import asyncio
+
+    from trustlists.blocking import run_blocking
+
     while True:
         await asyncio.sleep(CRL_REFRESH_EVERY_S)
         try:
@@ -83,7 +88,10 @@ async def _keep_crls_fresh(eng: Engine, actor: str) -> None:
             _log.exception("CRL refresh failed")
 
 
-def _stop_event() -> asyncio.Event:
+def _stop_event() -> "asyncio.Event":
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,12 +99,12 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _say(text: str | Text) -> None:
+def _say(text: "str | Text") -> None:
     # soft_wrap: one line per message whatever the width, so logs and scripts can read it
     console.print(text, highlight=False, soft_wrap=True)
 
 
-def _say_err(text: str | Text) -> None:
+def _say_err(text: "str | Text") -> None:
     err_console.print(text, highlight=False, soft_wrap=True)
 
 
@@ -109,11 +117,16 @@ def _logging() -> None:
 @mqtt_app.command("serve")
 @handle_errors
 def serve(
-    host: Annotated[str | None, typer.Option(help="Listen address (default: \\[mqtt] host)")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port (default: \\[mqtt] port)")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: [mqtt] host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: [mqtt] port)")] = None,
     enrollment: Annotated[bool, typer.Option(help="Run the enrollment service on the broker")] = True,
 ) -> None:
     """Run the embedded MQTT broker (mTLS, per-device ACLs, live revocation) until SIGINT or SIGTERM."""
+    import asyncio
+
+    from otpki.config import CONFIG_FILE
+    from otpki.listen import Listen
+
     s = settings()
     given = host is not None or port is not None
     listen = Listen(s.file.mqtt.host if host is None else host, s.file.mqtt.port if port is None else port,
@@ -124,9 +137,15 @@ def serve(
     asyncio.run(_serve(s, listen, enrollment))
 
 
-async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
+async def _serve(s: "Settings", listen: "Listen", with_enrollment: bool) -> None:
+    import asyncio
+    import contextlib
+
     from mqtt_broker_auth.embedded.broker import EmbeddedBroker
     from mqtt_broker_auth.enrollment.service import EnrollmentService
+    from otpki.runtime import open_engine
+    from trustlists.blocking import run_blocking
+    from trustlists.safe_files import write_public
 
     cfg = s.file.mqtt
     eng = open_engine(s)
@@ -168,8 +187,10 @@ async def _serve(s: Settings, listen: Listen, with_enrollment: bool) -> None:
 
 # -- Mosquitto ------------------------------------------------------------------------------------------------------
 
-def mosquitto_settings(s: Settings, workdir: Path | None = None, *, password: bool = True):  # type: ignore[no-untyped-def]
+def mosquitto_settings(s: "Settings", workdir: Path | None = None, *, password: bool = True) -> "MosquittoSettings":
     """The library's MosquittoSettings from [mqtt.mosquitto]; the admin password from its file or env."""
+    from pydantic import SecretStr
+
     from mqtt_broker_auth.mosquitto.config import MosquittoSettings
 
     m = s.file.mqtt.mosquitto
@@ -189,15 +210,18 @@ def mosquitto_settings(s: Settings, workdir: Path | None = None, *, password: bo
 @mqtt_app.command("mosquitto-config")
 @handle_errors
 def mosquitto_config(
-    out: Annotated[Path | None, typer.Option(help="Directory for the broker's files (default: \\[mqtt.mosquitto] "
+    out: Annotated[Path | None, typer.Option(help="Directory for the broker's files (default: [mqtt.mosquitto] "
                                                   "workdir)")] = None,
     reset_dynsec: Annotated[bool, typer.Option(help="Rewrite the dynsec file even if it exists (drops every "
                                                     "client; `otpki mqtt sync` recreates them)")] = False,
 ) -> None:
     """Write mosquitto.conf, the server certificate, cafile/crlfile and the dynsec file for your Mosquitto."""
+    from mqtt_broker_auth.broker_names import mosquitto_owner_name
     from mqtt_broker_auth.mosquitto.config import render_config
     from mqtt_broker_auth.mosquitto.dynsec_file import write_dynsec_file
     from mqtt_broker_auth.mosquitto.process import provision_broker
+    from mqtt_broker_auth.tls_identity import server_ca_pem
+    from trustlists.safe_files import write_public
 
     s = settings()
     ms = mosquitto_settings(s, out)
@@ -227,12 +251,14 @@ def mosquitto_config(
 @mqtt_app.command("sync")
 @handle_errors
 def sync(
-    workdir: Annotated[Path | None, typer.Option(help="The broker's directory (default: \\[mqtt.mosquitto] "
+    workdir: Annotated[Path | None, typer.Option(help="The broker's directory (default: [mqtt.mosquitto] "
                                                       "workdir)")] = None,
     once: Annotated[bool, typer.Option(help="One sync pass, then exit (1 if the new files were refused)")] = False,
     enrollment: Annotated[bool, typer.Option(help="Run the enrollment service on the broker")] = True,
 ) -> None:
     """Keep Mosquitto's cafile/crlfile and dynsec ACLs in step with the engine, kick revoked devices."""
+    import asyncio
+
     s = settings()
     _logging()
     ms = mosquitto_settings(s, workdir)
@@ -253,13 +279,15 @@ def sync(
     asyncio.run(_sync_forever(s, ms, enrollment))  # an unreachable broker (OSError): handle_errors, one line
 
 
-def _reload(s: Settings):  # type: ignore[no-untyped-def]
+def _reload(s: "Settings") -> "Callable[[], None] | None":
     """How the sync tells Mosquitto to reload: the configured command, else SIGHUP via the pid file."""
     command = s.file.mqtt.mosquitto.reload_command
     if not command:
         return None  # MosquittoSync's default: hup_from_pid_file
 
     def run() -> None:
+        import subprocess
+
         try:
             res = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -270,8 +298,9 @@ def _reload(s: Settings):  # type: ignore[no-untyped-def]
     return run
 
 
-async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
+async def _sync_once(s: "Settings", ms: "MosquittoSettings") -> "SyncReport":
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
+    from otpki.runtime import open_engine
 
     eng = open_engine(s)
     syncer = MosquittoSync(eng, ms, s.file.mqtt.group, reload=_reload(s))
@@ -282,10 +311,17 @@ async def _sync_once(s: Settings, ms):  # type: ignore[no-untyped-def]
         eng.close()
 
 
-async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type: ignore[no-untyped-def]
+async def _sync_forever(s: "Settings", ms: "MosquittoSettings", with_enrollment: bool) -> None:
+    import asyncio
+    import contextlib
+
     from mqtt_broker_auth.embedded.broker import EmbeddedBroker
     from mqtt_broker_auth.enrollment.service import EnrollmentService
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
+    from mqtt_broker_auth.tls_identity import server_ca_pem
+    from otpki.runtime import open_engine
+    from trustlists.blocking import run_blocking
+    from trustlists.safe_files import write_public
 
     cfg = s.file.mqtt
     m = cfg.mosquitto
@@ -351,6 +387,8 @@ async def _sync_forever(s: Settings, ms, with_enrollment: bool) -> None:  # type
 @handle_errors
 def ca_file(out: Annotated[Path, typer.Option(help="Where to write the PEM file")]) -> None:
     """Write the CA file a device needs to verify the broker's TLS certificate."""
+    from mqtt_broker_auth.tls_identity import server_ca_pem
+
     cfg = settings().file.mqtt
     with engine() as (eng, _):
         pem = server_ca_pem(eng, cfg.broker_group)

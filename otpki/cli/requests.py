@@ -1,21 +1,21 @@
 """requests list/approve/reject: the administrator's side of certificate requests that wait for approval."""
 
-from __future__ import annotations
-
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Column, Table
 
 from otpki.cli.common import console, engine, handle_errors, print_json
+from trustlists.enums import RequestStatus
 from trustlists.errors import RequestNotFound
-from trustlists.requests import CertificateRequest, RequestKind, RequestStatus
+
+if TYPE_CHECKING:
+    from trustlists.requests import CertificateRequest
 
 requests_app = typer.Typer(help="Certificate requests waiting for approval: list, approve, reject.",
                            no_args_is_help=True)
 
 
-def _json(req: CertificateRequest, owner_name: str | None) -> dict:  # type: ignore[type-arg]
+def _json(req: "CertificateRequest", owner_name: str | None) -> dict[str, Any]:
     data = req.model_dump(mode="json", exclude={"csr_der"})
     data["owner"] = owner_name
     return data
@@ -39,6 +39,10 @@ def list_(
     if json_out:
         print_json([_json(r, names.get(r.owner_id)) for r in reqs])
         return
+    from rich.table import Column, Table
+
+    from trustlists.requests import RequestKind
+
     # The id is copied from here into `approve`/`reject`: never cut it.
     table = Table(Column("id", no_wrap=True, min_width=36), Column("status", no_wrap=True, min_width=8), "kind",
                   "group", "owner", "submitted", "serial / reason")

@@ -1,16 +1,11 @@
 """trustlist show/export/import/remove."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from mqtt_broker_auth.mosquitto.bundle import write_mosquitto_files
-from opcua_gds.trustlist_binary import encode_trustlist
 from otpki.cli.common import (
     GroupArg,
     JsonFlag,
@@ -23,7 +18,6 @@ from otpki.cli.common import (
     styled,
     write_output_file,
 )
-from trustlists.exports import trustlist_to_json, write_pki_folders
 
 trustlist_app = typer.Typer(help="Versioned trust lists per certificate group.", no_args_is_help=True)
 
@@ -44,6 +38,10 @@ class ListName(StrEnum):
 @handle_errors
 def show(group: GroupArg, json_out: JsonFlag = False) -> None:
     """Show a group's current trust list: version, content hash and every certificate and CRL."""
+    from rich.table import Table
+
+    from trustlists.exports import trustlist_to_json
+
     with engine() as (eng, _):
         tl = eng.trustlists.get(group)
     data = trustlist_to_json(tl)
@@ -75,6 +73,10 @@ def export(
     The Mosquitto files hold the engine's own CAs only: Mosquitto takes a certificate's CN as the identity
     whoever issued it, so an imported (manufacturer) CA there could mint any device's or service's name.
     """
+    from mqtt_broker_auth.mosquitto.bundle import write_mosquitto_files
+    from opcua_gds.trustlist_binary import encode_trustlist
+    from trustlists.exports import trustlist_to_json, write_pki_folders
+
     with engine() as (eng, _):
         # Mosquitto maps certificate CN -> identity without asking the engine: only the engine's CAs go there.
         tl = eng.trustlists.get(group, imported=fmt is not ExportFormat.mosquitto)

@@ -2,7 +2,10 @@
 
 node-opcua deviations from OPC 10000-12 met here (and how the client copes):
 - TrustList Write + CloseAndUpdate answer Good but change nothing: push_certificate reads the trust list
-  back after the reconnect and reports trust_list_applied=False (step verify_trust_list "NotApplied").
+  back after the reconnect and reports trust_list_applied=False (step verify_trust_list "NotApplied"); a
+  rollout records the target as not applied, due again.
+- A refused OpenSecureChannel comes as an ERR message laid out as an OPN chunk holding a ServiceFault: the
+  client reads its status (opcua_gds/_asyncua_compat.py, read_channel_refusals).
 - UpdateCertificate does not check that the issuer certificates are in the TrustList, and only the leaf
   is installed (the endpoint presents no chain).
 - CreateSigningRequest ignores CertificateTypeId; with an empty SubjectName it reuses the current subject.
@@ -25,10 +28,13 @@ from opcua_gds.push.client import (
     fingerprint,
     push_certificate,
 )
+from opcua_gds.push.rollout import KIND, Rollout
 from opcua_gds.push.server_identity import TargetServerIdentity
 from opcua_gds.testing import issue_app_identity
-from tests.interop.conftest import ADMIN, OPERATOR, NodePeer
+from otpki.doctor import examine
+from tests.interop.conftest import ADMIN, OPERATOR, PEER_APP_URI, NodePeer
 from trustlists.models import TrustListContent
+from trustlists.targets import TargetState
 
 
 def _session(peer: NodePeer, user: tuple[str, str], mode: ua.MessageSecurityMode
@@ -160,7 +166,11 @@ async def test_unseeded_client_is_rejected_and_listed(node_peer: NodePeer, tmp_p
                                    username=ADMIN[0], password=ADMIN[1],
                                    server_check=expect_certificate(node_peer.server_sha256))
     except PushError as exc:
-        assert exc.step == "connect"
+        # node-opcua refuses OpenSecureChannel with an ERR message in its own layout: the status and its reason
+        # must come through, not "connection lost".
+        assert (exc.step, exc.status, exc.code) == ("connect", "BadSecurityChecksFailed",
+                                                    ua.StatusCodes.BadSecurityChecksFailed), exc
+        assert "The server's reason: certificate invalid" in exc.detail
     else:
         raise AssertionError("an unknown client certificate was accepted")
     client = await _session(node_peer, ADMIN)
@@ -168,3 +178,35 @@ async def test_unseeded_client_is_rejected_and_listed(node_peer: NodePeer, tmp_p
         assert stranger.cert_der in await PushClient(client).get_rejected_list()
     finally:
         await client.disconnect()
+
+
+async def test_a_rollout_reports_the_trust_list_node_opcua_did_not_apply(node_peer: NodePeer) -> None:
+    """node-opcua answers Good to the trust list and keeps its own: the rollout says so, the target stays due,
+    `otpki doctor` warns, and naming the target pushes it again during its backoff."""
+    engine = node_peer.engine
+    owner = engine.registry.register(group="opcua-application", name="node-opcua-peer", application_uri=PEER_APP_URI,
+                                     dns_names=["localhost"], ip_addresses=["127.0.0.1"], actor="test")
+    target = engine.targets.add(owner_id=owner.id, kind=KIND, address=node_peer.endpoint, credentials_ref="admin",
+                                actor="test", pin_sha256=node_peer.server_sha256)
+    rollout = Rollout(engine, client_cert_path=node_peer.client.cert_path, client_key_path=node_peer.client.key_path,
+                      client_app_uri=node_peer.client.application_uri, credentials=lambda _ref: ADMIN,
+                      reconnect_attempts=20, reconnect_delay_s=0.5, timeout_s=90)
+    version = engine.trustlists.get("opcua-application").version
+
+    report = await rollout.run()
+    [outcome] = report.outcomes
+    assert (report.delivered, report.not_applied, report.failed) == (0, 1, 0), outcome
+    assert (outcome.result, outcome.trust_list_applied) == ("not_applied", False)
+    assert outcome.error is not None and outcome.error.startswith(f"trust list v{version} written but not applied: "
+                                                                  "the server answered Good but reads back")
+    listed = engine.targets.get(target.id)
+    assert (listed.state, listed.delivered_serial, listed.delivered_trust_version) == (
+        TargetState.NOT_APPLIED, outcome.serial, None)  # its certificate is ours; no trust list of ours is
+    [finding] = [f for f in examine(engine).findings if f.check == "push-target"]
+    assert finding.level == "warn" and node_peer.endpoint in finding.subject
+    assert finding.detail.startswith(f"node-opcua-peer: trust list v{version} written but not applied")
+
+    assert (await rollout.run()).attempted == 0  # backing off
+    again = await rollout.run(address=node_peer.endpoint)  # named: pushed now, the trust list only
+    assert [(o.result, o.serial) for o in again.outcomes] == [("not_applied", outcome.serial)]
+    assert engine.targets.get(target.id).attempts == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,13 +21,20 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from asyncua import Client, Server, ua
+from asyncua.common.connection import SecureConnection, TransportLimits
 from asyncua.common.event_objects import BaseEvent
 from asyncua.common.utils import Buffer
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256, SecurityPolicyNone
 from asyncua.server.internal_server import InternalServer
-from asyncua.ua.ua_binary import variant_from_binary, variant_to_binary
+from asyncua.ua.ua_binary import (
+    struct_from_binary,
+    struct_to_binary,
+    uatcp_to_binary,
+    variant_from_binary,
+    variant_to_binary,
+)
 from cryptography import x509
 
 from opcua_gds import _asyncua_compat as compat
@@ -430,7 +438,88 @@ async def test_registered_structure_keeps_its_name_codec_and_survives_loading_de
         await disconnect(client)
 
 
-# -- 9. events for chosen subscriptions only ---------------------------------------------------------------------------
+# -- 9. channel refusals -----------------------------------------------------------------------------------------------
+# A loopback server that acknowledges Hello and refuses the OpenSecureChannel (SecurityPolicy None) with `refusal`:
+# the three ways servers say no, written byte for byte as they come on the wire.
+
+def _service_fault(status: int, *strings: str) -> bytes:
+    fault = ua.ServiceFault()
+    fault.ResponseHeader.ServiceResult = ua.StatusCode(status)
+    fault.ResponseHeader.StringTable = list(strings)
+    return struct_to_binary(fault)
+
+
+def conformant_err(request_id: int) -> bytes:
+    """OPC 10000-6 7.1.2.5: Error and Reason."""
+    return uatcp_to_binary(ua.MessageType.Error, ua.ErrorMessage(ua.StatusCode(ua.StatusCodes.BadCertificateUntrusted),
+                                                                 "not in my trust list"))
+
+
+def node_opcua_err(request_id: int) -> bytes:
+    """node-opcua 2.157: an ERR laid out as an OPN chunk holding a ServiceFault (what test_node_opcua_push meets)."""
+    body = (struct.pack("<I", 2)
+            + struct_to_binary(ua.AsymmetricAlgorithmHeader(SecurityPolicyURI=SecurityPolicyBasic256Sha256.URI))
+            + struct_to_binary(ua.SequenceHeader(SequenceNumber=1, RequestId=request_id))
+            + _service_fault(ua.StatusCodes.BadCertificateIssuerRevocationUnknown, "certificate invalid"))
+    return b"ERRF" + struct.pack("<I", 8 + len(body)) + body
+
+
+def opn_service_fault(request_id: int) -> bytes:
+    """OPC 10000-6 6.7.4: a ServiceFault in place of the OpenSecureChannelResponse."""
+    connection = SecureConnection(SecurityPolicyNone(), TransportLimits(65535, 65535, 0, 0))
+    return connection.message_to_binary(_service_fault(ua.StatusCodes.BadCertificateChainIncomplete, "no issuer"),
+                                        message_type=ua.MessageType.SecureOpen, request_id=request_id)
+
+
+async def refusing_server(refusal: Callable[[int], bytes]) -> tuple[asyncio.Server, str]:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            hello = await reader.readexactly(8)
+            await reader.readexactly(struct.unpack("<I", hello[4:8])[0] - 8)
+            writer.write(uatcp_to_binary(ua.MessageType.Acknowledge, ua.Acknowledge()))
+            opn = await reader.readexactly(8)
+            body = Buffer(await reader.readexactly(struct.unpack("<I", opn[4:8])[0] - 8))
+            body.skip(4)  # SecureChannelId
+            struct_from_binary(ua.AsymmetricAlgorithmHeader, body)
+            writer.write(refusal(struct_from_binary(ua.SequenceHeader, body).RequestId))
+            await writer.drain()
+            await reader.read()  # until the client closes
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"opc.tcp://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(("refusal", "status", "reason"), [
+    (conformant_err, ua.StatusCodes.BadCertificateUntrusted, "not in my trust list"),
+    (node_opcua_err, ua.StatusCodes.BadCertificateIssuerRevocationUnknown, "certificate invalid"),
+    (opn_service_fault, ua.StatusCodes.BadCertificateChainIncomplete, "no issuer"),
+])
+async def test_a_refused_channel_fails_with_the_servers_status_and_reason(
+        refusal: Callable[[int], bytes], status: int, reason: str) -> None:
+    compat.read_channel_refusals()
+    compat.read_channel_refusals()  # idempotent
+    server, url = await refusing_server(refusal)
+    try:
+        client = Client(url, timeout=WAIT)
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await asyncio.wait_for(client.connect_and_get_server_endpoints(), WAIT)
+        assert refused.value.code == status
+        assert getattr(refused.value, "__notes__", []) == [compat.REFUSAL_NOTE + reason]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_an_err_message_is_never_read_as_good() -> None:
+    assert compat.decode_error_message(Buffer(b"\x02\x00\x00")).Error.value == ua.StatusCodes.BadUnknownResponse
+    good = struct_to_binary(ua.ErrorMessage(ua.StatusCode(ua.StatusCodes.Good), "fine"))
+    assert compat.decode_error_message(Buffer(good)).Error.value == ua.StatusCodes.BadUnknownResponse
+
+
+# -- 10. events for chosen subscriptions only --------------------------------------------------------------------------
 
 class Received:
     """An asyncua subscription handler that keeps the events it is notified of."""

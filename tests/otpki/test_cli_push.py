@@ -186,3 +186,101 @@ def test_push_every_keeps_serving_until_sigterm(tmp_path: Path) -> None:
     assert service.returncode == 0, err
     first_round, _end = json.JSONDecoder().raw_decode(out)
     assert first_round["delivered"] == 1
+
+
+def test_push_reports_refusals_trust_lists_not_applied_backoff_and_named_targets(tmp_path: Path) -> None:
+    """The real `otpki` executable against a PLC simulator: a wrong password (BadUserAccessDenied in the table),
+    a selection that skips the target in its backoff and says until when, --force, a trust list the PLC drops
+    (its own state in `targets list`, a warning in `doctor`), a named target pushed during its backoff, and a
+    named target that is up to date (not pushed: exit 1 until --force)."""
+    import os
+    import subprocess
+    import sys
+
+    from simulators.plc_faults import PlcFaults
+
+    data = tmp_path / "pki"
+    password = tmp_path / "plc-password"
+    password.write_text("not-the-password\n")
+    cfg = tmp_path / "otpki.toml"
+    cfg.write_text(f'[push]\ntimeout_s = 60\n[push.credentials.plc]\nusername = "plc-admin"\n'
+                   f'password_file = "{password}"\n')
+
+    def otpki(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTPKI_")},
+               "OTPKI_CA_PASSPHRASE": PASS, "COLUMNS": "400"}
+        return subprocess.run([str(Path(sys.executable).parent / "otpki"), "-d", str(data), *args],
+                              capture_output=True, text=True, env=env, timeout=180, check=False)
+
+    def target() -> dict:  # type: ignore[type-arg]
+        [listed] = json.loads(otpki("targets", "list", "--json").stdout)
+        return listed
+
+    assert otpki("init", "--config", str(cfg)).returncode == 0
+    access = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
+                                              roles=[GdsRole.SECURITY_ADMIN])])
+    plc = PlcSimulator("press-7", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc-pki", access,
+                       faults=PlcFaults(drop_later_trust_lists=1))
+    with PlcThread(plc):
+        added = otpki("targets", "add", "press-7", plc.endpoint, "--credentials", "plc", "--uri",
+                      plc.application_uri, "--dns", "localhost", "--ip", "127.0.0.1")
+        assert added.returncode == 0, added.stderr
+
+        # Refused: the table names the PLC's status, and so does the target's record.
+        refused = otpki("push", "--all")
+        assert refused.returncode == EXIT_PROBLEM, refused.stderr
+        row = next(line for line in refused.stdout.splitlines() if plc.endpoint in line)
+        assert "connect: BadUserAccessDenied" in row, refused.stdout
+        assert "0 delivered, 0 trust list not applied, 1 failed; those are pushed again after a backoff" in \
+            refused.stdout
+        failed = target()
+        assert failed["state"] == "retrying" and failed["last_error"].startswith("connect: BadUserAccessDenied")
+
+        # A selection leaves it to its backoff, and says until when and how to override.
+        password.write_text("plc-admin-pw\n")
+        waiting = otpki("push", "--all")
+        assert waiting.returncode == 0, waiting.stderr
+        until = failed["next_attempt_at"].replace("T", " ")[:19]
+        assert f"skipped {plc.endpoint}: backing off until {until} UTC (last: connect: BadUserAccessDenied" in \
+            waiting.stderr and "Name it, or use --force, to push it now" in waiting.stderr, waiting.stderr
+        assert "0 delivered" in waiting.stdout
+
+        # --force pushes it now: certificate and first trust list go in.
+        forced = otpki("push", "--all", "--force", "--json")
+        assert forced.returncode == 0, forced.stderr
+        assert [o["result"] for o in json.loads(forced.stdout)["outcomes"]] == ["delivered"]
+
+        # A revocation: the next trust list is accepted and dropped by the PLC.
+        assert otpki("owners", "add", "opcua-application", "hmi-1", "--uri", "urn:plant:hmi-1").returncode == 0
+        hmi = otpki("certs", "issue", "--group", "opcua-application", "--owner", "hmi-1", "--new-key", "--out",
+                    str(tmp_path / "hmi.pem"), "--key-out", str(tmp_path / "hmi.key"))
+        assert hmi.returncode == 0, hmi.stderr
+        [serial] = [c["serial"] for c in json.loads(otpki("certs", "list", "--json").stdout)
+                    if c["san_uri"] == "urn:plant:hmi-1"]
+        assert otpki("certs", "revoke", serial, "--reason", "key-compromise").returncode == 0
+        dropped = otpki("push", "press-7")
+        assert dropped.returncode == EXIT_PROBLEM, dropped.stderr
+        row = next(line for line in dropped.stdout.splitlines() if plc.endpoint in line)
+        assert "trust list v" in row and "written but not applied: the server answered Good" in row, dropped.stdout
+        assert "0 delivered, 1 trust list not applied, 0 failed" in dropped.stdout
+        listed = otpki("targets", "list").stdout
+        row = next(line for line in listed.splitlines() if plc.endpoint in line)
+        assert "trust list not applied" in row and "delivered" not in row.split("trust list not applied")[0], listed
+        assert target()["state"] == "not_applied"
+        doctor = otpki("doctor")
+        row = next(line for line in doctor.stdout.splitlines() if plc.endpoint in line)
+        assert "warn" in row and "press-7: trust list v" in row and "not applied" in row, doctor.stdout
+
+        # Named, it is pushed during its backoff; the PLC applies it this time.
+        named = otpki("push", plc.endpoint)
+        assert named.returncode == 0, (named.stdout, named.stderr)
+        assert "1 delivered, 0 trust list not applied, 0 failed" in named.stdout
+        assert target()["state"] == "delivered"
+
+        # Named and up to date: not pushed, and the exit says so, until --force.
+        current = otpki("push", "press-7")
+        assert current.returncode == EXIT_PROBLEM
+        assert f"skipped {plc.endpoint}: up to date, nothing to push; --force pushes it anyway" in current.stderr
+        assert otpki("push", "press-7", "--force").returncode == 0
+    unknown = otpki("push", "press-404")
+    assert unknown.returncode == EXIT_USAGE and "press-404" in unknown.stderr

@@ -130,3 +130,62 @@ def test_pins_identify_a_target_until_it_holds_an_engine_certificate(engine: Eng
     assert engine.targets.get(target.id).pin is None
     assert [r.details["previous_sha256"] for r in engine.audit_records(action="target.repin")] == [None]
     assert engine.verify_audit().ok
+
+
+def test_a_trust_list_the_target_did_not_apply_keeps_it_due(engine: Engine, scada: Owner,
+                                                             clock) -> None:  # type: ignore[no-untyped-def]
+    target = engine.targets.add(owner_id=scada.id, kind=KIND, address="opc.tcp://plc-3:4840", credentials_ref="x",
+                                actor="t")
+    old = _deliver(engine, scada, target.id)
+    applied = engine.targets.get(target.id).delivered_trust_version
+    version = engine.trustlists.get("opcua-application").version
+    assert applied == version
+
+    # A renewal push: the certificate went in, the trust list (the current version) reads back different.
+    new = engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"]), owner_id=scada.id,
+                                          actor="t", delivered=False).record.serial
+    kept = engine.targets.record_trust_list_not_applied(target.id, serial=new, trust_version=version,
+                                                        detail="reads back 0 trusted certificates", actor="push")
+    assert kept.state is TargetState.NOT_APPLIED and kept.attempts == 1
+    assert kept.delivered_serial == new and engine.inventory.get(new).delivered  # the certificate counts
+    assert engine.inventory.get(old).superseded_by == new
+    assert kept.delivered_trust_version == applied  # what it applied last, not what it dropped
+    assert kept.last_error == (f"trust list v{version} written but not applied: reads back 0 trusted certificates")
+    record = engine.audit_records(action="target.trust_list_not_applied")[-1]
+    assert record.subject == target.id and record.details["trust_version"] == version
+
+    # Due again, for the trust list only, after the backoff of a failure.
+    plan = engine.targets.plan(kind=KIND)
+    assert [(t.id, r) for t, r in plan.waiting] == [(target.id, f"trust list v{version} not applied by the target")]
+    assert plan.due == [] and plan.current == []
+    clock.now += backoff(1) + timedelta(seconds=1)
+    [(due, reason)] = engine.targets.needing_delivery(kind=KIND)
+    assert due.id == target.id and not engine.targets.needs_certificate(reason)
+
+    # Applied at last: delivered and up to date.
+    engine.targets.record_success(target.id, serial=new, trust_version=version, actor="push")
+    assert engine.targets.get(target.id).state is TargetState.DELIVERED
+    assert engine.targets.needing_delivery(kind=KIND) == []
+    assert engine.verify_audit().ok
+
+
+def test_a_plan_sorts_the_selection_into_due_waiting_and_current(engine: Engine, scada: Owner) -> None:
+    def add(n: int) -> str:
+        return engine.targets.add(owner_id=scada.id, kind=KIND, address=f"opc.tcp://plc-{n}:4840", credentials_ref="x",
+                                  actor="t").id
+
+    new, failing, done = add(1), add(2), add(3)
+    engine.targets.record_failure(failing, error="connect: BadUserAccessDenied", actor="push")
+    _deliver(engine, scada, done)
+
+    plan = engine.targets.plan(kind=KIND)
+    assert [(t.id, r) for t, r in plan.due] == [(new, "no certificate delivered yet")]
+    assert [(t.id, r) for t, r in plan.waiting] == [(failing, "no certificate delivered yet")]
+    assert [t.id for t in plan.current] == [done]
+    # Narrowed to named targets; forced, every one of them is due.
+    named = engine.targets.plan(kind=KIND, target_ids=[failing, done])
+    assert [t.id for t, _r in named.waiting] == [failing] and [t.id for t in named.current] == [done]
+    forced = engine.targets.plan(kind=KIND, target_ids=[failing, done], force=True)
+    assert [(t.id, r) for t, r in forced.due] == [(failing, "no certificate delivered yet"), (done, "forced")]
+    with pytest.raises(NotFound):
+        engine.targets.plan(kind=KIND, target_ids=["nope"])

@@ -28,10 +28,17 @@ from opcua_gds.access import MethodError
 from opcua_gds.audit_events import MethodCall
 from opcua_gds.call_context import CallContext
 from opcua_gds.method_nodes import checked_args
-from opcua_gds.nodeids import CertificateTypes, Ns0EventTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import (
+    CertificateTypes,
+    Ns0EventTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.push.target import server_swap
 from opcua_gds.push.target.certs import (
     CertError,
+    PrivateKey,
     build_csr,
     is_self_signed,
     issued_by,
@@ -50,10 +57,10 @@ log = logging.getLogger(__name__)
 _S = ua.StatusCodes
 _M = ServerConfigurationMethods
 MIN_NONCE = 32
-_GROUPS = {ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup)}
-_TYPES = {ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType),
-          ua.NodeId(CertificateTypes.RsaMinApplicationCertificateType),
-          ua.NodeId(CertificateTypes.ApplicationCertificateType)}
+_GROUPS = {ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup)}
+_TYPES = {ns0_node_id(CertificateTypes.RsaSha256ApplicationCertificateType),
+          ns0_node_id(CertificateTypes.RsaMinApplicationCertificateType),
+          ns0_node_id(CertificateTypes.ApplicationCertificateType)}
 
 
 def _certificate_type(cert: x509.Certificate) -> int:
@@ -110,6 +117,7 @@ class ServerConfigurationMethodsImpl:
         if cert is None:
             raise MethodError(_S.BadCertificateInvalid, "Certificate is not a DER certificate")
         state = self.ctx.state
+        key: PrivateKey | None
         if key_data:
             try:
                 key = await run_blocking(load_pushed_key, key_format or "", key_data)
@@ -186,20 +194,20 @@ class ServerConfigurationMethodsImpl:
         audit = self.ctx.audit
         if audit is None:
             return
-        applied = MethodCall(ua.NodeId(ServerConfigurationIds.ServerConfiguration), _M.ApplyChanges.node_id(), args)
+        applied = MethodCall(ns0_node_id(ServerConfigurationIds.ServerConfiguration), _M.ApplyChanges.node_id(), args)
         if certificate:
             cert = self.ctx.state.active_identity.certificate
             await audit.raise_event(
-                ua.NodeId(Ns0EventTypes.CertificateUpdatedAuditEventType), applied, call,
+                ns0_node_id(Ns0EventTypes.CertificateUpdatedAuditEventType), applied, call,
                 message=f"ApplyChanges: new application certificate {cert.subject.rfc4514_string()}",
-                fields={"CertificateGroup": (ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup),
+                fields={"CertificateGroup": (ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup),
                                              ua.VariantType.NodeId),
-                        "CertificateType": (ua.NodeId(_certificate_type(cert)), ua.VariantType.NodeId)})
+                        "CertificateType": (ns0_node_id(_certificate_type(cert)), ua.VariantType.NodeId)})
         if trust_list:
             await audit.raise_event(
-                ua.NodeId(Ns0EventTypes.TrustListUpdatedAuditEventType), applied, call,
+                ns0_node_id(Ns0EventTypes.TrustListUpdatedAuditEventType), applied, call,
                 message="ApplyChanges: new trust list of DefaultApplicationGroup",
-                fields={"TrustListId": (ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup_TrustList),
+                fields={"TrustListId": (ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup_TrustList),
                                         ua.VariantType.NodeId)})
 
     async def cancel_changes(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
