@@ -3,8 +3,8 @@
 - gds_pull_client.js finds the Directory, the DefaultApplicationGroup, its TrustList and every method by browsing
   BrowseNames from the Objects folder, and pulls through them: RegisterApplication, StartSigningRequest,
   FinishRequest, GetTrustList, Open/Read/Close.
-- event_watch.js subscribes to the Server object's events and sees the GDS audit events of a pull; an anonymous
-  subscriber sees none.
+- event_watch.js subscribes to the Server object's events and sees the GDS audit events of a registration, a pull,
+  a refused request, an update and an unregistration; an anonymous subscriber sees none.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName, application_id_to_str
 from opcua_gds.gds.client import GdsClient
+from opcua_gds.nodeids import DirectoryMethods, GdsObjects, gds_node_id
 from opcua_gds.testing import connect, issue_app_identity
 from tests.interop.node_clients import event_watcher, node_client_identity, run_script
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
@@ -127,18 +129,28 @@ async def test_gds_audit_events_reach_a_node_opcua_subscriber(gds: RunningGds, t
             with pytest.raises(ua.UaStatusCodeError):  # refused: the CSR names another application
                 await pull.start_signing_request(app_id, _csr("urn:plant:someone-else", "Audited Station",
                                                               "audited-station.plant"))
+            directory = client.get_node(gds_node_id(GdsObjects.Directory, idx))
+            renamed = _record("urn:plant:audited", "Audited Station 2").model_copy(
+                update={"application_id": application_id_to_str(app_id, idx)})
+            await directory.call_method(DirectoryMethods.UpdateApplication.node_id(idx),
+                                        ua.Variant(renamed.to_ua(idx)))
+            await directory.call_method(DirectoryMethods.UnregisterApplication.node_id(idx), app_id)
         finally:
             await client.disconnect()
 
         def of_type(events: list[dict[str, Any]], type_id: int) -> list[dict[str, Any]]:
             return [e for e in events if e["EventType"] == gds_id + str(type_id)]
 
-        events = await watcher.wait_for(lambda ev: len(of_type(ev, 26)) >= 1 and len(of_type(ev, 91)) >= 2
-                                  and len(of_type(ev, 109)) >= 1, "registration, two requests and a delivery")
-        (registered,) = of_type(events, 26)
-        assert registered["SourceNode"] == gds_id + "141" and registered["MethodId"] == gds_id + "146"
-        assert registered["Status"] is True and registered["ClientUserId"] == "registrar"
-        assert registered["ServerId"] == "urn:otpki:gds" and registered["SourceName"] == "Attribute/Call"
+        events = await watcher.wait_for(lambda ev: len(of_type(ev, 26)) >= 3 and len(of_type(ev, 91)) >= 2
+                                  and len(of_type(ev, 109)) >= 1,
+                                  "registration, two requests, a delivery, an update and an unregistration")
+        changed = of_type(events, 26)
+        # RegisterApplication, UpdateApplication, UnregisterApplication, in that order, on the Directory.
+        assert [e["MethodId"] for e in changed] == [gds_id + "146", gds_id + "200", gds_id + "149"]
+        for registration in changed:
+            assert registration["SourceNode"] == gds_id + "141"
+            assert registration["Status"] is True and registration["ClientUserId"] == "registrar"
+            assert registration["ServerId"] == "urn:otpki:gds" and registration["SourceName"] == "Attribute/Call"
         accepted, refused = of_type(events, 91)
         assert (accepted["Status"], accepted["StatusCodeId"], accepted["MethodId"]) == (True, "Good", gds_id + "157")
         assert accepted["CertificateGroup"] == gds_id + "615"
@@ -152,10 +164,11 @@ async def test_gds_audit_events_reach_a_node_opcua_subscriber(gds: RunningGds, t
         assert anonymous.events == []
 
 
-async def _register(pull: GdsClient, uri: str, name: str) -> ua.NodeId:
-    from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName
+def _record(uri: str, name: str) -> ApplicationRecord:
+    return ApplicationRecord(application_uri=uri, application_type=ua.ApplicationType.Server,
+                             application_names=[LocalizedName(text=name)],
+                             discovery_urls=["opc.tcp://audited-station.plant:4840"])
 
-    record = ApplicationRecord(application_uri=uri, application_type=ua.ApplicationType.Server,
-                               application_names=[LocalizedName(text=name)],
-                               discovery_urls=[f"opc.tcp://{name.lower().replace(' ', '-')}.plant:4840"])
-    return await pull.register_application(record)
+
+async def _register(pull: GdsClient, uri: str, name: str) -> ua.NodeId:
+    return await pull.register_application(_record(uri, name))
