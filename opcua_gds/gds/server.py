@@ -107,6 +107,7 @@ class GdsServer:
                                host=urlparse(self.settings.endpoint).hostname or "localhost",
                                application_type=ua.ApplicationType.DiscoveryServer)
 
+
 def _unmapped_trust_source(ids: CertificateGroupIds, issuing: dict[CertificateGroupIds, str | None]) -> str | None:
     """The trust list a CertificateGroup no engine group is mapped to serves.
 
@@ -119,5 +120,5 @@ def _unmapped_trust_source(ids: CertificateGroupIds, issuing: dict[CertificateGr
 
 
 def default_installers() -> list[Installer]:
-    """The method sets the GDS serves; each module adds its own Method nodes with the standard ids."""
+    """The method sets the GDS serves; each module binds its callbacks to the Method nodes address_space built."""
     return [directory.install, pull.install, trustlist_file.install]
