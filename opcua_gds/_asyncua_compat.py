@@ -2,13 +2,13 @@
 
 asyncua has no public API for what the GDS and the push target need: who is calling a method (session user,
 SecureChannel security mode and client certificate), when a session ends, swapping a running server's
-certificate, and the list of open SecureChannels; nor for what the push client needs: the status a server
-refuses its SecureChannel with. otpki reaches into asyncua's internals for these, and only
-here. At import, `_check()` verifies that every class, method, parameter list and instance attribute used below
-still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version this module was
-written for otherwise; pyproject.toml pins asyncua to that version. tests/opcua_gds/test_asyncua_compat.py
-holds one contract test per item below, run against the real library: a release that keeps a name but changes
-what it does fails there.
+certificate, the list of open SecureChannels, and delivering an event to chosen subscriptions only; nor for what
+the push client needs: the status a server refuses its SecureChannel with. otpki reaches into asyncua's internals
+for these, and only here. At import, `_check()` verifies that every class, method, parameter list and instance
+attribute used below still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version
+this module was written for otherwise; pyproject.toml pins asyncua to that version.
+tests/opcua_gds/test_asyncua_compat.py holds one contract test per item below, run against the real library: a
+release that keeps a name but changes what it does fails there.
 
 Nothing here degrades quietly: a missing attribute raises instead of being read as "no channels", "no
 certificate" or "no session", because each of those would keep old trust alive or let a caller through.
@@ -38,6 +38,8 @@ from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
+from asyncua.server.internal_subscription import InternalSubscription
+from asyncua.server.subscription_service import SubscriptionService
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 
@@ -233,6 +235,15 @@ class LiveChannel:
         if transport is not None:
             transport.abort()
 
+    def has_unsent_events(self) -> bool:
+        """Whether a subscription of this channel's session holds events not yet published (see section 10)."""
+        session = self._protocol.processor.session if self._protocol.processor is not None else None
+        if session is None:
+            return False
+        return any(subscription._publishing_enabled and bool(subscription._triggered_events)
+                   for subscription in list(session.subscription_service.subscriptions.values())
+                   if subscription.session_id == session.session_id)
+
 
 def live_channels(server: Server) -> list[LiveChannel]:
     """The server's open connections and the certificates of their SecureChannels ([] before start)."""
@@ -378,7 +389,29 @@ def _install_error_decoder() -> None:
     SecureConnection.receive_from_header_and_body = receive_from_header_and_body  # type: ignore[method-assign]
 
 
-# -- 10. Stopping a server without waiting out its clock -------------------------------------------------------------
+# -- 10. Events for chosen subscriptions only ------------------------------------------------------------------------
+# asyncua hands an event to every subscription monitoring its emitting node, whoever owns it. Audit events name users
+# and what they did, so otpki delivers them per subscription: `InternalServer.subscription_service` keeps the
+# subscriptions (`subscriptions`: id -> InternalSubscription, each with the `session_id` of the session that created
+# it) and delivers to one with `trigger_event(event, subscription_id)`; `InternalServer._external_sessions`
+# (authentication token -> InternalSession) holds the client sessions with their `user`. An InternalSubscription
+# keeps events until its next publish in `_triggered_events` (sent only while `_publishing_enabled`); each
+# InternalSession reaches the same service as `subscription_service` (LiveChannel.has_unsent_events).
+
+def subscribers(server: Server) -> list[tuple[int, Any]]:
+    """(subscription id, user of the session that owns it) for every client subscription; None: no live session."""
+    iserver = server.iserver
+    users = {session.session_id: session.user for session in list(iserver._external_sessions.values())}
+    return [(subscription_id, users.get(subscription.session_id))
+            for subscription_id, subscription in list(iserver.subscription_service.subscriptions.items())]
+
+
+async def deliver_event(server: Server, event: Any, subscription_id: int) -> None:
+    """Hand `event` (an asyncua Event with its fields and `emitting_node` set) to one subscription only."""
+    await server.iserver.subscription_service.trigger_event(event, subscription_id=subscription_id)
+
+
+# -- 11. Stopping a server without waiting out its clock -------------------------------------------------------------
 # `InternalServer.stop()` raises `_time_task_stop` and awaits `time_task`, the loop that writes ServerStatus.
 # CurrentTime and then sleeps a second: every stop waited up to a second for that sleep (nine PLC simulators of a
 # fleet stopped one after another: nine seconds). The task only writes the clock; cancelled and awaited before the
@@ -476,7 +509,14 @@ def _check() -> None:
     _require_method(SecureConnection, "receive_from_header_and_body", ["self", "header", "body"], coroutine=False)
     _require_method(UASocketProtocol, "_process_received_message", ["self", "msg"], coroutine=False)
     _require_method(UASocketProtocol, "_process_received_data", ["self", "data"], coroutine=False)
-    # 10. the clock task a stop waits for
+    # 10. per-subscription event delivery
+    _require_state(InternalServer, "subscription_service", "_external_sessions")
+    _require_state(SubscriptionService, "subscriptions")
+    _require_state(InternalSubscription, "session_id")
+    _require_method(SubscriptionService, "trigger_event", ["self", "event", "subscription_id"], coroutine=True)
+    _require_state(InternalSubscription, "_triggered_events", "_publishing_enabled")
+    _require_state(InternalSession, "subscription_service")
+    # 11. the clock task a stop waits for
     _require_state(InternalServer, "time_task", "_time_task_stop")
     _require_method(InternalServer, "_set_current_time_loop", ["self"], coroutine=True)
 

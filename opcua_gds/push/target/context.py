@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from asyncua import Server, ua
 
 from opcua_gds.access import GdsRole, MethodError, caller, has_any_role, require_mode
+from opcua_gds.audit_events import AuditEvents
 from opcua_gds.call_context import CallContext
 from opcua_gds.push.target.state import PushState
 
@@ -37,6 +38,7 @@ class PushContext:
     trust_on_first_push: bool
     can_generate_keys: bool = True
     handles: dict[int, OpenTrustList] = field(default_factory=dict)
+    audit: AuditEvents | None = None  # CertificateUpdated / TrustListUpdated audit events, once installed
 
     def session_closed(self, session_id: ua.NodeId | None) -> None:
         """A transaction belongs to its session (OPC 10000-12 7.10.2): when the session goes, so do its changes."""

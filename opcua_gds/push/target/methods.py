@@ -22,10 +22,19 @@ import logging
 
 from asyncua import ua
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from opcua_gds.access import MethodError
+from opcua_gds.audit_events import MethodCall
+from opcua_gds.call_context import CallContext
 from opcua_gds.method_nodes import checked_args
-from opcua_gds.nodeids import CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods, ns0_node_id
+from opcua_gds.nodeids import (
+    CertificateTypes,
+    Ns0EventTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.push.target import server_swap
 from opcua_gds.push.target.certs import (
     CertError,
@@ -52,6 +61,16 @@ _GROUPS = {ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup)}
 _TYPES = {ns0_node_id(CertificateTypes.RsaSha256ApplicationCertificateType),
           ns0_node_id(CertificateTypes.RsaMinApplicationCertificateType),
           ns0_node_id(CertificateTypes.ApplicationCertificateType)}
+
+
+def _certificate_type(cert: x509.Certificate) -> int:
+    """The concrete CertificateTypeId of an application certificate (OPC 10000-12 7.8.4)."""
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": CertificateTypes.EccNistP256ApplicationCertificateType,
+                "secp384r1": CertificateTypes.EccNistP384ApplicationCertificateType}.get(
+            key.curve.name, CertificateTypes.EccApplicationCertificateType)
+    return CertificateTypes.RsaSha256ApplicationCertificateType
 
 
 def _check_group_and_type(group: ua.NodeId | None, cert_type: ua.NodeId | None) -> None:
@@ -151,16 +170,45 @@ class ServerConfigurationMethodsImpl:
         identity_changed = applied.identity_changed and old_der != new_der
         trust_changed = applied.trust_changed
 
-        def affected(host: bytes | None, peer: bytes | None) -> bool:
-            if identity_changed and host == old_der:
-                return True
+        def refused(peer: bytes | None) -> bool:
             return trust_changed and peer is not None and not self.check.accepts(peer)
 
+        def affected(host: bytes | None, peer: bytes | None) -> bool:
+            return (identity_changed and host == old_der) or refused(peer)
+
+        def old_certificate_only(host: bytes | None, peer: bytes | None) -> bool:
+            # An event client on a channel of the old certificate first gets the audit events raised below; a
+            # client the new trust list refuses does not wait for anything.
+            return identity_changed and host == old_der and not refused(peer)
+
         if identity_changed or trust_changed:
-            server_swap.schedule_close(server, affected)
+            await self._audit_applied(call, identity_changed, trust_changed, args)
+            server_swap.schedule_close(server, affected, flush=old_certificate_only)
         log.info("ApplyChanges: certificate %s, trust list %s", "changed" if identity_changed else "kept",
                  "changed" if trust_changed else "kept")
         return []
+
+    async def _audit_applied(self, call: CallContext, certificate: bool, trust_list: bool,
+                             args: tuple[ua.Variant, ...]) -> None:
+        """CertificateUpdatedAuditEventType / TrustListUpdatedAuditEventType: what ApplyChanges just changed."""
+        audit = self.ctx.audit
+        if audit is None:
+            return
+        applied = MethodCall(ns0_node_id(ServerConfigurationIds.ServerConfiguration), _M.ApplyChanges.node_id(), args)
+        if certificate:
+            cert = self.ctx.state.active_identity.certificate
+            await audit.raise_event(
+                ns0_node_id(Ns0EventTypes.CertificateUpdatedAuditEventType), applied, call,
+                message=f"ApplyChanges: new application certificate {cert.subject.rfc4514_string()}",
+                fields={"CertificateGroup": (ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup),
+                                             ua.VariantType.NodeId),
+                        "CertificateType": (ns0_node_id(_certificate_type(cert)), ua.VariantType.NodeId)})
+        if trust_list:
+            await audit.raise_event(
+                ns0_node_id(Ns0EventTypes.TrustListUpdatedAuditEventType), applied, call,
+                message="ApplyChanges: new trust list of DefaultApplicationGroup",
+                fields={"TrustListId": (ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup_TrustList),
+                                        ua.VariantType.NodeId)})
 
     async def cancel_changes(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
         checked_args(_M.CancelChanges, args)
@@ -171,5 +219,6 @@ class ServerConfigurationMethodsImpl:
         return []
 
     async def get_rejected_list(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        checked_args(_M.GetRejectedList, args)
         self.ctx.authorize()
         return [ua.Variant(list(self.ctx.state.rejected), ua.VariantType.ByteString)]
