@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel
 
+from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds.client_session import admin_client
 from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName
 from opcua_gds.gds.client import FinishedRequest, GdsClient
@@ -137,7 +138,7 @@ class ScadaSimulator:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            await asyncua_compat.stop_server(self.server)
             self.server = None
 
     # -- talking to the GDS ---------------------------------------------------------------------

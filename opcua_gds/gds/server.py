@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from asyncua import Server, ua
 
+from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import GdsUserManager, SelfAdmin
 from opcua_gds.audit_events import AuditEvents
@@ -89,7 +90,7 @@ class GdsServer:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            await asyncua_compat.stop_server(self.server)
             self.server = None
 
     async def __aenter__(self) -> GdsServer:
