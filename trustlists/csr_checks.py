@@ -70,9 +70,16 @@ def _san_values(csr: x509.CertificateSigningRequest) -> tuple[list[str], list[st
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return [], [], []
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    dns = san.get_values_for_type(x509.DNSName)
-    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    uris: list[str] = []
+    dns: list[str] = []
+    ips: list[str] = []
+    for name in san:  # one pass (get_values_for_type walks the whole SAN once per type)
+        if isinstance(name, x509.UniformResourceIdentifier):
+            uris.append(name.value)
+        elif isinstance(name, x509.DNSName):
+            dns.append(name.value)
+        elif isinstance(name, x509.IPAddress):
+            ips.append(str(name.value))
     return uris, dns, ips
 
 

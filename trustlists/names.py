@@ -136,6 +136,15 @@ def check_text(value: object, what: str, *, max_length: int) -> str:
         raise InvalidName(f"{what} must be text", reason="name_not_text")
     if not value:
         raise InvalidName(f"{what} is empty", reason="name_empty")
+    if value.isascii() and value.isprintable():
+        # U+0020..U+007E: no control or format character, and NFC as it is; only the space and length rules left.
+        if value != value.strip():
+            raise InvalidName(f"{what} {shown(value)} has leading or trailing white space",
+                              reason="name_surrounding_space")
+        if len(value) > max_length:
+            raise InvalidName(f"{what} is {len(value)} characters long; at most {max_length} are allowed",
+                              reason="name_too_long")
+        return value
     for c in value:
         category = unicodedata.category(c)
         if category == "Cf":

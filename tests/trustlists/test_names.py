@@ -83,6 +83,20 @@ def test_control_characters_are_refused(char: str) -> None:
     assert reason_of(names.check_owner_name, f"pump{char}7", NO_RULES, "g") == "name_control_character"
 
 
+def test_every_ascii_character_in_every_position() -> None:
+    # check_text judges printable ASCII without its per-character Unicode scan: the verdicts must be the scan's.
+    for code in range(128):
+        char = chr(code)
+        for value in (f"{char}pump", f"pu{char}mp", f"pump{char}"):
+            if code < 0x20 or code == 0x7F:
+                assert reason_of(names.check_text, value, "the name", max_length=64) == "name_control_character"
+            elif char == " " and value != "pu mp":
+                assert reason_of(names.check_text, value, "the name", max_length=64) == "name_surrounding_space"
+            else:
+                assert names.check_text(value, "the name", max_length=64) == value
+    assert reason_of(names.check_text, "p" * 65, "the name", max_length=64) == "name_too_long"
+
+
 @pytest.mark.parametrize("char", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
                                   "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\ufeff", "\u00ad"])
 def test_bidi_and_invisible_format_characters_are_refused(char: str) -> None:
