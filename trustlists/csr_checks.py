@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from trustlists import names
 from trustlists.der import common_name
-from trustlists.errors import CsrRejected, PolicyViolation, UriMismatch
+from trustlists.errors import CsrRejected, InvalidInput, PolicyViolation, UriMismatch
 from trustlists.keys.algorithms import key_type_of
 from trustlists.models import KeyType, Owner
 from trustlists.policy import GroupPolicy, ReservedName
@@ -65,10 +65,26 @@ def expected_uri(policy: GroupPolicy, group: str, owner: Owner) -> str | None:
     return None
 
 
-def _san_values(csr: x509.CertificateSigningRequest) -> tuple[list[str], list[str], list[str]]:
+def _requested_extensions(csr: x509.CertificateSigningRequest
+                          ) -> tuple[x509.BasicConstraints | None, x509.SubjectAlternativeName | None]:
+    """The two requested extensions the rules look at, found in one pass (a lookup that misses raises, which
+    costs more than the pass; cryptography refuses a CSR that repeats an extension)."""
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+        extensions = csr.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise InvalidInput(f"the CSR's requested extensions cannot be read: {exc}", reason="csr_malformed") from None
+    basic_constraints = san = None
+    for extension in extensions:
+        value = extension.value
+        if isinstance(value, x509.BasicConstraints):
+            basic_constraints = value
+        elif isinstance(value, x509.SubjectAlternativeName):
+            san = value
+    return basic_constraints, san
+
+
+def _san_values(san: x509.SubjectAlternativeName | None) -> tuple[list[str], list[str], list[str]]:
+    if san is None:
         return [], [], []
     uris: list[str] = []
     dns: list[str] = []
@@ -126,18 +142,15 @@ def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: s
     `reserved`: the configuration's reserved names (`PkiConfig.reserved_names`).
     """
     verify_csr_signature(csr)
-    try:
-        bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if bc.ca:
-            raise PolicyViolation("the CSR asks for a CA certificate (basicConstraints CA:true); "
-                                  "CA certificates are only made by `otpki ca`", reason="ca_requested")
-    except x509.ExtensionNotFound:
-        pass
+    basic_constraints, san = _requested_extensions(csr)
+    if basic_constraints is not None and basic_constraints.ca:
+        raise PolicyViolation("the CSR asks for a CA certificate (basicConstraints CA:true); "
+                              "CA certificates are only made by `otpki ca`", reason="ca_requested")
     public_key = csr.public_key()
     key_type = check_key(policy, group, public_key)
     subject = csr.subject  # parsed anew on every access
     names.check_subject(subject, policy.names, group)
-    uris, dns, ips = _san_values(csr)
+    uris, dns, ips = _san_values(san)
     _check_san_syntax(uris, dns)
     names.check_reserved_certificate(reserved, owner, subject, uris)
     _check_subject(policy, owner, subject)

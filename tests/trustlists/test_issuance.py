@@ -6,12 +6,14 @@ from datetime import timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trustlists.authority import CsrIssueRequest
 from trustlists.engine import Engine
 from trustlists.errors import CsrRejected, InvalidInput, IssuerUnusable, PolicyViolation, UriMismatch
-from trustlists.models import Owner, RevocationReason
+from trustlists.models import IssuedCertificate, Owner, RevocationReason
 from trustlists.testing import make_csr, new_key, store_snapshot
 
 
@@ -100,6 +102,39 @@ def test_csr_with_bad_signature(engine: Engine, scada: Owner) -> None:
         engine.authority.issue_from_csr(bytes(der), owner_id=scada.id, actor="t")
     assert err.value.reason == "bad_signature"
     assert store_snapshot(engine) == before
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    length = bytes([size]) if size < 0x80 else bytes([0x80 | (size.bit_length() + 7) // 8]) + size.to_bytes(
+        (size.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + length + body
+
+
+def test_csr_repeating_an_extension_is_refused_not_a_crash(engine: Engine, scada: Owner) -> None:
+    # cryptography will not read the extensions of a CSR that carries one twice (it raises DuplicateExtension, not a
+    # ValueError): the requester gets the malformed-CSR answer, and a batch goes on with its other CSRs.
+    key = ec.generate_private_key(ec.SECP256R1())
+    uri: list[x509.GeneralName] = [x509.UniformResourceIdentifier("urn:plant:scada-1")]
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scada-1")]))
+           .add_extension(x509.SubjectAlternativeName(uri), critical=False)
+           .add_extension(x509.IssuerAlternativeName(uri), critical=False).sign(key, hashes.SHA256()))
+    # The issuerAltName's OID (2.5.29.18) becomes subjectAltName's (2.5.29.17): two SANs, signed again.
+    tbs = csr.tbs_certrequest_bytes.replace(b"\x06\x03\x55\x1d\x12", b"\x06\x03\x55\x1d\x11")
+    ecdsa_with_sha256 = bytes.fromhex("300a06082a8648ce3d040302")
+    der = _der(0x30, tbs + ecdsa_with_sha256 + _der(0x03, b"\x00" + key.sign(tbs, ec.ECDSA(hashes.SHA256()))))
+    assert x509.load_der_x509_csr(der).is_signature_valid  # well formed and signed: only the repeat is wrong
+    before = store_snapshot(engine)
+    with pytest.raises(InvalidInput) as err:
+        engine.authority.issue_from_csr(der, owner_id=scada.id, actor="t")
+    assert err.value.reason == "csr_malformed"
+    assert store_snapshot(engine) == before
+    good = make_csr("scada-1", uris=["urn:plant:scada-1"])
+    results = engine.authority.issue_many([CsrIssueRequest(csr=der, owner_id=scada.id),
+                                           CsrIssueRequest(csr=good, owner_id=scada.id)], actor="t")
+    assert isinstance(results[0], InvalidInput) and results[0].reason == "csr_malformed"
+    assert isinstance(results[1], IssuedCertificate)
 
 
 @pytest.mark.parametrize("kwargs, error, reason", [
