@@ -148,7 +148,10 @@ def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: s
                               "CA certificates are only made by `otpki ca`", reason="ca_requested")
     public_key = csr.public_key()
     key_type = check_key(policy, group, public_key)
-    subject = csr.subject  # parsed anew on every access
+    try:
+        subject = csr.subject  # parsed anew on every access
+    except ValueError as exc:  # a string attribute that is not what its type says (UTF8String not UTF-8, ...)
+        raise InvalidInput(f"the CSR's subject cannot be read: {exc}", reason="csr_malformed") from None
     names.check_subject(subject, policy.names, group)
     uris, dns, ips = _san_values(san)
     _check_san_syntax(uris, dns)

@@ -111,20 +111,38 @@ def _der(tag: int, body: bytes) -> bytes:
     return bytes([tag]) + length + body
 
 
-def test_csr_repeating_an_extension_is_refused_not_a_crash(engine: Engine, scada: Owner) -> None:
-    # cryptography will not read the extensions of a CSR that carries one twice (it raises DuplicateExtension, not a
-    # ValueError): the requester gets the malformed-CSR answer, and a batch goes on with its other CSRs.
+def _tampered_csr(builder: x509.CertificateSigningRequestBuilder, old: bytes, new: bytes) -> bytes:
+    """A CSR from `builder` with `old` replaced by `new` in what it signs, and signed again: well formed on the
+    outside and correctly signed, broken only where the replacement says."""
     key = ec.generate_private_key(ec.SECP256R1())
-    uri: list[x509.GeneralName] = [x509.UniformResourceIdentifier("urn:plant:scada-1")]
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scada-1")]))
-           .add_extension(x509.SubjectAlternativeName(uri), critical=False)
-           .add_extension(x509.IssuerAlternativeName(uri), critical=False).sign(key, hashes.SHA256()))
-    # The issuerAltName's OID (2.5.29.18) becomes subjectAltName's (2.5.29.17): two SANs, signed again.
-    tbs = csr.tbs_certrequest_bytes.replace(b"\x06\x03\x55\x1d\x12", b"\x06\x03\x55\x1d\x11")
+    tbs = builder.sign(key, hashes.SHA256()).tbs_certrequest_bytes
+    assert tbs.count(old) == 1
+    tbs = tbs.replace(old, new)
     ecdsa_with_sha256 = bytes.fromhex("300a06082a8648ce3d040302")
-    der = _der(0x30, tbs + ecdsa_with_sha256 + _der(0x03, b"\x00" + key.sign(tbs, ec.ECDSA(hashes.SHA256()))))
-    assert x509.load_der_x509_csr(der).is_signature_valid  # well formed and signed: only the repeat is wrong
+    return _der(0x30, tbs + ecdsa_with_sha256 + _der(0x03, b"\x00" + key.sign(tbs, ec.ECDSA(hashes.SHA256()))))
+
+
+def _builder(cn: str) -> x509.CertificateSigningRequestBuilder:
+    uri: list[x509.GeneralName] = [x509.UniformResourceIdentifier("urn:plant:scada-1")]
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .add_extension(x509.SubjectAlternativeName(uri), critical=False)
+            .add_extension(x509.IssuerAlternativeName(uri), critical=False))
+
+
+@pytest.mark.parametrize("cn, old, new", [
+    # The issuerAltName's OID (2.5.29.18) becomes subjectAltName's (2.5.29.17): the CSR asks for two SANs.
+    # cryptography will not read such extensions (DuplicateExtension, not even a ValueError).
+    ("scada-1", b"\x06\x03\x55\x1d\x12", b"\x06\x03\x55\x1d\x11"),
+    # The subject's CN, a UTF8String, is not UTF-8: the CSR loads and verifies, reading its subject fails.
+    ("AAAA", b"AAAA", b"\xff\xfe\xfd\xfc"),
+])
+def test_a_csr_cryptography_cannot_read_is_refused_not_a_crash(engine: Engine, scada: Owner, cn: str, old: bytes,
+                                                               new: bytes) -> None:
+    # The requester gets the malformed-CSR answer (an exception of cryptography's used to escape, and took the
+    # whole batch of issue_many down with it), and a batch goes on with its other CSRs.
+    der = _tampered_csr(_builder(cn), old, new)
+    assert x509.load_der_x509_csr(der).is_signature_valid  # only the tampered part is wrong
     before = store_snapshot(engine)
     with pytest.raises(InvalidInput) as err:
         engine.authority.issue_from_csr(der, owner_id=scada.id, actor="t")
