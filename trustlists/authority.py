@@ -335,11 +335,12 @@ class CertificateAuthority:
         issuer = issuer or self._issuer(owner)
         ca = issuer.ca
         now = self._ctx.clock()
+        serial = random_serial()
         cert = build_leaf(request=request, policy=policy, issuer_cert=issuer.cert, issuer_key=issuer.key,
-                          issuer_key_type=ca.key_type, serial=random_serial(), now=now)
+                          issuer_key_type=ca.key_type, serial=serial, now=now)
         der = cert.public_bytes(serialization.Encoding.DER)
         record = CertificateRecord(
-            serial=serial_hex(cert.serial_number), issuer_ca_id=ca.id, owner_id=owner.id, group=owner.group,
+            serial=serial_hex(serial), issuer_ca_id=ca.id, owner_id=owner.id, group=owner.group,
             site=owner.site, subject=request.subject.rfc4514_string(), san_uri=request.san_uri,
             key_type=request.key_type, not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc, fingerprint_sha256=sha256_hex(der), issuance=issuance,

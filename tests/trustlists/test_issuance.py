@@ -56,6 +56,25 @@ def test_ecc_leaf_key_usage(engine: Engine, scada: Owner) -> None:
     assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
 
 
+def test_the_record_is_the_certificate_and_what_the_store_holds(engine: Engine, scada: Owner) -> None:
+    # The record is built from the values the engine signed with (serial, names, key), not read back from the
+    # certificate: it must still say what the certificate says, and be exactly what the store then returns.
+    single = engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"]), owner_id=scada.id,
+                                             actor="t")
+    batch = engine.authority.issue_many([CsrIssueRequest(csr=make_csr("scada-1", uris=["urn:plant:scada-1"]),
+                                                         owner_id=scada.id) for _ in range(3)], actor="t")
+    for issued in [single, *batch]:
+        assert isinstance(issued, IssuedCertificate)
+        cert, record = _cert(issued), issued.record
+        assert int(record.serial, 16) == cert.serial_number and record.serial == format(cert.serial_number, "x")
+        assert record.subject == cert.subject.rfc4514_string()
+        assert (record.not_before, record.not_after) == (cert.not_valid_before_utc, cert.not_valid_after_utc)
+        assert record.der == issued.certificate_der
+        # The store keeps issued_at in whole seconds; the record handed back has the clock's microseconds.
+        stored = record.model_copy(update={"issued_at": record.issued_at.replace(microsecond=0)})
+        assert engine.inventory.get(record.serial) == stored
+
+
 def test_serials_are_random_long_and_unique(engine: Engine, device: Owner) -> None:
     serials = {_cert(engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")).serial_number
                for _ in range(30)}
