@@ -244,7 +244,7 @@ _ISSUANCE_STAGES: list[tuple[str, object, str]] = [
 def issuance_stages() -> Iterator[StageTimes]:
     """While inside, time every stage of issuance (inclusive: "csr checks" contains "csr signature", "prepare"
     contains "build + sign", "record" (the transaction, commit included) contains "sql insert" and "audit").
-    Each wrapped call costs about a microsecond of its own: for a profile, not for the benchmark's figures."""
+    Each wrapped call costs 1-2 us of its own (four clock reads): for a profile, not for the benchmark's figures."""
     times = StageTimes()
 
     def timed(stage: str, fn: Callable[..., object]) -> Callable[..., object]:
