@@ -42,14 +42,15 @@ def exclusive(t: StageTimes, which: dict[str, float]) -> dict[str, float]:
     return {
         "csr load": get("csr load", 0.0),
         "csr signature": get("csr signature", 0.0),
-        "csr rules": get("csr checks", 0.0) - get("csr signature", 0.0),
+        "csr rules": get("csr rules", 0.0),
         "build + sign": get("build + sign", 0.0),
-        "record values": get("prepare", 0.0) - get("build + sign", 0.0),
+        "record values": get("record values", 0.0) + get("sign", 0.0) - get("build + sign", 0.0),
         "sql insert": get("sql insert", 0.0),
         "audit": get("audit", 0.0),
         "transaction + commit": get("record", 0.0) - get("sql insert", 0.0) - get("audit", 0.0),
         "issue_many rest": get("issue_many", 0.0) - sum(get(s, 0.0) for s in
-                                                       ("csr load", "csr checks", "prepare", "record")),
+                                                       ("csr load", "csr signature", "csr rules", "sign",
+                                                        "record values", "record")),
         "total": get("issue_many", 0.0),
     }
 

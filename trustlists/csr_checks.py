@@ -142,6 +142,13 @@ def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: s
     `reserved`: the configuration's reserved names (`PkiConfig.reserved_names`).
     """
     verify_csr_signature(csr)
+    return check_verified_csr(csr, policy, group, owner, reserved=reserved)
+
+
+def check_verified_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: str, owner: Owner, *,
+                       reserved: Sequence[ReservedName]) -> ApprovedRequest:
+    """`check_csr` after its first rule: only for a CSR that `verify_csr_signature` has accepted (a batch checks
+    all its signatures first, then all the other rules)."""
     basic_constraints, san = _requested_extensions(csr)
     if basic_constraints is not None and basic_constraints.ca:
         raise PolicyViolation("the CSR asks for a CA certificate (basicConstraints CA:true); "

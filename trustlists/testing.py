@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from trustlists import audit, authority, csr_checks
+from trustlists import audit, authority
 from trustlists.clock import utcnow
 from trustlists.crl import build_crl
 from trustlists.engine import Engine
@@ -226,13 +226,14 @@ class StageTimes:
         self.calls[stage] = self.calls.get(stage, 0) + 1
 
 
-# (stage, object, attribute): the functions `CertificateAuthority.issue_many` spends its time in, outer ones last.
+# (stage, object, attribute): the functions `CertificateAuthority.issue_many` spends its time in.
 _ISSUANCE_STAGES: list[tuple[str, object, str]] = [
     ("csr load", authority, "load_csr"),
-    ("csr signature", csr_checks, "verify_csr_signature"),
-    ("csr checks", authority, "check_csr"),
+    ("csr signature", authority, "verify_csr_signature"),
+    ("csr rules", authority, "check_verified_csr"),
     ("build + sign", authority, "build_leaf"),
-    ("prepare", authority.CertificateAuthority, "_prepare"),
+    ("sign", authority.CertificateAuthority, "_sign"),
+    ("record values", authority.CertificateAuthority, "_record"),
     ("sql insert", SqlTx, "insert_certificates"),
     ("audit", audit, "append_many"),
     ("record", authority.CertificateAuthority, "_commit"),
@@ -242,8 +243,8 @@ _ISSUANCE_STAGES: list[tuple[str, object, str]] = [
 
 @contextlib.contextmanager
 def issuance_stages() -> Iterator[StageTimes]:
-    """While inside, time every stage of issuance (inclusive: "csr checks" contains "csr signature", "prepare"
-    contains "build + sign", "record" (the transaction, commit included) contains "sql insert" and "audit").
+    """While inside, time every stage of `issue_many` (inclusive: "sign" contains "build + sign", "record" (the
+    transaction, commit included) contains "sql insert" and "audit").
     Each wrapped call costs 1-2 us of its own (four clock reads): for a profile, not for the benchmark's figures."""
     times = StageTimes()
 
