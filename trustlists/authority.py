@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from pydantic import BaseModel, Field
 
 from trustlists import audit, names
-from trustlists.certificate_builder import build_leaf
+from trustlists.certificate_builder import leaf_builder
 from trustlists.context import EngineContext
 from trustlists.csr_checks import (
     ApprovedRequest,
@@ -42,7 +42,7 @@ from trustlists.errors import (
 )
 from trustlists.hierarchy import Hierarchy, crl_policy, publish_crl
 from trustlists.key_index import KeyClaim, ensure_complete, judge
-from trustlists.keys.algorithms import fits_pkcs12
+from trustlists.keys.algorithms import fits_pkcs12, signature_hash
 from trustlists.keys.pool import KeyPool
 from trustlists.models import (
     CARecord,
@@ -82,13 +82,13 @@ class _Issuer:
     chain: list[bytes]
 
 
-class _Signed(NamedTuple):
-    """A certificate just signed for an approved request, before its record is made."""
+class _Draft(NamedTuple):
+    """A certificate for an approved request, ready to be signed."""
 
     request: ApprovedRequest
     owner: Owner
     issuer: _Issuer
-    cert: x509.Certificate
+    builder: x509.CertificateBuilder
     serial: int
     at: datetime
 
@@ -224,10 +224,10 @@ class CertificateAuthority:
             ensure_complete(self._ctx.store)
             self._key_index_complete = True
         results: list[IssuedCertificate | OtpkiError | None] = [None] * len(requests)
-        # Each step runs over the whole batch before the next: the signature checks and the signing back to back,
-        # the rules and the records back to back. Interleaved per CSR, every signature check and signing pushes
-        # the rules' and the records' code and data out of the CPU caches, and they cost ~20 us more per
-        # certificate (bench/issuance_profile.py). A slot still gets the first error of its own steps.
+        # Each step runs over the whole batch before the next: signature checks, rules, drafts, signatures,
+        # records. Interleaved per CSR, every signature check and signing pushes the Python code and data of the
+        # other steps out of the CPU caches, and a certificate costs ~25 us more (bench/issuance_profile.py).
+        # A slot still gets the first error of its own steps.
         owners: dict[str, Owner] = {}
         loaded: list[tuple[int, CsrIssueRequest, Owner, x509.CertificateSigningRequest]] = []
         for i, req in enumerate(requests):
@@ -256,17 +256,24 @@ class CertificateAuthority:
         repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
         if reuse_active:
             checked = self._settle_known_keys(checked, results, keys, repeats)
-        signed: list[tuple[int, CsrIssueRequest, _Signed]] = []
+        drafts: list[tuple[int, CsrIssueRequest, _Draft]] = []
         issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
         for i, req, owner, request in checked:
             try:
                 where = (owner.group, owner.site)
                 if where not in issuers:
                     issuers[where] = self._issuer(owner)
-                signed.append((i, req, self._sign(request, owner, issuers[where])))
+                drafts.append((i, req, self._draft(request, owner, issuers[where])))
             except OtpkiError as exc:
                 results[i] = exc
-        prepared = [(i, self._record(s, issuance=req.issuance, delivered=req.delivered)) for i, req, s in signed]
+        signed: list[tuple[int, CsrIssueRequest, _Draft, x509.Certificate]] = []
+        for i, req, draft in drafts:
+            try:
+                signed.append((i, req, draft, self._sign(draft)))
+            except OtpkiError as exc:
+                results[i] = exc
+        prepared = [(i, self._record(draft, cert, issuance=req.issuance, delivered=req.delivered))
+                    for i, req, draft, cert in signed]
         if prepared:
             try:
                 outcomes = self._commit([p for _, p in prepared], actor=actor,
@@ -360,20 +367,25 @@ class CertificateAuthority:
     def _prepare(self, request: ApprovedRequest, owner: Owner, *, issuance: IssuanceKind, delivered: bool,
                  supersedes: str | None = None, extra_audit: dict[str, object] | None = None) -> _Prepared:
         """Sign (outside any database lock) and build the record; nothing is stored yet."""
-        return self._record(self._sign(request, owner, self._issuer(owner)), issuance=issuance, delivered=delivered,
-                            supersedes=supersedes, extra_audit=extra_audit)
+        draft = self._draft(request, owner, self._issuer(owner))
+        return self._record(draft, self._sign(draft), issuance=issuance, delivered=delivered, supersedes=supersedes,
+                            extra_audit=extra_audit)
 
-    def _sign(self, request: ApprovedRequest, owner: Owner, issuer: _Issuer) -> _Signed:
+    def _draft(self, request: ApprovedRequest, owner: Owner, issuer: _Issuer) -> _Draft:
         now = self._ctx.clock()
         serial = random_serial()
-        cert = build_leaf(request=request, policy=self._ctx.config.group(owner.group), issuer_cert=issuer.cert,
-                          issuer_key=issuer.key, issuer_key_type=issuer.ca.key_type, serial=serial, now=now)
-        return _Signed(request, owner, issuer, cert, serial, now)
+        builder = leaf_builder(request=request, policy=self._ctx.config.group(owner.group), issuer_cert=issuer.cert,
+                               serial=serial, now=now)
+        return _Draft(request, owner, issuer, builder, serial, now)
 
-    def _record(self, signed: _Signed, *, issuance: IssuanceKind, delivered: bool, supersedes: str | None = None,
-                extra_audit: dict[str, object] | None = None) -> _Prepared:
+    def _sign(self, draft: _Draft) -> x509.Certificate:
+        hash_name = self._ctx.config.group(draft.owner.group).signature_hash
+        return draft.builder.sign(draft.issuer.key, signature_hash(draft.issuer.ca.key_type, hash_name))
+
+    def _record(self, draft: _Draft, cert: x509.Certificate, *, issuance: IssuanceKind, delivered: bool,
+                supersedes: str | None = None, extra_audit: dict[str, object] | None = None) -> _Prepared:
         """The certificate's record, audit details and key index entry, from the values it was signed with."""
-        request, owner, issuer, cert, serial, now = signed
+        request, owner, issuer, _builder, serial, now = draft
         ca = issuer.ca
         der = cert.public_bytes(serialization.Encoding.DER)
         record = CertificateRecord(

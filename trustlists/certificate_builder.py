@@ -77,6 +77,13 @@ def build_leaf(
     serial: int,
     now: datetime,
 ) -> x509.Certificate:
+    builder = leaf_builder(request=request, policy=policy, issuer_cert=issuer_cert, serial=serial, now=now)
+    return builder.sign(issuer_key, signature_hash(issuer_key_type, policy.signature_hash))
+
+
+def leaf_builder(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: x509.Certificate, serial: int,
+                 now: datetime) -> x509.CertificateBuilder:
+    """`build_leaf` up to the signature: what the leaf will say (a batch builds all of them, then signs all)."""
     not_before, not_after = _validity(now, policy.leaf_lifetime_days, issuer_cert)
     san: list[x509.GeneralName] = []
     if request.san_uri:
@@ -101,7 +108,7 @@ def build_leaf(
     if san:
         # RFC 5280: the SAN is critical when the subject is empty; OPC UA subjects never are.
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(issuer_key, signature_hash(issuer_key_type, policy.signature_hash))
+    return builder
 
 
 def ca_name(organization: str, common_name: str) -> x509.Name:
