@@ -67,23 +67,10 @@ def _validity(now: datetime, lifetime_days: int, issuer: x509.Certificate | None
     return not_before, not_after
 
 
-def build_leaf(
-    *,
-    request: ApprovedRequest,
-    policy: GroupPolicy,
-    issuer_cert: x509.Certificate,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
-    issuer_key_type: KeyType,
-    serial: int,
-    now: datetime,
-) -> x509.Certificate:
-    builder = leaf_builder(request=request, policy=policy, issuer_cert=issuer_cert, serial=serial, now=now)
-    return builder.sign(issuer_key, signature_hash(issuer_key_type, policy.signature_hash))
-
-
 def leaf_builder(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: x509.Certificate, serial: int,
                  now: datetime) -> x509.CertificateBuilder:
-    """`build_leaf` up to the signature: what the leaf will say (a batch builds all of them, then signs all)."""
+    """What a leaf certificate for `request` says, unsigned: the caller signs it with the issuer's key (a batch
+    builds all its leaves, then signs them all)."""
     not_before, not_after = _validity(now, policy.leaf_lifetime_days, issuer_cert)
     san: list[x509.GeneralName] = []
     if request.san_uri:
