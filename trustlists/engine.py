@@ -30,6 +30,7 @@ from trustlists.inventory import Inventory
 from trustlists.key_probe import sign_and_verify
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
+from trustlists.leases import Leases, new_instance_id
 from trustlists.live_revocation import LiveRevocationSource
 from trustlists.models import CAStatus, CrlRecord, Decommissioned, KeyProbe, OwnerRegistration, RevocationReason
 from trustlists.policy import PkiConfig
@@ -44,7 +45,9 @@ from trustlists.validation import CertificateValidator
 
 class Engine:
     def __init__(self, *, store: Store, config: PkiConfig, keys: KeyRing, key_pool: KeyPool | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, instance_id: str | None = None) -> None:
+        """`instance_id`: who this engine is among the instances on one store (lease holder); one per process
+        by default."""
         self._ctx = EngineContext(store=store, config=config, keys=keys, index=RevocationIndex(), clock=clock)
         self.key_pool = key_pool or KeyPool()
         self.trustlists = TrustListManager(self._ctx)
@@ -56,10 +59,15 @@ class Engine:
         self.targets = DeliveryTargets(self._ctx)
         self.bootstrap = Bootstrap(self._ctx, self.authority)
         self.request_guard = RequestGuard(self._ctx)
+        self.leases = Leases(self._ctx, instance_id or new_instance_id())
         self._live = LiveRevocationSource(self._ctx)
         self._decommissioning = Decommissioning(self._ctx, self.trustlists)
         self._validators: dict[str, tuple[str, CertificateValidator]] = {}
         self.refresh_revocations()
+
+    @property
+    def instance_id(self) -> str:
+        return self.leases.instance_id
 
     @property
     def config(self) -> PkiConfig:

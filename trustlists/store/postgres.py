@@ -88,6 +88,10 @@ class PostgresTx(SqlTx):
         super().__init__(conn, translate, placeholder="%s")
         self._pg = conn
 
+    # The database server's clock, so that leases mean the same on every host; clock_timestamp(), not now(): a
+    # transaction that waited for a lock must not see the time it started.
+    NOW_MS_SQL = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
     def lock(self, name: str, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (lock_id(name, key),))
 

@@ -47,6 +47,7 @@ from trustlists.store.rows import (
     CertificateKey,
     CrlEntry,
     ExternalTrust,
+    LeaseRow,
     NewCertificate,
     PinChange,
     RateBucket,
@@ -684,6 +685,31 @@ class SqlTx:
             "ON CONFLICT (scope, subject) DO UPDATE SET tokens = excluded.tokens, stamp_us = excluded.stamp_us, "
             "full_at = excluded.full_at",
             (scope, subject, tokens, stamp_us, full_at))
+
+    # -- leases -----------------------------------------------------------------------------------
+    # The store's clock: SQLite's is the host's (one file, one host); PostgreSQL overrides it with the server's.
+    NOW_MS_SQL = "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
+    def store_now_ms(self) -> int:
+        return int(self._one(self.NOW_MS_SQL)[0])
+
+    def get_lease(self, name: str) -> LeaseRow | None:
+        row = self._one("SELECT name, holder, acquired_ms, expires_ms FROM leases WHERE name = ?", (name,))
+        return LeaseRow(row[0], row[1], int(row[2]), int(row[3])) if row else None
+
+    def list_leases(self, prefix: str) -> list[LeaseRow]:
+        rows = self.execute("SELECT name, holder, acquired_ms, expires_ms FROM leases WHERE name >= ? AND name < ? "
+                            "ORDER BY name", (prefix, prefix + "\U0010ffff")).fetchall()
+        return [LeaseRow(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    def put_lease(self, lease: LeaseRow) -> None:
+        self.execute(
+            "INSERT INTO leases (name, holder, acquired_ms, expires_ms) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, acquired_ms = excluded.acquired_ms, "
+            "expires_ms = excluded.expires_ms", tuple(lease))
+
+    def delete_lease(self, name: str, holder: str) -> bool:
+        return int(self.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)).rowcount) > 0
 
     # -- audit ------------------------------------------------------------------------------------
     def last_audit(self) -> AuditHead | None:
