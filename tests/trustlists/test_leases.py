@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput
-from trustlists.testing import make_engine
+from trustlists.leases import LEADER_MAINTENANCE
+from trustlists.maintenance import MaintenanceReport, run_maintenance
+from trustlists.testing import Clock, make_engine
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 
@@ -62,3 +65,31 @@ def test_a_lease_needs_a_name_and_a_duration(engine: Engine) -> None:
         engine.leases.acquire("", ttl=timedelta(seconds=1), actor="tester")
     with pytest.raises(InvalidInput):
         engine.leases.acquire("x", ttl=timedelta(0), actor="tester")
+
+
+async def test_only_the_elected_instance_re_signs_crls(engine: Engine, tmp_path: Path, store_url: str | None,
+                                                       clock: Clock) -> None:
+    policy = engine.config.group("mqtt-device")
+    clock.now += timedelta(days=policy.crl_lifetime_days - policy.crl_refresh_margin_days + 1)  # CRLs are due
+    follower = make_engine(tmp_path, store_url=store_url, clock=clock, instance_id="instance-b")
+    assert engine.leases.acquire(LEADER_MAINTENANCE, ttl=timedelta(seconds=60), actor="tester")
+    reports: list[MaintenanceReport] = []
+    task = asyncio.create_task(run_maintenance(follower, interval_s=0.01, lease_s=3, on_report=reports.append))
+    try:
+        while len(reports) < 2:
+            await asyncio.sleep(0.01)
+        assert [(r.leader, r.crls_published) for r in reports[:2]] == [(False, []), (False, [])]
+        assert engine.latest_crl("mqtt-device") is not None
+        number = engine.latest_crl("mqtt-device").crl_number  # type: ignore[union-attr] # checked above
+        engine.leases.release(LEADER_MAINTENANCE)  # the leader stops cleanly: the follower takes over at once
+        while not any(r.leader for r in reports):
+            await asyncio.sleep(0.01)
+        first = next(r for r in reports if r.leader)
+        assert f"mqtt-device#{number + 1}" in first.crls_published
+        assert engine.leases.holder(LEADER_MAINTENANCE) == "instance-b"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert engine.leases.holder(LEADER_MAINTENANCE) is None  # released when the task stopped
+    follower.close()
