@@ -37,7 +37,8 @@ from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
 from trustlists.request_guard import RequestGuard
 from trustlists.requests import CertificateRequests
-from trustlists.store.base import Store
+from trustlists.store.base import Store, Subscription
+from trustlists.store.sql import REVOCATIONS_CHANNEL
 from trustlists.targets import DeliveryTarget, DeliveryTargets
 from trustlists.trustlist import TrustListManager
 from trustlists.validation import CertificateValidator
@@ -154,6 +155,13 @@ class Engine:
         self.bootstrap.refresh()
         with self._ctx.store.read() as tx:
             return self._ctx.index.refresh(tx)
+
+    def on_revocations(self, callback: Callable[[], None]) -> Subscription | None:
+        """Call `callback` (from another thread) soon after any instance on this store commits a revocation or a
+        bootstrap pin change (PostgreSQL LISTEN/NOTIFY), and after a reconnect that may have missed some; the
+        callback then calls `refresh_revocations` (off the event loop). None on a store without notifications
+        (SQLite): poll `refresh_revocations`. Close the subscription when done."""
+        return self._ctx.store.subscribe(REVOCATIONS_CHANNEL, callback)
 
     def is_initialized(self) -> bool:
         return any(ca.parent_id is None for ca in self.hierarchy.list())

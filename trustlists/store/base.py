@@ -297,7 +297,19 @@ class StoreWriter(StoreReader, Protocol):
     def insert_audit_rows(self, rows: Sequence[AuditRow]) -> None: ...
 
 
+class Subscription(Protocol):
+    def close(self) -> None:
+        """Stop: the callback is not called after this returns."""
+        ...
+
+
 class Store(Protocol):
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> Subscription | None:
+        """Call `callback` (from another thread) soon after any process commits a change announced on `channel`,
+        and once more whenever notifications may have been missed (a reconnect); None when the backend has no
+        notifications (SQLite), and the caller polls."""
+        ...
+
     def transaction(self) -> AbstractContextManager[StoreWriter]: ...
 
     def read(self) -> AbstractContextManager[StoreReader]: ...
@@ -313,4 +325,4 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Store", "StoreReader", "StoreWriter"]
+__all__ = ["Store", "StoreReader", "StoreWriter", "Subscription"]

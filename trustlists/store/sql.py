@@ -67,6 +67,8 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
+# The channel a commit announces revocations and bootstrap pin changes on (Store.subscribe), where the backend can.
+REVOCATIONS_CHANNEL = "otpki_revocations"
 # The lock of the ordered logs (StoreWriter.serialise_appends).
 APPEND_LOCK = ("append", "ordered-logs")
 # The table every backend records its applied migrations in (trustlists.store.migrations).
@@ -106,6 +108,10 @@ class SqlTx:
             self._conn.cursor().executemany(sql, rows)
         except Exception as exc:
             raise self._translate(exc) from exc
+
+    def notify(self, channel: str) -> None:
+        """Tell the subscribers of `channel` (Store.subscribe) when this transaction commits; nothing where the
+        backend has no notifications (SQLite: readers poll)."""
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.execute(sql, params).fetchone()
@@ -384,6 +390,7 @@ class SqlTx:
             "VALUES (?, ?, ?, ?, ?)",
             (serial, issuer_ca_id, to_epoch(at), int(reason), to_epoch(not_after)),
         )
+        self.notify(REVOCATIONS_CHANNEL)
 
     def revocations_since(self, seq: int) -> list[RevocationRow]:
         """Revocations newer than `seq`, oldest first."""
@@ -645,12 +652,14 @@ class SqlTx:
              pin.serial, to_epoch(pin.pinned_at), pin.pinned_by))
         self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, ?)",
                      (pin.owner_id, pin.fingerprint_sha256))
+        self.notify(REVOCATIONS_CHANNEL)
 
     def delete_bootstrap_pin(self, owner_id: str) -> bool:
         self.serialise_appends()
         if self.execute("DELETE FROM bootstrap_pins WHERE owner_id = ?", (owner_id,)).rowcount == 0:
             return False
         self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, NULL)", (owner_id,))
+        self.notify(REVOCATIONS_CHANNEL)
         return True
 
     def bootstrap_pin_changes_since(self, seq: int) -> list[PinChange]:
