@@ -67,6 +67,13 @@ class Instances:
         n = self.procs.index(proc)
         return (self.logs / f"instance-{n}.out").read_text(errors="replace")
 
+    def alive(self, *procs: subprocess.Popen[bytes]) -> Callable[[], None]:
+        """A check for `wait_for`: fails with the process's log as soon as one of `procs` has exited."""
+        def check() -> None:
+            for proc in procs:
+                assert proc.poll() is None, f"instance exited ({proc.returncode}): {self.log(proc)}"
+        return check
+
     @staticmethod
     def kill9(proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGKILL)
