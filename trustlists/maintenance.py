@@ -54,26 +54,32 @@ async def run_maintenance(engine: Engine, *, interval_s: float = 60.0, actor: st
                           on_report: object = None, lease_s: float = LEASE_S) -> None:
     """Run `maintain_once` every `interval_s` seconds until cancelled, re-signing CRLs only while this instance
     holds the leader lease (asked for every min(interval_s, lease_s / 3) seconds; given up when cancelled, so a
-    clean stop hands the work over at once)."""
+    clean stop hands the work over at once). A failed round (a locked or unreachable database) is logged and
+    retried at the next tick."""
     ttl = timedelta(seconds=lease_s)
     tick = min(interval_s, lease_s / 3)
     last_run = -float("inf")
     was_leader = False
     try:
         while True:
-            leader = await run_blocking(engine.leases.acquire, LEADER_MAINTENANCE, ttl=ttl, actor=actor) is not None
-            if leader != was_leader:
-                log.info("maintenance: this instance (%s) %s the leader", engine.instance_id,
-                         "is now" if leader else "is no longer")
-            # A new leader works at once: its predecessor may have left a CRL due.
-            if time.monotonic() - last_run >= interval_s or (leader and not was_leader):
-                last_run = time.monotonic()
-                report = await run_blocking(maintain_once, engine, actor=actor, leader=leader)
-                for error in report.errors:
-                    log.warning("maintenance: %s", error)
-                if callable(on_report):
-                    on_report(report)
-            was_leader = leader
+            try:
+                leader = await run_blocking(engine.leases.acquire, LEADER_MAINTENANCE, ttl=ttl,
+                                            actor=actor) is not None
+                if leader != was_leader:
+                    log.info("maintenance: this instance (%s) %s the leader", engine.instance_id,
+                             "is now" if leader else "is no longer")
+                # A new leader works at once: its predecessor may have left a CRL due.
+                new_leader = leader and not was_leader
+                was_leader = leader
+                if new_leader or time.monotonic() - last_run >= interval_s:
+                    last_run = time.monotonic()
+                    report = await run_blocking(maintain_once, engine, actor=actor, leader=leader)
+                    for error in report.errors:
+                        log.warning("maintenance: %s", error)
+                    if callable(on_report):
+                        on_report(report)
+            except Exception:
+                log.exception("maintenance round failed; retrying")
             await asyncio.sleep(tick)
     finally:
         if was_leader:
