@@ -52,3 +52,48 @@ def test_a_revocation_on_one_instance_drops_the_sessions_on_brokers_of_other_ins
         finally:
             for session in revoked + kept:
                 session.close()
+
+
+def test_a_revocation_on_one_instance_reaches_mosquitto_kept_by_another(postgres_cluster: PostgresCluster,
+                                                                        tmp_path: Path) -> None:
+    """The same with an operator's Mosquitto: `otpki mqtt sync` (instance A, rounds every 30 s here) installs the
+    new CRL and kicks the device's session as soon as the revocation from instance B is announced."""
+    from pydantic import SecretStr
+
+    from mqtt_broker_auth.mosquitto.config import MosquittoSettings
+    from mqtt_broker_auth.mosquitto.process import MosquittoProcess
+
+    url = postgres_cluster.database()
+    password = "a dynsec admin password"
+    port, admin_port = free_port(), free_port()
+    cfg = tmp_path / "otpki.toml"
+    cfg.write_text('[pki.root]\nkey_type = "ec-p256"\n'
+                   f'[mqtt]\nbroker = "mosquitto"\n[mqtt.mosquitto]\nport = {port}\nadmin_port = {admin_port}\n'
+                   f'bootstrap = false\nsync_interval_s = {POLL_S}\nreload_command = ["true"]\n')
+    a_dir = tmp_path / "a"
+    otpki(a_dir, url, "init", "--config", str(cfg))
+    b_dir = second_instance(a_dir, tmp_path / "b")
+    issuer = make_engine(second_instance(a_dir, tmp_path / "issuer"), store_url=url)
+    cert, key, serial = device_files(issuer, "pump-1", tmp_path / "device")
+    issuer.close()
+    secrets = {"OTPKI_MQTT_ADMIN_PASSWORD": password}
+    otpki(a_dir, url, "mqtt", "mosquitto-config", **secrets)
+    ms = MosquittoSettings(workdir=a_dir / "mosquitto", port=port, admin_port=admin_port,
+                           admin_password=SecretStr(password))
+    broker = MosquittoProcess(ms)
+    session: TlsDevice | None = None
+    try:
+        broker.start(fresh_dynsec=False)
+        config = a_dir / "otpki.toml"
+        config.write_text(config.read_text().replace('["true"]', f'["kill", "-HUP", "{broker.pid}"]'))
+        with instances(tmp_path) as group:
+            sync = group.start(a_dir, url, "mqtt", "sync", "--no-enrollment", **secrets)
+            wait_for("otpki mqtt sync ready", lambda: "ready" in group.stdout(sync), deadline_s=90,
+                     alive=group.alive(sync))
+            session = TlsDevice(port, ms.workdir / "server-ca.pem", cert, key, client_id="pump-1")
+            otpki(b_dir, url, "certs", "revoke", serial, "--reason", "key-compromise")
+            assert session.ended.wait(WAIT_S), "the revoked device's session on Mosquitto is still open"
+    finally:
+        if session is not None:
+            session.close()
+        broker.stop()
