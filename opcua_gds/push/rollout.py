@@ -38,7 +38,7 @@ from opcua_gds.push.client import PushError, PushResult, push_certificate, push_
 from opcua_gds.push.server_identity import TargetServerIdentity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
-from trustlists.errors import NotFound
+from trustlists.errors import NotFound, OtpkiError
 from trustlists.leases import push_target_lease
 from trustlists.models import KeyType
 from trustlists.targets import DeliveryTarget, DeliveryTargets
@@ -147,7 +147,11 @@ class Rollout:
         longer due once the lease is ours."""
         leases = self.engine.leases
         name = push_target_lease(target.id)
-        lease = await run_blocking(leases.acquire, name, ttl=self._lease_ttl, actor=self._actor)
+        try:
+            lease = await run_blocking(leases.acquire, name, ttl=self._lease_ttl, actor=self._actor)
+        except OtpkiError as exc:  # a busy store: this target waits for the next round, the others go on
+            return SkippedTarget(target_id=target.id, address=target.address,
+                                 reason=f"lease not taken: {exc.message}")
         if lease is None:
             holder = await run_blocking(leases.holder, name)
             return SkippedTarget(target_id=target.id, address=target.address,
@@ -180,7 +184,10 @@ class Rollout:
                                      status="LeaseLost", seconds=0.0)
             return push.result()
         finally:
-            await run_blocking(leases.release, name)
+            try:
+                await run_blocking(leases.release, name)
+            except OtpkiError as exc:  # it expires after lease_s instead; the push's result is recorded already
+                log.warning("push lease %s not released: %s", name, exc.message)
 
     async def _renew(self, name: str) -> None:
         """Renew the lease every third of its duration; return when another instance has taken it."""
