@@ -170,6 +170,24 @@ def check_audit(engine: Engine) -> Iterable[Finding]:
         yield Finding(check="audit", subject="audit log", level="fail", detail=f"chain broken: {result.problem}")
 
 
+def check_instances(engine: Engine) -> Iterable[Finding]:
+    """Who does the singleton work (CRL re-signing) and which push targets are being pushed, by which instance:
+    what an operator looks at before and after a failover. No leader is no fault by itself (a store used only from
+    the CLI has none); the CRL check says when CRLs are running out."""
+    from trustlists.leases import LEADER_MAINTENANCE
+
+    leader = engine.leases.holder(LEADER_MAINTENANCE)
+    yield Finding(check="instances", subject="maintenance leader", level="ok",
+                  detail=f"{leader} re-signs CRLs" if leader is not None else
+                  "no instance runs the maintenance now (`otpki gds serve` or `otpki mqtt serve` elect one)")
+    pushing: dict[str, int] = {}
+    for holder in engine.leases.held("push-target:").values():
+        pushing[holder] = pushing.get(holder, 0) + 1
+    for holder, count in sorted(pushing.items()):
+        yield Finding(check="instances", subject=f"pushing {holder}", level="ok",
+                      detail=f"{count} push target{'s' if count != 1 else ''} leased")
+
+
 def check_mosquitto_files(engine: Engine, *, cafile: Path, crlfile: Path, group: str,
                           min_remaining: timedelta) -> Iterable[Finding]:
     """The cafile/crlfile Mosquitto reads: present, what the engine exports now, CRLs not near nextUpdate.
@@ -364,6 +382,7 @@ def examine(engine: Engine, *, expiry_window: timedelta = timedelta(days=30), pr
         lambda: check_expiring(engine, expiry_window),
         lambda: check_targets(engine, probe=probe_targets),
         lambda: check_audit(engine),
+        lambda: check_instances(engine),
         *extra,
     ]
     for check in checks:

@@ -12,7 +12,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # Every benchmark, the longest first (so the two lanes below end close together).
 BENCHMARKS = ["push_fleet", "gds_pull", "cli_startup", "cli_certs_list", "mqtt_connect", "issuance",
-              "revocation_check", "mqtt_revocation_mosquitto", "crl", "inventory_expiring"]
+              "revocation_check", "mqtt_revocation_mosquitto", "crl", "inventory_expiring",
+              "revocation_across_instances"]
 
 
 def run_all(name: str) -> list[dict[str, Any]]:
@@ -29,7 +30,7 @@ def test_benchmarks_run_and_report_json() -> None:
         reports = [report for reports in pool.map(run_all, BENCHMARKS) for report in reports]
     assert {r["benchmark"] for r in reports} == {"issuance", "crl", "revocation_check", "inventory_expiring",
                                                  "gds_pull", "push_fleet", "mqtt_connect", "mqtt_revocation_mosquitto",
-                                                 "cli_startup", "cli_certs_list"}
+                                                 "cli_startup", "cli_certs_list", "revocation_across_instances"}
     assert len(reports) == len(BENCHMARKS)
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)

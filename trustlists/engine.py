@@ -30,13 +30,15 @@ from trustlists.inventory import Inventory
 from trustlists.key_probe import sign_and_verify
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
+from trustlists.leases import Leases, new_instance_id
 from trustlists.live_revocation import LiveRevocationSource
 from trustlists.models import CAStatus, CrlRecord, Decommissioned, KeyProbe, OwnerRegistration, RevocationReason
 from trustlists.policy import PkiConfig
 from trustlists.registry import Registry
 from trustlists.request_guard import RequestGuard
 from trustlists.requests import CertificateRequests
-from trustlists.store.base import Store
+from trustlists.store.base import Store, Subscription
+from trustlists.store.sql import REVOCATIONS_CHANNEL
 from trustlists.targets import DeliveryTarget, DeliveryTargets
 from trustlists.trustlist import TrustListManager
 from trustlists.validation import CertificateValidator
@@ -44,7 +46,9 @@ from trustlists.validation import CertificateValidator
 
 class Engine:
     def __init__(self, *, store: Store, config: PkiConfig, keys: KeyRing, key_pool: KeyPool | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, instance_id: str | None = None) -> None:
+        """`instance_id`: who this engine is among the instances on one store (lease holder); one per process
+        by default."""
         self._ctx = EngineContext(store=store, config=config, keys=keys, index=RevocationIndex(), clock=clock)
         self.key_pool = key_pool or KeyPool()
         self.trustlists = TrustListManager(self._ctx)
@@ -56,10 +60,15 @@ class Engine:
         self.targets = DeliveryTargets(self._ctx)
         self.bootstrap = Bootstrap(self._ctx, self.authority)
         self.request_guard = RequestGuard(self._ctx)
+        self.leases = Leases(self._ctx, instance_id or new_instance_id())
         self._live = LiveRevocationSource(self._ctx)
         self._decommissioning = Decommissioning(self._ctx, self.trustlists)
         self._validators: dict[str, tuple[str, CertificateValidator]] = {}
         self.refresh_revocations()
+
+    @property
+    def instance_id(self) -> str:
+        return self.leases.instance_id
 
     @property
     def config(self) -> PkiConfig:
@@ -146,6 +155,13 @@ class Engine:
         self.bootstrap.refresh()
         with self._ctx.store.read() as tx:
             return self._ctx.index.refresh(tx)
+
+    def on_revocations(self, callback: Callable[[], None]) -> Subscription | None:
+        """Call `callback` (from another thread) soon after any instance on this store commits a revocation or a
+        bootstrap pin change (PostgreSQL LISTEN/NOTIFY), and after a reconnect that may have missed some; the
+        callback then calls `refresh_revocations` (off the event loop). None on a store without notifications
+        (SQLite): poll `refresh_revocations`. Close the subscription when done."""
+        return self._ctx.store.subscribe(REVOCATIONS_CHANNEL, callback)
 
     def is_initialized(self) -> bool:
         return any(ca.parent_id is None for ca in self.hierarchy.list())

@@ -74,14 +74,16 @@ class Clock:
 
 
 def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Callable[[], datetime] | None = None,
-                passphrase: bytes = PASSPHRASE, busy_timeout_s: float = 5.0, store_url: str | None = None) -> Engine:
+                passphrase: bytes = PASSPHRASE, busy_timeout_s: float = 5.0, store_url: str | None = None,
+                instance_id: str | None = None) -> Engine:
     """An engine with its CA keys in `directory`/keys and its store in `directory`/otpki.db, or at `store_url`
     (a PostgreSQL database) when given."""
     directory.mkdir(parents=True, exist_ok=True)
     store = (SqliteStore(directory / "otpki.db", busy_timeout_s=busy_timeout_s) if store_url is None
              else open_store(store_url, busy_timeout_s=busy_timeout_s))
     keys = KeyRing([EncryptedFileKeyBackend(directory / "keys", passphrase)])
-    return Engine(store=store, config=config or load_default_config(), keys=keys, clock=clock or utcnow)
+    return Engine(store=store, config=config or load_default_config(), keys=keys, clock=clock or utcnow,
+                  instance_id=instance_id)
 
 
 # -- initialised engines from templates ----------------------------------------------------------------------------

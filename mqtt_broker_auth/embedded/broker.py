@@ -37,6 +37,7 @@ from mqtt_broker_auth.embedded.tls_admission import HandshakeCheck
 from mqtt_broker_auth.tls_identity import ensure_tls_identity, server_ca_pem
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
+from trustlists.errors import AlreadyExists
 from trustlists.safe_files import private_directory
 
 _log = logging.getLogger(__name__)
@@ -162,7 +163,14 @@ class EmbeddedBroker:
         owner = self.engine.registry.find(self.broker_group, name=owner_name)
         if owner is None:
             names = _host_names(self.host)
-            owner = self.engine.registry.register(group=self.broker_group, name=owner_name, actor=ACTOR, **names)
+            try:
+                owner = self.engine.registry.register(group=self.broker_group, name=owner_name, actor=ACTOR,
+                                                      **names)
+            except AlreadyExists:
+                # Another instance on this store, serving the same host name, registered it a moment ago.
+                owner = self.engine.registry.find(self.broker_group, name=owner_name)
+                if owner is None:
+                    raise
         ensure_tls_identity(self.engine, owner, self.certfile, self.keyfile, eku="serverAuth", actor=ACTOR,
                             hostname=self.host)
 

@@ -9,6 +9,10 @@ The broker-side `DeviceTopicPlugin` also asks `still_valid` per message, so betw
 the index and the kick, the session can neither publish nor receive. Until the round after another process's
 revocation, this process does not know of it: `interval` bounds that window for new connections too.
 
+On PostgreSQL the store announces every revocation at its commit (LISTEN/NOTIFY, `engine.on_revocations`): a
+round starts as soon as one arrives, from whichever instance, and otherwise every `catch_up` seconds, which covers
+a notification lost with the listening connection. On SQLite the watcher polls every `interval`.
+
 It also calls `on_trust_change` when the group's trust list moves to a new version (a CA imported, removed
 or rolled over, and every revocation, whose new CRL is trust-list content), so that the listener builds new
 TLS contexts for the next handshakes without a restart.
@@ -32,12 +36,13 @@ _log = logging.getLogger(__name__)
 class RevocationWatcher:
     def __init__(self, engine: Engine, gate: DeviceGate, broker: DeviceGateBroker, *, interval: float = 0.2,
                  on_trust_change: Callable[[], Awaitable[None]] | None = None,
-                 trust_version: int | None = None) -> None:
+                 trust_version: int | None = None, catch_up: float = 1.0) -> None:
         """`trust_version`: the trust-list version the listener was built from (changes after it are reported)."""
         self._engine = engine
         self._gate = gate
         self._broker = broker
         self._interval = interval
+        self._catch_up = max(interval, catch_up)
         self._on_trust_change = on_trust_change
         self._task: asyncio.Task[None] | None = None
         self._trust_version = trust_version
@@ -55,14 +60,31 @@ class RevocationWatcher:
                 await task
 
     async def _run(self) -> None:
-        while True:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        subscription = None
+        try:
+            def notified() -> None:  # on the store's listener thread
+                loop.call_soon_threadsafe(wake.set)
+
             try:
-                await self.check_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one failed round (a locked database) must not end the watch
-                _log.exception("revocation check failed; retrying")
-            await asyncio.sleep(self._interval)
+                subscription = await run_blocking(self._engine.on_revocations, notified)
+            except Exception:  # no notifications: the rounds below still find every revocation, later
+                _log.exception("cannot subscribe to revocations; polling every %.1f s", self._interval)
+            wait_s = self._interval if subscription is None else self._catch_up
+            while True:
+                wake.clear()  # a notification during the round below starts the next one at once
+                try:
+                    await self.check_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one failed round (a locked database) must not end the watch
+                    _log.exception("revocation check failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), wait_s)
+        finally:
+            if subscription is not None:
+                await asyncio.shield(run_blocking(subscription.close))
 
     async def check_once(self) -> int:
         """One round: refresh the index, close lapsed sessions; returns how many were closed."""

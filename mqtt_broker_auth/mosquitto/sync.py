@@ -149,10 +149,24 @@ class MosquittoSync:
         self._stop.set()
 
     async def run(self) -> None:
-        """Sync until `stop()`; a failing round is logged and retried, never fatal."""
+        """Sync until `stop()`; a failing round is logged and retried, never fatal. On PostgreSQL a round also
+        starts as soon as any instance commits a revocation (engine.on_revocations), without waiting for the
+        interval."""
         self._stop.clear()
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def notified() -> None:  # on the store's listener thread
+            loop.call_soon_threadsafe(wake.set)
+
+        subscription = None
         try:
+            try:
+                subscription = await run_blocking(self.engine.on_revocations, notified)
+            except OtpkiError as exc:  # the rounds below still find every revocation, at the interval
+                log.warning("mosquitto sync: no revocation notifications (%s); polling", exc)
             while not self._stop.is_set():
+                wake.clear()  # a notification during the round starts the next one at once
                 try:
                     await self.sync_once()
                 except ds.DynsecError as exc:
@@ -162,9 +176,17 @@ class MosquittoSync:
                     log.error("mosquitto sync round failed (%s): %s", exc.reason, exc)
                 except Exception:
                     log.exception("mosquitto sync round crashed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.interval_s)
+                stopping = asyncio.ensure_future(self._stop.wait())
+                woken = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait({stopping, woken}, timeout=self.interval_s,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+                    woken.cancel()
         finally:
+            if subscription is not None:
+                await asyncio.shield(run_blocking(subscription.close))
             await self.close()
 
     async def _drop_client(self) -> None:

@@ -8,6 +8,12 @@ ApplyChanges, then a reconnect that must show the new certificate. Before any of
 target's address must prove to be the target (`server_identity`); a refusal is the target's error, retried
 with the same backoff, and the password never leaves.
 
+Several instances on one store push from the same targets table: each target is leased (`trustlists.leases`) by
+the instance pushing it, renewed while the push runs, released when its result is recorded. Another instance
+skips a leased target ("leased by ..."), and after taking a lease looks again whether the target is still due
+(the previous holder may have just delivered it). A lease left by an instance that died expires after `lease_s`
+of the store's clock; the next scheduler round of another instance takes the target over (audited).
+
 Each target ends a run in one of three results: delivered; not applied (the certificate went in, but the trust
 list the PLC accepted reads back different: it stays due, with a backoff); failed (with the step and the OPC UA
 status the PLC answered, retried with a backoff). A run over a selection (--all, a group, a site) leaves targets
@@ -19,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,11 +38,14 @@ from opcua_gds.push.client import PushError, PushResult, push_certificate, push_
 from opcua_gds.push.server_identity import TargetServerIdentity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
-from trustlists.errors import NotFound
+from trustlists.errors import NotFound, OtpkiError
+from trustlists.leases import push_target_lease
 from trustlists.models import KeyType
 from trustlists.targets import DeliveryTarget, DeliveryTargets
 
 KIND = "opcua-push"
+LEASED_BY = "leased by "  # the reason of a target skipped because another instance is pushing it
+log = logging.getLogger(__name__)
 
 
 class TargetOutcome(BaseModel):
@@ -83,7 +93,10 @@ Credentials = Callable[[str], tuple[str, str]]  # credentials_ref -> (username, 
 class Rollout:
     def __init__(self, engine: Engine, *, client_cert_path: Path, client_key_path: Path, client_app_uri: str,
                  credentials: Credentials, concurrency: int = 16, timeout_s: float = 120.0,
-                 reconnect_attempts: int = 15, reconnect_delay_s: float = 1.0, actor: str = "otpki-push") -> None:
+                 reconnect_attempts: int = 15, reconnect_delay_s: float = 1.0, actor: str = "otpki-push",
+                 lease_s: float = 30.0) -> None:
+        """`lease_s`: how long a target stays leased to this instance without a renewal (renewed every third of
+        it while a push runs): after this instance dies, others take its targets over after at most this long."""
         self.engine = engine
         self._client = {"client_cert_path": client_cert_path, "client_key_path": client_key_path,
                         "client_app_uri": client_app_uri}
@@ -92,6 +105,7 @@ class Rollout:
         self._timeout_s = timeout_s
         self._reconnect = {"reconnect_attempts": reconnect_attempts, "reconnect_delay_s": reconnect_delay_s}
         self._actor = actor
+        self._lease_ttl = timedelta(seconds=lease_s)
 
     async def run(self, *, group: str | None = None, site: str | None = None, address: str | None = None,
                   force: bool = False, on_done: Callable[[TargetOutcome], None] | None = None,
@@ -112,18 +126,76 @@ class Rollout:
             on_planned(len(due))
         start = time.perf_counter()
 
-        async def one(target: DeliveryTarget, reason: str) -> TargetOutcome:
+        async def one(target: DeliveryTarget, reason: str) -> TargetOutcome | SkippedTarget:
             async with self._limit:
-                outcome = await self.push_one(target, reason)
-            if on_done is not None:
+                outcome = await self._leased(target, reason, named=named is not None, force=force)
+            if on_done is not None and isinstance(outcome, TargetOutcome):
                 on_done(outcome)
             return outcome
 
-        outcomes = await asyncio.gather(*(one(t, r) for t, r in due))
+        results = await asyncio.gather(*(one(t, r) for t, r in due))
+        outcomes = [o for o in results if isinstance(o, TargetOutcome)]
+        skipped += [o for o in results if isinstance(o, SkippedTarget)]
         count = {result: sum(1 for o in outcomes if o.result == result) for result in ("delivered", "not_applied")}
         return RolloutReport(attempted=len(outcomes), delivered=count["delivered"], not_applied=count["not_applied"],
                              failed=len(outcomes) - count["delivered"] - count["not_applied"],
                              seconds=round(time.perf_counter() - start, 3), outcomes=list(outcomes), skipped=skipped)
+
+    async def _leased(self, target: DeliveryTarget, reason: str, *, named: bool, force: bool
+                      ) -> TargetOutcome | SkippedTarget:
+        """`push_one` under the target's lease: skipped while another instance holds it, or when the target is no
+        longer due once the lease is ours."""
+        leases = self.engine.leases
+        name = push_target_lease(target.id)
+        try:
+            lease = await run_blocking(leases.acquire, name, ttl=self._lease_ttl, actor=self._actor)
+        except OtpkiError as exc:  # a busy store: this target waits for the next round, the others go on
+            return SkippedTarget(target_id=target.id, address=target.address,
+                                 reason=f"lease not taken: {exc.message}")
+        if lease is None:
+            holder = await run_blocking(leases.holder, name)
+            return SkippedTarget(target_id=target.id, address=target.address,
+                                 reason=f"{LEASED_BY}{holder or 'another instance'}")
+        try:
+            # Planned before the lease: another instance may have pushed it meanwhile (and released its lease).
+            plan = await run_blocking(self.engine.targets.plan, kind=KIND, target_ids=[target.id], force=force)
+            fresh = plan.due + (plan.waiting if named else [])
+            if not fresh:
+                current = plan.waiting + [(t, None) for t in plan.current]
+                t, why = current[0] if current else (target, None)
+                return SkippedTarget(target_id=t.id, address=t.address, reason=why,
+                                     until=t.next_attempt_at if why else None, last_error=t.last_error)
+            target, reason = fresh[0]
+            push = asyncio.ensure_future(self.push_one(target, reason))
+            renew = asyncio.ensure_future(self._renew(name))
+            try:
+                await asyncio.wait({push, renew}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:  # this run is cancelled: so is the push
+                push.cancel()
+                raise
+            finally:
+                renew.cancel()
+            if not push.done():  # the lease was lost (this instance stalled for longer than lease_s): stop
+                push.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await push
+                return TargetOutcome(target_id=target.id, address=target.address, reason=reason, ok=False,
+                                     result="failed", error="lease lost: another instance took the target over",
+                                     status="LeaseLost", seconds=0.0)
+            return push.result()
+        finally:
+            try:
+                await run_blocking(leases.release, name)
+            except OtpkiError as exc:  # it expires after lease_s instead; the push's result is recorded already
+                log.warning("push lease %s not released: %s", name, exc.message)
+
+    async def _renew(self, name: str) -> None:
+        """Renew the lease every third of its duration; return when another instance has taken it."""
+        while True:
+            await asyncio.sleep(self._lease_ttl.total_seconds() / 3)
+            if await run_blocking(self.engine.leases.acquire, name, ttl=self._lease_ttl, actor=self._actor) is None:
+                log.warning("push lease %s lost to another instance", name)
+                return
 
     async def _target_at(self, address: str) -> str:
         targets = await run_blocking(self.engine.targets.list, kind=KIND)

@@ -30,6 +30,8 @@ class PushSettings(BaseModel):
 
     concurrency: int = Field(16, ge=1, le=512, description="PLCs pushed to at the same time")
     timeout_s: float = Field(120.0, gt=0, description="Give up on one PLC's push after this long")
+    lease_s: float = Field(30.0, ge=1, le=3600, description="Instances on one store lease each target while "
+                           "pushing it; a crashed instance's targets are taken over after this long")
     application_uri: str = Field("urn:otpki:push", description="ApplicationUri of otpki's push client")
     credentials: dict[str, PushCredential] = Field(
         default_factory=dict, description="Admin logins on PLCs, referenced by `otpki targets add --credentials`")

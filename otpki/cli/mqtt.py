@@ -76,16 +76,10 @@ def ensure_service_identity(eng: "Engine", s: "Settings", directory: Path) -> tu
 
 
 async def _keep_crls_fresh(eng: "Engine", actor: str) -> None:
-    import asyncio
+    """CRL upkeep, on the one instance elected among those on this store (trustlists.maintenance)."""
+    from trustlists.maintenance import run_maintenance
 
-    from trustlists.blocking import run_blocking
-
-    while True:
-        await asyncio.sleep(CRL_REFRESH_EVERY_S)
-        try:
-            await run_blocking(eng.authority.refresh_crls, actor=actor)
-        except Exception:  # a locked database or an unreachable key: retried next hour, doctor reports it
-            _log.exception("CRL refresh failed")
+    await run_maintenance(eng, interval_s=CRL_REFRESH_EVERY_S, actor=actor)
 
 
 def _stop_event() -> "asyncio.Event":

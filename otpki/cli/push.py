@@ -258,7 +258,8 @@ async def _new_rollout(eng: "Engine", s: "Settings") -> "Rollout":
     cert, key = await run_blocking(ensure_identity, eng, s.data_dir / "push" / "own", name="otpki-push",
                                    application_uri=settings.application_uri, host="localhost")
     return Rollout(eng, client_cert_path=cert, client_key_path=key, client_app_uri=settings.application_uri,
-                   credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s)
+                   credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s,
+                   lease_s=settings.lease_s)
 
 
 async def _serve(eng: "Engine", s: "Settings", *, group: str | None, site: str | None, every: float,

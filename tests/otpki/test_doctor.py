@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from opcua_gds.push.rollout import KIND
 from otpki.cli.main import app
 from otpki.doctor import examine
-from trustlists.testing import Clock, free_port, initialized_engine, make_csr
+from trustlists.leases import LEADER_MAINTENANCE, push_target_lease
+from trustlists.testing import Clock, free_port, initialized_engine, make_csr, make_engine
 
 PASS = "a long enough test passphrase"
 
@@ -50,6 +51,21 @@ def test_findings_follow_the_clock_keys_and_targets(tmp_path: Path) -> None:
     clock.now += timedelta(days=340)
     expiring = [f for f in examine(engine).findings if f.check == "expiry"]
     assert [f.subject for f in expiring] == ["mqtt-device/CN=pump-1"] and expiring[0].level == "warn"
+    engine.close()
+
+
+def test_the_maintenance_leader_and_push_leases_are_shown(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path / "pki", instance_id="host-a:41:cafe")
+    engine.hierarchy.initialize(actor="t")
+    [leader] = [f for f in examine(engine).findings if f.check == "instances"]
+    assert leader.level == "ok" and leader.detail.startswith("no instance runs the maintenance")
+    engine.leases.acquire(LEADER_MAINTENANCE, ttl=timedelta(seconds=60), actor="t")
+    engine.leases.acquire(push_target_lease("t1"), ttl=timedelta(seconds=60), actor="t")
+    engine.leases.acquire(push_target_lease("t2"), ttl=timedelta(seconds=60), actor="t")
+    found = {f.subject: f for f in examine(engine).findings if f.check == "instances"}
+    assert found["maintenance leader"].detail == "host-a:41:cafe re-signs CRLs"
+    assert found["pushing host-a:41:cafe"].detail == "2 push targets leased"
+    assert {f.level for f in found.values()} == {"ok"}
     engine.close()
 
 

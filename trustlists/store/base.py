@@ -42,6 +42,7 @@ from trustlists.store.rows import (
     CertificateKey,
     CrlEntry,
     ExternalTrust,
+    LeaseRow,
     NewCertificate,
     PinChange,
     RateBucket,
@@ -170,6 +171,17 @@ class StoreReader(Protocol):
         """None for a full bucket."""
         ...
 
+    # -- leases
+    def store_now_ms(self) -> int:
+        """The store's clock in epoch milliseconds (the database server's on PostgreSQL): what leases expire by."""
+        ...
+
+    def get_lease(self, name: str) -> LeaseRow | None: ...
+
+    def list_leases(self, prefix: str) -> list[LeaseRow]:
+        """Every lease whose name starts with `prefix`, expired or not, by name."""
+        ...
+
     # -- audit
     def last_audit(self) -> AuditHead | None: ...
 
@@ -272,12 +284,32 @@ class StoreWriter(StoreReader, Protocol):
 
     def put_rate_bucket(self, scope: str, subject: str, tokens: float, stamp_us: int, full_at: int) -> None: ...
 
+    def put_lease(self, lease: LeaseRow) -> None:
+        """Create or overwrite the lease of that name."""
+        ...
+
+    def delete_lease(self, name: str, holder: str) -> bool:
+        """Drop the lease if `holder` holds it; False otherwise."""
+        ...
+
     def insert_audit(self, rec: AuditRecord, at_us: int, details_json: str) -> None: ...
 
     def insert_audit_rows(self, rows: Sequence[AuditRow]) -> None: ...
 
 
+class Subscription(Protocol):
+    def close(self) -> None:
+        """Stop: the callback is not called after this returns."""
+        ...
+
+
 class Store(Protocol):
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> Subscription | None:
+        """Call `callback` (from another thread) soon after any process commits a change announced on `channel`,
+        and once more whenever notifications may have been missed (a reconnect); None when the backend has no
+        notifications (SQLite), and the caller polls."""
+        ...
+
     def transaction(self) -> AbstractContextManager[StoreWriter]: ...
 
     def read(self) -> AbstractContextManager[StoreReader]: ...
@@ -293,4 +325,4 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Store", "StoreReader", "StoreWriter"]
+__all__ = ["Store", "StoreReader", "StoreWriter", "Subscription"]

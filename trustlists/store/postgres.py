@@ -37,6 +37,7 @@ from trustlists.errors import AlreadyExists, StoreBusy, StoreError
 from trustlists.store import migrations
 from trustlists.store.base import StoreWriter
 from trustlists.store.migrations import Migration, SchemaStatus
+from trustlists.store.pg_listen import PgSubscription
 from trustlists.store.sql import MIGRATIONS_TABLE_DDL, SqlTx
 
 # The advisory lock that serialises schema upgrades (any 64-bit number no `lock()` key hashes to by design).
@@ -88,8 +89,16 @@ class PostgresTx(SqlTx):
         super().__init__(conn, translate, placeholder="%s")
         self._pg = conn
 
+    # The database server's clock, so that leases mean the same on every host; clock_timestamp(), not now(): a
+    # transaction that waited for a lock must not see the time it started.
+    NOW_MS_SQL = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
     def lock(self, name: str, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (lock_id(name, key),))
+
+    def notify(self, channel: str) -> None:
+        # Delivered when (and only if) this transaction commits; one per commit and channel whatever the count.
+        self.execute("SELECT pg_notify(?, '')", (channel,))
 
     def run_script(self, script: str) -> None:
         """Several statements at once (a migration file): the simple query protocol, no parameters."""
@@ -239,6 +248,14 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
+
+    # -- notifications ----------------------------------------------------------------------------------
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> PgSubscription:
+        """LISTEN on `channel` on a connection of its own (trustlists.store.pg_listen)."""
+        try:
+            return PgSubscription(self.url, self.where, channel, callback)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot listen for changes on the database {self.where}: {_first_line(exc)}") from exc
 
     # -- schema ---------------------------------------------------------------------------------------------
     def schema_status(self) -> SchemaStatus:

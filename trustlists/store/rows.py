@@ -85,6 +85,15 @@ class RateBucket(NamedTuple):
     stamp_us: int  # epoch microseconds
 
 
+class LeaseRow(NamedTuple):
+    """Who holds a lease and until when, in milliseconds of the store's clock."""
+
+    name: str
+    holder: str
+    acquired_ms: int
+    expires_ms: int
+
+
 class AuditRow(NamedTuple):
     """An audit record as stored: `details` is the exact JSON text its hash covers."""
 

@@ -47,6 +47,7 @@ from trustlists.store.rows import (
     CertificateKey,
     CrlEntry,
     ExternalTrust,
+    LeaseRow,
     NewCertificate,
     PinChange,
     RateBucket,
@@ -66,6 +67,8 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
+# The channel a commit announces revocations and bootstrap pin changes on (Store.subscribe), where the backend can.
+REVOCATIONS_CHANNEL = "otpki_revocations"
 # The lock of the ordered logs (StoreWriter.serialise_appends).
 APPEND_LOCK = ("append", "ordered-logs")
 # The table every backend records its applied migrations in (trustlists.store.migrations).
@@ -105,6 +108,10 @@ class SqlTx:
             self._conn.cursor().executemany(sql, rows)
         except Exception as exc:
             raise self._translate(exc) from exc
+
+    def notify(self, channel: str) -> None:
+        """Tell the subscribers of `channel` (Store.subscribe) when this transaction commits; nothing where the
+        backend has no notifications (SQLite: readers poll)."""
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.execute(sql, params).fetchone()
@@ -383,6 +390,7 @@ class SqlTx:
             "VALUES (?, ?, ?, ?, ?)",
             (serial, issuer_ca_id, to_epoch(at), int(reason), to_epoch(not_after)),
         )
+        self.notify(REVOCATIONS_CHANNEL)
 
     def revocations_since(self, seq: int) -> list[RevocationRow]:
         """Revocations newer than `seq`, oldest first."""
@@ -644,12 +652,14 @@ class SqlTx:
              pin.serial, to_epoch(pin.pinned_at), pin.pinned_by))
         self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, ?)",
                      (pin.owner_id, pin.fingerprint_sha256))
+        self.notify(REVOCATIONS_CHANNEL)
 
     def delete_bootstrap_pin(self, owner_id: str) -> bool:
         self.serialise_appends()
         if self.execute("DELETE FROM bootstrap_pins WHERE owner_id = ?", (owner_id,)).rowcount == 0:
             return False
         self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, NULL)", (owner_id,))
+        self.notify(REVOCATIONS_CHANNEL)
         return True
 
     def bootstrap_pin_changes_since(self, seq: int) -> list[PinChange]:
@@ -684,6 +694,31 @@ class SqlTx:
             "ON CONFLICT (scope, subject) DO UPDATE SET tokens = excluded.tokens, stamp_us = excluded.stamp_us, "
             "full_at = excluded.full_at",
             (scope, subject, tokens, stamp_us, full_at))
+
+    # -- leases -----------------------------------------------------------------------------------
+    # The store's clock: SQLite's is the host's (one file, one host); PostgreSQL overrides it with the server's.
+    NOW_MS_SQL = "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
+    def store_now_ms(self) -> int:
+        return int(self._one(self.NOW_MS_SQL)[0])
+
+    def get_lease(self, name: str) -> LeaseRow | None:
+        row = self._one("SELECT name, holder, acquired_ms, expires_ms FROM leases WHERE name = ?", (name,))
+        return LeaseRow(row[0], row[1], int(row[2]), int(row[3])) if row else None
+
+    def list_leases(self, prefix: str) -> list[LeaseRow]:
+        rows = self.execute("SELECT name, holder, acquired_ms, expires_ms FROM leases WHERE name >= ? AND name < ? "
+                            "ORDER BY name", (prefix, prefix + "\U0010ffff")).fetchall()
+        return [LeaseRow(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    def put_lease(self, lease: LeaseRow) -> None:
+        self.execute(
+            "INSERT INTO leases (name, holder, acquired_ms, expires_ms) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, acquired_ms = excluded.acquired_ms, "
+            "expires_ms = excluded.expires_ms", tuple(lease))
+
+    def delete_lease(self, name: str, holder: str) -> bool:
+        return int(self.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)).rowcount) > 0
 
     # -- audit ------------------------------------------------------------------------------------
     def last_audit(self) -> AuditHead | None:

@@ -139,6 +139,10 @@ class SqliteStore:
                 self._conn.rollback()
                 raise _translate(exc) from exc
 
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
+        """No notifications on SQLite: readers poll (an indexed query on one local file)."""
+        return None
+
     @contextmanager
     def read(self) -> Iterator[SqlTx]:
         with self._lock:

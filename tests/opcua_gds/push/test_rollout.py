@@ -127,3 +127,26 @@ async def test_scheduler_renews_before_expiry_and_pushes_new_trust_lists(tmp_pat
         await service
         await plc.stop()
         engine.close()
+
+
+async def test_a_target_whose_lease_cannot_be_taken_waits_for_the_next_round(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A busy store while taking one target's lease skips that target (reported), it does not end the run."""
+    from trustlists.errors import StoreBusy
+
+    engine = initialized_engine(tmp_path / "pki")
+    owner = engine.registry.register(group="opcua-application", name="plc-1", application_uri="urn:plc:1",
+                                     actor="test")
+    target = engine.targets.add(owner_id=owner.id, kind=KIND, credentials_ref="plc", actor="test",
+                                address=f"opc.tcp://127.0.0.1:{free_port()}/plc")
+
+    def busy(*_args: object, **_kwargs: object) -> None:
+        raise StoreBusy("the database is locked by another otpki transaction for longer than the busy timeout")
+
+    monkeypatch.setattr(engine.leases, "acquire", busy)
+    rollout = Rollout(engine, client_cert_path=tmp_path / "none.pem", client_key_path=tmp_path / "none.key",
+                      client_app_uri="urn:otpki:push", credentials=lambda _ref: ("plc-admin", "pw"))
+    report = await rollout.run()
+    assert report.attempted == 0
+    assert [(s.target_id, (s.reason or "").split(":")[0]) for s in report.skipped] == [(target.id, "lease not taken")]
+    assert engine.targets.get(target.id).state is TargetState.PENDING  # untouched: due in the next round
+    engine.close()
