@@ -22,10 +22,11 @@ from pydantic import BaseModel
 from trustlists import audit
 from trustlists.clock import utcnow
 from trustlists.errors import AuditTampered, InvalidState, StoreError
-from trustlists.store.base import Store, StoreReader
+from trustlists.store.base import Store, StoreReader, StoreWriter
 from trustlists.store.rows import TableRow
+from trustlists.store.sql import crl_number_floor_key
 
-__all__ = ["COPY_ORDER", "StoreCopy", "TableCopy", "copy_store", "table_digest"]
+__all__ = ["COPY_ORDER", "CaKey", "StoreCopy", "TableCopy", "copy_store", "table_digest"]
 
 # Tables in an order that inserts every referenced row before the rows that reference it (foreign keys are
 # checked at once on PostgreSQL). A table the schema has and this list lacks stops a copy before it writes: a new
@@ -45,12 +46,20 @@ class TableCopy(BaseModel):
     digest: str  # sum of the SHA-256 of every row, modulo 2**256, in hex: equal row sets give equal digests
 
 
+class CaKey(BaseModel):
+    ca_id: str
+    key_backend: str  # file: an encrypted file in the data directory's keys/; pkcs11: an HSM object
+    key_ref: str
+
+
 class StoreCopy(BaseModel):
     source: str
     target: str
     tables: list[TableCopy]
     audit_records: int  # the source's audit chain, verified on the target before the copy's own record
     audit_seq: int  # the sequence number of the copy's audit record on the target
+    ca_keys: list[CaKey] = []  # where each copied CA's key is (a backup takes the key files along)
+    next_crl_numbers: dict[str, int] = {}  # CA id -> the lowest number its next CRL may have (crl_number_gap)
 
 
 def _row_hash(row: TableRow) -> int:
@@ -107,8 +116,13 @@ def _batches(rows: Iterator[TableRow]) -> Iterator[list[TableRow]]:
 
 
 def copy_store(source: Store, target: Store, *, source_name: str, target_name: str, actor: str,
-               at: datetime | None = None) -> StoreCopy:
-    """Copy every row of `source` into the empty `target`, check the copy, and audit it on the target.
+               at: datetime | None = None, action: str = "store.copy", crl_number_gap: int = 0) -> StoreCopy:
+    """Copy every row of `source` into the empty `target`, check the copy, and audit it on the target (`action`:
+    store.copy, store.backup into a backup's store, store.restore out of one).
+
+    `crl_number_gap`: each CA's next CRL on the target is numbered at least this far above the last one copied.
+    A restore sets it: CRLs published after the backup was taken are out in the world, and a CRL number must
+    never be used twice nor go backwards (RFC 5280 5.2.3; the numbers need not be consecutive).
 
     InvalidState (store_copy_target_not_empty) when the target holds any row; StoreError when the two stores do
     not have the same tables or the check finds a difference (nothing is then committed); AuditTampered when the
@@ -162,8 +176,23 @@ def copy_store(source: Store, target: Store, *, source_name: str, target_name: s
             raise StoreError(f"the audit log does not verify on {target_name} after the copy "
                              f"({copied_chain.problem or 'record count differs'}): nothing was committed",
                              reason="store_copy_mismatch")
-        record = audit.append(dst, actor=actor, action="store.copy", subject=target_name, at=at or utcnow(),
-                              details={"source": source_name, "audit_records": chain.records,
-                                       "tables": {c.table: {"rows": c.rows, "digest": c.digest} for c in copied}})
+        floors = _raise_crl_floors(dst, crl_number_gap) if crl_number_gap > 0 else {}
+        details: dict[str, object] = {
+            "source": source_name, "audit_records": chain.records,
+            "tables": {c.table: {"rows": c.rows, "digest": c.digest} for c in copied}}
+        if floors:
+            details["next_crl_numbers"] = floors
+        record = audit.append(dst, actor=actor, action=action, subject=target_name, at=at or utcnow(),
+                              details=details)
+        ca_keys = [CaKey(ca_id=ca.id, key_backend=ca.key_backend, key_ref=ca.key_ref) for ca in dst.list_cas()]
     return StoreCopy(source=source_name, target=target_name, tables=copied, audit_records=chain.records,
-                     audit_seq=record.seq)
+                     audit_seq=record.seq, ca_keys=ca_keys, next_crl_numbers=floors)
+
+
+def _raise_crl_floors(tx: StoreWriter, gap: int) -> dict[str, int]:
+    floors = {}
+    for ca in tx.list_cas():
+        floor = tx.next_crl_number(ca.id) - 1 + gap
+        tx.set_meta(crl_number_floor_key(ca.id), str(floor))
+        floors[ca.id] = floor
+    return floors

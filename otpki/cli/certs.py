@@ -185,6 +185,30 @@ def list_(
     typer.echo(f"{len(lines)} certificates")
 
 
+@certs_app.command("reconcile")
+@handle_errors
+def reconcile(
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE...", help="Certificates (PEM bundle or DER) and CRLs collected from the plant")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Report what the inventory lacks of what is out in the plant: certificates of our CAs it does not know,
+    revoked serials it does not hold, CRLs numbered at or above its next number (after a restore from a backup
+    older than they are). Exit 1 when anything is missing."""
+    documents = [(str(f), read_input_file(f, "certificate or CRL")) for f in files]
+    with engine() as (eng, _):
+        result = eng.reconcile(documents)
+    if json_out:
+        print_json({**result.model_dump(mode="json"), "ok": result.ok})
+    else:
+        for f in result.findings:
+            console.print(f"{f.kind}: {f.serial or '-'} ({f.source}): {f.detail}", soft_wrap=True)
+        console.print(f"{result.certificates} certificate(s) and {result.crl_entries} CRL entries of our CAs "
+                      f"checked, {result.foreign} foreign, {len(result.findings)} missing from the inventory")
+    if not result.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
 @certs_app.command("show")
 @handle_errors
 def show(serial: SerialArg, pem: Annotated[bool, typer.Option(help="Print the certificate as PEM")] = False,

@@ -67,6 +67,13 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
+
+
+def crl_number_floor_key(ca_id: str) -> str:
+    """The meta key of the lowest number a CA's next CRL may have (set by a restore; trustlists/store_copy.py)."""
+    return f"crl_number_floor:{ca_id}"
+
+
 # The lock of the ordered logs (StoreWriter.serialise_appends).
 APPEND_LOCK = ("append", "ordered-logs")
 # The table every backend records its applied migrations in (trustlists.store.migrations).
@@ -445,7 +452,9 @@ class SqlTx:
     # -- CRLs -------------------------------------------------------------------------------------
     def next_crl_number(self, ca_id: str) -> int:
         row = self._one("SELECT MAX(crl_number) FROM crls WHERE ca_id = ?", (ca_id,))
-        return (row[0] or 0) + 1
+        # A restored store may have published CRLs the backup never saw: its numbers start above a floor.
+        floor = self.get_meta(crl_number_floor_key(ca_id))
+        return max((row[0] or 0) + 1, int(floor) if floor else 0)
 
     def insert_crl(self, crl: CrlRecord) -> None:
         self.execute(
