@@ -24,6 +24,8 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -88,10 +90,43 @@ def _copy_secret(source: Path, target: Path) -> None:
     create_secret(target, source.read_bytes())
 
 
+@contextmanager
+def _filled(directory: Path) -> Iterator[None]:
+    """Fill the new or empty `directory`; if that fails, empty it again: no half backup, no half data directory."""
+    existed = directory.exists()
+    try:
+        yield
+    except BaseException:
+        if existed:
+            for child in directory.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _key_files(keys_dir: Path) -> list[tuple[Path, bytes]]:
+    """The CA key files and their content, each checked to be encrypted."""
+    found = []
+    for key_file in sorted(keys_dir.glob("*.key.pem")) if keys_dir.is_dir() else []:
+        data = key_file.read_bytes()
+        if not data.lstrip().startswith(_ENCRYPTED_PEM):
+            raise KeyAccessError(f"the CA key file {key_file} is not encrypted: not backed up (encrypt it "
+                                 "with the passphrase first)", reason="key_file_not_encrypted")
+        found.append((key_file, data))
+    return found
+
+
 def backup(settings: Settings, dest: Path, *, actor: str) -> BackupManifest:
     """Take a backup of the data directory `settings` names into the new directory `dest`."""
     dest = dest.absolute()
     _empty_directory(dest, "the backup directory")
+    _key_files(settings.keys_dir)  # before anything is written
+    with _filled(dest):
+        return _backup(settings, dest, actor=actor)
+
+
+def _backup(settings: Settings, dest: Path, *, actor: str) -> BackupManifest:
     private_directory(dest)
     source = open_store(settings.store_url, busy_timeout_s=settings.file.store.busy_timeout_s)
     try:
@@ -109,15 +144,12 @@ def backup(settings: Settings, dest: Path, *, actor: str) -> BackupManifest:
     files = [dest / STORE_FILE]
     needed = {f"{ca.key_ref}.key.pem" for ca in copied.ca_keys if ca.key_backend == "file"}
     keys_dir = settings.keys_dir
-    if keys_dir.is_dir():
+    key_files = _key_files(keys_dir)  # again: a CA made meanwhile added one
+    if key_files:
         private_directory(dest / KEYS_DIR)
-        for key_file in sorted(keys_dir.glob("*.key.pem")):
-            data = key_file.read_bytes()
-            if not data.lstrip().startswith(_ENCRYPTED_PEM):
-                raise KeyAccessError(f"the CA key file {key_file} is not encrypted: not backed up (encrypt it "
-                                     "with the passphrase first)", reason="key_file_not_encrypted")
-            create_secret(dest / KEYS_DIR / key_file.name, data)
-            files.append(dest / KEYS_DIR / key_file.name)
+    for key_file, data in key_files:
+        create_secret(dest / KEYS_DIR / key_file.name, data)
+        files.append(dest / KEYS_DIR / key_file.name)
     missing = sorted(needed - {f.name for f in files})
     if missing:
         raise KeyAccessError(f"the key files of CAs in the store are missing from {keys_dir}: {', '.join(missing)}",
@@ -163,6 +195,12 @@ def restore(src: Path, data_dir: Path, *, actor: str, store_url: str | None = No
     src, data_dir = src.absolute(), data_dir.absolute()
     manifest = read_manifest(src)
     _empty_directory(data_dir, "the data directory")
+    with _filled(data_dir):
+        return _restore(src, data_dir, manifest, actor=actor, store_url=store_url, crl_number_gap=crl_number_gap)
+
+
+def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str, store_url: str | None,
+             crl_number_gap: int) -> RestoreResult:
     private_directory(data_dir)
     for f in manifest.files:
         if f.path == STORE_FILE:

@@ -169,3 +169,39 @@ def test_backup_while_issuing_then_restore_on_a_fresh_machine(backend: str, tmp_
     number, _ = mqtt_crl(fresh, restored_env)
     assert number > published_number
     assert otpki(fresh, "audit", "verify", env=restored_env).returncode == 0
+
+
+def test_backup_and_restore_refuse_what_they_must_in_one_line(tmp_path: Path) -> None:
+    plant = tmp_path / "plant"
+    assert otpki(plant, "init", env={}).returncode == 0
+
+    def refused(res: subprocess.CompletedProcess[str], words: str) -> None:
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and words in res.stderr, res.stderr
+
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "something").write_text("x")
+    refused(otpki(plant, "backup", str(occupied), env={}), "not an empty directory")
+
+    backup_dir = tmp_path / "backup"
+    assert otpki(plant, "backup", str(backup_dir), env={}).returncode == 0
+    refused(otpki(plant, "restore", str(backup_dir), env={}), "not an empty directory")  # the plant itself
+    key = next((backup_dir / "keys").glob("*.key.pem"))
+    key.chmod(0o600)
+    good = key.read_bytes()
+    key.write_bytes(good.replace(b"A", b"B", 1))
+    refused(otpki(tmp_path / "fresh", "restore", str(backup_dir), env={}), "SHA-256 differs")
+    assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
+    key.write_bytes(good)
+    (backup_dir / "manifest.json").unlink()
+    refused(otpki(tmp_path / "fresh", "restore", str(backup_dir), env={}), "not a complete otpki backup")
+
+    # A key file in clear in the data directory is not carried into a backup.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    clear = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (plant / "keys" / "stray.key.pem").write_bytes(clear)
+    refused(otpki(plant, "backup", str(tmp_path / "backup2"), env={}), "is not encrypted")
+    assert not (tmp_path / "backup2").exists()
