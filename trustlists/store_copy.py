@@ -26,7 +26,7 @@ from trustlists.store.base import Store, StoreReader, StoreWriter
 from trustlists.store.rows import TableRow
 from trustlists.store.sql import crl_number_floor_key
 
-__all__ = ["COPY_ORDER", "CaKey", "StoreCopy", "TableCopy", "copy_store", "table_digest"]
+__all__ = ["COPY_ORDER", "CaKey", "StoreCopy", "TableCopy", "copy_store", "is_empty", "table_digest"]
 
 # Tables in an order that inserts every referenced row before the rows that reference it (foreign keys are
 # checked at once on PostgreSQL). A table the schema has and this list lacks stops a copy before it writes: a new
@@ -86,6 +86,12 @@ def _ordered_tables(tx: StoreReader, where: str) -> list[str]:
         raise StoreError(f"the store at {where} has tables this otpki cannot copy: {', '.join(unknown)}",
                          reason="store_copy_unknown_table")
     return [t for t in COPY_ORDER if t in present]
+
+
+def is_empty(store: Store) -> bool:
+    """No row in any table: a store nothing has been written to yet (its schema may be there)."""
+    with store.read() as tx:
+        return not any(tx.count_rows(t) for t in tx.table_names())
 
 
 def _parents_first(rows: list[TableRow], columns: list[str]) -> list[TableRow]:
