@@ -19,7 +19,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull", "push_fleet", "mqtt_connect",
-              "mqtt_revocation_mosquitto", "cli_startup", "cli_certs_list"]
+              "mqtt_revocation_mosquitto", "cli_startup", "cli_certs_list", "pg_issuance"]
 
 
 def main() -> int:

@@ -17,12 +17,14 @@ def test_benchmarks_run_and_report_json() -> None:
     reports = json.loads(res.stdout)
     assert {r["benchmark"] for r in reports} == {"issuance", "crl", "revocation_check", "inventory_expiring",
                                                  "gds_pull", "push_fleet", "mqtt_connect", "mqtt_revocation_mosquitto",
-                                                 "cli_startup", "cli_certs_list"}
+                                                 "cli_startup", "cli_certs_list", "pg_issuance"}
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)
         assert isinstance(r["meets_target"], bool) and r["ratio"] > 0
     issuance = next(r for r in reports if r["benchmark"] == "issuance")
     assert all(v["audit_chain_ok"] and v["same_extensions_as_raw"] for v in issuance["engine"].values())
+    pg = next(r for r in reports if r["benchmark"] == "pg_issuance")
+    assert pg["engine"]["audit_chain_ok"] and pg["baseline"]["sqlite_audit_chain_ok"]
     startup = next(r for r in reports if r["benchmark"] == "cli_startup")
     assert startup["engine"]["heavy_modules_imported_by_help"] == []
     listing = next(r for r in reports if r["benchmark"] == "cli_certs_list")
