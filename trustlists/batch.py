@@ -52,12 +52,26 @@ class BatchReport(BaseModel):
     items: list[BatchItem]
 
 
-def csr_files(in_dir: Path) -> list[Path]:
-    return sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in CSR_SUFFIXES)
+def csr_files(in_dir: Path, shard: tuple[int, int] | None = None) -> list[Path]:
+    """The CSR files of `in_dir`, by name; with `shard` (i, n) only the i-th of n disjoint shares (0-based).
+
+    A share holds whole stems (dev-1.csr and dev-1.pem go to one share), so the refusal of a second CSR for one
+    certificate file stays within one process, and n processes over the n shares sign every file once."""
+    files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in CSR_SUFFIXES)
+    if shard is None:
+        return files
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index + 1} of {count} does not exist")
+    stems = sorted({_output_name(p) for p in files})
+    mine = set(stems[index::count])
+    return [p for p in files if _output_name(p) in mine]
 
 
 def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, actor: str, site: str | None = None,
-                   on_item: Callable[[BatchItem], None] | None = None) -> BatchReport:
+                   on_item: Callable[[BatchItem], None] | None = None, shard: tuple[int, int] | None = None
+                   ) -> BatchReport:
+    """Sign the CSRs of `in_dir` (of one `shard` of them: csr_files) into `out_dir`."""
     engine.config.group(group)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_temp_files(out_dir)
@@ -68,7 +82,7 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
         if on_item is not None:
             on_item(item)
 
-    files = csr_files(in_dir)
+    files = csr_files(in_dir, shard)
     claimed: dict[str, str] = {}  # output file name -> the CSR file it belongs to
     # fsyncs issued together share the filesystem's journal commits (about 3x fewer waits than one by one).
     with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="otpki-batch-write") as writers:
@@ -98,6 +112,13 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
     reused = sum(1 for i in items if i.ok and i.reused)
     issued = sum(1 for i in items if i.ok) - reused
     return BatchReport(group=group, issued=issued, reused=reused, failed=len(items) - issued - reused, items=items)
+
+
+def merge_reports(group: str, reports: list[BatchReport]) -> BatchReport:
+    """One report of the shards' reports (`otpki batch sign --workers N`)."""
+    items = sorted((i for r in reports for i in r.items), key=lambda i: i.file)
+    return BatchReport(group=group, issued=sum(r.issued for r in reports), reused=sum(r.reused for r in reports),
+                       failed=sum(r.failed for r in reports), items=items)
 
 
 def _output_name(path: Path) -> str:
