@@ -18,7 +18,7 @@ def test_benchmarks_run_and_report_json() -> None:
     assert {r["benchmark"] for r in reports} == {"issuance", "crl", "revocation_check", "inventory_expiring",
                                                  "gds_pull", "push_fleet", "mqtt_connect", "mqtt_revocation_mosquitto",
                                                  "cli_startup", "cli_certs_list", "pg_issuance",
-                                                 "inventory_expiring_postgresql", "crl_postgresql"}
+                                                 "inventory_expiring_postgresql", "crl_postgresql", "batch_workers"}
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)
         assert isinstance(r["meets_target"], bool) and r["ratio"] > 0
