@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -89,16 +90,25 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
         for start in range(0, len(files), CHUNK):
             pending: list[tuple[Path, bytes, Owner]] = []
             refused: list[BatchItem] = []
+            # Reading and checking the CSRs is CPU work: done before the transaction, so that batches in other
+            # processes (`--workers`) are not kept waiting for the write lock meanwhile.
+            examined: list[tuple[Path, _Examined]] = []
+            for path in files[start:start + CHUNK]:
+                found = _claim_output(path, claimed) or _examine(engine, path, group=group, site=site)
+                if isinstance(found, BatchItem):
+                    refused.append(found)
+                else:
+                    examined.append((path, found))
             # The chunk's new registrations commit together (a registration's own transaction joins this
             # one): one fsync for a hundred new devices, and no other batch registers one of them meanwhile.
             with engine._ctx.store.transaction():
-                for path in files[start:start + CHUNK]:
-                    found = _claim_output(path, claimed) or _owner_for(engine, path, group=group, site=site,
-                                                                       actor=actor)
-                    if isinstance(found, BatchItem):
-                        refused.append(found)
+                for path, csr in examined:
+                    owner = _owner_for(engine, path, csr, group=group, site=site, actor=actor)
+                    if isinstance(owner, BatchItem):
+                        refused.append(owner)
                     else:
-                        pending.append((path, *found))
+                        pending.append((path, csr.data, owner))
+            refused.sort(key=lambda i: i.file)
             for item in refused:
                 done(item)
             results = engine.authority.issue_many(
@@ -136,30 +146,48 @@ def _claim_output(path: Path, claimed: dict[str, str]) -> BatchItem | None:
     return None
 
 
-def _owner_for(engine: Engine, path: Path, *, group: str, site: str | None, actor: str
-               ) -> tuple[bytes, Owner] | BatchItem:
-    """Read the CSR and find (or register) the device it names; a refusal comes back as a failed item."""
+@dataclass(frozen=True)
+class _Examined:
+    """A CSR file read and checked, before its device is looked up or registered."""
+
+    data: bytes
+    name: str
+    uri: str | None
+
+
+def _examine(engine: Engine, path: Path, *, group: str, site: str | None) -> _Examined | BatchItem:
+    """Read the CSR and check it against a provisional registration of the device it names (a refused CSR
+    registers nobody); a refusal comes back as a failed item. Reads nothing from the store."""
     try:
         data = path.read_bytes()
         csr = load_csr(data)
         name = common_name(csr.subject)
         if not name:
             return BatchItem(file=path.name, ok=False, error="the CSR has no common name", reason="subject_cn_missing")
-        owner = engine.registry.find(group, name=name)
-        if owner is None:
-            policy = engine.config.group(group)
-            uri = _first_uri(csr) if policy.san.uri_source == "owner_application_uri" else None
-            # Check the CSR against a provisional registration first: a refused CSR registers nobody.
-            provisional = Owner(id="provisional", kind=OwnerKind(policy.owner_kind), name=name, group=group,
-                                site=site, created_at=engine.now(), application_uri=uri)
-            check_csr(csr, policy, group, provisional, reserved=engine.config.reserved_names)
-            owner = engine.registry.register(group=group, name=name, site=site, actor=actor, application_uri=uri,
-                                             attributes={"registered_by": "batch", "source_file": path.name})
+        policy = engine.config.group(group)
+        uri = _first_uri(csr) if policy.san.uri_source == "owner_application_uri" else None
+        provisional = Owner(id="provisional", kind=OwnerKind(policy.owner_kind), name=name, group=group,
+                            site=site, created_at=engine.now(), application_uri=uri)
+        check_csr(csr, policy, group, provisional, reserved=engine.config.reserved_names)
     except OtpkiError as exc:
         return BatchItem(file=path.name, ok=False, error=exc.message, reason=exc.reason)
     except OSError as exc:
         return BatchItem(file=path.name, ok=False, error=f"cannot read: {exc.strerror}", reason="io_error")
-    return data, owner
+    return _Examined(data, name, uri)
+
+
+def _owner_for(engine: Engine, path: Path, csr: _Examined, *, group: str, site: str | None, actor: str
+               ) -> Owner | BatchItem:
+    """The device the CSR names, registered now if it is new."""
+    try:
+        owner = engine.registry.find(group, name=csr.name)
+        if owner is None:
+            owner = engine.registry.register(group=group, name=csr.name, site=site, actor=actor,
+                                             application_uri=csr.uri,
+                                             attributes={"registered_by": "batch", "source_file": path.name})
+    except OtpkiError as exc:
+        return BatchItem(file=path.name, ok=False, error=exc.message, reason=exc.reason)
+    return owner
 
 
 def _first_uri(csr: x509.CertificateSigningRequest) -> str | None:
