@@ -42,6 +42,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: a smoke run that checks the benchmark works (< 20 s)")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the engine's store (where a benchmark supports both): SQLite in a temporary "
+                             "directory, or a database of a throwaway PostgreSQL cluster")
     return parser.parse_args()
 
 
@@ -65,21 +68,15 @@ def make_engine(directory: Path, config: PkiConfig) -> Engine:
     return engine
 
 
-def fill_certificates(db_path: Path, n: int, cas: dict[str, str], owners: dict[str, list[str]], now_s: int,
-                      rng: random.Random, der: bytes = DUMMY_DER) -> dict[str, int]:
-    """Insert n realistic certificate rows straight into the store (setup only; a private connection with a big
-    page cache): not_after uniform over the next ~3 years, ~3% revoked, ~2% superseded, ~1% not delivered, the
-    three groups of `cas` (group -> issuing CA id) 60/30/10, owners drawn from `owners` (group -> owner ids).
-    `der`: the certificate column's bytes (the queries benchmarked never read it; its size sets the table's)."""
+def certificate_rows(n: int, cas: dict[str, str], owners: dict[str, list[str]], now_s: int, rng: random.Random,
+                     counts: dict[str, int], der: bytes = DUMMY_DER) -> Iterator[tuple[Any, ...]]:
+    """n realistic certificate rows (the columns of `_INSERT`): not_after uniform over the next ~3 years, ~3%
+    revoked, ~2% superseded, ~1% not delivered, the three groups of `cas` (group -> issuing CA id) 60/30/10,
+    owners drawn from `owners` (group -> owner ids); `counts` gets the mix."""
     groups = [("mqtt-device", 0.6, "ec-p256", 365), ("opcua-application", 0.3, "rsa2048", 730),
               ("opcua-user", 0.1, "rsa2048", 365)]
     weights = [g[1] for g in groups]
-    counts = {"revoked": 0, "superseded": 0, "not_delivered": 0}
-    conn = sqlite3.connect(str(db_path), isolation_level=None)
-    conn.execute("PRAGMA cache_size=-1000000")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("BEGIN IMMEDIATE")
-    batch = []
+    counts.update({"revoked": 0, "superseded": 0, "not_delivered": 0})
     for i in range(n):
         grp, _w, key_type, lifetime = rng.choices(groups, weights)[0]
         not_after = now_s + rng.randrange(SPREAD_S)
@@ -97,10 +94,25 @@ def fill_certificates(db_path: Path, n: int, cas: dict[str, str], owners: dict[s
             counts["superseded"] += 1
         delivered = 0 if rng.random() < 0.01 else 1
         counts["not_delivered"] += 1 - delivered
-        batch.append((serial, cas[grp], rng.choice(owners[grp]), grp, None, f"CN={name},O=plant",
-                      f"urn:plant:{name}", key_type, not_before, not_after, secrets.token_hex(32),
-                      "batch" if grp == "mqtt-device" else "csr", issued_at, delivered, superseded_by,
-                      revoked_at, reason, der))
+        yield (serial, cas[grp], rng.choice(owners[grp]), grp, None, f"CN={name},O=plant",
+               f"urn:plant:{name}", key_type, not_before, not_after, secrets.token_hex(32),
+               "batch" if grp == "mqtt-device" else "csr", issued_at, delivered, superseded_by,
+               revoked_at, reason, der)
+
+
+def fill_certificates(db_path: Path, n: int, cas: dict[str, str], owners: dict[str, list[str]], now_s: int,
+                      rng: random.Random, der: bytes = DUMMY_DER) -> dict[str, int]:
+    """Insert `certificate_rows` straight into the SQLite store (setup only; a private connection with a big page
+    cache). `der`: the certificate column's bytes (the queries benchmarked never read it; its size sets the
+    table's)."""
+    counts: dict[str, int] = {}
+    conn = sqlite3.connect(str(db_path), isolation_level=None)
+    conn.execute("PRAGMA cache_size=-1000000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("BEGIN IMMEDIATE")
+    batch = []
+    for row in certificate_rows(n, cas, owners, now_s, rng, counts, der):
+        batch.append(row)
         if len(batch) == 50_000:
             conn.executemany(_INSERT, batch)
             batch.clear()
@@ -109,6 +121,39 @@ def fill_certificates(db_path: Path, n: int, cas: dict[str, str], owners: dict[s
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     return counts
+
+
+def fill_certificates_pg(url: str, n: int, cas: dict[str, str], owners: dict[str, list[str]], now_s: int,
+                         rng: random.Random, der: bytes = DUMMY_DER) -> dict[str, int]:
+    """The same rows into a PostgreSQL store with COPY (setup only), then VACUUM ANALYZE: the visibility map an
+    index-only scan needs, and statistics for the planner, as a database that has been running a while has."""
+    import psycopg
+
+    counts: dict[str, int] = {}
+    columns = f"{testing.CERTIFICATE_COLUMNS}, der"
+    with psycopg.connect(url) as conn:
+        with conn.cursor() as cur, cur.copy(f"COPY certificates ({columns}) FROM STDIN") as copy:
+            for row in certificate_rows(n, cas, owners, now_s, rng, counts, der):
+                copy.write_row(row)
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE certificates")
+    return counts
+
+
+@contextmanager
+def postgres_store(durable: bool = False) -> Iterator[str]:
+    """The URL of an empty database on a throwaway cluster, stopped afterwards. `durable`: fsync and synchronous
+    commits on (what a benchmark of commits needs); off for read benchmarks' setup speed."""
+    settings = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"} if durable else {}
+    # Memory a production server would be given for a table of millions (the default 128 MB shared_buffers is
+    # for a laptop), so that the read benchmarks measure the query, not the page cache.
+    settings |= {"shared_buffers": "512MB", "work_mem": "64MB", "effective_cache_size": "1GB"}
+    cluster = testing.PostgresCluster(settings=settings).start()
+    try:
+        yield cluster.database()
+    finally:
+        cluster.stop()
 
 
 @contextmanager

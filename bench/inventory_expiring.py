@@ -11,6 +11,10 @@ baseline: `SELECT serial FROM certificates WHERE not_after BETWEEN ? AND ?` thro
 Also reported: the engine's own SQL run through sqlite3 without building records (`engine_sql_only_ms`), which
 splits the engine's time into the database part and the Python record-building part.
 
+With --store postgresql: the same on a database of a throwaway PostgreSQL cluster (rows loaded with COPY, then
+VACUUM ANALYZE), the baseline and the engine's own SQL through psycopg on the same database; reported as
+inventory_expiring_postgresql.
+
 Target: <= 50 ms.
 """
 
@@ -23,6 +27,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,28 +36,61 @@ from bench._common import (
     DUMMY_DER,
     emit,
     fill_certificates,
-    make_engine,
+    fill_certificates_pg,
     note,
     parse_args,
+    postgres_store,
     summary,
     timed,
     workdir,
 )
+from trustlists import testing
 from trustlists.policy import load_default_config
 
 TARGET_MS = 50.0
 WINDOW = timedelta(days=30)
 
 
+class RawSql:
+    """The baseline's connection to the engine's database, and its placeholder style."""
+
+    def __init__(self, directory: Path, url: str | None) -> None:
+        if url is None:
+            self.conn: Any = sqlite3.connect(str(directory / "otpki.db"), isolation_level=None)
+            self.ph = "?"
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(url, autocommit=True)
+            self.ph = "%s"
+
+    def rows(self, sql: str, params: tuple[int, int]) -> list[Any]:
+        return list(self.conn.execute(sql.replace("?", self.ph), params).fetchall())
+
+    def plan(self, sql: str) -> list[str]:
+        if self.ph == "?":
+            return [r[-1] for r in self.conn.execute("EXPLAIN QUERY PLAN " + sql, (0, 0)).fetchall()]
+        return [r[0] for r in self.conn.execute("EXPLAIN " + sql.replace("?", "%s"), (0, 0)).fetchall()]
+
+
 def main() -> None:
     args = parse_args(__doc__ or "")
-    n = 20_000 if args.quick else 1_000_000
-    reps = 5 if args.quick else 9
+    if args.store == "postgresql":
+        with postgres_store() as url:
+            run(args.quick, url)
+    else:
+        run(args.quick, None)
+
+
+def run(quick: bool, url: str | None) -> None:
+    n = 20_000 if quick else 1_000_000
+    reps = 5 if quick else 9
     rng = random.Random(99)
     with workdir("inventory") as d:
-        note(f"inventory_expiring: engine setup and {n} certificate rows")
-        engine = make_engine(d, load_default_config())
+        note(f"inventory_expiring: engine setup and {n} certificate rows ({'PostgreSQL' if url else 'SQLite'})")
+        engine = testing.make_engine(d, config=load_default_config(), store_url=url)
         try:
+            engine.hierarchy.initialize(actor=ACTOR)
             cas = {ca.group: ca.id for ca in engine.hierarchy.list() if ca.group}
             owners: dict[str, list[str]] = {}
             for grp in cas:
@@ -61,10 +99,13 @@ def main() -> None:
                                for j in range(5)]
             now_s = int(time.time())
             t0 = time.perf_counter()
-            counts = fill_certificates(d / "otpki.db", n, cas, owners, now_s, rng)
+            if url is None:
+                counts = fill_certificates(d / "otpki.db", n, cas, owners, now_s, rng)
+            else:
+                counts = fill_certificates_pg(url, n, cas, owners, now_s, rng)
             fill_s = time.perf_counter() - t0
 
-            raw = sqlite3.connect(str(d / "otpki.db"), isolation_level=None)
+            raw = RawSql(d, url)
             raw_sql = "SELECT serial FROM certificates WHERE not_after BETWEEN ? AND ?"
             # The statement Inventory.expiring runs (see SqlTx.query_certificates), without building records.
             engine_sql = ("SELECT serial, subject, grp, site, owner_id, not_after, delivered FROM certificates "
@@ -76,14 +117,14 @@ def main() -> None:
 
             def raw_run() -> int:
                 now = int(time.time())
-                return len(raw.execute(raw_sql, (now, now + int(WINDOW.total_seconds()))).fetchall())
+                return len(raw.rows(raw_sql, (now, now + int(WINDOW.total_seconds()))))
 
             def engine_sql_run() -> int:
                 now = int(time.time())
-                return len(raw.execute(engine_sql, (now, now + int(WINDOW.total_seconds()))).fetchall())
+                return len(raw.rows(engine_sql, (now, now + int(WINDOW.total_seconds()))))
 
             note(f"inventory_expiring: {reps} runs each")
-            for fn in (engine_run, raw_run, engine_sql_run):  # warm-up: SQLite page cache, OS cache
+            for fn in (engine_run, raw_run, engine_sql_run):  # warm-up: page caches
                 fn()
             engine_ms: list[float] = []
             raw_ms: list[float] = []
@@ -96,8 +137,8 @@ def main() -> None:
                 engine_ms.append(t * 1000)
                 t, sql_rows = timed(engine_sql_run)
                 sql_ms.append(t * 1000)
-            plan = [r[-1] for r in raw.execute("EXPLAIN QUERY PLAN " + engine_sql, (0, 0)).fetchall()]
-            raw.close()
+            plan = raw.plan(engine_sql)
+            raw.conn.close()
             total_rows = engine.inventory.count()
         finally:
             engine.close()
@@ -106,7 +147,7 @@ def main() -> None:
     median_raw = statistics.median(raw_ms)
     median_sql = statistics.median(sql_ms)
     emit(
-        benchmark="inventory_expiring",
+        benchmark="inventory_expiring" + ("_postgresql" if url else ""),
         engine={"ms": summary(engine_ms, 3), "rows_returned": engine_rows,
                 "engine_sql_only_ms": summary(sql_ms, 3),
                 "record_building_ms_estimate": round(median_engine - median_sql, 3),
@@ -117,6 +158,7 @@ def main() -> None:
         target=f"engine median <= {TARGET_MS} ms (ratio = engine median / raw SQL median)",
         meets_target=median_engine <= TARGET_MS,
         params={
+            "store": "PostgreSQL (throwaway cluster, 127.0.0.1)" if url else "SQLite",
             "rows_in_table": total_rows, "window_days": WINDOW.days, "runs": reps, "statistic": "median",
             "not_after": "uniform over now .. now+3 years", "row_mix": counts,
             "der_column": f"{len(DUMMY_DER)}-byte dummy blob (not real certificates)",

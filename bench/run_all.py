@@ -19,7 +19,12 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull", "push_fleet", "mqtt_connect",
-              "mqtt_revocation_mosquitto", "cli_startup", "cli_certs_list", "revocation_across_instances"]
+              "mqtt_revocation_mosquitto", "cli_startup", "cli_certs_list", "revocation_across_instances",
+              "pg_issuance",
+              "inventory_expiring_postgresql", "crl_postgresql", "batch_workers"]
+# Benchmarks that are another run of a script: name -> (script, its arguments).
+VARIANTS = {"inventory_expiring_postgresql": ("inventory_expiring", ["--store", "postgresql"]),
+            "crl_postgresql": ("crl", ["--store", "postgresql"])}
 
 
 def main() -> int:
@@ -33,7 +38,8 @@ def main() -> int:
     results: list[dict[str, object]] = []
     failed = False
     for name in args.only or BENCHMARKS:
-        cmd = [sys.executable, str(BENCH_DIR / f"{name}.py")] + (["--quick"] if args.quick else [])
+        script, extra = VARIANTS.get(name, (name, []))
+        cmd = [sys.executable, str(BENCH_DIR / f"{script}.py"), *extra] + (["--quick"] if args.quick else [])
         print(f"[run_all] {name}{' --quick' if args.quick else ''}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         # stdout is the benchmark's JSON; its stderr (progress, tracebacks) goes straight to ours.

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every benchmark, the longest first (so the two lanes below end close together).
 BENCHMARKS = ["push_fleet", "gds_pull", "cli_startup", "cli_certs_list", "mqtt_connect", "issuance",
               "revocation_check", "mqtt_revocation_mosquitto", "crl", "inventory_expiring",
-              "revocation_across_instances"]
+              "revocation_across_instances", "pg_issuance", "inventory_expiring_postgresql", "crl_postgresql",
+              "batch_workers"]
 
 
 def run_all(name: str) -> list[dict[str, Any]]:
@@ -30,13 +31,17 @@ def test_benchmarks_run_and_report_json() -> None:
         reports = [report for reports in pool.map(run_all, BENCHMARKS) for report in reports]
     assert {r["benchmark"] for r in reports} == {"issuance", "crl", "revocation_check", "inventory_expiring",
                                                  "gds_pull", "push_fleet", "mqtt_connect", "mqtt_revocation_mosquitto",
-                                                 "cli_startup", "cli_certs_list", "revocation_across_instances"}
+                                                 "cli_startup", "cli_certs_list", "revocation_across_instances",
+                                                 "pg_issuance",
+                                                 "inventory_expiring_postgresql", "crl_postgresql", "batch_workers"}
     assert len(reports) == len(BENCHMARKS)
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)
         assert isinstance(r["meets_target"], bool) and r["ratio"] > 0
     issuance = next(r for r in reports if r["benchmark"] == "issuance")
     assert all(v["audit_chain_ok"] and v["same_extensions_as_raw"] for v in issuance["engine"].values())
+    pg = next(r for r in reports if r["benchmark"] == "pg_issuance")
+    assert pg["engine"]["audit_chain_ok"] and pg["baseline"]["sqlite_audit_chain_ok"]
     startup = next(r for r in reports if r["benchmark"] == "cli_startup")
     assert startup["engine"]["heavy_modules_imported_by_help"] == []
     listing = next(r for r in reports if r["benchmark"] == "cli_certs_list")

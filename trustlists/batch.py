@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -52,12 +53,26 @@ class BatchReport(BaseModel):
     items: list[BatchItem]
 
 
-def csr_files(in_dir: Path) -> list[Path]:
-    return sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in CSR_SUFFIXES)
+def csr_files(in_dir: Path, shard: tuple[int, int] | None = None) -> list[Path]:
+    """The CSR files of `in_dir`, by name; with `shard` (i, n) only the i-th of n disjoint shares (0-based).
+
+    A share holds whole stems (dev-1.csr and dev-1.pem go to one share), so the refusal of a second CSR for one
+    certificate file stays within one process, and n processes over the n shares sign every file once."""
+    files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in CSR_SUFFIXES)
+    if shard is None:
+        return files
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index + 1} of {count} does not exist")
+    stems = sorted({_output_name(p) for p in files})
+    mine = set(stems[index::count])
+    return [p for p in files if _output_name(p) in mine]
 
 
 def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, actor: str, site: str | None = None,
-                   on_item: Callable[[BatchItem], None] | None = None) -> BatchReport:
+                   on_item: Callable[[BatchItem], None] | None = None, shard: tuple[int, int] | None = None
+                   ) -> BatchReport:
+    """Sign the CSRs of `in_dir` (of one `shard` of them: csr_files) into `out_dir`."""
     engine.config.group(group)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_temp_files(out_dir)
@@ -68,23 +83,32 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
         if on_item is not None:
             on_item(item)
 
-    files = csr_files(in_dir)
+    files = csr_files(in_dir, shard)
     claimed: dict[str, str] = {}  # output file name -> the CSR file it belongs to
     # fsyncs issued together share the filesystem's journal commits (about 3x fewer waits than one by one).
     with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="otpki-batch-write") as writers:
         for start in range(0, len(files), CHUNK):
             pending: list[tuple[Path, bytes, Owner]] = []
             refused: list[BatchItem] = []
+            # Reading and checking the CSRs is CPU work: done before the transaction, so that batches in other
+            # processes (`--workers`) are not kept waiting for the write lock meanwhile.
+            examined: list[tuple[Path, _Examined]] = []
+            for path in files[start:start + CHUNK]:
+                found = _claim_output(path, claimed) or _examine(engine, path, group=group, site=site)
+                if isinstance(found, BatchItem):
+                    refused.append(found)
+                else:
+                    examined.append((path, found))
             # The chunk's new registrations commit together (a registration's own transaction joins this
             # one): one fsync for a hundred new devices, and no other batch registers one of them meanwhile.
             with engine._ctx.store.transaction():
-                for path in files[start:start + CHUNK]:
-                    found = _claim_output(path, claimed) or _owner_for(engine, path, group=group, site=site,
-                                                                       actor=actor)
-                    if isinstance(found, BatchItem):
-                        refused.append(found)
+                for path, csr in examined:
+                    owner = _owner_for(engine, path, csr, group=group, site=site, actor=actor)
+                    if isinstance(owner, BatchItem):
+                        refused.append(owner)
                     else:
-                        pending.append((path, *found))
+                        pending.append((path, csr.data, owner))
+            refused.sort(key=lambda i: i.file)
             for item in refused:
                 done(item)
             results = engine.authority.issue_many(
@@ -98,6 +122,13 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
     reused = sum(1 for i in items if i.ok and i.reused)
     issued = sum(1 for i in items if i.ok) - reused
     return BatchReport(group=group, issued=issued, reused=reused, failed=len(items) - issued - reused, items=items)
+
+
+def merge_reports(group: str, reports: list[BatchReport]) -> BatchReport:
+    """One report of the shards' reports (`otpki batch sign --workers N`)."""
+    items = sorted((i for r in reports for i in r.items), key=lambda i: i.file)
+    return BatchReport(group=group, issued=sum(r.issued for r in reports), reused=sum(r.reused for r in reports),
+                       failed=sum(r.failed for r in reports), items=items)
 
 
 def _output_name(path: Path) -> str:
@@ -115,30 +146,48 @@ def _claim_output(path: Path, claimed: dict[str, str]) -> BatchItem | None:
     return None
 
 
-def _owner_for(engine: Engine, path: Path, *, group: str, site: str | None, actor: str
-               ) -> tuple[bytes, Owner] | BatchItem:
-    """Read the CSR and find (or register) the device it names; a refusal comes back as a failed item."""
+@dataclass(frozen=True)
+class _Examined:
+    """A CSR file read and checked, before its device is looked up or registered."""
+
+    data: bytes
+    name: str
+    uri: str | None
+
+
+def _examine(engine: Engine, path: Path, *, group: str, site: str | None) -> _Examined | BatchItem:
+    """Read the CSR and check it against a provisional registration of the device it names (a refused CSR
+    registers nobody); a refusal comes back as a failed item. Reads nothing from the store."""
     try:
         data = path.read_bytes()
         csr = load_csr(data)
         name = common_name(csr.subject)
         if not name:
             return BatchItem(file=path.name, ok=False, error="the CSR has no common name", reason="subject_cn_missing")
-        owner = engine.registry.find(group, name=name)
-        if owner is None:
-            policy = engine.config.group(group)
-            uri = _first_uri(csr) if policy.san.uri_source == "owner_application_uri" else None
-            # Check the CSR against a provisional registration first: a refused CSR registers nobody.
-            provisional = Owner(id="provisional", kind=OwnerKind(policy.owner_kind), name=name, group=group,
-                                site=site, created_at=engine.now(), application_uri=uri)
-            check_csr(csr, policy, group, provisional, reserved=engine.config.reserved_names)
-            owner = engine.registry.register(group=group, name=name, site=site, actor=actor, application_uri=uri,
-                                             attributes={"registered_by": "batch", "source_file": path.name})
+        policy = engine.config.group(group)
+        uri = _first_uri(csr) if policy.san.uri_source == "owner_application_uri" else None
+        provisional = Owner(id="provisional", kind=OwnerKind(policy.owner_kind), name=name, group=group,
+                            site=site, created_at=engine.now(), application_uri=uri)
+        check_csr(csr, policy, group, provisional, reserved=engine.config.reserved_names)
     except OtpkiError as exc:
         return BatchItem(file=path.name, ok=False, error=exc.message, reason=exc.reason)
     except OSError as exc:
         return BatchItem(file=path.name, ok=False, error=f"cannot read: {exc.strerror}", reason="io_error")
-    return data, owner
+    return _Examined(data, name, uri)
+
+
+def _owner_for(engine: Engine, path: Path, csr: _Examined, *, group: str, site: str | None, actor: str
+               ) -> Owner | BatchItem:
+    """The device the CSR names, registered now if it is new."""
+    try:
+        owner = engine.registry.find(group, name=csr.name)
+        if owner is None:
+            owner = engine.registry.register(group=group, name=csr.name, site=site, actor=actor,
+                                             application_uri=csr.uri,
+                                             attributes={"registered_by": "batch", "source_file": path.name})
+    except OtpkiError as exc:
+        return BatchItem(file=path.name, ok=False, error=exc.message, reason=exc.reason)
+    return owner
 
 
 def _first_uri(csr: x509.CertificateSigningRequest) -> str | None:

@@ -12,7 +12,7 @@ typed answer, and a use case that spans several parts becomes one call that comm
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from trustlists.leases import Leases, new_instance_id
 from trustlists.live_revocation import LiveRevocationSource
 from trustlists.models import CAStatus, CrlRecord, Decommissioned, KeyProbe, OwnerRegistration, RevocationReason
 from trustlists.policy import PkiConfig
+from trustlists.reconcile import Reconciliation, reconcile
 from trustlists.registry import Registry
 from trustlists.request_guard import RequestGuard
 from trustlists.requests import CertificateRequests
@@ -174,6 +175,10 @@ class Engine:
         """Audit records, optionally only one action and only those at or after `since`."""
         with self._ctx.store.read() as tx:
             return list(audit.records(tx, action=action, since=since))
+
+    def reconcile(self, documents: Sequence[tuple[str, bytes]]) -> Reconciliation:
+        """Certificates and CRLs seen in the plant (name, PEM or DER) against the inventory: what it lacks."""
+        return reconcile(self._ctx, documents)
 
     def record_event(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:
         """Audit what a front saw or did outside the engine's own state (a foreign broker entry it removed)."""

@@ -20,6 +20,7 @@ from otpki.cli.common import (
     print_columns,
     print_json,
     read_input_file,
+    settings,
     write_output_file,
 )
 from trustlists.enums import CertificateStatus, KeyType
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from trustlists.authority import KeyFormat
+    from trustlists.batch import BatchReport
     from trustlists.models import CertificateRecord, IssuedCertificate
 
 certs_app = typer.Typer(help="Issue, renew, revoke and inspect certificates.", no_args_is_help=True)
@@ -185,6 +187,30 @@ def list_(
     typer.echo(f"{len(lines)} certificates")
 
 
+@certs_app.command("reconcile")
+@handle_errors
+def reconcile(
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE...", help="Certificates (PEM bundle or DER) and CRLs collected from the plant")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Report what the inventory lacks of what is out in the plant: certificates of our CAs it does not know,
+    revoked serials it does not hold, CRLs numbered at or above its next number (after a restore from a backup
+    older than they are). Exit 1 when anything is missing."""
+    documents = [(str(f), read_input_file(f, "certificate or CRL")) for f in files]
+    with engine() as (eng, _):
+        result = eng.reconcile(documents)
+    if json_out:
+        print_json({**result.model_dump(mode="json"), "ok": result.ok})
+    else:
+        for f in result.findings:
+            console.print(f"{f.kind}: {f.serial or '-'} ({f.source}): {f.detail}", soft_wrap=True)
+        console.print(f"{result.certificates} certificate(s) and {result.crl_entries} CRL entries of our CAs "
+                      f"checked, {result.foreign} foreign, {len(result.findings)} missing from the inventory")
+    if not result.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
 @certs_app.command("show")
 @handle_errors
 def show(serial: SerialArg, pem: Annotated[bool, typer.Option(help="Print the certificate as PEM")] = False,
@@ -219,6 +245,10 @@ def batch_sign(
     out_dir: Annotated[Path, typer.Argument(help="Where the certificates are written, one per CSR")],
     group: Annotated[str, typer.Option(help="Certificate group for every CSR")] = "mqtt-device",
     site: SiteOption = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="Processes signing at once, each on its own share of the CSRs (default: one; "
+                            "the number of cores uses every core)")] = 1,
+    shard: Annotated[str | None, typer.Option(hidden=True, help="I/N: sign only the I-th of N shares")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Sign every CSR in IN_DIR into OUT_DIR; certificates stay 'issued-not-delivered' until seen in the field.
@@ -233,14 +263,68 @@ def batch_sign(
 
     if not in_dir.is_dir():
         raise ValueError(f"{in_dir} is not a directory")
+    share = _parse_shard(shard) if shard is not None else None
+    if workers > 1 and share is None:
+        report = _sign_in_processes(in_dir, out_dir, group=group, site=site, workers=workers, quiet=json_out)
+        _print_batch_report(report, json_out)
+        return
     with engine() as (eng, s):
         eng.config.group(group)
-        files = csr_files(in_dir)
+        files = csr_files(in_dir, share)
         with Progress(TextColumn("signing"), BarColumn(), MofNCompleteColumn(), console=err_console.rich,
                       disable=json_out) as progress:
             task = progress.add_task("batch", total=len(files))
             report = sign_directory(eng, in_dir, out_dir, group=group, site=site, actor=s.actor(),
-                                    on_item=lambda _i: progress.advance(task))
+                                    on_item=lambda _i: progress.advance(task), shard=share)
+    _print_batch_report(report, json_out)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        raise ValueError(f"--shard {text!r}: expected I/N with 1 <= I <= N")
+    return int(index) - 1, int(count)
+
+
+def _sign_in_processes(in_dir: Path, out_dir: Path, *, group: str, site: str | None, workers: int, quiet: bool
+                       ) -> "BatchReport":
+    """`workers` processes of this command, each signing one share of the CSRs (`--shard I/N`) with its own
+    engine: signing is CPU work, and one Python process uses one core. Each commits its own chunks, durably, as
+    one process would; the shares are disjoint, so no CSR is signed twice."""
+    import json
+    import subprocess
+    import sys
+
+    from trustlists.batch import BatchReport, merge_reports
+
+    s = settings()
+    command = [sys.executable, "-m", "otpki.cli.main", "-d", str(s.data_dir), "batch", "sign", str(in_dir),
+               str(out_dir), "--group", group, "--json", *(["--site", site] if site else [])]
+    procs = [subprocess.Popen([*command, "--shard", f"{i + 1}/{workers}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(workers)]
+    reports: list[BatchReport] = []
+    errors: list[str] = []
+    try:
+        for i, proc in enumerate(procs):
+            out, err = proc.communicate()
+            if proc.returncode not in (0, EXIT_PROBLEM) or not out.strip():  # EXIT_PROBLEM: some CSRs refused
+                errors.append(f"worker {i + 1}: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+            else:
+                reports.append(BatchReport.model_validate(json.loads(out)))
+            if not quiet:
+                err_console.print(f"worker {i + 1}/{workers} done")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if errors:
+        # What the others signed is recorded and written; running the batch again completes it.
+        raise ValueError("; ".join(errors) + " (run the batch again: it completes what is missing)")
+    return merge_reports(group, reports)
+
+
+def _print_batch_report(report: "BatchReport", json_out: bool) -> None:
     if json_out:
         print_json(report.model_dump(mode="json"))
     else:

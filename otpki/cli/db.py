@@ -1,6 +1,6 @@
 """db: the store's schema version and its upgrade."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -8,8 +8,10 @@ from otpki.cli.common import EXIT_PROBLEM, JsonFlag, console, handle_errors, lin
 
 if TYPE_CHECKING:  # for annotations only: nothing more imported when the CLI starts
     from trustlists.schema import SchemaStatus
+    from trustlists.store_copy import StoreCopy
 
-db_app = typer.Typer(help="The store's schema: its version, and upgrading it to this otpki's.", no_args_is_help=True)
+db_app = typer.Typer(help="The store: its schema version, upgrading it, copying it into another database.",
+                      no_args_is_help=True)
 
 
 def _describe(st: "SchemaStatus") -> str:
@@ -65,3 +67,53 @@ def db_upgrade(json_out: JsonFlag = False) -> None:
         console.print(line(_describe(result.after), ": ", styled("current", "green")))
     else:
         console.print(line(_describe(result.after), ": ", styled("current", "green"), " (nothing to do)"))
+
+
+@db_app.command("copy")
+@handle_errors
+def db_copy(
+    to: Annotated[str, typer.Option("--to", metavar="URL", help="The empty store to copy into: "
+                                    "postgresql://user[:password]@host[:port]/database (or sqlite:///path).")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Copy every row of this store (certificates, requests, targets, the audit log, CRLs, trust-list versions...)
+    into an empty store, check the copy (row counts and digests per table, the audit chain) and audit it there.
+    The source is read as of one moment and left as it was; then point [store] url or OTPKI_STORE_URL at the
+    target."""
+    from otpki.runtime import open_store
+    from trustlists.store import describe_url
+    from trustlists.store import open_store as open_store_url
+    from trustlists.store_copy import copy_store
+
+    s = settings()
+    source_url = s.store_url
+    if to == source_url:
+        raise _fail_same()
+    source = open_store(s)
+    try:
+        target = open_store_url(to, busy_timeout_s=s.file.store.busy_timeout_s)
+        try:
+            result = copy_store(source, target, source_name=describe_url(source_url), target_name=describe_url(to),
+                                actor=s.actor())
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if json_out:
+        print_json(result.model_dump())
+    else:
+        _print_copy(result)
+
+
+def _fail_same() -> Exception:
+    from trustlists.errors import InvalidInput
+
+    return InvalidInput("--to names the store this otpki uses already: give the URL of a new, empty database")
+
+
+def _print_copy(result: "StoreCopy") -> None:
+    for t in result.tables:
+        console.print(f"{t.table}: {t.rows} rows")
+    console.print(line(f"copied {sum(t.rows for t in result.tables)} rows from {result.source} to {result.target}: ",
+                       styled("verified", "green"), f" (audit chain of {result.audit_records} records intact; "
+                       f"the copy is audit record {result.audit_seq})"), soft_wrap=True)

@@ -19,6 +19,9 @@ def demo(
     broker: Annotated[Literal["embedded", "mosquitto"], typer.Option(
         help="MQTT broker: the embedded amqtt broker, or a Mosquitto process (needs mosquitto installed)")
     ] = "embedded",
+    store: Annotated[str | None, typer.Option(
+        "--store", metavar="URL", help="Run the plant on this empty store, e.g. postgresql://user@host:port/db "
+                                       "(default: SQLite in the data directory)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="No live display; print the report as JSON")] = False,
 ) -> None:
     """Run a whole plant on embedded defaults and check every step of the certificate lifecycle.
@@ -35,7 +38,7 @@ def demo(
     data_dir = state.data_dir or Path("demo-data")
     try:
         report = run_demo(data_dir, sites=sites, plcs=plcs, scada=scada, devices=devices, broker=broker,
-                          show=not json_out)
+                          show=not json_out, store_url=store)
     except (KeyboardInterrupt, asyncio.CancelledError):
         # run_demo has stopped every process and server it started before this reaches us.
         raise fail(f"interrupted; everything the demo started is stopped, {data_dir} holds what was done",

@@ -15,7 +15,14 @@ from otpki.config_paths import absolute
 from otpki.demo.display import LiveDisplay, QuietDisplay, final_table
 from otpki.demo.plant import BrokerKind, DemoOptions, Plant
 from otpki.demo.report import DemoReport, EndpointTally
-from otpki.demo.workspace import MARKER, PASSPHRASE_FILE, log_to_file, prepare_dir, site_names
+from otpki.demo.workspace import (
+    MARKER,
+    PASSPHRASE_FILE,
+    check_demo_store,
+    log_to_file,
+    prepare_dir,
+    site_names,
+)
 
 __all__ = ["MARKER", "DemoOptions", "DemoReport", "run_demo"]
 
@@ -25,16 +32,18 @@ class MosquittoMissing(ValueError):
 
 
 def run_demo(data_dir: Path, *, sites: int = 2, plcs: int = 20, scada: int = 2, devices: int = 50,
-             broker: BrokerKind = "embedded", show: bool = True) -> DemoReport:
+             broker: BrokerKind = "embedded", show: bool = True, store_url: str | None = None) -> DemoReport:
     """Run the plant; raises ValueError (with `.reason`) for input the user must fix, before touching anything."""
     binary = mosquitto_binary() if broker == "mosquitto" else None
     if broker == "mosquitto" and binary is None:
         raise MosquittoMissing("--broker mosquitto needs mosquitto installed (Debian/Ubuntu: apt install "
                                "mosquitto); or run with the embedded broker (the default)")
     data_dir = absolute(data_dir)  # the PLC worker processes and mosquitto.conf get it as it is here
+    if store_url is not None:
+        check_demo_store(store_url)
     prepare_dir(data_dir)
     options = DemoOptions(data_dir=data_dir, sites=site_names(sites), plcs=plcs, scada=scada, devices=devices,
-                          broker=broker, mosquitto=binary)
+                          broker=broker, mosquitto=binary, store_url=store_url)
     handler = log_to_file(data_dir)
     plant = Plant(options)
     display: QuietDisplay = LiveDisplay(plant.tallies.rows) if show else QuietDisplay()

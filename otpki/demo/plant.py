@@ -58,6 +58,7 @@ class DemoOptions:
     devices: int = 50
     broker: BrokerKind = "embedded"
     mosquitto: Path | None = None  # the mosquitto executable when broker == "mosquitto"
+    store_url: str | None = None  # an empty PostgreSQL (or SQLite) store instead of <data_dir>/otpki.db
 
 
 class CheckFailed(Exception):
@@ -197,7 +198,7 @@ class Plant:
     # -- 1. CA hierarchy ---------------------------------------------------------------------------------------
 
     async def hierarchy(self) -> str:
-        settings = await run_blocking(demo_settings, self.o.data_dir, self.o.sites)
+        settings = await run_blocking(demo_settings, self.o.data_dir, self.o.sites, self.o.store_url)
         self.engine = await run_blocking(open_engine, settings, key_pool=True)
         cas = await run_blocking(self.eng.hierarchy.initialize, actor=ACTOR)
         missing = []

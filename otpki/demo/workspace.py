@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import shutil
@@ -29,15 +30,34 @@ def prepare_dir(data_dir: Path) -> None:
     (data_dir / MARKER).write_text("created by otpki demo; safe to delete\n")
 
 
-def demo_settings(data_dir: Path, sites: list[str]) -> Settings:
-    """Embedded defaults (SQLite, encrypted file keys); the passphrase from OTPKI_CA_PASSPHRASE(_FILE) or a new file."""
+def check_demo_store(url: str) -> None:
+    """The demo writes a whole plant into the store: refuse one that holds anything (the demo wipes only what it
+    made itself, and a database is never its own)."""
+    from trustlists.store import describe_url, open_store
+    from trustlists.store_copy import is_empty
+
+    store = open_store(url)
+    try:
+        if not is_empty(store):
+            raise NotADemoDirectory(f"the store {describe_url(url)} is not empty: give `otpki demo --store` a new, "
+                                    "empty database")
+    finally:
+        store.close()
+
+
+def demo_settings(data_dir: Path, sites: list[str], store_url: str | None = None) -> Settings:
+    """Embedded defaults (SQLite unless `store_url`, encrypted file keys); the passphrase from
+    OTPKI_CA_PASSPHRASE(_FILE) or a new file. The store URL goes into otpki.toml, so that the commands run on the
+    data directory afterwards (`otpki -d DIR certs list`) find the plant."""
     env = EnvSettings()
     if not (env.ca_passphrase or env.ca_passphrase_file):
         secret = data_dir / PASSPHRASE_FILE
         write_secret(secret, secrets.token_urlsafe(24).encode())
         env = env.model_copy(update={"ca_passphrase_file": secret})
     quoted = ", ".join(f'"{s}"' for s in sites)
-    (data_dir / "otpki.toml").write_text(f"# written by otpki demo\n[pki]\nsites = [{quoted}]\n")
+    # A JSON string is a TOML basic string: quotes and backslashes in a password stay as they are.
+    store = f"\n[store]\nurl = {json.dumps(store_url)}\n" if store_url else ""
+    (data_dir / "otpki.toml").write_text(f"# written by otpki demo\n[pki]\nsites = [{quoted}]\n{store}")
     return build_settings(read_file_settings(data_dir / "otpki.toml"), data_dir, env)
 
 

@@ -173,3 +173,26 @@ def test_two_batches_at_once_over_overlapping_csrs(data_dir: Path, tmp_path: Pat
     serials = assert_converged(data_dir, out_dir, keys)
     for report in reports.values():
         assert {i["serial"] for i in report["items"]} <= set(serials.values())
+
+
+def test_workers_sign_every_csr_once_across_processes(data_dir: Path, tmp_path: Path) -> None:
+    names = [f"dev-{i:03d}" for i in range(60)]
+    in_dir = tmp_path / "in"
+    write_csrs(in_dir, names)
+    (in_dir / "dev-007.pem").write_bytes(make_csr("dev-007"))  # a second CSR for one certificate file
+    res = sign(data_dir, in_dir, tmp_path / "out", "--workers", "3", "--json")
+    assert res.returncode == 1, res.stderr  # one CSR refused
+    report = json.loads(res.stdout)
+    assert (report["issued"], report["reused"], report["failed"]) == (60, 0, 1)
+    assert [i["file"] for i in report["items"]] == sorted(i["file"] for i in report["items"])
+    assert [(i["file"], i["reason"]) for i in report["items"] if not i["ok"]] == [("dev-007.pem", "output_name_clash")]
+    rows = inventory(data_dir)
+    assert len(rows) == len({r[0] for r in rows}) == 60 and {r[1].split("=")[-1] for r in rows} >= set(names)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{n}.crt" for n in names]
+    verified = subprocess.run([*OTPKI, "audit", "verify"], env=env_for(data_dir), capture_output=True, text=True,
+                              timeout=DEADLINE_S, check=False)
+    assert verified.returncode == 0, verified.stdout
+    # Again with a different number of workers: the shares change, every certificate comes back from the inventory.
+    again = json.loads(sign(data_dir, in_dir, tmp_path / "out", "--workers", "2", "--json").stdout)
+    assert (again["issued"], again["reused"], again["failed"]) == (0, 60, 1)
+    assert len(inventory(data_dir)) == 60

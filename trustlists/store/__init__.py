@@ -8,7 +8,7 @@ from trustlists.errors import InvalidInput
 from trustlists.store.base import Store, StoreReader, StoreWriter
 from trustlists.store.sqlite import SqliteStore
 
-__all__ = ["SqliteStore", "Store", "StoreReader", "StoreWriter", "open_store"]
+__all__ = ["SqliteStore", "Store", "StoreReader", "StoreWriter", "describe_url", "open_store"]
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
@@ -32,3 +32,12 @@ def open_store(url: str, *, busy_timeout_s: float = 5.0, check_schema: bool = Tr
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise InvalidInput(f"unknown store URL scheme {scheme!r}: use sqlite:///path or postgresql://user@host:port/db",
                        reason="store_url_invalid")
+
+
+def describe_url(url: str) -> str:
+    """The store URL as messages and audit records may show it: without its password."""
+    if url.startswith(POSTGRES_PREFIXES):
+        from trustlists.store.postgres import redact
+
+        return redact(url)
+    return url

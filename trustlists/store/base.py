@@ -47,6 +47,7 @@ from trustlists.store.rows import (
     PinChange,
     RateBucket,
     RevocationRow,
+    TableRow,
     TrustVersion,
 )
 
@@ -190,6 +191,22 @@ class StoreReader(Protocol):
         ...
 
 
+    # -- whole tables: what a copy or backup of the store moves (trustlists/store_copy.py)
+    def table_names(self) -> list[str]:
+        """Every table of the store's data, by name (not its migrations record)."""
+        ...
+
+    def table_columns(self, table: str) -> list[str]:
+        """NotFound (unknown_table) for a table the store does not have."""
+        ...
+
+    def count_rows(self, table: str) -> int: ...
+
+    def table_rows(self, table: str, columns: Sequence[str]) -> Iterator[TableRow]:
+        """Every row, those columns in that order, in no particular order (streamed)."""
+        ...
+
+
 class StoreWriter(StoreReader, Protocol):
     """The statements of a write transaction, and its queries (it reads what it wrote)."""
 
@@ -296,6 +313,14 @@ class StoreWriter(StoreReader, Protocol):
 
     def insert_audit_rows(self, rows: Sequence[AuditRow]) -> None: ...
 
+    def load_rows(self, table: str, columns: Sequence[str], rows: Sequence[TableRow]) -> None:
+        """Insert rows as they are, their ids and sequence numbers included."""
+        ...
+
+    def loaded_table(self, table: str) -> None:
+        """After `load_rows` into a table: ids the store generates go on after the highest one loaded."""
+        ...
+
 
 class Subscription(Protocol):
     def close(self) -> None:
@@ -313,6 +338,12 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[StoreWriter]: ...
 
     def read(self) -> AbstractContextManager[StoreReader]: ...
+
+    def snapshot(self) -> AbstractContextManager[StoreReader]:
+        """A read that sees the store as of one moment through all its queries, while other connections and
+        processes go on writing: what a copy or an online backup reads. Nothing is written through this store
+        object while it is open."""
+        ...
 
     def close(self) -> None: ...
 

@@ -100,6 +100,19 @@ class PostgresTx(SqlTx):
         # Delivered when (and only if) this transaction commits; one per commit and channel whatever the count.
         self.execute("SELECT pg_notify(?, '')", (channel,))
 
+    _TABLES_SQL = ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+                   "AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations' ORDER BY table_name")
+
+    def loaded_table(self, table: str) -> None:
+        """Move each identity column's sequence past the highest id loaded: the next row the engine inserts
+        would otherwise take id 1 again and clash."""
+        identities = self.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? AND is_identity = 'YES'", (self._known_table(table),)).fetchall()
+        for (column,) in identities:
+            self.execute(f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({column}), 0) + 1, false) "
+                         f"FROM {table}", (table, column))
+
     def run_script(self, script: str) -> None:
         """Several statements at once (a migration file): the simple query protocol, no parameters."""
         try:
@@ -245,6 +258,17 @@ class PostgresStore:
             return
         with self._unit(writing=False) as tx:
             yield tx
+
+    @contextmanager
+    def snapshot(self) -> Iterator[PostgresTx]:
+        """A read of its own (REPEATABLE READ: one snapshot for all its queries), even inside a unit of work."""
+        saved = self._current()
+        self._local.open = None
+        try:
+            with self._unit(writing=False) as tx:
+                yield tx
+        finally:
+            self._local.open = saved
 
     def close(self) -> None:
         self._pool.close()

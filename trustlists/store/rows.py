@@ -110,3 +110,8 @@ class AuditRow(NamedTuple):
 class AuditHead(NamedTuple):
     seq: int
     hash: str
+
+
+# One row of a table, in the order of `StoreReader.table_columns`: what a whole-store copy or backup moves without
+# knowing the table (trustlists/store_copy.py). Values are str, int, float, bytes or None.
+TableRow = tuple[object, ...]

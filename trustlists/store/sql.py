@@ -16,7 +16,7 @@ from typing import Any
 
 from trustlists.clock import from_epoch, to_epoch
 from trustlists.der import certificate_spki_sha256
-from trustlists.errors import NotFound, RequestNotFound
+from trustlists.errors import InvalidInput, NotFound, RequestNotFound
 from trustlists.models import (
     AuditRecord,
     BootstrapPin,
@@ -52,6 +52,7 @@ from trustlists.store.rows import (
     PinChange,
     RateBucket,
     RevocationRow,
+    TableRow,
     TrustVersion,
 )
 
@@ -69,6 +70,13 @@ _OWNER_COLUMNS = (
 )
 # The channel a commit announces revocations and bootstrap pin changes on (Store.subscribe), where the backend can.
 REVOCATIONS_CHANNEL = "otpki_revocations"
+
+
+def crl_number_floor_key(ca_id: str) -> str:
+    """The meta key of the lowest number a CA's next CRL may have (set by a restore; trustlists/store_copy.py)."""
+    return f"crl_number_floor:{ca_id}"
+
+
 # The lock of the ordered logs (StoreWriter.serialise_appends).
 APPEND_LOCK = ("append", "ordered-logs")
 # The table every backend records its applied migrations in (trustlists.store.migrations).
@@ -128,6 +136,49 @@ class SqlTx:
             if not rows:
                 return
             yield rows
+
+    # -- whole tables (a copy or backup of the store; trustlists/store_copy.py) ----------------------
+    # The tables of the store but the migrations record, which belongs to the store, not to its data.
+    _TABLES_SQL = ("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' "
+                   "AND name <> 'schema_migrations' ORDER BY name")
+
+    def table_names(self) -> list[str]:
+        return [str(row[0]) for row in self.execute(self._TABLES_SQL).fetchall()]
+
+    def _known_table(self, table: str) -> str:
+        # Table names cannot be bound parameters: only a name the store itself listed reaches the SQL.
+        if table not in self.table_names():
+            raise NotFound(f"the store has no table {table!r}", reason="unknown_table")
+        return table
+
+    def table_columns(self, table: str) -> list[str]:
+        cur = self.execute(f"SELECT * FROM {self._known_table(table)} WHERE 1 = 0")
+        return [str(d[0]) for d in cur.description]
+
+    def count_rows(self, table: str) -> int:
+        return int(self._one(f"SELECT COUNT(*) FROM {self._known_table(table)}")[0])
+
+    def table_rows(self, table: str, columns: Sequence[str]) -> Iterator[TableRow]:
+        known = set(self.table_columns(table))
+        if not columns or any(c not in known for c in columns):
+            raise InvalidInput(f"columns {list(columns)} are not those of table {table!r}", reason="unknown_column")
+        for rows in self._stream(f"SELECT {', '.join(columns)} FROM {table}", (), 5_000):
+            for row in rows:
+                # A driver may hand BLOBs out as memoryview (psycopg): bytes, so both backends give equal rows.
+                yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+
+    def load_rows(self, table: str, columns: Sequence[str], rows: Sequence[TableRow]) -> None:
+        """Insert rows as they are, ids and sequence numbers included; `loaded_table` when the table is done."""
+        known = set(self.table_columns(table))
+        if not columns or any(c not in known for c in columns):
+            raise InvalidInput(f"columns {list(columns)} are not those of table {table!r}", reason="unknown_column")
+        if rows:
+            self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                             list(rows))
+
+    def loaded_table(self, table: str) -> None:
+        """After `load_rows`: let the table's generated ids go on after the highest one loaded. SQLite takes the
+        next rowid from the rows themselves; a backend with sequences overrides this."""
 
     def lock(self, name: str, key: str) -> None:
         """Serialise with every other transaction that takes the same lock, until this one ends.
@@ -409,7 +460,9 @@ class SqlTx:
     # -- CRLs -------------------------------------------------------------------------------------
     def next_crl_number(self, ca_id: str) -> int:
         row = self._one("SELECT MAX(crl_number) FROM crls WHERE ca_id = ?", (ca_id,))
-        return (row[0] or 0) + 1
+        # A restored store may have published CRLs the backup never saw: its numbers start above a floor.
+        floor = self.get_meta(crl_number_floor_key(ca_id))
+        return max((row[0] or 0) + 1, int(floor) if floor else 0)
 
     def insert_crl(self, crl: CrlRecord) -> None:
         self.execute(

@@ -148,6 +148,21 @@ class SqliteStore:
         with self._lock:
             yield SqlTx(self._conn, _translate)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[SqlTx]:
+        """A deferred transaction: in WAL mode its first read fixes the snapshot it sees to the end, while other
+        connections keep writing (they append to the WAL; no checkpoint passes the snapshot)."""
+        with self._lock:
+            if self._depth:
+                raise StoreError("a snapshot of the store cannot be taken inside one of its transactions")
+            tx = SqlTx(self._conn, _translate)
+            tx.execute("BEGIN DEFERRED")
+            try:
+                tx.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # fixes the snapshot now
+                yield tx
+            finally:
+                self._conn.rollback()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
