@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import functools
 import queue
+import random
 import shutil
 import socket
 import sqlite3
@@ -55,12 +56,35 @@ CERTIFICATE_COLUMNS = _CERT_COLUMNS
 PASSPHRASE = b"correct horse battery staple"
 
 
+_LOWEST_PICKED_PORT = 10000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS just handed out on `host`, for servers that cannot bind port 0 and report it back
-    (asyncua, Mosquitto) or whose port a test must know before they start."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free on `host` right now, for servers that cannot bind port 0 and report it back (asyncua,
+    Mosquitto) or whose port a test must know before they start.
+
+    Picked at random below the kernel's ephemeral range (net.ipv4.ip_local_port_range). The port bind(0) hands
+    out comes from that range, which is where every outgoing connection on the machine takes its local port too:
+    one left unbound for the seconds before its server starts (a CLI run in between, on a loaded machine) was
+    sometimes someone else's by then ("Address already in use" from Mosquitto). Below the range only callers of
+    this function pick, at random among twenty thousand ports."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_LOWEST_PICKED_PORT, low) if low > _LOWEST_PICKED_PORT + 1000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:  # in use (or lingering): another one
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError(f"no free port on {host} below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere the same range is a safe guess
 
 
 class Clock:
