@@ -15,13 +15,16 @@ from urllib.parse import urlparse
 
 from asyncua import Node, Server, ua
 
+from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import GdsUserManager, SelfAdmin
+from opcua_gds.certificate_chain import issuer_chain
 from opcua_gds.gds import directory, pull, trustlist_file
 from opcua_gds.gds.application_record import install_application_record_type
 from opcua_gds.gds.context import GdsContext, Installer
 from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, GdsObjects, GdsObjectTypes, gds_node_id
+from opcua_gds.own_identity import GROUP as OWN_GROUP
 from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -63,6 +66,8 @@ class GdsServer:
         server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken, ua.X509IdentityToken])
         await server.load_certificate(str(cert_path))
         await server.load_private_key(str(key_path))
+        # Presented with the CAs above it: a client that trusts only the plant root can build the path.
+        await asyncua_compat.present_certificate_chain(server, await run_blocking(self._issuers, cert_path))
         gds_idx = await server.register_namespace(GDS_NAMESPACE_URI)
         await install_application_record_type(server, gds_idx)
         directory = await self._address_space(server, gds_idx)
@@ -97,6 +102,10 @@ class GdsServer:
                                application_uri=self.settings.application_uri,
                                host=urlparse(self.settings.endpoint).hostname or "localhost",
                                application_type=ua.ApplicationType.DiscoveryServer)
+
+    def _issuers(self, cert_path: Path) -> list[bytes]:
+        content = self.engine.trustlists.get(OWN_GROUP).content
+        return issuer_chain(cert_path.read_bytes(), (*content.trusted_certificates, *content.issuer_certificates))
 
     # -- address space --------------------------------------------------------------------------
     async def _address_space(self, server: Server, idx: int) -> Node:

@@ -35,7 +35,8 @@ from asyncua.common.methods import call_method_full
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
-from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, first_certificate, secure
+from opcua_gds.certificate_chain import first_certificate
+from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, secure
 from opcua_gds.file_client import read_to_end
 from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist

@@ -82,7 +82,8 @@ async def install_push_management(server: Server, *, pki_dir: Path, access: Acce
         await run_blocking(state.save)
     else:
         log.info("push target: identity and trust list reloaded from %s", pki_dir)
-        await server_swap.use_identity(server, state.active_identity)
+    # The certificate with the CAs above it, so a client that trusts only the root can build the path.
+    await server_swap.use_identity(server, state.active_identity, await run_blocking(state.presented_issuers))
 
     ctx = PushContext(server=server, state=state, max_trust_list_size=max_trust_list_size,
                       trust_on_first_push=trust_on_first_push, can_generate_keys=can_generate_keys)

@@ -19,6 +19,7 @@ channels whose client certificate the new trust list refuses).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from asyncua import ua
 from cryptography import x509
@@ -142,17 +143,18 @@ class ServerConfigurationMethodsImpl:
         server = self.ctx.server
         if applied.trust_changed:
             self.check.rebuild()
-        if applied.identity_changed:
-            await server_swap.use_identity(server, state.active_identity)
+        if applied.identity_changed or applied.trust_changed:  # a new trust list can complete the chain, too
+            await server_swap.use_identity(server, state.active_identity,
+                                           await run_blocking(state.presented_issuers))
         old_der = applied.old_identity.cert_der
         new_der = state.active_identity.cert_der
         identity_changed = applied.identity_changed and old_der != new_der
         trust_changed = applied.trust_changed
 
-        def affected(host: bytes | None, peer: bytes | None) -> bool:
+        def affected(host: bytes | None, peer: Sequence[bytes]) -> bool:
             if identity_changed and host == old_der:
                 return True
-            return trust_changed and peer is not None and not self.check.accepts(peer)
+            return trust_changed and bool(peer) and not self.check.accepts(peer)
 
         if identity_changed or trust_changed:
             server_swap.schedule_close(server, affected)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from asyncua import Server
 from asyncua.crypto import uacrypto
@@ -22,23 +22,26 @@ from opcua_gds.push.target.state import Identity
 log = logging.getLogger(__name__)
 CLOSE_DELAY_S = 0.5  # time for the ApplyChanges response to reach the client before its channel goes
 
-ChannelPredicate = Callable[[bytes | None, bytes | None], bool]  # (host certificate DER, peer certificate DER)
+# (host certificate DER, the client's chain: leaf first, then the CAs it sent; () for a channel without one)
+ChannelPredicate = Callable[[bytes | None, Sequence[bytes]], bool]
 
 
-async def use_identity(server: Server, identity: Identity) -> None:
-    """Make `identity` the server's certificate for new SecureChannels (and for CreateSession signatures)."""
-    await asyncua_compat.replace_server_identity(server, identity.certificate, identity.key)
+async def use_identity(server: Server, identity: Identity, issuers: Sequence[bytes] = ()) -> None:
+    """Make `identity` the server's certificate for new SecureChannels (and for CreateSession signatures),
+    presented with `issuers` (the CAs above it, towards the root) after it."""
+    await asyncua_compat.replace_server_identity(server, identity.certificate, identity.key, issuers)
 
 
 def close_channels(server: Server, predicate: ChannelPredicate, *, abort: bool = False) -> int:
-    """Close live channels for which predicate(host_certificate_der, peer_certificate_der) is true.
+    """Close live channels for which predicate(host_certificate_der, peer_chain) is true.
 
     abort=True drops them at once, without flushing a response still buffered. Raises (never closes nothing
     silently) when asyncua's channel list is not what otpki was written for.
     """
     closed = 0
     for channel in asyncua_compat.live_channels(server):
-        if predicate(channel.host_certificate, channel.peer_certificate):
+        peer = channel.peer_chain or ((channel.peer_certificate,) if channel.peer_certificate else ())
+        if predicate(channel.host_certificate, peer):
             if abort:
                 channel.abort()
             else:

@@ -21,6 +21,7 @@ from pathlib import Path
 from asyncua import ua
 from cryptography import x509
 
+from opcua_gds.certificate_chain import issuer_chain
 from opcua_gds.push.target.certs import PrivateKey, key_from_pem, key_matches, key_to_pem, parse_certificate
 from trustlists.exports import write_pki_folders
 from trustlists.models import TrustList, TrustListContent, TrustListMask
@@ -77,6 +78,13 @@ class PushState:
             for der in (*content.trusted_certificates, *content.issuer_certificates):
                 seen[der] = None
         return list(seen)
+
+    def presented_issuers(self) -> list[bytes]:
+        """The CAs the server presents after its active certificate: its path towards the root, as far as the
+        active trust list holds it (UpdateCertificate's IssuerCertificates must be in the trust list)."""
+        trust = self.active_trust
+        return issuer_chain(self.active_identity.cert_der,
+                            (*trust.trusted_certificates, *trust.issuer_certificates))
 
     # -- transaction ------------------------------------------------------------------------------
     def begin(self, session_id: ua.NodeId | None) -> None:
