@@ -23,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from bench._common import ACTOR, config_with, emit, make_engine, note, parse_args, summary, timed, workdir
 from trustlists.crl import build_crl
-from trustlists.models import RevocationReason
+from trustlists.engine import Engine
+from trustlists.models import CARecord, RevocationReason
 from trustlists.serials import random_serial, serial_hex
 from trustlists.testing import (
     build_crl_from_store,
@@ -56,7 +58,7 @@ _RAW_REASON_EXT = {
 
 def make_rows(n: int, ca_id: str, now_s: int, rng: random.Random) -> list[tuple[str, str, int, int, int]]:
     """(serial hex, ca id, revoked_at, reason, not_after): revoked over the past year, valid for up to 2 more."""
-    rows = []
+    rows: list[tuple[str, str, int, int, int]] = []
     seen: set[int] = set()
     while len(rows) < n:
         serial = random_serial()
@@ -162,7 +164,8 @@ def main() -> None:
     )
 
 
-def engine_stages(engine, ca, ca_cert, key, crl_days: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def engine_stages(engine: Engine, ca: CARecord, ca_cert: x509.Certificate, key: CertificateIssuerPrivateKeyTypes,
+                  crl_days: int) -> dict[str, float]:
     """Where the engine's time goes: the rows fetched to a list first, then build_crl, then DER."""
     now = datetime.now(UTC)
     out: dict[str, float] = {}
@@ -180,7 +183,7 @@ def engine_stages(engine, ca, ca_cert, key, crl_days: int) -> dict[str, float]: 
     return {k: round(v, 3) for k, v in out.items()}
 
 
-def _publish(engine, ca, key, crl_days: int) -> None:  # type: ignore[no-untyped-def]
+def _publish(engine: Engine, ca: CARecord, key: CertificateIssuerPrivateKeyTypes, crl_days: int) -> None:
     publish_crl_now(engine, ca, key, crl_days=crl_days, hash_name=HASH, actor=ACTOR)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,7 +44,12 @@ def make_csrs(n: int) -> list[bytes]:
             for _ in range(n)]
 
 
-async def run(n: int, reps: int, d: Path) -> dict[str, object]:
+class PullRun(TypedDict):
+    pull_s: list[float]
+    base_s: list[float]
+
+
+async def run(n: int, reps: int, d: Path) -> PullRun:
     engine = make_engine(d / "pki")
     engine.hierarchy.initialize(actor="bench")
     app = issue_app_identity(engine, d / "certs", "bench-scada", APP_URI)
@@ -92,7 +98,8 @@ async def run(n: int, reps: int, d: Path) -> dict[str, object]:
             await node.call_method(method.nodeid, ua.Variant(payload, ua.VariantType.ByteString))
 
         await pull_round()  # warm-up
-        pulls, bases = [], []
+        pulls: list[float] = []
+        bases: list[float] = []
         for _ in range(reps):
             t = time.perf_counter()
             await baseline_round()
@@ -115,11 +122,11 @@ def main() -> None:
     note(f"gds_pull: {n} round trips x {reps} runs")
     with workdir("gds-pull") as d:
         r = asyncio.run(run(n, reps, d))
-    pull_best, base_best = min(r["pull_s"]), min(r["base_s"])  # type: ignore[type-var]
+    pull_best, base_best = min(r["pull_s"]), min(r["base_s"])
     ratio = pull_best / base_best
     emit(benchmark="gds_pull",
-         engine={"round_trips_per_s": round(n / pull_best, 1), "seconds": summary(r["pull_s"])},  # type: ignore[arg-type]
-         baseline={"round_trips_per_s": round(n / base_best, 1), "seconds": summary(r["base_s"])},  # type: ignore[arg-type]
+         engine={"round_trips_per_s": round(n / pull_best, 1), "seconds": summary(r["pull_s"])},
+         baseline={"round_trips_per_s": round(n / base_best, 1), "seconds": summary(r["base_s"])},
          ratio=ratio, target=f"pull round trip time <= {TARGET} x (two bare asyncua calls + one engine issuance)",
          meets_target=ratio <= TARGET,
          params={"round_trips_per_run": n, "runs": reps, "statistic": "best run",

@@ -114,7 +114,12 @@ def revocation_latency(port: int, server_ca: Path, engine: Engine, directory: Pa
     gone = threading.Event()
     when: list[float] = []
     client.on_connect = lambda c, u, f, rc, p: connected.set() if rc.value == 0 else None
-    client.on_disconnect = lambda c, u, f, rc, p: (when.append(time.perf_counter()), gone.set())
+
+    def disconnected(*_args: object) -> None:
+        when.append(time.perf_counter())
+        gone.set()
+
+    client.on_disconnect = disconnected
     client.connect("127.0.0.1", port, keepalive=30)
     client.loop_start()
     try:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +35,7 @@ from mqtt_broker_auth.mosquitto.config import MosquittoSettings
 from mqtt_broker_auth.mosquitto.process import MosquittoProcess, provision_broker
 from mqtt_broker_auth.mosquitto.sync import MosquittoSync
 from trustlists.blocking import run_blocking
+from trustlists.engine import Engine
 from trustlists.models import RevocationReason
 from trustlists.policy import load_default_config
 from trustlists.safe_files import write_public, write_secret
@@ -86,16 +88,27 @@ def tls_refused(port: int, root: Path, cert: Path, key: Path) -> bool:
     return False
 
 
-def write_device(engine, name: str, directory: Path) -> tuple[Path, Path, str]:  # type: ignore[no-untyped-def]
+def write_device(engine: Engine, name: str, directory: Path) -> tuple[Path, Path, str]:
     owner = engine.registry.register(group=GROUP, name=name, site="north", actor=ACTOR)
     issued = engine.authority.issue_with_new_key(owner_id=owner.id, actor=ACTOR)
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     write_public(cert, x509.load_der_x509_certificate(issued.certificate_der).public_bytes(Encoding.PEM))
+    assert issued.private_key is not None  # a server-generated key comes back with the certificate
     write_secret(key, issued.private_key)
     return cert, key, issued.record.serial
 
 
-async def measure(samples: int) -> dict[str, object]:
+class RevocationRun(TypedDict):
+    latency: list[float]
+    revoke_call: list[float]
+    refused: int
+    roundtrip: list[float]
+    to_disconnect: list[float]
+    p50: float
+    base_p50: float
+
+
+async def measure(samples: int) -> RevocationRun:
     with workdir("mqtt-mosquitto") as base:
         config = load_default_config()
         config = config.model_copy(update={"groups": {g: config.group(g) for g in (GROUP, "mqtt-broker")}})
@@ -117,7 +130,8 @@ async def measure(samples: int) -> dict[str, object]:
             await sync.sync_once()  # dynsec clients for all of them
 
             note(f"baseline: {samples} x bare dynsec disableClient")
-            roundtrip, to_disconnect = [], []
+            roundtrip: list[float] = []
+            to_disconnect: list[float] = []
             for (cert, key, _), i in zip(baseline_devices, range(samples), strict=True):
                 dev = await run_blocking(Device, settings.port, root, cert, key)
                 start = time.perf_counter()
@@ -128,7 +142,9 @@ async def measure(samples: int) -> dict[str, object]:
                 dev.close()
 
             note(f"engine: {samples} x revoke with the sync service running")
-            latency, revoke_call, refused = [], [], 0
+            latency: list[float] = []
+            revoke_call: list[float] = []
+            refused = 0
             task = asyncio.create_task(sync.run())
             try:
                 for cert, key, serial in devices:
@@ -161,15 +177,14 @@ def main() -> None:
     samples = 3 if args.quick else 15
     r = asyncio.run(measure(samples))
     latency = r["latency"]
-    assert isinstance(latency, list)
     emit(benchmark="mqtt_revocation_mosquitto",
-         engine={"revocation_to_disconnect_s": {**summary(latency, 4), "p50": round(float(r["p50"]), 4)},  # type: ignore[arg-type]
-                 "revoke_call_s": summary(r["revoke_call"], 4),  # type: ignore[arg-type]
+         engine={"revocation_to_disconnect_s": {**summary(latency, 4), "p50": round(float(r["p50"]), 4)},
+                 "revoke_call_s": summary(r["revoke_call"], 4),
                  "reconnects_refused_by_tls": r["refused"], "samples": len(latency)},
-         baseline={"dynsec_disable_response_s": summary(r["roundtrip"], 4),  # type: ignore[arg-type]
-                   "dynsec_disable_to_disconnect_s": {**summary(r["to_disconnect"], 4),  # type: ignore[arg-type]
-                                                      "p50": round(float(r["base_p50"]), 4)}},  # type: ignore[arg-type]
-         ratio=float(r["p50"]) / max(float(r["base_p50"]), 1e-6),  # type: ignore[arg-type]
+         baseline={"dynsec_disable_response_s": summary(r["roundtrip"], 4),
+                   "dynsec_disable_to_disconnect_s": {**summary(r["to_disconnect"], 4),
+                                                      "p50": round(float(r["base_p50"]), 4)}},
+         ratio=float(r["p50"]) / max(float(r["base_p50"]), 1e-6),
          target=f"revocation -> disconnect <= {TARGET_S} s (max over samples)",
          meets_target=max(latency) <= TARGET_S and r["refused"] == len(latency),
          params={"samples": len(latency), "poll_interval_s": 0.25, "broker": "mosquitto 2.0 + dynsec",

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,7 +37,19 @@ PER_PROCESS = 50
 PASSWORD = "bench-plc-admin-pw"
 
 
-async def run(n: int, sample: int, concurrency: int, d: Path) -> dict[str, object]:
+class FleetRun(TypedDict):
+    singles: list[float]
+    wall: float
+    delivered: int
+    failed: int
+    errors: list[str | None]
+    startup_s: float
+    cpu_plcs_s: float
+    cpu_otpki_s: float
+    check_ms: dict[str, float]
+
+
+async def run(n: int, sample: int, concurrency: int, d: Path) -> FleetRun:
     engine = make_engine(d / "pki")
     engine.hierarchy.initialize(actor="bench")
     cert, key = ensure_identity(engine, d / "push-own", name="otpki-push", application_uri="urn:otpki:push",
@@ -127,24 +140,24 @@ def main() -> None:
     n, sample, concurrency = (6, 2, 6) if args.quick else (200, 8, 64)
     with workdir("push-fleet") as d:
         r = asyncio.run(run(n, sample, concurrency, d))
-    mean_single = statistics.mean(r["singles"])  # type: ignore[arg-type]
+    mean_single = statistics.mean(r["singles"])
     sequential = n * mean_single
-    ratio = r["wall"] / sequential  # type: ignore[operator]
+    ratio = r["wall"] / sequential
     emit(benchmark="push_fleet",
-         engine={"wall_s": round(r["wall"], 3), "delivered": r["delivered"], "failed": r["failed"],  # type: ignore[arg-type]
+         engine={"wall_s": round(r["wall"], 3), "delivered": r["delivered"], "failed": r["failed"],
                  "errors": r["errors"],
                  # Where the CPU went during the rollout: on a plant every PLC has its own CPU, here 200
                  # simulated PLCs share the two cores with otpki, so their share bounds the wall time.
-                 "cpu_s_plcs": round(r["cpu_plcs_s"], 1), "cpu_s_otpki": round(r["cpu_otpki_s"], 1),  # type: ignore[arg-type]
-                 "cpu_ms_per_push_otpki": round(1000 * r["cpu_otpki_s"] / max(1, r["delivered"]), 1),  # type: ignore[arg-type, operator]
+                 "cpu_s_plcs": round(r["cpu_plcs_s"], 1), "cpu_s_otpki": round(r["cpu_otpki_s"], 1),
+                 "cpu_ms_per_push_otpki": round(1000 * r["cpu_otpki_s"] / max(1, r["delivered"]), 1),
                  # The server-identity check alone, per call (it runs once per push; reconnects compare hashes).
                  "server_check_ms": r["check_ms"]},
          baseline={"mean_single_push_s": round(mean_single, 3), "sequential_estimate_s": round(sequential, 3),
-                   "single_pushes_s": [round(s, 3) for s in r["singles"]]},  # type: ignore[union-attr]
+                   "single_pushes_s": [round(s, 3) for s in r["singles"]]},
          ratio=ratio, target=f"rollout wall time <= {TARGET} x the sequential sum of single pushes",
          meets_target=ratio <= TARGET and r["failed"] == 0,
          params={"plcs": n, "concurrency": concurrency, "baseline_sample": sample,
-                 "plcs_per_worker_process": PER_PROCESS, "plant_startup_s": round(r["startup_s"], 1),  # type: ignore[arg-type]
+                 "plcs_per_worker_process": PER_PROCESS, "plant_startup_s": round(r["startup_s"], 1),
                  "push": "trust list write + CreateSigningRequest (new RSA-2048 key on the PLC) + engine issuance + "
                          "UpdateCertificate + ApplyChanges + reconnect and verify, SignAndEncrypt Basic256Sha256"})
 

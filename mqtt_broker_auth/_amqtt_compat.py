@@ -17,8 +17,9 @@ import ast
 import asyncio
 import inspect
 import textwrap
+from collections.abc import Iterator
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
@@ -26,6 +27,9 @@ from amqtt.broker import Server as ListenerServer
 from amqtt.contexts import ListenerConfig
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items  # the type dict.items() returns (typeshed names it so)
 
 WRITTEN_FOR = "0.12.1"
 
@@ -43,7 +47,7 @@ class AmqttIncompatible(ImportError):
                          f"amqtt {version('amqtt')} {problem}")
 
 
-class SnapshotSubscriptions(dict):  # type: ignore[type-arg]
+class SnapshotSubscriptions(dict[str, list[tuple[Session, int]]]):
     """amqtt's subscription table, iterated over a snapshot.
 
     amqtt loops over its subscription table with awaits inside the loop (delivering a PUBLISH, and retained
@@ -52,11 +56,11 @@ class SnapshotSubscriptions(dict):  # type: ignore[type-arg]
     enrolling at once). Iterating over a copy makes those loops see the table as it was.
     """
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(list(super().keys()))
 
-    def items(self):  # type: ignore[no-untyped-def, override]
-        return list(super().items())
+    def items(self) -> dict_items[str, list[tuple[Session, int]]]:
+        return dict(super().items()).items()  # the items of a copy: a snapshot that is still a dict's view
 
 
 class HookedBroker(Broker):
@@ -81,7 +85,7 @@ class HookedBroker(Broker):
     def __init__(self, config: Any, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         # amqtt reads the table through this attribute everywhere and only ever clears it (start), never rebinds it.
-        self._subscriptions = SnapshotSubscriptions(self._subscriptions)
+        self._subscriptions: SnapshotSubscriptions = SnapshotSubscriptions(self._subscriptions)
 
     # -- accept: amqtt's asyncio server calls stream_connected once per accepted TCP connection -------------------
 
@@ -175,13 +179,13 @@ def _require_method(owner: type, name: str, params: list[str]) -> None:
         raise AmqttIncompatible(f"made {owner.__name__}.{name} synchronous")
 
 
-def _assigned_in_init(owner: type) -> set[str]:
+def _assigned_in_init(owner: type[object]) -> set[str]:
     """The `self.<name>` attributes `owner.__init__` assigns (instance state cannot be seen on the class)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(owner.__init__)))
     except (OSError, TypeError) as exc:
         raise AmqttIncompatible(f"has no readable source for {owner.__qualname__}.__init__ ({exc})") from exc
-    assigned = set()
+    assigned: set[str] = set()
     for node in ast.walk(tree):
         targets = node.targets if isinstance(node, ast.Assign) else \
             [node.target] if isinstance(node, ast.AnnAssign) else []
@@ -190,7 +194,7 @@ def _assigned_in_init(owner: type) -> set[str]:
     return assigned
 
 
-def _require_state(owner: type, *attributes: str) -> None:
+def _require_state(owner: type[object], *attributes: str) -> None:
     missing = sorted(set(attributes) - _assigned_in_init(owner))
     if missing:
         raise AmqttIncompatible(f"no longer sets {', '.join(f'{owner.__name__}.{a}' for a in missing)}")

@@ -72,6 +72,9 @@ RefusalReason = Literal[
     "bootstrap_not_allowed",  # an external or self-signed certificate no registered device lists
     "bootstrap_pinned",  # the device enrolled with another bootstrap certificate (until an operator re-arms it)
     "will_topic_denied",  # (broker) the CONNECT's will topic is not one the identity may publish to
+    "unknown_certificate",  # (broker) chains to an engine CA, but the engine's inventory has no such certificate
+    # (broker) an operational identity other than the enrollment service, on a bootstrap listener
+    "not_on_bootstrap_listener",
 ]
 
 Kind = Literal["operational", "bootstrap"]

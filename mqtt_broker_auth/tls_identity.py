@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustlists.engine import Engine
-from trustlists.models import Owner
+from trustlists.models import CARecord, Owner
 from trustlists.safe_files import private_directory, write_public, write_secret
 from trustlists.validation import ValidationOptions
 
@@ -71,7 +71,7 @@ def server_ca_pem(engine: Engine, broker_group: str) -> bytes:
     for ca in cas.values():
         if ca.group != broker_group or not ca.active:
             continue
-        current = ca
+        current: CARecord | None = ca
         while current is not None and current.id not in seen:
             seen.add(current.id)
             out.append(pem_of(current.certificate_der))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any
+from typing import Any, cast
 
 from asyncua import Client, Server, ua
 from asyncua.client.ua_client import UaClient, UASocketProtocol
@@ -43,6 +43,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.certificate_chain import split_chain
+from opcua_gds.nodeids import ns0_node_id, ua_status
 
 WRITTEN_FOR = "2.1.0"
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class AsyncuaIncompatible(ImportError):
 # security_policy`) carries the mode, the policy URI and the client's certificate; `UaProcessor.session` the
 # session (None before CreateSession).
 
-_CALL_REQUEST = ua.NodeId(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
+_CALL_REQUEST = ns0_node_id(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def _install_request_hook() -> None:
         return await original(self, typeid, requesthdr, seqhdr, body)
 
     setattr(process_message, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     UaProcessor._process_message = process_message  # type: ignore[method-assign]
 
 
@@ -126,7 +128,7 @@ _activation_scope: list[ActivationScope] = []
 
 def token_type(token: Any) -> type:
     """The identity token type ActivateSession carries; a null or missing token is anonymous (OPC 10000-4 5.6.3)."""
-    if token is None or (isinstance(token, ua.ExtensionObject) and token.TypeId == ua.NodeId(ua.ObjectIds.Null)):
+    if token is None or (isinstance(token, ua.ExtensionObject) and token.TypeId == ns0_node_id(ua.ObjectIds.Null)):
         return ua.AnonymousIdentityToken
     return type(token)
 
@@ -146,6 +148,7 @@ def run_activations_in(scope: ActivationScope) -> None:
             return original(self, params, peer_certificate)
 
     setattr(activate_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     InternalSession.activate_session = activate_session  # type: ignore[method-assign]
 
 
@@ -184,6 +187,7 @@ def _install_close_hook() -> None:
                     log.exception("session-close listener failed")
 
     setattr(close_session, _MARK, True)
+    # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
     InternalSession.close_session = close_session  # type: ignore[method-assign]
 
 
@@ -274,7 +278,9 @@ def live_channels(server: Server) -> list[LiveChannel]:
 
 def use_security_policy(client: Client, policy: SecurityPolicy) -> None:
     """The SecurityPolicy the client's next connect() opens its SecureChannel with."""
-    client.security_policy = policy
+    # asyncua's Client declares the attribute by its default (SecurityPolicyNone); its own set_security stores any
+    # SecurityPolicy there, as done here.
+    client.security_policy = policy  # type: ignore[assignment]
     client.uaclient.set_security(policy)
 
 
@@ -314,7 +320,7 @@ def register_structure(name: str, cls: type, encoding_id: ua.NodeId, data_type_i
 # server's reason as an exception note. Patched for every asyncua client in the process: it changes only how a
 # refusal is reported (asyncua's server reads a client's ERR with the same decoder, and only logs it).
 
-_SERVICE_FAULT = ua.NodeId(ua.ObjectIds.ServiceFault_Encoding_DefaultBinary)
+_SERVICE_FAULT = ns0_node_id(ua.ObjectIds.ServiceFault_Encoding_DefaultBinary)
 REFUSAL_NOTE = "The server's reason: "
 
 
@@ -335,9 +341,9 @@ def decode_error_message(body: Buffer) -> ua.ErrorMessage:
         struct_from_binary(ua.SequenceHeader, chunk)
         fault = _service_fault(chunk)
         if fault is not None and fault.ServiceResult.is_bad():
-            return ua.ErrorMessage(fault.ServiceResult, "; ".join(s for s in fault.StringTable or [] if s))
-    return ua.ErrorMessage(ua.StatusCode(ua.StatusCodes.BadUnknownResponse),
-                           "the server sent an ERR message otpki cannot decode")
+            return ua.ErrorMessage(fault.ServiceResult, ua.String("; ".join(s for s in fault.StringTable or [] if s)))
+    return ua.ErrorMessage(ua_status(ua.StatusCodes.BadUnknownResponse),
+                           ua.String("the server sent an ERR message otpki cannot decode"))
 
 
 def _service_fault(body: Buffer) -> ua.ResponseHeader | None:
@@ -384,7 +390,8 @@ def _install_error_decoder() -> None:
         return
 
     def receive_from_header_and_body(self: SecureConnection, header: ua.Header, body: Buffer) -> Any:
-        if header.MessageType != ua.MessageType.Error:
+        # asyncua annotates MessageType with the class whose attributes are the bytes it holds
+        if cast(bytes, header.MessageType) != ua.MessageType.Error:
             return original(self, header, body)
         message = decode_error_message(body.copy(header.body_size))
         body.skip(min(header.body_size, len(body)))  # all of it: the rest is no next message
@@ -463,6 +470,7 @@ def _install_chain_hook() -> None:
             factory.certificate_chain = list(registered[1])
 
     setattr(setup_server_nodes, _MARK, True)
+    # asyncua builds endpoints and policy factories in one private step: wrapping it is this gate's job.
     Server._setup_server_nodes = setup_server_nodes  # type: ignore[method-assign]
 
 
@@ -475,7 +483,7 @@ def _install_chain_hook() -> None:
 # certificate of CreateSession's ClientCertificate alone; `run_session_creations_in` serves each
 # CreateSessionRequest inside a scope given the channel's chain, the way CallRequests get their caller.
 
-_CREATE_SESSION = ua.NodeId(ua.ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
+_CREATE_SESSION = ns0_node_id(ua.ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
 _PEER_CHAIN = "_otpki_peer_chain"
 SessionScope = Callable[[tuple[bytes, ...]], AbstractContextManager[object]]
 _session_scope: list[SessionScope] = []
@@ -493,6 +501,7 @@ def keep_peer_chains() -> None:
         setattr(self, _PEER_CHAIN, tuple(split_chain(bytes(peer_certificate))) if peer_certificate else ())
 
     setattr(select_policy, _MARK, True)
+    # asyncua drops the chain's CAs here and offers no hook: wrapping it is this gate's job.
     SecureConnection.select_policy = select_policy  # type: ignore[method-assign]
 
 
@@ -539,7 +548,7 @@ def _require_method(owner: type, name: str, params: list[str], *, coroutine: boo
         raise AsyncuaIncompatible(f"made {owner.__name__}.{name} {'a coroutine' if not coroutine else 'synchronous'}")
 
 
-def _assigned_in_init(owner: type) -> set[str]:
+def _assigned_in_init(owner: type[object]) -> set[str]:
     """The `self.<name>` attributes `owner.__init__` assigns (instance state cannot be seen on the class)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(owner.__init__)))
@@ -555,7 +564,7 @@ def _assigned_in_init(owner: type) -> set[str]:
     return names
 
 
-def _require_state(owner: type, *attributes: str) -> None:
+def _require_state(owner: type[object], *attributes: str) -> None:
     missing = sorted(set(attributes) - _assigned_in_init(owner))
     if missing:
         raise AsyncuaIncompatible(f"no longer sets {', '.join(f'{owner.__name__}.{a}' for a in missing)}")

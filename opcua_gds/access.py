@@ -22,10 +22,12 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.call_context import CallContext, activating_token_type, current
+from opcua_gds.nodeids import ua_status
 
 # The [gds.access] models (light, for otpki.config) are known here too: the GDS, the push target and the
 # simulators take them from here.
@@ -123,7 +125,7 @@ def current_parameters() -> str:
 
 
 # -- asyncua user manager -------------------------------------------------------------------------
-class GdsUserManager:
+class GdsUserManager(UserManager):
     """asyncua calls get_user at ActivateSession; None refuses the session (BadUserAccessDenied)."""
 
     def __init__(self, config: AccessConfig) -> None:
@@ -171,7 +173,7 @@ class MethodError(Exception):
     """A method refused with a specific OPC UA status code (and a reason for the log)."""
 
     def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(reason or ua.StatusCode(code).name)
+        super().__init__(reason or ua_status(code).name)
         self.code = code
 
 
@@ -249,15 +251,15 @@ def opcua_method(fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]
             return await fn(*args, **kwargs)
         except MethodError as exc:
             log.info("%s refused: %s", fn.__name__, exc)
-            return ua.StatusCode(exc.code)
+            return ua_status(exc.code)
         except ua.UaStatusCodeError as exc:
-            return ua.StatusCode(exc.code)
+            return ua_status(exc.code)
         except OtpkiError as exc:
             log.info("%s refused by the engine: %s", fn.__name__, exc.message)
-            return ua.StatusCode(status_for_engine_error(exc))
+            return ua_status(status_for_engine_error(exc))
         except Exception:
             log.exception("%s failed", fn.__name__)
-            return ua.StatusCode(ua.StatusCodes.BadInternalError)
+            return ua_status(ua.StatusCodes.BadInternalError)
 
     return wrapper
 

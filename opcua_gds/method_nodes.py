@@ -13,7 +13,7 @@ from typing import Any
 from asyncua import Node, ua
 
 from opcua_gds.access import MethodError
-from opcua_gds.nodeids import MethodSpec
+from opcua_gds.nodeids import MethodSpec, ns0_node_id, string_node_id
 
 _S = ua.StatusCodes
 
@@ -59,9 +59,9 @@ async def add_standard_method(parent: Node, spec: MethodSpec, gds_idx: int,
                              ("OutputArguments", spec.output_arguments(gds_idx))):
         if not arguments:
             continue
-        prop = await method.add_property(ua.NodeId(f"{id_prefix}.{spec.name}.{bname}", ns),
+        prop = await method.add_property(string_node_id(f"{id_prefix}.{spec.name}.{bname}", ns),
                                          ua.QualifiedName(bname, 0), arguments,
                                          varianttype=ua.VariantType.ExtensionObject,
-                                         datatype=ua.NodeId(ua.ObjectIds.Argument))
+                                         datatype=ns0_node_id(ua.ObjectIds.Argument))
         await prop.set_modelling_rule(True)
     return method

@@ -22,6 +22,7 @@ nodes with correct InputArguments/OutputArguments properties (``MethodSpec.input
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag, StrEnum
@@ -40,13 +41,33 @@ class Namespace(StrEnum):
     GDS = GDS_NAMESPACE_URI
 
 
+# asyncua annotates NodeId and StatusCode with its wire types (ua.Int32, ua.Int16, ua.String, ua.Guid, ua.UInt32:
+# subclasses of int, str and UUID) while its own code passes plain values; these build them from plain values.
+
+
+def numeric_node_id(identifier: int, namespace: int) -> ua.NodeId:
+    return ua.NodeId(ua.Int32(identifier), ua.Int16(namespace))
+
+
+def string_node_id(identifier: str, namespace: int) -> ua.NodeId:
+    return ua.NodeId(ua.String(identifier), ua.Int16(namespace))
+
+
+def guid_node_id(identifier: uuid.UUID, namespace: int) -> ua.NodeId:
+    return ua.NodeId(ua.Guid(int=identifier.int), ua.Int16(namespace), ua.NodeIdType.Guid)
+
+
+def ua_status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(code))
+
+
 def gds_node_id(identifier: int, gds_ns_idx: int) -> ua.NodeId:
     """The NodeId of a numeric GDS-namespace id, given the index the GDS namespace has on this server."""
-    return ua.NodeId(int(identifier), gds_ns_idx)
+    return numeric_node_id(identifier, gds_ns_idx)
 
 
 def ns0_node_id(identifier: int) -> ua.NodeId:
-    return ua.NodeId(int(identifier), 0)
+    return numeric_node_id(identifier, 0)
 
 
 def resolve(namespace: Namespace, identifier: int, gds_ns_idx: int | None = None) -> ua.NodeId:

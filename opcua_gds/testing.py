@@ -59,6 +59,6 @@ async def connect(url: str, app: AppIdentity, *, mode: ua.MessageSecurityMode = 
         client.set_password(password or "")
     if user_cert is not None:
         await client.load_client_certificate(str(user_cert.cert_path))
-        await client.load_private_key(str(user_cert.key_path))
+        await client.load_private_key(user_cert.key_path)
     await client.connect()
     return client

@@ -42,8 +42,8 @@ def _type_name(annotation: Any) -> str:
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         try:
-            value = field.default_factory()  # type: ignore[call-arg]
-        except TypeError:
+            value = field.get_default(call_default_factory=True)
+        except (TypeError, ValueError):  # a factory that needs the validated data has no default of its own
             return ""
     elif field.default is PydanticUndefined:
         return "required"

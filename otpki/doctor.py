@@ -338,8 +338,8 @@ def check_secret_file_modes(directories: Iterable[Path]) -> Iterable[Finding]:
                 mode = path.lstat()
                 if stat.S_ISREG(mode.st_mode) and mode.st_mode & 0o077 and str(path) not in exposed:
                     exposed.append(str(path))
-    for path in exposed:
-        yield Finding(check="secret-file", subject=path, level="fail",
+    for shown in exposed:
+        yield Finding(check="secret-file", subject=shown, level="fail",
                       detail="readable by group or others: `chmod 600` it (and replace the secret if others may "
                              "have read it)")
     if not exposed:

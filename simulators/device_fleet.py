@@ -29,6 +29,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.manufacturer import BootstrapCredential, Manufacturer
@@ -97,8 +98,10 @@ def _load_or_create_manufacturer(directory: Path) -> Manufacturer:
     if ca_file.exists() and key_file.exists():
         cert = x509.load_pem_x509_certificate(ca_file.read_bytes())
         key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
+            raise ValueError(f"{key_file} holds a {type(key).__name__}, which cannot sign certificates")
         name = cert.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)
-        return Manufacturer(str(name[0].value) if name else "ACME Devices", key, cert)  # type: ignore[arg-type]
+        return Manufacturer(str(name[0].value) if name else "ACME Devices", key, cert)
     maker = Manufacturer.create("ACME Devices")
     private_directory(directory)
     write_public(ca_file, maker.ca_pem.encode())

@@ -35,7 +35,7 @@ def generate_key(key_type: str = "ec-p256") -> CertificateIssuerPrivateKeyTypes:
     raise ValueError(f"unknown key type {key_type!r}")
 
 
-def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
@@ -126,12 +126,12 @@ class Manufacturer:
         builder = (x509.CertificateRevocationListBuilder().issuer_name(self.certificate.subject)
                    .last_update(now - timedelta(minutes=5)).next_update(now + timedelta(days=valid_days))
                    .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                       self.certificate.public_key()), critical=False))  # type: ignore[arg-type]
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                                  critical=False))
         for serial in revoked:
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
-        crl = builder.sign(self.key, _hash_for(self.key))  # type: ignore[arg-type]
+        crl = builder.sign(self.key, _hash_for(self.key))
         return crl.public_bytes(serialization.Encoding.PEM).decode()
 
     def issue_idevid(self, serial_number: str, *, key_type: str = "ec-p256", valid_days: int = 20 * 365,
@@ -145,8 +145,8 @@ class Manufacturer:
                 .not_valid_after(now + timedelta(days=valid_days))
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    self.certificate.public_key()), critical=False)  # type: ignore[arg-type]
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                               critical=False)
                 .sign(self.key, _hash_for(self.key)))
         return _credential(serial_number, cert, key)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +32,7 @@ from mqtt_broker_auth.enrollment.messages import EnrollmentAccepted, EnrollmentR
 from simulators.manufacturer import generate_key
 from simulators.mqtt_transport import TRANSPORTS, ConnectRefused, Transport
 from trustlists.blocking import run_blocking
+from trustlists.keys.algorithms import can_sign_certificates
 from trustlists.models import KeyType
 from trustlists.safe_files import private_directory, write_public, write_secret
 
@@ -350,8 +351,9 @@ class MqttDevice:
         try:
             transport.publish(f"{base}/csr", request.model_dump_json(exclude_none=True).encode(), qos=1)
             lost = asyncio.ensure_future(transport.lost.wait())
+            either: list[asyncio.Future[Any]] = [future, lost]
             try:
-                await asyncio.wait({future, lost}, timeout=config.request_timeout_s,
+                await asyncio.wait(either, timeout=config.request_timeout_s,
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 lost.cancel()
@@ -443,4 +445,6 @@ def _key_and_csr(name: str, key_type: KeyType) -> tuple[CertificateIssuerPrivate
 
 def _load_key(pem: bytes) -> CertificateIssuerPrivateKeyTypes:
     key = serialization.load_pem_private_key(pem, password=None)
-    return key  # type: ignore[return-value]
+    if not can_sign_certificates(key):
+        raise ValueError(f"a {type(key).__name__} cannot sign a CSR")
+    return key

@@ -52,7 +52,7 @@ class Transport(ABC):
     async def disconnect(self) -> None: ...
 
 
-class _NoReconnectGmqtt(GmqttClient):  # type: ignore[misc]
+class _NoReconnectGmqtt(GmqttClient):
     """gmqtt reconnects on its own; the device lifecycle decides about reconnects (and with which cert)."""
 
     async def reconnect(self, delay: bool = False) -> None:
@@ -203,6 +203,9 @@ class PahoTransport(Transport):
 
     async def subscribe(self, topic_filter: str, timeout: float) -> None:
         _, mid = self._client.subscribe(topic_filter, qos=1)
+        if mid is None:
+            # paho sent nothing (no connection), so no SUBACK can come: the outcome waiting would reach, at once.
+            raise TimeoutError(f"subscription to {topic_filter} not sent: the connection is down")
         future = self._subacks.setdefault(mid, self._loop.create_future())
         codes = await asyncio.wait_for(future, timeout)
         if any(code.is_failure for code in codes):

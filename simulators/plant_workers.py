@@ -65,7 +65,7 @@ def start_workers(parts: list[tuple[int, int]], *, base_port: int, root: Path, p
                 env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
                 cwd=Path(__file__).resolve().parents[1]))
         finally:
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):  # an open file, not subprocess.DEVNULL
                 log.close()  # the child has its own descriptor
     return workers
 

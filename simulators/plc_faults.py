@@ -15,7 +15,7 @@ from asyncua import Server, ua
 from pydantic import BaseModel, Field
 
 from opcua_gds._asyncua_compat import method_callback
-from opcua_gds.nodeids import CertificateGroups, ServerConfigurationMethods
+from opcua_gds.nodeids import CertificateGroups, MethodSpec, ServerConfigurationMethods, ua_status
 from opcua_gds.push.target.server_swap import close_channels
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _callback(server: Server, method_id: ua.NodeId, name: str) -> Callable[..., 
     return callback
 
 
-def _wrap(server: Server, method: ServerConfigurationMethods,
+def _wrap(server: Server, method: MethodSpec,
           make: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]) -> None:
     original = _callback(server, method.node_id(), method.name)
     server.link_method(server.get_node(method.node_id()), make(original))
@@ -71,7 +71,7 @@ def install_faults(server: Server, faults: PlcFaults) -> None:
             if remaining.refuse_csr > 0:
                 remaining.refuse_csr -= 1
                 log.warning("fault injected: CreateSigningRequest refused")
-                return ua.StatusCode(ua.StatusCodes.BadInternalError)
+                return ua_status(ua.StatusCodes.BadInternalError)
             return await original(parent, *args)
         return call
 

@@ -40,6 +40,7 @@ from trustlists.errors import (
 )
 from trustlists.hierarchy import Hierarchy, crl_policy, publish_crl
 from trustlists.key_index import KeyClaim, ensure_complete, judge
+from trustlists.keys.algorithms import fits_pkcs12
 from trustlists.keys.pool import KeyPool
 from trustlists.models import (
     CARecord,
@@ -189,7 +190,7 @@ class CertificateAuthority:
             dns, ips = [], []
         # A name reserved since the old certificate was issued is not certified again for someone else.
         names.check_reserved_certificate(self._ctx.config.reserved_names, owner, old_cert.subject, [want_uri])
-        request = ApprovedRequest(subject=old_cert.subject, public_key=public_key, key_type=kt,  # type: ignore[arg-type]
+        request = ApprovedRequest(subject=old_cert.subject, public_key=public_key, key_type=kt,
                                   san_uri=want_uri, dns_names=dns, ip_addresses=ips)
         return self._sign_and_record(request, owner, issuance=IssuanceKind.RENEWAL, delivered=True, actor=actor,
                                      supersedes=serial)
@@ -248,9 +249,8 @@ class CertificateAuthority:
                 for i, p in prepared:
                     results[i] = self._commit_retrying(p, actor=actor, key=keys.get(i))
         for i, earlier in repeats:
-            outcome = results[earlier]
-            results[i] = outcome.model_copy(update={"reused": True}) \
-                if isinstance(outcome, IssuedCertificate) else outcome
+            first = results[earlier]
+            results[i] = first.model_copy(update={"reused": True}) if isinstance(first, IssuedCertificate) else first
         return [r for r in results if r is not None]
 
     def _settle_known_keys(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
@@ -291,8 +291,9 @@ class CertificateAuthority:
         now = self._ctx.clock()
         verdicts: list[IssuedCertificate | OtpkiError | None] = []
         for claim in claims:
-            verdict = judge(histories.get(claim.spki_sha256, []), claim, now=now,
-                            issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
+            verdict: CertificateRecord | IssuedCertificate | OtpkiError | None = judge(
+                histories.get(claim.spki_sha256, []), claim, now=now,
+                issuer_revoked=lambda ca_id: self._ctx.ca_revoked(self._ctx.ca(ca_id)))
             if isinstance(verdict, CertificateRecord):
                 assert verdict.der is not None
                 verdict = IssuedCertificate(record=verdict, certificate_der=verdict.der, reused=True,
@@ -410,9 +411,10 @@ class CertificateAuthority:
             try:
                 target: CertificateRecord | CARecord = tx.get_certificate(serial, with_der=False)
             except NotFound:
-                target = next((ca for ca in tx.list_cas() if ca.serial == serial), None)  # type: ignore[assignment]
-                if target is None:
+                ca = next((ca for ca in tx.list_cas() if ca.serial == serial), None)
+                if ca is None:
                     raise
+                target = ca
         if isinstance(target, CARecord):
             if target.parent_id is None:
                 raise InvalidState("a root CA cannot be revoked; retire it and distribute a new root")
@@ -512,7 +514,9 @@ def encode_private_key(key: CertificateIssuerPrivateKeyTypes, key_format: KeyFor
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     if not secret:
         raise InvalidInput("a PKCS#12 file needs a password (it carries the private key)")
+    if not fits_pkcs12(key):
+        raise InvalidInput(f"a {type(key).__name__} cannot be put in a PKCS#12 file")
     cert = x509.load_der_x509_certificate(issued.certificate_der)
     cas = [x509.load_der_x509_certificate(d) for d in issued.chain_der]
     return pkcs12.serialize_key_and_certificates(
-        friendly_name.encode(), key, cert, cas, serialization.BestAvailableEncryption(secret))  # type: ignore[arg-type]
+        friendly_name.encode(), key, cert, cas, serialization.BestAvailableEncryption(secret))

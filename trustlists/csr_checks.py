@@ -170,7 +170,7 @@ def _check_uri(policy: GroupPolicy, group: str, owner: Owner, uris: list[str]) -
     return uris[0] if uris else None
 
 
-def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute:
+def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
     # cryptography bounds a CN by 64 UTF-8 *bytes* (a warning with _validate=False); RFC 5280 A.1 and OpenSSL count
     # characters, and trustlists.names judges the whole subject by the RFC before anything is signed.
     return x509.NameAttribute(oid, value, _validate=False)

@@ -6,6 +6,7 @@ and is written to the audit log with who, when, which key and which certificate.
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations after it name the type this way
 import hashlib
 import secrets
 from datetime import datetime, timedelta
@@ -78,7 +79,7 @@ class Hierarchy:
                 raise IssuerUnusable(f"the root CA {parent.name} has expired")
 
     # -- ceremonies -------------------------------------------------------------------------------
-    def initialize(self, *, actor: str) -> list[CARecord]:
+    def initialize(self, *, actor: str) -> builtins.list[CARecord]:
         """Create the root (if none) and an issuing CA for every group (and site, where per-site)."""
         created: list[CARecord] = []
         existing = self.list()

@@ -36,6 +36,7 @@ Reserved names
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import string
@@ -337,11 +338,11 @@ def owner_role(value: object) -> OwnerRole | None:
     """The typed role of a registration (`attributes["role"]`); an unknown value is refused."""
     if value is None:
         return None
-    try:
-        return OwnerRole(value)
-    except ValueError:
-        known = ", ".join(r.value for r in OwnerRole)
-        raise InvalidName(f"unknown role {shown(str(value))} (known: {known})", reason="role_unknown") from None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return OwnerRole(value)
+    known = ", ".join(r.value for r in OwnerRole)
+    raise InvalidName(f"unknown role {shown(str(value))} (known: {known})", reason="role_unknown")
 
 
 def _folded(name: str) -> str:

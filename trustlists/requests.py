@@ -47,6 +47,7 @@ with the request; a front that requires "finish from the same client certificate
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations after it name the type this way
 import functools
 import json
 import threading
@@ -328,7 +329,7 @@ class CertificateRequests:
 
     def _issue(self, req: CertificateRequest, owner: Owner, approved: ApprovedRequest, *, actor: str,
                insert: bool = False, expected: tuple[RequestStatus, ...] = (), decided_by: str | None = None,
-               before: list[tuple[str, str, str, dict[str, object]]] | None = None,
+               before: builtins.list[tuple[str, str, str, dict[str, object]]] | None = None,
                key: CertificateIssuerPrivateKeyTypes | None = None, password: str | None = None
                ) -> IssuedCertificate:
         """Sign outside any lock, then record the certificate and the request's new status together.

@@ -18,6 +18,7 @@ certificates identify it. How a presented certificate is checked against this is
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations after it name the type this way
 import uuid
 from collections.abc import Collection
 from datetime import datetime, timedelta
@@ -213,7 +214,7 @@ class DeliveryTargets:
         return not reason.startswith(TRUST_LIST_ONLY)
 
     def needing_delivery(self, *, kind: str, group: str | None = None, site: str | None = None,
-                         force: bool = False) -> list[tuple[DeliveryTarget, str]]:
+                         force: bool = False) -> builtins.list[tuple[DeliveryTarget, str]]:
         """Targets that need a push now, each with the reason; backing-off ones only once their backoff passed."""
         return self.plan(kind=kind, group=group, site=site, force=force).due
 
@@ -325,7 +326,7 @@ class DeliveryTargets:
         return self.get(target_id)
 
 
-def _record_certificate(tx: SqlTx, target: DeliveryTarget, serial: str, cert_owner_id: str) -> dict[str, Any]:
+def _record_certificate(tx: SqlTx, target: DeliveryTarget, serial: str, cert_owner_id: str | None) -> dict[str, Any]:
     """The target presents certificate `serial` now: the inventory says so. Returns the details for the audit."""
     tx.mark_delivered(serial)
     if target.delivered_serial is not None and target.delivered_serial != serial:

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,7 +33,7 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import CARecord, CrlRecord, RevocationReason
 from trustlists.policy import PkiConfig, load_default_config
-from trustlists.store import SqliteStore
+from trustlists.store import SqliteStore, StoreTx
 from trustlists.store.sql import _CERT_COLUMNS
 
 # The certificates table's columns in INSERT order (the DER goes last): for benchmarks that fill an inventory
@@ -65,11 +66,10 @@ def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Call
     directory.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(directory / "otpki.db", busy_timeout_s=busy_timeout_s)
     keys = KeyRing([EncryptedFileKeyBackend(directory / "keys", passphrase)])
-    kwargs = {"clock": clock} if clock else {}
-    return Engine(store=store, config=config or load_default_config(), keys=keys, **kwargs)
+    return Engine(store=store, config=config or load_default_config(), keys=keys, clock=clock or utcnow)
 
 
-def new_key(kind: str = "ec-p256"):  # type: ignore[no-untyped-def]
+def new_key(kind: str = "ec-p256") -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey:
     if kind == "ec-p256":
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ec-p384":
@@ -79,8 +79,8 @@ def new_key(kind: str = "ec-p256"):  # type: ignore[no-untyped-def]
     return rsa.generate_private_key(65537, int(kind.removeprefix("rsa")))
 
 
-def make_csr(cn: str, *, uris: list[str] | None = None, dns: list[str] | None = None, key=None,  # type: ignore[no-untyped-def]
-             ca: bool = False, pem: bool = True) -> bytes:
+def make_csr(cn: str, *, uris: list[str] | None = None, dns: list[str] | None = None,
+             key: CertificateIssuerPrivateKeyTypes | None = None, ca: bool = False, pem: bool = True) -> bytes:
     key = key or new_key()
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
@@ -174,16 +174,14 @@ def counting_writes(engine: Engine) -> Iterator[list[int]]:
     count = [0]
 
     @contextlib.contextmanager
-    def counted():  # type: ignore[no-untyped-def]
+    def counted() -> Iterator[StoreTx]:
         count[0] += 1
         with real() as tx:
             yield tx
 
-    store.transaction = counted  # type: ignore[method-assign]
-    try:
+    # patch.object puts the store's own method back however the block ends.
+    with mock.patch.object(store, "transaction", counted):
         yield count
-    finally:
-        store.transaction = real  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -193,7 +191,10 @@ def store_refuses(engine: Engine, *, table: str, operation: str = "UPDATE") -> I
     tests of what a failure halfway through a transaction leaves behind."""
     if operation not in ("INSERT", "UPDATE", "DELETE") or not table.isidentifier():
         raise ValueError(f"cannot make a trigger for {operation} on {table!r}")
-    path = engine._ctx.store.path  # type: ignore[attr-defined]  # SqliteStore: the one backend
+    store = engine._ctx.store
+    if not isinstance(store, SqliteStore):
+        raise TypeError(f"store_refuses needs a SQLite store, not {type(store).__name__}")
+    path = store.path
     name = f"otpki_test_refuse_{operation.lower()}_{table}"
     with contextlib.closing(sqlite3.connect(str(path), timeout=30)) as conn:
         conn.execute(f"CREATE TRIGGER {name} BEFORE {operation} ON {table} "

@@ -21,6 +21,7 @@ from trustlists import audit
 from trustlists.context import EngineContext
 from trustlists.der import is_ca, load_certificate, load_crl, sha256_hex
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
+from trustlists.keys.algorithms import verifying_key
 from trustlists.models import TrustList, TrustListContent
 from trustlists.store.sql import SqlTx
 
@@ -126,10 +127,9 @@ class TrustListManager:
                 fp = sha256_hex(der)
                 if fp in known:
                     raise AlreadyExists(f"{kind} {fp[:16]}… is already in the trust list of {group}")
-                if kind == "crl":
-                    assert isinstance(obj, x509.CertificateRevocationList)
+                if isinstance(obj, x509.CertificateRevocationList):
                     self._check_crl_issuer(obj, current)
-                elif list_name == "issuer" and not is_ca(obj):  # type: ignore[arg-type]
+                elif list_name == "issuer" and not is_ca(obj):
                     raise InvalidInput("only CA certificates (basicConstraints CA:true) belong in the "
                                        "issuer list; import end-entity certificates as trusted")
                 tx.add_external(group, list_name, kind, fp, der, note, self._ctx.clock())
@@ -151,7 +151,7 @@ class TrustListManager:
             self.record_versions(tx, [group], "external trust removed")
 
     @staticmethod
-    def _parse_import(data: bytes) -> list[tuple[str, bytes, object]]:
+    def _parse_import(data: bytes) -> list[tuple[str, bytes, x509.Certificate | x509.CertificateRevocationList]]:
         from cryptography.hazmat.primitives.serialization import Encoding
 
         text = data.lstrip()
@@ -171,11 +171,9 @@ class TrustListManager:
             ca = x509.load_der_x509_certificate(der)
             if ca.subject != crl.issuer:
                 continue
-            try:
-                if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-                    return
-            except TypeError:
-                continue
+            key = verifying_key(ca)  # None: a key that cannot sign (X25519...)
+            if key is not None and crl.is_signature_valid(key):
+                return
         raise InvalidInput(f"the CRL issued by {crl.issuer.rfc4514_string()} is not signed by any CA in this "
                            "trust list; import the CA certificate first", reason="crl_issuer_unknown")
 

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, IntEnum, StrEnum
 from itertools import islice
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import (
@@ -276,9 +277,9 @@ def _verify_signature(key: object, signature: bytes, data: bytes, oid: x509.Obje
     """Check a signature with the issuer key; the key type must match the signature algorithm."""
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            if not isinstance(params, padding.PKCS1v15 | padding.PSS) or hash_alg is None:
+            if not (isinstance(params, padding.PKCS1v15 | padding.PSS) and isinstance(hash_alg, hashes.HashAlgorithm)):
                 return False
-            key.verify(signature, data, params, hash_alg)  # type: ignore[arg-type]
+            key.verify(signature, data, params, hash_alg)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             if not isinstance(params, ec.ECDSA):
                 return False
@@ -292,9 +293,9 @@ def _verify_signature(key: object, signature: bytes, data: bytes, oid: x509.Obje
                 return False
             key.verify(signature, data)
         elif isinstance(key, dsa.DSAPublicKey):
-            if hash_alg is None or oid not in _DSA_OIDS:
+            if not isinstance(hash_alg, hashes.HashAlgorithm) or oid not in _DSA_OIDS:
                 return False
-            key.verify(signature, data, hash_alg)  # type: ignore[arg-type]
+            key.verify(signature, data, hash_alg)
         else:
             return False
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
@@ -918,7 +919,11 @@ class CertificateValidator:
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
 
-def _remember(cache: dict, key: object, value: object) -> None:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
     # Dropping everything when full keeps the cache bounded without a lock; it refills in a few calls.
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()

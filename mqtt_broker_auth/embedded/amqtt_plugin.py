@@ -47,7 +47,7 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.contexts import Action
@@ -68,7 +68,6 @@ from mqtt_broker_auth.embedded.broker_limits import (
 from mqtt_broker_auth.embedded.listener_tls import ListenerTls
 from mqtt_broker_auth.embedded.packet_limit import PacketLimitReader, PacketRefused, PacketTooLarge
 from mqtt_broker_auth.embedded.tls_admission import (
-    BrokerRefusal,
     HandshakeCheck,
     TlsRefusal,
     openssl_refusal,
@@ -164,7 +163,8 @@ class DeviceCertAuthPlugin(BaseAuthPlugin):
         return True
 
 
-_ACTIONS = {Action.PUBLISH: "publish", Action.SUBSCRIBE: "subscribe", Action.RECEIVE: "receive"}
+_ACTIONS: dict[Action, Literal["publish", "subscribe", "receive"]] = {
+    Action.PUBLISH: "publish", Action.SUBSCRIBE: "subscribe", Action.RECEIVE: "receive"}
 
 
 class DeviceTopicPlugin(BaseTopicPlugin):
@@ -183,7 +183,7 @@ class DeviceTopicPlugin(BaseTopicPlugin):
         gate = gate_for(self.config.gate)
         # still_valid is two dict lookups: a revoked device is cut off from every message at once, before the
         # revocation watcher gets round to closing its connection.
-        return gate.still_valid(identity) and gate.authorize(identity, topic, name)  # type: ignore[arg-type]
+        return gate.still_valid(identity) and gate.authorize(identity, topic, name)
 
 
 @dataclass
@@ -387,9 +387,9 @@ class DeviceGateBroker(HookedBroker):
         if isinstance(identity, Refusal):
             return identity
         if self.mode == "bootstrap" and not _bootstrap_listener_admits(identity):
-            return BrokerRefusal(reason="not_on_bootstrap_listener",
-                                 detail=f"{identity.device!r} presents an operational certificate; the bootstrap "
-                                        "listener admits bootstrap identities and the enrollment service only")
+            return Refusal(reason="not_on_bootstrap_listener",
+                           detail=f"{identity.device!r} presents an operational certificate; the bootstrap "
+                                  "listener admits bootstrap identities and the enrollment service only")
         if not session.client_id:
             # An empty client id would get a random one, and the identity rule could not hold.
             return Refusal(reason="client_id_mismatch", detail="an empty client id cannot match the identity")
@@ -423,7 +423,7 @@ class DeviceGateBroker(HookedBroker):
     async def on_connection_end(self, session: Session) -> None:
         # (c): a session the plugins refused (revoked between gate and plugin) must not stay in the table.
         client_id = session.client_id or ""
-        if self.stored_session(client_id) is session and session.attributes.get(_AUTHENTICATED) is False:
+        if session.attributes.get(_AUTHENTICATED) is False and self.stored_session(client_id) is session:
             await self.end_session(client_id)
 
     async def kick(self, client_id: str, reason: str) -> bool:

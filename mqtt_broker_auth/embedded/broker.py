@@ -25,7 +25,7 @@ import ipaddress
 import logging
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
 from mqtt_broker_auth.broker_names import embedded_broker_owner_name
 from mqtt_broker_auth.decision import DeviceGate
@@ -195,7 +195,12 @@ class EmbeddedBroker:
 
 
 
-def _host_names(host: str) -> dict[str, list[str]]:
+class _HostNames(TypedDict, total=False):
+    dns_names: list[str]
+    ip_addresses: list[str]
+
+
+def _host_names(host: str) -> _HostNames:
     try:
         ipaddress.ip_address(host)
     except ValueError:

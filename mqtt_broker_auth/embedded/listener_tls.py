@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustlists.keys.algorithms import verifying_key
 from trustlists.models import TrustListContent
 from trustlists.safe_files import write_public
 
@@ -117,7 +118,10 @@ def _crl_coverage(certs: list[x509.Certificate], crls: list[x509.CertificateRevo
 def _issued_by(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> bool:
     if crl.issuer != cert.subject:
         return False
+    key = verifying_key(cert)  # None: a key type a CRL cannot be signed with (X25519...)
+    if key is None:
+        return False
     try:
-        return crl.is_signature_valid(cert.public_key())  # type: ignore[arg-type]
-    except (TypeError, ValueError):  # a key type a CRL cannot be signed with (X25519...)
+        return crl.is_signature_valid(key)
+    except ValueError:
         return False

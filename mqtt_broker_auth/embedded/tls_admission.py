@@ -18,23 +18,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mqtt_broker_auth.decision import DeviceGate, DeviceIdentity, Refusal, RefusalReason
+from mqtt_broker_auth.decision import DeviceGate, DeviceIdentity, Refusal
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
 
-__all__ = ["BrokerRefusal", "BrokerRefusalReason", "HandshakeCheck", "TlsRefusal", "openssl_refusal", "peer_chain"]
-
-BrokerRefusalReason = Literal[
-    RefusalReason,
-    "unknown_certificate",  # chains to an engine CA, but the engine's inventory has no such certificate
-    "not_on_bootstrap_listener",  # an operational identity other than the enrollment service, on a bootstrap listener
-]
-
-
-class BrokerRefusal(Refusal):
-    """A refusal the listener adds to the DeviceGate's own reasons."""
-
-    reason: BrokerRefusalReason  # type: ignore[assignment]
+__all__ = ["HandshakeCheck", "TlsRefusal", "openssl_refusal", "peer_chain"]
 
 
 class TlsRefusal(BaseModel):
@@ -102,10 +90,9 @@ class HandshakeCheck:
                     self._issued.clear()  # bounded without bookkeeping; refills on the next connects
                 self._issued[outcome.fingerprint] = owner_id
         if owner_id != outcome.owner_id:
-            return BrokerRefusal(reason="unknown_certificate",
-                                 detail=f"a certificate for {outcome.device!r} (serial {outcome.serial:x}, sha256 "
-                                        f"{outcome.fingerprint[:16]}…) chains to an engine CA but the engine "
-                                        "never issued it")
+            return Refusal(reason="unknown_certificate",
+                           detail=f"a certificate for {outcome.device!r} (serial {outcome.serial:x}, sha256 "
+                                  f"{outcome.fingerprint[:16]}…) chains to an engine CA but the engine never issued it")
         return outcome
 
 

@@ -194,11 +194,12 @@ class EnrollmentService:
             _log.warning("enrollment service %s lost the broker; reconnecting", self.client_id)
 
     def _subscribed(self, future: asyncio.Future[None]) -> None:
-        if future.exception() is None:
+        error = future.exception()
+        if error is None:
             self.serving.set()
         if self._ready is not None and not self._ready.done():
-            if future.exception() is not None:
-                self._ready.set_exception(future.exception())  # type: ignore[arg-type]
+            if error is not None:
+                self._ready.set_exception(error)
             else:
                 self._ready.set_result(None)
         elif future.exception() is None:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal
@@ -93,7 +94,7 @@ def enrollment_service_acls(policy: MqttAccessPolicy) -> list[Acl]:
 
 
 def admin_acls() -> list[Acl]:
-    return [Acl(acltype=t, topic="$CONTROL/dynamic-security/#")  # type: ignore[arg-type]
+    return [Acl(acltype=t, topic="$CONTROL/dynamic-security/#")
             for t in ("publishClientSend", "publishClientReceive", "subscribePattern", "unsubscribePattern")]
 
 
@@ -183,16 +184,19 @@ class DynsecClient:
             return
         for response in responses if isinstance(responses, list) else []:
             corr = response.get("correlationData") if isinstance(response, dict) else None
+            if not isinstance(corr, str):
+                continue
+            batch_id = corr.split(":", 1)[0]
             with self._lock:
-                batch_id = corr.split(":", 1)[0] if isinstance(corr, str) else None
                 entry = self._pending.get(batch_id) if batch_id else None
                 if entry is None:
                     continue
                 fut, slots, _ = entry
                 slots[corr] = response
-                if all(v is not None for v in slots.values()):
-                    del self._pending[batch_id]  # type: ignore[arg-type]
-                    fut.set_result([slots[k] for k in slots])  # type: ignore[misc]
+                answered = [v for v in slots.values() if v is not None]
+                if len(answered) == len(slots):
+                    del self._pending[batch_id]
+                    fut.set_result(answered)
 
     # -- commands ---------------------------------------------------------------------------------
     def submit(self, commands: list[dict[str, Any]]) -> Future[list[dict[str, Any]]]:
@@ -282,7 +286,7 @@ def remove_role_acl(role: str, acl: Acl) -> dict[str, Any]:
     return {"command": "removeRoleACL", "rolename": role, "acltype": acl.acltype, "topic": acl.topic}
 
 
-def create_client(username: str, *, roles: list[str] = (), text: str | None = None,  # type: ignore[assignment]
+def create_client(username: str, *, roles: Sequence[str] = (), text: str | None = None,
                   password: str | None = None) -> dict[str, Any]:
     cmd: dict[str, Any] = {"command": "createClient", "username": username,
                            "roles": [{"rolename": r} for r in roles]}

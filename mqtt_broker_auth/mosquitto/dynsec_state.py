@@ -67,8 +67,8 @@ class DynsecState(BaseModel):
         getDefaultACLAccess."""
         group = _data(anonymous).get("group")
         name = group.get("groupname") if isinstance(group, dict) else None
-        acls = {a.get("acltype"): bool(a.get("allow")) for a in _list(_data(default_acl).get("acls"))
-                if isinstance(a, dict)}
+        acls = {a["acltype"]: bool(a.get("allow")) for a in _list(_data(default_acl).get("acls"))
+                if isinstance(a, dict) and isinstance(a.get("acltype"), str)}
         return cls(clients=_clients(_data(clients).get("clients")), roles=_roles(_data(roles).get("roles")),
                    groups=_groups(_data(groups).get("groups")),
                    anonymous_group=name or None, default_acl={**DEFAULT_ACL_ACCESS, **acls})
@@ -209,7 +209,8 @@ def repair_commands(drifts: list[Drift], current: DynsecState, desired: DynsecSt
         elif d.kind == "missing_role" and d.other is not None:
             commands.append(ds.add_client_role(d.name, d.other))
     admin = current.clients.get(admin_username, ClientEntry())
-    first, last = [], []
+    first: list[dict[str, Any]] = []
+    last: list[dict[str, Any]] = []
     for command in commands:
         touches_admin = (command.get("username") == admin_username or command.get("rolename") in admin.roles
                          or command.get("groupname") in admin.groups)
@@ -249,17 +250,20 @@ def _roles(raw: object) -> dict[str, frozenset[ds.Acl]]:
     for r in _list(raw):
         if not isinstance(r, dict) or not isinstance(r.get("rolename"), str):
             continue
-        acls = set()
+        acls: set[ds.Acl] = set()
         for a in _list(r.get("acls")):
             if not isinstance(a, dict):
                 continue
             try:
-                acls.add(ds.Acl(acltype=a.get("acltype"), topic=a.get("topic"), allow=bool(a.get("allow", False)),
-                                priority=int(a.get("priority", 0))))
+                acls.add(ds.Acl.model_validate({"acltype": a.get("acltype"), "topic": a.get("topic"),
+                                                "allow": bool(a.get("allow", False)),
+                                                "priority": int(a.get("priority", 0))}))
             except (ValueError, TypeError):
-                # An ACL type this code does not know still grants something: keep it visible as foreign.
-                acls.add(ds.Acl.model_construct(acltype=str(a.get("acltype")), topic=str(a.get("topic")),
-                                                allow=bool(a.get("allow", False)), priority=0))
+                # An ACL type this code does not know still grants something: keep it visible as foreign
+                # (unvalidated, so its acltype may be one the model does not list).
+                foreign: dict[str, Any] = {"acltype": str(a.get("acltype")), "topic": str(a.get("topic")),
+                                           "allow": bool(a.get("allow", False)), "priority": 0}
+                acls.add(ds.Acl.model_construct(**foreign))
         roles[r["rolename"]] = frozenset(acls)
     return roles
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from trustlists.clock import utcnow
 from trustlists.errors import OtpkiError
+from trustlists.keys.algorithms import verifying_key
 from trustlists.safe_files import staged_file
 
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----\r?\n.+?-----END X509 CRL-----\r?\n?", re.S)
@@ -57,6 +58,11 @@ def _blocks(pattern: re.Pattern[bytes], data: bytes, what: str, empty_reason: st
     return blocks
 
 
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    key = verifying_key(ca)  # a CA with an X25519 key signs nothing: skip it rather than crash
+    return key is not None and crl.is_signature_valid(key)
+
+
 def verify_bundle(ca_pem: bytes, crl_pem: bytes, *, now: datetime | None = None,
                   min_remaining: timedelta = timedelta(hours=1)) -> tuple[list[x509.Certificate],
                                                                           list[x509.CertificateRevocationList]]:
@@ -83,8 +89,7 @@ def verify_bundle(ca_pem: bytes, crl_pem: bytes, *, now: datetime | None = None,
 
     crls_by_ca: dict[int, list[x509.CertificateRevocationList]] = {}
     for crl in crls:
-        signer = next((i for i, ca in enumerate(cas)
-                       if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())), None)
+        signer = next((i for i, ca in enumerate(cas) if ca.subject == crl.issuer and _signed_by(crl, ca)), None)
         if signer is None:
             raise UnsafeTrustFiles(f"the CRL of {crl.issuer.rfc4514_string()} is not signed by any CA in the new "
                                    "cafile", reason="crl_bad_signature")

@@ -16,7 +16,7 @@ asyncua ships no GDS types, so this module defines the structure itself:
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from asyncua import ua
 from asyncua.common.manage_nodes import create_data_type, create_encoding
@@ -25,7 +25,7 @@ from asyncua.ua.ua_binary import struct_from_binary
 from pydantic import BaseModel, ConfigDict, Field
 
 from opcua_gds._asyncua_compat import register_structure
-from opcua_gds.nodeids import GdsDataTypes, Ns0DataTypes, gds_node_id
+from opcua_gds.nodeids import GdsDataTypes, Ns0DataTypes, gds_node_id, guid_node_id, ns0_node_id
 
 ApplicationType = ua.ApplicationType  # ns0 i=307: Server 0, Client 1, ClientAndServer 2, DiscoveryServer 3
 
@@ -48,6 +48,7 @@ class ApplicationRecordDataType:
     into an *optional field* (encoding mask) on the wire, so null strings are plain ``ua.String`` = None.
     """
 
+    # asyncua's codec reads these annotations, so a null string is None in a field annotated ua.String.
     ApplicationId: ua.NodeId = field(default_factory=ua.NodeId)
     ApplicationUri: ua.String = None  # type: ignore[assignment]
     ApplicationType: ua.ApplicationType = ua.ApplicationType.Server
@@ -55,6 +56,11 @@ class ApplicationRecordDataType:
     ProductUri: ua.String = None  # type: ignore[assignment]
     DiscoveryUrls: list[ua.String] = field(default_factory=list)
     ServerCapabilities: list[ua.String] = field(default_factory=list)
+
+
+def ua_string(value: str | None) -> ua.String:
+    """A text field of the structure; None is the null string (see the annotations above)."""
+    return cast(ua.String, None) if value is None else ua.String(value)
 
 
 _FIELDS: tuple[tuple[str, int, bool], ...] = (  # (name, ns0 DataType id, array)
@@ -74,13 +80,13 @@ def application_record_definition(gds_ns_idx: int) -> ua.StructureDefinition:
     """The DataTypeDefinition attribute of the DataType node (Part 3 StructureDefinition)."""
     return ua.StructureDefinition(
         DefaultEncodingId=binary_encoding_id(gds_ns_idx),
-        BaseDataType=ua.NodeId(ua.ObjectIds.Structure),
+        BaseDataType=ns0_node_id(ua.ObjectIds.Structure),
         StructureType=ua.StructureType.Structure,
         Fields=[
             ua.StructureField(
                 Name=name,
                 Description=ua.LocalizedText(),
-                DataType=ua.NodeId(int(type_id)),
+                DataType=ns0_node_id(type_id),
                 ValueRank=ua.ValueRank.OneDimension if array else ua.ValueRank.Scalar,
                 ArrayDimensions=[0] if array else [],  # [0]: one dimension of unknown length
                 MaxStringLength=0,
@@ -127,7 +133,7 @@ async def install_application_record_type(server: Any, gds_ns_idx: int) -> ua.No
     if not await _exists(server, enc_id):
         enc = await create_encoding(server.get_node(dt_id), enc_id, ua.QualifiedName("Default Binary", 0))
         # asyncua's create_encoding leaves the encoding object without a type definition.
-        await enc.add_reference(ua.NodeId(ua.ObjectIds.DataTypeEncodingType), ua.ObjectIds.HasTypeDefinition,
+        await enc.add_reference(ns0_node_id(ua.ObjectIds.DataTypeEncodingType), ua.ObjectIds.HasTypeDefinition,
                                 forward=True, bidirectional=False)
     register_application_record_class(gds_ns_idx)
     return dt_id
@@ -154,7 +160,7 @@ def application_id_to_str(node_id: ua.NodeId | None, gds_ns_idx: int) -> str | N
     """
     if node_id is None or node_id.is_null():
         return None
-    body = ua.NodeId(node_id.Identifier, 0, _plain_type(node_id.NodeIdType)).to_string()
+    body = ua.NodeId(node_id.Identifier, ua.Int16(0), _plain_type(node_id.NodeIdType)).to_string()
     if node_id.NamespaceIndex == gds_ns_idx:
         return body
     return f"ns={node_id.NamespaceIndex};{body}"
@@ -167,7 +173,7 @@ def application_id_from_str(text: str | None, gds_ns_idx: int) -> ua.NodeId:
     if text.startswith("ns="):
         return ua.NodeId.from_string(text)
     parsed = ua.NodeId.from_string(text)
-    return ua.NodeId(parsed.Identifier, gds_ns_idx, _plain_type(parsed.NodeIdType))
+    return ua.NodeId(parsed.Identifier, ua.Int16(gds_ns_idx), _plain_type(parsed.NodeIdType))
 
 
 def _plain_type(kind: ua.NodeIdType) -> ua.NodeIdType:
@@ -204,12 +210,12 @@ class ApplicationRecord(BaseModel):
         cls = register_application_record_class(gds_ns_idx)
         return cls(
             ApplicationId=application_id_from_str(self.application_id, gds_ns_idx),
-            ApplicationUri=self.application_uri,
+            ApplicationUri=ua_string(self.application_uri),
             ApplicationType=ua.ApplicationType(self.application_type),
             ApplicationNames=[ua.LocalizedText(n.text, n.locale or None) for n in self.application_names],
-            ProductUri=self.product_uri,
-            DiscoveryUrls=list(self.discovery_urls),
-            ServerCapabilities=list(self.server_capabilities),
+            ProductUri=ua_string(self.product_uri),
+            DiscoveryUrls=[ua.String(u) for u in self.discovery_urls],
+            ServerCapabilities=[ua.String(c) for c in self.server_capabilities],
         )
 
     @classmethod
@@ -240,4 +246,4 @@ def decode_extension_object(value: ua.ExtensionObject, gds_ns_idx: int) -> Appli
 
 def new_application_id(gds_ns_idx: int) -> ua.NodeId:
     """A fresh GUID ApplicationId in the GDS namespace (the form UA-.NET's GDS hands out)."""
-    return ua.NodeId(uuid.uuid4(), gds_ns_idx, ua.NodeIdType.Guid)
+    return guid_node_id(uuid.uuid4(), gds_ns_idx)

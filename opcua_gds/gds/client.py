@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.methods import call_method_full
@@ -48,7 +49,7 @@ class GdsClient:
             register_application_record_class(self._idx)
         return self._idx
 
-    async def _call(self, spec: MethodSpec, *args: ua.Variant) -> list:  # type: ignore[type-arg]
+    async def _call(self, spec: MethodSpec, *args: ua.Variant) -> list[Any]:
         idx = await self._gds_idx()
         directory = self._client.get_node(gds_node_id(GdsObjects.Directory, idx))
         # call_method_full: always the list of output arguments (call_method unwraps a single output,

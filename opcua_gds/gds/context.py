@@ -14,6 +14,7 @@ from asyncua import Node, Server, ua
 
 from opcua_gds.access import SelfAdmin
 from opcua_gds.gds.settings import GdsSettings
+from opcua_gds.nodeids import guid_node_id
 from trustlists.engine import Engine
 
 
@@ -30,7 +31,7 @@ class GdsContext:
     groups: dict[ua.NodeId, str] = field(default_factory=dict)  # CertificateGroupId -> engine group
 
     def application_id(self, owner_id: str) -> ua.NodeId:
-        return ua.NodeId(uuid.UUID(owner_id), self.gds_idx, ua.NodeIdType.Guid)
+        return guid_node_id(uuid.UUID(owner_id), self.gds_idx)
 
     def owner_id(self, application_id: object) -> str | None:
         """The engine owner id behind an ApplicationId NodeId, or None if it cannot be one of ours."""

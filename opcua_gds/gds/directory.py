@@ -53,6 +53,7 @@ from opcua_gds.gds.application_record import (
     ApplicationRecord,
     decode_extension_object,
     register_application_record_class,
+    ua_string,
 )
 from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import add_standard_method, checked_args
@@ -137,6 +138,10 @@ def _names(owner: Owner) -> list[ua.LocalizedText]:
     return [ua.LocalizedText(n.get("text") or "", n.get("locale") or None) for n in stored]
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _type(owner: Owner) -> ua.ApplicationType:
     try:
         return ua.ApplicationType(int(owner.attributes.get("application_type", ua.ApplicationType.Client)))
@@ -148,10 +153,10 @@ def _to_record(ctx: GdsContext, owner: Owner) -> Any:
     cls = register_application_record_class(ctx.gds_idx)
     return cls(
         ApplicationId=ctx.application_id(owner.id),
-        ApplicationUri=owner.application_uri,
+        ApplicationUri=ua_string(owner.application_uri),
         ApplicationType=_type(owner),
         ApplicationNames=_names(owner),
-        ProductUri=owner.attributes.get("product_uri"),
+        ProductUri=ua_string(_text(owner.attributes.get("product_uri"))),
         DiscoveryUrls=list(owner.attributes.get("discovery_urls") or []),
         ServerCapabilities=list(owner.attributes.get("server_capabilities") or []),
     )

@@ -56,8 +56,12 @@ from opcua_gds.nodeids import (
     CertificateTypes,
     GdsObjects,
     gds_node_id,
+    guid_node_id,
+    ns0_node_id,
+    ua_status,
 )
 from opcua_gds.validation_status import status_code
+from trustlists.authority import KeyFormat
 from trustlists.blocking import run_blocking
 from trustlists.der import load_csr
 from trustlists.errors import (
@@ -91,7 +95,7 @@ _USER_TYPES: dict[int, frozenset[KeyType]] = {
     CertificateTypes.UserCredentialCertificateType: _ANY,
     CertificateTypes.UserCertificateType: _ANY,
 }
-_PRIVATE_KEY_FORMATS = {"PEM": "pem", "PFX": "pkcs12"}
+_PRIVATE_KEY_FORMATS: dict[str, KeyFormat] = {"PEM": "pem", "PFX": "pkcs12"}
 
 
 def certificate_type_of(key_type: KeyType, kind: OwnerKind) -> int:
@@ -190,7 +194,7 @@ class PullMethods:
         return fits
 
     def request_node_id(self, request_id: str) -> ua.NodeId:
-        return ua.NodeId(uuid.UUID(request_id), self.ctx.gds_idx, ua.NodeIdType.Guid)
+        return guid_node_id(uuid.UUID(request_id), self.ctx.gds_idx)
 
     def request_id(self, node_id: object) -> str:
         if (not isinstance(node_id, ua.NodeId) or node_id.NamespaceIndex != self.ctx.gds_idx
@@ -240,7 +244,7 @@ class PullMethods:
             key_type = policy.default_keygen_type if policy.default_keygen_type in allowed else next(
                 k for k in policy.allowed_key_types if k in allowed)
             req = self.engine.requests.submit_new_key(
-                owner.id, actor=_actor(call, own), key_type=key_type, key_format=fmt,  # type: ignore[arg-type]
+                owner.id, actor=_actor(call, own), key_type=key_type, key_format=fmt,
                 password=password or None, subject_name=_common_name(subject),
                 dns_names=dns or None, ip_addresses=ips or None,
                 requester_fingerprint=_fingerprint(call))
@@ -303,7 +307,7 @@ class PullMethods:
                 der = self.engine.inventory.get(record.serial).der
                 if der is None:
                     continue
-                types.append(ua.NodeId(certificate_type_of(record.key_type, owner.kind)))
+                types.append(ns0_node_id(certificate_type_of(record.key_type, owner.kind)))
                 certs.append(der)
             return types, certs
 
@@ -390,7 +394,7 @@ class PullMethods:
             return status_code(result), validity
 
         code, validity = await run_blocking(check)
-        return [ua.Variant(ua.StatusCode(code), ua.VariantType.StatusCode),
+        return [ua.Variant(ua_status(code), ua.VariantType.StatusCode),
                 ua.Variant(validity, ua.VariantType.DateTime)]
 
 

@@ -23,7 +23,7 @@ from opcua_gds.gds import directory, pull, trustlist_file
 from opcua_gds.gds.application_record import install_application_record_type
 from opcua_gds.gds.context import GdsContext, Installer
 from opcua_gds.gds.settings import GdsSettings
-from opcua_gds.nodeids import GDS_NAMESPACE_URI, GdsObjects, GdsObjectTypes, gds_node_id
+from opcua_gds.nodeids import GDS_NAMESPACE_URI, GdsObjects, GdsObjectTypes, gds_node_id, ns0_node_id
 from opcua_gds.own_identity import GROUP as OWN_GROUP
 from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
@@ -110,7 +110,7 @@ class GdsServer:
     # -- address space --------------------------------------------------------------------------
     async def _address_space(self, server: Server, idx: int) -> Node:
         """Directory (i=141) with Applications and CertificateGroups, typed with the GDS object types."""
-        base = server.get_node(ua.NodeId(ua.ObjectIds.FolderType))
+        base = server.get_node(ns0_node_id(ua.ObjectIds.FolderType))
         directory_type = await base.add_object_type(gds_node_id(GdsObjectTypes.DirectoryType, idx),
                                                     ua.QualifiedName("DirectoryType", idx))
         cert_dir_type = await directory_type.add_object_type(
@@ -136,8 +136,8 @@ class GdsServer:
 
 async def _typed_object(parent: Node, node_id: ua.NodeId, name: str, type_id: int) -> Node:
     node = await parent.add_object(node_id, ua.QualifiedName(name, 0))
-    await node.delete_reference(ua.NodeId(ua.ObjectIds.BaseObjectType), ua.ObjectIds.HasTypeDefinition)
-    await node.add_reference(ua.NodeId(type_id), ua.ObjectIds.HasTypeDefinition)
+    await node.delete_reference(ns0_node_id(ua.ObjectIds.BaseObjectType), ua.ObjectIds.HasTypeDefinition)
+    await node.add_reference(ns0_node_id(type_id), ua.ObjectIds.HasTypeDefinition)
     return node
 
 

@@ -30,7 +30,7 @@ from opcua_gds.access import GdsRole, MethodError, caller, has_any_role, opcua_m
 from opcua_gds.call_context import CallContext
 from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import add_standard_method, checked_args
-from opcua_gds.nodeids import CertificateGroupIds, CertificateGroups, MethodSpec
+from opcua_gds.nodeids import CertificateGroupIds, CertificateGroups, MethodSpec, ns0_node_id, string_node_id
 from opcua_gds.trustlist_binary import encode_trustlist
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
@@ -206,9 +206,10 @@ class TrustListFiles:
                                        ("UserWritable", False, ua.VariantType.Boolean),
                                        ("OpenCount", 0, ua.VariantType.UInt16),
                                        ("LastUpdateTime", _utc(trust.created_at), ua.VariantType.DateTime)):
-                datatype = ua.NodeId(ua.ObjectIds.UtcTime) if name == "LastUpdateTime" else None
-                props[name] = await node.add_property(ua.NodeId(f"{prefix}.{name}", idx), ua.QualifiedName(name, 0),
-                                                      value, varianttype=vtype, datatype=datatype)
+                datatype = ns0_node_id(ua.ObjectIds.UtcTime) if name == "LastUpdateTime" else None
+                props[name] = await node.add_property(string_node_id(f"{prefix}.{name}", idx),
+                                                      ua.QualifiedName(name, 0), value, varianttype=vtype,
+                                                      datatype=datatype)
             self.objects[node.nodeid] = _TrustListObject(ids=ids, engine_group=engine_group, node=node,
                                                          size=props["Size"], open_count=props["OpenCount"],
                                                          last_update=props["LastUpdateTime"])

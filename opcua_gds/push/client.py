@@ -32,15 +32,23 @@ from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.methods import call_method_full
+from asyncua.common.node import Node
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
 from opcua_gds.certificate_chain import first_certificate
 from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, secure
 from opcua_gds.file_client import read_to_end
-from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import (
+    CertificateGroups,
+    CertificateTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
 from trustlists.blocking import run_blocking
+from trustlists.keys.algorithms import fits_pkcs12
 from trustlists.models import TrustListContent
 
 READ_CHUNK = 64 * 1024
@@ -163,11 +171,11 @@ class PushClient:
         self._client = client
 
     @property
-    def _config(self):  # type: ignore[no-untyped-def]
-        return self._client.get_node(ua.NodeId(ServerConfigurationIds.ServerConfiguration, 0))
+    def _config(self) -> Node:
+        return self._client.get_node(ns0_node_id(ServerConfigurationIds.ServerConfiguration))
 
     @property
-    def _trust_list(self):  # type: ignore[no-untyped-def]
+    def _trust_list(self) -> Node:
         return self._client.get_node(_GROUP.trust_list_node_id())
 
     async def _call(self, step: str, obj: Any, method_id: ua.NodeId, *args: ua.Variant) -> list[Any]:
@@ -184,7 +192,7 @@ class PushClient:
 
     async def _read(self, identifier: int) -> Any:
         try:
-            return await self._client.get_node(ua.NodeId(identifier, 0)).read_value()
+            return await self._client.get_node(ns0_node_id(identifier)).read_value()
         except ua.UaStatusCodeError as exc:
             if exc.code in (ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadAttributeIdInvalid):
                 return None
@@ -267,7 +275,7 @@ class PushClient:
         (csr,) = await self._call(
             "create_signing_request", self._config, ServerConfigurationMethods.CreateSigningRequest.node_id(),
             ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
-            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(ns0_node_id(certificate_type), ua.VariantType.NodeId),
             ua.Variant(subject_name, ua.VariantType.String),
             ua.Variant(regenerate_key, ua.VariantType.Boolean),
             ua.Variant(nonce, ua.VariantType.ByteString))
@@ -280,7 +288,7 @@ class PushClient:
         outputs = await self._call(
             "update_certificate", self._config, ServerConfigurationMethods.UpdateCertificate.node_id(),
             ua.Variant(_GROUP.group_node_id(), ua.VariantType.NodeId),
-            ua.Variant(ua.NodeId(certificate_type, 0), ua.VariantType.NodeId),
+            ua.Variant(ns0_node_id(certificate_type), ua.VariantType.NodeId),
             ua.Variant(cert_der, ua.VariantType.ByteString),
             ua.Variant(list(issuer_ders), ua.VariantType.ByteString),
             ua.Variant(private_key_format or "", ua.VariantType.String),
@@ -418,9 +426,11 @@ def _key_for_formats(key_pem: bytes, formats: list[str]) -> tuple[str, bytes]:
         from cryptography.hazmat.primitives.serialization import pkcs12
 
         key = serialization.load_pem_private_key(key_pem, None)
+        if not fits_pkcs12(key):
+            raise PushError("update_certificate", "BadNotSupported",
+                            f"the server takes keys only as PFX, which cannot carry a {type(key).__name__}")
         # The SignAndEncrypt channel is what protects it; UpdateCertificate has no password argument.
-        return "PFX", pkcs12.serialize_key_and_certificates(None, key, None, None,  # type: ignore[arg-type]
-                                                            serialization.NoEncryption())
+        return "PFX", pkcs12.serialize_key_and_certificates(None, key, None, None, serialization.NoEncryption())
     raise PushError("update_certificate", "BadNotSupported",
                     f"the server cannot make keys and accepts no key format otpki can send ({formats})")
 

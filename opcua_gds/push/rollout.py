@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -144,11 +144,11 @@ class Rollout:
         try:
             trust = await run_blocking(self.engine.trustlists.get, target.group)
             username, password = self._credentials(target.credentials_ref)
-            session = {"username": username, "password": password, "trust_list": trust.content,
-                       "server_check": identity, **self._client, **self._reconnect}
+            session: dict[str, Any] = {"username": username, "password": password, "trust_list": trust.content,
+                                       "server_check": identity, **self._client, **self._reconnect}
             if target.delivered_serial is not None and not DeliveryTargets.needs_certificate(reason):
                 result: PushResult = await asyncio.wait_for(
-                    push_trust_list(target.address, **session), timeout=self._timeout_s)  # type: ignore[arg-type]
+                    push_trust_list(target.address, **session), timeout=self._timeout_s)
                 issued_serials.append(target.delivered_serial)
             else:
                 result = await asyncio.wait_for(self._push_certificate(target, session, issued_serials),
@@ -178,7 +178,8 @@ class Rollout:
                                trust_version=trust.version, actor=self._actor)
         return outcome.model_copy(update={"seconds": round(time.perf_counter() - start, 3)})
 
-    async def _push_certificate(self, target: DeliveryTarget, session: dict, issued_serials: list[str]) -> PushResult:
+    async def _push_certificate(self, target: DeliveryTarget, session: dict[str, Any],
+                                issued_serials: list[str]) -> PushResult:
         async def issue(csr: bytes) -> tuple[bytes, list[bytes]]:
             issued = await run_blocking(self.engine.authority.issue_from_csr, csr, owner_id=target.owner_id,
                                         actor=self._actor, delivered=False)

@@ -1,7 +1,8 @@
 """init, ca, owners, crl, audit."""
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +21,10 @@ from otpki.cli.common import (
     styled,
 )
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
+
+if TYPE_CHECKING:  # for annotations only: nothing more imported when the CLI starts
+    from trustlists.engine import Engine
+    from trustlists.models import BootstrapPin, CARecord, Owner
 
 ca_app = typer.Typer(help="The CA hierarchy: list CAs, create issuing CAs.", no_args_is_help=True)
 owners_app = typer.Typer(help="Registered applications, devices and users.", no_args_is_help=True)
@@ -54,7 +59,7 @@ def init(
     data_dir = s.data_dir
     if (data_dir / "otpki.db").exists():
         raise AlreadyExists(f"{data_dir} is already initialised; use `otpki ca list` to see its CAs")
-    data: dict = {}
+    data: dict[str, Any] = {}
     if config is not None:
         try:
             data = tomllib.loads(config.read_text())
@@ -62,7 +67,7 @@ def init(
             raise InvalidInput(f"config file {config} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"{config} is not valid TOML: {exc}") from None
-    overrides: dict = {}
+    overrides: dict[str, Any] = {}
     if hsm:
         overrides["keys"] = {"backend": "pkcs11"}
     if organization:
@@ -91,11 +96,11 @@ def init(
     _print_cas(cas)
 
 
-def _ca_json(ca) -> dict:  # type: ignore[no-untyped-def]
+def _ca_json(ca: "CARecord") -> dict[str, Any]:
     return ca.model_dump(mode="json", exclude={"certificate_der"})
 
 
-def _print_cas(cas) -> None:  # type: ignore[no-untyped-def]
+def _print_cas(cas: "Iterable[CARecord]") -> None:
     from rich.table import Table
 
     table = Table("id", "name", "group", "site", "key", "backend", "valid until", "active")
@@ -147,12 +152,13 @@ def owners_add(
 ) -> None:
     """Register an application, device or user in GROUP so certificates can be issued to it."""
     with engine() as (eng, s):
-        attributes = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
+        entries = _bootstrap_entries(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
+        attributes: dict[str, object] = {"bootstrap": entries} if entries else {}
         owner = eng.registry.register(group=group, name=name, site=site, application_uri=uri, dns_names=dns or [],
                                       ip_addresses=ip or [], actor=s.actor(), attributes=attributes)
         unanchored = [fp for o, fp in eng.bootstrap.unanchored_fingerprints(group) if o.id == owner.id]
     console.print(line(f"registered {owner.kind.value} ", styled(name, "bold"), f" in {group} (id {owner.id})"))
-    for entry in attributes.get("bootstrap", []):
+    for entry in entries:
         console.print(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}",
                       highlight=False)
     warn_unanchored(group, unanchored)
@@ -167,11 +173,11 @@ def warn_unanchored(group: str, fingerprints: list[str]) -> None:
                                "broker listener refuses it in the TLS handshake"), highlight=False, soft_wrap=True)
 
 
-def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: ignore[no-untyped-def]
-                          fingerprints: list[str]) -> dict[str, object]:
+def _bootstrap_entries(eng: "Engine", group: str, name: str, cns: list[str],
+                       fingerprints: list[str]) -> list[dict[str, str]]:
     """`attributes["bootstrap"]` for an MQTT device: the allow-list the enrollment service and the broker read."""
     if not cns and not fingerprints:
-        return {}
+        return []
     if "mqtt" not in eng.config.group(group).fronts:
         raise InvalidInput(f"--bootstrap-cn/--bootstrap-sha256 are for MQTT device groups; {group} has no MQTT "
                            "front ([pki.groups.<group>.fronts.mqtt])", reason="bootstrap_not_mqtt_group")
@@ -198,7 +204,7 @@ def _bootstrap_attributes(eng, group: str, name: str, cns: list[str],  # type: i
             raise InvalidInput(f"--bootstrap-sha256 {fp!r} is not a SHA-256 fingerprint (64 hex digits)",
                                reason="bad_bootstrap_sha256")
         entries.append({"sha256": norm})
-    return {"bootstrap": entries}
+    return entries
 
 
 @owners_app.command("list")
@@ -224,7 +230,7 @@ def owners_list(group: GroupOption = None,
     console.print(table)
 
 
-def _bootstrap_state(owner, pin) -> str:  # type: ignore[no-untyped-def]
+def _bootstrap_state(owner: "Owner", pin: "BootstrapPin | None") -> str:
     """"pinned <sha256 prefix>" once enrolled with a bootstrap certificate, "armed" while it may enroll."""
     from trustlists.bootstrap_allowlist import allow_list
 
@@ -251,10 +257,10 @@ def owners_rearm(
         owner = eng.registry.find(group, name=name)
         if owner is None:
             raise NotFound(f"{name!r} is not registered in group {group}", reason="unknown_owner")
-        allow = None
+        allow: list[dict[str, str]] | None = None
         if bootstrap_cn or bootstrap_sha256:
-            allow = _bootstrap_attributes(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])["bootstrap"]
-        released = eng.bootstrap.rearm(owner.id, actor=s.actor(), allow=allow)  # type: ignore[arg-type]
+            allow = _bootstrap_entries(eng, group, name, bootstrap_cn or [], bootstrap_sha256 or [])
+        released = eng.bootstrap.rearm(owner.id, actor=s.actor(), allow=allow)
         unanchored = [fp for o, fp in eng.bootstrap.unanchored_fingerprints(group) if o.id == owner.id]
     if released is not None:
         console.print(line("re-armed ", styled(name, "bold"), f": released the pin to {released.subject} "
@@ -262,7 +268,7 @@ def owners_rearm(
     else:
         console.print(line(f"{name} was not pinned"), highlight=False)
     if allow is not None:
-        for entry in allow:  # type: ignore[attr-defined]
+        for entry in allow:
             console.print(line(f"  may enroll over MQTT with {', '.join(f'{k} {v}' for k, v in entry.items())}"),
                           highlight=False)
     warn_unanchored(group, unanchored)

@@ -1,7 +1,8 @@
 """certs issue/renew/revoke/list/show and batch sign."""
 
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +26,9 @@ from trustlists.enums import CertificateStatus, KeyType
 from trustlists.errors import NotFound
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from trustlists.authority import KeyFormat
     from trustlists.models import CertificateRecord, IssuedCertificate
 
 certs_app = typer.Typer(help="Issue, renew, revoke and inspect certificates.", no_args_is_help=True)
@@ -84,7 +88,7 @@ def issue(
             issued = eng.authority.issue_from_csr(read_input_file(csr, "CSR"), owner_id=o.id, actor=s.actor())
         else:
             issued = eng.authority.issue_with_new_key(owner_id=o.id, actor=s.actor(), key_type=key_type,
-                                                      key_format=key_format,  # type: ignore[arg-type]
+                                                      key_format=_key_format(key_format),
                                                       password=_password(password_file))
     _write_issued(issued, out, key_out)
 
@@ -108,7 +112,8 @@ def renew(
         old = eng.inventory.get(serial)
         issued = eng.authority.renew(
             old.serial, actor=s.actor(), csr=read_input_file(csr, "CSR") if csr else None, new_key=new_key,
-            key_type=key_type, key_format=key_format, password=_password(password_file))  # type: ignore[arg-type]
+            key_type=key_type, key_format=_key_format(key_format) if new_key else "pem",
+            password=_password(password_file))
     _write_issued(issued, out, key_out)
 
 
@@ -128,7 +133,19 @@ def revoke(
     console.print(f"revoked {serial} ({r.name.lower().replace('_', '-')})")
 
 
-def _row_json(rec: "CertificateRecord", now) -> dict:  # type: ignore[no-untyped-def]
+def _key_format(value: str) -> "KeyFormat":
+    """--key-format as the engine types it (the engine refuses other values with this same message)."""
+    from trustlists.authority import KeyFormat
+
+    for known in typing.get_args(KeyFormat):
+        if value == known:
+            return known
+    from trustlists.errors import InvalidInput
+
+    raise InvalidInput(f"private key format must be 'pem' or 'pkcs12', not {value!r}")
+
+
+def _row_json(rec: "CertificateRecord", now: "datetime") -> dict[str, Any]:
     data = rec.model_dump(mode="json", exclude={"der"})
     data["status"] = rec.status_at(now).value
     return data

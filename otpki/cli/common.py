@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 
 class LazyConsole:
-    """A rich Console (markup off), made on first use: importing rich.console costs as much as `otpki --help`.
+    """A rich Console (markup off, emoji codes off: a fingerprint's ":CD:" would print as an emoji), made on first
+    use: importing rich.console costs as much as `otpki --help`.
 
     Stands for the Console everywhere (attributes are the Console's); `rich` is the Console itself, for the
     rich objects that take one (Progress).
@@ -52,7 +53,7 @@ class LazyConsole:
         if console is None:
             from rich.console import Console
 
-            console = Console(stderr=self._stderr, markup=False)
+            console = Console(stderr=self._stderr, markup=False, emoji=False)
             object.__setattr__(self, "_console", console)
         return console
 

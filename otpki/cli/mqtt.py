@@ -10,6 +10,7 @@ Both brokers get the same enrollment service: an MQTT client with its own engine
 """
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from otpki.config import Settings
     from otpki.listen import Listen
     from trustlists.engine import Engine
+
+if TYPE_CHECKING:  # for annotations only: the Mosquitto modules are imported where they are used
+    from mqtt_broker_auth.mosquitto.config import MosquittoSettings
+    from mqtt_broker_auth.mosquitto.sync import SyncReport
 
 mqtt_app = typer.Typer(help="MQTT devices: the embedded broker, an operator's Mosquitto, enrollment over MQTT.",
                        no_args_is_help=True)
@@ -182,7 +187,7 @@ async def _serve(s: "Settings", listen: "Listen", with_enrollment: bool) -> None
 
 # -- Mosquitto ------------------------------------------------------------------------------------------------------
 
-def mosquitto_settings(s: "Settings", workdir: Path | None = None, *, password: bool = True):  # type: ignore[no-untyped-def]
+def mosquitto_settings(s: "Settings", workdir: Path | None = None, *, password: bool = True) -> "MosquittoSettings":
     """The library's MosquittoSettings from [mqtt.mosquitto]; the admin password from its file or env."""
     from pydantic import SecretStr
 
@@ -274,7 +279,7 @@ def sync(
     asyncio.run(_sync_forever(s, ms, enrollment))  # an unreachable broker (OSError): handle_errors, one line
 
 
-def _reload(s: "Settings"):  # type: ignore[no-untyped-def]
+def _reload(s: "Settings") -> "Callable[[], None] | None":
     """How the sync tells Mosquitto to reload: the configured command, else SIGHUP via the pid file."""
     command = s.file.mqtt.mosquitto.reload_command
     if not command:
@@ -293,7 +298,7 @@ def _reload(s: "Settings"):  # type: ignore[no-untyped-def]
     return run
 
 
-async def _sync_once(s: "Settings", ms):  # type: ignore[no-untyped-def]
+async def _sync_once(s: "Settings", ms: "MosquittoSettings") -> "SyncReport":
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
     from otpki.runtime import open_engine
 
@@ -306,7 +311,7 @@ async def _sync_once(s: "Settings", ms):  # type: ignore[no-untyped-def]
         eng.close()
 
 
-async def _sync_forever(s: "Settings", ms, with_enrollment: bool) -> None:  # type: ignore[no-untyped-def]
+async def _sync_forever(s: "Settings", ms: "MosquittoSettings", with_enrollment: bool) -> None:
     import asyncio
     import contextlib
 

@@ -21,7 +21,10 @@ from otpki.cli.common import (
 from trustlists.errors import NotFound
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from opcua_gds.push.rollout import Rollout, RolloutReport, SkippedTarget, TargetOutcome
+    from otpki.config import Settings
     from trustlists.engine import Engine
     from trustlists.targets import DeliveryTarget, TargetPin
 
@@ -217,7 +220,7 @@ def _print_report(report: "RolloutReport") -> None:
                           "shows every target's state and next attempt", highlight=False, soft_wrap=True)
 
 
-def _result(o: "TargetOutcome") -> str:
+def _result(o: "TargetOutcome") -> "Text":
     if o.result == "delivered":
         return styled("delivered", "green")
     if o.result == "not_applied":
@@ -246,7 +249,7 @@ def _warn_first_contacts(outcomes: "list[TargetOutcome]") -> None:
                               highlight=False, soft_wrap=True)
 
 
-async def _new_rollout(eng, s) -> "Rollout":  # type: ignore[no-untyped-def]
+async def _new_rollout(eng: "Engine", s: "Settings") -> "Rollout":
     from opcua_gds.own_identity import ensure_identity
     from opcua_gds.push.rollout import Rollout
     from trustlists.blocking import run_blocking
@@ -258,7 +261,8 @@ async def _new_rollout(eng, s) -> "Rollout":  # type: ignore[no-untyped-def]
                    credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s)
 
 
-async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: ignore[no-untyped-def]
+async def _serve(eng: "Engine", s: "Settings", *, group: str | None, site: str | None, every: float,
+                 json_out: bool) -> None:
     import asyncio
     import signal
 
@@ -283,7 +287,8 @@ async def _serve(eng, s, *, group, site, every, json_out) -> None:  # type: igno
     await rollout.serve(interval_s=every, stop=stop, on_report=report, group=group, site=site)
 
 
-async def _rollout(eng, s, *, endpoint, group, site, force, quiet) -> "RolloutReport":  # type: ignore[no-untyped-def]
+async def _rollout(eng: "Engine", s: "Settings", *, endpoint: str | None, group: str | None, site: str | None,
+                   force: bool, quiet: bool) -> "RolloutReport":
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     rollout = await _new_rollout(eng, s)

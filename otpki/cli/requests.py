@@ -1,6 +1,6 @@
 """requests list/approve/reject: the administrator's side of certificate requests that wait for approval."""
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,7 +15,7 @@ requests_app = typer.Typer(help="Certificate requests waiting for approval: list
                            no_args_is_help=True)
 
 
-def _json(req: "CertificateRequest", owner_name: str | None) -> dict:  # type: ignore[type-arg]
+def _json(req: "CertificateRequest", owner_name: str | None) -> dict[str, Any]:
     data = req.model_dump(mode="json", exclude={"csr_der"})
     data["owner"] = owner_name
     return data

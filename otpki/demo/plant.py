@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from asyncua import Client
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -64,9 +64,19 @@ class CheckFailed(Exception):
     """A step's check did not hold: the message says what was expected and what was seen."""
 
 
+_T = TypeVar("_T")
+
+
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)
+
+
+def required(value: _T | None, message: str) -> _T:
+    """`value`, which the demo cannot go on without."""
+    if value is None:
+        raise CheckFailed(message)
+    return value
 
 
 def fingerprint(der: bytes) -> str:
@@ -366,6 +376,7 @@ class Plant:
             check(old is not None and new is not None and new.serial != old.serial and new.owner_id == old.owner_id
                   and old_now is not None and old_now.superseded_by == new.serial,
                   f"{device.name}: the renewal is not in the inventory as new serial, same owner, old superseded")
+            assert old is not None and new is not None  # check() raised otherwise
             back = await eventually(lambda: device.state is DeviceState.ONLINE, 60)
             check(back, f"{device.name} did not come back online with its renewed certificate ({device.state})")
             self.tallies.move("devices", "enrolled", "renewed")
@@ -454,8 +465,7 @@ class Plant:
             raise CheckFailed(f"{scada.settings.name} could not open a session to plc-1 before revocation: "
                               f"{exc}") from exc
         der = scada.cert_path.read_bytes()
-        record = await self._record_of(der)
-        check(record is not None, f"{scada.settings.name}'s certificate is not in the inventory")
+        record = required(await self._record_of(der), f"{scada.settings.name}'s certificate is not in the inventory")
         await run_blocking(self.eng.authority.revoke, record.serial, reason=RevocationReason.KEY_COMPROMISE,
                            actor=ACTOR)
         self.tallies.move("SCADA", "enrolled", "revoked")
@@ -482,8 +492,8 @@ class Plant:
     async def _revoke_device(self, device: MqttDevice) -> str:
         cert = device.certificate
         assert cert is not None
-        record = await self._record_of(cert.public_bytes(Encoding.DER))
-        check(record is not None, f"{device.name}'s certificate is not in the inventory")
+        record = required(await self._record_of(cert.public_bytes(Encoding.DER)),
+                          f"{device.name}'s certificate is not in the inventory")
         t0 = time.monotonic()
         await run_blocking(self.eng.authority.revoke, record.serial, reason=RevocationReason.KEY_COMPROMISE,
                            actor=ACTOR)

@@ -38,3 +38,15 @@ def test_our_own_output_carries_no_markup_tags() -> None:
                     and closing_tag.search(node.value):
                 offenders.append(f"{path.name}:{node.lineno}: {node.value!r}")
     assert offenders == []
+
+
+def test_fingerprints_are_printed_verbatim() -> None:
+    """Rich reads `:cd:` and `:ab:` as emoji codes: a fingerprint an operator compares with the one a PLC shows
+    must not come out as AA💿83 or AA🆎83."""
+    from otpki.cli.common import console, err_console
+
+    fingerprint = "F9:B6:AB:E1:EB:CD:83:5A"
+    for out in (console, err_console):
+        with out.capture() as captured:
+            out.print(f"SHA-256 {fingerprint}", highlight=False)
+        assert captured.get() == f"SHA-256 {fingerprint}\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import stat
 from datetime import datetime, timedelta
@@ -83,6 +84,25 @@ def test_pki_folders_no_private_folder_without_key(pki: Pki, tmp_path: Path) -> 
     with pytest.raises(InvalidInput):  # a key that is not the certificate's
         write_pki_folders(trust(content_v1(pki), 1), tmp_path, own_certificate_der=pki.leaf_good.der,
                           own_private_key_pem=pki.vendor.key_pem)
+
+
+def _pem_private_key(der: bytes) -> bytes:
+    return b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(der) + b"-----END PRIVATE KEY-----\n"
+
+
+def test_pki_folders_unreadable_own_key_is_invalid_input(pki: Pki, tmp_path: Path) -> None:
+    """A damaged key or one of an algorithm cryptography does not know is bad input, not a crash."""
+    der = serialization.load_pem_private_key(pki.leaf_good.key_pem, None).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    damaged = der[:30] + bytes(10) + der[40:]  # cryptography: ValueError
+    ec_public_key_oid = bytes.fromhex("06072a8648ce3d0201")  # id-ecPublicKey, 1.2.840.10045.2.1
+    assert ec_public_key_oid in der
+    unknown = der.replace(ec_public_key_oid, bytes.fromhex("06072a8648ce3d0209"))  # cryptography: UnsupportedAlgorithm
+    for key_der in (damaged, unknown):
+        with pytest.raises(InvalidInput, match="own private key cannot be read"):
+            write_pki_folders(trust(content_v1(pki), 1), tmp_path / "pki", own_certificate_der=pki.leaf_good.der,
+                              own_private_key_pem=_pem_private_key(key_der))
+        assert not (tmp_path / "pki").exists()
 
 
 def test_pki_folders_sync_removes_only_our_stale_files(pki: Pki, tmp_path: Path) -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from trustlists.engine import Engine
-from trustlists.errors import InvalidInput, InvalidState, PolicyViolation, WrongPassphrase
+from trustlists.errors import InvalidInput, InvalidState, KeyAccessError, PolicyViolation, WrongPassphrase
+from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.pool import KeyPool
 from trustlists.models import CertificateStatus, KeyType, Owner
 from trustlists.policy import load_default_config
@@ -101,3 +103,15 @@ def test_wrong_passphrase_is_a_clear_error_and_writes_nothing(engine: Engine, de
     right = make_engine(tmp_path, config=engine.config, passphrase=PASSPHRASE)
     right.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
     right.close()
+
+
+def test_ca_key_file_holding_a_key_that_cannot_sign_is_refused(tmp_path: Path) -> None:
+    """A key file swapped for a key-agreement key (X25519) is refused when loaded, with the file named, instead of
+    being handed to certificate signing."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "swapped.key.pem").write_bytes(x25519.X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE)))
+    with pytest.raises(KeyAccessError, match=r"swapped\.key\.pem holds a .*X25519.*cannot sign certificates"):
+        EncryptedFileKeyBackend(keys, PASSPHRASE).load("swapped")

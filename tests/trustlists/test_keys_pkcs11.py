@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
 from cryptography.x509.oid import NameOID
 
 from tests.softhsm import SoftHsmToken, softhsm_token
@@ -398,3 +400,12 @@ def test_signer_survives_module_reinitialization(backend: Pkcs11KeyBackend) -> N
     signature = signer.sign(b"after", ec.ECDSA(hashes.SHA256()))
     signer.public_key().verify(signature, b"after", ec.ECDSA(hashes.SHA256()))
     assert backend.exists("reinit")
+
+
+def test_rsa_sign_without_digest_info_is_refused_as_unsupported(backend: Pkcs11KeyBackend) -> None:
+    """cryptography 47+ lets RSAPrivateKey.sign take NoDigestInfo; the token key refuses it the documented way."""
+    if not hasattr(asym_utils, "NoDigestInfo"):
+        pytest.skip("cryptography before 47 has no NoDigestInfo: nothing to refuse")
+    signer = backend.create("rsa-no-digest-info", KeyType.RSA2048)
+    with pytest.raises(UnsupportedAlgorithm, match="DigestInfo"):
+        signer.sign(b"\x01" * 32, padding.PKCS1v15(), asym_utils.NoDigestInfo())

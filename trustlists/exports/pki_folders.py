@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field, ValidationError
 
@@ -217,7 +218,7 @@ def _check_key_matches(cert_der: bytes, key_pem: bytes) -> None:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
         return  # encrypted: the device holds the passphrase, we cannot (and need not) look inside
-    except (ValueError, serialization.UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise InvalidInput(f"own private key cannot be read: {exc}") from None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import typing
+
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
     CertificatePublicKeyTypes,
+    PrivateKeyTypes,
 )
+from cryptography.hazmat.primitives.serialization.pkcs12 import PKCS12PrivateKeyTypes
 
 from trustlists.errors import PolicyViolation
 from trustlists.models import KeyType
@@ -18,7 +24,10 @@ _EC_CURVES: dict[KeyType, type[ec.EllipticCurve]] = {
     KeyType.EC_P384: ec.SECP384R1,
 }
 
-HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+# The hashes certificate and CRL builders accept (cryptography's sign() names exactly these types).
+SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+
+HASHES: dict[str, type[SignatureHash]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -55,8 +64,34 @@ def key_type_of(public_key: CertificatePublicKeyTypes) -> KeyType:
                           reason="key_type_forbidden")
 
 
-def signature_hash(signer_type: KeyType, hash_name: str) -> hashes.HashAlgorithm | None:
+def signature_hash(signer_type: KeyType, hash_name: str) -> SignatureHash | None:
     """The hash to pass to a builder's sign(); Ed25519 signs without a separate hash."""
     if signer_type is KeyType.ED25519:
         return None
     return HASHES[hash_name]()
+
+
+# Key classes by what they can do, as the installed cryptography defines them (ML-DSA joined in 50). A loaded
+# PEM can hold any private key (X25519, X448, ML-KEM too): these decide what it may be used for.
+_VERIFYING_KEY_CLASSES: tuple[type, ...] = typing.get_args(CertificateIssuerPublicKeyTypes)
+_SIGNING_KEY_CLASSES: tuple[type, ...] = typing.get_args(CertificateIssuerPrivateKeyTypes)
+_PKCS12_KEY_CLASSES: tuple[type, ...] = typing.get_args(PKCS12PrivateKeyTypes)
+
+
+def can_sign_certificates(key: PrivateKeyTypes) -> typing.TypeGuard[CertificateIssuerPrivateKeyTypes]:
+    return isinstance(key, _SIGNING_KEY_CLASSES)
+
+
+def fits_pkcs12(key: PrivateKeyTypes) -> typing.TypeGuard[PKCS12PrivateKeyTypes]:
+    return isinstance(key, _PKCS12_KEY_CLASSES)
+
+
+def _can_verify(key: CertificatePublicKeyTypes) -> typing.TypeGuard[CertificateIssuerPublicKeyTypes]:
+    return isinstance(key, _VERIFYING_KEY_CLASSES)
+
+
+def verifying_key(cert: x509.Certificate) -> CertificateIssuerPublicKeyTypes | None:
+    """The certificate's public key if signatures can be checked with it; None for a key-agreement or KEM key
+    (X25519, X448, ML-KEM), which cryptography's verify calls refuse with a TypeError."""
+    key = cert.public_key()
+    return key if _can_verify(key) else None

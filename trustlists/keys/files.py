@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from trustlists.errors import AlreadyExists, InvalidInput, KeyAccessError, NotFound, WrongPassphrase
-from trustlists.keys.algorithms import generate_private_key
+from trustlists.keys.algorithms import can_sign_certificates, generate_private_key
 from trustlists.models import KeyType
 from trustlists.safe_files import create_secret, private_directory
 
@@ -79,5 +79,7 @@ class EncryptedFileKeyBackend:
                     f"cannot decrypt CA key {key_ref!r}: wrong passphrase "
                     "(check OTPKI_CA_PASSPHRASE or the passphrase file)") from None
             raise KeyAccessError(f"CA key file {path} is damaged: {exc}") from None
-        self._cache[key_ref] = key  # type: ignore[assignment]
-        return key  # type: ignore[return-value]
+        if not can_sign_certificates(key):
+            raise KeyAccessError(f"CA key file {path} holds a {type(key).__name__}, which cannot sign certificates")
+        self._cache[key_ref] = key
+        return key

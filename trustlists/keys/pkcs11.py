@@ -557,8 +557,12 @@ class Pkcs11RsaPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         return self._public
 
     # Parameter names follow the ABC so keyword calls behave as with a software key.
+    # NoDigestInfo (cryptography 47+) is named only in the annotation, which is not evaluated, so older releases
+    # in our range still import this module.
     def sign(self, data: Buffer, padding: asym_padding.AsymmetricPadding,
-             algorithm: hashes.HashAlgorithm | asym_utils.Prehashed) -> bytes:
+             algorithm: hashes.HashAlgorithm | asym_utils.Prehashed | asym_utils.NoDigestInfo) -> bytes:
+        if not isinstance(algorithm, hashes.HashAlgorithm | asym_utils.Prehashed):
+            raise UnsupportedAlgorithm("RSA CA signatures without a DigestInfo are not supported")
         digest, hash_name = _digest(bytes(data), algorithm)
         if isinstance(padding, asym_padding.PKCS1v15):
             prefix = _DIGEST_INFO_PREFIX.get(hash_name)

@@ -467,7 +467,8 @@ class SqlTx:
 
     def list_targets(self, *, kind: str | None = None, group: str | None = None, site: str | None = None,
                      due_at: int | None = None) -> list[tuple[Any, ...]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         for column, value in (("kind", kind), ("grp", group), ("site", site)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -598,7 +599,8 @@ class SqlTx:
 
     def iter_audit(self, *, action: str | None = None,
                    since_us: int | None = None) -> Iterator[tuple[int, int, str, str, str, str, str, str]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if action is not None:
             where.append("action = ?")
             params.append(action)

@@ -12,6 +12,7 @@ from asyncua import ua
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -70,9 +71,8 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
-                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:

@@ -25,7 +25,13 @@ from asyncua.crypto import uacrypto
 from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import AccessConfig, GdsUserManager, opcua_method
-from opcua_gds.nodeids import CertificateGroups, CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import (
+    CertificateGroups,
+    CertificateTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.push.target import server_swap
 from opcua_gds.push.target.client_validation import ClientCertificateCheck
 from opcua_gds.push.target.context import PushContext
@@ -125,9 +131,9 @@ async def _write_properties(server: Server, max_size: int, capabilities: list[st
         (ServerConfigurationIds.MaxTrustListSize, ua.Variant(max_size, ua.VariantType.UInt32)),
         (ServerConfigurationIds.ServerCapabilities, ua.Variant(capabilities, ua.VariantType.String)),
         (ServerConfigurationIds.DefaultApplicationGroup_CertificateTypes,
-         ua.Variant([ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType)], ua.VariantType.NodeId)),
+         ua.Variant([ns0_node_id(CertificateTypes.RsaSha256ApplicationCertificateType)], ua.VariantType.NodeId)),
         (getattr(ids, _TL + "Writable"), ua.Variant(True, ua.VariantType.Boolean)),
         (getattr(ids, _TL + "UserWritable"), ua.Variant(True, ua.VariantType.Boolean)),
     ]
     for identifier, variant in values:
-        await server.get_node(ua.NodeId(identifier)).write_value(variant)
+        await server.get_node(ns0_node_id(identifier)).write_value(variant)

@@ -26,10 +26,11 @@ from cryptography import x509
 
 from opcua_gds.access import MethodError
 from opcua_gds.method_nodes import checked_args
-from opcua_gds.nodeids import CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods
+from opcua_gds.nodeids import CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods, ns0_node_id
 from opcua_gds.push.target import server_swap
 from opcua_gds.push.target.certs import (
     CertError,
+    PrivateKey,
     build_csr,
     is_self_signed,
     issued_by,
@@ -48,10 +49,10 @@ log = logging.getLogger(__name__)
 _S = ua.StatusCodes
 _M = ServerConfigurationMethods
 MIN_NONCE = 32
-_GROUPS = {ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup)}
-_TYPES = {ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType),
-          ua.NodeId(CertificateTypes.RsaMinApplicationCertificateType),
-          ua.NodeId(CertificateTypes.ApplicationCertificateType)}
+_GROUPS = {ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup)}
+_TYPES = {ns0_node_id(CertificateTypes.RsaSha256ApplicationCertificateType),
+          ns0_node_id(CertificateTypes.RsaMinApplicationCertificateType),
+          ns0_node_id(CertificateTypes.ApplicationCertificateType)}
 
 
 def _check_group_and_type(group: ua.NodeId | None, cert_type: ua.NodeId | None) -> None:
@@ -98,6 +99,7 @@ class ServerConfigurationMethodsImpl:
         if cert is None:
             raise MethodError(_S.BadCertificateInvalid, "Certificate is not a DER certificate")
         state = self.ctx.state
+        key: PrivateKey | None
         if key_data:
             try:
                 key = await run_blocking(load_pushed_key, key_format or "", key_data)

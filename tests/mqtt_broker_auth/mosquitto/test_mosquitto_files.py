@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import SecretStr
 
@@ -120,6 +120,17 @@ def _bad_bundle(engine: Engine, kind: str) -> tuple[bytes, bytes]:
         return ca_pem, root_only_crl
     if kind == "cafile-empty":
         return b"", crl_pem
+    if kind == "cafile-x25519-ca":
+        # A CA named like the device CA but holding a key that cannot sign (X25519), ahead of the real one: the
+        # CRL's signer is looked for among the CAs of that name, and this one must be passed over, not crash it.
+        signer = ec.generate_private_key(ec.SECP256R1())
+        now = utcnow()
+        impostor = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                    .public_key(x25519.X25519PrivateKey.generate().public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                    .sign(signer, hashes.SHA256()))
+        return impostor.public_bytes(Encoding.PEM) + ca_pem, crl_pem
     if kind == "cafile-leaf":
         leaf = engine.registry.register(group=GROUP, name="leafy", site="north", actor="test")
         issued = engine.authority.issue_with_new_key(owner_id=leaf.id, actor="test")
@@ -136,7 +147,7 @@ def _split(crl_pem: bytes) -> list[bytes]:
     ("corrupt", "crl_invalid"), ("truncated", "crlfile_garbage"), ("empty", "crl_empty"),
     ("garbage-outside-pem", "crlfile_garbage"), ("expired", "crl_expired"), ("expiring", "crl_expiring"),
     ("wrong-key", "crl_bad_signature"), ("ca-without-crl", "ca_without_crl"), ("cafile-empty", "cafile_empty"),
-    ("cafile-leaf", "cafile_invalid"),
+    ("cafile-leaf", "cafile_invalid"), ("cafile-x25519-ca", "ca_without_crl"),
 ])
 def test_unsafe_files_are_refused_and_nothing_changes(engine: Engine, installed: tuple[Path, Path, Reloads],
                                                        kind: str, reason: str) -> None:
