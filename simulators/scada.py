@@ -155,8 +155,10 @@ class ScadaSimulator:
     async def _gds_session(self, *, as_registrar: bool) -> Client:
         client = admin_client(self.settings.gds_url, timeout_s=15)
         client.application_uri = self.settings.application_uri
+        # The CAs go after the certificate (OPC 10000-6 6.2.3), for a GDS that trusts only the plant root.
         await client.set_security(SecurityPolicyBasic256Sha256, str(self.cert_path), str(self.key_path),
-                                  mode=ua.MessageSecurityMode.SignAndEncrypt)
+                                  mode=ua.MessageSecurityMode.SignAndEncrypt,
+                                  certificate_chain=await run_blocking(self._presented_issuers))
         if as_registrar:
             client.set_user(self.settings.registrar_user)
             client.set_password(self.settings.registrar_password)

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from opcua_gds._asyncua_compat import live_channels
 from opcua_gds.certificate_chain import split_chain
 from simulators.scada import ScadaSettings, ScadaSimulator
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, running_gds
@@ -49,6 +50,15 @@ async def test_scada_enrolls_installs_and_renews(tmp_path: Path, key_flow: str) 
             # The issuing CA goes with it (the root does not): a client that trusts the root builds the path.
             issuing_ca = engine.hierarchy.issuing_ca_for("opcua-application", None)
             assert [c.public_bytes(Encoding.DER) for c in issuers] == [issuing_ca.certificate_der]
+            # As a client of the GDS it sends the same chain.
+            leaf = presented.public_bytes(Encoding.DER)
+            session = await sim._gds_session(as_registrar=False)
+            try:
+                assert env.gds.server is not None
+                sent = {c.peer_chain for c in live_channels(env.gds.server) if c.peer_certificate == leaf}
+                assert sent == {(leaf, issuing_ca.certificate_der)}
+            finally:
+                await session.disconnect()
             record = engine.inventory.by_fingerprint(presented.fingerprint(hashes.SHA256()).hex())
             assert record is not None and record.san_uri == settings.application_uri
             assert record.status_at(engine.now()) is CertificateStatus.ACTIVE
