@@ -104,10 +104,13 @@ class GdsObjects(IntEnum):
     Directory_CertificateGroups = 614
     DefaultApplicationGroup = 615  # also the CertificateGroupId UA-.NET GDS clients send
     DefaultApplicationGroup_TrustList = 616
+    DefaultApplicationGroup_CertificateTypes = 648
     DefaultHttpsGroup = 649
     DefaultHttpsGroup_TrustList = 650
+    DefaultHttpsGroup_CertificateTypes = 682
     DefaultUserTokenGroup = 683
     DefaultUserTokenGroup_TrustList = 684
+    DefaultUserTokenGroup_CertificateTypes = 716
 
 
 class GdsDataTypes(IntEnum):

@@ -19,7 +19,7 @@ from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import GdsUserManager, SelfAdmin
 from opcua_gds.certificate_chain import issuer_chain
-from opcua_gds.gds import directory, pull, trustlist_file
+from opcua_gds.gds import directory, group_types, pull, trustlist_file
 from opcua_gds.gds.application_record import install_application_record_type
 from opcua_gds.gds.context import GdsContext, Installer
 from opcua_gds.gds.settings import GdsSettings
@@ -143,4 +143,4 @@ async def _typed_object(parent: Node, node_id: ua.NodeId, name: str, type_id: in
 
 def default_installers() -> list[Installer]:
     """The method sets the GDS serves; each module adds its own Method nodes with the standard ids."""
-    return [directory.install, pull.install, trustlist_file.install]
+    return [directory.install, pull.install, trustlist_file.install, group_types.install]
