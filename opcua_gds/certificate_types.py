@@ -32,8 +32,18 @@ USER_TYPES: dict[int, frozenset[KeyType]] = {
     CertificateTypes.UserCredentialCertificateType: _ANY,
     CertificateTypes.UserCertificateType: _ANY,
 }
-ECC_TYPES = (CertificateTypes.EccNistP256ApplicationCertificateType,
-             CertificateTypes.EccNistP384ApplicationCertificateType)
+# The concrete ECC application types and their curves (cryptography's curve names).
+ECC_TYPE_CURVES: dict[int, str] = {
+    CertificateTypes.EccNistP256ApplicationCertificateType: "secp256r1",
+    CertificateTypes.EccNistP384ApplicationCertificateType: "secp384r1",
+}
+
+
+def ecc_type_of(public_key: object) -> int | None:
+    """The ECC application CertificateTypeId of a public key, or None for any other key."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return next((t for t, curve in ECC_TYPE_CURVES.items() if curve == public_key.curve.name), None)
+    return None
 
 
 def certificate_type_of(key_type: KeyType, kind: OwnerKind) -> int:

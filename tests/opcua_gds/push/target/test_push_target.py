@@ -119,7 +119,7 @@ async def test_happy_path_push_trust_list_and_certificate(make_plc: Factory, ca:
         assert formats == ["PEM", "PFX"]
         types = await again.get_node(
             ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup_CertificateTypes)).read_value()
-        assert types == [ua.NodeId(12560)]
+        assert types == [ua.NodeId(12560), ua.NodeId(23538), ua.NodeId(23539)]  # RSA (channels) and the ECC types
     finally:
         await _disconnect(again)
 
