@@ -6,6 +6,10 @@ the CRLs (node-opcua's own PKI cannot trust through a CA it does not hold itself
 SignAndEncrypt session with node-opcua, sending its own certificate with its issuing CA after it. For
 comparison it validates the leaf alone the same way: what a server presenting no chain would give it,
 BadCertificateChainIncomplete.
+
+The pushed PLC trusts only the root as well (a root-only trust list pushed after its certificate): it presents
+the issuing CA it was given with its certificate, and accepts node-opcua's session only because node-opcua
+sends its issuing CA after its certificate.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
-from opcua_gds.push.client import expect_certificate, fingerprint, push_certificate
+from opcua_gds.push.client import expect_certificate, fingerprint, push_certificate, push_trust_list
 from opcua_gds.testing import AppIdentity, issue_app_identity
 from simulators.plc import PlcSimulator
 from tests.interop.conftest import NODE_DIR
 from tests.opcua_gds.gds.gds_fixture import running_gds
 from trustlists.engine import Engine
+from trustlists.models import TrustListContent, TrustListMask
 from trustlists.testing import free_port, make_engine
 
 CHAIN_CLIENT = NODE_DIR / "chain_client.js"
@@ -51,6 +56,15 @@ def root_only_pki(engine: Engine, folder: Path) -> Path:
     for i, der in enumerate([*content.trusted_crls, *content.issuer_crls]):
         (folder / "trusted" / "crl" / f"ca{i}.crl").write_bytes(der)
     return folder
+
+
+def root_only_trust_list(engine: Engine) -> TrustListContent:
+    """The group's roots as the only trusted certificates, with every CRL of the hierarchy."""
+    content = engine.trustlists.get(GROUP).content
+    roots = [der for der in content.issuer_certificates
+             if (c := x509.load_der_x509_certificate(der)).issuer == c.subject]
+    return TrustListContent(specified_lists=int(TrustListMask.ALL), trusted_certificates=roots,
+                            trusted_crls=[*content.trusted_crls, *content.issuer_crls])
 
 
 def client_with_chain(engine: Engine, folder: Path) -> tuple[Path, Path]:
@@ -119,17 +133,27 @@ async def test_a_client_trusting_only_the_root_connects_to_a_pushed_plc(tmp_path
             issued = engine.authority.issue_from_csr(csr, owner_id=owner.id, actor="push", delivered=False)
             return issued.certificate_der, issued.chain_der[:-1]
 
-        pushed = await push_certificate(
-            plc.endpoint, client_cert_path=pusher.cert_path, client_key_path=pusher.key_path,
-            client_app_uri=pusher.application_uri, username="plc-admin", password="plc-admin-pw", issue=issue,
-            trust_list=engine.trustlists.get(GROUP).content, server_check=expect_certificate(fingerprint(factory)))
+        issuing_ca = engine.hierarchy.issuing_ca_for(GROUP, None).certificate_der
+        pusher_chain = tmp_path / "certs" / "otpki-push.chain.der"  # sent with its CA, as `otpki push` does
+        pusher_chain.write_bytes(pusher.cert_der + issuing_ca)
+        common: dict[str, Any] = {"client_cert_path": pusher_chain, "client_key_path": pusher.key_path,
+                                  "client_app_uri": pusher.application_uri, "username": "plc-admin",
+                                  "password": "plc-admin-pw"}
+        pushed = await push_certificate(plc.endpoint, **common, issue=issue,
+                                        trust_list=engine.trustlists.get(GROUP).content,
+                                        server_check=expect_certificate(fingerprint(factory)))
         assert pushed.certificate_presented and pushed.trust_list_applied is True
+        # Then the PLC, too, trusts only the root (and holds the CRLs): the client must send its chain, and the
+        # PLC presents the issuing CA it was given with its certificate.
+        root_only = root_only_trust_list(engine)
+        await push_trust_list(plc.endpoint, **common, trust_list=root_only,
+                              server_check=expect_certificate(fingerprint(plc.certificate_der)))
+        assert issuing_ca not in plc.push.trust_list.trusted_certificates + plc.push.trust_list.issuer_certificates
 
         pki = root_only_pki(engine, tmp_path / "node-pki")
         cert, key = client_with_chain(engine, tmp_path / "node-client")
         result = await run_chain_client(plc.endpoint, pki, cert, key, "--user", "operator", "--password",
                                         "operator-pw")
-        issuing_ca = engine.hierarchy.issuing_ca_for(GROUP, None).certificate_der
         assert_first_contact(result, plc.certificate_der, issuing_ca)
     finally:
         await plc.stop()

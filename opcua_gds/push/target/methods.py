@@ -159,7 +159,7 @@ class ServerConfigurationMethodsImpl:
         _check_issuers(state, cert, issuers or [])
         state.begin(call.session_id)
         if isinstance(key, PrivateKey):
-            state.staged_identity = Identity(bytes(cert_der), key)
+            state.staged_identity = Identity(bytes(cert_der), key, tuple(bytes(d) for d in issuers or []))
         elif isinstance(key, EccKey):
             state.staged_ecc[slot] = EccIdentity(slot, bytes(cert_der), key)
         return [ua.Variant(True, ua.VariantType.Boolean)]

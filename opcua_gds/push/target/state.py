@@ -25,7 +25,7 @@ from pathlib import Path
 from asyncua import ua
 from cryptography import x509
 
-from opcua_gds.certificate_chain import issuer_chain
+from opcua_gds.certificate_chain import issuer_chain, split_chain
 from opcua_gds.certificate_types import ecc_type_of
 from opcua_gds.push.target.certs import (
     AnyKey,
@@ -38,15 +38,20 @@ from opcua_gds.push.target.certs import (
 )
 from trustlists.exports import write_pki_folders
 from trustlists.models import TrustList, TrustListContent, TrustListMask
+from trustlists.safe_files import write_public
 
 log = logging.getLogger(__name__)
 MAX_REJECTED = 128
+ISSUERS_FILE = "own/issuers.der"  # the active certificate's IssuerCertificates, concatenated DER
 
 
 @dataclass(frozen=True)
 class Identity:
     cert_der: bytes
     key: PrivateKey
+    # UpdateCertificate's IssuerCertificates: the CAs the certificate is presented with (kept in own/issuers.der,
+    # so a later trust list without the issuing CA does not cut the chain the server presents).
+    issuers: tuple[bytes, ...] = ()
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -111,11 +116,11 @@ class PushState:
         return list(seen)
 
     def presented_issuers(self) -> list[bytes]:
-        """The CAs the server presents after its active certificate: its path towards the root, as far as the
-        active trust list holds it (UpdateCertificate's IssuerCertificates must be in the trust list)."""
+        """The CAs the server presents after its active certificate: its path towards the root, from the
+        IssuerCertificates it was given with it and the active trust list."""
         trust = self.active_trust
         return issuer_chain(self.active_identity.cert_der,
-                            (*trust.trusted_certificates, *trust.issuer_certificates))
+                            (*self.active_identity.issuers, *trust.trusted_certificates, *trust.issuer_certificates))
 
     # -- transaction ------------------------------------------------------------------------------
     def begin(self, session_id: ua.NodeId | None) -> None:
@@ -187,6 +192,11 @@ class PushState:
         write_pki_folders(trust, self.pki_dir, own_certificate_der=identity.cert_der,
                           own_private_key_pem=key_to_pem(identity.key),
                           more_own=[(e.cert_der, key_to_pem(e.key)) for e in ecc.values()])
+        issuers_file = self.pki_dir / ISSUERS_FILE
+        if identity.issuers:
+            write_public(issuers_file, b"".join(identity.issuers))
+        else:
+            issuers_file.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, pki_dir: Path) -> PushState | None:
@@ -194,6 +204,11 @@ class PushState:
         identity, ecc = _load_identities(pki_dir)
         if identity is None:
             return None
+        issuers_file = pki_dir / ISSUERS_FILE
+        if issuers_file.is_file():
+            # Only CAs on the certificate's own path: a file left from an earlier certificate adds nothing.
+            issuers = issuer_chain(identity.cert_der, split_chain(issuers_file.read_bytes()))
+            identity = Identity(identity.cert_der, identity.key, tuple(issuers))
         return cls(pki_dir=pki_dir, active_identity=identity, active_trust=load_trust(pki_dir), active_ecc=ecc)
 
 
