@@ -26,7 +26,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from trustlists.authority import CsrIssueRequest
 from trustlists.engine import Engine
 from trustlists.models import IssuedCertificate, KeyType
 from trustlists.serials import random_serial
+from trustlists.store import SqliteStore
 from trustlists.testing import CERTIFICATE_COLUMNS, ca_signing_material
 
 GROUP = "opcua-application"
@@ -99,13 +99,13 @@ def raw_issue(csr_pem: bytes, issuer_cert: x509.Certificate, issuer_key: Certifi
 
 class RawStore:
     """Contrast only: the raw path plus one row in a plain SQLite certificates table, committed per
-    certificate (same schema file and journal settings as the engine; no audit record, no policy checks)."""
+    certificate (same schema and journal settings as the engine; no audit record, no policy checks)."""
 
     def __init__(self, path: Path) -> None:
+        SqliteStore(path).close()  # the engine's schema, made by the engine
         self.conn = sqlite3.connect(str(path), isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(resources.files("trustlists.store").joinpath("sqlite_schema.sql").read_text())
 
     def save(self, cert: x509.Certificate, der: bytes, ca_id: str, owner_id: str) -> None:
         nb, na = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()

@@ -2,13 +2,13 @@
 
 asyncua has no public API for what the GDS and the push target need: who is calling a method (session user,
 SecureChannel security mode and client certificate), when a session ends, swapping a running server's
-certificate, and the list of open SecureChannels; nor for what the push client needs: the status a server
-refuses its SecureChannel with. otpki reaches into asyncua's internals for these, and only
-here. At import, `_check()` verifies that every class, method, parameter list and instance attribute used below
-still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version this module was
-written for otherwise; pyproject.toml pins asyncua to that version. tests/opcua_gds/test_asyncua_compat.py
-holds one contract test per item below, run against the real library: a release that keeps a name but changes
-what it does fails there.
+certificate, the list of open SecureChannels, and delivering an event to chosen subscriptions only; nor for what
+the push client needs: the status a server refuses its SecureChannel with. otpki reaches into asyncua's internals
+for these, and only here. At import, `_check()` verifies that every class, method, parameter list and instance
+attribute used below still exists in the installed asyncua and raises `AsyncuaIncompatible` naming the version
+this module was written for otherwise; pyproject.toml pins asyncua to that version.
+tests/opcua_gds/test_asyncua_compat.py holds one contract test per item below, run against the real library: a
+release that keeps a name but changes what it does fails there.
 
 Nothing here degrades quietly: a missing attribute raises instead of being read as "no channels", "no
 certificate" or "no session", because each of those would keep old trust alive or let a caller through.
@@ -37,6 +37,8 @@ from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
+from asyncua.server.internal_subscription import InternalSubscription
+from asyncua.server.subscription_service import SubscriptionService
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 from cryptography import x509
@@ -98,7 +100,7 @@ def run_call_requests_in(scope: CallScope) -> None:
 
 
 def _install_request_hook() -> None:
-    """One wrapper for the per-request scopes: CallRequests (above) and CreateSessionRequests (section 11)."""
+    """One wrapper for the per-request scopes: CallRequests (above) and CreateSessionRequests (section 12)."""
     original = UaProcessor._process_message
     if getattr(original, _MARK, False):
         return
@@ -208,7 +210,7 @@ async def replace_server_identity(server: Server, certificate: Any, private_key:
                                   issuers: Sequence[bytes] = ()) -> None:
     """Make (certificate, private_key) the server's identity for new SecureChannels and CreateSession signatures.
 
-    `issuers`: the CAs presented after the certificate (section 10); the chain of the old certificate is dropped.
+    `issuers`: the CAs presented after the certificate (section 11); the chain of the old certificate is dropped.
     """
     server.iserver.certificate = certificate
     server.iserver.private_key = private_key
@@ -239,7 +241,7 @@ class LiveChannel:
     host_certificate: bytes | None  # DER the server presented on this channel
     peer_certificate: bytes | None  # DER of the client application certificate; b"" or None: none
     _protocol: OPCUAProtocol = field(repr=False)
-    # The chain the client sent in its OpenSecureChannel (leaf first; section 11); () without one.
+    # The chain the client sent in its OpenSecureChannel (leaf first; section 12); () without one.
     peer_chain: tuple[bytes, ...] = ()
 
     def close(self) -> None:
@@ -253,6 +255,15 @@ class LiveChannel:
         transport = self._protocol.transport
         if transport is not None:
             transport.abort()
+
+    def has_unsent_events(self) -> bool:
+        """Whether a subscription of this channel's session holds events not yet published (see section 10)."""
+        session = self._protocol.processor.session if self._protocol.processor is not None else None
+        if session is None:
+            return False
+        return any(subscription._publishing_enabled and bool(subscription._triggered_events)
+                   for subscription in list(session.subscription_service.subscriptions.values())
+                   if subscription.session_id == session.session_id)
 
 
 def live_channels(server: Server) -> list[LiveChannel]:
@@ -401,7 +412,29 @@ def _install_error_decoder() -> None:
     SecureConnection.receive_from_header_and_body = receive_from_header_and_body  # type: ignore[method-assign]
 
 
-# -- 10. The certificate chain a server presents --------------------------------------------------------------
+# -- 10. Events for chosen subscriptions only ------------------------------------------------------------------------
+# asyncua hands an event to every subscription monitoring its emitting node, whoever owns it. Audit events name users
+# and what they did, so otpki delivers them per subscription: `InternalServer.subscription_service` keeps the
+# subscriptions (`subscriptions`: id -> InternalSubscription, each with the `session_id` of the session that created
+# it) and delivers to one with `trigger_event(event, subscription_id)`; `InternalServer._external_sessions`
+# (authentication token -> InternalSession) holds the client sessions with their `user`. An InternalSubscription
+# keeps events until its next publish in `_triggered_events` (sent only while `_publishing_enabled`); each
+# InternalSession reaches the same service as `subscription_service` (LiveChannel.has_unsent_events).
+
+def subscribers(server: Server) -> list[tuple[int, Any]]:
+    """(subscription id, user of the session that owns it) for every client subscription; None: no live session."""
+    iserver = server.iserver
+    users = {session.session_id: session.user for session in list(iserver._external_sessions.values())}
+    return [(subscription_id, users.get(subscription.session_id))
+            for subscription_id, subscription in list(iserver.subscription_service.subscriptions.items())]
+
+
+async def deliver_event(server: Server, event: Any, subscription_id: int) -> None:
+    """Hand `event` (an asyncua Event with its fields and `emitting_node` set) to one subscription only."""
+    await server.iserver.subscription_service.trigger_event(event, subscription_id=subscription_id)
+
+
+# -- 11. The certificate chain a server presents --------------------------------------------------------------
 # `Server._setup_server_nodes()` gives every EndpointDescription `ServerCertificate = der(InternalServer.
 # certificate)`, the leaf alone, and creates each `SecurityPolicyFactory` without its `certificate_chain`, so the
 # SenderCertificate of the server's OpenSecureChannel responses is the leaf alone too. Both can carry a chain:
@@ -474,7 +507,7 @@ def _install_chain_hook() -> None:
     Server._setup_server_nodes = setup_server_nodes  # type: ignore[method-assign]
 
 
-# -- 11. The certificate chain a peer sent ----------------------------------------------------------------------
+# -- 12. The certificate chain a peer sent ----------------------------------------------------------------------
 # `SecureConnection.select_policy(uri, peer_certificate, mode)` receives the SenderCertificate of the peer's
 # OpenSecureChannel message (a chain, when the peer sends one) and keeps only its leaf in the SecurityPolicy it
 # creates (`peer_certificate`); a client's connection passes the server's OpenSecureChannel response through it
@@ -608,12 +641,19 @@ def _check() -> None:
     _require_method(SecureConnection, "receive_from_header_and_body", ["self", "header", "body"], coroutine=False)
     _require_method(UASocketProtocol, "_process_received_message", ["self", "msg"], coroutine=False)
     _require_method(UASocketProtocol, "_process_received_data", ["self", "data"], coroutine=False)
-    # 10. the presented chain
+    # 10. per-subscription event delivery
+    _require_state(InternalServer, "subscription_service", "_external_sessions")
+    _require_state(SubscriptionService, "subscriptions")
+    _require_state(InternalSubscription, "session_id")
+    _require_method(SubscriptionService, "trigger_event", ["self", "event", "subscription_id"], coroutine=True)
+    _require_state(InternalSubscription, "_triggered_events", "_publishing_enabled")
+    _require_state(InternalSession, "subscription_service")
+    # 11. the presented chain
     _require_state(SecurityPolicyFactory, "certificate", "certificate_chain")
     if "host_cert_chain" not in _parameters(SecurityPolicyNone.__init__) \
             or "host_certificate_chain" not in inspect.get_annotations(SecurityPolicy):
         raise AsyncuaIncompatible("changed how a SecurityPolicy takes its certificate chain (host_cert_chain)")
-    # 11. the peer's chain
+    # 12. the peer's chain
     _require_method(SecureConnection, "select_policy", ["self", "uri", "peer_certificate", "mode"], coroutine=False)
     _require_state(UaClient, "protocol")
     _require_state(UASocketProtocol, "_connection")

@@ -264,6 +264,17 @@ def opcua_method(fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]
     return wrapper
 
 
+def status_of(exc: BaseException) -> int:
+    """The status code a method answers for an exception, as `opcua_method` returns it."""
+    if isinstance(exc, MethodError):
+        return exc.code
+    if isinstance(exc, ua.UaStatusCodeError):
+        return int(exc.code)
+    if isinstance(exc, OtpkiError):
+        return status_for_engine_error(exc)
+    return ua.StatusCodes.BadInternalError
+
+
 _REASON_STATUS = {
     "uri_mismatch": ua.StatusCodes.BadCertificateUriInvalid,
     "uri_missing": ua.StatusCodes.BadCertificateUriInvalid,

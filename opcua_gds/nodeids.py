@@ -96,6 +96,15 @@ class GdsObjectTypes(IntEnum):
     CertificateDirectoryType = 63
 
 
+class GdsTypeDeclarations(IntEnum):
+    """The InstanceDeclarations of DirectoryType / CertificateDirectoryType other than methods (GDS NodeSet)."""
+
+    DirectoryType_Applications = 14
+    CertificateDirectoryType_CertificateGroups = 511
+    CertificateDirectoryType_DefaultApplicationGroup = 512
+    CertificateDirectoryType_DefaultApplicationGroup_TrustList = 513
+
+
 class GdsObjects(IntEnum):
     """Object instances of the GDS namespace (the Directory and its CertificateGroups)."""
 
@@ -104,13 +113,10 @@ class GdsObjects(IntEnum):
     Directory_CertificateGroups = 614
     DefaultApplicationGroup = 615  # also the CertificateGroupId UA-.NET GDS clients send
     DefaultApplicationGroup_TrustList = 616
-    DefaultApplicationGroup_CertificateTypes = 648
     DefaultHttpsGroup = 649
     DefaultHttpsGroup_TrustList = 650
-    DefaultHttpsGroup_CertificateTypes = 682
     DefaultUserTokenGroup = 683
     DefaultUserTokenGroup_TrustList = 684
-    DefaultUserTokenGroup_CertificateTypes = 716
 
 
 class GdsDataTypes(IntEnum):
@@ -132,6 +138,15 @@ class GdsEventTypes(IntEnum):
     ApplicationRegistrationChangedAuditEventType = 26
     CertificateRequestedAuditEventType = 91
     CertificateDeliveredAuditEventType = 109
+
+
+class GdsEventTypeProperties(IntEnum):
+    """The properties the GDS audit event types add to AuditUpdateMethodEventType (BrowseNames in the GDS ns)."""
+
+    CertificateRequestedAuditEventType_CertificateGroup = 717
+    CertificateRequestedAuditEventType_CertificateType = 718
+    CertificateDeliveredAuditEventType_CertificateGroup = 719
+    CertificateDeliveredAuditEventType_CertificateType = 720
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,6 +347,7 @@ class MethodSpec:
     outputs: tuple[Arg, ...] = ()
     mandatory: bool = True
     access_restrictions: AccessRestrictions = AccessRestrictions.NONE
+    ns0_browse_name: bool = False  # a method declared on an ns0 type (the FileType/TrustListType methods)
 
     def node_id(self, gds_ns_idx: int | None = None) -> ua.NodeId:
         return resolve(self.namespace, self.instance_id, gds_ns_idx)
@@ -340,7 +356,7 @@ class MethodSpec:
         return None if self.type_id is None else resolve(self.namespace, self.type_id, gds_ns_idx)
 
     def browse_name(self, gds_ns_idx: int | None = None) -> ua.QualifiedName:
-        ns = 0 if self.namespace is Namespace.NS0 else gds_ns_idx
+        ns = 0 if self.namespace is Namespace.NS0 or self.ns0_browse_name else gds_ns_idx
         if ns is None:
             raise ValueError(f"{self.name} needs the GDS namespace index")
         return ua.QualifiedName(self.name, ns)
@@ -574,6 +590,11 @@ class CertificateGroupIds:
     trust_list_methods: tuple[tuple[str, int], ...]  # (method name, instance id) in TRUST_LIST_ORDER
     get_rejected_list: int | None = None
     access_restrictions: AccessRestrictions = field(default=AccessRestrictions.NONE)
+    # (property name, id) of the TrustList's FileType properties and of the group's CertificateTypes
+    properties: tuple[tuple[str, int], ...] = ()
+
+    def property_node_id(self, name: str, gds_ns_idx: int | None = None) -> ua.NodeId:
+        return resolve(self.namespace, dict(self.properties)[name], gds_ns_idx)
 
     def group_node_id(self, gds_ns_idx: int | None = None) -> ua.NodeId:
         return resolve(self.namespace, self.group_id, gds_ns_idx)
@@ -591,7 +612,7 @@ class CertificateGroupIds:
             instance = dict(self.trust_list_methods)[name]
         sig = TrustListMethodTypes.get(name)
         return MethodSpec(sig.name, self.namespace, instance, sig.type_id, sig.inputs, sig.outputs,
-                          mandatory=True, access_restrictions=self.access_restrictions)
+                          mandatory=True, access_restrictions=self.access_restrictions, ns0_browse_name=True)
 
     def methods(self) -> Iterator[MethodSpec]:
         for name, _ in self.trust_list_methods:
@@ -600,37 +621,44 @@ class CertificateGroupIds:
             yield self.method("GetRejectedList")
 
 
+GROUP_PROPERTY_ORDER = ("Size", "Writable", "UserWritable", "OpenCount", "LastUpdateTime", "CertificateTypes")
+
+
 def _group(name: str, namespace: Namespace, group_id: int, trust_list_id: int, method_ids: tuple[int, ...],
-           get_rejected_list: int | None, ar: AccessRestrictions = AccessRestrictions.NONE) -> CertificateGroupIds:
+           get_rejected_list: int | None, ar: AccessRestrictions = AccessRestrictions.NONE,
+           property_ids: tuple[int, ...] = ()) -> CertificateGroupIds:
     if len(method_ids) != len(TrustListMethodTypes.TRUST_LIST_ORDER):
         raise ValueError(f"{name}: one id per TrustList method")
+    if property_ids and len(property_ids) != len(GROUP_PROPERTY_ORDER):
+        raise ValueError(f"{name}: one id per property of GROUP_PROPERTY_ORDER")
     return CertificateGroupIds(name, namespace, group_id, trust_list_id,
                                tuple(zip(TrustListMethodTypes.TRUST_LIST_ORDER, method_ids, strict=True)),
-                               get_rejected_list, ar)
+                               get_rejected_list, ar,
+                               tuple(zip(GROUP_PROPERTY_ORDER, property_ids, strict=bool(property_ids))))
 
 
 class CertificateGroups:
     """The default CertificateGroups of the GDS (pull, GDS namespace) and of ServerConfiguration (push, ns0).
 
     TrustList method ids are in the order Open, Close, Read, Write, GetPosition, SetPosition,
-    OpenWithMasks, CloseAndUpdate, AddCertificate, RemoveCertificate. The reference lists the GDS
-    DefaultApplicationGroup's Open/Read/Write/OpenWithMasks/CloseAndUpdate/Add/Remove and the ns0
-    DefaultApplicationGroup's full set; the remaining GDS ids (Close, Get/SetPosition, the HTTPS and
-    UserToken groups, GetRejectedList) are UA-.NETStandard's Opc.Ua.Gds ObjectIds, and the ns0 HTTPS /
-    UserToken Get/SetPosition ids are the ns0 NodeSet's (asyncua's ua.ObjectIds has the same numbers).
+    OpenWithMasks, CloseAndUpdate, AddCertificate, RemoveCertificate; the GDS groups' property ids in
+    GROUP_PROPERTY_ORDER (the TrustList's Size, Writable, UserWritable, OpenCount, LastUpdateTime, then the
+    group's CertificateTypes). GDS ids are the GDS NodeSet's (GetRejectedList, absent from it, is
+    UA-.NETStandard's Opc.Ua.Gds ObjectId); the ns0 ids are the ns0 NodeSet's (asyncua's ua.ObjectIds has the
+    same numbers).
     """
 
     GdsDefaultApplicationGroup = _group(
         "DefaultApplicationGroup", Namespace.GDS, GdsObjects.DefaultApplicationGroup,
         GdsObjects.DefaultApplicationGroup_TrustList,
-        (622, 625, 627, 630, 632, 635, 638, 641, 644, 646), 166)
+        (622, 625, 627, 630, 632, 635, 638, 641, 644, 646), 166, property_ids=(617, 618, 619, 620, 637, 648))
     GdsDefaultHttpsGroup = _group(
         "DefaultHttpsGroup", Namespace.GDS, GdsObjects.DefaultHttpsGroup, GdsObjects.DefaultHttpsGroup_TrustList,
-        (656, 659, 661, 664, 666, 669, 672, 675, 678, 680), 169)
+        (656, 659, 661, 664, 666, 669, 672, 675, 678, 680), 169, property_ids=(651, 652, 653, 654, 671, 682))
     GdsDefaultUserTokenGroup = _group(
         "DefaultUserTokenGroup", Namespace.GDS, GdsObjects.DefaultUserTokenGroup,
         GdsObjects.DefaultUserTokenGroup_TrustList,
-        (690, 693, 695, 698, 700, 703, 706, 709, 712, 714), 172)
+        (690, 693, 695, 698, 700, 703, 706, 709, 712, 714), 172, property_ids=(685, 686, 687, 688, 705, 716))
     # Push: every TrustList method carries AccessRestrictions SigningRequired (RolePermissions SecurityAdmin).
     PushDefaultApplicationGroup = _group(
         "DefaultApplicationGroup", Namespace.NS0, ServerConfigurationIds.DefaultApplicationGroup,
@@ -659,6 +687,14 @@ class CertificateGroups:
     @classmethod
     def push(cls) -> tuple[CertificateGroupIds, ...]:
         return tuple(g for g in cls.all() if g.namespace is Namespace.NS0)
+
+
+# CertificateDirectoryType's InstanceDeclaration of its DefaultApplicationGroup (BrowseName in ns0, unlike the
+# Directory's instance): the shape every GDS CertificateGroup instance repeats.
+CERTIFICATE_DIRECTORY_TYPE_GROUP = _group(
+    "DefaultApplicationGroup", Namespace.GDS, GdsTypeDeclarations.CertificateDirectoryType_DefaultApplicationGroup,
+    GdsTypeDeclarations.CertificateDirectoryType_DefaultApplicationGroup_TrustList,
+    (519, 522, 524, 527, 529, 532, 535, 538, 541, 543), None, property_ids=(514, 515, 516, 517, 534, 545))
 
 
 def all_method_specs() -> Iterator[MethodSpec]:

@@ -21,8 +21,12 @@ GROUP = "opcua-application"
 
 
 def ensure_identity(engine: Engine, own_dir: Path, *, name: str, application_uri: str, host: str,
-                    application_type: ua.ApplicationType = ua.ApplicationType.Server) -> tuple[Path, Path]:
+                    application_type: ua.ApplicationType = ua.ApplicationType.Client) -> tuple[Path, Path]:
     """(certificate DER path, key PEM path), issuing a new pair when missing, revoked or inside the renewal window.
+
+    application_type is what the GDS Directory reports for this identity (QueryApplications): Client for the
+    push client (the default), DiscoveryServer for the GDS. An identity registered with another type (by an
+    earlier otpki, which registered the push client as a Server) is corrected, in the audit log.
 
     Blocking: call it through run_blocking from async code.
     """
@@ -62,6 +66,9 @@ def _owner(engine: Engine, *, name: str, application_uri: str, host: str,
            application_type: ua.ApplicationType) -> Owner:
     found = engine.registry.find(GROUP, name=name)
     if found is not None:
+        if found.attributes.get("application_type") != int(application_type):
+            return engine.registry.update(found.model_copy(update={"attributes": {
+                **found.attributes, "application_type": int(application_type)}}), actor=f"otpki:{name}")
         return found
     ips, dns = [], []
     try:

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mqtt_broker_auth.broker_names import embedded_broker_owner_name, mosquitto_owner_name
@@ -57,10 +57,29 @@ class KeySettings(BaseModel):
         description="Keys generated ahead, per key type, for server-side key generation")
 
 
+STORE_URL_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
+def _check_store_url(url: str) -> str:
+    if not url.startswith(STORE_URL_SCHEMES):
+        raise ValueError("must start with sqlite:/// (a file) or postgresql:// (user[:password]@host[:port]/db)")
+    return url
+
+
+
 class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     busy_timeout_s: float = Field(5.0, ge=0, description="How long a writer waits for another process's lock")
+    url: str | None = Field(
+        None, description="Where the store is: sqlite:///path/to/otpki.db (relative to the data directory) or "
+                          "postgresql://user@host:port/db (password from ~/.pgpass or PGPASSWORD, never in this "
+                          "file). Default: sqlite:///otpki.db in the data directory. OTPKI_STORE_URL overrides it")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        return None if url is None else _check_store_url(url)
 
 
 class MosquittoFileSettings(BaseModel):
@@ -162,6 +181,21 @@ class EnvSettings(BaseSettings):
     actor: str | None = Field(None, description="Name recorded in the audit log (default: the OS user)")
     mqtt_admin_password: str | None = Field(
         None, description="Password of the Mosquitto dynsec admin user (or [mqtt.mosquitto] admin_password_file)")
+    store_url: str | None = Field(
+        None, description="The store (same as [store] url); a relative sqlite:/// path is taken from the working "
+                          "directory")
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, url: str | None) -> str | None:
+        return None if url is None else _check_store_url(url)
+
+
+def _absolute_sqlite(url: str, base: Path) -> str:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    return prefix + str(base / Path(url.removeprefix(prefix)))  # an absolute path stays as it is
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +217,15 @@ class Settings(BaseModel):
     @property
     def db_path(self) -> Path:
         return self.data_dir / DB_FILE
+
+    @property
+    def store_url(self) -> str:
+        """OTPKI_STORE_URL, else [store] url, else the SQLite file in the data directory; sqlite paths absolute."""
+        if self.env.store_url is not None:
+            return _absolute_sqlite(self.env.store_url, absolute(Path(".")))
+        if self.file.store.url is not None:
+            return _absolute_sqlite(self.file.store.url, self.data_dir)
+        return f"sqlite:///{self.db_path}"
 
     @property
     def keys_dir(self) -> Path:
@@ -316,7 +359,7 @@ def _check_fronts(pki: PkiConfig, source: Path) -> None:
 def load_settings(data_dir: Path | None = None, *, must_exist: bool = True) -> Settings:
     env = EnvSettings()
     data_dir = absolute(data_dir or env.data_dir)
-    if must_exist and not (data_dir / DB_FILE).exists():
+    if must_exist and not (data_dir / DB_FILE).exists() and not (data_dir / CONFIG_FILE).exists():
         raise NotInitialized(f"no otpki data directory at {data_dir}: run `otpki init --data-dir {data_dir}` "
                              "or set OTPKI_DATA_DIR")
     return build_settings(read_file_settings(data_dir / CONFIG_FILE), data_dir, env)

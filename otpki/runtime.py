@@ -13,7 +13,8 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
 from trustlists.models import KeyType
-from trustlists.store import SqliteStore
+from trustlists.store import Store
+from trustlists.store import open_store as open_store_url
 
 
 class _Deferred:
@@ -55,9 +56,16 @@ def key_backends(settings: Settings) -> list[KeyBackend]:
     return backends
 
 
+def open_store(settings: Settings, *, check_schema: bool = True) -> Store:
+    """The store of the settings. `check_schema`: refuse one whose schema is not this otpki's (SchemaMismatch);
+    off only to show or upgrade the schema."""
+    return open_store_url(settings.store_url, busy_timeout_s=settings.file.store.busy_timeout_s,
+                          check_schema=check_schema)
+
+
 def open_engine(settings: Settings, *, key_pool: bool = False) -> Engine:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.db_path, busy_timeout_s=settings.file.store.busy_timeout_s)
+    store = open_store(settings)
     try:
         keys = KeyRing(key_backends(settings))
     except BaseException:

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openssl softhsm2 opensc mosquitto mosquitto-clients)
+# postgresql: the PostgreSQL store's tests start throwaway clusters of their own (trustlists.testing.PostgresCluster).
+APT_PACKAGES=(openssl softhsm2 opensc mosquitto mosquitto-clients postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

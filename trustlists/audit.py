@@ -19,7 +19,8 @@ from trustlists.clock import utcnow
 from trustlists.models import AuditRecord
 
 __all__ = ["AuditRecord", "AuditVerification", "append", "records", "verify"]
-from trustlists.store.sql import SqlTx
+from trustlists.store.base import StoreReader, StoreWriter
+from trustlists.store.rows import AuditRow
 
 GENESIS = "0" * 64
 # The canonical encodings the hashes are computed over (they must never change: old records are re-hashed by
@@ -38,11 +39,12 @@ def _details_json(details: dict[str, Any]) -> str:
     return _DETAILS_JSON.encode(details)
 
 
-def append(tx: SqlTx, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None,
+def append(tx: StoreWriter, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None,
            at: datetime | None = None) -> AuditRecord:
     details_json = _details_json(details or {})
     at = at or utcnow()
     at_us = int(at.timestamp() * 1_000_000)
+    tx.serialise_appends()  # one chain: the head read here stays the head until this transaction commits
     last = tx.last_audit()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
     digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, details_json)
@@ -54,11 +56,12 @@ def append(tx: SqlTx, *, actor: str, action: str, subject: str, details: dict[st
     return rec
 
 
-def append_many(tx: SqlTx, entries: list[tuple[str, str, str, dict[str, Any], datetime]]) -> None:
+def append_many(tx: StoreWriter, entries: list[tuple[str, str, str, dict[str, Any], datetime]]) -> None:
     """Append (actor, action, subject, details, at) records as one chain segment: one read of the head,
     one multi-row insert, one head update. Used for batches of certificates."""
     if not entries:
         return
+    tx.serialise_appends()
     last = tx.last_audit()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
     rows = []
@@ -66,7 +69,7 @@ def append_many(tx: SqlTx, entries: list[tuple[str, str, str, dict[str, Any], da
         details_json = _details_json(details)
         at_us = int(at.timestamp() * 1_000_000)
         digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, details_json)
-        rows.append((seq, at_us, actor, action, subject, details_json, prev_hash, digest))
+        rows.append(AuditRow(seq, at_us, actor, action, subject, details_json, prev_hash, digest))
         prev_hash = digest
         seq += 1
     tx.insert_audit_rows(rows)
@@ -80,7 +83,7 @@ class AuditVerification(BaseModel):
     problem: str | None = None
 
 
-def verify(tx: SqlTx) -> AuditVerification:
+def verify(tx: StoreReader) -> AuditVerification:
     expected_prev = GENESIS
     expected_seq = 1
     count = 0
@@ -106,7 +109,7 @@ def verify(tx: SqlTx) -> AuditVerification:
     return AuditVerification(ok=True, records=count)
 
 
-def records(tx: SqlTx, *, action: str | None = None, since: datetime | None = None) -> Iterator[AuditRecord]:
+def records(tx: StoreReader, *, action: str | None = None, since: datetime | None = None) -> Iterator[AuditRecord]:
     since_us = int(since.timestamp() * 1_000_000) if since is not None else None
     for seq, at_us, actor, act, subject, details, prev_hash, digest in tx.iter_audit(action=action,
                                                                                        since_us=since_us):

@@ -54,13 +54,14 @@ from trustlists.models import (
 )
 from trustlists.registry import issuable_owner
 from trustlists.serials import random_serial, serial_hex
-from trustlists.store.base import StoreTx
+from trustlists.store.base import StoreReader, StoreWriter
+from trustlists.store.rows import NewCertificate
 from trustlists.trustlist import TrustListManager
 
 KeyFormat = Literal["pem", "pkcs12"]
 # Runs inside the transaction that records a certificate, after it was inserted; raising rolls the issuance
 # back (nothing is handed out). For decisions that must commit together with the certificate or not at all.
-InTransaction = Callable[[StoreTx, CertificateRecord], None]
+InTransaction = Callable[[StoreWriter, CertificateRecord], None]
 
 
 class CsrIssueRequest(BaseModel):
@@ -285,7 +286,7 @@ class CertificateAuthority:
                 del keys[item[0]]
         return to_sign
 
-    def _key_verdicts(self, tx: StoreTx, claims: Sequence[KeyClaim]) -> list[IssuedCertificate | OtpkiError | None]:
+    def _key_verdicts(self, tx: StoreReader, claims: Sequence[KeyClaim]) -> list[IssuedCertificate | OtpkiError | None]:
         """For each claim: the certificate to hand back, the refusal, or None to issue one."""
         histories = tx.certificates_for_keys([c.spki_sha256 for c in claims])
         now = self._ctx.clock()
@@ -385,7 +386,7 @@ class CertificateAuthority:
                     if current.superseded_by is not None or current.revoked_at is not None:
                         raise InvalidState(f"certificate {p.supersedes} was renewed or revoked meanwhile")
                 fresh.append(p)
-            tx.insert_certificates([(p.record, p.der, p.spki_sha256) for p in fresh])
+            tx.insert_certificates([NewCertificate(p.record, p.der, p.spki_sha256) for p in fresh])
             for p in fresh:
                 if p.supersedes is not None:
                     tx.mark_superseded(p.supersedes, p.record.serial)

@@ -38,7 +38,7 @@ from trustlists.der import load_certificate, sha256_hex
 from trustlists.errors import BootstrapRefused, InvalidState, NotFound
 from trustlists.models import BootstrapPin, CertificateRecord, IssuedCertificate, KeyType, Owner, RevocationReason
 from trustlists.registry import issuable_owner
-from trustlists.store.base import StoreTx
+from trustlists.store.base import StoreReader, StoreWriter
 
 __all__ = ["Bootstrap", "BootstrapEntry"]
 
@@ -51,7 +51,7 @@ class _PinCache:
         self._seq = 0
         self._lock = threading.Lock()
 
-    def refresh(self, tx: StoreTx) -> None:
+    def refresh(self, tx: StoreReader) -> None:
         with self._lock:
             for seq, owner_id, fingerprint in tx.bootstrap_pin_changes_since(self._seq):
                 if fingerprint is None:
@@ -175,7 +175,7 @@ class Bootstrap:
                                    reason="bootstrap_not_allowed")
         self.check_pin(owner, fingerprint)  # refuse before signing; the transaction below decides for good
 
-        def record(tx: StoreTx, issued: CertificateRecord) -> None:
+        def record(tx: StoreWriter, issued: CertificateRecord) -> None:
             self._record(tx, owner.id, cert, fingerprint, issued, actor)
 
         if csr is not None:
@@ -186,7 +186,7 @@ class Bootstrap:
         self.refresh()
         return result
 
-    def _record(self, tx: StoreTx, owner_id: str, cert: x509.Certificate, fingerprint: str,
+    def _record(self, tx: StoreWriter, owner_id: str, cert: x509.Certificate, fingerprint: str,
                 issued: CertificateRecord, actor: str) -> None:
         """Inside the issuance transaction: pin (first time) or check the pin, then retire the old certificates.
 
@@ -222,7 +222,7 @@ class Bootstrap:
                               "subject": pin.subject, "issuer": pin.issuer, "serial": issued.serial,
                               "replaced": replaced})
 
-    def _retire(self, tx: StoreTx, owner: Owner, issued: CertificateRecord, actor: str) -> list[str]:
+    def _retire(self, tx: StoreWriter, owner: Owner, issued: CertificateRecord, actor: str) -> list[str]:
         """Every other certificate of the device that still authenticates: superseded by the new one, revoked."""
         now = issued.issued_at
         live = [c for c in tx.query_certificates(now=now, owner_id=owner.id)
@@ -277,7 +277,7 @@ def _lists(owner: Owner, cert: x509.Certificate, fingerprint: str) -> bool:
     return any(e.matches(cn, fingerprint, fingerprint_only=self_signed) for e in allow_list(owner))
 
 
-def _held_elsewhere(tx: StoreTx, owner: Owner, fingerprint: str) -> BootstrapPin | None:
+def _held_elsewhere(tx: StoreReader, owner: Owner, fingerprint: str) -> BootstrapPin | None:
     """The pin of another, still registered device of the group on this certificate (one device per IDevID).
 
     A pin left by an unregistered device holds nothing: the device is gone (and cannot be re-armed), so its

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from trustlists.keys.algorithms import signature_hash
 from trustlists.models import KeyType, RevocationReason
-from trustlists.store.sql import SqlTx
+from trustlists.store.base import StoreReader
 
 _REASON_FLAGS = {
     RevocationReason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
@@ -110,7 +110,7 @@ class RevocationIndex:
     def last_seq(self) -> int:
         return self._last_seq
 
-    def refresh(self, tx: SqlTx) -> int:
+    def refresh(self, tx: StoreReader) -> int:
         """Load revocations newer than the last one seen; returns how many were added."""
         with self._lock:
             rows = tx.revocations_since(self._last_seq)

@@ -112,6 +112,13 @@ class StoreBusy(StoreError):
     reason = "store_busy"
 
 
+class SchemaMismatch(StoreError):
+    """The store's schema is older (reason schema_outdated: `otpki db upgrade`) or newer (schema_too_new) than
+    this otpki works with."""
+
+    reason = "schema_mismatch"
+
+
 class NotInitialized(OtpkiError):
     """The data directory does not exist or holds no CA hierarchy."""
 

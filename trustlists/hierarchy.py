@@ -24,7 +24,7 @@ from trustlists.errors import AlreadyExists, IssuerUnusable, NotFound
 from trustlists.models import CARecord, CrlRecord, KeyType
 from trustlists.policy import PkiConfig
 from trustlists.serials import random_serial, serial_hex
-from trustlists.store.sql import SqlTx
+from trustlists.store.base import StoreWriter
 from trustlists.trustlist import TrustListManager
 
 
@@ -163,10 +163,13 @@ class Hierarchy:
         return record
 
 
-def publish_crl(ctx: EngineContext, tx: SqlTx, ca: CARecord, key: CertificateIssuerPrivateKeyTypes, *,
+def publish_crl(ctx: EngineContext, tx: StoreWriter, ca: CARecord, key: CertificateIssuerPrivateKeyTypes, *,
                 crl_days: int, hash_name: str, actor: str) -> CrlRecord:
     """Sign and store the CA's next CRL (number = last + 1) from the store's revocations."""
     now = ctx.clock()
+    # Until commit no other writer publishes (or revokes): the number is the last + 1 and stays free, and the CRL
+    # lists every revocation committed before it.
+    tx.serialise_appends()
     number = tx.next_crl_number(ca.id)
     next_update = min(now + timedelta(days=crl_days), ca.not_after)
     crl, count = build_crl(

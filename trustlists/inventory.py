@@ -2,58 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import NamedTuple
+from datetime import timedelta
 
-from trustlists.clock import from_epoch
 from trustlists.context import EngineContext
-from trustlists.models import CertificateRecord, CertificateStatus, IssuanceKind
+from trustlists.models import CertificateRecord, CertificateStatus, ExpiringCertificate, ListedCertificate
+
+__all__ = ["ExpiringCertificate", "Inventory", "ListedCertificate"]
 
 
-class ExpiringCertificate(NamedTuple):
-    """One row of the "what expires soon" report.
-
-    A tuple, not a pydantic model, on purpose: the report covers tens of thousands of rows on a large
-    plant and is built straight from the covering index (validating each row would cost 4 µs, 100 ms for
-    26k rows). The data comes from the engine's own store, so there is nothing to validate.
-    """
-
-    serial: str
-    subject: str
-    group: str
-    site: str | None
-    owner_id: str | None
-    not_after_epoch: int
-    delivered: int
-
-    @property
-    def not_after(self) -> datetime:
-        return from_epoch(self.not_after_epoch)
-
-
-class ListedCertificate(NamedTuple):
-    """One line of the inventory as `otpki certs list` shows it (`Inventory.listing`).
-
-    A tuple, not a CertificateRecord, like ExpiringCertificate and for its reason: the listing is the whole
-    inventory, and building 10k validated records took as long as the rest of the command.
-    """
-
-    serial: str
-    subject: str
-    group: str
-    site: str | None
-    owner_id: str | None
-    not_after_epoch: int
-    status: CertificateStatus
-    issuance: IssuanceKind
-
-    @property
-    def not_after(self) -> datetime:
-        return from_epoch(self.not_after_epoch)
-
-
-_STATUSES = {s.value: s for s in CertificateStatus}
-_ISSUANCES = {k.value: k for k in IssuanceKind}
 
 
 class Inventory:
@@ -84,11 +40,9 @@ class Inventory:
         if group is not None:
             self._ctx.config.group(group)
         with self._ctx.store.read() as tx:
-            rows = tx.certificate_lines(
+            return tx.certificate_lines(
                 now=now, status=status, group=group, site=site, owner_id=owner_id,
                 expiring_before=(now + expiring_within) if expiring_within is not None else None, limit=limit)
-        return [ListedCertificate(serial, subject, grp, site_, owner, not_after, _STATUSES[st], _ISSUANCES[kind])
-                for serial, subject, grp, site_, owner, not_after, st, kind in rows]
 
     def expiring(self, within: timedelta, *, group: str | None = None) -> list[ExpiringCertificate]:
         """Live (not revoked, not superseded) certificates whose validity ends within `within`, soonest first."""
@@ -96,7 +50,7 @@ class Inventory:
         if group is not None:
             self._ctx.config.group(group)
         with self._ctx.store.read() as tx:
-            return list(map(ExpiringCertificate._make, tx.expiring_rows(now, now + within, group)))
+            return tx.expiring_rows(now, now + within, group)
 
     def by_fingerprint(self, sha256_hex: str) -> CertificateRecord | None:
         """The inventory record of a presented certificate (SHA-256 of its DER), if the engine issued it."""

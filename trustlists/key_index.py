@@ -23,6 +23,7 @@ from trustlists.der import certificate_spki_sha256
 from trustlists.errors import OtpkiError, PolicyViolation
 from trustlists.models import CertificateRecord, RevocationReason
 from trustlists.store.base import Store
+from trustlists.store.rows import CertificateKey
 
 COMPLETE_MARK = "certificate_keys_complete"
 _BACKFILL_CHUNK = 2000
@@ -51,7 +52,7 @@ def ensure_complete(store: Store) -> int:
             missing = tx.certificates_missing_key(after, _BACKFILL_CHUNK)
         if not missing:
             break
-        rows = [(serial, certificate_spki_sha256(der)) for serial, der in missing]
+        rows = [CertificateKey(serial, certificate_spki_sha256(der)) for serial, der in missing]
         with store.transaction() as tx:
             tx.insert_certificate_keys(rows)
         added += len(rows)

@@ -13,7 +13,7 @@ from trustlists.csr_checks import expected_uri
 from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from trustlists.models import RESERVED_ATTRIBUTES, ROLE_ATTRIBUTE, Owner, OwnerKind, OwnerRole
 from trustlists.policy import GroupPolicy
-from trustlists.store.base import StoreTx
+from trustlists.store.base import StoreWriter
 
 
 def issuable_owner(ctx: EngineContext, owner_id: str) -> Owner:
@@ -26,7 +26,7 @@ def issuable_owner(ctx: EngineContext, owner_id: str) -> Owner:
     return owner
 
 
-def end_registration(tx: StoreTx, owner_id: str, *, actor: str, at: datetime) -> Owner:
+def end_registration(tx: StoreWriter, owner_id: str, *, actor: str, at: datetime) -> Owner:
     """Mark the owner unregistered inside the caller's transaction (audited); the owner and its history stay."""
     owner = tx.get_owner(owner_id)
     if owner.unregistered:

@@ -55,6 +55,8 @@ class RequestGuard:
         now = self._ctx.clock()
         now_us = int(now.timestamp() * 1_000_000)
         with self._ctx.store.transaction() as tx:
+            # Two instances admitting for one subject take turns: one sees the other's request id and bucket.
+            tx.lock("request_guard", f"{scope}\x00{subject}")
             tx.forget_expired(to_epoch(now))
             if tx.request_seen(scope, subject, request_id):
                 return "replay"

@@ -49,23 +49,19 @@ from __future__ import annotations
 
 import builtins  # the class defines list(); annotations after it name the type this way
 import functools
-import json
 import threading
 import uuid
-from datetime import datetime
-from enum import StrEnum
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
-from pydantic import BaseModel, ConfigDict
 
 from trustlists import audit
 from trustlists.authority import CertificateAuthority, KeyFormat, check_key_format, encode_private_key
-from trustlists.clock import from_epoch, to_epoch
+from trustlists.clock import to_epoch
 from trustlists.context import EngineContext
 from trustlists.csr_checks import ApprovedRequest, build_server_keygen_request, check_csr
 from trustlists.der import load_csr
@@ -82,45 +78,15 @@ from trustlists.errors import (
 )
 from trustlists.keys.algorithms import generate_private_key
 from trustlists.keys.pool import KeyPool
+from trustlists.models import CertificateRequest as CertificateRequest  # exported here, where it is made
 from trustlists.models import IssuanceKind, IssuedCertificate, KeyType, Owner
+from trustlists.models import RequestKind as RequestKind
 from trustlists.registry import issuable_owner
-from trustlists.store.sql import SqlTx
+from trustlists.store.base import StoreReader
+from trustlists.store.rows import NewCertificate
 
 AUTO_APPROVER = "auto-approve"  # decided_by of requests approved by the group policy
 _SERIAL_ATTEMPTS = 5
-
-
-class RequestKind(StrEnum):
-    CSR = "csr"
-    NEW_KEY = "new-key"
-
-
-class CertificateRequest(BaseModel):
-    """One certificate request as stored. Holds no secret: no private key, no password."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    kind: RequestKind
-    owner_id: str
-    group: str
-    site: str | None = None
-    status: RequestStatus
-    csr_der: bytes | None = None  # CSR requests
-    key_type: KeyType | None = None  # new-key requests: what will be generated, in what format
-    key_format: str | None = None
-    has_password: bool = False
-    subject_name: str | None = None
-    dns_names: list[str] | None = None  # None: the owner's registered names
-    ip_addresses: list[str] | None = None
-    requester_fingerprint: str | None = None  # SHA-256 of the requester's client certificate, lowercase hex
-    submitted_by: str
-    submitted_at: datetime
-    decided_by: str | None = None
-    decided_at: datetime | None = None
-    reason: str | None = None  # why it was rejected or expired
-    serial: str | None = None  # the certificate, once issued
-    issued_at: datetime | None = None
 
 
 class CertificateRequests:
@@ -224,7 +190,7 @@ class CertificateRequests:
             if not tx.transition_cert_request(request_id, expected=[RequestStatus.PENDING, RequestStatus.APPROVED],
                                               status=RequestStatus.REJECTED, decided_by=actor,
                                               decided_at=to_epoch(now), reason=reason):
-                current = _request(tx.get_cert_request(request_id))  # RequestNotFound for an unknown id
+                current = tx.get_cert_request(request_id)  # RequestNotFound for an unknown id
                 raise InvalidState(f"certificate request {request_id} is {current.status.value} and can no "
                                    "longer be rejected")
             audit.append(tx, actor=actor, action="request.reject", subject=request_id, at=now,
@@ -269,7 +235,7 @@ class CertificateRequests:
     # -- queries ----------------------------------------------------------------------------------
     def get(self, request_id: str) -> CertificateRequest:
         with self._ctx.store.read() as tx:
-            return _request(tx.get_cert_request(request_id))
+            return tx.get_cert_request(request_id)
 
     def list(self, status: RequestStatus | str | None = None, group: str | None = None) -> list[CertificateRequest]:
         if status is not None:
@@ -281,8 +247,7 @@ class CertificateRequests:
         if group is not None:
             self._ctx.config.group(group)  # NotFound for an unknown group
         with self._ctx.store.read() as tx:
-            rows = tx.list_cert_requests(status=status.value if status else None, group=group)
-        return [_request(r) for r in rows]
+            return tx.list_cert_requests(status=RequestStatus(status) if status else None, group=group)
 
     # -- internals --------------------------------------------------------------------------------
     def _owner(self, owner_id: str) -> Owner:
@@ -320,7 +285,7 @@ class CertificateRequests:
     def _insert(self, req: CertificateRequest, *, actor: str, auto_approved: bool) -> None:
         owner = self._owner(req.owner_id)
         with self._ctx.store.transaction() as tx:
-            tx.insert_cert_request(_row(req))
+            tx.insert_cert_request(req)
             entries = [(actor, "request.submit", req.id, self._submit_details(req, owner, auto_approved),
                         req.submitted_at)]
             if auto_approved:
@@ -354,10 +319,10 @@ class CertificateRequests:
             serial = prepared.record.serial
             try:
                 with self._ctx.store.transaction() as tx:
-                    tx.insert_certificates([(prepared.record, prepared.der, prepared.spki_sha256)])
+                    tx.insert_certificates([NewCertificate(prepared.record, prepared.der, prepared.spki_sha256)])
                     if insert:
-                        tx.insert_cert_request(_row(req.model_copy(update={
-                            "status": RequestStatus.ISSUED, "serial": serial, "issued_at": at})))
+                        tx.insert_cert_request(req.model_copy(update={
+                            "status": RequestStatus.ISSUED, "serial": serial, "issued_at": at}))
                     elif not tx.transition_cert_request(
                             req.id, expected=list(expected), status=RequestStatus.ISSUED, serial=serial,
                             issued_at=to_epoch(at), decided_by=decided_by,
@@ -416,9 +381,9 @@ class CertificateRequests:
         self._forget(req.id)
         raise error
 
-    def _moved_on(self, tx: SqlTx, request_id: str) -> Exception:
+    def _moved_on(self, tx: StoreReader, request_id: str) -> Exception:
         """The error for a request another writer moved on meanwhile (read inside the same transaction)."""
-        current = _request(tx.get_cert_request(request_id))
+        current = tx.get_cert_request(request_id)
         if current.status is RequestStatus.REJECTED:
             return RequestRejected(f"certificate request {request_id} was rejected: {current.reason}")
         if current.status is RequestStatus.EXPIRED:
@@ -459,33 +424,3 @@ def _fingerprint(value: str | None) -> str | None:
     if value is None:
         return None
     return value.strip().lower().replace(":", "") or None
-
-
-def _row(req: CertificateRequest) -> dict[str, Any]:
-    return {
-        "id": req.id, "kind": req.kind.value, "owner_id": req.owner_id, "grp": req.group, "site": req.site,
-        "status": req.status.value, "csr": req.csr_der, "key_type": req.key_type.value if req.key_type else None,
-        "key_format": req.key_format, "has_password": int(req.has_password), "subject_name": req.subject_name,
-        "dns_names": None if req.dns_names is None else json.dumps(req.dns_names),
-        "ip_addresses": None if req.ip_addresses is None else json.dumps(req.ip_addresses),
-        "requester_fingerprint": req.requester_fingerprint, "submitted_by": req.submitted_by,
-        "submitted_at": to_epoch(req.submitted_at), "decided_by": req.decided_by,
-        "decided_at": to_epoch(req.decided_at) if req.decided_at else None, "reason": req.reason,
-        "serial": req.serial, "issued_at": to_epoch(req.issued_at) if req.issued_at else None,
-    }
-
-
-def _request(row: dict[str, Any]) -> CertificateRequest:
-    return CertificateRequest(
-        id=row["id"], kind=RequestKind(row["kind"]), owner_id=row["owner_id"], group=row["grp"], site=row["site"],
-        status=RequestStatus(row["status"]), csr_der=bytes(row["csr"]) if row["csr"] is not None else None,
-        key_type=KeyType(row["key_type"]) if row["key_type"] else None, key_format=row["key_format"],
-        has_password=bool(row["has_password"]), subject_name=row["subject_name"],
-        dns_names=json.loads(row["dns_names"]) if row["dns_names"] is not None else None,
-        ip_addresses=json.loads(row["ip_addresses"]) if row["ip_addresses"] is not None else None,
-        requester_fingerprint=row["requester_fingerprint"], submitted_by=row["submitted_by"],
-        submitted_at=from_epoch(row["submitted_at"]), decided_by=row["decided_by"],
-        decided_at=from_epoch(row["decided_at"]) if row["decided_at"] is not None else None,
-        reason=row["reason"], serial=row["serial"],
-        issued_at=from_epoch(row["issued_at"]) if row["issued_at"] is not None else None,
-    )

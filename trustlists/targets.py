@@ -22,8 +22,7 @@ import builtins  # the class defines list(); annotations after it name the type 
 import uuid
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
@@ -31,7 +30,10 @@ from trustlists import audit
 from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
 from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
-from trustlists.store.sql import SqlTx
+from trustlists.models import DeliveryTarget, PinSource, TargetPin, TargetState
+from trustlists.store.base import StoreReader, StoreWriter
+
+__all__ = ["DeliveryPlan", "DeliveryTarget", "DeliveryTargets", "PinSource", "TargetPin", "TargetState"]
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=1)
@@ -40,50 +42,8 @@ BACKOFF_MAX = timedelta(hours=1)
 # The reason prefix of a target whose certificate is current but whose trust list is not.
 TRUST_LIST_ONLY = "trust list v"
 
-class PinSource(StrEnum):
-    REGISTERED = "registered"  # given when the target was added
-    FIRST_CONTACT = "first_contact"  # trust on first use: what the target presented the first time
-    OPERATOR = "operator"  # re-pinned by an operator (a reset or replaced device)
-
-
-class TargetPin(BaseModel):
-    """The certificate (SHA-256 of its DER) a target must present while it holds no engine certificate."""
-
-    fingerprint_sha256: str
-    source: PinSource
-    pinned_at: datetime
-    pinned_by: str
-
-
-class TargetState(StrEnum):
-    PENDING = "pending"  # never delivered
-    DELIVERED = "delivered"
-    RETRYING = "retrying"  # the last attempt failed; next_attempt_at says when to try again
-    # The last push delivered the certificate, but the trust list it wrote reads back different from what was
-    # written (the target answered Good and did not apply it): due again at next_attempt_at.
-    NOT_APPLIED = "not_applied"
-
-
 # States whose next_attempt_at is a backoff: not pushed before it, unless forced or asked for by name.
 _BACKING_OFF = frozenset({TargetState.RETRYING, TargetState.NOT_APPLIED})
-
-
-class DeliveryTarget(BaseModel):
-    id: str
-    owner_id: str
-    kind: str
-    address: str
-    credentials_ref: str
-    group: str
-    site: str | None
-    state: TargetState
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    delivered_serial: str | None
-    delivered_trust_version: int | None
-    updated_at: datetime
-    pin: TargetPin | None = None
 
 
 class DeliveryPlan(BaseModel):
@@ -92,20 +52,6 @@ class DeliveryPlan(BaseModel):
     due: list[tuple[DeliveryTarget, str]]  # to push now
     waiting: list[tuple[DeliveryTarget, str]]  # need a push, but back off until their next_attempt_at
     current: list[DeliveryTarget]  # nothing to deliver
-
-
-def _target(row: tuple[Any, ...], pin: TargetPin | None = None) -> DeliveryTarget:
-    return DeliveryTarget(id=row[0], owner_id=row[1], kind=row[2], address=row[3], credentials_ref=row[4],
-                          group=row[5], site=row[6], state=TargetState(row[7]), attempts=row[8],
-                          next_attempt_at=from_epoch(row[9]), last_error=row[10], delivered_serial=row[11],
-                          delivered_trust_version=row[12], updated_at=from_epoch(row[13]), pin=pin)
-
-
-def _pin(row: tuple[Any, ...] | None) -> TargetPin | None:
-    if row is None:
-        return None
-    return TargetPin(fingerprint_sha256=row[1], source=PinSource(row[2]), pinned_at=from_epoch(row[3]),
-                     pinned_by=row[4])
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -144,8 +90,7 @@ class DeliveryTargets:
                                     credentials_ref=credentials_ref, group=owner.group, site=owner.site,
                                     state=TargetState.PENDING, attempts=0, next_attempt_at=now, last_error=None,
                                     delivered_serial=None, delivered_trust_version=None, updated_at=now)
-            tx.insert_target((target.id, target.owner_id, kind, address, credentials_ref, target.group, target.site,
-                              target.state.value, 0, to_epoch(now), None, None, None, to_epoch(now)))
+            tx.insert_target(target)
             details: dict[str, Any] = {"owner": owner.name, "kind": kind, "address": address}
             if pin is not None:
                 _store_pin(tx, target.id, pin)
@@ -156,17 +101,18 @@ class DeliveryTargets:
     def get(self, target_id: str) -> DeliveryTarget:
         """The target with its pin, as one consistent read."""
         with self._ctx.store.read() as tx:
-            row = tx.get_target(target_id)
-            pin = _pin(tx.get_target_pin(target_id)) if row is not None else None
-        if row is None:
+            target = tx.get_target(target_id)
+            pin = tx.get_target_pin(target_id) if target is not None else None
+        if target is None:
             raise NotFound(f"no delivery target {target_id}")
-        return _target(row, pin)
+        return target.model_copy(update={"pin": pin})
 
     def list(self, *, kind: str | None = None, group: str | None = None, site: str | None = None
              ) -> list[DeliveryTarget]:
         with self._ctx.store.read() as tx:
-            pins = {row[0]: _pin(row) for row in tx.list_target_pins()}
-            return [_target(r, pins.get(r[0])) for r in tx.list_targets(kind=kind, group=group, site=site)]
+            pins = tx.list_target_pins()
+            return [t.model_copy(update={"pin": pins.get(t.id)})
+                    for t in tx.list_targets(kind=kind, group=group, site=site)]
 
     def pin_first_contact(self, target_id: str, fingerprint_sha256: str, *, actor: str) -> TargetPin:
         """Trust on first use: pin what the target presented, unless it already has a pin (returned unchanged;
@@ -174,8 +120,8 @@ class DeliveryTargets:
         fingerprint = normalize_fingerprint(fingerprint_sha256)
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
-            target = _target(tx.get_target(target_id) or _missing(target_id))
-            existing = _pin(tx.get_target_pin(target_id))
+            target = tx.get_target(target_id) or _missing(target_id)
+            existing = tx.get_target_pin(target_id)
             if existing is not None:
                 return existing
             if target.delivered_serial is not None:
@@ -194,12 +140,12 @@ class DeliveryTargets:
         fingerprint = normalize_fingerprint(fingerprint_sha256)
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
-            target = _target(tx.get_target(target_id) or _missing(target_id))
-            previous = _pin(tx.get_target_pin(target_id))
+            target = tx.get_target(target_id) or _missing(target_id)
+            previous = tx.get_target_pin(target_id)
             pin = _new_pin(fingerprint, PinSource.OPERATOR, now, actor)
             _store_pin(tx, target_id, pin)
             # The refusals behind a backoff are what the operator just resolved: the target is due now.
-            tx.update_target(target_id, state=target.state.value, attempts=target.attempts,
+            tx.update_target(target_id, state=target.state, attempts=target.attempts,
                              next_attempt_at=to_epoch(min(now, target.next_attempt_at)), last_error=target.last_error,
                              delivered_serial=target.delivered_serial,
                              delivered_trust_version=target.delivered_trust_version, updated_at=to_epoch(now))
@@ -229,9 +175,9 @@ class DeliveryTargets:
         versions: dict[str, int] = {}
         plan = DeliveryPlan(due=[], waiting=[], current=[])
         with self._ctx.store.read() as tx:
-            rows = tx.list_targets(kind=kind, group=group, site=site)
-            pinned = {row[0] for row in tx.list_target_pins()}
-            targets = [t for t in map(_target, rows) if target_ids is None or t.id in target_ids]
+            pinned = set(tx.list_target_pins())
+            targets = [t for t in tx.list_targets(kind=kind, group=group, site=site)
+                       if target_ids is None or t.id in target_ids]
             missing = set(target_ids or ()) - {t.id for t in targets}
             if missing:
                 raise NotFound(f"no {kind} delivery target {', '.join(sorted(missing))}")
@@ -247,7 +193,7 @@ class DeliveryTargets:
                     plan.due.append((target, reason))
         return plan
 
-    def _reason(self, tx: SqlTx, target: DeliveryTarget, now: datetime, versions: dict[str, int],
+    def _reason(self, tx: StoreReader, target: DeliveryTarget, now: datetime, versions: dict[str, int],
                 pinned: set[str]) -> str | None:
         if target.delivered_serial is None:
             return "no certificate delivered yet"
@@ -281,10 +227,10 @@ class DeliveryTargets:
         """The target holds certificate `serial` and applied trust list `trust_version`."""
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
-            target = _target(tx.get_target(target_id) or _missing(target_id))
+            target = tx.get_target(target_id) or _missing(target_id)
             cert = tx.get_certificate(serial, with_der=False)
             renew_at = cert.not_after - timedelta(days=self._ctx.config.group(target.group).renewal_window_days)
-            tx.update_target(target_id, state=TargetState.DELIVERED.value, attempts=0,
+            tx.update_target(target_id, state=TargetState.DELIVERED, attempts=0,
                              next_attempt_at=to_epoch(max(renew_at, now)), last_error=None, delivered_serial=serial,
                              delivered_trust_version=trust_version, updated_at=to_epoch(now))
             details = _record_certificate(tx, target, serial, cert.owner_id)
@@ -299,11 +245,11 @@ class DeliveryTargets:
         (a target that never applies what it is sent is not pushed to in a loop)."""
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
-            target = _target(tx.get_target(target_id) or _missing(target_id))
+            target = tx.get_target(target_id) or _missing(target_id)
             cert = tx.get_certificate(serial, with_der=False)
             attempts = target.attempts + 1
             problem = f"trust list v{trust_version} written but not applied: {detail}"[:500]
-            tx.update_target(target_id, state=TargetState.NOT_APPLIED.value, attempts=attempts,
+            tx.update_target(target_id, state=TargetState.NOT_APPLIED, attempts=attempts,
                              next_attempt_at=to_epoch(now + backoff(attempts)), last_error=problem,
                              delivered_serial=serial, delivered_trust_version=target.delivered_trust_version,
                              updated_at=to_epoch(now))
@@ -315,9 +261,9 @@ class DeliveryTargets:
     def record_failure(self, target_id: str, *, error: str, actor: str) -> DeliveryTarget:
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
-            target = _target(tx.get_target(target_id) or _missing(target_id))
+            target = tx.get_target(target_id) or _missing(target_id)
             attempts = target.attempts + 1
-            tx.update_target(target_id, state=TargetState.RETRYING.value, attempts=attempts,
+            tx.update_target(target_id, state=TargetState.RETRYING, attempts=attempts,
                              next_attempt_at=to_epoch(now + backoff(attempts)), last_error=error[:500],
                              delivered_serial=target.delivered_serial,
                              delivered_trust_version=target.delivered_trust_version, updated_at=to_epoch(now))
@@ -326,14 +272,15 @@ class DeliveryTargets:
         return self.get(target_id)
 
 
-def _record_certificate(tx: SqlTx, target: DeliveryTarget, serial: str, cert_owner_id: str | None) -> dict[str, Any]:
+def _record_certificate(tx: StoreWriter, target: DeliveryTarget, serial: str, cert_owner_id: str | None
+                        ) -> dict[str, Any]:
     """The target presents certificate `serial` now: the inventory says so. Returns the details for the audit."""
     tx.mark_delivered(serial)
     if target.delivered_serial is not None and target.delivered_serial != serial:
         # The target now uses the new certificate: the one it replaced is superseded, not just older.
         tx.mark_superseded(target.delivered_serial, serial)
     details: dict[str, Any] = {"address": target.address, "serial": serial}
-    released = _pin(tx.get_target_pin(target.id))
+    released = tx.get_target_pin(target.id)
     if released is not None and cert_owner_id == target.owner_id and serial != target.delivered_serial:
         # It now holds an engine certificate of its own: the pinned (factory) certificate no longer counts.
         tx.delete_target_pin(target.id)
@@ -347,9 +294,9 @@ def _new_pin(fingerprint_sha256: str, source: PinSource, now: datetime, actor: s
                      pinned_at=from_epoch(to_epoch(now)), pinned_by=actor)
 
 
-def _store_pin(tx: SqlTx, target_id: str, pin: TargetPin) -> None:
-    tx.set_target_pin((target_id, pin.fingerprint_sha256, pin.source.value, to_epoch(pin.pinned_at), pin.pinned_by))
+def _store_pin(tx: StoreWriter, target_id: str, pin: TargetPin) -> None:
+    tx.set_target_pin(target_id, pin)
 
 
-def _missing(target_id: str) -> tuple[Any, ...]:
+def _missing(target_id: str) -> NoReturn:
     raise NotFound(f"no delivery target {target_id}")

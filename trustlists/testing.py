@@ -33,8 +33,8 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import CARecord, CrlRecord, RevocationReason
 from trustlists.policy import PkiConfig, load_default_config
-from trustlists.store import SqliteStore, StoreTx
-from trustlists.store.sql import _CERT_COLUMNS
+from trustlists.store import SqliteStore, StoreReader, StoreWriter, open_store
+from trustlists.store.sql import _CERT_COLUMNS, SqlTx
 
 # The certificates table's columns in INSERT order (the DER goes last): for benchmarks that fill an inventory
 # of tens of thousands of rows with their own sqlite3 connection.
@@ -62,9 +62,12 @@ class Clock:
 
 
 def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Callable[[], datetime] | None = None,
-                passphrase: bytes = PASSPHRASE, busy_timeout_s: float = 5.0) -> Engine:
+                passphrase: bytes = PASSPHRASE, busy_timeout_s: float = 5.0, store_url: str | None = None) -> Engine:
+    """An engine with its CA keys in `directory`/keys and its store in `directory`/otpki.db, or at `store_url`
+    (a PostgreSQL database) when given."""
     directory.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(directory / "otpki.db", busy_timeout_s=busy_timeout_s)
+    store = (SqliteStore(directory / "otpki.db", busy_timeout_s=busy_timeout_s) if store_url is None
+             else open_store(store_url, busy_timeout_s=busy_timeout_s))
     keys = KeyRing([EncryptedFileKeyBackend(directory / "keys", passphrase)])
     return Engine(store=store, config=config or load_default_config(), keys=keys, clock=clock or utcnow)
 
@@ -111,11 +114,17 @@ def make_subject_csr(attributes: list[tuple[x509.ObjectIdentifier, str]], *, uri
 def store_snapshot(engine: Engine) -> tuple[int, int, int, int]:
     """Counts that must not move when a request is refused: certificates, audit records, CRLs, owners."""
     with engine._ctx.store.read() as tx:
-        certs = tx.execute("SELECT COUNT(*) FROM certificates").fetchone()[0]
-        audit = tx.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
-        crls = tx.execute("SELECT COUNT(*) FROM crls").fetchone()[0]
-        owners = tx.execute("SELECT COUNT(*) FROM owners").fetchone()[0]
+        certs, audit, crls, owners = (int(sql(tx).execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                                      for table in ("certificates", "audit_log", "crls", "owners"))
     return certs, audit, crls, owners
+
+
+def sql(tx: StoreReader | StoreWriter) -> SqlTx:
+    """The SQL transaction behind a store transaction: for tests that tamper with rows or count them, in SQL both
+    backends accept (`?` placeholders)."""
+    if not isinstance(tx, SqlTx):
+        raise TypeError(f"not an SQL store transaction: {type(tx).__name__}")
+    return tx
 
 
 # -- engine internals (tests and benchmarks only) --------------------------------------------------------------
@@ -129,7 +138,7 @@ def insert_revocations(engine: Engine, rows: Sequence[tuple[str, str, int, int, 
     """(serial hex, issuer CA id, revoked_at epoch, reason, not_after epoch) rows straight into the store, in one
     transaction, without certificates, CRLs or audit records: a large CRL's worth of setup."""
     with engine._ctx.store.transaction() as tx:
-        tx.executemany("INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
+        sql(tx).executemany("INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
                        "VALUES (?, ?, ?, ?, ?)", rows)
 
 
@@ -174,7 +183,7 @@ def counting_writes(engine: Engine) -> Iterator[list[int]]:
     count = [0]
 
     @contextlib.contextmanager
-    def counted() -> Iterator[StoreTx]:
+    def counted() -> Iterator[StoreWriter]:
         count[0] += 1
         with real() as tx:
             yield tx
@@ -206,3 +215,102 @@ def store_refuses(engine: Engine, *, table: str, operation: str = "UPDATE") -> I
         with contextlib.closing(sqlite3.connect(str(path), timeout=30)) as conn:
             conn.execute(f"DROP TRIGGER IF EXISTS {name}")
             conn.commit()
+
+
+# -- a throwaway PostgreSQL cluster (tests and benchmarks of the PostgreSQL store) --------------------------------
+class PostgresCluster:
+    """A PostgreSQL cluster of its own in a temporary directory: initdb, then a postmaster on 127.0.0.1 at a port
+    the OS handed out, stopped and deleted by `stop`. Run as the `postgres` system user when we are root
+    (PostgreSQL refuses to run as root). Durability is off (fsync, synchronous_commit): nothing here outlives the
+    test run; a benchmark that measures commits makes its own settings.
+
+    `database()` creates an empty database and returns its URL: one per test module or test.
+    """
+
+    def __init__(self, *, settings: dict[str, str] | None = None) -> None:
+        self._settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                          "max_connections": "200", **(settings or {})}
+        self.base: Path | None = None
+        self.port = 0
+        self._databases = 0
+
+    @staticmethod
+    def bindir() -> Path:
+        """Where initdb and pg_ctl are: PATH first, then Debian's /usr/lib/postgresql/<version>/bin."""
+        import shutil
+
+        found = shutil.which("pg_ctl")
+        if found:
+            return Path(found).resolve().parent
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                            key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+        if not candidates:
+            raise RuntimeError("PostgreSQL is not installed (no pg_ctl): run scripts/setup.sh")
+        return candidates[-1].parent
+
+    def _run(self, *args: str) -> None:
+        import os
+        import subprocess
+
+        command = [str(self.bindir() / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+
+    def start(self) -> PostgresCluster:
+        import os
+        import shutil
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="otpki-pg-"))
+        self.base = base
+        if os.geteuid() == 0:
+            shutil.chown(base, "postgres", "postgres")
+        base.chmod(0o700)
+        self._run("initdb", "-D", str(base / "data"), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                  "--locale=C", "--no-sync")
+        options = " ".join(f"-c {k}={v}" for k, v in self._settings.items())
+        for _attempt in range(3):  # the port is free when we ask; another process may take it before we bind
+            self.port = free_port()
+            try:
+                self._run("pg_ctl", "-D", str(base / "data"), "-l", str(base / "postgres.log"), "-w", "-t", "60",
+                          "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {base} {options}", "start")
+                return self
+            except RuntimeError:
+                if "could not bind" not in self.log():
+                    raise
+        raise RuntimeError(f"PostgreSQL did not start: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        assert self.base is not None
+        try:
+            return (self.base / "postgres.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def database(self, prefix: str = "otpki") -> str:
+        """A new, empty database; its URL."""
+        import psycopg
+
+        self._databases += 1
+        name = f"{prefix}_{self._databases}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return self.url(name)
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.base is None:
+            return
+        try:
+            if (self.base / "data" / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.base / "data"), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+            self.base = None

@@ -23,7 +23,7 @@ from trustlists.der import is_ca, load_certificate, load_crl, sha256_hex
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
 from trustlists.keys.algorithms import verifying_key
 from trustlists.models import TrustList, TrustListContent
-from trustlists.store.sql import SqlTx
+from trustlists.store.base import StoreReader, StoreWriter
 
 ListName = Literal["trusted", "issuer"]
 
@@ -33,7 +33,7 @@ class TrustListManager:
         self._ctx = ctx
 
     # -- content ----------------------------------------------------------------------------------
-    def content(self, tx: SqlTx, group: str, *, imported: bool = True) -> TrustListContent:
+    def content(self, tx: StoreReader, group: str, *, imported: bool = True) -> TrustListContent:
         """The group's four lists; `imported=False` leaves out everything an operator imported (manufacturer
         CAs, vendor certificates and their CRLs), keeping only the engine's own CAs and CRLs."""
         self._ctx.config.group(group)
@@ -61,9 +61,10 @@ class TrustListManager:
         return TrustListContent(trusted_certificates=trusted_certs, trusted_crls=trusted_crls,
                                 issuer_certificates=issuer_certs, issuer_crls=issuer_crls)
 
-    def record_versions(self, tx: SqlTx, groups: Iterable[str], reason: str) -> dict[str, int]:
+    def record_versions(self, tx: StoreWriter, groups: Iterable[str], reason: str) -> dict[str, int]:
         """Bump the version of every listed group whose content changed; returns the new versions."""
         bumped: dict[str, int] = {}
+        tx.serialise_appends()  # the version read below stays the latest until this transaction commits
         for group in groups:
             content = self.content(tx, group)
             digest = content.content_hash()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from asyncua import Node, Server, ua
 
 from opcua_gds.access import SelfAdmin
+from opcua_gds.audit_events import AuditEvents
 from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.nodeids import guid_node_id
 from trustlists.engine import Engine
@@ -28,7 +29,10 @@ class GdsContext:
     directory: Node
     self_admin: SelfAdmin
     settings: GdsSettings
-    groups: dict[ua.NodeId, str] = field(default_factory=dict)  # CertificateGroupId -> engine group
+    audit: AuditEvents
+    groups: dict[ua.NodeId, str] = field(default_factory=dict)  # issuing CertificateGroupId -> engine group
+    # every CertificateGroupId -> the engine group whose trust list its TrustList serves (None: an empty one)
+    trust_sources: dict[ua.NodeId, str | None] = field(default_factory=dict)
 
     def application_id(self, owner_id: str) -> ua.NodeId:
         return guid_node_id(uuid.UUID(owner_id), self.gds_idx)

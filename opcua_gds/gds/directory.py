@@ -8,6 +8,11 @@ namespace. Unregistering revokes the application's live certificates and marks t
 engine transaction (`Engine.decommission`); the inventory keeps its history, and unregistered owners are
 invisible to Find/Get/Query.
 
+ApplicationType is what the application is: the type its ApplicationRecord gave, the one otpki gave its own
+identities (the push client is a Client), and for a push target registered without a record (`otpki owners
+add` + `otpki targets add`) a Server whose DiscoveryUrl is its push address. Register/Update/Unregister raise
+ApplicationRegistrationChangedAuditEventType (`opcua_gds.audit_events`).
+
 Access (decided per call, see ``opcua_gds.access``):
 
 =====================  =================  ==================================================
@@ -45,9 +50,9 @@ from opcua_gds.access import (
     caller,
     has_any_role,
     is_authenticated,
-    opcua_method,
     require_mode,
 )
+from opcua_gds.audit_events import MethodCall
 from opcua_gds.call_context import CallContext
 from opcua_gds.gds.application_record import (
     ApplicationRecord,
@@ -56,8 +61,8 @@ from opcua_gds.gds.application_record import (
     ua_string,
 )
 from opcua_gds.gds.context import GdsContext
-from opcua_gds.method_nodes import add_standard_method, checked_args
-from opcua_gds.nodeids import DirectoryMethods, GdsObjects, gds_node_id
+from opcua_gds.method_nodes import bind, checked_args
+from opcua_gds.nodeids import DirectoryMethods, GdsEventTypes, GdsObjects, MethodSpec, gds_node_id
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
 from trustlists.models import Owner, RevocationReason
@@ -278,8 +283,30 @@ class Directory:
         done = self.engine.decommission(owner.id, actor=actor, reason=RevocationReason.CESSATION_OF_OPERATION)
         return [record.serial for record in done.revoked]
 
+    def _listed(self, owners: list[Owner]) -> list[Owner]:
+        """The owners as the Directory reports them: a push target registered without an ApplicationRecord (by
+        `otpki owners add` / `targets add`) is a Server at its push address; its stored registration is unchanged."""
+        pushed: dict[str, list[str]] = {}
+        for target in self.engine.targets.list(group=self.group):
+            pushed.setdefault(target.owner_id, []).append(target.address)
+        listed = []
+        for owner in owners:
+            addresses = pushed.get(owner.id)
+            if addresses:
+                attributes = {"application_type": int(ua.ApplicationType.Server), **owner.attributes}
+                attributes["discovery_urls"] = attributes.get("discovery_urls") or addresses
+                owner = owner.model_copy(update={"attributes": attributes})
+            listed.append(owner)
+        return listed
+
+    def _all_listed(self) -> list[Owner]:
+        return self._listed(self._owners())
+
+    def _get_listed(self, owner_id: str | None) -> Owner:
+        return self._listed([self._active_owner(owner_id)])[0]
+
     def _find(self, uri: str) -> list[Owner]:
-        return [o for o in self._owners() if o.application_uri == uri and not o.unregistered]
+        return self._listed([o for o in self._owners() if o.application_uri == uri and not o.unregistered])
 
     def _reset_time(self, owners: list[Owner]) -> datetime:
         # RecordIds are positions in creation order of a registry that never deletes: they never reset.
@@ -298,7 +325,15 @@ class Directory:
         (value,) = checked_args(DirectoryMethods.RegisterApplication, args, allow_null=False)
         _app_id, record = _record_arg(self.ctx, value)
         owner_id = await run_blocking(self._register, record, who.actor(False))
+        await self._changed(DirectoryMethods.RegisterApplication, args, who,
+                            f"{who.actor(False)} registered {record.application_uri}")
         return [ua.Variant(self.ctx.application_id(owner_id), ua.VariantType.NodeId)]
+
+    async def _changed(self, spec: MethodSpec, args: tuple[ua.Variant, ...], who: _Caller, message: str) -> None:
+        """ApplicationRegistrationChangedAuditEventType, after a registration changed."""
+        await self.ctx.audit.raise_event(
+            gds_node_id(GdsEventTypes.ApplicationRegistrationChangedAuditEventType, self.ctx.gds_idx),
+            MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args), who.call, message=message)
 
     async def _target(self, who: _Caller, app_id: Any) -> tuple[Owner, bool]:
         """The owner a write targets and whether the caller acts through SelfAdmin (else DiscoveryAdmin)."""
@@ -318,6 +353,8 @@ class Directory:
         app_id, record = _record_arg(self.ctx, value)
         owner, via_self = await self._target(who, app_id)
         await run_blocking(self._update, owner, record, who.actor(via_self))
+        await self._changed(DirectoryMethods.UpdateApplication, args, who,
+                            f"{who.actor(via_self)} updated {owner.application_uri}")
         return []
 
     async def unregister_application(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
@@ -330,6 +367,8 @@ class Directory:
         actor = who.actor(via_self)
         revoked = await run_blocking(self._unregister, owner, actor)
         log.info("%s unregistered %s (%s); revoked %s", actor, owner.id, owner.application_uri, revoked or "nothing")
+        await self._changed(DirectoryMethods.UnregisterApplication, args, who,
+                            f"{actor} unregistered {owner.application_uri}; {len(revoked)} certificate(s) revoked")
         return []
 
     async def find_applications(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
@@ -350,7 +389,7 @@ class Directory:
         owner_id = self.ctx.owner_id(app_id)
         if not who.authenticated and owner_id != who.self_owner_id:
             raise _deny("ApplicationSelfAdmin covers the application's own record only")
-        owner = await run_blocking(self._active_owner, owner_id)
+        owner = await run_blocking(self._get_listed, owner_id)
         return [ua.Variant(_to_record(self.ctx, owner), ua.VariantType.ExtensionObject)]
 
     async def query_applications(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
@@ -360,7 +399,7 @@ class Directory:
         if app_type not in (0, 1, 2):
             raise MethodError(_BAD_ARG, f"ApplicationType filter {app_type}: 0 any, 1 servers, 2 clients")
         allowed = {0: tuple(ua.ApplicationType), 1: _SERVER_TYPES, 2: _CLIENT_TYPES}[app_type]
-        all_owners = await run_blocking(self._owners)
+        all_owners = await run_blocking(self._all_listed)
         matches = [(rid, o) for rid, o in self._visible(all_owners)
                    if rid > start and _type(o) in allowed and _matches(o, name, uri, product, caps)]
         page, next_id = _page(matches, max_records)
@@ -373,7 +412,7 @@ class Directory:
         require_mode(caller(), _SIGN)
         start, max_records, name, uri, product, caps = checked_args(DirectoryMethods.QueryServers, args,
                                                                     allow_null=False)
-        all_owners = await run_blocking(self._owners)
+        all_owners = await run_blocking(self._all_listed)
         entries: list[tuple[int, ua.ServerOnNetwork]] = []
         record_id = 0
         for _rid, owner in self._visible(all_owners):
@@ -451,7 +490,7 @@ def _description(owner: Owner) -> ua.ApplicationDescription:
 
 
 async def install(ctx: GdsContext) -> None:
-    """Add the seven Directory methods under ctx.directory with their standard ids and arguments."""
+    """Bind the seven Directory methods."""
     directory = Directory(ctx)
     callbacks: dict[str, Callable[..., Awaitable[Any]]] = {
         "FindApplications": directory.find_applications,
@@ -463,5 +502,4 @@ async def install(ctx: GdsContext) -> None:
         "QueryServers": directory.query_servers,
     }
     for spec in DirectoryMethods.all():
-        await add_standard_method(ctx.directory, spec, ctx.gds_idx, opcua_method(callbacks[spec.name]),
-                                  id_prefix="Directory")
+        bind(ctx.server, spec, ctx.gds_idx, callbacks[spec.name])

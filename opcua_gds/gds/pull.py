@@ -24,7 +24,9 @@ Who may call (reference 1.3, UA-.NETStandard `ApplicationsNodeManager`):
 - CheckRevocationStatus: any caller on an authenticated (Sign or SignAndEncrypt) channel.
 
 Every engine call runs through `run_blocking`; refusals are answered with the status codes of the spec
-(`MethodError`), never raised into asyncua.
+(`MethodError`), never raised into asyncua. An unregistered application's ApplicationId is BadNotFound for every
+method. Start*Request raises CertificateRequestedAuditEventType (accepted or refused), a FinishRequest that hands
+out a certificate CertificateDeliveredAuditEventType (`opcua_gds.audit_events`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import hashlib
 import ipaddress
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from asyncua import ua
@@ -43,17 +46,20 @@ from opcua_gds.access import (
     MethodError,
     caller,
     has_any_role,
-    opcua_method,
     require_mode,
+    status_of,
 )
-from opcua_gds.call_context import CallContext
+from opcua_gds.audit_events import MethodCall
+from opcua_gds.call_context import CallContext, current
 from opcua_gds.certificate_types import APPLICATION_TYPES, USER_TYPES, certificate_type_of, key_type_of
 from opcua_gds.gds.context import GdsContext
-from opcua_gds.method_nodes import add_standard_method, checked_args
+from opcua_gds.method_nodes import bind, checked_args
 from opcua_gds.nodeids import (
     CertificateDirectoryMethods,
     CertificateGroups,
+    GdsEventTypes,
     GdsObjects,
+    MethodSpec,
     gds_node_id,
     guid_node_id,
     ns0_node_id,
@@ -131,6 +137,8 @@ class PullMethods:
             raise MethodError(_S.BadNotFound, f"no application {owner_id}") from None
         if owner.group not in self.ctx.groups.values():
             raise MethodError(_S.BadNotFound, f"{owner_id} is not an OPC UA application of this GDS")
+        if owner.unregistered:  # UnregisterApplication ends the ApplicationId for every method taking one
+            raise MethodError(_S.BadNotFound, f"application {owner_id} is unregistered")
         return owner
 
     def group(self, group_id: object, owner: Owner) -> tuple[ua.NodeId, str]:
@@ -169,11 +177,42 @@ class PullMethods:
 
     # -- requests -----------------------------------------------------------------------------------
     async def start_signing_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        return await self._audited_request(CertificateDirectoryMethods.StartSigningRequest, args,
+                                           self._start_signing_request)
+
+    async def start_new_key_pair_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        return await self._audited_request(CertificateDirectoryMethods.StartNewKeyPairRequest, args,
+                                           self._start_new_key_pair_request)
+
+    async def _audited_request(self, spec: MethodSpec, args: tuple[ua.Variant, ...],
+                               start: Callable[[tuple[ua.Variant, ...]], Awaitable[tuple[str, int]]]
+                               ) -> list[ua.Variant]:
+        """Run a Start*Request and raise CertificateRequestedAuditEventType, whether it was accepted or refused."""
+        try:
+            request_id, certificate_type = await start(args)
+        except Exception as exc:
+            await self._audit_requested(spec, args, status_of(exc), _node_arg(args, 2))
+            raise
+        await self._audit_requested(spec, args, ua.StatusCodes.Good, ns0_node_id(certificate_type))
+        return [ua.Variant(self.request_node_id(request_id), ua.VariantType.NodeId)]
+
+    async def _audit_requested(self, spec: MethodSpec, args: tuple[ua.Variant, ...], status: int,
+                               certificate_type: ua.NodeId | None) -> None:
+        group = _node_arg(args, 1) or self.default_group
+        secret = frozenset({6}) if spec.name == "StartNewKeyPairRequest" else frozenset()  # PrivateKeyPassword
+        outcome = "accepted" if ua_status(status).is_good() else f"refused ({ua_status(status).name})"
+        await self.ctx.audit.raise_event(
+            gds_node_id(GdsEventTypes.CertificateRequestedAuditEventType, self.ctx.gds_idx),
+            MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args, secret), current(),
+            message=f"{spec.name} {outcome}", status=status,
+            fields=_certificate_fields(group, certificate_type))
+
+    async def _start_signing_request(self, args: tuple[ua.Variant, ...]) -> tuple[str, int]:
         app_id, group_id, type_id, csr = checked_args(CertificateDirectoryMethods.StartSigningRequest, args)
         call = caller()
         require_mode(call, ua.MessageSecurityMode.SignAndEncrypt)
 
-        def start() -> str:
+        def start() -> tuple[str, int]:
             own = self.authorized_owner(call, app_id)
             owner = self.application(app_id)
             _gid, engine_group = self.group(group_id, owner)
@@ -187,12 +226,11 @@ class PullMethods:
                                   f"{type_id}")
             req = self.engine.requests.submit_csr(owner.id, csr, actor=_actor(call, own),
                                                   requester_fingerprint=_fingerprint(call))
-            return req.id
+            return req.id, certificate_type_of(key_type, owner.kind)
 
-        request_id = await run_blocking(start)
-        return [ua.Variant(self.request_node_id(request_id), ua.VariantType.NodeId)]
+        return await run_blocking(start)
 
-    async def start_new_key_pair_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+    async def _start_new_key_pair_request(self, args: tuple[ua.Variant, ...]) -> tuple[str, int]:
         app_id, group_id, type_id, subject, domains, key_format, password = checked_args(
             CertificateDirectoryMethods.StartNewKeyPairRequest, args)
         call, own = await self.authorize(app_id, mode=ua.MessageSecurityMode.SignAndEncrypt)
@@ -201,7 +239,7 @@ class PullMethods:
             raise MethodError(_S.BadInvalidArgument, f"PrivateKeyFormat must be PEM or PFX, not {key_format!r}")
         dns, ips = _split_domain_names(domains or [])
 
-        def start() -> str:
+        def start() -> tuple[str, int]:
             owner = self.application(app_id)
             _gid, engine_group = self.group(group_id, owner)
             policy = self.engine.config.group(engine_group)
@@ -213,17 +251,16 @@ class PullMethods:
                 password=password or None, subject_name=_common_name(subject),
                 dns_names=dns or None, ip_addresses=ips or None,
                 requester_fingerprint=_fingerprint(call))
-            return req.id
+            return req.id, certificate_type_of(key_type, owner.kind)
 
-        request_id = await run_blocking(start)
-        return [ua.Variant(self.request_node_id(request_id), ua.VariantType.NodeId)]
+        return await run_blocking(start)
 
     async def finish_request(self, _parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
         app_id, request_node = checked_args(CertificateDirectoryMethods.FinishRequest, args)
         call = caller()
         require_mode(call, ua.MessageSecurityMode.SignAndEncrypt)
 
-        def finish() -> tuple[bytes, bytes | None, list[bytes]]:
+        def finish() -> tuple[bytes, bytes | None, list[bytes], ua.NodeId, int]:
             own = self.authorized_owner(call, app_id)
             request_id = self.request_id(request_node)
             owner = self.application(app_id)
@@ -239,9 +276,17 @@ class PullMethods:
                 raise MethodError(_S.BadRequestNotAllowed, exc.message) from None
             except InvalidState as exc:  # a new key is handed out once
                 raise MethodError(_S.BadInvalidArgument, exc.message) from None
-            return issued.certificate_der, issued.private_key, list(issued.chain_der)
+            group = next((gid for gid, g in self.ctx.groups.items() if g == owner.group), self.default_group)
+            return (issued.certificate_der, issued.private_key, list(issued.chain_der), group,
+                    certificate_type_of(issued.record.key_type, owner.kind))
 
-        cert, key, chain = await run_blocking(finish)
+        cert, key, chain, group, certificate_type = await run_blocking(finish)
+        spec = CertificateDirectoryMethods.FinishRequest
+        await self.ctx.audit.raise_event(
+            gds_node_id(GdsEventTypes.CertificateDeliveredAuditEventType, self.ctx.gds_idx),
+            MethodCall(self.ctx.directory.nodeid, spec.node_id(self.ctx.gds_idx), args), call,
+            message="FinishRequest delivered a certificate" + (" and its private key" if key else ""),
+            fields=_certificate_fields(group, ns0_node_id(certificate_type)))
         return [ua.Variant(cert, ua.VariantType.ByteString), ua.Variant(key, ua.VariantType.ByteString),
                 ua.Variant(chain, ua.VariantType.ByteString, is_array=True)]
 
@@ -363,6 +408,19 @@ class PullMethods:
                 ua.Variant(validity, ua.VariantType.DateTime)]
 
 
+def _node_arg(args: tuple[ua.Variant, ...], position: int) -> ua.NodeId | None:
+    """A non-null NodeId argument as sent, or None (for an audit event of a call that may have been refused)."""
+    value = args[position].Value if position < len(args) and isinstance(args[position], ua.Variant) else None
+    return value if isinstance(value, ua.NodeId) and not value.is_null() else None
+
+
+def _certificate_fields(group: ua.NodeId, certificate_type: ua.NodeId | None
+                        ) -> dict[str, tuple[object, ua.VariantType]]:
+    """The CertificateGroup and CertificateType fields of the GDS certificate audit events."""
+    return {"CertificateGroup": (group, ua.VariantType.NodeId),
+            "CertificateType": (certificate_type or ua.NodeId(), ua.VariantType.NodeId)}
+
+
 def _common_name(subject: str | None) -> str | None:
     """The CN of a SubjectName ("CN=x/O=y", "CN=x,O=y" or a bare name); None for empty."""
     if not subject or not subject.strip():
@@ -390,7 +448,7 @@ def _split_domain_names(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 async def install(ctx: GdsContext) -> None:
-    """Add the CertificateDirectory methods to the Directory object with their standard ids."""
+    """Bind the CertificateDirectory methods of the Directory object."""
     pull = PullMethods(ctx)
     bindings = {
         "StartSigningRequest": pull.start_signing_request,
@@ -404,5 +462,4 @@ async def install(ctx: GdsContext) -> None:
         "CheckRevocationStatus": pull.check_revocation_status,
     }
     for spec in CertificateDirectoryMethods.all():
-        await add_standard_method(ctx.directory, spec, ctx.gds_idx, opcua_method(bindings[spec.name]),
-                                  id_prefix="Directory")
+        bind(ctx.server, spec, ctx.gds_idx, bindings[spec.name])

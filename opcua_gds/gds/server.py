@@ -3,8 +3,9 @@
 It secures itself with a certificate the engine issues to it (renewed at start when due), offers only
 Sign and SignAndEncrypt endpoints (Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss), and
 decides every method call with `opcua_gds.access` on the caller's context (`opcua_gds.call_context`).
-The method sets live in their own modules (`directory`, `pull`, `trustlist_file`); each has an
-`install(gds)` coroutine that adds its Method nodes with the standard NodeIds.
+The address space (the GDS NodeSet's types, the Directory and its CertificateGroups, with the standard NodeIds)
+is built by `address_space`; the method sets live in their own modules (`directory`, `pull`, `trustlist_file`),
+each with an `install(gds)` coroutine that binds its Method nodes.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import logging
 from pathlib import Path
 from urllib.parse import urlparse
 
-from asyncua import Node, Server, ua
+from asyncua import Server, ua
 
 from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import GdsUserManager, SelfAdmin
+from opcua_gds.audit_events import AuditEvents
 from opcua_gds.certificate_chain import issuer_chain
-from opcua_gds.gds import directory, group_types, pull, trustlist_file
+from opcua_gds.certificate_types import issued_types
+from opcua_gds.gds import address_space, directory, pull, trustlist_file
 from opcua_gds.gds.application_record import install_application_record_type
 from opcua_gds.gds.context import GdsContext, Installer
 from opcua_gds.gds.settings import GdsSettings
-from opcua_gds.nodeids import GDS_NAMESPACE_URI, GdsObjects, GdsObjectTypes, gds_node_id, ns0_node_id
+from opcua_gds.nodeids import GDS_NAMESPACE_URI, CertificateGroupIds, CertificateGroups, ns0_node_id
 from opcua_gds.own_identity import GROUP as OWN_GROUP
 from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
@@ -70,12 +73,18 @@ class GdsServer:
         await asyncua_compat.present_certificate_chain(server, await run_blocking(self._issuers, cert_path))
         gds_idx = await server.register_namespace(GDS_NAMESPACE_URI)
         await install_application_record_type(server, gds_idx)
-        directory = await self._address_space(server, gds_idx)
+        issuing = {ids: self.settings.certificate_groups.get(ids.name) for ids in CertificateGroups.gds()}
+        types = {ids: [ns0_node_id(t) for t in issued_types(self.engine.config.group(engine_group))]
+                 for ids, engine_group in issuing.items() if engine_group is not None}  # a bad mapping fails here
+        directory = await address_space.build(server, gds_idx, types)
+        audit = AuditEvents(server, self.settings.application_uri)
+        await audit.install()
         ctx = GdsContext(engine=self.engine, server=server, gds_idx=gds_idx, directory=directory,
-                         self_admin=SelfAdmin(self.engine), settings=self.settings)
-        for name, engine_group in self.settings.certificate_groups.items():
-            self.engine.config.group(engine_group)  # fail at start on a misconfigured mapping
-            ctx.groups[gds_node_id(GdsObjects[name], gds_idx)] = engine_group
+                         self_admin=SelfAdmin(self.engine), settings=self.settings, audit=audit)
+        for ids, engine_group in issuing.items():
+            if engine_group is not None:
+                ctx.groups[ids.group_node_id(gds_idx)] = engine_group
+            ctx.trust_sources[ids.group_node_id(gds_idx)] = engine_group or _unmapped_trust_source(ids, issuing)
         for install in self._installers:
             await install(ctx)
         self.context = ctx
@@ -107,40 +116,17 @@ class GdsServer:
         content = self.engine.trustlists.get(OWN_GROUP).content
         return issuer_chain(cert_path.read_bytes(), (*content.trusted_certificates, *content.issuer_certificates))
 
-    # -- address space --------------------------------------------------------------------------
-    async def _address_space(self, server: Server, idx: int) -> Node:
-        """Directory (i=141) with Applications and CertificateGroups, typed with the GDS object types."""
-        base = server.get_node(ns0_node_id(ua.ObjectIds.FolderType))
-        directory_type = await base.add_object_type(gds_node_id(GdsObjectTypes.DirectoryType, idx),
-                                                    ua.QualifiedName("DirectoryType", idx))
-        cert_dir_type = await directory_type.add_object_type(
-            gds_node_id(GdsObjectTypes.CertificateDirectoryType, idx),
-            ua.QualifiedName("CertificateDirectoryType", idx))
-        directory = await server.nodes.objects.add_object(
-            gds_node_id(GdsObjects.Directory, idx), ua.QualifiedName("Directory", idx), objecttype=cert_dir_type.nodeid)
-        await directory.add_folder(gds_node_id(GdsObjects.Directory_Applications, idx),
-                                   ua.QualifiedName("Applications", idx))
-        # asyncua's instantiation would give the mandatory children numeric ids of its own choosing in
-        # the GDS namespace, which collide with the standard ids the GDS must use (616, 622, ...). The
-        # objects are therefore created bare, typed by reference, and their children added with the
-        # standard ids by the method modules.
-        groups = await _typed_object(directory, gds_node_id(GdsObjects.Directory_CertificateGroups, idx),
-                                     "CertificateGroups", ua.ObjectIds.CertificateGroupFolderType)
-        for group, trust_list in ((GdsObjects.DefaultApplicationGroup, GdsObjects.DefaultApplicationGroup_TrustList),
-                                  (GdsObjects.DefaultHttpsGroup, GdsObjects.DefaultHttpsGroup_TrustList),
-                                  (GdsObjects.DefaultUserTokenGroup, GdsObjects.DefaultUserTokenGroup_TrustList)):
-            node = await _typed_object(groups, gds_node_id(group, idx), group.name, ua.ObjectIds.CertificateGroupType)
-            await _typed_object(node, gds_node_id(trust_list, idx), "TrustList", ua.ObjectIds.TrustListType)
-        return directory
+def _unmapped_trust_source(ids: CertificateGroupIds, issuing: dict[CertificateGroupIds, str | None]) -> str | None:
+    """The trust list a CertificateGroup no engine group is mapped to serves.
 
-
-async def _typed_object(parent: Node, node_id: ua.NodeId, name: str, type_id: int) -> Node:
-    node = await parent.add_object(node_id, ua.QualifiedName(name, 0))
-    await node.delete_reference(ns0_node_id(ua.ObjectIds.BaseObjectType), ua.ObjectIds.HasTypeDefinition)
-    await node.add_reference(ns0_node_id(type_id), ua.ObjectIds.HasTypeDefinition)
-    return node
+    DefaultHttpsGroup: the DefaultApplicationGroup's (the plant CAs an OPC UA application's HTTPS endpoint is
+    checked against are its application CAs); it issues nothing (CertificateTypes is empty). Any other group: none.
+    """
+    if ids is CertificateGroups.GdsDefaultHttpsGroup:
+        return issuing.get(CertificateGroups.GdsDefaultApplicationGroup)
+    return None
 
 
 def default_installers() -> list[Installer]:
-    """The method sets the GDS serves; each module adds its own Method nodes with the standard ids."""
-    return [directory.install, pull.install, trustlist_file.install, group_types.install]
+    """The method sets the GDS serves; each module binds its callbacks to the Method nodes address_space built."""
+    return [directory.install, pull.install, trustlist_file.install]

@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Node, ua
 
-from opcua_gds.access import GdsRole, MethodError, caller, has_any_role, opcua_method, require_mode
+from opcua_gds.access import GdsRole, MethodError, caller, has_any_role, require_mode
 from opcua_gds.call_context import CallContext
 from opcua_gds.gds.context import GdsContext
-from opcua_gds.method_nodes import add_standard_method, checked_args
-from opcua_gds.nodeids import CertificateGroupIds, CertificateGroups, MethodSpec, ns0_node_id, string_node_id
+from opcua_gds.method_nodes import bind, checked_args
+from opcua_gds.nodeids import CertificateGroupIds, CertificateGroups, MethodSpec
 from opcua_gds.trustlist_binary import encode_trustlist
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound
-from trustlists.models import TrustListMask
+from trustlists.models import TrustListContent, TrustListMask
 
 _S = ua.StatusCodes
 MAX_HANDLES_PER_SESSION = 8
@@ -42,6 +43,7 @@ MAX_HANDLES = 256
 IDLE_TIMEOUT_S = 600.0
 _READ = 0x01
 _WRITE_ERASE = 0x06
+_NEVER = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's null DateTime: a trust list that never had content
 
 
 @dataclass
@@ -56,7 +58,7 @@ class _OpenFile:
 @dataclass
 class _TrustListObject:
     ids: CertificateGroupIds
-    engine_group: str
+    engine_group: str | None  # whose trust list it serves; None: an empty one (no engine group behind the group)
     node: Node
     size: Node
     open_count: Node
@@ -92,7 +94,7 @@ class TrustListFiles:
             except NotFound:
                 return None
 
-        if await run_blocking(own_group) == obj.engine_group:
+        if obj.engine_group is not None and await run_blocking(own_group) == obj.engine_group:
             return call
         raise MethodError(_S.BadUserAccessDenied, "needs CertificateAuthorityAdmin or an application of the group")
 
@@ -125,14 +127,18 @@ class TrustListFiles:
         mine = sum(1 for f in self.handles.values() if f.session_id == call.session_id)
         if mine >= MAX_HANDLES_PER_SESSION or len(self.handles) >= MAX_HANDLES:
             raise MethodError(_S.BadResourceUnavailable, "too many open TrustList handles")
-        trust = await run_blocking(self.engine.trustlists.get, obj.engine_group)
-        data = encode_trustlist(trust.content.model_copy(update={"specified_lists": masks}))
+        if obj.engine_group is None:
+            content, updated = TrustListContent(), _NEVER
+        else:
+            trust = await run_blocking(self.engine.trustlists.get, obj.engine_group)
+            content, updated = trust.content, trust.created_at
+        data = encode_trustlist(content.model_copy(update={"specified_lists": masks}))
         handle = 0
         while handle == 0 or handle in self.handles:
             handle = secrets.randbelow(0xFFFFFFFF) + 1
         self.handles[handle] = _OpenFile(session_id=call.session_id, trust_list=parent, data=data)
         await obj.size.write_value(ua.Variant(len(data), ua.VariantType.UInt64))
-        await obj.last_update.write_value(ua.Variant(_utc(trust.created_at), ua.VariantType.DateTime))
+        await obj.last_update.write_value(ua.Variant(_utc(updated), ua.VariantType.DateTime))
         await self._refresh_open_count(obj)
         return [ua.Variant(handle, ua.VariantType.UInt32)]
 
@@ -178,44 +184,41 @@ class TrustListFiles:
         opened.position = min(int(position or 0), len(opened.data))  # beyond the end: at the end
         return []
 
-    async def not_writable(self, parent: ua.NodeId, *_args: ua.Variant) -> list[ua.Variant]:
-        require_mode(caller(), ua.MessageSecurityMode.Sign)
-        raise MethodError(_S.BadNotWritable, "the pull GDS does not accept trust-list writes")
+    def not_writable(self, name: str) -> Callable[..., Awaitable[list[ua.Variant]]]:
+        """A write method (Write, CloseAndUpdate, AddCertificate, RemoveCertificate): its arguments are checked
+        like any method's, then the answer is Bad_NotWritable."""
+
+        async def refuse(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+            checked_args(self._spec(parent, name), args)
+            require_mode(caller(), ua.MessageSecurityMode.Sign)
+            raise MethodError(_S.BadNotWritable, "the pull GDS does not accept trust-list writes")
+
+        refuse.__name__ = name
+        return refuse
 
     def _spec(self, parent: ua.NodeId, name: str) -> MethodSpec:
         return self._object(parent).ids.method(name)
 
-    # -- address space --------------------------------------------------------------------------------
+    # -- binding ------------------------------------------------------------------------------------
     async def install(self) -> None:
         idx = self.ctx.gds_idx
-        by_group = {g.group_node_id(idx): g for g in CertificateGroups.gds()}
-        bindings = {"Open": self.open, "Close": self.close, "Read": self.read, "Write": self.not_writable,
+        bindings = {"Open": self.open, "Close": self.close, "Read": self.read, "Write": self.not_writable("Write"),
                     "GetPosition": self.get_position, "SetPosition": self.set_position,
-                    "OpenWithMasks": self.open_with_masks, "CloseAndUpdate": self.not_writable,
-                    "AddCertificate": self.not_writable, "RemoveCertificate": self.not_writable}
-        for group_id, engine_group in self.ctx.groups.items():
-            ids = by_group.get(group_id)
-            if ids is None:
-                continue
+                    "OpenWithMasks": self.open_with_masks, "CloseAndUpdate": self.not_writable("CloseAndUpdate"),
+                    "AddCertificate": self.not_writable("AddCertificate"),
+                    "RemoveCertificate": self.not_writable("RemoveCertificate")}
+        for ids in CertificateGroups.gds():
+            source = self.ctx.trust_sources.get(ids.group_node_id(idx))
             node = self.ctx.server.get_node(ids.trust_list_node_id(idx))
-            prefix = f"{ids.name}.TrustList"
-            trust = await run_blocking(self.engine.trustlists.get, engine_group)
-            props = {}
-            for name, value, vtype in (("Size", 0, ua.VariantType.UInt64),
-                                       ("Writable", False, ua.VariantType.Boolean),
-                                       ("UserWritable", False, ua.VariantType.Boolean),
-                                       ("OpenCount", 0, ua.VariantType.UInt16),
-                                       ("LastUpdateTime", _utc(trust.created_at), ua.VariantType.DateTime)):
-                datatype = ns0_node_id(ua.ObjectIds.UtcTime) if name == "LastUpdateTime" else None
-                props[name] = await node.add_property(string_node_id(f"{prefix}.{name}", idx),
-                                                      ua.QualifiedName(name, 0), value, varianttype=vtype,
-                                                      datatype=datatype)
-            self.objects[node.nodeid] = _TrustListObject(ids=ids, engine_group=engine_group, node=node,
-                                                         size=props["Size"], open_count=props["OpenCount"],
+            props = {name: self.ctx.server.get_node(ids.property_node_id(name, idx))
+                     for name in ("Size", "OpenCount", "LastUpdateTime")}
+            updated = _NEVER if source is None else (await run_blocking(self.engine.trustlists.get, source)).created_at
+            await props["LastUpdateTime"].write_value(ua.Variant(_utc(updated), ua.VariantType.DateTime))
+            self.objects[node.nodeid] = _TrustListObject(ids=ids, engine_group=source, node=node, size=props["Size"],
+                                                         open_count=props["OpenCount"],
                                                          last_update=props["LastUpdateTime"])
-            for spec in ids.methods():
-                if spec.name in bindings:
-                    await add_standard_method(node, spec, idx, opcua_method(bindings[spec.name]), id_prefix=prefix)
+            for name, callback in bindings.items():
+                bind(self.ctx.server, ids.method(name), idx, callback)
 
 
 def _utc(value: datetime) -> datetime:
@@ -223,5 +226,5 @@ def _utc(value: datetime) -> datetime:
 
 
 async def install(ctx: GdsContext) -> None:
-    """FileType properties and the TrustList file methods on the TrustList object of every mapped group."""
+    """Bind the TrustList file methods of every CertificateGroup and keep its FileType properties current."""
     await TrustListFiles(ctx).install()

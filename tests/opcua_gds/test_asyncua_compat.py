@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, Server, ua
 from asyncua.common.connection import SecureConnection, TransportLimits
+from asyncua.common.event_objects import BaseEvent
 from asyncua.common.utils import Buffer
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
@@ -523,7 +524,49 @@ def test_an_err_message_is_never_read_as_good() -> None:
     assert compat.decode_error_message(Buffer(good)).Error.value == ua.StatusCodes.BadUnknownResponse
 
 
-# -- 10. the certificate chain a server presents -----------------------------------------------------------------------
+# -- 10. events for chosen subscriptions only --------------------------------------------------------------------------
+
+class Received:
+    """An asyncua subscription handler that keeps the events it is notified of."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def event_notification(self, event: Any) -> None:
+        self.events.append(event)
+
+
+@module_loop
+async def test_an_event_goes_to_the_chosen_subscription_only_and_is_held_until_published(shared: Running) -> None:
+    alice_id, anonymous_id = shared.client_identity("event-alice"), shared.client_identity("event-anonymous")
+    alice = await secure_client(shared, alice_id, username="alice")
+    anonymous = await secure_client(shared, anonymous_id)
+    try:
+        seen = {"alice": Received(), "anonymous": Received()}
+        subscriptions = {}
+        for name, client in (("alice", alice), ("anonymous", anonymous)):
+            subscription = await client.create_subscription(200, seen[name])
+            await subscription.subscribe_events(client.nodes.server)
+            subscriptions[name] = subscription.subscription_id
+        users = dict(compat.subscribers(shared.server))
+        assert users[subscriptions["alice"]].name == "alice" and users[subscriptions["anonymous"]].name is None
+
+        channels = {c.peer_certificate: c for c in compat.live_channels(shared.server)}
+        event = BaseEvent(sourcenode=ua.NodeId(ua.ObjectIds.Server), message="for alice only")
+        event.emitting_node = ua.NodeId(ua.ObjectIds.Server)
+        event.EventId = b"compat-event"
+        await compat.deliver_event(shared.server, event, subscriptions["alice"])
+        # Queued for alice's subscription (not yet published), nothing for the other one.
+        assert channels[alice_id.der].has_unsent_events() and not channels[anonymous_id.der].has_unsent_events()
+        await until(lambda: len(seen["alice"].events) == 1, "alice's subscription publishes the event")
+        assert seen["alice"].events[0].Message.Text == "for alice only"
+        assert not channels[alice_id.der].has_unsent_events()
+        assert seen["anonymous"].events == []
+    finally:
+        await disconnect(alice, anonymous)
+
+
+# -- 11. the certificate chain a server presents -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class IssuedIdentity:
@@ -635,7 +678,7 @@ async def test_a_chain_presented_before_start_is_built_into_the_first_endpoints(
         await server.stop()
 
 
-# -- 11. the certificate chain a client sent ---------------------------------------------------------------------------
+# -- 12. the certificate chain a client sent ---------------------------------------------------------------------------
 
 @module_loop
 async def test_the_chain_a_client_sent_reaches_the_session_scope_and_the_channel_list(shared: Running,

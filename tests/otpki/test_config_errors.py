@@ -51,6 +51,6 @@ def test_validator_messages_lose_pydantic_prefixes() -> None:
 
 
 def test_unknown_keys_without_a_close_match_list_or_point_to_the_reference() -> None:
-    assert file_error({"store": {"zzz": 1}}) == "[store] zzz: unknown key (known keys: busy_timeout_s)"
+    assert file_error({"store": {"zzz": 1}}) == "[store] zzz: unknown key (known keys: busy_timeout_s, url)"
     assert pki_error({"groups": {"mqtt-device": {"qqqq": 1}}}) == (
         "[pki.groups.mqtt-device] qqqq: unknown key (see `otpki config reference` for the known keys)")

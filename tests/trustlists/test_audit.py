@@ -7,6 +7,9 @@ from trustlists.models import Owner
 from trustlists.policy import load_default_config
 from trustlists.testing import make_csr
 
+# Every test here runs on SQLite and on PostgreSQL (tests/trustlists/conftest.py).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 
 def _fill(engine: Engine, device: Owner) -> None:
     for _ in range(3):

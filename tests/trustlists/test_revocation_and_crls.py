@@ -15,6 +15,9 @@ from trustlists.errors import InvalidState, NotFound
 from trustlists.models import CertificateStatus, CrlRecord, Owner, RevocationReason
 from trustlists.testing import make_csr, make_engine
 
+# Every test here runs on SQLite and on PostgreSQL (tests/trustlists/conftest.py).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 
 def _issue(engine: Engine, owner: Owner) -> str:
     return engine.authority.issue_from_csr(make_csr(owner.name), owner_id=owner.id, actor="t").record.serial
@@ -108,10 +111,11 @@ def test_crl_numbers_are_monotonic_and_refresh_happens_before_next_update(engine
     assert second.next_update > clock.now + timedelta(days=policy.crl_refresh_margin_days)
 
 
-def test_index_is_rebuilt_from_the_store_by_another_process(engine: Engine, device: Owner, tmp_path: Path) -> None:
+def test_index_is_rebuilt_from_the_store_by_another_process(engine: Engine, device: Owner, tmp_path: Path,
+                                                            store_url: str | None) -> None:
     serial = _issue(engine, device)
     issuer = engine.inventory.get(serial).issuer_ca_id
-    other = make_engine(tmp_path, config=engine.config)  # same files: a second process (the CLI)
+    other = make_engine(tmp_path, config=engine.config, store_url=store_url)  # a second process (the CLI)
     other.authority.revoke(serial, reason=RevocationReason.KEY_COMPROMISE, actor="cli")
     other.close()
     assert not engine.is_revoked(issuer, int(serial, 16))

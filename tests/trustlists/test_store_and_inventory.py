@@ -1,11 +1,14 @@
-"""The SQLite store under contention, and inventory queries."""
+"""The store under contention, and inventory queries."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from trustlists.engine import Engine
@@ -13,19 +16,37 @@ from trustlists.errors import StoreBusy
 from trustlists.models import CertificateStatus, Owner, RevocationReason
 from trustlists.testing import make_csr, make_engine, store_snapshot
 
+# Every test here runs on SQLite and on PostgreSQL (tests/trustlists/conftest.py).
+STORE_BACKENDS = ("sqlite", "postgresql")
 
-def test_locked_database_gives_store_busy_and_changes_nothing(engine: Engine, device: Owner, tmp_path: Path) -> None:
+
+@contextlib.contextmanager
+def blocking_writers(tmp_path: Path, store_url: str | None) -> Iterator[None]:
+    """Another client holds a lock that keeps every writer out (reads go on) until the block ends."""
+    if store_url is None:
+        blocker = sqlite3.connect(tmp_path / "otpki.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        return
+    with psycopg.connect(store_url) as pg:
+        pg.execute("LOCK TABLE certificates IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            pg.rollback()
+
+
+def test_locked_database_gives_store_busy_and_changes_nothing(engine: Engine, device: Owner, tmp_path: Path,
+                                                              store_url: str | None) -> None:
     engine.close()
-    eng = make_engine(tmp_path, config=engine.config, busy_timeout_s=0.2)
+    eng = make_engine(tmp_path, config=engine.config, busy_timeout_s=0.2, store_url=store_url)
     before = store_snapshot(eng)
-    blocker = sqlite3.connect(tmp_path / "otpki.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
-        with pytest.raises(StoreBusy, match="locked"):
-            eng.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    with blocking_writers(tmp_path, store_url), pytest.raises(StoreBusy, match="locked"):
+        eng.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
     assert store_snapshot(eng) == before
     eng.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")  # works once released
     eng.close()

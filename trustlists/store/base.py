@@ -1,26 +1,296 @@
 """The store interface the engine programs against.
 
-A backend provides `transaction()` (a write unit of work: everything inside commits together or not at
-all) and `read()`; both yield a `StoreTx`, which carries every query the engine runs. The queries are
-written once, in plain SQL with `?` placeholders, in `trustlists.store.sql`; a backend only supplies the
-connection, the placeholder style and the translation of its driver's errors.
+A backend provides `read()` (a consistent view; nothing can be written through it) and `transaction()` (a write
+unit of work: everything inside commits together or not at all; nested use joins the outer one). They hand out a
+`StoreReader` and a `StoreWriter`: every query the engine runs, each returning engine models or the named rows of
+`trustlists.store.rows`, never a driver's tuples or dicts. The engine uses nothing else of the store.
+
+The queries are written once, in SQL that SQLite and PostgreSQL both accept (`trustlists.store.sql.SqlTx`);
+a backend supplies the connection, the placeholder style, locking and the translation of its driver's errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Protocol
 
-from trustlists.store.sql import SqlTx as StoreTx
+from trustlists.models import (
+    AuditRecord,
+    BootstrapPin,
+    CARecord,
+    CertificateRecord,
+    CertificateRequest,
+    CertificateStatus,
+    CrlRecord,
+    DeliveryTarget,
+    ExpiringCertificate,
+    ListedCertificate,
+    Owner,
+    RequestStatus,
+    RevocationReason,
+    TargetPin,
+    TargetState,
+)
+from trustlists.store.migrations import Migration, SchemaStatus
+from trustlists.store.rows import (
+    AuditHead,
+    AuditRow,
+    CaTableSignature,
+    CertificateDer,
+    CertificateKey,
+    CrlEntry,
+    ExternalTrust,
+    NewCertificate,
+    PinChange,
+    RateBucket,
+    RevocationRow,
+    TrustVersion,
+)
+
+
+class StoreReader(Protocol):
+    """The queries of a read: what the engine asks of its store."""
+
+    # -- meta
+    def get_meta(self, key: str) -> str | None: ...
+
+    # -- CAs
+    def get_ca(self, ca_id: str) -> CARecord:
+        """NotFound for an unknown id."""
+        ...
+
+    def list_cas(self) -> list[CARecord]: ...
+
+    def cas_signature(self) -> CaTableSignature:
+        """Changes whenever a CA is added or (de)activated: lets callers cache the CA list safely."""
+        ...
+
+    # -- owners
+    def get_owner(self, owner_id: str) -> Owner:
+        """NotFound (reason unknown_owner) for an unknown id."""
+        ...
+
+    def find_owner(self, group: str, *, name: str | None = None, application_uri: str | None = None
+                   ) -> Owner | None: ...
+
+    def list_owners(self, group: str | None = None) -> list[Owner]: ...
+
+    # -- certificates
+    def get_certificate(self, serial: str, *, with_der: bool = True) -> CertificateRecord:
+        """NotFound (reason unknown_certificate) for an unknown serial."""
+        ...
+
+    def find_certificate_by_fingerprint(self, fingerprint: str) -> CertificateRecord | None: ...
+
+    def certificates_for_keys(self, spki_hashes: Sequence[str]) -> dict[str, list[CertificateRecord]]:
+        """SPKI hash -> every certificate (with DER) ever issued for that public key, to any owner."""
+        ...
+
+    def certificates_missing_key(self, after_serial: str, limit: int) -> list[CertificateDer]:
+        """Certificates with no key index row, in serial order after `after_serial`."""
+        ...
+
+    def query_certificates(self, *, now: datetime, status: CertificateStatus | None = None, group: str | None = None,
+                           site: str | None = None, owner_id: str | None = None,
+                           expiring_before: datetime | None = None, limit: int | None = None
+                           ) -> list[CertificateRecord]:
+        """Records (without DER) matching every filter given, by not_after then serial."""
+        ...
+
+    def certificate_lines(self, *, now: datetime, status: CertificateStatus | None = None, group: str | None = None,
+                          site: str | None = None, owner_id: str | None = None,
+                          expiring_before: datetime | None = None, limit: int | None = None
+                          ) -> list[ListedCertificate]:
+        """What `query_certificates` returns, as lines with their status at `now`."""
+        ...
+
+    def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
+        """Live certificates ending in [now, until], soonest first."""
+        ...
+
+    def count_certificates(self) -> int: ...
+
+    # -- revocations and CRLs
+    def revocations_since(self, seq: int) -> list[RevocationRow]:
+        """Revocations newer than `seq`, oldest first."""
+        ...
+
+    def revoked_entries(self, ca_id: str, still_valid_at: datetime) -> Iterator[CrlEntry]:
+        """The entries that belong on the CA's CRL (streamed: a CRL may have millions)."""
+        ...
+
+    def next_crl_number(self, ca_id: str) -> int: ...
+
+    def latest_crl(self, ca_id: str) -> CrlRecord | None: ...
+
+    # -- trust lists
+    def list_external(self, group: str) -> list[ExternalTrust]: ...
+
+    def latest_trust_version(self, group: str) -> TrustVersion | None: ...
+
+    # -- certificate requests
+    def get_cert_request(self, request_id: str) -> CertificateRequest:
+        """RequestNotFound for an unknown id."""
+        ...
+
+    def list_cert_requests(self, *, status: RequestStatus | None = None, group: str | None = None
+                           ) -> list[CertificateRequest]: ...
+
+    # -- delivery targets
+    def get_target(self, target_id: str) -> DeliveryTarget | None:
+        """The target without its pin (`get_target_pin`)."""
+        ...
+
+    def find_target(self, kind: str, address: str) -> DeliveryTarget | None: ...
+
+    def list_targets(self, *, kind: str | None = None, group: str | None = None, site: str | None = None,
+                     due_at: int | None = None) -> list[DeliveryTarget]: ...
+
+    def get_target_pin(self, target_id: str) -> TargetPin | None: ...
+
+    def list_target_pins(self) -> dict[str, TargetPin]:
+        """Target id -> its pin, for every pinned target."""
+        ...
+
+    # -- bootstrap pins
+    def get_bootstrap_pin(self, owner_id: str) -> BootstrapPin | None: ...
+
+    def find_bootstrap_pin(self, group: str, fingerprint: str) -> BootstrapPin | None: ...
+
+    def list_bootstrap_pins(self, group: str | None = None) -> list[BootstrapPin]: ...
+
+    def bootstrap_pin_changes_since(self, seq: int) -> list[PinChange]: ...
+
+    # -- request guard
+    def request_seen(self, scope: str, subject: str, request_id: str) -> bool: ...
+
+    def get_rate_bucket(self, scope: str, subject: str) -> RateBucket | None:
+        """None for a full bucket."""
+        ...
+
+    # -- audit
+    def last_audit(self) -> AuditHead | None: ...
+
+    def iter_audit(self, *, action: str | None = None, since_us: int | None = None) -> Iterator[AuditRow]:
+        """Records by sequence number (streamed)."""
+        ...
+
+
+class StoreWriter(StoreReader, Protocol):
+    """The statements of a write transaction, and its queries (it reads what it wrote)."""
+
+    def lock(self, name: str, key: str) -> None:
+        """Serialise with every other transaction, in any process, that takes the same (name, key) lock, until
+        this one ends: what makes read-then-write steps (the next CRL number, the audit chain head) safe where
+        writers run concurrently."""
+        ...
+
+    def serialise_appends(self) -> None:
+        """Serialise with every other transaction that appends to the store's ordered logs (the audit chain,
+        revocations, bootstrap pin changes), until this one ends. What follows then reads the latest committed
+        state (the chain head, the last CRL number, the last trust-list version) and no other writer can append
+        before this one commits: sequence numbers follow commit order, so a reader that remembers the last one it
+        saw (the revocation index) misses nothing. Taken by the store itself before such an append, and by the
+        engine before a read it will write the successor of."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def insert_ca(self, ca: CARecord) -> None: ...
+
+    def set_ca_active(self, ca_id: str, active: bool) -> None: ...
+
+    def insert_owner(self, owner: Owner) -> None:
+        """AlreadyExists when the group has that name or ApplicationUri already."""
+        ...
+
+    def update_owner(self, owner: Owner) -> None:
+        """NotFound for an unknown id."""
+        ...
+
+    def insert_certificate(self, rec: CertificateRecord, der: bytes) -> None: ...
+
+    def insert_certificates(self, items: Sequence[NewCertificate]) -> None:
+        """AlreadyExists on a serial or fingerprint clash (the whole transaction is then rolled back)."""
+        ...
+
+    def insert_certificate_keys(self, rows: Sequence[CertificateKey]) -> None:
+        """Rows already there are kept."""
+        ...
+
+    def mark_delivered(self, serial: str) -> bool:
+        """False when it was marked already (or is unknown)."""
+        ...
+
+    def mark_superseded(self, serial: str, by_serial: str) -> None: ...
+
+    def mark_revoked(self, serial: str, at: datetime, reason: RevocationReason) -> None: ...
+
+    def insert_revocation(self, serial: str, issuer_ca_id: str, at: datetime, reason: RevocationReason,
+                          not_after: datetime) -> None: ...
+
+    def insert_crl(self, crl: CrlRecord) -> None: ...
+
+    def add_external(self, group: str, list_name: str, kind: str, fingerprint: str, der: bytes, note: str,
+                     at: datetime) -> None: ...
+
+    def remove_external(self, group: str, fingerprint: str, at: datetime) -> int:
+        """How many entries were removed."""
+        ...
+
+    def insert_trust_version(self, group: str, version: int, content_hash: str, at: datetime,
+                             reason: str) -> None: ...
+
+    def insert_cert_request(self, req: CertificateRequest) -> None: ...
+
+    def transition_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus], status: RequestStatus,
+                                decided_by: str | None = None, decided_at: int | None = None,
+                                reason: str | None = None, serial: str | None = None,
+                                issued_at: int | None = None) -> bool:
+        """Compare-and-set from one of `expected` to `status`: False when another writer moved it first."""
+        ...
+
+    def insert_target(self, target: DeliveryTarget) -> None: ...
+
+    def update_target(self, target_id: str, *, state: TargetState, attempts: int, next_attempt_at: int,
+                      last_error: str | None, delivered_serial: str | None, delivered_trust_version: int | None,
+                      updated_at: int) -> None: ...
+
+    def set_target_pin(self, target_id: str, pin: TargetPin) -> None: ...
+
+    def delete_target_pin(self, target_id: str) -> bool: ...
+
+    def insert_bootstrap_pin(self, pin: BootstrapPin) -> None: ...
+
+    def delete_bootstrap_pin(self, owner_id: str) -> bool: ...
+
+    def forget_expired(self, now: int) -> None: ...
+
+    def remember_request(self, scope: str, subject: str, request_id: str, expires_at: int) -> None: ...
+
+    def put_rate_bucket(self, scope: str, subject: str, tokens: float, stamp_us: int, full_at: int) -> None: ...
+
+    def insert_audit(self, rec: AuditRecord, at_us: int, details_json: str) -> None: ...
+
+    def insert_audit_rows(self, rows: Sequence[AuditRow]) -> None: ...
 
 
 class Store(Protocol):
-    def transaction(self) -> AbstractContextManager[StoreTx]: ...
+    def transaction(self) -> AbstractContextManager[StoreWriter]: ...
 
-    def read(self) -> AbstractContextManager[StoreTx]: ...
+    def read(self) -> AbstractContextManager[StoreReader]: ...
 
     def close(self) -> None: ...
 
+    def schema_status(self) -> SchemaStatus:
+        """Which migrations the store has had, against those this otpki knows."""
+        ...
 
-__all__ = ["Iterator", "Store", "StoreTx"]
+    def upgrade(self, record: Callable[[StoreWriter, list[Migration]], None] | None = None) -> list[Migration]:
+        """Apply the pending migrations (each in its own transaction); `record` runs in the last one's."""
+        ...
+
+
+__all__ = ["Store", "StoreReader", "StoreWriter"]

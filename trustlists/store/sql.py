@@ -1,7 +1,10 @@
 """Every query the engine runs, in plain SQL that SQLite and PostgreSQL both accept.
 
-`SqlTx` wraps one DB-API connection inside a unit of work. Backends hand it a `translate` function that
-turns their driver's exceptions into the engine's typed errors (busy -> StoreBusy, constraint -> AlreadyExists).
+`SqlTx` wraps one DB-API connection inside a unit of work and implements both `StoreReader` and `StoreWriter`
+(trustlists.store.base). A backend subclasses it only where its SQL differs (locks, streaming cursors) and hands
+it a `translate` function that turns its driver's exceptions into the engine's typed errors (busy -> StoreBusy,
+constraint -> AlreadyExists). Nothing but typed rows leaves this module: engine models or the named tuples of
+trustlists.store.rows.
 """
 
 from __future__ import annotations
@@ -19,12 +22,36 @@ from trustlists.models import (
     BootstrapPin,
     CARecord,
     CertificateRecord,
+    CertificateRequest,
     CertificateStatus,
     CrlRecord,
+    DeliveryTarget,
+    ExpiringCertificate,
+    IssuanceKind,
     KeyType,
+    ListedCertificate,
     Owner,
     OwnerKind,
+    PinSource,
+    RequestKind,
+    RequestStatus,
     RevocationReason,
+    TargetPin,
+    TargetState,
+)
+from trustlists.store.rows import (
+    AuditHead,
+    AuditRow,
+    CaTableSignature,
+    CertificateDer,
+    CertificateKey,
+    CrlEntry,
+    ExternalTrust,
+    NewCertificate,
+    PinChange,
+    RateBucket,
+    RevocationRow,
+    TrustVersion,
 )
 
 _CERT_COLUMNS = (
@@ -39,7 +66,13 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
-# Certificate requests travel as {column: value} dicts; trustlists.requests turns them into its model.
+# The lock of the ordered logs (StoreWriter.serialise_appends).
+APPEND_LOCK = ("append", "ordered-logs")
+# The table every backend records its applied migrations in (trustlists.store.migrations).
+MIGRATIONS_TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+)
 REQUEST_COLUMNS = (
     "id", "kind", "owner_id", "grp", "site", "status", "csr", "key_type", "key_format", "has_password",
     "subject_name", "dns_names", "ip_addresses", "requester_fingerprint", "submitted_by", "submitted_at",
@@ -75,6 +108,31 @@ class SqlTx:
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.execute(sql, params).fetchone()
+
+    def _stream(self, sql: str, params: Sequence[Any], size: int) -> Iterator[list[Any]]:
+        """The rows of a query that may return millions, `size` at a time (a backend may keep them on the
+        server until asked)."""
+        cur = self.execute(sql, params)
+        while True:
+            try:
+                rows = cur.fetchmany(size)
+            except Exception as exc:
+                raise self._translate(exc) from exc
+            if not rows:
+                return
+            yield rows
+
+    def lock(self, name: str, key: str) -> None:
+        """Serialise with every other transaction that takes the same lock, until this one ends.
+
+        SQLite runs one write transaction at a time already; a backend with concurrent writers overrides this.
+        """
+
+    def serialise_appends(self) -> None:
+        """(StoreWriter.serialise_appends) One lock for all ordered logs: an audited transaction appends to the
+        chain anyway, so a finer lock would only add lock-order deadlocks (a revocation, then its audit record,
+        then the CRL), not concurrency."""
+        self.lock(*APPEND_LOCK)
 
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -115,10 +173,10 @@ class SqlTx:
         rows = self.execute(f"SELECT {_CA_COLUMNS} FROM cas ORDER BY created_at, id").fetchall()
         return [self._ca(r) for r in rows]
 
-    def cas_signature(self) -> tuple[int, int]:
+    def cas_signature(self) -> CaTableSignature:
         """Changes whenever a CA is added or (de)activated: lets callers cache the CA list safely."""
         row = self._one("SELECT COUNT(*), COALESCE(SUM(active), 0) FROM cas")
-        return int(row[0]), int(row[1])
+        return CaTableSignature(int(row[0]), int(row[1]))
 
     def set_ca_active(self, ca_id: str, active: bool) -> None:
         self.execute("UPDATE cas SET active = ? WHERE id = ?", (int(active), ca_id))
@@ -175,10 +233,10 @@ class SqlTx:
 
     # -- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, rec: CertificateRecord, der: bytes) -> None:
-        self.insert_certificates([(rec, der, certificate_spki_sha256(der))])
+        self.insert_certificates([NewCertificate(rec, der, certificate_spki_sha256(der))])
 
-    def insert_certificates(self, items: list[tuple[CertificateRecord, bytes, str]]) -> None:
-        """(record, DER, SHA-256 of the certified SubjectPublicKeyInfo) of new certificates.
+    def insert_certificates(self, items: Sequence[NewCertificate]) -> None:
+        """New certificates with the SHA-256 of the SubjectPublicKeyInfo each certifies.
 
         The issuer hands the key hash over from the public key it signed for: parsing the DER back for it cost
         a fifth of the store's share of an issuance.
@@ -235,16 +293,16 @@ class SqlTx:
                 found.setdefault(row[0], []).append(self._cert(row[1:], bytes(row[18])))
         return found
 
-    def certificates_missing_key(self, after_serial: str, limit: int) -> list[tuple[str, bytes]]:
-        """(serial, der) of certificates with no certificate_keys row, in serial order after `after_serial`."""
+    def certificates_missing_key(self, after_serial: str, limit: int) -> list[CertificateDer]:
+        """Certificates with no certificate_keys row, in serial order after `after_serial`."""
         rows = self.execute(
             "SELECT c.serial, c.der FROM certificates c WHERE c.serial > ? AND NOT EXISTS "
             "(SELECT 1 FROM certificate_keys k WHERE k.serial = c.serial) ORDER BY c.serial LIMIT ?",
             (after_serial, limit)).fetchall()
-        return [(r[0], bytes(r[1])) for r in rows]
+        return [CertificateDer(r[0], bytes(r[1])) for r in rows]
 
-    def insert_certificate_keys(self, rows: Sequence[tuple[str, str]]) -> None:
-        """(serial, spki_sha256) rows; one already there (another process indexed it first) is kept."""
+    def insert_certificate_keys(self, rows: Sequence[CertificateKey]) -> None:
+        """Key index rows; one already there (another process indexed it first) is kept."""
         self.executemany("INSERT INTO certificate_keys (serial, spki_sha256) VALUES (?, ?) "
                          "ON CONFLICT (serial) DO NOTHING", rows)
 
@@ -276,28 +334,29 @@ class SqlTx:
         owner_id: str | None = None,
         expiring_before: datetime | None = None,
         limit: int | None = None,
-    ) -> list[tuple[str, str, str, str | None, str | None, int, str, str]]:
-        """(serial, subject, group, site, owner_id, not_after, status, issuance) of the certificates
-        `query_certificates` returns, in its order, with the status derived here (no record built)."""
+    ) -> list[ListedCertificate]:
+        """Lines of the certificates `query_certificates` returns, in its order, with the status derived here
+        (no record built)."""
         where, params = _certificate_filter(now=now, status=status, group=group, site=site, owner_id=owner_id,
                                             expiring_before=expiring_before)
         sql = (f"SELECT serial, subject, grp, site, owner_id, not_after, {_STATUS_CASE}, issuance "
                f"FROM certificates{where} ORDER BY not_after, serial")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return self.execute(sql, [to_epoch(now), *params]).fetchall()
+        return [ListedCertificate(serial, subject, grp, site_, owner, not_after, _STATUSES[st], _ISSUANCES[kind])
+                for serial, subject, grp, site_, owner, not_after, st, kind
+                in self.execute(sql, [to_epoch(now), *params]).fetchall()]
 
-    def expiring_rows(self, now: datetime, until: datetime, group: str | None = None
-                      ) -> list[tuple[str, str, str, str | None, str | None, int, int]]:
-        """(serial, subject, group, site, owner_id, not_after, delivered) of live certificates ending in
-        [now, until], soonest first; served from the covering index certificates_expiry."""
+    def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
+        """Live certificates ending in [now, until], soonest first; served from the covering index
+        certificates_expiry."""
         sql = ("SELECT serial, subject, grp, site, owner_id, not_after, delivered FROM certificates "
                "WHERE not_after >= ? AND not_after <= ? AND revoked_at IS NULL AND superseded_by IS NULL")
         params: list[Any] = [to_epoch(now), to_epoch(until)]
         if group is not None:
             sql += " AND grp = ?"
             params.append(group)
-        return self.execute(sql + " ORDER BY not_after", params).fetchall()
+        return list(map(ExpiringCertificate._make, self.execute(sql + " ORDER BY not_after", params).fetchall()))
 
     def count_certificates(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM certificates")[0])
@@ -318,30 +377,26 @@ class SqlTx:
     # -- revocations ------------------------------------------------------------------------------
     def insert_revocation(self, serial: str, issuer_ca_id: str, at: datetime, reason: RevocationReason,
                           not_after: datetime) -> None:
+        self.serialise_appends()  # seq in commit order: the revocation index reads "newer than the last seq"
         self.execute(
             "INSERT INTO revocations (serial, issuer_ca_id, revoked_at, reason, not_after) "
             "VALUES (?, ?, ?, ?, ?)",
             (serial, issuer_ca_id, to_epoch(at), int(reason), to_epoch(not_after)),
         )
 
-    def revocations_since(self, seq: int) -> list[tuple[int, str, str, int, int]]:
-        """(seq, issuer_ca_id, serial, revoked_at, reason) of revocations newer than `seq`."""
-        return self.execute(
+    def revocations_since(self, seq: int) -> list[RevocationRow]:
+        """Revocations newer than `seq`, oldest first."""
+        return list(map(RevocationRow._make, self.execute(
             "SELECT seq, issuer_ca_id, serial, revoked_at, reason FROM revocations WHERE seq > ? ORDER BY seq",
             (seq,),
-        ).fetchall()
+        ).fetchall()))
 
-    def revoked_entries(self, ca_id: str, still_valid_at: datetime) -> Iterator[tuple[str, int, int]]:
-        """(serial, revoked_at, reason) that belong on the CA's CRL: those not yet expired."""
-        cur = self.execute(
-            "SELECT serial, revoked_at, reason FROM revocations WHERE issuer_ca_id = ? AND not_after >= ?",
-            (ca_id, to_epoch(still_valid_at)),
-        )
-        while True:
-            rows = cur.fetchmany(50_000)
-            if not rows:
-                return
-            yield from rows
+    def revoked_entries(self, ca_id: str, still_valid_at: datetime) -> Iterator[CrlEntry]:
+        """The entries that belong on the CA's CRL: revocations of certificates not yet expired."""
+        for rows in self._stream(
+                "SELECT serial, revoked_at, reason FROM revocations WHERE issuer_ca_id = ? AND not_after >= ?",
+                (ca_id, to_epoch(still_valid_at)), 50_000):
+            yield from map(CrlEntry._make, rows)
 
     # -- CRLs -------------------------------------------------------------------------------------
     def next_crl_number(self, ca_id: str) -> int:
@@ -382,22 +437,22 @@ class SqlTx:
             (to_epoch(at), group, fingerprint),
         ).rowcount
 
-    def list_external(self, group: str) -> list[tuple[str, str, str, bytes, str]]:
-        """(list, kind, fingerprint, der, note) of the group's current external trust."""
+    def list_external(self, group: str) -> list[ExternalTrust]:
+        """The group's current external trust, in the order it was added."""
         rows = self.execute(
             "SELECT list, kind, fingerprint, der, note FROM trust_external "
             "WHERE grp = ? AND removed_at IS NULL ORDER BY id",
             (group,),
         ).fetchall()
-        return [(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+        return [ExternalTrust(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
-    def latest_trust_version(self, group: str) -> tuple[int, str, datetime] | None:
+    def latest_trust_version(self, group: str) -> TrustVersion | None:
         row = self._one(
             "SELECT version, content_hash, created_at FROM trust_versions WHERE grp = ? "
             "ORDER BY version DESC LIMIT 1",
             (group,),
         )
-        return (row[0], row[1], from_epoch(row[2])) if row else None
+        return TrustVersion(row[0], row[1], from_epoch(row[2])) if row else None
 
     def insert_trust_version(self, group: str, version: int, content_hash: str, at: datetime,
                              reason: str) -> None:
@@ -407,66 +462,103 @@ class SqlTx:
         )
 
     # -- certificate requests ---------------------------------------------------------------------
-    def insert_cert_request(self, row: dict[str, Any]) -> None:
-        """`row` maps every name of REQUEST_COLUMNS to its value (times as epoch seconds)."""
-        wrong = set(REQUEST_COLUMNS) ^ set(row)
-        if wrong:
-            raise ValueError(f"certificate request row has missing or unknown columns: {sorted(wrong)}")
+    def insert_cert_request(self, req: CertificateRequest) -> None:
         self.execute(
             f"INSERT INTO cert_requests ({', '.join(REQUEST_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
-            [row[c] for c in REQUEST_COLUMNS],
+            (req.id, req.kind.value, req.owner_id, req.group, req.site, req.status.value, req.csr_der,
+             req.key_type.value if req.key_type else None, req.key_format, int(req.has_password), req.subject_name,
+             None if req.dns_names is None else json.dumps(req.dns_names),
+             None if req.ip_addresses is None else json.dumps(req.ip_addresses),
+             req.requester_fingerprint, req.submitted_by, to_epoch(req.submitted_at), req.decided_by,
+             to_epoch(req.decided_at) if req.decided_at else None, req.reason, req.serial,
+             to_epoch(req.issued_at) if req.issued_at else None),
         )
 
-    def get_cert_request(self, request_id: str) -> dict[str, Any]:
+    @staticmethod
+    def _request(row: Sequence[Any]) -> CertificateRequest:
+        (id_, kind, owner_id, grp, site, status, csr, key_type, key_format, has_password, subject_name, dns_names,
+         ip_addresses, requester_fingerprint, submitted_by, submitted_at, decided_by, decided_at, reason, serial,
+         issued_at) = row
+        return CertificateRequest(
+            id=id_, kind=RequestKind(kind), owner_id=owner_id, group=grp, site=site, status=RequestStatus(status),
+            csr_der=bytes(csr) if csr is not None else None, key_type=KeyType(key_type) if key_type else None,
+            key_format=key_format, has_password=bool(has_password), subject_name=subject_name,
+            dns_names=json.loads(dns_names) if dns_names is not None else None,
+            ip_addresses=json.loads(ip_addresses) if ip_addresses is not None else None,
+            requester_fingerprint=requester_fingerprint, submitted_by=submitted_by,
+            submitted_at=from_epoch(submitted_at), decided_by=decided_by,
+            decided_at=from_epoch(decided_at) if decided_at is not None else None, reason=reason, serial=serial,
+            issued_at=from_epoch(issued_at) if issued_at is not None else None,
+        )
+
+    def get_cert_request(self, request_id: str) -> CertificateRequest:
         row = self._one(f"{_REQUEST_SELECT} WHERE id = ?", (request_id,))
         if row is None:
             raise RequestNotFound(f"no certificate request with id {request_id!r}")
-        return dict(zip(REQUEST_COLUMNS, row, strict=True))
+        return self._request(row)
 
-    def list_cert_requests(self, *, status: str | None = None, group: str | None = None) -> list[dict[str, Any]]:
+    def list_cert_requests(self, *, status: RequestStatus | None = None, group: str | None = None
+                           ) -> list[CertificateRequest]:
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
             where.append("status = ?")
-            params.append(status)
+            params.append(status.value)
         if group is not None:
             where.append("grp = ?")
             params.append(group)
         sql = _REQUEST_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
-        return [dict(zip(REQUEST_COLUMNS, r, strict=True)) for r in self.execute(sql, params).fetchall()]
+        return [self._request(r) for r in self.execute(sql, params).fetchall()]
 
-    def transition_cert_request(self, request_id: str, *, expected: Sequence[str], status: str,
+    def transition_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus], status: RequestStatus,
                                 decided_by: str | None = None, decided_at: int | None = None,
                                 reason: str | None = None, serial: str | None = None,
                                 issued_at: int | None = None) -> bool:
         """Move a request from one of the `expected` statuses to `status` (a compare-and-set: False when
         another writer moved it first). Columns given as None keep their value."""
         marks = ", ".join("?" * len(expected))
-        return self.execute(
+        return bool(self.execute(
             "UPDATE cert_requests SET status = ?, decided_by = COALESCE(?, decided_by), "
             "decided_at = COALESCE(?, decided_at), reason = COALESCE(?, reason), serial = COALESCE(?, serial), "
             f"issued_at = COALESCE(?, issued_at) WHERE id = ? AND status IN ({marks})",
-            (str(status), decided_by, decided_at, reason, serial, issued_at, request_id, *map(str, expected)),
-        ).rowcount == 1
+            (status.value, decided_by, decided_at, reason, serial, issued_at, request_id,
+             *(s.value for s in expected)),
+        ).rowcount == 1)
 
     # -- delivery targets ---------------------------------------------------------------------------
     _TARGET_COLUMNS = ("id, owner_id, kind, address, credentials_ref, grp, site, state, attempts, next_attempt_at, "
                        "last_error, delivered_serial, delivered_trust_version, updated_at")
 
-    def insert_target(self, row: tuple[Any, ...]) -> None:
+    @staticmethod
+    def _target(row: Sequence[Any] | None) -> DeliveryTarget | None:
+        if row is None:
+            return None
+        return DeliveryTarget(id=row[0], owner_id=row[1], kind=row[2], address=row[3], credentials_ref=row[4],
+                              group=row[5], site=row[6], state=TargetState(row[7]), attempts=row[8],
+                              next_attempt_at=from_epoch(row[9]), last_error=row[10], delivered_serial=row[11],
+                              delivered_trust_version=row[12], updated_at=from_epoch(row[13]))
+
+    def insert_target(self, target: DeliveryTarget) -> None:
+        """The target's row; its pin (if any) is stored with `set_target_pin`."""
         self.execute(f"INSERT INTO delivery_targets ({self._TARGET_COLUMNS}) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (target.id, target.owner_id, target.kind, target.address, target.credentials_ref, target.group,
+                      target.site, target.state.value, target.attempts, to_epoch(target.next_attempt_at),
+                      target.last_error, target.delivered_serial, target.delivered_trust_version,
+                      to_epoch(target.updated_at)))
 
-    def get_target(self, target_id: str) -> tuple[Any, ...] | None:
-        return self._one(f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets WHERE id = ?", (target_id,))
+    def get_target(self, target_id: str) -> DeliveryTarget | None:
+        """The target without its pin (`get_target_pin`)."""
+        return self._target(
+            self._one(f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets WHERE id = ?", (target_id,)))
 
-    def find_target(self, kind: str, address: str) -> tuple[Any, ...] | None:
-        return self._one(f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets WHERE kind = ? AND address = ?",
-                         (kind, address))
+    def find_target(self, kind: str, address: str) -> DeliveryTarget | None:
+        return self._target(self._one(
+            f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets WHERE kind = ? AND address = ?", (kind, address)))
 
     def list_targets(self, *, kind: str | None = None, group: str | None = None, site: str | None = None,
-                     due_at: int | None = None) -> list[tuple[Any, ...]]:
+                     due_at: int | None = None) -> list[DeliveryTarget]:
         where: list[str] = []
         params: list[str | int] = []
         for column, value in (("kind", kind), ("grp", group), ("site", site)):
@@ -479,34 +571,44 @@ class SqlTx:
         sql = f"SELECT {self._TARGET_COLUMNS} FROM delivery_targets"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return self.execute(sql + " ORDER BY next_attempt_at, id", params).fetchall()
+        rows = self.execute(sql + " ORDER BY next_attempt_at, id", params).fetchall()
+        return [t for t in map(self._target, rows) if t is not None]
 
-    def update_target(self, target_id: str, *, state: str, attempts: int, next_attempt_at: int,
+    def update_target(self, target_id: str, *, state: TargetState, attempts: int, next_attempt_at: int,
                       last_error: str | None, delivered_serial: str | None, delivered_trust_version: int | None,
                       updated_at: int) -> None:
         self.execute(
             "UPDATE delivery_targets SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?, "
             "delivered_serial = ?, delivered_trust_version = ?, updated_at = ? WHERE id = ?",
-            (state, attempts, next_attempt_at, last_error, delivered_serial, delivered_trust_version, updated_at,
-             target_id))
+            (state.value, attempts, next_attempt_at, last_error, delivered_serial, delivered_trust_version,
+             updated_at, target_id))
 
     # -- delivery target pins -----------------------------------------------------------------------
     _TARGET_PIN_COLUMNS = "target_id, fingerprint, source, pinned_at, pinned_by"
 
-    def get_target_pin(self, target_id: str) -> tuple[Any, ...] | None:
-        return self._one(f"SELECT {self._TARGET_PIN_COLUMNS} FROM delivery_target_pins WHERE target_id = ?",
-                         (target_id,))
+    @staticmethod
+    def _target_pin(row: Sequence[Any]) -> TargetPin:
+        return TargetPin(fingerprint_sha256=row[1], source=PinSource(row[2]), pinned_at=from_epoch(row[3]),
+                         pinned_by=row[4])
 
-    def list_target_pins(self) -> list[tuple[Any, ...]]:
-        return self.execute(f"SELECT {self._TARGET_PIN_COLUMNS} FROM delivery_target_pins").fetchall()
+    def get_target_pin(self, target_id: str) -> TargetPin | None:
+        row = self._one(f"SELECT {self._TARGET_PIN_COLUMNS} FROM delivery_target_pins WHERE target_id = ?",
+                        (target_id,))
+        return self._target_pin(row) if row else None
 
-    def set_target_pin(self, row: tuple[Any, ...]) -> None:
+    def list_target_pins(self) -> dict[str, TargetPin]:
+        """Target id -> its pin, for every pinned target."""
+        rows = self.execute(f"SELECT {self._TARGET_PIN_COLUMNS} FROM delivery_target_pins").fetchall()
+        return {row[0]: self._target_pin(row) for row in rows}
+
+    def set_target_pin(self, target_id: str, pin: TargetPin) -> None:
         """Insert or replace the pin of a target (one per target)."""
-        self.execute("DELETE FROM delivery_target_pins WHERE target_id = ?", (row[0],))
-        self.execute(f"INSERT INTO delivery_target_pins ({self._TARGET_PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)", row)
+        self.execute("DELETE FROM delivery_target_pins WHERE target_id = ?", (target_id,))
+        self.execute(f"INSERT INTO delivery_target_pins ({self._TARGET_PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                     (target_id, pin.fingerprint_sha256, pin.source.value, to_epoch(pin.pinned_at), pin.pinned_by))
 
     def delete_target_pin(self, target_id: str) -> bool:
-        return self.execute("DELETE FROM delivery_target_pins WHERE target_id = ?", (target_id,)).rowcount > 0
+        return bool(self.execute("DELETE FROM delivery_target_pins WHERE target_id = ?", (target_id,)).rowcount > 0)
 
     # -- bootstrap pins ---------------------------------------------------------------------------
     _PIN_COLUMNS = "owner_id, grp, fingerprint, subject, issuer, not_after, serial, pinned_at, pinned_by"
@@ -535,6 +637,7 @@ class SqlTx:
         return [self._pin(r) for r in self.execute(sql, params).fetchall()]
 
     def insert_bootstrap_pin(self, pin: BootstrapPin) -> None:
+        self.serialise_appends()  # bootstrap_pin_changes: seq in commit order
         self.execute(
             f"INSERT INTO bootstrap_pins ({self._PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (pin.owner_id, pin.group, pin.fingerprint_sha256, pin.subject, pin.issuer, to_epoch(pin.not_after),
@@ -543,15 +646,18 @@ class SqlTx:
                      (pin.owner_id, pin.fingerprint_sha256))
 
     def delete_bootstrap_pin(self, owner_id: str) -> bool:
+        self.serialise_appends()
         if self.execute("DELETE FROM bootstrap_pins WHERE owner_id = ?", (owner_id,)).rowcount == 0:
             return False
         self.execute("INSERT INTO bootstrap_pin_changes (owner_id, fingerprint) VALUES (?, NULL)", (owner_id,))
         return True
 
-    def bootstrap_pin_changes_since(self, seq: int) -> list[tuple[int, str, str | None]]:
-        """(seq, owner_id, fingerprint or None for a released pin), oldest first."""
-        return self.execute("SELECT seq, owner_id, fingerprint FROM bootstrap_pin_changes WHERE seq > ? ORDER BY seq",
-                            (seq,)).fetchall()
+    def bootstrap_pin_changes_since(self, seq: int) -> list[PinChange]:
+        """Pins set and released after `seq`, oldest first."""
+        return list(map(PinChange._make, self.execute(
+            "SELECT seq, owner_id, fingerprint FROM bootstrap_pin_changes WHERE seq > ? ORDER BY seq",
+            (seq,)).fetchall()))
+
 
     # -- request guard (replay memory, shared rate limits) ----------------------------------------
     def forget_expired(self, now: int) -> None:
@@ -567,10 +673,10 @@ class SqlTx:
         self.execute("INSERT INTO seen_requests (scope, subject, request_id, expires_at) VALUES (?, ?, ?, ?)",
                      (scope, subject, request_id, expires_at))
 
-    def get_rate_bucket(self, scope: str, subject: str) -> tuple[float, int] | None:
-        """(tokens, stamp in epoch microseconds), or None for a full bucket."""
+    def get_rate_bucket(self, scope: str, subject: str) -> RateBucket | None:
+        """The subject's bucket, or None for a full one."""
         row = self._one("SELECT tokens, stamp_us FROM rate_buckets WHERE scope = ? AND subject = ?", (scope, subject))
-        return (float(row[0]), int(row[1])) if row else None
+        return RateBucket(float(row[0]), int(row[1])) if row else None
 
     def put_rate_bucket(self, scope: str, subject: str, tokens: float, stamp_us: int, full_at: int) -> None:
         self.execute(
@@ -580,9 +686,9 @@ class SqlTx:
             (scope, subject, tokens, stamp_us, full_at))
 
     # -- audit ------------------------------------------------------------------------------------
-    def last_audit(self) -> tuple[int, str] | None:
+    def last_audit(self) -> AuditHead | None:
         row = self._one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        return (row[0], row[1]) if row else None
+        return AuditHead(row[0], row[1]) if row else None
 
     def insert_audit(self, rec: AuditRecord, at_us: int, details_json: str) -> None:
         """`details_json` is the exact text the record's hash covers."""
@@ -592,13 +698,12 @@ class SqlTx:
             (rec.seq, at_us, rec.actor, rec.action, rec.subject, details_json, rec.prev_hash, rec.hash),
         )
 
-    def insert_audit_rows(self, rows: list[tuple[int, int, str, str, str, str, str, str]]) -> None:
+    def insert_audit_rows(self, rows: Sequence[AuditRow]) -> None:
         self.executemany(
             "INSERT INTO audit_log (seq, at_us, actor, action, subject, details, prev_hash, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def iter_audit(self, *, action: str | None = None,
-                   since_us: int | None = None) -> Iterator[tuple[int, int, str, str, str, str, str, str]]:
+    def iter_audit(self, *, action: str | None = None, since_us: int | None = None) -> Iterator[AuditRow]:
         where: list[str] = []
         params: list[str | int] = []
         if action is not None:
@@ -608,14 +713,10 @@ class SqlTx:
             where.append("at_us >= ?")
             params.append(since_us)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        cur = self.execute(
-            "SELECT seq, at_us, actor, action, subject, details, prev_hash, hash FROM audit_log"
-            f"{clause} ORDER BY seq", tuple(params))
-        while True:
-            rows = cur.fetchmany(10_000)
-            if not rows:
-                return
-            yield from rows
+        for rows in self._stream(
+                "SELECT seq, at_us, actor, action, subject, details, prev_hash, hash FROM audit_log"
+                f"{clause} ORDER BY seq", params, 10_000):
+            yield from map(AuditRow._make, rows)
 
 
 def _certificate_filter(*, now: datetime, status: CertificateStatus | None, group: str | None, site: str | None,
@@ -651,6 +752,8 @@ _STATUS_CASE = (
     f"WHEN delivered = 0 THEN '{CertificateStatus.NOT_DELIVERED.value}' "
     f"ELSE '{CertificateStatus.ACTIVE.value}' END"
 )
+_STATUSES = {s.value: s for s in CertificateStatus}
+_ISSUANCES = {k.value: k for k in IssuanceKind}
 _STATUS_SQL: dict[CertificateStatus, str] = {
     CertificateStatus.REVOKED: "revoked_at IS NOT NULL",
     CertificateStatus.EXPIRED: "revoked_at IS NULL AND not_after < ?",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 
 from trustlists.errors import AlreadyExists, StoreBusy, StoreError
-from trustlists.store.sql import SqlTx
-
-SCHEMA_VERSION = "1"
+from trustlists.store import migrations
+from trustlists.store.base import StoreWriter
+from trustlists.store.migrations import Migration, SchemaStatus
+from trustlists.store.sql import MIGRATIONS_TABLE_DDL, SqlTx
 
 
 def _translate(exc: Exception) -> Exception:
@@ -34,7 +35,11 @@ class SqliteStore:
     transactions simple and avoids lock-upgrade deadlocks (writes start with BEGIN IMMEDIATE).
     """
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
+    dialect: migrations.Dialect = "sqlite"
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, check_schema: bool = True) -> None:
+        """`check_schema`: refuse (SchemaMismatch) a store whose schema is not the one this otpki knows, and create
+        the schema in an empty one; off only for `otpki db status` and `otpki db upgrade`."""
         self.path = path
         try:
             self._conn = sqlite3.connect(
@@ -49,18 +54,56 @@ class SqliteStore:
             raise _translate(exc) from exc
         self._lock = threading.RLock()
         self._depth = 0
-        self._init_schema()
+        if check_schema:
+            try:
+                self._open_schema()
+            except BaseException:
+                self._conn.close()
+                raise
 
-    def _init_schema(self) -> None:
-        ddl = resources.files("trustlists.store").joinpath("sqlite_schema.sql").read_text()
+    # -- schema ---------------------------------------------------------------------------------------
+    def _open_schema(self) -> None:
+        status = self.schema_status()
+        if status.empty:
+            self.upgrade()
+        else:
+            status.check(str(self.path))
+
+    def schema_status(self) -> SchemaStatus:
         with self._lock:
             try:
-                self._conn.executescript(ddl)
+                tables = {row[0] for row in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'")}
+                version = 0
+                if "schema_migrations" in tables:
+                    version = self._conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+                                                 ).fetchone()[0]
             except sqlite3.Error as exc:
                 raise _translate(exc) from exc
-            with self.transaction() as tx:
-                if tx.get_meta("schema_version") is None:
-                    tx.set_meta("schema_version", SCHEMA_VERSION)
+        return migrations.status(self.dialect, int(version), empty=not tables)
+
+    def upgrade(self, record: Callable[[StoreWriter, list[Migration]], None] | None = None) -> list[Migration]:
+        """Apply the migrations this store has not had, each in its own transaction with its row in
+        schema_migrations; returns those applied (none when it was current). `record(tx, applied)` runs in the
+        transaction of the last one (the audit record of the upgrade). Safe against a concurrent upgrade: the
+        version is read again under the write lock."""
+        applied: list[Migration] = []
+        with self._lock:
+            todo = [m for m in migrations.migrations(self.dialect) if m.version > self.schema_status().version]
+            for n, migration in enumerate(todo):
+                with self.transaction() as tx:
+                    tx.execute(MIGRATIONS_TABLE_DDL)
+                    done = tx.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+                    if migration.version <= done:
+                        continue  # another process applied it meanwhile
+                    for statement in _statements(migration.sql):
+                        tx.execute(statement)
+                    tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                               (migration.version, migration.name, int(time.time())))
+                    applied.append(migration)
+                    if record is not None and n == len(todo) - 1:
+                        record(tx, applied)
+        return applied
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
@@ -97,3 +140,17 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration file, one at a time: `executescript` would commit the open transaction
+    before running them, and a migration's statements and its schema_migrations row commit together."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending
+            pending = ""
+    if pending.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in pending.splitlines()):
+        raise ValueError(f"a migration ends inside a statement: {pending.strip()[:80]!r}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from asyncua import Server, ua
 
 from opcua_gds.access import GdsRole, MethodError, caller, has_any_role, require_mode
+from opcua_gds.audit_events import AuditEvents
 from opcua_gds.call_context import CallContext
 from opcua_gds.push.target.state import PushState
 
@@ -39,6 +40,7 @@ class PushContext:
     # CertificateTypeIds of the DefaultApplicationGroup: RsaSha256 (the channels') and the ECC types managed.
     certificate_types: tuple[int, ...] = (12560,)
     handles: dict[int, OpenTrustList] = field(default_factory=dict)
+    audit: AuditEvents | None = None  # CertificateUpdated / TrustListUpdated audit events, once installed
 
     def session_closed(self, session_id: ua.NodeId | None) -> None:
         """A transaction belongs to its session (OPC 10000-12 7.10.2): when the session goes, so do its changes."""

@@ -30,6 +30,7 @@ from asyncua.crypto import uacrypto
 from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import AccessConfig, GdsUserManager, opcua_method
+from opcua_gds.audit_events import AuditEvents
 from opcua_gds.nodeids import (
     CertificateGroups,
     CertificateTypes,
@@ -110,9 +111,11 @@ async def install_push_management(server: Server, *, pki_dir: Path, access: Acce
     # The certificate with the CAs above it, so a client that trusts only the root can build the path.
     await server_swap.use_identity(server, state.active_identity, await run_blocking(state.presented_issuers))
 
+    audit = AuditEvents(server, server.get_application_uri())
+    await audit.install()
     ctx = PushContext(server=server, state=state, max_trust_list_size=max_trust_list_size,
                       trust_on_first_push=trust_on_first_push, can_generate_keys=can_generate_keys,
-                      certificate_types=types)
+                      certificate_types=types, audit=audit)
     asyncua_compat.on_session_closed(server, ctx.session_closed)
     check = ClientCertificateCheck(state, trust_on_first_push=trust_on_first_push)
     server.set_certificate_validator(check)

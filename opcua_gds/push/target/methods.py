@@ -31,12 +31,20 @@ from collections.abc import Sequence
 
 from asyncua import ua
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from opcua_gds.access import MethodError
+from opcua_gds.audit_events import MethodCall
+from opcua_gds.call_context import CallContext
 from opcua_gds.certificate_types import ECC_TYPE_CURVES, ecc_type_of
 from opcua_gds.method_nodes import checked_args
-from opcua_gds.nodeids import CertificateTypes, ServerConfigurationIds, ServerConfigurationMethods, ns0_node_id
+from opcua_gds.nodeids import (
+    CertificateTypes,
+    Ns0EventTypes,
+    ServerConfigurationIds,
+    ServerConfigurationMethods,
+    ns0_node_id,
+)
 from opcua_gds.push.target import server_swap
 from opcua_gds.push.target.certs import (
     AnyKey,
@@ -67,6 +75,16 @@ _GROUPS = {ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup)}
 _RSA_TYPES = {CertificateTypes.RsaSha256ApplicationCertificateType, CertificateTypes.RsaMinApplicationCertificateType,
               CertificateTypes.ApplicationCertificateType}
 RSA = CertificateTypes.RsaSha256ApplicationCertificateType  # the slot of the channels' certificate
+
+
+def _certificate_type(cert: x509.Certificate) -> int:
+    """The concrete CertificateTypeId of an application certificate (OPC 10000-12 7.8.4)."""
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": CertificateTypes.EccNistP256ApplicationCertificateType,
+                "secp384r1": CertificateTypes.EccNistP384ApplicationCertificateType}.get(
+            key.curve.name, CertificateTypes.EccApplicationCertificateType)
+    return CertificateTypes.RsaSha256ApplicationCertificateType
 
 
 def _slot(group: ua.NodeId | None, cert_type: ua.NodeId | None, supported: Sequence[int]) -> int | None:
@@ -187,18 +205,47 @@ class ServerConfigurationMethodsImpl:
         identity_changed = applied.identity_changed and old_der != new_der
         trust_changed = applied.trust_changed
 
-        def affected(host: bytes | None, peer: Sequence[bytes]) -> bool:
-            if identity_changed and host == old_der:
-                return True
+        def refused(peer: Sequence[bytes]) -> bool:
             return trust_changed and bool(peer) and not self.check.accepts(peer)
 
+        def affected(host: bytes | None, peer: Sequence[bytes]) -> bool:
+            return (identity_changed and host == old_der) or refused(peer)
+
+        def old_certificate_only(host: bytes | None, peer: Sequence[bytes]) -> bool:
+            # An event client on a channel of the old certificate first gets the audit events raised below; a
+            # client the new trust list refuses does not wait for anything.
+            return identity_changed and host == old_der and not refused(peer)
+
         if identity_changed or trust_changed:
-            server_swap.schedule_close(server, affected)
+            await self._audit_applied(call, identity_changed, trust_changed, args)
+            server_swap.schedule_close(server, affected, flush=old_certificate_only)
         # ECC certificates are stored and reported; no channel uses them (asyncua has no ECC policies).
         log.info("ApplyChanges: certificate %s, trust list %s, ECC certificates %s",
                  "changed" if identity_changed else "kept", "changed" if trust_changed else "kept",
                  "changed" if applied.ecc_changed else "kept")
         return []
+
+    async def _audit_applied(self, call: CallContext, certificate: bool, trust_list: bool,
+                             args: tuple[ua.Variant, ...]) -> None:
+        """CertificateUpdatedAuditEventType / TrustListUpdatedAuditEventType: what ApplyChanges just changed."""
+        audit = self.ctx.audit
+        if audit is None:
+            return
+        applied = MethodCall(ns0_node_id(ServerConfigurationIds.ServerConfiguration), _M.ApplyChanges.node_id(), args)
+        if certificate:
+            cert = self.ctx.state.active_identity.certificate
+            await audit.raise_event(
+                ns0_node_id(Ns0EventTypes.CertificateUpdatedAuditEventType), applied, call,
+                message=f"ApplyChanges: new application certificate {cert.subject.rfc4514_string()}",
+                fields={"CertificateGroup": (ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup),
+                                             ua.VariantType.NodeId),
+                        "CertificateType": (ns0_node_id(_certificate_type(cert)), ua.VariantType.NodeId)})
+        if trust_list:
+            await audit.raise_event(
+                ns0_node_id(Ns0EventTypes.TrustListUpdatedAuditEventType), applied, call,
+                message="ApplyChanges: new trust list of DefaultApplicationGroup",
+                fields={"TrustListId": (ns0_node_id(ServerConfigurationIds.DefaultApplicationGroup_TrustList),
+                                        ua.VariantType.NodeId)})
 
     async def cancel_changes(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
         checked_args(_M.CancelChanges, args)
@@ -209,6 +256,7 @@ class ServerConfigurationMethodsImpl:
         return []
 
     async def get_rejected_list(self, parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        checked_args(_M.GetRejectedList, args)
         self.ctx.authorize()
         return [ua.Variant(list(self.ctx.state.rejected), ua.VariantType.ByteString)]
 

@@ -348,8 +348,8 @@ async def test_bad_input_is_refused_and_writes_nothing(gds: RunningGds) -> None:
         unknown = ua.NodeId(existing.Identifier.__class__("00000000-0000-4000-8000-000000000000"), admin.idx,
                             ua.NodeIdType.Guid)
         cases: list[tuple[str, tuple[ua.Variant, ...], int]] = [
-            ("RegisterApplication", (), bad),  # too few arguments
-            ("RegisterApplication", (good, good), bad),  # too many
+            ("RegisterApplication", (), S.BadArgumentsMissing),  # too few arguments (OPC 10000-4 Call)
+            ("RegisterApplication", (good, good), S.BadTooManyArguments),  # too many
             ("RegisterApplication", (ua.Variant("urn:plant:h", V.String),), bad),  # wrong type
             ("RegisterApplication", (ua.Variant([good.Value], V.ExtensionObject),), bad),  # array, not scalar
             ("RegisterApplication", (ua.Variant(ua.Argument(Name="x"), V.ExtensionObject),), bad),  # other struct
@@ -367,13 +367,13 @@ async def test_bad_input_is_refused_and_writes_nothing(gds: RunningGds) -> None:
             ("GetApplication", (ua.Variant(ua.NodeId(existing.Identifier, 0, ua.NodeIdType.Guid), V.NodeId),),
              S.BadNotFound),  # right GUID, wrong namespace
             ("GetApplication", (ua.Variant(ua.NodeId("x", admin.idx), V.NodeId),), S.BadNotFound),
-            ("GetApplication", (), bad),
+            ("GetApplication", (), S.BadArgumentsMissing),
             ("FindApplications", (ua.Variant(42, V.Int32),), bad),
             ("QueryApplications", (ua.Variant(0, V.Int32),) * 7, bad),
             ("QueryApplications", (ua.Variant(0, V.UInt32), ua.Variant(0, V.UInt32), ua.Variant("", V.String),
                                    ua.Variant("", V.String), ua.Variant(7, V.UInt32), ua.Variant("", V.String),
                                    ua.Variant([], V.String)), bad),  # ApplicationType filter out of range
-            ("QueryServers", (ua.Variant(0, V.UInt32),), bad),
+            ("QueryServers", (ua.Variant(0, V.UInt32),), S.BadArgumentsMissing),
         ]
         for name, args, expected in cases:
             assert await _code(admin.raw(name, *args)) == expected, (name, args)

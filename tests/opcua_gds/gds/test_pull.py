@@ -301,10 +301,10 @@ async def test_bad_input(gds: RunningGds, apps: dict[str, AppIdentity]) -> None:
         count = gds.engine.inventory.count()
         sid = app_id(gds, scada)
         refusals: list[tuple[type[Exception], Any, tuple[Any, ...]]] = [
-            # argument counts and types
-            (uaerrors.BadInvalidArgument, M.StartSigningRequest, (sid, NULL, NULL)),
-            (uaerrors.BadInvalidArgument, M.StartSigningRequest, (sid, NULL, NULL, csr, csr)),
-            (uaerrors.BadInvalidArgument, M.GetCertificateGroups, ()),
+            # argument counts (OPC 10000-4 Call) and types
+            (uaerrors.BadArgumentsMissing, M.StartSigningRequest, (sid, NULL, NULL)),
+            (uaerrors.BadTooManyArguments, M.StartSigningRequest, (sid, NULL, NULL, csr, csr)),
+            (uaerrors.BadArgumentsMissing, M.GetCertificateGroups, ()),
             (uaerrors.BadInvalidArgument, M.StartSigningRequest, (sid, NULL, NULL, "not bytes")),
             (uaerrors.BadInvalidArgument, M.GetTrustList, (sid, "DefaultApplicationGroup")),
             (uaerrors.BadInvalidArgument, M.StartNewKeyPairRequest, (sid, NULL, NULL, "", "localhost", "PEM", "")),

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from opcua_gds.gds.server import default_installers
-from opcua_gds.nodeids import CertificateDirectoryMethods, CertificateTypes, GdsObjects
+from opcua_gds.nodeids import CertificateDirectoryMethods, CertificateGroups, CertificateTypes, GdsObjects
 from opcua_gds.testing import AppIdentity, issue_app_identity
 from tests.opcua_gds.gds.gds_fixture import RunningGds, running_gds
 from tests.opcua_gds.gds.test_pull import Gds, app_id, csr_for, public_der, session
@@ -68,16 +68,10 @@ def assert_ecc_application_profile(cert: x509.Certificate, curve: type[ec.Ellipt
 
 
 async def read_certificate_types(s: Gds, group: GdsObjects = GdsObjects.DefaultApplicationGroup) -> list[Any]:
-    prop = {GdsObjects.DefaultApplicationGroup: GdsObjects.DefaultApplicationGroup_CertificateTypes,
-            GdsObjects.DefaultUserTokenGroup: GdsObjects.DefaultUserTokenGroup_CertificateTypes,
-            GdsObjects.DefaultHttpsGroup: GdsObjects.DefaultHttpsGroup_CertificateTypes}[group]
-    node = s.client.get_node(ua.NodeId(int(prop), s.idx))
-    assert (await node.read_browse_name()) == ua.QualifiedName("CertificateTypes", 0)
-    # As the NodeSet declares it: a NodeId array property of its group.
-    assert await node.read_data_type() == ua.NodeId(ua.ObjectIds.NodeId)
-    assert await node.read_value_rank() == ua.ValueRank.OneDimension
-    assert await node.read_array_dimensions() == [0]
-    assert await node.read_type_definition() == ua.NodeId(ua.ObjectIds.PropertyType)
+    ids = {GdsObjects.DefaultApplicationGroup: CertificateGroups.GdsDefaultApplicationGroup,
+           GdsObjects.DefaultUserTokenGroup: CertificateGroups.GdsDefaultUserTokenGroup,
+           GdsObjects.DefaultHttpsGroup: CertificateGroups.GdsDefaultHttpsGroup}[group]
+    node = s.client.get_node(ids.property_node_id("CertificateTypes", s.idx))
     assert (await node.get_parent()).nodeid == ua.NodeId(int(group), s.idx)
     return list(await node.read_value() or [])
 

@@ -144,7 +144,7 @@ async def test_writes_and_bad_modes_are_refused(gds: RunningGds, app: AppIdentit
             await f.call("AddCertificate", b"x", True)
         with pytest.raises(uaerrors.BadNotWritable):
             await f.call("Write", u32(1), b"x")
-        with pytest.raises(uaerrors.BadInvalidArgument):  # wrong argument count / type
+        with pytest.raises(uaerrors.BadArgumentsMissing):  # wrong argument count (OPC 10000-4 Call) / type
             await f.call("OpenWithMasks")
         with pytest.raises(uaerrors.BadInvalidArgument):
             await f.call("OpenWithMasks", "all")
@@ -220,15 +220,28 @@ async def test_access(gds: RunningGds, app: AppIdentity, tmp_path: Path) -> None
 async def test_method_nodes_have_standard_ids(gds: RunningGds, app: AppIdentity) -> None:
     f = await file_session(gds, app)
     try:
-        for group in (APP_GROUP, USER_GROUP):
+        for group in CertificateGroups.gds():  # DefaultHttpsGroup too: served although no engine group is mapped
             for spec in group.methods():
                 if spec.name == "GetRejectedList":
                     continue
                 node = f.client.get_node(spec.node_id(f.idx))
-                assert await node.read_browse_name() == spec.browse_name(f.idx)
-        # DefaultHttpsGroup is not mapped to an engine group: its TrustList has no methods.
-        https = CertificateGroups.GdsDefaultHttpsGroup.method("Open").node_id(f.idx)
-        with pytest.raises(uaerrors.BadNodeIdUnknown):
-            await f.client.get_node(https).read_browse_name()
+                # Declared on FileType/TrustListType: the BrowseName is in ns0 (0:Open), the NodeId in the GDS ns.
+                assert await node.read_browse_name() == ua.QualifiedName(spec.name, 0)
+    finally:
+        await f.client.disconnect()
+
+
+async def test_https_group_serves_the_application_trust_list_and_issues_nothing(gds: RunningGds,
+                                                                               app: AppIdentity) -> None:
+    https = CertificateGroups.GdsDefaultHttpsGroup
+    f = await file_session(gds, app, "ca-admin", group=https)
+    try:
+        handle = await f.open_with_masks(TrustListMask.ALL)
+        assert decode_trustlist(await f.read_all(handle)) == gds.engine.trustlists.get("opcua-application").content
+        await f.close(handle)
+        types = f.client.get_node(https.property_node_id("CertificateTypes", f.idx))
+        assert await types.read_value() == []
+        app_types = f.client.get_node(APP_GROUP.property_node_id("CertificateTypes", f.idx))
+        assert await app_types.read_value() == [ua.NodeId(t) for t in (12560, 23538, 23539)]
     finally:
         await f.client.disconnect()

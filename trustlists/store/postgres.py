@@ -1,0 +1,272 @@
+"""The PostgreSQL backend: a psycopg 3 connection pool, concurrent writers in any number of processes and hosts.
+
+Every query is the shared SQL of `SqlTx`; what differs is here:
+- transactions: a write is READ COMMITTED (each statement sees what others committed before it; the steps that
+  read a value and write the next one take a lock first, `lock`); a read is REPEATABLE READ READ ONLY, one
+  consistent snapshot for all its queries (an audit verification sees the chain and its head pointer as of one
+  moment). Nested `transaction()` is a SAVEPOINT: a failed statement aborts a PostgreSQL transaction, and a caller
+  that catches the error (a serial clash, retried) goes on in the outer one as on SQLite. A `read()` inside a
+  transaction of the same thread reads through it (it sees what the transaction wrote), as on SQLite;
+- locks: `lock(name, key)` is a transaction-scoped advisory lock on a 64-bit hash of the pair, waited for at most
+  the busy timeout (lock_timeout), then StoreBusy, like SQLite's busy timeout;
+- streaming: queries that may return millions of rows (CRL entries, the audit log) run on a server-side cursor;
+- errors: psycopg's are translated into the engine's (constraint -> AlreadyExists, lock wait/deadlock/serialisation
+  -> StoreBusy, anything else -> StoreError), with the password never in a message.
+
+psycopg is imported here only: a SQLite deployment never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+from psycopg import errors as pgerrors
+
+from trustlists.errors import AlreadyExists, StoreBusy, StoreError
+from trustlists.store import migrations
+from trustlists.store.base import StoreWriter
+from trustlists.store.migrations import Migration, SchemaStatus
+from trustlists.store.sql import MIGRATIONS_TABLE_DDL, SqlTx
+
+# The advisory lock that serialises schema upgrades (any 64-bit number no `lock()` key hashes to by design).
+_UPGRADE_LOCK = 0x6F74706B69_0001  # "otpki" 1
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _translate_for(where: str) -> Callable[[Exception], Exception]:
+    def translate(exc: Exception) -> Exception:
+        if isinstance(exc, pgerrors.IntegrityError):
+            return AlreadyExists(f"store constraint violated: {exc.diag.message_primary or exc}")
+        if isinstance(exc, pgerrors.LockNotAvailable | pgerrors.DeadlockDetected | pgerrors.SerializationFailure
+                      | pgerrors.QueryCanceled | psycopg_pool.PoolTimeout):
+            return StoreBusy("the database is locked by another otpki transaction for longer than the busy timeout; "
+                             f"retry ({type(exc).__name__})")
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreError(f"cannot use the database {where}: {exc}")
+        if isinstance(exc, psycopg.Error):
+            return StoreError(f"database error: {exc}")
+        return exc
+
+    return translate
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def lock_id(name: str, key: str) -> int:
+    """A signed 64-bit advisory lock id for (name, key), the same in every process."""
+    digest = hashlib.blake2b(f"{name}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PostgresTx(SqlTx):
+    """`SqlTx` on a psycopg connection: %s placeholders, advisory locks, server-side cursors for big reads."""
+
+    def __init__(self, conn: psycopg.Connection[Any], translate: Callable[[Exception], Exception]) -> None:
+        super().__init__(conn, translate, placeholder="%s")
+        self._pg = conn
+
+    def lock(self, name: str, key: str) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?)", (lock_id(name, key),))
+
+    def run_script(self, script: str) -> None:
+        """Several statements at once (a migration file): the simple query protocol, no parameters."""
+        try:
+            self._pg.execute(script)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _stream(self, sql: str, params: Sequence[Any], size: int) -> Iterator[list[Any]]:
+        try:
+            with self._pg.cursor(name=f"otpki_{uuid.uuid4().hex}") as cur:
+                cur.itersize = size
+                cur.execute(sql.replace("?", "%s"), tuple(params))
+                while True:
+                    rows = cur.fetchmany(size)
+                    if not rows:
+                        return
+                    yield rows
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+
+@dataclass
+class _Open:
+    """This thread's open unit of work: its connection, its transaction and how deeply it is nested."""
+
+    conn: psycopg.Connection[Any]
+    tx: PostgresTx
+    writing: bool
+    depth: int = 0
+
+
+class PostgresStore:
+    dialect: migrations.Dialect = "postgresql"
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 5.0, pool_size: int = 8, check_schema: bool = True,
+                 connect_timeout_s: float = 10.0) -> None:
+        """`url`: postgresql://user[:password]@host[:port]/database. `check_schema`: refuse (SchemaMismatch) a
+        store whose schema is not this otpki's and create the schema in an empty database."""
+        self.url = url
+        self.where = redact(url)
+        self._translate = _translate_for(self.where)
+        lock_ms = max(1, int(busy_timeout_s * 1000))
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(f"SET lock_timeout = {lock_ms}")
+            conn.commit()
+
+        try:
+            # One connection first: a wrong database or password fails now with the server's own words, instead
+            # of the pool retrying in the background until its timeout.
+            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the database {self.where}: {_first_line(exc)}") from exc
+        try:
+            self._pool = psycopg_pool.ConnectionPool(
+                url, min_size=1, max_size=max(1, pool_size), open=False, configure=configure,
+                kwargs={"autocommit": False, "connect_timeout": max(1, int(connect_timeout_s))},
+                timeout=connect_timeout_s + busy_timeout_s, name="otpki")
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StoreError(f"cannot connect to the database {self.where}: {exc}") from exc
+        self._local = threading.local()
+        if check_schema:
+            try:
+                status = self.schema_status()
+                if status.empty:
+                    self.upgrade()
+                else:
+                    status.check(self.where)
+            except BaseException:
+                self.close()
+                raise
+
+    # -- units of work ------------------------------------------------------------------------------------
+    def _current(self) -> _Open | None:
+        return getattr(self._local, "open", None)
+
+    @contextmanager
+    def _unit(self, *, writing: bool) -> Iterator[PostgresTx]:
+        try:
+            conn = self._pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            raise self._translate(exc) from exc
+        unit = _Open(conn, PostgresTx(conn, self._translate), writing)
+        try:
+            conn.isolation_level = (psycopg.IsolationLevel.READ_COMMITTED if writing
+                                    else psycopg.IsolationLevel.REPEATABLE_READ)
+            conn.read_only = not writing
+            self._local.open = unit
+            try:
+                yield unit.tx
+            except BaseException:
+                self._rollback(conn)
+                raise
+            try:
+                conn.commit()
+            except psycopg.Error as exc:
+                self._rollback(conn)
+                raise self._translate(exc) from exc
+        finally:
+            self._local.open = None
+            self._pool.putconn(conn)
+
+    @staticmethod
+    def _rollback(conn: psycopg.Connection[Any]) -> None:
+        with contextlib.suppress(psycopg.Error):  # a broken connection: the pool discards it when it comes back
+            conn.rollback()
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresTx]:
+        """A write unit of work; nested use is a savepoint inside the outer one."""
+        current = self._current()
+        if current is None or not current.writing:
+            # (A write inside a read of the same thread gets a connection of its own, as it would on SQLite, where
+            # a read holds no transaction.)
+            saved = current
+            self._local.open = None
+            try:
+                with self._unit(writing=True) as tx:
+                    yield tx
+            finally:
+                self._local.open = saved
+            return
+        current.depth += 1
+        name = f"otpki_sp{current.depth}"
+        try:
+            current.tx.execute(f"SAVEPOINT {name}")
+            try:
+                yield current.tx
+            except BaseException:
+                with contextlib.suppress(StoreError):  # the connection is gone; the outer transaction fails with it
+                    current.tx.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                raise
+            current.tx.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            current.depth -= 1
+
+    @contextmanager
+    def read(self) -> Iterator[PostgresTx]:
+        current = self._current()
+        if current is not None:
+            yield current.tx  # inside a unit of work of this thread: read through it
+            return
+        with self._unit(writing=False) as tx:
+            yield tx
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- schema ---------------------------------------------------------------------------------------------
+    def schema_status(self) -> SchemaStatus:
+        with self.read() as tx:
+            tables = {row[0] for row in tx.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+            version = 0
+            if "schema_migrations" in tables:
+                version = tx.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+        return migrations.status(self.dialect, int(version), empty=not tables)
+
+    def upgrade(self, record: Callable[[StoreWriter, list[Migration]], None] | None = None) -> list[Migration]:
+        """Apply the pending migrations, each in its own transaction with its schema_migrations row; `record` runs
+        in the last one's. Instances upgrading at once take turns on an advisory lock; the version is read again
+        under it."""
+        applied: list[Migration] = []
+        todo = [m for m in migrations.migrations(self.dialect) if m.version > self.schema_status().version]
+        for n, migration in enumerate(todo):
+            with self.transaction() as tx:
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (_UPGRADE_LOCK,))
+                tx.execute(MIGRATIONS_TABLE_DDL)
+                done = tx.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+                if migration.version <= done:
+                    continue
+                tx.run_script(migration.sql)
+                tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                           (migration.version, migration.name, int(time.time())))
+                applied.append(migration)
+                if record is not None and n == len(todo) - 1:
+                    record(tx, applied)
+        return applied

@@ -1,0 +1,103 @@
+"""Rows the store hands to the engine (and takes from it) that are no engine value of their own.
+
+Named tuples, like `ExpiringCertificate`: several of these come by the hundred thousand (CRL entries, audit
+records), straight from an index, and a validated model per row would cost more than the query. The data is
+the engine's own, written through the store, so there is nothing to validate on the way back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple
+
+from trustlists.models import CertificateRecord
+
+
+class CaTableSignature(NamedTuple):
+    """Changes whenever a CA is added or (de)activated."""
+
+    cas: int
+    active: int
+
+
+class NewCertificate(NamedTuple):
+    """A certificate to record: its inventory record, its DER and the SHA-256 of the key it certifies."""
+
+    record: CertificateRecord
+    der: bytes
+    spki_sha256: str
+
+
+class CertificateDer(NamedTuple):
+    serial: str
+    der: bytes
+
+
+class CertificateKey(NamedTuple):
+    """The SHA-256 of the SubjectPublicKeyInfo a certificate certifies."""
+
+    serial: str
+    spki_sha256: str
+
+
+class RevocationRow(NamedTuple):
+    seq: int
+    issuer_ca_id: str
+    serial: str
+    revoked_at: int  # epoch seconds
+    reason: int
+
+
+class CrlEntry(NamedTuple):
+    """One entry of a CRL as `build_crl` takes it."""
+
+    serial: str  # hex
+    revoked_at: int  # epoch seconds
+    reason: int
+
+
+class ExternalTrust(NamedTuple):
+    """A certificate or CRL imported into a group's trust list (not one of the engine's own)."""
+
+    list_name: str
+    kind: str
+    fingerprint: str
+    der: bytes
+    note: str
+
+
+class TrustVersion(NamedTuple):
+    version: int
+    content_hash: str
+    created_at: datetime
+
+
+class PinChange(NamedTuple):
+    """A bootstrap pin set (fingerprint) or released (None)."""
+
+    seq: int
+    owner_id: str
+    fingerprint: str | None
+
+
+class RateBucket(NamedTuple):
+    tokens: float
+    stamp_us: int  # epoch microseconds
+
+
+class AuditRow(NamedTuple):
+    """An audit record as stored: `details` is the exact JSON text its hash covers."""
+
+    seq: int
+    at_us: int
+    actor: str
+    action: str
+    subject: str
+    details: str
+    prev_hash: str
+    hash: str
+
+
+class AuditHead(NamedTuple):
+    seq: int
+    hash: str
