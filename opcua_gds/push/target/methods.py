@@ -216,8 +216,9 @@ class ServerConfigurationMethodsImpl:
             # client the new trust list refuses does not wait for anything.
             return identity_changed and host == old_der and not refused(peer)
 
+        if identity_changed or trust_changed or applied.ecc_changed:
+            await self._audit_applied(call, identity_changed, trust_changed, args, ecc_types=applied.ecc_changed)
         if identity_changed or trust_changed:
-            await self._audit_applied(call, identity_changed, trust_changed, args)
             server_swap.schedule_close(server, affected, flush=old_certificate_only)
         # ECC certificates are stored and reported; no channel uses them (asyncua has no ECC policies).
         log.info("ApplyChanges: certificate %s, trust list %s, ECC certificates %s",
@@ -226,14 +227,17 @@ class ServerConfigurationMethodsImpl:
         return []
 
     async def _audit_applied(self, call: CallContext, certificate: bool, trust_list: bool,
-                             args: tuple[ua.Variant, ...]) -> None:
-        """CertificateUpdatedAuditEventType / TrustListUpdatedAuditEventType: what ApplyChanges just changed."""
+                             args: tuple[ua.Variant, ...], *, ecc_types: Sequence[int] = ()) -> None:
+        """CertificateUpdatedAuditEventType (one per certificate type that changed) / TrustListUpdatedAuditEventType:
+        what ApplyChanges just changed."""
         audit = self.ctx.audit
         if audit is None:
             return
         applied = MethodCall(ns0_node_id(ServerConfigurationIds.ServerConfiguration), _M.ApplyChanges.node_id(), args)
-        if certificate:
-            cert = self.ctx.state.active_identity.certificate
+        state = self.ctx.state
+        updated = ([state.active_identity.certificate] if certificate else []) + [
+            state.active_ecc[t].certificate for t in ecc_types if t in state.active_ecc]
+        for cert in updated:
             await audit.raise_event(
                 ns0_node_id(Ns0EventTypes.CertificateUpdatedAuditEventType), applied, call,
                 message=f"ApplyChanges: new application certificate {cert.subject.rfc4514_string()}",

@@ -78,7 +78,7 @@ class Applied:
     old_identity: Identity
     identity_changed: bool
     trust_changed: bool
-    ecc_changed: bool = False
+    ecc_changed: tuple[int, ...] = ()  # the ECC CertificateTypeIds that got a new certificate
 
 
 @dataclass
@@ -143,7 +143,7 @@ class PushState:
         """Make the staged parts active (memory only; `save` persists)."""
         old = self.active_identity
         applied = Applied(old_identity=old, identity_changed=self.staged_identity is not None,
-                          trust_changed=self.staged_trust is not None, ecc_changed=bool(self.staged_ecc))
+                          trust_changed=self.staged_trust is not None, ecc_changed=tuple(self.staged_ecc))
         for type_id, ecc in self.staged_ecc.items():
             self.active_ecc[type_id] = ecc
             pending = self.pending_ecc_keys.get(type_id)

@@ -7,6 +7,7 @@ UpdateCertificate, ApplyChanges, own/ folder, restart) and reported in the group
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -210,3 +211,34 @@ async def test_a_target_configured_for_rsa_only_reports_and_accepts_rsa_only(tmp
     with pytest.raises(ValueError, match="RsaSha256"):
         await install_push_management(server, pki_dir=tmp_path / "x", certificate_types=[
             CertificateTypes.EccNistP256ApplicationCertificateType])
+
+
+class Received:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def event_notification(self, event: Any) -> None:
+        self.events.append(event)
+
+
+async def test_applying_an_ecc_certificate_raises_certificate_updated_with_its_type(
+        make_plc: Factory, ca: TestCa, admin: ClientIdentity) -> None:
+    plc = await make_plc()
+    client, push = await bootstrapped(plc, admin, ca)
+    try:
+        received = Received()
+        subscription = await client.create_subscription(50, received)
+        updated = client.get_node(ua.NodeId(ua.ObjectIds.CertificateUpdatedAuditEventType))
+        await subscription.subscribe_events(client.nodes.server, updated)
+        ecc_der = ca.sign_csr((await csr(push, P256)).public_bytes(serialization.Encoding.DER))
+        assert await update(push, P256, ecc_der, [ca.der])
+        await push.apply()
+        deadline = asyncio.get_running_loop().time() + 20
+        while not received.events:
+            assert asyncio.get_running_loop().time() < deadline, "no CertificateUpdatedAuditEventType"
+            await asyncio.sleep(0.05)
+        (event,) = received.events
+        assert event.CertificateType == P256
+        assert event.CertificateGroup == ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup)
+    finally:
+        await disconnect(client)
