@@ -17,6 +17,7 @@ certificate" or "no session", because each of those would keep old trust alive o
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -100,7 +101,7 @@ def run_call_requests_in(scope: CallScope) -> None:
 
 
 def _install_request_hook() -> None:
-    """One wrapper for the per-request scopes: CallRequests (above) and CreateSessionRequests (section 12)."""
+    """One wrapper for the per-request scopes: CallRequests (above) and CreateSessionRequests (section 13)."""
     original = UaProcessor._process_message
     if getattr(original, _MARK, False):
         return
@@ -210,7 +211,7 @@ async def replace_server_identity(server: Server, certificate: Any, private_key:
                                   issuers: Sequence[bytes] = ()) -> None:
     """Make (certificate, private_key) the server's identity for new SecureChannels and CreateSession signatures.
 
-    `issuers`: the CAs presented after the certificate (section 11); the chain of the old certificate is dropped.
+    `issuers`: the CAs presented after the certificate (section 12); the chain of the old certificate is dropped.
     """
     server.iserver.certificate = certificate
     server.iserver.private_key = private_key
@@ -241,7 +242,7 @@ class LiveChannel:
     host_certificate: bytes | None  # DER the server presented on this channel
     peer_certificate: bytes | None  # DER of the client application certificate; b"" or None: none
     _protocol: OPCUAProtocol = field(repr=False)
-    # The chain the client sent in its OpenSecureChannel (leaf first; section 12); () without one.
+    # The chain the client sent in its OpenSecureChannel (leaf first; section 13); () without one.
     peer_chain: tuple[bytes, ...] = ()
 
     def close(self) -> None:
@@ -434,7 +435,25 @@ async def deliver_event(server: Server, event: Any, subscription_id: int) -> Non
     await server.iserver.subscription_service.trigger_event(event, subscription_id=subscription_id)
 
 
-# -- 11. The certificate chain a server presents --------------------------------------------------------------
+# -- 11. Stopping a server without waiting out its clock -------------------------------------------------------------
+# `InternalServer.stop()` raises `_time_task_stop` and awaits `time_task`, the loop that writes ServerStatus.
+# CurrentTime and then sleeps a second: every stop waited up to a second for that sleep (nine PLC simulators of a
+# fleet stopped one after another: nine seconds). The task only writes the clock; cancelled and awaited before the
+# stop, nothing is lost, and asyncua's stop then skips it (`time_task` is None).
+
+async def stop_server(server: Server) -> None:
+    """`server.stop()`, with asyncua's once-a-second clock task cancelled first instead of waited for."""
+    iserver = server.iserver
+    clock = iserver.time_task
+    if clock is not None:
+        iserver._time_task_stop = True
+        clock.cancel()
+        await asyncio.wait({clock})
+        iserver.time_task = None
+    await server.stop()
+
+
+# -- 12. The certificate chain a server presents --------------------------------------------------------------
 # `Server._setup_server_nodes()` gives every EndpointDescription `ServerCertificate = der(InternalServer.
 # certificate)`, the leaf alone, and creates each `SecurityPolicyFactory` without its `certificate_chain`, so the
 # SenderCertificate of the server's OpenSecureChannel responses is the leaf alone too. Both can carry a chain:
@@ -507,7 +526,7 @@ def _install_chain_hook() -> None:
     Server._setup_server_nodes = setup_server_nodes  # type: ignore[method-assign]
 
 
-# -- 12. The certificate chain a peer sent ----------------------------------------------------------------------
+# -- 13. The certificate chain a peer sent ----------------------------------------------------------------------
 # `SecureConnection.select_policy(uri, peer_certificate, mode)` receives the SenderCertificate of the peer's
 # OpenSecureChannel message (a chain, when the peer sends one) and keeps only its leaf in the SecurityPolicy it
 # creates (`peer_certificate`); a client's connection passes the server's OpenSecureChannel response through it
@@ -648,12 +667,15 @@ def _check() -> None:
     _require_method(SubscriptionService, "trigger_event", ["self", "event", "subscription_id"], coroutine=True)
     _require_state(InternalSubscription, "_triggered_events", "_publishing_enabled")
     _require_state(InternalSession, "subscription_service")
-    # 11. the presented chain
+    # 11. the clock task a stop waits for
+    _require_state(InternalServer, "time_task", "_time_task_stop")
+    _require_method(InternalServer, "_set_current_time_loop", ["self"], coroutine=True)
+    # 12. the presented chain
     _require_state(SecurityPolicyFactory, "certificate", "certificate_chain")
     if "host_cert_chain" not in _parameters(SecurityPolicyNone.__init__) \
             or "host_certificate_chain" not in inspect.get_annotations(SecurityPolicy):
         raise AsyncuaIncompatible("changed how a SecurityPolicy takes its certificate chain (host_cert_chain)")
-    # 12. the peer's chain
+    # 13. the peer's chain
     _require_method(SecureConnection, "select_policy", ["self", "uri", "peer_certificate", "mode"], coroutine=False)
     _require_state(UaClient, "protocol")
     _require_state(UASocketProtocol, "_connection")

@@ -175,7 +175,8 @@ class MqttDevice:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._renew_requests.append(future)
         self._renew_wakeup.set()
-        return await asyncio.wait_for(future, timeout or self.config.request_timeout_s * 2)
+        async with asyncio.timeout(timeout or self.config.request_timeout_s * 2):  # not wait_for: gh-86296
+            return await future
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -275,6 +276,7 @@ class MqttDevice:
                     return "lost"
                 if self._renew_requests or self.renewal_due():
                     if await self._renew():
+                        self.online.clear()  # this session ends; online again once the new certificate's is up
                         await self._close_transport()
                         return "renewed"
                     if transport.lost.is_set():

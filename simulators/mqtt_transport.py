@@ -3,12 +3,18 @@
 Plants run both kinds of firmware stacks: paho-mqtt (its own network thread, bridged to asyncio here) and
 gmqtt (asyncio native). Both speak MQTT 3.1.1, which every broker otpki supports does. A transport is one
 connection; the device lifecycle (`mqtt_device.MqttDevice`) decides about reconnects and certificates.
+
+A transport given up (its connect cancelled when the device stops) leaves no connection behind: a CONNECT the
+broker reads later, with the device's client id, takes over the session of whoever uses that id next.
+Timeouts are `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11 wait_for drops a cancellation that
+arrives as the awaited future completes (CPython gh-86296), and a device whose stop() is dropped runs forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -87,6 +93,11 @@ class GmqttTransport(Transport):
         lost = asyncio.ensure_future(self.lost.wait())
         try:
             done, _ = await asyncio.wait({attempt, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled: the attempt must not go on connecting for nobody
+            attempt.cancel()
+            await asyncio.wait({attempt})  # its connection, if any, is closed or ours to close below
+            await self._abandon()
+            raise
         finally:
             lost.cancel()
         if attempt in done:
@@ -110,12 +121,14 @@ class GmqttTransport(Transport):
     async def _abandon(self) -> None:
         self._closing = True
         with contextlib.suppress(Exception):
-            await self._client.disconnect()
+            async with asyncio.timeout(5):
+                await self._client.disconnect()
 
     async def subscribe(self, topic_filter: str, timeout: float) -> None:
         mid = self._client.subscribe(topic_filter, qos=1)
         future = self._subacks.setdefault(mid, asyncio.get_running_loop().create_future())
-        granted = await asyncio.wait_for(future, timeout)
+        async with asyncio.timeout(timeout):
+            granted = await future
         if any(q >= 0x80 for q in granted):
             raise ConnectRefused(f"subscription to {topic_filter} refused")
 
@@ -125,7 +138,8 @@ class GmqttTransport(Transport):
     async def disconnect(self) -> None:
         self._closing = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._client.disconnect(), 5)
+            async with asyncio.timeout(5):
+                await self._client.disconnect()
 
 
 class PahoTransport(Transport):
@@ -144,6 +158,34 @@ class PahoTransport(Transport):
         self._connack: asyncio.Future[Any] = self._loop.create_future()
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
         self._thread_started = False
+        self._sockets: list[ssl.SSLSocket] = []  # opened by the connect thread (at most one)
+        self._given_up = False
+
+    def _tracked_socket_class(self) -> type[ssl.SSLSocket]:
+        """SSLSocket that tells this transport about itself before its handshake (paho keeps its socket to
+        itself until connect() returns, and leaves it open when the handshake fails)."""
+        transport = self
+
+        class TrackedSSLSocket(ssl.SSLSocket):
+            def do_handshake(self, block: bool = False) -> None:
+                transport._sockets.append(self)
+                if transport._given_up:  # checked after the append: see _shut_down_sockets
+                    socket.socket.shutdown(self, socket.SHUT_RDWR)
+                super().do_handshake(block)
+
+        return TrackedSSLSocket
+
+    def _shut_down_sockets(self) -> None:
+        # From the event loop while the connect thread may block in a handshake on the socket: shutdown wakes a
+        # blocked read (close would not). A socket appended after this loop sees `_given_up` and shuts itself.
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()  # idempotent; paho's own close of a connected socket may already have happened
+        self._sockets.clear()
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # loop closed: nobody is listening any more
@@ -175,19 +217,37 @@ class PahoTransport(Transport):
             future.set_result(codes)
 
     async def connect(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
+        # connect() does the TCP and TLS handshakes and sends CONNECT synchronously: a worker thread, not the event
+        # loop. An attempt given up shuts its socket down, which ends a handshake blocked in that thread at once,
+        # and returns once the thread is done and the socket closed: no CONNECT leaves after that.
+        context.sslsocket_class = self._tracked_socket_class()  # the context is this connection's own
         self._client.tls_set_context(context)
         self._client.connect_timeout = timeout
+        connecting = asyncio.ensure_future(asyncio.to_thread(self._client.connect, host, port, 30))
         try:
-            # connect() does the TCP and TLS handshakes synchronously: a worker thread, not the event loop.
-            await asyncio.wait_for(asyncio.to_thread(self._client.connect, host, port, 30), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(connecting)
         except ssl.SSLError as exc:
+            self._close_sockets()
             raise ConnectRefused(f"TLS: {exc}") from None
+        except BaseException:
+            self._given_up = True
+            self._shut_down_sockets()
+            await asyncio.wait({connecting})
+            if not connecting.cancelled() and connecting.exception() is None:
+                await self.disconnect()  # the CONNECT went out: DISCONNECT follows it on the same connection
+            self._close_sockets()
+            raise
+        self._sockets.clear()  # connected: the socket is paho's to close now
         self._client.loop_start()
         self._thread_started = True
         lost = asyncio.ensure_future(self.lost.wait())
         try:
             done, _ = await asyncio.wait({self._connack, lost}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while waiting for CONNACK: the network thread must not outlive us
+            await self.disconnect()
+            raise
         finally:
             lost.cancel()
         if self._connack in done:
@@ -207,7 +267,8 @@ class PahoTransport(Transport):
             # paho sent nothing (no connection), so no SUBACK can come: the outcome waiting would reach, at once.
             raise TimeoutError(f"subscription to {topic_filter} not sent: the connection is down")
         future = self._subacks.setdefault(mid, self._loop.create_future())
-        codes = await asyncio.wait_for(future, timeout)
+        async with asyncio.timeout(timeout):
+            codes = await future
         if any(code.is_failure for code in codes):
             raise ConnectRefused(f"subscription to {topic_filter} refused")
 

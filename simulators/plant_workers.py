@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,8 +24,13 @@ PASSWORD_ENV = "OTPKI_PLC_ADMIN_PASSWORD"
 
 
 def consecutive_free_ports(n: int, host: str = "127.0.0.1") -> int:
-    """The first of n consecutive ports that are free right now (the plant binds them moments later)."""
-    for base in range(42000, 64000 - n, max(n, 50)):
+    """The first of n consecutive ports that are free right now (the plant binds them moments later).
+
+    The scan starts at a random block: plants started at the same time on one host (two demos, test runs side by
+    side) all found the same first free block from a fixed start, and all but one failed to bind it."""
+    blocks = list(range(42000, 64000 - n, max(n, 50)))
+    first = random.randrange(len(blocks))
+    for base in blocks[first:] + blocks[:first]:
         ok = True
         for port in range(base, base + n):
             with socket.socket() as s:

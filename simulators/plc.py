@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from asyncua import Server, ua
 
+from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds.access import AccessConfig, GdsUserManager
 from opcua_gds.push.target import PushManagement, install_push_management
 from opcua_gds.push.target.certs import key_to_pem, self_signed
@@ -83,7 +84,7 @@ class PlcSimulator:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            await asyncua_compat.stop_server(self.server)
             self.server = None
 
     @property

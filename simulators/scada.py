@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel
 
-from opcua_gds._asyncua_compat import present_certificate_chain
+from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds.certificate_chain import issuer_chain
 from opcua_gds.client_session import admin_client
 from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName
@@ -129,7 +129,7 @@ class ScadaSimulator:
         await server.load_certificate(str(self.cert_path))
         await server.load_private_key(str(self.key_path))
         # With the CAs above the certificate, from what the GDS handed out and the pulled trust list.
-        await present_certificate_chain(server, await run_blocking(self._presented_issuers))
+        await asyncua_compat.present_certificate_chain(server, await run_blocking(self._presented_issuers))
         idx = await server.register_namespace("urn:otpki:simulators:scada")
         plant = await server.nodes.objects.add_object(idx, "Plant")
         await plant.add_variable(idx, "LinePressure", 4.2)
@@ -148,7 +148,7 @@ class ScadaSimulator:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            await asyncua_compat.stop_server(self.server)
             self.server = None
 
     # -- talking to the GDS ---------------------------------------------------------------------

@@ -81,16 +81,10 @@ def _validity(now: datetime, lifetime_days: int, issuer: x509.Certificate | None
     return not_before, not_after
 
 
-def build_leaf(
-    *,
-    request: ApprovedRequest,
-    policy: GroupPolicy,
-    issuer_cert: x509.Certificate,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
-    issuer_key_type: KeyType,
-    serial: int,
-    now: datetime,
-) -> x509.Certificate:
+def leaf_builder(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: x509.Certificate, serial: int,
+                 now: datetime) -> x509.CertificateBuilder:
+    """What a leaf certificate for `request` says, unsigned: the caller signs it with the issuer's key (a batch
+    builds all its leaves, then signs them all)."""
     not_before, not_after = _validity(now, policy.leaf_lifetime_days, issuer_cert)
     san: list[x509.GeneralName] = []
     if request.san_uri:
@@ -115,8 +109,7 @@ def build_leaf(
     if san:
         # RFC 5280: the SAN is critical when the subject is empty; OPC UA subjects never are.
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(issuer_key, signature_hash(issuer_key_type,
-                                                   leaf_signature_hash(policy.signature_hash, request.key_type)))
+    return builder
 
 
 def ca_name(organization: str, common_name: str) -> x509.Name:

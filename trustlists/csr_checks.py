@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from trustlists import names
 from trustlists.der import common_name
-from trustlists.errors import CsrRejected, PolicyViolation, UriMismatch
+from trustlists.errors import CsrRejected, InvalidInput, PolicyViolation, UriMismatch
 from trustlists.keys.algorithms import key_type_of
 from trustlists.models import KeyType, Owner
 from trustlists.policy import GroupPolicy, ReservedName
@@ -65,14 +65,37 @@ def expected_uri(policy: GroupPolicy, group: str, owner: Owner) -> str | None:
     return None
 
 
-def _san_values(csr: x509.CertificateSigningRequest) -> tuple[list[str], list[str], list[str]]:
+def _requested_extensions(csr: x509.CertificateSigningRequest
+                          ) -> tuple[x509.BasicConstraints | None, x509.SubjectAlternativeName | None]:
+    """The two requested extensions the rules look at, found in one pass (a lookup that misses raises, which
+    costs more than the pass; cryptography refuses a CSR that repeats an extension)."""
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+        extensions = csr.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise InvalidInput(f"the CSR's requested extensions cannot be read: {exc}", reason="csr_malformed") from None
+    basic_constraints = san = None
+    for extension in extensions:
+        value = extension.value
+        if isinstance(value, x509.BasicConstraints):
+            basic_constraints = value
+        elif isinstance(value, x509.SubjectAlternativeName):
+            san = value
+    return basic_constraints, san
+
+
+def _san_values(san: x509.SubjectAlternativeName | None) -> tuple[list[str], list[str], list[str]]:
+    if san is None:
         return [], [], []
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    dns = san.get_values_for_type(x509.DNSName)
-    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    uris: list[str] = []
+    dns: list[str] = []
+    ips: list[str] = []
+    for name in san:  # one pass (get_values_for_type walks the whole SAN once per type)
+        if isinstance(name, x509.UniformResourceIdentifier):
+            uris.append(name.value)
+        elif isinstance(name, x509.DNSName):
+            dns.append(name.value)
+        elif isinstance(name, x509.IPAddress):
+            ips.append(str(name.value))
     return uris, dns, ips
 
 
@@ -119,18 +142,25 @@ def check_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: s
     `reserved`: the configuration's reserved names (`PkiConfig.reserved_names`).
     """
     verify_csr_signature(csr)
-    try:
-        bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if bc.ca:
-            raise PolicyViolation("the CSR asks for a CA certificate (basicConstraints CA:true); "
-                                  "CA certificates are only made by `otpki ca`", reason="ca_requested")
-    except x509.ExtensionNotFound:
-        pass
+    return check_verified_csr(csr, policy, group, owner, reserved=reserved)
+
+
+def check_verified_csr(csr: x509.CertificateSigningRequest, policy: GroupPolicy, group: str, owner: Owner, *,
+                       reserved: Sequence[ReservedName]) -> ApprovedRequest:
+    """`check_csr` after its first rule: only for a CSR that `verify_csr_signature` has accepted (a batch checks
+    all its signatures first, then all the other rules)."""
+    basic_constraints, san = _requested_extensions(csr)
+    if basic_constraints is not None and basic_constraints.ca:
+        raise PolicyViolation("the CSR asks for a CA certificate (basicConstraints CA:true); "
+                              "CA certificates are only made by `otpki ca`", reason="ca_requested")
     public_key = csr.public_key()
     key_type = check_key(policy, group, public_key)
-    subject = csr.subject  # parsed anew on every access
+    try:
+        subject = csr.subject  # parsed anew on every access
+    except ValueError as exc:  # a string attribute that is not what its type says (UTF8String not UTF-8, ...)
+        raise InvalidInput(f"the CSR's subject cannot be read: {exc}", reason="csr_malformed") from None
     names.check_subject(subject, policy.names, group)
-    uris, dns, ips = _san_values(csr)
+    uris, dns, ips = _san_values(san)
     _check_san_syntax(uris, dns)
     names.check_reserved_certificate(reserved, owner, subject, uris)
     _check_subject(policy, owner, subject)

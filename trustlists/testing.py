@@ -1,4 +1,5 @@
-"""Support for tests and benchmarks: engines on temporary directories, CSRs of every shape, a clock, free ports.
+"""Support for tests and benchmarks: engines on temporary directories, CSRs of every shape, a clock, free ports,
+and waiting for a condition with a deadline.
 
 Shared by `tests/` and `bench/` (which never imports `tests/`). Engine-only: no front is imported here; the
 OPC UA helpers built on top of it are in `opcua_gds.testing`.
@@ -11,12 +12,22 @@ calls them.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
+import functools
+import queue
+import shutil
 import socket
 import sqlite3
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
 from unittest import mock
 
 from cryptography import x509
@@ -25,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from trustlists import audit, authority
 from trustlists.clock import utcnow
 from trustlists.crl import build_crl
 from trustlists.engine import Engine
@@ -70,6 +82,124 @@ def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Call
              else open_store(store_url, busy_timeout_s=busy_timeout_s))
     keys = KeyRing([EncryptedFileKeyBackend(directory / "keys", passphrase)])
     return Engine(store=store, config=config or load_default_config(), keys=keys, clock=clock or utcnow)
+
+
+# -- initialised engines from templates ----------------------------------------------------------------------------
+# Making a CA hierarchy is key generation (an RSA-4096 root with the default config): the slowest part of most
+# engine fixtures. A template data directory is initialised once per process for each (config, passphrase, actor)
+# and copied for every engine asked for; a copy of an SQLite file and a few encrypted key files costs milliseconds.
+# Every copy holds the same CA keys, so a test that needs a CA hierarchy *different* from its engine's (a foreign
+# CA, another plant) takes `foreign_engine`, whose template is a second one; a test that needs two foreign
+# hierarchies different from each other makes the second with make_engine + initialize.
+
+_DB_FILE = "otpki.db"
+_KEYS_DIR = "keys"
+# The templates' clock runs a minute behind: the CAs, CRLs and audit records they hold are older than anything a
+# test's clock (made after the template, or a moment before it) stamps, so "newest" stays the test's.
+_TEMPLATE_AGE = timedelta(minutes=1)
+_templates: dict[tuple[str, bytes, str, str], Path] = {}
+_templates_lock = threading.Lock()
+_templates_root: Path | None = None
+
+
+def _template(config: PkiConfig, passphrase: bytes, actor: str, lineage: str) -> Path:
+    global _templates_root
+    key = (config.model_dump_json(), passphrase, actor, lineage)
+    with _templates_lock:
+        if key in _templates:
+            return _templates[key]
+        if _templates_root is None:
+            _templates_root = Path(tempfile.mkdtemp(prefix="otpki-engine-templates-"))
+            atexit.register(shutil.rmtree, _templates_root, ignore_errors=True)
+        directory = _templates_root / str(len(_templates))
+        made_at = utcnow() - _TEMPLATE_AGE
+        engine = make_engine(directory, config=config, clock=lambda: made_at, passphrase=passphrase)
+        try:
+            engine.hierarchy.initialize(actor=actor)
+        finally:
+            engine.close()  # the last connection checkpoints the WAL: the database is one file again
+        _templates[key] = directory
+        return directory
+
+
+def initialized_engine(directory: Path, *, config: PkiConfig | None = None,
+                       clock: Callable[[], datetime] | None = None, passphrase: bytes = PASSPHRASE,
+                       busy_timeout_s: float = 5.0, actor: str = "test") -> Engine:
+    """What `make_engine(directory, ...)` followed by `engine.hierarchy.initialize(actor=actor)` gives, from a copy
+    of a template initialised once per process. `directory` must not hold a data directory yet."""
+    return _copied_engine(directory, "ours", config=config, clock=clock, passphrase=passphrase,
+                          busy_timeout_s=busy_timeout_s, actor=actor)
+
+
+def foreign_engine(directory: Path, *, config: PkiConfig | None = None, actor: str = "test") -> Engine:
+    """An initialised engine whose CA hierarchy is none of `initialized_engine`'s: another plant, a CA the engine
+    under test never issued from. From a template of its own, like `initialized_engine`."""
+    return _copied_engine(directory, "foreign", config=config, clock=None, passphrase=PASSPHRASE,
+                          busy_timeout_s=5.0, actor=actor)
+
+
+def _copied_engine(directory: Path, lineage: str, *, config: PkiConfig | None,
+                   clock: Callable[[], datetime] | None, passphrase: bytes, busy_timeout_s: float,
+                   actor: str) -> Engine:
+    config = config or load_default_config()
+    template = _template(config, passphrase, actor, lineage)
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / _DB_FILE).exists() or (directory / _KEYS_DIR).exists():
+        raise FileExistsError(f"{directory} already holds an engine's data")
+    shutil.copytree(template / _KEYS_DIR, directory / _KEYS_DIR)  # copy2 per file: the 0600 modes stay
+    shutil.copy2(template / _DB_FILE, directory / _DB_FILE)
+    return make_engine(directory, config=config, clock=clock, passphrase=passphrase, busy_timeout_s=busy_timeout_s)
+
+
+# -- waiting with a deadline ----------------------------------------------------------------------------------------
+
+def wait_until(condition: Callable[[], object], what: str, *, timeout: float = 20.0, interval: float = 0.02) -> None:
+    """Poll `condition` until it holds; AssertionError naming `what` once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+async def eventually(condition: Callable[[], object], what: str, *, timeout: float = 20.0,
+                     interval: float = 0.02) -> None:
+    """`wait_until` for coroutines: the event loop keeps running between polls."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def read_line_until(stream: IO[str], done: Callable[[str], bool], what: str, *, timeout: float = 60.0) -> str:
+    """Read a child process's output up to the first line for which `done` holds, and return it ("" when the
+    output ends first, as `readline` does). A reader thread does the blocking reads, so a child that goes silent
+    fails the test after `timeout` seconds instead of hanging it; the thread ends when the child's pipe closes."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in iter(stream.readline, ""):
+            lines.put(line)
+            if done(line):
+                return  # later output stays in the pipe for the test
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True, name=f"read-until {what}").start()
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; read so far: {''.join(seen)!r}")
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if line == "" or done(line):
+            return line
+        seen.append(line)
 
 
 def new_key(kind: str = "ec-p256") -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey:
@@ -314,3 +444,56 @@ class PostgresCluster:
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None
+
+
+@dataclass
+class StageTimes:
+    """Seconds of thread CPU time and of wall time spent in each stage of issuance, summed over the calls."""
+
+    cpu: dict[str, float] = field(default_factory=dict)
+    wall: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def add(self, stage: str, cpu: float, wall: float) -> None:
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu
+        self.wall[stage] = self.wall.get(stage, 0.0) + wall
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+
+
+# (stage, object, attribute): the functions `CertificateAuthority.issue_many` spends its time in.
+_ISSUANCE_STAGES: list[tuple[str, object, str]] = [
+    ("csr load", authority, "load_csr"),
+    ("csr signature", authority, "verify_csr_signature"),
+    ("csr rules", authority, "check_verified_csr"),
+    ("build", authority, "leaf_builder"),
+    ("draft", authority.CertificateAuthority, "_draft"),
+    ("sign", authority.CertificateAuthority, "_sign"),
+    ("record values", authority.CertificateAuthority, "_record"),
+    ("sql insert", SqlTx, "insert_certificates"),
+    ("audit", audit, "append_many"),
+    ("record", authority.CertificateAuthority, "_commit"),
+    ("issue_many", authority.CertificateAuthority, "issue_many"),
+]
+
+
+@contextlib.contextmanager
+def issuance_stages() -> Iterator[StageTimes]:
+    """While inside, time every stage of `issue_many` (inclusive: "draft" contains "build", "record" (the
+    transaction, commit included) contains "sql insert" and "audit").
+    Each wrapped call costs 1-2 us of its own (four clock reads): for a profile, not for the benchmark's figures."""
+    times = StageTimes()
+
+    def timed(stage: str, fn: Callable[..., object]) -> Callable[..., object]:
+        @functools.wraps(fn)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                times.add(stage, time.thread_time() - cpu, time.perf_counter() - wall)
+        return wrapper
+
+    with contextlib.ExitStack() as patches:
+        for stage, owner, name in _ISSUANCE_STAGES:
+            patches.enter_context(mock.patch.object(owner, name, timed(stage, getattr(owner, name))))
+        yield times

@@ -94,7 +94,7 @@ class GdsServer:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            await asyncua_compat.stop_server(self.server)
             self.server = None
 
     async def __aenter__(self) -> GdsServer:

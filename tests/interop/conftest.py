@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.testing import AppIdentity, issue_app_identity
 from trustlists.engine import Engine
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, initialized_engine
 
 NODE_DIR = Path(__file__).parent / "node_opcua"
 PUSH_SERVER = NODE_DIR / "push_server.js"
@@ -82,8 +82,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def peer_own_identity(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the peer's own certificate and key are kept once node-opcua has made them (on the first start in the
+    session): generating them is half of a peer's start. Each peer gets a copy in its own PKI folder."""
+    return tmp_path_factory.mktemp("node-peer-own")
+
+
+def _copy_own(source: Path, destination: Path) -> None:
+    # node-opcua's lock files are its own, per process.
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("*.mutex", "*.lock"), dirs_exist_ok=True)
+
+
 @pytest.fixture
-def node_peer(tmp_path: Path) -> Iterator[NodePeer]:
+def node_peer(tmp_path: Path, peer_own_identity: Path) -> Iterator[NodePeer]:
     if not (NODE_DIR / "node_modules" / "node-opcua-server-configuration").is_dir():
         pytest.fail(f"node-opcua is not installed in {NODE_DIR}: run `bash scripts/setup.sh` "
                     "(npm ci --prefix tests/interop/node_opcua)")
@@ -91,11 +103,13 @@ def node_peer(tmp_path: Path) -> Iterator[NodePeer]:
     if node is None:
         pytest.fail("node is not on PATH: the node-opcua interop peer needs Node.js 20")
 
-    engine = make_engine(tmp_path / "engine")
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "engine")
     client = issue_app_identity(engine, tmp_path / "client", "otpki-push-client", CLIENT_APP_URI)
     pki = tmp_path / "peer-pki"
     _seed_pki(pki, engine, client)
+    own_made_here = not (peer_own_identity / "certs" / "certificate.pem").exists()
+    if not own_made_here:
+        _copy_own(peer_own_identity, pki / "application" / "own")
 
     port = free_port()
     log = tmp_path / "push_server.log"
@@ -123,6 +137,8 @@ def node_peer(tmp_path: Path) -> Iterator[NodePeer]:
                 continue
             if line.startswith("READY "):
                 break
+        if own_made_here:
+            _copy_own(pki / "application" / "own", peer_own_identity)
         own = x509.load_pem_x509_certificate((pki / "application" / "own" / "certs" / "certificate.pem").read_bytes())
         yield NodePeer(endpoint=f"opc.tcp://127.0.0.1:{port}", port=port, pki=pki, engine=engine, client=client,
                        log=log, server_certificate_der=own.public_bytes(Encoding.DER))

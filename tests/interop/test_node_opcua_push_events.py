@@ -14,7 +14,7 @@ from opcua_gds.testing import issue_app_identity
 from simulators.plc import PlcSimulator
 from tests.interop.node_clients import event_watcher, node_client_identity
 from tests.opcua_gds.push.target.pki import USERS, access_config
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, initialized_engine
 
 FIELDS = ["EventType", "SourceNode", "SourceName", "Status", "StatusCodeId", "ServerId", "ClientUserId", "MethodId",
           "CertificateGroup", "CertificateType", "TrustListId"]
@@ -23,8 +23,7 @@ PUBLISHING_INTERVAL_MS = 6000
 
 
 async def test_push_target_audit_events_reach_a_node_opcua_subscriber(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path / "engine")
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "engine")
     plc = PlcSimulator("plc-9", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc", access_config())
     await plc.start()
     try:

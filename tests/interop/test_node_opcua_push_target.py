@@ -16,14 +16,13 @@ from simulators.plc import PlcSimulator
 from tests.interop.node_clients import node_client_identity, run_script
 from tests.opcua_gds.push.target.pki import USERS, access_config
 from trustlists.models import TrustListContent
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, initialized_engine
 
 ADMIN = ("secadmin", USERS["secadmin"][0])
 
 
 async def test_node_opcua_updates_a_push_target_trust_list(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path / "engine")
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "engine")
     plc = PlcSimulator("plc-5", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc", access_config())
     await plc.start()
     try:

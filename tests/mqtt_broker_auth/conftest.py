@@ -17,7 +17,7 @@ from trustlists.clock import utcnow
 from trustlists.engine import Engine
 from trustlists.models import IssuedCertificate, KeyType, Owner
 from trustlists.policy import PkiConfig, load_default_config
-from trustlists.testing import Clock, make_engine
+from trustlists.testing import Clock, initialized_engine
 
 ACTOR = "tester"
 MQTT_GROUPS = ("mqtt-device", "mqtt-broker")
@@ -38,8 +38,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
-    eng = make_engine(tmp_path / "pki", clock=clock, config=mqtt_config())
-    eng.hierarchy.initialize(actor=ACTOR)
+    eng = initialized_engine(tmp_path / "pki", clock=clock, config=mqtt_config(), actor=ACTOR)
     yield eng
     eng.close()
 

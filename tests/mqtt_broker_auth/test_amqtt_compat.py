@@ -23,6 +23,7 @@ from amqtt.session import Session
 
 from mqtt_broker_auth import _amqtt_compat as compat
 from mqtt_broker_auth._amqtt_compat import AmqttIncompatible, HookedBroker, SnapshotSubscriptions
+from trustlists.testing import eventually
 
 WAIT = 10.0  # upper bound for one broker round trip on a loaded machine
 CONNACK, SUBACK, PUBLISH = 0x20, 0x90, 0x30
@@ -166,12 +167,6 @@ class RawClient:
         self.writer.close()
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {WAIT} s: {what}"
-        await asyncio.sleep(0.01)
-
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
 
@@ -210,7 +205,7 @@ async def stored_subscriber(start: Start, broker: HookedBroker, client_id: str, 
     assert await device.connect(client_id, clean=False) == (False, 0)
     assert await device.subscribe(topic_filter) == 1
     await device.disconnect()
-    await until(lambda: broker.stored_session(client_id) is not None
+    await eventually(lambda: broker.stored_session(client_id) is not None
                 and broker.stored_session(client_id).transitions.state == "disconnected",  # type: ignore[union-attr]
                 "the disconnected session is stored")
 
@@ -232,7 +227,7 @@ async def test_on_accept_runs_for_each_tcp_connection_before_any_mqtt_byte(start
 
     broker = await start(Accepting)
     device = await client(start, broker)
-    await until(lambda: len(Accepting.accepted) == 1, "on_accept for the bare TCP connection")
+    await eventually(lambda: len(Accepting.accepted) == 1, "on_accept for the bare TCP connection")
     assert Accepting.accepted == ["default"]  # before the client sent a byte
     assert await device.connect("dev-1") == (False, 0)  # serve_connection: amqtt's own session follows
     assert broker.stored_session("dev-1") is not None
@@ -290,20 +285,20 @@ async def test_on_connection_end_sees_a_refused_session_left_in_the_table(start:
     broker = await start(Ends)
     refused = await client(start, broker)
     assert await refused.connect(f"{REFUSED_PREFIX}1") == (False, 5)
-    await until(lambda: len(Ends.ended) == 1, "on_connection_end after the refusal")
+    await eventually(lambda: len(Ends.ended) == 1, "on_connection_end after the refusal")
     # amqtt leaves the refused session in its table (flaw (c)); the hook runs while it is still there.
     assert Ends.ended == [(f"{REFUSED_PREFIX}1", True)]
     assert broker.stored_session(f"{REFUSED_PREFIX}1") is not None
 
     Ends.clean_up = True
     assert await (await client(start, broker)).connect(f"{REFUSED_PREFIX}2") == (False, 5)
-    await until(lambda: len(Ends.ended) == 2, "on_connection_end after the second refusal")
+    await eventually(lambda: len(Ends.ended) == 2, "on_connection_end after the second refusal")
     assert broker.stored_session(f"{REFUSED_PREFIX}2") is None
 
     device = await client(start, broker)
     assert await device.connect("dev-1") == (False, 0)
     await device.disconnect()
-    await until(lambda: len(Ends.ended) == 3, "on_connection_end after a DISCONNECT")
+    await eventually(lambda: len(Ends.ended) == 3, "on_connection_end after a DISCONNECT")
     assert Ends.ended[2][0] == "dev-1"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import argon2
 import pytest
+import pytest_asyncio
 from asyncua import Server, ua
 from asyncua.ua.uaerrors import BadSecurityModeInsufficient, BadUserAccessDenied
 from pydantic import ValidationError
@@ -32,19 +33,24 @@ from opcua_gds.access import (
 from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import foreign_engine, free_port, initialized_engine
+
+# One probe server for the module (starting one is most of a test's time); its tests run on the module's event
+# loop, and one that revokes a certificate revokes one of its own.
+on_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture
-def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
-    eng = make_engine(tmp_path / "pki")
-    eng.hierarchy.initialize(actor="test")
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    eng = initialized_engine(tmp_path_factory.mktemp("pki"))
     yield eng
     eng.close()
 
 
-@pytest.fixture
-async def probe_server(engine: Engine, tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, AppIdentity]]]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def probe_server(engine: Engine, tmp_path_factory: pytest.TempPathFactory
+                       ) -> AsyncIterator[tuple[str, dict[str, AppIdentity]]]:
+    tmp_path = tmp_path_factory.mktemp("probe")
     ids = {
         "server": issue_app_identity(engine, tmp_path / "certs", "gds", "urn:otpki:gds"),
         "scada": issue_app_identity(engine, tmp_path / "certs", "scada-1", "urn:plant:scada-1"),
@@ -96,6 +102,7 @@ async def _who(client, url: str) -> list[str]:  # type: ignore[no-untyped-def]
     return await obj.call_method(f"{idx}:WhoAmI")
 
 
+@on_module_loop
 async def test_password_user_roles_reach_the_method(probe_server) -> None:  # type: ignore[no-untyped-def]
     url, ids = probe_server
     client = await connect(url, ids["scada"], username="ca-admin", password="ca-admin-pw")
@@ -107,6 +114,7 @@ async def test_password_user_roles_reach_the_method(probe_server) -> None:  # ty
     assert owner == ids["scada"].owner_id  # the channel also proves the application (SelfAdmin)
 
 
+@on_module_loop
 async def test_x509_user_token_roles(probe_server) -> None:  # type: ignore[no-untyped-def]
     url, ids = probe_server
     client = await connect(url, ids["scada"], user_cert=ids["operator"])
@@ -117,20 +125,23 @@ async def test_x509_user_token_roles(probe_server) -> None:  # type: ignore[no-u
     assert roles == "RegistrationAuthorityAdmin"
 
 
+@on_module_loop
 async def test_wrong_password_is_refused_at_activation(probe_server) -> None:  # type: ignore[no-untyped-def]
     url, ids = probe_server
     with pytest.raises(BadUserAccessDenied):
         await connect(url, ids["scada"], username="ca-admin", password="guess")
 
 
-async def test_anonymous_with_self_admin_channel(probe_server, engine: Engine) -> None:  # type: ignore[no-untyped-def]
-    url, ids = probe_server
-    client = await connect(url, ids["scada"])
+@on_module_loop
+async def test_anonymous_with_self_admin_channel(probe_server, engine: Engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, _ids = probe_server
+    scada = issue_app_identity(engine, tmp_path / "certs", "scada-2", "urn:plant:scada-2")  # revoked below
+    client = await connect(url, scada)
     try:
         roles, owner = await _who(client, url)
-        assert (roles, owner) == ("", ids["scada"].owner_id)
+        assert (roles, owner) == ("", scada.owner_id)
         # Revoking the application's certificate takes the privilege away on the very next call.
-        serial = engine.inventory.by_fingerprint(hashlib.sha256(ids["scada"].cert_der).hexdigest())
+        serial = engine.inventory.by_fingerprint(hashlib.sha256(scada.cert_der).hexdigest())
         assert serial is not None
         engine.authority.revoke(serial.serial, reason=RevocationReason.KEY_COMPROMISE, actor="test")
         with pytest.raises(BadUserAccessDenied):
@@ -139,11 +150,11 @@ async def test_anonymous_with_self_admin_channel(probe_server, engine: Engine) -
         await client.disconnect()
 
 
+@on_module_loop
 async def test_user_without_role_and_foreign_certificate_is_denied(probe_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url, _ids = probe_server
     # A certificate the engine did not issue (another engine): no SelfAdmin, and "nobody" has no role.
-    other = make_engine(tmp_path / "other")
-    other.hierarchy.initialize(actor="test")
+    other = foreign_engine(tmp_path / "other")
     stranger = issue_app_identity(other, tmp_path / "other-certs", "stranger", "urn:plant:stranger")
     other.close()
     client = await connect(url, stranger, username="nobody", password="nobody-pw")
@@ -154,6 +165,7 @@ async def test_user_without_role_and_foreign_certificate_is_denied(probe_server,
         await client.disconnect()
 
 
+@on_module_loop
 async def test_sign_only_channel_is_insufficient(probe_server) -> None:  # type: ignore[no-untyped-def]
     url, ids = probe_server
     client = await connect(url, ids["scada"], mode=ua.MessageSecurityMode.Sign, username="ca-admin",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import pytest_asyncio
@@ -47,7 +48,7 @@ from opcua_gds._asyncua_compat import AsyncuaIncompatible, Caller
 from opcua_gds.gds.application_record import install_application_record_type, register_application_record_class
 from opcua_gds.push.target.certs import key_to_pem, self_signed
 from opcua_gds.push.target.server_swap import close_channels
-from trustlists.testing import free_port
+from trustlists.testing import eventually, free_port
 
 WAIT = 10.0
 SIGN_AND_ENCRYPT = ua.MessageSecurityMode.SignAndEncrypt
@@ -186,12 +187,6 @@ async def call_probe(running: Running, client: Client) -> str:
     return str(await client.get_node(running.holder_id).call_method(running.probe_id))
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {WAIT} s: {what}"
-        await asyncio.sleep(0.02)
-
 
 async def disconnect(*clients: Client) -> None:
     for client in clients:
@@ -268,7 +263,7 @@ async def test_session_close_is_reported_on_close_session_and_on_a_dropped_conne
     polite = await secure_client(shared, me)
     await call_probe(shared, polite)
     await polite.disconnect()  # CloseSession
-    await until(lambda: len(closed) == 1, "the listener after CloseSession")
+    await eventually(lambda: len(closed) == 1, "the listener after CloseSession")
     assert closed == [seen[0].session_id]
 
     dropped = await secure_client(shared, me)
@@ -277,7 +272,7 @@ async def test_session_close_is_reported_on_close_session_and_on_a_dropped_conne
         for channel in compat.live_channels(shared.server):
             if channel.peer_certificate == me.der:
                 channel.abort()  # the connection dies without CloseSession
-        await until(lambda: len(closed) == 2, "the listener after the connection dropped")
+        await eventually(lambda: len(closed) == 2, "the listener after the connection dropped")
         assert closed[1] == seen[1].session_id
     finally:
         await disconnect(dropped)
@@ -322,7 +317,7 @@ async def test_live_channels_list_open_channels_and_close_ends_one(shared: Runni
         assert {c.host_certificate for c in mine} == {shared.identity.der}
 
         next(c for c in mine if c.peer_certificate == me.der).close()
-        await until(lambda: all(c.peer_certificate != me.der for c in compat.live_channels(shared.server)),
+        await eventually(lambda: all(c.peer_certificate != me.der for c in compat.live_channels(shared.server)),
                     "the closed channel leaves the list")
         with pytest.raises((ConnectionError, asyncio.TimeoutError, ua.UaError)):
             await asyncio.wait_for(first.nodes.server.read_browse_name(), WAIT)
@@ -558,7 +553,7 @@ async def test_an_event_goes_to_the_chosen_subscription_only_and_is_held_until_p
         await compat.deliver_event(shared.server, event, subscriptions["alice"])
         # Queued for alice's subscription (not yet published), nothing for the other one.
         assert channels[alice_id.der].has_unsent_events() and not channels[anonymous_id.der].has_unsent_events()
-        await until(lambda: len(seen["alice"].events) == 1, "alice's subscription publishes the event")
+        await eventually(lambda: len(seen["alice"].events) == 1, "alice's subscription publishes the event")
         assert seen["alice"].events[0].Message.Text == "for alice only"
         assert not channels[alice_id.der].has_unsent_events()
         assert seen["anonymous"].events == []
@@ -566,7 +561,29 @@ async def test_an_event_goes_to_the_chosen_subscription_only_and_is_held_until_p
         await disconnect(alice, anonymous)
 
 
-# -- 11. the certificate chain a server presents -----------------------------------------------------------------------
+# -- 11. stopping a server without waiting out its clock ---------------------------------------------------------------
+
+@module_loop
+async def test_stop_server_cancels_the_clock_task_asyncuas_stop_waits_for(tmp_path: Path) -> None:
+    """asyncua's own stop lets its clock task finish its loop (which ends only between one-second sleeps);
+    stop_server cancels the task instead, and the server is stopped all the same."""
+    plain = await start_server(tmp_path / "plain", "plain-server")
+    clock = plain.server.iserver.time_task
+    assert clock is not None and not clock.done()
+    await plain.server.stop()
+    assert clock.done() and not clock.cancelled()  # waited for: what stop_server spares its callers
+
+    running = await start_server(tmp_path / "prompt", "prompt-server")
+    clock = running.server.iserver.time_task
+    assert clock is not None and not clock.done()
+    await compat.stop_server(running.server)
+    assert clock.cancelled() and running.server.iserver.time_task is None
+    address = urlparse(running.url)
+    with pytest.raises(OSError):  # the listener is gone
+        await asyncio.open_connection(address.hostname, address.port)
+
+
+# -- 12. the certificate chain a server presents -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class IssuedIdentity:
@@ -678,7 +695,7 @@ async def test_a_chain_presented_before_start_is_built_into_the_first_endpoints(
         await server.stop()
 
 
-# -- 12. the certificate chain a client sent ---------------------------------------------------------------------------
+# -- 13. the certificate chain a client sent ---------------------------------------------------------------------------
 
 @module_loop
 async def test_the_chain_a_client_sent_reaches_the_session_scope_and_the_channel_list(shared: Running,

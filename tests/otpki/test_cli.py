@@ -158,7 +158,8 @@ def test_init_with_hsm_and_wrong_pin(runner: CliRunner, tmp_path: Path) -> None:
     token = softhsm_token(prefix="cli")
     cfg = tmp_path / "hsm.toml"
     cfg.write_text(f'[keys.pkcs11]\nmodule = "{token.module}"\ntoken_label = "{token.label}"\n'
-                   '[pki]\norganization = "ACME"\n')
+                   '[pki]\norganization = "ACME"\n'
+                   '[pki.root]\nkey_type = "ec-p384"\n')  # RSA roots on a token: tests/trustlists/test_hierarchy.py
     d = tmp_path / "hsm-pki"
     res = runner.invoke(app, ["-d", str(d), "init", "--hsm", "--config", str(cfg), "--site", "north", "--json"],
                         env={"OTPKI_HSM_PIN": token.pin, "OTPKI_CA_PASSPHRASE": ""})

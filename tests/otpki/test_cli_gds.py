@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 from opcua_gds.testing import connect, issue_app_identity
 from otpki.cli.main import app
 from trustlists.policy import load_default_config
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, make_engine, read_line_until
 
 PASS = "a long enough test passphrase"
 
@@ -29,12 +28,8 @@ def test_gds_serve_process(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(exe), "gds", "serve", "--endpoint", url], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        line = ""
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline() if proc.stdout else ""
-            if "GDS listening" in line or proc.poll() is not None:
-                break
+        assert proc.stdout is not None
+        line = read_line_until(proc.stdout, lambda text: "GDS listening" in text, "the GDS to listen", timeout=60)
         assert "GDS listening" in line, line
 
         async def browse() -> list[str]:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from opcua_gds.push.rollout import KIND
 from otpki.cli.main import app
 from otpki.doctor import examine
-from trustlists.testing import Clock, free_port, make_csr, make_engine
+from trustlists.testing import Clock, free_port, initialized_engine, make_csr
 
 PASS = "a long enough test passphrase"
 
@@ -22,8 +22,7 @@ def levels(report, check: str) -> dict[str, str]:  # type: ignore[no-untyped-def
 
 def test_findings_follow_the_clock_keys_and_targets(tmp_path: Path) -> None:
     clock = Clock()
-    engine = make_engine(tmp_path / "pki", clock=clock)
-    engine.hierarchy.initialize(actor="t")
+    engine = initialized_engine(tmp_path / "pki", clock=clock, actor="t")
     owner = engine.registry.register(group="mqtt-device", name="pump-1", site="north", actor="t")
     engine.authority.issue_from_csr(make_csr("pump-1", uris=["urn:otpki:mqtt:north:pump-1"]), owner_id=owner.id,
                                     actor="t")
@@ -83,8 +82,7 @@ def test_mosquitto_files_checked_against_the_engine(tmp_path: Path) -> None:
     from trustlists.models import RevocationReason
 
     clock = Clock()
-    engine = make_engine(tmp_path / "pki", clock=clock)
-    engine.hierarchy.initialize(actor="t")
+    engine = initialized_engine(tmp_path / "pki", clock=clock, actor="t")
     workdir = tmp_path / "broker"
     file = FileSettings.model_validate({"mqtt": {"broker": "mosquitto", "mosquitto": {"workdir": str(workdir)}}})
     settings = build_settings(file, tmp_path / "pki", EnvSettings())

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -29,23 +31,12 @@ from tests.mqtt_broker_auth.conftest import ACTOR, from_issued, mqtt_config
 from tests.mqtt_broker_auth.plain_broker import start_plain_broker
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
-from trustlists.testing import make_engine
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Wait for a condition with a generous bound (a poll, not a timed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+from trustlists.testing import eventually, initialized_engine
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(tmp_path / "pki", config=mqtt_config())  # real clock: devices and brokers use real time
-    eng.hierarchy.initialize(actor=ACTOR)
+    eng = initialized_engine(tmp_path / "pki", config=mqtt_config(), actor=ACTOR)  # real clock, as devices use
     yield eng
     eng.close()
 
@@ -142,15 +133,15 @@ async def test_lifecycle_on_embedded_broker(engine: Engine, embedded_site: Site,
     record = engine.inventory.get(first)
     owner = engine.registry.find("mqtt-device", name=device.name)
     assert owner is not None and record.owner_id == owner.id
-    await eventually(lambda: device.telemetry_sent >= 2, what="telemetry")
+    await eventually(lambda: device.telemetry_sent >= 2, "telemetry")
 
     renewed = await device.renew_now()
     assert renewed != first and device.serial_hex == renewed
-    await eventually(lambda: device.state == DeviceState.ONLINE, what="online with the renewed certificate")
+    await eventually(lambda: device.state == DeviceState.ONLINE, "online with the renewed certificate")
     assert engine.inventory.get(first).superseded_by == renewed
     assert engine.inventory.get(renewed).owner_id == owner.id
     sent = device.telemetry_sent
-    await eventually(lambda: device.telemetry_sent > sent, what="telemetry after renewal")
+    await eventually(lambda: device.telemetry_sent > sent, "telemetry after renewal")
 
     engine.authority.revoke(renewed, reason=RevocationReason.KEY_COMPROMISE, actor=ACTOR)
     await waited(device.ended.wait())
@@ -200,7 +191,7 @@ async def test_telemetry_of_both_libraries_reaches_a_subscriber(plain_site: Site
         devices = [plain_site.device("meter-paho", "paho"), plain_site.device("meter-gmqtt", "gmqtt")]
         for device in devices:
             device.start()
-        await eventually(lambda: all(received.get(d.name, 0) >= 2 for d in devices), what="telemetry from both")
+        await eventually(lambda: all(received.get(d.name, 0) >= 2 for d in devices), "telemetry from both")
         assert all(d.state == DeviceState.ONLINE for d in devices)
     finally:
         await observer.disconnect()
@@ -240,3 +231,52 @@ def test_renewal_is_due_inside_the_window(engine: Engine, tmp_path: Path) -> Non
     assert not device.renewal_due()
     now[0] = issued.record.not_after - timedelta(days=29)
     assert device.renewal_due()
+
+
+async def test_online_goes_down_with_the_session_a_renewal_ends(embedded_site: Site) -> None:
+    """`online` is what watchers wait on: set while an operational session is up. A renewal ends the session of the
+    old certificate; a watcher that still saw `online` stopped the device in the middle of its reconnect (whose late
+    CONNECT then took over the session opened next with the same client id: a Mosquitto test's flake)."""
+    device = embedded_site.device("gauge-1", "paho")
+    device.start()
+    await waited(device.online.wait())
+    renewed = await device.renew_now()
+    assert not device.online.is_set(), device.state  # the old session is closing: nobody should count on it
+    await waited(device.online.wait())
+    assert device.state == DeviceState.ONLINE and device.serial_hex == renewed
+
+
+@pytest.mark.parametrize("library", ["paho", "gmqtt"])
+async def test_a_device_stopped_while_connecting_leaves_no_connection_behind(
+        manufacturer: Manufacturer, tmp_path: Path, library: Literal["paho", "gmqtt"]) -> None:
+    """The TLS handshake and CONNECT run in a worker thread nobody can interrupt: stop() returns only once that
+    attempt is over and its socket closed, so no CONNECT with the device's client id can reach a broker after."""
+    idevid = manufacturer.issue_idevid("SN-stuck")
+    cert_file, key_file = idevid.write(tmp_path / "factory")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(manufacturer.ca_pem)
+    with socket.socket() as tarpit:  # accepts the connection, never answers the ClientHello
+        tarpit.bind(("127.0.0.1", 0))
+        tarpit.listen()
+        tarpit.settimeout(30)
+        device = MqttDevice(DeviceConfig(name="stuck-1", port=tarpit.getsockname()[1], ca_file=ca_file,
+                                         workdir=tmp_path / "stuck-1", bootstrap_cert_file=cert_file,
+                                         bootstrap_key_file=key_file, connect_timeout_s=2, enroll_attempts=1,
+                                         library=library))
+        device.start()
+        conn, _ = await asyncio.to_thread(tarpit.accept)
+        with conn:
+            await device.stop()
+            assert device.state == DeviceState.STOPPED
+            assert _closed_by_peer(conn), "stop() returned while its connection attempt was still open"
+
+
+def _closed_by_peer(conn: socket.socket) -> bool:
+    """Whether the peer has closed its end: what it sent is drained without waiting, then EOF or nothing more."""
+    conn.setblocking(False)
+    try:
+        while conn.recv(65536):
+            pass
+    except BlockingIOError:
+        return False
+    return True

@@ -11,18 +11,20 @@ from pathlib import Path
 
 from asyncua import Client
 
-from trustlists.testing import free_port
+from simulators.plant_workers import consecutive_free_ports
+from trustlists.testing import read_line_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_plant_command(tmp_path: Path) -> None:
-    base = free_port()  # the next port is very likely free too on a quiet loopback; checked below
+    base = consecutive_free_ports(2)
     proc = subprocess.Popen([sys.executable, "-m", "simulators.plant", "--plcs", "2", "--base-port", str(base),
                              "--root", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OTPKI_PLC_ADMIN_PASSWORD": "pw-for-test"})
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
+        assert proc.stdout is not None
+        line = read_line_until(proc.stdout, lambda _text: True, "the plant's first line", timeout=60)
         assert line.strip() == f"READY {base} 2", (line, proc.stderr.read() if proc.poll() is not None else "")
 
         async def names() -> list[str]:
@@ -44,3 +46,9 @@ def test_plant_needs_a_password(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "simulators.plant", "--plcs", "1", "--base-port", "1",
                           "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 2 and "OTPKI_PLC_ADMIN_PASSWORD" in res.stderr
+
+
+def test_plants_started_together_look_for_ports_in_different_places() -> None:
+    """Every plant scanned from the same first port: two started at once on one host (a demo and a benchmark, two
+    test runs) found the same free block and one of them failed to bind it."""
+    assert len({consecutive_free_ports(5) for _ in range(20)}) > 1

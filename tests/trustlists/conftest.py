@@ -8,7 +8,7 @@ import pytest
 from trustlists.engine import Engine
 from trustlists.models import KeyType, Owner
 from trustlists.policy import load_default_config
-from trustlists.testing import Clock, PostgresCluster, make_engine
+from trustlists.testing import Clock, PostgresCluster, initialized_engine, make_engine
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -45,8 +45,11 @@ def engine(tmp_path: Path, clock: Clock, store_url: str | None) -> Iterator[Engi
     # An RSA-2048 root keeps each test's key ceremony short; test_hierarchy covers the default RSA-4096 root.
     config = load_default_config()
     config = config.model_copy(update={"root": config.root.model_copy(update={"key_type": KeyType.RSA2048})})
-    eng = make_engine(tmp_path, clock=clock, config=config, store_url=store_url)
-    eng.hierarchy.initialize(actor="tester")
+    if store_url is None:  # SQLite: a copy of a template initialised once per process
+        eng = initialized_engine(tmp_path, clock=clock, config=config, actor="tester")
+    else:
+        eng = make_engine(tmp_path, clock=clock, config=config, store_url=store_url)
+        eng.hierarchy.initialize(actor="tester")
     yield eng
     eng.close()
 

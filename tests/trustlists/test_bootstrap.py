@@ -17,7 +17,7 @@ from tests.mqtt_broker_auth.conftest import mqtt_config
 from trustlists.engine import Engine
 from trustlists.errors import BootstrapRefused, InvalidInput, InvalidState, NotFound
 from trustlists.models import CertificateStatus, IssuedCertificate, Owner, RevocationReason
-from trustlists.testing import Clock, make_csr, make_engine, store_snapshot
+from trustlists.testing import Clock, initialized_engine, make_csr, make_engine, store_snapshot
 
 ACTOR = "tester"
 GROUP = "mqtt-device"
@@ -26,8 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(tmp_path / "pki", clock=Clock(), config=mqtt_config())
-    eng.hierarchy.initialize(actor=ACTOR)
+    eng = initialized_engine(tmp_path / "pki", clock=Clock(), config=mqtt_config(), actor=ACTOR)
     yield eng
     eng.close()
 

@@ -6,12 +6,14 @@ from datetime import timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trustlists.authority import CsrIssueRequest
 from trustlists.engine import Engine
 from trustlists.errors import CsrRejected, InvalidInput, IssuerUnusable, PolicyViolation, UriMismatch
-from trustlists.models import Owner, RevocationReason
+from trustlists.models import IssuedCertificate, Owner, RevocationReason
 from trustlists.testing import make_csr, new_key, store_snapshot
 
 # Every test here runs on SQLite and on PostgreSQL (tests/trustlists/conftest.py).
@@ -55,6 +57,25 @@ def test_ecc_leaf_key_usage(engine: Engine, scada: Owner) -> None:
     san = _cert(issued).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["scada-1.plant"]
     assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+
+
+def test_the_record_is_the_certificate_and_what_the_store_holds(engine: Engine, scada: Owner) -> None:
+    # The record is built from the values the engine signed with (serial, names, key), not read back from the
+    # certificate: it must still say what the certificate says, and be exactly what the store then returns.
+    single = engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"]), owner_id=scada.id,
+                                             actor="t")
+    batch = engine.authority.issue_many([CsrIssueRequest(csr=make_csr("scada-1", uris=["urn:plant:scada-1"]),
+                                                         owner_id=scada.id) for _ in range(3)], actor="t")
+    for issued in [single, *batch]:
+        assert isinstance(issued, IssuedCertificate)
+        cert, record = _cert(issued), issued.record
+        assert int(record.serial, 16) == cert.serial_number and record.serial == format(cert.serial_number, "x")
+        assert record.subject == cert.subject.rfc4514_string()
+        assert (record.not_before, record.not_after) == (cert.not_valid_before_utc, cert.not_valid_after_utc)
+        assert record.der == issued.certificate_der
+        # The store keeps issued_at in whole seconds; the record handed back has the clock's microseconds.
+        stored = record.model_copy(update={"issued_at": record.issued_at.replace(microsecond=0)})
+        assert engine.inventory.get(record.serial) == stored
 
 
 def test_serials_are_random_long_and_unique(engine: Engine, device: Owner) -> None:
@@ -103,6 +124,57 @@ def test_csr_with_bad_signature(engine: Engine, scada: Owner) -> None:
         engine.authority.issue_from_csr(bytes(der), owner_id=scada.id, actor="t")
     assert err.value.reason == "bad_signature"
     assert store_snapshot(engine) == before
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    length = bytes([size]) if size < 0x80 else bytes([0x80 | (size.bit_length() + 7) // 8]) + size.to_bytes(
+        (size.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + length + body
+
+
+def _tampered_csr(builder: x509.CertificateSigningRequestBuilder, old: bytes, new: bytes) -> bytes:
+    """A CSR from `builder` with `old` replaced by `new` in what it signs, and signed again: well formed on the
+    outside and correctly signed, broken only where the replacement says."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    tbs = builder.sign(key, hashes.SHA256()).tbs_certrequest_bytes
+    assert tbs.count(old) == 1
+    tbs = tbs.replace(old, new)
+    ecdsa_with_sha256 = bytes.fromhex("300a06082a8648ce3d040302")
+    return _der(0x30, tbs + ecdsa_with_sha256 + _der(0x03, b"\x00" + key.sign(tbs, ec.ECDSA(hashes.SHA256()))))
+
+
+def _builder(cn: str) -> x509.CertificateSigningRequestBuilder:
+    uri: list[x509.GeneralName] = [x509.UniformResourceIdentifier("urn:plant:scada-1")]
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .add_extension(x509.SubjectAlternativeName(uri), critical=False)
+            .add_extension(x509.IssuerAlternativeName(uri), critical=False))
+
+
+@pytest.mark.parametrize("cn, old, new", [
+    # The issuerAltName's OID (2.5.29.18) becomes subjectAltName's (2.5.29.17): the CSR asks for two SANs.
+    # cryptography will not read such extensions (DuplicateExtension, not even a ValueError).
+    ("scada-1", b"\x06\x03\x55\x1d\x12", b"\x06\x03\x55\x1d\x11"),
+    # The subject's CN, a UTF8String, is not UTF-8: the CSR loads and verifies, reading its subject fails.
+    ("AAAA", b"AAAA", b"\xff\xfe\xfd\xfc"),
+])
+def test_a_csr_cryptography_cannot_read_is_refused_not_a_crash(engine: Engine, scada: Owner, cn: str, old: bytes,
+                                                               new: bytes) -> None:
+    # The requester gets the malformed-CSR answer (an exception of cryptography's used to escape, and took the
+    # whole batch of issue_many down with it), and a batch goes on with its other CSRs.
+    der = _tampered_csr(_builder(cn), old, new)
+    assert x509.load_der_x509_csr(der).is_signature_valid  # only the tampered part is wrong
+    before = store_snapshot(engine)
+    with pytest.raises(InvalidInput) as err:
+        engine.authority.issue_from_csr(der, owner_id=scada.id, actor="t")
+    assert err.value.reason == "csr_malformed"
+    assert store_snapshot(engine) == before
+    good = make_csr("scada-1", uris=["urn:plant:scada-1"])
+    results = engine.authority.issue_many([CsrIssueRequest(csr=der, owner_id=scada.id),
+                                           CsrIssueRequest(csr=good, owner_id=scada.id)], actor="t")
+    assert isinstance(results[0], InvalidInput) and results[0].reason == "csr_malformed"
+    assert isinstance(results[1], IssuedCertificate)
 
 
 @pytest.mark.parametrize("kwargs, error, reason", [

@@ -15,7 +15,7 @@ from trustlists.errors import KeyAccessError
 from trustlists.maintenance import MaintenanceReport, maintain_once, run_maintenance
 from trustlists.models import Owner
 from trustlists.policy import load_default_config
-from trustlists.testing import make_csr
+from trustlists.testing import eventually, make_csr
 
 
 async def test_maintenance_task_refreshes_due_crls(engine: Engine, clock) -> None:  # type: ignore[no-untyped-def]
@@ -23,9 +23,10 @@ async def test_maintenance_task_refreshes_due_crls(engine: Engine, clock) -> Non
     clock.now += timedelta(days=policy.crl_lifetime_days - policy.crl_refresh_margin_days + 1)
     reports: list[MaintenanceReport] = []
     task = asyncio.create_task(run_maintenance(engine, interval_s=0.01, on_report=reports.append))
-    while len(reports) < 2:
-        await asyncio.sleep(0.01)
-    task.cancel()
+    try:
+        await eventually(lambda: len(reports) >= 2, "two maintenance rounds", timeout=20, interval=0.01)
+    finally:
+        task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert any(p.startswith("mqtt-device#") for p in reports[0].crls_published)

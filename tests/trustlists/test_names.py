@@ -83,6 +83,20 @@ def test_control_characters_are_refused(char: str) -> None:
     assert reason_of(names.check_owner_name, f"pump{char}7", NO_RULES, "g") == "name_control_character"
 
 
+def test_every_ascii_character_in_every_position() -> None:
+    # check_text judges printable ASCII without its per-character Unicode scan: the verdicts must be the scan's.
+    for code in range(128):
+        char = chr(code)
+        for value in (f"{char}pump", f"pu{char}mp", f"pump{char}"):
+            if code < 0x20 or code == 0x7F:
+                assert reason_of(names.check_text, value, "the name", max_length=64) == "name_control_character"
+            elif char == " " and value != "pu mp":
+                assert reason_of(names.check_text, value, "the name", max_length=64) == "name_surrounding_space"
+            else:
+                assert names.check_text(value, "the name", max_length=64) == value
+    assert reason_of(names.check_text, "p" * 65, "the name", max_length=64) == "name_too_long"
+
+
 @pytest.mark.parametrize("char", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
                                   "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\ufeff", "\u00ad"])
 def test_bidi_and_invisible_format_characters_are_refused(char: str) -> None:
@@ -145,6 +159,29 @@ def test_good_uris(uri: str) -> None:
                                  "urn:" + "x" * 1000, "http://[zz]/"])
 def test_bad_uris(uri: str) -> None:
     assert reason_of(names.check_uri, uri, "the ApplicationUri") == "uri_invalid"
+
+
+def test_the_plain_uri_shortcut_accepts_nothing_the_full_check_refuses() -> None:
+    # check_uri skips rfc3986 for URIs of the plain shape (scheme, rootless or absolute path, nothing else): every
+    # string of that shape must be one the full RFC 3986 check accepts. Random strings over the characters that
+    # decide the shape, biased towards URI-like ones; the shortcut must also take the shapes otpki meets most.
+    import random
+
+    rng = random.Random(3986)
+    pieces = ["urn", "a", "Z9", ":", ":", "/", "//", "%", "%4", "%C3", "%zz", "?", "#", "[", "]", "@", "x", "1",
+              "-", ".", "+", "_", "~", "!", "$", "&", "'", "(", ")", "*", ",", ";", "=", " ", "ü", "\\", "^", "|"]
+    shortcut = 0
+    for _ in range(30_000):
+        scheme = rng.choice(["urn:", "a:", "Z9+.-:", "x", ""])  # mostly a scheme, sometimes none or a bad one
+        value = scheme + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        if names.is_plain_absolute_uri(value):
+            shortcut += 1
+            assert names.check_uri_syntax(value, "the URI") == value, value
+    assert shortcut > 3000  # the generator reaches the shape often enough to mean something
+    for common in ("urn:otpki:mqtt:north:pump-7", "urn:plant:scada-1", "urn:x:%C3%BC", "urn:freeopcua:client"):
+        assert names.is_plain_absolute_uri(common)
+    for other in ("opc.tcp://plc-1.plant:4840/ua", "urn:a#b", "urn:a?q", "urn:", "1urn:x", "urn:a b", "urn:x:%4"):
+        assert not names.is_plain_absolute_uri(other)
 
 
 @pytest.mark.parametrize("given, stored", [

@@ -15,7 +15,7 @@ from trustlists.engine import Engine
 from trustlists.errors import InvalidName, NameReserved
 from trustlists.models import KeyType, Owner, OwnerRole
 from trustlists.policy import PkiConfig, ReservedName, load_default_config
-from trustlists.testing import Clock, make_csr, make_engine, make_subject_csr, store_snapshot
+from trustlists.testing import Clock, initialized_engine, make_csr, make_engine, make_subject_csr, store_snapshot
 
 RESERVED = [
     ReservedName(name="otpki-enrollment", group="mqtt-device", role=OwnerRole.ENROLLMENT_SERVICE,
@@ -34,8 +34,7 @@ def config(reserved: list[ReservedName] | None = None) -> PkiConfig:
 
 @pytest.fixture
 def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
-    eng = make_engine(tmp_path / "pki", clock=clock, config=config())
-    eng.hierarchy.initialize(actor="tester")
+    eng = initialized_engine(tmp_path / "pki", clock=clock, config=config(), actor="tester")
     yield eng
     eng.close()
 
@@ -255,8 +254,7 @@ def test_reserved_names_in_uris_and_asked_subjects_are_refused(engine: Engine) -
 
 def test_an_owner_registered_before_the_reservation_gets_no_certificate(tmp_path: Path, clock: Clock) -> None:
     """A data directory from before: `otpki-admin` was registered as a device and has a certificate."""
-    old = make_engine(tmp_path / "pki", clock=clock, config=config(reserved=[]))
-    old.hierarchy.initialize(actor="t")
+    old = initialized_engine(tmp_path / "pki", clock=clock, config=config(reserved=[]), actor="t")
     squatter = old.registry.register(group="mqtt-device", name="otpki-admin", actor="t")
     cert = old.authority.issue_from_csr(make_csr("otpki-admin"), owner_id=squatter.id, actor="t")
     old.close()

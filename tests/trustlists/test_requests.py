@@ -258,7 +258,7 @@ def test_reject_forgets_the_password_and_approved_can_be_rejected(engine: Engine
 def test_concurrent_finish_hands_the_key_out_once(engine: Engine, device: Owner) -> None:
     req = engine.requests.submit_new_key(device.id, actor="gds", key_format="pem")
     results: list[object] = []
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(4, timeout=30)
 
     def collect() -> None:
         barrier.wait()
@@ -271,7 +271,8 @@ def test_concurrent_finish_hands_the_key_out_once(engine: Engine, device: Owner)
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a finish() call did not return"
     winners = [r for r in results if not isinstance(r, Exception)]
     assert len(winners) == 1
     assert all(isinstance(r, InvalidState) and r.reason == "key_already_collected"

@@ -21,7 +21,7 @@ from trustlists.errors import SchemaMismatch, StoreError
 from trustlists.models import RevocationReason
 from trustlists.store import SqliteStore, migrations
 from trustlists.store.migrations import Migration
-from trustlists.testing import PASSPHRASE, make_csr, make_engine
+from trustlists.testing import PASSPHRASE, initialized_engine, make_csr, make_engine
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "datadir_0_1_0"
 
@@ -98,8 +98,7 @@ def test_a_data_directory_of_release_0_1_0_is_refused_until_upgraded_then_keeps_
 
 
 def test_a_store_newer_than_this_otpki_is_refused_and_not_upgraded(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path / "pki")
-    engine.hierarchy.initialize(actor="tester")
+    engine = initialized_engine(tmp_path / "pki", actor="tester")
     engine.close()
     db = tmp_path / "pki" / "otpki.db"
     future = migrations.latest("sqlite") + 1

@@ -48,6 +48,13 @@ class SqliteStore:
             # FULL: a committed certificate survives a power cut, not only a process crash. The fsync per
             # commit is what `issue_many` amortises over a batch.
             self._conn.execute("PRAGMA synchronous=FULL")
+            # Checkpoint every 10000 WAL pages (~40 MB) instead of SQLite's 1000. Certificates land on random
+            # leaves of four indexes (serial, fingerprint, key index serial and SPKI hash), so a batch of 100
+            # dirties ~400 pages; consecutive commits dirty mostly the same leaves, and a checkpoint copies each
+            # page once however often it was written since the last one. Measured on batches of 100 into a store of
+            # 5-15k certificates: 10-30% less store CPU per certificate, less wall time. Durability does not depend
+            # on it: every commit still syncs the WAL.
+            self._conn.execute("PRAGMA wal_autocheckpoint=10000")
             self._conn.execute("PRAGMA mmap_size=268435456")
             self._conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:

@@ -21,13 +21,12 @@ from tests.mqtt_broker_auth.conftest import ACTOR, DeviceCert, from_issued, mqtt
 from tests.mqtt_broker_auth.embedded.test_amqtt_broker import WAIT, Client
 from trustlists.engine import Engine
 from trustlists.models import CertificateStatus, RevocationReason
-from trustlists.testing import make_engine
+from trustlists.testing import eventually, initialized_engine
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(tmp_path / "pki", config=mqtt_config())  # real clock: devices and brokers use real time
-    eng.hierarchy.initialize(actor=ACTOR)
+    eng = initialized_engine(tmp_path / "pki", config=mqtt_config(), actor=ACTOR)  # real clock, as devices use
     yield eng
     eng.close()
 
@@ -98,15 +97,6 @@ async def plant(engine: Engine, tmp_path: Path) -> AsyncIterator[Plant]:
         await broker.stop()
 
 
-async def eventually(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_a_forged_idevid_session_ends_when_the_device_is_pinned_and_is_refused_after(plant: Plant) -> None:
     engine = plant.engine
     genuine = plant.manufacturer.issue_idevid("SN-0001")
@@ -123,7 +113,7 @@ async def test_a_forged_idevid_session_ends_when_the_device_is_pinned_and_is_ref
     # forgery's session here, and the forgery cannot come back.
     await asyncio.to_thread(engine.bootstrap.enroll, owner_id=owner.id, credential=genuine.certificate_pem.encode(),
                             actor=ACTOR)
-    await eventually(lurker.disconnected.is_set, "the forged IDevID's session to be closed")
+    await eventually(lurker.disconnected.is_set, "the forged IDevID's session to be closed", timeout=WAIT)
     _, rc = await plant.connect(forged, "pump-1")
     assert rc is None and plant.last_refusal() == "bootstrap_pinned"
 

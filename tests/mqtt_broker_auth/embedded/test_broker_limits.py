@@ -38,11 +38,10 @@ from tests.mqtt_broker_auth.embedded.test_amqtt_broker import (
     connect,
     connected,
     dropped_at_tls,
-    wait_for,
 )
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
-from trustlists.testing import ca_signing_material, make_engine
+from trustlists.testing import ca_signing_material, eventually, make_engine
 
 WAIT = amqtt_tests.WAIT
 clients = amqtt_tests.clients  # the paho clients fixture, closed after each test
@@ -167,7 +166,8 @@ async def test_connection_without_connect_in_time_is_closed(engine: Engine, make
         assert await asyncio.to_thread(idle) == b""  # closed, and no CONNACK ever sent
     assert broker.broker is not None and broker.broker.events.counts["connect_timeout"] == 1
     assert "connect_timeout_s" in caplog.text
-    await wait_for(lambda: broker.broker.unauthenticated.in_use == 0, "the slot to be released")  # type: ignore[union-attr]
+    await eventually(lambda: broker.broker.unauthenticated.in_use == 0,  # type: ignore[union-attr]
+                     "the slot to be released", timeout=WAIT)
     await connected(clients, broker, server_ca, pump, "pump-7")  # a client that does connect is unaffected
 
 
@@ -213,7 +213,8 @@ async def test_unauthenticated_connections_are_capped(engine: Engine, make_broke
     context = tls_context(server_ca, pump)
     idle = [await asyncio.to_thread(open_tls, broker.port, context) for _ in range(3)]
     try:
-        await wait_for(lambda: broker.broker.unauthenticated.in_use == 3, "three connections waiting")  # type: ignore[union-attr]
+        await eventually(lambda: broker.broker.unauthenticated.in_use == 3,  # type: ignore[union-attr]
+                         "three connections waiting", timeout=WAIT)
 
         def one_more() -> str:
             try:
@@ -230,7 +231,8 @@ async def test_unauthenticated_connections_are_capped(engine: Engine, make_broke
         assert outcome.kind == "dropped"  # a real device too, while the slots are taken
 
         idle.pop().close()  # one waiting connection goes away: its slot is free again
-        await wait_for(lambda: broker.broker.unauthenticated.in_use == 2, "the slot to be released")  # type: ignore[union-attr]
+        await eventually(lambda: broker.broker.unauthenticated.in_use == 2,  # type: ignore[union-attr]
+                         "the slot to be released", timeout=WAIT)
         await connected(clients, broker, server_ca, pump, "pump-7")
         assert broker.broker.unauthenticated.in_use == 2  # an authenticated session holds no slot
     finally:
@@ -263,7 +265,8 @@ async def test_certificate_revoked_after_start_is_refused_by_openssl(
 
     version = broker.tls.version
     await asyncio.to_thread(revoke_elsewhere, tmp_path, pump.serial_hex)
-    await wait_for(lambda: broker.tls is not None and broker.tls.version > version, "the TLS contexts to be rebuilt")
+    await eventually(lambda: broker.tls is not None and broker.tls.version > version,
+                     "the TLS contexts to be rebuilt", timeout=WAIT)
     before = len(broker.broker.refusals)
 
     # TLS 1.2: the client's own handshake fails; no TLS session, let alone MQTT.
@@ -315,7 +318,8 @@ async def test_revoked_certificate_refused_after_handshake_when_openssl_cannot_c
     version = broker.tls.version
     await asyncio.to_thread(revoke_elsewhere, tmp_path, pump.serial_hex)
     # The broker learns of another process's revocation on its watcher's next round (revocation_interval).
-    await wait_for(lambda: broker.tls is not None and broker.tls.version > version, "the watcher's next round")
+    await eventually(lambda: broker.tls is not None and broker.tls.version > version,
+                     "the watcher's next round", timeout=WAIT)
     assert broker.tls.crl_checked is None
     before = len(broker.broker.refusals)
     res = await asyncio.to_thread(mosquitto_pub, broker.port, server_ca, pump, "pump-7", topic)

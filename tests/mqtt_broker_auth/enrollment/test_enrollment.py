@@ -11,7 +11,7 @@ import base64
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from tests.mqtt_broker_auth.plain_broker import PlainBroker, start_plain_broker
 from trustlists.engine import Engine
 from trustlists.models import CertificateStatus, KeyType, RevocationReason
 from trustlists.policy import PkiConfig
-from trustlists.testing import Clock, make_csr, make_engine, new_key, store_snapshot
+from trustlists.testing import Clock, eventually, make_csr, make_engine, new_key, store_snapshot
 
 PREFIX = "otpki/enroll"
 
@@ -153,11 +153,6 @@ async def other_wire(engine: Engine, service: EnrollmentService, tmp_path: Path,
         await svc.stop()
         await plain.stop()
         other.close()
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        await asyncio.sleep(0.02)
 
 
 def register(engine: Engine, name: str, credential: BootstrapCredential, *, by: str = "subject_cn",
@@ -465,7 +460,7 @@ async def test_service_resubscribes_after_a_broker_restart(engine: Engine, manuf
     try:
         assert svc.serving.is_set()
         await broker.stop()
-        await asyncio.wait_for(until(lambda: not svc.serving.is_set()), 20)
+        await eventually(lambda: not svc.serving.is_set(), "the service to notice the broker is gone", timeout=20)
         restarted = await start_plain_broker(engine, tmp_path / "broker", port=broker.port)
         await asyncio.wait_for(svc.serving.wait(), 20)  # reconnected and subscribed again, by itself
         idevid = manufacturer.issue_idevid("SN-0010")

@@ -35,7 +35,7 @@ from tests.mqtt_broker_auth.conftest import DeviceCert, issue_device, mqtt_confi
 from trustlists.clock import utcnow
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, make_engine, wait_until
 
 ACTOR = "mosquitto-test"
 GROUP = "mqtt-device"
@@ -193,11 +193,8 @@ class PahoDevice:
         self.client.connect("127.0.0.1", self.lab.settings.port, keepalive=30,
                             clean_start=True if self.protocol == mqtt.MQTTv5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY)
         self.client.loop_start()
-        for _ in range(int(WAIT_S / 0.02)):
-            if self.connected.is_set() or self.disconnected.is_set():
-                break
-            self.disconnected.wait(0.02)
-        assert self.connected.is_set() or self.disconnected.is_set(), "no CONNACK"
+        wait_until(lambda: self.connected.is_set() or self.disconnected.is_set(), "a CONNACK or a disconnect",
+                   timeout=WAIT_S)
         return self
 
     def subscribe(self, topic: str) -> Any:

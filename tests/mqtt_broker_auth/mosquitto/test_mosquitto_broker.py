@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from datetime import timedelta
 
 import paho.mqtt.client as mqtt
@@ -38,18 +37,11 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import RevocationReason
 from trustlists.store import SqliteStore
-from trustlists.testing import PASSPHRASE, ca_signing_material
+from trustlists.testing import PASSPHRASE, ca_signing_material, wait_until
 
 # The fixtures live in their own module (conftest.py belongs to another part of the suite).
 mosquitto_lab = mosquitto_fixture.mosquitto_lab
 paho_clients = mosquitto_fixture.paho_clients
-
-
-def wait_until(condition, what: str, timeout: float = WAIT_S) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def refused(res: subprocess.CompletedProcess[str]) -> bool:
@@ -275,7 +267,8 @@ async def test_bad_crl_is_never_installed_and_the_old_crl_stays_in_force(mosquit
     # Even if something else reloads the broker now, it reloads the old, good CRL: the revoked cert stays out.
     reloads_logged = lab.log_text().count("Reloading config")
     hup_from_pid_file(lab.settings.pid_file)  # what the sync does for a broker it did not start
-    wait_until(lambda: lab.log_text().count("Reloading config") > reloads_logged, "the broker to reload")
+    wait_until(lambda: lab.log_text().count("Reloading config") > reloads_logged, "the broker to reload",
+               timeout=WAIT_S)
     assert "certificate revoked" in tls_alert(lab, cert)
 
 

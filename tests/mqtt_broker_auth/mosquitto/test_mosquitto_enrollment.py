@@ -27,6 +27,7 @@ from tests.mqtt_broker_auth.conftest import DeviceCert, from_issued
 from tests.mqtt_broker_auth.mosquitto import mosquitto_fixture
 from tests.mqtt_broker_auth.mosquitto.mosquitto_fixture import ACTOR, GROUP, WAIT_S, MosquittoLab, PahoDevice, tls_alert
 from trustlists.blocking import run_blocking
+from trustlists.testing import eventually
 
 mosquitto_lab = mosquitto_fixture.mosquitto_lab
 paho_clients = mosquitto_fixture.paho_clients
@@ -138,11 +139,8 @@ async def test_idevid_enrolls_on_the_bootstrap_listener_then_lives_and_renews_on
         assert second != first
         assert (await run_blocking(lab.engine.inventory.get, first)).superseded_by == second
         assert plant.services[0].counters["accepted"] == 1
-        for _ in range(int(WAIT_S / 0.05)):
-            if device.online.is_set() and device.serial_hex == second:
-                break
-            await asyncio.sleep(0.05)
-        assert device.online.is_set() and device.serial_hex == second, device.state
+        await eventually(lambda: device.online.is_set() and device.serial_hex == second,
+                         f"the device online with its renewed certificate {second}", timeout=WAIT_S)
     finally:
         await device.stop()
 

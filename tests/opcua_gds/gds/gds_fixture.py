@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from opcua_gds.gds.server import GdsServer
 from opcua_gds.gds.settings import GdsSettings
 from trustlists.engine import Engine
 from trustlists.policy import PkiConfig
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import free_port, initialized_engine
 
 PASSWORDS = {
     "discovery-admin": ("discovery-pw", [GdsRole.DISCOVERY_ADMIN]),
@@ -33,15 +34,16 @@ class RunningGds:
     tmp: Path
 
 
+@functools.cache
 def access_config() -> AccessConfig:
+    """Argon2 hashes are slow on purpose: made once per process, not for every GDS a test starts."""
     return AccessConfig(users=[PasswordUser(name=n, password_hash=hash_password(pw), roles=roles)
                                for n, (pw, roles) in PASSWORDS.items()])
 
 
 async def running_gds(tmp: Path, installers: list[Installer] | None = None, *,
                       config: PkiConfig | None = None) -> AsyncIterator[RunningGds]:
-    engine = make_engine(tmp / "pki", config=config)
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp / "pki", config=config)
     settings = GdsSettings(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/otpki/gds", access=access_config())
     gds = GdsServer(engine, settings, tmp / "gds", installers=installers)
     await gds.start()

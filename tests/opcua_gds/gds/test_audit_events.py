@@ -6,7 +6,6 @@ tests/interop/test_node_opcua_gds.py.)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from opcua_gds.nodeids import CertificateDirectoryMethods, GdsEventTypes, gds_no
 from opcua_gds.testing import connect, issue_app_identity
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from tests.opcua_gds.gds.test_directory import _open
+from trustlists.testing import eventually
 
 PASSWORD = "pfx-secret-4711"
 WAIT_S = 20.0
@@ -52,10 +52,7 @@ async def test_new_key_pair_request_event_reports_no_password(gds: RunningGds) -
         spec = CertificateDirectoryMethods.StartNewKeyPairRequest
         await admin.node.call_method(spec.node_id(idx), app_id, ua.NodeId(), ua.NodeId(), "CN=Keyless Station",
                                      ua.Variant(["keyless-station.plant"], ua.VariantType.String), "PFX", PASSWORD)
-        deadline = asyncio.get_running_loop().time() + WAIT_S
-        while not received.events:
-            assert asyncio.get_running_loop().time() < deadline, "no CertificateRequestedAuditEventType"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: received.events, "a CertificateRequestedAuditEventType", timeout=WAIT_S)
         (event,) = received.events
         arguments = [v.Value if isinstance(v, ua.Variant) else v for v in event.InputArguments]
         assert event.Status is True and event.MethodId == spec.node_id(idx)

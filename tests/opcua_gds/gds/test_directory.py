@@ -15,7 +15,7 @@ from opcua_gds.nodeids import GDS_NAMESPACE_URI, DirectoryMethods, GdsObjects, g
 from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from trustlists.models import CertificateStatus, RevocationReason
-from trustlists.testing import make_engine, store_refuses
+from trustlists.testing import foreign_engine, store_refuses
 
 S = ua.StatusCodes
 V = ua.VariantType
@@ -95,8 +95,7 @@ async def _code(coro: Any) -> int:
 
 def _stranger(tmp: Path) -> AppIdentity:
     """A client certificate another engine issued: the GDS grants it no ApplicationSelfAdmin."""
-    other = make_engine(tmp / "other")
-    other.hierarchy.initialize(actor="test")
+    other = foreign_engine(tmp / "other")
     try:
         return issue_app_identity(other, tmp / "other-certs", "stranger", "urn:test:stranger")
     finally:

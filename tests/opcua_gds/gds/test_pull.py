@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from asyncua import Client, ua
 from asyncua.ua import uaerrors
 from cryptography import x509
@@ -27,7 +29,7 @@ from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from opcua_gds.trustlist_binary import decode_trustlist
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from trustlists.models import TrustListMask
-from trustlists.testing import make_csr, make_engine, new_key, store_snapshot
+from trustlists.testing import foreign_engine, make_csr, new_key, store_snapshot
 
 M = CertificateDirectoryMethods
 RSA_TYPE = ua.NodeId(CertificateTypes.RsaSha256ApplicationCertificateType)
@@ -36,17 +38,24 @@ NULL = ua.NodeId()
 NO_NAMES = ua.Variant([], ua.VariantType.String, is_array=True)
 
 
-@pytest.fixture
-async def gds(tmp_path: Path) -> AsyncIterator[RunningGds]:
-    async for running in running_gds(tmp_path, installers=[pull.install, trustlist_file.install]):
+# One GDS for the module (starting one is most of a test's time): its tests run on the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+_app_numbers = itertools.count(1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gds(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGds]:
+    async for running in running_gds(tmp_path_factory.mktemp("gds"), installers=[pull.install, trustlist_file.install]):
         yield running
 
 
 @pytest.fixture
 def apps(gds: RunningGds) -> dict[str, AppIdentity]:
-    certs = gds.tmp / "certs"
-    return {"scada": issue_app_identity(gds.engine, certs, "scada-1", "urn:plant:scada-1"),
-            "hmi": issue_app_identity(gds.engine, certs, "hmi-1", "urn:plant:hmi-1")}
+    """Applications of this test's own: what a test requests, issues or revokes for them meets no other test."""
+    n = next(_app_numbers)
+    certs = gds.tmp / "certs" / str(n)
+    return {"scada": issue_app_identity(gds.engine, certs, f"scada-{n}", f"urn:plant:scada-{n}"),
+            "hmi": issue_app_identity(gds.engine, certs, f"hmi-{n}", f"urn:plant:hmi-{n}")}
 
 
 class Gds:
@@ -172,10 +181,19 @@ async def test_new_key_pair_request(gds: RunningGds, apps: dict[str, AppIdentity
         await s.client.disconnect()
 
 
-async def test_manual_approval(gds: RunningGds, apps: dict[str, AppIdentity]) -> None:
-    config = gds.engine.config
-    config.groups["opcua-application"] = config.groups["opcua-application"].model_copy(
-        update={"auto_approve": False})
+@pytest.fixture
+def manual_approval(gds: RunningGds) -> Iterator[None]:
+    """The application group needs an approval for a while (the module's GDS gets its policy back after)."""
+    groups = gds.engine.config.groups
+    policy = groups["opcua-application"]
+    groups["opcua-application"] = policy.model_copy(update={"auto_approve": False})
+    try:
+        yield
+    finally:
+        groups["opcua-application"] = policy
+
+
+async def test_manual_approval(gds: RunningGds, apps: dict[str, AppIdentity], manual_approval: None) -> None:
     app = apps["scada"]
     s = await session(gds, app)
     try:
@@ -245,8 +263,7 @@ async def test_role_matrix(gds: RunningGds, apps: dict[str, AppIdentity], tmp_pa
     nobody = await session(gds, hmi, "no-role")
     admin = await session(gds, hmi, "ca-admin")
     sign = await session(gds, scada, "ca-admin", mode=ua.MessageSecurityMode.Sign)
-    other = make_engine(tmp_path / "other")
-    other.hierarchy.initialize(actor="test")
+    other = foreign_engine(tmp_path / "other")
     stranger_id = issue_app_identity(other, tmp_path / "other-certs", "stranger", "urn:plant:stranger")
     other.close()
     stranger = await session(gds, stranger_id, "no-role")
@@ -323,7 +340,7 @@ async def test_bad_input(gds: RunningGds, apps: dict[str, AppIdentity]) -> None:
             # requests
             (uaerrors.BadInvalidArgument, M.StartSigningRequest, (sid, NULL, NULL, b"garbage")),
             (uaerrors.BadCertificateUriInvalid, M.StartSigningRequest,
-             (sid, NULL, NULL, csr_for(scada, uri="urn:plant:hmi-1")[0])),
+             (sid, NULL, NULL, csr_for(scada, uri=hmi.application_uri)[0])),
             (uaerrors.BadInvalidArgument, M.FinishRequest, (sid, hmi_request)),  # another app's request
             (uaerrors.BadInvalidArgument, M.FinishRequest, (sid, ua.NodeId(uuid.uuid4(), admin.idx))),
             (uaerrors.BadInvalidArgument, M.FinishRequest, (sid, ua.NodeId(5, admin.idx))),

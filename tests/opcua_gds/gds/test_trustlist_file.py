@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from asyncua import Client, ua
 from asyncua.ua import uaerrors
 
@@ -16,21 +17,33 @@ from opcua_gds.testing import AppIdentity, connect, issue_app_identity
 from opcua_gds.trustlist_binary import decode_trustlist, encode_trustlist
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, RunningGds, running_gds
 from trustlists.models import TrustListMask
-from trustlists.testing import make_engine
+from trustlists.testing import foreign_engine
 
 APP_GROUP = CertificateGroups.GdsDefaultApplicationGroup
 USER_GROUP = CertificateGroups.GdsDefaultUserTokenGroup
 
 
-@pytest.fixture
-async def gds(tmp_path: Path) -> AsyncIterator[RunningGds]:
-    async for running in running_gds(tmp_path, installers=[pull.install, trustlist_file.install]):
+# One GDS for the module (starting one is most of a test's time): its tests run on the module's event loop. They
+# only read trust lists, each in sessions of its own; what counts every session's handles gets a GDS of its own.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gds(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGds]:
+    async for running in running_gds(tmp_path_factory.mktemp("gds"), installers=[pull.install, trustlist_file.install]):
         yield running
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def app(gds: RunningGds) -> AppIdentity:
     return issue_app_identity(gds.engine, gds.tmp / "certs", "scada-1", "urn:plant:scada-1")
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_gds(tmp_path: Path) -> AsyncIterator[RunningGds]:
+    """A GDS of the test's own: OpenCount counts the handles of every session, other tests' included."""
+    async for running in running_gds(tmp_path, installers=[pull.install, trustlist_file.install]):
+        yield running
 
 
 class TrustListFile:
@@ -74,7 +87,9 @@ async def file_session(gds: RunningGds, app: AppIdentity, user: str | None = Non
     return TrustListFile(client, await client.get_namespace_index(GDS_NAMESPACE_URI), group)
 
 
-async def test_read_whole_and_masked_trust_list(gds: RunningGds, app: AppIdentity) -> None:
+async def test_read_whole_and_masked_trust_list(own_gds: RunningGds) -> None:
+    gds = own_gds
+    app = issue_app_identity(gds.engine, gds.tmp / "certs", "scada-1", "urn:plant:scada-1")
     f = await file_session(gds, app)  # SelfAdmin of an application of the group, anonymous
     try:
         expected = gds.engine.trustlists.get("opcua-application").content
@@ -190,8 +205,7 @@ async def test_handles_belong_to_their_session(gds: RunningGds, app: AppIdentity
 
 
 async def test_access(gds: RunningGds, app: AppIdentity, tmp_path: Path) -> None:
-    other = make_engine(tmp_path / "other")
-    other.hierarchy.initialize(actor="test")
+    other = foreign_engine(tmp_path / "other")
     stranger = issue_app_identity(other, tmp_path / "other-certs", "stranger", "urn:plant:stranger")
     other.close()
     f = await file_session(gds, stranger, "no-role")  # no role, certificate not issued by this engine

@@ -15,7 +15,7 @@ from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from opcua_gds.push.client import PushError, expect_certificate, fingerprint, push_certificate
 from opcua_gds.testing import connect, issue_app_identity
 from simulators.plc import PlcSimulator
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import foreign_engine, free_port, initialized_engine
 
 ACCESS = AccessConfig(users=[
     PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"), roles=[GdsRole.SECURITY_ADMIN]),
@@ -23,8 +23,7 @@ ACCESS = AccessConfig(users=[
 
 
 async def test_push_certificate_and_trust_list_to_a_plc(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path / "pki")
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "pki")
     pusher = issue_app_identity(engine, tmp_path / "certs", "otpki-push", "urn:otpki:push")
     plc = PlcSimulator("plc-7", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc-pki", ACCESS)
     plc_owner = engine.registry.register(group="opcua-application", name="plc-7", application_uri=plc.application_uri,
@@ -48,8 +47,7 @@ async def test_push_certificate_and_trust_list_to_a_plc(tmp_path: Path) -> None:
         assert record is not None and record.owner_id == plc_owner.id
 
         # The PLC now trusts only the group's CA: a client with a certificate from another CA is refused.
-        other = make_engine(tmp_path / "other-pki")
-        other.hierarchy.initialize(actor="test")
+        other = foreign_engine(tmp_path / "other-pki")
         stranger = issue_app_identity(other, tmp_path / "stranger", "stranger", "urn:stranger")
         other.close()
         with pytest.raises(BadSecurityChecksFailed):

@@ -7,6 +7,7 @@ half, and the target is retried until it holds the new one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from simulators.plc import PlcSimulator
 from simulators.plc_faults import PlcFaults
 from trustlists.models import IssuanceKind
 from trustlists.targets import TargetState
-from trustlists.testing import Clock, free_port, make_engine
+from trustlists.testing import Clock, free_port, initialized_engine
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])
@@ -47,8 +48,7 @@ def sha256(der: bytes) -> str:
 @pytest.fixture
 async def fleet(tmp_path: Path):  # type: ignore[no-untyped-def]
     clock = Clock()
-    engine = make_engine(tmp_path / "pki", clock=clock)
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "pki", clock=clock)
     plcs: dict[str, PlcSimulator] = {}
     targets: dict[str, str] = {}
     for name, options in FLEET.items():
@@ -67,12 +67,11 @@ async def fleet(tmp_path: Path):  # type: ignore[no-untyped-def]
                       credentials=lambda ref: ("plc-admin", "plc-admin-pw" if ref == "plc" else "not-the-password"),
                       concurrency=len(FLEET), reconnect_attempts=8, reconnect_delay_s=0.5, timeout_s=90)
     try:
-        for plc in plcs.values():
-            await plc.start()
+        # Concurrently: each stop waits out asyncua's one-second clock tick, nine of them in a row add up.
+        await asyncio.gather(*(plc.start() for plc in plcs.values()))
         yield engine, clock, plcs, targets, rollout
     finally:
-        for plc in plcs.values():
-            await plc.stop()
+        await asyncio.gather(*(plc.stop() for plc in plcs.values()))
         engine.close()
 
 

@@ -24,7 +24,7 @@ from simulators.plc_faults import PlcFaults
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason, TrustListContent
 from trustlists.targets import TargetState
-from trustlists.testing import Clock, free_port, make_csr, make_engine
+from trustlists.testing import Clock, foreign_engine, free_port, initialized_engine, make_csr
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])
@@ -52,8 +52,7 @@ async def start_plant(tmp_path: Path) -> AsyncIterator[PlantFactory]:
     """Starts PLCs (name -> PlcSimulator options) registered as push targets; credentials "wrong" for
     plc-wrong-user. Stops them and closes the engine at the end of the test."""
     clock = Clock()
-    engine = make_engine(tmp_path / "pki", clock=clock)
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "pki", clock=clock)
     plcs: dict[str, PlcSimulator] = {}
 
     async def start(fleet: dict[str, dict]) -> Plant:
@@ -99,8 +98,7 @@ def trusts(plc: PlcSimulator, content: TrustListContent) -> None:
 
 async def test_a_refused_push_names_the_status_the_plc_answered(start_plant: PlantFactory, tmp_path: Path) -> None:
     plant = await start_plant({"plc-other-plant": {}, "plc-no-crl": {}, "plc-wrong-user": {}})
-    other = make_engine(tmp_path / "other-plant")
-    other.hierarchy.initialize(actor="test")
+    other = foreign_engine(tmp_path / "other-plant")
     trusts(plant.plcs["plc-other-plant"], other.trustlists.get(GROUP).content)
     other.close()
     ours = plant.engine.trustlists.get(GROUP).content

@@ -27,7 +27,7 @@ from simulators.plc_faults import PlcFaults
 from trustlists.engine import Engine
 from trustlists.models import RevocationReason
 from trustlists.targets import PinSource, TargetState
-from trustlists.testing import Clock, free_port, make_engine
+from trustlists.testing import Clock, free_port, initialized_engine
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])
@@ -69,8 +69,7 @@ class Site:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
         self.clock = Clock()
-        self.engine: Engine = make_engine(tmp_path / "pki", clock=self.clock)
-        self.engine.hierarchy.initialize(actor="test")
+        self.engine: Engine = initialized_engine(tmp_path / "pki", clock=self.clock)
         self.cert, self.key = ensure_identity(self.engine, tmp_path / "push-own", name="otpki-push",
                                               application_uri="urn:otpki:push", host="localhost")
         self.rollout = Rollout(self.engine, client_cert_path=self.cert, client_key_path=self.key,

@@ -12,15 +12,14 @@ from opcua_gds.push.rollout import KIND, Rollout, RolloutReport
 from simulators.plc import PlcSimulator
 from trustlists.models import RevocationReason
 from trustlists.targets import DeliveryTarget, TargetState
-from trustlists.testing import free_port, make_csr, make_engine
+from trustlists.testing import eventually, free_port, initialized_engine, make_csr
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])
 
 
 async def test_rollout_to_a_small_fleet(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path / "pki")
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "pki")
     cert, key = ensure_identity(engine, tmp_path / "push-own", name="otpki-push", application_uri="urn:otpki:push",
                                 host="localhost")
     plcs = [PlcSimulator(f"plc-{i}", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / f"plc-{i}", ACCESS)
@@ -29,7 +28,7 @@ async def test_rollout_to_a_small_fleet(tmp_path: Path) -> None:
         owner = engine.registry.register(group="opcua-application", name=plc.name, application_uri=plc.application_uri,
                                          dns_names=["localhost"], ip_addresses=["127.0.0.1"], actor="test")
         engine.targets.add(owner_id=owner.id, kind=KIND, address=plc.endpoint, credentials_ref="plc", actor="test")
-        await plc.start()
+    await asyncio.gather(*(plc.start() for plc in plcs))
     dead = engine.registry.register(group="opcua-application", name="plc-dead", application_uri="urn:plc:dead",
                                     actor="test")
     dead_target = engine.targets.add(owner_id=dead.id, kind=KIND, credentials_ref="plc", actor="test",
@@ -59,8 +58,7 @@ async def test_rollout_to_a_small_fleet(tmp_path: Path) -> None:
         assert all(o.trust_list_applied for o in again.outcomes)
         assert engine.verify_audit().ok
     finally:
-        for plc in plcs:
-            await plc.stop()
+        await asyncio.gather(*(plc.stop() for plc in plcs))
         engine.close()
 
 
@@ -81,8 +79,7 @@ async def test_scheduler_renews_before_expiry_and_pushes_new_trust_lists(tmp_pat
     group = config.groups["opcua-application"].model_copy(update={"leaf_lifetime_days": 2, "renewal_window_days": 1})
     config = config.model_copy(update={"groups": {**config.groups, "opcua-application": group}})
     clock = Clock()
-    engine = make_engine(tmp_path / "pki", config=config, clock=clock)
-    engine.hierarchy.initialize(actor="test")
+    engine = initialized_engine(tmp_path / "pki", config=config, clock=clock)
     cert, key = ensure_identity(engine, tmp_path / "push-own", name="otpki-push", application_uri="urn:otpki:push",
                                 host="localhost")
     plc = PlcSimulator("plc-s", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc-s", ACCESS)
@@ -99,12 +96,11 @@ async def test_scheduler_renews_before_expiry_and_pushes_new_trust_lists(tmp_pat
     service = asyncio.create_task(rollout.serve(interval_s=0.2, stop=stop, on_report=rounds.append))
 
     async def delivered(predicate) -> DeliveryTarget:  # type: ignore[no-untyped-def]
-        for _ in range(300):
-            current = engine.targets.get(target.id)
-            if predicate(current):
-                return current
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"the scheduler did not deliver: {engine.targets.get(target.id)} {rounds}")
+        try:
+            await eventually(lambda: predicate(engine.targets.get(target.id)), "a delivery", timeout=30, interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"the scheduler did not deliver: {engine.targets.get(target.id)} {rounds}") from None
+        return engine.targets.get(target.id)
 
     try:
         first = await delivered(lambda t: t.state is TargetState.DELIVERED)

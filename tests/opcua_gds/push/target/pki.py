@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,9 @@ APP_GROUP_ID = ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup)
 RSA_SHA256_TYPE = ua.NodeId(12560)
 
 
+@functools.cache
 def access_config() -> AccessConfig:
+    """Argon2 hashes are slow on purpose: made once per process, not for every PLC a test starts."""
     return AccessConfig(users=[PasswordUser(name=n, password_hash=hash_password(pw), roles=roles)
                                for n, (pw, roles) in USERS.items()])
 

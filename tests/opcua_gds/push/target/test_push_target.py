@@ -31,7 +31,9 @@ from tests.opcua_gds.push.target.pki import (
     self_signed_client,
 )
 from trustlists.models import TrustListContent, TrustListMask
-from trustlists.testing import free_port, make_engine
+from trustlists.testing import eventually, free_port, make_engine
+
+WAIT = 15.0  # upper bound for the PLC to act on an ApplyChanges, on a loaded 2-core machine
 
 Factory = Callable[..., Awaitable[PlcSimulator]]
 
@@ -67,6 +69,13 @@ async def _disconnect(client: Client) -> None:
         await client.disconnect()
 
 
+def _channel_certificates(plc: PlcSimulator) -> list[tuple[bytes | None, bytes | None]]:
+    """(server certificate, client certificate) of each SecureChannel the PLC holds open."""
+    assert plc.server is not None and plc.server.bserver is not None
+    policies = [p.processor._connection.security_policy for p in plc.server.bserver.clients]
+    return [(policy.host_certificate, policy.peer_certificate) for policy in policies]
+
+
 async def _bootstrap(plc: PlcSimulator, admin: ClientIdentity, ca: TestCa) -> None:
     """First push: the CA (and its CRL) as the trust list, applied."""
     client = await connect(plc.endpoint, admin)
@@ -76,7 +85,9 @@ async def _bootstrap(plc: PlcSimulator, admin: ClientIdentity, ca: TestCa) -> No
         await push.apply()
     finally:
         await _disconnect(client)
-    await asyncio.sleep(0.8)  # the channels of the old trust list are re-evaluated after the response
+    # ApplyChanges re-evaluates the channels opened under the old trust list after its response; the one it
+    # was called on is gone once the PLC has seen it close, so none is left for that to act on.
+    await eventually(lambda: not _channel_certificates(plc), "the PLC to drop the bootstrap channel", timeout=WAIT)
 
 
 async def test_happy_path_push_trust_list_and_certificate(make_plc: Factory, ca: TestCa,
@@ -94,14 +105,12 @@ async def test_happy_path_push_trust_list_and_certificate(make_plc: Factory, ca:
         new_der = ca.sign_csr(csr)
         assert await push.update_certificate(new_der, [ca.der])
         assert plc.certificate_der == factory_der  # staged, not active
-        assert plc.server is not None and plc.server.bserver is not None
-        hosts = {p.processor._connection.security_policy.host_certificate for p in plc.server.bserver.clients}
-        assert factory_der in hosts
+        assert factory_der in {host for host, _peer in _channel_certificates(plc)}
         await push.apply()
 
-        await asyncio.sleep(1.0)
-        hosts = {p.processor._connection.security_policy.host_certificate for p in plc.server.bserver.clients}
-        assert factory_der not in hosts  # the server closed the channel that used the old certificate
+        # The server closes the channel that used the old certificate, after the ApplyChanges response.
+        await eventually(lambda: factory_der not in {host for host, _peer in _channel_certificates(plc)},
+                         "the PLC to close the channel of its old certificate", timeout=WAIT)
         with pytest.raises((ConnectionError, asyncio.TimeoutError, ua.UaError)):
             await asyncio.wait_for(client.nodes.server.read_browse_name(), 5)
     finally:
@@ -162,8 +171,7 @@ async def test_update_certificate_with_pushed_pem_and_pfx_key(make_plc: Factory,
         await push.apply()
     finally:
         await _disconnect(client)
-    await asyncio.sleep(0.8)
-    assert plc.certificate_der == cert
+    await eventually(lambda: plc.certificate_der == cert, "the PLC to present the pushed certificate", timeout=WAIT)
 
 
 async def test_refusals(make_plc: Factory, ca: TestCa, admin: ClientIdentity, tmp_path: Path) -> None:
