@@ -23,7 +23,7 @@ import inspect
 import logging
 import textwrap
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -33,7 +33,7 @@ from asyncua import Client, Server, ua
 from asyncua.client.ua_client import UaClient, UASocketProtocol
 from asyncua.common.connection import SecureConnection
 from asyncua.common.utils import Buffer
-from asyncua.crypto.security_policies import SecurityPolicy
+from asyncua.crypto.security_policies import SecurityPolicy, SecurityPolicyFactory, SecurityPolicyNone
 from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
@@ -42,7 +42,10 @@ from asyncua.server.internal_subscription import InternalSubscription
 from asyncua.server.subscription_service import SubscriptionService
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from opcua_gds.certificate_chain import split_chain
 from opcua_gds.nodeids import ns0_node_id, ua_status
 
 WRITTEN_FOR = "2.1.0"
@@ -94,15 +97,23 @@ def _caller_of(processor: UaProcessor) -> Caller:
 def run_call_requests_in(scope: CallScope) -> None:
     """Serve every CallRequest of every server in this process inside `scope(caller)`; idempotent."""
     _call_scope[:] = [scope]
+    _install_request_hook()
+
+
+def _install_request_hook() -> None:
+    """One wrapper for the per-request scopes: CallRequests (above) and CreateSessionRequests (section 13)."""
     original = UaProcessor._process_message
     if getattr(original, _MARK, False):
         return
 
     async def process_message(self: UaProcessor, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Any) -> Any:
-        if typeid != _CALL_REQUEST or not _call_scope:
-            return await original(self, typeid, requesthdr, seqhdr, body)
-        with _call_scope[0](_caller_of(self)):
-            return await original(self, typeid, requesthdr, seqhdr, body)
+        if typeid == _CALL_REQUEST and _call_scope:
+            with _call_scope[0](_caller_of(self)):
+                return await original(self, typeid, requesthdr, seqhdr, body)
+        if typeid == _CREATE_SESSION and _session_scope:
+            with _session_scope[0](peer_chain_of(self._connection)):
+                return await original(self, typeid, requesthdr, seqhdr, body)
+        return await original(self, typeid, requesthdr, seqhdr, body)
 
     setattr(process_message, _MARK, True)
     # asyncua offers no hook here: replacing its method is this gate's job (checked by _check at import).
@@ -196,10 +207,19 @@ def server_identity(server: Server) -> tuple[Any, Any]:
     return server.iserver.certificate, server.iserver.private_key
 
 
-async def replace_server_identity(server: Server, certificate: Any, private_key: Any) -> None:
-    """Make (certificate, private_key) the server's identity for new SecureChannels and CreateSession signatures."""
+async def replace_server_identity(server: Server, certificate: Any, private_key: Any,
+                                  issuers: Sequence[bytes] = ()) -> None:
+    """Make (certificate, private_key) the server's identity for new SecureChannels and CreateSession signatures.
+
+    `issuers`: the CAs presented after the certificate (section 12); the chain of the old certificate is dropped.
+    """
     server.iserver.certificate = certificate
     server.iserver.private_key = private_key
+    _register_chain(server, issuers)
+    await _rebuild_endpoints(server)
+
+
+async def _rebuild_endpoints(server: Server) -> None:
     if server.bserver is None:  # not started: start() builds endpoints and policies from the identity above
         return
     server.iserver.endpoints.clear()
@@ -222,6 +242,8 @@ class LiveChannel:
     host_certificate: bytes | None  # DER the server presented on this channel
     peer_certificate: bytes | None  # DER of the client application certificate; b"" or None: none
     _protocol: OPCUAProtocol = field(repr=False)
+    # The chain the client sent in its OpenSecureChannel (leaf first; section 13); () without one.
+    peer_chain: tuple[bytes, ...] = ()
 
     def close(self) -> None:
         """Close after writing what is buffered (a response already sent still reaches the client)."""
@@ -254,8 +276,10 @@ def live_channels(server: Server) -> list[LiveChannel]:
         if protocol.processor is None:
             # asyncua appends a protocol to `clients` only once it has its processor; anything else is a change.
             raise AsyncuaIncompatible("lists a connection without a UaProcessor in BinaryServer.clients")
-        policy = protocol.processor._connection.security_policy
-        channels.append(LiveChannel(policy.host_certificate, policy.peer_certificate, protocol))
+        connection = protocol.processor._connection
+        policy = connection.security_policy
+        channels.append(LiveChannel(policy.host_certificate, policy.peer_certificate, protocol,
+                                    peer_chain_of(connection)))
     return channels
 
 
@@ -429,6 +453,133 @@ async def stop_server(server: Server) -> None:
     await server.stop()
 
 
+# -- 12. The certificate chain a server presents --------------------------------------------------------------
+# `Server._setup_server_nodes()` gives every EndpointDescription `ServerCertificate = der(InternalServer.
+# certificate)`, the leaf alone, and creates each `SecurityPolicyFactory` without its `certificate_chain`, so the
+# SenderCertificate of the server's OpenSecureChannel responses is the leaf alone too. Both can carry a chain:
+# a factory's `certificate_chain` (cryptography certificates) is handed to every SecurityPolicy it creates
+# (`host_certificate_chain`), whose DER `SecureConnection.message_to_binary` appends after the leaf in the
+# asymmetric security header; the endpoints are plain structures. The wrapper of `_setup_server_nodes` appends
+# the chain registered for the server's current certificate to both, after every build (start, identity swap).
+# CreateSessionResponse.ServerCertificate (`UaProcessor._process_message`) stays the leaf: asyncua checks the
+# client's ActivateSession signature over `SecurityPolicy.host_certificate` (the leaf, which OPC 10000-4 5.6.3
+# has signed when a chain is sent), and a client finds its SecureChannel's certificate in it either way.
+
+# Per server: (the certificate DER the chain belongs to, the CAs after it). A chain is never presented with
+# another certificate than the one it was registered for.
+_server_chains: weakref.WeakKeyDictionary[InternalServer, tuple[bytes, tuple[x509.Certificate, ...]]] = \
+    weakref.WeakKeyDictionary()
+
+
+async def present_certificate_chain(server: Server, issuers: Sequence[bytes]) -> None:
+    """Present `issuers` (DER, from the certificate's issuer towards the root) after the server's certificate in
+    its EndpointDescriptions and OpenSecureChannel responses; () presents the certificate alone.
+
+    Call it after the certificate is loaded; a started server rebuilds its endpoints, so every new
+    SecureChannel gets the chain (open ones keep what they were opened with).
+    """
+    _register_chain(server, issuers)
+    await _rebuild_endpoints(server)
+
+
+def _register_chain(server: Server, issuers: Sequence[bytes]) -> None:
+    _install_chain_hook()
+    certificate = server.iserver.certificate
+    if certificate is None:
+        raise ValueError("load the server certificate before presenting its chain")
+    _server_chains[server.iserver] = (certificate.public_bytes(Encoding.DER),
+                                      tuple(x509.load_der_x509_certificate(der) for der in issuers))
+
+
+def presented_chain(server: Server) -> list[bytes]:
+    """The chain the server's endpoints present now (leaf first; [] before start or without a certificate)."""
+    ders = {bytes(e.ServerCertificate) for e in server.iserver.endpoints if e.ServerCertificate}
+    if len(ders) > 1:
+        raise AsyncuaIncompatible("built endpoints that present different certificates")
+    return split_chain(next(iter(ders))) if ders else []
+
+
+def _install_chain_hook() -> None:
+    original = Server._setup_server_nodes
+    if getattr(original, _MARK, False):
+        return
+
+    async def setup_server_nodes(self: Server) -> None:
+        await original(self)
+        registered = _server_chains.get(self.iserver)
+        certificate = self.iserver.certificate
+        if registered is None or certificate is None or not registered[1]:
+            return
+        leaf = certificate.public_bytes(Encoding.DER)
+        if registered[0] != leaf:
+            log.warning("the registered certificate chain belongs to another certificate: presenting the leaf alone")
+            return
+        chain = leaf + b"".join(c.public_bytes(Encoding.DER) for c in registered[1])
+        for endpoint in self.iserver.endpoints:
+            if endpoint.ServerCertificate == leaf:
+                endpoint.ServerCertificate = chain
+        for factory in self._policies:
+            factory.certificate_chain = list(registered[1])
+
+    setattr(setup_server_nodes, _MARK, True)
+    # asyncua builds endpoints and policy factories in one private step: wrapping it is this gate's job.
+    Server._setup_server_nodes = setup_server_nodes  # type: ignore[method-assign]
+
+
+# -- 13. The certificate chain a peer sent ----------------------------------------------------------------------
+# `SecureConnection.select_policy(uri, peer_certificate, mode)` receives the SenderCertificate of the peer's
+# OpenSecureChannel message (a chain, when the peer sends one) and keeps only its leaf in the SecurityPolicy it
+# creates (`peer_certificate`); a client's connection passes the server's OpenSecureChannel response through it
+# too (keeping its own policy). The wrapper keeps the whole chain on the connection. asyncua's certificate
+# validator hook (`Server.set_certificate_validator`) is called inside `InternalSession.create_session` with the
+# certificate of CreateSession's ClientCertificate alone; `run_session_creations_in` serves each
+# CreateSessionRequest inside a scope given the channel's chain, the way CallRequests get their caller.
+
+_CREATE_SESSION = ns0_node_id(ua.ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
+_PEER_CHAIN = "_otpki_peer_chain"
+SessionScope = Callable[[tuple[bytes, ...]], AbstractContextManager[object]]
+_session_scope: list[SessionScope] = []
+
+
+def keep_peer_chains() -> None:
+    """Keep the SenderCertificate chain of every SecureChannel opened from now on, in this process; idempotent."""
+    original = SecureConnection.select_policy
+    if getattr(original, _MARK, False):
+        return
+
+    def select_policy(self: SecureConnection, uri: str, peer_certificate: bytes | None,
+                      mode: ua.MessageSecurityMode | None = None) -> None:
+        original(self, uri, peer_certificate, mode)
+        setattr(self, _PEER_CHAIN, tuple(split_chain(bytes(peer_certificate))) if peer_certificate else ())
+
+    setattr(select_policy, _MARK, True)
+    # asyncua drops the chain's CAs here and offers no hook: wrapping it is this gate's job.
+    SecureConnection.select_policy = select_policy  # type: ignore[method-assign]
+
+
+def peer_chain_of(connection: SecureConnection) -> tuple[bytes, ...]:
+    """The chain the peer sent when the channel opened (leaf first); () when none was sent or kept."""
+    chain: tuple[bytes, ...] = getattr(connection, _PEER_CHAIN, ())
+    return chain
+
+
+def server_chain_seen_by(client: Client) -> list[bytes]:
+    """The chain the server sent in the OpenSecureChannel response of the client's open channel ([] if none)."""
+    protocol = client.uaclient.protocol
+    return list(peer_chain_of(protocol._connection)) if protocol is not None else []
+
+
+def run_session_creations_in(scope: SessionScope) -> None:
+    """Serve every CreateSessionRequest of every server in this process inside `scope(peer_chain)`; idempotent.
+
+    asyncua's certificate validator runs inside it; the chain is the one the client sent when it opened the
+    SecureChannel (kept by `keep_peer_chains`, which this installs).
+    """
+    keep_peer_chains()
+    _session_scope[:] = [scope]
+    _install_request_hook()
+
+
 # -- the import-time check ------------------------------------------------------------------------------------------
 
 def _parameters(func: Any) -> list[str]:
@@ -519,6 +670,15 @@ def _check() -> None:
     # 11. the clock task a stop waits for
     _require_state(InternalServer, "time_task", "_time_task_stop")
     _require_method(InternalServer, "_set_current_time_loop", ["self"], coroutine=True)
+    # 12. the presented chain
+    _require_state(SecurityPolicyFactory, "certificate", "certificate_chain")
+    if "host_cert_chain" not in _parameters(SecurityPolicyNone.__init__) \
+            or "host_certificate_chain" not in inspect.get_annotations(SecurityPolicy):
+        raise AsyncuaIncompatible("changed how a SecurityPolicy takes its certificate chain (host_cert_chain)")
+    # 13. the peer's chain
+    _require_method(SecureConnection, "select_policy", ["self", "uri", "peer_certificate", "mode"], coroutine=False)
+    _require_state(UaClient, "protocol")
+    _require_state(UASocketProtocol, "_connection")
 
 
 _check()

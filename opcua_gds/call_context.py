@@ -39,10 +39,18 @@ _current: ContextVar[CallContext | None] = ContextVar("otpki_opcua_call_context"
 # The identity token type being activated: asyncua passes the channel's client certificate to the user
 # manager for anonymous tokens too, so the manager could not otherwise tell them from X.509 user tokens.
 _activating_token: ContextVar[type | None] = ContextVar("otpki_opcua_activating_token", default=None)
+# The certificate chain the client sent when it opened the SecureChannel, while its CreateSession is served:
+# asyncua hands the certificate validator the leaf alone.
+_session_chain: ContextVar[tuple[bytes, ...]] = ContextVar("otpki_opcua_session_chain", default=())
 
 
 def activating_token_type() -> type | None:
     return _activating_token.get()
+
+
+def creating_session_chain() -> tuple[bytes, ...]:
+    """While a CreateSession is served: the chain its SecureChannel was opened with (leaf first); else ()."""
+    return _session_chain.get()
 
 
 def current() -> CallContext | None:
@@ -70,7 +78,18 @@ def _activation(token_type: type) -> Iterator[None]:
         _activating_token.reset(token)
 
 
+@contextmanager
+def _session_creation(chain: tuple[bytes, ...]) -> Iterator[None]:
+    token = _session_chain.set(chain)
+    try:
+        yield
+    finally:
+        _session_chain.reset(token)
+
+
 def install() -> None:
-    """Publish the CallContext and the activating token type for every server in this process; idempotent."""
+    """Publish the CallContext, the activating token type and the chain of a session being created, for every
+    server in this process; idempotent."""
     asyncua_compat.run_call_requests_in(_call)
     asyncua_compat.run_activations_in(_activation)
+    asyncua_compat.run_session_creations_in(_session_creation)

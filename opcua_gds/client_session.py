@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from opcua_gds._asyncua_compat import read_channel_refusals, use_security_policy
+from opcua_gds.certificate_chain import split_chain
 
 # Called with the certificate chain a server's endpoint presents (leaf first, DER) before any secure channel is
 # opened; raises to refuse the server.
@@ -55,6 +56,10 @@ class ClientIdentity:
 
     certificate: x509.Certificate
     private_key: PrivateKeyTypes
+    # The CAs between the certificate and the root, sent after it on the SecureChannel (OPC 10000-6 6.2.3), so
+    # a server that trusts only the root can build the path: from a certificate file that holds a chain
+    # (a PEM bundle or concatenated DER, leaf first).
+    issuers: tuple[x509.Certificate, ...] = ()
 
     @staticmethod
     def load(cert_path: Path, key_path: Path) -> ClientIdentity:
@@ -64,9 +69,12 @@ class ClientIdentity:
 @cache
 def _load(cert_path: Path, key_path: Path, _mtime: int) -> ClientIdentity:
     data = cert_path.read_bytes()
-    cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+    certs = (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
+             else [x509.load_der_x509_certificate(der) for der in split_chain(data)])
+    if not certs:
+        raise ValueError(f"{cert_path} holds no certificate")
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    return ClientIdentity(cert, key)
+    return ClientIdentity(certs[0], key, tuple(certs[1:]))
 
 
 async def secure(client: Client, identity: ClientIdentity, *, mode: ua.MessageSecurityMode, check: ServerCheck,
@@ -83,29 +91,6 @@ async def secure(client: Client, identity: ClientIdentity, *, mode: ua.MessageSe
     # Parsed before the check: a blob that is no certificate must not be pinned or looked up.
     server_cert = x509.load_der_x509_certificate(chain[0] if chain else b"")
     await check(chain)
-    use_security_policy(client, policy(server_cert, identity.certificate, identity.private_key, mode))
+    use_security_policy(client, policy(server_cert, identity.certificate, identity.private_key, mode,
+                                       host_cert_chain=list(identity.issuers)))
     return chain[0]
-
-
-def first_certificate(chain: bytes) -> bytes:
-    """The leaf of a ServerCertificate that may be a concatenated DER chain (OPC 10000-6 6.2.3)."""
-    if len(chain) < 4 or chain[0] != 0x30:
-        return chain
-    length = chain[1]
-    if length < 0x80:
-        return chain[: 2 + length]
-    n = length & 0x7F
-    return chain[: 2 + n + int.from_bytes(chain[2: 2 + n], "big")]
-
-
-def split_chain(chain: bytes) -> list[bytes]:
-    """The certificates of a ServerCertificate (a DER certificate or a concatenated chain, leaf first)."""
-    certs: list[bytes] = []
-    rest = chain
-    while rest:
-        cert = first_certificate(rest)
-        if not cert:
-            break
-        certs.append(cert)
-        rest = rest[len(cert):]
-    return certs

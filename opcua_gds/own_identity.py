@@ -12,6 +12,7 @@ from pathlib import Path
 
 from asyncua import ua
 
+from opcua_gds.certificate_chain import issuer_chain
 from trustlists.engine import Engine
 from trustlists.models import KeyType, Owner
 from trustlists.safe_files import private_directory, write_public, write_secret
@@ -43,6 +44,22 @@ def ensure_identity(engine: Engine, own_dir: Path, *, name: str, application_uri
     write_secret(key_path, issued.private_key)
     write_public(cert_path, issued.certificate_der)
     return cert_path, key_path
+
+
+def chain_file(engine: Engine, cert_path: Path) -> Path:
+    """`<name>.chain.der` beside `cert_path`: the certificate, then the CAs above it up to the root (concatenated
+    DER, OPC 10000-6 6.2.3), rewritten when it differs. A client that loads it (`ClientIdentity.load`) sends the
+    CAs after its certificate, so a server that trusts only the plant root can build the path.
+
+    Blocking: call it through run_blocking from async code.
+    """
+    leaf = cert_path.read_bytes()
+    content = engine.trustlists.get(GROUP).content
+    chain = leaf + b"".join(issuer_chain(leaf, (*content.trusted_certificates, *content.issuer_certificates)))
+    path = cert_path.with_name(f"{cert_path.stem}.chain.der")
+    if not path.is_file() or path.read_bytes() != chain:
+        write_public(path, chain)
+    return path
 
 
 def _owner(engine: Engine, *, name: str, application_uri: str, host: str,

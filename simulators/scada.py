@@ -25,9 +25,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel
 
 from opcua_gds import _asyncua_compat as asyncua_compat
+from opcua_gds.certificate_chain import issuer_chain
 from opcua_gds.client_session import admin_client
 from opcua_gds.gds.application_record import ApplicationRecord, LocalizedName
 from opcua_gds.gds.client import FinishedRequest, GdsClient
+from opcua_gds.push.target.state import load_trust
 from trustlists.blocking import run_blocking
 from trustlists.exports import write_pki_folders
 from trustlists.models import TrustList, TrustListContent
@@ -52,6 +54,7 @@ class ScadaSimulator:
         self.application_id: ua.NodeId | None = None
         self.trust_list: TrustListContent | None = None
         self._own = settings.pki_dir / "own"
+        self._issuers: list[bytes] = []  # IssuerCertificates of the last FinishRequest
 
     # -- identity on disk -----------------------------------------------------------------------
     @property
@@ -125,11 +128,18 @@ class ScadaSimulator:
         server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         await server.load_certificate(str(self.cert_path))
         await server.load_private_key(str(self.key_path))
+        # With the CAs above the certificate, from what the GDS handed out and the pulled trust list.
+        await asyncua_compat.present_certificate_chain(server, await run_blocking(self._presented_issuers))
         idx = await server.register_namespace("urn:otpki:simulators:scada")
         plant = await server.nodes.objects.add_object(idx, "Plant")
         await plant.add_variable(idx, "LinePressure", 4.2)
         await server.start()
         self.server = server
+
+    def _presented_issuers(self) -> list[bytes]:
+        trust = load_trust(self.settings.pki_dir)
+        return issuer_chain(self.cert_path.read_bytes(),
+                            (*self._issuers, *trust.trusted_certificates, *trust.issuer_certificates))
 
     async def restart(self) -> None:
         """asyncua bakes the certificate into its endpoints at start: a new identity needs a restart."""
@@ -145,8 +155,10 @@ class ScadaSimulator:
     async def _gds_session(self, *, as_registrar: bool) -> Client:
         client = admin_client(self.settings.gds_url, timeout_s=15)
         client.application_uri = self.settings.application_uri
+        # The CAs go after the certificate (OPC 10000-6 6.2.3), for a GDS that trusts only the plant root.
         await client.set_security(SecurityPolicyBasic256Sha256, str(self.cert_path), str(self.key_path),
-                                  mode=ua.MessageSecurityMode.SignAndEncrypt)
+                                  mode=ua.MessageSecurityMode.SignAndEncrypt,
+                                  certificate_chain=await run_blocking(self._presented_issuers))
         if as_registrar:
             client.set_user(self.settings.registrar_user)
             client.set_password(self.settings.registrar_password)
@@ -198,6 +210,7 @@ class ScadaSimulator:
 
     async def _install(self, finished: FinishedRequest, key_pem: bytes) -> None:
         await run_blocking(self._write_identity, finished.certificate, key_pem)
+        self._issuers = list(finished.issuer_certificates)
         await self.restart()
 
     async def refresh_trust_list(self) -> TrustListContent:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from pydantic import BaseModel, Field
 
 from trustlists import audit, names
-from trustlists.certificate_builder import leaf_builder
+from trustlists.certificate_builder import leaf_builder, leaf_signature_hash
 from trustlists.context import EngineContext
 from trustlists.csr_checks import (
     ApprovedRequest,
@@ -380,7 +380,9 @@ class CertificateAuthority:
         return _Draft(request, owner, issuer, builder, serial, now)
 
     def _sign(self, draft: _Draft) -> x509.Certificate:
-        hash_name = self._ctx.config.group(draft.owner.group).signature_hash
+        # The group's hash, raised to what the leaf's own key needs (SHA-384 for P-384).
+        hash_name = leaf_signature_hash(self._ctx.config.group(draft.owner.group).signature_hash,
+                                        draft.request.key_type)
         return draft.builder.sign(draft.issuer.key, signature_hash(draft.issuer.ca.key_type, hash_name))
 
     def _record(self, draft: _Draft, cert: x509.Certificate, *, issuance: IssuanceKind, delivered: bool,

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from trustlists.csr_checks import ApprovedRequest
 from trustlists.keys.algorithms import signature_hash
 from trustlists.models import KeyType
-from trustlists.policy import ExtendedKeyUsageName, GroupPolicy, KeyUsageName
+from trustlists.policy import ExtendedKeyUsageName, GroupPolicy, HashName, KeyUsageName
 
 # Clocks on plant floors drift; a certificate that starts "now" is refused by a PLC running a minute behind.
 BACKDATE = timedelta(minutes=10)
@@ -56,6 +56,20 @@ def _extended_key_usage(names: tuple[ExtendedKeyUsageName, ...]) -> x509.Extende
 def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski)
+
+
+# A leaf's signature is no weaker than its own key (NIST SP 800-57 Part 1 Table 3): a P-384 key (192-bit
+# strength) is signed with SHA-384 at least, as OPC 10000-7's ECC_nistP384 policy pairs that curve with SHA-384.
+_HASH_STRENGTH: tuple[HashName, ...] = ("sha256", "sha384", "sha512")
+_MIN_LEAF_HASH: dict[KeyType, HashName] = {KeyType.EC_P384: "sha384"}
+
+
+def leaf_signature_hash(policy_hash: HashName, leaf_key_type: KeyType) -> HashName:
+    """The hash a leaf is signed with: the group's, raised to what the leaf's key needs."""
+    minimum = _MIN_LEAF_HASH.get(leaf_key_type)
+    if minimum is None or _HASH_STRENGTH.index(policy_hash) >= _HASH_STRENGTH.index(minimum):
+        return policy_hash
+    return minimum
 
 
 def _validity(now: datetime, lifetime_days: int, issuer: x509.Certificate | None) -> tuple[datetime, datetime]:

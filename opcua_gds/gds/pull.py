@@ -40,7 +40,6 @@ from datetime import datetime
 
 from asyncua import ua
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from opcua_gds.access import (
     GdsRole,
@@ -52,12 +51,12 @@ from opcua_gds.access import (
 )
 from opcua_gds.audit_events import MethodCall
 from opcua_gds.call_context import CallContext, current
+from opcua_gds.certificate_types import APPLICATION_TYPES, USER_TYPES, certificate_type_of, key_type_of
 from opcua_gds.gds.context import GdsContext
 from opcua_gds.method_nodes import bind, checked_args
 from opcua_gds.nodeids import (
     CertificateDirectoryMethods,
     CertificateGroups,
-    CertificateTypes,
     GdsEventTypes,
     GdsObjects,
     MethodSpec,
@@ -78,7 +77,7 @@ from trustlists.errors import (
     RequestNotFound,
     RequestRejected,
 )
-from trustlists.models import CertificateRecord, KeyType, Owner, OwnerKind, RevocationReason
+from trustlists.models import CertificateRecord, KeyType, Owner, RevocationReason
 from trustlists.policy import GroupPolicy
 
 log = logging.getLogger(__name__)
@@ -86,56 +85,7 @@ log = logging.getLogger(__name__)
 _S = ua.StatusCodes
 _CA_ADMIN = {GdsRole.CERTIFICATE_AUTHORITY_ADMIN}
 
-# CertificateTypeId -> the key types a certificate of that type may have (OPC 10000-12 7.8.4; reference 1.6).
-_RSA = frozenset({KeyType.RSA2048, KeyType.RSA3072, KeyType.RSA4096})
-_ANY = frozenset(KeyType) - {KeyType.ED25519}
-_APPLICATION_TYPES: dict[int, frozenset[KeyType]] = {
-    CertificateTypes.ApplicationCertificateType: _ANY,
-    CertificateTypes.RsaMinApplicationCertificateType: frozenset({KeyType.RSA2048}),
-    CertificateTypes.RsaSha256ApplicationCertificateType: _RSA,
-    CertificateTypes.EccApplicationCertificateType: frozenset({KeyType.EC_P256, KeyType.EC_P384}),
-    CertificateTypes.EccNistP256ApplicationCertificateType: frozenset({KeyType.EC_P256}),
-    CertificateTypes.EccNistP384ApplicationCertificateType: frozenset({KeyType.EC_P384}),
-}
-_USER_TYPES: dict[int, frozenset[KeyType]] = {
-    CertificateTypes.UserCredentialCertificateType: _ANY,
-    CertificateTypes.UserCertificateType: _ANY,
-}
 _PRIVATE_KEY_FORMATS: dict[str, KeyFormat] = {"PEM": "pem", "PFX": "pkcs12"}
-
-
-def certificate_type_of(key_type: KeyType, kind: OwnerKind) -> int:
-    """The concrete CertificateTypeId a certificate with this key reports (GetCertificates)."""
-    if kind is OwnerKind.USER:
-        return CertificateTypes.UserCredentialCertificateType
-    if key_type is KeyType.EC_P256:
-        return CertificateTypes.EccNistP256ApplicationCertificateType
-    if key_type is KeyType.EC_P384:
-        return CertificateTypes.EccNistP384ApplicationCertificateType
-    return CertificateTypes.RsaSha256ApplicationCertificateType
-
-
-def group_certificate_types(policy: GroupPolicy) -> list[int]:
-    """What a CertificateGroup issues, its CertificateTypes value: the concrete types of its allowed keys."""
-    if policy.owner_kind == "user":
-        return [CertificateTypes.UserCredentialCertificateType]
-    allowed = set(policy.allowed_key_types)
-    types = []
-    if allowed & _RSA:
-        types.append(CertificateTypes.RsaSha256ApplicationCertificateType)
-    if KeyType.EC_P256 in allowed:
-        types.append(CertificateTypes.EccNistP256ApplicationCertificateType)
-    if KeyType.EC_P384 in allowed:
-        types.append(CertificateTypes.EccNistP384ApplicationCertificateType)
-    return [int(t) for t in types]
-
-
-def key_type_of(public_key: object) -> KeyType | None:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return {2048: KeyType.RSA2048, 3072: KeyType.RSA3072, 4096: KeyType.RSA4096}.get(public_key.key_size)
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return {"secp256r1": KeyType.EC_P256, "secp384r1": KeyType.EC_P384}.get(public_key.curve.name)
-    return None
 
 
 def _fingerprint(call: CallContext) -> str | None:
@@ -208,7 +158,7 @@ class PullMethods:
         allowed = frozenset(policy.allowed_key_types)
         if type_id is None or (isinstance(type_id, ua.NodeId) and type_id.is_null()):
             return allowed
-        table = _USER_TYPES if policy.owner_kind == "user" else _APPLICATION_TYPES
+        table = USER_TYPES if policy.owner_kind == "user" else APPLICATION_TYPES
         if not isinstance(type_id, ua.NodeId) or type_id.NamespaceIndex != 0 or type_id.Identifier not in table:
             raise MethodError(_S.BadInvalidArgument, f"CertificateTypeId {type_id} is not a type of this group")
         fits = table[int(type_id.Identifier)] & allowed

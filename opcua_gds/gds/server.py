@@ -20,12 +20,14 @@ from opcua_gds import _asyncua_compat as asyncua_compat
 from opcua_gds import call_context
 from opcua_gds.access import GdsUserManager, SelfAdmin
 from opcua_gds.audit_events import AuditEvents
+from opcua_gds.certificate_chain import issuer_chain
+from opcua_gds.certificate_types import issued_types
 from opcua_gds.gds import address_space, directory, pull, trustlist_file
 from opcua_gds.gds.application_record import install_application_record_type
 from opcua_gds.gds.context import GdsContext, Installer
-from opcua_gds.gds.pull import group_certificate_types
 from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.nodeids import GDS_NAMESPACE_URI, CertificateGroupIds, CertificateGroups, ns0_node_id
+from opcua_gds.own_identity import GROUP as OWN_GROUP
 from opcua_gds.own_identity import ensure_identity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -67,10 +69,12 @@ class GdsServer:
         server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken, ua.X509IdentityToken])
         await server.load_certificate(str(cert_path))
         await server.load_private_key(str(key_path))
+        # Presented with the CAs above it: a client that trusts only the plant root can build the path.
+        await asyncua_compat.present_certificate_chain(server, await run_blocking(self._issuers, cert_path))
         gds_idx = await server.register_namespace(GDS_NAMESPACE_URI)
         await install_application_record_type(server, gds_idx)
         issuing = {ids: self.settings.certificate_groups.get(ids.name) for ids in CertificateGroups.gds()}
-        types = {ids: [ns0_node_id(t) for t in group_certificate_types(self.engine.config.group(engine_group))]
+        types = {ids: [ns0_node_id(t) for t in issued_types(self.engine.config.group(engine_group))]
                  for ids, engine_group in issuing.items() if engine_group is not None}  # a bad mapping fails here
         directory = await address_space.build(server, gds_idx, types)
         audit = AuditEvents(server, self.settings.application_uri)
@@ -108,6 +112,9 @@ class GdsServer:
                                host=urlparse(self.settings.endpoint).hostname or "localhost",
                                application_type=ua.ApplicationType.DiscoveryServer)
 
+    def _issuers(self, cert_path: Path) -> list[bytes]:
+        content = self.engine.trustlists.get(OWN_GROUP).content
+        return issuer_chain(cert_path.read_bytes(), (*content.trusted_certificates, *content.issuer_certificates))
 
 def _unmapped_trust_source(ids: CertificateGroupIds, issuing: dict[CertificateGroupIds, str | None]) -> str | None:
     """The trust list a CertificateGroup no engine group is mapped to serves.

@@ -36,7 +36,8 @@ from asyncua.common.node import Node
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from pydantic import BaseModel, Field
 
-from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, first_certificate, secure
+from opcua_gds.certificate_chain import first_certificate
+from opcua_gds.client_session import ClientIdentity, ServerCheck, admin_client, secure
 from opcua_gds.file_client import read_to_end
 from opcua_gds.nodeids import (
     CertificateGroups,
@@ -99,6 +100,8 @@ class PushCapabilities(BaseModel):
     server_capabilities: list[str] = Field(default_factory=list)
     application_uri: str | None = None
     server_certificate_der: bytes = b""
+    # The DefaultApplicationGroup's CertificateTypes (ns0 CertificateTypeIds): the types the server takes.
+    certificate_types: list[int] = Field(default_factory=list)
 
     @property
     def server_certificate_fingerprint(self) -> str:
@@ -214,11 +217,15 @@ class PushClient:
         formats = await self._read(ServerConfigurationIds.SupportedPrivateKeyFormats)
         max_size = await self._read(ServerConfigurationIds.MaxTrustListSize)
         caps = await self._read(ServerConfigurationIds.ServerCapabilities)
+        types = await self._read(ServerConfigurationIds.DefaultApplicationGroup_CertificateTypes)
         cert, uri = await self.server_certificate()
         return PushCapabilities(supported_private_key_formats=list(formats or []),
                                 max_trust_list_size=None if max_size is None else int(max_size),
                                 server_capabilities=list(caps or []), application_uri=uri,
-                                server_certificate_der=cert)
+                                server_certificate_der=cert,
+                                certificate_types=[int(t.Identifier) for t in types or []
+                                                   if isinstance(t, ua.NodeId) and t.NamespaceIndex == 0
+                                                   and isinstance(t.Identifier, int)])
 
     # -- trust list -------------------------------------------------------------------------------
     async def read_trust_list(self) -> TrustListContent:

@@ -23,6 +23,7 @@ from asyncua import Client
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
+from opcua_gds.certificate_chain import first_certificate
 from opcua_gds.gds.server import GdsServer
 from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.own_identity import ensure_identity
@@ -304,9 +305,10 @@ class Plant:
                 f"rollout {report.seconds:.1f} s")
 
     async def _presented(self, endpoint: str) -> bytes:
+        """The certificate a PLC presents: the first of the chain its endpoint carries (leaf, then its CAs)."""
         client = Client(endpoint, timeout=30)
         endpoints = await client.connect_and_get_server_endpoints()
-        return bytes(endpoints[0].ServerCertificate)
+        return first_certificate(bytes(endpoints[0].ServerCertificate))
 
     async def _check_presented(self, plant: PlcPlant) -> None:
         """Ask every PLC for its endpoints (no session needed) and look the presented certificate up."""

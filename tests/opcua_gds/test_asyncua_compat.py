@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,6 +38,10 @@ from asyncua.ua.ua_binary import (
     variant_to_binary,
 )
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from opcua_gds import _asyncua_compat as compat
 from opcua_gds._asyncua_compat import AsyncuaIncompatible, Caller
@@ -144,9 +149,9 @@ async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runn
 @pytest.fixture(autouse=True)
 def process_wide_scopes() -> Iterator[None]:
     """The hooks are per process: give back whatever scope otpki's call_context had installed."""
-    saved = list(compat._call_scope), list(compat._activation_scope)
+    saved = list(compat._call_scope), list(compat._activation_scope), list(compat._session_scope)
     yield
-    compat._call_scope[:], compat._activation_scope[:] = saved
+    compat._call_scope[:], compat._activation_scope[:], compat._session_scope[:] = saved
 
 
 @contextmanager
@@ -576,6 +581,152 @@ async def test_stop_server_cancels_the_clock_task_asyncuas_stop_waits_for(tmp_pa
     address = urlparse(running.url)
     with pytest.raises(OSError):  # the listener is gone
         await asyncio.open_connection(address.hostname, address.port)
+
+
+# -- 12. the certificate chain a server presents -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IssuedIdentity:
+    """An identity issued under root -> issuing CA, with the CA certificates (DER)."""
+
+    identity: Identity
+    issuing_der: bytes
+    root_der: bytes
+
+
+def _ca_pair(name: str) -> tuple[tuple[x509.Certificate, Any], tuple[x509.Certificate, Any]]:
+    def build(subject: str, issuer: tuple[x509.Certificate, Any] | None, key: Any, *, ca: bool,
+              san: list[x509.GeneralName] | None = None) -> x509.Certificate:
+        now = datetime.now(UTC)
+        name_ = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (x509.CertificateBuilder().subject_name(name_)
+                   .issuer_name(issuer[0].subject if issuer else name_).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+                   .not_valid_after(now + timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+    root_key = rsa.generate_private_key(65537, 2048)
+    root = (build(f"{name} root", None, root_key, ca=True), root_key)
+    issuing_key = rsa.generate_private_key(65537, 2048)
+    return root, (build(f"{name} issuing CA", root, issuing_key, ca=True), issuing_key)
+
+
+def issued_identity(directory: Path, name: str) -> IssuedIdentity:
+    """An RSA application identity two levels below its root, written like `identity` writes its own."""
+    (root, _), issuing = _ca_pair(name)
+    key = rsa.generate_private_key(65537, 2048)
+    uri = f"urn:otpki:test:{name}"
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuing[0].subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .sign(issuing[1], hashes.SHA256()))
+    der = cert.public_bytes(Encoding.DER)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.der", directory / f"{name}.pem"
+    cert_path.write_bytes(der)
+    key_path.write_bytes(key_to_pem(key))
+    return IssuedIdentity(Identity(uri, der, key, cert_path, key_path), issuing[0].public_bytes(Encoding.DER),
+                          root.public_bytes(Encoding.DER))
+
+
+async def _endpoint_certificates(url: str) -> set[bytes]:
+    return {bytes(e.ServerCertificate) for e in await Client(url, timeout=WAIT).connect_and_get_server_endpoints()}
+
+
+@module_loop
+async def test_a_presented_chain_goes_in_the_endpoints_and_the_open_secure_channel_response(tmp_path: Path) -> None:
+    compat.keep_peer_chains()  # the client side of this process keeps what the server sent, too
+    running = await start_server(tmp_path, "chain-server")
+    issued = issued_identity(tmp_path, "chain-server-issued")
+    me = running.client_identity("chain-client")
+    clients: list[Client] = []
+    try:
+        assert compat.presented_chain(running.server) == [running.identity.der]  # nothing registered: the leaf
+        await compat.replace_server_identity(running.server, issued.identity.certificate, issued.identity.key,
+                                             [issued.issuing_der])
+        assert await _endpoint_certificates(running.url) == {issued.identity.der + issued.issuing_der}
+        assert compat.presented_chain(running.server) == [issued.identity.der, issued.issuing_der]
+
+        clients.append(await secure_client(running, me))  # set_security binds to the chain's leaf
+        assert compat.server_chain_seen_by(clients[0]) == [issued.identity.der, issued.issuing_der]
+        assert await call_probe(running, clients[0])  # the session is signed by the leaf's key and works
+
+        # A new identity without issuers is presented alone, on new channels; the open one keeps its chain.
+        plain = identity(tmp_path, "chain-server-plain")
+        await compat.replace_server_identity(running.server, plain.certificate, plain.key)
+        assert await _endpoint_certificates(running.url) == {plain.der}
+        clients.append(await secure_client(running, me))
+        assert compat.server_chain_seen_by(clients[1]) == [plain.der]
+        assert compat.server_chain_seen_by(clients[0]) == [issued.identity.der, issued.issuing_der]
+    finally:
+        await disconnect(*clients)
+        await running.server.stop()
+
+
+@module_loop
+async def test_a_chain_presented_before_start_is_built_into_the_first_endpoints(tmp_path: Path) -> None:
+    issued = issued_identity(tmp_path, "early-chain-server")
+    server = Server()
+    await server.init()
+    url = f"opc.tcp://127.0.0.1:{free_port()}/early"
+    server.set_endpoint(url)
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    await server.load_certificate(issued.identity.der, format="der")
+    await server.load_private_key(key_to_pem(issued.identity.key), format="pem")
+    await compat.present_certificate_chain(server, [issued.issuing_der])
+    assert compat.presented_chain(server) == []  # not started: no endpoints yet
+    await server.start()
+    try:
+        assert await _endpoint_certificates(url) == {issued.identity.der + issued.issuing_der}
+        # A certificate loaded behind the registration's back is presented alone, never with a foreign chain.
+        other = identity(tmp_path, "early-chain-other")
+        server.iserver.certificate = other.certificate
+        server.iserver.private_key = other.key
+        await compat.present_certificate_chain(server, [])
+        assert await _endpoint_certificates(url) == {other.der}
+    finally:
+        await server.stop()
+
+
+# -- 13. the certificate chain a client sent ---------------------------------------------------------------------------
+
+@module_loop
+async def test_the_chain_a_client_sent_reaches_the_session_scope_and_the_channel_list(shared: Running,
+                                                                                     tmp_path: Path) -> None:
+    seen: list[tuple[bytes, ...]] = []
+
+    @contextmanager
+    def scope(chain: tuple[bytes, ...]) -> Iterator[None]:
+        seen.append(chain)
+        yield
+
+    compat.run_session_creations_in(scope)
+    compat.run_session_creations_in(scope)  # idempotent
+    issued = issued_identity(tmp_path, "chain-sender")
+    me = issued.identity
+    with_chain = Client(shared.url, timeout=WAIT)
+    with_chain.application_uri = me.uri
+    await with_chain.set_security(SecurityPolicyBasic256Sha256, str(me.cert_path), str(me.key_path),
+                                  mode=SIGN_AND_ENCRYPT, certificate_chain=[issued.issuing_der])
+    await with_chain.connect()
+    without = await secure_client(shared, me)
+    try:
+        # CreateSession is served inside the scope with the chain of the SecureChannel it came on.
+        assert seen == [(me.der, issued.issuing_der), (me.der,)]
+        chains = sorted(c.peer_chain for c in compat.live_channels(shared.server) if c.peer_certificate == me.der)
+        assert chains == [(me.der,), (me.der, issued.issuing_der)]
+        assert await call_probe(shared, with_chain)
+        await shared.server.nodes.server.read_browse_name()
+        assert len(seen) == 2  # other requests: no scope
+    finally:
+        await disconnect(with_chain, without)
 
 
 # -- the import-time check ---------------------------------------------------------------------------------------------

@@ -8,17 +8,24 @@ import pytest
 from asyncua import Client
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from opcua_gds._asyncua_compat import live_channels
+from opcua_gds.certificate_chain import split_chain
 from simulators.scada import ScadaSettings, ScadaSimulator
 from tests.opcua_gds.gds.gds_fixture import PASSWORDS, running_gds
 from trustlists.models import CertificateStatus
 from trustlists.testing import free_port
 
 
-async def _presented_certificate(url: str) -> x509.Certificate:
+async def _presented_chain(url: str) -> list[x509.Certificate]:
     client = Client(url, timeout=10)
     endpoints = await client.connect_and_get_server_endpoints()
-    return x509.load_der_x509_certificate(endpoints[0].ServerCertificate)
+    return [x509.load_der_x509_certificate(der) for der in split_chain(endpoints[0].ServerCertificate)]
+
+
+async def _presented_certificate(url: str) -> x509.Certificate:
+    return (await _presented_chain(url))[0]
 
 
 @pytest.mark.parametrize("key_flow", ["csr", "new-key"])
@@ -35,9 +42,23 @@ async def test_scada_enrolls_installs_and_renews(tmp_path: Path, key_flow: str) 
             factory = await _presented_certificate(settings.endpoint)
             assert factory.issuer == factory.subject  # starts self-signed
 
+            assert len(await _presented_chain(settings.endpoint)) == 1  # a self-signed certificate, alone
+
             await sim.enroll()
-            presented = await _presented_certificate(settings.endpoint)
+            presented, *issuers = await _presented_chain(settings.endpoint)
             assert presented == sim.certificate() and presented.issuer != presented.subject
+            # The issuing CA goes with it (the root does not): a client that trusts the root builds the path.
+            issuing_ca = engine.hierarchy.issuing_ca_for("opcua-application", None)
+            assert [c.public_bytes(Encoding.DER) for c in issuers] == [issuing_ca.certificate_der]
+            # As a client of the GDS it sends the same chain.
+            leaf = presented.public_bytes(Encoding.DER)
+            session = await sim._gds_session(as_registrar=False)
+            try:
+                assert env.gds.server is not None
+                sent = {c.peer_chain for c in live_channels(env.gds.server) if c.peer_certificate == leaf}
+                assert sent == {(leaf, issuing_ca.certificate_der)}
+            finally:
+                await session.disconnect()
             record = engine.inventory.by_fingerprint(presented.fingerprint(hashes.SHA256()).hex())
             assert record is not None and record.san_uri == settings.application_uri
             assert record.status_at(engine.now()) is CertificateStatus.ACTIVE

@@ -86,6 +86,26 @@ def test_pki_folders_no_private_folder_without_key(pki: Pki, tmp_path: Path) -> 
                           own_private_key_pem=pki.vendor.key_pem)
 
 
+def test_pki_folders_more_own_certificates_sit_beside_the_own_one_and_go_when_dropped(pki: Pki,
+                                                                                      tmp_path: Path) -> None:
+    """An application with a certificate per type (RSA and ECC): each with its key, each ours to replace."""
+    own = {"own_certificate_der": pki.leaf_good.der, "own_private_key_pem": pki.leaf_good.key_pem}
+    write_pki_folders(trust(content_v1(pki), 1), tmp_path, **own,
+                      more_own=[(pki.leaf_revoked.der, pki.leaf_revoked.key_pem)])
+    names = {f"plc-01 [{thumb(pki.leaf_good.der)}]", f"plc-02 [{thumb(pki.leaf_revoked.der)}]"}
+    assert file_names(tmp_path / "own/certs") == {n + ".der" for n in names}
+    assert file_names(tmp_path / "own/private") == {n + ".pem" for n in names}
+    summary = write_pki_folders(trust(content_v1(pki), 1), tmp_path, **own)  # the second one is gone now
+    assert summary.removed == 2
+    assert file_names(tmp_path / "own/certs") == {f"plc-01 [{thumb(pki.leaf_good.der)}].der"}
+    with pytest.raises(InvalidInput):  # a key that is not its certificate's
+        write_pki_folders(trust(content_v1(pki), 1), tmp_path, **own,
+                          more_own=[(pki.leaf_revoked.der, pki.vendor.key_pem)])
+    with pytest.raises(InvalidInput):  # more own certificates need the own one
+        write_pki_folders(trust(content_v1(pki), 1), tmp_path,
+                          more_own=[(pki.leaf_revoked.der, pki.leaf_revoked.key_pem)])
+
+
 def _pem_private_key(der: bytes) -> bytes:
     return b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(der) + b"-----END PRIVATE KEY-----\n"
 

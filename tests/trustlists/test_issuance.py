@@ -245,6 +245,18 @@ def test_ec_p384_csr_is_accepted(engine: Engine, scada: Owner) -> None:
     assert isinstance(_cert(issued).public_key(), ec.EllipticCurvePublicKey)
 
 
+@pytest.mark.parametrize(("key_kind", "digest"), [("ec-p384", "sha384"), ("ec-p256", "sha256"), ("rsa2048", "sha256")])
+def test_a_leaf_is_signed_with_a_hash_as_strong_as_its_key(engine: Engine, scada: Owner, key_kind: str,
+                                                           digest: str) -> None:
+    """A P-384 leaf gets SHA-384 (OPC 10000-7 ECC_nistP384) though the group's hash is SHA-256."""
+    assert engine.config.group("opcua-application").signature_hash == "sha256"
+    issued = engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"], key=new_key(key_kind)),
+                                             owner_id=scada.id, actor="t")
+    algorithm = _cert(issued).signature_hash_algorithm
+    assert algorithm is not None and algorithm.name == digest
+    _cert(issued).verify_directly_issued_by(x509.load_der_x509_certificate(issued.chain_der[0]))
+
+
 def test_issue_many_commits_good_requests_and_reports_refusals(engine: Engine, device: Owner, scada: Owner) -> None:
     from trustlists.authority import CsrIssueRequest
     from trustlists.models import IssuedCertificate

@@ -3,7 +3,7 @@
 Layout under `root` (UA-.NET DirectoryCertificateStore style; node-opcua calls the issuer folder
 `issuers`, so pass issuer_folder="issuers" for it; asyncua takes whatever folders it is given):
 
-    own/certs/<CN> [<SHA1>].der        own certificate (only when given)
+    own/certs/<CN> [<SHA1>].der        own certificate (only when given; more_own: one per certificate type)
     own/private/<CN> [<SHA1>].pem      its private key (only when given; folder 0700, file 0600)
     trusted/certs/<CN> [<SHA1>].der    TrustedCertificates
     trusted/crl/<issuer CN> [<SHA1>].crl     TrustedCrls (DER)
@@ -39,7 +39,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,10 +89,17 @@ def write_pki_folders(
     own_private_key_pem: bytes | None = None,
     issuer_folder: str = "issuer",
     asyncua_crl_copies: bool = True,
+    more_own: Sequence[tuple[bytes, bytes]] = (),
 ) -> PkiExportSummary:
-    """Make the PKI folders under `root` match `trust` (see the module docstring for the rules)."""
+    """Make the PKI folders under `root` match `trust` (see the module docstring for the rules).
+
+    `more_own`: further own (certificate DER, private key PEM) pairs, for an application with a certificate of
+    each type (RSA and ECC); written next to the own certificate, which they need.
+    """
     if own_private_key_pem is not None and own_certificate_der is None:
         raise InvalidInput("a private key is only written together with its certificate")
+    if more_own and (own_certificate_der is None or own_private_key_pem is None):
+        raise InvalidInput("more own certificates are only written together with the own certificate and key")
     if issuer_folder not in ("issuer", "issuers"):
         raise InvalidInput(f"issuer_folder must be 'issuer' or 'issuers', not {issuer_folder!r}")
 
@@ -101,6 +108,8 @@ def write_pki_folders(
     desired, managed = _desired_files(trust, folders, asyncua_crl_copies)
     if own_certificate_der is not None:
         own = _own_files(own_certificate_der, own_private_key_pem)
+        for cert_der, key_pem in more_own:
+            own.update(_own_files(cert_der, key_pem))
         desired.update(own)
         managed.add(_OWN_CERTS)
         if own_private_key_pem is not None:

@@ -11,12 +11,20 @@ import hashlib
 from asyncua import ua
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PrivateKey = rsa.RSAPrivateKey
+PrivateKey = rsa.RSAPrivateKey  # the SecureChannel's key: asyncua's policies are RSA only
+EccKey = ec.EllipticCurvePrivateKey  # kept for the ECC certificate types (stored, not used on channels)
+AnyKey = PrivateKey | EccKey
+# The curves of the ECC application certificate types (OPC 10000-12 7.8.4.11-12) and the hash each CSR is
+# signed with (OPC 10000-7 ECC_nistP256 / ECC_nistP384).
+ECC_CURVES: dict[str, tuple[type[ec.EllipticCurve], type[hashes.SHA256 | hashes.SHA384]]] = {
+    "secp256r1": (ec.SECP256R1, hashes.SHA256),
+    "secp384r1": (ec.SECP384R1, hashes.SHA384),
+}
 
 
 class CertError(Exception):
@@ -75,24 +83,27 @@ def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
+def key_matches(cert: x509.Certificate, key: AnyKey) -> bool:
     return _spki(cert.public_key()) == _spki(key.public_key())
 
 
-def key_to_pem(key: PrivateKey) -> bytes:
+def key_to_pem(key: AnyKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def key_from_pem(pem: bytes) -> PrivateKey:
+def key_from_pem(pem: bytes) -> AnyKey:
+    """An RSA key, or an EC key on a curve of the ECC application certificate types; ValueError otherwise."""
     key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("only RSA keys are supported (asyncua has no ECC security policies)")
-    return key
+    if isinstance(key, rsa.RSAPrivateKey) or (isinstance(key, ec.EllipticCurvePrivateKey)
+                                              and key.curve.name in ECC_CURVES):
+        return key
+    raise ValueError("only RSA keys and EC keys on P-256 or P-384 are supported")
 
 
-def load_pushed_key(fmt: str, data: bytes) -> PrivateKey:
-    """The private key of UpdateCertificate: "PEM" (PKCS#8, PEM text or raw DER) or "PFX" (PKCS#12, no password)."""
+def load_pushed_key(fmt: str, data: bytes) -> AnyKey:
+    """The private key of UpdateCertificate: "PEM" (PKCS#8, PEM text or raw DER) or "PFX" (PKCS#12, no password);
+    RSA, or EC on P-256 / P-384 (for the ECC certificate types)."""
     fmt = (fmt or "").upper()
     key: object | None = None
     try:
@@ -114,20 +125,28 @@ def load_pushed_key(fmt: str, data: bytes) -> PrivateKey:
         raise CertError(ua.StatusCodes.BadSecurityChecksFailed, f"private key unreadable: {exc}") from exc
     if key is None:
         raise CertError(ua.StatusCodes.BadSecurityChecksFailed, "no private key in the PFX")
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise CertError(ua.StatusCodes.BadCertificateInvalid, "only RSA keys are supported")
-    return key
+    if isinstance(key, rsa.RSAPrivateKey) or (isinstance(key, ec.EllipticCurvePrivateKey)
+                                              and key.curve.name in ECC_CURVES):
+        return key
+    raise CertError(ua.StatusCodes.BadCertificateInvalid, "only RSA keys and EC keys on P-256 or P-384 are supported")
 
 
 def new_key(bits: int = 2048) -> PrivateKey:
     return rsa.generate_private_key(65537, bits)
 
 
-def build_csr(key: PrivateKey, subject: x509.Name, san: list[x509.GeneralName]) -> bytes:
+def new_ecc_key(curve_name: str) -> EccKey:
+    return ec.generate_private_key(ECC_CURVES[curve_name][0]())
+
+
+def build_csr(key: AnyKey, subject: x509.Name, san: list[x509.GeneralName]) -> bytes:
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    digest: hashes.SHA256 | hashes.SHA384 = hashes.SHA256()
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        digest = ECC_CURVES[key.curve.name][1]()
+    return builder.sign(key, digest).public_bytes(serialization.Encoding.DER)
 
 
 def subject_alt_names(cert: x509.Certificate) -> list[x509.GeneralName]:

@@ -37,6 +37,8 @@ class PushContext:
     max_trust_list_size: int
     trust_on_first_push: bool
     can_generate_keys: bool = True
+    # CertificateTypeIds of the DefaultApplicationGroup: RsaSha256 (the channels') and the ECC types managed.
+    certificate_types: tuple[int, ...] = (12560,)
     handles: dict[int, OpenTrustList] = field(default_factory=dict)
     audit: AuditEvents | None = None  # CertificateUpdated / TrustListUpdated audit events, once installed
 

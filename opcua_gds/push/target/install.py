@@ -10,6 +10,11 @@ Call it after `server.init()` and before `server.start()`:
 
 When `pki_dir` already holds an own certificate and key (a restart), they replace the loaded identity, and
 the trust list is read back from its folders. Otherwise the server's loaded identity is written there.
+
+`certificate_types`: what the DefaultApplicationGroup's CertificateTypes reports and UpdateCertificate /
+CreateSigningRequest accept: RsaSha256ApplicationCertificateType (the SecureChannels' certificate, always) and by
+default the ECC application types too, which are managed and stored but used by no channel (asyncua has no
+ECC SecurityPolicies).
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ from trustlists.blocking import run_blocking
 from trustlists.models import TrustListContent
 
 log = logging.getLogger(__name__)
+DEFAULT_CERTIFICATE_TYPES = (CertificateTypes.RsaSha256ApplicationCertificateType,
+                             CertificateTypes.EccNistP256ApplicationCertificateType,
+                             CertificateTypes.EccNistP384ApplicationCertificateType)
 _TL = "ServerConfiguration_CertificateGroups_DefaultApplicationGroup_TrustList_"
 
 
@@ -70,12 +78,23 @@ class PushManagement:
     def rejected(self) -> list[bytes]:
         return list(self.state.rejected)
 
+    @property
+    def ecc_certificates(self) -> dict[int, bytes]:
+        """The active ECC certificates (CertificateTypeId -> DER): managed, not used on channels."""
+        return {type_id: e.cert_der for type_id, e in self.state.active_ecc.items()}
+
 
 async def install_push_management(server: Server, *, pki_dir: Path, access: AccessConfig | None = None,
                                   max_trust_list_size: int = 65536, trust_on_first_push: bool = True,
                                   server_capabilities: Sequence[str] = ("NA",),
-                                  can_generate_keys: bool = True) -> PushManagement:
+                                  can_generate_keys: bool = True,
+                                  certificate_types: Sequence[int] = DEFAULT_CERTIFICATE_TYPES) -> PushManagement:
     pki_dir = Path(pki_dir)
+    types = tuple(dict.fromkeys(int(t) for t in certificate_types))
+    if not types or types[0] != CertificateTypes.RsaSha256ApplicationCertificateType or not set(types) <= set(
+            DEFAULT_CERTIFICATE_TYPES):
+        raise ValueError("certificate_types starts with RsaSha256ApplicationCertificateType (the channels' "
+                         f"certificate) and may add EccNistP256/EccNistP384, not {list(certificate_types)}")
     call_context.install()
     if access is not None:
         asyncua_compat.set_user_manager(server, GdsUserManager(access))
@@ -89,12 +108,14 @@ async def install_push_management(server: Server, *, pki_dir: Path, access: Acce
         await run_blocking(state.save)
     else:
         log.info("push target: identity and trust list reloaded from %s", pki_dir)
-        await server_swap.use_identity(server, state.active_identity)
+    # The certificate with the CAs above it, so a client that trusts only the root can build the path.
+    await server_swap.use_identity(server, state.active_identity, await run_blocking(state.presented_issuers))
 
     audit = AuditEvents(server, server.get_application_uri())
     await audit.install()
     ctx = PushContext(server=server, state=state, max_trust_list_size=max_trust_list_size,
-                      trust_on_first_push=trust_on_first_push, can_generate_keys=can_generate_keys, audit=audit)
+                      trust_on_first_push=trust_on_first_push, can_generate_keys=can_generate_keys,
+                      certificate_types=types, audit=audit)
     asyncua_compat.on_session_closed(server, ctx.session_closed)
     check = ClientCertificateCheck(state, trust_on_first_push=trust_on_first_push)
     server.set_certificate_validator(check)
@@ -122,18 +143,18 @@ async def install_push_management(server: Server, *, pki_dir: Path, access: Acce
         except KeyError:  # e.g. CertificateGroupType.GetRejectedList (i=23550): not in asyncua's ns0
             log.info("push target: %s (%s) is not in the address space, not bound", spec.name, spec.node_id())
 
-    await _write_properties(server, max_trust_list_size, list(server_capabilities))
+    await _write_properties(server, max_trust_list_size, list(server_capabilities), types)
     return PushManagement(server=server, context=ctx, check=check)
 
 
-async def _write_properties(server: Server, max_size: int, capabilities: list[str]) -> None:
+async def _write_properties(server: Server, max_size: int, capabilities: list[str], types: Sequence[int]) -> None:
     ids = ua.ObjectIds
     values: list[tuple[int, ua.Variant]] = [
         (ServerConfigurationIds.SupportedPrivateKeyFormats, ua.Variant(["PEM", "PFX"], ua.VariantType.String)),
         (ServerConfigurationIds.MaxTrustListSize, ua.Variant(max_size, ua.VariantType.UInt32)),
         (ServerConfigurationIds.ServerCapabilities, ua.Variant(capabilities, ua.VariantType.String)),
         (ServerConfigurationIds.DefaultApplicationGroup_CertificateTypes,
-         ua.Variant([ns0_node_id(CertificateTypes.RsaSha256ApplicationCertificateType)], ua.VariantType.NodeId)),
+         ua.Variant([ns0_node_id(t) for t in types], ua.VariantType.NodeId)),
         (getattr(ids, _TL + "Writable"), ua.Variant(True, ua.VariantType.Boolean)),
         (getattr(ids, _TL + "UserWritable"), ua.Variant(True, ua.VariantType.Boolean)),
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from asyncua import Server
 from asyncua.crypto import uacrypto
@@ -26,23 +26,25 @@ CLOSE_DELAY_S = 0.5  # time for the ApplyChanges response to reach the client be
 FLUSH_LIMIT_S = 10.0
 FLUSH_POLL_S = 0.05
 
-ChannelPredicate = Callable[[bytes | None, bytes | None], bool]  # (host certificate DER, peer certificate DER)
+# (host certificate DER, the client's chain: leaf first, then the CAs it sent; () for a channel without one)
+ChannelPredicate = Callable[[bytes | None, Sequence[bytes]], bool]
 
 
-async def use_identity(server: Server, identity: Identity) -> None:
-    """Make `identity` the server's certificate for new SecureChannels (and for CreateSession signatures)."""
-    await asyncua_compat.replace_server_identity(server, identity.certificate, identity.key)
+async def use_identity(server: Server, identity: Identity, issuers: Sequence[bytes] = ()) -> None:
+    """Make `identity` the server's certificate for new SecureChannels (and for CreateSession signatures),
+    presented with `issuers` (the CAs above it, towards the root) after it."""
+    await asyncua_compat.replace_server_identity(server, identity.certificate, identity.key, issuers)
 
 
 def close_channels(server: Server, predicate: ChannelPredicate, *, abort: bool = False) -> int:
-    """Close live channels for which predicate(host_certificate_der, peer_certificate_der) is true.
+    """Close live channels for which predicate(host_certificate_der, peer_chain) is true.
 
     abort=True drops them at once, without flushing a response still buffered. Raises (never closes nothing
     silently) when asyncua's channel list is not what otpki was written for.
     """
     closed = 0
     for channel in asyncua_compat.live_channels(server):
-        if predicate(channel.host_certificate, channel.peer_certificate):
+        if predicate(channel.host_certificate, _peer_chain(channel)):
             if abort:
                 channel.abort()
             else:
@@ -71,7 +73,7 @@ def _close_later(server: Server, predicate: ChannelPredicate, flush: ChannelPred
         loop = asyncio.get_running_loop()
         closed = held = 0
         for channel in asyncua_compat.live_channels(server):
-            host, peer = channel.host_certificate, channel.peer_certificate
+            host, peer = channel.host_certificate, _peer_chain(channel)
             if not predicate(host, peer):
                 continue
             if flush is not None and loop.time() < deadline and flush(host, peer) and channel.has_unsent_events():
@@ -87,6 +89,11 @@ def _close_later(server: Server, predicate: ChannelPredicate, flush: ChannelPred
         # Nobody awaits a call_later callback: say loudly that channels of the old trust stay open.
         log.critical("ApplyChanges: could not close the affected SecureChannels; they keep the old certificate "
                      "and trust until they end", exc_info=True)
+
+
+def _peer_chain(channel: asyncua_compat.LiveChannel) -> tuple[bytes, ...]:
+    """What the client sent: its chain, or its certificate alone; () for a channel without one."""
+    return channel.peer_chain or ((channel.peer_certificate,) if channel.peer_certificate else ())
 
 
 def der_of(identity: Identity) -> bytes:

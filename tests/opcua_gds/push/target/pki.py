@@ -13,7 +13,7 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
@@ -100,7 +100,7 @@ class TestCa:
             san = []
         return self._leaf(csr.subject, csr.public_key(), san)
 
-    def issue_for_key(self, key: rsa.RSAPrivateKey, cn: str, uri: str) -> bytes:
+    def issue_for_key(self, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str, uri: str) -> bytes:
         return self._leaf(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]), key.public_key(),
                           [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")])
 

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua import uaerrors
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from opcua_gds.nodeids import ServerConfigurationIds
-from opcua_gds.push.target.certs import thumbprint
+from opcua_gds.push.target.certs import is_self_signed, thumbprint
+from opcua_gds.testing import issue_app_identity
 from opcua_gds.trustlist_binary import decode_trustlist
 from simulators.plc import PlcSimulator
 from tests.opcua_gds.push.target.pki import (
@@ -27,7 +30,8 @@ from tests.opcua_gds.push.target.pki import (
     connect,
     self_signed_client,
 )
-from trustlists.testing import eventually, free_port
+from trustlists.models import TrustListContent, TrustListMask
+from trustlists.testing import eventually, free_port, make_engine
 
 WAIT = 15.0  # upper bound for the PLC to act on an ApplyChanges, on a loaded 2-core machine
 
@@ -124,7 +128,7 @@ async def test_happy_path_push_trust_list_and_certificate(make_plc: Factory, ca:
         assert formats == ["PEM", "PFX"]
         types = await again.get_node(
             ua.NodeId(ServerConfigurationIds.DefaultApplicationGroup_CertificateTypes)).read_value()
-        assert types == [ua.NodeId(12560)]
+        assert types == [ua.NodeId(12560), ua.NodeId(23538), ua.NodeId(23539)]  # RSA (channels) and the ECC types
     finally:
         await _disconnect(again)
 
@@ -269,3 +273,45 @@ async def test_untrusted_client_is_refused_and_listed(make_plc: Factory, ca: Tes
         assert stranger.cert_der in await Push(client).rejected()
     finally:
         await _disconnect(client)
+
+
+async def test_a_client_that_sends_its_chain_is_accepted_with_only_the_root_trusted(
+        make_plc: Factory, admin: ClientIdentity, tmp_path: Path) -> None:
+    """OPC 10000-6 6.2.3: the client sends its issuing CA after its certificate; the PLC trusts the root alone."""
+    engine = make_engine(tmp_path / "engine")
+    try:
+        engine.hierarchy.initialize(actor="test")
+        app = issue_app_identity(engine, tmp_path / "app", "chain-hmi", "urn:test:chain-hmi")
+        content = engine.trustlists.get("opcua-application").content
+        roots = [d for d in content.issuer_certificates if is_self_signed(x509.load_der_x509_certificate(d))]
+        issuing_ca = engine.hierarchy.issuing_ca_for("opcua-application", None).certificate_der
+    finally:
+        engine.close()
+    root_only = TrustListContent(specified_lists=int(TrustListMask.ALL), trusted_certificates=roots,
+                                 trusted_crls=[*content.trusted_crls, *content.issuer_crls])
+    assert issuing_ca not in root_only.trusted_certificates
+
+    plc = await make_plc()
+    client = await connect(plc.endpoint, admin)  # the first push, trusted on first use
+    try:
+        push = Push(client)
+        assert await push.push_trust_list(root_only)
+        await push.apply()
+    finally:
+        await _disconnect(client)
+
+    async def hmi(chain: list[bytes]) -> Client:
+        hmi = Client(plc.endpoint, timeout=5)
+        hmi.application_uri = app.application_uri
+        await hmi.set_security(SecurityPolicyBasic256Sha256, str(app.cert_path), str(app.key_path),
+                               mode=ua.MessageSecurityMode.SignAndEncrypt, certificate_chain=chain)
+        await hmi.connect()
+        return hmi
+
+    with pytest.raises(uaerrors.BadSecurityChecksFailed):  # the leaf alone: the chain is incomplete
+        await _disconnect(await hmi([]))
+    with_chain = await hmi([issuing_ca])
+    try:
+        assert await with_chain.nodes.server.read_browse_name()
+    finally:
+        await _disconnect(with_chain)
