@@ -14,6 +14,7 @@ Target (issue 13): revocation commit -> session dropped p50 <= 100 ms, max < 1 s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -56,6 +57,12 @@ def notify_roundtrips(url: str, n: int) -> list[float]:
     return samples
 
 
+def _stop(broker: subprocess.Popen[bytes] | None) -> None:
+    if broker is not None and broker.poll() is None:
+        broker.kill()
+        broker.wait()
+
+
 def main() -> None:
     args = parse_args(__doc__ or "")
     n = 5 if args.quick else 50
@@ -63,7 +70,9 @@ def main() -> None:
     broker: subprocess.Popen[bytes] | None = None
     try:
         url = cluster.database()
-        with workdir("revocation-instances") as tmp:
+        # The broker writes into the work directory: it is stopped before that directory is removed.
+        with workdir("revocation-instances") as tmp, contextlib.ExitStack() as stop_broker:
+            stop_broker.callback(lambda: _stop(broker))
             a_dir = tmp / "a"
             env = {**os.environ, "OTPKI_DATA_DIR": str(a_dir), "OTPKI_CA_PASSPHRASE": PASSPHRASE.decode(),
                    "OTPKI_STORE_URL": url}
@@ -100,9 +109,7 @@ def main() -> None:
             baseline = notify_roundtrips(url, n)
             log.close()
     finally:
-        if broker is not None and broker.poll() is None:
-            broker.kill()
-            broker.wait()
+        _stop(broker)
         cluster.stop()
     engine_figures = percentiles(dropped)
     emit(benchmark="revocation_across_instances",
