@@ -274,6 +274,11 @@ class StoreWriter(StoreReader, Protocol):
 
     def insert_cert_request(self, req: CertificateRequest) -> None: ...
 
+    def claim_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus]) -> bool:
+        """Lock the request's row until this transaction ends if it is (still, once concurrent writers committed)
+        in one of `expected`; False otherwise. Taken first by every decision on a request."""
+        ...
+
     def transition_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus], status: RequestStatus,
                                 decided_by: str | None = None, decided_at: int | None = None,
                                 reason: str | None = None, serial: str | None = None,

@@ -572,6 +572,15 @@ class SqlTx:
         sql = _REQUEST_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
         return [self._request(r) for r in self.execute(sql, params).fetchall()]
 
+    def claim_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus]) -> bool:
+        """Lock the request's row until this transaction ends, if it is in one of the `expected` statuses (False
+        otherwise, or when another writer moved it out of them first: its commit is waited for, then the status
+        read again). A write that changes nothing, so that it locks the same way on every backend."""
+        marks = ", ".join("?" * len(expected))
+        return bool(self.execute(
+            f"UPDATE cert_requests SET status = status WHERE id = ? AND status IN ({marks})",
+            (request_id, *(s.value for s in expected))).rowcount == 1)
+
     def transition_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus], status: RequestStatus,
                                 decided_by: str | None = None, decided_at: int | None = None,
                                 reason: str | None = None, serial: str | None = None,
