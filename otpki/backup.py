@@ -14,7 +14,9 @@ operator's to keep apart (a backup with the passphrase beside the keys would be 
 
 A restore checks every file against the manifest, fills an empty data directory and copies the store into the
 store that directory's settings name (or `--store`). CRLs published after the backup are unknown to it, so every
-CA's next CRL number starts a gap above the last one in the backup; certificates issued after the backup are
+CA's next CRL number starts a gap above the last one in the backup, and so does every group's trust-list version
+(the current one is recorded again under the new number, so every PLC and broker is handed it as newer than
+whatever it got after the backup); certificates issued after the backup are
 unknown too: `otpki certs reconcile` names those it is shown (from the devices, the GDS, the issuing scripts).
 """
 
@@ -46,6 +48,9 @@ STORE_FILE = "store.db"
 # CRLs a CA may have published between the backup and the restore, at most (one a minute for two years); the
 # next CRL of a restored CA is numbered above the last one in the backup by this much (restore --crl-number-gap).
 DEFAULT_CRL_NUMBER_GAP = 1_000_000
+# Trust-list versions the plant may have handed out between the backup and the restore, at most: a group's trust
+# list changes with every CRL of its CAs, so as often as CRLs are published (restore --trust-version-gap).
+DEFAULT_TRUST_VERSION_GAP = 1_000_000
 _ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
@@ -188,19 +193,23 @@ def read_manifest(src: Path) -> BackupManifest:
 
 
 def restore(src: Path, data_dir: Path, *, actor: str, store_url: str | None = None,
-            crl_number_gap: int = DEFAULT_CRL_NUMBER_GAP) -> RestoreResult:
+            crl_number_gap: int = DEFAULT_CRL_NUMBER_GAP,
+            trust_version_gap: int = DEFAULT_TRUST_VERSION_GAP) -> RestoreResult:
     """Rebuild the empty (or new) data directory `data_dir` from the backup `src`."""
     if crl_number_gap < 1:
         raise InvalidInput("--crl-number-gap must be at least 1", reason="invalid_gap")
+    if trust_version_gap < 1:
+        raise InvalidInput("--trust-version-gap must be at least 1", reason="invalid_gap")
     src, data_dir = src.absolute(), data_dir.absolute()
     manifest = read_manifest(src)
     _empty_directory(data_dir, "the data directory")
     with _filled(data_dir):
-        return _restore(src, data_dir, manifest, actor=actor, store_url=store_url, crl_number_gap=crl_number_gap)
+        return _restore(src, data_dir, manifest, actor=actor, store_url=store_url, crl_number_gap=crl_number_gap,
+                        trust_version_gap=trust_version_gap)
 
 
 def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str, store_url: str | None,
-             crl_number_gap: int) -> RestoreResult:
+             crl_number_gap: int, trust_version_gap: int) -> RestoreResult:
     private_directory(data_dir)
     for f in manifest.files:
         if f.path == STORE_FILE:
@@ -220,7 +229,7 @@ def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str,
             try:
                 copied = copy_store(source, restored, source_name=f"backup {src} of {manifest.created_at.isoformat()}",
                                     target_name=describe_url(url), actor=actor, action="store.restore",
-                                    crl_number_gap=crl_number_gap)
+                                    crl_number_gap=crl_number_gap, trust_version_gap=trust_version_gap)
             finally:
                 restored.close()
         finally:

@@ -132,6 +132,15 @@ class StoreReader(Protocol):
 
     def latest_trust_version(self, group: str) -> TrustVersion | None: ...
 
+    def latest_trust_versions(self) -> dict[str, TrustVersion]:
+        """Group -> its latest version, for every group that has one."""
+        ...
+
+    def next_trust_version(self, group: str) -> int:
+        """The number the group's next trust-list version takes: above its latest and at least the floor a restore
+        set (trustlists/store_copy.py)."""
+        ...
+
     # -- certificate requests
     def get_cert_request(self, request_id: str) -> CertificateRequest:
         """RequestNotFound for an unknown id."""
