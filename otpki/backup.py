@@ -34,6 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from otpki.config import CONFIG_FILE, KEYS_DIR, Settings, load_settings
+from otpki.undo import CLAIM_FILE, claimed
 from trustlists.clock import utcnow
 from trustlists.errors import InvalidInput, KeyAccessError
 from trustlists.safe_files import create_secret, private_directory
@@ -86,7 +87,7 @@ def _sha256(path: Path) -> str:
 
 
 def _empty_directory(path: Path, what: str) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != CLAIM_FILE for p in path.iterdir())):
         raise InvalidInput(f"{what} {path} exists and is not an empty directory: give a new one",
                            reason="not_empty")
 
@@ -96,18 +97,12 @@ def _copy_secret(source: Path, target: Path) -> None:
 
 
 @contextmanager
-def _filled(directory: Path) -> Iterator[None]:
-    """Fill the new or empty `directory`; if that fails, empty it again: no half backup, no half data directory."""
-    existed = directory.exists()
-    try:
+def _filled(directory: Path, what: str) -> Iterator[None]:
+    """Fill the new or empty `directory`, alone (a second backup or restore into it at the same moment is refused,
+    and leaves this one's work alone); if that fails, empty it again: no half backup, no half data directory."""
+    with claimed(directory, what):
+        _empty_directory(directory, what)  # again, now that nobody else can be filling it
         yield
-    except BaseException:
-        if existed:
-            for child in directory.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
 
 
 def _key_files(keys_dir: Path) -> list[tuple[Path, bytes]]:
@@ -127,7 +122,7 @@ def backup(settings: Settings, dest: Path, *, actor: str) -> BackupManifest:
     dest = dest.absolute()
     _empty_directory(dest, "the backup directory")
     _key_files(settings.keys_dir)  # before anything is written
-    with _filled(dest):
+    with _filled(dest, "the backup directory"):
         return _backup(settings, dest, actor=actor)
 
 
@@ -203,7 +198,7 @@ def restore(src: Path, data_dir: Path, *, actor: str, store_url: str | None = No
     src, data_dir = src.absolute(), data_dir.absolute()
     manifest = read_manifest(src)
     _empty_directory(data_dir, "the data directory")
-    with _filled(data_dir):
+    with _filled(data_dir, "the data directory"):
         return _restore(src, data_dir, manifest, actor=actor, store_url=store_url, crl_number_gap=crl_number_gap,
                         trust_version_gap=trust_version_gap)
 

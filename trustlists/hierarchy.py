@@ -85,10 +85,13 @@ class Hierarchy:
 
         AlreadyExists (reason plant_exists) when the store holds a root CA already: another instance's data
         directory has its keys, and this one is made by copying that one (otpki.toml and keys/), not by a second
-        init. Two inits at once on one database: the second waits for the first and is then refused the same way
-        (or StoreBusy when the first takes longer than the busy timeout)."""
+        init. Two inits at once on one database: one makes the plant, the other is refused at once the same way
+        (it does not wait: making the keys may take longer than any busy timeout)."""
         with self._ctx.store.transaction() as tx:
-            tx.lock("hierarchy", "create-plant")
+            if not tx.try_lock("hierarchy", "create-plant"):
+                raise AlreadyExists("another otpki init is creating a plant in this database right now: when it is "
+                                    "done, copy otpki.toml and keys/ of its data directory to run another instance",
+                                    reason="plant_exists")
             roots = [ca for ca in tx.list_cas() if ca.parent_id is None]
             if roots:
                 raise AlreadyExists(

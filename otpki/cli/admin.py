@@ -53,7 +53,7 @@ def init(
 
     from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
     from otpki.runtime import open_engine
-    from otpki.undo import undone_on_failure
+    from otpki.undo import claimed
     from trustlists.safe_files import write_secret
 
     s = settings(must_exist=False)
@@ -80,8 +80,9 @@ def init(
     s = build_settings(validate_file_settings(data, config or data_dir / CONFIG_FILE), data_dir, s.env)
     # All or nothing: a store that cannot be reached, a wrong password, a key that cannot be made leave no
     # otpki.toml, no key file and no half data directory behind (and no CA in the store: one transaction).
-    with undone_on_failure(data_dir):
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with claimed(data_dir, "the data directory"):
+        if (data_dir / "otpki.db").exists():  # again, now that no other init can be writing it
+            raise AlreadyExists(f"{data_dir} is already initialised; use `otpki ca list` to see its CAs")
         eng = open_engine(s)  # connects to the store first: nothing is written if it cannot be used
         try:
             # 0600: it may hold the GDS users' password hashes.

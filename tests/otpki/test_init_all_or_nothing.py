@@ -88,3 +88,74 @@ def test_a_plant_whose_creation_fails_half_way_leaves_no_ca_in_the_store(
         assert engine.verify_audit().ok
     finally:
         engine.close()
+
+
+def at_once(*runs: tuple[Path, dict[str, str]]) -> list[tuple[int, str]]:
+    procs = [subprocess.Popen([sys.executable, "-m", "otpki.cli.main", "init"],
+                              env={**os.environ, "OTPKI_DATA_DIR": str(data_dir),
+                                   "OTPKI_CA_PASSPHRASE": PASSPHRASE.decode(), **env},
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for data_dir, env in runs]
+    results = []
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=180)
+            results.append((p.returncode, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return results
+
+
+def one_winner(results: list[tuple[int, str]], words: tuple[str, ...]) -> None:
+    assert sorted(code for code, _ in results) == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert loser.count("\n") == 1 and any(w in loser for w in words), loser
+
+
+def test_two_inits_of_one_data_directory_at_once_leave_the_winner_whole(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pki"
+    one_winner(at_once((data_dir, {}), (data_dir, {})), ("being filled by another otpki process",
+                                                          "already initialised"))
+    # The loser neither wrote into the winner's directory nor cleaned it away.
+    verified = otpki(data_dir, "audit", "verify", env={})
+    assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr
+    listed = otpki(data_dir, "ca", "list", "--json", env={})
+    assert listed.returncode == 0, listed.stderr
+    import json
+
+    cas = json.loads(listed.stdout)
+    assert sum(1 for ca in cas if ca["parent_id"] is None) == 1
+    keys = {p.name.removesuffix(".key.pem") for p in (data_dir / "keys").glob("*.key.pem")}
+    assert keys == {ca["key_ref"] for ca in cas}  # a key file for every CA, and none of the loser's
+    assert not (data_dir / ".otpki-busy").exists()
+
+
+def test_two_instances_initialising_one_database_at_once_make_one_plant(
+        postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    url = postgres_cluster.database()
+    env = {"OTPKI_STORE_URL": url}
+    first, second = tmp_path / "host-a", tmp_path / "host-b"
+    results = at_once((first, env), (second, env))
+    one_winner(results, ("already holds a plant", "creating a plant"))
+    loser = second if results[1][0] == 2 else first
+    assert not loser.exists()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        roots = conn.execute("SELECT COUNT(*) FROM cas WHERE parent_id IS NULL").fetchone()
+    assert roots is not None and roots[0] == 1
+
+
+def test_a_directory_another_process_is_filling_is_left_alone(tmp_path: Path) -> None:
+    """What the concurrent tests above can only hit by chance, made certain: another process holds the directory
+    (its claim file is there, and some of its work)."""
+    data_dir = tmp_path / "pki"
+    data_dir.mkdir()
+    (data_dir / ".otpki-busy").write_bytes(b"")
+    (data_dir / "otpki.toml").write_text("# being written by the other process\n")
+    refused(otpki(data_dir, "init", env={}), "being filled by another otpki process")
+    assert sorted(p.name for p in data_dir.iterdir()) == [".otpki-busy", "otpki.toml"]
+    assert (data_dir / "otpki.toml").read_text() == "# being written by the other process\n"

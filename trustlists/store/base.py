@@ -225,6 +225,10 @@ class StoreWriter(StoreReader, Protocol):
         writers run concurrently."""
         ...
 
+    def try_lock(self, name: str, key: str) -> bool:
+        """`lock` if nobody holds it now; False at once otherwise (no wait)."""
+        ...
+
     def serialise_appends(self) -> None:
         """Serialise with every other transaction that appends to the store's ordered logs (the audit chain,
         revocations, bootstrap pin changes), until this one ends. What follows then reads the latest committed

@@ -96,6 +96,9 @@ class PostgresTx(SqlTx):
     def lock(self, name: str, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (lock_id(name, key),))
 
+    def try_lock(self, name: str, key: str) -> bool:
+        return bool(self._one("SELECT pg_try_advisory_xact_lock(?)", (lock_id(name, key),))[0])
+
     def notify(self, channel: str) -> None:
         # Delivered when (and only if) this transaction commits; one per commit and channel whatever the count.
         self.execute("SELECT pg_notify(?, '')", (channel,))

@@ -191,6 +191,10 @@ class SqlTx:
         SQLite runs one write transaction at a time already; a backend with concurrent writers overrides this.
         """
 
+    def try_lock(self, name: str, key: str) -> bool:
+        """`lock` without waiting: SQLite's write transaction holds the whole store already."""
+        return True
+
     def serialise_appends(self) -> None:
         """(StoreWriter.serialise_appends) One lock for all ordered logs: an audited transaction appends to the
         chain anyway, so a finer lock would only add lock-order deadlocks (a revocation, then its audit record,
