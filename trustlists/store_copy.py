@@ -146,7 +146,12 @@ def copy_store(source: Store, target: Store, *, source_name: str, target_name: s
     """
     copied: list[TableCopy] = []
     with source.snapshot() as src, target.transaction() as dst:
-        # Taken before looking at the target: a second copy into the same database waits, then finds rows.
+        # A second copy (or restore) into the same database at the same moment is refused at once: waiting for the
+        # first one, which may take minutes, would end in StoreBusy, or in finding its rows.
+        if not dst.try_lock("store", "copy-target"):
+            raise InvalidState(f"another otpki db copy or restore is writing into {target_name} right now: "
+                               "copy into a new, empty database", reason="store_copy_target_busy")
+        # Taken before looking at the target: whatever appends to its logs waits until the copy commits.
         dst.serialise_appends()
         tables = _ordered_tables(src, source_name)
         target_tables = _ordered_tables(dst, target_name)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trustlists.testing import PASSPHRASE
+from trustlists.testing import PASSPHRASE, PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 2
@@ -87,3 +87,23 @@ def test_backup_and_restore_leave_a_directory_another_process_is_filling_alone(t
         assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
         assert "being filled by another otpki process" in res.stderr, res.stderr
         assert [p.name for p in busy.iterdir()] == [".otpki-busy"]
+
+
+def test_two_restores_into_one_database_at_once(postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    """Two hosts restoring the same backup into the same PostgreSQL database: one wins, the other is told at once
+    that the database is being (or was) restored into, never that it was locked past its busy timeout."""
+    plant = tmp_path / "plant"
+    assert otpki(plant, "init").returncode == 0
+    # A short busy timeout (carried into the restores by the backup's otpki.toml): a loser that waits for the
+    # winner's copy instead of being refused would run into it.
+    config = plant / "otpki.toml"
+    config.write_text(config.read_text() + "\n[store]\nbusy_timeout_s = 0.05\n")
+    backup = tmp_path / "backup"
+    assert otpki(plant, "backup", str(backup)).returncode == 0
+    for n in range(ROUNDS):
+        url = postgres_cluster.database()
+        results = at_once((tmp_path / f"host-a-{n}", ["restore", str(backup), "--store", url]),
+                          (tmp_path / f"host-b-{n}", ["restore", str(backup), "--store", url]))
+        one_winner(results)
+        loser = next(err for code, err in results if code == 2)
+        assert "is writing into" in loser or "is not empty" in loser, loser
