@@ -47,8 +47,9 @@ def restore(
     json_out: JsonFlag = False,
 ) -> None:
     """Rebuild the data directory (--data-dir / OTPKI_DATA_DIR; new or empty) from a backup, every file checked
-    against its manifest. Then run `otpki certs reconcile` on certificates and CRLs collected from the plant: those
-    issued after the backup are not in the restored inventory."""
+    against its manifest. CRL numbers and trust-list versions go on far above the backup's, so nothing handed out
+    after the backup is ever offered again under its number. Then run `otpki certs reconcile` on certificates
+    and CRLs collected from the plant: those issued after the backup are not in the restored inventory."""
     from otpki.backup import restore as restore_backup
     from otpki.config_paths import absolute
 
