@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
@@ -37,7 +38,7 @@ from otpki.config import CONFIG_FILE, KEYS_DIR, Settings, load_settings
 from otpki.undo import CLAIM_FILE, claimed
 from trustlists.clock import utcnow
 from trustlists.errors import InvalidInput, KeyAccessError
-from trustlists.safe_files import create_secret, private_directory
+from trustlists.safe_files import create_secret, private_directory, write_secret
 from trustlists.store import SqliteStore, describe_url, open_store
 from trustlists.store_copy import StoreCopy, TableCopy, copy_store
 
@@ -212,6 +213,8 @@ def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str,
         target = data_dir / f.path
         private_directory(target.parent)
         _copy_secret(src / f.path, target)
+    if store_url is not None:
+        _name_store(data_dir, store_url)
     settings = load_settings(data_dir, must_exist=False)
     url = store_url or settings.store_url
     with tempfile.TemporaryDirectory(prefix="otpki-restore-") as work:
@@ -230,3 +233,27 @@ def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str,
         finally:
             source.close()
     return RestoreResult(data_dir=str(data_dir), store=describe_url(url), copy_=copied, files=len(manifest.files))
+
+
+def _name_store(data_dir: Path, url: str) -> None:
+    """Name the store restored into (`--store`) in the restored otpki.toml: an instance started on the data
+    directory must use it, not make itself a new, empty SQLite store because OTPKI_STORE_URL was not set. Without
+    its password, which never goes into otpki.toml (~/.pgpass or PGPASSWORD)."""
+    import tomllib
+
+    import tomli_w
+
+    path = data_dir / CONFIG_FILE
+    data = tomllib.loads(path.read_text()) if path.is_file() else {}
+    data.setdefault("store", {})["url"] = without_password(url)
+    write_secret(path, ("# otpki configuration (restored; [store] url set by `otpki restore --store`): see the "
+                        "README's 'Configuration' section\n" + tomli_w.dumps(data)).encode())
+
+
+def without_password(url: str) -> str:
+    """A PostgreSQL URL without its password (a SQLite URL as it is)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -251,3 +251,25 @@ def test_restored_trust_lists_are_numbered_above_every_version_handed_out_after_
     # A gap below one is refused in one line.
     res = otpki(tmp_path / "fresh2", "restore", str(backup_dir), "--trust-version-gap", "0", env={})
     assert res.returncode == 2 and "--trust-version-gap must be at least 1" in res.stderr, res.stderr
+
+
+def test_a_restore_into_another_database_names_it_in_the_restored_configuration(
+        postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    """After `restore --store URL`, the data directory runs on that database without OTPKI_STORE_URL: before, an
+    instance started on it made itself a new, empty SQLite store and served an empty plant."""
+    plant = tmp_path / "plant"
+    assert otpki(plant, "init", env={}).returncode == 0
+    serial = issue(plant, "pump-1", tmp_path / "pump-1.pem", {})
+    backup_dir = tmp_path / "backup"
+    assert otpki(plant, "backup", str(backup_dir), env={}).returncode == 0
+
+    url = postgres_cluster.database()
+    with_password = url.replace("postgresql://postgres@", "postgresql://postgres:not-in-any-file@")
+    fresh = tmp_path / "fresh"
+    restored = otpki(fresh, "restore", str(backup_dir), "--store", with_password, env={})
+    assert restored.returncode == 0, restored.stderr
+    assert "not-in-any-file" not in (fresh / "otpki.toml").read_text()  # never a password in otpki.toml
+    listed = otpki(fresh, "certs", "list", "--json", env={})  # no OTPKI_STORE_URL
+    assert listed.returncode == 0, listed.stderr
+    assert [c["serial"] for c in json.loads(listed.stdout)] == [serial]
+    assert not (fresh / "otpki.db").exists()
