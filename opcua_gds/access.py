@@ -287,6 +287,7 @@ _REASON_STATUS = {
     "unknown_group": ua.StatusCodes.BadNotFound,
     "request_not_complete": ua.StatusCodes.BadRequestNotComplete,
     "invalid_state": ua.StatusCodes.BadInvalidState,
+    "request_already_decided": ua.StatusCodes.BadInvalidState,
     "already_exists": ua.StatusCodes.BadInvalidArgument,
     "store_busy": ua.StatusCodes.BadResourceUnavailable,
     "key_access": ua.StatusCodes.BadConfigurationError,

@@ -14,7 +14,9 @@ operator's to keep apart (a backup with the passphrase beside the keys would be 
 
 A restore checks every file against the manifest, fills an empty data directory and copies the store into the
 store that directory's settings name (or `--store`). CRLs published after the backup are unknown to it, so every
-CA's next CRL number starts a gap above the last one in the backup; certificates issued after the backup are
+CA's next CRL number starts a gap above the last one in the backup, and so does every group's trust-list version
+(the current one is recorded again under the new number, so every PLC and broker is handed it as newer than
+whatever it got after the backup); certificates issued after the backup are
 unknown too: `otpki certs reconcile` names those it is shown (from the devices, the GDS, the issuing scripts).
 """
 
@@ -28,13 +30,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
 from otpki.config import CONFIG_FILE, KEYS_DIR, Settings, load_settings
+from otpki.undo import CLAIM_FILE, claimed
 from trustlists.clock import utcnow
 from trustlists.errors import InvalidInput, KeyAccessError
-from trustlists.safe_files import create_secret, private_directory
+from trustlists.safe_files import create_secret, private_directory, write_secret
 from trustlists.store import SqliteStore, describe_url, open_store
 from trustlists.store_copy import StoreCopy, TableCopy, copy_store
 
@@ -46,6 +50,9 @@ STORE_FILE = "store.db"
 # CRLs a CA may have published between the backup and the restore, at most (one a minute for two years); the
 # next CRL of a restored CA is numbered above the last one in the backup by this much (restore --crl-number-gap).
 DEFAULT_CRL_NUMBER_GAP = 1_000_000
+# Trust-list versions the plant may have handed out between the backup and the restore, at most: a group's trust
+# list changes with every CRL of its CAs, so as often as CRLs are published (restore --trust-version-gap).
+DEFAULT_TRUST_VERSION_GAP = 1_000_000
 _ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
@@ -81,7 +88,7 @@ def _sha256(path: Path) -> str:
 
 
 def _empty_directory(path: Path, what: str) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != CLAIM_FILE for p in path.iterdir())):
         raise InvalidInput(f"{what} {path} exists and is not an empty directory: give a new one",
                            reason="not_empty")
 
@@ -91,18 +98,12 @@ def _copy_secret(source: Path, target: Path) -> None:
 
 
 @contextmanager
-def _filled(directory: Path) -> Iterator[None]:
-    """Fill the new or empty `directory`; if that fails, empty it again: no half backup, no half data directory."""
-    existed = directory.exists()
-    try:
+def _filled(directory: Path, what: str) -> Iterator[None]:
+    """Fill the new or empty `directory`, alone (a second backup or restore into it at the same moment is refused,
+    and leaves this one's work alone); if that fails, empty it again: no half backup, no half data directory."""
+    with claimed(directory, what):
+        _empty_directory(directory, what)  # again, now that nobody else can be filling it
         yield
-    except BaseException:
-        if existed:
-            for child in directory.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
 
 
 def _key_files(keys_dir: Path) -> list[tuple[Path, bytes]]:
@@ -122,7 +123,7 @@ def backup(settings: Settings, dest: Path, *, actor: str) -> BackupManifest:
     dest = dest.absolute()
     _empty_directory(dest, "the backup directory")
     _key_files(settings.keys_dir)  # before anything is written
-    with _filled(dest):
+    with _filled(dest, "the backup directory"):
         return _backup(settings, dest, actor=actor)
 
 
@@ -188,19 +189,23 @@ def read_manifest(src: Path) -> BackupManifest:
 
 
 def restore(src: Path, data_dir: Path, *, actor: str, store_url: str | None = None,
-            crl_number_gap: int = DEFAULT_CRL_NUMBER_GAP) -> RestoreResult:
+            crl_number_gap: int = DEFAULT_CRL_NUMBER_GAP,
+            trust_version_gap: int = DEFAULT_TRUST_VERSION_GAP) -> RestoreResult:
     """Rebuild the empty (or new) data directory `data_dir` from the backup `src`."""
     if crl_number_gap < 1:
         raise InvalidInput("--crl-number-gap must be at least 1", reason="invalid_gap")
+    if trust_version_gap < 1:
+        raise InvalidInput("--trust-version-gap must be at least 1", reason="invalid_gap")
     src, data_dir = src.absolute(), data_dir.absolute()
     manifest = read_manifest(src)
     _empty_directory(data_dir, "the data directory")
-    with _filled(data_dir):
-        return _restore(src, data_dir, manifest, actor=actor, store_url=store_url, crl_number_gap=crl_number_gap)
+    with _filled(data_dir, "the data directory"):
+        return _restore(src, data_dir, manifest, actor=actor, store_url=store_url, crl_number_gap=crl_number_gap,
+                        trust_version_gap=trust_version_gap)
 
 
 def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str, store_url: str | None,
-             crl_number_gap: int) -> RestoreResult:
+             crl_number_gap: int, trust_version_gap: int) -> RestoreResult:
     private_directory(data_dir)
     for f in manifest.files:
         if f.path == STORE_FILE:
@@ -208,6 +213,8 @@ def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str,
         target = data_dir / f.path
         private_directory(target.parent)
         _copy_secret(src / f.path, target)
+    if store_url is not None:
+        _name_store(data_dir, store_url)
     settings = load_settings(data_dir, must_exist=False)
     url = store_url or settings.store_url
     with tempfile.TemporaryDirectory(prefix="otpki-restore-") as work:
@@ -220,9 +227,33 @@ def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str,
             try:
                 copied = copy_store(source, restored, source_name=f"backup {src} of {manifest.created_at.isoformat()}",
                                     target_name=describe_url(url), actor=actor, action="store.restore",
-                                    crl_number_gap=crl_number_gap)
+                                    crl_number_gap=crl_number_gap, trust_version_gap=trust_version_gap)
             finally:
                 restored.close()
         finally:
             source.close()
     return RestoreResult(data_dir=str(data_dir), store=describe_url(url), copy_=copied, files=len(manifest.files))
+
+
+def _name_store(data_dir: Path, url: str) -> None:
+    """Name the store restored into (`--store`) in the restored otpki.toml: an instance started on the data
+    directory must use it, not make itself a new, empty SQLite store because OTPKI_STORE_URL was not set. Without
+    its password, which never goes into otpki.toml (~/.pgpass or PGPASSWORD)."""
+    import tomllib
+
+    import tomli_w
+
+    path = data_dir / CONFIG_FILE
+    data = tomllib.loads(path.read_text()) if path.is_file() else {}
+    data.setdefault("store", {})["url"] = without_password(url)
+    write_secret(path, ("# otpki configuration (restored; [store] url set by `otpki restore --store`): see the "
+                        "README's 'Configuration' section\n" + tomli_w.dumps(data)).encode())
+
+
+def without_password(url: str) -> str:
+    """A PostgreSQL URL without its password (a SQLite URL as it is)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

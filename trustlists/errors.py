@@ -151,6 +151,13 @@ class RequestRejected(InvalidState):
     reason = "request_rejected"
 
 
+class RequestAlreadyDecided(InvalidState):
+    """An approval or rejection of a certificate request another administrator (or process) decided first: the
+    message says how it was decided (approved, issued, rejected, expired) and by whom."""
+
+    reason = "request_already_decided"
+
+
 class RequestExpired(InvalidState):
     """The certificate request can no longer be completed; submit a new one."""
 

@@ -79,6 +79,27 @@ class Hierarchy:
                 raise IssuerUnusable(f"the root CA {parent.name} has expired")
 
     # -- ceremonies -------------------------------------------------------------------------------
+    def create_plant(self, *, actor: str) -> builtins.list[CARecord]:
+        """`initialize` a store that has no root CA yet, all in one transaction: a step that fails (a key that
+        cannot be written, a lost database, Ctrl-C) leaves no CA behind, so no half plant whose keys are gone.
+
+        AlreadyExists (reason plant_exists) when the store holds a root CA already: another instance's data
+        directory has its keys, and this one is made by copying that one (otpki.toml and keys/), not by a second
+        init. Two inits at once on one database: one makes the plant, the other is refused at once the same way
+        (it does not wait: making the keys may take longer than any busy timeout)."""
+        with self._ctx.store.transaction() as tx:
+            if not tx.try_lock("hierarchy", "create-plant"):
+                raise AlreadyExists("another otpki init is creating a plant in this database right now: when it is "
+                                    "done, copy otpki.toml and keys/ of its data directory to run another instance",
+                                    reason="plant_exists")
+            roots = [ca for ca in tx.list_cas() if ca.parent_id is None]
+            if roots:
+                raise AlreadyExists(
+                    f"the store already holds a plant (root CA {roots[-1].name}): to run another instance on it, "
+                    "copy otpki.toml and keys/ of an existing instance's data directory instead of `otpki init`",
+                    reason="plant_exists")
+            return self.initialize(actor=actor)
+
     def initialize(self, *, actor: str) -> builtins.list[CARecord]:
         """Create the root (if none) and an issuing CA for every group (and site, where per-site)."""
         created: list[CARecord] = []

@@ -7,7 +7,8 @@ and the Mosquitto side's, or two processes) can never both accept one request, n
 
 Only authenticated requests get here: flood shedding happens before, in memory, in the front (a store write
 per flooded message would turn a flood into disk traffic). Rows are dropped once they stop mattering (request
-ids after their timestamp window, buckets once full again), in the same transactions, through an index.
+ids after their timestamp window, buckets once full again) and an hour more (FORGET_GRACE_S: hosts' clocks
+differ), in the same transactions, through an index.
 Neither is audited: they are bookkeeping of requests, not trust decisions (what a request led to is audited).
 """
 
@@ -26,6 +27,12 @@ from trustlists.errors import InvalidInput
 __all__ = ["RateLimit", "RequestGuard", "Verdict"]
 
 Verdict = Literal["ok", "replay", "rate_limited"]
+
+# Rows are dropped this long after they stopped mattering by the clock of the instance that drops them: the
+# instances of one store run on several hosts, and one whose clock is ahead of the others' must not forget a
+# request id that another instance still accepts a replay of (its own window, by its own clock, is still open).
+# The clock skew between hosts this tolerates; an hour of request ids is little to keep.
+FORGET_GRACE_S = 3600
 
 
 class RateLimit(BaseModel):
@@ -57,7 +64,7 @@ class RequestGuard:
         with self._ctx.store.transaction() as tx:
             # Two instances admitting for one subject take turns: one sees the other's request id and bucket.
             tx.lock("request_guard", f"{scope}\x00{subject}")
-            tx.forget_expired(to_epoch(now))
+            tx.forget_expired(to_epoch(now) - FORGET_GRACE_S)
             if tx.request_seen(scope, subject, request_id):
                 return "replay"
             bucket = tx.get_rate_bucket(scope, subject)

@@ -71,6 +71,7 @@ from trustlists.errors import (
     InvalidInput,
     InvalidState,
     PolicyViolation,
+    RequestAlreadyDecided,
     RequestExpired,
     RequestNotComplete,
     RequestNotFound,
@@ -161,21 +162,22 @@ class CertificateRequests:
         marked approved and issued when its owner collects it. Checks the request again first."""
         req = self.get(request_id)
         if req.status is not RequestStatus.PENDING:
-            raise InvalidState(f"certificate request {request_id} is {req.status.value}, not pending"
-                               + (f" (certificate {req.serial})" if req.serial else ""))
+            raise _already_decided(req, "approved")
         owner = self._owner(req.owner_id)
         now = self._ctx.clock()
         if req.kind is RequestKind.CSR:
             approved = self._check_csr_request(req, owner)
             self._issue(req, owner, approved, actor=actor, expected=(RequestStatus.PENDING,), decided_by=actor,
+                        deciding="approved",
                         before=[(actor, "request.approve", req.id, {"by": actor, "owner": owner.name,
                                                                      "group": owner.group, "kind": req.kind.value})])
             return self.get(request_id)
         self._check_new_key(req, owner)
         with self._ctx.store.transaction() as tx:
+            # The request row first, then the audit chain: the order every decision takes its locks in.
             if not tx.transition_cert_request(req.id, expected=[RequestStatus.PENDING], status=RequestStatus.APPROVED,
                                               decided_by=actor, decided_at=to_epoch(now)):
-                raise self._moved_on(tx, req.id)
+                raise _already_decided(tx.get_cert_request(req.id), "approved")
             audit.append(tx, actor=actor, action="request.approve", subject=req.id, at=now,
                          details={"by": actor, "owner": owner.name, "group": owner.group, "kind": req.kind.value})
         return self.get(request_id)
@@ -187,12 +189,12 @@ class CertificateRequests:
             raise InvalidInput("a rejection needs a reason (the requester is told it)")
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
+            # The request row first (a compare-and-set on its status), then the audit chain, as approve does.
             if not tx.transition_cert_request(request_id, expected=[RequestStatus.PENDING, RequestStatus.APPROVED],
                                               status=RequestStatus.REJECTED, decided_by=actor,
                                               decided_at=to_epoch(now), reason=reason):
-                current = tx.get_cert_request(request_id)  # RequestNotFound for an unknown id
-                raise InvalidState(f"certificate request {request_id} is {current.status.value} and can no "
-                                   "longer be rejected")
+                # RequestNotFound for an unknown id
+                raise _already_decided(tx.get_cert_request(request_id), "rejected")
             audit.append(tx, actor=actor, action="request.reject", subject=request_id, at=now,
                          details={"reason": reason})
         self._forget(request_id)
@@ -295,12 +297,19 @@ class CertificateRequests:
     def _issue(self, req: CertificateRequest, owner: Owner, approved: ApprovedRequest, *, actor: str,
                insert: bool = False, expected: tuple[RequestStatus, ...] = (), decided_by: str | None = None,
                before: builtins.list[tuple[str, str, str, dict[str, object]]] | None = None,
-               key: CertificateIssuerPrivateKeyTypes | None = None, password: str | None = None
-               ) -> IssuedCertificate:
+               key: CertificateIssuerPrivateKeyTypes | None = None, password: str | None = None,
+               deciding: str | None = None) -> IssuedCertificate:
         """Sign outside any lock, then record the certificate and the request's new status together.
 
         `insert`: the request row is new (auto-approved submission); otherwise it must still be in one of
         `expected`. `before`: audit entries (actor, action, subject, details) that precede the issue's.
+        `deciding`: this issue is an administrator's decision ("approved"); one made first by someone else is
+        then RequestAlreadyDecided.
+
+        The request's row is moved first in the transaction, before the certificate is recorded and the audit
+        chain appended to: every decision on a request (approve, reject, expire, collect) locks the row first and
+        the chain after it, so two of them at once wait for each other in one order (never a deadlock) and the
+        later one finds the request decided.
         """
         kind = IssuanceKind.SERVER_KEYGEN if req.kind is RequestKind.NEW_KEY else IssuanceKind.CSR
         extra: dict[str, object] = {"request": req.id}
@@ -319,15 +328,20 @@ class CertificateRequests:
             serial = prepared.record.serial
             try:
                 with self._ctx.store.transaction() as tx:
+                    if not insert and not tx.claim_cert_request(req.id, expected=list(expected)):
+                        raise (_already_decided(tx.get_cert_request(req.id), deciding) if deciding
+                               else self._moved_on(tx, req.id))
                     tx.insert_certificates([NewCertificate(prepared.record, prepared.der, prepared.spki_sha256)])
                     if insert:
                         tx.insert_cert_request(req.model_copy(update={
                             "status": RequestStatus.ISSUED, "serial": serial, "issued_at": at}))
-                    elif not tx.transition_cert_request(
-                            req.id, expected=list(expected), status=RequestStatus.ISSUED, serial=serial,
-                            issued_at=to_epoch(at), decided_by=decided_by,
-                            decided_at=to_epoch(at) if decided_by else None):
-                        raise self._moved_on(tx, req.id)
+                    else:
+                        # Claimed above: nobody can have moved it since (the check costs nothing).
+                        if not tx.transition_cert_request(
+                                req.id, expected=list(expected), status=RequestStatus.ISSUED, serial=serial,
+                                issued_at=to_epoch(at), decided_by=decided_by,
+                                decided_at=to_epoch(at) if decided_by else None):
+                            raise self._moved_on(tx, req.id)
                     audit.append_many(tx, [
                         *[(a, action, subject, details, at) for a, action, subject, details in before or []],
                         (actor, "certificate.issue", serial, prepared.details, at),
@@ -410,6 +424,18 @@ class CertificateRequests:
     def _forget(self, request_id: str) -> None:
         with self._lock:
             self._passwords.pop(request_id, None)
+
+
+def _already_decided(current: CertificateRequest, wanted: str) -> RequestAlreadyDecided:
+    """The error for an approval or rejection (`wanted`: "approved", "rejected") of a request that someone decided
+    first: how, by whom, with what result."""
+    by = f" by {current.decided_by}" if current.decided_by else ""
+    result = (f"certificate {current.serial}" if current.serial
+              else f"reason: {current.reason}" if current.reason else "")
+    how = f"{current.status.value}{by}" + (f" ({result})" if result else "")
+    tail = ("not pending: it cannot be approved" if wanted == "approved"
+            else "it can no longer be rejected")
+    return RequestAlreadyDecided(f"certificate request {current.id} was already {how}; {tail}")
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from trustlists.clock import utcnow
 from trustlists.errors import AuditTampered, InvalidState, StoreError
 from trustlists.store.base import Store, StoreReader, StoreWriter
 from trustlists.store.rows import TableRow
-from trustlists.store.sql import crl_number_floor_key
+from trustlists.store.sql import TRUST_VERSION_FLOOR_KEY, crl_number_floor_key
 
 __all__ = ["COPY_ORDER", "CaKey", "StoreCopy", "TableCopy", "copy_store", "is_empty", "table_digest"]
 
@@ -60,6 +60,8 @@ class StoreCopy(BaseModel):
     audit_seq: int  # the sequence number of the copy's audit record on the target
     ca_keys: list[CaKey] = []  # where each copied CA's key is (a backup takes the key files along)
     next_crl_numbers: dict[str, int] = {}  # CA id -> the lowest number its next CRL may have (crl_number_gap)
+    trust_version_floor: int | None = None  # the lowest number of any group's next trust-list version
+    trust_list_versions: dict[str, int] = {}  # group -> its current version, renumbered (trust_version_gap)
 
 
 def _row_hash(row: TableRow) -> int:
@@ -122,7 +124,8 @@ def _batches(rows: Iterator[TableRow]) -> Iterator[list[TableRow]]:
 
 
 def copy_store(source: Store, target: Store, *, source_name: str, target_name: str, actor: str,
-               at: datetime | None = None, action: str = "store.copy", crl_number_gap: int = 0) -> StoreCopy:
+               at: datetime | None = None, action: str = "store.copy", crl_number_gap: int = 0,
+               trust_version_gap: int = 0) -> StoreCopy:
     """Copy every row of `source` into the empty `target`, check the copy, and audit it on the target (`action`:
     store.copy, store.backup into a backup's store, store.restore out of one).
 
@@ -130,13 +133,25 @@ def copy_store(source: Store, target: Store, *, source_name: str, target_name: s
     A restore sets it: CRLs published after the backup was taken are out in the world, and a CRL number must
     never be used twice nor go backwards (RFC 5280 5.2.3; the numbers need not be consecutive).
 
+    `trust_version_gap`: likewise for trust-list versions, which a restore sets too. A PLC or broker handed version
+    N after the backup was taken must never be offered N, or a lower number, with other content: it would keep
+    what it has (an equal number) or refuse to go back. Every group's current version is recorded again, with
+    the same content, numbered this far above the highest version copied, and every group's next version (one
+    the backup has no version of included) is numbered above that: the restored plant hands every target a
+    version newer than any it can hold.
+
     InvalidState (store_copy_target_not_empty) when the target holds any row; StoreError when the two stores do
     not have the same tables or the check finds a difference (nothing is then committed); AuditTampered when the
     source's audit chain does not verify (a broken chain is not carried into a new store unnoticed).
     """
     copied: list[TableCopy] = []
     with source.snapshot() as src, target.transaction() as dst:
-        # Taken before looking at the target: a second copy into the same database waits, then finds rows.
+        # A second copy (or restore) into the same database at the same moment is refused at once: waiting for the
+        # first one, which may take minutes, would end in StoreBusy, or in finding its rows.
+        if not dst.try_lock("store", "copy-target"):
+            raise InvalidState(f"another otpki db copy or restore is writing into {target_name} right now: "
+                               "copy into a new, empty database", reason="store_copy_target_busy")
+        # Taken before looking at the target: whatever appends to its logs waits until the copy commits.
         dst.serialise_appends()
         tables = _ordered_tables(src, source_name)
         target_tables = _ordered_tables(dst, target_name)
@@ -182,17 +197,22 @@ def copy_store(source: Store, target: Store, *, source_name: str, target_name: s
             raise StoreError(f"the audit log does not verify on {target_name} after the copy "
                              f"({copied_chain.problem or 'record count differs'}): nothing was committed",
                              reason="store_copy_mismatch")
+        when = at or utcnow()
         floors = _raise_crl_floors(dst, crl_number_gap) if crl_number_gap > 0 else {}
+        versions = _raise_trust_versions(dst, trust_version_gap, when) if trust_version_gap > 0 else None
         details: dict[str, object] = {
             "source": source_name, "audit_records": chain.records,
             "tables": {c.table: {"rows": c.rows, "digest": c.digest} for c in copied}}
         if floors:
             details["next_crl_numbers"] = floors
-        record = audit.append(dst, actor=actor, action=action, subject=target_name, at=at or utcnow(),
-                              details=details)
+        if versions is not None:
+            details["trust_version_floor"], details["trust_list_versions"] = versions
+        record = audit.append(dst, actor=actor, action=action, subject=target_name, at=when, details=details)
         ca_keys = [CaKey(ca_id=ca.id, key_backend=ca.key_backend, key_ref=ca.key_ref) for ca in dst.list_cas()]
     return StoreCopy(source=source_name, target=target_name, tables=copied, audit_records=chain.records,
-                     audit_seq=record.seq, ca_keys=ca_keys, next_crl_numbers=floors)
+                     audit_seq=record.seq, ca_keys=ca_keys, next_crl_numbers=floors,
+                     trust_version_floor=versions[0] if versions else None,
+                     trust_list_versions=versions[1] if versions else {})
 
 
 def _raise_crl_floors(tx: StoreWriter, gap: int) -> dict[str, int]:
@@ -202,3 +222,17 @@ def _raise_crl_floors(tx: StoreWriter, gap: int) -> dict[str, int]:
         tx.set_meta(crl_number_floor_key(ca.id), str(floor))
         floors[ca.id] = floor
     return floors
+
+
+def _raise_trust_versions(tx: StoreWriter, gap: int, at: datetime) -> tuple[int, dict[str, int]]:
+    """Renumber every group's current trust list `gap` above the highest version (or floor) there is, and set the
+    floor of every group's next version there: (the floor, group -> its renumbered version)."""
+    latest = tx.latest_trust_versions()
+    old_floor = tx.get_meta(TRUST_VERSION_FLOOR_KEY)
+    highest = max([v.version for v in latest.values()] + [int(old_floor) if old_floor else 0])
+    floor = highest + gap
+    for group, current in sorted(latest.items()):
+        tx.insert_trust_version(group, floor, current.content_hash, at,
+                                "restore: renumbered above any version handed out after the backup")
+    tx.set_meta(TRUST_VERSION_FLOOR_KEY, str(floor + 1))
+    return floor + 1, {group: floor for group in sorted(latest)}

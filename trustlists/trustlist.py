@@ -71,7 +71,7 @@ class TrustListManager:
             latest = tx.latest_trust_version(group)
             if latest is not None and latest[1] == digest:
                 continue
-            version = (latest[0] + 1) if latest else 1
+            version = tx.next_trust_version(group)
             tx.insert_trust_version(group, version, digest, self._ctx.clock(), reason)
             bumped[group] = version
         return bumped

@@ -147,6 +147,7 @@ class Rollout:
         longer due once the lease is ours."""
         leases = self.engine.leases
         name = push_target_lease(target.id)
+        asked = time.monotonic()  # the lease, if taken, holds at least until `lease_s` after this
         try:
             lease = await run_blocking(leases.acquire, name, ttl=self._lease_ttl, actor=self._actor)
         except OtpkiError as exc:  # a busy store: this target waits for the next round, the others go on
@@ -167,7 +168,7 @@ class Rollout:
                                      until=t.next_attempt_at if why else None, last_error=t.last_error)
             target, reason = fresh[0]
             push = asyncio.ensure_future(self.push_one(target, reason))
-            renew = asyncio.ensure_future(self._renew(name))
+            renew = asyncio.ensure_future(self._renew(name, asked))
             try:
                 await asyncio.wait({push, renew}, return_when=asyncio.FIRST_COMPLETED)
             except BaseException:  # this run is cancelled: so is the push
@@ -189,13 +190,30 @@ class Rollout:
             except OtpkiError as exc:  # it expires after lease_s instead; the push's result is recorded already
                 log.warning("push lease %s not released: %s", name, exc.message)
 
-    async def _renew(self, name: str) -> None:
-        """Renew the lease every third of its duration; return when another instance has taken it."""
+    async def _renew(self, name: str, asked: float) -> None:
+        """Renew the lease every third of its duration; return when another instance has taken it, or when it may
+        have expired: no renewal got through (a busy or unreachable store) for its whole duration since `asked`
+        (time.monotonic() before the last acquisition that got through). A renewal that fails once is tried
+        again at the next third: abandoning a push half-way (a certificate written, its trust list not yet) for
+        a moment of a busy store would leave the PLC worse off than finishing it."""
+        ttl_s = self._lease_ttl.total_seconds()
+        held_until = asked + ttl_s
         while True:
-            await asyncio.sleep(self._lease_ttl.total_seconds() / 3)
-            if await run_blocking(self.engine.leases.acquire, name, ttl=self._lease_ttl, actor=self._actor) is None:
+            await asyncio.sleep(ttl_s / 3)
+            asked = time.monotonic()
+            try:
+                lease = await run_blocking(self.engine.leases.acquire, name, ttl=self._lease_ttl, actor=self._actor)
+            except OtpkiError as exc:
+                if time.monotonic() >= held_until:
+                    log.warning("push lease %s not renewed for its whole duration (%s): giving the target up",
+                                name, exc.message)
+                    return
+                log.warning("push lease %s not renewed (%s): trying again", name, exc.message)
+                continue
+            if lease is None:
                 log.warning("push lease %s lost to another instance", name)
                 return
+            held_until = asked + ttl_s
 
     async def _target_at(self, address: str) -> str:
         targets = await run_blocking(self.engine.targets.list, kind=KIND)

@@ -53,6 +53,7 @@ def init(
 
     from otpki.config import CONFIG_FILE, build_settings, deep_merge, validate_file_settings
     from otpki.runtime import open_engine
+    from otpki.undo import claimed
     from trustlists.safe_files import write_secret
 
     s = settings(must_exist=False)
@@ -75,20 +76,22 @@ def init(
     if site:
         overrides.setdefault("pki", {})["sites"] = list(site)
     data = deep_merge(data, overrides)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Validate the combined configuration before anything is written into the data directory.
     s = build_settings(validate_file_settings(data, config or data_dir / CONFIG_FILE), data_dir, s.env)
-    # 0600: it may hold the GDS users' password hashes.
-    write_secret(data_dir / CONFIG_FILE, ("# otpki configuration: see the README's 'Configuration' section\n"
-                                          + tomli_w.dumps(data)).encode())
-    eng = open_engine(s)
-    try:
-        created = eng.hierarchy.initialize(actor=s.actor())
-    except BaseException:
-        eng.close()
-        raise
-    cas = eng.hierarchy.list()
-    eng.close()
+    # All or nothing: a store that cannot be reached, a wrong password, a key that cannot be made leave no
+    # otpki.toml, no key file and no half data directory behind (and no CA in the store: one transaction).
+    with claimed(data_dir, "the data directory"):
+        if (data_dir / "otpki.db").exists():  # again, now that no other init can be writing it
+            raise AlreadyExists(f"{data_dir} is already initialised; use `otpki ca list` to see its CAs")
+        eng = open_engine(s)  # connects to the store first: nothing is written if it cannot be used
+        try:
+            # 0600: it may hold the GDS users' password hashes.
+            write_secret(data_dir / CONFIG_FILE, ("# otpki configuration: see the README's 'Configuration' "
+                                                  "section\n" + tomli_w.dumps(data)).encode())
+            created = eng.hierarchy.create_plant(actor=s.actor())
+            cas = eng.hierarchy.list()
+        finally:
+            eng.close()
     if json_out:
         print_json([_ca_json(c) for c in cas])
         return

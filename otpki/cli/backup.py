@@ -41,17 +41,21 @@ def restore(
     crl_number_gap: Annotated[int, typer.Option(
         help="Each CA's next CRL is numbered this far above the last one in the backup: CRLs published after "
              "the backup must never see their number again")] = 1_000_000,
+    trust_version_gap: Annotated[int, typer.Option(
+        help="Each group's trust list is renumbered this far above the highest version in the backup: a PLC or "
+             "broker handed a version after the backup must be offered a higher one")] = 1_000_000,
     json_out: JsonFlag = False,
 ) -> None:
     """Rebuild the data directory (--data-dir / OTPKI_DATA_DIR; new or empty) from a backup, every file checked
-    against its manifest. Then run `otpki certs reconcile` on certificates and CRLs collected from the plant: those
-    issued after the backup are not in the restored inventory."""
+    against its manifest. CRL numbers and trust-list versions go on far above the backup's, so nothing handed out
+    after the backup is ever offered again under its number. Then run `otpki certs reconcile` on certificates
+    and CRLs collected from the plant: those issued after the backup are not in the restored inventory."""
     from otpki.backup import restore as restore_backup
     from otpki.config_paths import absolute
 
     s = settings(must_exist=False)
     result = restore_backup(src, state.data_dir or absolute(s.data_dir), actor=s.actor(), store_url=store,
-                            crl_number_gap=crl_number_gap)
+                            crl_number_gap=crl_number_gap, trust_version_gap=trust_version_gap)
     if json_out:
         print_json(result.model_dump(mode="json"))
         return
@@ -59,4 +63,5 @@ def restore(
     console.print(line(f"restored {rows} rows into {result.store} and {result.files - 1} file(s) into "
                        f"{result.data_dir}: ", styled("verified", "green"),
                        f" (audit chain of {result.copy_.audit_records} records intact; next CRL numbers start "
-                       f"{crl_number_gap} above the backup's)"), soft_wrap=True)
+                       f"{crl_number_gap} above the backup's, trust-list versions {trust_version_gap} above)"),
+                  soft_wrap=True)

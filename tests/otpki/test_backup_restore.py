@@ -205,3 +205,71 @@ def test_backup_and_restore_refuse_what_they_must_in_one_line(tmp_path: Path) ->
     (plant / "keys" / "stray.key.pem").write_bytes(clear)
     refused(otpki(plant, "backup", str(tmp_path / "backup2"), env={}), "is not encrypted")
     assert not (tmp_path / "backup2").exists()
+
+
+def trust_version(data_dir: Path, group: str, env: dict[str, str]) -> int:
+    shown = otpki(data_dir, "trustlist", "show", group, "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    return int(json.loads(shown.stdout)["version"])
+
+
+def test_restored_trust_lists_are_numbered_above_every_version_handed_out_after_the_backup(tmp_path: Path) -> None:
+    plant = tmp_path / "plant"
+    assert otpki(plant, "init", env={}).returncode == 0
+    in_backup = trust_version(plant, "mqtt-device", {})
+    backup_dir = tmp_path / "backup"
+    assert otpki(plant, "backup", str(backup_dir), env={}).returncode == 0
+
+    # After the backup: new CRLs, so new trust-list versions handed to the plant; and the first version of a group
+    # the backup has none of.
+    for _ in range(3):
+        assert otpki(plant, "crl", "refresh", "--force", env={}).returncode == 0
+    handed_out = trust_version(plant, "mqtt-device", {})
+    assert handed_out > in_backup
+    new_group = trust_version(plant, "opcua-user", {})
+
+    fresh = tmp_path / "fresh"
+    restored = otpki(fresh, "restore", str(backup_dir), "--json", env={})
+    assert restored.returncode == 0, restored.stderr
+    # What the restored plant offers at once, before anything changes: newer than anything handed out.
+    offered = trust_version(fresh, "mqtt-device", {})
+    assert offered > handed_out
+    assert trust_version(fresh, "opcua-user", {}) > new_group
+    floor = json.loads(restored.stdout)["copy_"]["trust_version_floor"]
+    assert offered == floor - 1
+    # And what it publishes next goes on above it.
+    assert otpki(fresh, "crl", "refresh", "--force", env={}).returncode == 0
+    assert trust_version(fresh, "mqtt-device", {}) > offered
+
+    # The floor is in the audit chain, in the restore's own record.
+    log = json.loads(otpki(fresh, "audit", "log", "--json", "--last", "1000", env={}).stdout)
+    restore_record = next(r for r in log if r["action"] == "store.restore")
+    assert restore_record["details"]["trust_version_floor"] == floor
+    assert restore_record["details"]["trust_list_versions"]["mqtt-device"] == offered
+    assert otpki(fresh, "audit", "verify", env={}).returncode == 0
+
+    # A gap below one is refused in one line.
+    res = otpki(tmp_path / "fresh2", "restore", str(backup_dir), "--trust-version-gap", "0", env={})
+    assert res.returncode == 2 and "--trust-version-gap must be at least 1" in res.stderr, res.stderr
+
+
+def test_a_restore_into_another_database_names_it_in_the_restored_configuration(
+        postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    """After `restore --store URL`, the data directory runs on that database without OTPKI_STORE_URL: before, an
+    instance started on it made itself a new, empty SQLite store and served an empty plant."""
+    plant = tmp_path / "plant"
+    assert otpki(plant, "init", env={}).returncode == 0
+    serial = issue(plant, "pump-1", tmp_path / "pump-1.pem", {})
+    backup_dir = tmp_path / "backup"
+    assert otpki(plant, "backup", str(backup_dir), env={}).returncode == 0
+
+    url = postgres_cluster.database()
+    with_password = url.replace("postgresql://postgres@", "postgresql://postgres:not-in-any-file@")
+    fresh = tmp_path / "fresh"
+    restored = otpki(fresh, "restore", str(backup_dir), "--store", with_password, env={})
+    assert restored.returncode == 0, restored.stderr
+    assert "not-in-any-file" not in (fresh / "otpki.toml").read_text()  # never a password in otpki.toml
+    listed = otpki(fresh, "certs", "list", "--json", env={})  # no OTPKI_STORE_URL
+    assert listed.returncode == 0, listed.stderr
+    assert [c["serial"] for c in json.loads(listed.stdout)] == [serial]
+    assert not (fresh / "otpki.db").exists()

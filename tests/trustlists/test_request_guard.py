@@ -13,7 +13,7 @@ import pytest
 from tests.mqtt_broker_auth.conftest import mqtt_config
 from trustlists.engine import Engine
 from trustlists.errors import InvalidInput
-from trustlists.request_guard import RateLimit
+from trustlists.request_guard import FORGET_GRACE_S, RateLimit
 from trustlists.testing import Clock, make_engine
 
 SCOPE = "mqtt-enrollment:mqtt-device"
@@ -64,7 +64,8 @@ def test_replay_memory_survives_a_restart_and_forgets_after_the_window(tmp_path:
     restarted = make_engine(tmp_path / "pki", clock=clock, config=mqtt_config())
     try:
         assert admit(restarted, clock, request) == "replay"
-        clock.now += timedelta(minutes=11)  # past expires_at: the row goes with the next admission
+        # Past expires_at, and past the grace that covers other hosts' clocks: the row goes with the next admission.
+        clock.now += timedelta(minutes=11, seconds=FORGET_GRACE_S)
         assert admit(restarted, clock, str(uuid.uuid4()), subject="pump-9") == "ok"
         assert rows(restarted, "seen_requests") == 1
         assert rows(restarted, "rate_buckets") == 1  # pump-1's bucket was full again: dropped too
@@ -102,3 +103,20 @@ def test_a_rate_limited_request_writes_nothing(engines: tuple[Engine, Engine], c
 def test_empty_keys_are_refused(engines: tuple[Engine, Engine], clock: Clock) -> None:
     with pytest.raises(InvalidInput):
         engines[0].request_guard.admit(SCOPE, "", "x", expires_at=clock.now, limit=LIMIT)
+
+
+def test_an_instance_whose_clock_is_ahead_does_not_forget_what_another_still_accepts(tmp_path: Path) -> None:
+    """Two instances on one store, on hosts whose clocks are half an hour apart: the one ahead dropping expired rows
+    (by its clock) must not drop a request id that the other (by its clock) would still accept a replay of."""
+    behind, ahead = Clock(), Clock()
+    ahead.now = behind.now + timedelta(minutes=30)
+    first = make_engine(tmp_path / "pki", clock=behind, config=mqtt_config())
+    second = make_engine(tmp_path / "pki", clock=ahead, config=mqtt_config())
+    try:
+        request = str(uuid.uuid4())
+        assert admit(first, behind, request) == "ok"  # remembered until behind.now + 10 minutes
+        assert admit(second, ahead, str(uuid.uuid4()), subject="pump-2") == "ok"  # drops what it thinks expired
+        assert admit(first, behind, request) == "replay"
+    finally:
+        first.close()
+        second.close()

@@ -132,6 +132,15 @@ class StoreReader(Protocol):
 
     def latest_trust_version(self, group: str) -> TrustVersion | None: ...
 
+    def latest_trust_versions(self) -> dict[str, TrustVersion]:
+        """Group -> its latest version, for every group that has one."""
+        ...
+
+    def next_trust_version(self, group: str) -> int:
+        """The number the group's next trust-list version takes: above its latest and at least the floor a restore
+        set (trustlists/store_copy.py)."""
+        ...
+
     # -- certificate requests
     def get_cert_request(self, request_id: str) -> CertificateRequest:
         """RequestNotFound for an unknown id."""
@@ -216,6 +225,10 @@ class StoreWriter(StoreReader, Protocol):
         writers run concurrently."""
         ...
 
+    def try_lock(self, name: str, key: str) -> bool:
+        """`lock` if nobody holds it now; False at once otherwise (no wait)."""
+        ...
+
     def serialise_appends(self) -> None:
         """Serialise with every other transaction that appends to the store's ordered logs (the audit chain,
         revocations, bootstrap pin changes), until this one ends. What follows then reads the latest committed
@@ -273,6 +286,11 @@ class StoreWriter(StoreReader, Protocol):
                              reason: str) -> None: ...
 
     def insert_cert_request(self, req: CertificateRequest) -> None: ...
+
+    def claim_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus]) -> bool:
+        """Lock the request's row until this transaction ends if it is (still, once concurrent writers committed)
+        in one of `expected`; False otherwise. Taken first by every decision on a request."""
+        ...
 
     def transition_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus], status: RequestStatus,
                                 decided_by: str | None = None, decided_at: int | None = None,

@@ -42,6 +42,9 @@ from trustlists.store.sql import MIGRATIONS_TABLE_DDL, SqlTx
 
 # The advisory lock that serialises schema upgrades (any 64-bit number no `lock()` key hashes to by design).
 _UPGRADE_LOCK = 0x6F74706B69_0001  # "otpki" 1
+# How long an instance waits for another one's schema upgrade (instances started at once on a new database): a
+# migration takes as long as it takes on the data there is, not the busy timeout of an ordinary write.
+_UPGRADE_WAIT_MS = 600_000
 
 
 def redact(url: str) -> str:
@@ -95,6 +98,9 @@ class PostgresTx(SqlTx):
 
     def lock(self, name: str, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (lock_id(name, key),))
+
+    def try_lock(self, name: str, key: str) -> bool:
+        return bool(self._one("SELECT pg_try_advisory_xact_lock(?)", (lock_id(name, key),))[0])
 
     def notify(self, channel: str) -> None:
         # Delivered when (and only if) this transaction commits; one per commit and channel whatever the count.
@@ -299,6 +305,7 @@ class PostgresStore:
         todo = [m for m in migrations.migrations(self.dialect) if m.version > self.schema_status().version]
         for n, migration in enumerate(todo):
             with self.transaction() as tx:
+                tx.execute(f"SET LOCAL lock_timeout = {_UPGRADE_WAIT_MS}")
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (_UPGRADE_LOCK,))
                 tx.execute(MIGRATIONS_TABLE_DDL)
                 done = tx.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]

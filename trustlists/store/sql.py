@@ -77,6 +77,11 @@ def crl_number_floor_key(ca_id: str) -> str:
     return f"crl_number_floor:{ca_id}"
 
 
+# The meta key of the lowest number any group's next trust-list version may have (set by a restore, for every
+# group: one the backup never saw may have published versions after it too; trustlists/store_copy.py).
+TRUST_VERSION_FLOOR_KEY = "trust_version_floor"
+
+
 # The lock of the ordered logs (StoreWriter.serialise_appends).
 APPEND_LOCK = ("append", "ordered-logs")
 # The table every backend records its applied migrations in (trustlists.store.migrations).
@@ -185,6 +190,10 @@ class SqlTx:
 
         SQLite runs one write transaction at a time already; a backend with concurrent writers overrides this.
         """
+
+    def try_lock(self, name: str, key: str) -> bool:
+        """`lock` without waiting: SQLite's write transaction holds the whole store already."""
+        return True
 
     def serialise_appends(self) -> None:
         """(StoreWriter.serialise_appends) One lock for all ordered logs: an audited transaction appends to the
@@ -515,6 +524,20 @@ class SqlTx:
         )
         return TrustVersion(row[0], row[1], from_epoch(row[2])) if row else None
 
+    def latest_trust_versions(self) -> dict[str, TrustVersion]:
+        """Group -> its latest trust-list version, for every group that has one."""
+        rows = self.execute(
+            "SELECT t.grp, t.version, t.content_hash, t.created_at FROM trust_versions t JOIN "
+            "(SELECT grp, MAX(version) AS version FROM trust_versions GROUP BY grp) m "
+            "ON t.grp = m.grp AND t.version = m.version").fetchall()
+        return {row[0]: TrustVersion(row[1], row[2], from_epoch(row[3])) for row in rows}
+
+    def next_trust_version(self, group: str) -> int:
+        latest = self.latest_trust_version(group)
+        # A restored store may be behind versions its plant was handed after the backup: it numbers above a floor.
+        floor = self.get_meta(TRUST_VERSION_FLOOR_KEY)
+        return max((latest.version if latest else 0) + 1, int(floor) if floor else 0)
+
     def insert_trust_version(self, group: str, version: int, content_hash: str, at: datetime,
                              reason: str) -> None:
         self.execute(
@@ -571,6 +594,15 @@ class SqlTx:
             params.append(group)
         sql = _REQUEST_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
         return [self._request(r) for r in self.execute(sql, params).fetchall()]
+
+    def claim_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus]) -> bool:
+        """Lock the request's row until this transaction ends, if it is in one of the `expected` statuses (False
+        otherwise, or when another writer moved it out of them first: its commit is waited for, then the status
+        read again). A write that changes nothing, so that it locks the same way on every backend."""
+        marks = ", ".join("?" * len(expected))
+        return bool(self.execute(
+            f"UPDATE cert_requests SET status = status WHERE id = ? AND status IN ({marks})",
+            (request_id, *(s.value for s in expected))).rowcount == 1)
 
     def transition_cert_request(self, request_id: str, *, expected: Sequence[RequestStatus], status: RequestStatus,
                                 decided_by: str | None = None, decided_at: int | None = None,

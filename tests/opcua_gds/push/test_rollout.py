@@ -150,3 +150,39 @@ async def test_a_target_whose_lease_cannot_be_taken_waits_for_the_next_round(tmp
     assert [(s.target_id, (s.reason or "").split(":")[0]) for s in report.skipped] == [(target.id, "lease not taken")]
     assert engine.targets.get(target.id).state is TargetState.PENDING  # untouched: due in the next round
     engine.close()
+
+
+async def test_a_renewal_that_meets_a_busy_store_once_does_not_abandon_the_push(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """One lease renewal refused by a busy store, while the lease still holds: the push goes on to the end (before,
+    it was cancelled half-way as if another instance had taken the target)."""
+    from trustlists.errors import StoreBusy
+
+    engine = initialized_engine(tmp_path / "pki")
+    cert, key = ensure_identity(engine, tmp_path / "push-own", name="otpki-push", application_uri="urn:otpki:push",
+                                host="localhost")
+    plc = PlcSimulator("plc-0", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc-0", ACCESS)
+    owner = engine.registry.register(group="opcua-application", name=plc.name, application_uri=plc.application_uri,
+                                     dns_names=["localhost"], ip_addresses=["127.0.0.1"], actor="test")
+    engine.targets.add(owner_id=owner.id, kind=KIND, address=plc.endpoint, credentials_ref="plc", actor="test")
+    await plc.start()
+    acquire = engine.leases.acquire
+    calls: list[int] = []
+
+    def busy_once(*args: object, **kwargs: object) -> object:
+        calls.append(len(calls))
+        if len(calls) == 2:  # the first renewal
+            raise StoreBusy("the database is locked by another otpki transaction for longer than the busy timeout")
+        return acquire(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine.leases, "acquire", busy_once)
+    rollout = Rollout(engine, client_cert_path=cert, client_key_path=key, client_app_uri="urn:otpki:push",
+                      credentials=lambda _ref: ("plc-admin", "plc-admin-pw"), reconnect_attempts=10,
+                      reconnect_delay_s=0.5, timeout_s=60, lease_s=0.3)
+    try:
+        report = await rollout.run()
+        assert len(calls) >= 3, calls  # the push outlasted the refused renewal and a renewal after it
+        assert report.delivered == 1, report.outcomes
+        assert engine.verify_audit().ok
+    finally:
+        await plc.stop()
+        engine.close()
