@@ -22,6 +22,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, NamedTuple
@@ -125,12 +126,13 @@ def parse_request(der: bytes) -> _Request | OcspAnswer:
 class OcspResponder:
     def __init__(self, ctx: EngineContext, signers: OcspSigners, *, max_cached: int = 200_000,
                  index_max_age_s: float = 0.25, notified_max_age_s: float = 5.0, signer_recheck_s: float = 10.0,
-                 ca_recheck_s: float = 1.0) -> None:
+                 ca_recheck_s: float = 1.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         """`index_max_age_s`: how stale the revocation index may be when a cached answer is used (a store without
         notifications: SQLite); `notified_max_age_s` the same where revocations are announced (a safety net for
         a lost notification). `signer_recheck_s`: how often a renewed signer (maybe by another process) is looked
-        for."""
+        for. `monotonic`: the clock of those intervals (a test's, to step it)."""
         self._ctx = ctx
+        self._monotonic = monotonic
         self._signers = signers
         self._max_cached = max_cached
         self._index_max_age = index_max_age_s
@@ -141,6 +143,7 @@ class OcspResponder:
         self._issuers: dict[tuple[str, bytes, bytes], str] = {}  # (hash, name hash, key hash) -> CA id
         self._issuers_loaded = -float("inf")
         self._loaded: dict[str, _LoadedSigner] = {}
+        self._signer_generation = signers.generation
         self._fresh_until = -float("inf")  # monotonic time until which the revocation index counts as current
         self._announced = 0  # revocations announced by the store (notifications received)
         self._subscription: Subscription | None = None
@@ -153,7 +156,7 @@ class OcspResponder:
         parsed = parse_request(request_der)
         if isinstance(parsed, OcspAnswer):
             return parsed
-        if parsed.nonce is not None or time.monotonic() >= self._fresh_until:
+        if parsed.nonce is not None or self._monotonic() >= self._fresh_until:
             return None
         ca_id = self._issuers.get((parsed.hash_name, parsed.issuer_name_hash, parsed.issuer_key_hash))
         if ca_id is None:
@@ -206,7 +209,8 @@ class OcspResponder:
             return None
         loaded = self._loaded.get(ca_id)
         if (loaded is None or loaded.signer is None or loaded.signer.serial != entry.signer_serial
-                or time.monotonic() - loaded.loaded_at >= self._signer_recheck
+                or self._signers.generation != self._signer_generation
+                or self._monotonic() - loaded.loaded_at >= self._signer_recheck
                 or index.is_revoked(ca_id, entry.signer_serial)):
             return None
         if self._ctx.clock() >= entry.refresh_at:
@@ -226,15 +230,15 @@ class OcspResponder:
         """Bring the revocation index up to date if it may be stale (another process revoked meanwhile)."""
         if not self._subscribed:
             self._subscribe()
-        now = time.monotonic()
+        now = self._monotonic()
         if now < self._fresh_until:
             return
         with self._lock:
-            if time.monotonic() < self._fresh_until:
+            if self._monotonic() < self._fresh_until:
                 return
             announced = self._announced
             max_age = self._notified_max_age if self._subscription is not None else self._index_max_age
-            started = time.monotonic()
+            started = self._monotonic()
             with self._ctx.store.read() as tx:
                 self._ctx.index.refresh(tx)
             if announced == self._announced:  # an announcement during the read may not be in it: stay stale
@@ -257,7 +261,7 @@ class OcspResponder:
     def _issuer(self, req: _Request) -> str | None:
         key = (req.hash_name, req.issuer_name_hash, req.issuer_key_hash)
         ca_id = self._issuers.get(key)
-        if ca_id is None and time.monotonic() - self._issuers_loaded >= self._ca_recheck:
+        if ca_id is None and self._monotonic() - self._issuers_loaded >= self._ca_recheck:
             self._load_issuers()  # a CA created since (maybe by another process); at most once per ca_recheck_s
             ca_id = self._issuers.get(key)
         return ca_id
@@ -275,12 +279,17 @@ class OcspResponder:
                 digest.update(name_der)
                 issuers[(algorithm.name, digest.finalize(), probe.issuer_key_hash)] = ca.id
         self._issuers = issuers
-        self._issuers_loaded = time.monotonic()
+        self._issuers_loaded = self._monotonic()
 
     def _signer(self, ca_id: str) -> OcspSigner | None:
+        if self._signers.generation != self._signer_generation:  # this engine issued a signer: look again
+            self._signer_generation = self._signers.generation
+            self._loaded.clear()
         loaded = self._loaded.get(ca_id)
-        now = time.monotonic()
-        if loaded is not None and now - loaded.loaded_at < self._signer_recheck and not (
+        now = self._monotonic()
+        # No signer yet is looked for again sooner (the leader may be another process that is issuing it now).
+        recheck = self._signer_recheck if loaded is not None and loaded.signer is not None else self._ca_recheck
+        if loaded is not None and now - loaded.loaded_at < recheck and not (
                 loaded.signer is not None and self._ctx.index.is_revoked(ca_id, loaded.signer.serial)):
             return loaded.signer
         current = self._signers.current_serial(ca_id)

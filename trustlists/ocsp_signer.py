@@ -74,6 +74,7 @@ class OcspSigners:
     def __init__(self, ctx: EngineContext) -> None:
         self._ctx = ctx
         self._lock = threading.Lock()  # one issuance per engine at a time: two would supersede each other
+        self.generation = 0  # counts the signers this engine issued: its responder reloads when it moves
 
     # -- queries ----------------------------------------------------------------------------------
     def current_record(self, ca_id: str) -> CertificateRecord | None:
@@ -160,6 +161,7 @@ class OcspSigners:
                     "ca": ca.id, "why": why, "replaces": previous, "key_backend": backend, "key_ref": key_ref,
                     "key_type": ca.key_type.value, "sha256": record.fingerprint_sha256,
                     "not_after": record.not_after.isoformat()})
+            self.generation += 1
             return record
 
 
