@@ -54,11 +54,17 @@ def fronts_app(engine: Engine, ocsp: OcspSettings | None = None, crl: CrlSetting
     return app
 
 
-async def run(*cmd: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    """An independent client (openssl, curl) as a real process; (exit status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+async def run(*cmd: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
+    """An independent client (openssl, curl, another otpki process) as a real process; (exit status, stdout,
+    stderr). Killed if it runs past a minute."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                env=env, cwd=cwd)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
