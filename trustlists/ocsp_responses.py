@@ -35,7 +35,6 @@ from cryptography.x509 import ocsp
 from trustlists.clock import from_epoch
 from trustlists.context import EngineContext
 from trustlists.crl import reason_flag
-from trustlists.errors import NotFound
 from trustlists.keys.algorithms import signature_hash
 from trustlists.models import RevocationReason
 from trustlists.ocsp_signer import OcspSigner, OcspSigners
@@ -50,6 +49,7 @@ ResponseStatus = Literal["successful", "malformedRequest", "internalError", "try
 
 # RFC 8954 2.1: a nonce is 1 to 32 octets; a longer one is refused rather than signed back.
 MAX_NONCE_OCTETS = 32
+_NONCE_OID = x509.OCSPNonce.oid
 # The CertID hashes a request may use (what cryptography's OCSP request builder supports).
 _CERT_ID_HASHES: tuple[hashes.HashAlgorithm, ...] = (hashes.SHA1(), hashes.SHA224(), hashes.SHA256(),
                                                      hashes.SHA384(), hashes.SHA512())
@@ -108,11 +108,10 @@ def parse_request(der: bytes) -> _Request | OcspAnswer:
     """The one request of an OCSPRequest, or MALFORMED (garbage, several requests, a nonce out of bounds)."""
     try:
         req = ocsp.load_der_ocsp_request(der)
-        nonce: bytes | None
-        try:
-            nonce = req.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
-        except x509.ExtensionNotFound:
-            nonce = None
+        nonce: bytes | None = None
+        for extension in req.extensions:  # a loop over the few there are: cheaper than a lookup by class
+            if extension.oid == _NONCE_OID:
+                nonce = extension.value.nonce
         algorithm = req.hash_algorithm
         parsed = _Request(algorithm.name, req.issuer_name_hash, req.issuer_key_hash, req.serial_number, algorithm,
                           nonce)
@@ -221,6 +220,8 @@ class OcspResponder:
         assert answer.this_update is not None and answer.next_update is not None
         refresh_at = answer.this_update + (answer.next_update - answer.this_update) / 2
         key = (ca_id, req.serial, req.hash_name)
+        if self._max_cached <= 0:
+            return  # caching off (a benchmark's uncached responder)
         with self._lock:
             if key not in self._cache and len(self._cache) >= self._max_cached:
                 self._cache.pop(next(iter(self._cache)))  # the oldest entry: bounded memory whatever is asked
@@ -308,13 +309,10 @@ class OcspResponder:
         """What the store says about the serial: issued by this CA (a leaf, its signer, a child CA) or not."""
         wanted = serial_hex(serial)
         with self._ctx.store.read() as tx:
-            try:
-                record = tx.get_certificate(wanted, with_der=False)
-            except NotFound:
-                record = None
-            if record is not None and record.issuer_ca_id == ca_id:
-                if record.revoked_at is not None:
-                    return _Status("revoked", record.revoked_at, record.revocation_reason)
+            state = tx.certificate_state(wanted)
+            if state is not None and state.issuer_ca_id == ca_id:
+                if state.revoked_at is not None:
+                    return _Status("revoked", from_epoch(state.revoked_at), RevocationReason(state.reason or 0))
                 return _Status("good")
             for ca in self._ctx.cas():
                 if ca.parent_id == ca_id and ca.serial == wanted:
