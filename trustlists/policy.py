@@ -101,8 +101,12 @@ class GroupPolicy(BaseModel):
     # (`[pki.publication] base_url` must be set): the OCSP responder (authorityInfoAccess, RFC 5280 4.2.2.1) and
     # the issuing CA's CRL over plain HTTP (cRLDistributionPoints, 4.2.1.13). Off by default: a device that
     # cannot reach the URL may refuse a certificate that names one.
-    ocsp_url_in_certificates: bool = False
-    crl_url_in_certificates: bool = False
+    ocsp_url_in_certificates: bool = Field(
+        False, description="Write the OCSP responder's URL (base_url + /ocsp) into the group's leaves "
+                           "(authorityInfoAccess)")
+    crl_url_in_certificates: bool = Field(
+        False, description="Write the issuing CA's CRL URL (base_url + /crl/CA-ID.crl) into the "
+                           "group's leaves (cRLDistributionPoints)")
     # Settings that belong to a front (for example the MQTT topic templates of a device group). The engine
     # stores them and never reads them; each front validates its own table with its own model.
     fronts: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -146,11 +150,14 @@ class OcspPolicy(BaseModel):
     # Short-lived: an OCSP signing certificate carries id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1), so nobody checks
     # whether it was revoked; its validity is what bounds a stolen signer key. 30 days, renewed 10 days before
     # its end, leaves the leader of the maintenance work days to recover from an outage.
-    signer_lifetime_days: int = Field(30, ge=1, le=366)
-    signer_renew_before_days: int = Field(10, ge=0)
+    signer_lifetime_days: int = Field(30, ge=1, le=366, description="Validity of a CA's delegated OCSP signing "
+                                                                     "certificate")
+    signer_renew_before_days: int = Field(10, ge=0, description="The maintenance leader renews a signer this many "
+                                                                 "days before it expires")
     # thisUpdate..nextUpdate of a response: how long a client or an HTTP cache may reuse it (RFC 5019 max-age).
     # A revocation is answered at once by this responder; a response cached elsewhere lives at most this long.
-    response_validity_s: int = Field(3600, ge=60, le=7 * 86400)
+    response_validity_s: int = Field(3600, ge=60, le=7 * 86400, description="thisUpdate..nextUpdate of an OCSP "
+                                                                             "response: how long caches may keep it")
 
     @model_validator(mode="after")
     def _renew_inside_lifetime(self) -> OcspPolicy:
@@ -217,8 +224,9 @@ class PkiConfig(BaseModel):
     reserved_names: list[ReservedName] = Field(
         default_factory=list, description="Names only their holder may be registered under or named in a "
                                           "certificate by (otpki adds the MQTT services' own names)")
-    ocsp: OcspPolicy = Field(default_factory=OcspPolicy)
-    publication: PublicationPolicy = Field(default_factory=PublicationPolicy)
+    ocsp: OcspPolicy = Field(default_factory=OcspPolicy, description="The OCSP responder's signers and responses")
+    publication: PublicationPolicy = Field(default_factory=PublicationPolicy,
+                                           description="Where relying parties fetch OCSP answers and CRLs")
 
     @model_validator(mode="after")
     def _urls_need_a_base(self) -> PkiConfig:
