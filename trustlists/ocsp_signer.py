@@ -16,6 +16,7 @@ job (trustlists.maintenance), one CA at a time so an unreachable key (the offlin
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +39,8 @@ from trustlists.policy import KeyUsageName
 from trustlists.serials import random_serial, serial_hex
 from trustlists.store.base import StoreReader
 from trustlists.store.rows import NewCertificate
+
+log = logging.getLogger(__name__)
 
 AUDIT_ACTION = "ocsp_signer.issue"
 _CN_MAX = 64  # RFC 5280 ub-common-name
@@ -93,7 +96,13 @@ class OcspSigners:
             return None
         assert record.der is not None
         ca = self._ctx.ca(ca_id)
-        key = self._ctx.keys.load(ca.key_backend, signer_key_ref(record.serial))
+        try:
+            key = self._ctx.keys.load(ca.key_backend, signer_key_ref(record.serial))
+        except OtpkiError:
+            # The key is not here (a store restored without it, a token replaced): the next maintenance round
+            # issues a new signer; until then the responder says tryLater.
+            log.warning("OCSP signer %s of %s has no usable key", record.serial, ca_id, exc_info=True)
+            return None
         return OcspSigner(ca_id=ca_id, serial=int(record.serial, 16),
                           certificate=x509.load_der_x509_certificate(record.der), key=key, key_type=record.key_type,
                           hash_name=crl_policy(self._ctx.config, ca)[1], not_after=record.not_after)
@@ -110,6 +119,8 @@ class OcspSigners:
             return "expiring"
         if record.not_after <= now:
             return "expired"
+        if not self._ctx.keys.backend(ca.key_backend).exists(signer_key_ref(record.serial)):
+            return "key missing"  # restored elsewhere: backups take the CA keys along, not the signers'
         return None
 
     # -- work -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ answers and cache (trustlists/ocsp_signer.py, trustlists/ocsp_responses.py)."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -87,6 +88,30 @@ def test_signers_are_renewed_before_they_expire_and_when_revoked(engine: Engine,
     assert third.serial not in (first.serial, second.serial)
     details = [r.details for r in engine.audit_records(action="ocsp_signer.issue") if r.details["ca"] == "mqtt-device"]
     assert [d["why"] for d in details] == ["missing", "expiring", "revoked"]
+
+
+def test_a_signer_whose_key_is_gone_answers_try_later_until_it_is_replaced(engine: Engine, device: Owner,
+                                                                          tmp_path: Path) -> None:
+    """A store restored on another host brings the CA keys (a backup takes them along), not the signers' keys."""
+    engine.ocsp_signers.ensure(actor="tester")
+    issued = issue(engine, device)
+    lost = engine.ocsp_signers.current_record("mqtt-device")
+    assert lost is not None
+    (tmp_path / "restored" / "keys").mkdir(parents=True)
+    with sqlite3.connect(tmp_path / "otpki.db") as source, sqlite3.connect(tmp_path / "restored" / "otpki.db") as copy:
+        source.backup(copy)
+    for key in (tmp_path / "keys").iterdir():
+        if not key.name.startswith("ocsp-"):
+            (tmp_path / "restored" / "keys" / key.name).write_bytes(key.read_bytes())
+    restored = make_engine(tmp_path / "restored", config=engine.config)
+    try:
+        assert restored.ocsp.respond(request_for(issued)).status == "tryLater"
+        renewed = {r.issuer_ca_id: r for r in restored.ocsp_signers.ensure(actor="tester").issued}
+        assert set(renewed) == {ca.id for ca in restored.hierarchy.list()}
+        assert restored.ocsp.respond(request_for(issued)).cert_status == "good"
+        assert [r.details["why"] for r in restored.audit_records(action="ocsp_signer.issue")][-1] == "key missing"
+    finally:
+        restored.close()
 
 
 def test_only_the_maintenance_leader_issues_signers(engine: Engine) -> None:
