@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from trustlists.blocking import run_blocking
-from trustlists.errors import NotFound
+from trustlists.errors import NotFound, OtpkiError
 from trustlists.models import CrlRecord
 
 if TYPE_CHECKING:
@@ -60,7 +60,13 @@ def crl_router(engine: Engine, settings: CrlSettings | None = None) -> APIRouter
             return Response("not found: CRLs are at /crl/<CA id>.crl\n", status_code=404, media_type="text/plain")
         entry = served.get(ca_id)
         if entry is None or time.monotonic() - entry.read_at >= settings.recheck_s:
-            record = await run_blocking(latest, ca_id)
+            try:
+                record = await run_blocking(latest, ca_id)
+            except OtpkiError as exc:  # the store is unreachable or busy: say so, never a 500
+                if entry is None:
+                    return Response(f"unavailable: {exc.reason}\n", status_code=503, media_type="text/plain",
+                                    headers={"Retry-After": "5"})
+                record = entry.record  # the CRL served until now is still signed and valid until its nextUpdate
             if record is None:
                 return Response("not found: no such CA, or it has no CRL yet\n", status_code=404,
                                 media_type="text/plain")

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -18,6 +19,7 @@ from cryptography.x509 import ocsp
 
 from http_fronts.ocsp import OcspSettings
 from trustlists.engine import Engine
+from trustlists.errors import StoreError
 from trustlists.models import RevocationReason
 from trustlists.testing import foreign_engine, make_csr
 
@@ -230,3 +232,21 @@ async def test_a_slow_client_is_cut_off_and_does_not_hold_up_the_others(engine: 
         finally:
             for writer in (slow_writer, idle_writer):
                 writer.close()
+
+
+async def test_a_failing_store_is_answered_with_ocsp_and_http_errors_not_a_500(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = issue(engine, "pump-1", tmp_path)
+
+    def store_down(*_args: object, **_kwargs: object) -> object:
+        raise StoreError("database is unreachable")
+
+    async with serving(fronts_app(engine)) as url, httpx.AsyncClient() as client:
+        monkeypatch.setattr(engine.ocsp_signers, "current_serial", store_down)
+        monkeypatch.setattr(engine, "latest_crl", store_down)
+        res = await client.post(f"{url}/ocsp", content=ocsp_request(good.certificate, good.issuer_certificate),
+                                headers={"Content-Type": "application/ocsp-request"})
+        assert res.status_code == 200
+        assert ocsp.load_der_ocsp_response(res.content).response_status == ocsp.OCSPResponseStatus.INTERNAL_ERROR
+        res = await client.get(f"{url}/crl/mqtt-device.crl")
+        assert res.status_code == 503 and res.headers["retry-after"] == "5"
