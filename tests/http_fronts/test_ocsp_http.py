@@ -147,6 +147,12 @@ async def test_pkilint_finds_no_error_in_good_revoked_unknown_answers(engine: En
             code, out, err = await run(LINTER, "lint", "-s", "INFO", str(path))
             # The exit status counts the findings at or above the threshold: none, not even a notice.
             assert code == 0 and not out.strip(), (name, out, err)
+        # The delegated signer's certificate the answers carry, through pkilint's RFC 5280 certificate linter
+        # (its only finding is the INFO that the key identifier is RFC 5280's method 1).
+        signer = tmp_path / "signer.pem"
+        signer.write_bytes(ocsp.load_der_ocsp_response(res.content).certificates[0].public_bytes(Encoding.PEM))
+        code, out, err = await run(str(Path(LINTER).parent / "lint_pkix_cert"), "lint", "-s", "NOTICE", str(signer))
+        assert code == 0 and not out.strip(), (out, err)
 
 
 LINTER = str(Path(sys.executable).parent / "lint_ocsp_response")
