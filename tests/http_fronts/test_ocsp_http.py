@@ -112,6 +112,22 @@ async def test_get_with_curl_carries_rfc5019_caching_headers_and_a_verifiable_an
     assert code == 0 and "Response verify OK" in out + err and f"{good.cert}: good" in out, out + err
 
 
+async def test_get_takes_base64_whether_or_not_the_client_percent_encoded_it(engine: Engine, tmp_path: Path) -> None:
+    good = issue(engine, "pump-1", tmp_path)
+    name_hash, key_hash = _cert_id(good)
+    while True:  # a request whose base64 has the characters a URL treats specially: '/' and '+'
+        request = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+            name_hash, key_hash, secrets.randbits(159), hashes.SHA1()).build().public_bytes(Encoding.DER)
+        text = base64.b64encode(request).decode()
+        if "/" in text and "+" in text:
+            break
+    async with serving(fronts_app(engine)) as url, httpx.AsyncClient() as client:
+        for path in (text, quote(text, safe="")):
+            res = await client.get(f"{url}/ocsp/{path}")
+            assert res.status_code == 200
+            assert ocsp.load_der_ocsp_response(res.content).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+
+
 async def test_crl_download_with_curl_verifies_with_openssl(engine: Engine, tmp_path: Path) -> None:
     revoked = issue(engine, "pump-2", tmp_path)
     engine.authority.revoke(revoked.serial, reason=RevocationReason.KEY_COMPROMISE, actor="tester")
