@@ -88,6 +88,14 @@ def test_signers_are_renewed_before_they_expire_and_when_revoked(engine: Engine,
     assert third.serial not in (first.serial, second.serial)
     details = [r.details for r in engine.audit_records(action="ocsp_signer.issue") if r.details["ca"] == "mqtt-device"]
     assert [d["why"] for d in details] == ["missing", "expiring", "revoked"]
+    # The root's signer belongs to no group: revoking it moves the root's CRL, in every group's trust list.
+    root_id = engine.hierarchy.root().id
+    root_signer = engine.ocsp_signers.current_record(root_id)
+    assert root_signer is not None and root_signer.group == ""
+    versions = {g: engine.trustlists.get(g).version for g in engine.config.groups}
+    engine.authority.revoke(root_signer.serial, reason=RevocationReason.KEY_COMPROMISE, actor="tester")
+    assert all(engine.trustlists.get(g).version > v for g, v in versions.items())
+    assert root_id in {r.issuer_ca_id for r in engine.ocsp_signers.ensure(actor="tester").issued}
 
 
 def test_a_signer_whose_key_is_gone_answers_try_later_until_it_is_replaced(engine: Engine, device: Owner,
