@@ -33,7 +33,7 @@ from trustlists.context import EngineContext
 from trustlists.der import sha256_hex, spki_sha256
 from trustlists.errors import NotFound, OtpkiError
 from trustlists.hierarchy import crl_policy
-from trustlists.keys.algorithms import signature_hash
+from trustlists.keys.algorithms import SignatureHash, signature_hash
 from trustlists.models import CARecord, CertificateRecord, IssuanceKind, KeyType
 from trustlists.policy import KeyUsageName
 from trustlists.serials import random_serial, serial_hex
@@ -64,7 +64,7 @@ class OcspSigner:
     certificate: x509.Certificate
     key: CertificateIssuerPrivateKeyTypes
     key_type: KeyType
-    hash_name: str
+    algorithm: SignatureHash | None  # what `sign()` takes for the key: the CA's hash, None for Ed25519
     not_after: datetime
 
 
@@ -105,7 +105,8 @@ class OcspSigners:
             return None
         return OcspSigner(ca_id=ca_id, serial=int(record.serial, 16),
                           certificate=x509.load_der_x509_certificate(record.der), key=key, key_type=record.key_type,
-                          hash_name=crl_policy(self._ctx.config, ca)[1], not_after=record.not_after)
+                          algorithm=signature_hash(record.key_type, crl_policy(self._ctx.config, ca)[1]),
+                          not_after=record.not_after)
 
     def renewal_due(self, ca: CARecord, record: CertificateRecord | None, now: datetime) -> str | None:
         """Why the CA needs a new signer now, or None."""
