@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ["push_fleet", "gds_pull", "cli_startup", "cli_certs_list", "mqtt_connect", "issuance",
               "revocation_check", "mqtt_revocation_mosquitto", "crl", "inventory_expiring",
               "revocation_across_instances", "pg_issuance", "inventory_expiring_postgresql", "crl_postgresql",
-              "batch_workers"]
+              "batch_workers", "ocsp"]
 
 
 def run_all(name: str) -> list[dict[str, Any]]:
@@ -33,7 +33,8 @@ def test_benchmarks_run_and_report_json() -> None:
                                                  "gds_pull", "push_fleet", "mqtt_connect", "mqtt_revocation_mosquitto",
                                                  "cli_startup", "cli_certs_list", "revocation_across_instances",
                                                  "pg_issuance",
-                                                 "inventory_expiring_postgresql", "crl_postgresql", "batch_workers"}
+                                                 "inventory_expiring_postgresql", "crl_postgresql", "batch_workers",
+                                                 "ocsp"}
     assert len(reports) == len(BENCHMARKS)
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)
@@ -44,5 +45,7 @@ def test_benchmarks_run_and_report_json() -> None:
     assert pg["engine"]["audit_chain_ok"] and pg["baseline"]["sqlite_audit_chain_ok"]
     startup = next(r for r in reports if r["benchmark"] == "cli_startup")
     assert startup["engine"]["heavy_modules_imported_by_help"] == []
+    ocsp = next(r for r in reports if r["benchmark"] == "ocsp")
+    assert ocsp["engine"]["uncached_responses_per_s"] > 0 and ocsp["engine"]["cached_responses_per_s"] > 0
     listing = next(r for r in reports if r["benchmark"] == "cli_certs_list")
     assert listing["engine"]["rows_listed"] == listing["baseline"]["rows"] > 0

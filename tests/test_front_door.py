@@ -18,7 +18,7 @@ from pathlib import Path
 from trustlists.validation import ValidationCode
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTSIDE_THE_ENGINE = ("opcua_gds", "mqtt_broker_auth", "otpki", "simulators", "bench")
+OUTSIDE_THE_ENGINE = ("opcua_gds", "mqtt_broker_auth", "http_fronts", "otpki", "simulators", "bench")
 CONTEXT_ATTRIBUTES = {"ctx", "_ctx"}
 STORE_ATTRIBUTES = {"store", "_store"}
 STORE_METHODS = {"read", "transaction"}

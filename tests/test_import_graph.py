@@ -1,6 +1,6 @@
 """The import graph shows the architecture: no cycles, and every arrow points the way ARCHITECTURE.md draws it.
 
-trustlists (the engine) <- opcua_gds, mqtt_broker_auth (the fronts) <- simulators <- otpki (the shell);
+trustlists (the engine) <- opcua_gds, mqtt_broker_auth, http_fronts (the fronts) <- simulators <- otpki (the shell);
 bench sits on top of all of them and tests on top of everything. Nothing but tests imports tests. Inside a
 front, the sub-packages (opcua_gds.gds / opcua_gds.push, mqtt_broker_auth.embedded / .enrollment /
 .mosquitto) do not import each other: what they share lives at the top of the front.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("trustlists", "opcua_gds", "mqtt_broker_auth", "simulators", "otpki")
+PRODUCT = ("trustlists", "opcua_gds", "mqtt_broker_auth", "http_fronts", "simulators", "otpki")
 SCANNED = (*PRODUCT, "bench", "tests")
 
 # Which top-level packages each one may import (besides itself).
@@ -28,8 +28,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "trustlists": set(),
     "opcua_gds": {"trustlists"},
     "mqtt_broker_auth": {"trustlists"},
-    "simulators": {"trustlists", "opcua_gds", "mqtt_broker_auth"},
-    "otpki": {"trustlists", "opcua_gds", "mqtt_broker_auth", "simulators"},
+    "http_fronts": {"trustlists"},
+    "simulators": {"trustlists", "opcua_gds", "mqtt_broker_auth", "http_fronts"},
+    "otpki": {"trustlists", "opcua_gds", "mqtt_broker_auth", "http_fronts", "simulators"},
     "bench": set(PRODUCT),
     "tests": {*PRODUCT, "bench"},
 }

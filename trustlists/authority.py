@@ -375,8 +375,11 @@ class CertificateAuthority:
     def _draft(self, request: ApprovedRequest, owner: Owner, issuer: _Issuer) -> _Draft:
         now = self._ctx.clock()
         serial = random_serial()
-        builder = leaf_builder(request=request, policy=self._ctx.config.group(owner.group), issuer_cert=issuer.cert,
-                               serial=serial, now=now)
+        config = self._ctx.config
+        policy = config.group(owner.group)
+        builder = leaf_builder(request=request, policy=policy, issuer_cert=issuer.cert, serial=serial, now=now,
+                               ocsp_url=config.ocsp_url() if policy.ocsp_url_in_certificates else None,
+                               crl_url=config.crl_url(issuer.ca.id) if policy.crl_url_in_certificates else None)
         return _Draft(request, owner, issuer, builder, serial, now)
 
     def _sign(self, draft: _Draft) -> x509.Certificate:
@@ -480,7 +483,8 @@ class CertificateAuthority:
                                    f"({target.revocation_reason.name.lower() if target.revocation_reason else ''})")
             issuer_id = target.issuer_ca_id
             not_after = target.not_after
-            groups = [target.group]
+            # A certificate of the root (its OCSP signer) has no group: the root's CRL is in every trust list.
+            groups = [target.group] if target.group else list(self._ctx.config.groups)
         with self._ctx.store.read() as tx:
             issuer = tx.get_ca(issuer_id)
         if self._ctx.index.is_revoked(issuer_id, int(serial, 16)):

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from trustlists.csr_checks import ApprovedRequest
 from trustlists.keys.algorithms import signature_hash
@@ -81,10 +81,24 @@ def _validity(now: datetime, lifetime_days: int, issuer: x509.Certificate | None
     return not_before, not_after
 
 
+@functools.lru_cache(maxsize=64)
+def _ocsp_access(url: str) -> x509.AuthorityInformationAccess:
+    return x509.AuthorityInformationAccess([
+        x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url))])
+
+
+@functools.lru_cache(maxsize=64)
+def _crl_distribution_point(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints([
+        x509.DistributionPoint(full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
+                               crl_issuer=None)])
+
+
 def leaf_builder(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: x509.Certificate, serial: int,
-                 now: datetime) -> x509.CertificateBuilder:
+                 now: datetime, ocsp_url: str | None = None, crl_url: str | None = None) -> x509.CertificateBuilder:
     """What a leaf certificate for `request` says, unsigned: the caller signs it with the issuer's key (a batch
-    builds all its leaves, then signs them all)."""
+    builds all its leaves, then signs them all). `ocsp_url` / `crl_url`: where relying parties check it (the
+    group's policy decides whether the caller passes them)."""
     not_before, not_after = _validity(now, policy.leaf_lifetime_days, issuer_cert)
     san: list[x509.GeneralName] = []
     if request.san_uri:
@@ -109,6 +123,10 @@ def leaf_builder(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: 
     if san:
         # RFC 5280: the SAN is critical when the subject is empty; OPC UA subjects never are.
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    if ocsp_url:
+        builder = builder.add_extension(_ocsp_access(ocsp_url), critical=False)  # RFC 5280 4.2.2.1: non-critical
+    if crl_url:
+        builder = builder.add_extension(_crl_distribution_point(crl_url), critical=False)
     return builder
 
 

@@ -45,6 +45,11 @@ _ENTRY_PREFIX[int(RevocationReason.UNSPECIFIED)] = x509.RevokedCertificateBuilde
 _EPOCH_NAIVE_UTC = datetime(1970, 1, 1)
 
 
+def reason_flag(reason: RevocationReason) -> x509.ReasonFlags | None:
+    """The reason as cryptography names it; None for unspecified, which RFC 5280 5.3.1 says to leave out."""
+    return _REASON_FLAGS.get(reason)
+
+
 def _prefix(reason: int) -> x509.RevokedCertificateBuilder:
     try:
         return _ENTRY_PREFIX[reason]

@@ -33,6 +33,8 @@ from trustlists.keys.pool import KeyPool
 from trustlists.leases import Leases, new_instance_id
 from trustlists.live_revocation import LiveRevocationSource
 from trustlists.models import CAStatus, CrlRecord, Decommissioned, KeyProbe, OwnerRegistration, RevocationReason
+from trustlists.ocsp_responses import OcspResponder
+from trustlists.ocsp_signer import OcspSigners
 from trustlists.policy import PkiConfig
 from trustlists.reconcile import Reconciliation, reconcile
 from trustlists.registry import Registry
@@ -62,6 +64,8 @@ class Engine:
         self.bootstrap = Bootstrap(self._ctx, self.authority)
         self.request_guard = RequestGuard(self._ctx)
         self.leases = Leases(self._ctx, instance_id or new_instance_id())
+        self.ocsp_signers = OcspSigners(self._ctx)
+        self.ocsp = OcspResponder(self._ctx, self.ocsp_signers)
         self._live = LiveRevocationSource(self._ctx)
         self._decommissioning = Decommissioning(self._ctx, self.trustlists)
         self._validators: dict[str, tuple[str, CertificateValidator]] = {}
@@ -186,5 +190,6 @@ class Engine:
             audit.append(tx, actor=actor, action=action, subject=subject, details=details, at=self._ctx.clock())
 
     def close(self) -> None:
+        self.ocsp.close()
         self.key_pool.stop()
         self._ctx.store.close()

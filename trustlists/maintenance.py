@@ -19,7 +19,7 @@ import logging
 import time
 from datetime import timedelta
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -34,7 +34,8 @@ class MaintenanceReport(BaseModel):
     crls_published: list[str]
     revocations_loaded: int
     errors: list[str]
-    leader: bool = True  # this instance did the singleton work (re-signing CRLs)
+    leader: bool = True  # this instance did the singleton work (re-signing CRLs, issuing OCSP signers)
+    ocsp_signers_issued: list[str] = Field(default_factory=list)  # "<CA id>#<serial>" of each new OCSP signer
 
 
 def maintain_once(engine: Engine, *, actor: str = "otpki-maintenance", leader: bool = True) -> MaintenanceReport:
@@ -42,12 +43,19 @@ def maintain_once(engine: Engine, *, actor: str = "otpki-maintenance", leader: b
     revocation index."""
     published: list[str] = []
     errors: list[str] = []
+    ocsp_signers: list[str]
     if leader:
         refresh = engine.authority.refresh_crls(actor=actor)
         published = [f"{c.ca_id}#{c.crl_number}" for c in refresh.published]
         errors = [f"CRL of {ca_id} not refreshed: {why}" for ca_id, why in refresh.failed.items()]
+        signers = engine.ocsp_signers.ensure(actor=actor)
+        ocsp_signers = [f"{s.issuer_ca_id}#{s.serial}" for s in signers.issued]
+        errors += [f"OCSP signer of {ca_id} not issued: {why}" for ca_id, why in signers.failed.items()]
+    else:
+        ocsp_signers = []
     loaded = engine.refresh_revocations()
-    return MaintenanceReport(crls_published=published, revocations_loaded=loaded, errors=errors, leader=leader)
+    return MaintenanceReport(crls_published=published, revocations_loaded=loaded, errors=errors, leader=leader,
+                             ocsp_signers_issued=ocsp_signers)
 
 
 async def run_maintenance(engine: Engine, *, interval_s: float = 60.0, actor: str = "otpki-maintenance",

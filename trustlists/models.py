@@ -75,6 +75,7 @@ class IssuanceKind(StrEnum):
     SERVER_KEYGEN = "server-keygen"
     RENEWAL = "renewal"
     BATCH = "batch"
+    OCSP_SIGNER = "ocsp-signer"  # a CA's delegated OCSP signing certificate (trustlists/ocsp_signer.py)
 
 
 class Owner(BaseModel):

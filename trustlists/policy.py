@@ -10,6 +10,7 @@ import tomllib
 from enum import StrEnum
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -96,6 +97,16 @@ class GroupPolicy(BaseModel):
     crl_lifetime_days: int = Field(7, ge=1)
     crl_refresh_margin_days: int = Field(2, ge=0)
     server_keygen_type: KeyType | None = None  # default key type when the server makes the key
+    # Where relying parties check the group's certificates, written into every leaf issued from then on
+    # (`[pki.publication] base_url` must be set): the OCSP responder (authorityInfoAccess, RFC 5280 4.2.2.1) and
+    # the issuing CA's CRL over plain HTTP (cRLDistributionPoints, 4.2.1.13). Off by default: a device that
+    # cannot reach the URL may refuse a certificate that names one.
+    ocsp_url_in_certificates: bool = Field(
+        False, description="Write the OCSP responder's URL (base_url + /ocsp) into the group's leaves "
+                           "(authorityInfoAccess)")
+    crl_url_in_certificates: bool = Field(
+        False, description="Write the issuing CA's CRL URL (base_url + /crl/CA-ID.crl) into the "
+                           "group's leaves (cRLDistributionPoints)")
     # Settings that belong to a front (for example the MQTT topic templates of a device group). The engine
     # stores them and never reads them; each front validates its own table with its own model.
     fronts: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -129,6 +140,53 @@ class RootPolicy(BaseModel):
     lifetime_days: int = Field(7300, ge=1, le=36500)
     crl_lifetime_days: int = Field(180, ge=1)
     crl_refresh_margin_days: int = Field(30, ge=0)
+
+
+class OcspPolicy(BaseModel):
+    """`[pki.ocsp]`: the delegated OCSP signers (trustlists/ocsp_signer.py) and the responses they sign."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Short-lived: an OCSP signing certificate carries id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1), so nobody checks
+    # whether it was revoked; its validity is what bounds a stolen signer key. 30 days, renewed 10 days before
+    # its end, leaves the leader of the maintenance work days to recover from an outage.
+    signer_lifetime_days: int = Field(30, ge=1, le=366, description="Validity of a CA's delegated OCSP signing "
+                                                                     "certificate")
+    signer_renew_before_days: int = Field(10, ge=0, description="The maintenance leader renews a signer this many "
+                                                                 "days before it expires")
+    # thisUpdate..nextUpdate of a response: how long a client or an HTTP cache may reuse it (RFC 5019 max-age).
+    # A revocation is answered at once by this responder; a response cached elsewhere lives at most this long.
+    response_validity_s: int = Field(3600, ge=60, le=7 * 86400, description="thisUpdate..nextUpdate of an OCSP "
+                                                                             "response: how long caches may keep it")
+
+    @model_validator(mode="after")
+    def _renew_inside_lifetime(self) -> OcspPolicy:
+        if self.signer_renew_before_days >= self.signer_lifetime_days:
+            raise ValueError("signer_renew_before_days must be smaller than signer_lifetime_days")
+        return self
+
+
+class PublicationPolicy(BaseModel):
+    """`[pki.publication]`: where relying parties reach the plain-HTTP listener (`otpki serve --http-listen`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(
+        None, description="http://host[:port] of the HTTP listener that serves /ocsp and /crl/ (for the URLs a "
+                          "group's ocsp_url_in_certificates / crl_url_in_certificates write into certificates)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_http(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        # RFC 5280 4.2.1.13 / RFC 5019 6: OCSP and CRL fetches are plain HTTP (the responses are signed); an https
+        # URL would need a revocation check of the listener's own certificate first.
+        if not url.startswith("http://") or len(url) <= len("http://"):
+            raise ValueError(f"base_url must be a plain http:// URL, not {url!r}")
+        if any(c in url for c in " ?#"):
+            raise ValueError(f"base_url must be http://host[:port][/path] without query or fragment: {url!r}")
+        return url.rstrip("/")
 
 
 class ReservedName(BaseModel):
@@ -166,6 +224,27 @@ class PkiConfig(BaseModel):
     reserved_names: list[ReservedName] = Field(
         default_factory=list, description="Names only their holder may be registered under or named in a "
                                           "certificate by (otpki adds the MQTT services' own names)")
+    ocsp: OcspPolicy = Field(default_factory=OcspPolicy, description="The OCSP responder's signers and responses")
+    publication: PublicationPolicy = Field(default_factory=PublicationPolicy,
+                                           description="Where relying parties fetch OCSP answers and CRLs")
+
+    @model_validator(mode="after")
+    def _urls_need_a_base(self) -> PkiConfig:
+        if self.publication.base_url is None:
+            for name, policy in self.groups.items():
+                if policy.ocsp_url_in_certificates or policy.crl_url_in_certificates:
+                    raise ValueError(f"group {name} puts OCSP/CRL URLs into certificates: set "
+                                     "[pki.publication] base_url (the http:// address of the HTTP listener)")
+        return self
+
+    def ocsp_url(self) -> str | None:
+        base = self.publication.base_url
+        return f"{base}/ocsp" if base else None
+
+    def crl_url(self, ca_id: str) -> str | None:
+        """The URL the CA's latest CRL is served at (http_fronts/crl.py)."""
+        base = self.publication.base_url
+        return f"{base}/crl/{quote(ca_id, safe='@')}.crl" if base else None
 
     @field_validator("groups")
     @classmethod

@@ -45,6 +45,7 @@ from trustlists.hierarchy import publish_crl
 from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.models import CARecord, CrlRecord, RevocationReason
+from trustlists.ocsp_responses import OcspResponder
 from trustlists.policy import PkiConfig, load_default_config
 from trustlists.store import SqliteStore, StoreReader, StoreWriter, open_store
 from trustlists.store.sql import _CERT_COLUMNS, SqlTx
@@ -523,3 +524,9 @@ def issuance_stages() -> Iterator[StageTimes]:
         for stage, owner, name in _ISSUANCE_STAGES:
             patches.enter_context(mock.patch.object(owner, name, timed(stage, getattr(owner, name))))
         yield times
+
+
+def ocsp_responder(engine: Engine, **settings: object) -> OcspResponder:
+    """A second OCSP responder on the engine's store, index and signers, with its own settings (a stepped
+    `monotonic` clock, intervals): what tests and benchmarks compare the engine's own responder against."""
+    return OcspResponder(engine._ctx, engine.ocsp_signers, **settings)  # type: ignore[arg-type]  # the caller's keywords

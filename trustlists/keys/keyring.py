@@ -30,20 +30,26 @@ class KeyRing:
                 f"this CA's key is held by the {name!r} backend, which is not configured here "
                 "(configure it in otpki.toml [keys])", reason="no_backend") from None
 
-    def create(self, key_ref: str, key_type: KeyType) -> tuple[str, CertificateIssuerPrivateKeyTypes]:
-        backend = self._backends[self.default]
+    def create(self, key_ref: str, key_type: KeyType, *, backend_name: str | None = None
+               ) -> tuple[str, CertificateIssuerPrivateKeyTypes]:
+        """A new key in the default backend, or in `backend_name` (an OCSP signer's key goes where its CA's is)."""
+        backend = self.backend(backend_name) if backend_name is not None else self._backends[self.default]
         signer = backend.create(key_ref, key_type)
         with self._lock:
             self._signers[f"{backend.name}:{key_ref}"] = signer
         return backend.name, signer
 
     def signer(self, ca: CARecord) -> CertificateIssuerPrivateKeyTypes:
-        cache_key = f"{ca.key_backend}:{ca.key_ref}"
+        return self.load(ca.key_backend, ca.key_ref)
+
+    def load(self, backend_name: str, key_ref: str) -> CertificateIssuerPrivateKeyTypes:
+        """A signer for the key `key_ref` of the backend `backend_name`, cached."""
+        cache_key = f"{backend_name}:{key_ref}"
         with self._lock:
             cached = self._signers.get(cache_key)
         if cached is not None:
             return cached
-        signer = self.backend(ca.key_backend).load(ca.key_ref)
+        signer = self.backend(backend_name).load(key_ref)
         with self._lock:
             self._signers[cache_key] = signer
         return signer

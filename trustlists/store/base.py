@@ -40,6 +40,7 @@ from trustlists.store.rows import (
     CaTableSignature,
     CertificateDer,
     CertificateKey,
+    CertificateState,
     CrlEntry,
     ExternalTrust,
     LeaseRow,
@@ -85,6 +86,10 @@ class StoreReader(Protocol):
         ...
 
     def find_certificate_by_fingerprint(self, fingerprint: str) -> CertificateRecord | None: ...
+
+    def certificate_state(self, serial: str) -> CertificateState | None:
+        """Issuer and revocation of the certificate `serial` (one indexed row, no model): an OCSP lookup."""
+        ...
 
     def certificates_for_keys(self, spki_hashes: Sequence[str]) -> dict[str, list[CertificateRecord]]:
         """SPKI hash -> every certificate (with DER) ever issued for that public key, to any owner."""

@@ -28,6 +28,14 @@ class NewCertificate(NamedTuple):
     spki_sha256: str
 
 
+class CertificateState(NamedTuple):
+    """Who issued a certificate and whether it was revoked: all an OCSP answer needs of its row."""
+
+    issuer_ca_id: str
+    revoked_at: int | None  # epoch seconds
+    reason: int | None
+
+
 class CertificateDer(NamedTuple):
     serial: str
     der: bytes

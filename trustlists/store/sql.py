@@ -45,6 +45,7 @@ from trustlists.store.rows import (
     CaTableSignature,
     CertificateDer,
     CertificateKey,
+    CertificateState,
     CrlEntry,
     ExternalTrust,
     LeaseRow,
@@ -341,6 +342,11 @@ class SqlTx:
         if row is None:
             raise NotFound(f"no certificate with serial {serial}", reason="unknown_certificate")
         return self._cert(row, bytes(row[17]) if with_der else None)
+
+    def certificate_state(self, serial: str) -> CertificateState | None:
+        row = self._one("SELECT issuer_ca_id, revoked_at, revocation_reason FROM certificates WHERE serial = ?",
+                        (serial,))
+        return CertificateState._make(row) if row else None
 
     def find_certificate_by_fingerprint(self, fingerprint: str) -> CertificateRecord | None:
         row = self._one(f"SELECT {_CERT_COLUMNS}, der FROM certificates WHERE fingerprint = ?", (fingerprint,))
