@@ -28,9 +28,9 @@ from bench._common import emit, note, parse_args, workdir
 from opcua_gds.own_identity import ensure_identity
 from opcua_gds.push.rollout import KIND, Rollout
 from opcua_gds.push.server_identity import TargetServerIdentity
-from simulators.plant_workers import chunks, consecutive_free_ports, start_workers, stop_workers, wait_ready
+from simulators.plant_workers import chunks, start_workers, stop_workers, wait_ready
 from trustlists.engine import Engine
-from trustlists.testing import make_engine
+from trustlists.testing import free_port_block, make_engine
 
 TARGET = 0.1
 PER_PROCESS = 50
@@ -54,7 +54,7 @@ async def run(n: int, sample: int, concurrency: int, d: Path) -> FleetRun:
     engine.hierarchy.initialize(actor="bench")
     cert, key = ensure_identity(engine, d / "push-own", name="otpki-push", application_uri="urn:otpki:push",
                                 host="localhost")
-    base = consecutive_free_ports(n)
+    base = free_port_block(n)
     note(f"push_fleet: starting {n} PLCs from port {base}")
     t0 = time.perf_counter()
     parts = chunks(n, per_process=PER_PROCESS)

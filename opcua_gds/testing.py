@@ -51,7 +51,10 @@ def user_certificate_pem(cert_der: bytes) -> bytes:
 async def connect(url: str, app: AppIdentity, *, mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
                   username: str | None = None, password: str | None = None,
                   user_cert: AppIdentity | None = None) -> Client:
-    client = Client(url, timeout=10)
+    # asyncua's health probe (every watchdog_intervall, default 1 s) marks the client disconnected when the server
+    # is busy for just over a second, as servers are when tests run in parallel; give it the request timeout,
+    # as opcua_gds.client_session does for the product's own sessions.
+    client = Client(url, timeout=10, watchdog_intervall=10)
     client.application_uri = app.application_uri
     await client.set_security(SecurityPolicyBasic256Sha256, str(app.cert_path), str(app.key_path), mode=mode)
     if username is not None:

@@ -7,7 +7,20 @@ bash scripts/setup.sh || exit 1
 # Type check (configuration: [tool.mypy] in pyproject.toml); its cache is .mypy_cache, so a rerun checks only what
 # changed.
 .venv/bin/mypy || exit 1
-.venv/bin/python -m pytest "$@"
+# One pytest-xdist worker per core (at most OTPKI_TEST_WORKERS, default 4: past that the tests' own servers and
+# subprocesses outnumber the cores). --dist loadfile keeps each test file on one worker, so module-scoped fixtures
+# (CA hierarchies, brokers, servers) are built once. `-n 0` (or any -n/--numprocesses given here) overrides it.
+parallel=()
+case " $* " in
+  *" -n"*|*" --numprocesses"*|*" -p no:xdist "*) ;;
+  *)
+    cores="$(nproc 2>/dev/null || echo 1)"
+    cap="${OTPKI_TEST_WORKERS:-4}"
+    workers=$(( cores < cap ? cores : cap ))
+    if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
+    ;;
+esac
+.venv/bin/python -m pytest "${parallel[@]}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test.sh: pytest collected no tests; that is a failure here" >&2

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,27 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 PASSWORD_ENV = "OTPKI_PLC_ADMIN_PASSWORD"
-
-
-def consecutive_free_ports(n: int, host: str = "127.0.0.1") -> int:
-    """The first of n consecutive ports that are free right now (the plant binds them moments later).
-
-    The scan starts at a random block: plants started at the same time on one host (two demos, test runs side by
-    side) all found the same first free block from a fixed start, and all but one failed to bind it."""
-    blocks = list(range(42000, 64000 - n, max(n, 50)))
-    first = random.randrange(len(blocks))
-    for base in blocks[first:] + blocks[:first]:
-        ok = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind((host, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError(f"no {n} consecutive free ports on {host}")
 
 
 def chunks(count: int, *, per_process: int, min_workers: int = 1) -> list[tuple[int, int]]:

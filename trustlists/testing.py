@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import os
 import queue
 import random
 import shutil
@@ -68,17 +69,49 @@ def free_port(host: str = "127.0.0.1") -> int:
     out comes from that range, which is where every outgoing connection on the machine takes its local port too:
     one left unbound for the seconds before its server starts (a CLI run in between, on a loaded machine) was
     sometimes someone else's by then ("Address already in use" from Mosquitto). Below the range only callers of
-    this function pick, at random among twenty thousand ports."""
-    low = _ephemeral_low()
+    this function pick, at random among twenty thousand ports; under pytest-xdist each worker among its own share
+    of them (`_picking_range`)."""
+    return free_port_block(1, host)
+
+
+def free_port_block(n: int, host: str = "127.0.0.1") -> int:
+    """The first of `n` consecutive ports that are all free on `host` right now (a plant of PLCs binds them
+    moments later), from where `free_port` picks: below the ephemeral range, at a random place."""
+    first, end = _picking_range()
+    if end - first < max(n, 1000):  # an ephemeral range that starts very low: no room below it
+        if n == 1:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                return int(s.getsockname()[1])
+        first, end = 1024, 65536
     for _ in range(200):
-        port = random.randrange(_LOWEST_PICKED_PORT, low) if low > _LOWEST_PICKED_PORT + 1000 else 0
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:  # in use (or lingering): another one
-                continue
-            return int(s.getsockname()[1])
-    raise RuntimeError(f"no free port on {host} below {low}")
+        base = random.randrange(first, end - n + 1)
+        if all(_bindable(host, port) for port in range(base, base + n)):
+            return base
+    raise RuntimeError(f"no {n} consecutive free port(s) on {host} in {first}-{end - 1}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:  # in use (or lingering)
+            return False
+        return True
+
+
+def _picking_range() -> tuple[int, int]:
+    """[first, end): below the ephemeral range; under pytest-xdist, worker gwK of N takes the K-th of N equal
+    shares, so two workers never pick the same port in the moment before its server binds it (the bind check
+    sees only ports already bound)."""
+    first, end = _LOWEST_PICKED_PORT, _ephemeral_low()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(worker[2:]) < int(count):
+        share = (end - first) // int(count)
+        first += int(worker[2:]) * share
+        end = first + share
+    return first, end
 
 
 def _ephemeral_low() -> int:

@@ -306,7 +306,7 @@ class Plant:
 
     async def _presented(self, endpoint: str) -> bytes:
         """The certificate a PLC presents: the first of the chain its endpoint carries (leaf, then its CAs)."""
-        client = Client(endpoint, timeout=30)
+        client = Client(endpoint, timeout=30, watchdog_intervall=30)
         endpoints = await client.connect_and_get_server_endpoints()
         return first_certificate(bytes(endpoints[0].ServerCertificate))
 

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
-from simulators.plant_workers import chunks, consecutive_free_ports, start_workers, stop_workers, wait_ready
+from simulators.plant_workers import chunks, start_workers, stop_workers, wait_ready
 from simulators.plc import PlcSimulator
+from trustlists.testing import free_port_block
 
 PER_PROCESS = 50
 IN_PROCESS_LIMIT = 4  # beyond this, worker processes: both cores build address spaces and make PLC keys
@@ -56,7 +57,7 @@ class PlcPlant:
                                                 roles=[GdsRole.SECURITY_ADMIN])])
 
     async def start(self, on_started: Callable[[int], None] | None = None) -> None:
-        self.base_port = consecutive_free_ports(self.count, self.host)
+        self.base_port = free_port_block(self.count, self.host)
         if self.in_process:
             await self._start_in_process(on_started)
         else:

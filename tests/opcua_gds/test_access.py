@@ -194,6 +194,7 @@ def _hash_with(**params: object) -> str:
     return argon2.PasswordHasher(**params).hash("s3cret")  # type: ignore[arg-type]
 
 
+# Explicit ids: a hash carries a random salt, and every pytest-xdist worker must collect the same test names.
 @pytest.mark.parametrize(("stored", "message"), [
     (_hash_with(memory_cost=8, time_cost=1, parallelism=1), "below otpki's floor"),
     (_hash_with(memory_cost=19 * 1024, time_cost=1, parallelism=1), "below otpki's floor"),
@@ -201,7 +202,7 @@ def _hash_with(**params: object) -> str:
     (_hash_with(memory_cost=19 * 1024, time_cost=2, parallelism=1, type=argon2.Type.I), "otpki needs argon2id"),
     ("scrypt$16384$8$1$c2FsdA==$ZGlnZXN0", "scrypt hash of an earlier otpki"),
     ("s3cret", "not an argon2id password hash"),
-])
+], ids=["argon2id-m8-t1", "argon2id-m19MiB-t1", "argon2id-m8MiB-t2", "argon2i", "scrypt", "plain-text"])
 def test_weak_or_foreign_hash_is_refused_at_config_load(stored: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as refused:
         PasswordUser(name="ca-admin", password_hash=stored)

@@ -170,7 +170,7 @@ def call_scope(seen: list[Caller]) -> Iterator[Callable[[Caller], contextlib.Abs
 
 async def secure_client(running: Running, me: Identity, *, username: str | None = None,
                         password: str = "pw", user_cert: Identity | None = None) -> Client:
-    client = Client(running.url, timeout=WAIT)
+    client = Client(running.url, timeout=WAIT, watchdog_intervall=WAIT)
     client.application_uri = me.uri
     await client.set_security(SecurityPolicyBasic256Sha256, str(me.cert_path), str(me.key_path), mode=SIGN_AND_ENCRYPT)
     if username is not None:
@@ -203,7 +203,7 @@ async def test_call_requests_run_in_the_scope_with_their_channels_caller(shared:
     with call_scope(seen) as scope:
         compat.run_call_requests_in(scope)
     secure = await secure_client(shared, me, username="alice")
-    plain = Client(shared.url, timeout=WAIT)
+    plain = Client(shared.url, timeout=WAIT, watchdog_intervall=WAIT)
     await plain.connect()
     try:
         # The callback runs inside the scope, in the request's own task: it sees what the scope set.
@@ -292,7 +292,7 @@ async def test_replaced_identity_serves_new_channels_while_open_ones_keep_theirs
         await compat.replace_server_identity(running.server, new.certificate, new.key)
         assert uacrypto.der_from_x509(compat.server_identity(running.server)[0]) == new.der
 
-        endpoints = await Client(running.url, timeout=WAIT).connect_and_get_server_endpoints()
+        endpoints = await Client(running.url, timeout=WAIT, watchdog_intervall=WAIT).connect_and_get_server_endpoints()
         assert {bytes(e.ServerCertificate) for e in endpoints} == {new.der}
         after = await secure_client(running, me)  # set_security takes the certificate GetEndpoints names
         assert await call_probe(running, after)  # CreateSession was signed with the new key: the session works
@@ -350,7 +350,7 @@ async def test_a_connection_the_channel_list_cannot_read_raises_instead_of_being
 @module_loop
 async def test_use_security_policy_binds_the_next_channel(shared: Running) -> None:
     me = shared.client_identity("policy-user")
-    client = Client(shared.url, timeout=WAIT)
+    client = Client(shared.url, timeout=WAIT, watchdog_intervall=WAIT)
     client.application_uri = me.uri
     compat.use_security_policy(client, SecurityPolicyNone())
     endpoints = await client.connect_and_get_server_endpoints()  # an unsecured channel, as the policy says
@@ -368,7 +368,7 @@ async def test_use_security_policy_binds_the_next_channel(shared: Running) -> No
 
     # A policy bound to another server certificate cannot open a channel to this server.
     stranger = shared.client_identity("not-the-server")
-    wrong = Client(shared.url, timeout=5)
+    wrong = Client(shared.url, timeout=5, watchdog_intervall=5)
     compat.use_security_policy(wrong, SecurityPolicyBasic256Sha256(stranger.certificate, me.certificate, me.key,
                                                                    SIGN_AND_ENCRYPT))
     with pytest.raises(Exception):  # noqa: B017 - asyncua reports this as a timeout or a status, by version
@@ -503,7 +503,7 @@ async def test_a_refused_channel_fails_with_the_servers_status_and_reason(
     compat.read_channel_refusals()  # idempotent
     server, url = await refusing_server(refusal)
     try:
-        client = Client(url, timeout=WAIT)
+        client = Client(url, timeout=WAIT, watchdog_intervall=WAIT)
         with pytest.raises(ua.UaStatusCodeError) as refused:
             await asyncio.wait_for(client.connect_and_get_server_endpoints(), WAIT)
         assert refused.value.code == status
@@ -637,7 +637,8 @@ def issued_identity(directory: Path, name: str) -> IssuedIdentity:
 
 
 async def _endpoint_certificates(url: str) -> set[bytes]:
-    return {bytes(e.ServerCertificate) for e in await Client(url, timeout=WAIT).connect_and_get_server_endpoints()}
+    client = Client(url, timeout=WAIT, watchdog_intervall=WAIT)
+    return {bytes(e.ServerCertificate) for e in await client.connect_and_get_server_endpoints()}
 
 
 @module_loop
@@ -711,7 +712,7 @@ async def test_the_chain_a_client_sent_reaches_the_session_scope_and_the_channel
     compat.run_session_creations_in(scope)  # idempotent
     issued = issued_identity(tmp_path, "chain-sender")
     me = issued.identity
-    with_chain = Client(shared.url, timeout=WAIT)
+    with_chain = Client(shared.url, timeout=WAIT, watchdog_intervall=WAIT)
     with_chain.application_uri = me.uri
     await with_chain.set_security(SecurityPolicyBasic256Sha256, str(me.cert_path), str(me.key_path),
                                   mode=SIGN_AND_ENCRYPT, certificate_chain=[issued.issuing_der])

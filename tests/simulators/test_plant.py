@@ -11,14 +11,13 @@ from pathlib import Path
 
 from asyncua import Client
 
-from simulators.plant_workers import consecutive_free_ports
-from trustlists.testing import read_line_until
+from trustlists.testing import free_port_block, read_line_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_plant_command(tmp_path: Path) -> None:
-    base = consecutive_free_ports(2)
+    base = free_port_block(2)
     proc = subprocess.Popen([sys.executable, "-m", "simulators.plant", "--plcs", "2", "--base-port", str(base),
                              "--root", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OTPKI_PLC_ADMIN_PASSWORD": "pw-for-test"})
@@ -51,4 +50,4 @@ def test_plant_needs_a_password(tmp_path: Path) -> None:
 def test_plants_started_together_look_for_ports_in_different_places() -> None:
     """Every plant scanned from the same first port: two started at once on one host (a demo and a benchmark, two
     test runs) found the same free block and one of them failed to bind it."""
-    assert len({consecutive_free_ports(5) for _ in range(20)}) > 1
+    assert len({free_port_block(5) for _ in range(20)}) > 1

@@ -19,7 +19,7 @@ from trustlists.testing import free_port
 
 
 async def _presented_chain(url: str) -> list[x509.Certificate]:
-    client = Client(url, timeout=10)
+    client = Client(url, timeout=10, watchdog_intervall=10)
     endpoints = await client.connect_and_get_server_endpoints()
     return [x509.load_der_x509_certificate(der) for der in split_chain(endpoints[0].ServerCertificate)]
 

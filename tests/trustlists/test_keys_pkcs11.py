@@ -409,3 +409,46 @@ def test_rsa_sign_without_digest_info_is_refused_as_unsupported(backend: Pkcs11K
     signer = backend.create("rsa-no-digest-info", KeyType.RSA2048)
     with pytest.raises(UnsupportedAlgorithm, match="DigestInfo"):
         signer.sign(b"\x01" * 32, padding.PKCS1v15(), asym_utils.NoDigestInfo())
+
+
+_LOGIN_WORKER = """
+import sys, time
+from pathlib import Path
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from trustlists.keys.pkcs11 import Pkcs11KeyBackend
+module, label, pin, go, rounds = sys.argv[1:6]
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.005)
+for _ in range(int(rounds)):
+    with Pkcs11KeyBackend(module, label, pin) as backend:  # each round logs in anew and logs out at the end
+        key = backend.load("shared-ca")
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        key.sign(b"data", ec.ECDSA(hashes.SHA256()))
+print("done", flush=True)
+"""
+
+
+def test_processes_logging_in_to_one_token_at_once_all_get_their_session(
+        backend: Pkcs11KeyBackend, token: SoftHsmToken, tmp_path: Path) -> None:
+    """SoftHSM rewrites its token file at each login; four processes logging in over and over at the same moment
+    (as instances sharing one token do at start-up) must all succeed, not fail on a half-written token file."""
+    backend.create("shared-ca", KeyType.EC_P256)
+    go = tmp_path / "go"
+    env = {**os.environ, "SOFTHSM2_CONF": str(token.conf)}
+    procs = [subprocess.Popen([sys.executable, "-c", _LOGIN_WORKER, token.module, token.label, token.pin, str(go),
+                               "25"], env=env, cwd=Path(__file__).resolve().parents[2],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        go.touch()
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0 and out.strip() == "done", err[-1500:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

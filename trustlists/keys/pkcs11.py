@@ -10,6 +10,8 @@ The module and session registry the backends share (locking, one login per token
 from __future__ import annotations
 
 import hmac
+import random
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -119,6 +121,21 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------------------
 # The backend
 # --------------------------------------------------------------------------------------------------------
+
+
+# SoftHSM2's file store rewrites the token file at every C_Login (the PIN counters live there), and a process
+# reading it at that moment gets CKR_GENERAL_ERROR or does not see the token at all: two otpki instances starting
+# on one token hit this. Finding the token and logging in (never a PIN refusal, which is final) is therefore
+# retried for a short, bounded time before the error is reported.
+_OPEN_RETRY_S = 3.0
+
+
+class _TokenFileBusy(Exception):
+    """A failure to open the token that may be another process rewriting it; `error` is what to report."""
+
+    def __init__(self, error: KeyAccessError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Pkcs11KeyBackend:
@@ -304,16 +321,31 @@ class Pkcs11KeyBackend:
         return conn
 
     def _open(self, module: Module) -> Connection:
+        """Find the token and log in, riding out the moments another process rewrites a SoftHSM token file."""
+        deadline = time.monotonic() + _OPEN_RETRY_S
+        attempt = 0
+        while True:
+            try:
+                return self._open_once(module)
+            except _TokenFileBusy as busy:
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    raise busy.error from None
+                time.sleep(random.uniform(0.01, 0.04) * attempt)
+
+    def _open_once(self, module: Module) -> Connection:
         where = f"PKCS#11 token {self.token_label!r} in module {self.module_path!r}"
         try:
             token = module.lib.get_token(token_label=self.token_label)
         except p11e.NoSuchToken:
             labels = self._token_labels(module)
-            raise KeyAccessError(
+            raise _TokenFileBusy(KeyAccessError(
                 f"{where} not found (tokens present: {', '.join(map(repr, labels)) or 'none'}); "
                 "check that the HSM is connected and the token label in the configuration is right",
                 reason="token_unavailable",
-            ) from None
+            )) from None
+        except p11e.GeneralError as exc:
+            raise _TokenFileBusy(translate(exc, f"opening {where}")) from None
         except p11e.PKCS11Error as exc:
             raise translate(exc, f"opening {where}") from None
         try:
@@ -327,6 +359,8 @@ class Pkcs11KeyBackend:
                 "otpki's key backend, so the configured PIN cannot be verified; use one backend per token",
                 reason="token_unavailable",
             ) from None
+        except p11e.GeneralError as exc:
+            raise _TokenFileBusy(translate(exc, f"logging in to {where}")) from None
         except p11e.PKCS11Error as exc:
             raise translate(exc, f"logging in to {where}") from None
         return Connection(session=session, pin_digest=pin_digest(self._pin))

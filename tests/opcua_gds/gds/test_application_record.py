@@ -88,7 +88,7 @@ async def gds_server() -> AsyncIterator[GdsTestServer]:
 
 @pytest.fixture
 async def client(gds_server: GdsTestServer) -> AsyncIterator[Client]:
-    c = Client(gds_server.url, timeout=10)
+    c = Client(gds_server.url, timeout=10, watchdog_intervall=10)
     await c.connect()
     try:
         yield c
@@ -112,7 +112,7 @@ def raw(v):
     return {"type": type(v).__name__, "type_id": v.TypeId.to_string(), "body": v.Body.hex()}
 
 async def main(url, scalar, array):
-    async with Client(url, timeout=10) as c:
+    async with Client(url, timeout=10, watchdog_intervall=10) as c:
         gds_idx = await c.get_namespace_index("http://opcfoundation.org/UA/GDS/")
         s, a = c.get_node(scalar), c.get_node(array)
         out = {"gds_idx": gds_idx, "raw_scalar": raw(await s.read_value()),

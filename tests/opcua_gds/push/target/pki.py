@@ -129,7 +129,7 @@ def _write_identity(directory: Path, cn: str, uri: str, der: bytes, key: rsa.RSA
 
 async def connect(url: str, ident: ClientIdentity, user: str | None = "secadmin", *,
                   mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt, timeout: float = 5) -> Client:
-    client = Client(url, timeout=timeout)
+    client = Client(url, timeout=timeout, watchdog_intervall=timeout)
     client.application_uri = ident.uri
     await client.set_security(SecurityPolicyBasic256Sha256, str(ident.cert_path), str(ident.key_path), mode=mode)
     if user is not None:
