@@ -216,6 +216,13 @@ class StoreWriter(StoreReader, Protocol):
         writers run concurrently."""
         ...
 
+    def pipelined(self) -> AbstractContextManager[None]:
+        """Inside: statements may be sent to the server together and answered at the next read of a result (or at
+        the end of the block), so a run of writes costs one round trip. An error of any statement in it raises
+        there, not at the statement (translated as usual: AlreadyExists, StoreBusy, ...). A store that talks to
+        no server runs each statement at once."""
+        ...
+
     def serialise_appends(self) -> None:
         """Serialise with every other transaction that appends to the store's ordered logs (the audit chain,
         revocations, bootstrap pin changes), until this one ends. What follows then reads the latest committed

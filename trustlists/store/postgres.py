@@ -96,6 +96,37 @@ class PostgresTx(SqlTx):
     def lock(self, name: str, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (lock_id(name, key),))
 
+    # One statement carries at most 65535 parameters (the protocol's 16-bit count).
+    _MAX_PARAMETERS = 65535
+
+    def insert_rows(self, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One multi-row INSERT (per 65535 parameters): executemany runs an INSERT per row, and the server's work per
+        statement costs more CPU than the row itself (a batch of 100 certificates writes 300 rows), CPU the issuing
+        processes on the same machine need. One statement also goes into a pipeline (StoreWriter.pipelined), which
+        COPY cannot."""
+        if not rows:
+            return
+        width = columns.count(",") + 1
+        row_marks = "(" + ", ".join(["%s"] * width) + ")"
+        per_statement = max(1, self._MAX_PARAMETERS // width)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([row_marks] * len(chunk))
+            try:
+                self._pg.cursor().execute(sql, [value for row in chunk for value in row])
+            except Exception as exc:
+                raise self._translate(exc) from exc
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """(StoreWriter.pipelined) psycopg's pipeline mode: statements go out together; a result read inside (the
+        audit chain head) waits for what was sent before it, and the end of the block waits for the rest."""
+        try:
+            with self._pg.pipeline():
+                yield
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
     def notify(self, channel: str) -> None:
         # Delivered when (and only if) this transaction commits; one per commit and channel whatever the count.
         self.execute("SELECT pg_notify(?, '')", (channel,))
