@@ -448,7 +448,11 @@ class CertificateAuthority:
         """
         outcomes: list[IssuedCertificate | OtpkiError] = [p.issued() for p in batch]
         keyed = [(n, key) for n, key in enumerate(keys or []) if key is not None]
-        with self._ctx.store.transaction() as tx:
+        # Pipelined (on PostgreSQL): the rows, the append lock and the chain head go out in one round trip (the head
+        # is read once the lock is held), the audit rows with the commit in one more. The lock is held from the head
+        # to the commit, and every round trip in between is time the other instances wait. Not with a caller's
+        # in-transaction step: it may catch a store error of its own, which a pipeline reports later.
+        with self._ctx.store.transaction(pipelined=in_transaction is None) as tx:
             settled: set[int] = set()
             for (n, _key), verdict in zip(keyed, self._key_verdicts(tx, [k for _n, k in keyed]), strict=True):
                 if verdict is not None:
@@ -463,16 +467,11 @@ class CertificateAuthority:
                     if current.superseded_by is not None or current.revoked_at is not None:
                         raise InvalidState(f"certificate {p.supersedes} was renewed or revoked meanwhile")
                 fresh.append(p)
-            # One round trip to a database server for the rows, the append lock and the chain head (the head is
-            # read once the lock is held), one for the audit rows: the lock is held from the head to the commit, and
-            # each round trip in between is time another process waits.
-            with tx.pipelined():
-                tx.insert_certificates([NewCertificate(p.record, p.der, p.spki_sha256) for p in fresh])
-                for p in fresh:
-                    if p.supersedes is not None:
-                        tx.mark_superseded(p.supersedes, p.record.serial)
-                audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at)
-                                       for p in fresh])
+            tx.insert_certificates([NewCertificate(p.record, p.der, p.spki_sha256) for p in fresh])
+            for p in fresh:
+                if p.supersedes is not None:
+                    tx.mark_superseded(p.supersedes, p.record.serial)
+            audit.append_many(tx, [(actor, "certificate.issue", p.record.serial, p.details, p.at) for p in fresh])
             if in_transaction is not None:
                 for p in fresh:
                     try:

@@ -9,10 +9,8 @@ trustlists.store.rows.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -118,10 +116,6 @@ class SqlTx:
             self._conn.cursor().executemany(sql, rows)
         except Exception as exc:
             raise self._translate(exc) from exc
-
-    def pipelined(self) -> AbstractContextManager[None]:
-        """(StoreWriter.pipelined) Nothing to gather here: SQLite runs in this process."""
-        return contextlib.nullcontext()
 
     def insert_rows(self, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
         """Many new rows of one table (`columns`: its column list, comma-separated) for the engine's batch writes:
