@@ -7,6 +7,9 @@ engine (PostgreSQL): `engine.authority.issue_many`, 100 CSRs per commit (as benc
 baselines, same run: the same issue_many path on SQLite in this process (one writer: SQLite cannot take two),
         and raw `cryptography` (load + verify CSR, build, sign, DER; nothing stored) in this process.
 
+Also reported: the cluster's CPU per certificate (`server_cpu_us_per_certificate`, best run): the server runs on the
+same cores as the workers, so with two workers on two cores it bounds what the second one can add.
+
 Target: two processes on PostgreSQL >= 1.6 x one process (the ratio).
 """
 
@@ -71,8 +74,31 @@ def worker(url: str, directory: str, owner_id: str, csr_file: str, start_file: s
     return 0
 
 
-def run_workers(url: str, directory: Path, owner_id: str, csr_sets: list[list[bytes]], tag: str) -> tuple[float, int]:
-    """Seconds from the first worker's start to the last one's end, and certificates issued."""
+def server_cpu_s(cluster: testing.PostgresCluster) -> float:
+    """CPU seconds the cluster has used so far: its postmaster (with the backends it has reaped) and the live
+    backends. It shares this machine's cores with the workers, so its CPU per certificate bounds what a second
+    worker can add. Linux /proc."""
+    assert cluster.base is not None
+    postmaster = int((cluster.base / "data" / "postmaster.pid").read_text().split()[0])
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(entry.name) == postmaster:
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_workers(url: str, directory: Path, owner_id: str, csr_sets: list[list[bytes]], tag: str,
+                cluster: testing.PostgresCluster) -> tuple[float, int, float]:
+    """Seconds from the first worker's start to the last one's end, certificates issued, and the CPU seconds the
+    cluster used from the start signal to the last report (the workers' start-up and warm-up are not in it)."""
     start_file = directory / f"start-{tag}"
     procs = []
     for i, csrs in enumerate(csr_sets):
@@ -87,6 +113,7 @@ def run_workers(url: str, directory: Path, owner_id: str, csr_sets: list[list[by
             line = p.stdout.readline().strip()
             if line != "ready":
                 raise RuntimeError(f"worker did not start: {line!r}")
+        cpu = server_cpu_s(cluster)
         start_file.touch()
         reports = []
         for p in procs:
@@ -94,13 +121,14 @@ def run_workers(url: str, directory: Path, owner_id: str, csr_sets: list[list[by
             if p.returncode != 0:
                 raise RuntimeError(f"worker failed ({p.returncode})")
             reports.append(json.loads(out.strip().splitlines()[-1]))
+        cpu = server_cpu_s(cluster) - cpu
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
         start_file.unlink(missing_ok=True)
-    return (max(r["end"] for r in reports) - min(r["start"] for r in reports)), sum(r["issued"] for r in reports)
+    return (max(r["end"] for r in reports) - min(r["start"] for r in reports)), sum(r["issued"] for r in reports), cpu
 
 
 def main() -> None:
@@ -135,6 +163,7 @@ def main() -> None:
             two_s: list[float] = []
             lite_s: list[float] = []
             raw_s: list[float] = []
+            server_us: dict[str, list[float]] = {"one": [], "two": []}  # server CPU per certificate, per run
             for rep in range(reps):  # interleaved: every path sees the same machine noise
                 note(f"pg_issuance: run {rep + 1}/{reps}")
                 t, _ = timed(lambda: [raw_issue(c, issuer_cert, issuer_key, aki, lifetime) for c in sets[0][5:]])
@@ -142,12 +171,14 @@ def main() -> None:
                 t, issued = timed(lambda: issue_all(lite, lite_owner.id, sets[0][5:]))
                 assert issued == n
                 lite_s.append(t)
-                t, issued = run_workers(url, d / "pg", owner.id, [sets[0]], f"one-{rep}")
+                t, issued, cpu = run_workers(url, d / "pg", owner.id, [sets[0]], f"one-{rep}", cluster)
                 assert issued == n
                 one_s.append(t)
-                t, issued = run_workers(url, d / "pg", owner.id, [sets[1], sets[2]], f"two-{rep}")
+                server_us["one"].append(cpu / issued * 1e6)
+                t, issued, cpu = run_workers(url, d / "pg", owner.id, [sets[1], sets[2]], f"two-{rep}", cluster)
                 assert issued == 2 * n
                 two_s.append(t)
+                server_us["two"].append(cpu / issued * 1e6)
             lite_audit = lite.verify_audit().ok
             lite.close()
             engine = testing.make_engine(d / "pg", config=config(), store_url=url)
@@ -165,7 +196,8 @@ def main() -> None:
         engine={"postgresql_one_process_certs_per_s": round(one_rate, 1),
                 "postgresql_two_processes_certs_per_s": round(two_rate, 1),
                 "one_process_seconds": summary(one_s), "two_processes_seconds": summary(two_s),
-                "audit_chain_ok": pg_audit.ok, "audit_records": pg_audit.records, "stored_certificates": stored},
+                "audit_chain_ok": pg_audit.ok, "audit_records": pg_audit.records, "stored_certificates": stored,
+                "server_cpu_us_per_certificate": {k: round(min(v), 1) for k, v in server_us.items()}},
         baseline={"sqlite_one_process_certs_per_s": round(n / min(lite_s), 1), "sqlite_seconds": summary(lite_s),
                   "sqlite_audit_chain_ok": lite_audit,
                   "raw_cryptography_one_core_certs_per_s": round(n / min(raw_s), 1), "raw_seconds": summary(raw_s)},

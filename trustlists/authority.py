@@ -83,6 +83,9 @@ class _Issuer:
     chain: list[bytes]
 
 
+_IssuersByPlace = dict[tuple[str, str | None], _Issuer | OtpkiError]  # (group, site) -> issuer, or why none
+
+
 class _Draft(NamedTuple):
     """A certificate for an approved request, ready to be signed."""
 
@@ -229,12 +232,14 @@ class CertificateAuthority:
         # records. Interleaved per CSR, every signature check and signing pushes the Python code and data of the
         # other steps out of the CPU caches, and a certificate costs ~25 us more (bench/issuance_profile.py).
         # A slot still gets the first error of its own steps.
-        owners: dict[str, Owner] = {}
+        owners, issuers = self._owners_and_issuers({req.owner_id for req in requests})
         loaded: list[tuple[int, CsrIssueRequest, Owner, x509.CertificateSigningRequest]] = []
         for i, req in enumerate(requests):
+            owner = owners[req.owner_id]
+            if isinstance(owner, OtpkiError):
+                results[i] = owner
+                continue
             try:
-                owner = owners.get(req.owner_id) or self._owner(req.owner_id)
-                owners[owner.id] = owner
                 loaded.append((i, req, owner, load_csr(req.csr)))
             except OtpkiError as exc:
                 results[i] = exc
@@ -258,13 +263,13 @@ class CertificateAuthority:
         if reuse_active:
             checked = self._settle_known_keys(checked, results, keys, repeats)
         drafts: list[tuple[int, CsrIssueRequest, _Draft]] = []
-        issuers: dict[tuple[str, str | None], _Issuer] = {}  # resolved once per batch, not once per CSR
         for i, req, owner, request in checked:
+            issuer = issuers[(owner.group, owner.site)]
+            if isinstance(issuer, OtpkiError):
+                results[i] = issuer  # only now: a request's own checks come first
+                continue
             try:
-                where = (owner.group, owner.site)
-                if where not in issuers:
-                    issuers[where] = self._issuer(owner)
-                drafts.append((i, req, self._draft(request, owner, issuers[where])))
+                drafts.append((i, req, self._draft(request, owner, issuer)))
             except OtpkiError as exc:
                 results[i] = exc
         signed: list[tuple[int, CsrIssueRequest, _Draft, x509.Certificate]] = []
@@ -290,6 +295,26 @@ class CertificateAuthority:
             first = results[earlier]
             results[i] = first.model_copy(update={"reused": True}) if isinstance(first, IssuedCertificate) else first
         return [r for r in results if r is not None]
+
+    def _owners_and_issuers(self, owner_ids: set[str]) -> tuple[dict[str, Owner | OtpkiError], _IssuersByPlace]:
+        """Each owner of a batch and the issuer of each (group, site), or why there is none: once per batch, in one
+        read (on PostgreSQL one transaction instead of one per lookup: each costs round trips to the server)."""
+        owners: dict[str, Owner | OtpkiError] = {}
+        issuers: _IssuersByPlace = {}
+        with self._ctx.store.read():
+            for owner_id in sorted(owner_ids):
+                try:
+                    owner = owners[owner_id] = self._owner(owner_id)
+                except OtpkiError as exc:
+                    owners[owner_id] = exc
+                    continue
+                where = (owner.group, owner.site)
+                if where not in issuers:
+                    try:
+                        issuers[where] = self._issuer(owner)
+                    except OtpkiError as exc:
+                        issuers[where] = exc
+        return owners, issuers
 
     def _settle_known_keys(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
                            results: list[IssuedCertificate | OtpkiError | None], keys: dict[int, KeyClaim],
@@ -426,7 +451,11 @@ class CertificateAuthority:
         """
         outcomes: list[IssuedCertificate | OtpkiError] = [p.issued() for p in batch]
         keyed = [(n, key) for n, key in enumerate(keys or []) if key is not None]
-        with self._ctx.store.transaction() as tx:
+        # Pipelined (on PostgreSQL): the rows, the append lock and the chain head go out in one round trip (the head
+        # is read once the lock is held), the audit rows with the commit in one more. The lock is held from the head
+        # to the commit, and every round trip in between is time the other instances wait. Not with a caller's
+        # in-transaction step: it may catch a store error of its own, which a pipeline reports later.
+        with self._ctx.store.transaction(pipelined=in_transaction is None) as tx:
             settled: set[int] = set()
             for (n, _key), verdict in zip(keyed, self._key_verdicts(tx, [k for _n, k in keyed]), strict=True):
                 if verdict is not None:

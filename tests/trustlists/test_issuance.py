@@ -274,3 +274,23 @@ def test_issue_many_commits_good_requests_and_reports_refusals(engine: Engine, d
         if isinstance(r, IssuedCertificate):
             assert engine.inventory.get(r.record.serial).der == r.certificate_der
     assert engine.verify_audit().ok
+
+
+def test_issue_many_signs_again_when_a_serial_is_taken(engine: Engine, device: Owner,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A serial already in the store (its primary key) rolls the batch's transaction back, and each request is then
+    # recorded on its own with a new serial. On PostgreSQL the clash is answered to a pipelined statement (the batch's
+    # rows, the append lock and the chain head go out together): it must still arrive as the store's AlreadyExists.
+    from trustlists import authority
+
+    taken = engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t").record.serial
+    clashing = iter([int(taken, 16)])
+    fresh = authority.random_serial
+    monkeypatch.setattr(authority, "random_serial", lambda: next(clashing, 0) or fresh())
+    results = engine.authority.issue_many([CsrIssueRequest(csr=make_csr("pump-7"), owner_id=device.id)
+                                           for _ in range(3)], actor="t")
+    assert [type(r).__name__ for r in results] == ["IssuedCertificate"] * 3
+    serials = {r.record.serial for r in results if isinstance(r, IssuedCertificate)}
+    assert taken not in serials and len(serials) == 3
+    assert engine.inventory.count() == 4
+    assert engine.verify_audit().ok

@@ -358,7 +358,17 @@ class Store(Protocol):
         notifications (SQLite), and the caller polls."""
         ...
 
-    def transaction(self) -> AbstractContextManager[StoreWriter]: ...
+    def transaction(self, *, pipelined: bool = False) -> AbstractContextManager[StoreWriter]:
+        """A write unit of work: committed when the block ends, rolled back if it raises; nested use joins the
+        outer one.
+
+        `pipelined`: a store that talks to a database server may send the statements together and answer each at
+        the next read of a result or at the commit, which goes with whatever is still unanswered: a run of writes
+        and the commit cost one round trip. An error of any statement is then raised at that read or at the end of
+        the block (translated as usual: AlreadyExists, StoreBusy, ...), never by the statement itself: only for a
+        unit that catches no store error of its own. Ignored when nested, and by a store with no server."""
+        ...
+
 
     def read(self) -> AbstractContextManager[StoreReader]: ...
 

@@ -123,6 +123,13 @@ class SqlTx:
         except Exception as exc:
             raise self._translate(exc) from exc
 
+    def insert_rows(self, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Many new rows of one table (`columns`: its column list, comma-separated) for the engine's batch writes:
+        one INSERT per row here; a backend with a cheaper bulk path overrides this."""
+        if rows:
+            marks = ", ".join("?" * (columns.count(",") + 1))
+            self.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
     def notify(self, channel: str) -> None:
         """Tell the subscribers of `channel` (Store.subscribe) when this transaction commits; nothing where the
         backend has no notifications (SQLite: readers poll)."""
@@ -309,9 +316,8 @@ class SqlTx:
         The issuer hands the key hash over from the public key it signed for: parsing the DER back for it cost
         a fifth of the store's share of an issuance.
         """
-        self.executemany(
-            f"INSERT INTO certificates ({_CERT_COLUMNS}, der) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self.insert_rows(
+            "certificates", f"{_CERT_COLUMNS}, der",
             [(rec.serial, rec.issuer_ca_id, rec.owner_id, rec.group, rec.site, rec.subject, rec.san_uri,
               rec.key_type.value, to_epoch(rec.not_before), to_epoch(rec.not_after), rec.fingerprint_sha256,
               rec.issuance.value, to_epoch(rec.issued_at), int(rec.delivered), rec.superseded_by,
@@ -320,8 +326,7 @@ class SqlTx:
              for rec, der, _spki in items],
         )
         # Every path that records a certificate comes through here, so the key index is never behind.
-        self.executemany("INSERT INTO certificate_keys (serial, spki_sha256) VALUES (?, ?)",
-                         [(rec.serial, spki) for rec, _der, spki in items])
+        self.insert_rows("certificate_keys", "serial, spki_sha256", [(rec.serial, spki) for rec, _der, spki in items])
 
     @staticmethod
     def _cert(row: Sequence[Any], der: bytes | None = None) -> CertificateRecord:
@@ -825,9 +830,7 @@ class SqlTx:
         )
 
     def insert_audit_rows(self, rows: Sequence[AuditRow]) -> None:
-        self.executemany(
-            "INSERT INTO audit_log (seq, at_us, actor, action, subject, details, prev_hash, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.insert_rows("audit_log", "seq, at_us, actor, action, subject, details, prev_hash, hash", rows)
 
     def iter_audit(self, *, action: str | None = None, since_us: int | None = None) -> Iterator[AuditRow]:
         where: list[str] = []

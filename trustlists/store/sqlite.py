@@ -113,8 +113,9 @@ class SqliteStore:
         return applied
 
     @contextmanager
-    def transaction(self) -> Iterator[SqlTx]:
-        """A write unit of work; nested use joins the outer transaction."""
+    def transaction(self, *, pipelined: bool = False) -> Iterator[SqlTx]:
+        """A write unit of work; nested use joins the outer transaction. (`pipelined`: nothing to gather, SQLite runs
+        in this process.)"""
         with self._lock:
             tx = SqlTx(self._conn, _translate)
             if self._depth:
