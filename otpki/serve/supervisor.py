@@ -90,7 +90,8 @@ class Supervisor:
 
     # -- running ---------------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start every part (in order, each in its own supervising task) and return once each was tried once."""
+        """Start every part (in order, each in its own supervising task) and return once each is running or, having
+        failed its first start, waiting for its restart."""
         for slot in self._slots:
             slot.task = asyncio.create_task(self._supervise(slot), name=f"otpki-serve:{slot.part.name}")
             await slot.first_start.wait()  # in order: the web listener's /readyz sees the parts before it
@@ -99,15 +100,19 @@ class Supervisor:
         """Stop every part, last started first; each gets `stop_timeout_s`, then its task is cancelled."""
         self._stopping.set()
         for slot in reversed(self._slots):
-            if slot.task is None:
+            task, slot.task = slot.task, None
+            if task is None:
                 continue
             try:
-                await asyncio.wait_for(asyncio.shield(slot.task), timeout=self._stop_timeout)
+                # The part's own stop() has stop_timeout_s (in _supervise); this bounds the rest of its task.
+                await asyncio.wait_for(asyncio.shield(task), timeout=self._stop_timeout + 1)
             except TimeoutError:
                 log.warning("%s did not stop within %.0f s; cancelled", slot.part.name, self._stop_timeout)
-                slot.task.cancel()
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await slot.task
+                    await task
+            except Exception:  # its supervising task failed: nothing left to stop
+                log.exception("the supervision of %s ended with an error", slot.part.name)
             slot.status = slot.status.model_copy(update={"state": "stopped", "next_start_at": None})
 
     def inject_fault(self, name: str) -> bool:
@@ -127,14 +132,12 @@ class Supervisor:
             error: str | None = None
             slot.fault = asyncio.get_running_loop().create_future()
             try:
-                try:
-                    await self._until_stopping(part.start())
-                finally:
-                    slot.first_start.set()
+                await self._until_stopping(part.start())
                 if self._stopping.is_set():
                     break
                 self._set(slot, state="running", running_since=utcnow(),
                           detail=self._describe(part) if self._describe else None)
+                slot.first_start.set()
                 log.info("%s running", part.name)
                 await self._until_stopping(self._watch(part, slot.fault))
                 if not self._stopping.is_set():
@@ -163,9 +166,11 @@ class Supervisor:
                     self._on_failure(part.name, error, restarts)
                 except Exception:  # the report must not keep the part down (a locked store): logged, retried next time
                     log.exception("could not record the failure of %s", part.name)
+            slot.first_start.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         self._set(slot, state="stopped", next_start_at=None)
+        slot.first_start.set()
 
     @staticmethod
     async def _watch(part: Part, fault: asyncio.Future[None]) -> None:
