@@ -23,12 +23,11 @@ def serve(
     import asyncio
     import logging
 
-    from otpki.serve.runner import ServeOptions, run_serve, web_addresses
+    from otpki.serve.runner import ServeOptions, check_addresses, run_serve
 
     options = ServeOptions(listen=listen, http_listen=http_listen, insecure_http=insecure_http)
     s = settings()
-    if s.file.serve.web:
-        web_addresses(s, options)  # a refused address is one line and exit 2, before anything starts
+    check_addresses(s, options)  # a refused or taken address is one line and exit 2, before anything starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("asyncua", "amqtt", "gmqtt", "transitions", "uvicorn.error"):
         logging.getLogger(chatty).setLevel(logging.WARNING)  # per-node and per-packet INFO lines drown the parts'

@@ -60,6 +60,33 @@ def web_addresses(s: Settings, options: ServeOptions) -> tuple[Any, bool, Any]:
     return main, tls, http
 
 
+def check_addresses(s: Settings, options: ServeOptions) -> None:
+    """Every enabled listener's address can be bound now: one line naming the address and the setting otherwise,
+    before anything starts (as the stand-alone commands check theirs). Port 0 is always free."""
+    from opcua_gds.endpoint_url import parse_opc_tcp_url
+    from otpki.config import CONFIG_FILE
+    from otpki.listen import Listen
+
+    where = s.data_dir / CONFIG_FILE
+    enabled = s.file.serve
+    checks: list[Listen] = []
+    if enabled.web:
+        main, _tls, http = web_addresses(s, options)
+        checks.append(Listen(main.host, main.port, what="the web console", setting=main.setting,
+                             allow_any_port=True))
+        if http is not None:
+            checks.append(Listen(http.host, http.port, what="the plain-HTTP listener", setting=http.setting,
+                                 allow_any_port=True))
+    if enabled.gds:
+        checks.append(Listen(*parse_opc_tcp_url(s.file.gds.endpoint), what="the GDS",
+                             setting=f"[gds] endpoint in {where}"))
+    if enabled.mqtt and s.file.mqtt.broker == "embedded":
+        checks.append(Listen(s.file.mqtt.host, s.file.mqtt.port, what="the MQTT broker", allow_any_port=True,
+                             setting=f"[mqtt] host and port in {where}"))
+    for listen in checks:
+        listen.check()
+
+
 def build_parts(eng: Engine, s: Settings, options: ServeOptions, supervisor_ref: Callable[[], Supervisor],
                 announce: Callable[[str], None]) -> list[Part]:
     from otpki.serve.app import build_asgi_app, build_plain_http_app

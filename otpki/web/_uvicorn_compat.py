@@ -12,7 +12,7 @@ through uvicorn's public `Config(http=...)`; what it relies on beyond that, the 
 `H11Protocol.__init__` and read by `handle_events`, is checked at import by `_check()` and raises
 `UvicornIncompatible` naming the version this was written for. `EmbeddedServer` keeps uvicorn's `serve()` from
 taking over SIGINT/SIGTERM (its `capture_signals`), which belong to the supervisor of `otpki serve`.
-pyproject.toml pins uvicorn to exactly that version; tests/otpki/web/test_uvicorn_compat.py drives a real
+pyproject.toml pins uvicorn to exactly that version; tests/otpki/test_uvicorn_compat.py drives a real
 uvicorn server with curl --cert and without.
 
 Python 3.11's ssl module gives the peer's own certificate only (the verified chain arrives in 3.13): the

@@ -13,7 +13,6 @@ import pytest
 from otpki.serve.supervisor import Supervisor
 from trustlists.testing import eventually
 
-
 Make = Callable[..., Supervisor]
 
 
