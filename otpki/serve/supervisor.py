@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -185,9 +185,9 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await waiting
 
-    async def _until_stopping(self, work: object) -> None:
-        """Run `work` (a coroutine) until it ends or the supervisor is asked to stop, whichever comes first."""
-        task = asyncio.ensure_future(work)  # type: ignore[call-overload]  # (any awaitable)
+    async def _until_stopping(self, work: Awaitable[None]) -> None:
+        """Run `work` until it ends or the supervisor is asked to stop, whichever comes first."""
+        task = asyncio.ensure_future(work)
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
