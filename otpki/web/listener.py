@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GRACEFUL_S = 3  # open requests (a console's event stream) get this long to finish when the listener stops
+RENEW_CHECK_S = 6 * 3600.0  # how often the running listener asks whether its certificate is due (30-day window)
 
 
 class PlainHttpRefused(InvalidInput):
@@ -179,7 +180,7 @@ class WebListeners:
 
     def __init__(self, engine: Engine, settings: Settings, *, main: ListenAddress, tls: bool,
                  http: ListenAddress | None, main_app: Any, http_app: Any,
-                 announce: Callable[[str], None] | None = None) -> None:
+                 announce: Callable[[str], None] | None = None, renew_check_s: float = RENEW_CHECK_S) -> None:
         check_plain_http(main, tls=tls)
         self._engine, self._settings = engine, settings
         self._main_address, self._tls, self._http_address = main, tls, http
@@ -188,6 +189,8 @@ class WebListeners:
         self.main: UvicornListener | None = None
         self.http: UvicornListener | None = None
         self.identity: ServerIdentity | None = None
+        self._renew_check_s = renew_check_s
+        self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         from trustlists.blocking import run_blocking
@@ -205,6 +208,32 @@ class WebListeners:
                 self.http = UvicornListener(self._http_app, self._http_address, what="the plain-HTTP listener")
             await self.http.start()
             self._announce(f"plain-HTTP listener (OCSP, CRLs) on {self.http.url}")
+        if ssl_context is not None:
+            self._renewer = asyncio.create_task(self._keep_renewed(ssl_context))
+
+    async def _keep_renewed(self, ssl_context: Any) -> None:
+        """Renew the certificate while running: a renewed (or replaced, after a revocation) certificate goes into
+        the live context, so the next handshake presents it without a restart; CAs added to the trust lists since
+        (a manufacturer CA imported) are trusted for client certificates from then on too."""
+        from otpki.web.tls import client_trust_pem, ensure_server_identity, key_password
+        from trustlists.blocking import run_blocking
+
+        s = self._settings
+        while True:
+            await asyncio.sleep(self._renew_check_s)
+            try:
+                names = list(self.identity.names) if self.identity is not None else []
+                identity, issued = await run_blocking(
+                    ensure_server_identity, self._engine, Path(s.data_dir) / "web", group=s.file.web.group,
+                    names=names, actor=s.actor(), password=key_password(s.passphrase))
+                if issued:
+                    ssl_context.load_cert_chain(identity.cert_file, identity.key_file, password=identity.password)
+                    self.identity = identity
+                    self._announce(f"renewed the web console's certificate for {', '.join(names)}")
+                ssl_context.load_verify_locations(cadata=(await run_blocking(client_trust_pem, self._engine)).decode())
+            except Exception:  # a locked store, a CA key out of reach: the current certificate serves on; next time
+                log.exception("could not check the web console's certificate; trying again in %.0f s",
+                              self._renew_check_s)
 
     def _ssl_context(self) -> Any:
         from otpki.web.tls import (
@@ -236,6 +265,11 @@ class WebListeners:
                 task.cancel()
 
     async def stop(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
         for listener in (self.http, self.main):
             if listener is not None:
                 await listener.stop()

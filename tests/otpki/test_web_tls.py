@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
 from otpki.web.listener import PlainHttpRefused, check_plain_http, parse_listen
 from otpki.web.tls import certificate_names, ensure_server_identity
@@ -72,3 +74,48 @@ def test_wildcard_listen_names_this_machine_unless_names_are_configured() -> Non
     assert "localhost" in certificate_names("0.0.0.0", [])
     assert certificate_names("0.0.0.0", ["pki.plant.example"]) == ["pki.plant.example"]
     assert certificate_names("10.0.0.5", ["PKI.plant.example"]) == ["pki.plant.example", "10.0.0.5"]
+
+
+async def _served_serial(port: int, root: Path) -> int:
+    ctx = ssl.create_default_context(cafile=str(root))
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+async def test_running_listener_replaces_a_revoked_certificate_without_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from otpki.config import EnvSettings, FileSettings, build_settings
+    from otpki.web.listener import WebListeners
+
+    monkeypatch.setenv("OTPKI_CA_PASSPHRASE", PASSPHRASE.decode())
+    monkeypatch.setenv("OTPKI_ACTOR", "test")
+    data = tmp_path / "pki"
+    eng = initialized_engine(data)
+    root = tmp_path / "root.pem"
+    root_ca = next(ca for ca in eng.hierarchy.list() if ca.parent_id is None)
+    root.write_bytes(x509.load_der_x509_certificate(root_ca.certificate_der).public_bytes(Encoding.PEM))
+    settings = build_settings(FileSettings(), data, EnvSettings())
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("no request is made")
+
+    web = WebListeners(eng, settings, main=parse_listen("127.0.0.1:0", "test"), tls=True, http=None,
+                       main_app=app, http_app=app, renew_check_s=0.05)
+    await web.start()
+    try:
+        assert web.main is not None and web.main.port is not None
+        first = await _served_serial(web.main.port, root)
+        eng.authority.revoke(format(first, "x"), reason=RevocationReason.KEY_COMPROMISE, actor="test")
+        eng.refresh_revocations()
+        deadline = asyncio.get_running_loop().time() + 20
+        while await _served_serial(web.main.port, root) == first:
+            assert asyncio.get_running_loop().time() < deadline, "the listener kept its revoked certificate"
+            await asyncio.sleep(0.05)
+    finally:
+        await web.stop()
+        eng.close()
