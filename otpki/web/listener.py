@@ -242,6 +242,7 @@ class WebListeners:
             ensure_server_identity,
             key_password,
             server_context,
+            write_root_file,
         )
 
         s = self._settings
@@ -251,6 +252,8 @@ class WebListeners:
             password=key_password(s.passphrase))
         if issued:
             self._announce(f"issued the web console a certificate for {', '.join(names)}")
+        root = write_root_file(self._engine, identity.cert_file.parent)
+        self._announce(f"browsers verify the console with the plant root CA in {root}")
         self.identity = identity
         return server_context(identity, client_trust_pem(self._engine))
 

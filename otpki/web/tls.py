@@ -151,6 +151,17 @@ def key_password(passphrase: object) -> bytes | None:
     return value if isinstance(value, bytes) and value else None
 
 
+def write_root_file(engine: Engine, directory: Path) -> Path:
+    """`root-ca.pem` beside the listener's files: the plant root a browser (or curl --cacert) trusts to reach the
+    console. Blocking."""
+    roots = [ca for ca in engine.hierarchy.list() if ca.parent_id is None and ca.active]
+    path = directory / "root-ca.pem"
+    pem = b"".join(x509.load_der_x509_certificate(ca.certificate_der).public_bytes(Encoding.PEM) for ca in roots)
+    if not path.is_file() or path.read_bytes() != pem:
+        write_public(path, pem)
+    return path
+
+
 def client_trust_pem(engine: Engine) -> bytes:
     """Every CA a client certificate may chain to: the engine's CAs and what operators imported into the trust
     lists (manufacturer IDevID CAs), once each."""

@@ -119,3 +119,23 @@ async def test_running_listener_replaces_a_revoked_certificate_without_a_restart
     finally:
         await web.stop()
         eng.close()
+
+
+def test_data_directory_from_before_the_web_group_gets_its_ca_at_first_start(tmp_path: Path) -> None:
+    from trustlists.policy import load_default_config
+    from trustlists.testing import make_engine
+
+    full = load_default_config()
+    older = full.model_copy(update={"groups": {k: v for k, v in full.groups.items() if k != "web-server"}})
+    old = make_engine(tmp_path / "pki", config=older)
+    old.hierarchy.initialize(actor="test")
+    old.close()
+    eng = make_engine(tmp_path / "pki", config=full)
+    try:
+        assert not any(ca.group == "web-server" for ca in eng.hierarchy.list())
+        _, issued = ensure_server_identity(eng, tmp_path / "web", group="web-server", names=["127.0.0.1"],
+                                           actor="test", password=PASSPHRASE)
+        assert issued and any(ca.group == "web-server" for ca in eng.hierarchy.list())
+        assert [r.subject for r in eng.audit_records(action="ca.create")][-1] == "web-server"
+    finally:
+        eng.close()
