@@ -166,6 +166,13 @@ def test_serve_runs_every_part_restarts_a_crashed_one_and_stops_on_sigterm(serve
         eng.close()
     assert [(r.subject, r.details["restarts"]) for r in failures] == [("mqtt", 1)]
 
+    # The web part itself: back after its backoff on the port it had (bound as port 0 the first time).
+    (served.data / "serve" / "fault").write_text("web")
+    served.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "part web failed: InjectedFault" in served.output(), "the web part's failure to be reported")
+    wait_until(lambda: _answers(served), "the web listener to be back", timeout=60)
+    assert part(readiness(served)[1], "web")["restarts"] == 1
+
     # One SIGTERM stops everything: exit 0, every port closed, no process of its session left.
     session = [p for p in psutil.process_iter(["pid"]) if _session_of(p.pid) == served.proc.pid]
     served.proc.send_signal(signal.SIGTERM)
@@ -177,6 +184,11 @@ def test_serve_runs_every_part_restarts_a_crashed_one_and_stops_on_sigterm(serve
     for address in (mqtt_address, gds_address, served.web.removeprefix("https://"),
                     served.http.removeprefix("http://")):
         assert not tcp_answers(address), address
+
+
+def _answers(served: Served) -> bool:
+    res = curl("--cacert", str(served.root_pem), "-w", "\n%{http_code}", f"{served.web}/readyz")
+    return res.returncode == 0 and res.stdout.endswith("\n200")
 
 
 def _session_of(pid: int) -> int | None:
@@ -249,9 +261,10 @@ def test_plain_http_console_on_loopback_when_asked(tmp_path: Path) -> None:
         assert url.startswith("http://127.0.0.1:")
         assert curl(f"{url}/healthz").stdout == '{"status":"alive"}'
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
         rc = proc.wait(timeout=60)
     assert rc == 0, log.read_text()
+    assert log.read_text().splitlines()[-1] == "stopped"
 
 
 def test_listen_address_taken_is_one_line_and_exit_2(tmp_path: Path) -> None:
