@@ -87,8 +87,9 @@ def check_addresses(s: Settings, options: ServeOptions) -> None:
         listen.check()
 
 
-def build_parts(eng: Engine, s: Settings, options: ServeOptions, supervisor_ref: Callable[[], Supervisor],
+def build_parts(eng: Engine, s: Settings, options: ServeOptions, supervisor: Supervisor,
                 announce: Callable[[str], None]) -> list[Part]:
+    """The enabled parts, in start order; the web listener last (its /readyz reads the supervisor's status)."""
     from otpki.serve.app import build_asgi_app, build_plain_http_app
     from otpki.serve.parts import GdsPart, MaintenancePart, PushPart
 
@@ -110,25 +111,11 @@ def build_parts(eng: Engine, s: Settings, options: ServeOptions, supervisor_ref:
         from otpki.web.listener import WebListeners
 
         main, tls, http = web_addresses(s, options)
-        # The apps read the supervisor's status at request time: it exists by then.
         parts.append(WebListeners(eng, s, main=main, tls=tls, http=http,
-                                  main_app=_Deferred(lambda: build_asgi_app(eng, s, supervisor_ref())),
-                                  http_app=_Deferred(lambda: build_plain_http_app(eng, s, supervisor_ref())),
+                                  main_app=build_asgi_app(eng, s, supervisor),
+                                  http_app=build_plain_http_app(eng, s, supervisor) if http else None,
                                   announce=announce))
     return parts
-
-
-class _Deferred:
-    """An ASGI app built on its first request (it needs the supervisor, which needs the parts first)."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-        self._app: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self._app is None:
-            self._app = self._make()
-        await self._app(scope, receive, send)
 
 
 def describe(part: Part) -> str | None:
@@ -182,8 +169,6 @@ async def run_serve(eng: Engine, s: Settings, options: ServeOptions, announce: C
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    holder: list[Supervisor] = []
-    parts = build_parts(eng, s, options, lambda: holder[0], announce)
 
     audits: set[asyncio.Task[None]] = set()
 
@@ -195,9 +180,11 @@ async def run_serve(eng: Engine, s: Settings, options: ServeOptions, announce: C
         task.add_done_callback(_audit_done(audits))
 
     serve = s.file.serve
-    supervisor = Supervisor(parts, initial_backoff_s=serve.restart_initial_s, max_backoff_s=serve.restart_max_s,
+    supervisor = Supervisor([], initial_backoff_s=serve.restart_initial_s, max_backoff_s=serve.restart_max_s,
                             stop_timeout_s=serve.stop_timeout_s, on_failure=failed, describe=describe)
-    holder.append(supervisor)
+    parts = build_parts(eng, s, options, supervisor, announce)
+    for part in parts:
+        supervisor.add(part)
     if os.environ.get(FAULTS_ENV) == "1":
         def inject() -> None:
             try:

@@ -70,16 +70,21 @@ class Supervisor:
     def __init__(self, parts: list[Part], *, initial_backoff_s: float = 1.0, max_backoff_s: float = 60.0,
                  stop_timeout_s: float = 10.0, on_failure: ReportFailure | None = None,
                  describe: Callable[[Part], str | None] | None = None) -> None:
-        names = [p.name for p in parts]
-        if len(set(names)) != len(names):
-            raise ValueError(f"part names must be unique: {names}")
-        self._slots = [_Slot(p) for p in parts]
+        self._slots: list[_Slot] = []
+        for part in parts:
+            self.add(part)
         self._initial = initial_backoff_s
         self._max = max_backoff_s
         self._stop_timeout = stop_timeout_s
         self._on_failure = on_failure
         self._describe = describe
         self._stopping = asyncio.Event()
+
+    def add(self, part: Part) -> None:
+        """One more part, started after those before it (before `start()` only)."""
+        if any(slot.part.name == part.name for slot in self._slots):
+            raise ValueError(f"part names must be unique: {part.name} is there already")
+        self._slots.append(_Slot(part))
 
     # -- what the web layer reads ----------------------------------------------------------------------------------
     def status(self) -> list[PartStatus]:
