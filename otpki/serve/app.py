@@ -56,7 +56,7 @@ class _KeyProbes:
         self._problems: list[str] = []
 
     def problems(self) -> list[str]:
-        """Blocking: the store answers, and every active CA's key signs (cached for KEY_PROBE_CACHE_S)."""
+        """Blocking: the store answers, and every live issuing CA's key signs (cached for KEY_PROBE_CACHE_S)."""
         if time.monotonic() - self._at < KEY_PROBE_CACHE_S:
             return self._problems
         problems: list[str] = []
@@ -67,8 +67,10 @@ class _KeyProbes:
         else:
             if not statuses:
                 problems.append("store: no CA (run `otpki init`)")
+            now = self._engine.now()
             for status in statuses:
-                if not status.record.active or status.revoked:
+                # The root's key may be kept offline (doctor warns, no more): only the issuing CAs must sign.
+                if not status.live_at(now) or status.record.parent_id is None:
                     continue
                 probe = self._engine.probe_ca_key(status.record.id)
                 if not probe.ok:
