@@ -196,16 +196,23 @@ async def run_serve(eng: Engine, s: Settings, options: ServeOptions, announce: C
             supervisor.inject_fault(name)
 
         loop.add_signal_handler(signal.SIGUSR1, inject)
-    await supervisor.start()
-    for status in supervisor.status():
-        announce(f"{status.name}: {status.state}" + (f" ({status.detail})" if status.detail else "")
-                 + (f": {status.last_error}" if status.last_error else ""))
-    await run_blocking(_write_state, s, supervisor, parts)
-    _notify("READY=1")
-    announce("ready; stop with Ctrl-C or SIGTERM")
     try:
-        await stop.wait()
+        # A SIGTERM while the parts start (a GDS building its address space) stops at once, not after them.
+        starting = asyncio.ensure_future(supervisor.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            starting.result()
+            for status in supervisor.status():
+                announce(f"{status.name}: {status.state}" + (f" ({status.detail})" if status.detail else "")
+                         + (f": {status.last_error}" if status.last_error else ""))
+            await run_blocking(_write_state, s, supervisor, parts)
+            _notify("READY=1")
+            announce("ready; stop with Ctrl-C or SIGTERM")
+            await stop.wait()
     finally:
+        starting.cancel()
+        stopping.cancel()
         _notify("STOPPING=1")
         announce("stopping")
         await supervisor.stop()
