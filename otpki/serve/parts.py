@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from otpki.config import Settings
@@ -135,7 +134,3 @@ class MaintenancePart:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await _end(task)  # cancelled, run_maintenance gives up the leader lease: the next instance takes over
-
-
-def data_path(s: Settings, *parts: str) -> Path:
-    return s.data_dir.joinpath("serve", *parts)

@@ -277,3 +277,28 @@ def test_listen_address_taken_is_one_line_and_exit_2(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"the web console cannot listen on 127.0.0.1:{port}: the port is in use" in res.stderr
+
+
+def test_https_listener_trusts_an_imported_manufacturer_ca_after_a_restart(served: Served, tmp_path: Path) -> None:
+    """EST bootstraps devices by their manufacturer IDevID: the listener's TLS trusts the imported CAs too."""
+    from simulators.manufacturer import Manufacturer
+
+    maker = Manufacturer.create("ACME Devices")
+    (tmp_path / "acme-ca.pem").write_text(maker.ca_pem)
+    (tmp_path / "acme-crl.pem").write_text(maker.crl_pem())
+    cert, key = maker.issue_idevid("SN-0042").write(tmp_path / "idevid")
+    url = f"{served.web}/healthz"
+    root = str(served.root_pem)
+    before = curl("--cacert", root, "--cert", str(cert), "--key", str(key), url)
+    assert before.returncode != 0  # not imported yet: a stranger's certificate
+
+    env = _env(served.data)
+    for name in ("acme-ca.pem", "acme-crl.pem"):
+        result = CliRunner().invoke(app, ["trustlist", "import", "mqtt-device", str(tmp_path / name)], env=env)
+        assert result.exit_code == 0, result.output
+    (served.data / "serve" / "fault").write_text("web")  # a restart (a running one takes it at its next check)
+    served.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "part web failed" in served.output(), "the web part to restart")
+    wait_until(lambda: curl("--cacert", root, url).returncode == 0, "the web listener to be back", timeout=60)
+    after = curl("--cacert", root, "--cert", str(cert), "--key", str(key), url)
+    assert after.returncode == 0 and after.stdout == '{"status":"alive"}', after.stderr
