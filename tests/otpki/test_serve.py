@@ -252,9 +252,14 @@ def test_plain_http_console_on_loopback_when_asked(tmp_path: Path) -> None:
     config = "[serve]\ngds = false\npush = false\nmqtt = false\n[web]\nlisten = \"127.0.0.1:0\"\ntls = false\n"
     data, _ = _data_dir(tmp_path, config)
     log = tmp_path / "serve.log"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's end of Type=notify
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(60)
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(OTPKI), "serve"], env=_env(data), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(OTPKI), "serve"], env=_env(data, NOTIFY_SOCKET=str(tmp_path / "notify")),
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
+        assert notify.recv(256) == b"READY=1"
         wait_until(lambda: (data / "serve" / "state.json").exists() or proc.poll() is not None, "the listener",
                    timeout=60)
         url = json.loads((data / "serve" / "state.json").read_text())["listeners"]["web"]
@@ -264,6 +269,8 @@ def test_plain_http_console_on_loopback_when_asked(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
         rc = proc.wait(timeout=60)
     assert rc == 0, log.read_text()
+    assert notify.recv(256) == b"STOPPING=1"
+    notify.close()
     assert log.read_text().splitlines()[-1] == "stopped"
 
 
