@@ -79,13 +79,18 @@ class _KeyProbes:
         return problems
 
 
-def health_router(engine: Engine, supervisor: Supervisor) -> APIRouter:
+def health_router(engine: Engine, supervisor: Supervisor, *, readiness: bool = True) -> APIRouter:
+    """/healthz, and with `readiness` /readyz (which names CAs and part errors: not for the plain-HTTP listener,
+    which serves what its RFCs put there and nothing about the service's inside)."""
     router = APIRouter()
     probes = _KeyProbes(engine)
 
     @router.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}  # answered by the event loop: if this answers, the loop runs
+
+    if not readiness:
+        return router
 
     @router.get("/readyz", include_in_schema=False, response_model=Readiness)
     async def readyz() -> JSONResponse:
@@ -125,7 +130,7 @@ def build_asgi_app(engine: Engine, settings: Settings, supervisor: Supervisor) -
 def build_plain_http_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:
     """The plain-HTTP listener's app: the health routes and the fronts meant for HTTP (OCSP, CRLs), nothing else."""
     app = FastAPI(title="otpki (plain HTTP)", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(health_router(engine, supervisor))
+    app.include_router(health_router(engine, supervisor, readiness=False))
     for spec in ROUTERS:
         if spec.plain_http:
             app.include_router(spec.factory(engine, settings))

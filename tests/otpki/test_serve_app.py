@@ -139,6 +139,8 @@ async def test_console_app_is_used_when_present_and_routers_join_by_registry(
     assert (await get(plain, "/ocsp/ping")).json() == "ocsp"
     assert (await get(plain, "/.well-known/est/ping")).status_code == 404  # EST needs TLS: never on plain HTTP
     assert (await get(plain, "/")).status_code == 404  # nor the console
+    assert (await get(plain, "/readyz")).status_code == 404  # nor what the service's inside looks like
+    assert (await get(plain, "/healthz")).status_code == 200
 
 
 async def test_without_the_console_module_a_bare_app_serves_health(
