@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LIVENESS_CHECK_S = 1.0  # how often a part whose library reports no end of its own is looked at
+
 
 async def new_rollout(eng: Engine, s: Settings) -> Rollout:
     """The push client with its own engine-issued identity (renewed when due), as `otpki push` uses it."""
@@ -53,7 +55,6 @@ class GdsPart:
     def __init__(self, eng: Engine, s: Settings) -> None:
         self._eng, self._s = eng, s
         self.server: GdsServer | None = None
-        self._dead = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -66,7 +67,11 @@ class GdsPart:
         await self.server.start()
 
     async def wait(self) -> None:
-        await self._dead.wait()  # asyncua serves from its own tasks and reports no end of its own
+        """Return when the GDS no longer accepts connections (asyncua serves from its own tasks and reports no
+        end of its own: its listener is looked at every LIVENESS_CHECK_S)."""
+        while self.server is not None and self.server.is_listening():
+            await asyncio.sleep(LIVENESS_CHECK_S)
+        raise ConnectionError(f"the GDS stopped accepting connections on {self.address}")
 
     async def stop(self) -> None:
         server, self.server = self.server, None
