@@ -13,8 +13,8 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
+from http_fronts.crl_settings import CrlSettings
 from trustlists.blocking import run_blocking
 from trustlists.errors import NotFound, OtpkiError
 from trustlists.models import CrlRecord
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 
 PKIX_CRL = "application/pkix-crl"
 _MAX_CA_ID = 200
-
-
-class CrlSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_age_s: int = Field(300, ge=0, description="Longest an HTTP cache may keep a CRL (capped at its nextUpdate)")
-    recheck_s: float = Field(2.0, ge=0, description="Seconds a CRL read from the store is served before the store "
-                                                    "is asked for a newer one")
 
 
 class _Served:

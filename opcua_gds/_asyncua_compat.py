@@ -582,6 +582,17 @@ def run_session_creations_in(scope: SessionScope) -> None:
 
 # -- the import-time check ------------------------------------------------------------------------------------------
 
+# -- 14. Whether a started server still listens ------------------------------------------------------------------
+# asyncua's BinaryServer keeps its asyncio server in `_server` (None before start) and offers no public way to ask
+# whether it still accepts connections; `otpki serve` asks, so a GDS whose listener went away is restarted.
+
+def is_listening(server: Server) -> bool:
+    """Whether the started `server` still accepts connections (False before start and after stop)."""
+    binary = server.bserver
+    listener = binary._server if binary is not None else None
+    return listener is not None and listener.is_serving()
+
+
 def _parameters(func: Any) -> list[str]:
     return list(inspect.signature(func).parameters)
 
@@ -679,6 +690,8 @@ def _check() -> None:
     _require_method(SecureConnection, "select_policy", ["self", "uri", "peer_certificate", "mode"], coroutine=False)
     _require_state(UaClient, "protocol")
     _require_state(UASocketProtocol, "_connection")
+    # 14. whether a server still listens
+    _require_state(BinaryServer, "_server")
 
 
 _check()

@@ -92,6 +92,11 @@ class GdsServer:
         await server.start()
         log.info("GDS listening on %s", self.settings.endpoint)
 
+    def is_listening(self) -> bool:
+        """Whether the GDS still accepts connections (False before start, after stop, or when its listener went
+        away under it): what a supervisor watches."""
+        return self.server is not None and asyncua_compat.is_listening(self.server)
+
     async def stop(self) -> None:
         if self.server is not None:
             await asyncua_compat.stop_server(self.server)

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import FastAPI
 
 from http_fronts.crl import CrlSettings, crl_router
-from http_fronts.ocsp import OcspSettings, ocsp_router
+from http_fronts.ocsp.router import ocsp_router
+from http_fronts.ocsp.settings import OcspSettings
 from trustlists.engine import Engine
 from trustlists.models import IssuedCertificate, KeyType
 from trustlists.policy import PkiConfig, load_default_config

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from http_fronts.ocsp import OcspSettings
+from http_fronts.ocsp.settings import OcspSettings
 from trustlists.engine import Engine
 from trustlists.errors import StoreError
 from trustlists.models import RevocationReason

@@ -732,6 +732,28 @@ async def test_the_chain_a_client_sent_reaches_the_session_scope_and_the_channel
 
 # -- the import-time check ---------------------------------------------------------------------------------------------
 
+# -- 14. whether a server still listens ---------------------------------------------------------------------------
+
+async def test_is_listening_follows_the_servers_listener(tmp_path: Path) -> None:
+    """What `otpki serve` asks of the GDS: True while it accepts connections, False once its listener is gone,
+    whether it was stopped or its socket closed under it."""
+    running = await start_server(tmp_path / "a", "listening-server")
+    assert compat.is_listening(running.server)
+    await compat.stop_server(running.server)
+    assert not compat.is_listening(running.server)
+
+    closed = await start_server(tmp_path / "b", "closed-server")
+    try:
+        assert closed.server.bserver is not None and closed.server.bserver._server is not None
+        closed.server.bserver._server.close()  # the listener goes away under a running server
+        assert not compat.is_listening(closed.server)
+        address = urlparse(closed.url)
+        with pytest.raises(OSError):
+            await asyncio.open_connection(address.hostname, address.port)
+    finally:
+        await compat.stop_server(closed.server)
+
+
 def test_the_import_check_names_the_version_it_was_written_for(monkeypatch: pytest.MonkeyPatch) -> None:
     compat._check()  # the installed asyncua passes
     monkeypatch.delattr(Server, "_setup_server_nodes")

@@ -18,6 +18,7 @@ import pytest
 
 from otpki.config import load_settings
 from otpki.runtime import open_engine
+from trustlists.policy import load_default_config
 from trustlists.testing import PASSPHRASE, PostgresCluster, make_csr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +127,7 @@ def test_backup_while_issuing_then_restore_on_a_fresh_machine(backend: str, tmp_
 
     # Key files stay encrypted; no secret beside them.
     key_files = sorted((backup_dir / "keys").glob("*.key.pem"))
-    assert len(key_files) == 5
+    assert len(key_files) == 1 + len(load_default_config().groups)  # the root and one issuing CA per group
     for f in key_files:
         assert f.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
         assert f.stat().st_mode & 0o077 == 0
