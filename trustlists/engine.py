@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from trustlists import audit
+from trustlists.accounts import Accounts
 from trustlists.audit import AuditVerification
 from trustlists.authority import CertificateAuthority
 from trustlists.bootstrap import Bootstrap
@@ -24,7 +25,7 @@ from trustlists.clock import as_utc, utcnow
 from trustlists.context import EngineContext
 from trustlists.crl import RevocationIndex
 from trustlists.decommission import Decommissioning
-from trustlists.errors import OtpkiError
+from trustlists.errors import InvalidInput, OtpkiError
 from trustlists.hierarchy import Hierarchy
 from trustlists.inventory import Inventory
 from trustlists.key_probe import sign_and_verify
@@ -61,6 +62,7 @@ class Engine:
         self.targets = DeliveryTargets(self._ctx)
         self.bootstrap = Bootstrap(self._ctx, self.authority)
         self.request_guard = RequestGuard(self._ctx)
+        self.accounts = Accounts(self._ctx)
         self.leases = Leases(self._ctx, instance_id or new_instance_id())
         self._live = LiveRevocationSource(self._ctx)
         self._decommissioning = Decommissioning(self._ctx, self.trustlists)
@@ -175,6 +177,13 @@ class Engine:
         """Audit records, optionally only one action and only those at or after `since`."""
         with self._ctx.store.read() as tx:
             return list(audit.records(tx, action=action, since=since))
+
+    def audit_page(self, *, before_seq: int | None = None, limit: int = 50) -> list[audit.AuditRecord]:
+        """Up to `limit` audit records below sequence number `before_seq` (the newest when None), newest first."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("an audit page holds 1 to 1000 records", reason="page_invalid")
+        with self._ctx.store.read() as tx:
+            return list(audit.rows_to_records(tx.audit_page(before_seq=before_seq, limit=limit)))
 
     def reconcile(self, documents: Sequence[tuple[str, bytes]]) -> Reconciliation:
         """Certificates and CRLs seen in the plant (name, PEM or DER) against the inventory: what it lacks."""
