@@ -102,7 +102,8 @@ async def test_revoke_needs_ca_admin_csrf_and_a_fresh_totp_code(console: Console
         assert (res.status_code, error_code(res)) == (403, "forbidden")
     async with console.client() as client:
         csrf = await console.login(client, "admin")
-        res = await client.post(path, json={"reason": "key-compromise"}, headers={"X-Otpki-Totp": console.code("admin")})
+        res = await client.post(path, json={"reason": "key-compromise"},
+                                headers={"X-Otpki-Totp": console.code("admin")})
         assert (res.status_code, error_code(res)) == (403, "csrf_token_invalid")
         res = await client.post(path, json={"reason": "key-compromise"},
                                 headers={"X-CSRF-Token": csrf + "x", "X-Otpki-Totp": console.code("admin")})
