@@ -58,7 +58,7 @@ def expiry_chart(buckets: list[Any]) -> dict[str, Any]:
     for i, b in enumerate(buckets):
         h = round((height - 2 * pad) * b.certificates / tallest)
         bars.append({"x": round(pad + i * step + 4), "y": height - pad - h, "w": round(step - 8), "h": h,
-                     "count": b.certificates, "label": f"{b.start:%b %y}"})
+                     "count": b.certificates, "label": f"{b.start:%d %b}"})
     return {"width": width, "height": height, "base": height - pad, "bars": bars}
 
 
