@@ -31,6 +31,7 @@ from trustlists import audit
 from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
+from trustlists.request_guard import RateLimit, RequestGuard
 from trustlists.store.base import StoreReader, StoreWriter
 from trustlists.store.rows import LoginFailuresRow, WebSessionRow, WebTokenRow, WebUserRow
 
@@ -46,6 +47,7 @@ MIN_PASSWORD_LENGTH = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 STAGE_PASSWORD = "password"  # the password was right; the TOTP code is still due
 STAGE_FULL = "full"
+LOGIN_SCOPE = "console-login"  # the request guard's buckets of login attempts, per client address
 
 
 class Role(StrEnum):
@@ -69,6 +71,9 @@ class AccountPolicy(BaseModel):
     address_failures: int = Field(default=20, ge=1, description="Failed logins from one address that lock it out")
     failure_window_s: int = Field(default=900, ge=1, description="Window the failures are counted in (seconds)")
     lockout_s: int = Field(default=900, ge=1, description="How long a lockout lasts (seconds)")
+    login_burst: int = Field(default=10, ge=1, description="Login attempts one address may make at once")
+    login_per_minute: float = Field(default=10.0, gt=0,
+                                    description="Login attempts one address earns back per minute")
     session_ttl_s: int = Field(default=8 * 3600, ge=60, description="Lifetime of a console session (seconds)")
     login_ttl_s: int = Field(default=300, ge=30, description="Time between password and TOTP code (seconds)")
 
@@ -107,7 +112,8 @@ class ApiToken(BaseModel):
 
 
 class LoginRefused(OtpkiError):
-    """reason: bad_credentials (unknown user or wrong password, not told apart), locked_out, totp_invalid,
+    """reason: bad_credentials (unknown user or wrong password, not told apart), locked_out, rate_limited (too many
+    attempts from one address, right or wrong), totp_invalid,
     totp_replayed (a code accepted before), session_invalid (no or expired login in progress)."""
 
     reason = "login_refused"
@@ -131,8 +137,9 @@ _DUMMY_HASH: list[str] = []
 class Accounts:
     """`engine.accounts`."""
 
-    def __init__(self, ctx: EngineContext) -> None:
+    def __init__(self, ctx: EngineContext, guard: RequestGuard) -> None:
         self._ctx = ctx
+        self._guard = guard
 
     # -- users -----------------------------------------------------------------------------------------
     def add_user(self, name: str, role: Role | str, password: str, *, actor: str,
@@ -318,6 +325,11 @@ class Accounts:
         with self._ctx.store.read() as tx:
             self._refuse_locked(tx, name, client, now)
             row = tx.get_web_user(name)
+        # Every attempt, right or wrong, costs the address a token: an argon2 verification is expensive on purpose,
+        # and a flood of them would be a way to take the console down.
+        limit = RateLimit(burst=policy.login_burst, refill_per_s=policy.login_per_minute / 60)
+        if not self._guard.take(LOGIN_SCOPE, client, limit=limit):
+            raise LoginRefused("too many login attempts from this address: wait a minute", reason="rate_limited")
         hasher = _password_hasher()
         if not _DUMMY_HASH:
             _DUMMY_HASH.append(hasher.hash(secrets.token_hex(16)))

@@ -109,9 +109,10 @@ def verify(tx: StoreReader) -> AuditVerification:
     return AuditVerification(ok=True, records=count)
 
 
-def records(tx: StoreReader, *, action: str | None = None, since: datetime | None = None) -> Iterator[AuditRecord]:
+def records(tx: StoreReader, *, action: str | None = None, since: datetime | None = None,
+            subject: str | None = None) -> Iterator[AuditRecord]:
     since_us = int(since.timestamp() * 1_000_000) if since is not None else None
-    return rows_to_records(tx.iter_audit(action=action, since_us=since_us))
+    return rows_to_records(tx.iter_audit(action=action, since_us=since_us, subject=subject))
 
 
 def rows_to_records(rows: Iterable[AuditRow]) -> Iterator[AuditRecord]:

@@ -62,7 +62,7 @@ class Engine:
         self.targets = DeliveryTargets(self._ctx)
         self.bootstrap = Bootstrap(self._ctx, self.authority)
         self.request_guard = RequestGuard(self._ctx)
-        self.accounts = Accounts(self._ctx)
+        self.accounts = Accounts(self._ctx, self.request_guard)
         self.leases = Leases(self._ctx, instance_id or new_instance_id())
         self._live = LiveRevocationSource(self._ctx)
         self._decommissioning = Decommissioning(self._ctx, self.trustlists)
@@ -173,10 +173,12 @@ class Engine:
         with self._ctx.store.read() as tx:
             return audit.verify(tx)
 
-    def audit_records(self, *, action: str | None = None, since: datetime | None = None) -> list[audit.AuditRecord]:
-        """Audit records, optionally only one action and only those at or after `since`."""
+    def audit_records(self, *, action: str | None = None, since: datetime | None = None,
+                      subject: str | None = None) -> list[audit.AuditRecord]:
+        """Audit records, optionally only one action, only those at or after `since`, only those about `subject`
+        (a certificate's history: indexed)."""
         with self._ctx.store.read() as tx:
-            return list(audit.records(tx, action=action, since=since))
+            return list(audit.records(tx, action=action, since=since, subject=subject))
 
     def audit_page(self, *, before_seq: int | None = None, limit: int = 50) -> list[audit.AuditRecord]:
         """Up to `limit` audit records below sequence number `before_seq` (the newest when None), newest first."""

@@ -30,8 +30,8 @@ class ApiError(Exception):
         self.message = message
 
 
-_LOGIN_STATUS = {"locked_out": 429, "bad_credentials": 401, "session_invalid": 401, "totp_invalid": 403,
-                 "totp_replayed": 403}
+_LOGIN_STATUS = {"locked_out": 429, "rate_limited": 429, "bad_credentials": 401, "session_invalid": 401,
+                 "totp_invalid": 403, "totp_replayed": 403}
 
 
 def from_engine(exc: OtpkiError) -> ApiError:

@@ -159,8 +159,8 @@ def certificate_detail(engine: Engine, serial: str) -> CertificateDetail:
         delivered=record.delivered, superseded_by=record.superseded_by, revoked_at=record.revoked_at,
         revocation_reason=record.revocation_reason.name.lower() if record.revocation_reason is not None else None,
         san=_san(cert), key_usage=_key_usage(cert), extended_key_usage=_eku(cert), chain=_chain(engine, record),
-        history=[f"{r.at:%Y-%m-%d %H:%M:%S} {r.actor}: {r.action}" for r in engine.audit_records()
-                 if r.subject == record.serial],
+        history=[f"{r.at:%Y-%m-%d %H:%M:%S} {r.actor}: {r.action}"
+                 for r in engine.audit_records(subject=record.serial)],
     )
 
 

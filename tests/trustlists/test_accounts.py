@@ -102,6 +102,20 @@ def test_one_address_guessing_many_users_is_locked_out(engine: Engine) -> None:
     engine.accounts.login_password("alice", PASSWORD, client="10.0.0.1", policy=POLICY)
 
 
+def test_login_attempts_of_one_address_are_rate_limited_right_or_wrong(engine: Engine, clock: Clock) -> None:
+    engine.accounts.add_user("alice", "operator", PASSWORD, actor="root")
+    policy = POLICY.model_copy(update={"login_burst": 2, "login_per_minute": 1.0})
+    engine.accounts.login_password("alice", PASSWORD, client="10.1.1.1", policy=policy)
+    with pytest.raises(LoginRefused):
+        engine.accounts.login_password("alice", "wrong password", client="10.1.1.1", policy=policy)
+    with pytest.raises(LoginRefused) as refused:
+        engine.accounts.login_password("alice", PASSWORD, client="10.1.1.1", policy=policy)
+    assert refused.value.reason == "rate_limited"
+    engine.accounts.login_password("alice", PASSWORD, client="10.2.2.2", policy=policy)  # another address
+    clock.now += timedelta(seconds=61)
+    engine.accounts.login_password("alice", PASSWORD, client="10.1.1.1", policy=policy)
+
+
 def test_login_step_two_needs_a_fresh_step_one(engine: Engine, clock: Clock) -> None:
     creds = engine.accounts.add_user("alice", "operator", PASSWORD, actor="root")
     session_id, _ = engine.accounts.login_password("alice", PASSWORD, client="a", policy=POLICY)

@@ -51,3 +51,11 @@ def test_audit_pages_go_back_from_the_newest(engine: Engine, device: Owner) -> N
     older = engine.audit_page(before_seq=newest[-1].seq, limit=1000)
     assert [r.seq for r in newest + older] == every[::-1]
     assert newest[0].hash == engine.audit_records()[-1].hash
+
+
+def test_audit_records_of_one_subject(engine: Engine, device: Owner) -> None:
+    serial = engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t").record.serial
+    engine.authority.revoke(serial, reason=RevocationReason.SUPERSEDED, actor="t")
+    mine = engine.audit_records(subject=serial)
+    assert [r.seq for r in mine] == [r.seq for r in engine.audit_records() if r.subject == serial]
+    assert [r.action for r in mine] == ["certificate.issue", "certificate.revoke"]

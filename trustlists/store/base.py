@@ -205,8 +205,9 @@ class StoreReader(Protocol):
     # -- audit
     def last_audit(self) -> AuditHead | None: ...
 
-    def iter_audit(self, *, action: str | None = None, since_us: int | None = None) -> Iterator[AuditRow]:
-        """Records by sequence number (streamed)."""
+    def iter_audit(self, *, action: str | None = None, since_us: int | None = None,
+                   subject: str | None = None) -> Iterator[AuditRow]:
+        """Records by sequence number (streamed), only those of `subject` when given (indexed)."""
         ...
 
     def audit_page(self, *, before_seq: int | None, limit: int) -> list[AuditRow]:

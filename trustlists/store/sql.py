@@ -818,9 +818,13 @@ class SqlTx:
             "INSERT INTO audit_log (seq, at_us, actor, action, subject, details, prev_hash, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def iter_audit(self, *, action: str | None = None, since_us: int | None = None) -> Iterator[AuditRow]:
+    def iter_audit(self, *, action: str | None = None, since_us: int | None = None,
+                   subject: str | None = None) -> Iterator[AuditRow]:
         where: list[str] = []
         params: list[str | int] = []
+        if subject is not None:
+            where.append("subject = ?")
+            params.append(subject)
         if action is not None:
             where.append("action = ?")
             params.append(action)

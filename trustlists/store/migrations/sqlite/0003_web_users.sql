@@ -36,3 +36,5 @@ CREATE TABLE IF NOT EXISTS web_login_failures (
     window_start INTEGER NOT NULL,
     locked_until INTEGER NOT NULL
 );
+-- A certificate's (or user's) history on the console: the audit records about one subject.
+CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log (subject, seq);
