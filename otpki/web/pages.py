@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from otpki.web import views
+from otpki.web.api import Pusher
 from otpki.web.auth import Principal, check_csrf, client_address, cookie_name, identify
 from otpki.web.errors import ApiError, from_engine
 from otpki.web.settings import ConsoleSettings
@@ -32,7 +33,9 @@ TEMPLATES = Path(__file__).parent / "templates"
 LOGIN_CSRF_COOKIE = "otpki_login_csrf"
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                           undefined=jinja2.StrictUndefined)
-NAV = (("/", "Overview"), ("/certificates", "Certificates"), ("/requests", "Requests"), ("/audit", "Audit log"))
+NAV = (("/", "Overview"), ("/certificates", "Certificates"), ("/requests", "Requests"), ("/plcs", "PLCs"),
+       ("/devices", "Devices"), ("/audit", "Audit log"))
+DEVICE_GROUP = "mqtt-device"
 REVOCATION_REASONS = [r.name.lower().replace("_", "-") for r in RevocationReason]
 
 
@@ -62,8 +65,8 @@ def expiry_chart(buckets: list[Any]) -> dict[str, Any]:
     return {"width": width, "height": height, "base": height - pad, "bars": bars}
 
 
-def pages_router(engine: Engine, settings: ConsoleSettings,
-                 status_provider: Callable[[], Any] | None = None) -> APIRouter:
+def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Callable[[], Any] | None = None,
+                 pusher: Pusher | None = None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     policy = settings.accounts
     session_cookie = cookie_name(settings.secure_cookies)
@@ -242,6 +245,40 @@ def pages_router(engine: Engine, settings: ConsoleSettings,
         await run_blocking(engine.requests.reject, request_id, actor=principal.name,
                            reason=fields.get("reason", "").strip() or "rejected in the console")
         return RedirectResponse("/requests", status_code=303)
+
+    # -- PLCs (push targets) ---------------------------------------------------------------------------
+    @router.get("/plcs")
+    async def plcs(request: Request, group: str = "", site: str = "") -> Response:
+        principal = await signed_in(request)
+        rows = await run_blocking(views.plc_rows, engine, group=group or None, site=site or None)
+        return render("plcs.html", principal=principal, active="/plcs", rows=rows,
+                      filters={"group": group, "site": site}, can_push=principal.role.allows(Role.OPERATOR),
+                      push_available=pusher is not None, outcome=None)
+
+    @router.post("/plcs/{target_id}/push")
+    async def push_now(request: Request, target_id: str) -> Response:
+        principal = await signed_in(request, Role.OPERATOR)
+        await form_of(request, principal)
+        target = await run_blocking(engine.targets.get, target_id)
+        if pusher is None:
+            raise ApiError(503, "push_unavailable", "this instance runs no push client (start it with `otpki serve`)")
+        await run_blocking(engine.record_event, actor=principal.name, action="console.push_now",
+                           subject=target.address, details={"target": target.id})
+        outcome = await pusher(target.id)
+        rows = await run_blocking(views.plc_rows, engine, group=None, site=None)
+        return render("plcs.html", principal=principal, active="/plcs", rows=rows, filters={"group": "", "site": ""},
+                      can_push=True, push_available=True, outcome={"address": target.address, "report": outcome})
+
+    # -- devices ---------------------------------------------------------------------------------------
+    @router.get("/devices")
+    async def devices(request: Request, page: int = 1) -> Response:
+        principal = await signed_in(request)
+        page = max(page, 1)
+        rows, total = await run_blocking(views.device_rows, engine, DEVICE_GROUP,
+                                         offset=(page - 1) * settings.page_size, limit=settings.page_size)
+        pages = max(1, -(-total // settings.page_size))
+        return render("devices.html", principal=principal, active="/devices", rows=rows, total=total, page=page,
+                      pages=pages)
 
     # -- audit -----------------------------------------------------------------------------------------
     async def audit_view(request: Request, principal: Principal, before: int | None,

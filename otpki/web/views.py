@@ -267,3 +267,53 @@ def trustlist_export(engine: Engine, group: str, fmt: str) -> tuple[bytes, str, 
                 if path.is_file():
                     archive.write(path, path.relative_to(root).as_posix())
     return buffer.getvalue(), "application/zip", f"{stem}-{fmt}.zip"
+
+
+class PlcRow(BaseModel):
+    id: str
+    name: str
+    address: str
+    group: str
+    site: str | None
+    state: str
+    delivered_serial: str | None
+    delivered_trust_version: int | None
+    current_trust_version: int | None
+    attempts: int
+    last_error: str | None  # the PLC's own words (status code and text): from outside, escaped on the page
+    next_attempt_at: datetime
+    updated_at: datetime
+
+
+def plc_rows(engine: Engine, *, group: str | None, site: str | None) -> list[PlcRow]:
+    targets = engine.targets.list(group=group, site=site)
+    versions = {g: engine.trustlists.get(g).version for g in {t.group for t in targets}}
+    names = {o.id: o.name for g in {t.group for t in targets} for o in engine.registry.list(g)}
+    return [PlcRow(id=t.id, name=names.get(t.owner_id, t.owner_id), address=t.address, group=t.group, site=t.site,
+                   state=t.state.value, delivered_serial=t.delivered_serial,
+                   delivered_trust_version=t.delivered_trust_version, current_trust_version=versions.get(t.group),
+                   attempts=t.attempts, last_error=t.last_error, next_attempt_at=t.next_attempt_at,
+                   updated_at=t.updated_at) for t in targets]
+
+
+class DeviceRow(BaseModel):
+    owner_id: str
+    name: str
+    site: str | None
+    bootstrap: bool  # registered with a bootstrap (factory) identity allow-list
+    certificate: CertificateLine | None  # the newest certificate of the device
+
+
+def device_rows(engine: Engine, group: str, *, offset: int, limit: int) -> tuple[list[DeviceRow], int]:
+    owners = engine.registry.list(group)
+    rows = []
+    for owner in owners[offset:offset + limit]:
+        lines = engine.inventory.page(owner_id=owner.id, limit=MAX_CERTIFICATES_SHOWN).lines
+        newest = max(lines, key=lambda x: x.not_after_epoch, default=None)
+        rows.append(DeviceRow(owner_id=owner.id, name=owner.name, site=owner.site,
+                              bootstrap=bool(owner.attributes.get("bootstrap")),
+                              certificate=CertificateLine.of(newest) if newest is not None else None))
+    return rows, len(owners)
+
+
+MAX_CERTIFICATES_SHOWN = 100

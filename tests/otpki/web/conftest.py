@@ -32,6 +32,7 @@ class Console:
     clock: Clock
     tls: ssl.SSLContext
     secrets: dict[str, str]
+    tls_files: tuple[Path, Path]  # the server's certificate and key, for a second app on the same engine
 
     def code(self, user: str) -> str:
         """A code of the next time step (the clock moves on 30 s): every call gives one not used yet."""
@@ -87,4 +88,4 @@ async def console(web_engine: tuple[Engine, Clock], tmp_path: Path) -> AsyncIter
     tls = ssl.create_default_context(cafile=str(cas))
     app = create_app(engine, ConsoleSettings())
     async with running(app, certfile=cert, keyfile=key) as url:
-        yield Console(url=url, engine=engine, clock=clock, tls=tls, secrets=secrets)
+        yield Console(url=url, engine=engine, clock=clock, tls=tls, secrets=secrets, tls_files=(cert, key))

@@ -141,3 +141,57 @@ async def test_logout_ends_the_session(console: Console) -> None:
         res = await client.post("/logout", data={"csrf_token": csrf})
         assert res.headers["location"] == "/login"
         assert (await client.get("/")).headers.get("location") == "/login"
+
+
+async def test_plcs_page_escapes_the_plcs_error_text_and_pushes_now(console: Console) -> None:
+    from otpki.web.app import create_app
+    from otpki.web.settings import ConsoleSettings
+    from otpki.web.testing import running
+    from trustlists.models import OwnerRegistration
+
+    def add() -> str:
+        target = console.engine.add_target(
+            owner=OwnerRegistration(group="opcua-application", name="plc-1", application_uri="urn:plc-1"),
+            kind="opcua-push", address="opc.tcp://127.0.0.1:4840", credentials_ref="plc", actor="tester")
+        console.engine.targets.record_failure(target.id, error=f"BadSecurityChecksFailed {EVIL}", actor="tester")
+        return target.id
+
+    target_id = await run_blocking(add)
+    async with console.client() as client:
+        await page_login(console, client, "view")
+        html = (await client.get("/plcs")).text
+        assert "BadSecurityChecksFailed" in html and "<script>" not in html and "<img" not in html
+        assert ">Push now</button>" not in html  # a viewer, and no push client in this app
+
+    pushed: list[str] = []
+
+    async def pusher(tid: str) -> dict[str, object]:
+        pushed.append(tid)
+        return {"delivered": 1, "outcomes": [{"address": "opc.tcp://127.0.0.1:4840", "result": "delivered"}]}
+
+    app = create_app(console.engine, ConsoleSettings(), pusher=pusher)
+    cert, key = console.tls_files
+    async with running(app, certfile=cert, keyfile=key) as url:
+        other = Console(url=url, engine=console.engine, clock=console.clock, tls=console.tls,
+                        secrets=console.secrets, tls_files=console.tls_files)
+        async with other.client() as client:
+            csrf = await page_login(other, client, "op")
+            assert ">Push now</button>" in (await client.get("/plcs")).text
+            assert (await client.post(f"/plcs/{target_id}/push", data={})).status_code == 403
+            res = await client.post(f"/plcs/{target_id}/push", data={"csrf_token": csrf})
+            assert res.status_code == 200 and 'id="outcome"' in res.text and "delivered" in res.text
+    assert pushed == [target_id]
+
+
+async def test_devices_page_lists_devices_with_their_newest_certificate(console: Console) -> None:
+    def issue() -> str:
+        owner = console.engine.registry.register(group="mqtt-device", name="pump-7", actor="tester")
+        console.engine.registry.register(group="mqtt-device", name="pump-8", actor="tester")
+        return console.engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=owner.id,
+                                                       actor="tester").record.serial
+
+    serial = await run_blocking(issue)
+    async with console.client() as client:
+        await page_login(console, client, "view")
+        html = (await client.get("/devices")).text
+        assert "2 devices" in html and f'href="/certificates/{serial}"' in html and "no certificate" in html
