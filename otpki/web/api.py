@@ -11,7 +11,7 @@ is the engine's.
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -102,6 +102,22 @@ class TrustFormat(StrEnum):
     binary = "binary"
     pki = "pki"
     mosquitto = "mosquitto"
+
+
+class TrustImportIn(BaseModel):
+    data_pem: str = Field(max_length=1024 * 1024, description="PEM certificates (a bundle) or one PEM CRL")
+    list: Literal["trusted", "issuer"] = "trusted"
+    note: str = Field(default="", max_length=500, description="Why this is trusted (kept in the audit log)")
+
+
+class TrustImportOut(BaseModel):
+    imported: list[str]
+    version: int
+
+
+class CaCreateIn(BaseModel):
+    group: str = Field(max_length=64)
+    site: str | None = Field(default=None, max_length=64)
 
 
 class CrlFormat(StrEnum):
@@ -236,6 +252,23 @@ def api_router(engine: Engine, settings: ConsoleSettings, pusher: Pusher | None 
         (ca.pem and crl.pem of the engine's own CAs, zip)."""
         data, media, name = await run_blocking(views.trustlist_export, engine, group, format.value)
         return Response(data, media_type=media, headers=views.attachment(name))
+
+    @router.post("/trustlists/{group}/import", response_model=TrustImportOut, tags=["trust"])
+    async def trust_import(group: str, body: TrustImportIn, principal: ca_admin, request: Request) -> TrustImportOut:
+        """Import external trust (a vendor's certificate, a manufacturer CA, its CRL): ca-admin, TOTP code."""
+        await second_factor(principal, request)
+        imported = await run_blocking(engine.trustlists.import_external, group, body.data_pem.encode(),
+                                      list_name=body.list, note=body.note, actor=principal.name)
+        trust = await run_blocking(engine.trustlists.get, group)
+        return TrustImportOut(imported=imported, version=trust.version)
+
+    @router.post("/cas", response_model=views.CaHealth, status_code=201, tags=["trust"])
+    async def ca_create(body: CaCreateIn, principal: ca_admin, request: Request) -> views.CaHealth:
+        """Create an issuing CA for a group (and site): ca-admin, TOTP code; the root key must be reachable."""
+        await second_factor(principal, request)
+        ca = await run_blocking(engine.hierarchy.create_issuing_ca, body.group, body.site, actor=principal.name)
+        found = [c for c in await run_blocking(views.ca_health, engine, probe=False) if c.ca_id == ca.id]
+        return found[0]
 
     @router.get("/cas", response_model=list[views.CaHealth], tags=["trust"])
     async def cas(principal: viewer) -> list[views.CaHealth]:

@@ -18,6 +18,25 @@ from trustlists.models import RequestStatus
 from trustlists.testing import make_csr
 
 
+def self_signed_pem(cn: str) -> str:
+    """A vendor's self-signed CA certificate, as an operator imports one."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def error_code(res: httpx.Response) -> str:
     return str(res.json()["error"]["code"])
 
@@ -274,3 +293,39 @@ async def test_a_replayed_login_code_is_refused(console: Console) -> None:
         assert (await client.post("/api/v1/session", json=body)).status_code == 200
         res = await client.post("/api/v1/session", json=body)
         assert (res.status_code, error_code(res)) == (403, "totp_replayed")
+
+
+async def test_trust_import_and_ca_creation_need_ca_admin_and_totp(console: Console) -> None:
+    vendor = self_signed_pem("vendor-hmi")
+    async with console.client() as client:
+        csrf = await console.login(client, "op")
+        res = await client.post("/api/v1/trustlists/opcua-application/import", json={"data_pem": vendor},
+                                headers={"X-CSRF-Token": csrf, "X-Otpki-Totp": console.code("op")})
+        assert (res.status_code, error_code(res)) == (403, "forbidden")
+    async with console.client() as client:
+        csrf = await console.login(client, "admin")
+        before = (await client.get("/api/v1/trustlists/opcua-application")).json()["version"]
+        res = await client.post("/api/v1/trustlists/opcua-application/import", json={"data_pem": vendor},
+                                headers={"X-CSRF-Token": csrf})
+        assert (res.status_code, error_code(res)) == (403, "totp_required")
+        res = await client.post("/api/v1/trustlists/opcua-application/import",
+                                json={"data_pem": vendor, "note": "vendor HMI"},
+                                headers={"X-CSRF-Token": csrf, "X-Otpki-Totp": console.code("admin")})
+        assert res.status_code == 200, res.text
+        assert len(res.json()["imported"]) == 1 and res.json()["version"] > before
+        res = await client.post("/api/v1/trustlists/opcua-application/import", json={"data_pem": "garbage"},
+                                headers={"X-CSRF-Token": csrf, "X-Otpki-Totp": console.code("admin")})
+        assert res.status_code == 400 and error_code(res)
+
+        cas_before = {c["ca_id"] for c in (await client.get("/api/v1/cas")).json()}
+        res = await client.post("/api/v1/cas", json={"group": "mqtt-device"}, headers={"X-CSRF-Token": csrf})
+        assert (res.status_code, error_code(res)) == (403, "totp_required")
+        res = await client.post("/api/v1/cas", json={"group": "mqtt-device"},
+                                headers={"X-CSRF-Token": csrf, "X-Otpki-Totp": console.code("admin")})
+        assert res.status_code == 201, res.text
+        assert res.json()["ca_id"] not in cas_before and res.json()["group"] == "mqtt-device"
+        res = await client.post("/api/v1/cas", json={"group": "no-such-group"},
+                                headers={"X-CSRF-Token": csrf, "X-Otpki-Totp": console.code("admin")})
+        assert res.status_code == 404
+    actors = {(r.action, r.actor) for r in console.engine.audit_records() if r.actor == "admin"}
+    assert any(a.startswith("trust") for a, _ in actors) and any(a.startswith("ca.") for a, _ in actors), actors
