@@ -67,8 +67,9 @@ async def test_login_overview_and_revoke_in_a_real_browser(console: Console, tmp
             assert (await page.locator("#state").inner_text()).startswith("revoked")
             await page.screenshot(path=shots / "certificate-revoked.png", full_page=True)
 
-            for name in ("requests", "audit"):
-                await page.click(f"nav >> text={'Requests' if name == 'requests' else 'Audit log'}")
+            for name, label in (("requests", "Requests"), ("plcs", "PLCs"), ("devices", "Devices"),
+                                ("audit", "Audit log")):
+                await page.click(f"nav >> text={label}")
                 await page.wait_for_url(f"**/{name}")
                 await page.screenshot(path=shots / f"{name}.png", full_page=True)
         finally:
