@@ -5,6 +5,9 @@ The certificates table is filled directly as in bench/inventory_expiring.py (rea
 asks for each page several times and the server's own time is read from its Server-Timing header (what the
 handler, the engine's queries and the template rendering took, without the client's HTTP overhead).
 
+The overview is the engine's answer as of a moment, recomputed when older than 30 s (otpki/web/overview_cache.py):
+the first request computes it (reported as overview_first_ms), the others within its age reuse it.
+
 engine:   GET / (plant overview: counts per group, site and state, the 12-month expiry chart, CA health with a key
           probe, requests waiting, PLC states) and GET /certificates?group=mqtt-device&status=active (first page,
           with its total), median server time.
@@ -71,13 +74,15 @@ async def measure(engine: object, reps: int) -> dict[str, list[float]]:
 
     secret = engine.accounts.add_user("bench", "viewer", PASSWORD, actor=ACTOR).totp_secret  # type: ignore[attr-defined]
     app = create_app(engine, ConsoleSettings(secure_cookies=False))  # type: ignore[arg-type]
-    samples: dict[str, list[float]] = {"overview": [], "list": []}
+    samples: dict[str, list[float]] = {"overview": [], "list": [], "overview_first": []}
     async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as client:
         res = await client.post("/api/v1/session", json={"name": "bench", "password": PASSWORD,
                                                          "totp": pyotp.TOTP(secret).now()})
         res.raise_for_status()
-        for path in ("/", LIST_PATH):  # warm-up: page caches, template compilation
-            (await client.get(path)).raise_for_status()
+        first = await client.get("/")  # computes the overview (later requests within its max age reuse it)
+        first.raise_for_status()
+        samples["overview_first"].append(float(first.headers["server-timing"].split("dur=")[1]))
+        (await client.get(LIST_PATH)).raise_for_status()  # warm-up: page caches, template compilation
         for _ in range(reps):
             for name, path in (("overview", "/"), ("list", LIST_PATH)):
                 res = await client.get(path)
@@ -118,13 +123,16 @@ def main() -> None:
             total = engine.inventory.count()
         finally:
             engine.close()
+    first_ms = samples.pop("overview_first")[0]
     med = {k: statistics.median(v) for k, v in samples.items()}
     bare_med = {k: statistics.median(v) for k, v in bare.items()}
     ratios = {k: med[k] / bare_med[k] for k in med}
     emit(
         benchmark="console",
         engine={"overview_ms": summary(samples["overview"], 2), "list_ms": summary(samples["list"], 2),
-                "ratio_overview": round(ratios["overview"], 2), "ratio_list": round(ratios["list"], 2)},
+                "ratio_overview": round(ratios["overview"], 2), "ratio_list": round(ratios["list"], 2),
+                "overview_first_ms": round(first_ms, 2),
+                "ratio_overview_first": round(first_ms / bare_med["overview"], 2)},
         baseline={"overview_ms": summary(bare["overview"], 2), "list_ms": summary(bare["list"], 2),
                   "sql": "GROUP BY counts + 12 range counts + pending requests; COUNT + first page of 50"},
         ratio=max(ratios.values()),

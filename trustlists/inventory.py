@@ -15,12 +15,15 @@ __all__ = ["CertificateCount", "CertificatePage", "ExpiringCertificate", "Expiry
            "ListedCertificate"]
 
 MAX_PAGE = 1000
+COUNT_CAP = 10_000
 
 
 class CertificatePage(BaseModel):
-    """One page of the inventory: `total` lines match the filters, `lines` are those from `offset` on."""
+    """One page of the inventory: `total` lines match the filters (at least that many when `total_capped`: counting
+    stops at COUNT_CAP, as a million rows take a second to count), `lines` are those from `offset` on."""
 
     total: int
+    total_capped: bool
     offset: int
     limit: int
     lines: list[ListedCertificate]
@@ -82,10 +85,11 @@ class Inventory:
         expiring_before = (now + expiring_within) if expiring_within is not None else None
         with self._ctx.store.read() as tx:
             total = tx.count_certificate_lines(now=now, status=status, group=group, site=site, owner_id=owner_id,
-                                               expiring_before=expiring_before)
+                                               expiring_before=expiring_before, cap=offset + limit + COUNT_CAP)
             lines = tx.certificate_lines(now=now, status=status, group=group, site=site, owner_id=owner_id,
                                          expiring_before=expiring_before, limit=limit, offset=offset)
-        return CertificatePage(total=total, offset=offset, limit=limit, lines=lines)
+        return CertificatePage(total=total, total_capped=total == offset + limit + COUNT_CAP, offset=offset,
+                               limit=limit, lines=lines)
 
     def counts(self) -> list[CertificateCount]:
         """Certificates per group, site and status now (the plant overview's table)."""

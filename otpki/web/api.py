@@ -28,6 +28,7 @@ from otpki.web.auth import (
     identify,
 )
 from otpki.web.errors import ERROR_RESPONSES, ApiError
+from otpki.web.overview_cache import OverviewCache
 from otpki.web.settings import ConsoleSettings
 from trustlists.accounts import Role
 from trustlists.audit import AuditVerification
@@ -68,6 +69,7 @@ class Me(BaseModel):
 
 class CertificatePageOut(BaseModel):
     total: int
+    total_capped: bool = Field(description="true: at least `total` match (counting stops 10000 lines past the page)")
     offset: int
     limit: int
     items: list[views.CertificateLine]
@@ -125,8 +127,10 @@ class CrlFormat(StrEnum):
     pem = "pem"
 
 
-def api_router(engine: Engine, settings: ConsoleSettings, pusher: Pusher | None = None) -> APIRouter:
+def api_router(engine: Engine, settings: ConsoleSettings, pusher: Pusher | None = None,
+               overview_cache: OverviewCache | None = None) -> APIRouter:
     router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+    overview_cache = overview_cache or OverviewCache(engine, settings.overview_max_age_s)
     policy = settings.accounts
 
     def needs(role: Role, *, change: bool) -> Callable[[Request], Awaitable[Principal]]:
@@ -176,7 +180,8 @@ def api_router(engine: Engine, settings: ConsoleSettings, pusher: Pusher | None 
     # -- overview --------------------------------------------------------------------------------------
     @router.get("/overview", response_model=views.Overview, tags=["overview"])
     async def overview(principal: viewer) -> views.Overview:
-        return await run_blocking(views.overview, engine)
+        """The plant overview as of `at` (recomputed when older than the console's overview_max_age_s)."""
+        return await overview_cache.get()
 
     # -- inventory -------------------------------------------------------------------------------------
     @router.get("/certificates", response_model=CertificatePageOut, tags=["certificates"])
@@ -193,8 +198,8 @@ def api_router(engine: Engine, settings: ConsoleSettings, pusher: Pusher | None 
         page = await run_blocking(views.certificate_page, engine, status=status, group=group, site=site,
                                   owner_id=owner_id, expiring_within_days=expiring_within_days, offset=offset,
                                   limit=limit)
-        return CertificatePageOut(total=page.total, offset=page.offset, limit=page.limit,
-                                  items=[views.CertificateLine.of(x) for x in page.lines])
+        return CertificatePageOut(total=page.total, total_capped=page.total_capped, offset=page.offset,
+                                  limit=page.limit, items=[views.CertificateLine.of(x) for x in page.lines])
 
     @router.get("/certificates/{serial}", response_model=views.CertificateDetail, tags=["certificates"])
     async def certificate(serial: str, principal: viewer) -> views.CertificateDetail:

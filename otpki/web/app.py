@@ -41,10 +41,12 @@ def create_app(engine: Engine, settings: BaseModel | None = None, status_provide
     app.state.engine = engine
     app.state.console = console
     app.state.status_provider = status_provider
-    app.include_router(api_router(engine, console, pusher))
+    from otpki.web.overview_cache import OverviewCache
     from otpki.web.pages import pages_router
 
-    app.include_router(pages_router(engine, console, status_provider, pusher))
+    overview = OverviewCache(engine, console.overview_max_age_s)
+    app.include_router(api_router(engine, console, pusher, overview))
+    app.include_router(pages_router(engine, console, status_provider, pusher, overview))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def wants_json(request: Request) -> bool:

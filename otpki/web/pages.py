@@ -23,6 +23,7 @@ from otpki.web import views
 from otpki.web.api import Pusher
 from otpki.web.auth import Principal, check_csrf, client_address, cookie_name, identify
 from otpki.web.errors import ApiError, from_engine
+from otpki.web.overview_cache import OverviewCache
 from otpki.web.settings import ConsoleSettings
 from trustlists.accounts import LoginRefused, Role
 from trustlists.blocking import run_blocking
@@ -66,8 +67,9 @@ def expiry_chart(buckets: list[Any]) -> dict[str, Any]:
 
 
 def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Callable[[], Any] | None = None,
-                 pusher: Pusher | None = None) -> APIRouter:
+                 pusher: Pusher | None = None, overview_cache: OverviewCache | None = None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    overview_cache = overview_cache or OverviewCache(engine, settings.overview_max_age_s)
     policy = settings.accounts
     session_cookie = cookie_name(settings.secure_cookies)
 
@@ -167,7 +169,7 @@ def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Cal
     @router.get("/")
     async def overview(request: Request) -> Response:
         principal = await signed_in(request)
-        data = await run_blocking(views.overview, engine, probe=True)
+        data = await overview_cache.get()
         parts = status_provider() if status_provider is not None else None
         groups: dict[tuple[str, str], dict[str, int]] = {}
         for c in data.counts:

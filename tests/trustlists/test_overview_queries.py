@@ -36,6 +36,18 @@ def test_pages_counts_and_expiry_agree_with_the_listing(engine: Engine, device: 
     assert sum(b.certificates for b in buckets) == len(live_within_a_year)
 
 
+def test_the_total_of_a_page_is_counted_up_to_a_cap(engine: Engine, device: Owner,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import trustlists.inventory
+
+    for _ in range(6):
+        engine.authority.issue_from_csr(make_csr("pump-7"), owner_id=device.id, actor="t")
+    assert (engine.inventory.page(limit=2).total, engine.inventory.page(limit=2).total_capped) == (6, False)
+    monkeypatch.setattr(trustlists.inventory, "COUNT_CAP", 1)
+    capped = engine.inventory.page(limit=2, offset=1)
+    assert (capped.total, capped.total_capped, len(capped.lines)) == (4, True, 2)
+
+
 def test_page_bounds_are_checked(engine: Engine) -> None:
     for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}):
         with pytest.raises(InvalidInput):

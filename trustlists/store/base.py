@@ -115,8 +115,8 @@ class StoreReader(Protocol):
 
     def count_certificate_lines(self, *, now: datetime, status: CertificateStatus | None = None,
                                 group: str | None = None, site: str | None = None, owner_id: str | None = None,
-                                expiring_before: datetime | None = None) -> int:
-        """How many lines `certificate_lines` has with those filters and no limit."""
+                                expiring_before: datetime | None = None, cap: int | None = None) -> int:
+        """How many lines `certificate_lines` has with those filters and no limit; counting stops at `cap`."""
         ...
 
     def certificate_counts(self, now: datetime) -> list[CertificateCount]:

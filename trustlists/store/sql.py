@@ -417,10 +417,13 @@ class SqlTx:
 
     def count_certificate_lines(self, *, now: datetime, status: CertificateStatus | None = None,
                                 group: str | None = None, site: str | None = None, owner_id: str | None = None,
-                                expiring_before: datetime | None = None) -> int:
+                                expiring_before: datetime | None = None, cap: int | None = None) -> int:
         where, params = _certificate_filter(now=now, status=status, group=group, site=site, owner_id=owner_id,
                                             expiring_before=expiring_before)
-        return int(self._one(f"SELECT COUNT(*) FROM certificates{where}", params)[0])
+        if cap is None:
+            return int(self._one(f"SELECT COUNT(*) FROM certificates{where}", params)[0])
+        return int(self._one(f"SELECT COUNT(*) FROM (SELECT 1 FROM certificates{where} LIMIT {int(cap)}) AS capped",
+                             params)[0])
 
     def certificate_counts(self, now: datetime) -> list[CertificateCount]:
         rows = self.execute(f"SELECT grp, site, {_STATUS_CASE} AS st, COUNT(*) FROM certificates "
