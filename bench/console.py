@@ -12,8 +12,9 @@ engine:   GET / (plant overview: counts per group, site and state, the 12-month 
           probe, requests waiting, PLC states) and GET /certificates?group=mqtt-device&status=active (first page,
           with its total), median server time.
 baseline: the bare SQL for the same data through sqlite3 on the same file: for the overview, the GROUP BY of
-          counts per group, site and state, the 12 range counts of the chart and the pending requests; for the
-          list, the COUNT of matching rows and the first page of 50.
+          counts per group, site and state, the 12 range counts of the chart and the pending requests (compare
+          with overview_first_ms: the cached ones reuse that work); for the list, the COUNT of matching rows up to
+          10000 past the page and the first page of 50.
 
 Target: each page <= 200 ms server time (median) and <= 3x its bare SQL.
 """
@@ -59,7 +60,8 @@ def bare_list(conn: sqlite3.Connection) -> int:
     now = int(time.time())
     where = ("grp = 'mqtt-device' AND revoked_at IS NULL AND not_after >= ? AND superseded_by IS NULL "
              "AND delivered = 1")
-    conn.execute(f"SELECT COUNT(*) FROM certificates WHERE {where}", (now,)).fetchone()
+    # The total as the page shows it: counted up to 10000 lines past the page (trustlists/inventory.py COUNT_CAP).
+    conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM certificates WHERE {where} LIMIT 10050)", (now,)).fetchone()
     return len(conn.execute(f"SELECT serial, subject, grp, site, owner_id, not_after FROM certificates WHERE {where} "
                             "ORDER BY not_after, serial LIMIT 50", (now,)).fetchall())
 
@@ -126,18 +128,18 @@ def main() -> None:
     first_ms = samples.pop("overview_first")[0]
     med = {k: statistics.median(v) for k, v in samples.items()}
     bare_med = {k: statistics.median(v) for k, v in bare.items()}
-    ratios = {k: med[k] / bare_med[k] for k in med}
+    # Against the bare SQL, the overview that did the work (the first); the cached ones are reported beside it.
+    ratios = {"overview": first_ms / bare_med["overview"], "list": med["list"] / bare_med["list"]}
     emit(
         benchmark="console",
         engine={"overview_ms": summary(samples["overview"], 2), "list_ms": summary(samples["list"], 2),
-                "ratio_overview": round(ratios["overview"], 2), "ratio_list": round(ratios["list"], 2),
-                "overview_first_ms": round(first_ms, 2),
-                "ratio_overview_first": round(first_ms / bare_med["overview"], 2)},
+                "overview_first_ms": round(first_ms, 2), "ratio_overview_first": round(ratios["overview"], 2),
+                "ratio_list": round(ratios["list"], 2)},
         baseline={"overview_ms": summary(bare["overview"], 2), "list_ms": summary(bare["list"], 2),
-                  "sql": "GROUP BY counts + 12 range counts + pending requests; COUNT + first page of 50"},
+                  "sql": "GROUP BY counts + 12 range counts + pending requests; COUNT up to 10050 + first page of 50"},
         ratio=max(ratios.values()),
         target=f"each page <= {TARGET_MS} ms server time (median) and <= {TARGET_RATIO}x its bare SQL "
-               "(ratio = the worse page's)",
+               "(ratio = the worse page's; the overview's from the request that computed it)",
         meets_target=all(m <= TARGET_MS for m in med.values()) and all(r <= TARGET_RATIO for r in ratios.values()),
         params={"store": "SQLite", "rows_in_table": total, "row_mix": counts, "runs": reps, "statistic": "median",
                 "server_time": "Server-Timing header of the app (handler, engine queries, template)",
