@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import httpx
 from cryptography import x509
@@ -329,3 +330,23 @@ async def test_trust_import_and_ca_creation_need_ca_admin_and_totp(console: Cons
         assert res.status_code == 404
     actors = {(r.action, r.actor) for r in console.engine.audit_records() if r.actor == "admin"}
     assert any(a.startswith("trust") for a, _ in actors) and any(a.startswith("ca.") for a, _ in actors), actors
+
+
+async def test_a_session_made_on_one_instance_works_on_another_on_the_same_store(console: Console,
+                                                                               tmp_path: Path) -> None:
+    from otpki.web.settings import ConsoleSettings
+    from trustlists.testing import make_engine
+
+    second = make_engine(tmp_path / "pki", clock=console.clock, config=console.engine.config)
+    try:
+        cert, key = console.tls_files
+        async with running(create_app(second, ConsoleSettings()), certfile=cert, keyfile=key) as other_url, \
+                console.client() as client:
+            csrf = await console.login(client, "view")  # on the first instance
+            res = await client.get(f"{other_url}/api/v1/me")  # the same cookie, the other instance
+            assert res.status_code == 200 and res.json()["name"] == "view"
+            assert (await client.delete(f"{other_url}/api/v1/session", headers={"X-CSRF-Token": csrf})
+                    ).status_code == 204
+            assert (await client.get("/api/v1/me")).status_code == 401  # logged out on both
+    finally:
+        second.close()
