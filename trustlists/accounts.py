@@ -199,8 +199,10 @@ class Accounts:
         row = self._check_password(name, password, client=client, policy=policy)
         return self._new_session(row, STAGE_PASSWORD, policy.login_ttl_s, client=client, audit_login=False)
 
-    def login_totp(self, session_id: str, code: str, *, client: str, policy: AccountPolicy) -> ConsoleSession:
-        """Second step: the TOTP code, for a session past its password step. The session becomes complete."""
+    def login_totp(self, session_id: str, code: str, *, client: str, policy: AccountPolicy
+                   ) -> tuple[str, ConsoleSession]:
+        """Second step: the TOTP code, for a session past its password step. A new, complete session replaces it
+        (a new id and CSRF token: an id someone planted or saw before the login is worth nothing after it)."""
         id_hash = hash_secret(session_id)
         now = self._ctx.clock()
         with self._ctx.store.read() as tx:
@@ -208,15 +210,13 @@ class Accounts:
         if found is None or found.stage != STAGE_PASSWORD or found.expires_at <= to_epoch(now):
             raise LoginRefused("the login expired: enter the password again", reason="session_invalid")
         self.check_totp(found.user_name, code, client=client, policy=policy)
-        expires = to_epoch(now) + policy.session_ttl_s
         with self._ctx.store.transaction() as tx:
-            if not tx.set_web_session_stage(id_hash, STAGE_FULL, expires):
+            if not tx.delete_web_session(id_hash):
                 raise LoginRefused("the login expired: enter the password again", reason="session_invalid")
-            audit.append(tx, actor=found.user_name, action="console.login", subject=found.user_name,
-                         details={"client": client}, at=now)
-        session = self.session(session_id)
-        assert session is not None
-        return session
+            row = tx.get_web_user(found.user_name)
+            if row is None:
+                raise LoginRefused("unknown user or wrong password", reason="bad_credentials")
+            return self._new_session(row, STAGE_FULL, policy.session_ttl_s, client=client, audit_login=True)
 
     def login(self, name: str, password: str, code: str, *, client: str, policy: AccountPolicy
               ) -> tuple[str, ConsoleSession]:

@@ -144,8 +144,8 @@ def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Cal
         if not hmac.compare_digest(session.csrf_token, str(form.get("csrf_token", ""))):
             raise ApiError(403, "csrf_token_invalid", "missing or wrong CSRF token")
         try:
-            await run_blocking(engine.accounts.login_totp, session_id, str(form.get("code", "")),
-                               client=client_address(request), policy=policy)
+            session_id, _ = await run_blocking(engine.accounts.login_totp, session_id, str(form.get("code", "")),
+                                               client=client_address(request), policy=policy)
         except LoginRefused as exc:
             if exc.reason == "session_invalid":
                 return RedirectResponse("/login", status_code=303)

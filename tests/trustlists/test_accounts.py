@@ -32,8 +32,13 @@ def test_user_logs_in_with_password_then_totp_and_the_session_is_shared_by_the_s
     assert [u.name for u in engine.accounts.list_users()] == ["alice"]
     session_id, pending = engine.accounts.login_password("alice", PASSWORD, client="10.0.0.1", policy=POLICY)
     assert not pending.complete
-    done = engine.accounts.login_totp(session_id, code(creds.totp_secret, clock), client="10.0.0.1", policy=POLICY)
-    assert done.complete and done.user.role is Role.CA_ADMIN and done.csrf_token == pending.csrf_token
+    first_id = session_id
+    session_id, done = engine.accounts.login_totp(session_id, code(creds.totp_secret, clock), client="10.0.0.1",
+                                                  policy=POLICY)
+    assert done.complete and done.user.role is Role.CA_ADMIN
+    # A new id and CSRF token once logged in: what was handed out before the second factor is worth nothing.
+    assert session_id != first_id and done.csrf_token != pending.csrf_token
+    assert engine.accounts.session(first_id) is None
     found = engine.accounts.session(session_id)
     assert found is not None and found.complete
     assert engine.accounts.session(session_id + "x") is None
