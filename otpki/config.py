@@ -27,6 +27,7 @@ from opcua_gds.gds.settings import GdsSettings
 from opcua_gds.push.settings import PushSettings
 from otpki.config_errors import describe_validation_error
 from otpki.config_paths import COMMAND, absolute, anchor_paths
+from otpki.web.settings import ConsoleSettings
 from trustlists.errors import InvalidInput, KeyAccessError, NotInitialized
 from trustlists.models import OwnerRole
 from trustlists.policy import PkiConfig, ReservedName, default_config_data
@@ -174,6 +175,7 @@ class WebSettings(BaseModel):
     crl_enabled: bool = Field(True, description="Serve every CA's latest CRL at /crl/<CA id>.crl on both listeners")
     ocsp: OcspSettings = Field(default_factory=OcspSettings)
     crl: CrlSettings = Field(default_factory=CrlSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
 
 class ServeSettings(BaseModel):

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # postgresql: the PostgreSQL store's tests start throwaway clusters of their own (trustlists.testing.PostgresCluster).
-APT_PACKAGES=(openssl softhsm2 opensc mosquitto mosquitto-clients postgresql)
+# chromium: the console's browser tests (Playwright drives this one; it never downloads a browser of its own).
+APT_PACKAGES=(openssl softhsm2 opensc mosquitto mosquitto-clients postgresql chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

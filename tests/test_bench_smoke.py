@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ["push_fleet", "gds_pull", "cli_startup", "cli_certs_list", "mqtt_connect", "issuance",
               "revocation_check", "mqtt_revocation_mosquitto", "crl", "inventory_expiring",
               "revocation_across_instances", "pg_issuance", "inventory_expiring_postgresql", "crl_postgresql",
-              "batch_workers", "ocsp"]
+              "batch_workers", "ocsp", "console"]
 
 
 def run_all(name: str) -> list[dict[str, Any]]:
@@ -34,7 +34,7 @@ def test_benchmarks_run_and_report_json() -> None:
                                                  "cli_startup", "cli_certs_list", "revocation_across_instances",
                                                  "pg_issuance",
                                                  "inventory_expiring_postgresql", "crl_postgresql", "batch_workers",
-                                                 "ocsp"}
+                                                 "ocsp", "console"}
     assert len(reports) == len(BENCHMARKS)
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)

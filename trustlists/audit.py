@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,10 +109,14 @@ def verify(tx: StoreReader) -> AuditVerification:
     return AuditVerification(ok=True, records=count)
 
 
-def records(tx: StoreReader, *, action: str | None = None, since: datetime | None = None) -> Iterator[AuditRecord]:
+def records(tx: StoreReader, *, action: str | None = None, since: datetime | None = None,
+            subject: str | None = None) -> Iterator[AuditRecord]:
     since_us = int(since.timestamp() * 1_000_000) if since is not None else None
-    for seq, at_us, actor, act, subject, details, prev_hash, digest in tx.iter_audit(action=action,
-                                                                                       since_us=since_us):
+    return rows_to_records(tx.iter_audit(action=action, since_us=since_us, subject=subject))
+
+
+def rows_to_records(rows: Iterable[AuditRow]) -> Iterator[AuditRecord]:
+    for seq, at_us, actor, act, subject, details, prev_hash, digest in rows:
         yield AuditRecord(seq=seq, at=datetime.fromtimestamp(at_us / 1_000_000, UTC), actor=actor,
                           action=act, subject=subject, details=json.loads(details),
                           prev_hash=prev_hash, hash=digest)

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from trustlists import audit
+from trustlists.accounts import Accounts
 from trustlists.audit import AuditVerification
 from trustlists.authority import CertificateAuthority
 from trustlists.bootstrap import Bootstrap
@@ -24,7 +25,7 @@ from trustlists.clock import as_utc, utcnow
 from trustlists.context import EngineContext
 from trustlists.crl import RevocationIndex
 from trustlists.decommission import Decommissioning
-from trustlists.errors import OtpkiError
+from trustlists.errors import InvalidInput, OtpkiError
 from trustlists.hierarchy import Hierarchy
 from trustlists.inventory import Inventory
 from trustlists.key_probe import sign_and_verify
@@ -63,6 +64,7 @@ class Engine:
         self.targets = DeliveryTargets(self._ctx)
         self.bootstrap = Bootstrap(self._ctx, self.authority)
         self.request_guard = RequestGuard(self._ctx)
+        self.accounts = Accounts(self._ctx, self.request_guard)
         self.leases = Leases(self._ctx, instance_id or new_instance_id())
         self.ocsp_signers = OcspSigners(self._ctx)
         self.ocsp = OcspResponder(self._ctx, self.ocsp_signers)
@@ -175,10 +177,19 @@ class Engine:
         with self._ctx.store.read() as tx:
             return audit.verify(tx)
 
-    def audit_records(self, *, action: str | None = None, since: datetime | None = None) -> list[audit.AuditRecord]:
-        """Audit records, optionally only one action and only those at or after `since`."""
+    def audit_records(self, *, action: str | None = None, since: datetime | None = None,
+                      subject: str | None = None) -> list[audit.AuditRecord]:
+        """Audit records, optionally only one action, only those at or after `since`, only those about `subject`
+        (a certificate's history: indexed)."""
         with self._ctx.store.read() as tx:
-            return list(audit.records(tx, action=action, since=since))
+            return list(audit.records(tx, action=action, since=since, subject=subject))
+
+    def audit_page(self, *, before_seq: int | None = None, limit: int = 50) -> list[audit.AuditRecord]:
+        """Up to `limit` audit records below sequence number `before_seq` (the newest when None), newest first."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("an audit page holds 1 to 1000 records", reason="page_invalid")
+        with self._ctx.store.read() as tx:
+            return list(audit.rows_to_records(tx.audit_page(before_seq=before_seq, limit=limit)))
 
     def reconcile(self, documents: Sequence[tuple[str, bytes]]) -> Reconciliation:
         """Certificates and CRLs seen in the plant (name, PEM or DER) against the inventory: what it lacks."""

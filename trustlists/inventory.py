@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from itertools import pairwise
+
+from pydantic import BaseModel
 
 from trustlists.context import EngineContext
 from trustlists.models import CertificateRecord, CertificateStatus, ExpiringCertificate, ListedCertificate
+from trustlists.store.rows import CertificateCount
 
-__all__ = ["ExpiringCertificate", "Inventory", "ListedCertificate"]
+__all__ = ["CertificateCount", "CertificatePage", "ExpiringCertificate", "ExpiryBucket", "Inventory",
+           "ListedCertificate"]
+
+MAX_PAGE = 1000
+COUNT_CAP = 10_000
+
+
+class CertificatePage(BaseModel):
+    """One page of the inventory: `total` lines match the filters (at least that many when `total_capped`: counting
+    stops at COUNT_CAP, as a million rows take a second to count), `lines` are those from `offset` on."""
+
+    total: int
+    total_capped: bool
+    offset: int
+    limit: int
+    lines: list[ListedCertificate]
+
+
+class ExpiryBucket(BaseModel):
+    """Live certificates whose validity ends in [start, end): one bar of the expiry chart."""
+
+    start: datetime
+    end: datetime
+    certificates: int
 
 
 
@@ -43,6 +70,39 @@ class Inventory:
             return tx.certificate_lines(
                 now=now, status=status, group=group, site=site, owner_id=owner_id,
                 expiring_before=(now + expiring_within) if expiring_within is not None else None, limit=limit)
+
+    def page(self, *, status: CertificateStatus | None = None, group: str | None = None, site: str | None = None,
+             owner_id: str | None = None, expiring_within: timedelta | None = None, offset: int = 0,
+             limit: int = 50) -> CertificatePage:
+        """A page of `listing` (same filters, same order) and how many lines match in all (one read: both agree)."""
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            from trustlists.errors import InvalidInput
+
+            raise InvalidInput(f"a page holds 1 to {MAX_PAGE} lines from offset 0 on", reason="page_invalid")
+        now = self._ctx.clock()
+        if group is not None:
+            self._ctx.config.group(group)
+        expiring_before = (now + expiring_within) if expiring_within is not None else None
+        with self._ctx.store.read() as tx:
+            total = tx.count_certificate_lines(now=now, status=status, group=group, site=site, owner_id=owner_id,
+                                               expiring_before=expiring_before, cap=offset + limit + COUNT_CAP)
+            lines = tx.certificate_lines(now=now, status=status, group=group, site=site, owner_id=owner_id,
+                                         expiring_before=expiring_before, limit=limit, offset=offset)
+        return CertificatePage(total=total, total_capped=total == offset + limit + COUNT_CAP, offset=offset,
+                               limit=limit, lines=lines)
+
+    def counts(self) -> list[CertificateCount]:
+        """Certificates per group, site and status now (the plant overview's table)."""
+        with self._ctx.store.read() as tx:
+            return tx.certificate_counts(self._ctx.clock())
+
+    def expiry_by_month(self, months: int = 12) -> list[ExpiryBucket]:
+        """Live certificates ending in each of the next `months` 30-day periods, from now."""
+        now = self._ctx.clock()
+        edges = [now + timedelta(days=30 * i) for i in range(months + 1)]
+        with self._ctx.store.read() as tx:
+            return [ExpiryBucket(start=a, end=b, certificates=tx.count_live_ending(a, b))
+                    for a, b in pairwise(edges)]
 
     def expiring(self, within: timedelta, *, group: str | None = None) -> list[ExpiringCertificate]:
         """Live (not revoked, not superseded) certificates whose validity ends within `within`, soonest first."""

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trustlists.clock import to_epoch
 from trustlists.context import EngineContext
 from trustlists.errors import InvalidInput
+from trustlists.store.base import StoreWriter
 
 __all__ = ["RateLimit", "RequestGuard", "Verdict"]
 
@@ -60,24 +61,40 @@ class RequestGuard:
         if not scope or not subject or not request_id:
             raise InvalidInput("scope, subject and request id are required")
         now = self._ctx.clock()
-        now_us = int(now.timestamp() * 1_000_000)
         with self._ctx.store.transaction() as tx:
             # Two instances admitting for one subject take turns: one sees the other's request id and bucket.
             tx.lock("request_guard", f"{scope}\x00{subject}")
             tx.forget_expired(to_epoch(now) - FORGET_GRACE_S)
             if tx.request_seen(scope, subject, request_id):
                 return "replay"
-            bucket = tx.get_rate_bucket(scope, subject)
-            tokens = float(limit.burst)
-            if bucket is not None:
-                stored, stamp_us = bucket
-                # A clock that went backwards earns nothing (and takes nothing away).
-                elapsed = max(0.0, (now_us - stamp_us) / 1_000_000)
-                tokens = min(float(limit.burst), stored + elapsed * limit.refill_per_s)
-            if tokens < 1.0:
+            if not _take_token(tx, scope, subject, limit, now):
                 return "rate_limited"  # nothing taken, nothing written: the stored bucket still says the same
-            tokens -= 1.0
             tx.remember_request(scope, subject, request_id, max(to_epoch(expires_at), to_epoch(now)))
-            full_in_s = (limit.burst - tokens) / limit.refill_per_s
-            tx.put_rate_bucket(scope, subject, tokens, now_us, to_epoch(now) + math.ceil(full_in_s) + 1)
         return "ok"
+
+    def take(self, scope: str, subject: str, *, limit: RateLimit) -> bool:
+        """Take a token from the subject's bucket (no request id: a login attempt); False when it is empty."""
+        if not scope or not subject:
+            raise InvalidInput("scope and subject are required")
+        now = self._ctx.clock()
+        with self._ctx.store.transaction() as tx:
+            tx.lock("request_guard", f"{scope}\x00{subject}")
+            tx.forget_expired(to_epoch(now))
+            return _take_token(tx, scope, subject, limit, now)
+
+
+def _take_token(tx: StoreWriter, scope: str, subject: str, limit: RateLimit, now: datetime) -> bool:
+    now_us = int(now.timestamp() * 1_000_000)
+    bucket = tx.get_rate_bucket(scope, subject)
+    tokens = float(limit.burst)
+    if bucket is not None:
+        stored, stamp_us = bucket
+        # A clock that went backwards earns nothing (and takes nothing away).
+        elapsed = max(0.0, (now_us - stamp_us) / 1_000_000)
+        tokens = min(float(limit.burst), stored + elapsed * limit.refill_per_s)
+    if tokens < 1.0:
+        return False
+    tokens -= 1.0
+    full_in_s = (limit.burst - tokens) / limit.refill_per_s
+    tx.put_rate_bucket(scope, subject, tokens, now_us, to_epoch(now) + math.ceil(full_in_s) + 1)
+    return True

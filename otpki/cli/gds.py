@@ -1,4 +1,4 @@
-"""gds serve: run the OPC UA Global Discovery Server; users hash-password: make a password hash for otpki.toml."""
+"""gds serve: run the OPC UA Global Discovery Server."""
 
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from otpki.listen import Listen
 
 gds_app = typer.Typer(help="The OPC UA Global Discovery Server (OPC 10000-12).", no_args_is_help=True)
-users_app = typer.Typer(help="GDS users (configured in the gds.access table of otpki.toml).", no_args_is_help=True)
 
 
 @gds_app.command("serve")
@@ -66,16 +65,3 @@ async def _serve(gds: "GdsServer", interval: float, listen: "Listen") -> None:
         upkeep.cancel()
         await gds.stop()
         console.print("GDS stopped")
-
-
-@users_app.command("hash-password")
-def hash_password_cmd() -> None:
-    """Read a password (prompt, or stdin when piped) and print the hash for a gds.access.users entry."""
-    import getpass
-
-    from opcua_gds.access import hash_password
-
-    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
-    if not password:
-        raise typer.Exit(2)
-    typer.echo(hash_password(password))

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from otpki.cli import admin, backup, certs, db, demo, doctor, gds, mqtt, push, requests, serve, trust
+from otpki.cli import admin, backup, certs, db, demo, doctor, gds, mqtt, push, requests, serve, trust, users
 from otpki.cli.common import state
 
 app = typer.Typer(
@@ -42,7 +42,8 @@ app.add_typer(admin.crl_app, name="crl")
 app.add_typer(admin.audit_app, name="audit")
 app.add_typer(certs.batch_app, name="batch")
 app.add_typer(gds.gds_app, name="gds")
-app.add_typer(gds.users_app, name="users")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(requests.requests_app, name="requests")
 app.add_typer(push.targets_app, name="targets")
 app.command("push")(push.push)

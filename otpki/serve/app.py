@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,21 +123,39 @@ def health_router(engine: Engine, supervisor: Supervisor, *, readiness: bool = T
     return router
 
 
-def _console_app(engine: Engine, settings: Settings) -> FastAPI:
+def _pusher(engine: Engine, settings: Settings) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    """The console's "push now": one target, now, by the same push client and leases as the scheduler."""
+
+    async def push(target_id: str) -> dict[str, Any]:
+        from otpki.serve.parts import new_rollout
+
+        target = await run_blocking(engine.targets.get, target_id)
+        rollout = await new_rollout(engine, settings)
+        report = await rollout.run(address=target.address)
+        return report.model_dump(mode="json")
+
+    return push
+
+
+def _console_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:
     try:
         module: Any = importlib.import_module("otpki.web.app")
     except ModuleNotFoundError as exc:
         if exc.name != "otpki.web.app":
             raise  # the console's own import failed: that is a bug to see, not a console to leave out
         return FastAPI(title="otpki", docs_url=None, redoc_url=None, openapi_url=None)
-    app = module.create_app(engine, settings)
+    web = settings.file.web
+    console = web.console
+    if not web.tls:  # a plain-HTTP loopback listener: a Secure cookie would never come back
+        console = console.model_copy(update={"secure_cookies": False})
+    app = module.create_app(engine, console, status_provider=supervisor.status, pusher=_pusher(engine, settings))
     assert isinstance(app, FastAPI)
     return app
 
 
 def build_asgi_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:
     """The HTTPS listener's app: the console and API, the health routes and every registered front."""
-    app = _console_app(engine, settings)
+    app = _console_app(engine, settings, supervisor)
     app.include_router(health_router(engine, supervisor))
     for spec in ROUTERS:
         app.include_router(spec.factory(engine, settings))

@@ -38,18 +38,23 @@ from trustlists.store.rows import (
     AuditHead,
     AuditRow,
     CaTableSignature,
+    CertificateCount,
     CertificateDer,
     CertificateKey,
     CertificateState,
     CrlEntry,
     ExternalTrust,
     LeaseRow,
+    LoginFailuresRow,
     NewCertificate,
     PinChange,
     RateBucket,
     RevocationRow,
     TableRow,
     TrustVersion,
+    WebSessionRow,
+    WebTokenRow,
+    WebUserRow,
 )
 
 
@@ -108,9 +113,23 @@ class StoreReader(Protocol):
 
     def certificate_lines(self, *, now: datetime, status: CertificateStatus | None = None, group: str | None = None,
                           site: str | None = None, owner_id: str | None = None,
-                          expiring_before: datetime | None = None, limit: int | None = None
+                          expiring_before: datetime | None = None, limit: int | None = None, offset: int = 0
                           ) -> list[ListedCertificate]:
-        """What `query_certificates` returns, as lines with their status at `now`."""
+        """What `query_certificates` returns, as lines with their status at `now`; `offset` skips that many."""
+        ...
+
+    def count_certificate_lines(self, *, now: datetime, status: CertificateStatus | None = None,
+                                group: str | None = None, site: str | None = None, owner_id: str | None = None,
+                                expiring_before: datetime | None = None, cap: int | None = None) -> int:
+        """How many lines `certificate_lines` has with those filters and no limit; counting stops at `cap`."""
+        ...
+
+    def certificate_counts(self, now: datetime) -> list[CertificateCount]:
+        """Certificates per group, site and status at `now`."""
+        ...
+
+    def count_live_ending(self, start: datetime, end: datetime) -> int:
+        """Live (not revoked, not superseded) certificates whose validity ends in [start, end)."""
         ...
 
     def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
@@ -200,9 +219,29 @@ class StoreReader(Protocol):
     # -- audit
     def last_audit(self) -> AuditHead | None: ...
 
-    def iter_audit(self, *, action: str | None = None, since_us: int | None = None) -> Iterator[AuditRow]:
-        """Records by sequence number (streamed)."""
+    def iter_audit(self, *, action: str | None = None, since_us: int | None = None,
+                   subject: str | None = None) -> Iterator[AuditRow]:
+        """Records by sequence number (streamed), only those of `subject` when given (indexed)."""
         ...
+
+    def audit_page(self, *, before_seq: int | None, limit: int) -> list[AuditRow]:
+        """Up to `limit` records below `before_seq` (all when None), newest first."""
+        ...
+
+    # -- console users, sessions, API tokens, login failures (trustlists/accounts.py)
+    def get_web_user(self, name: str) -> WebUserRow | None: ...
+
+    def list_web_users(self) -> list[WebUserRow]: ...
+
+    def get_web_session(self, id_sha256: str) -> WebSessionRow | None: ...
+
+    def get_web_token(self, token_sha256: str) -> WebTokenRow | None: ...
+
+    def get_web_token_by_name(self, name: str) -> WebTokenRow | None: ...
+
+    def list_web_tokens(self) -> list[WebTokenRow]: ...
+
+    def get_login_failures(self, subject: str) -> LoginFailuresRow | None: ...
 
 
     # -- whole tables: what a copy or backup of the store moves (trustlists/store_copy.py)
@@ -331,6 +370,45 @@ class StoreWriter(StoreReader, Protocol):
     def delete_lease(self, name: str, holder: str) -> bool:
         """Drop the lease if `holder` holds it; False otherwise."""
         ...
+
+    def insert_web_user(self, row: WebUserRow) -> None:
+        """AlreadyExists for a name taken."""
+        ...
+
+    def delete_web_user(self, name: str) -> bool:
+        """Drop the user and every session of theirs; False for an unknown name."""
+        ...
+
+    def set_web_user_totp(self, name: str, secret: str) -> bool:
+        """A new TOTP secret (its time steps start over); False for an unknown name."""
+        ...
+
+    def advance_totp_step(self, name: str, step: int) -> bool:
+        """Record `step` as the last accepted one if it is above the recorded one: False when it is not (a
+        replayed code, or another instance took that step first)."""
+        ...
+
+    def insert_web_session(self, row: WebSessionRow) -> None: ...
+
+    def delete_web_user_sessions(self, name: str) -> None: ...
+
+    def set_web_session_stage(self, id_sha256: str, stage: str, expires_at: int) -> bool: ...
+
+    def delete_web_session(self, id_sha256: str) -> bool: ...
+
+    def delete_expired_web_sessions(self, now: int) -> None: ...
+
+    def insert_web_token(self, row: WebTokenRow) -> None:
+        """AlreadyExists for a name taken."""
+        ...
+
+    def revoke_web_token(self, name: str, at: int) -> bool:
+        """False for an unknown or already revoked token."""
+        ...
+
+    def put_login_failures(self, row: LoginFailuresRow) -> None: ...
+
+    def delete_login_failures(self, subject: str) -> None: ...
 
     def insert_audit(self, rec: AuditRecord, at_us: int, details_json: str) -> None: ...
 

@@ -120,6 +120,51 @@ class AuditHead(NamedTuple):
     hash: str
 
 
+class WebUserRow(NamedTuple):
+    """A console user as stored (trustlists/accounts.py)."""
+
+    name: str
+    role: str
+    password_hash: str  # argon2id, PHC string
+    totp_secret: str  # base32
+    totp_last_step: int  # the last RFC 6238 time step a code was accepted for
+    created_at: int  # epoch seconds
+
+
+class WebSessionRow(NamedTuple):
+    id_sha256: str
+    user_name: str
+    csrf_token: str
+    stage: str  # "password" (the TOTP code is still due) or "full"
+    created_at: int
+    expires_at: int
+
+
+class WebTokenRow(NamedTuple):
+    name: str
+    role: str
+    user_name: str | None  # whose TOTP a ca-admin token's guarded actions need
+    token_sha256: str
+    created_at: int
+    revoked_at: int | None
+
+
+class LoginFailuresRow(NamedTuple):
+    subject: str  # "user:NAME" or "addr:IP"
+    failures: int
+    window_start: int  # epoch seconds
+    locked_until: int  # epoch seconds; 0 when not locked
+
+
+class CertificateCount(NamedTuple):
+    """How many certificates of a group and site are in a state (the plant overview)."""
+
+    group: str
+    site: str | None
+    status: str
+    certificates: int
+
+
 # One row of a table, in the order of `StoreReader.table_columns`: what a whole-store copy or backup moves without
 # knowing the table (trustlists/store_copy.py). Values are str, int, float, bytes or None.
 TableRow = tuple[object, ...]

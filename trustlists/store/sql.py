@@ -16,7 +16,7 @@ from typing import Any
 
 from trustlists.clock import from_epoch, to_epoch
 from trustlists.der import certificate_spki_sha256
-from trustlists.errors import InvalidInput, NotFound, RequestNotFound
+from trustlists.errors import AlreadyExists, InvalidInput, NotFound, RequestNotFound
 from trustlists.models import (
     AuditRecord,
     BootstrapPin,
@@ -43,18 +43,23 @@ from trustlists.store.rows import (
     AuditHead,
     AuditRow,
     CaTableSignature,
+    CertificateCount,
     CertificateDer,
     CertificateKey,
     CertificateState,
     CrlEntry,
     ExternalTrust,
     LeaseRow,
+    LoginFailuresRow,
     NewCertificate,
     PinChange,
     RateBucket,
     RevocationRow,
     TableRow,
     TrustVersion,
+    WebSessionRow,
+    WebTokenRow,
+    WebUserRow,
 )
 
 _CERT_COLUMNS = (
@@ -412,6 +417,7 @@ class SqlTx:
         owner_id: str | None = None,
         expiring_before: datetime | None = None,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[ListedCertificate]:
         """Lines of the certificates `query_certificates` returns, in its order, with the status derived here
         (no record built)."""
@@ -421,9 +427,33 @@ class SqlTx:
                f"FROM certificates{where} ORDER BY not_after, serial")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
+        if offset:
+            # SQLite takes OFFSET only after a LIMIT; this one is no limit on either backend.
+            sql += "" if limit is not None else " LIMIT 9223372036854775807"
+            sql += f" OFFSET {int(offset)}"
         return [ListedCertificate(serial, subject, grp, site_, owner, not_after, _STATUSES[st], _ISSUANCES[kind])
                 for serial, subject, grp, site_, owner, not_after, st, kind
                 in self.execute(sql, [to_epoch(now), *params]).fetchall()]
+
+    def count_certificate_lines(self, *, now: datetime, status: CertificateStatus | None = None,
+                                group: str | None = None, site: str | None = None, owner_id: str | None = None,
+                                expiring_before: datetime | None = None, cap: int | None = None) -> int:
+        where, params = _certificate_filter(now=now, status=status, group=group, site=site, owner_id=owner_id,
+                                            expiring_before=expiring_before)
+        if cap is None:
+            return int(self._one(f"SELECT COUNT(*) FROM certificates{where}", params)[0])
+        return int(self._one(f"SELECT COUNT(*) FROM (SELECT 1 FROM certificates{where} LIMIT {int(cap)}) AS capped",
+                             params)[0])
+
+    def certificate_counts(self, now: datetime) -> list[CertificateCount]:
+        rows = self.execute(f"SELECT grp, site, {_STATUS_CASE} AS st, COUNT(*) FROM certificates "
+                            "GROUP BY grp, site, st ORDER BY grp, site, st", [to_epoch(now)]).fetchall()
+        return [CertificateCount(grp, site, st, int(n)) for grp, site, st, n in rows]
+
+    def count_live_ending(self, start: datetime, end: datetime) -> int:
+        return int(self._one(
+            "SELECT COUNT(*) FROM certificates WHERE not_after >= ? AND not_after < ? "
+            "AND revoked_at IS NULL AND superseded_by IS NULL", (to_epoch(start), to_epoch(end)))[0])
 
     def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
         """Live certificates ending in [now, until], soonest first; served from the covering index
@@ -832,9 +862,13 @@ class SqlTx:
     def insert_audit_rows(self, rows: Sequence[AuditRow]) -> None:
         self.insert_rows("audit_log", "seq, at_us, actor, action, subject, details, prev_hash, hash", rows)
 
-    def iter_audit(self, *, action: str | None = None, since_us: int | None = None) -> Iterator[AuditRow]:
+    def iter_audit(self, *, action: str | None = None, since_us: int | None = None,
+                   subject: str | None = None) -> Iterator[AuditRow]:
         where: list[str] = []
         params: list[str | int] = []
+        if subject is not None:
+            where.append("subject = ?")
+            params.append(subject)
         if action is not None:
             where.append("action = ?")
             params.append(action)
@@ -846,6 +880,99 @@ class SqlTx:
                 "SELECT seq, at_us, actor, action, subject, details, prev_hash, hash FROM audit_log"
                 f"{clause} ORDER BY seq", params, 10_000):
             yield from map(AuditRow._make, rows)
+
+
+    def audit_page(self, *, before_seq: int | None, limit: int) -> list[AuditRow]:
+        clause, params = ("", []) if before_seq is None else (" WHERE seq < ?", [before_seq])
+        rows = self.execute("SELECT seq, at_us, actor, action, subject, details, prev_hash, hash FROM audit_log"
+                            f"{clause} ORDER BY seq DESC LIMIT {int(limit)}", params).fetchall()
+        return list(map(AuditRow._make, rows))
+
+    # -- console users, sessions, API tokens, login failures ----------------------------------------
+    _USER_SELECT = ("SELECT name, role, password_hash, totp_secret, totp_last_step, created_at FROM web_users")
+    _SESSION_SELECT = "SELECT id_sha256, user_name, csrf_token, stage, created_at, expires_at FROM web_sessions"
+    _TOKEN_SELECT = "SELECT name, role, user_name, token_sha256, created_at, revoked_at FROM web_tokens"
+
+    def get_web_user(self, name: str) -> WebUserRow | None:
+        row = self._one(f"{self._USER_SELECT} WHERE name = ?", (name,))
+        return WebUserRow._make(row) if row else None
+
+    def list_web_users(self) -> list[WebUserRow]:
+        return [WebUserRow._make(r) for r in self.execute(f"{self._USER_SELECT} ORDER BY name").fetchall()]
+
+    def get_web_session(self, id_sha256: str) -> WebSessionRow | None:
+        row = self._one(f"{self._SESSION_SELECT} WHERE id_sha256 = ?", (id_sha256,))
+        return WebSessionRow._make(row) if row else None
+
+    def get_web_token(self, token_sha256: str) -> WebTokenRow | None:
+        row = self._one(f"{self._TOKEN_SELECT} WHERE token_sha256 = ?", (token_sha256,))
+        return WebTokenRow._make(row) if row else None
+
+    def get_web_token_by_name(self, name: str) -> WebTokenRow | None:
+        row = self._one(f"{self._TOKEN_SELECT} WHERE name = ?", (name,))
+        return WebTokenRow._make(row) if row else None
+
+    def list_web_tokens(self) -> list[WebTokenRow]:
+        return [WebTokenRow._make(r) for r in self.execute(f"{self._TOKEN_SELECT} ORDER BY name").fetchall()]
+
+    def get_login_failures(self, subject: str) -> LoginFailuresRow | None:
+        row = self._one("SELECT subject, failures, window_start, locked_until FROM web_login_failures "
+                        "WHERE subject = ?", (subject,))
+        return LoginFailuresRow._make(row) if row else None
+
+    def insert_web_user(self, row: WebUserRow) -> None:
+        if self.get_web_user(row.name) is not None:
+            raise AlreadyExists(f"console user {row.name!r} exists already", reason="user_exists")
+        self.execute("INSERT INTO web_users (name, role, password_hash, totp_secret, totp_last_step, created_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", tuple(row))
+
+    def delete_web_user_sessions(self, name: str) -> None:
+        self.execute("DELETE FROM web_sessions WHERE user_name = ?", (name,))
+
+    def delete_web_user(self, name: str) -> bool:
+        self.delete_web_user_sessions(name)
+        return int(self.execute("DELETE FROM web_users WHERE name = ?", (name,)).rowcount) > 0
+
+    def set_web_user_totp(self, name: str, secret: str) -> bool:
+        return int(self.execute("UPDATE web_users SET totp_secret = ?, totp_last_step = 0 WHERE name = ?",
+                                (secret, name)).rowcount) > 0
+
+    def advance_totp_step(self, name: str, step: int) -> bool:
+        return int(self.execute("UPDATE web_users SET totp_last_step = ? WHERE name = ? AND totp_last_step < ?",
+                                (step, name, step)).rowcount) > 0
+
+    def insert_web_session(self, row: WebSessionRow) -> None:
+        self.execute("INSERT INTO web_sessions (id_sha256, user_name, csrf_token, stage, created_at, expires_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", tuple(row))
+
+    def set_web_session_stage(self, id_sha256: str, stage: str, expires_at: int) -> bool:
+        return int(self.execute("UPDATE web_sessions SET stage = ?, expires_at = ? WHERE id_sha256 = ?",
+                                (stage, expires_at, id_sha256)).rowcount) > 0
+
+    def delete_web_session(self, id_sha256: str) -> bool:
+        return int(self.execute("DELETE FROM web_sessions WHERE id_sha256 = ?", (id_sha256,)).rowcount) > 0
+
+    def delete_expired_web_sessions(self, now: int) -> None:
+        self.execute("DELETE FROM web_sessions WHERE expires_at < ?", (now,))
+
+    def insert_web_token(self, row: WebTokenRow) -> None:
+        if self.get_web_token_by_name(row.name) is not None:
+            raise AlreadyExists(f"API token {row.name!r} exists already", reason="token_exists")
+        self.execute("INSERT INTO web_tokens (name, role, user_name, token_sha256, created_at, revoked_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", tuple(row))
+
+    def revoke_web_token(self, name: str, at: int) -> bool:
+        return int(self.execute("UPDATE web_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                                (at, name)).rowcount) > 0
+
+    def put_login_failures(self, row: LoginFailuresRow) -> None:
+        self.execute(
+            "INSERT INTO web_login_failures (subject, failures, window_start, locked_until) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (subject) DO UPDATE SET failures = excluded.failures, "
+            "window_start = excluded.window_start, locked_until = excluded.locked_until", tuple(row))
+
+    def delete_login_failures(self, subject: str) -> None:
+        self.execute("DELETE FROM web_login_failures WHERE subject = ?", (subject,))
 
 
 def _certificate_filter(*, now: datetime, status: CertificateStatus | None, group: str | None, site: str | None,
