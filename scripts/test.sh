@@ -7,16 +7,23 @@ bash scripts/setup.sh || exit 1
 # Type check (configuration: [tool.mypy] in pyproject.toml); its cache is .mypy_cache, so a rerun checks only what
 # changed.
 .venv/bin/mypy || exit 1
-# One pytest-xdist worker per core (at most OTPKI_TEST_WORKERS, default 4: past that the tests' own servers and
-# subprocesses outnumber the cores). --dist loadfile keeps each test file on one worker, so module-scoped fixtures
-# (CA hierarchies, brokers, servers) are built once. `-n 0` (or any -n/--numprocesses given here) overrides it.
+# The suite starts hundreds of Python processes (the CLI, servers, workers). With PYTHONDONTWRITEBYTECODE set (as
+# some shells and CI images do) each one compiles every otpki module again and pytest re-rewrites every test
+# module in each worker: about a quarter of a CLI call's CPU. Compile once here and let the processes keep caches.
+unset PYTHONDONTWRITEBYTECODE
+.venv/bin/python -m compileall -q trustlists opcua_gds mqtt_broker_auth http_fronts simulators otpki bench tests \
+  > /dev/null || exit 1
+# Two pytest-xdist workers per core (at most OTPKI_TEST_WORKERS, default 4): most of a test's time is spent
+# waiting on its servers and subprocesses, so two per core keep the cores busy; more outnumber them. --dist loadfile
+# keeps each test file on one worker, so module-scoped fixtures (CA hierarchies, brokers, servers) are built once.
+# `-n 0` (or any -n/--numprocesses given here) overrides it.
 parallel=()
 case " $* " in
   *" -n"*|*" --numprocesses"*|*" -p no:xdist "*) ;;
   *)
     cores="$(nproc 2>/dev/null || echo 1)"
     cap="${OTPKI_TEST_WORKERS:-4}"
-    workers=$(( cores < cap ? cores : cap ))
+    workers=$(( 2 * cores < cap ? 2 * cores : cap ))
     if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
     ;;
 esac

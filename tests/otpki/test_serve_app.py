@@ -99,10 +99,11 @@ async def test_console_app_is_used_when_present_and_routers_join_by_registry(
     async def overview() -> dict[str, str]:
         return {"page": "overview"}
 
-    made: list[tuple[Engine, Settings]] = []
+    made: list[tuple[Engine, object, object]] = []
 
-    def create_app(eng: Engine, s: Settings) -> FastAPI:
-        made.append((eng, s))
+    def create_app(eng: Engine, s: object, status_provider: object = None, pusher: object = None) -> FastAPI:
+        made.append((eng, s, status_provider))
+        assert callable(pusher)
         return console
 
     module = types.ModuleType("otpki.web.app")
@@ -130,7 +131,7 @@ async def test_console_app_is_used_when_present_and_routers_join_by_registry(
     monkeypatch.setattr(serve_app, "ROUTERS", [RouterSpec("ocsp", ocsp, plain_http=True), RouterSpec("est", est)])
     sup = Supervisor([])
     app = build_asgi_app(engine, settings, sup)
-    assert made == [(engine, settings)]
+    assert made == [(engine, settings.file.web.console, sup.status)]
     assert (await get(app, "/")).json() == {"page": "overview"}
     assert (await get(app, "/ocsp/ping")).json() == "ocsp" and (await get(app, "/.well-known/est/ping")).json() == "est"
     assert (await get(app, "/healthz")).status_code == 200
@@ -149,3 +150,13 @@ async def test_without_the_console_module_a_bare_app_serves_health(
     app = build_asgi_app(engine, settings, Supervisor([]))
     assert (await get(app, "/healthz")).status_code == 200
     assert (await get(app, "/docs")).status_code == 404
+
+
+async def test_the_real_console_and_api_are_served_beside_health_and_the_fronts(engine: Engine, settings: Settings
+                                                                             ) -> None:
+    app = build_asgi_app(engine, settings, Supervisor([]))
+    assert (await get(app, "/login")).status_code == 200
+    assert (await get(app, "/api/openapi.json")).json()["info"]["title"] == "otpki"
+    assert (await get(app, "/api/v1/certificates")).status_code == 401  # the API wants a session or a token
+    assert (await get(app, "/healthz")).status_code == 200
+    assert (await get(app, "/crl/no-such-ca.crl")).status_code == 404  # the CRL front is mounted
