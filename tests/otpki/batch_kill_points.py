@@ -49,9 +49,9 @@ def main() -> None:
     trustlists.batch.CHUNK = 3
     count = int(n)
     if point == "registered":
-        _die_on_call(Registry, "register", count, before=False)
+        _die_on_call(Registry, "register_many", count, before=False)
     elif point == "issuing":
-        _die_on_call(CertificateAuthority, "issue_many", count, before=True)
+        _die_on_call(CertificateAuthority, "issue_approved", count, before=True)
     elif point == "committed":
         _die_on_call(CertificateAuthority, "_commit", count, before=False)
     elif point in ("temp-file", "renamed"):

@@ -184,18 +184,18 @@ def test_no_other_station_registers_a_device_while_a_chunk_registers_its_own(eng
     device waits (here: gives up after 50 ms) instead of registering it between our look-up and ours."""
     in_dir, _keys = _csr_dir(tmp_path, ["dev-race"])
     other = make_engine(tmp_path, config=engine.config, clock=engine.now, busy_timeout_s=0.05)
-    register = engine.registry.register
+    register_many = engine.registry.register_many
     blocked: list[str] = []
 
-    def other_station_tries_first(**kwargs):  # type: ignore[no-untyped-def]
+    def other_station_tries_first(tx, owners, *, actor):  # type: ignore[no-untyped-def]
         try:
-            other.registry.register(**{**kwargs, "actor": "station-b"})
+            other.registry.register(group=owners[0].group, name=owners[0].name, actor="station-b")
         except StoreBusy as exc:
             blocked.append(exc.reason)
-        return register(**kwargs)
+        return register_many(tx, owners, actor=actor)
 
     try:
-        engine.registry.register = other_station_tries_first  # type: ignore[method-assign]
+        engine.registry.register_many = other_station_tries_first  # type: ignore[method-assign]
         report = sign_directory(engine, in_dir, tmp_path / "out", group="mqtt-device", actor="station-a")
     finally:
         other.close()
