@@ -3,13 +3,15 @@
     python -m tests.otpki.batch_kill_points POINT N -- OTPKI-ARGS...
 
 POINT (the process dies on the N-th time it gets there):
-  registered  an owner was registered, inside its chunk's still open registration transaction
-  issuing     a chunk's owners are registered and committed, its certificates not yet signed
-  committed   a chunk's certificates have committed, before any of its files is written
-  temp-file   a certificate's temp file is written and fsynced, before the rename
-  renamed     a certificate file was renamed into place
-  none        no kill point (for a kill from outside)
-Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans several commits.
+  registered     a chunk's owners were registered, inside its still open registration transaction
+  issuing        a chunk's owners are registered and committed, its certificates not yet signed
+  temp-file      a certificate's temp file is written and flushed, before the rename
+  renamed        a certificate file was renamed into place (the chunk's rows are not committed yet)
+  before-commit  a chunk's files are in place and durable, its rows not committed
+  committed      a chunk's certificates have committed
+  none           no kill point (for a kill from outside)
+Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans several commits. Give
+`--workers 1`: forked workers would inherit the kill point and die instead of the command.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def main() -> None:
         _die_on_call(Registry, "register_many", count, before=False)
     elif point == "issuing":
         _die_on_call(CertificateAuthority, "issue_approved", count, before=True)
-    elif point == "committed":
-        _die_on_call(CertificateAuthority, "_commit", count, before=False)
+    elif point in ("before-commit", "committed"):
+        _die_on_call(CertificateAuthority, "_commit", count, before=point == "before-commit")
     elif point in ("temp-file", "renamed"):
         # The batch puts every certificate file in place with os.replace (and nothing else in a batch run does).
         _die_on_call(os, "replace", count, before=point == "temp-file")
