@@ -58,15 +58,18 @@ def csr_files(in_dir: Path, shard: tuple[int, int] | None = None) -> list[Path]:
 
     A share holds whole stems (dev-1.csr and dev-1.pem go to one share), so the refusal of a second CSR for one
     certificate file stays within one process, and n processes over the n shares sign every file once."""
-    files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in CSR_SUFFIXES)
-    if shard is None:
-        return files
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index + 1} of {count} does not exist")
-    stems = sorted({_output_name(p) for p in files})
-    mine = set(stems[index::count])
-    return [p for p in files if _output_name(p) in mine]
+    # Names sorted as strings (what sorting the paths of one directory gives, at a tenth of the cost); d_type from
+    # the directory listing, no stat per file.
+    with os.scandir(in_dir) as entries:
+        names = sorted(e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in CSR_SUFFIXES)
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index + 1} of {count} does not exist")
+        stems = sorted({_output_stem(n) for n in names})
+        mine = set(stems[index::count])
+        names = [n for n in names if _output_stem(n) in mine]
+    return [in_dir / n for n in names]
 
 
 def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, actor: str, site: str | None = None,
@@ -86,6 +89,8 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
     files = csr_files(in_dir, shard)
     claimed: dict[str, str] = {}  # output file name -> the CSR file it belongs to
     chain_pem: dict[str, bytes] = {}  # issuing CA id -> its chain in PEM, made once
+    with os.scandir(out_dir) as entries:
+        on_disk = {e.name for e in entries}  # files the run may find in place already (a re-run): read only those
     for start in range(0, len(files), CHUNK):
         refused: list[BatchItem] = []
         # Reading and checking the CSRs is CPU work: done before the transaction, so that batches in other
@@ -106,11 +111,11 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
             [(CsrIssueRequest(csr=c.data, owner_id=owner.id, issuance=IssuanceKind.BATCH, delivered=False), owner,
               approved) for _path, c, owner, approved in checked],
             actor=actor, reuse_active=True,
-            before_commit=_files_first(out_dir, [c[0] for c in checked], chain_pem, written))
+            before_commit=_files_first(out_dir, [c[0] for c in checked], chain_pem, on_disk, written))
         # Handed back from the inventory (an earlier run, or another station that committed first): written now.
         late = [(n, r) for n, r in enumerate(results)
                 if isinstance(r, IssuedCertificate) and written.get(n) != r.record.serial]
-        failed = _install_all(out_dir, [(checked[n][0], issued, chain_pem) for n, issued in late])
+        failed = _install_all(out_dir, [(checked[n][0], issued, chain_pem) for n, issued in late], on_disk)
         failed_writes = {late[k][0]: exc for k, exc in failed.items()}
         for n, result in enumerate(results):
             done(_item(checked[n][0], checked[n][2], result, failed_writes.get(n)))
@@ -129,6 +134,10 @@ def merge_reports(group: str, reports: list[BatchReport]) -> BatchReport:
 
 def _output_name(path: Path) -> str:
     return f"{path.stem}.crt"
+
+
+def _output_stem(file_name: str) -> str:
+    return f"{Path(file_name).stem}.crt"
 
 
 def _claim_output(path: Path, claimed: dict[str, str]) -> BatchItem | None:
@@ -234,15 +243,15 @@ def _owners_for(engine: Engine, examined: list[tuple[Path, _Examined]], refused:
     return settled
 
 
-def _files_first(out_dir: Path, paths: list[Path], chain_pem: dict[str, bytes], written: dict[int, str]
-                 ) -> Callable[[list[tuple[int, IssuedCertificate]]], None]:
+def _files_first(out_dir: Path, paths: list[Path], chain_pem: dict[str, bytes], on_disk: set[str],
+                 written: dict[int, str]) -> Callable[[list[tuple[int, IssuedCertificate]]], None]:
     """What a chunk does between signing and recording: its files are durable before its rows commit. A crash
     in between leaves certificate files the inventory does not know, which `otpki certs reconcile
     OUT_DIR/*.crt` names and the next run replaces; never a recorded certificate whose file was not written.
     `written` gets slot -> serial of each file put in place (a file that failed is tried again after the
     commit, and reported if it fails again)."""
     def write(signed: list[tuple[int, IssuedCertificate]]) -> None:
-        failed = _install_all(out_dir, [(paths[n], issued, chain_pem) for n, issued in signed])
+        failed = _install_all(out_dir, [(paths[n], issued, chain_pem) for n, issued in signed], on_disk)
         written.update((n, issued.record.serial) for k, (n, issued) in enumerate(signed) if k not in failed)
     return write
 
@@ -278,8 +287,8 @@ def _pem(der: bytes) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----\n"
 
 
-def _install_all(out_dir: Path, certificates: list[tuple[Path, IssuedCertificate, dict[str, bytes]]]
-                 ) -> dict[int, OSError]:
+def _install_all(out_dir: Path, certificates: list[tuple[Path, IssuedCertificate, dict[str, bytes]]],
+                 on_disk: set[str]) -> dict[int, OSError]:
     """Make each CSR's certificate file hold its certificate and chain, durably, with two flushes for the
     whole list instead of one per file: temp files written, their data flushed, renamed into place, the
     directory flushed. A file that already holds exactly that is left alone. Returns index -> error for the
@@ -293,14 +302,15 @@ def _install_all(out_dir: Path, certificates: list[tuple[Path, IssuedCertificate
             chains[ca] = b"".join(_pem(d) for d in issued.chain_der)
         data = _pem(issued.certificate_der) + chains[ca]
         out = out_dir / _output_name(path)
-        try:
-            if out.read_bytes() == data:
+        if out.name in on_disk:
+            try:
+                if out.read_bytes() == data:
+                    continue
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                errors[n] = exc
                 continue
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            errors[n] = exc
-            continue
         tmp = _temp_name(out, pid)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -320,6 +330,7 @@ def _install_all(out_dir: Path, certificates: list[tuple[Path, IssuedCertificate
         for n, tmp, out in staged:
             try:
                 os.replace(tmp, out)
+                on_disk.add(out.name)
             except OSError as exc:
                 errors[n] = exc
         _sync_directory(out_dir)  # the renames survive a power cut
