@@ -10,6 +10,8 @@ POINT (the process dies on the N-th time it gets there):
   before-commit  a chunk's files are in place and durable, its rows not committed
   committed      a chunk's certificates have committed
   none           no kill point (for a kill from outside)
+  same-serial    no kill: every process's first certificate gets one fixed serial (N ignored), so forked
+                 workers clash on it and the store must refuse the second
 Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans several commits. Give
 `--workers 1`: forked workers would inherit the kill point and die instead of the command.
 """
@@ -23,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import trustlists.authority
 import trustlists.batch
 from otpki.cli.main import app
 from trustlists.authority import CertificateAuthority
@@ -45,6 +48,22 @@ def _die_on_call(owner: Any, name: str, n: int, *, before: bool) -> None:
     setattr(owner, name, wrapper)
 
 
+FIXED_SERIAL = (1 << 158) | 0x5EED
+
+
+def _first_serial_fixed() -> None:
+    original = trustlists.authority.random_serial
+    first_done: set[int] = set()  # pids: forked workers inherit it empty (the command signs nothing itself)
+
+    def serial() -> int:
+        if os.getpid() in first_done:
+            return original()
+        first_done.add(os.getpid())
+        return FIXED_SERIAL
+
+    trustlists.authority.random_serial = serial  # type: ignore[attr-defined]  # the module's own import
+
+
 def main() -> None:
     point, n, sep, *args = sys.argv[1:]
     assert sep == "--", __doc__
@@ -59,6 +78,8 @@ def main() -> None:
     elif point in ("temp-file", "renamed"):
         # The batch puts every certificate file in place with os.replace (and nothing else in a batch run does).
         _die_on_call(os, "replace", count, before=point == "temp-file")
+    elif point == "same-serial":
+        _first_serial_fixed()
     elif point != "none":
         raise SystemExit(f"unknown kill point {point!r}")
     app(args=args, prog_name="otpki")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
 from otpki.cli.main import app
+from tests.otpki.batch_kill_points import FIXED_SERIAL
 from trustlists.testing import make_csr, new_key
 
 PASS = "a long enough test passphrase"
@@ -241,3 +242,52 @@ def test_a_crash_mid_chunk_never_leaves_a_recorded_certificate_without_its_file(
     assert rerun.returncode == 0, rerun.stderr
     assert_converged(data_dir, out_dir, keys)
     assert reconcile(data_dir, sorted(out_dir.glob("*.crt")))["ok"] is True
+
+
+def audit_rows(data_dir: Path) -> list[tuple[str, str]]:
+    con = sqlite3.connect(f"file:{data_dir / 'otpki.db'}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT action, subject FROM audit_log ORDER BY seq").fetchall()
+    finally:
+        con.close()
+
+
+def test_default_workers_use_every_core_and_keep_one_audit_chain(data_dir: Path, tmp_path: Path) -> None:
+    cores = os.cpu_count() or 1
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line5-dev-{i:03d}" for i in range(250)])  # several chunks per worker
+    before = len(audit_rows(data_dir))
+    res = sign(data_dir, in_dir, out_dir)
+    assert res.returncode == 0, res.stderr
+    assert "250 issued, 0 reused, 0 failed" in res.stdout
+    assert [line for line in res.stderr.splitlines() if line.startswith("worker ")] == (
+        [f"worker {i}/{cores} done" for i in range(1, cores + 1)] if cores > 1 else [])
+    serials = assert_converged(data_dir, out_dir, keys)
+    verified = subprocess.run([*OTPKI, "audit", "verify"], env=env_for(data_dir), capture_output=True, text=True,
+                              timeout=DEADLINE_S, check=False)
+    assert verified.returncode == 0, verified.stdout
+    # One record per registration and per certificate, each naming what it is about, in the one chain.
+    new = audit_rows(data_dir)[before:]
+    assert sorted(s for a, s in new if a == "certificate.issue") == sorted(serials.values())
+    assert len([s for a, s in new if a == "owner.register"]) == len(keys)
+    assert len(new) == 2 * len(keys)
+
+
+def test_workers_that_draw_the_same_serial_never_record_it_twice(data_dir: Path, tmp_path: Path) -> None:
+    """Every worker's first certificate carries one fixed serial: the store refuses the second, that worker
+    signs again with a fresh serial and its file is rewritten with the certificate that was recorded."""
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line4-dev-{i:02d}" for i in range(12)])
+    res = subprocess.run([*KILLABLE, "same-serial", "0", "--", "batch", "sign", str(in_dir), str(out_dir),
+                          "--workers", "2", "--json"], env=env_for(data_dir), cwd=REPO, capture_output=True,
+                         text=True, timeout=DEADLINE_S, check=False)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert (report["issued"], report["failed"]) == (12, 0)
+    serials = assert_converged(data_dir, out_dir, keys)
+    assert len(set(serials.values())) == 12
+    assert format(FIXED_SERIAL, "x") in serials.values()  # one worker's first certificate, recorded once
+    assert {i["serial"] for i in report["items"]} == set(serials.values())
+    verified = subprocess.run([*OTPKI, "audit", "verify"], env=env_for(data_dir), capture_output=True, text=True,
+                              timeout=DEADLINE_S, check=False)
+    assert verified.returncode == 0, verified.stdout
