@@ -213,6 +213,11 @@ def _owners_for(engine: Engine, examined: list[tuple[Path, _Examined]], refused:
             except OtpkiError as exc:
                 refused.append(BatchItem(file=path.name, ok=False, error=exc.message, reason=exc.reason))
                 continue
+        if fresh and owner.application_uri and any(o.application_uri == owner.application_uri for o in new.values()):
+            refused.append(BatchItem(file=path.name, ok=False, owner=c.name, reason="already_exists",
+                                     error=f"ApplicationUri {owner.application_uri} is also in the CSR of another new "
+                                           f"device of this batch"))
+            continue
         approved = check(path, c, owner)
         if approved is not None:
             if fresh:
