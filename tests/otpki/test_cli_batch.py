@@ -132,9 +132,26 @@ def test_kill_9_at_a_point_then_rerun_converges(data_dir: Path, tmp_path: Path, 
     assert assert_converged(data_dir, out_dir, keys) == serials
 
 
+def processes_with(text: str) -> list[int]:
+    """Pids of the live processes whose command line holds `text`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue  # ended meanwhile
+            if text.encode() in cmdline and state != "Z":
+                pids.append(int(proc.name))
+    return pids
+
+
 def test_kill_9_from_outside_mid_run_then_rerun_converges(data_dir: Path, tmp_path: Path) -> None:
+    """The command is killed with its workers signing (the default: one per core); the workers die with it,
+    and the next run completes the batch."""
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
-    keys = write_csrs(in_dir, [f"line8-dev-{i:02}" for i in range(40)])
+    keys = write_csrs(in_dir, [f"line8-dev-{i:03}" for i in range(200)])  # chunks of 3: long enough to be cut
     proc = subprocess.Popen([*KILLABLE, "none", "0", "--", "batch", "sign", str(in_dir), str(out_dir)],
                             env=env_for(data_dir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -146,6 +163,12 @@ def test_kill_9_from_outside_mid_run_then_rerun_converges(data_dir: Path, tmp_pa
     finally:
         proc.wait(timeout=DEADLINE_S)
     assert proc.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
+    deadline = time.monotonic() + 10.0
+    while (orphans := processes_with(str(in_dir))) and time.monotonic() < deadline:  # workers carry its cmdline
+        time.sleep(0.01)
+    for pid in orphans:  # the test cleans up what it started, then fails
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "a worker kept signing after the command was killed"
     rerun = sign(data_dir, in_dir, out_dir, "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert_converged(data_dir, out_dir, keys)
