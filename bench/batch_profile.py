@@ -14,7 +14,8 @@ waits: fsync, syncfs, the write lock, and other processes' turns on a loaded mac
     key history        the inventory's answer for each key (reuse / refuse / sign)
     build, sign        leaf_builder; signing with the CA key (+ DER)
     record values      the CertificateRecord, hashes, audit details
-    files              the chunk's files: PEM, temp files, syncfs, renames, directory fsync
+    files              the chunk's files: PEM, temp files, renames
+    file flush         the chunk's one syncfs (file data) and one directory fsync (the renames)
     commit             certificates + key index + audit records inserted, the durable COMMIT
     rest               everything else in sign_directory (listing, reports, Python glue)
 raw: bench/batch_workers.py's baseline (read + load + verify + build + sign + DER) for the same CSRs.
@@ -49,7 +50,7 @@ from trustlists.registry import Registry
 from trustlists.testing import PASSPHRASE, ca_signing_material, make_csr
 
 STAGES = ["read + load + CN", "csr signature", "owner + rules", "registration", "key history", "build", "sign",
-          "record values", "files", "commit", "rest"]
+          "record values", "files", "file flush", "commit", "rest"]
 
 
 class Stages:
@@ -127,6 +128,8 @@ def main() -> None:
             stages.wrap(CertificateAuthority, "_sign", "sign")
             stages.wrap(CertificateAuthority, "_record", "record values")
             stages.wrap(batch, "_install_all", "files")
+            stages.wrap(batch, "_flush_data", "file flush")
+            stages.wrap(batch, "_sync_directory", "file flush")
             stages.wrap(CertificateAuthority, "_commit", "commit")
             stages.wrap(batch, "sign_directory", "rest")
             report = batch.sign_directory(engine, in_dir, d / "out", group=GROUP, actor="bench")
