@@ -2,12 +2,19 @@
 
 Every CSR gets a result (issued, reused, or the specific reason it was refused); one bad file never stops
 the batch. Certificates are recorded as issued-but-never-delivered until the device is seen in the field.
-Issuance goes through `issue_many`, so a chunk of CSRs costs one durable commit, not one per device.
+
+Per chunk of CHUNK CSRs: each CSR is read and its signature verified once, then checked against its device's
+group policy once (`check_verified_csr`); the chunk's new devices are registered in one transaction (one
+look-up, one insert, their audit records in one statement); the certificates are signed and handed to
+`issue_approved`, which records them with their audit records in one durable commit. Before that commit the
+chunk's files are made durable (temp files, one syncfs, renames, one directory fsync): a crash leaves at worst
+certificate files the inventory does not know (`otpki certs reconcile OUT_DIR/*.crt` names them, the next run
+replaces them), never a recorded certificate without its file.
 
 A batch is idempotent: a CSR whose key already has an active certificate for its owner gets that
-certificate back (`issue_many(reuse_active=True)`, decided inside the write transaction, so two batches over
-overlapping inputs end with one certificate per CSR). Every certificate is (re)written from the inventory
-with temp file + fsync + rename, so a run cut off at any point (kill -9, power cut) heals on the next run.
+certificate back (`reuse_active=True`, decided again inside the write transaction, so two batches over
+overlapping inputs end with one certificate per CSR), and its file is (re)written from the inventory, so a run
+cut off at any point (kill -9, power cut) heals on the next run.
 """
 
 from __future__ import annotations
