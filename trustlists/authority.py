@@ -64,6 +64,8 @@ KeyFormat = Literal["pem", "pkcs12"]
 # Runs inside the transaction that records a certificate, after it was inserted; raising rolls the issuance
 # back (nothing is handed out). For decisions that must commit together with the certificate or not at all.
 InTransaction = Callable[[StoreWriter, CertificateRecord], None]
+# Shown (slot, certificate) of a batch's newly signed certificates before they are recorded.
+BeforeCommit = Callable[[list[tuple[int, IssuedCertificate]]], None]
 
 
 class CsrIssueRequest(BaseModel):
@@ -258,6 +260,32 @@ class CertificateAuthority:
                                                                   reserved=self._ctx.config.reserved_names)))
             except OtpkiError as exc:
                 results[i] = exc
+        self._issue_checked(checked, results, actor=actor, reuse_active=reuse_active)
+        return [r for r in results if r is not None]
+
+    def issue_approved(self, items: Sequence[tuple[CsrIssueRequest, Owner, ApprovedRequest]], *, actor: str,
+                       reuse_active: bool = False, before_commit: BeforeCommit | None = None
+                       ) -> list[IssuedCertificate | OtpkiError]:
+        """`issue_many` for requests the caller has already loaded, verified and checked against their owner's
+        group policy (`check_verified_csr` with that `Owner`, as it is stored): a factory batch checks each CSR
+        once, before it registers the device. Everything from the key history on is `issue_many`'s.
+
+        `before_commit` gets (slot, certificate) of everything newly signed, before the transaction that
+        records it begins (a batch makes its files durable first); raising there records nothing. A slot's
+        outcome may still differ from what it was shown: another process recorded a certificate for the same
+        key meanwhile (handed back instead), or a serial clash made it sign again."""
+        if reuse_active and not self._key_index_complete:
+            ensure_complete(self._ctx.store)
+            self._key_index_complete = True
+        results: list[IssuedCertificate | OtpkiError | None] = [None] * len(items)
+        self._issue_checked([(i, req, owner, approved) for i, (req, owner, approved) in enumerate(items)], results,
+                            actor=actor, reuse_active=reuse_active, before_commit=before_commit)
+        return [r for r in results if r is not None]
+
+    def _issue_checked(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
+                       results: list[IssuedCertificate | OtpkiError | None], *, actor: str, reuse_active: bool,
+                       before_commit: BeforeCommit | None = None) -> None:
+        """Sign and record checked requests; each slot of `results` gets its certificate or refusal."""
         keys: dict[int, KeyClaim] = {}  # slot -> who asks for which key, reuse mode only
         repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
         if reuse_active:
@@ -280,6 +308,8 @@ class CertificateAuthority:
                 results[i] = exc
         prepared = [(i, self._record(draft, cert, issuance=req.issuance, delivered=req.delivered))
                     for i, req, draft, cert in signed]
+        if prepared and before_commit is not None:
+            before_commit([(i, p.issued()) for i, p in prepared])
         if prepared:
             try:
                 outcomes = self._commit([p for _, p in prepared], actor=actor,
@@ -294,7 +324,6 @@ class CertificateAuthority:
         for i, earlier in repeats:
             first = results[earlier]
             results[i] = first.model_copy(update={"reused": True}) if isinstance(first, IssuedCertificate) else first
-        return [r for r in results if r is not None]
 
     def _owners_and_issuers(self, owner_ids: set[str]) -> tuple[dict[str, Owner | OtpkiError], _IssuersByPlace]:
         """Each owner of a batch and the issuer of each (group, site), or why there is none: once per batch, in one

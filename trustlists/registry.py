@@ -60,6 +60,20 @@ class Registry:
         DNS names are stored as A-labels (a U-label is converted), IP addresses in canonical text. `role` is
         stored as `attributes["role"]`; a role given in `attributes` is checked the same way.
         """
+        owner = self.new_owner(group=group, name=name, site=site, application_uri=application_uri,
+                               dns_names=dns_names, ip_addresses=ip_addresses, attributes=attributes, role=role,
+                               owner_id=owner_id)
+        with self._ctx.store.transaction() as tx:
+            self._insert(tx, owner)
+            audit.append(tx, actor=actor, action="owner.register", subject=owner.id, details=_register_details(owner))
+        return owner
+
+    def new_owner(self, *, group: str, name: str, site: str | None = None, application_uri: str | None = None,
+                  dns_names: list[str] | None = None, ip_addresses: list[str] | None = None,
+                  attributes: dict[str, object] | None = None, role: OwnerRole | None = None,
+                  owner_id: str | None = None) -> Owner:
+        """The owner `register` would store, after every naming rule passed; nothing is stored. Whether the
+        name or ApplicationUri is free is decided when it is stored (`register`, `register_many`)."""
         policy = self._ctx.config.group(group)
         attributes = dict(attributes or {})
         if role is not None:
@@ -83,16 +97,36 @@ class Registry:
                       dns_names=_dns_names(dns_names or []), ip_addresses=_ip_addresses(ip_addresses or []),
                       attributes=_entering(attributes), created_at=self._ctx.clock())
         _check_template_uri(policy, owner)
-        with self._ctx.store.transaction() as tx:
-            if tx.find_owner(group, name=name) is not None:
-                raise AlreadyExists(f"{name!r} is already registered in group {group}")
-            if application_uri and tx.find_owner(group, application_uri=application_uri) is not None:
-                raise AlreadyExists(f"ApplicationUri {application_uri} is already registered in group {group}")
-            tx.insert_owner(owner)
-            audit.append(tx, actor=actor, action="owner.register", subject=owner.id,
-                         details={"group": group, "name": name, "site": site,
-                                  "application_uri": application_uri})
         return owner
+
+    def register_many(self, tx: StoreWriter, owners: list[Owner], *, actor: str) -> None:
+        """Store owners made by `new_owner`, inside the caller's transaction: one look-up of the names, one
+        multi-row insert, and their audit records appended in one statement (a factory batch registers a hundred
+        devices per chunk). AlreadyExists, and nothing stored, if a name or ApplicationUri is taken."""
+        if not owners:
+            return
+        by_group: dict[str, list[Owner]] = {}
+        for owner in owners:
+            by_group.setdefault(owner.group, []).append(owner)
+        for group, members in by_group.items():
+            taken = tx.find_owners(group, [o.name for o in members])
+            if taken:
+                raise AlreadyExists(f"{next(iter(taken))!r} is already registered in group {group}")
+            for owner in members:
+                if owner.application_uri and tx.find_owner(group, application_uri=owner.application_uri) is not None:
+                    raise AlreadyExists(f"ApplicationUri {owner.application_uri} is already registered in group "
+                                        f"{group}")
+        tx.insert_owners(owners)
+        audit.append_many(tx, [(actor, "owner.register", o.id, _register_details(o), o.created_at) for o in owners])
+
+    @staticmethod
+    def _insert(tx: StoreWriter, owner: Owner) -> None:
+        if tx.find_owner(owner.group, name=owner.name) is not None:
+            raise AlreadyExists(f"{owner.name!r} is already registered in group {owner.group}")
+        if owner.application_uri and tx.find_owner(owner.group, application_uri=owner.application_uri) is not None:
+            raise AlreadyExists(f"ApplicationUri {owner.application_uri} is already registered in group "
+                                f"{owner.group}")
+        tx.insert_owner(owner)
 
     def update(self, owner: Owner, *, actor: str) -> Owner:
         """Store a changed registration; what changed passes the naming rules as at registration.
@@ -161,6 +195,10 @@ class Registry:
     def list(self, group: str | None = None) -> list[Owner]:
         with self._ctx.store.read() as tx:
             return tx.list_owners(group)
+
+
+def _register_details(owner: Owner) -> dict[str, object]:
+    return {"group": owner.group, "name": owner.name, "site": owner.site, "application_uri": owner.application_uri}
 
 
 def _dns_names(values: list[str]) -> list[str]:

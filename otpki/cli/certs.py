@@ -1,5 +1,6 @@
 """certs issue/renew/revoke/list/show and batch sign."""
 
+import os
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from trustlists.authority import KeyFormat
     from trustlists.batch import BatchReport
+    from trustlists.engine import Engine
     from trustlists.models import CertificateRecord, IssuedCertificate
 
 certs_app = typer.Typer(help="Issue, renew, revoke and inspect certificates.", no_args_is_help=True)
@@ -245,9 +247,9 @@ def batch_sign(
     out_dir: Annotated[Path, typer.Argument(help="Where the certificates are written, one per CSR")],
     group: Annotated[str, typer.Option(help="Certificate group for every CSR")] = "mqtt-device",
     site: SiteOption = None,
-    workers: Annotated[int, typer.Option(
-        min=1, max=64, help="Processes signing at once, each on its own share of the CSRs (default: one; "
-                            "the number of cores uses every core)")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Processes signing at once, each on its own share of the CSRs (default: the number "
+                            "of cores)")] = None,
     shard: Annotated[str | None, typer.Option(hidden=True, help="I/N: sign only the I-th of N shares")] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -257,26 +259,35 @@ def batch_sign(
     key already has an active certificate for its device gets that certificate back ("reused"), and every
     certificate file is written again from the inventory.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from trustlists.batch import csr_files, sign_directory
-
     if not in_dir.is_dir():
         raise ValueError(f"{in_dir} is not a directory")
     share = _parse_shard(shard) if shard is not None else None
+    workers = workers or os.cpu_count() or 1
     if workers > 1 and share is None:
         report = _sign_in_processes(in_dir, out_dir, group=group, site=site, workers=workers, quiet=json_out)
         _print_batch_report(report, json_out)
         return
+    from trustlists.batch import sign_directory
+
     with engine() as (eng, s):
         eng.config.group(group)
-        files = csr_files(in_dir, share)
-        with Progress(TextColumn("signing"), BarColumn(), MofNCompleteColumn(), console=err_console.rich,
-                      disable=json_out) as progress:
-            task = progress.add_task("batch", total=len(files))
-            report = sign_directory(eng, in_dir, out_dir, group=group, site=site, actor=s.actor(),
-                                    on_item=lambda _i: progress.advance(task), shard=share)
+        if json_out:  # no progress bar to draw: not even its import (30 ms of the start-up)
+            report = sign_directory(eng, in_dir, out_dir, group=group, site=site, actor=s.actor(), shard=share)
+        else:
+            report = _sign_with_progress(eng, in_dir, out_dir, group=group, site=site, actor=s.actor(), shard=share)
     _print_batch_report(report, json_out)
+
+
+def _sign_with_progress(eng: "Engine", in_dir: Path, out_dir: Path, *, group: str, site: str | None, actor: str,
+                        shard: tuple[int, int] | None) -> "BatchReport":
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from trustlists.batch import csr_files, sign_directory
+
+    with Progress(TextColumn("signing"), BarColumn(), MofNCompleteColumn(), console=err_console.rich) as progress:
+        task = progress.add_task("batch", total=len(csr_files(in_dir, shard)))
+        return sign_directory(eng, in_dir, out_dir, group=group, site=site, actor=actor,
+                              on_item=lambda _i: progress.advance(task), shard=shard)
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -288,40 +299,18 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def _sign_in_processes(in_dir: Path, out_dir: Path, *, group: str, site: str | None, workers: int, quiet: bool
                        ) -> "BatchReport":
-    """`workers` processes of this command, each signing one share of the CSRs (`--shard I/N`) with its own
-    engine: signing is CPU work, and one Python process uses one core. Each commits its own chunks, durably, as
-    one process would; the shares are disjoint, so no CSR is signed twice."""
-    import json
-    import subprocess
-    import sys
-
-    from trustlists.batch import BatchReport, merge_reports
+    """`workers` forked processes, each signing one share of the CSRs (otpki.batch_pool)."""
+    from otpki.batch_pool import sign_in_processes
 
     s = settings()
-    command = [sys.executable, "-m", "otpki.cli.main", "-d", str(s.data_dir), "batch", "sign", str(in_dir),
-               str(out_dir), "--group", group, "--json", *(["--site", site] if site else [])]
-    procs = [subprocess.Popen([*command, "--shard", f"{i + 1}/{workers}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(workers)]
-    reports: list[BatchReport] = []
-    errors: list[str] = []
-    try:
-        for i, proc in enumerate(procs):
-            out, err = proc.communicate()
-            if proc.returncode not in (0, EXIT_PROBLEM) or not out.strip():  # EXIT_PROBLEM: some CSRs refused
-                errors.append(f"worker {i + 1}: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
-            else:
-                reports.append(BatchReport.model_validate(json.loads(out)))
-            if not quiet:
-                err_console.print(f"worker {i + 1}/{workers} done")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if errors:
-        # What the others signed is recorded and written; running the batch again completes it.
-        raise ValueError("; ".join(errors) + " (run the batch again: it completes what is missing)")
-    return merge_reports(group, reports)
+    s.pki.group(group)  # an unknown group is one clear error, not one per worker
+
+    def done(i: int) -> None:
+        if not quiet:
+            err_console.print(f"worker {i + 1}/{workers} done")
+
+    return sign_in_processes(s, in_dir, out_dir, group=group, site=site, actor=s.actor(), workers=workers,
+                             on_done=done)
 
 
 def _print_batch_report(report: "BatchReport", json_out: bool) -> None:

@@ -3,13 +3,17 @@
     python -m tests.otpki.batch_kill_points POINT N -- OTPKI-ARGS...
 
 POINT (the process dies on the N-th time it gets there):
-  registered  an owner was registered, inside its chunk's still open registration transaction
-  issuing     a chunk's owners are registered and committed, its certificates not yet signed
-  committed   a chunk's certificates have committed, before any of its files is written
-  temp-file   a certificate's temp file is written and fsynced, before the rename
-  renamed     a certificate file was renamed into place
-  none        no kill point (for a kill from outside)
-Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans several commits.
+  registered     a chunk's owners were registered, inside its still open registration transaction
+  issuing        a chunk's owners are registered and committed, its certificates not yet signed
+  temp-file      a certificate's temp file is written and flushed, before the rename
+  renamed        a certificate file was renamed into place (the chunk's rows are not committed yet)
+  before-commit  a chunk's files are in place and durable, its rows not committed
+  committed      a chunk's certificates have committed
+  none           no kill point (for a kill from outside)
+  same-serial    no kill: every process's first certificate gets one fixed serial (N ignored), so forked
+                 workers clash on it and the store must refuse the second
+Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans several commits. Give
+`--workers 1`: forked workers would inherit the kill point and die instead of the command.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import trustlists.authority
 import trustlists.batch
 from otpki.cli.main import app
 from trustlists.authority import CertificateAuthority
@@ -43,20 +48,38 @@ def _die_on_call(owner: Any, name: str, n: int, *, before: bool) -> None:
     setattr(owner, name, wrapper)
 
 
+FIXED_SERIAL = (1 << 158) | 0x5EED
+
+
+def _first_serial_fixed() -> None:
+    original = trustlists.authority.random_serial
+    first_done: set[int] = set()  # pids: forked workers inherit it empty (the command signs nothing itself)
+
+    def serial() -> int:
+        if os.getpid() in first_done:
+            return original()
+        first_done.add(os.getpid())
+        return FIXED_SERIAL
+
+    trustlists.authority.random_serial = serial  # type: ignore[attr-defined]  # the module's own import
+
+
 def main() -> None:
     point, n, sep, *args = sys.argv[1:]
     assert sep == "--", __doc__
     trustlists.batch.CHUNK = 3
     count = int(n)
     if point == "registered":
-        _die_on_call(Registry, "register", count, before=False)
+        _die_on_call(Registry, "register_many", count, before=False)
     elif point == "issuing":
-        _die_on_call(CertificateAuthority, "issue_many", count, before=True)
-    elif point == "committed":
-        _die_on_call(CertificateAuthority, "_commit", count, before=False)
+        _die_on_call(CertificateAuthority, "issue_approved", count, before=True)
+    elif point in ("before-commit", "committed"):
+        _die_on_call(CertificateAuthority, "_commit", count, before=point == "before-commit")
     elif point in ("temp-file", "renamed"):
         # The batch puts every certificate file in place with os.replace (and nothing else in a batch run does).
         _die_on_call(os, "replace", count, before=point == "temp-file")
+    elif point == "same-serial":
+        _first_serial_fixed()
     elif point != "none":
         raise SystemExit(f"unknown kill point {point!r}")
     app(args=args, prog_name="otpki")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
 from otpki.cli.main import app
+from tests.otpki.batch_kill_points import FIXED_SERIAL
 from trustlists.testing import make_csr, new_key
 
 PASS = "a long enough test passphrase"
@@ -94,20 +95,23 @@ def assert_converged(data_dir: Path, out_dir: Path, keys: dict[str, PrivateKeyTy
     return serial_of
 
 
-# (kill point, on which call, certificates the killed run had recorded); chunks of 3, 8 CSRs.
+# (kill point, on which call, certificates the killed run had recorded); chunks of 3, 8 CSRs. A chunk's files
+# are durable before its rows commit, so a kill among the files leaves the chunk unrecorded.
 @pytest.mark.parametrize(("point", "n", "recorded"), [
-    ("registered", 2, 0),  # in the middle of the first chunk's registrations
-    ("issuing", 2, 3),     # the second chunk's owners registered, its certificates not signed
-    ("committed", 1, 3),   # the first chunk recorded, none of its files written
-    ("committed", 2, 6),   # one chunk on disk, the next recorded but not written
-    ("temp-file", 5, 6),   # a temp file fsynced but never renamed
-    ("renamed", 4, 6),     # in the middle of a chunk's files
+    ("registered", 1, 0),     # the first chunk's registrations inserted, not committed
+    ("issuing", 2, 3),        # the second chunk's owners registered, its certificates not signed
+    ("before-commit", 1, 0),  # the first chunk's files on disk, its rows not committed
+    ("committed", 1, 3),      # the first chunk recorded (its files were written before)
+    ("committed", 2, 6),      # two chunks recorded
+    ("temp-file", 5, 3),      # a temp file of the second chunk flushed but never renamed
+    ("renamed", 4, 3),        # in the middle of the second chunk's renames
 ])
 def test_kill_9_at_a_point_then_rerun_converges(data_dir: Path, tmp_path: Path, point: str, n: int,
                                                 recorded: int) -> None:
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     keys = write_csrs(in_dir, [f"line7-dev-{i}" for i in range(8)])
-    killed = subprocess.run([*KILLABLE, point, str(n), "--", "batch", "sign", str(in_dir), str(out_dir)],
+    killed = subprocess.run([*KILLABLE, point, str(n), "--", "batch", "sign", str(in_dir), str(out_dir),
+                             "--workers", "1"],
                             env=env_for(data_dir), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
                             check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -128,9 +132,26 @@ def test_kill_9_at_a_point_then_rerun_converges(data_dir: Path, tmp_path: Path, 
     assert assert_converged(data_dir, out_dir, keys) == serials
 
 
+def processes_with(text: str) -> list[int]:
+    """Pids of the live processes whose command line holds `text`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue  # ended meanwhile
+            if text.encode() in cmdline and state != "Z":
+                pids.append(int(proc.name))
+    return pids
+
+
 def test_kill_9_from_outside_mid_run_then_rerun_converges(data_dir: Path, tmp_path: Path) -> None:
+    """The command is killed with its workers signing (the default: one per core); the workers die with it,
+    and the next run completes the batch."""
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
-    keys = write_csrs(in_dir, [f"line8-dev-{i:02}" for i in range(40)])
+    keys = write_csrs(in_dir, [f"line8-dev-{i:03}" for i in range(200)])  # chunks of 3: long enough to be cut
     proc = subprocess.Popen([*KILLABLE, "none", "0", "--", "batch", "sign", str(in_dir), str(out_dir)],
                             env=env_for(data_dir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -142,6 +163,12 @@ def test_kill_9_from_outside_mid_run_then_rerun_converges(data_dir: Path, tmp_pa
     finally:
         proc.wait(timeout=DEADLINE_S)
     assert proc.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
+    deadline = time.monotonic() + 10.0
+    while (orphans := processes_with(str(in_dir))) and time.monotonic() < deadline:  # workers carry its cmdline
+        time.sleep(0.01)
+    for pid in orphans:  # the test cleans up what it started, then fails
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "a worker kept signing after the command was killed"
     rerun = sign(data_dir, in_dir, out_dir, "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert_converged(data_dir, out_dir, keys)
@@ -196,3 +223,94 @@ def test_workers_sign_every_csr_once_across_processes(data_dir: Path, tmp_path: 
     again = json.loads(sign(data_dir, in_dir, tmp_path / "out", "--workers", "2", "--json").stdout)
     assert (again["issued"], again["reused"], again["failed"]) == (0, 60, 1)
     assert len(inventory(data_dir)) == 60
+
+
+def reconcile(data_dir: Path, files: list[Path]) -> dict[str, object]:
+    res = subprocess.run([*OTPKI, "certs", "reconcile", *map(str, files), "--json"], env=env_for(data_dir),
+                         capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+    assert res.returncode in (0, 1), res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.mark.parametrize(("point", "n", "unrecorded_files"), [
+    ("temp-file", 2, 1),      # the first chunk's temp files written, one renamed
+    ("renamed", 3, 3),        # the first chunk's files in place, the directory not flushed yet
+    ("before-commit", 2, 3),  # the second chunk's files durable, its rows not committed
+    ("committed", 1, 0),      # the first chunk recorded
+])
+def test_a_crash_mid_chunk_never_leaves_a_recorded_certificate_without_its_file(
+        data_dir: Path, tmp_path: Path, point: str, n: int, unrecorded_files: int) -> None:
+    """No lost record: after a kill anywhere in a chunk, every certificate the inventory holds is in its file,
+    and every certificate file the inventory does not hold is named by `otpki certs reconcile` (then the next
+    run replaces it and reconcile finds nothing)."""
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line6-dev-{i}" for i in range(8)])
+    killed = subprocess.run([*KILLABLE, point, str(n), "--", "batch", "sign", str(in_dir), str(out_dir),
+                             "--workers", "1"],
+                            env=env_for(data_dir), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
+                            check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    recorded = {serial: subject.removeprefix("CN=") for serial, subject, _r, _s in inventory(data_dir)}
+    on_disk = {p.stem: format(x509.load_pem_x509_certificates(p.read_bytes())[0].serial_number, "x")
+               for p in out_dir.glob("*.crt")}
+    for serial, name in recorded.items():
+        assert on_disk.get(name) == serial, f"{name}: certificate {serial} is recorded, its file does not hold it"
+    unrecorded = {serial for serial in on_disk.values() if serial not in recorded}
+    assert len(unrecorded) == unrecorded_files
+    if on_disk:
+        found = reconcile(data_dir, sorted(out_dir.glob("*.crt")))
+        assert {(f["kind"], f["serial"]) for f in found["findings"]} == {("certificate_missing", s) for s in unrecorded}
+
+    rerun = sign(data_dir, in_dir, out_dir, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_converged(data_dir, out_dir, keys)
+    assert reconcile(data_dir, sorted(out_dir.glob("*.crt")))["ok"] is True
+
+
+def audit_rows(data_dir: Path) -> list[tuple[str, str]]:
+    con = sqlite3.connect(f"file:{data_dir / 'otpki.db'}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT action, subject FROM audit_log ORDER BY seq").fetchall()
+    finally:
+        con.close()
+
+
+def test_default_workers_use_every_core_and_keep_one_audit_chain(data_dir: Path, tmp_path: Path) -> None:
+    cores = os.cpu_count() or 1
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line5-dev-{i:03d}" for i in range(250)])  # several chunks per worker
+    before = len(audit_rows(data_dir))
+    res = sign(data_dir, in_dir, out_dir)
+    assert res.returncode == 0, res.stderr
+    assert "250 issued, 0 reused, 0 failed" in res.stdout
+    assert [line for line in res.stderr.splitlines() if line.startswith("worker ")] == (
+        [f"worker {i}/{cores} done" for i in range(1, cores + 1)] if cores > 1 else [])
+    serials = assert_converged(data_dir, out_dir, keys)
+    verified = subprocess.run([*OTPKI, "audit", "verify"], env=env_for(data_dir), capture_output=True, text=True,
+                              timeout=DEADLINE_S, check=False)
+    assert verified.returncode == 0, verified.stdout
+    # One record per registration and per certificate, each naming what it is about, in the one chain.
+    new = audit_rows(data_dir)[before:]
+    assert sorted(s for a, s in new if a == "certificate.issue") == sorted(serials.values())
+    assert len([s for a, s in new if a == "owner.register"]) == len(keys)
+    assert len(new) == 2 * len(keys)
+
+
+def test_workers_that_draw_the_same_serial_never_record_it_twice(data_dir: Path, tmp_path: Path) -> None:
+    """Every worker's first certificate carries one fixed serial: the store refuses the second, that worker
+    signs again with a fresh serial and its file is rewritten with the certificate that was recorded."""
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line4-dev-{i:02d}" for i in range(12)])
+    res = subprocess.run([*KILLABLE, "same-serial", "0", "--", "batch", "sign", str(in_dir), str(out_dir),
+                          "--workers", "2", "--json"], env=env_for(data_dir), cwd=REPO, capture_output=True,
+                         text=True, timeout=DEADLINE_S, check=False)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert (report["issued"], report["failed"]) == (12, 0)
+    serials = assert_converged(data_dir, out_dir, keys)
+    assert len(set(serials.values())) == 12
+    assert format(FIXED_SERIAL, "x") in serials.values()  # one worker's first certificate, recorded once
+    assert {i["serial"] for i in report["items"]} == set(serials.values())
+    verified = subprocess.run([*OTPKI, "audit", "verify"], env=env_for(data_dir), capture_output=True, text=True,
+                              timeout=DEADLINE_S, check=False)
+    assert verified.returncode == 0, verified.stdout

@@ -184,18 +184,18 @@ def test_no_other_station_registers_a_device_while_a_chunk_registers_its_own(eng
     device waits (here: gives up after 50 ms) instead of registering it between our look-up and ours."""
     in_dir, _keys = _csr_dir(tmp_path, ["dev-race"])
     other = make_engine(tmp_path, config=engine.config, clock=engine.now, busy_timeout_s=0.05)
-    register = engine.registry.register
+    register_many = engine.registry.register_many
     blocked: list[str] = []
 
-    def other_station_tries_first(**kwargs):  # type: ignore[no-untyped-def]
+    def other_station_tries_first(tx, owners, *, actor):  # type: ignore[no-untyped-def]
         try:
-            other.registry.register(**{**kwargs, "actor": "station-b"})
+            other.registry.register(group=owners[0].group, name=owners[0].name, actor="station-b")
         except StoreBusy as exc:
             blocked.append(exc.reason)
-        return register(**kwargs)
+        return register_many(tx, owners, actor=actor)
 
     try:
-        engine.registry.register = other_station_tries_first  # type: ignore[method-assign]
+        engine.registry.register_many = other_station_tries_first  # type: ignore[method-assign]
         report = sign_directory(engine, in_dir, tmp_path / "out", group="mqtt-device", actor="station-a")
     finally:
         other.close()
@@ -234,3 +234,22 @@ def test_key_history_rules() -> None:
     assert shared is None
     retired = verdict(_record("a", owner="dev", superseded_by="z"))
     assert isinstance(retired, OtpkiError) and retired.reason == "key_superseded"
+
+
+def test_an_application_uri_is_registered_for_one_device_only(engine: Engine, tmp_path: Path) -> None:
+    """Bulk registration keeps the per-device refusal: a URI another device holds already, or one two new
+    devices of the chunk both claim, refuses that CSR alone; the others are signed."""
+    engine.registry.register(group="opcua-application", name="old-app", application_uri="urn:plant:old",
+                             actor="ops")
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    (in_dir / "a.csr").write_bytes(make_csr("app-a", uris=["urn:plant:a"]))
+    (in_dir / "b.csr").write_bytes(make_csr("app-b", uris=["urn:plant:a"]))
+    (in_dir / "c.csr").write_bytes(make_csr("app-c", uris=["urn:plant:old"]))
+    (in_dir / "d.csr").write_bytes(make_csr("app-d", uris=["urn:plant:d"]))
+    report = sign_directory(engine, in_dir, tmp_path / "out", group="opcua-application", actor="line")
+    by_file = {i.file: i for i in report.items}
+    assert by_file["a.csr"].ok and by_file["d.csr"].ok
+    assert (by_file["b.csr"].reason, by_file["c.csr"].reason) == ("already_exists", "already_exists")
+    assert sorted(o.name for o in engine.registry.list("opcua-application")) == ["app-a", "app-d", "old-app"]
+    assert engine.verify_audit().ok

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from trustlists.engine import Engine
-from trustlists.errors import StoreBusy
+from trustlists.errors import AlreadyExists, StoreBusy
 from trustlists.models import CertificateStatus, Owner, RevocationReason
 from trustlists.testing import make_csr, make_engine, store_snapshot
 
@@ -72,3 +72,22 @@ def test_inventory_statuses_and_expiry_window(engine: Engine, device: Owner, clo
     clock.now += timedelta(days=30)
     assert {r.serial for r in engine.inventory.query(status=CertificateStatus.EXPIRED)} == {a, c}
     assert [r.serial for r in engine.inventory.query(owner_id=device.id, status=CertificateStatus.REVOKED)] == [b]
+
+
+def test_owners_registered_and_found_in_bulk(engine: Engine) -> None:
+    """A factory batch's chunk: one look-up for all its names, one insert, one statement of audit records; a
+    taken name refuses the whole list (the caller's transaction rolls back) and stores none of it."""
+    owners = [engine.registry.new_owner(group="mqtt-device", name=f"bulk-{i}") for i in range(3)]
+    with engine._ctx.store.transaction() as tx:
+        engine.registry.register_many(tx, owners, actor="line")
+    with engine._ctx.store.read() as tx:
+        found = tx.find_owners("mqtt-device", ["bulk-0", "bulk-2", "nobody"])
+    assert {name: o.id for name, o in found.items()} == {"bulk-0": owners[0].id, "bulk-2": owners[2].id}
+    registered = [r for r in engine.audit_records() if r.action == "owner.register"]
+    assert [r.subject for r in registered[-3:]] == [o.id for o in owners]
+    again = [engine.registry.new_owner(group="mqtt-device", name="bulk-new"),
+             engine.registry.new_owner(group="mqtt-device", name="bulk-1")]
+    with pytest.raises(AlreadyExists), engine._ctx.store.transaction() as tx:
+        engine.registry.register_many(tx, again, actor="line")
+    assert engine.registry.find("mqtt-device", name="bulk-new") is None
+    assert engine.verify_audit().ok

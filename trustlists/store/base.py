@@ -83,6 +83,10 @@ class StoreReader(Protocol):
     def find_owner(self, group: str, *, name: str | None = None, application_uri: str | None = None
                    ) -> Owner | None: ...
 
+    def find_owners(self, group: str, names: Sequence[str]) -> dict[str, Owner]:
+        """name -> owner, for those of `names` registered in `group` (one query for a batch's devices)."""
+        ...
+
     def list_owners(self, group: str | None = None) -> list[Owner]: ...
 
     # -- certificates
@@ -290,6 +294,10 @@ class StoreWriter(StoreReader, Protocol):
 
     def insert_owner(self, owner: Owner) -> None:
         """AlreadyExists when the group has that name or ApplicationUri already."""
+        ...
+
+    def insert_owners(self, owners: Sequence[Owner]) -> None:
+        """One multi-row insert; AlreadyExists (and nothing inserted: the transaction rolls back) on a clash."""
         ...
 
     def update_owner(self, owner: Owner) -> None:

@@ -263,11 +263,15 @@ class SqlTx:
 
     # -- owners -----------------------------------------------------------------------------------
     def insert_owner(self, owner: Owner) -> None:
-        self.execute(
+        self.insert_owners([owner])
+
+    def insert_owners(self, owners: Sequence[Owner]) -> None:
+        self.executemany(
             f"INSERT INTO owners ({_OWNER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (owner.id, owner.kind.value, owner.name, owner.group, owner.site, owner.application_uri,
-             json.dumps(owner.dns_names), json.dumps(owner.ip_addresses),
-             json.dumps(owner.stored_attributes(), sort_keys=True), to_epoch(owner.created_at)),
+            [(owner.id, owner.kind.value, owner.name, owner.group, owner.site, owner.application_uri,
+              json.dumps(owner.dns_names), json.dumps(owner.ip_addresses),
+              json.dumps(owner.stored_attributes(), sort_keys=True), to_epoch(owner.created_at))
+             for owner in owners],
         )
 
     def update_owner(self, owner: Owner) -> None:
@@ -302,6 +306,18 @@ class SqlTx:
             row = self._one(f"SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? AND application_uri = ?",
                             (group, application_uri))
         return self._owner(row) if row else None
+
+    def find_owners(self, group: str, names: Sequence[str]) -> dict[str, Owner]:
+        """name -> owner, for the names of `names` registered in `group`."""
+        found: dict[str, Owner] = {}
+        unique = list(dict.fromkeys(names))
+        for start in range(0, len(unique), 500):  # well under every engine's limit on bound parameters
+            chunk = unique[start:start + 500]
+            rows = self.execute(f"SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? AND name IN "
+                                f"({', '.join('?' * len(chunk))})", [group, *chunk]).fetchall()
+            for row in rows:
+                found[row[2]] = self._owner(row)
+        return found
 
     def list_owners(self, group: str | None = None) -> list[Owner]:
         if group is None:
