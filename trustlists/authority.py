@@ -260,7 +260,7 @@ class CertificateAuthority:
                                                                   reserved=self._ctx.config.reserved_names)))
             except OtpkiError as exc:
                 results[i] = exc
-        self._issue_checked(checked, results, actor=actor, reuse_active=reuse_active)
+        self._issue_checked(checked, issuers, results, actor=actor, reuse_active=reuse_active)
         return [r for r in results if r is not None]
 
     def issue_approved(self, items: Sequence[tuple[CsrIssueRequest, Owner, ApprovedRequest]], *, actor: str,
@@ -278,12 +278,14 @@ class CertificateAuthority:
             ensure_complete(self._ctx.store)
             self._key_index_complete = True
         results: list[IssuedCertificate | OtpkiError | None] = [None] * len(items)
-        self._issue_checked([(i, req, owner, approved) for i, (req, owner, approved) in enumerate(items)], results,
-                            actor=actor, reuse_active=reuse_active, before_commit=before_commit)
+        issuers = self._issuers_for([owner for _req, owner, _approved in items])
+        self._issue_checked([(i, req, owner, approved) for i, (req, owner, approved) in enumerate(items)], issuers,
+                            results, actor=actor, reuse_active=reuse_active, before_commit=before_commit)
         return [r for r in results if r is not None]
 
     def _issue_checked(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
-                       results: list[IssuedCertificate | OtpkiError | None], *, actor: str, reuse_active: bool,
+                       issuers: _IssuersByPlace, results: list[IssuedCertificate | OtpkiError | None], *, actor: str,
+                       reuse_active: bool,
                        before_commit: BeforeCommit | None = None) -> None:
         """Sign and record checked requests; each slot of `results` gets its certificate or refusal."""
         keys: dict[int, KeyClaim] = {}  # slot -> who asks for which key, reuse mode only
@@ -344,6 +346,19 @@ class CertificateAuthority:
                     except OtpkiError as exc:
                         issuers[where] = exc
         return owners, issuers
+
+    def _issuers_for(self, owners: Sequence[Owner]) -> _IssuersByPlace:
+        """The issuer of each (group, site) of `owners`, or why there is none, in one read."""
+        issuers: _IssuersByPlace = {}
+        with self._ctx.store.read():
+            for owner in owners:
+                where = (owner.group, owner.site)
+                if where not in issuers:
+                    try:
+                        issuers[where] = self._issuer(owner)
+                    except OtpkiError as exc:
+                        issuers[where] = exc
+        return issuers
 
     def _settle_known_keys(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
                            results: list[IssuedCertificate | OtpkiError | None], keys: dict[int, KeyClaim],
