@@ -152,6 +152,43 @@ class MqttSettings(BaseModel):
     mosquitto: MosquittoFileSettings = Field(default_factory=MosquittoFileSettings)
 
 
+class WebSettings(BaseModel):
+    """`[web]`: the listeners of `otpki serve` (console, REST API, EST; OCSP and CRLs over plain HTTP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = Field("127.0.0.1:8443", description="HOST:PORT of the console and API listener (HTTPS unless "
+                                                      "`tls = false`; port 0: any free port). Same as --listen")
+    tls: bool = Field(True, description="HTTPS with a certificate the engine issues for `host_names`. false (plain "
+                                        "HTTP) is accepted only on a loopback address. Same as --insecure-http")
+    http_listen: str | None = Field(
+        None, description="HOST:PORT of a plain-HTTP listener for OCSP and CRLs only (their RFCs serve them over "
+                          "HTTP); off unless set. Same as --http-listen")
+    host_names: list[str] = Field(
+        default_factory=list, description="DNS names and IP addresses the console is reached by, put into its "
+                                          "certificate besides the listen address (e.g. [\"pki.plant.example\"])")
+    group: str = Field("web-server", description="Certificate group of the listener's TLS server certificate")
+
+
+class ServeSettings(BaseModel):
+    """`[serve]`: which parts `otpki serve` runs, and how it supervises them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gds: bool = Field(True, description="Run the OPC UA GDS ([gds] endpoint)")
+    push: bool = Field(True, description="Run the push scheduler (certificates and trust lists to the targets)")
+    push_interval_s: float = Field(60.0, ge=1, description="Seconds between push rounds")
+    maintenance_interval_s: float = Field(300.0, gt=0, description="Seconds between CRL and revocation upkeep "
+                                                                   "rounds (the elected leader re-signs CRLs)")
+    mqtt: bool = Field(True, description="Run the MQTT side ([mqtt] broker: the embedded broker and enrollment, "
+                                         "or the Mosquitto sync)")
+    web: bool = Field(True, description="Run the web listener(s) ([web])")
+    stop_timeout_s: float = Field(10.0, gt=0, description="How long each part may take to stop on SIGTERM")
+    restart_initial_s: float = Field(1.0, gt=0, description="Wait before restarting a crashed part (doubled "
+                                                             "after each crash)")
+    restart_max_s: float = Field(60.0, gt=0, description="Longest wait before restarting a crashed part")
+
+
 class FileSettings(BaseModel):
     """What otpki.toml may contain."""
 
@@ -162,6 +199,8 @@ class FileSettings(BaseModel):
     gds: GdsSettings = Field(default_factory=GdsSettings)
     push: PushSettings = Field(default_factory=PushSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     pki: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of the embedded certificate-group policies (trustlists/profiles/default.toml)")

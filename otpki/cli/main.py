@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from otpki.cli import admin, backup, certs, db, demo, doctor, gds, mqtt, push, requests, trust
+from otpki.cli import admin, backup, certs, db, demo, doctor, gds, mqtt, push, requests, serve, trust
 from otpki.cli.common import state
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ app.add_typer(push.targets_app, name="targets")
 app.command("push")(push.push)
 app.add_typer(mqtt.mqtt_app, name="mqtt")
 app.command("doctor")(doctor.doctor)
+app.command("serve")(serve.serve)
 app.add_typer(db.db_app, name="db")
 app.command("backup")(backup.backup)
 app.command("restore")(backup.restore)

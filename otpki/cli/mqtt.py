@@ -10,7 +10,6 @@ Both brokers get the same enrollment service: an MQTT client with its own engine
 """
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +26,6 @@ from otpki.cli.common import (
     styled,
     write_output_file,
 )
-from trustlists.errors import OtpkiError
 
 if TYPE_CHECKING:
     import asyncio
@@ -45,41 +43,16 @@ if TYPE_CHECKING:  # for annotations only: the Mosquitto modules are imported wh
 mqtt_app = typer.Typer(help="MQTT devices: the embedded broker, an operator's Mosquitto, enrollment over MQTT.",
                        no_args_is_help=True)
 
-CRL_REFRESH_EVERY_S = 3600.0  # long-running services keep CRLs fresh: Mosquitto locks everyone out on an expired one
-
 _log = logging.getLogger(__name__)
 
 
 # -- shared pieces ----------------------------------------------------------------------------------------------
 
-def _mqtt_dir(s: "Settings") -> Path:
-    return s.data_dir / "mqtt"
-
-
 def ensure_service_identity(eng: "Engine", s: "Settings", directory: Path) -> tuple[Path, Path]:
-    """The enrollment service's certificate and key files: reused while valid, else (re)issued. Blocking."""
-    from mqtt_broker_auth.tls_identity import ensure_tls_identity
-    from trustlists.models import OwnerRole
+    """The enrollment service's certificate and key files (otpki.serve.mqtt.ensure_service_identity)."""
+    from otpki.serve.mqtt import ensure_service_identity as ensure
 
-    cfg = s.file.mqtt
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert_file, key_file = directory / "service.crt", directory / "service.key"
-    owner = eng.registry.find(cfg.group, name=cfg.service_name)
-    if owner is None:
-        owner = eng.registry.register(group=cfg.group, name=cfg.service_name, actor=s.actor(),
-                                      role=OwnerRole.ENROLLMENT_SERVICE)
-    elif owner.role is not OwnerRole.ENROLLMENT_SERVICE:
-        raise ValueError(f"{cfg.group}/{cfg.service_name} is registered but is not the enrollment service "
-                         f"(role {owner.attributes.get('role')!r}); choose another [mqtt] service_name")
-    ensure_tls_identity(eng, owner, cert_file, key_file, eku="clientAuth", actor=s.actor())
-    return cert_file, key_file
-
-
-async def _keep_crls_fresh(eng: "Engine", actor: str) -> None:
-    """CRL upkeep, on the one instance elected among those on this store (trustlists.maintenance)."""
-    from trustlists.maintenance import run_maintenance
-
-    await run_maintenance(eng, interval_s=CRL_REFRESH_EVERY_S, actor=actor)
+    return ensure(eng, s, directory)
 
 
 def _stop_event() -> "asyncio.Event":
@@ -132,73 +105,30 @@ def serve(
 
 
 async def _serve(s: "Settings", listen: "Listen", with_enrollment: bool) -> None:
-    import asyncio
-    import contextlib
-
-    from mqtt_broker_auth.embedded.broker import EmbeddedBroker
-    from mqtt_broker_auth.enrollment.service import EnrollmentService
     from otpki.runtime import open_engine
-    from trustlists.blocking import run_blocking
-    from trustlists.safe_files import write_public
+    from otpki.serve.mqtt import EmbeddedMqtt
 
-    cfg = s.file.mqtt
     eng = open_engine(s)
-    workdir = _mqtt_dir(s)
-    host = listen.host
-    broker = EmbeddedBroker(eng, workdir=workdir / "broker", host=host, port=listen.port, group=cfg.group,
-                            broker_group=cfg.broker_group, revocation_interval=cfg.revocation_interval_s,
-                            limits=cfg.limits)
-    service: EnrollmentService | None = None
-    refresher: asyncio.Task[None] | None = None
+    part = EmbeddedMqtt(eng, s, host=listen.host, port=listen.port, enrollment=with_enrollment, announce=_say)
     try:
         stop = _stop_event()
         with listen.explained():
-            await broker.start()
-        ca_file = workdir / "server-ca.pem"
-        await run_blocking(write_public, ca_file, broker.server_ca_pem())
-        _say(line("MQTT broker listening on ", styled(f"{host}:{broker.port}", "bold"),
-                  f" (mTLS, group {cfg.group}); devices trust ", styled(str(ca_file), "bold")))
-        if with_enrollment:
-            cert_file, key_file = await run_blocking(ensure_service_identity, eng, s, workdir / "enrollment")
-            service = EnrollmentService(eng, host=host, port=broker.port, ca_file=ca_file, cert_file=cert_file,
-                                        key_file=key_file, group=cfg.group, settings=cfg.enrollment)
-            await service.start()
-            _say(f"enrollment service {service.client_id} answering {service.prefix}/+/csr")
-        refresher = asyncio.create_task(_keep_crls_fresh(eng, s.actor()))
+            await part.start()
         _say("ready; stop with Ctrl-C or SIGTERM")
         await stop.wait()
         _say("stopping")
     finally:
-        if refresher is not None:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
-        if service is not None:
-            await service.stop()
-        await broker.stop()
+        await part.stop()
         eng.close()
 
 
 # -- Mosquitto ------------------------------------------------------------------------------------------------------
 
 def mosquitto_settings(s: "Settings", workdir: Path | None = None, *, password: bool = True) -> "MosquittoSettings":
-    """The library's MosquittoSettings from [mqtt.mosquitto]; the admin password from its file or env."""
-    from pydantic import SecretStr
+    """The library's MosquittoSettings from [mqtt.mosquitto] (otpki.serve.mqtt.mosquitto_settings)."""
+    from otpki.serve.mqtt import mosquitto_settings as make
 
-    from mqtt_broker_auth.mosquitto.config import MosquittoSettings
-
-    m = s.file.mqtt.mosquitto
-    values: dict[str, object] = {
-        "workdir": (workdir or s.mosquitto_workdir()).resolve(), "host": m.host, "port": m.port,
-        "admin_host": m.admin_host, "admin_port": m.admin_port, "admin_username": m.admin_username,
-        "binary": m.binary, "openssl_binary": m.openssl_binary,
-        "dynsec_plugin": m.dynsec_plugin, "crl_min_remaining_s": m.crl_min_remaining_s, "tls_version": m.tls_version,
-    }
-    if m.run_as_user:
-        values["run_as_user"] = m.run_as_user
-    if password:
-        values["admin_password"] = SecretStr(s.mqtt_admin_password())
-    return MosquittoSettings.model_validate(values)
+    return make(s, workdir, password=password)
 
 
 @mqtt_app.command("mosquitto-config")
@@ -273,31 +203,13 @@ def sync(
     asyncio.run(_sync_forever(s, ms, enrollment))  # an unreachable broker (OSError): handle_errors, one line
 
 
-def _reload(s: "Settings") -> "Callable[[], None] | None":
-    """How the sync tells Mosquitto to reload: the configured command, else SIGHUP via the pid file."""
-    command = s.file.mqtt.mosquitto.reload_command
-    if not command:
-        return None  # MosquittoSync's default: hup_from_pid_file
-
-    def run() -> None:
-        import subprocess
-
-        try:
-            res = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OtpkiError(f"reload command {command} failed: {exc}", reason="mosquitto_reload_failed") from None
-        if res.returncode != 0:
-            raise OtpkiError(f"reload command {command} exited {res.returncode}: "
-                             f"{(res.stderr or res.stdout).strip()[-300:]}", reason="mosquitto_reload_failed")
-    return run
-
-
 async def _sync_once(s: "Settings", ms: "MosquittoSettings") -> "SyncReport":
     from mqtt_broker_auth.mosquitto.sync import MosquittoSync
     from otpki.runtime import open_engine
+    from otpki.serve.mqtt import reload_command
 
     eng = open_engine(s)
-    syncer = MosquittoSync(eng, ms, s.file.mqtt.group, reload=_reload(s))
+    syncer = MosquittoSync(eng, ms, s.file.mqtt.group, reload=reload_command(s))
     try:
         return await syncer.sync_once()
     finally:
@@ -306,72 +218,18 @@ async def _sync_once(s: "Settings", ms: "MosquittoSettings") -> "SyncReport":
 
 
 async def _sync_forever(s: "Settings", ms: "MosquittoSettings", with_enrollment: bool) -> None:
-    import asyncio
-    import contextlib
-
-    from mqtt_broker_auth.embedded.broker import EmbeddedBroker
-    from mqtt_broker_auth.enrollment.service import EnrollmentService
-    from mqtt_broker_auth.mosquitto.sync import MosquittoSync
-    from mqtt_broker_auth.tls_identity import server_ca_pem
     from otpki.runtime import open_engine
-    from trustlists.blocking import run_blocking
-    from trustlists.safe_files import write_public
+    from otpki.serve.mqtt import MosquittoMqtt
 
-    cfg = s.file.mqtt
-    m = cfg.mosquitto
     eng = open_engine(s)
-    syncer = MosquittoSync(eng, ms, cfg.group, interval_s=m.sync_interval_s, reload=_reload(s))
-    services: list[EnrollmentService] = []
-    bootstrap: EmbeddedBroker | None = None
-    runner: asyncio.Task[None] | None = None
-    refresher: asyncio.Task[None] | None = None
+    part = MosquittoMqtt(eng, s, ms, enrollment=with_enrollment, announce=_say)
     try:
         stop = _stop_event()
-        if with_enrollment:
-            # The service's identity first, so the first round gives it its dynsec client before it subscribes.
-            cert_file, key_file = await run_blocking(ensure_service_identity, eng, s, ms.workdir / "enrollment")
-        report = await syncer.sync_once()
-        _say(f"Mosquitto {ms.host}:{ms.port} in sync with {cfg.group} trust list v{report.trust_version} "
-             "(engine CAs only)")
-        if with_enrollment:
-            ca_file = ms.workdir / "server-ca.pem"
-            await run_blocking(write_public, ca_file, server_ca_pem(eng, cfg.broker_group))
-            endpoints = [(ms.host, ms.port, "renewals on Mosquitto")]
-            if m.bootstrap:
-                # First enrollment with manufacturer or factory certificates: otpki's own listener, whose gate
-                # admits such a certificate only as the device that allow-lists it, on its enrollment topics.
-                bootstrap = EmbeddedBroker(eng, workdir=ms.workdir / "bootstrap", host=m.bootstrap_host,
-                                           port=m.bootstrap_port, group=cfg.group, broker_group=cfg.broker_group,
-                                           revocation_interval=cfg.revocation_interval_s, mode="bootstrap")
-                await bootstrap.start()
-                _say(f"bootstrap listener on {m.bootstrap_host}:{bootstrap.port} (first enrollment with an IDevID "
-                     "or factory certificate)")
-                endpoints.append((m.bootstrap_host, bootstrap.port, "first enrollment on the bootstrap listener"))
-            for host, port, what in endpoints:
-                service = EnrollmentService(eng, host=host, port=port, ca_file=ca_file, cert_file=cert_file,
-                                            key_file=key_file, group=cfg.group, settings=cfg.enrollment)
-                await service.start()
-                services.append(service)
-                _say(f"enrollment service {service.client_id} answering {service.prefix}/+/csr ({what})")
-        runner = asyncio.create_task(syncer.run())
-        refresher = asyncio.create_task(_keep_crls_fresh(eng, s.actor()))
+        await part.start()
         _say("ready; stop with Ctrl-C or SIGTERM")
         await stop.wait()
     finally:
-        syncer.stop()
-        for task in (refresher,):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if runner is not None:
-            await runner
-        else:
-            await syncer.close()
-        for service in services:
-            await service.stop()
-        if bootstrap is not None:
-            await bootstrap.stop()
+        await part.stop()
         eng.close()
 
 

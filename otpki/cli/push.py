@@ -250,17 +250,9 @@ def _warn_first_contacts(outcomes: "list[TargetOutcome]") -> None:
 
 
 async def _new_rollout(eng: "Engine", s: "Settings") -> "Rollout":
-    from opcua_gds.own_identity import chain_file, ensure_identity
-    from opcua_gds.push.rollout import Rollout
-    from trustlists.blocking import run_blocking
+    from otpki.serve.parts import new_rollout
 
-    settings = s.file.push
-    cert, key = await run_blocking(ensure_identity, eng, s.data_dir / "push" / "own", name="otpki-push",
-                                   application_uri=settings.application_uri, host="localhost")
-    cert = await run_blocking(chain_file, eng, cert)  # sent with its CAs: PLCs that trust only the root accept it
-    return Rollout(eng, client_cert_path=cert, client_key_path=key, client_app_uri=settings.application_uri,
-                   credentials=settings.resolve, concurrency=settings.concurrency, timeout_s=settings.timeout_s,
-                   lease_s=settings.lease_s)
+    return await new_rollout(eng, s)
 
 
 async def _serve(eng: "Engine", s: "Settings", *, group: str | None, site: str | None, every: float,

@@ -1,0 +1,1 @@
+"""`otpki serve`: the parts the configuration enables, run and supervised in one asyncio service."""

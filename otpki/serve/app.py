@@ -1,0 +1,137 @@
+"""The ASGI apps the listeners serve: the console/API app (otpki.web.app, when present) with /healthz, /readyz and
+the routers of the registered fronts; and the plain-HTTP app with the fronts whose RFCs serve over HTTP.
+
+Contract for the web console (otpki/web/app.py): `create_app(engine, settings) -> FastAPI`. `build_asgi_app`
+calls it when that module exists, else starts from a bare FastAPI, then adds the health routes and every
+`ROUTERS` entry. A front (OCSP, CRLs, EST) joins by one `register_router(RouterSpec(...))` line in `ROUTERS`
+below: a factory `(engine, settings) -> APIRouter`, and whether the plain-HTTP listener serves it too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from otpki.config import Settings
+from otpki.serve.supervisor import PartStatus, Supervisor
+from trustlists.blocking import run_blocking
+from trustlists.engine import Engine
+
+KEY_PROBE_CACHE_S = 10.0  # a probe signs with every CA key (the HSM too): not once per load-balancer poll
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    name: str
+    factory: Callable[[Engine, Settings], APIRouter]
+    plain_http: bool = False  # also on the plain-HTTP listener ([web] http_listen): OCSP, CRLs
+
+
+ROUTERS: list[RouterSpec] = []
+
+
+def register_router(spec: RouterSpec) -> None:
+    if any(r.name == spec.name for r in ROUTERS):
+        raise ValueError(f"a router named {spec.name} is registered already")
+    ROUTERS.append(spec)
+
+
+class Readiness(BaseModel):
+    ready: bool
+    problems: list[str]
+    parts: list[PartStatus]
+
+
+class _KeyProbes:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._at = -float("inf")
+        self._problems: list[str] = []
+
+    def problems(self) -> list[str]:
+        """Blocking: the store answers, and every live issuing CA's key signs (cached for KEY_PROBE_CACHE_S)."""
+        if time.monotonic() - self._at < KEY_PROBE_CACHE_S:
+            return self._problems
+        problems: list[str] = []
+        try:
+            statuses = self._engine.ca_statuses()
+        except Exception as exc:  # whatever the store's driver raises: this answer is the report
+            problems.append(f"store: {type(exc).__name__}: {exc}")
+        else:
+            if not statuses:
+                problems.append("store: no CA (run `otpki init`)")
+            now = self._engine.now()
+            for status in statuses:
+                # The root's key may be kept offline (doctor warns, no more): only the issuing CAs must sign.
+                if not status.live_at(now) or status.record.parent_id is None:
+                    continue
+                probe = self._engine.probe_ca_key(status.record.id)
+                if not probe.ok:
+                    problems.append(f"CA key {probe.ca_id}: {probe.problem}")
+        self._problems, self._at = problems, time.monotonic()
+        return problems
+
+
+def health_router(engine: Engine, supervisor: Supervisor, *, readiness: bool = True) -> APIRouter:
+    """/healthz, and with `readiness` /readyz (which names CAs and part errors: not for the plain-HTTP listener,
+    which serves what its RFCs put there and nothing about the service's inside)."""
+    router = APIRouter()
+    probes = _KeyProbes(engine)
+
+    @router.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}  # answered by the event loop: if this answers, the loop runs
+
+    if not readiness:
+        return router
+
+    @router.get("/readyz", include_in_schema=False, response_model=Readiness)
+    async def readyz() -> JSONResponse:
+        problems = list(await run_blocking(probes.problems))
+        parts = supervisor.status()
+        for part in parts:
+            if part.state != "running":
+                why = f" (last error: {part.last_error})" if part.last_error else ""
+                problems.append(f"part {part.name}: {part.state}{why}")
+        body = Readiness(ready=not problems, problems=problems, parts=parts)
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+
+    return router
+
+
+def _console_app(engine: Engine, settings: Settings) -> FastAPI:
+    try:
+        module: Any = importlib.import_module("otpki.web.app")
+    except ModuleNotFoundError as exc:
+        if exc.name != "otpki.web.app":
+            raise  # the console's own import failed: that is a bug to see, not a console to leave out
+        return FastAPI(title="otpki", docs_url=None, redoc_url=None, openapi_url=None)
+    app = module.create_app(engine, settings)
+    assert isinstance(app, FastAPI)
+    return app
+
+
+def build_asgi_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:
+    """The HTTPS listener's app: the console and API, the health routes and every registered front."""
+    app = _console_app(engine, settings)
+    app.include_router(health_router(engine, supervisor))
+    for spec in ROUTERS:
+        app.include_router(spec.factory(engine, settings))
+    return app
+
+
+def build_plain_http_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:
+    """The plain-HTTP listener's app: the health routes and the fronts meant for HTTP (OCSP, CRLs), nothing else."""
+    app = FastAPI(title="otpki (plain HTTP)", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(health_router(engine, supervisor, readiness=False))
+    for spec in ROUTERS:
+        if spec.plain_http:
+            app.include_router(spec.factory(engine, settings))
+    return app
