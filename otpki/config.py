@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from http_fronts.est.settings import EstSettings
 from mqtt_broker_auth.broker_names import embedded_broker_owner_name, mosquitto_owner_name
 from mqtt_broker_auth.embedded.broker_limits import BrokerLimits
 from mqtt_broker_auth.enrollment.settings import EnrollmentSettings
@@ -168,6 +169,8 @@ class WebSettings(BaseModel):
         default_factory=list, description="DNS names and IP addresses the console is reached by, put into its "
                                           "certificate besides the listen address (e.g. [\"pki.plant.example\"])")
     group: str = Field("web-server", description="Certificate group of the listener's TLS server certificate")
+    est: EstSettings = Field(default_factory=EstSettings, description="EST enrollment (RFC 7030) on the HTTPS "
+                                                                      "listener")
 
 
 class ServeSettings(BaseModel):
