@@ -44,7 +44,7 @@ def register_router(spec: RouterSpec) -> None:
 
 
 def _est_router(engine: Engine, settings: Settings) -> APIRouter:
-    from http_fronts.est import est_router
+    from http_fronts.est.router import est_router
 
     est = settings.file.web.est
     return est_router(engine, est) if est.enabled else APIRouter()
