@@ -29,11 +29,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Request, Response
 
 from http_fronts.est.csrattrs import csr_attributes
-from http_fronts.est.service import Client, EstService, Issued, Operation, Pending, Refused
+from http_fronts.est.service import CertificateChain, EstService, Issued, Operation, Pending, Refused, Registrar
 from http_fronts.est.settings import EstSettings
 from http_fronts.est.wire import CSRATTRS, PKCS7_CERTS_ONLY, PKCS10, b64, certs_only, keygen_multipart, unb64
 from trustlists.blocking import run_blocking
-from trustlists.device_auth import Refusal
 
 if TYPE_CHECKING:
     from trustlists.engine import Engine
@@ -82,6 +81,7 @@ def est_router(engine: Engine, settings: EstSettings | None = None) -> APIRouter
             client = await _client(request, service, group, operation)
             if isinstance(client, Refused):
                 return _answer(client, settings)
+            # One trip to the blocking executor: authenticating the certificate reads the store too.
             outcome = await run_blocking(service.enroll, operation, group, client, csr_der)
             return _answer(outcome, settings)
 
@@ -101,9 +101,10 @@ def est_router(engine: Engine, settings: EstSettings | None = None) -> APIRouter
     return router
 
 
-async def _client(request: Request, service: EstService, group: str, operation: str) -> Client | Refused:
-    """The authenticated client: a registrar by HTTP Basic if the request carries it, else the device whose TLS
-    client certificate it is; a Refused (401/403) otherwise."""
+async def _client(request: Request, service: EstService, group: str,
+                  operation: str) -> Registrar | CertificateChain | Refused:
+    """A registrar authenticated by HTTP Basic if the request carries it, else the TLS client certificate chain (the
+    service decides whose it is); a Refused (401) when there is no usable credential."""
     authorization = request.headers.get("authorization")
     if authorization is not None:
         credentials = _basic(authorization)
@@ -120,26 +121,13 @@ async def _client(request: Request, service: EstService, group: str, operation: 
     if not chain:
         return _challenge("no credential: present a client certificate (an IDevID or your operational "
                           "certificate) or HTTP Basic credentials of a registrar")
-    device = await run_blocking(service.authenticate_device, group, chain)
-    if isinstance(device, Refusal):
-        who = _subject(chain[0])
-        text = f"the client certificate ({who}) is refused: {device.reason}: {device.detail}"
-        return await run_blocking(service.refuse_unauthenticated, f"est-client:{who[:200]}", group, operation, 403,
-                                  device.reason, text)
-    return device
+    return CertificateChain(chain)
 
 
 def _tls_chain(request: Request) -> list[bytes]:
     tls = (request.scope.get("extensions") or {}).get("tls") or {}
     pems = tls.get("client_cert_chain") or []
     return [x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER) for pem in pems]
-
-
-def _subject(der: bytes) -> str:
-    try:
-        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
-    except ValueError:
-        return "unparseable certificate"
 
 
 def _basic(header: str) -> tuple[str, str] | None:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from http_fronts.est.settings import EstRegistrar, EstSettings
+from trustlists.csr_checks import verify_csr_signature
 from trustlists.der import common_name, load_csr
 from trustlists.device_auth import AuthenticatedDevice, DeviceAuthenticator, Refusal
 from trustlists.enums import RequestStatus
@@ -71,6 +72,13 @@ class Device:
         return f"est:{self.identity.owner.name}"
 
 
+@dataclass(frozen=True)
+class CertificateChain:
+    """A TLS client certificate chain (leaf first, DER), not yet authenticated."""
+
+    ders: list[bytes]
+
+
 Client = Registrar | Device
 
 
@@ -113,11 +121,11 @@ class EstService:
 
     # -- who is asking ------------------------------------------------------------------------------------------
 
-    def authenticate_device(self, group: str, chain: list[bytes]) -> Device | Refusal:
-        outcome = self._auth[group].authenticate(chain)
+    def authenticate_device(self, group: str, chain: CertificateChain) -> Device | Refusal:
+        outcome = self._auth[group].authenticate(chain.ders)
         if isinstance(outcome, Refusal):
             return outcome
-        return Device(outcome, chain[0])
+        return Device(outcome, chain.ders[0])
 
     def authenticate_registrar(self, group: str, name: str, password: str) -> Registrar | None:
         """Blocking (argon2id). None for a wrong name, password or group; an unknown name costs a full hash too,
@@ -152,16 +160,30 @@ class EstService:
 
     # -- enrollment ---------------------------------------------------------------------------------------------
 
-    def enroll(self, operation: Operation, group: str, client: Client, csr_der: bytes) -> Outcome:
-        """Blocking: judge one enrollment and answer it. Never raises for anything the client sent."""
+    def enroll(self, operation: Operation, group: str, credential: Registrar | CertificateChain,
+               csr_der: bytes) -> Outcome:
+        """Blocking: authenticate a client certificate, judge one enrollment and answer it. Never raises for
+        anything the client sent."""
+        client: Client
+        if isinstance(credential, CertificateChain):
+            device = self.authenticate_device(group, credential)
+            if isinstance(device, Refusal):
+                who = _subject(credential.ders[0])
+                return self.refuse_unauthenticated(f"est-client:{who[:200]}", group, operation, 403, device.reason,
+                                                   f"the client certificate ({who}) is refused: {device.reason}: "
+                                                   f"{device.detail}")
+            client = device
+        else:
+            client = credential
         try:
             csr = load_csr(csr_der)
         except InvalidInput as exc:
             return self._refuse(client, None, group, operation, 400, exc.reason, exc.message)
-        if not csr.is_signature_valid:
-            return self._refuse(client, None, group, operation, 400, "csr_signature",
-                                "the CSR's signature does not verify (no proof of possession)")
         try:
+            if operation == "serverkeygen":
+                # The engine checks a CSR's signature when it signs from it; serverkeygen signs from no CSR, so the
+                # CSR that names the device is checked here.
+                verify_csr_signature(csr)
             if isinstance(client, Registrar):
                 return self._for_registrar(operation, group, client, csr, csr_der)
             return self._for_device(operation, group, client, csr, csr_der)
@@ -304,3 +326,10 @@ def _issued(issued: IssuedCertificate) -> Issued:
         private = load_pem_private_key(issued.private_key, password=None)
         key = private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
     return Issued(issued.certificate_der, key)
+
+
+def _subject(der: bytes) -> str:
+    try:
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    except ValueError:
+        return "unparseable certificate"
