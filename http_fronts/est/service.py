@@ -41,9 +41,10 @@ from trustlists.errors import (
     OtpkiError,
     StoreError,
 )
-from trustlists.models import IssuedCertificate, Owner, RequestKind
+from trustlists.models import CertificateRecord, IssuedCertificate, Owner, RequestKind
 from trustlists.passwords import hash_password, verify_password
-from trustlists.request_guard import RateLimit
+from trustlists.request_guard import RateLimit, Verdict
+from trustlists.store.base import StoreWriter
 
 if TYPE_CHECKING:
     from trustlists.engine import Engine
@@ -214,17 +215,35 @@ class EstService:
             return self._refuse(client, owner.id, group, operation, 403, "identity_mismatch",
                                 f"the CSR names {common_name(csr.subject)!r}, but the client certificate is "
                                 f"{owner.name!r}'s")
-        refused = self._admit(client, owner, group, operation, csr_der)
+        # A read first, so a replay or a device over its budget costs no signature; then the same question again
+        # inside the issuing transaction, which settles it (two processes, one CSR: one commits).
+        scope, digest = f"est:{group}", hashlib.sha256(csr_der).hexdigest()
+        refused = self._verdict(client, owner, group, operation,
+                                self._engine.request_guard.peek(scope, owner.id, digest, limit=self._limit))
         if refused is not None:
             return refused
+
+        def admit(tx: StoreWriter, _issued: CertificateRecord) -> None:
+            verdict = self._engine.request_guard.admit_in(tx, scope, owner.id, digest,
+                                                          expires_at=self._forget_at(), limit=self._limit)
+            if verdict != "ok":
+                raise _NotAdmitted(verdict)
+
         actor = client.actor
         keygen = operation == "serverkeygen"
-        if identity.kind == "bootstrap":
-            issued = self._engine.bootstrap.enroll(owner_id=owner.id, credential=client.certificate_der, actor=actor,
-                                                   csr=None if keygen else csr_der)
-        else:
-            issued = self._engine.authority.renew(f"{identity.serial:x}", actor=actor,
-                                                  csr=None if keygen else csr_der, new_key=keygen)
+        try:
+            if identity.kind == "bootstrap":
+                issued = self._engine.bootstrap.enroll(owner_id=owner.id, credential=client.certificate_der,
+                                                       actor=actor, csr=None if keygen else csr_der,
+                                                       in_transaction=admit)
+            else:
+                issued = self._engine.authority.renew(f"{identity.serial:x}", actor=actor,
+                                                      csr=None if keygen else csr_der, new_key=keygen,
+                                                      in_transaction=admit)
+        except _NotAdmitted as lost:  # the same CSR committed by another request meanwhile
+            refused = self._verdict(client, owner, group, operation, lost.verdict)
+            assert refused is not None
+            return refused
         return _issued(issued)
 
     def _for_registrar(self, operation: Operation, group: str, client: Registrar,
@@ -279,6 +298,10 @@ class EstService:
         digest = hashlib.sha256(csr_der).hexdigest()
         verdict = self._engine.request_guard.admit(f"est:{group}", owner.id, digest, expires_at=self._forget_at(),
                                                    limit=self._limit)
+        return self._verdict(client, owner, group, operation, verdict)
+
+    def _verdict(self, client: Client, owner: Owner, group: str, operation: Operation,
+                 verdict: Verdict) -> Refused | None:
         if verdict == "replay":
             return self._refuse(client, owner.id, group, operation, 403, "replay",
                                 "this CSR was submitted before and is never answered twice; a new certificate "
@@ -318,6 +341,14 @@ class EstService:
                                                "reason": reason, "message": text[:500]})
         except OtpkiError:  # the refusal stands; a store that cannot take the record is logged
             _log.exception("EST: could not audit a refusal")
+
+
+class _NotAdmitted(Exception):
+    """Raised inside the issuing transaction to roll it back: the replay memory refused the request."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict)
+        self.verdict = verdict
 
 
 def _issued(issued: IssuedCertificate) -> Issued:
