@@ -289,7 +289,7 @@ def test_revoked_operational_certificate_is_refused(server: EstServer, tmp_path:
 
 def test_registrar_request_waits_for_approval_then_finishes_once(tmp_path: Path) -> None:
     with est_server(tmp_path / "srv", auto_approve=False, registrar_hash=hash_password(REGISTRAR_PASSWORD),
-                    prepare=[("panel-7", None)]) as server:
+                    prepare=[("panel-7", None), ("panel-8", None)]) as server:
         user = f"{REGISTRAR}:{REGISTRAR_PASSWORD}"
         csr = csr_der("panel-7")
         wrong = est(server, tmp_path, "simpleenroll", csr=csr, user=f"{REGISTRAR}:wrong")
@@ -310,8 +310,16 @@ def test_registrar_request_waits_for_approval_then_finishes_once(tmp_path: Path)
         # A CSR for a name nobody registered: 403, nothing stored.
         unknown = est(server, tmp_path, "simpleenroll", csr=csr_der("ghost"), user=user)
         assert unknown.status == 403 and "ghost" in unknown.text
+        # serverkeygen on the device's behalf: waits too, then hands the key out once.
+        keygen = est(server, tmp_path, "serverkeygen", csr=csr_der("panel-8"), user=user)
+        assert keygen.status == 202, keygen.text
+        approved = server.otpki("requests", "approve", keygen.text.split()[1])
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        key_and_cert = est(server, tmp_path, "serverkeygen", csr=csr_der("panel-8"), user=user)
+        assert key_and_cert.status == 200 and key_and_cert.headers["content-type"].startswith("multipart/mixed")
         eng = server.engine()
         try:
-            assert len(eng.requests.list()) == 1
+            assert len(eng.requests.list()) == 2
+            assert {r.status.value for r in eng.requests.list()} == {"issued"}
         finally:
             eng.close()
