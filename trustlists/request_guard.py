@@ -15,6 +15,7 @@ Neither is audited: they are bookkeeping of requests, not trust decisions (what 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trustlists.clock import to_epoch
 from trustlists.context import EngineContext
-from trustlists.errors import InvalidInput
+from trustlists.errors import InvalidInput, RequestNotAdmitted
 from trustlists.store.base import StoreReader, StoreWriter
 
 __all__ = ["RateLimit", "RequestGuard", "Verdict"]
@@ -83,6 +84,19 @@ class RequestGuard:
         full_in_s = (limit.burst - tokens) / limit.refill_per_s
         tx.put_rate_bucket(scope, subject, tokens, now_us, to_epoch(now) + math.ceil(full_in_s) + 1)
         return "ok"
+
+    def admitting(self, scope: str, subject: str, request_id: str, *, expires_at: datetime,
+                  limit: RateLimit) -> Callable[[StoreWriter, object], None]:
+        """An `in_transaction` hook for issuance (`authority.issue_from_csr`, `renew`, `bootstrap.enroll`): admits
+        the request inside the issuing transaction, or raises RequestNotAdmitted (reason "replay" or
+        "rate_limited"), which rolls the issuance back."""
+
+        def admit(tx: StoreWriter, _issued: object) -> None:
+            verdict = self.admit_in(tx, scope, subject, request_id, expires_at=expires_at, limit=limit)
+            if verdict != "ok":
+                raise RequestNotAdmitted(f"request {request_id} of {subject}: {verdict}", reason=verdict)
+
+        return admit
 
     def peek(self, scope: str, subject: str, request_id: str, *, limit: RateLimit) -> Verdict:
         """What `admit` would answer now, from a read (nothing recorded): the cheap refusal before costly work

@@ -39,12 +39,12 @@ from trustlists.errors import (
     KeyAccessError,
     NotFound,
     OtpkiError,
+    RequestNotAdmitted,
     StoreError,
 )
-from trustlists.models import CertificateRecord, IssuedCertificate, Owner, RequestKind
+from trustlists.models import IssuedCertificate, Owner, RequestKind
 from trustlists.passwords import hash_password, verify_password
 from trustlists.request_guard import RateLimit, Verdict
-from trustlists.store.base import StoreWriter
 
 if TYPE_CHECKING:
     from trustlists.engine import Engine
@@ -223,12 +223,8 @@ class EstService:
         if refused is not None:
             return refused
 
-        def admit(tx: StoreWriter, _issued: CertificateRecord) -> None:
-            verdict = self._engine.request_guard.admit_in(tx, scope, owner.id, digest,
-                                                          expires_at=self._forget_at(), limit=self._limit)
-            if verdict != "ok":
-                raise _NotAdmitted(verdict)
-
+        admit = self._engine.request_guard.admitting(scope, owner.id, digest, expires_at=self._forget_at(),
+                                                     limit=self._limit)
         actor = client.actor
         keygen = operation == "serverkeygen"
         try:
@@ -240,8 +236,9 @@ class EstService:
                 issued = self._engine.authority.renew(f"{identity.serial:x}", actor=actor,
                                                       csr=None if keygen else csr_der, new_key=keygen,
                                                       in_transaction=admit)
-        except _NotAdmitted as lost:  # the same CSR committed by another request meanwhile
-            refused = self._verdict(client, owner, group, operation, lost.verdict)
+        except RequestNotAdmitted as lost:  # the same CSR committed by another request meanwhile
+            refused = self._verdict(client, owner, group, operation,
+                                    "rate_limited" if lost.reason == "rate_limited" else "replay")
             assert refused is not None
             return refused
         return _issued(issued)
@@ -341,14 +338,6 @@ class EstService:
                                                "reason": reason, "message": text[:500]})
         except OtpkiError:  # the refusal stands; a store that cannot take the record is logged
             _log.exception("EST: could not audit a refusal")
-
-
-class _NotAdmitted(Exception):
-    """Raised inside the issuing transaction to roll it back: the replay memory refused the request."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict)
-        self.verdict = verdict
 
 
 def _issued(issued: IssuedCertificate) -> Issued:

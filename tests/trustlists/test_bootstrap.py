@@ -297,3 +297,28 @@ def test_an_in_transaction_hook_that_refuses_undoes_certificate_and_pin(engine: 
                                        actor=ACTOR, csr=make_csr(owner.name),
                                        in_transaction=lambda _tx, record: seen.append(record.serial))
     assert seen == [enrolled.record.serial] and engine.bootstrap.pin(owner.id) is not None
+
+
+def test_the_request_guards_hook_refuses_a_second_issuance_for_one_request(engine: Engine,
+                                                                           maker: Manufacturer) -> None:
+    from datetime import timedelta
+
+    from trustlists.errors import RequestNotAdmitted
+    from trustlists.request_guard import RateLimit
+
+    credential = maker.issue_idevid("SN-once")
+    owner = register(engine, "once-1", credential.allow_list_entry())
+    limit = RateLimit(burst=5, refill_per_s=1)
+
+    def hook():  # type: ignore[no-untyped-def]
+        return engine.request_guard.admitting("est:test", owner.id, "csr-digest", limit=limit,
+                                              expires_at=engine.now() + timedelta(days=1))
+
+    engine.bootstrap.enroll(owner_id=owner.id, credential=credential.certificate_pem.encode(), actor=ACTOR,
+                            csr=make_csr(owner.name), in_transaction=hook())
+    issued = engine.inventory.count()
+    with pytest.raises(RequestNotAdmitted) as info:
+        engine.bootstrap.enroll(owner_id=owner.id, credential=credential.certificate_pem.encode(), actor=ACTOR,
+                                csr=make_csr(owner.name), in_transaction=hook())
+    assert info.value.reason == "replay" and engine.inventory.count() == issued
+    assert len(active_serials(engine, owner)) == 1  # the first certificate was not replaced either
