@@ -1,8 +1,8 @@
 """EST (RFC 7030) against a real `otpki serve` over HTTPS, driven by clients that are not ours: curl (client
 certificates, HTTP Basic, base64 CSR bodies) and openssl (base64 -d, pkcs7 -print_certs, verify, asn1parse, pkey).
 
-No EST client could be installed from the registries this machine reaches (Debian has no libest package; PyPI's
-EST clients are wrappers of libest or unmaintained), so curl + openssl speak the protocol by the RFC.
+No EST client can be installed from the registries this machine reaches (`apt-cache policy libest`: no such
+package; the PyPI index offers no RFC 7030 client), so curl + openssl speak the protocol by the RFC.
 """
 
 from __future__ import annotations
