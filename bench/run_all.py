@@ -21,7 +21,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ["issuance", "crl", "revocation_check", "inventory_expiring", "gds_pull", "push_fleet", "mqtt_connect",
               "mqtt_revocation_mosquitto", "cli_startup", "cli_certs_list", "revocation_across_instances",
               "pg_issuance",
-              "inventory_expiring_postgresql", "crl_postgresql", "batch_workers", "ocsp", "console"]
+              "inventory_expiring_postgresql", "crl_postgresql", "batch_workers", "ocsp", "console", "est_enroll"]
 # Benchmarks that are another run of a script: name -> (script, its arguments).
 VARIANTS = {"inventory_expiring_postgresql": ("inventory_expiring", ["--store", "postgresql"]),
             "crl_postgresql": ("crl", ["--store", "postgresql"])}

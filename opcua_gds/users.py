@@ -10,6 +10,14 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The argon2id parameters, the floor and the check are the engine's (EST registrars share them).
+from trustlists.passwords import MEMORY_COST_KIB as MEMORY_COST_KIB
+from trustlists.passwords import MIN_MEMORY_COST_KIB as MIN_MEMORY_COST_KIB
+from trustlists.passwords import MIN_TIME_COST as MIN_TIME_COST
+from trustlists.passwords import PARALLELISM as PARALLELISM
+from trustlists.passwords import TIME_COST as TIME_COST
+from trustlists.passwords import check_password_hash as check_password_hash
+
 
 class GdsRole(StrEnum):
     DISCOVERY_ADMIN = "DiscoveryAdmin"
@@ -46,35 +54,3 @@ class AccessConfig(BaseModel):
 
     users: list[PasswordUser] = Field(default_factory=list)
     certificate_users: list[CertificateUser] = Field(default_factory=list)
-
-
-# -- passwords ------------------------------------------------------------------------------------
-# New hashes: argon2id with OWASP's minimum parameters (Password Storage Cheat Sheet: 19 MiB, 2 passes,
-# 1 lane). asyncua checks passwords synchronously inside ActivateSession, on the server's event loop, and a
-# wrong password is never cached, so every guess costs the loop one hash: about 20 ms here (RFC 9106's
-# 64 MiB/3 passes/4 lanes profile costs about 100 ms).
-MEMORY_COST_KIB = 19 * 1024
-TIME_COST = 2
-PARALLELISM = 1
-# The floor: a stored hash below it is refused when the configuration is loaded.
-MIN_MEMORY_COST_KIB = MEMORY_COST_KIB
-MIN_TIME_COST = TIME_COST
-_HOW_TO_FIX = "make one with `otpki users hash-password` and put it in gds.access.users"
-
-
-def check_password_hash(stored: str) -> None:
-    """Raise ValueError (saying what to do) unless `stored` is an argon2id hash at or above the floor."""
-    from argon2 import Type, extract_parameters  # only when users are configured: it costs every command 15 ms
-    from argon2.exceptions import InvalidHashError
-
-    if stored.startswith("scrypt$"):
-        raise ValueError(f"is an scrypt hash of an earlier otpki, no longer accepted: {_HOW_TO_FIX}")
-    try:
-        params = extract_parameters(stored)
-    except InvalidHashError:
-        raise ValueError(f"is not an argon2id password hash: {_HOW_TO_FIX}") from None
-    if params.type is not Type.ID:
-        raise ValueError(f"is an {params.type.name.lower()} hash, otpki needs argon2id: {_HOW_TO_FIX}")
-    if params.memory_cost < MIN_MEMORY_COST_KIB or params.time_cost < MIN_TIME_COST:
-        raise ValueError(f"costs m={params.memory_cost} KiB, t={params.time_cost}, below otpki's floor of "
-                         f"m={MIN_MEMORY_COST_KIB} KiB, t={MIN_TIME_COST}: {_HOW_TO_FIX}")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from http_fronts.crl_settings import CrlSettings
+from http_fronts.est.settings import EstSettings
 from http_fronts.ocsp.settings import OcspSettings
 from mqtt_broker_auth.broker_names import embedded_broker_owner_name, mosquitto_owner_name
 from mqtt_broker_auth.embedded.broker_limits import BrokerLimits
@@ -176,6 +177,8 @@ class WebSettings(BaseModel):
     ocsp: OcspSettings = Field(default_factory=OcspSettings)
     crl: CrlSettings = Field(default_factory=CrlSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    est: EstSettings = Field(default_factory=EstSettings, description="EST enrollment (RFC 7030) on the HTTPS "
+                                                                      "listener")
 
 
 class ServeSettings(BaseModel):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ["push_fleet", "gds_pull", "cli_startup", "cli_certs_list", "mqtt_connect", "issuance",
               "revocation_check", "mqtt_revocation_mosquitto", "crl", "inventory_expiring",
               "revocation_across_instances", "pg_issuance", "inventory_expiring_postgresql", "crl_postgresql",
-              "batch_workers", "ocsp", "console"]
+              "batch_workers", "ocsp", "console", "est_enroll"]
 
 
 def run_all(name: str) -> list[dict[str, Any]]:
@@ -34,7 +34,7 @@ def test_benchmarks_run_and_report_json() -> None:
                                                  "cli_startup", "cli_certs_list", "revocation_across_instances",
                                                  "pg_issuance",
                                                  "inventory_expiring_postgresql", "crl_postgresql", "batch_workers",
-                                                 "ocsp", "console"}
+                                                 "ocsp", "console", "est_enroll"}
     assert len(reports) == len(BENCHMARKS)
     for r in reports:
         assert {"engine", "baseline", "ratio", "target", "meets_target", "params"} <= set(r)
@@ -47,5 +47,7 @@ def test_benchmarks_run_and_report_json() -> None:
     assert startup["engine"]["heavy_modules_imported_by_help"] == []
     ocsp = next(r for r in reports if r["benchmark"] == "ocsp")
     assert ocsp["engine"]["uncached_responses_per_s"] > 0 and ocsp["engine"]["cached_responses_per_s"] > 0
+    est = next(r for r in reports if r["benchmark"] == "est_enroll")
+    assert est["engine"]["devices_enrolled"] == est["params"]["enrollments"] > 0  # every round trip enrolled one
     listing = next(r for r in reports if r["benchmark"] == "cli_certs_list")
     assert listing["engine"]["rows_listed"] == listing["baseline"]["rows"] > 0

@@ -172,9 +172,11 @@ class CertificateAuthority:
         return issued.model_copy(update={"private_key": encoded, "private_key_format": key_format})
 
     def renew(self, serial: str, *, actor: str, csr: bytes | None = None, new_key: bool = False,
-              key_type: KeyType | None = None, key_format: KeyFormat = "pem", password: str | None = None
-              ) -> IssuedCertificate:
-        """A new certificate for the same owner; the old one is marked superseded (not revoked)."""
+              key_type: KeyType | None = None, key_format: KeyFormat = "pem", password: str | None = None,
+              in_transaction: InTransaction | None = None) -> IssuedCertificate:
+        """A new certificate for the same owner; the old one is marked superseded (not revoked).
+
+        `in_transaction` (with `csr` or `new_key`) runs inside the issuing transaction, as for `issue_from_csr`."""
         with self._ctx.store.read() as tx:
             old = tx.get_certificate(serial)
         if old.revoked_at is not None:
@@ -185,11 +187,13 @@ class CertificateAuthority:
             raise InvalidState(f"certificate {serial} has no registered owner to renew for")
         if csr is not None:
             return self.issue_from_csr(csr, owner_id=old.owner_id, actor=actor, issuance=IssuanceKind.RENEWAL,
-                                       supersedes=serial)
+                                       supersedes=serial, in_transaction=in_transaction)
         if new_key:
             return self.issue_with_new_key(owner_id=old.owner_id, actor=actor, key_type=key_type,
                                            key_format=key_format, password=password, supersedes=serial,
-                                           issuance=IssuanceKind.RENEWAL)
+                                           issuance=IssuanceKind.RENEWAL, in_transaction=in_transaction)
+        if in_transaction is not None:
+            raise InvalidInput("a same-key renewal takes no in_transaction hook; pass a CSR or new_key")
         # Same key: re-certify the old public key, with names re-checked against today's registration.
         assert old.der is not None
         old_cert = x509.load_der_x509_certificate(old.der)

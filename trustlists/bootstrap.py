@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustlists import audit
-from trustlists.authority import CertificateAuthority
+from trustlists.authority import CertificateAuthority, InTransaction
 from trustlists.bootstrap_allowlist import (
     ATTRIBUTE,
     ROLE_ATTRIBUTE,
@@ -155,14 +155,15 @@ class Bootstrap:
     # -- enrollment -----------------------------------------------------------------------------------------------
 
     def enroll(self, *, owner_id: str, credential: bytes, actor: str, csr: bytes | None = None,
-               key_type: KeyType | None = None) -> IssuedCertificate:
+               key_type: KeyType | None = None, in_transaction: InTransaction | None = None) -> IssuedCertificate:
         """An operational certificate for a device that authenticated with bootstrap certificate `credential`
         (DER or PEM; its chain already validated by the caller): from `csr`, or with a server-generated key.
 
         First enrollment pins the device to `credential`; a later one (same certificate) replaces every live
         certificate of the device. Pin, new certificate and replacement commit together or not at all, so of two
         different certificates enrolling one device at the same moment, from any number of processes, exactly
-        one wins.
+        one wins. `in_transaction` runs last inside that transaction (a front's own bookkeeping, such as its replay
+        memory); raising there rolls everything back.
         """
         cert = load_certificate(credential, "bootstrap certificate")
         fingerprint = sha256_hex(cert.public_bytes(Encoding.DER))
@@ -177,6 +178,8 @@ class Bootstrap:
 
         def record(tx: StoreWriter, issued: CertificateRecord) -> None:
             self._record(tx, owner.id, cert, fingerprint, issued, actor)
+            if in_transaction is not None:
+                in_transaction(tx, issued)
 
         if csr is not None:
             result = self._authority.issue_from_csr(csr, owner_id=owner.id, actor=actor, in_transaction=record)

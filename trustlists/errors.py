@@ -162,3 +162,10 @@ class RequestExpired(InvalidState):
     """The certificate request can no longer be completed; submit a new one."""
 
     reason = "request_expired"
+
+
+class RequestNotAdmitted(OtpkiError):
+    """A front's request refused by the replay memory or the rate limit (`request_guard`): reason "replay" or
+    "rate_limited"."""
+
+    reason = "replay"

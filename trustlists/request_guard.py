@@ -15,6 +15,7 @@ Neither is audited: they are bookkeeping of requests, not trust decisions (what 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
@@ -22,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trustlists.clock import to_epoch
 from trustlists.context import EngineContext
-from trustlists.errors import InvalidInput
-from trustlists.store.base import StoreWriter
+from trustlists.errors import InvalidInput, RequestNotAdmitted
+from trustlists.store.base import StoreReader, StoreWriter
 
 __all__ = ["RateLimit", "RequestGuard", "Verdict"]
 
@@ -58,18 +59,30 @@ class RequestGuard:
         consumed); "rate_limited": the subject's bucket is empty (the id is not remembered, so the same signed
         request may be retried); "ok": a token was taken and the id is remembered until `expires_at`.
         """
+        with self._ctx.store.transaction() as tx:
+            return self.admit_in(tx, scope, subject, request_id, expires_at=expires_at, limit=limit)
+
+    def admit_in(self, tx: StoreWriter, scope: str, subject: str, request_id: str, *, expires_at: datetime,
+                 limit: RateLimit) -> Verdict:
+        """`admit` inside the caller's transaction: a front that records the request with what it leads to (an
+        issued certificate) makes both one commit, so neither happens without the other. The caller rolls back
+        on anything but "ok" (nothing is written then anyway)."""
         if not scope or not subject or not request_id:
             raise InvalidInput("scope, subject and request id are required")
         now = self._ctx.clock()
-        with self._ctx.store.transaction() as tx:
-            # Two instances admitting for one subject take turns: one sees the other's request id and bucket.
-            tx.lock("request_guard", f"{scope}\x00{subject}")
-            tx.forget_expired(to_epoch(now) - FORGET_GRACE_S)
-            if tx.request_seen(scope, subject, request_id):
-                return "replay"
-            if not _take_token(tx, scope, subject, limit, now):
-                return "rate_limited"  # nothing taken, nothing written: the stored bucket still says the same
-            tx.remember_request(scope, subject, request_id, max(to_epoch(expires_at), to_epoch(now)))
+        now_us = int(now.timestamp() * 1_000_000)
+        # Two instances admitting for one subject take turns: one sees the other's request id and bucket.
+        tx.lock("request_guard", f"{scope}\x00{subject}")
+        tx.forget_expired(to_epoch(now) - FORGET_GRACE_S)
+        if tx.request_seen(scope, subject, request_id):
+            return "replay"
+        tokens = self._tokens(tx, scope, subject, limit, now_us)
+        if tokens < 1.0:
+            return "rate_limited"  # nothing taken, nothing written: the stored bucket still says the same
+        tokens -= 1.0
+        tx.remember_request(scope, subject, request_id, max(to_epoch(expires_at), to_epoch(now)))
+        full_in_s = (limit.burst - tokens) / limit.refill_per_s
+        tx.put_rate_bucket(scope, subject, tokens, now_us, to_epoch(now) + math.ceil(full_in_s) + 1)
         return "ok"
 
     def take(self, scope: str, subject: str, *, limit: RateLimit) -> bool:
@@ -77,24 +90,48 @@ class RequestGuard:
         if not scope or not subject:
             raise InvalidInput("scope and subject are required")
         now = self._ctx.clock()
+        now_us = int(now.timestamp() * 1_000_000)
         with self._ctx.store.transaction() as tx:
             tx.lock("request_guard", f"{scope}\x00{subject}")
-            tx.forget_expired(to_epoch(now))
-            return _take_token(tx, scope, subject, limit, now)
+            tx.forget_expired(to_epoch(now) - FORGET_GRACE_S)
+            tokens = self._tokens(tx, scope, subject, limit, now_us)
+            if tokens < 1.0:
+                return False
+            tokens -= 1.0
+            full_in_s = (limit.burst - tokens) / limit.refill_per_s
+            tx.put_rate_bucket(scope, subject, tokens, now_us, to_epoch(now) + math.ceil(full_in_s) + 1)
+            return True
 
+    def admitting(self, scope: str, subject: str, request_id: str, *, expires_at: datetime,
+                  limit: RateLimit) -> Callable[[StoreWriter, object], None]:
+        """An `in_transaction` hook for issuance (`authority.issue_from_csr`, `renew`, `bootstrap.enroll`): admits
+        the request inside the issuing transaction, or raises RequestNotAdmitted (reason "replay" or
+        "rate_limited"), which rolls the issuance back."""
 
-def _take_token(tx: StoreWriter, scope: str, subject: str, limit: RateLimit, now: datetime) -> bool:
-    now_us = int(now.timestamp() * 1_000_000)
-    bucket = tx.get_rate_bucket(scope, subject)
-    tokens = float(limit.burst)
-    if bucket is not None:
+        def admit(tx: StoreWriter, _issued: object) -> None:
+            verdict = self.admit_in(tx, scope, subject, request_id, expires_at=expires_at, limit=limit)
+            if verdict != "ok":
+                raise RequestNotAdmitted(f"request {request_id} of {subject}: {verdict}", reason=verdict)
+
+        return admit
+
+    def peek(self, scope: str, subject: str, request_id: str, *, limit: RateLimit) -> Verdict:
+        """What `admit` would answer now, from a read (nothing recorded): the cheap refusal before costly work
+        (signing) whose transaction then admits for good with `admit_in`."""
+        if not scope or not subject or not request_id:
+            raise InvalidInput("scope, subject and request id are required")
+        now_us = int(self._ctx.clock().timestamp() * 1_000_000)
+        with self._ctx.store.read() as tx:
+            if tx.request_seen(scope, subject, request_id):
+                return "replay"
+            return "ok" if self._tokens(tx, scope, subject, limit, now_us) >= 1.0 else "rate_limited"
+
+    @staticmethod
+    def _tokens(tx: StoreReader, scope: str, subject: str, limit: RateLimit, now_us: int) -> float:
+        bucket = tx.get_rate_bucket(scope, subject)
+        if bucket is None:
+            return float(limit.burst)
         stored, stamp_us = bucket
         # A clock that went backwards earns nothing (and takes nothing away).
         elapsed = max(0.0, (now_us - stamp_us) / 1_000_000)
-        tokens = min(float(limit.burst), stored + elapsed * limit.refill_per_s)
-    if tokens < 1.0:
-        return False
-    tokens -= 1.0
-    full_in_s = (limit.burst - tokens) / limit.refill_per_s
-    tx.put_rate_bucket(scope, subject, tokens, now_us, to_epoch(now) + math.ceil(full_in_s) + 1)
-    return True
+        return min(float(limit.burst), stored + elapsed * limit.refill_per_s)

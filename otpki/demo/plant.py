@@ -32,10 +32,12 @@ from opcua_gds.push.rollout import KIND, Rollout, TargetOutcome
 from opcua_gds.push.server_identity import TargetServerIdentity
 from otpki.demo.devices import Broker, DeviceFleet, EmbeddedDemoBroker, MosquittoDemoBroker
 from otpki.demo.display import QuietDisplay
+from otpki.demo.est import EstDemo
 from otpki.demo.plcs import ADMIN_USER, PlcPlant
 from otpki.demo.report import DemoCounts, DemoReport, DemoStep, EndpointTally
 from otpki.demo.workspace import demo_settings
 from otpki.runtime import open_engine
+from otpki.web.tls import key_password
 from simulators.mqtt_device import DeviceState, MqttDevice
 from simulators.scada import ScadaSettings, ScadaSimulator
 from trustlists.blocking import run_blocking
@@ -123,7 +125,9 @@ class Plant:
         self.fleet: DeviceFleet | None = None
         self._plc_password = secrets.token_urlsafe(18)
         self.shutdown_seconds: dict[str, float] = {}
-        self.final_counts: DemoCounts | None = None  # taken in step 7, while devices still run
+        self.final_counts: DemoCounts | None = None  # taken in the summary step, while devices still run
+        self.est_demo: EstDemo | None = None
+        self._web_key_password: bytes | None = None
 
     @property
     def eng(self) -> Engine:
@@ -141,6 +145,7 @@ class Plant:
             ("MQTT devices enrolled with their IDevIDs and publish", self.mqtt, self.o.devices),
             ("certificates renewed before expiry", self.renewal, None),
             ("revoked SCADA and device refused", self.revocation, None),
+            ("HMI enrolled and re-enrolled over EST, checked over OCSP", self.est, None),
             ("summary", self.summary, None),
         ]
         try:
@@ -174,6 +179,8 @@ class Plant:
     async def shutdown(self) -> None:
         """Stop everything this run started, in reverse order; each part gets its own bound and may fail alone."""
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        if self.est_demo is not None:
+            parts.append(("est", self.est_demo.stop))
         if self.fleet is not None:
             parts.append(("devices", self.fleet.stop))
         if self.broker is not None:
@@ -191,6 +198,7 @@ class Plant:
             key = f"shutdown: {name}"
             self.shutdown_seconds[key] = round(self.shutdown_seconds.get(key, 0) + time.perf_counter() - t0, 3)
         self.fleet = self.broker = self.plcs = self.gds = None
+        self.est_demo = None
         self.scadas = []
         if self.engine is not None:
             engine, self.engine = self.engine, None
@@ -201,6 +209,7 @@ class Plant:
     async def hierarchy(self) -> str:
         settings = await run_blocking(demo_settings, self.o.data_dir, self.o.sites, self.o.store_url)
         self.engine = await run_blocking(open_engine, settings, key_pool=True)
+        self._web_key_password = key_password(settings.passphrase)
         cas = await run_blocking(self.eng.hierarchy.initialize, actor=ACTOR)
         missing = []
         for group, policy in self.eng.config.groups.items():
@@ -509,7 +518,13 @@ class Plant:
         self.tallies.move("devices", None, "refused")
         return f"{device.name} revoked -> dropped by the broker after {drop_s:.2f} s, reconnect refused"
 
-    # -- 7. summary --------------------------------------------------------------------------------------------
+    # -- 7. EST ----------------------------------------------------------------------------------------------------
+
+    async def est(self) -> str:
+        self.est_demo = EstDemo(self.eng, self.o.data_dir / "est", self.o.sites[0], self._web_key_password)
+        return await self.est_demo.run()
+
+    # -- 8. summary --------------------------------------------------------------------------------------------
 
     def _counts(self) -> DemoCounts:
         engine = self.eng

@@ -60,6 +60,16 @@ def register_router(spec: RouterSpec) -> None:
     ROUTERS.append(spec)
 
 
+def _est_router(engine: Engine, settings: Settings) -> APIRouter:
+    from http_fronts.est.router import est_router
+
+    est = settings.file.web.est
+    return est_router(engine, est) if est.enabled else APIRouter()
+
+
+register_router(RouterSpec("est", _est_router))  # HTTPS only: EST authenticates by TLS client certificate
+
+
 class Readiness(BaseModel):
     ready: bool
     problems: list[str]

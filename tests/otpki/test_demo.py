@@ -35,7 +35,7 @@ def test_demo_small_plant_report_and_inspection(tmp_path: Path) -> None:
     report = json.loads(res.stdout)
     assert report["ok"] and report["data_dir"] == str(data) and report["broker"] == "embedded"
     steps = report["steps"]
-    assert [s["number"] for s in steps] == list(range(1, 8))
+    assert [s["number"] for s in steps] == list(range(1, 9))
     assert all(s["ok"] for s in steps), [s for s in steps if not s["ok"]]
     assert all(s["seconds"] >= 0 and s["detail"] for s in steps)
     assert all(f"{s['number']}. {s['name']}" in report["phase_seconds"] for s in steps)
@@ -43,8 +43,8 @@ def test_demo_small_plant_report_and_inspection(tmp_path: Path) -> None:
     counts = report["counts"]
     assert (counts["plcs"], counts["scada"], counts["devices"]) == (2, 1, 3)
     assert counts["cas"] >= 1 + 4  # root + an issuing CA per certificate group
-    assert counts["certificates_revoked"] == 2  # scada-1 and one device
-    assert counts["certificates_superseded"] == 2  # the renewed device and the re-pushed PLC
+    assert counts["certificates_revoked"] == 3  # scada-1, one device and the EST HMI
+    assert counts["certificates_superseded"] == 3  # the renewed device, the re-pushed PLC, the re-enrolled HMI
     # issued = active + revoked + superseded (nothing expired, nothing left undelivered in a passing run)
     assert counts["certificates_issued"] == (counts["certificates_active"] + counts["certificates_revoked"]
                                              + counts["certificates_superseded"])

@@ -278,3 +278,47 @@ async def test_concurrent_first_enrollment_from_processes_pins_exactly_one(
     assert [c.serial for c in engine.inventory.query(owner_id=owner.id)] == winners
     assert engine.inventory.get(winners[0]).status_at(datetime.now(UTC)) == CertificateStatus.ACTIVE
     assert actions(engine).count("bootstrap.pin") == 1 and engine.verify_audit().ok
+
+
+def test_an_in_transaction_hook_that_refuses_undoes_certificate_and_pin(engine: Engine, maker: Manufacturer) -> None:
+    credential = maker.issue_idevid("SN-hook")
+    owner = register(engine, "hook-1", credential.allow_list_entry())
+    issued_before = engine.inventory.count()
+
+    def refuse(_tx: object, _record: object) -> None:
+        raise RuntimeError("the front's own bookkeeping said no")
+
+    with pytest.raises(RuntimeError):
+        engine.bootstrap.enroll(owner_id=owner.id, credential=credential.certificate_pem.encode(), actor=ACTOR,
+                                csr=make_csr(owner.name), in_transaction=refuse)
+    assert engine.inventory.count() == issued_before and engine.bootstrap.pin(owner.id) is None
+    seen: list[str] = []
+    enrolled = engine.bootstrap.enroll(owner_id=owner.id, credential=credential.certificate_pem.encode(),
+                                       actor=ACTOR, csr=make_csr(owner.name),
+                                       in_transaction=lambda _tx, record: seen.append(record.serial))
+    assert seen == [enrolled.record.serial] and engine.bootstrap.pin(owner.id) is not None
+
+
+def test_the_request_guards_hook_refuses_a_second_issuance_for_one_request(engine: Engine,
+                                                                           maker: Manufacturer) -> None:
+    from datetime import timedelta
+
+    from trustlists.errors import RequestNotAdmitted
+    from trustlists.request_guard import RateLimit
+
+    credential = maker.issue_idevid("SN-once")
+    owner = register(engine, "once-1", credential.allow_list_entry())
+    limit = RateLimit(burst=5, refill_per_s=1)
+
+    def hook():  # type: ignore[no-untyped-def]
+        return engine.request_guard.admitting("est:test", owner.id, "csr-digest", limit=limit,
+                                              expires_at=engine.now() + timedelta(days=1))
+
+    engine.bootstrap.enroll(owner_id=owner.id, credential=credential.certificate_pem.encode(), actor=ACTOR,
+                            csr=make_csr(owner.name), in_transaction=hook())
+    issued = engine.inventory.count()
+    with pytest.raises(RequestNotAdmitted) as info:
+        engine.bootstrap.enroll(owner_id=owner.id, credential=credential.certificate_pem.encode(), actor=ACTOR,
+                                csr=make_csr(owner.name), in_transaction=hook())
+    assert info.value.reason == "replay" and engine.inventory.count() == issued
+    assert len(active_serials(engine, owner)) == 1  # the first certificate was not replaced either

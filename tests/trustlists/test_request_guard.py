@@ -120,3 +120,27 @@ def test_an_instance_whose_clock_is_ahead_does_not_forget_what_another_still_acc
     finally:
         first.close()
         second.close()
+
+
+def test_peek_answers_like_admit_and_records_nothing(engines: tuple[Engine, Engine], clock: Clock) -> None:
+    first, second = engines
+    request = str(uuid.uuid4())
+    assert first.request_guard.peek(SCOPE, "pump-1", request, limit=LIMIT) == "ok"
+    assert admit(second, clock, request) == "ok"  # peeking took nothing: the request is still new
+    assert first.request_guard.peek(SCOPE, "pump-1", request, limit=LIMIT) == "replay"
+    for _ in range(LIMIT.burst - 1):
+        assert admit(first, clock, str(uuid.uuid4())) == "ok"
+    assert first.request_guard.peek(SCOPE, "pump-1", str(uuid.uuid4()), limit=LIMIT) == "rate_limited"
+
+
+def test_admit_in_is_undone_with_the_callers_transaction(engines: tuple[Engine, Engine], clock: Clock) -> None:
+    first, _ = engines
+    request = str(uuid.uuid4())
+    with pytest.raises(RuntimeError), first._ctx.store.transaction() as tx:
+        assert first.request_guard.admit_in(tx, SCOPE, "pump-1", request,
+                                            expires_at=clock.now + timedelta(minutes=10), limit=LIMIT) == "ok"
+        raise RuntimeError("what the request led to failed")
+    assert admit(first, clock, request) == "ok"  # rolled back with it: not a replay
+    with first._ctx.store.transaction() as tx:
+        assert first.request_guard.admit_in(tx, SCOPE, "pump-1", request,
+                                            expires_at=clock.now + timedelta(minutes=10), limit=LIMIT) == "replay"
