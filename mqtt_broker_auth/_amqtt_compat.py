@@ -151,13 +151,27 @@ class HookedBroker(Broker):
         await self._delete_session(client_id)
 
     async def end_session(self, client_id: str) -> None:
-        """Drop the session and stop its handler, which closes the client's connection and ends its message loop."""
+        """Drop the session and stop its handler, which closes the client's connection and ends its message loop.
+
+        The connection is aborted first. On Python 3.11 `asyncio.wait_for` swallows a cancellation that arrives
+        while the awaited read completes (bpo-42130, fixed in 3.12): when a packet comes in at that moment, the
+        handler's reader loop goes on reading, amqtt's `stop()` waits for it forever, and the socket of a device
+        whose certificate was just revoked stays open. Without its socket the reader ends on EOF either way."""
+        entry = self._sessions.get(client_id)
+        if entry is not None and entry[1] is not None:
+            abort_connection(entry[1].writer)
         await self._cleanup_session(client_id)
 
     def bound_port(self, listener: str = "default") -> int:
         """The port a started listener is bound to (the OS picks one for port 0)."""
         server = self._servers[listener].instance
         return int(server.sockets[0].getsockname()[1])
+
+
+def abort_connection(writer: WriterAdapter | None) -> None:
+    """Close a connection's socket at once (no flush, no TLS close_notify): for a session being thrown out."""
+    if isinstance(writer, StreamWriterAdapter):
+        writer._writer.transport.abort()
 
 
 def take_connection(resumed: Session, connecting: Session) -> None:
@@ -213,6 +227,8 @@ def _check() -> None:
     _require_state(Broker, "_sessions", "_subscriptions", "_servers")
     _require_state(ListenerServer, "instance")
     _require_state(Session, "client_id", "clean_session", "parent", "attributes", *PER_CONNECTION_FIELDS)
+    _require_state(StreamWriterAdapter, "_writer")
+    _require_state(BrokerProtocolHandler.__mro__[1], "writer")  # ProtocolHandler: the connection's WriterAdapter
 
 
 _check()

@@ -332,6 +332,22 @@ async def test_end_session_closes_the_connection_and_drops_the_session(start: St
     assert broker.stored_session("dev-1") is None and subscribers(broker, "a/#") == []
 
 
+async def test_end_session_closes_the_connection_when_the_readers_cancellation_is_lost(start: Start) -> None:
+    """Python 3.11's wait_for loses a cancellation that meets a completing read (bpo-42130); amqtt's handler then
+    waits for its reader forever. Simulated here by a reader task that ignores cancel(): end_session must still
+    close the socket (the reader then ends on EOF) and finish."""
+    broker = await start()
+    device = await client(start, broker)
+    assert await device.connect("dev-1") == (False, 0)
+    entry = broker._sessions["dev-1"]
+    handler = entry[1]
+    assert handler is not None and handler._reader_task is not None
+    handler._reader_task.cancel = lambda *args, **kwargs: False  # type: ignore[method-assign]  # the lost cancel
+    await asyncio.wait_for(broker.end_session("dev-1"), 20)
+    assert await device.closed()
+    assert broker.stored_session("dev-1") is None
+
+
 async def test_bound_port_is_the_port_the_listener_accepts_on(start: Start) -> None:
     broker = await start()
     port = broker.bound_port()
