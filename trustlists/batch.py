@@ -416,4 +416,11 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's process
-    return True
+    # A killed worker whose parent died too is re-parented to PID 1, and where PID 1 does not reap (a container's
+    # init), it stays a zombie: signalable, yet it will never finish its temp files.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust the signal test
+    state = stat.rsplit(")", 1)[-1].split()[:1]
+    return state not in (["Z"], ["X"])

@@ -438,7 +438,7 @@ def test_processes_logging_in_to_one_token_at_once_all_get_their_session(
     go = tmp_path / "go"
     env = {**os.environ, "SOFTHSM2_CONF": str(token.conf)}
     procs = [subprocess.Popen([sys.executable, "-c", _LOGIN_WORKER, token.module, token.label, token.pin, str(go),
-                               "25"], env=env, cwd=Path(__file__).resolve().parents[2],
+                               "10"], env=env, cwd=Path(__file__).resolve().parents[2],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     try:
         for p in procs:

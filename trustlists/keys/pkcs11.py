@@ -127,7 +127,7 @@ T = TypeVar("T")
 # reading it at that moment gets CKR_GENERAL_ERROR or does not see the token at all: two otpki instances starting
 # on one token hit this. Finding the token and logging in (never a PIN refusal, which is final) is therefore
 # retried for a short, bounded time before the error is reported.
-_OPEN_RETRY_S = 3.0
+_OPEN_RETRY_S = 10.0
 
 
 class _TokenFileBusy(Exception):
@@ -331,7 +331,16 @@ class Pkcs11KeyBackend:
                 attempt += 1
                 if time.monotonic() >= deadline:
                     raise busy.error from None
-                time.sleep(random.uniform(0.01, 0.04) * attempt)
+                time.sleep(random.uniform(0.01, 0.04) * min(attempt, 10))
+                if attempt % 3 == 0:
+                    # SoftHSM keeps a token it read half-written (as one with no label) until it is initialized
+                    # again: re-read the token files. Every session of this module is dropped, as by
+                    # reload_module; the other backends reconnect on their next use.
+                    module.connections.clear()
+                    try:
+                        module.lib.reinitialize()
+                    except p11e.PKCS11Error as exc:
+                        raise translate(exc, f"re-initializing PKCS#11 module {self.module_path!r}") from None
 
     def _open_once(self, module: Module) -> Connection:
         where = f"PKCS#11 token {self.token_label!r} in module {self.module_path!r}"
@@ -359,7 +368,8 @@ class Pkcs11KeyBackend:
                 "otpki's key backend, so the configured PIN cannot be verified; use one backend per token",
                 reason="token_unavailable",
             ) from None
-        except p11e.GeneralError as exc:
+        except (p11e.GeneralError, p11e.UserPinNotInitialized, p11e.TokenNotRecognised) as exc:
+            # What SoftHSM answers from a token file read half-written (flags and label still zero).
             raise _TokenFileBusy(translate(exc, f"logging in to {where}")) from None
         except p11e.PKCS11Error as exc:
             raise translate(exc, f"logging in to {where}") from None
