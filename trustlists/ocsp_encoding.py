@@ -11,7 +11,7 @@ EdDSA) get None from `for_signer`, and the responder uses the builder for them.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -71,7 +71,10 @@ def _children(tlv: bytes) -> list[bytes]:
 
 
 def _time(moment: datetime) -> bytes:
-    # GeneralizedTime YYYYMMDDHHMMSSZ (RFC 5280 4.1.2.5.2: UTC, no fractions); moments are UTC already.
+    # GeneralizedTime YYYYMMDDHHMMSSZ (RFC 5280 4.1.2.5.2: UTC, no fractions); a naive moment is UTC, as the
+    # builder takes it. The engine's clock is UTC already: the conversion is for any other zone.
+    if moment.tzinfo is not None and moment.utcoffset():
+        moment = moment.astimezone(UTC)
     return b"\x18\x0f" + f"{moment:%Y%m%d%H%M%S}Z".encode()
 
 

@@ -339,11 +339,12 @@ class OcspResponder:
             next_update = signer.not_after  # never vouched for beyond the signer's own end
         revoked_at = status.revoked_at.replace(microsecond=0) if status.revoked_at is not None else None
         reason = reason_flag(status.reason) if status.reason is not None else None
+        # The CRLReason code where there is one to state (never for unspecified, as reason_flag decides).
+        code = int(status.reason) if reason is not None and status.reason is not None else None
         der = None if encoder is None else encoder.encode(
             hash_name=req.hash_name, issuer_name_hash=req.issuer_name_hash, issuer_key_hash=req.issuer_key_hash,
             serial=req.serial, cert_status=_CERT_STATUS[status.cert_status], this_update=now,
-            next_update=next_update, revoked_at=revoked_at, reason=None if reason is None else int(status.reason or 0),
-            nonce=req.nonce)
+            next_update=next_update, revoked_at=revoked_at, reason=code, nonce=req.nonce)
         if der is None:
             der = self._build(req, signer, status, now, next_update, revoked_at, reason)
         etag = None if req.nonce is not None else hashlib.sha256(der).hexdigest()[:32]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
@@ -110,3 +110,19 @@ def test_other_key_kinds_are_left_to_the_builder() -> None:
     assert encoder.encode(hash_name="sha256", issuer_name_hash=b"\x01" * 20, issuer_key_hash=b"\x01" * 32, serial=1,
                           cert_status=ocsp.OCSPCertStatus.GOOD, this_update=now, next_update=now, revoked_at=None,
                           reason=None, nonce=None) is None
+
+
+def test_times_in_another_zone_are_written_in_utc() -> None:
+    key, algorithm, cert = _signer("ec")
+    encoder = ResponseEncoder.for_signer(key, algorithm, cert)
+    assert encoder is not None
+    plus_two = timezone(timedelta(hours=2))
+    at = datetime(2030, 1, 1, 1, 30, tzinfo=plus_two)  # 2029-12-31 23:30 UTC
+    der = encoder.encode(hash_name="sha1", issuer_name_hash=b"\x01" * 20, issuer_key_hash=b"\x02" * 20, serial=5,
+                         cert_status=ocsp.OCSPCertStatus.REVOKED, this_update=at, next_update=at + timedelta(hours=1),
+                         revoked_at=at, reason=None, nonce=None)
+    assert der is not None
+    parsed = ocsp.load_der_ocsp_response(der)
+    utc = datetime(2029, 12, 31, 23, 30, tzinfo=UTC)
+    assert (parsed.this_update_utc, parsed.produced_at_utc, parsed.revocation_time_utc) == (utc, utc, utc)
+    assert parsed.next_update_utc == utc + timedelta(hours=1) and parsed.revocation_reason is None
