@@ -83,7 +83,9 @@ class Bootstrap:
         """
         fingerprint = fingerprint.lower()
         with self._ctx.store.read() as tx:
-            owners = tx.list_owners(group)
+            # The index narrows the group to the owners naming this CN or fingerprint; their allow-lists decide.
+            owners = tx.owners_by_bootstrap(group, fingerprint=fingerprint,
+                                            subject_cn=None if fingerprint_only else subject_cn)
         matches = [o for o in owners if not o.unregistered and any(
             e.matches(subject_cn, fingerprint, fingerprint_only=fingerprint_only) for e in allow_list(o))]
         if not matches:

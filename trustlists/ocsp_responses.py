@@ -36,6 +36,7 @@ from trustlists.clock import from_epoch
 from trustlists.context import EngineContext
 from trustlists.crl import reason_flag
 from trustlists.models import RevocationReason
+from trustlists.ocsp_encoding import ResponseEncoder
 from trustlists.ocsp_signer import OcspSigner, OcspSigners
 from trustlists.serials import serial_hex
 from trustlists.store.base import Subscription
@@ -103,6 +104,7 @@ class _Cached:
 class _LoadedSigner:
     signer: OcspSigner | None
     loaded_at: float  # monotonic
+    encoder: ResponseEncoder | None = None  # the signer's template (None: a key kind left to the builder)
 
 
 def parse_request(der: bytes) -> _Request | OcspAnswer:
@@ -195,7 +197,7 @@ class OcspResponder:
             if answer is not None:
                 return answer
         status = self._status(ca_id, req.serial)
-        answer = self._sign(req, signer, status)
+        answer = self._sign(req, signer, self._loaded[ca_id].encoder, status)
         if req.nonce is None and status.cert_status != "unknown":
             self._remember(ca_id, req, answer, signer)
         return answer
@@ -301,7 +303,10 @@ class OcspResponder:
             signer = self._signers.load(ca_id)
         elif self._ctx.index.is_revoked(ca_id, signer.serial):
             signer = None
-        self._loaded[ca_id] = _LoadedSigner(signer, now)
+        previous = loaded.encoder if loaded is not None and loaded.signer is signer else None
+        encoder = previous if previous is not None or signer is None else ResponseEncoder.for_signer(
+            signer.key, signer.algorithm, signer.certificate)
+        self._loaded[ca_id] = _LoadedSigner(signer, now, encoder)
         return signer
 
     def _expired(self, signer: OcspSigner) -> bool:
@@ -325,7 +330,8 @@ class OcspResponder:
                     return _Status("good")
         return _Status("unknown")
 
-    def _sign(self, req: _Request, signer: OcspSigner, status: _Status) -> OcspAnswer:
+    def _sign(self, req: _Request, signer: OcspSigner, encoder: ResponseEncoder | None,
+              status: _Status) -> OcspAnswer:
         # The uncached path's cost is this signature; keep everything around it lean (bench/ocsp.py).
         now = self._ctx.clock().replace(microsecond=0)  # RFC 5019 4.2.2.1: GeneralizedTime without fractions
         next_update = now + self._validity
@@ -333,6 +339,20 @@ class OcspResponder:
             next_update = signer.not_after  # never vouched for beyond the signer's own end
         revoked_at = status.revoked_at.replace(microsecond=0) if status.revoked_at is not None else None
         reason = reason_flag(status.reason) if status.reason is not None else None
+        # The CRLReason code where there is one to state (never for unspecified, as reason_flag decides).
+        code = int(status.reason) if reason is not None and status.reason is not None else None
+        der = None if encoder is None else encoder.encode(
+            hash_name=req.hash_name, issuer_name_hash=req.issuer_name_hash, issuer_key_hash=req.issuer_key_hash,
+            serial=req.serial, cert_status=_CERT_STATUS[status.cert_status], this_update=now,
+            next_update=next_update, revoked_at=revoked_at, reason=code, nonce=req.nonce)
+        if der is None:
+            der = self._build(req, signer, status, now, next_update, revoked_at, reason)
+        etag = None if req.nonce is not None else hashlib.sha256(der).hexdigest()[:32]
+        return OcspAnswer(der, "successful", status.cert_status, now, next_update, etag)
+
+    def _build(self, req: _Request, signer: OcspSigner, status: _Status, now: datetime, next_update: datetime,
+               revoked_at: datetime | None, reason: x509.ReasonFlags | None) -> bytes:
+        """cryptography's builder: for what `ResponseEncoder` leaves to it."""
         builder = (
             ocsp.OCSPResponseBuilder()
             .add_response_by_hash(req.issuer_name_hash, req.issuer_key_hash, req.serial, req.algorithm,
@@ -342,8 +362,5 @@ class OcspResponder:
         )
         if req.nonce is not None:
             builder = builder.add_extension(x509.OCSPNonce(req.nonce), critical=False)
-        response = builder.sign(signer.key, signer.algorithm)
-        der = response.public_bytes(Encoding.DER)
-        etag = None if req.nonce is not None else hashlib.sha256(der).hexdigest()[:32]
-        return OcspAnswer(der, "successful", status.cert_status, now, next_update, etag)
+        return builder.sign(signer.key, signer.algorithm).public_bytes(Encoding.DER)
 

@@ -89,6 +89,11 @@ class StoreReader(Protocol):
 
     def list_owners(self, group: str | None = None) -> list[Owner]: ...
 
+    def owners_by_bootstrap(self, group: str, *, fingerprint: str, subject_cn: str | None) -> list[Owner]:
+        """Owners of `group` whose bootstrap allow-list names this fingerprint (lower-case hex) or, unless None,
+        this subject CN: an indexed lookup; the caller checks the candidates' allow-lists themselves."""
+        ...
+
     # -- certificates
     def get_certificate(self, serial: str, *, with_der: bool = True) -> CertificateRecord:
         """NotFound (reason unknown_certificate) for an unknown serial."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from trustlists.bootstrap_allowlist import ATTRIBUTE as BOOTSTRAP_ATTRIBUTE
 from trustlists.clock import from_epoch, to_epoch
 from trustlists.der import certificate_spki_sha256
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound, RequestNotFound
@@ -74,6 +75,24 @@ _CA_COLUMNS = (
 _OWNER_COLUMNS = (
     "id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, created_at"
 )
+
+
+def _allow_list_keys(owner: Owner) -> Iterator[tuple[str, str]]:
+    """(kind, value) of each entry of the owner's bootstrap allow-list as stored (trustlists.bootstrap_allowlist
+    validates it on the way in; what does not look like an entry is left out here too, as it admits nobody)."""
+    raw = owner.attributes.get(BOOTSTRAP_ATTRIBUTE)
+    if not isinstance(raw, list):
+        return
+    for entry in raw:
+        if not isinstance(entry, dict):
+            continue
+        fingerprint, cn = entry.get("sha256"), entry.get("subject_cn")
+        if isinstance(fingerprint, str):
+            yield "sha256", fingerprint.strip().lower().replace(":", "")
+        if isinstance(cn, str):
+            yield "subject_cn", cn
+
+
 # The channel a commit announces revocations and bootstrap pin changes on (Store.subscribe), where the backend can.
 REVOCATIONS_CHANNEL = "otpki_revocations"
 
@@ -273,6 +292,15 @@ class SqlTx:
               json.dumps(owner.stored_attributes(), sort_keys=True), to_epoch(owner.created_at))
              for owner in owners],
         )
+        self._index_allow_lists(owners)
+
+    def _index_allow_lists(self, owners: Sequence[Owner]) -> None:
+        """bootstrap_allowlist rows of the owners' allow-lists (migration 0004): an index for
+        `owners_by_bootstrap`, written with the owners so that it never disagrees with them."""
+        rows = {(owner.group, kind, value, owner.id) for owner in owners for kind, value in _allow_list_keys(owner)}
+        if rows:
+            self.executemany("INSERT INTO bootstrap_allowlist (grp, kind, value, owner_id) VALUES (?, ?, ?, ?)",
+                             sorted(rows))
 
     def update_owner(self, owner: Owner) -> None:
         cur = self.execute(
@@ -283,6 +311,8 @@ class SqlTx:
         )
         if cur.rowcount == 0:
             raise NotFound(f"no registered owner with id {owner.id!r}")
+        self.execute("DELETE FROM bootstrap_allowlist WHERE owner_id = ?", (owner.id,))
+        self._index_allow_lists([owner])
 
     @staticmethod
     def _owner(row: Sequence[Any]) -> Owner:
@@ -318,6 +348,15 @@ class SqlTx:
             for row in rows:
                 found[row[2]] = self._owner(row)
         return found
+
+    def owners_by_bootstrap(self, group: str, *, fingerprint: str, subject_cn: str | None) -> list[Owner]:
+        """The owners of `group` whose allow-list has an entry for this fingerprint (lower-case hex) or, unless
+        None, this subject CN: candidates from the index, for the caller to check against their attributes."""
+        rows = self.execute(
+            f"SELECT {_OWNER_COLUMNS} FROM owners WHERE id IN (SELECT owner_id FROM bootstrap_allowlist "
+            "WHERE grp = ? AND ((kind = 'sha256' AND value = ?) OR (kind = 'subject_cn' AND value = ?))) ORDER BY name",
+            (group, fingerprint, subject_cn)).fetchall()
+        return [self._owner(r) for r in rows]
 
     def list_owners(self, group: str | None = None) -> list[Owner]:
         if group is None:
