@@ -1,7 +1,7 @@
 """The console in a real headless Chromium (Debian's package, driven by Playwright; never a downloaded browser):
 log in with password and TOTP, the overview renders without a console error, a certificate is revoked from its page,
-an MQTT device revoked from the console is dropped by the embedded broker on the same engine. Screenshots of each page
-go under the test's tmp dir."""
+an MQTT device revoked from the console is dropped by the embedded broker on the same engine, "push now" to a simulated
+PLC shows each stage live and ends delivered. Screenshots of each page go under the test's tmp dir."""
 
 from __future__ import annotations
 
@@ -166,3 +166,68 @@ async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker
         await broker.stop()
     assert problems == []
     assert [r.actor for r in engine.audit_records(action="certificate.revoke")] == ["admin"]
+
+
+async def test_push_now_shows_live_progress_and_ends_delivered(console: Console, tmp_path: Path) -> None:
+    """The PLCs page's "push now" reads the push's server-sent events (the package's push.js under the CSP) while
+    `otpki serve`'s push client pushes to a simulated PLC: the stages appear, then "delivered"."""
+    from playwright.async_api import async_playwright
+
+    from opcua_gds.push.settings import PushCredential, PushSettings
+    from otpki.config import EnvSettings, FileSettings, build_settings
+    from otpki.serve.app import _pusher
+    from otpki.web.app import create_app
+    from otpki.web.testing import running
+    from simulators.plc import PlcSimulator
+    from tests.otpki.web.test_push_live import ACCESS
+    from trustlists.models import OwnerRegistration
+    from trustlists.testing import free_port
+
+    engine = console.engine
+    password = tmp_path / "plc-password"
+    password.write_text("plc-admin-pw\n")
+    settings = build_settings(FileSettings(push=PushSettings(credentials={
+        "plc": PushCredential(username="plc-admin", password_file=password)})), tmp_path / "serve", EnvSettings())
+    plc = PlcSimulator("plc-b", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc", ACCESS)
+    await plc.start()
+    problems: list[str] = []
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        target = await run_blocking(lambda: engine.add_target(
+            owner=OwnerRegistration(group="opcua-application", name="plc-b", application_uri=plc.application_uri,
+                                    dns_names=["localhost"], ip_addresses=["127.0.0.1"]),
+            kind="opcua-push", address=plc.endpoint, credentials_ref="plc", actor="tester"))
+        cert, key = console.tls_files
+        app = create_app(engine, pusher=_pusher(engine, settings))
+        async with running(app, certfile=cert, keyfile=key) as url, async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                context = await browser.new_context(ignore_https_errors=True)
+                page = await context.new_page()
+                page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in (
+                    "error", "warning") else None)
+                page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+                await log_in(page, Console(url=url, engine=engine, clock=console.clock, tls=console.tls,
+                                           secrets=console.secrets, tls_files=console.tls_files), "op")
+                await page.click("nav >> text=PLCs")
+                await page.wait_for_url("**/plcs")
+                await page.locator(f"form[action='/plcs/{target.id}/push'] button").click()
+                progress = page.locator("#push-progress")
+                await progress.locator("li", has_text="connecting").wait_for(timeout=30_000)
+                # (A locator, not wait_for_function: the console's CSP forbids the eval that one needs.)
+                await page.locator("#push-progress:not([data-state=running])").wait_for(timeout=120_000)
+                assert await progress.get_attribute("data-state") == "delivered", await progress.inner_text()
+                assert page.url.endswith("/plcs")  # no form post: the page stayed and showed the stream
+                stages = await progress.locator("li").all_inner_texts()
+                for stage in ("connecting", "write_trust_list", "update_certificate", "apply_changes",
+                              "verify_certificate"):
+                    assert any(line.startswith(stage) for line in stages), (stage, stages)
+                assert "delivered" in await progress.locator(".result").inner_text()
+                await page.screenshot(path=shots / "plcs-push-now.png", full_page=True)
+            finally:
+                await browser.close()
+    finally:
+        await plc.stop()
+    assert problems == []
+    assert (await run_blocking(engine.targets.get, target.id)).delivered_serial is not None

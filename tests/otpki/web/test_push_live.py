@@ -5,6 +5,7 @@ push to a simulated PLC (simulators/plc.py on 127.0.0.1) by the push client `otp
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_p
                                           roles=[GdsRole.SECURITY_ADMIN])])
 
 
-async def read_events(client: httpx.AsyncClient, url: str, csrf: str) -> tuple[str, list[tuple[str, Any]]]:
-    """(content type, [(event, data)]) of one push's stream, read as it arrives."""
+async def read_events(client: httpx.AsyncClient, url: str, csrf: str,
+                      on_first: Callable[[], Awaitable[None]] | None = None) -> tuple[str, list[tuple[str, Any]]]:
+    """(content type, [(event, data)]) of one push's stream, read as it arrives; `on_first` runs when the first
+    event has come in, before the rest is read."""
     events: list[tuple[str, Any]] = []
     async with client.stream("POST", url, headers={"X-CSRF-Token": csrf}) as res:
         assert res.status_code == 200, await res.aread()
@@ -37,6 +40,8 @@ async def read_events(client: httpx.AsyncClient, url: str, csrf: str) -> tuple[s
                 name = line.removeprefix("event: ")
             elif line.startswith("data: "):
                 events.append((name, json.loads(line.removeprefix("data: "))))
+                if len(events) == 1 and on_first is not None:
+                    await on_first()
         return res.headers["content-type"], events
 
 
@@ -64,7 +69,15 @@ async def test_push_now_streams_each_stage_and_the_outcome(console: Console, tmp
             csrf = await console.login(client, "op")
             no_csrf = await client.post(f"/api/v1/targets/{live.id}/push/events")
             assert no_csrf.status_code == 403
-            content_type, events = await read_events(client, f"/api/v1/targets/{live.id}/push/events", csrf)
+            seen_while_running: list[str | None] = []
+
+            async def first_event() -> None:
+                # Live, not buffered to the end: when the first stage arrives, the push has recorded nothing yet.
+                seen_while_running.append((await run_blocking(engine.targets.get, live.id)).delivered_serial)
+
+            content_type, events = await read_events(client, f"/api/v1/targets/{live.id}/push/events", csrf,
+                                                     on_first=first_event)
+            assert seen_while_running == [None]
             assert content_type.startswith("text/event-stream")
             names = [name for name, _ in events]
             assert names[-1] == "outcome" and set(names[:-1]) == {"step"}
