@@ -144,6 +144,10 @@ class Accounts:
         self._guard = guard
         self._box = box
 
+    def prepare_secrets_key(self) -> None:
+        """Make the key that seals the TOTP secrets, if there is none yet (`otpki init`)."""
+        self._box.ensure_key()
+
     # -- users -----------------------------------------------------------------------------------------
     def add_user(self, name: str, role: Role | str, password: str, *, actor: str,
                  issuer: str = "otpki") -> NewCredentials:

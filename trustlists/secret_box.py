@@ -40,6 +40,13 @@ class SecretBox:
         self._key: bytes | None = None
         self._lock = threading.Lock()
 
+    def ensure_key(self) -> Path:
+        """Make the key file now if there is none (`otpki init`: it exists before the data directory is copied to
+        other instances); its path."""
+        self._load(create=True)
+        assert self.key_file is not None
+        return self.key_file
+
     def seal(self, plaintext: str, *, context: str) -> str:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
