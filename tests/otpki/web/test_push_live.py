@@ -21,7 +21,7 @@ from simulators.plc import PlcSimulator
 from tests.otpki.web.conftest import Console
 from trustlists.blocking import run_blocking
 from trustlists.models import OwnerRegistration
-from trustlists.testing import free_port
+from trustlists.testing import eventually, free_port
 
 ACCESS = AccessConfig(users=[PasswordUser(name="plc-admin", password_hash=hash_password("plc-admin-pw"),
                                           roles=[GdsRole.SECURITY_ADMIN])])
@@ -103,5 +103,40 @@ async def test_push_now_streams_each_stage_and_the_outcome(console: Console, tmp
             assert missing.status_code == 404 and missing.json()["error"]["code"]
         audit = [r for r in engine.audit_records() if r.action == "console.push_now"]
         assert [r.subject for r in audit] == [plc.endpoint, dead.address] and audit[0].actor == "op"
+    finally:
+        await plc.stop()
+
+
+async def test_a_listener_that_leaves_does_not_cut_the_push_off(console: Console, tmp_path: Path) -> None:
+    """The browser goes away after the first stage: the push goes on to the end (a PLC left with a certificate and
+    no trust list would be worse off than either way), and its result is recorded."""
+    engine = console.engine
+    password = tmp_path / "plc-password"
+    password.write_text("plc-admin-pw\n")
+    settings = build_settings(FileSettings(push=PushSettings(credentials={
+        "plc": PushCredential(username="plc-admin", password_file=password)})), tmp_path / "serve", EnvSettings())
+    plc = PlcSimulator("plc-left", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc", ACCESS)
+    await plc.start()
+    try:
+        target = await run_blocking(lambda: engine.add_target(
+            owner=OwnerRegistration(group="opcua-application", name="plc-left", application_uri=plc.application_uri,
+                                    dns_names=["localhost"], ip_addresses=["127.0.0.1"]),
+            kind="opcua-push", address=plc.endpoint, credentials_ref="plc", actor="tester"))
+        cert, key = console.tls_files
+        app = create_app(engine, pusher=_pusher(engine, settings))
+        async with running(app, certfile=cert, keyfile=key) as url:
+            async with httpx.AsyncClient(base_url=url, verify=console.tls, timeout=120) as client:
+                csrf = await console.login(client, "op")
+                async with client.stream("POST", f"/api/v1/targets/{target.id}/push/events",
+                                         headers={"X-CSRF-Token": csrf}) as res:
+                    async for line in res.aiter_lines():
+                        if line.startswith("data: "):
+                            break  # the first stage came: hang up
+            assert (await run_blocking(engine.targets.get, target.id)).delivered_serial is None
+
+            def delivered() -> bool:
+                return engine.targets.get(target.id).delivered_serial is not None
+
+            await eventually(delivered, "the push delivered after its listener left", timeout=120)
     finally:
         await plc.stop()
