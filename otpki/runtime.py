@@ -13,6 +13,7 @@ from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pool import KeyPool
 from trustlists.models import KeyType
+from trustlists.secret_box import KEY_FILE as SECRETS_KEY_FILE
 from trustlists.store import Store
 from trustlists.store import open_store as open_store_url
 
@@ -72,7 +73,8 @@ def open_engine(settings: Settings, *, key_pool: bool = False) -> Engine:
         store.close()
         raise
     pool = KeyPool({KeyType(k): v for k, v in settings.file.keys.pool_sizes.items()}) if key_pool else None
-    engine = Engine(store=store, config=settings.pki, keys=keys, key_pool=pool)
+    engine = Engine(store=store, config=settings.pki, keys=keys, key_pool=pool,
+                    secrets_key_file=settings.data_dir / SECRETS_KEY_FILE)
     if pool is not None:
         pool.start()
     return engine

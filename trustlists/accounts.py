@@ -12,7 +12,8 @@ balancer) shares sessions, lockouts and the TOTP replay memory:
   for secrets people choose; a 256-bit random value cannot be guessed, so a fast hash loses nothing and keeps the
   per-request lookup an index hit.
 
-Every change (users, tokens, logins, lockouts, logouts) is audited in the transaction that makes it.
+Every change (users, tokens, logins, lockouts, logouts) is audited in the transaction that makes it. TOTP secrets
+are sealed at rest (AES-256-GCM, trustlists/secret_box.py): a copy of the store alone does not give them away.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
 from trustlists.errors import InvalidInput, NotFound, OtpkiError
 from trustlists.request_guard import RateLimit, RequestGuard
+from trustlists.secret_box import SecretBox
 from trustlists.store.base import StoreReader, StoreWriter
 from trustlists.store.rows import LoginFailuresRow, WebSessionRow, WebTokenRow, WebUserRow
 
@@ -137,9 +139,14 @@ _DUMMY_HASH: list[str] = []
 class Accounts:
     """`engine.accounts`."""
 
-    def __init__(self, ctx: EngineContext, guard: RequestGuard) -> None:
+    def __init__(self, ctx: EngineContext, guard: RequestGuard, box: SecretBox) -> None:
         self._ctx = ctx
         self._guard = guard
+        self._box = box
+
+    def prepare_secrets_key(self) -> None:
+        """Make the key that seals the TOTP secrets, if there is none yet (`otpki init`)."""
+        self._box.ensure_key()
 
     # -- users -----------------------------------------------------------------------------------------
     def add_user(self, name: str, role: Role | str, password: str, *, actor: str,
@@ -151,9 +158,10 @@ class Accounts:
                                reason="password_too_short")
         password_hash = _password_hasher().hash(password)  # slow on purpose: outside the transaction
         secret = _new_totp_secret()
+        sealed = self._box.seal(secret, context=name)  # the key file is read (or made) outside the transaction
         now = self._ctx.clock()
         with self._ctx.store.transaction() as tx:
-            tx.insert_web_user(WebUserRow(name, role.value, password_hash, secret, 0, to_epoch(now)))
+            tx.insert_web_user(WebUserRow(name, role.value, password_hash, sealed, 0, to_epoch(now)))
             audit.append(tx, actor=actor, action="user.add", subject=name, details={"role": role.value}, at=now)
         user = ConsoleUser(name=name, role=role, created_at=from_epoch(to_epoch(now)))
         return NewCredentials(user=user, totp_secret=secret, provisioning_uri=_uri(secret, name, issuer))
@@ -179,8 +187,9 @@ class Accounts:
     def reset_totp(self, name: str, *, actor: str, issuer: str = "otpki") -> NewCredentials:
         """A new TOTP secret (a lost phone); the user's sessions end."""
         secret = _new_totp_secret()
+        sealed = self._box.seal(secret, context=name)
         with self._ctx.store.transaction() as tx:
-            if not tx.set_web_user_totp(name, secret):
+            if not tx.set_web_user_totp(name, sealed):
                 raise NotFound(f"no console user {name!r}", reason="unknown_user")
             tx.delete_web_user_sessions(name)
             audit.append(tx, actor=actor, action="user.reset_totp", subject=name, at=self._ctx.clock())
@@ -239,7 +248,7 @@ class Accounts:
             raise LoginRefused("unknown user or wrong password", reason="bad_credentials")
         import pyotp
 
-        totp = pyotp.TOTP(row.totp_secret, digits=TOTP_DIGITS, interval=TOTP_STEP_S)
+        totp = pyotp.TOTP(self._box.open(row.totp_secret, context=name), digits=TOTP_DIGITS, interval=TOTP_STEP_S)
         current = totp.timecode(now)
         code = code.strip()
         matched = [step for step in (current - 1, current, current + 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from trustlists import audit
@@ -41,6 +42,7 @@ from trustlists.reconcile import Reconciliation, reconcile
 from trustlists.registry import Registry
 from trustlists.request_guard import RequestGuard
 from trustlists.requests import CertificateRequests
+from trustlists.secret_box import SecretBox
 from trustlists.store.base import Store, Subscription
 from trustlists.store.sql import REVOCATIONS_CHANNEL
 from trustlists.targets import DeliveryTarget, DeliveryTargets
@@ -50,9 +52,11 @@ from trustlists.validation import CertificateValidator
 
 class Engine:
     def __init__(self, *, store: Store, config: PkiConfig, keys: KeyRing, key_pool: KeyPool | None = None,
-                 clock: Callable[[], datetime] = utcnow, instance_id: str | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow, instance_id: str | None = None,
+                 secrets_key_file: Path | None = None) -> None:
         """`instance_id`: who this engine is among the instances on one store (lease holder); one per process
-        by default."""
+        by default. `secrets_key_file`: the key sealing the console users' TOTP secrets (trustlists/secret_box.py),
+        made at first use; without it, users cannot be added or log in (SecretKeyError)."""
         self._ctx = EngineContext(store=store, config=config, keys=keys, index=RevocationIndex(), clock=clock)
         self.key_pool = key_pool or KeyPool()
         self.trustlists = TrustListManager(self._ctx)
@@ -64,7 +68,7 @@ class Engine:
         self.targets = DeliveryTargets(self._ctx)
         self.bootstrap = Bootstrap(self._ctx, self.authority)
         self.request_guard = RequestGuard(self._ctx)
-        self.accounts = Accounts(self._ctx, self.request_guard)
+        self.accounts = Accounts(self._ctx, self.request_guard, SecretBox(secrets_key_file))
         self.leases = Leases(self._ctx, instance_id or new_instance_id())
         self.ocsp_signers = OcspSigners(self._ctx)
         self.ocsp = OcspResponder(self._ctx, self.ocsp_signers)

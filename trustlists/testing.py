@@ -48,6 +48,7 @@ from trustlists.keys.keyring import KeyRing
 from trustlists.models import CARecord, CrlRecord, RevocationReason
 from trustlists.ocsp_responses import OcspResponder
 from trustlists.policy import PkiConfig, load_default_config
+from trustlists.secret_box import KEY_FILE
 from trustlists.store import SqliteStore, StoreReader, StoreWriter, open_store
 from trustlists.store.sql import _CERT_COLUMNS, SqlTx
 
@@ -141,7 +142,7 @@ def make_engine(directory: Path, *, config: PkiConfig | None = None, clock: Call
              else open_store(store_url, busy_timeout_s=busy_timeout_s))
     keys = KeyRing([EncryptedFileKeyBackend(directory / "keys", passphrase)])
     return Engine(store=store, config=config or load_default_config(), keys=keys, clock=clock or utcnow,
-                  instance_id=instance_id)
+                  instance_id=instance_id, secrets_key_file=directory / KEY_FILE)
 
 
 # -- initialised engines from templates ----------------------------------------------------------------------------

@@ -114,6 +114,28 @@ class StepOutcome(BaseModel):
     detail: str = ""
 
 
+# Told each step of a push as it completes (and "connecting" before the first connection), for live progress; the
+# steps are the same StepOutcome the PushResult lists. It runs on the event loop: it must not block.
+StepSink = Callable[[StepOutcome], None]
+
+
+class _Steps(list[StepOutcome]):
+    """The push's step list, telling `sink` of each step as it is appended."""
+
+    def __init__(self, sink: StepSink | None) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def append(self, step: StepOutcome) -> None:
+        super().append(step)
+        self.tell(step)
+
+    def tell(self, step: StepOutcome) -> None:
+        """Report a stage that is not a step of the result (connecting): the sink hears it, the list keeps none."""
+        if self._sink is not None:
+            self._sink(step)
+
+
 class PushResult(BaseModel):
     endpoint: str
     application_uri: str | None
@@ -359,11 +381,14 @@ class _Session:
     username: str
     password: str
     server_check: ServerCheck
+    on_step: StepSink | None = None
     accepted: str = ""  # fingerprint of the server certificate the first connection accepted
 
-    async def open(self) -> tuple[Client, list[StepOutcome]]:
+    async def open(self) -> tuple[Client, _Steps]:
         """The first connection of a push (the caller's server check), and the step list that records it."""
         presented: list[str] = []
+        steps = _Steps(self.on_step)
+        steps.tell(StepOutcome(step="connecting", status="Pending", detail=self.endpoint))
 
         async def check(chain: list[bytes]) -> None:
             await self.server_check(chain)
@@ -371,7 +396,8 @@ class _Session:
 
         client = await self.connect(check)
         self.accepted = presented[-1]
-        return client, [StepOutcome(step="connect", detail=f"server certificate {self.accepted}")]
+        steps.append(StepOutcome(step="connect", detail=f"server certificate {self.accepted}"))
+        return client, steps
 
     async def connect(self, check: ServerCheck) -> Client:
         return await connect_push_session(self.endpoint, client_cert_path=self.client_cert_path,
@@ -445,7 +471,7 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
                            client_app_uri: str, username: str, password: str, server_check: ServerCheck,
                            issue: IssueFunction, issue_with_key: IssueWithKeyFunction | None = None,
                            trust_list: TrustListContent | None = None, reconnect_attempts: int = 15,
-                           reconnect_delay_s: float = 1.0) -> PushResult:
+                           reconnect_delay_s: float = 1.0, on_step: StepSink | None = None) -> PushResult:
     """Renew one server's application certificate by push; see the module docstring for the steps.
 
     A server that cannot make keys (CreateSigningRequest answers Bad_NotSupported) gets a key pair made by
@@ -455,7 +481,7 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
     """
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
-                       password=password, server_check=server_check)
+                       password=password, server_check=server_check, on_step=on_step)
     client, steps = await session.open()
     trust_list_written = False
     cert_der = b""
@@ -529,7 +555,7 @@ async def push_certificate(endpoint: str, *, client_cert_path: str | Path, clien
                       trust_list_written=trust_list_written, trust_list_applied=trust_list_applied, steps=steps)
 
 
-def _note_trust_list(steps: list[StepOutcome], trust_list: TrustListContent | None, applied: bool | None,
+def _note_trust_list(steps: _Steps, trust_list: TrustListContent | None, applied: bool | None,
                      read: TrustListContent | None) -> None:
     if trust_list is not None:
         steps.append(StepOutcome(step="verify_trust_list", status="Good" if applied else "NotApplied",
@@ -553,12 +579,12 @@ def not_applied_detail(written: TrustListContent, read: TrustListContent | None)
 async def push_trust_list(endpoint: str, *, client_cert_path: str | Path, client_key_path: str | Path,
                           client_app_uri: str, username: str, password: str, server_check: ServerCheck,
                           trust_list: TrustListContent, reconnect_attempts: int = 15,
-                          reconnect_delay_s: float = 1.0) -> PushResult:
+                          reconnect_delay_s: float = 1.0, on_step: StepSink | None = None) -> PushResult:
     """Only the trust list (after a revocation or a CA change): write, ApplyChanges (when the server asks for it),
     read it back."""
     session = _Session(endpoint=endpoint, client_cert_path=Path(client_cert_path),
                        client_key_path=Path(client_key_path), client_app_uri=client_app_uri, username=username,
-                       password=password, server_check=server_check)
+                       password=password, server_check=server_check, on_step=on_step)
     client, steps = await session.open()
     try:
         push = PushClient(client)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from opcua_gds.push.client import PushError, PushResult, push_certificate, push_trust_list
+from opcua_gds.push.client import PushError, PushResult, StepOutcome, StepSink, push_certificate, push_trust_list
 from opcua_gds.push.server_identity import TargetServerIdentity
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
@@ -109,9 +109,11 @@ class Rollout:
 
     async def run(self, *, group: str | None = None, site: str | None = None, address: str | None = None,
                   force: bool = False, on_done: Callable[[TargetOutcome], None] | None = None,
-                  on_planned: Callable[[int], None] | None = None) -> RolloutReport:
+                  on_planned: Callable[[int], None] | None = None,
+                  on_step: Callable[[str, StepOutcome], None] | None = None) -> RolloutReport:
         """Push to the due targets of the selection; `address` names one target (NotFound when there is none),
-        which is pushed even during its backoff. `force` pushes up-to-date targets too."""
+        which is pushed even during its backoff. `force` pushes up-to-date targets too. `on_step` hears each step
+        of each push as it completes (target id, step), for live progress; `on_done` each target's outcome."""
         named = None if address is None else [await self._target_at(address)]
         plan = await run_blocking(self.engine.targets.plan, kind=KIND, group=group, site=site, target_ids=named,
                                   force=force)
@@ -128,7 +130,8 @@ class Rollout:
 
         async def one(target: DeliveryTarget, reason: str) -> TargetOutcome | SkippedTarget:
             async with self._limit:
-                outcome = await self._leased(target, reason, named=named is not None, force=force)
+                sink = None if on_step is None else _step_sink(on_step, target.id)
+                outcome = await self._leased(target, reason, named=named is not None, force=force, on_step=sink)
             if on_done is not None and isinstance(outcome, TargetOutcome):
                 on_done(outcome)
             return outcome
@@ -141,8 +144,8 @@ class Rollout:
                              failed=len(outcomes) - count["delivered"] - count["not_applied"],
                              seconds=round(time.perf_counter() - start, 3), outcomes=list(outcomes), skipped=skipped)
 
-    async def _leased(self, target: DeliveryTarget, reason: str, *, named: bool, force: bool
-                      ) -> TargetOutcome | SkippedTarget:
+    async def _leased(self, target: DeliveryTarget, reason: str, *, named: bool, force: bool,
+                      on_step: StepSink | None = None) -> TargetOutcome | SkippedTarget:
         """`push_one` under the target's lease: skipped while another instance holds it, or when the target is no
         longer due once the lease is ours."""
         leases = self.engine.leases
@@ -167,7 +170,7 @@ class Rollout:
                 return SkippedTarget(target_id=t.id, address=t.address, reason=why,
                                      until=t.next_attempt_at if why else None, last_error=t.last_error)
             target, reason = fresh[0]
-            push = asyncio.ensure_future(self.push_one(target, reason))
+            push = asyncio.ensure_future(self.push_one(target, reason, on_step=on_step))
             renew = asyncio.ensure_future(self._renew(name, asked))
             try:
                 await asyncio.wait({push, renew}, return_when=asyncio.FIRST_COMPLETED)
@@ -222,7 +225,8 @@ class Rollout:
             raise NotFound(f"no push target with endpoint {address}")
         return found
 
-    async def push_one(self, target: DeliveryTarget, reason: str) -> TargetOutcome:
+    async def push_one(self, target: DeliveryTarget, reason: str, *, on_step: StepSink | None = None
+                       ) -> TargetOutcome:
         """One target, start to finish; the result is recorded in the store either way.
 
         A target whose certificate is current gets only the trust list; otherwise trust list and a new
@@ -235,7 +239,8 @@ class Rollout:
             trust = await run_blocking(self.engine.trustlists.get, target.group)
             username, password = self._credentials(target.credentials_ref)
             session: dict[str, Any] = {"username": username, "password": password, "trust_list": trust.content,
-                                       "server_check": identity, **self._client, **self._reconnect}
+                                       "server_check": identity, "on_step": on_step, **self._client,
+                                       **self._reconnect}
             if target.delivered_serial is not None and not DeliveryTargets.needs_certificate(reason):
                 result: PushResult = await asyncio.wait_for(
                     push_trust_list(target.address, **session), timeout=self._timeout_s)
@@ -304,6 +309,10 @@ class Rollout:
                 on_report(report)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+
+def _step_sink(on_step: Callable[[str, StepOutcome], None], target_id: str) -> StepSink:
+    return lambda step: on_step(target_id, step)
 
 
 def _first_contact(identity: TargetServerIdentity) -> str | None:

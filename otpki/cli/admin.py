@@ -89,6 +89,8 @@ def init(
             write_secret(data_dir / CONFIG_FILE, ("# otpki configuration: see the README's 'Configuration' "
                                                   "section\n" + tomli_w.dumps(data)).encode())
             created = eng.hierarchy.create_plant(actor=s.actor())
+            # Made now, so that copies of the data directory for other instances on the store carry it.
+            eng.accounts.prepare_secrets_key()
             cas = eng.hierarchy.list()
         finally:
             eng.close()

@@ -92,6 +92,13 @@ def _print_summary(display: LiveDisplay, report: DemoReport, data_dir: Path) -> 
     if (data_dir / PASSPHRASE_FILE).exists():
         console.print(Text(f"CA passphrase in {data_dir / PASSPHRASE_FILE}: export OTPKI_CA_PASSPHRASE_FILE="
                            f"{data_dir / PASSPHRASE_FILE} for commands that sign", "dim"), highlight=False)
+    if report.console is not None:
+        hint = report.console
+        console.print(Text.assemble(
+            ("Open the plant in the console:", "bold"),
+            f"\n  1. a login (password prompt, then scan the TOTP QR code): {hint.add_user}"
+            f"\n  2. serve it: {hint.command}"
+            f"\n  3. browse {hint.url} (the browser must trust the plant root {hint.root_ca})"), highlight=False)
 
 
 def display_rows(report: DemoReport) -> dict[str, EndpointTally]:

@@ -34,8 +34,8 @@ from otpki.demo.devices import Broker, DeviceFleet, EmbeddedDemoBroker, Mosquitt
 from otpki.demo.display import QuietDisplay
 from otpki.demo.est import EstDemo
 from otpki.demo.plcs import ADMIN_USER, PlcPlant
-from otpki.demo.report import DemoCounts, DemoReport, DemoStep, EndpointTally
-from otpki.demo.workspace import demo_settings
+from otpki.demo.report import ConsoleHint, DemoCounts, DemoReport, DemoStep, EndpointTally
+from otpki.demo.workspace import console_hint, demo_settings
 from otpki.runtime import open_engine
 from otpki.web.tls import key_password
 from simulators.mqtt_device import DeviceState, MqttDevice
@@ -128,6 +128,7 @@ class Plant:
         self.final_counts: DemoCounts | None = None  # taken in the summary step, while devices still run
         self.est_demo: EstDemo | None = None
         self._web_key_password: bytes | None = None
+        self.console: ConsoleHint | None = None  # how to open the plant in the console, once it stands
 
     @property
     def eng(self) -> Engine:
@@ -152,6 +153,8 @@ class Plant:
             for number, (name, fn, total) in enumerate(phases, start=1):
                 if not await self._step(number, name, fn, total):
                     break
+            else:
+                self.console = await self._console_hint()
         finally:
             await self.shutdown()
         counts = self.final_counts or DemoCounts(plcs=self.o.plcs, scada=self.o.scada, devices=self.o.devices)
@@ -160,7 +163,17 @@ class Plant:
                           counts=counts, endpoints=list(self.tallies.rows.values()),
                           phase_seconds={**{f"{s.number}. {s.name}": s.seconds for s in self.steps},
                                          **self.shutdown_seconds},
-                          total_seconds=round(time.perf_counter() - started, 3))
+                          total_seconds=round(time.perf_counter() - started, 3), console=self.console)
+
+    async def _console_hint(self) -> ConsoleHint:
+        """The plant root written where `otpki serve` keeps it (a browser can trust it before the console runs),
+        and the commands that open the plant in the console."""
+        from otpki.web.tls import write_root_file
+
+        web = self.o.data_dir / "web"
+        await run_blocking(web.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await run_blocking(write_root_file, self.eng, web)
+        return console_hint(self.o.data_dir, self._settings)
 
     async def _step(self, number: int, name: str, fn: Callable[[], Awaitable[str]], total: int | None) -> bool:
         self.display.step_started(number, name, total)
@@ -210,6 +223,7 @@ class Plant:
         settings = await run_blocking(demo_settings, self.o.data_dir, self.o.sites, self.o.store_url)
         self.engine = await run_blocking(open_engine, settings, key_pool=True)
         self._web_key_password = key_password(settings.passphrase)
+        self._settings = settings
         cas = await run_blocking(self.eng.hierarchy.initialize, actor=ACTOR)
         missing = []
         for group, policy in self.eng.config.groups.items():

@@ -37,6 +37,15 @@ class DemoCounts(BaseModel):
     telemetry_messages: int = 0
 
 
+class ConsoleHint(BaseModel):
+    """How to open the demo's plant in the console afterwards (`otpki serve` on the demo data)."""
+
+    add_user: str  # the command that makes a console login (prompts for a password, shows the TOTP QR code)
+    command: str  # the exact command that serves the console on the demo data
+    url: str
+    root_ca: str  # the plant root a browser (or curl --cacert) trusts for the console's certificate
+
+
 class DemoReport(BaseModel):
     ok: bool
     data_dir: str
@@ -46,3 +55,4 @@ class DemoReport(BaseModel):
     endpoints: list[EndpointTally] = Field(default_factory=list)
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     total_seconds: float = 0.0
+    console: ConsoleHint | None = None  # set when the plant is up (every step passed)

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from otpki.config import EnvSettings, Settings, build_settings, read_file_settings
+from otpki.demo.report import ConsoleHint
 from trustlists.safe_files import write_secret
 
 MARKER = ".otpki-demo"
@@ -59,6 +60,22 @@ def demo_settings(data_dir: Path, sites: list[str], store_url: str | None = None
     store = f"\n[store]\nurl = {json.dumps(store_url)}\n" if store_url else ""
     (data_dir / "otpki.toml").write_text(f"# written by otpki demo\n[pki]\nsites = [{quoted}]\n{store}")
     return build_settings(read_file_settings(data_dir / "otpki.toml"), data_dir, env)
+
+
+CONSOLE_LISTEN = "127.0.0.1:8443"  # [web] listen's default, said explicitly in the command shown
+
+
+def console_hint(data_dir: Path, settings: Settings) -> ConsoleHint:
+    """The commands that open the demo's plant in the console: a user to log in with, then `otpki serve`."""
+    import shlex
+
+    passphrase = settings.env.ca_passphrase_file
+    # The demo's own passphrase file, or the one the user's environment named: the command says which file.
+    prefix = f"OTPKI_CA_PASSPHRASE_FILE={shlex.quote(str(passphrase))} " if passphrase is not None else ""
+    base = f"otpki -d {shlex.quote(str(data_dir))}"
+    return ConsoleHint(add_user=f"{base} users add admin --role ca-admin",
+                       command=f"{prefix}{base} serve --listen {CONSOLE_LISTEN}", url=f"https://{CONSOLE_LISTEN}/",
+                       root_ca=str(data_dir / "web" / "root-ca.pem"))
 
 
 def log_to_file(data_dir: Path) -> logging.Handler:

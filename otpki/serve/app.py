@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -23,6 +23,10 @@ from otpki.config import Settings
 from otpki.serve.supervisor import PartStatus, Supervisor
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
+
+if TYPE_CHECKING:
+    from opcua_gds.push.client import StepOutcome
+    from otpki.web.push_progress import Pusher, StepListener
 
 KEY_PROBE_CACHE_S = 10.0  # a probe signs with every CA key (the HSM too): not once per load-balancer poll
 
@@ -133,18 +137,27 @@ def health_router(engine: Engine, supervisor: Supervisor, *, readiness: bool = T
     return router
 
 
-def _pusher(engine: Engine, settings: Settings) -> Callable[[str], Awaitable[dict[str, Any]]]:
-    """The console's "push now": one target, now, by the same push client and leases as the scheduler."""
+def _pusher(engine: Engine, settings: Settings) -> Pusher:
+    """The console's "push now": one target, now, by the same push client and leases as the scheduler; `on_step`
+    hears each stage of it (the console's live progress)."""
 
-    async def push(target_id: str) -> dict[str, Any]:
+    async def push(target_id: str, *, on_step: StepListener | None = None) -> dict[str, Any]:
         from otpki.serve.parts import new_rollout
 
         target = await run_blocking(engine.targets.get, target_id)
         rollout = await new_rollout(engine, settings)
-        report = await rollout.run(address=target.address)
+        relay = None if on_step is None else _relay(on_step)
+        report = await rollout.run(address=target.address, on_step=relay)
         return report.model_dump(mode="json")
 
     return push
+
+
+def _relay(listener: StepListener) -> Callable[[str, StepOutcome], None]:
+    def relay(target_id: str, step: StepOutcome) -> None:
+        listener({"target_id": target_id, **step.model_dump(mode="json")})
+
+    return relay
 
 
 def _console_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:

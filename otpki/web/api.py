@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from otpki.web import views
@@ -29,6 +30,7 @@ from otpki.web.auth import (
 )
 from otpki.web.errors import ERROR_RESPONSES, ApiError
 from otpki.web.overview_cache import OverviewCache
+from otpki.web.push_progress import Pusher, push_events
 from otpki.web.settings import ConsoleSettings
 from trustlists.accounts import Role
 from trustlists.audit import AuditVerification
@@ -42,10 +44,6 @@ from trustlists.models import (
     RequestStatus,
     RevocationReason,
 )
-
-# Push now: the supervisor hands in what runs a push to one target (it knows the push credentials); the JSON
-# report it returns is passed through.
-Pusher = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 class LoginIn(BaseModel):
@@ -325,6 +323,24 @@ def api_router(engine: Engine, settings: ConsoleSettings, pusher: Pusher | None 
         await run_blocking(engine.record_event, actor=principal.name, action="console.push_now",
                            subject=target.address, details={"target": target.id})
         return await pusher(target.id)
+
+    @router.post("/targets/{target_id}/push/events", tags=["targets"],
+                 response_class=StreamingResponse,
+                 responses={200: {"content": {"text/event-stream": {}},
+                                  "description": "Server-sent events: `step` per stage, then `outcome` or `error`"}})
+    async def push_live(target_id: str, principal: operator) -> StreamingResponse:
+        """Push now, with live progress: each stage as a server-sent event (`step`: connecting, trust list
+        written, certificate issued and updated, applied, verified), then the rollout's `outcome` for the target
+        (delivered, not applied, or failed with its step and OPC UA status code), or `error` when it could not
+        run. A POST (it changes state, and carries the CSRF token): the console reads it with fetch()."""
+        target = await run_blocking(engine.targets.get, target_id)
+        if pusher is None:
+            raise ApiError(503, "push_unavailable", "this instance runs no push client (start it with `otpki serve`)")
+        await run_blocking(engine.record_event, actor=principal.name, action="console.push_now",
+                           subject=target.address, details={"target": target.id, "live": True})
+        # No proxy buffering (X-Accel-Buffering, nginx): the stages must reach the browser as they happen.
+        return StreamingResponse(push_events(pusher, target.id), media_type="text/event-stream",
+                                 headers={"X-Accel-Buffering": "no"})
 
     # -- audit -----------------------------------------------------------------------------------------
     @router.get("/audit", response_model=AuditPageOut, tags=["audit"])

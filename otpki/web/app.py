@@ -27,8 +27,9 @@ from trustlists.errors import OtpkiError
 
 STATIC = Path(__file__).parent / "static"
 # The console runs no inline script or style and loads nothing from elsewhere; the SVG chart is inline markup.
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+# connect-src 'self': the PLCs page's script reads "push now"'s event stream from this origin's API.
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 def create_app(engine: Engine, settings: BaseModel | None = None, status_provider: Callable[[], Any] | None = None,

@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyotp
 import pytest
 from typer.testing import CliRunner
 
 from otpki.cli.main import app
+from otpki.config import load_settings
+from otpki.runtime import open_engine
+from trustlists.accounts import AccountPolicy
 from trustlists.policy import load_default_config
 from trustlists.testing import make_csr
 
@@ -167,6 +171,18 @@ def test_init_with_hsm_and_wrong_pin(runner: CliRunner, tmp_path: Path) -> None:
     cas = json.loads(res.stdout)
     assert {c["key_backend"] for c in cas} == {"pkcs11"}
     assert not (d / "keys").exists()
+    # No passphrase in an HSM-only setup: the key sealing the console's TOTP secrets is a 0600 file init made.
+    sealing = d / "console-secrets.key"
+    assert sealing.stat().st_mode & 0o777 == 0o600
+    added = runner.invoke(app, ["-d", str(d), "users", "add", "alice", "--role", "ca-admin", "--json"],
+                          input="console password 1\n", env={"OTPKI_HSM_PIN": token.pin, "OTPKI_CA_PASSPHRASE": ""})
+    assert added.exit_code == 0, added.output
+    secret = json.loads(added.stdout)["totp_secret"]
+    eng = open_engine(load_settings(d))
+    try:
+        eng.accounts.check_totp("alice", pyotp.TOTP(secret).now(), client="t", policy=AccountPolicy())
+    finally:
+        eng.close()
     assert run(runner, d, "owners", "add", "mqtt-device", "pump-1", env={"OTPKI_HSM_PIN": token.pin}).exit_code == 0
     csr = tmp_path / "p.csr"
     csr.write_bytes(make_csr("pump-1"))

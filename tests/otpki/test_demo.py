@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import typer
+from cryptography import x509
 from typer.testing import CliRunner
 
 from trustlists.testing import PostgresCluster
@@ -65,6 +67,20 @@ def test_demo_small_plant_report_and_inspection(tmp_path: Path) -> None:
     shown = _otpki("-d", str(data), "trustlist", "show", "opcua-application")
     assert shown.returncode == 0, shown.stderr
     assert "opcua-application" in shown.stdout
+
+    # It ends by saying how to open the plant in the console: a login, `otpki serve` on the demo data with the
+    # passphrase file, the URL, and the root a browser trusts (written already).
+    hint = report["console"]
+    assert hint["url"] == "https://127.0.0.1:8443/"
+    command = shlex.split(hint["command"])
+    assert command == [f"OTPKI_CA_PASSPHRASE_FILE={data / 'demo-passphrase'}", "otpki", "-d", str(data), "serve",
+                       "--listen", "127.0.0.1:8443"]
+    root = x509.load_pem_x509_certificate(Path(hint["root_ca"]).read_bytes())
+    assert Path(hint["root_ca"]) == data / "web" / "root-ca.pem" and root.issuer == root.subject
+    assert shlex.split(hint["add_user"])[1:] == ["-d", str(data), "users", "add", "admin", "--role", "ca-admin"]
+    added = subprocess.run([str(OTPKI), *shlex.split(hint["add_user"])[1:], "--json"], input="demo console pw 1\n",
+                           capture_output=True, text=True, check=False, env=_env(), timeout=60)
+    assert added.returncode == 0 and json.loads(added.stdout)["role"] == "ca-admin", added.stderr
 
 
 def test_demo_never_wipes_a_foreign_directory(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 
 import pyotp
@@ -10,7 +11,8 @@ import pytest
 from trustlists.accounts import AccountPolicy, LoginRefused, Role, hash_secret
 from trustlists.engine import Engine
 from trustlists.errors import AlreadyExists, InvalidInput, NotFound
-from trustlists.testing import Clock
+from trustlists.secret_box import KEY_FILE, SecretKeyError
+from trustlists.testing import Clock, make_engine
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 PASSWORD = "correct horse battery"
@@ -57,6 +59,47 @@ def test_the_store_never_holds_a_session_id_or_token_in_clear(engine: Engine, cl
         assert session_id.encode() not in data and raw.encode() not in data
         assert hash_secret(session_id).encode() in data
     assert engine.accounts.token(raw) is not None
+
+
+def test_the_store_holds_totp_secrets_sealed(engine: Engine, clock: Clock, tmp_path) -> None:
+    """An attacker with a copy of the store (a dump, the db file) finds no TOTP secret in it; one who moves a sealed
+    secret to another user's row, or alters it, gets a refusal, never a login."""
+    alice = engine.accounts.add_user("alice", "ca-admin", PASSWORD, actor="root")
+    bob = engine.accounts.add_user("bob", "viewer", PASSWORD, actor="root")
+    store = engine._ctx.store
+    with store.read() as tx:
+        rows = {name: tx.get_web_user(name) for name in ("alice", "bob")}
+    for name, creds in (("alice", alice), ("bob", bob)):
+        row = rows[name]
+        assert row is not None and row.totp_secret.startswith("v1:")
+        assert creds.totp_secret not in row.totp_secret
+        assert creds.totp_secret.encode() not in base64.b64decode(row.totp_secret.split(":")[2])
+    if (tmp_path / "otpki.db").exists():
+        data = b"".join(p.read_bytes() for p in tmp_path.glob("otpki.db*"))
+        assert alice.totp_secret.encode() not in data and bob.totp_secret.encode() not in data
+    key_file = tmp_path / KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    engine.accounts.check_totp("alice", code(alice.totp_secret, clock), client="a", policy=POLICY)
+
+    # Bob's sealed secret copied into Alice's row (an attacker with write access to the store) does not open.
+    with store.transaction() as tx:
+        assert rows["bob"] is not None
+        tx.set_web_user_totp("alice", rows["bob"].totp_secret)
+    clock.now += timedelta(seconds=30)
+    with pytest.raises(SecretKeyError, match="does not open"):
+        engine.accounts.check_totp("alice", code(bob.totp_secret, clock), client="a", policy=POLICY)
+
+
+def test_a_missing_secrets_key_file_is_a_clear_refusal(engine: Engine, clock: Clock, tmp_path,
+                                                       store_url: str | None) -> None:
+    creds = engine.accounts.add_user("alice", "ca-admin", PASSWORD, actor="root")
+    (tmp_path / KEY_FILE).unlink()  # lost, or an instance on the same store never given a copy
+    other = make_engine(tmp_path, clock=clock, store_url=store_url)
+    try:
+        with pytest.raises(SecretKeyError, match="is missing"):
+            other.accounts.check_totp("alice", code(creds.totp_secret, clock), client="a", policy=POLICY)
+    finally:
+        other.close()
 
 
 def test_a_totp_code_is_accepted_once(engine: Engine, clock: Clock) -> None:
