@@ -3,7 +3,8 @@ log in with password and TOTP, the overview renders without a console error, a c
 an MQTT device revoked from the console is dropped by the embedded broker on the same engine, "push now" to a simulated
 PLC shows each stage live and ends delivered, a SCADA simulator's GDS signing request approved on the Requests page
 lets its FinishRequest succeed. Screenshots of each page go under the test's tmp dir, or into $OTPKI_SCREENSHOT_DIR
-when set (how the README's pictures are made: `OTPKI_SCREENSHOT_DIR=docs/screenshots pytest tests/otpki/web/test_browser.py`)."""
+when set (how the README's pictures are made:
+`OTPKI_SCREENSHOT_DIR=docs/screenshots pytest tests/otpki/web/test_browser.py`)."""
 
 from __future__ import annotations
 
