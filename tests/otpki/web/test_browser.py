@@ -114,10 +114,14 @@ async def log_in(page: Page, console: Console, user: str) -> None:
 
 async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker(console: Console,
                                                                                  tmp_path: Path) -> None:
-    """The simulated device runs on the embedded broker of the console's engine (as under `otpki serve`); an
-    admin revokes it from the Devices page (its certificate's page, with a TOTP code) and the broker drops the
-    session it holds, and refuses it when it tries again."""
+    """The simulated device runs on the embedded broker of the console's engine (as under `otpki serve`, whose
+    console gets the broker's presence); the Devices page shows it online since it connected; an admin revokes it
+    from its certificate's page (with a TOTP code) and the broker drops the session it holds, refuses it when it
+    tries again, and the page shows it offline with the time it was last seen."""
     from playwright.async_api import async_playwright
+
+    from otpki.web.app import create_app
+    from otpki.web.testing import running
 
     engine = console.engine
     broker = EmbeddedBroker(engine, workdir=tmp_path / "broker", port=0)
@@ -139,7 +143,10 @@ async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker
         device.start()
         await asyncio.wait_for(device.online.wait(), 30)
         serial = device.serial_hex
-        async with async_playwright() as pw:
+        since = broker.online_devices()["pump-9"]  # the engine's clock when the broker admitted it
+        cert_file, key_file = console.tls_files
+        app = create_app(engine, presence=broker)
+        async with running(app, certfile=cert_file, keyfile=key_file) as url, async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
                 context = await browser.new_context(ignore_https_errors=True)
@@ -147,11 +154,14 @@ async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker
                 page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in (
                     "error", "warning") else None)
                 page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                await log_in(page, console, "admin")
+                await log_in(page, Console(url=url, engine=engine, clock=console.clock, tls=console.tls,
+                                           secrets=console.secrets, tls_files=console.tls_files), "admin")
                 await page.click("nav >> text=Devices")
                 await page.wait_for_url("**/devices")
                 row = page.locator("tr", has_text="pump-9")
                 assert "active" in await row.inner_text()
+                assert await row.locator("td.presence").inner_text() == "online"
+                assert f"connected since {since:%Y-%m-%d %H:%M:%S}" in await row.inner_text()
                 await page.screenshot(path=shots / "devices.png", full_page=True)
                 await row.locator(f"a[href='/certificates/{serial}']").click()
                 await page.wait_for_url(f"**/certificates/{serial}")
@@ -163,7 +173,11 @@ async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker
                 await asyncio.wait_for(device.ended.wait(), 30)  # dropped, and its reconnects refused
                 await page.click("nav >> text=Devices")
                 await page.wait_for_url("**/devices")
-                assert "revoked" in await page.locator("tr", has_text="pump-9").inner_text()
+                row = page.locator("tr", has_text="pump-9")
+                assert "revoked" in await row.inner_text()
+                assert await row.locator("td.presence").inner_text() == "offline"
+                last_seen = broker.last_seen()["pump-9"]
+                assert last_seen > since and f"{last_seen:%Y-%m-%d %H:%M:%S}" in await row.inner_text()
                 await page.screenshot(path=shots / "device-revoked.png", full_page=True)
             finally:
                 await browser.close()
