@@ -46,7 +46,9 @@ import ssl
 import threading
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
@@ -92,6 +94,7 @@ _log = logging.getLogger(__name__)
 IDENTITY = "otpki.identity"  # Session.attributes key: the DeviceIdentity of the current connection
 _GATED = "otpki.gated"  # set by DeviceGateBroker for the CONNECT it just authenticated, consumed by the plugin
 _AUTHENTICATED = "otpki.authenticated"  # what amqtt's plugin round decided for the current connection
+CONNECTED_SINCE = "otpki.connected_since"  # Session.attributes key: when the current connection was admitted
 
 _gates: dict[str, DeviceGate] = {}
 _gates_lock = threading.Lock()
@@ -215,8 +218,10 @@ class DeviceGateBroker(HookedBroker):
 
     def __init__(self, config: dict[str, Any], *, gate: DeviceGate | None, tls: ListenerTls | None = None,
                  handshake_check: HandshakeCheck | None = None, limits: BrokerLimits | None = None,
-                 mode: BrokerMode = "standard", require_certificate: bool = True, **kwargs: Any) -> None:
-        """gate=None keeps amqtt's own connect path (same TLS and limits): the benchmark's admit-everyone baseline."""
+                 mode: BrokerMode = "standard", require_certificate: bool = True,
+                 presence_clock: Callable[[], datetime] | None = None, **kwargs: Any) -> None:
+        """gate=None keeps amqtt's own connect path (same TLS and limits): the benchmark's admit-everyone baseline.
+        `presence_clock` stamps connects and disconnects (the engine's clock, so the console shows its times)."""
         super().__init__(config, **kwargs)
         for name, listener in self.listeners_config.items():
             if listener.get("ssl", False):
@@ -235,6 +240,8 @@ class DeviceGateBroker(HookedBroker):
         self.refusals: deque[Refusal] = deque(maxlen=256)  # the latest connects the gate refused (tests, bench)
         self.tls_refusals: deque[TlsRefusal] = deque(maxlen=256)  # closed at TLS, no MQTT byte read
         self._pre_auth: dict[WriterAdapter, _PreAuth] = {}
+        self.presence_clock: Callable[[], datetime] = presence_clock or (lambda: datetime.now(UTC))
+        self.disconnected_at: dict[str, datetime] = {}  # device name -> when its last connection ended
 
     # -- before any MQTT byte: accept, TLS, the handshake check ------------------------------------------------
 
@@ -356,6 +363,7 @@ class DeviceGateBroker(HookedBroker):
         session = await self._attach_session(connecting)
         session.attributes[IDENTITY] = identity
         session.attributes[_GATED] = True
+        session.attributes[CONNECTED_SINCE] = self.presence_clock()
         # amqtt's "timeout-disconnect-delay" setting: extra seconds of grace on top of the client's keep-alive.
         grace = self.config.get("timeout-disconnect-delay", 0)
         if session.keep_alive > 0 and isinstance(grace, int):
@@ -421,6 +429,7 @@ class DeviceGateBroker(HookedBroker):
         session.attributes[_AUTHENTICATED] = authenticated
 
     async def on_connection_end(self, session: Session) -> None:
+        self._note_disconnect(session)
         # (c): a session the plugins refused (revoked between gate and plugin) must not stay in the table.
         client_id = session.client_id or ""
         if session.attributes.get(_AUTHENTICATED) is False and self.stored_session(client_id) is session:
@@ -432,10 +441,32 @@ class DeviceGateBroker(HookedBroker):
         if session is None:
             return False
         session.will_flag = False  # a revoked device does not get its last will published
+        self._note_disconnect(session)
         session.attributes.pop(IDENTITY, None)
         _log.warning("MQTT session of %r closed: %s", client_id, reason)
         await self.end_session(client_id)  # closes the socket, drops subscriptions and queued messages
         return True
+
+
+    # -- presence: who is on the broker now, and when each device was last seen ----------------------------------
+
+    def online_devices(self) -> dict[str, datetime]:
+        """Device name -> when its current connection was admitted, for every connected, authenticated session."""
+        online: dict[str, datetime] = {}
+        for session, _handler in list(self.sessions.values()):
+            identity = identity_of(session)
+            since = session.attributes.get(CONNECTED_SINCE)
+            if identity is None or not isinstance(since, datetime) or session.transitions.state != "connected":
+                continue
+            if session.attributes.get(_AUTHENTICATED) is False:
+                continue  # refused by the plugins: on its way out
+            online[identity.device] = max(since, online.get(identity.device, since))
+        return online
+
+    def _note_disconnect(self, session: Session) -> None:
+        identity = identity_of(session)
+        if identity is not None and session.attributes.pop(CONNECTED_SINCE, None) is not None:
+            self.disconnected_at[identity.device] = self.presence_clock()
 
 
 def _bootstrap_listener_admits(identity: DeviceIdentity) -> bool:

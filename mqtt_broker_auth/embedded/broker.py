@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
@@ -116,7 +117,7 @@ class EmbeddedBroker:
         self.broker = DeviceGateBroker(config, gate=gate, tls=self.tls,
                                        handshake_check=HandshakeCheck(self.engine, self.gate) if gate else None,
                                        limits=self.limits, mode=self.mode,
-                                       require_certificate=self._require_certificate)
+                                       require_certificate=self._require_certificate, presence_clock=self.engine.now)
         try:
             await self.broker.start()
             self.port = self.broker.bound_port()
@@ -149,6 +150,16 @@ class EmbeddedBroker:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
+
+    # -- presence (the console's Devices page) ---------------------------------------------------------------------
+
+    def online_devices(self) -> dict[str, datetime]:
+        """Device name -> connected since (engine clock), of the sessions live on this broker now."""
+        return {} if self.broker is None else self.broker.online_devices()
+
+    def last_seen(self) -> dict[str, datetime]:
+        """Device name -> when its last connection to this broker ended (since the broker started)."""
+        return {} if self.broker is None else dict(self.broker.disconnected_at)
 
     # -- what devices need --------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from trustlists.engine import Engine
 
 if TYPE_CHECKING:
     from opcua_gds.push.client import StepOutcome
+    from otpki.web.presence import DevicePresence
     from otpki.web.push_progress import Pusher, StepListener
 
 KEY_PROBE_CACHE_S = 10.0  # a probe signs with every CA key (the HSM too): not once per load-balancer poll
@@ -160,7 +161,8 @@ def _relay(listener: StepListener) -> Callable[[str, StepOutcome], None]:
     return relay
 
 
-def _console_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:
+def _console_app(engine: Engine, settings: Settings, supervisor: Supervisor,
+                 presence: DevicePresence | None = None) -> FastAPI:
     try:
         module: Any = importlib.import_module("otpki.web.app")
     except ModuleNotFoundError as exc:
@@ -171,14 +173,17 @@ def _console_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> 
     console = web.console
     if not web.tls:  # a plain-HTTP loopback listener: a Secure cookie would never come back
         console = console.model_copy(update={"secure_cookies": False})
-    app = module.create_app(engine, console, status_provider=supervisor.status, pusher=_pusher(engine, settings))
+    app = module.create_app(engine, console, status_provider=supervisor.status, pusher=_pusher(engine, settings),
+                            presence=presence)
     assert isinstance(app, FastAPI)
     return app
 
 
-def build_asgi_app(engine: Engine, settings: Settings, supervisor: Supervisor) -> FastAPI:
-    """The HTTPS listener's app: the console and API, the health routes and every registered front."""
-    app = _console_app(engine, settings, supervisor)
+def build_asgi_app(engine: Engine, settings: Settings, supervisor: Supervisor,
+                 presence: DevicePresence | None = None) -> FastAPI:
+    """The HTTPS listener's app: the console and API, the health routes and every registered front. `presence`:
+    the embedded broker's part (otpki.web.presence.DevicePresence), when it runs: the Devices page's online column."""
+    app = _console_app(engine, settings, supervisor, presence)
     app.include_router(health_router(engine, supervisor))
     for spec in ROUTERS:
         app.include_router(spec.factory(engine, settings))

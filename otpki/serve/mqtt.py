@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,6 +161,14 @@ class EmbeddedMqtt:
 
     async def wait(self) -> None:
         await self._dead.wait()
+
+    # The console's device presence (otpki.web.presence.DevicePresence): the broker's live sessions; None (unknown,
+    # not "all offline") while the part is down. A restart starts a new broker: what the old one saw goes with it.
+    def online_devices(self) -> dict[str, datetime] | None:
+        return None if self.broker is None else self.broker.online_devices()
+
+    def last_seen(self) -> dict[str, datetime] | None:
+        return None if self.broker is None else self.broker.last_seen()
 
     async def stop(self) -> None:
         await _cancel(self._refresher)

@@ -20,12 +20,15 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otpki.config import Settings
 from otpki.serve.supervisor import Part, Supervisor
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
+
+if TYPE_CHECKING:
+    from otpki.web.presence import DevicePresence
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,7 @@ def build_parts(eng: Engine, s: Settings, options: ServeOptions, supervisor: Sup
 
     enabled = s.file.serve
     parts: list[Part] = [MaintenancePart(eng, s)]
+    presence: DevicePresence | None = None  # the embedded broker's part: who is online, for the console's Devices page
     if enabled.gds:
         parts.append(GdsPart(eng, s))
     if enabled.push:
@@ -104,7 +108,8 @@ def build_parts(eng: Engine, s: Settings, options: ServeOptions, supervisor: Sup
 
         mqtt = s.file.mqtt
         if mqtt.broker == "embedded":
-            parts.append(EmbeddedMqtt(eng, s, host=mqtt.host, port=mqtt.port, crl_upkeep=False, announce=announce))
+            presence = EmbeddedMqtt(eng, s, host=mqtt.host, port=mqtt.port, crl_upkeep=False, announce=announce)
+            parts.append(presence)
         else:
             parts.append(MosquittoMqtt(eng, s, mosquitto_settings(s), crl_upkeep=False, announce=announce))
     if enabled.web:
@@ -112,7 +117,7 @@ def build_parts(eng: Engine, s: Settings, options: ServeOptions, supervisor: Sup
 
         main, tls, http = web_addresses(s, options)
         parts.append(WebListeners(eng, s, main=main, tls=tls, http=http,
-                                  main_app=build_asgi_app(eng, s, supervisor),
+                                  main_app=build_asgi_app(eng, s, supervisor, presence),
                                   http_app=build_plain_http_app(eng, s, supervisor) if http else None,
                                   announce=announce))
     return parts

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from otpki.web.api import Pusher, api_router
 from otpki.web.errors import ApiError, body, from_engine
+from otpki.web.presence import DevicePresence
 from otpki.web.settings import ConsoleSettings
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError
@@ -33,10 +34,12 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src '
 
 
 def create_app(engine: Engine, settings: BaseModel | None = None, status_provider: Callable[[], Any] | None = None,
-               pusher: Pusher | None = None) -> FastAPI:
+               pusher: Pusher | None = None, presence: DevicePresence | None = None) -> FastAPI:
     """The app on `engine`. `settings`: a ConsoleSettings, or a settings model with a `console` field holding one
     (the `[web]` table); `status_provider`: what the supervisor reports of its parts (shown on the overview);
-    `pusher`: runs "push now" for one target (the supervisor's push client); without it push answers 503."""
+    `pusher`: runs "push now" for one target (the supervisor's push client); without it push answers 503;
+    `presence`: which MQTT devices are online (the embedded broker's part); without it the Devices page says
+    "unknown"."""
     console = _console_settings(settings)
     app = FastAPI(title="otpki", version="1", openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
     app.state.engine = engine
@@ -47,7 +50,7 @@ def create_app(engine: Engine, settings: BaseModel | None = None, status_provide
 
     overview = OverviewCache(engine, console.overview_max_age_s)
     app.include_router(api_router(engine, console, pusher, overview))
-    app.include_router(pages_router(engine, console, status_provider, pusher, overview))
+    app.include_router(pages_router(engine, console, status_provider, pusher, overview, presence))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def wants_json(request: Request) -> bool:

@@ -24,6 +24,7 @@ from otpki.web.api import Pusher
 from otpki.web.auth import Principal, check_csrf, client_address, cookie_name, identify
 from otpki.web.errors import ApiError, from_engine
 from otpki.web.overview_cache import OverviewCache
+from otpki.web.presence import DevicePresence, PresenceSnapshot
 from otpki.web.settings import ConsoleSettings
 from trustlists.accounts import LoginRefused, Role
 from trustlists.blocking import run_blocking
@@ -67,7 +68,8 @@ def expiry_chart(buckets: list[Any]) -> dict[str, Any]:
 
 
 def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Callable[[], Any] | None = None,
-                 pusher: Pusher | None = None, overview_cache: OverviewCache | None = None) -> APIRouter:
+                 pusher: Pusher | None = None, overview_cache: OverviewCache | None = None,
+                 presence: DevicePresence | None = None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     overview_cache = overview_cache or OverviewCache(engine, settings.overview_max_age_s)
     policy = settings.accounts
@@ -279,8 +281,10 @@ def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Cal
         rows, total = await run_blocking(views.device_rows, engine, DEVICE_GROUP,
                                          offset=(page - 1) * settings.page_size, limit=settings.page_size)
         pages = max(1, -(-total // settings.page_size))
+        # On the event loop, not in a worker thread: the broker's session table belongs to this loop.
+        seen = PresenceSnapshot(presence)
         return render("devices.html", principal=principal, active="/devices", rows=rows, total=total, page=page,
-                      pages=pages)
+                      pages=pages, presence={row.name: seen.of(row.name) for row in rows})
 
     # -- audit -----------------------------------------------------------------------------------------
     async def audit_view(request: Request, principal: Principal, before: int | None,

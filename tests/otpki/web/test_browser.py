@@ -1,11 +1,15 @@
 """The console in a real headless Chromium (Debian's package, driven by Playwright; never a downloaded browser):
 log in with password and TOTP, the overview renders without a console error, a certificate is revoked from its page,
 an MQTT device revoked from the console is dropped by the embedded broker on the same engine, "push now" to a simulated
-PLC shows each stage live and ends delivered. Screenshots of each page go under the test's tmp dir."""
+PLC shows each stage live and ends delivered, a SCADA simulator's GDS signing request approved on the Requests page
+lets its FinishRequest succeed. Screenshots of each page go under the test's tmp dir, or into $OTPKI_SCREENSHOT_DIR
+when set (how the README's pictures are made:
+`OTPKI_SCREENSHOT_DIR=docs/screenshots pytest tests/otpki/web/test_browser.py`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +24,14 @@ if TYPE_CHECKING:
     from playwright.async_api import Page
 
 CHROMIUM = "/usr/bin/chromium"
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where this test's screenshots go: $OTPKI_SCREENSHOT_DIR (the README's pictures) or the test's tmp dir."""
+    configured = os.environ.get("OTPKI_SCREENSHOT_DIR")
+    shots = Path(configured) if configured else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -33,8 +45,7 @@ async def test_login_overview_and_revoke_in_a_real_browser(console: Console, tmp
                                                        actor="tester").record.serial
 
     serial = await run_blocking(issue)
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = screenshot_dir(tmp_path)
     problems: list[str] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -80,7 +91,8 @@ async def test_login_overview_and_revoke_in_a_real_browser(console: Console, tmp
                                 ("audit", "Audit log")):
                 await page.click(f"nav >> text={label}")
                 await page.wait_for_url(f"**/{name}")
-                await page.screenshot(path=shots / f"{name}.png", full_page=True)
+                # The audit log is long: its first screenful is the picture (a full page would be ~0.5 MB).
+                await page.screenshot(path=shots / f"{name}.png", full_page=name != "audit")
         finally:
             await browser.close()
     assert problems == []
@@ -103,18 +115,21 @@ async def log_in(page: Page, console: Console, user: str) -> None:
 
 async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker(console: Console,
                                                                                  tmp_path: Path) -> None:
-    """The simulated device runs on the embedded broker of the console's engine (as under `otpki serve`); an
-    admin revokes it from the Devices page (its certificate's page, with a TOTP code) and the broker drops the
-    session it holds, and refuses it when it tries again."""
+    """The simulated device runs on the embedded broker of the console's engine (as under `otpki serve`, whose
+    console gets the broker's presence); the Devices page shows it online since it connected; an admin revokes it
+    from its certificate's page (with a TOTP code) and the broker drops the session it holds, refuses it when it
+    tries again, and the page shows it offline with the time it was last seen."""
     from playwright.async_api import async_playwright
+
+    from otpki.web.app import create_app
+    from otpki.web.testing import running
 
     engine = console.engine
     broker = EmbeddedBroker(engine, workdir=tmp_path / "broker", port=0)
     await broker.start()
     device: MqttDevice | None = None
     problems: list[str] = []
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = screenshot_dir(tmp_path)
     try:
         ca_file = tmp_path / "broker-ca.pem"
         ca_file.write_bytes(broker.server_ca_pem())
@@ -129,7 +144,10 @@ async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker
         device.start()
         await asyncio.wait_for(device.online.wait(), 30)
         serial = device.serial_hex
-        async with async_playwright() as pw:
+        since = broker.online_devices()["pump-9"]  # the engine's clock when the broker admitted it
+        cert_file, key_file = console.tls_files
+        app = create_app(engine, presence=broker)
+        async with running(app, certfile=cert_file, keyfile=key_file) as url, async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
                 context = await browser.new_context(ignore_https_errors=True)
@@ -137,11 +155,14 @@ async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker
                 page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in (
                     "error", "warning") else None)
                 page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                await log_in(page, console, "admin")
+                await log_in(page, Console(url=url, engine=engine, clock=console.clock, tls=console.tls,
+                                           secrets=console.secrets, tls_files=console.tls_files), "admin")
                 await page.click("nav >> text=Devices")
                 await page.wait_for_url("**/devices")
                 row = page.locator("tr", has_text="pump-9")
                 assert "active" in await row.inner_text()
+                assert await row.locator("td.presence").inner_text() == "online"
+                assert f"connected since {since:%Y-%m-%d %H:%M:%S}" in await row.inner_text()
                 await page.screenshot(path=shots / "devices.png", full_page=True)
                 await row.locator(f"a[href='/certificates/{serial}']").click()
                 await page.wait_for_url(f"**/certificates/{serial}")
@@ -153,7 +174,11 @@ async def test_a_device_revoked_in_the_console_is_dropped_by_the_embedded_broker
                 await asyncio.wait_for(device.ended.wait(), 30)  # dropped, and its reconnects refused
                 await page.click("nav >> text=Devices")
                 await page.wait_for_url("**/devices")
-                assert "revoked" in await page.locator("tr", has_text="pump-9").inner_text()
+                row = page.locator("tr", has_text="pump-9")
+                assert "revoked" in await row.inner_text()
+                assert await row.locator("td.presence").inner_text() == "offline"
+                last_seen = broker.last_seen()["pump-9"]
+                assert last_seen > since and f"{last_seen:%Y-%m-%d %H:%M:%S}" in await row.inner_text()
                 await page.screenshot(path=shots / "device-revoked.png", full_page=True)
             finally:
                 await browser.close()
@@ -191,8 +216,7 @@ async def test_push_now_shows_live_progress_and_ends_delivered(console: Console,
     plc = PlcSimulator("plc-b", f"opc.tcp://127.0.0.1:{free_port()}/plc", tmp_path / "plc", ACCESS)
     await plc.start()
     problems: list[str] = []
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = screenshot_dir(tmp_path)
     try:
         target = await run_blocking(lambda: engine.add_target(
             owner=OwnerRegistration(group="opcua-application", name="plc-b", application_uri=plc.application_uri,
@@ -231,3 +255,82 @@ async def test_push_now_shows_live_progress_and_ends_delivered(console: Console,
         await plc.stop()
     assert problems == []
     assert (await run_blocking(engine.targets.get, target.id)).delivered_serial is not None
+
+
+async def test_a_gds_request_approved_in_the_console_lets_the_scada_finish(console: Console, tmp_path: Path) -> None:
+    """A SCADA simulator asks the GDS (on the console's engine) to sign its CSR; its group needs an approval, so it
+    polls FinishRequest (Bad_RequestNotComplete) until a ca-admin approves the request on the Requests page with a
+    TOTP code; then FinishRequest hands it the certificate the engine issued, and it serves with it."""
+    from playwright.async_api import async_playwright
+
+    from opcua_gds.gds.server import GdsServer
+    from opcua_gds.gds.settings import GdsSettings
+    from simulators.scada import ScadaSettings, ScadaSimulator
+    from tests.opcua_gds.gds.gds_fixture import PASSWORDS, access_config
+    from trustlists.models import CertificateRequest, RequestStatus
+    from trustlists.testing import free_port
+
+    engine = console.engine
+    groups = engine.config.groups
+    groups["opcua-application"] = groups["opcua-application"].model_copy(update={"auto_approve": False})
+    gds_settings = GdsSettings(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/otpki/gds", access=access_config())
+    gds = GdsServer(engine, gds_settings, tmp_path / "gds")
+    await gds.start()
+    sim = ScadaSimulator(ScadaSettings(
+        name="scada-north", application_uri="urn:plant:north:scada", pki_dir=tmp_path / "scada-pki",
+        endpoint=f"opc.tcp://127.0.0.1:{free_port()}/scada", gds_url=gds_settings.endpoint,
+        registrar_user="registrar", registrar_password=PASSWORDS["registrar"][0]))
+    problems: list[str] = []
+    shots = screenshot_dir(tmp_path)
+    enroll: asyncio.Task[None] | None = None
+    try:
+        await sim.start()
+        enroll = asyncio.create_task(sim.enroll())
+        deadline = asyncio.get_running_loop().time() + 60
+        pending: list[CertificateRequest] = []
+        while not pending:  # the simulator registers, then starts its signing request
+            assert not enroll.done(), enroll.exception() if not enroll.cancelled() else "cancelled"
+            assert asyncio.get_running_loop().time() < deadline, "no request reached the engine"
+            pending = await run_blocking(engine.requests.list, RequestStatus.PENDING, "opcua-application")
+            await asyncio.sleep(0.1)
+        (waiting,) = pending
+        assert not enroll.done()  # it waits for the approval
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                context = await browser.new_context(ignore_https_errors=True)
+                page = await context.new_page()
+                page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in (
+                    "error", "warning") else None)
+                page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+                await log_in(page, console, "admin")
+                await page.click("nav >> text=Requests")
+                await page.wait_for_url("**/requests")
+                request_id = waiting.id
+                row = page.locator("tr", has_text=request_id)
+                assert "pending" in await row.inner_text()
+                await page.screenshot(path=shots / "requests.png", full_page=True)
+                await row.locator("input[name=totp]").fill(console.code("admin"))
+                await row.locator("button", has_text="Approve").click()
+                await page.wait_for_url("**/requests")
+                await asyncio.wait_for(enroll, 60)  # FinishRequest answered with the certificate
+                await page.select_option("select[name=status]", "issued")
+                await page.click("form.filters button[type=submit]")
+                await page.wait_for_url("**/requests?status=issued")
+                assert await page.locator("tr", has_text=request_id).locator("a").count() == 1
+            finally:
+                await browser.close()
+    finally:
+        if enroll is not None and not enroll.done():
+            enroll.cancel()
+            await asyncio.gather(enroll, return_exceptions=True)
+        await sim.stop()
+        await gds.stop()
+    assert problems == []
+    decided = await run_blocking(engine.requests.get, request_id)
+    assert decided.status is RequestStatus.ISSUED and decided.decided_by == "admin" and decided.serial is not None
+    from cryptography.hazmat.primitives import hashes
+
+    record = await run_blocking(engine.inventory.by_fingerprint, sim.certificate().fingerprint(hashes.SHA256()).hex())
+    assert record is not None and record.serial == decided.serial and record.san_uri == "urn:plant:north:scada"
+    assert [r.actor for r in engine.audit_records(action="request.approve")] == ["admin"]

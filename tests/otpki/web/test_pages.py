@@ -195,3 +195,6 @@ async def test_devices_page_lists_devices_with_their_newest_certificate(console:
         await page_login(console, client, "view")
         html = (await client.get("/devices")).text
         assert "2 devices" in html and f'href="/certificates/{serial}"' in html and "no certificate" in html
+        # This console runs without a broker: whether a device is online is unknown, and the page says so.
+        assert html.count('<td class="presence">unknown</td>') == 2 and "online: unknown" in html
+        assert "presence online" not in html and "presence offline" not in html
