@@ -101,7 +101,8 @@ async def test_console_app_is_used_when_present_and_routers_join_by_registry(
 
     made: list[tuple[Engine, object, object]] = []
 
-    def create_app(eng: Engine, s: object, status_provider: object = None, pusher: object = None) -> FastAPI:
+    def create_app(eng: Engine, s: object, status_provider: object = None, pusher: object = None,
+                   presence: object = None) -> FastAPI:
         made.append((eng, s, status_provider))
         assert callable(pusher)
         return console
