@@ -1,4 +1,4 @@
-"""Fleet rollout: a new certificate and trust list pushed to N simulated PLCs (default 200; quick: 6).
+"""Fleet rollout: a new certificate and trust list pushed to N simulated PLCs (default 200; quick: 3).
 
 The PLCs run in worker processes (`python -m simulators.plant`, 50 per process) on consecutive ports.
 baseline: pushes to a sample of the PLCs one after another (`Rollout.push_one`), measured in this run;
@@ -137,7 +137,7 @@ def cpu_seconds(workers: list[subprocess.Popen[str]]) -> tuple[float, float]:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    n, sample, concurrency = (6, 2, 6) if args.quick else (200, 8, 64)
+    n, sample, concurrency = (3, 1, 3) if args.quick else (200, 8, 64)
     with workdir("push-fleet") as d:
         r = asyncio.run(run(n, sample, concurrency, d))
     mean_single = statistics.mean(r["singles"])
