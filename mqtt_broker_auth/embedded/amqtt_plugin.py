@@ -460,6 +460,8 @@ class DeviceGateBroker(HookedBroker):
                 continue
             if session.attributes.get(_AUTHENTICATED) is False:
                 continue  # refused by the plugins: on its way out
+            if identity.kind == "operational" and identity.role == ENROLLMENT_SERVICE_ROLE:
+                continue  # otpki's own enrollment service, not a device
             online[identity.device] = max(since, online.get(identity.device, since))
         return online
 

@@ -173,11 +173,13 @@ def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Cal
         principal = await signed_in(request)
         data = await overview_cache.get()
         parts = status_provider() if status_provider is not None else None
+        online = presence.online_devices() if presence is not None else None  # None: no broker to ask
         groups: dict[tuple[str, str], dict[str, int]] = {}
         for c in data.counts:
             groups.setdefault((c.group, c.site or "-"), {})[c.status] = c.certificates
         return render("overview.html", principal=principal, active="/", data=data, chart=expiry_chart(data.expiry),
-                      groups=groups, statuses=[s.value for s in CertificateStatus], parts=parts)
+                      groups=groups, statuses=[s.value for s in CertificateStatus], parts=parts,
+                      devices_online=None if online is None else len(online))
 
     # -- certificates ----------------------------------------------------------------------------------
     @router.get("/certificates")

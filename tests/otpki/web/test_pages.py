@@ -67,6 +67,7 @@ async def test_overview_certificates_and_the_revoke_form(console: Console) -> No
         csrf = await page_login(console, client, "admin")
         overview = (await client.get("/")).text
         assert "Plant overview" in overview and "<svg" in overview and "mqtt-device" in overview
+        assert "MQTT devices online (no embedded broker to ask)" in overview  # no broker: not a guessed 0
         listing = await client.get("/certificates", params={"group": "mqtt-device", "status": "active"})
         assert serial in listing.text
         assert (await client.get("/certificates", params={"q": serial})).headers["location"] == \

@@ -6,6 +6,7 @@ broker admitted it, by the engine's clock; once it disconnects, offline with whe
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from datetime import timedelta
 from pathlib import Path
@@ -68,6 +69,9 @@ async def test_devices_page_under_serve_shows_who_is_online(web_engine: tuple[En
             await asyncio.wait_for(device.online.wait(), 30)
             html = (await client.get("/devices")).text
             assert 'class="presence online">online' in _row(html, "pump-3")
+            overview = (await client.get("/")).text  # the overview counts the same sessions
+            assert re.search(r'devices-online"><a href="/devices"><span class="n">1</span> MQTT devices online<',
+                             overview), overview
             assert f"connected since {admitted_at:%Y-%m-%d %H:%M:%S}" in _row(html, "pump-3")
             assert 'class="presence offline">offline' in _row(html, "pump-4")
 
