@@ -220,9 +220,12 @@ class DynsecClient:
         info = self._client.publish(CONTROL_TOPIC, json.dumps({"commands": sent}), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             with self._lock:
-                self._pending.pop(batch_id, None)
-            fut.set_exception(DynsecUnavailable(f"publish to {CONTROL_TOPIC} failed: "
-                                                f"{mqtt.error_string(info.rc)}"))
+                ours = self._pending.pop(batch_id, None) is not None
+            # Whoever takes a batch out of `_pending` (under the lock) settles it: when the connection dropped as
+            # this batch was sent, the network thread's _on_disconnect has failed it already.
+            if ours:
+                fut.set_exception(DynsecUnavailable(f"publish to {CONTROL_TOPIC} failed: "
+                                                    f"{mqtt.error_string(info.rc)}"))
         return fut
 
     def execute(self, commands: list[dict[str, Any]], *, allow_errors: tuple[str, ...] = ()) -> list[dict[str, Any]]:

@@ -45,6 +45,9 @@ _UPGRADE_LOCK = 0x6F74706B69_0001  # "otpki" 1
 # How long an instance waits for another one's schema upgrade (instances started at once on a new database): a
 # migration takes as long as it takes on the data there is, not the busy timeout of an ordinary write.
 _UPGRADE_WAIT_MS = 600_000
+# Held (session-level) for a whole upgrade, across its per-migration transactions: an instance that finds the
+# schema older than its own waits on it, so it never mistakes another instance's upgrade half-way for an old store.
+_UPGRADING_LOCK = 0x6F74706B69_0002  # "otpki" 2
 
 
 def redact(url: str) -> str:
@@ -205,6 +208,9 @@ class PostgresStore:
         if check_schema:
             try:
                 status = self.schema_status()
+                if not status.empty and not status.current:
+                    with self._upgrading():  # another instance may be half-way through its upgrade: let it end
+                        status = self.schema_status()
                 if status.empty:
                     self.upgrade()
                 else:
@@ -336,6 +342,26 @@ class PostgresStore:
         """Apply the pending migrations, each in its own transaction with its schema_migrations row; `record` runs
         in the last one's. Instances upgrading at once take turns on an advisory lock; the version is read again
         under it."""
+        with self._upgrading():
+            return self._upgrade(record)
+
+    @contextlib.contextmanager
+    def _upgrading(self) -> Iterator[None]:
+        """The whole-upgrade lock, held by a connection of its own (not the pool's: the upgrade needs those) for as
+        long as the block runs."""
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the database {self.where}: {_first_line(exc)}") from exc
+        with conn:
+            try:
+                conn.execute(f"SET lock_timeout = {_UPGRADE_WAIT_MS}")
+                conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADING_LOCK,))
+            except psycopg.Error as exc:
+                raise self._translate(exc) from exc
+            yield  # closing the connection releases the lock, also when the block raises
+
+    def _upgrade(self, record: Callable[[StoreWriter, list[Migration]], None] | None) -> list[Migration]:
         applied: list[Migration] = []
         todo = [m for m in migrations.migrations(self.dialect) if m.version > self.schema_status().version]
         for n, migration in enumerate(todo):
