@@ -41,7 +41,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from bench._common import ACTOR, config_with, emit, make_engine, note, parse_args, summary, timed, workdir
 from trustlists.authority import CsrIssueRequest
 from trustlists.engine import Engine
-from trustlists.models import IssuedCertificate, KeyType
+from trustlists.models import CARecord, IssuedCertificate, KeyType, Owner
 from trustlists.serials import random_serial
 from trustlists.store import SqliteStore
 from trustlists.testing import CERTIFICATE_COLUMNS, ca_signing_material
@@ -128,17 +128,24 @@ def extension_profile(der: bytes) -> list[tuple[str, bool, str]]:
                   for e in cert.extensions)
 
 
+def prepare(engine: Engine) -> tuple[Owner, CARecord, x509.Certificate, CertificateIssuerPrivateKeyTypes,
+                                     x509.AuthorityKeyIdentifier, timedelta]:
+    """What both sides of the comparison need: the one registered owner, the group's issuing CA and what raw
+    signing takes from it (certificate, key, AKI, leaf lifetime)."""
+    owner = engine.registry.register(group=GROUP, name=APP_NAME, application_uri=APP_URI, dns_names=[APP_NAME],
+                                     actor=ACTOR)
+    ca = engine.hierarchy.issuing_ca_for(GROUP, None)
+    issuer_cert, issuer_key = ca_signing_material(engine, ca)
+    ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    return owner, ca, issuer_cert, issuer_key, aki, timedelta(days=engine.config.group(GROUP).leaf_lifetime_days)
+
+
 def run_ca(ca_key_type: KeyType, csrs: list[bytes], fresh_sets: list[list[bytes]], reps: int, workspace: Path
            ) -> dict[str, Any]:
     engine: Engine = make_engine(workspace, config_with(GROUP, ca_key_type))
     try:
-        owner = engine.registry.register(group=GROUP, name=APP_NAME, application_uri=APP_URI,
-                                         dns_names=[APP_NAME], actor=ACTOR)
-        ca = engine.hierarchy.issuing_ca_for(GROUP, None)
-        issuer_cert, issuer_key = ca_signing_material(engine, ca)
-        ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-        lifetime = timedelta(days=engine.config.group(GROUP).leaf_lifetime_days)
+        owner, ca, issuer_cert, issuer_key, aki, lifetime = prepare(engine)
 
         def engine_batch() -> bytes:
             last = b""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,10 +30,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bench._common import ACTOR, config_with, emit, make_engine, note, parse_args, workdir
-from bench.issuance import APP_NAME, APP_URI, BATCH, GROUP, make_csrs, raw_issue
+from bench.issuance import BATCH, GROUP, make_csrs, prepare, raw_issue
 from trustlists.authority import CsrIssueRequest
 from trustlists.models import KeyType
-from trustlists.testing import StageTimes, ca_signing_material, issuance_stages
+from trustlists.testing import StageTimes, issuance_stages
 
 
 def exclusive(t: StageTimes, which: dict[str, float]) -> dict[str, float]:
@@ -62,13 +61,7 @@ def profile(ca_key_type: KeyType, n: int, reps: int) -> dict[str, dict[str, dict
     with workdir(f"issuance-profile-{ca_key_type.value}") as d:
         engine = make_engine(d, config_with(GROUP, ca_key_type))
         try:
-            owner = engine.registry.register(group=GROUP, name=APP_NAME, application_uri=APP_URI,
-                                             dns_names=[APP_NAME], actor=ACTOR)
-            ca = engine.hierarchy.issuing_ca_for(GROUP, None)
-            issuer_cert, issuer_key = ca_signing_material(engine, ca)
-            ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-            lifetime = timedelta(days=engine.config.group(GROUP).leaf_lifetime_days)
+            owner, _ca, issuer_cert, issuer_key, aki, lifetime = prepare(engine)
 
             def engine_batch() -> None:
                 for start in range(0, n, BATCH):
