@@ -87,7 +87,7 @@ class Hierarchy:
         directory has its keys, and this one is made by copying that one (otpki.toml and keys/), not by a second
         init. Two inits at once on one database: one makes the plant, the other is refused at once the same way
         (it does not wait: making the keys may take longer than any busy timeout)."""
-        with self._ctx.store.transaction() as tx:
+        with self._ctx.keys.provisional(self._key_recorded), self._ctx.store.transaction() as tx:
             if not tx.try_lock("hierarchy", "create-plant"):
                 raise AlreadyExists("another otpki init is creating a plant in this database right now: when it is "
                                     "done, copy otpki.toml and keys/ of its data directory to run another instance",
@@ -122,14 +122,15 @@ class Hierarchy:
         ca_id = _next_generation("root", existing_ids)
         name = f"{self._ctx.config.organization} Root CA"
         key_ref = _key_ref(ca_id)
-        backend, key = self._ctx.keys.create(key_ref, root_policy.key_type)
-        cert = build_ca(subject=ca_name(self._ctx.config.organization, name), public_key=key.public_key(),
-                        issuer_cert=None, issuer_key=key, issuer_key_type=root_policy.key_type,
-                        hash_name=root_policy.signature_hash, serial=random_serial(),
-                        lifetime_days=root_policy.lifetime_days, path_length=None, now=self._ctx.clock())
-        return self._record(ca_id, name, None, None, None, root_policy.key_type, backend, key_ref, key, cert,
-                            actor,
-                            crl_days=root_policy.crl_lifetime_days, hash_name=root_policy.signature_hash)
+        with self._ctx.keys.provisional(self._key_recorded):
+            backend, key = self._ctx.keys.create(key_ref, root_policy.key_type)
+            cert = build_ca(subject=ca_name(self._ctx.config.organization, name), public_key=key.public_key(),
+                            issuer_cert=None, issuer_key=key, issuer_key_type=root_policy.key_type,
+                            hash_name=root_policy.signature_hash, serial=random_serial(),
+                            lifetime_days=root_policy.lifetime_days, path_length=None, now=self._ctx.clock())
+            return self._record(ca_id, name, None, None, None, root_policy.key_type, backend, key_ref, key, cert,
+                                actor,
+                                crl_days=root_policy.crl_lifetime_days, hash_name=root_policy.signature_hash)
 
     def create_issuing_ca(self, group: str, site: str | None, *, actor: str) -> CARecord:
         policy = self._ctx.config.group(group)
@@ -147,15 +148,20 @@ class Hierarchy:
         ca_id = _next_generation(issuing_ca_id(group, site), existing_ids)
         name = f"{self._ctx.config.organization} {group} CA" + (f" {site}" if site else "")
         key_ref = _key_ref(ca_id)
-        backend, key = self._ctx.keys.create(key_ref, policy.ca_key_type)
-        cert = build_ca(subject=ca_name(self._ctx.config.organization, name), public_key=key.public_key(),
-                        issuer_cert=root_cert, issuer_key=root_key, issuer_key_type=root.key_type,
-                        hash_name=self._ctx.config.root.signature_hash, serial=random_serial(),
-                        lifetime_days=policy.ca_lifetime_days, path_length=policy.ca_path_length,
-                        now=self._ctx.clock())
-        return self._record(ca_id, name, root.id, group, site, policy.ca_key_type, backend, key_ref, key, cert,
-                            actor,
-                            crl_days=policy.crl_lifetime_days, hash_name=policy.signature_hash)
+        with self._ctx.keys.provisional(self._key_recorded):
+            backend, key = self._ctx.keys.create(key_ref, policy.ca_key_type)
+            cert = build_ca(subject=ca_name(self._ctx.config.organization, name), public_key=key.public_key(),
+                            issuer_cert=root_cert, issuer_key=root_key, issuer_key_type=root.key_type,
+                            hash_name=self._ctx.config.root.signature_hash, serial=random_serial(),
+                            lifetime_days=policy.ca_lifetime_days, path_length=policy.ca_path_length,
+                            now=self._ctx.clock())
+            return self._record(ca_id, name, root.id, group, site, policy.ca_key_type, backend, key_ref, key,
+                                cert, actor,
+                                crl_days=policy.crl_lifetime_days, hash_name=policy.signature_hash)
+
+    def _key_recorded(self, key_ref: str) -> bool:
+        with self._ctx.store.read() as tx:
+            return any(ca.key_ref == key_ref for ca in tx.list_cas())
 
     def _record(self, ca_id: str, name: str, parent_id: str | None, group: str | None, site: str | None,
                 key_type: KeyType, backend: str, key_ref: str, key: CertificateIssuerPrivateKeyTypes,

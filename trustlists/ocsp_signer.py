@@ -85,6 +85,10 @@ class OcspSigners:
         with self._ctx.store.read() as tx:
             return _current(tx, ca_id)
 
+    def _recorded(self, serial: str) -> bool:
+        with self._ctx.store.read() as tx:
+            return _certificate(tx, serial) is not None
+
     def current_serial(self, ca_id: str) -> str | None:
         with self._ctx.store.read() as tx:
             return tx.get_meta(meta_key(ca_id))
@@ -149,30 +153,31 @@ class OcspSigners:
             now = self._ctx.clock()
             serial = serial_hex(random_serial())
             key_ref = signer_key_ref(serial)
-            backend, key = self._ctx.keys.create(key_ref, ca.key_type, backend_name=ca.key_backend)
-            ca_cert = self._ctx.ca_certificate(ca)
-            hash_name = crl_policy(self._ctx.config, ca)[1]
-            cert = _build(ca, ca_cert, ca_key, key, int(serial, 16), now, hash_name,
-                          self._ctx.config.ocsp.signer_lifetime_days, self._ctx.config.organization)
-            der = cert.public_bytes(Encoding.DER)
-            record = CertificateRecord(
-                serial=serial, issuer_ca_id=ca.id, owner_id=None, group=ca.group or "", site=ca.site,
-                subject=cert.subject.rfc4514_string(), san_uri=None, key_type=ca.key_type,
-                not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-                fingerprint_sha256=sha256_hex(der), issuance=IssuanceKind.OCSP_SIGNER, issued_at=now, delivered=True,
-                der=der)
-            with self._ctx.store.transaction() as tx:
-                previous = tx.get_meta(meta_key(ca.id))
-                tx.insert_certificates([NewCertificate(record, der, spki_sha256(key.public_key()))])
-                if previous is not None:
-                    old = _certificate(tx, previous)
-                    if old is not None and old.superseded_by is None and old.revoked_at is None:
-                        tx.mark_superseded(previous, serial)
-                tx.set_meta(meta_key(ca.id), serial)
-                audit.append(tx, actor=actor, action=AUDIT_ACTION, subject=serial, at=now, details={
-                    "ca": ca.id, "why": why, "replaces": previous, "key_backend": backend, "key_ref": key_ref,
-                    "key_type": ca.key_type.value, "sha256": record.fingerprint_sha256,
-                    "not_after": record.not_after.isoformat()})
+            with self._ctx.keys.provisional(lambda _key_ref: self._recorded(serial)):
+                backend, key = self._ctx.keys.create(key_ref, ca.key_type, backend_name=ca.key_backend)
+                ca_cert = self._ctx.ca_certificate(ca)
+                hash_name = crl_policy(self._ctx.config, ca)[1]
+                cert = _build(ca, ca_cert, ca_key, key, int(serial, 16), now, hash_name,
+                              self._ctx.config.ocsp.signer_lifetime_days, self._ctx.config.organization)
+                der = cert.public_bytes(Encoding.DER)
+                record = CertificateRecord(
+                    serial=serial, issuer_ca_id=ca.id, owner_id=None, group=ca.group or "", site=ca.site,
+                    subject=cert.subject.rfc4514_string(), san_uri=None, key_type=ca.key_type,
+                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                    fingerprint_sha256=sha256_hex(der), issuance=IssuanceKind.OCSP_SIGNER, issued_at=now,
+                    delivered=True, der=der)
+                with self._ctx.store.transaction() as tx:
+                    previous = tx.get_meta(meta_key(ca.id))
+                    tx.insert_certificates([NewCertificate(record, der, spki_sha256(key.public_key()))])
+                    if previous is not None:
+                        old = _certificate(tx, previous)
+                        if old is not None and old.superseded_by is None and old.revoked_at is None:
+                            tx.mark_superseded(previous, serial)
+                    tx.set_meta(meta_key(ca.id), serial)
+                    audit.append(tx, actor=actor, action=AUDIT_ACTION, subject=serial, at=now, details={
+                        "ca": ca.id, "why": why, "replaces": previous, "key_backend": backend, "key_ref": key_ref,
+                        "key_type": ca.key_type.value, "sha256": record.fingerprint_sha256,
+                        "not_after": record.not_after.isoformat()})
             self.generation += 1
             return record
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.softhsm import softhsm_token
+from tests.softhsm import SoftHsmToken, softhsm_token
 from trustlists.engine import Engine
 from trustlists.errors import AlreadyExists, KeyAccessError, NotFound
+from trustlists.hierarchy import Hierarchy
+from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pkcs11 import Pkcs11KeyBackend
+from trustlists.models import KeyType
 from trustlists.policy import PkiConfig, default_config_data, load_default_config
 from trustlists.store import SqliteStore
-from trustlists.testing import make_csr, make_engine, store_snapshot
+from trustlists.testing import PASSPHRASE, make_csr, make_engine, store_snapshot
 
 
 def test_default_hierarchy(tmp_path: Path) -> None:
@@ -111,3 +115,84 @@ def test_hierarchy_in_softhsm(tmp_path: Path) -> None:
     assert err.value.reason == "wrong_pin"
     assert store_snapshot(engine) == before
     engine.close()
+
+
+def _token_labels(token: SoftHsmToken) -> set[str]:
+    """The labels of every key object on the token, as opensc's pkcs11-tool (another process) sees them."""
+    listed = token.pkcs11_tool("--list-objects")
+    assert listed.returncode == 0, listed.stderr
+    return {line.split("label:", 1)[1].strip() for line in listed.stdout.splitlines() if "label:" in line}
+
+
+def test_a_failed_plant_or_ca_ceremony_leaves_no_key_on_the_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = softhsm_token(prefix="half-plant")
+    backend = Pkcs11KeyBackend(token.module, token.label, token.pin)
+    engine = Engine(store=SqliteStore(tmp_path / "db"), config=load_default_config(), keys=KeyRing([backend]))
+    try:
+        made: list[str] = []
+        create_issuing_ca = Hierarchy.create_issuing_ca
+
+        def fail_on_the_second(self: Hierarchy, group: str, site: str | None, *, actor: str) -> object:
+            if made:  # the root and one issuing CA have their keys (and their rows, in the plant's transaction)
+                raise KeyboardInterrupt
+            made.append(group)
+            return create_issuing_ca(self, group, site, actor=actor)
+
+        monkeypatch.setattr(Hierarchy, "create_issuing_ca", fail_on_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            engine.hierarchy.create_plant(actor="t")
+        monkeypatch.undo()
+        assert made and engine.hierarchy.list() == []
+        assert _token_labels(token) == set()  # the two keys made on the way are gone again
+
+        created = engine.hierarchy.create_plant(actor="t")  # a second try makes a whole plant
+        assert _token_labels(token) == {ca.key_ref for ca in created}
+
+        # One CA later on: its record fails (here its first CRL), and its key goes with it.
+        monkeypatch.setattr("trustlists.hierarchy.publish_crl", _fail)
+        with pytest.raises(KeyAccessError):
+            engine.hierarchy.create_issuing_ca("opcua-application", None, actor="t")
+        monkeypatch.undo()
+        assert _token_labels(token) == {ca.key_ref for ca in created}
+        assert engine.verify_audit().ok
+    finally:
+        engine.close()
+        backend.close()
+
+
+def test_a_failed_ca_ceremony_leaves_no_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(tmp_path)
+    try:
+        created = engine.hierarchy.initialize(actor="t")
+        keys = sorted(p.name for p in tmp_path.glob("**/*.key.pem"))
+        assert len(keys) == len(created)
+        monkeypatch.setattr("trustlists.hierarchy.publish_crl", _fail)
+        with pytest.raises(KeyAccessError):
+            engine.hierarchy.create_issuing_ca("mqtt-device", None, actor="t")
+        assert sorted(p.name for p in tmp_path.glob("**/*.key.pem")) == keys
+    finally:
+        engine.close()
+
+
+def _fail(*args: object, **kwargs: object) -> NoReturn:
+    raise KeyAccessError("the store went away half-way")
+
+
+def test_a_key_the_store_names_after_a_lost_commit_answer_is_kept(tmp_path: Path) -> None:
+    """A commit whose answer was lost may have happened: the key of a CA the store names is never removed."""
+    ring = KeyRing([EncryptedFileKeyBackend(tmp_path / "keys", PASSPHRASE)])
+    with pytest.raises(ConnectionError), ring.provisional(lambda key_ref: key_ref == "ca-committed"):
+        ring.create("ca-committed", KeyType.EC_P256)
+        ring.create("ca-lost", KeyType.EC_P256)
+        raise ConnectionError("the database went away during COMMIT")
+    assert sorted(p.name for p in tmp_path.glob("**/*.key.pem")) == ["ca-committed.key.pem"]
+
+    def cannot_tell(key_ref: str) -> bool:
+        raise ConnectionError("still away")
+
+    with pytest.raises(ConnectionError) as err, ring.provisional(cannot_tell):
+        ring.create("ca-unknown", KeyType.EC_P256)
+        raise ConnectionError("the database went away during COMMIT")
+    assert (tmp_path / "keys" / "ca-unknown.key.pem").exists()  # kept, and named in the error
+    assert any("ca-unknown" in note for note in getattr(err.value, "__notes__", []))

@@ -17,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.softhsm import softhsm_token
 from trustlists.engine import Engine
+from trustlists.errors import KeyAccessError
 from trustlists.keys.keyring import KeyRing
 from trustlists.keys.pkcs11 import Pkcs11KeyBackend
 from trustlists.maintenance import maintain_once
@@ -69,6 +70,18 @@ def test_every_ca_gets_a_short_lived_delegated_signer_in_the_inventory_and_the_a
         assert audited[record.serial]["ca"] == ca.id and audited[record.serial]["key_backend"] == ca.key_backend
     assert not engine.ocsp_signers.ensure(actor="tester").issued  # nothing due: nothing new
     assert engine.verify_audit().ok
+
+
+def test_a_signer_whose_certificate_cannot_be_made_leaves_no_key_behind(engine: Engine, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> x509.Certificate:
+        raise KeyAccessError("the CA key went away while signing")
+
+    before = sorted(p.name for p in (tmp_path / "keys").iterdir())
+    monkeypatch.setattr("trustlists.ocsp_signer._build", broken)
+    renewal = engine.ocsp_signers.ensure(actor="tester")
+    assert set(renewal.failed) == {ca.id for ca in engine.hierarchy.list()} and not renewal.issued
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == before  # each new key was removed again
 
 
 def test_signers_are_renewed_before_they_expire_and_when_revoked(engine: Engine, clock: Clock) -> None:

@@ -27,3 +27,10 @@ class KeyBackend(Protocol):
         ...
 
     def exists(self, key_ref: str) -> bool: ...
+
+    def discard(self, key_ref: str) -> None:
+        """Remove a key this process just created for a CA whose record never committed (a failed ceremony).
+
+        Only `KeyRing.provisional` calls it, and only for keys made inside its block: never for a key a stored CA
+        names. A key that is already gone is not an error."""
+        ...

@@ -60,6 +60,14 @@ class EncryptedFileKeyBackend:
         self._cache[key_ref] = key
         return key
 
+    def discard(self, key_ref: str) -> None:
+        path = self._path(key_ref)
+        self._cache.pop(key_ref, None)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise KeyAccessError(f"cannot remove the unused CA key file {path}: {exc.strerror}") from None
+
     def load(self, key_ref: str) -> CertificateIssuerPrivateKeyTypes:
         cached = self._cache.get(key_ref)
         if cached is not None:

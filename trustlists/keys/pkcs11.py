@@ -206,6 +206,16 @@ class Pkcs11KeyBackend:
         return self._run(lambda conn: bool(self._find(conn.session, key_ref, None)),
                          f"looking up key {key_ref!r} on token {self.token_label!r}")
 
+    def discard(self, key_ref: str) -> None:
+        _check_key_ref(key_ref)
+
+        def destroy(conn: Connection) -> None:
+            conn.keys.pop(key_ref, None)
+            for found in self._find(conn.session, key_ref, None):
+                found.destroy()
+
+        self._run(destroy, f"removing the unused key {key_ref!r} from token {self.token_label!r}")
+
     # ---- extras ------------------------------------------------------------------------------------------
 
     def key_attributes(self, key_ref: str) -> dict[str, bool]:
