@@ -40,6 +40,9 @@ class _Deferred:
     def exists(self, key_ref: str) -> bool:
         return self._get().exists(key_ref)
 
+    def discard(self, key_ref: str) -> None:
+        self._get().discard(key_ref)
+
 
 def key_backends(settings: Settings) -> list[KeyBackend]:
     def file_backend() -> KeyBackend:
