@@ -10,7 +10,9 @@ A backup is a directory:
 - `manifest.json`, written last (a backup without it is incomplete): what was taken, with the SHA-256 of each file.
 
 Never in a backup: the CA key passphrase, the HSM PIN and the other secret files otpki.toml names. They are the
-operator's to keep apart (a backup with the passphrase beside the keys would be keys in clear).
+operator's to keep apart (a backup with the passphrase beside the keys would be keys in clear). Nor the key that
+seals the console users' TOTP secrets (`console-secrets.key`): it is unsealed key material, so the backup only
+names it (`kept_apart`), and a restore says to copy it (without it every console user needs a new TOTP secret).
 
 A restore checks every file against the manifest, fills an empty data directory and copies the store into the
 store that directory's settings name (or `--store`). CRLs published after the backup are unknown to it, so every
@@ -39,6 +41,7 @@ from otpki.undo import CLAIM_FILE, claimed
 from trustlists.clock import utcnow
 from trustlists.errors import InvalidInput, KeyAccessError
 from trustlists.safe_files import create_secret, private_directory, write_secret
+from trustlists.secret_box import KEY_FILE as SECRETS_KEY_FILE
 from trustlists.store import SqliteStore, describe_url, open_store
 from trustlists.store_copy import StoreCopy, TableCopy, copy_store
 
@@ -70,6 +73,9 @@ class BackupManifest(BaseModel):
     tables: list[TableCopy]
     files: list[BackupFile]
     hsm_keys: list[str]  # CA id: key_ref of each CA whose key stays in the HSM
+    # Files of the data directory a restored instance needs that the backup leaves out because they are secrets in
+    # clear: the operator copies them (relative to the data directory). Older backups have none.
+    kept_apart: list[str] = []
 
 
 class RestoreResult(BaseModel):
@@ -77,6 +83,7 @@ class RestoreResult(BaseModel):
     store: str
     copy_: StoreCopy
     files: int
+    to_copy: list[str]  # the backup's kept_apart: copy them from the old data directory (or a safe) into data_dir
 
 
 def _sha256(path: Path) -> str:
@@ -164,7 +171,8 @@ def _backup(settings: Settings, dest: Path, *, actor: str) -> BackupManifest:
         tables=copied.tables,
         files=[BackupFile(path=f.relative_to(dest).as_posix(), sha256=_sha256(f), size=f.stat().st_size)
                for f in files],
-        hsm_keys=[f"{ca.ca_id}: {ca.key_ref}" for ca in copied.ca_keys if ca.key_backend != "file"])
+        hsm_keys=[f"{ca.ca_id}: {ca.key_ref}" for ca in copied.ca_keys if ca.key_backend != "file"],
+        kept_apart=[SECRETS_KEY_FILE] if (settings.data_dir / SECRETS_KEY_FILE).is_file() else [])
     create_secret(dest / MANIFEST, (manifest.model_dump_json(indent=2) + "\n").encode())
     return manifest
 
@@ -232,7 +240,8 @@ def _restore(src: Path, data_dir: Path, manifest: BackupManifest, *, actor: str,
                 restored.close()
         finally:
             source.close()
-    return RestoreResult(data_dir=str(data_dir), store=describe_url(url), copy_=copied, files=len(manifest.files))
+    return RestoreResult(data_dir=str(data_dir), store=describe_url(url), copy_=copied, files=len(manifest.files),
+                         to_copy=manifest.kept_apart)
 
 
 def _name_store(data_dir: Path, url: str) -> None:

@@ -30,6 +30,9 @@ def backup(
                        styled("verified", "green")), soft_wrap=True)
     for ref in manifest.hsm_keys:
         console.print(f"key in the HSM, not in the backup: {ref}")
+    for name in manifest.kept_apart:
+        console.print(line(f"a secret in clear, not in the backup: {name} of the data directory (it seals the console "
+                           "users' TOTP secrets): keep a copy apart, with the passphrase"), soft_wrap=True)
 
 
 @handle_errors
@@ -65,3 +68,7 @@ def restore(
                        f" (audit chain of {result.copy_.audit_records} records intact; next CRL numbers start "
                        f"{crl_number_gap} above the backup's, trust-list versions {trust_version_gap} above)"),
                   soft_wrap=True)
+    for name in result.to_copy:
+        console.print(line(f"copy {name} from the old data directory into {result.data_dir} before serving the "
+                           "console: the users' TOTP secrets are sealed with it (without it, give each user a new "
+                           "one: otpki users reset-totp NAME)"), soft_wrap=True)
