@@ -167,19 +167,11 @@ class Bootstrap:
         one wins. `in_transaction` runs last inside that transaction (a front's own bookkeeping, such as its replay
         memory); raising there rolls everything back.
         """
-        cert = load_certificate(credential, "bootstrap certificate")
-        fingerprint = sha256_hex(cert.public_bytes(Encoding.DER))
-        owner = issuable_owner(self._ctx, owner_id)
-        if owner.attributes.get(ROLE_ATTRIBUTE) is not None:
-            raise BootstrapRefused(f"{owner.name} is a service identity; it is never enrolled with a bootstrap "
-                                   "certificate", reason="bootstrap_role")
-        if not _lists(owner, cert, fingerprint):
-            raise BootstrapRefused(f"{owner.name} does not list this bootstrap certificate",
-                                   reason="bootstrap_not_allowed")
-        self.check_pin(owner, fingerprint)  # refuse before signing; the transaction below decides for good
+        owner = self.check_enrollment(owner_id, credential)  # refuse before signing
+        pin = self.recording(owner.id, credential, actor)  # the transaction decides for good
 
         def record(tx: StoreWriter, issued: CertificateRecord) -> None:
-            self._record(tx, owner.id, cert, fingerprint, issued, actor)
+            pin(tx, issued)
             if in_transaction is not None:
                 in_transaction(tx, issued)
 
@@ -190,6 +182,34 @@ class Bootstrap:
                                                         in_transaction=record)
         self.refresh()
         return result
+
+    def check_enrollment(self, owner_id: str, credential: bytes) -> Owner:
+        """The device, if bootstrap certificate `credential` may enroll it now (it lists the certificate, is not a
+        service identity, and is unpinned or pinned to this certificate); BootstrapRefused otherwise. A read:
+        `recording` decides again inside the issuing transaction."""
+        cert = load_certificate(credential, "bootstrap certificate")
+        fingerprint = sha256_hex(cert.public_bytes(Encoding.DER))
+        owner = issuable_owner(self._ctx, owner_id)
+        if owner.attributes.get(ROLE_ATTRIBUTE) is not None:
+            raise BootstrapRefused(f"{owner.name} is a service identity; it is never enrolled with a bootstrap "
+                                   "certificate", reason="bootstrap_role")
+        if not _lists(owner, cert, fingerprint):
+            raise BootstrapRefused(f"{owner.name} does not list this bootstrap certificate",
+                                   reason="bootstrap_not_allowed")
+        self.check_pin(owner, fingerprint)
+        return owner
+
+    def recording(self, owner_id: str, credential: bytes, actor: str) -> InTransaction:
+        """An `in_transaction` step for an issue that enrolls the device with bootstrap certificate `credential`:
+        pins the device to it (first time) and retires its other certificates, in the issuing transaction (also
+        used by `engine.requests` when a device collects an approved request). Call `refresh` after the commit."""
+        cert = load_certificate(credential, "bootstrap certificate")
+        fingerprint = sha256_hex(cert.public_bytes(Encoding.DER))
+
+        def record(tx: StoreWriter, issued: CertificateRecord) -> None:
+            self._record(tx, owner_id, cert, fingerprint, issued, actor)
+
+        return record
 
     def _record(self, tx: StoreWriter, owner_id: str, cert: x509.Certificate, fingerprint: str,
                 issued: CertificateRecord, actor: str) -> None:

@@ -9,7 +9,9 @@
 
 Who may enroll: a TLS client certificate (the listener requests one; `trustlists.device_auth` decides whose it is),
 or HTTP Basic for a registrar account (`[web.est] registrars`). Answers: 200 with the certificate; 202 with
-Retry-After while a registrar's request waits for approval (the same request again collects it once approved);
+Retry-After while the request waits for approval in a group with `auto_approve = false`, whoever made it (a
+registrar, or a device with its IDevID or operational certificate); the same request again collects it once
+approved;
 400 malformed; 401 with WWW-Authenticate when there is no usable credential; 403 refused; 404 unknown label;
 413 body too large; 415 not a CSR; 429 too many requests; 503 the CA cannot answer now. Error bodies are one line of
 text saying why. Nothing is issued on any refusal, and every refusal is audited (`est.refuse`), except a request

@@ -8,6 +8,7 @@ package; the PyPI index offers no RFC 7030 client), so curl + openssl speak the 
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -321,5 +322,110 @@ def test_registrar_request_waits_for_approval_then_finishes_once(tmp_path: Path)
         try:
             assert len(eng.requests.list()) == 2
             assert {r.status.value for r in eng.requests.list()} == {"issued"}
+        finally:
+            eng.close()
+
+
+# -- devices that authenticate by certificate, in a group that requires approval (RFC 7030 4.2.3) ----------------
+
+def _requests(server: EstServer) -> dict[str, dict[str, object]]:
+    listed = server.otpki("requests", "list", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    return {r["id"]: r for r in json.loads(listed.stdout)}
+
+
+def _issued_count(server: EstServer) -> int:
+    eng = server.engine()
+    try:
+        return len(eng.audit_records(action="certificate.issue"))
+    finally:
+        eng.close()
+
+
+def test_device_requests_wait_for_approval_and_collect_one_certificate(tmp_path: Path) -> None:
+    """IDevID bootstrap and operational re-enroll: 202 until an operator decides with `otpki requests`, then the
+    certificate, issued once and the same on every repeat; a new CSR supersedes the open request."""
+    cam1, cam2 = MAKER.issue_idevid("SN-cam-1"), MAKER.issue_idevid("SN-cam-2")
+    with est_server(tmp_path / "srv", auto_approve=False, manufacturer=MAKER,
+                    prepare=[("cam-1", cam1), ("cam-2", cam2)]) as server:
+        cert, key = idevid_files(cam1, tmp_path / "idevid")
+        before = _issued_count(server)
+        lost = est(server, tmp_path, "simpleenroll", csr=csr_der("cam-1"), cert=cert, key=key)
+        assert lost.status == 202 and int(lost.headers["retry-after"]) > 0, lost.text
+        lost_id = lost.text.split()[1]
+        # The device lost that key and sends a new CSR: its request supersedes the open one.
+        op_key = new_key()
+        csr = csr_der("cam-1", op_key)
+        pending = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert pending.status == 202, pending.text
+        request_id = pending.text.split()[1]
+        assert request_id != lost_id
+        listed = _requests(server)
+        assert listed[request_id]["status"] == "pending" and listed[request_id]["kind"] == "device-csr"
+        assert listed[request_id]["owner"] == "cam-1"
+        assert listed[lost_id]["status"] == "expired" and request_id in str(listed[lost_id]["reason"])
+        assert server.otpki("requests", "approve", lost_id).returncode == 2  # nothing to approve any more
+        again = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert again.status == 202 and again.text == pending.text  # the same request, not a second one
+        assert len(_requests(server)) == 2 and _issued_count(server) == before
+
+        approved = server.otpki("requests", "approve", request_id)
+        assert approved.returncode == 0 and "device" in approved.stdout, approved.stdout + approved.stderr
+        assert _issued_count(server) == before  # issued when the device is back, with its pin
+        done = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert done.status == 200, done.text
+        op_cert = certs_of(done, tmp_path, "op1")  # before the next request reuses the answer file
+        cacerts = certs_of(est(server, tmp_path, "cacerts"), tmp_path, "cacerts")
+        verify(server, cacerts, op_cert)
+        repeat = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert repeat.status == 200 and repeat.body == done.body  # the same certificate, not another one
+        assert _issued_count(server) == before + 1
+        first = x509.load_pem_x509_certificate(op_cert.read_bytes())
+        listed = _requests(server)
+        assert listed[request_id]["status"] == "issued" and listed[request_id]["serial"] == f"{first.serial_number:x}"
+        eng = server.engine()
+        try:
+            owner = eng.registry.find("mqtt-device", name="cam-1")
+            assert owner is not None
+            pin = eng.bootstrap.pin(owner.id)
+            assert pin is not None and pin.fingerprint_sha256 == cam1.sha256
+        finally:
+            eng.close()
+
+        # Re-enroll with the operational certificate: the same way through approval; the old one is superseded.
+        renew_csr = csr_der("cam-1")
+        op_key_file = key_file(tmp_path, op_key)
+        waiting = est(server, tmp_path, "simplereenroll", csr=renew_csr, cert=op_cert, key=op_key_file)
+        assert waiting.status == 202, waiting.text
+        renewal_id = waiting.text.split()[1]
+        assert server.otpki("requests", "approve", renewal_id).returncode == 0
+        renewed = est(server, tmp_path, "simplereenroll", csr=renew_csr, cert=op_cert, key=op_key_file)
+        assert renewed.status == 200, renewed.text
+        second = x509.load_pem_x509_certificate(certs_of(renewed, tmp_path, "op2").read_bytes())
+        assert second.subject == first.subject and second.serial_number != first.serial_number
+        assert est(server, tmp_path, "simplereenroll", csr=renew_csr, cert=op_cert,
+                   key=op_key_file).body == renewed.body
+        eng = server.engine()
+        try:
+            old = eng.inventory.get(f"{first.serial_number:x}")
+            assert old.superseded_by == f"{second.serial_number:x}" and old.revoked_at is None
+        finally:
+            eng.close()
+        assert _issued_count(server) == before + 2
+
+        # A rejected request: 403 with the operator's reason on the next repeat, and nothing issued or pinned.
+        cert2, key2 = idevid_files(cam2, tmp_path / "idevid2")
+        csr2 = csr_der("cam-2")
+        asked = est(server, tmp_path, "simpleenroll", csr=csr2, cert=cert2, key=key2)
+        assert asked.status == 202, asked.text
+        rejected = server.otpki("requests", "reject", asked.text.split()[1], "--reason", "camera not commissioned")
+        assert rejected.returncode == 0, rejected.stdout + rejected.stderr
+        refused = est(server, tmp_path, "simpleenroll", csr=csr2, cert=cert2, key=key2)
+        assert refused.status == 403 and "camera not commissioned" in refused.text, refused.text
+        assert _issued_count(server) == before + 2
+        eng = server.engine()
+        try:
+            owner = eng.registry.find("mqtt-device", name="cam-2")
+            assert owner is not None and eng.bootstrap.pin(owner.id) is None
         finally:
             eng.close()
