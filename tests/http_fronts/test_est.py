@@ -32,7 +32,7 @@ from tests.http_fronts.est_plant import (
 )
 from trustlists.models import RevocationReason
 from trustlists.passwords import hash_password
-from trustlists.testing import make_csr, new_key
+from trustlists.testing import make_csr, make_engine, new_key
 
 MAKER = Manufacturer.create("ACME Devices")
 OTHER_MAKER = Manufacturer.create("Rogue Devices")  # never imported: a foreign CA
@@ -429,3 +429,36 @@ def test_device_requests_wait_for_approval_and_collect_one_certificate(tmp_path:
             assert owner is not None and eng.bootstrap.pin(owner.id) is None
         finally:
             eng.close()
+
+
+# -- a foreign CA: refused in the TLS handshake, and audited --------------------------------------------------------
+
+def test_foreign_ca_certificates_are_audited_and_a_flood_is_bounded(tmp_path: Path) -> None:
+    """A client certificate of a CA the engine does not trust never gets an HTTP answer (the handshake refuses it),
+    but the operator sees it: one audit record per refusal up to 10 a minute, then one record counting the rest."""
+    rogue_cert, rogue_key = idevid_files(OTHER_MAKER.issue_idevid("SN-flood"), tmp_path / "rogue")
+    body = b64_file(tmp_path / "r.b64", csr_der("cam-9"))
+    attempts = 25
+    with est_server(tmp_path / "srv", manufacturer=MAKER, prepare=[("cam-9", None)]) as server:
+        for _ in range(attempts):
+            res = curl("--cacert", str(server.root_pem), "--cert", str(rogue_cert), "--key", str(rogue_key),
+                       "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{body}",
+                       "-o", "/dev/null", "-w", "%{http_code}", f"{server.url}/.well-known/est/simpleenroll")
+            assert res.returncode != 0 and res.stdout.strip() == b"000", res
+        config, data = server.config, server.data
+    # The server has stopped (SIGTERM): what it still counted is audited by then.
+    eng = make_engine(data, config=config)
+    try:
+        refused = eng.audit_records(action="web.tls_refused")
+        suppressed = eng.audit_records(action="web.tls_refused_suppressed")
+        assert eng.verify_audit().ok
+        assert all(r.details.get("owner") != "cam-9" for r in eng.audit_records(action="certificate.issue"))
+    finally:
+        eng.close()
+    assert len(refused) == 10, [r.details for r in refused]
+    first = refused[0]
+    assert first.actor == "tls-client:127.0.0.1" and first.details["peer"] == "127.0.0.1"
+    assert first.details["verify_code"] == 20 and first.details["alert"] == "unknown_ca"
+    assert "unable to get local issuer certificate" in str(first.details["reason"])
+    assert len(suppressed) == 1 and suppressed[0].details["count"] == attempts - 10
+    assert suppressed[0].details["peers"] == {"127.0.0.1": attempts - 10}
