@@ -345,9 +345,9 @@ def _issued_count(server: EstServer) -> int:
 def test_device_requests_wait_for_approval_and_collect_one_certificate(tmp_path: Path) -> None:
     """IDevID bootstrap and operational re-enroll: 202 until an operator decides with `otpki requests`, then the
     certificate, issued once and the same on every repeat; a new CSR supersedes the open request."""
-    cam1, cam2 = MAKER.issue_idevid("SN-cam-1"), MAKER.issue_idevid("SN-cam-2")
+    cam1, cam2, cam3 = (MAKER.issue_idevid(f"SN-cam-{n}") for n in (1, 2, 3))
     with est_server(tmp_path / "srv", auto_approve=False, manufacturer=MAKER,
-                    prepare=[("cam-1", cam1), ("cam-2", cam2)]) as server:
+                    prepare=[("cam-1", cam1), ("cam-2", cam2), ("cam-3", cam3)]) as server:
         cert, key = idevid_files(cam1, tmp_path / "idevid")
         before = _issued_count(server)
         lost = est(server, tmp_path, "simpleenroll", csr=csr_der("cam-1"), cert=cert, key=key)
@@ -429,6 +429,19 @@ def test_device_requests_wait_for_approval_and_collect_one_certificate(tmp_path:
             assert owner is not None and eng.bootstrap.pin(owner.id) is None
         finally:
             eng.close()
+
+        # serverkeygen waits the same way; the key is handed out once.
+        cert3, key3 = idevid_files(cam3, tmp_path / "idevid3")
+        naming = csr_der("cam-3")  # the same request again, as RFC 7030 4.2.3 has the client repeat it
+        keygen = est(server, tmp_path, "serverkeygen", csr=naming, cert=cert3, key=key3)
+        assert keygen.status == 202, keygen.text
+        assert server.otpki("requests", "approve", keygen.text.split()[1]).returncode == 0
+        delivered = est(server, tmp_path, "serverkeygen", csr=naming, cert=cert3, key=key3)
+        assert delivered.status == 200 and delivered.headers["content-type"].startswith("multipart/mixed")
+        assert b"application/pkcs8" in delivered.body, delivered.text
+        once = est(server, tmp_path, "serverkeygen", csr=naming, cert=cert3, key=key3)
+        assert once.status == 403 and "key_already_collected" in once.text, once.text
+        assert _issued_count(server) == before + 3
 
 
 # -- a foreign CA: refused in the TLS handshake, and audited --------------------------------------------------------
