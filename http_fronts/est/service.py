@@ -273,11 +273,16 @@ class EstService:
                 req = requests.submit_for_device(owner.id, actor=client.actor, csr_bytes=csr_der, new_key=new_key,
                                                  requester_fingerprint=identity.fingerprint, in_transaction=admit)
             except RequestNotAdmitted as lost:
-                refused = self._verdict(client, owner, group, operation,
-                                        "rate_limited" if lost.reason == "rate_limited" else "replay")
-                assert refused is not None
-                return refused
-            return Pending(req.id)
+                # The same request sent twice at once: the other one recorded it, and this one is its repeat.
+                found = requests.for_device(owner.id, requester_fingerprint=identity.fingerprint, csr_bytes=csr_der,
+                                            new_key=new_key) if lost.reason == "replay" else None
+                if found is None:
+                    refused = self._verdict(client, owner, group, operation,
+                                            "rate_limited" if lost.reason == "rate_limited" else "replay")
+                    assert refused is not None
+                    return refused
+            else:
+                return Pending(req.id)
         try:
             if identity.kind == "bootstrap":
                 issued = requests.collect_for_device(found.id, owner_id=owner.id, actor=client.actor,
