@@ -233,8 +233,9 @@ class CertificateRequests:
 
     # -- decisions --------------------------------------------------------------------------------
     def approve(self, request_id: str, *, actor: str) -> CertificateRequest:
-        """Approve a pending request: a CSR request is issued now (status issued), a new-key request is
-        marked approved and issued when its owner collects it. Checks the request again first."""
+        """Approve a pending request: a CSR request is issued now (status issued); a new-key request and a device's
+        own CSR (DEVICE_CSR) are marked approved and issued when the owner (the device) collects them. Checks the
+        request again first."""
         req = self.get(request_id)
         if req.status is not RequestStatus.PENDING:
             raise _already_decided(req, "approved")

@@ -59,7 +59,8 @@ def list_(
 @handle_errors
 def approve(request_id: Annotated[str, typer.Argument(metavar="ID", help="Request id (from `requests list`)")]
             ) -> None:
-    """Approve a pending request: a CSR is signed now; a server-generated key is made when its owner collects it."""
+    """Approve a pending request: a CSR is signed now; a server-generated key, or a device's own CSR (EST), when the
+    owner collects it."""
     from trustlists.requests import RequestKind
 
     with engine() as (eng, s):
