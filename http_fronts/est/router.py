@@ -15,7 +15,9 @@ approved;
 400 malformed; 401 with WWW-Authenticate when there is no usable credential; 403 refused; 404 unknown label;
 413 body too large; 415 not a CSR; 429 too many requests; 503 the CA cannot answer now. Error bodies are one line of
 text saying why. Nothing is issued on any refusal, and every refusal is audited (`est.refuse`), except a request
-that brought no credential at all (the usual first step of an EST client, answered 401).
+that brought no credential at all (the usual first step of an EST client, answered 401). A client certificate the
+TLS handshake refuses (a CA the engine does not trust) never becomes a request: the listener audits it
+(`web.tls_refused`, otpki/web/refused_handshakes.py).
 """
 
 from __future__ import annotations
