@@ -17,7 +17,7 @@ approved;
 text saying why. Nothing is issued on any refusal, and every refusal is audited (`est.refuse`), except a request
 that brought no credential at all (the usual first step of an EST client, answered 401). A client certificate the
 TLS handshake refuses (a CA the engine does not trust) never becomes a request: the listener audits it
-(`web.tls_refused`, otpki/web/refused_handshakes.py).
+(`web.tls_refused`).
 """
 
 from __future__ import annotations
