@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -167,19 +168,12 @@ class Bootstrap:
         one wins. `in_transaction` runs last inside that transaction (a front's own bookkeeping, such as its replay
         memory); raising there rolls everything back.
         """
-        cert = load_certificate(credential, "bootstrap certificate")
-        fingerprint = sha256_hex(cert.public_bytes(Encoding.DER))
-        owner = issuable_owner(self._ctx, owner_id)
-        if owner.attributes.get(ROLE_ATTRIBUTE) is not None:
-            raise BootstrapRefused(f"{owner.name} is a service identity; it is never enrolled with a bootstrap "
-                                   "certificate", reason="bootstrap_role")
-        if not _lists(owner, cert, fingerprint):
-            raise BootstrapRefused(f"{owner.name} does not list this bootstrap certificate",
-                                   reason="bootstrap_not_allowed")
-        self.check_pin(owner, fingerprint)  # refuse before signing; the transaction below decides for good
+        cred = _Credential.of(credential)
+        owner = self._check_enrollment(owner_id, cred)  # refuse before signing
+        pin = self._recording(owner.id, cred, actor)  # the transaction decides for good
 
         def record(tx: StoreWriter, issued: CertificateRecord) -> None:
-            self._record(tx, owner.id, cert, fingerprint, issued, actor)
+            pin(tx, issued)
             if in_transaction is not None:
                 in_transaction(tx, issued)
 
@@ -191,15 +185,45 @@ class Bootstrap:
         self.refresh()
         return result
 
-    def _record(self, tx: StoreWriter, owner_id: str, cert: x509.Certificate, fingerprint: str,
-                issued: CertificateRecord, actor: str) -> None:
+    def check_enrollment(self, owner_id: str, credential: bytes) -> Owner:
+        """The device, if bootstrap certificate `credential` may enroll it now (it lists the certificate, is not a
+        service identity, and is unpinned or pinned to this certificate); BootstrapRefused otherwise. A read:
+        `recording` decides again inside the issuing transaction."""
+        return self._check_enrollment(owner_id, _Credential.of(credential))
+
+    def _check_enrollment(self, owner_id: str, cred: _Credential) -> Owner:
+        owner = issuable_owner(self._ctx, owner_id)
+        if owner.attributes.get(ROLE_ATTRIBUTE) is not None:
+            raise BootstrapRefused(f"{owner.name} is a service identity; it is never enrolled with a bootstrap "
+                                   "certificate", reason="bootstrap_role")
+        if not _lists(owner, cred):
+            raise BootstrapRefused(f"{owner.name} does not list this bootstrap certificate",
+                                   reason="bootstrap_not_allowed")
+        self.check_pin(owner, cred.fingerprint)
+        return owner
+
+    def recording(self, owner_id: str, credential: bytes, actor: str) -> InTransaction:
+        """An `in_transaction` step for an issue that enrolls the device with bootstrap certificate `credential`:
+        pins the device to it (first time) and retires its other certificates, in the issuing transaction (also
+        used by `engine.requests` when a device collects an approved request). Call `refresh` after the commit."""
+        return self._recording(owner_id, _Credential.of(credential), actor)
+
+    def _recording(self, owner_id: str, cred: _Credential, actor: str) -> InTransaction:
+        def record(tx: StoreWriter, issued: CertificateRecord) -> None:
+            self._record(tx, owner_id, cred, issued, actor)
+
+        return record
+
+    def _record(self, tx: StoreWriter, owner_id: str, cred: _Credential, issued: CertificateRecord,
+                actor: str) -> None:
         """Inside the issuance transaction: pin (first time) or check the pin, then retire the old certificates.
 
         Everything is read again here: what was checked before signing may have changed meanwhile (another
         process pinned the device, an operator re-armed it with another allow-list or ended the registration).
         """
+        cert, fingerprint = cred.cert, cred.fingerprint
         owner = tx.get_owner(owner_id)
-        if owner.unregistered or not _lists(owner, cert, fingerprint):
+        if owner.unregistered or not _lists(owner, cred):
             raise BootstrapRefused(f"{owner.name} no longer lists this bootstrap certificate",
                                    reason="bootstrap_not_allowed")
         pin = tx.get_bootstrap_pin(owner.id)
@@ -274,12 +298,26 @@ class Bootstrap:
         return pin
 
 
-def _lists(owner: Owner, cert: x509.Certificate, fingerprint: str) -> bool:
+@dataclass(frozen=True)
+class _Credential:
+    """A bootstrap certificate and what the allow-list compares, read once."""
+
+    cert: x509.Certificate
+    fingerprint: str
+    cn: str | None
+    self_signed: bool
+
+    @classmethod
+    def of(cls, credential: bytes) -> _Credential:
+        cert = load_certificate(credential, "bootstrap certificate")
+        subject = cert.subject
+        return cls(cert, sha256_hex(cert.public_bytes(Encoding.DER)), common_name(cert), cert.issuer == subject)
+
+
+def _lists(owner: Owner, cred: _Credential) -> bool:
     """Does the owner's allow-list name this certificate? A self-signed one chose its own CN: only its fingerprint
     counts."""
-    cn = common_name(cert)
-    self_signed = cert.issuer == cert.subject
-    return any(e.matches(cn, fingerprint, fingerprint_only=self_signed) for e in allow_list(owner))
+    return any(e.matches(cred.cn, cred.fingerprint, fingerprint_only=cred.self_signed) for e in allow_list(owner))
 
 
 def _held_elsewhere(tx: StoreReader, owner: Owner, fingerprint: str) -> BootstrapPin | None:

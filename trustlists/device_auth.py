@@ -121,6 +121,7 @@ class _CertFacts:
     cn: str | None
     uris: list[str]
     not_after: datetime
+    issuer: bytes  # the issuer's name, DER
 
 
 class _CaLink(BaseModel):
@@ -148,6 +149,7 @@ class DeviceAuthenticator:
         self._validator_at = 0.0
         self._facts_cache: dict[bytes, _CertFacts] = {}
         self._engine_cas: dict[bytes, str] = {}  # fingerprint -> CA id, all engine CAs
+        self._engine_names: frozenset[bytes] = frozenset()  # subject names (DER) of all engine CAs
         self._ca_links: dict[str, _CaLink] = {}
         self._group_cas: set[str] = set()
         self._reload_cas()
@@ -177,15 +179,21 @@ class DeviceAuthenticator:
             if factory is not None:
                 return factory
         validator = self._current_validator()
-        options = ValidationOptions(at=now, required_eku="clientAuth")
-        result = validator.validate(chain, options)
-        engine_ca = self._engine_issuer(result)
-        if not result.ok and engine_ca is None and result.code in _BOOTSTRAP_RETRY:
-            relaxed = ValidationOptions(at=now, required_eku=self._bootstrap_eku(leaf),
-                                        suppress_revocation_status_unknown=True,
-                                        suppress_issuer_revocation_status_unknown=True)
+        relaxed = ValidationOptions(at=now, required_eku=self._bootstrap_eku(leaf),
+                                    suppress_revocation_status_unknown=True,
+                                    suppress_issuer_revocation_status_unknown=True)
+        if facts.issuer not in self._engine_names:
+            # No engine CA bears the leaf's issuer name, so no path can run through one (paths are built by
+            # name): an outside chain, judged by the bootstrap rules at once. The strict pass below would only
+            # fail on what they relax (a validation saved per IDevID connect).
             result = validator.validate(chain, relaxed)
             engine_ca = self._engine_issuer(result)
+        else:
+            result = validator.validate(chain, ValidationOptions(at=now, required_eku="clientAuth"))
+            engine_ca = self._engine_issuer(result)
+            if not result.ok and engine_ca is None and result.code in _BOOTSTRAP_RETRY:
+                result = validator.validate(chain, relaxed)
+                engine_ca = self._engine_issuer(result)
         if not result.ok:
             return self._refusal(result, leaf, now)
         if engine_ca is None and any(hashlib.sha256(der).digest() in self._engine_cas for der in result.chain[1:]):
@@ -364,7 +372,8 @@ class DeviceAuthenticator:
         if facts is None:
             cert = x509.load_der_x509_certificate(der)
             facts = _CertFacts(cert=cert, fingerprint=hashlib.sha256(der).hexdigest(), cn=_common_name(cert),
-                               uris=_san_uris(cert), not_after=cert.not_valid_after_utc)
+                               uris=_san_uris(cert), not_after=cert.not_valid_after_utc,
+                               issuer=cert.issuer.public_bytes())
             if len(self._facts_cache) >= _FACTS_CACHE_LIMIT:
                 self._facts_cache.clear()  # bounded without bookkeeping; refills on the next connects
             self._facts_cache[der] = facts
@@ -387,6 +396,8 @@ class DeviceAuthenticator:
         with self._lock:
             cas = self._engine.hierarchy.list()
             self._engine_cas = {bytes.fromhex(ca.fingerprint_sha256): ca.id for ca in cas}
+            self._engine_names = frozenset(x509.load_der_x509_certificate(ca.certificate_der).subject.public_bytes()
+                                           for ca in cas)
             # Only the group's own issuing CAs make an operational identity; every engine CA is a link upwards.
             self._ca_links = {ca.id: _CaLink(parent_id=ca.parent_id, serial=int(ca.serial, 16),
                                              not_after=ca.not_after) for ca in cas}

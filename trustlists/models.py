@@ -403,6 +403,10 @@ class ListedCertificate(NamedTuple):
 class RequestKind(StrEnum):
     CSR = "csr"
     NEW_KEY = "new-key"
+    # A device's own CSR that the device collects itself (EST simpleenroll/simplereenroll in a group that requires
+    # approval): approval records the decision, and the device's next identical request issues the certificate,
+    # with what its credential implies (a bootstrap pin, the renewal of the certificate it presented).
+    DEVICE_CSR = "device-csr"
 
 
 class CertificateRequest(BaseModel):

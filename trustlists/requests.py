@@ -39,6 +39,17 @@ Passwords and restarts
     and nothing needs revoking. Requests for an unencrypted PEM key (the channel protects it) and CSR
     requests need no secret and survive restarts.
 
+Requests a device collects itself (RequestKind.DEVICE_CSR, and NEW_KEY from `submit_for_device`)
+    EST enrolls a device that authenticates with its own certificate: its IDevID (first enrollment, which pins
+    the device to it) or its operational certificate (a renewal, which supersedes it). In a group that requires
+    approval, `submit_for_device` records the request with the client certificate's fingerprint; `approve` only
+    records the decision; `collect_for_device`, called when the device asks again with the same CSR and the same
+    certificate, issues the certificate together with the pin or the renewal, in one transaction, once. Every
+    later ask gets the same certificate back. Issuing at the device's return, not at approval, is what lets the
+    pin commit with the certificate (the IDevID itself is presented then; the store never held it), and it issues
+    only to a device whose credential still authenticates at that moment. A device has one open request: a new
+    CSR from the same certificate expires the older open ones (reason "superseded by ...").
+
 Errors of `finish`: `RequestNotFound` (a `NotFound`) for an unknown id *and* for another owner's request
 (the same message, so ids cannot be probed), `RequestNotComplete` while pending, `RequestRejected` and
 `RequestExpired` (both `InvalidState`). The requester's client-certificate SHA-256 fingerprint is stored
@@ -51,6 +62,7 @@ import builtins  # the class defines list(); annotations after it name the type 
 import functools
 import threading
 import uuid
+from collections.abc import Callable
 from typing import NoReturn
 
 from cryptography.hazmat.primitives import serialization
@@ -60,7 +72,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from trustlists import audit
-from trustlists.authority import CertificateAuthority, KeyFormat, check_key_format, encode_private_key
+from trustlists.authority import CertificateAuthority, InTransaction, KeyFormat, check_key_format, encode_private_key
+from trustlists.bootstrap import Bootstrap
 from trustlists.clock import to_epoch
 from trustlists.context import EngineContext
 from trustlists.csr_checks import ApprovedRequest, build_server_keygen_request, check_csr
@@ -83,7 +96,7 @@ from trustlists.models import CertificateRequest as CertificateRequest  # export
 from trustlists.models import IssuanceKind, IssuedCertificate, KeyType, Owner
 from trustlists.models import RequestKind as RequestKind
 from trustlists.registry import issuable_owner
-from trustlists.store.base import StoreReader
+from trustlists.store.base import StoreReader, StoreWriter
 from trustlists.store.rows import NewCertificate
 
 AUTO_APPROVER = "auto-approve"  # decided_by of requests approved by the group policy
@@ -91,9 +104,11 @@ _SERIAL_ATTEMPTS = 5
 
 
 class CertificateRequests:
-    def __init__(self, ctx: EngineContext, authority: CertificateAuthority, key_pool: KeyPool | None = None) -> None:
+    def __init__(self, ctx: EngineContext, authority: CertificateAuthority, bootstrap: Bootstrap,
+                 key_pool: KeyPool | None = None) -> None:
         self._ctx = ctx
         self._authority = authority
+        self._bootstrap = bootstrap
         self._pool = key_pool or KeyPool()
         self._passwords: dict[str, str] = {}  # request id -> key password, memory only (see module docstring)
         self._lock = threading.Lock()
@@ -156,23 +171,87 @@ class CertificateRequests:
             raise
         return req
 
+    def submit_for_device(self, owner_id: str, *, actor: str, requester_fingerprint: str, csr_bytes: bytes,
+                          new_key: bool = False,
+                          in_transaction: Callable[[StoreWriter, object], None] | None = None) -> CertificateRequest:
+        """Record a device's own request to wait for approval (module docstring): its CSR (DEVICE_CSR), or with
+        `new_key` a request for a server-generated key (NEW_KEY) that keeps the CSR naming the device, so the same
+        request again finds it (`for_device`). Checked completely now, as `submit_csr` and `submit_new_key` check;
+        never decided at once (the caller uses this for groups that require approval).
+
+        The device's other open requests (pending or approved) from the same client certificate are expired in the
+        same transaction, audited with the reason "superseded by <id>": a device that lost its key and made a new
+        one must not wait for an operator to clear its old request, and an operator never approves a CSR the
+        device no longer holds the key of. `in_transaction` runs last in that transaction (a front's replay
+        memory); raising there rolls everything back.
+        """
+        fingerprint = _fingerprint(requester_fingerprint)
+        if fingerprint is None:
+            raise InvalidInput("a device's own request needs the fingerprint of its client certificate")
+        csr = load_csr(csr_bytes)
+        owner = self._owner(owner_id)
+        policy = self._ctx.config.group(owner.group)
+        now = self._ctx.clock()
+        req = CertificateRequest(id=str(uuid.uuid4()), kind=RequestKind.DEVICE_CSR, owner_id=owner.id,
+                                 group=owner.group, site=owner.site, status=RequestStatus.PENDING,
+                                 csr_der=csr.public_bytes(serialization.Encoding.DER),
+                                 requester_fingerprint=fingerprint, submitted_by=actor, submitted_at=now)
+        if new_key:
+            req = req.model_copy(update={"kind": RequestKind.NEW_KEY, "key_type": policy.default_keygen_type,
+                                         "key_format": "pem"})
+            self._check_new_key(req, owner)
+        else:
+            check_csr(csr, policy, owner.group, owner, reserved=self._ctx.config.reserved_names)
+        why = f"superseded by request {req.id} (a new request from the same client certificate)"
+        with self._ctx.store.transaction() as tx:
+            # Rows first, then the audit chain: the order every decision on a request takes its locks in.
+            superseded = [r.id for r in tx.list_cert_requests(owner_id=owner.id)
+                          if r.requester_fingerprint == fingerprint and r.kind is not RequestKind.CSR
+                          and r.status in (RequestStatus.PENDING, RequestStatus.APPROVED)
+                          and tx.transition_cert_request(r.id, expected=[RequestStatus.PENDING, RequestStatus.APPROVED],
+                                                         status=RequestStatus.EXPIRED, reason=why)]
+            tx.insert_cert_request(req)
+            details = {**self._submit_details(req, owner, False), "supersedes": superseded}
+            audit.append_many(tx, [
+                *[(actor, "request.expire", old, {"reason": why}, now) for old in superseded],
+                (actor, "request.submit", req.id, details, now)])
+            if in_transaction is not None:
+                in_transaction(tx, req)
+        return req
+
+    def for_device(self, owner_id: str, *, requester_fingerprint: str, csr_bytes: bytes,
+                   new_key: bool = False) -> CertificateRequest | None:
+        """The device's latest own request (`submit_for_device`) with this CSR from this client certificate, in
+        whatever status; None if there is none."""
+        fingerprint = _fingerprint(requester_fingerprint)
+        csr_der = load_csr(csr_bytes).public_bytes(serialization.Encoding.DER)
+        kind = RequestKind.NEW_KEY if new_key else RequestKind.DEVICE_CSR
+        with self._ctx.store.read() as tx:
+            found = [r for r in tx.list_cert_requests(owner_id=owner_id)
+                     if r.kind is kind and r.requester_fingerprint == fingerprint and r.csr_der == csr_der]
+        return found[-1] if found else None
+
     # -- decisions --------------------------------------------------------------------------------
     def approve(self, request_id: str, *, actor: str) -> CertificateRequest:
-        """Approve a pending request: a CSR request is issued now (status issued), a new-key request is
-        marked approved and issued when its owner collects it. Checks the request again first."""
+        """Approve a pending request: a CSR request is issued now (status issued); a new-key request and a device's
+        own CSR (DEVICE_CSR) are marked approved and issued when the owner (the device) collects them. Checks the
+        request again first."""
         req = self.get(request_id)
         if req.status is not RequestStatus.PENDING:
             raise _already_decided(req, "approved")
         owner = self._owner(req.owner_id)
         now = self._ctx.clock()
-        if req.kind is RequestKind.CSR:
+        if req.kind is RequestKind.DEVICE_CSR:
+            self._check_csr_request(req, owner)  # issued when the device collects it (collect_for_device)
+        elif req.kind is RequestKind.CSR:
             approved = self._check_csr_request(req, owner)
             self._issue(req, owner, approved, actor=actor, expected=(RequestStatus.PENDING,), decided_by=actor,
                         deciding="approved",
                         before=[(actor, "request.approve", req.id, {"by": actor, "owner": owner.name,
                                                                      "group": owner.group, "kind": req.kind.value})])
             return self.get(request_id)
-        self._check_new_key(req, owner)
+        else:
+            self._check_new_key(req, owner)
         with self._ctx.store.transaction() as tx:
             # The request row first, then the audit chain: the order every decision takes its locks in.
             if not tx.transition_cert_request(req.id, expected=[RequestStatus.PENDING], status=RequestStatus.APPROVED,
@@ -216,6 +295,9 @@ class CertificateRequests:
         if given is not None and req.requester_fingerprint is not None and given != req.requester_fingerprint:
             raise RequestNotFound(f"certificate request {request_id} was made with another client certificate",
                                   reason="requester_mismatch")
+        if req.kind is RequestKind.DEVICE_CSR:
+            raise InvalidState(f"certificate request {request_id} is collected by the device itself, with the "
+                               "client certificate it was made with", reason="collected_by_device")
         actor = actor or req.submitted_by
         if req.status in (RequestStatus.PENDING, RequestStatus.APPROVED) and req.has_password \
                 and not self._has_password(req.id):
@@ -233,6 +315,54 @@ class CertificateRequests:
         if req.status is RequestStatus.ISSUED:
             return self._issued_result(req)
         return self._collect(req, actor=actor)
+
+    def collect_for_device(self, request_id: str, *, owner_id: str, requester_fingerprint: str, actor: str,
+                           bootstrap_credential: bytes | None = None, renews: str | None = None) -> IssuedCertificate:
+        """The result of a device's own request (`submit_for_device`), asked by the device with the client
+        certificate it made the request with (another certificate, or another owner: RequestNotFound).
+
+        RequestNotComplete while pending, RequestRejected or RequestExpired after those decisions. Once approved,
+        the certificate is issued now, once (a compare-and-set on the request's status), in one transaction with
+        what the device's credential implies: `bootstrap_credential` (the IDevID it authenticated with, DER) pins
+        the device to it and retires its other certificates, as `engine.bootstrap.enroll` does; `renews` (the
+        serial of the operational certificate it authenticated with) is superseded, as `engine.authority.renew`
+        does. Every later ask returns the same certificate; a server-generated key is handed out once only
+        (InvalidState key_already_collected after that).
+        """
+        if (bootstrap_credential is None) == (renews is None):
+            raise InvalidInput("a device collects with either its bootstrap certificate or the certificate it renews")
+        req = self.get(request_id)
+        if (req.owner_id != owner_id or req.kind is RequestKind.CSR or req.requester_fingerprint is None
+                or req.requester_fingerprint != _fingerprint(requester_fingerprint)):
+            raise RequestNotFound(f"no certificate request with id {request_id!r}")
+        if req.status is RequestStatus.PENDING:
+            raise RequestNotComplete(f"certificate request {request_id} is waiting for an administrator's "
+                                     "approval; ask again later")
+        if req.status in (RequestStatus.REJECTED, RequestStatus.EXPIRED):
+            raise self._moved_on_from(req)
+        if req.status is RequestStatus.ISSUED:
+            return self._issued_result(req)
+        owner = self._owner(req.owner_id)
+        then: InTransaction | None = None
+        if bootstrap_credential is not None:
+            self._bootstrap.check_enrollment(owner.id, bootstrap_credential)
+            then = self._bootstrap.recording(owner.id, bootstrap_credential, actor)
+        else:
+            assert renews is not None
+            self._check_renewable(renews, owner)
+        issuance = IssuanceKind.RENEWAL if renews is not None else None
+        if req.kind is RequestKind.DEVICE_CSR:
+            issued = self._issue(req, owner, self._check_csr_request(req, owner), actor=actor,
+                                 expected=(RequestStatus.APPROVED,), supersedes=renews, then=then, issuance=issuance)
+        else:
+            assert req.key_type is not None
+            key = self._pool.take(req.key_type)
+            issued = self._issue(req, owner, self._check_new_key(req, owner, key), actor=actor,
+                                 expected=(RequestStatus.APPROVED,), key=key, supersedes=renews, then=then,
+                                 issuance=issuance)
+        if bootstrap_credential is not None:
+            self._bootstrap.refresh()
+        return issued
 
     # -- queries ----------------------------------------------------------------------------------
     def get(self, request_id: str) -> CertificateRequest:
@@ -254,6 +384,22 @@ class CertificateRequests:
     # -- internals --------------------------------------------------------------------------------
     def _owner(self, owner_id: str) -> Owner:
         return issuable_owner(self._ctx, owner_id)
+
+    def _check_renewable(self, serial: str, owner: Owner) -> None:
+        """The certificate a device renews is its own and neither revoked nor renewed (checked again when the new
+        one is recorded)."""
+        with self._ctx.store.read() as tx:
+            old = tx.get_certificate(serial, with_der=False)
+        if old.owner_id != owner.id:
+            raise InvalidState(f"certificate {serial} is not {owner.name}'s", reason="not_renewable")
+        if old.revoked_at is not None or old.superseded_by is not None:
+            raise InvalidState(f"certificate {serial} was revoked or renewed meanwhile", reason="not_renewable")
+
+    @staticmethod
+    def _moved_on_from(current: CertificateRequest) -> Exception:
+        if current.status is RequestStatus.REJECTED:
+            return RequestRejected(f"certificate request {current.id} was rejected: {current.reason}")
+        return RequestExpired(f"certificate request {current.id} expired ({current.reason})")
 
     def _check_csr_request(self, req: CertificateRequest, owner: Owner) -> ApprovedRequest:
         assert req.csr_der is not None
@@ -298,25 +444,29 @@ class CertificateRequests:
                insert: bool = False, expected: tuple[RequestStatus, ...] = (), decided_by: str | None = None,
                before: builtins.list[tuple[str, str, str, dict[str, object]]] | None = None,
                key: CertificateIssuerPrivateKeyTypes | None = None, password: str | None = None,
-               deciding: str | None = None) -> IssuedCertificate:
+               deciding: str | None = None, supersedes: str | None = None, then: InTransaction | None = None,
+               issuance: IssuanceKind | None = None) -> IssuedCertificate:
         """Sign outside any lock, then record the certificate and the request's new status together.
 
         `insert`: the request row is new (auto-approved submission); otherwise it must still be in one of
         `expected`. `before`: audit entries (actor, action, subject, details) that precede the issue's.
         `deciding`: this issue is an administrator's decision ("approved"); one made first by someone else is
-        then RequestAlreadyDecided.
+        then RequestAlreadyDecided. `supersedes`: the certificate this one renews (marked superseded in the same
+        transaction, refused if it was revoked or renewed meanwhile); `then`: a last step in the transaction (a
+        bootstrap pin).
 
         The request's row is moved first in the transaction, before the certificate is recorded and the audit
         chain appended to: every decision on a request (approve, reject, expire, collect) locks the row first and
         the chain after it, so two of them at once wait for each other in one order (never a deadlock) and the
         later one finds the request decided.
         """
-        kind = IssuanceKind.SERVER_KEYGEN if req.kind is RequestKind.NEW_KEY else IssuanceKind.CSR
+        kind = issuance or (IssuanceKind.SERVER_KEYGEN if req.kind is RequestKind.NEW_KEY else IssuanceKind.CSR)
         extra: dict[str, object] = {"request": req.id}
         if key is not None:
             extra["server_keygen"] = approved.key_type.value
         for _attempt in range(_SERIAL_ATTEMPTS):
-            prepared = self._authority._prepare(approved, owner, issuance=kind, delivered=True, extra_audit=extra)
+            prepared = self._authority._prepare(approved, owner, issuance=kind, delivered=True, supersedes=supersedes,
+                                                extra_audit=extra)
             issued = prepared.issued()
             if key is not None:
                 # Encoded before anything is recorded: a certificate is never issued for a key we cannot hand out.
@@ -342,10 +492,18 @@ class CertificateRequests:
                                 issued_at=to_epoch(at), decided_by=decided_by,
                                 decided_at=to_epoch(at) if decided_by else None):
                             raise self._moved_on(tx, req.id)
+                    if supersedes is not None:
+                        old = tx.get_certificate(supersedes, with_der=False)
+                        if old.superseded_by is not None or old.revoked_at is not None:
+                            raise InvalidState(f"certificate {supersedes} was renewed or revoked meanwhile",
+                                               reason="not_renewable")
+                        tx.mark_superseded(supersedes, serial)
                     audit.append_many(tx, [
                         *[(a, action, subject, details, at) for a, action, subject, details in before or []],
                         (actor, "certificate.issue", serial, prepared.details, at),
                         (actor, "request.issue", req.id, {"serial": serial, "owner": owner.name}, at)])
+                    if then is not None:
+                        then(tx, prepared.record)
             except AlreadyExists:
                 continue  # serial clash: everything rolled back, nothing was handed out; sign again
             return issued

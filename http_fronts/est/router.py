@@ -9,11 +9,15 @@
 
 Who may enroll: a TLS client certificate (the listener requests one; `trustlists.device_auth` decides whose it is),
 or HTTP Basic for a registrar account (`[web.est] registrars`). Answers: 200 with the certificate; 202 with
-Retry-After while a registrar's request waits for approval (the same request again collects it once approved);
+Retry-After while the request waits for approval in a group with `auto_approve = false`, whoever made it (a
+registrar, or a device with its IDevID or operational certificate); the same request again collects it once
+approved;
 400 malformed; 401 with WWW-Authenticate when there is no usable credential; 403 refused; 404 unknown label;
 413 body too large; 415 not a CSR; 429 too many requests; 503 the CA cannot answer now. Error bodies are one line of
 text saying why. Nothing is issued on any refusal, and every refusal is audited (`est.refuse`), except a request
-that brought no credential at all (the usual first step of an EST client, answered 401).
+that brought no credential at all (the usual first step of an EST client, answered 401). A client certificate the
+TLS handshake refuses (a CA the engine does not trust) never becomes a request: the listener audits it
+(`web.tls_refused`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Request, Response
 
 from http_fronts.est.csrattrs import csr_attributes
@@ -127,7 +130,9 @@ async def _client(request: Request, service: EstService, group: str,
 def _tls_chain(request: Request) -> list[bytes]:
     tls = (request.scope.get("extensions") or {}).get("tls") or {}
     pems = tls.get("client_cert_chain") or []
-    return [x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER) for pem in pems]
+    # The listener wrote these PEM blocks from verified certificates: unwrapping the base64 is enough (the service
+    # parses each certificate once, cached by its bytes).
+    return [ssl.PEM_cert_to_DER_cert(pem) for pem in pems]
 
 
 def _basic(header: str) -> tuple[str, str] | None:

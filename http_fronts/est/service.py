@@ -2,7 +2,9 @@
 answers for them. Every rule is the engine's: `trustlists.device_auth` says who a TLS client certificate is (the
 same code the MQTT brokers and enrollment service use), `engine.bootstrap.enroll` enrolls a bootstrap identity (the
 allow-list and the pin), `engine.authority.renew` re-enrolls an operational one (revoked or superseded: refused),
-`engine.requests` holds a registrar's request for an administrator's approval, and csr_checks judge every CSR.
+`engine.requests` holds a request for an administrator's approval (a registrar's, and a device's own in a group
+that requires approval: the device collects it with the same CSR and certificate, see `_through_approval`), and
+csr_checks judge every CSR.
 
 Replays: the SHA-256 of each CSR is remembered per device in the store (`engine.request_guard`, shared by every
 process on the store) for `replay_window_days`; the same CSR again is refused (403), whatever the first answer
@@ -40,6 +42,7 @@ from trustlists.errors import (
     NotFound,
     OtpkiError,
     RequestNotAdmitted,
+    RequestNotComplete,
     StoreError,
 )
 from trustlists.models import IssuedCertificate, Owner, RequestKind
@@ -215,6 +218,8 @@ class EstService:
             return self._refuse(client, owner.id, group, operation, 403, "identity_mismatch",
                                 f"the CSR names {common_name(csr.subject)!r}, but the client certificate is "
                                 f"{owner.name!r}'s")
+        if not self._engine.config.group(group).auto_approve:
+            return self._through_approval(operation, group, client, csr_der)
         # A read first, so a replay or a device over its budget costs no signature; then the same question again
         # inside the issuing transaction, which settles it (two processes, one CSR: one commits).
         scope, digest = f"est:{group}", hashlib.sha256(csr_der).hexdigest()
@@ -241,6 +246,54 @@ class EstService:
                                     "rate_limited" if lost.reason == "rate_limited" else "replay")
             assert refused is not None
             return refused
+        return _issued(issued)
+
+    def _through_approval(self, operation: Operation, group: str, client: Device, csr_der: bytes) -> Outcome:
+        """RFC 7030 4.2.3 for a device of a group that requires approval: the first request is recorded and
+        answered 202; the same request again (same CSR, same client certificate) is answered 202 while it waits,
+        then with the certificate, issued once by the engine when the device is back (with its bootstrap pin or
+        its renewal), and the same certificate on every later repeat; 403 after a rejection. A new CSR from the
+        same certificate supersedes the open request (the engine expires it): a device that lost its key
+        recovers without an operator clearing its old request first."""
+        identity = client.identity
+        owner = identity.owner
+        requests = self._engine.requests
+        new_key = operation == "serverkeygen"
+        found = requests.for_device(owner.id, requester_fingerprint=identity.fingerprint, csr_bytes=csr_der,
+                                    new_key=new_key)
+        if found is None:
+            scope, digest = f"est:{group}", hashlib.sha256(csr_der).hexdigest()
+            refused = self._verdict(client, owner, group, operation,
+                                    self._engine.request_guard.peek(scope, owner.id, digest, limit=self._limit))
+            if refused is not None:
+                return refused
+            admit = self._engine.request_guard.admitting(scope, owner.id, digest, expires_at=self._forget_at(),
+                                                         limit=self._limit)
+            try:
+                req = requests.submit_for_device(owner.id, actor=client.actor, csr_bytes=csr_der, new_key=new_key,
+                                                 requester_fingerprint=identity.fingerprint, in_transaction=admit)
+            except RequestNotAdmitted as lost:
+                # The same request sent twice at once: the other one recorded it, and this one is its repeat.
+                found = requests.for_device(owner.id, requester_fingerprint=identity.fingerprint, csr_bytes=csr_der,
+                                            new_key=new_key) if lost.reason == "replay" else None
+                if found is None:
+                    refused = self._verdict(client, owner, group, operation,
+                                            "rate_limited" if lost.reason == "rate_limited" else "replay")
+                    assert refused is not None
+                    return refused
+            else:
+                return Pending(req.id)
+        try:
+            if identity.kind == "bootstrap":
+                issued = requests.collect_for_device(found.id, owner_id=owner.id, actor=client.actor,
+                                                     requester_fingerprint=identity.fingerprint,
+                                                     bootstrap_credential=client.certificate_der)
+            else:
+                issued = requests.collect_for_device(found.id, owner_id=owner.id, actor=client.actor,
+                                                     requester_fingerprint=identity.fingerprint,
+                                                     renews=f"{identity.serial:x}")
+        except RequestNotComplete:
+            return Pending(found.id)
         return _issued(issued)
 
     def _for_registrar(self, operation: Operation, group: str, client: Registrar,

@@ -47,7 +47,8 @@ def list_(
     table = Table(Column("id", no_wrap=True, min_width=36), Column("status", no_wrap=True, min_width=8), "kind",
                   "group", "owner", "submitted", "serial / reason")
     for r in reqs:
-        what = r.kind.value if r.kind is RequestKind.CSR else f"new-key {r.key_type.value if r.key_type else ''}"
+        what = (f"new-key {r.key_type.value if r.key_type else ''}" if r.kind is RequestKind.NEW_KEY
+                else r.kind.value)
         table.add_row(r.id, r.status.value, what, r.group, names.get(r.owner_id, r.owner_id),
                       f"{r.submitted_at:%Y-%m-%d %H:%M}", r.serial or r.reason or "-")
     console.print(table)
@@ -58,7 +59,10 @@ def list_(
 @handle_errors
 def approve(request_id: Annotated[str, typer.Argument(metavar="ID", help="Request id (from `requests list`)")]
             ) -> None:
-    """Approve a pending request: a CSR is signed now; a server-generated key is made when its owner collects it."""
+    """Approve a pending request: a CSR is signed now; a server-generated key, or a device's own CSR (EST), when the
+    owner collects it."""
+    from trustlists.requests import RequestKind
+
     with engine() as (eng, s):
         try:
             req = eng.requests.approve(request_id, actor=s.actor())
@@ -66,6 +70,9 @@ def approve(request_id: Annotated[str, typer.Argument(metavar="ID", help="Reques
             raise _unknown(request_id) from None
     if req.status is RequestStatus.ISSUED:
         console.print(f"approved request {req.id}: issued certificate {req.serial}")
+    elif req.kind is RequestKind.DEVICE_CSR:
+        console.print(f"approved request {req.id}: the certificate is issued when the device sends its request "
+                      "again")
     else:
         console.print(f"approved request {req.id}: the key and certificate are made when the owner collects them")
 

@@ -26,6 +26,7 @@ from trustlists.errors import InvalidInput
 
 if TYPE_CHECKING:
     from otpki.config import Settings
+    from otpki.web.refused_handshakes import RefusedHandshakeAudit
     from otpki.web.tls import ServerIdentity
     from trustlists.engine import Engine
 
@@ -111,11 +112,14 @@ def bind(address: ListenAddress, what: str) -> socket.socket:
 class UvicornListener:
     """One uvicorn server on one socket, started and stopped in the running loop."""
 
-    def __init__(self, app: Any, address: ListenAddress, *, what: str, ssl_context: Any = None) -> None:
+    def __init__(self, app: Any, address: ListenAddress, *, what: str, ssl_context: Any = None,
+                 on_refused: Callable[[Any], None] | None = None) -> None:
         self._app = app
         self.address = address
         self._what = what
         self._ssl = ssl_context
+        self._on_refused = on_refused  # a client certificate the TLS handshake refused (a RefusedHandshake)
+        self._protocol: Any = None
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -127,19 +131,17 @@ class UvicornListener:
     async def start(self) -> None:
         import uvicorn
 
-        from otpki.web._uvicorn_compat import EmbeddedServer, TlsH11Protocol
+        from otpki.web._uvicorn_compat import EmbeddedServer, TlsH11Protocol, tls_protocol
 
         address = self.address if self.port is None else self.address.with_port(self.port)
         sock = bind(address, self._what)
         self.port = sock.getsockname()[1]
-        ssl_context = self._ssl
-
-        def context(_config: object, _default: Callable[[], object]) -> Any:
-            return ssl_context
-
-        config = uvicorn.Config(self._app, http=TlsH11Protocol, lifespan="off", log_config=None,
-                                access_log=False, timeout_graceful_shutdown=GRACEFUL_S, server_header=False,
-                                ssl_context_factory=context if ssl_context is not None else None)
+        # uvicorn listens on TCP; the protocol does the TLS handshake, so a refused client certificate is seen
+        # (otpki/web/_uvicorn_compat.py).
+        protocol = TlsH11Protocol if self._ssl is None else tls_protocol(self._ssl, self._on_refused)
+        self._protocol = protocol
+        config = uvicorn.Config(self._app, http=protocol, lifespan="off", log_config=None,
+                                access_log=False, timeout_graceful_shutdown=GRACEFUL_S, server_header=False)
         server = EmbeddedServer(config)
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn {self.url}")
@@ -163,6 +165,8 @@ class UvicornListener:
         self._server = self._task = None
         if server is None or task is None:
             return
+        if self._protocol is not None:
+            self._protocol.cancel_handshakes()
         server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=GRACEFUL_S + 2)
@@ -191,14 +195,19 @@ class WebListeners:
         self.identity: ServerIdentity | None = None
         self._renew_check_s = renew_check_s
         self._renewer: asyncio.Task[None] | None = None
+        self._refusals: RefusedHandshakeAudit | None = None
 
     async def start(self) -> None:
         from trustlists.blocking import run_blocking
 
         ssl_context = await run_blocking(self._ssl_context) if self._tls else None
         if self.main is None:
+            if ssl_context is not None:
+                from otpki.web.refused_handshakes import RefusedHandshakeAudit
+
+                self._refusals = RefusedHandshakeAudit(self._engine, "web")
             self.main = UvicornListener(self._main_app, self._main_address, what="the web console",
-                                        ssl_context=ssl_context)
+                                        ssl_context=ssl_context, on_refused=self._refusals)
         else:
             self.main._ssl = ssl_context  # a restart takes a renewed certificate
         await self.main.start()
@@ -276,6 +285,8 @@ class WebListeners:
         for listener in (self.http, self.main):
             if listener is not None:
                 await listener.stop()
+        if self._refusals is not None:
+            await self._refusals.close()
 
     def addresses(self) -> dict[str, str]:
         out: dict[str, str] = {}

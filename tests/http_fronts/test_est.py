@@ -8,6 +8,7 @@ package; the PyPI index offers no RFC 7030 client), so curl + openssl speak the 
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -31,7 +32,7 @@ from tests.http_fronts.est_plant import (
 )
 from trustlists.models import RevocationReason
 from trustlists.passwords import hash_password
-from trustlists.testing import make_csr, new_key
+from trustlists.testing import make_csr, make_engine, new_key
 
 MAKER = Manufacturer.create("ACME Devices")
 OTHER_MAKER = Manufacturer.create("Rogue Devices")  # never imported: a foreign CA
@@ -323,3 +324,154 @@ def test_registrar_request_waits_for_approval_then_finishes_once(tmp_path: Path)
             assert {r.status.value for r in eng.requests.list()} == {"issued"}
         finally:
             eng.close()
+
+
+# -- devices that authenticate by certificate, in a group that requires approval (RFC 7030 4.2.3) ----------------
+
+def _requests(server: EstServer) -> dict[str, dict[str, object]]:
+    listed = server.otpki("requests", "list", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    return {r["id"]: r for r in json.loads(listed.stdout)}
+
+
+def _issued_count(server: EstServer) -> int:
+    eng = server.engine()
+    try:
+        return len(eng.audit_records(action="certificate.issue"))
+    finally:
+        eng.close()
+
+
+def test_device_requests_wait_for_approval_and_collect_one_certificate(tmp_path: Path) -> None:
+    """IDevID bootstrap and operational re-enroll: 202 until an operator decides with `otpki requests`, then the
+    certificate, issued once and the same on every repeat; a new CSR supersedes the open request."""
+    cam1, cam2, cam3 = (MAKER.issue_idevid(f"SN-cam-{n}") for n in (1, 2, 3))
+    with est_server(tmp_path / "srv", auto_approve=False, manufacturer=MAKER,
+                    prepare=[("cam-1", cam1), ("cam-2", cam2), ("cam-3", cam3)]) as server:
+        cert, key = idevid_files(cam1, tmp_path / "idevid")
+        before = _issued_count(server)
+        lost = est(server, tmp_path, "simpleenroll", csr=csr_der("cam-1"), cert=cert, key=key)
+        assert lost.status == 202 and int(lost.headers["retry-after"]) > 0, lost.text
+        lost_id = lost.text.split()[1]
+        # The device lost that key and sends a new CSR: its request supersedes the open one.
+        op_key = new_key()
+        csr = csr_der("cam-1", op_key)
+        pending = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert pending.status == 202, pending.text
+        request_id = pending.text.split()[1]
+        assert request_id != lost_id
+        listed = _requests(server)
+        assert listed[request_id]["status"] == "pending" and listed[request_id]["kind"] == "device-csr"
+        assert listed[request_id]["owner"] == "cam-1"
+        assert listed[lost_id]["status"] == "expired" and request_id in str(listed[lost_id]["reason"])
+        assert server.otpki("requests", "approve", lost_id).returncode == 2  # nothing to approve any more
+        again = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert again.status == 202 and again.text == pending.text  # the same request, not a second one
+        assert len(_requests(server)) == 2 and _issued_count(server) == before
+
+        approved = server.otpki("requests", "approve", request_id)
+        assert approved.returncode == 0 and "device" in approved.stdout, approved.stdout + approved.stderr
+        assert _issued_count(server) == before  # issued when the device is back, with its pin
+        done = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert done.status == 200, done.text
+        op_cert = certs_of(done, tmp_path, "op1")  # before the next request reuses the answer file
+        cacerts = certs_of(est(server, tmp_path, "cacerts"), tmp_path, "cacerts")
+        verify(server, cacerts, op_cert)
+        repeat = est(server, tmp_path, "simpleenroll", csr=csr, cert=cert, key=key)
+        assert repeat.status == 200 and repeat.body == done.body  # the same certificate, not another one
+        assert _issued_count(server) == before + 1
+        first = x509.load_pem_x509_certificate(op_cert.read_bytes())
+        listed = _requests(server)
+        assert listed[request_id]["status"] == "issued" and listed[request_id]["serial"] == f"{first.serial_number:x}"
+        eng = server.engine()
+        try:
+            owner = eng.registry.find("mqtt-device", name="cam-1")
+            assert owner is not None
+            pin = eng.bootstrap.pin(owner.id)
+            assert pin is not None and pin.fingerprint_sha256 == cam1.sha256
+        finally:
+            eng.close()
+
+        # Re-enroll with the operational certificate: the same way through approval; the old one is superseded.
+        renew_csr = csr_der("cam-1")
+        op_key_file = key_file(tmp_path, op_key)
+        waiting = est(server, tmp_path, "simplereenroll", csr=renew_csr, cert=op_cert, key=op_key_file)
+        assert waiting.status == 202, waiting.text
+        renewal_id = waiting.text.split()[1]
+        assert server.otpki("requests", "approve", renewal_id).returncode == 0
+        renewed = est(server, tmp_path, "simplereenroll", csr=renew_csr, cert=op_cert, key=op_key_file)
+        assert renewed.status == 200, renewed.text
+        second = x509.load_pem_x509_certificate(certs_of(renewed, tmp_path, "op2").read_bytes())
+        assert second.subject == first.subject and second.serial_number != first.serial_number
+        assert est(server, tmp_path, "simplereenroll", csr=renew_csr, cert=op_cert,
+                   key=op_key_file).body == renewed.body
+        eng = server.engine()
+        try:
+            old = eng.inventory.get(f"{first.serial_number:x}")
+            assert old.superseded_by == f"{second.serial_number:x}" and old.revoked_at is None
+        finally:
+            eng.close()
+        assert _issued_count(server) == before + 2
+
+        # A rejected request: 403 with the operator's reason on the next repeat, and nothing issued or pinned.
+        cert2, key2 = idevid_files(cam2, tmp_path / "idevid2")
+        csr2 = csr_der("cam-2")
+        asked = est(server, tmp_path, "simpleenroll", csr=csr2, cert=cert2, key=key2)
+        assert asked.status == 202, asked.text
+        rejected = server.otpki("requests", "reject", asked.text.split()[1], "--reason", "camera not commissioned")
+        assert rejected.returncode == 0, rejected.stdout + rejected.stderr
+        refused = est(server, tmp_path, "simpleenroll", csr=csr2, cert=cert2, key=key2)
+        assert refused.status == 403 and "camera not commissioned" in refused.text, refused.text
+        assert _issued_count(server) == before + 2
+        eng = server.engine()
+        try:
+            owner = eng.registry.find("mqtt-device", name="cam-2")
+            assert owner is not None and eng.bootstrap.pin(owner.id) is None
+        finally:
+            eng.close()
+
+        # serverkeygen waits the same way; the key is handed out once.
+        cert3, key3 = idevid_files(cam3, tmp_path / "idevid3")
+        naming = csr_der("cam-3")  # the same request again, as RFC 7030 4.2.3 has the client repeat it
+        keygen = est(server, tmp_path, "serverkeygen", csr=naming, cert=cert3, key=key3)
+        assert keygen.status == 202, keygen.text
+        assert server.otpki("requests", "approve", keygen.text.split()[1]).returncode == 0
+        delivered = est(server, tmp_path, "serverkeygen", csr=naming, cert=cert3, key=key3)
+        assert delivered.status == 200 and delivered.headers["content-type"].startswith("multipart/mixed")
+        assert b"application/pkcs8" in delivered.body, delivered.text
+        once = est(server, tmp_path, "serverkeygen", csr=naming, cert=cert3, key=key3)
+        assert once.status == 403 and "key_already_collected" in once.text, once.text
+        assert _issued_count(server) == before + 3
+
+
+# -- a foreign CA: refused in the TLS handshake, and audited --------------------------------------------------------
+
+def test_foreign_ca_certificates_are_audited_and_a_flood_is_bounded(tmp_path: Path) -> None:
+    """A client certificate of a CA the engine does not trust never gets an HTTP answer (the handshake refuses it),
+    but the operator sees it: one audit record per refusal up to 10 a minute, then one record counting the rest."""
+    rogue_cert, rogue_key = idevid_files(OTHER_MAKER.issue_idevid("SN-flood"), tmp_path / "rogue")
+    body = b64_file(tmp_path / "r.b64", csr_der("cam-9"))
+    attempts = 25
+    with est_server(tmp_path / "srv", manufacturer=MAKER, prepare=[("cam-9", None)]) as server:
+        for _ in range(attempts):
+            res = curl("--cacert", str(server.root_pem), "--cert", str(rogue_cert), "--key", str(rogue_key),
+                       "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{body}",
+                       "-o", "/dev/null", "-w", "%{http_code}", f"{server.url}/.well-known/est/simpleenroll")
+            assert res.returncode != 0 and res.stdout.strip() == b"000", res
+        config, data = server.config, server.data
+    # The server has stopped (SIGTERM): what it still counted is audited by then.
+    eng = make_engine(data, config=config)
+    try:
+        refused = eng.audit_records(action="web.tls_refused")
+        suppressed = eng.audit_records(action="web.tls_refused_suppressed")
+        assert eng.verify_audit().ok
+        assert all(r.details.get("owner") != "cam-9" for r in eng.audit_records(action="certificate.issue"))
+    finally:
+        eng.close()
+    assert len(refused) == 10, [r.details for r in refused]
+    first = refused[0]
+    assert first.actor == "tls-client:127.0.0.1" and first.details["peer"] == "127.0.0.1"
+    assert first.details["verify_code"] == 20 and first.details["alert"] == "unknown_ca"
+    assert "unable to get local issuer certificate" in str(first.details["reason"])
+    assert len(suppressed) == 1 and suppressed[0].details["count"] == attempts - 10
+    assert suppressed[0].details["peers"] == {"127.0.0.1": attempts - 10}

@@ -2,7 +2,8 @@
 
 A real uvicorn server on 127.0.0.1 port 0 with the engine-issued listener identity (otpki.web.tls), curl as the
 client: the app sees the ASGI TLS extension with the client certificate curl sent, an empty chain when it sent
-none, and the process's signal handlers are left to the supervisor.
+none, a certificate of a foreign CA is refused in the handshake and reported with the peer's address and
+OpenSSL's reason, and the process's signal handlers are left to the supervisor.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from otpki.web import _uvicorn_compat
 from otpki.web.listener import ListenAddress, UvicornListener
 from otpki.web.tls import client_trust_pem, ensure_server_identity, server_context
+from simulators.manufacturer import Manufacturer
 from trustlists.engine import Engine
-from trustlists.testing import PASSPHRASE, initialized_engine
+from trustlists.testing import PASSPHRASE, eventually, initialized_engine
 
 
 async def echo_tls(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -40,13 +42,19 @@ def engine(tmp_path: Path) -> Engine:
 
 
 @pytest.fixture
-async def listener(engine: Engine, tmp_path: Path) -> AsyncIterator[UvicornListener]:
+def refused() -> list[_uvicorn_compat.RefusedHandshake]:
+    return []
+
+
+@pytest.fixture
+async def listener(engine: Engine, tmp_path: Path,
+                   refused: list[_uvicorn_compat.RefusedHandshake]) -> AsyncIterator[UvicornListener]:
     identity, issued = ensure_server_identity(engine, tmp_path / "web", group="web-server", names=["127.0.0.1"],
                                               actor="test", password=PASSPHRASE)
     assert issued
     ctx = server_context(identity, client_trust_pem(engine))
     server = UvicornListener(echo_tls, ListenAddress("127.0.0.1", 0, "test"), what="the test server",
-                             ssl_context=ctx)
+                             ssl_context=ctx, on_refused=refused.append)
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     await server.start()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before  # EmbeddedServer
@@ -118,3 +126,25 @@ def test_check_refuses_another_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_uvicorn_compat, "version", lambda _name: "0.0.1")
     with pytest.raises(_uvicorn_compat.UvicornIncompatible, match=r"written for uvicorn 0\.55\.0"):
         _uvicorn_compat._check()
+
+
+async def test_a_foreign_client_certificate_is_refused_in_the_handshake_and_reported(
+        engine: Engine, listener: UvicornListener, tmp_path: Path,
+        refused: list[_uvicorn_compat.RefusedHandshake]) -> None:
+    rogue = Manufacturer.create("Rogue Devices").issue_idevid("SN-rogue")  # a CA the engine never imported
+    (tmp_path / "r.pem").write_text(rogue.cert_file_pem)
+    (tmp_path / "r.key").write_text(rogue.key_pem)
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "20", "--cacert", root_pem(engine, tmp_path), "--cert", str(tmp_path / "r.pem"),
+        "--key", str(tmp_path / "r.key"), "-o", "/dev/null", "-w", "%{http_code}", f"{listener.url}/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode != 0 and out == b"000", err  # no HTTP exchange at all
+    await eventually(lambda: bool(refused), "the refusal reported")
+    (report,) = refused
+    assert report.peer == "127.0.0.1" and report.port > 0
+    assert report.verify_code == 20 and report.alert == "unknown_ca"
+    assert "unable to get local issuer certificate" in report.reason
+    # The listener goes on serving.
+    answer = await curl("--cacert", root_pem(engine, tmp_path), f"{listener.url}/")
+    assert answer["scheme"] == "https" and answer["tls"]["client_cert_chain"] == []

@@ -295,3 +295,4 @@ def test_list_filters(engine: Engine, user: Owner, device: Owner) -> None:
         engine.requests.list(status="bogus")
     with pytest.raises(NotFound):
         engine.requests.list(group="nope")
+

@@ -179,8 +179,8 @@ class StoreReader(Protocol):
         """RequestNotFound for an unknown id."""
         ...
 
-    def list_cert_requests(self, *, status: RequestStatus | None = None, group: str | None = None
-                           ) -> list[CertificateRequest]: ...
+    def list_cert_requests(self, *, status: RequestStatus | None = None, group: str | None = None,
+                           owner_id: str | None = None) -> list[CertificateRequest]: ...
 
     # -- delivery targets
     def get_target(self, target_id: str) -> DeliveryTarget | None:

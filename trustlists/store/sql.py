@@ -678,10 +678,13 @@ class SqlTx:
             raise RequestNotFound(f"no certificate request with id {request_id!r}")
         return self._request(row)
 
-    def list_cert_requests(self, *, status: RequestStatus | None = None, group: str | None = None
-                           ) -> list[CertificateRequest]:
+    def list_cert_requests(self, *, status: RequestStatus | None = None, group: str | None = None,
+                           owner_id: str | None = None) -> list[CertificateRequest]:
         where: list[str] = []
         params: list[Any] = []
+        if owner_id is not None:
+            where.append("owner_id = ?")
+            params.append(owner_id)
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
