@@ -25,6 +25,7 @@ import functools
 import inspect
 import logging
 import textwrap
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -37,11 +38,12 @@ from asyncua.client.ua_client import UaClient, UASocketProtocol
 from asyncua.common.connection import SecureConnection
 from asyncua.common.utils import Buffer
 from asyncua.crypto.security_policies import SecurityPolicy, SecurityPolicyFactory, SecurityPolicyNone
-from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
+from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData, NodeManagementService
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.internal_subscription import InternalSubscription
+from asyncua.server.standard_address_space import standard_address_space
 from asyncua.server.subscription_service import SubscriptionService
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
@@ -600,15 +602,16 @@ def is_listening(server: Server) -> bool:
 # `InternalServer.load_standard_address_space(shelf_file)` builds namespace 0 (~6,000 nodes) through the
 # NodeManagementService for every new server: ~1.1 s of CPU, most of what starting a server costs. asyncua's own
 # shortcut (a shelf file) is slower here, and so is unpickling the nodes. The result is the same every time, so
-# `reuse_standard_address_space` keeps a pristine copy of the first one built in the process (`AddressSpace._nodes`:
-# NodeData with their AttributeValues and references) and hands each later server a copy of its own (~0.4 s): new
-# NodeData, AttributeValue, DataValue and Variant objects and reference lists, the lists inside values copied deeply;
-# the values asyncua only ever replaces (NodeId, QualifiedName, LocalizedText, numbers, strings) shared. The copies
-# are needed: asyncua hands a stored DataValue out by reference and its callers change lists in place
+# `reuse_standard_address_space` builds it once per process (`fill_address_space` into an address space no server
+# uses: a pristine template, `AddressSpace._nodes`) and hands every server a copy of its own (~0.4 s): new NodeData,
+# AttributeValue, DataValue and Variant objects and reference lists, the lists inside values copied deeply; the
+# values asyncua only ever replaces (NodeId, QualifiedName, LocalizedText, numbers, strings) shared. The copies are
+# needed: asyncua hands a stored DataValue out by reference and its callers change lists in place
 # (`register_namespace` appends to the NamespaceArray it read). Used by the test suite, which starts hundreds of
-# servers in its worker processes.
+# servers in its worker processes, the plant simulator and the demo.
 
-_standard_nodes: list[dict[ua.NodeId, NodeData]] = []  # the pristine copy, once built
+_standard_nodes: list[dict[ua.NodeId, NodeData]] = []  # the pristine template, once built
+_template_lock = threading.Lock()  # servers of several threads and event loops may start at once
 _DATA_VALUE_FIELDS = tuple(f.name for f in dataclasses.fields(ua.DataValue))
 _VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(ua.Variant))
 
@@ -645,9 +648,21 @@ def _copy_nodes(nodes: dict[ua.NodeId, NodeData]) -> dict[ua.NodeId, NodeData]:
     return copied
 
 
+def _standard_nodes_copy() -> dict[ua.NodeId, NodeData]:
+    """A copy of the template; the first call builds the template (as asyncua does, into an address space of its
+    own that no server uses) while any other caller waits for it, so servers started at once build it only once."""
+    with _template_lock:
+        if not _standard_nodes:
+            template = AddressSpace()
+            standard_address_space.fill_address_space(NodeManagementService(template))
+            _standard_nodes.append(template._nodes)
+    return _copy_nodes(_standard_nodes[0])
+
+
 def reuse_standard_address_space() -> None:
-    """From now on, in this process, every server after the first takes a copy of the standard address space the
-    first one built instead of building it again (a server given a shelf file still uses it); idempotent."""
+    """From now on, in this process, servers take a copy of one standard address space built once instead of each
+    building it (a server given a shelf file still uses it); idempotent. The first server pays the build and a copy
+    (~1.5 s), every later one a copy (~0.4 s): for processes that start more than one server."""
     original = InternalServer.load_standard_address_space
     if getattr(original, _MARK, False):
         return
@@ -656,12 +671,8 @@ def reuse_standard_address_space() -> None:
     async def load_standard_address_space(self: InternalServer, shelf_file: Any = None) -> None:
         if shelf_file is not None:
             await original(self, shelf_file)
-        elif not _standard_nodes:
-            await original(self, None)
-            if not _standard_nodes:  # another server of this process may have finished first
-                _standard_nodes.append(await asyncio.to_thread(_copy_nodes, self.aspace._nodes))
         else:
-            self.aspace._nodes = await asyncio.to_thread(_copy_nodes, _standard_nodes[0])
+            self.aspace._nodes = await asyncio.to_thread(_standard_nodes_copy)
 
     setattr(load_standard_address_space, _MARK, True)
     # asyncua offers no way to share namespace 0 between servers: replacing its loader is this gate's job.
@@ -769,6 +780,10 @@ def _check() -> None:
     _require_state(BinaryServer, "_server")
     # 15. the standard address space, copied
     _require_method(InternalServer, "load_standard_address_space", ["self", "shelf_file"], coroutine=True)
+    if _parameters(standard_address_space.fill_address_space) != ["nodeservice"]:
+        raise AsyncuaIncompatible("changed standard_address_space.fill_address_space"
+                                  f"{inspect.signature(standard_address_space.fill_address_space)}")
+    _require_state(NodeManagementService, "_aspace")
     _require_state(AddressSpace, "_nodes")
     _require_state(NodeData, "nodeid", "attributes", "references", "call")
     _require_state(AttributeValue, "value", "value_callback", "value_setter", "datachange_callbacks")

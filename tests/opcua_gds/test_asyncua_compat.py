@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -836,3 +837,35 @@ async def test_servers_started_on_copies_keep_their_namespaces_apart(tmp_path: P
     finally:
         await compat.stop_server(a.server)
         await compat.stop_server(b.server)
+
+
+START_AT_ONCE = """
+import asyncio, sys
+from asyncua import Server
+from asyncua.server.standard_address_space import standard_address_space
+from opcua_gds import _asyncua_compat as compat
+
+built = []
+fill = standard_address_space.fill_address_space
+standard_address_space.fill_address_space = lambda service: (built.append(1), fill(service))[1]
+compat.reuse_standard_address_space()
+
+async def main():
+    servers = [Server() for _ in range(3)]
+    await asyncio.gather(*(s.iserver.load_standard_address_space() for s in servers))
+    assert len({id(s.iserver.aspace._nodes) for s in servers}) == 3
+    print(len(built), len(servers[2].iserver.aspace._nodes))
+
+asyncio.run(main())
+"""
+
+
+async def test_servers_started_at_once_in_a_fresh_process_build_the_standard_address_space_once() -> None:
+    """A plant starts its PLCs together: the first builds namespace 0 while the others wait for it, then each
+    takes a copy of its own (a fresh process: this one has its template already)."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", START_AT_ONCE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2])
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    builds, nodes = out.decode().split()
+    assert builds == "1" and int(nodes) > 5000
