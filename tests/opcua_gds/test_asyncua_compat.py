@@ -775,7 +775,7 @@ def test_the_import_check_names_the_version_it_was_written_for(monkeypatch: pyte
         compat._require_state(Renamed, "clients")
 
 
-async def test_later_servers_get_a_copy_of_the_standard_address_space_equal_to_a_built_one_and_their_own() -> None:
+async def test_each_server_gets_a_copy_of_the_standard_address_space_equal_to_a_built_one_and_its_own() -> None:
     """reuse_standard_address_space: every server's namespace 0 is the one asyncua builds, node by node, and each
     server's is its own: what one changes, in place or by a write, no other server sees."""
     compat.reuse_standard_address_space()
@@ -785,7 +785,7 @@ async def test_later_servers_get_a_copy_of_the_standard_address_space_equal_to_a
     servers = [Server(), Server(), Server()]
     for server in servers:
         await server.iserver.load_standard_address_space()
-    assert compat._standard_nodes  # the later ones were copies
+    assert compat._standard_nodes  # built once, for the copies
     want = built.iserver.aspace._nodes
     assert len(want) > 5000
     for server in servers:
