@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import random
 import secrets
@@ -141,6 +142,30 @@ def fill_certificates_pg(url: str, n: int, cas: dict[str, str], owners: dict[str
     return counts
 
 
+# The URL of a running PostgreSQL cluster every PostgreSQL benchmark uses instead of starting its own (the smoke
+# test's: one cluster for the whole smoke run, not one per benchmark). Its settings are its own: the figures of a
+# run with it say only that the benchmark works (`environment()` names it in every report).
+SHARED_POSTGRES_ENV = "OTPKI_BENCH_POSTGRES_URL"
+_ON_SHARED_CLUSTER = False  # this benchmark ran on it
+
+
+@contextmanager
+def postgres_cluster(settings: dict[str, str]) -> Iterator[testing.PostgresCluster]:
+    """A throwaway cluster started with `settings` and stopped afterwards; or, when $OTPKI_BENCH_POSTGRES_URL is
+    set, the cluster it names, left running."""
+    global _ON_SHARED_CLUSTER
+    shared = os.environ.get(SHARED_POSTGRES_ENV)
+    if shared:
+        _ON_SHARED_CLUSTER = True
+        yield testing.PostgresCluster.running(shared)
+        return
+    cluster = testing.PostgresCluster(settings=settings).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @contextmanager
 def postgres_store(durable: bool = False) -> Iterator[str]:
     """The URL of an empty database on a throwaway cluster, stopped afterwards. `durable`: fsync and synchronous
@@ -149,11 +174,8 @@ def postgres_store(durable: bool = False) -> Iterator[str]:
     # Memory a production server would be given for a table of millions (the default 128 MB shared_buffers is
     # for a laptop), so that the read benchmarks measure the query, not the page cache.
     settings |= {"shared_buffers": "512MB", "work_mem": "64MB", "effective_cache_size": "1GB"}
-    cluster = testing.PostgresCluster(settings=settings).start()
-    try:
+    with postgres_cluster(settings) as cluster:
         yield cluster.database()
-    finally:
-        cluster.stop()
 
 
 @contextmanager
@@ -176,8 +198,11 @@ def summary(samples: list[float], digits: int = 6) -> dict[str, float]:
 
 
 def environment() -> dict[str, str]:
-    return {"python": platform.python_version(), "cryptography": cryptography.__version__,
-            "machine": platform.machine()}
+    env = {"python": platform.python_version(), "cryptography": cryptography.__version__,
+           "machine": platform.machine()}
+    if _ON_SHARED_CLUSTER:
+        env["postgresql"] = f"a shared cluster (${SHARED_POSTGRES_ENV}) with its own settings, not this benchmark's"
+    return env
 
 
 def emit(*, benchmark: str, engine: dict[str, Any], baseline: dict[str, Any], ratio: float, target: str,

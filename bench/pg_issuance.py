@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography import x509
 
-from bench._common import ACTOR, config_with, emit, note, parse_args, summary, timed, workdir
+from bench._common import ACTOR, config_with, emit, note, parse_args, postgres_cluster, summary, timed, workdir
 from bench.issuance import BATCH, GROUP, make_csrs, raw_issue
 from trustlists import testing
 from trustlists.authority import CsrIssueRequest
@@ -139,56 +139,52 @@ def main() -> None:
     reps = 1 if args.quick else 3
     note(f"pg_issuance: {n} CSRs per process x 3 sets, {reps} runs")
     sets = [make_csrs(n + 5) for _ in range(3)]
-    cluster = testing.PostgresCluster(settings=DURABLE).start()
-    try:
-        with workdir("pg-issuance") as d:
-            url = cluster.database()
-            engine = testing.make_engine(d / "pg", config=config(), store_url=url)
-            engine.hierarchy.initialize(actor=ACTOR)
-            owner = engine.registry.register(group=GROUP, name="scada1", application_uri="urn:plant:scada1",
-                                             dns_names=["scada1"], actor=ACTOR)
-            engine.close()
-            lite = testing.make_engine(d / "sqlite", config=config())
-            lite.hierarchy.initialize(actor=ACTOR)
-            lite_owner = lite.registry.register(group=GROUP, name="scada1", application_uri="urn:plant:scada1",
-                                                dns_names=["scada1"], actor=ACTOR)
-            ca = lite.hierarchy.issuing_ca_for(GROUP, None)
-            issuer_cert, issuer_key = testing.ca_signing_material(lite, ca)
-            ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-            lifetime = timedelta(days=lite.config.group(GROUP).leaf_lifetime_days)
-            issue_all(lite, lite_owner.id, sets[0][:5])
+    with postgres_cluster(DURABLE) as cluster, workdir("pg-issuance") as d:
+        url = cluster.database()
+        engine = testing.make_engine(d / "pg", config=config(), store_url=url)
+        engine.hierarchy.initialize(actor=ACTOR)
+        owner = engine.registry.register(group=GROUP, name="scada1", application_uri="urn:plant:scada1",
+                                         dns_names=["scada1"], actor=ACTOR)
+        engine.close()
+        lite = testing.make_engine(d / "sqlite", config=config())
+        lite.hierarchy.initialize(actor=ACTOR)
+        lite_owner = lite.registry.register(group=GROUP, name="scada1", application_uri="urn:plant:scada1",
+                                            dns_names=["scada1"], actor=ACTOR)
+        ca = lite.hierarchy.issuing_ca_for(GROUP, None)
+        issuer_cert, issuer_key = testing.ca_signing_material(lite, ca)
+        ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        lifetime = timedelta(days=lite.config.group(GROUP).leaf_lifetime_days)
+        issue_all(lite, lite_owner.id, sets[0][:5])
 
-            one_s: list[float] = []
-            two_s: list[float] = []
-            lite_s: list[float] = []
-            raw_s: list[float] = []
-            server_us: dict[str, list[float]] = {"one": [], "two": []}  # server CPU per certificate, per run
-            for rep in range(reps):  # interleaved: every path sees the same machine noise
-                note(f"pg_issuance: run {rep + 1}/{reps}")
-                t, _ = timed(lambda: [raw_issue(c, issuer_cert, issuer_key, aki, lifetime) for c in sets[0][5:]])
-                raw_s.append(t)
-                t, issued = timed(lambda: issue_all(lite, lite_owner.id, sets[0][5:]))
-                assert issued == n
-                lite_s.append(t)
-                t, issued, cpu = run_workers(url, d / "pg", owner.id, [sets[0]], f"one-{rep}", cluster)
-                assert issued == n
-                one_s.append(t)
-                server_us["one"].append(cpu / issued * 1e6)
-                t, issued, cpu = run_workers(url, d / "pg", owner.id, [sets[1], sets[2]], f"two-{rep}", cluster)
-                assert issued == 2 * n
-                two_s.append(t)
-                server_us["two"].append(cpu / issued * 1e6)
-            lite_audit = lite.verify_audit().ok
-            lite.close()
-            engine = testing.make_engine(d / "pg", config=config(), store_url=url)
-            try:
-                pg_audit = engine.verify_audit()
-                stored = engine.inventory.count()
-            finally:
-                engine.close()
-    finally:
-        cluster.stop()
+        one_s: list[float] = []
+        two_s: list[float] = []
+        lite_s: list[float] = []
+        raw_s: list[float] = []
+        server_us: dict[str, list[float]] = {"one": [], "two": []}  # server CPU per certificate, per run
+        for rep in range(reps):  # interleaved: every path sees the same machine noise
+            note(f"pg_issuance: run {rep + 1}/{reps}")
+            t, _ = timed(lambda: [raw_issue(c, issuer_cert, issuer_key, aki, lifetime) for c in sets[0][5:]])
+            raw_s.append(t)
+            t, issued = timed(lambda: issue_all(lite, lite_owner.id, sets[0][5:]))
+            assert issued == n
+            lite_s.append(t)
+            t, issued, cpu = run_workers(url, d / "pg", owner.id, [sets[0]], f"one-{rep}", cluster)
+            assert issued == n
+            one_s.append(t)
+            server_us["one"].append(cpu / issued * 1e6)
+            t, issued, cpu = run_workers(url, d / "pg", owner.id, [sets[1], sets[2]], f"two-{rep}", cluster)
+            assert issued == 2 * n
+            two_s.append(t)
+            server_us["two"].append(cpu / issued * 1e6)
+        lite_audit = lite.verify_audit().ok
+        lite.close()
+        engine = testing.make_engine(d / "pg", config=config(), store_url=url)
+        try:
+            pg_audit = engine.verify_audit()
+            stored = engine.inventory.count()
+        finally:
+            engine.close()
     one_rate, two_rate = n / min(one_s), 2 * n / min(two_s)
     ratio = two_rate / one_rate
     emit(

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 
-from bench._common import ACTOR, emit, note, parse_args, workdir
+from bench._common import ACTOR, emit, note, parse_args, postgres_cluster, workdir
 from mqtt_broker_auth.testing import TlsDevice, device_files
 from trustlists.models import RevocationReason
-from trustlists.testing import PASSPHRASE, PostgresCluster, free_port, make_engine
+from trustlists.testing import PASSPHRASE, free_port, make_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 10.0
@@ -66,9 +66,9 @@ def _stop(broker: subprocess.Popen[bytes] | None) -> None:
 def main() -> None:
     args = parse_args(__doc__ or "")
     n = 5 if args.quick else 50
-    cluster = PostgresCluster(settings={"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}).start()
     broker: subprocess.Popen[bytes] | None = None
-    try:
+    durable = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+    with postgres_cluster(durable) as cluster:
         url = cluster.database()
         # The broker writes into the work directory: it is stopped before that directory is removed.
         with workdir("revocation-instances") as tmp, contextlib.ExitStack() as stop_broker:
@@ -108,9 +108,6 @@ def main() -> None:
             engine.close()
             baseline = notify_roundtrips(url, n)
             log.close()
-    finally:
-        _stop(broker)
-        cluster.stop()
     engine_figures = percentiles(dropped)
     emit(benchmark="revocation_across_instances",
          engine={"revoke_start_to_session_dropped_s": engine_figures, "revoke_call_s": percentiles(revoke_call)},

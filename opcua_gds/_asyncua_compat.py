@@ -19,9 +19,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import copy
+import dataclasses
+import functools
 import inspect
 import logging
 import textwrap
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -34,11 +38,12 @@ from asyncua.client.ua_client import UaClient, UASocketProtocol
 from asyncua.common.connection import SecureConnection
 from asyncua.common.utils import Buffer
 from asyncua.crypto.security_policies import SecurityPolicy, SecurityPolicyFactory, SecurityPolicyNone
-from asyncua.server.address_space import AddressSpace, NodeData
+from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData, NodeManagementService
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.internal_subscription import InternalSubscription
+from asyncua.server.standard_address_space import standard_address_space
 from asyncua.server.subscription_service import SubscriptionService
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
@@ -593,6 +598,87 @@ def is_listening(server: Server) -> bool:
     return listener is not None and listener.is_serving()
 
 
+# -- 15. The standard address space, built once per process ----------------------------------------------------------
+# `InternalServer.load_standard_address_space(shelf_file)` builds namespace 0 (~6,000 nodes) through the
+# NodeManagementService for every new server: ~1.1 s of CPU, most of what starting a server costs. asyncua's own
+# shortcut (a shelf file) is slower here, and so is unpickling the nodes. The result is the same every time, so
+# `reuse_standard_address_space` builds it once per process (`fill_address_space` into an address space no server
+# uses: a pristine template, `AddressSpace._nodes`) and hands every server a copy of its own (~0.4 s): new NodeData,
+# AttributeValue, DataValue and Variant objects and reference lists, the lists inside values copied deeply; the
+# values asyncua only ever replaces (NodeId, QualifiedName, LocalizedText, numbers, strings) shared. The copies are
+# needed: asyncua hands a stored DataValue out by reference and its callers change lists in place
+# (`register_namespace` appends to the NamespaceArray it read). Used by the test suite, which starts hundreds of
+# servers in its worker processes, the plant simulator and the demo.
+
+_standard_nodes: list[dict[ua.NodeId, NodeData]] = []  # the pristine template, once built
+_template_lock = threading.Lock()  # servers of several threads and event loops may start at once
+_DATA_VALUE_FIELDS = tuple(f.name for f in dataclasses.fields(ua.DataValue))
+_VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(ua.Variant))
+
+
+def _copy_nodes(nodes: dict[ua.NodeId, NodeData]) -> dict[ua.NodeId, NodeData]:
+    new = object.__new__
+    put = object.__setattr__  # DataValue and Variant have __slots__ (and no cheaper copy)
+    copied: dict[ua.NodeId, NodeData] = {}
+    for node_id, node in nodes.items():
+        twin = new(NodeData)
+        twin.nodeid, twin.call, twin.references = node_id, node.call, list(node.references)
+        attributes = {}
+        for attribute, held in node.attributes.items():
+            value = held.value
+            if value is not None:
+                value_copy = new(ua.DataValue)
+                for name in _DATA_VALUE_FIELDS:
+                    put(value_copy, name, getattr(value, name))
+                variant = value.Value
+                if variant is not None:
+                    variant_copy = new(ua.Variant)
+                    for name in _VARIANT_FIELDS:
+                        put(variant_copy, name, getattr(variant, name))
+                    if isinstance(variant.Value, list):
+                        put(variant_copy, "Value", copy.deepcopy(variant.Value))
+                    put(value_copy, "Value", variant_copy)
+                value = value_copy
+            held_copy = new(AttributeValue)
+            held_copy.value, held_copy.value_callback, held_copy.value_setter = value, None, None
+            held_copy.datachange_callbacks = {}
+            attributes[attribute] = held_copy
+        twin.attributes = attributes
+        copied[node_id] = twin
+    return copied
+
+
+def _standard_nodes_copy() -> dict[ua.NodeId, NodeData]:
+    """A copy of the template; the first call builds the template (as asyncua does, into an address space of its
+    own that no server uses) while any other caller waits for it, so servers started at once build it only once."""
+    with _template_lock:
+        if not _standard_nodes:
+            template = AddressSpace()
+            standard_address_space.fill_address_space(NodeManagementService(template))
+            _standard_nodes.append(template._nodes)
+    return _copy_nodes(_standard_nodes[0])
+
+
+def reuse_standard_address_space() -> None:
+    """From now on, in this process, servers take a copy of one standard address space built once instead of each
+    building it (a server given a shelf file still uses it); idempotent. The first server pays the build and a copy
+    (~1.5 s), every later one a copy (~0.4 s): for processes that start more than one server."""
+    original = InternalServer.load_standard_address_space
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    async def load_standard_address_space(self: InternalServer, shelf_file: Any = None) -> None:
+        if shelf_file is not None:
+            await original(self, shelf_file)
+        else:
+            self.aspace._nodes = await asyncio.to_thread(_standard_nodes_copy)
+
+    setattr(load_standard_address_space, _MARK, True)
+    # asyncua offers no way to share namespace 0 between servers: replacing its loader is this gate's job.
+    InternalServer.load_standard_address_space = load_standard_address_space  # type: ignore[method-assign]
+
+
 def _parameters(func: Any) -> list[str]:
     return list(inspect.signature(func).parameters)
 
@@ -692,6 +778,18 @@ def _check() -> None:
     _require_state(UASocketProtocol, "_connection")
     # 14. whether a server still listens
     _require_state(BinaryServer, "_server")
+    # 15. the standard address space, copied
+    _require_method(InternalServer, "load_standard_address_space", ["self", "shelf_file"], coroutine=True)
+    if _parameters(standard_address_space.fill_address_space) != ["nodeservice"]:
+        raise AsyncuaIncompatible("changed standard_address_space.fill_address_space"
+                                  f"{inspect.signature(standard_address_space.fill_address_space)}")
+    _require_state(NodeManagementService, "_aspace")
+    _require_state(AddressSpace, "_nodes")
+    _require_state(NodeData, "nodeid", "attributes", "references", "call")
+    _require_state(AttributeValue, "value", "value_callback", "value_setter", "datachange_callbacks")
+    if {"Value", "StatusCode", "SourceTimestamp", "ServerTimestamp"} - set(_DATA_VALUE_FIELDS) \
+            or {"Value", "VariantType", "Dimensions", "is_array"} - set(_VARIANT_FIELDS):
+        raise AsyncuaIncompatible(f"changed the fields of DataValue {_DATA_VALUE_FIELDS} or Variant {_VARIANT_FIELDS}")
 
 
 _check()

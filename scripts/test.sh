@@ -16,6 +16,8 @@ unset PYTHONDONTWRITEBYTECODE
 # Two pytest-xdist workers per core (at most OTPKI_TEST_WORKERS, default 4): most of a test's time is spent
 # waiting on its servers and subprocesses, so two per core keep the cores busy; more outnumber them. --dist loadfile
 # keeps each test file on one worker, so module-scoped fixtures (CA hierarchies, brokers, servers) are built once.
+# --no-loadscope-reorder: files are handed out in collection order, which tests/conftest.py starts with the longest
+# files (xdist would otherwise hand out the files with most tests first, and a long one-test file last).
 # `-n 0` (or any -n/--numprocesses given here) overrides it.
 parallel=()
 case " $* " in
@@ -24,7 +26,7 @@ case " $* " in
     cores="$(nproc 2>/dev/null || echo 1)"
     cap="${OTPKI_TEST_WORKERS:-4}"
     workers=$(( 2 * cores < cap ? 2 * cores : cap ))
-    if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
+    if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder); fi
     ;;
 esac
 .venv/bin/python -m pytest "${parallel[@]}" "$@"

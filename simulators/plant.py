@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from opcua_gds._asyncua_compat import reuse_standard_address_space
 from opcua_gds.access import AccessConfig, GdsRole, PasswordUser, hash_password
 from simulators.plc import start_plant
 
@@ -37,6 +38,8 @@ async def main(argv: list[str] | None = None) -> int:
         return 2
     access = AccessConfig(users=[PasswordUser(name=args.admin, password_hash=hash_password(password),
                                               roles=[GdsRole.SECURITY_ADMIN])])
+    if args.plcs > 1:  # namespace 0 built once, a copy for each PLC: ~0.7 s of CPU less per PLC after the first
+        reuse_standard_address_space()
     plcs = await start_plant(args.plcs, args.base_port, args.root, access, host=args.host, prefix=args.prefix,
                               first=args.first)
     stop = asyncio.Event()

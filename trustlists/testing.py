@@ -416,6 +416,7 @@ class PostgresCluster:
     test run; a benchmark that measures commits makes its own settings.
 
     `database()` creates an empty database and returns its URL: one per test module or test.
+    `PostgresCluster.running(url)` is a cluster another process started and stops (one shared by several programs).
     """
 
     def __init__(self, *, settings: dict[str, str] | None = None) -> None:
@@ -424,6 +425,31 @@ class PostgresCluster:
         self.base: Path | None = None
         self.port = 0
         self._databases = 0
+        self._owned = True
+        self._database_tag = ""
+
+    @classmethod
+    def running(cls, url: str) -> PostgresCluster:
+        """The cluster at `url` (the `url()` of a cluster another process started, and will stop): `database()`
+        makes databases on it that no other user of the cluster names alike, `stop()` leaves it running. Its
+        settings are the ones it was started with."""
+        import os
+        from urllib.parse import urlsplit
+
+        import psycopg
+
+        port = urlsplit(url).port
+        if port is None:
+            raise ValueError(f"{url!r} names no port")
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        assert row is not None
+        cluster = cls()
+        cluster.port = port
+        cluster.base = Path(row[0]).parent  # start() keeps the data in <base>/data
+        cluster._owned = False
+        cluster._database_tag = f"_{os.getpid()}"  # the owner's counter runs in another process
+        return cluster
 
     @staticmethod
     def bindir() -> Path:
@@ -489,7 +515,7 @@ class PostgresCluster:
         import psycopg
 
         self._databases += 1
-        name = f"{prefix}_{self._databases}"
+        name = f"{prefix}{self._database_tag}_{self._databases}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return self.url(name)
@@ -497,7 +523,8 @@ class PostgresCluster:
     def stop(self) -> None:
         import shutil
 
-        if self.base is None:
+        if self.base is None or not self._owned:
+            self.base = None
             return
         try:
             if (self.base / "data" / "postmaster.pid").exists():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.text import Text
 
+from opcua_gds._asyncua_compat import reuse_standard_address_space
 from otpki.config_paths import absolute
 from otpki.demo.display import LiveDisplay, QuietDisplay, final_table
 from otpki.demo.plant import BrokerKind, DemoOptions, Plant
@@ -45,6 +46,8 @@ def run_demo(data_dir: Path, *, sites: int = 2, plcs: int = 20, scada: int = 2, 
     options = DemoOptions(data_dir=data_dir, sites=site_names(sites), plcs=plcs, scada=scada, devices=devices,
                           broker=broker, mosquitto=binary, store_url=store_url)
     handler = log_to_file(data_dir)
+    # The GDS, the SCADA servers and the in-process PLCs: one builds asyncua's namespace 0, the others copy it.
+    reuse_standard_address_space()
     plant = Plant(options)
     display: QuietDisplay = LiveDisplay(plant.tallies.rows) if show else QuietDisplay()
     plant.display = display

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -772,3 +773,99 @@ def test_the_import_check_names_the_version_it_was_written_for(monkeypatch: pyte
 
     with pytest.raises(AsyncuaIncompatible, match=r"no longer sets Renamed\.clients"):
         compat._require_state(Renamed, "clients")
+
+
+async def test_each_server_gets_a_copy_of_the_standard_address_space_equal_to_a_built_one_and_its_own() -> None:
+    """reuse_standard_address_space: every server's namespace 0 is the one asyncua builds, node by node, and each
+    server's is its own: what one changes, in place or by a write, no other server sees."""
+    compat.reuse_standard_address_space()
+    built = Server()
+    asyncuas_own_loader = InternalServer.load_standard_address_space.__wrapped__  # kept by functools.wraps
+    await asyncuas_own_loader(built.iserver)
+    servers = [Server(), Server(), Server()]
+    for server in servers:
+        await server.iserver.load_standard_address_space()
+    assert compat._standard_nodes  # built once, for the copies
+    want = built.iserver.aspace._nodes
+    assert len(want) > 5000
+    for server in servers:
+        got = server.iserver.aspace._nodes
+        assert got.keys() == want.keys()
+        for node_id, node in want.items():
+            twin = got[node_id]
+            assert twin.nodeid == node_id and twin.call is node.call is None
+            assert twin.references == node.references and twin.references is not node.references
+            assert {a: v.value for a, v in twin.attributes.items()} == {a: v.value for a, v in node.attributes.items()}
+            assert all(v.value_callback is None and v.value_setter is None and v.datachange_callbacks == {}
+                       for v in twin.attributes.values())
+    first, second, third = (server.iserver.aspace for server in servers)
+    strings = ua.NodeId(ua.ObjectIds.MessageSecurityMode_EnumStrings)
+    values = ua.NodeId(ua.ObjectIds.NodeClass_EnumValues)
+    level = ua.NodeId(ua.ObjectIds.Server_ServiceLevel)
+
+    def value(aspace: Any, node_id: ua.NodeId) -> Any:
+        return aspace.read_attribute_value(node_id, ua.AttributeIds.Value).Value.Value
+
+    # asyncua hands out the stored value itself, and its callers change lists in place (register_namespace appends
+    # to the NamespaceArray it read): the lists, and what is in them, are the server's own.
+    value(first, strings).append(ua.LocalizedText("only in first"))
+    value(first, values)[0].Value = 99
+    first[strings].references.clear()
+    await first.write_attribute_value(level, ua.AttributeIds.Value, ua.DataValue(ua.Variant(7, ua.VariantType.Byte)))
+    assert value(first, level) == 7
+    fresh = Server()
+    await fresh.iserver.load_standard_address_space()  # a copy made after those changes
+    for other in (second, third, fresh.iserver.aspace, built.iserver.aspace):
+        assert ua.LocalizedText("only in first") not in value(other, strings)
+        assert value(other, values)[0].Value == 0
+        assert other[strings].references
+        assert value(other, level) != 7
+
+
+async def test_servers_started_on_copies_keep_their_namespaces_apart(tmp_path: Path) -> None:
+    """The same through the public API, on started servers: a namespace one registers is not the other's."""
+    compat.reuse_standard_address_space()
+    a, b = await start_server(tmp_path / "a", "copy-a"), await start_server(tmp_path / "b", "copy-b")
+    try:
+        assert compat._standard_nodes
+        await a.server.register_namespace("urn:otpki:test:only-a")
+        assert "urn:otpki:test:only-a" in await a.server.get_namespace_array()
+        assert "urn:otpki:test:only-a" not in await b.server.get_namespace_array()
+        async with Client(b.url, timeout=10) as client:  # and b serves namespace 0 to a client as usual
+            assert await client.nodes.server.read_browse_name() == ua.QualifiedName("Server", 0)
+            assert "urn:otpki:test:only-a" not in await client.get_namespace_array()
+    finally:
+        await compat.stop_server(a.server)
+        await compat.stop_server(b.server)
+
+
+START_AT_ONCE = """
+import asyncio, sys
+from asyncua import Server
+from asyncua.server.standard_address_space import standard_address_space
+from opcua_gds import _asyncua_compat as compat
+
+built = []
+fill = standard_address_space.fill_address_space
+standard_address_space.fill_address_space = lambda service: (built.append(1), fill(service))[1]
+compat.reuse_standard_address_space()
+
+async def main():
+    servers = [Server() for _ in range(3)]
+    await asyncio.gather(*(s.iserver.load_standard_address_space() for s in servers))
+    assert len({id(s.iserver.aspace._nodes) for s in servers}) == 3
+    print(len(built), len(servers[2].iserver.aspace._nodes))
+
+asyncio.run(main())
+"""
+
+
+async def test_servers_started_at_once_in_a_fresh_process_build_the_standard_address_space_once() -> None:
+    """A plant starts its PLCs together: the first builds namespace 0 while the others wait for it, then each
+    takes a copy of its own (a fresh process: this one has its template already)."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", START_AT_ONCE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2])
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    builds, nodes = out.decode().split()
+    assert builds == "1" and int(nodes) > 5000

@@ -4,40 +4,19 @@ directory half filled by either (the loser cleaning up after itself) must never 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from trustlists.testing import PASSPHRASE, PostgresCluster
+from tests.otpki.cli_at_once import ROOT, at_once, otpki_env
+from trustlists.testing import PostgresCluster
 
-ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 2
 
 
-def _env(data_dir: Path) -> dict[str, str]:
-    return {**os.environ, "OTPKI_DATA_DIR": str(data_dir), "OTPKI_CA_PASSPHRASE": PASSPHRASE.decode()}
-
-
 def otpki(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "otpki.cli.main", *args], env=_env(data_dir), capture_output=True,
-                          text=True, timeout=180, check=False, cwd=ROOT)
-
-
-def at_once(*runs: tuple[Path, list[str]]) -> list[tuple[int, str]]:
-    procs = [subprocess.Popen([sys.executable, "-m", "otpki.cli.main", *args], env=_env(data_dir), cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for data_dir, args in runs]
-    results = []
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=180)
-            results.append((p.returncode, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return results
+    return subprocess.run([sys.executable, "-m", "otpki.cli.main", *args], env=otpki_env(data_dir),
+                          capture_output=True, text=True, timeout=180, check=False, cwd=ROOT)
 
 
 def one_winner(results: list[tuple[int, str]]) -> None:
@@ -52,7 +31,7 @@ def test_two_backups_into_one_directory_at_once(tmp_path: Path) -> None:
     assert otpki(plant, "init").returncode == 0
     for n in range(ROUNDS):
         dest = tmp_path / f"backup-{n}"
-        one_winner(at_once((plant, ["backup", str(dest)]), (plant, ["backup", str(dest)])))
+        one_winner(at_once((otpki_env(plant), ["backup", str(dest)]), (otpki_env(plant), ["backup", str(dest)])))
         # The winner's backup is whole: every file its manifest lists, each as it was taken.
         restored = otpki(tmp_path / f"check-{n}", "restore", str(dest))
         assert restored.returncode == 0, restored.stderr
@@ -65,7 +44,7 @@ def test_two_restores_into_one_data_directory_at_once(tmp_path: Path) -> None:
     assert otpki(plant, "backup", str(backup)).returncode == 0
     for n in range(ROUNDS):
         fresh = tmp_path / f"fresh-{n}"
-        one_winner(at_once((fresh, ["restore", str(backup)]), (fresh, ["restore", str(backup)])))
+        one_winner(at_once((otpki_env(fresh), ["restore", str(backup)]), (otpki_env(fresh), ["restore", str(backup)])))
         verified = otpki(fresh, "audit", "verify")
         assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr
         assert otpki(fresh, "ca", "list").returncode == 0
@@ -102,8 +81,8 @@ def test_two_restores_into_one_database_at_once(postgres_cluster: PostgresCluste
     assert otpki(plant, "backup", str(backup)).returncode == 0
     for n in range(ROUNDS):
         url = postgres_cluster.database()
-        results = at_once((tmp_path / f"host-a-{n}", ["restore", str(backup), "--store", url]),
-                          (tmp_path / f"host-b-{n}", ["restore", str(backup), "--store", url]))
+        results = at_once((otpki_env(tmp_path / f"host-a-{n}"), ["restore", str(backup), "--store", url]),
+                          (otpki_env(tmp_path / f"host-b-{n}"), ["restore", str(backup), "--store", url]))
         one_winner(results)
         loser = next(err for code, err in results if code == 2)
         assert "is writing into" in loser or "is not empty" in loser, loser

@@ -1,38 +1,25 @@
-"""`otpki demo` end to end, small: every step's check holds, the report adds up, the data dir stays inspectable."""
+"""`otpki demo` end to end, small: every step's check holds, the report adds up, the data dir stays inspectable.
+The same demo on a real Mosquitto is in test_demo_mosquitto.py, on PostgreSQL in test_demo_postgresql.py (files of
+their own: each demo takes a while, and the test workers run files in parallel)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 import typer
 from cryptography import x509
 from typer.testing import CliRunner
 
-from trustlists.testing import PostgresCluster
-
-OTPKI = Path(sys.executable).parent / "otpki"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    # No OTPKI_* from the developer's shell: the demo must make its own passphrase file.
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("OTPKI_")}, **extra}
-
-
-def _otpki(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(OTPKI), *args], capture_output=True, text=True, check=False, env=env or _env(),
-                          timeout=timeout)
+from tests.otpki.demo_cli import OTPKI, demo_env, otpki
 
 
 def test_demo_small_plant_report_and_inspection(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    res = _otpki("-d", str(data), "demo", "--json", "--plcs", "2", "--scada", "1", "--devices", "3")
+    res = otpki("-d", str(data), "demo", "--json", "--plcs", "2", "--scada", "1", "--devices", "3")
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout)
     assert report["ok"] and report["data_dir"] == str(data) and report["broker"] == "embedded"
@@ -60,11 +47,11 @@ def test_demo_small_plant_report_and_inspection(tmp_path: Path) -> None:
     assert "GetRejectedList" in revocation and "reconnect refused" in revocation
 
     # The data directory stays, and the ordinary commands read it (listing needs no CA passphrase).
-    listed = _otpki("-d", str(data), "certs", "list", "--json")
+    listed = otpki("-d", str(data), "certs", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     certs = json.loads(listed.stdout)
     assert len(certs) == counts["certificates_issued"]
-    shown = _otpki("-d", str(data), "trustlist", "show", "opcua-application")
+    shown = otpki("-d", str(data), "trustlist", "show", "opcua-application")
     assert shown.returncode == 0, shown.stderr
     assert "opcua-application" in shown.stdout
 
@@ -79,7 +66,7 @@ def test_demo_small_plant_report_and_inspection(tmp_path: Path) -> None:
     assert Path(hint["root_ca"]) == data / "web" / "root-ca.pem" and root.issuer == root.subject
     assert shlex.split(hint["add_user"])[1:] == ["-d", str(data), "users", "add", "admin", "--role", "ca-admin"]
     added = subprocess.run([str(OTPKI), *shlex.split(hint["add_user"])[1:], "--json"], input="demo console pw 1\n",
-                           capture_output=True, text=True, check=False, env=_env(), timeout=60)
+                           capture_output=True, text=True, check=False, env=demo_env(), timeout=60)
     assert added.returncode == 0 and json.loads(added.stdout)["role"] == "ca-admin", added.stderr
 
 
@@ -87,7 +74,7 @@ def test_demo_never_wipes_a_foreign_directory(tmp_path: Path) -> None:
     data = tmp_path / "precious"
     data.mkdir()
     (data / "keep.txt").write_text("not the demo's")
-    res = _otpki("-d", str(data), "demo", "--json", "--plcs", "1", "--scada", "0", "--devices", "0")
+    res = otpki("-d", str(data), "demo", "--json", "--plcs", "1", "--scada", "0", "--devices", "0")
     assert res.returncode == 2 and "not made by `otpki demo`" in res.stderr
     assert (data / "keep.txt").read_text() == "not the demo's" and sorted(p.name for p in data.iterdir()) == [
         "keep.txt"]
@@ -106,68 +93,3 @@ def test_demo_mosquitto_missing_is_a_usage_error(tmp_path: Path, monkeypatch: py
     res = CliRunner().invoke(app, ["-d", str(tmp_path / "d"), "demo", "--json", "--broker", "mosquitto"])
     assert res.exit_code == 2 and "apt install mosquitto" in res.output
     assert not (tmp_path / "d").exists()
-
-
-def _tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-def _source_tree_status() -> set[str]:
-    # Bytecode caches are Python's, not the demo's; everything else (tracked or ignored) must stay as it was.
-    repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=repo,
-                         capture_output=True, text=True, check=True).stdout
-    return {line for line in out.splitlines() if "__pycache__" not in line and ".pytest_cache" not in line}
-
-
-def test_demo_with_mosquitto_from_another_folder_with_a_relative_data_dir(tmp_path: Path) -> None:
-    """The same lifecycle on a real Mosquitto (IDevID bootstrap through dynsec, revocation through MosquittoSync),
-    run from another folder with a relative --data-dir: Mosquitto finds its pid file, the PLC worker processes
-    (5 PLCs: more than run in-process) write their PKI under the data directory, and nothing lands outside it."""
-    cwd = tmp_path / "elsewhere"
-    cwd.mkdir()
-    before = _source_tree_status()
-    res = subprocess.run([str(OTPKI), "-d", "rel-demo", "demo", "--json", "--broker", "mosquitto", "--plcs", "5",
-                          "--scada", "1", "--devices", "2"], capture_output=True, text=True, check=False, env=_env(),
-                         cwd=cwd, timeout=240)
-    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
-    report = json.loads(res.stdout)
-    assert report["ok"] and report["broker"] == "mosquitto" and report["data_dir"] == str(cwd / "rel-demo")
-    assert "Mosquitto" in report["steps"][3]["detail"] and "reconnect refused" in report["steps"][5]["detail"]
-    rows = {e["kind"]: e for e in report["endpoints"]}
-    assert rows["devices"]["revoked"] == 1 and rows["devices"]["refused"] == 1
-    assert "in 2 worker processes" in report["steps"][2]["detail"]
-    assert sorted(p.name for p in cwd.iterdir()) == ["rel-demo"]
-    data = cwd / "rel-demo"
-    assert {f"plcs/plc-{i}" for i in range(1, 6)} <= _tree(data)
-    conf = (data / "broker" / "mosquitto.conf").read_text()
-    assert f"pid_file {data / 'broker' / 'mosquitto.pid'}\n" in conf
-    assert _source_tree_status() == before
-
-
-def test_demo_on_postgresql(tmp_path: Path, postgres_cluster: PostgresCluster) -> None:
-    url = postgres_cluster.database()
-    data = tmp_path / "demo"
-    res = _otpki("-d", str(data), "demo", "--json", "--store", url, "--plcs", "2", "--scada", "1", "--devices", "3")
-    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-5000:]
-    report = json.loads(res.stdout)
-    assert report["ok"] and all(s["ok"] for s in report["steps"]), [s for s in report["steps"] if not s["ok"]]
-    counts = report["counts"]
-    assert counts["certificates_revoked"] == 3 and counts["certificates_superseded"] == 3  # as the SQLite demo
-    assert not (data / "otpki.db").exists()  # the plant is in the database
-
-    # The data directory's otpki.toml names the database: the ordinary commands read the plant from it.
-    listed = _otpki("-d", str(data), "certs", "list", "--json")
-    assert listed.returncode == 0, listed.stderr
-    assert len(json.loads(listed.stdout)) == counts["certificates_issued"]
-    with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM certificates").fetchone() == (counts["certificates_issued"],)
-    verified = _otpki("-d", str(data), "audit", "verify", env=_env(OTPKI_CA_PASSPHRASE_FILE=str(
-        data / "demo-passphrase")))
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-
-    # A database that holds a plant is never written over: one line, exit 2, nothing touched.
-    again = _otpki("-d", str(tmp_path / "demo2"), "demo", "--json", "--store", url, "--plcs", "1", "--scada", "0",
-                   "--devices", "0")
-    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "not empty" in again.stderr, again.stderr
-    assert not (tmp_path / "demo2").exists()

@@ -4,24 +4,21 @@ data directory, no CA in the store). Real processes, a real PostgreSQL cluster."
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.otpki.cli_at_once import ROOT, at_once, otpki_env
 from trustlists.errors import KeyAccessError
 from trustlists.hierarchy import Hierarchy
-from trustlists.testing import PASSPHRASE, PostgresCluster, free_port, make_engine
-
-ROOT = Path(__file__).resolve().parents[2]
+from trustlists.testing import PostgresCluster, free_port, make_engine
 
 
 def otpki(data_dir: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "OTPKI_DATA_DIR": str(data_dir), "OTPKI_CA_PASSPHRASE": PASSPHRASE.decode(), **env}
-    return subprocess.run([sys.executable, "-m", "otpki.cli.main", *args], env=full, capture_output=True, text=True,
-                          timeout=180, check=False, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "otpki.cli.main", *args], env=otpki_env(data_dir, env),
+                          capture_output=True, text=True, timeout=180, check=False, cwd=ROOT)
 
 
 def refused(res: subprocess.CompletedProcess[str], words: str) -> None:
@@ -90,25 +87,6 @@ def test_a_plant_whose_creation_fails_half_way_leaves_no_ca_in_the_store(
         engine.close()
 
 
-def at_once(*runs: tuple[Path, dict[str, str]]) -> list[tuple[int, str]]:
-    procs = [subprocess.Popen([sys.executable, "-m", "otpki.cli.main", "init"],
-                              env={**os.environ, "OTPKI_DATA_DIR": str(data_dir),
-                                   "OTPKI_CA_PASSPHRASE": PASSPHRASE.decode(), **env},
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for data_dir, env in runs]
-    results = []
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=180)
-            results.append((p.returncode, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return results
-
-
 def one_winner(results: list[tuple[int, str]], words: tuple[str, ...]) -> None:
     assert sorted(code for code, _ in results) == [0, 2], results
     loser = next(err for code, err in results if code == 2)
@@ -117,8 +95,8 @@ def one_winner(results: list[tuple[int, str]], words: tuple[str, ...]) -> None:
 
 def test_two_inits_of_one_data_directory_at_once_leave_the_winner_whole(tmp_path: Path) -> None:
     data_dir = tmp_path / "pki"
-    one_winner(at_once((data_dir, {}), (data_dir, {})), ("being filled by another otpki process",
-                                                          "already initialised"))
+    results = at_once((otpki_env(data_dir), ["init"]), (otpki_env(data_dir), ["init"]))
+    one_winner(results, ("being filled by another otpki process", "already initialised"))
     # The loser neither wrote into the winner's directory nor cleaned it away.
     verified = otpki(data_dir, "audit", "verify", env={})
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr
@@ -138,7 +116,7 @@ def test_two_instances_initialising_one_database_at_once_make_one_plant(
     url = postgres_cluster.database()
     env = {"OTPKI_STORE_URL": url}
     first, second = tmp_path / "host-a", tmp_path / "host-b"
-    results = at_once((first, env), (second, env))
+    results = at_once((otpki_env(first, env), ["init"]), (otpki_env(second, env), ["init"]))
     one_winner(results, ("already holds a plant", "creating a plant"))
     loser = second if results[1][0] == 2 else first
     assert not loser.exists()

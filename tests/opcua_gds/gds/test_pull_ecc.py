@@ -8,11 +8,13 @@ extended key usages, the SAN URI. Over real asyncua SignAndEncrypt sessions agai
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from asyncua import ua
 from asyncua.ua import uaerrors
 from cryptography import x509
@@ -39,15 +41,23 @@ CURVES = {P256_TYPE: ec.SECP256R1, P384_TYPE: ec.SECP384R1}
 DOMAINS = ua.Variant(["localhost", "127.0.0.1"], ua.VariantType.String, is_array=True)
 
 
-@pytest.fixture
-async def gds(tmp_path: Path) -> AsyncIterator[RunningGds]:
-    async for running in running_gds(tmp_path, installers=default_installers()):
+# One GDS for the module (starting one is most of a test's time; as test_pull.py): its tests run on the module's
+# event loop, each with an application of its own.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+_app_numbers = itertools.count(1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gds(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGds]:
+    async for running in running_gds(tmp_path_factory.mktemp("gds"), installers=default_installers()):
         yield running
 
 
 @pytest.fixture
 def app(gds: RunningGds) -> AppIdentity:
-    return issue_app_identity(gds.engine, gds.tmp / "certs", "scada-ecc", "urn:plant:scada-ecc")
+    """An application of this test's own: the certificates it asks for meet no other test's."""
+    n = next(_app_numbers)
+    return issue_app_identity(gds.engine, gds.tmp / "certs" / str(n), f"scada-ecc-{n}", f"urn:plant:scada-ecc-{n}")
 
 
 def assert_ecc_application_profile(cert: x509.Certificate, curve: type[ec.EllipticCurve], app: AppIdentity) -> None:
