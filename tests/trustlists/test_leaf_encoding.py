@@ -11,15 +11,19 @@ whole certificate is.
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from trustlists import authority
 from trustlists.certificate_builder import build_ca, builder_for, ca_name, leaf_fields
 from trustlists.csr_checks import ApprovedRequest
 from trustlists.der_writer import children, tlv
@@ -28,6 +32,7 @@ from trustlists.leaf_encoding import LeafEncoder
 from trustlists.models import KeyType
 from trustlists.policy import GroupPolicy, load_default_config
 from trustlists.serials import random_serial
+from trustlists.testing import initialized_engine, make_csr
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, 987654, tzinfo=UTC)
 CA_TYPES = [KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA2048, KeyType.ED25519]
@@ -205,3 +210,64 @@ def test_key_kinds_without_a_template_get_none() -> None:
                          issuer_cert=_issuer(KeyType.EC_P256), serial=random_serial(), now=NOW)
     assert LeafEncoder.for_issuer(fields.profile, _key(KeyType.EC_P256), None) is None  # ECDSA needs a hash
     assert LeafEncoder.for_issuer(fields.profile, _key(KeyType.ED25519), hashes.SHA256()) is None
+
+
+def test_the_engine_issues_from_the_template_and_its_leaves_pass_openssl_and_pkilint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every default group's profile (with the OCSP and CRL locations), a CSR of each key family and a key the
+    server makes, through `Engine.authority`: no certificate comes from the builder, and each one verifies with
+    `openssl verify` up to the root and draws nothing at or above NOTICE from pkilint's RFC 5280 linter (its URN
+    finding aside, below)."""
+    def no_builder(*_args: object, **_kwargs: object) -> x509.CertificateBuilder:
+        raise AssertionError("the builder signed a certificate the template covers")
+
+    monkeypatch.setattr(authority, "builder_for", no_builder)
+    config = load_default_config()
+    config = config.model_copy(update={
+        "root": config.root.model_copy(update={"key_type": KeyType.RSA2048}),
+        "publication": config.publication.model_copy(update={"base_url": "http://pki.plant:8080"}),
+        "groups": {name: policy.model_copy(update={"ocsp_url_in_certificates": True,
+                                                   "crl_url_in_certificates": True})
+                   for name, policy in config.groups.items()}})
+    engine = initialized_engine(tmp_path / "engine", config=config, actor="tester")
+    try:
+        scada = engine.registry.register(group="opcua-application", name="scada-1",
+                                         application_uri="urn:plant:scada-1", dns_names=["scada-1.plant"],
+                                         ip_addresses=["10.0.0.5", "fd00::5"], actor="tester")
+        pump = engine.registry.register(group="mqtt-device", name="pump-7", actor="tester")
+        broker = engine.registry.register(group="mqtt-broker", name="broker-1", dns_names=["broker.plant"],
+                                          actor="tester")
+        user = engine.registry.register(group="opcua-user", name="operator-1", actor="tester")
+        issued = [
+            engine.authority.issue_from_csr(make_csr("scada-1", uris=["urn:plant:scada-1"], dns=["scada-1.plant"]),
+                                            owner_id=scada.id, actor="tester"),
+            engine.authority.issue_from_csr(make_csr("pump-7", key=ed25519.Ed25519PrivateKey.generate()),
+                                            owner_id=pump.id, actor="tester"),
+            engine.authority.issue_from_csr(make_csr("pump-7", key=_key(KeyType.EC_P384, 2)), owner_id=pump.id,
+                                            actor="tester"),
+            engine.authority.issue_with_new_key(owner_id=broker.id, actor="tester", key_type=KeyType.RSA2048),
+            engine.authority.issue_with_new_key(owner_id=user.id, actor="tester", key_type=KeyType.EC_P256),
+        ]
+    finally:
+        engine.close()
+    linter = str(Path(sys.executable).parent / "lint_pkix_cert")
+    for n, certificate in enumerate(issued):
+        leaf = tmp_path / f"leaf-{n}.pem"
+        leaf.write_bytes(x509.load_der_x509_certificate(certificate.certificate_der).public_bytes(
+            serialization.Encoding.PEM))
+        issuing, root = (x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM)
+                         for d in certificate.chain_der)
+        (tmp_path / "root.pem").write_bytes(root)
+        (tmp_path / "issuing.pem").write_bytes(issuing)
+        result = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
+                                 str(tmp_path / "issuing.pem"), str(leaf)], capture_output=True, text=True,
+                                check=False)
+        assert result.returncode == 0, (n, result.stdout, result.stderr)
+        result = subprocess.run([linter, "lint", "-s", "NOTICE", str(leaf)], capture_output=True, text=True,
+                                check=False)
+        # pkilint's URI check wants an authority (scheme://host): it calls every URN invalid, and OPC UA
+        # ApplicationUris and the engine's identities are URNs (RFC 8141, valid RFC 3986 URIs). Nothing else passes.
+        findings = [line.strip() for line in result.stdout.splitlines() if line.startswith("    ")]
+        urn_finding = 'pkix.invalid_uri_syntax (ERROR): Invalid URI syntax: "urn:'
+        assert not [f for f in findings if not f.startswith(urn_finding)], (n, result.stdout, result.stderr)
+        assert findings or result.returncode == 0, (n, result.stdout, result.stderr)
