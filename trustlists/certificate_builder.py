@@ -6,6 +6,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import (
@@ -125,10 +126,9 @@ class LeafProfile:
     after_san: tuple[x509.Extension[x509.ExtensionType], ...]
 
 
-@dataclass(frozen=True)
-class LeafFields:
+class LeafFields(NamedTuple):
     """What a leaf certificate for a request says besides its key and names: the values it is signed with and
-    recorded by."""
+    recorded by. (A tuple: made for every certificate, and a frozen dataclass costs ~1 us more to make.)"""
 
     profile: LeafProfile
     serial: int
@@ -212,7 +212,8 @@ def builder_for(fields: LeafFields, request: ApprovedRequest) -> x509.Certificat
 def _certificate_time(value: datetime) -> datetime:
     """A time as a certificate states it and the inventory records it: aware UTC, whole seconds (the builder
     drops the fraction and takes a naive time as UTC)."""
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is not UTC:  # the engine's clock gives UTC: the conversion is for any other zone
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return value.replace(microsecond=0)
 
 

@@ -18,7 +18,16 @@ def _length(n: int) -> bytes:
 
 def tlv(tag: int, value: bytes) -> bytes:
     """One element: tag, length, `value`."""
-    return bytes((tag,)) + _length(len(value)) + value
+    n = len(value)
+    # The lengths a certificate's parts have, without the general case's big-integer conversion (hot: a dozen
+    # elements per certificate).
+    if n < 0x80:
+        return bytes((tag, n)) + value
+    if n < 0x100:
+        return bytes((tag, 0x81, n)) + value
+    if n < 0x10000:
+        return bytes((tag, 0x82, n >> 8, n & 0xFF)) + value
+    return bytes((tag,)) + _length(n) + value
 
 
 def integer(value: int) -> bytes:

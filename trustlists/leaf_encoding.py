@@ -41,9 +41,10 @@ _URI, _DNS, _IP = 0x86, 0x82, 0x87  # GeneralName [6] IA5String, [2] IA5String, 
 def _time(moment: datetime) -> bytes:
     """RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; whole seconds, as the builder writes
     them (it drops fractions). `moment` is in UTC (aware or naive)."""
+    fields = (moment.month, moment.day, moment.hour, moment.minute, moment.second)
     if 1950 <= moment.year < 2050:
-        return b"\x17\x0d" + f"{moment:%y%m%d%H%M%S}Z".encode()
-    return b"\x18\x0f" + f"{moment:%Y%m%d%H%M%S}Z".encode()
+        return b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (moment.year % 100, *fields)
+    return b"\x18\x0f%04d%02d%02d%02d%02d%02dZ" % (moment.year, *fields)
 
 
 class LeafEncoder:
@@ -73,8 +74,8 @@ class LeafEncoder:
         san_at = ski_at + 1 + len(profile.before_san)
         self._head = version  # then the serial
         self._middle = signature_inner + issuer  # then validity, subject, key, extensions
-        self._before_ski = b"".join(encoded[:ski_at])
-        self._ski_prefix = encoded[ski_at][:-20]  # all of the extension but the 20-byte identifier at its end
+        # Up to the SKI's 20-byte identifier, which ends its extension.
+        self._up_to_ski = b"".join(encoded[:ski_at]) + encoded[ski_at][:-20]
         self._before_san = b"".join(encoded[ski_at + 1:san_at])
         self._after_san = b"".join(encoded[san_at + 1:])
         self._signature_algorithm = children(template.public_bytes(Encoding.DER))[1]
@@ -105,7 +106,7 @@ class LeafEncoder:
             san += tlv(_IP, ipaddress.ip_address(address).packed)
         # RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value (its unused-bits octet aside).
         key_bits = content(children(spki)[1])[1:]
-        extensions = (self._before_ski + self._ski_prefix + hashlib.sha1(key_bits, usedforsecurity=False).digest()
+        extensions = (self._up_to_ski + hashlib.sha1(key_bits, usedforsecurity=False).digest()
                       + self._before_san)
         if san:
             extensions += tlv(0x30, _SAN_OID + tlv(0x04, tlv(0x30, san)))
