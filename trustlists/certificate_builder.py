@@ -121,6 +121,7 @@ class LeafProfile:
     issuer's template (trustlists.leaf_encoding) by identity."""
 
     issuer_name: x509.Name
+    issuer_not_after: datetime
     before_ski: tuple[x509.Extension[x509.ExtensionType], ...]
     before_san: tuple[x509.Extension[x509.ExtensionType], ...]
     after_san: tuple[x509.Extension[x509.ExtensionType], ...]
@@ -141,10 +142,11 @@ def leaf_fields(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: x
     """What a leaf certificate for `request` says besides its key, its key's identifier and its names.
     `ocsp_url` / `crl_url`: where relying parties check it (the group's policy decides whether the caller
     passes them)."""
-    issuer = _issuer_parts(issuer_cert)
+    profile = _leaf_profile(issuer_cert, tuple(policy.key_usage[request.key_type.family]),
+                            tuple(policy.extended_key_usage), ocsp_url, crl_url)
     not_before = _certificate_time(now - BACKDATE)
     # A certificate must not outlive its issuer: validators would reject it at the issuer's expiry anyway.
-    not_after = min(_certificate_time(now + timedelta(days=policy.leaf_lifetime_days)), issuer.not_after)
+    not_after = min(_certificate_time(now + timedelta(days=policy.leaf_lifetime_days)), profile.issuer_not_after)
     # The builder's checks that depend on input, with its words (the serial comes from trustlists.serials).
     if serial <= 0 or serial.bit_length() >= 160:
         raise ValueError("The serial number should be positive and not more than 159 bits.")
@@ -152,8 +154,6 @@ def leaf_fields(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: x
         raise ValueError("The not valid before date must be on or after 1950 January 1.")
     if not_after < not_before:
         raise ValueError("The not valid after date must be after the not valid before date.")
-    profile = _leaf_profile(issuer_cert, tuple(policy.key_usage[request.key_type.family]),
-                            tuple(policy.extended_key_usage), ocsp_url, crl_url)
     return LeafFields(profile, serial, not_before, not_after)
 
 
@@ -172,8 +172,8 @@ def _leaf_profile(issuer_cert: x509.Certificate, key_usage_names: tuple[KeyUsage
     if crl_url:
         after_san.append(x509.Extension(x509.ExtensionOID.CRL_DISTRIBUTION_POINTS, False,
                                         _crl_distribution_point(crl_url)))
-    return LeafProfile(issuer.subject, (_NOT_A_CA, _leaf_key_usage(key_usage_names)), tuple(before_san),
-                       tuple(after_san))
+    return LeafProfile(issuer.subject, issuer.not_after, (_NOT_A_CA, _leaf_key_usage(key_usage_names)),
+                       tuple(before_san), tuple(after_san))
 
 
 def leaf_builder(*, request: ApprovedRequest, policy: GroupPolicy, issuer_cert: x509.Certificate, serial: int,
