@@ -56,14 +56,19 @@ def append(tx: StoreWriter, *, actor: str, action: str, subject: str, details: d
     return rec
 
 
+# How _RECORD_JSON writes a string (ensure_ascii=False): the joins below write what it writes for the whole list
+# (items separated by ",", integers as int.__repr__) without building an encoder for every record.
+_json_string = json.encoder.encode_basestring
+
+
 def _unlinked(at_us: int, actor: str, action: str, subject: str, details_json: str) -> str:
     """What `_record_hash`'s canonical text holds between the record's seq and the previous record's hash."""
-    return _RECORD_JSON.encode([at_us, actor, action, subject, details_json])[1:-1]
+    return f"{at_us},{_json_string(actor)},{_json_string(action)},{_json_string(subject)},{_json_string(details_json)}"
 
 
 def _linked_hash(prev_hash: str, seq: int, unlinked: str) -> str:
     """`_record_hash` of a record whose `_unlinked` text is known: the same canonical text, made by joining."""
-    return hashlib.sha256(f"[{seq},{unlinked},{_RECORD_JSON.encode(prev_hash)}]".encode()).hexdigest()
+    return hashlib.sha256(f"[{seq},{unlinked},{_json_string(prev_hash)}]".encode()).hexdigest()
 
 
 def append_many(tx: StoreWriter, entries: list[tuple[str, str, str, dict[str, Any], datetime]]) -> None:
