@@ -7,7 +7,8 @@ Per certificate, in microseconds of thread CPU time and of wall time, summed ove
 
 engine (trustlists.testing.issuance_stages; exclusive stages, they add up to the whole `issue_many`):
     csr load, csr signature (is_signature_valid), csr rules (every other check of trustlists.csr_checks),
-    build (trustlists.certificate_builder.leaf_builder), sign, record values (serial, DER, hashes, the
+    build (trustlists.certificate_builder.leaf_fields and the issuer's template, trustlists.leaf_encoding:
+    the TBSCertificate), sign, record values (serial, the key's SubjectPublicKeyInfo, hashes, the
     CertificateRecord, audit details), sql insert (certificates + key index), audit (hash chain + insert),
     transaction + commit (BEGIN, the durable COMMIT of 100 certificates and what else the transaction does),
     issue_many rest.

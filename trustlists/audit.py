@@ -56,19 +56,40 @@ def append(tx: StoreWriter, *, actor: str, action: str, subject: str, details: d
     return rec
 
 
+# How _RECORD_JSON writes a string (ensure_ascii=False): the joins below write what it writes for the whole list
+# (items separated by ",", integers as int.__repr__) without building an encoder for every record.
+_json_string = json.encoder.encode_basestring
+
+
+def _unlinked(at_us: int, actor: str, action: str, subject: str, details_json: str) -> str:
+    """What `_record_hash`'s canonical text holds between the record's seq and the previous record's hash."""
+    return f"{at_us},{_json_string(actor)},{_json_string(action)},{_json_string(subject)},{_json_string(details_json)}"
+
+
+def _linked_hash(prev_hash: str, seq: int, unlinked: str) -> str:
+    """`_record_hash` of a record whose `_unlinked` text is known: the same canonical text, made by joining."""
+    return hashlib.sha256(f"[{seq},{unlinked},{_json_string(prev_hash)}]".encode()).hexdigest()
+
+
 def append_many(tx: StoreWriter, entries: list[tuple[str, str, str, dict[str, Any], datetime]]) -> None:
     """Append (actor, action, subject, details, at) records as one chain segment: one read of the head,
     one multi-row insert, one head update. Used for batches of certificates."""
     if not entries:
         return
+    # Everything that does not depend on the chain's head first: from the head on, the append lock is held to the
+    # commit, and every other instance's writer waits for it (PostgreSQL).
+    encoded = []
+    for actor, action, subject, details, at in entries:
+        details_json = _details_json(details)
+        at_us = int(at.timestamp() * 1_000_000)
+        encoded.append((at_us, actor, action, subject, details_json,
+                        _unlinked(at_us, actor, action, subject, details_json)))
     tx.serialise_appends()
     last = tx.last_audit()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
     rows = []
-    for actor, action, subject, details, at in entries:
-        details_json = _details_json(details)
-        at_us = int(at.timestamp() * 1_000_000)
-        digest = _record_hash(prev_hash, seq, at_us, actor, action, subject, details_json)
+    for at_us, actor, action, subject, details_json, unlinked in encoded:
+        digest = _linked_hash(prev_hash, seq, unlinked)
         rows.append(AuditRow(seq, at_us, actor, action, subject, details_json, prev_hash, digest))
         prev_hash = digest
         seq += 1

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from pydantic import BaseModel, Field
 
 from trustlists import audit, names
-from trustlists.certificate_builder import leaf_builder, leaf_signature_hash
+from trustlists.certificate_builder import LeafFields, LeafProfile, builder_for, leaf_fields, leaf_signature_hash
 from trustlists.context import EngineContext
 from trustlists.csr_checks import (
     ApprovedRequest,
@@ -44,6 +44,7 @@ from trustlists.hierarchy import Hierarchy, crl_policy, publish_crl
 from trustlists.key_index import KeyClaim, ensure_complete, judge
 from trustlists.keys.algorithms import fits_pkcs12, signature_hash
 from trustlists.keys.pool import KeyPool
+from trustlists.leaf_encoding import LeafEncoder
 from trustlists.models import (
     CARecord,
     CertificateRecord,
@@ -89,13 +90,16 @@ _IssuersByPlace = dict[tuple[str, str | None], _Issuer | OtpkiError]  # (group, 
 
 
 class _Draft(NamedTuple):
-    """A certificate for an approved request, ready to be signed."""
+    """A certificate for an approved request, ready to be signed: encoded by its issuer's template, or (what the
+    template does not cover) as cryptography's builder."""
 
     request: ApprovedRequest
     owner: Owner
     issuer: _Issuer
-    builder: x509.CertificateBuilder
-    serial: int
+    fields: LeafFields
+    spki: bytes  # the DER SubjectPublicKeyInfo of the key it certifies
+    tbs: bytes | None
+    encoder: LeafEncoder | None
     at: datetime
 
 
@@ -129,6 +133,8 @@ class CertificateAuthority:
         self._trustlists = trustlists
         self._pool = key_pool or KeyPool()
         self._key_index_complete = False
+        # (profile, CA key type, hash) -> the issuer's leaf template, or None where the builder signs
+        self._encoders: dict[tuple[LeafProfile, KeyType, str], LeafEncoder | None] = {}
 
     # -- issuance ---------------------------------------------------------------------------------
     def issue_from_csr(self, csr_data: bytes, *, owner_id: str, actor: str,
@@ -306,14 +312,14 @@ class CertificateAuthority:
                 drafts.append((i, req, self._draft(request, owner, issuer)))
             except OtpkiError as exc:
                 results[i] = exc
-        signed: list[tuple[int, CsrIssueRequest, _Draft, x509.Certificate]] = []
+        signed: list[tuple[int, CsrIssueRequest, _Draft, bytes]] = []
         for i, req, draft in drafts:
             try:
                 signed.append((i, req, draft, self._sign(draft)))
             except OtpkiError as exc:
                 results[i] = exc
-        prepared = [(i, self._record(draft, cert, issuance=req.issuance, delivered=req.delivered))
-                    for i, req, draft, cert in signed]
+        prepared = [(i, self._record(draft, der, issuance=req.issuance, delivered=req.delivered))
+                    for i, req, draft, der in signed]
         if prepared and before_commit is not None:
             before_commit([(i, p.issued()) for i, p in prepared])
         if prepared:
@@ -447,41 +453,63 @@ class CertificateAuthority:
 
     def _draft(self, request: ApprovedRequest, owner: Owner, issuer: _Issuer) -> _Draft:
         now = self._ctx.clock()
-        serial = random_serial()
         config = self._ctx.config
         policy = config.group(owner.group)
-        builder = leaf_builder(request=request, policy=policy, issuer_cert=issuer.cert, serial=serial, now=now,
-                               ocsp_url=config.ocsp_url() if policy.ocsp_url_in_certificates else None,
-                               crl_url=config.crl_url(issuer.ca.id) if policy.crl_url_in_certificates else None)
-        return _Draft(request, owner, issuer, builder, serial, now)
+        fields = leaf_fields(request=request, policy=policy, issuer_cert=issuer.cert, serial=random_serial(), now=now,
+                             ocsp_url=config.ocsp_url() if policy.ocsp_url_in_certificates else None,
+                             crl_url=config.crl_url(issuer.ca.id) if policy.crl_url_in_certificates else None)
+        spki = request.public_key.public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        encoder = self._encoder(fields.profile, issuer, self._hash_name(owner, request))
+        tbs = None if encoder is None else encoder.tbs(fields, subject=request.subject, spki=spki,
+                                                       san_uri=request.san_uri, dns_names=request.dns_names,
+                                                       ip_addresses=request.ip_addresses)
+        return _Draft(request, owner, issuer, fields, spki, tbs, encoder, now)
 
-    def _sign(self, draft: _Draft) -> x509.Certificate:
+    def _hash_name(self, owner: Owner, request: ApprovedRequest) -> str:
         # The group's hash, raised to what the leaf's own key needs (SHA-384 for P-384).
-        hash_name = leaf_signature_hash(self._ctx.config.group(draft.owner.group).signature_hash,
-                                        draft.request.key_type)
-        return draft.builder.sign(draft.issuer.key, signature_hash(draft.issuer.ca.key_type, hash_name))
+        return leaf_signature_hash(self._ctx.config.group(owner.group).signature_hash, request.key_type)
 
-    def _record(self, draft: _Draft, cert: x509.Certificate, *, issuance: IssuanceKind, delivered: bool,
+    def _encoder(self, profile: LeafProfile, issuer: _Issuer, hash_name: str) -> LeafEncoder | None:
+        """The issuer's template for leaves of `profile`, made on first use (it signs one throw-away certificate)."""
+        key = (profile, issuer.ca.key_type, hash_name)
+        try:
+            return self._encoders[key]
+        except KeyError:
+            pass
+        if len(self._encoders) >= 64:  # profiles of CAs and policies since replaced
+            self._encoders.clear()
+        encoder = self._encoders[key] = LeafEncoder.for_issuer(profile, issuer.key,
+                                                               signature_hash(issuer.ca.key_type, hash_name))
+        return encoder
+
+    def _sign(self, draft: _Draft) -> bytes:
+        """The signed certificate's DER."""
+        key = draft.issuer.key
+        if draft.tbs is not None:
+            assert draft.encoder is not None
+            return draft.encoder.sign(draft.tbs, key)
+        algorithm = signature_hash(draft.issuer.ca.key_type, self._hash_name(draft.owner, draft.request))
+        return builder_for(draft.fields, draft.request).sign(key, algorithm).public_bytes(serialization.Encoding.DER)
+
+    def _record(self, draft: _Draft, der: bytes, *, issuance: IssuanceKind, delivered: bool,
                 supersedes: str | None = None, extra_audit: dict[str, object] | None = None) -> _Prepared:
         """The certificate's record, audit details and key index entry, from the values it was signed with."""
-        request, owner, issuer, _builder, serial, now = draft
+        request, owner, issuer, fields, spki, _tbs, _encoder, now = draft
         ca = issuer.ca
-        der = cert.public_bytes(serialization.Encoding.DER)
         record = CertificateRecord(
-            serial=serial_hex(serial), issuer_ca_id=ca.id, owner_id=owner.id, group=owner.group,
+            serial=serial_hex(fields.serial), issuer_ca_id=ca.id, owner_id=owner.id, group=owner.group,
             site=owner.site, subject=request.subject.rfc4514_string(), san_uri=request.san_uri,
-            key_type=request.key_type, not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc, fingerprint_sha256=sha256_hex(der), issuance=issuance,
-            issued_at=now, delivered=delivered, der=der)
+            key_type=request.key_type, not_before=fields.not_before, not_after=fields.not_after,
+            fingerprint_sha256=sha256_hex(der), issuance=issuance, issued_at=now, delivered=delivered, der=der)
         details: dict[str, object] = {
             "owner": owner.name, "group": owner.group, "ca": ca.id, "issuance": issuance.value,
             "subject": record.subject, "sha256": record.fingerprint_sha256, "not_after": record.not_after.isoformat()}
         if supersedes:
             details["supersedes"] = supersedes
         details.update(extra_audit or {})
-        return _Prepared(request=request, owner=owner, record=record, der=der,
-                         spki_sha256=spki_sha256(request.public_key), chain=issuer.chain,
-                         supersedes=supersedes, details=details, at=now)
+        return _Prepared(request=request, owner=owner, record=record, der=der, spki_sha256=sha256_hex(spki),
+                         chain=issuer.chain, supersedes=supersedes, details=details, at=now)
 
     def _issuer(self, owner: Owner) -> _Issuer:
         ca = self._hierarchy.issuing_ca_for(owner.group, owner.site)

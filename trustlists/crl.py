@@ -102,8 +102,9 @@ def build_crl(
 class RevocationIndex:
     """serial -> reason per CA, loaded from the store and kept current incrementally.
 
-    Serials are 159-bit random numbers unique across the whole store, so a dict lookup by CA and serial
-    answers "is this revoked?" in well under a microsecond, however many entries the CRL holds.
+    Serials are 159-bit numbers (116 of their bits random, trustlists.serials) unique across the whole store, so
+    a dict lookup by CA and serial answers "is this revoked?" in well under a microsecond, however many entries
+    the CRL holds.
     """
 
     def __init__(self) -> None:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
+from trustlists.der_writer import children, header_size, integer, tlv
 from trustlists.keys.algorithms import SignatureHash
 
 __all__ = ["ResponseEncoder"]
@@ -37,37 +38,6 @@ _NONCE_OID = bytes.fromhex("06092b0601050507300102")  # id-pkix-ocsp-nonce
 # OCSPResponse { responseStatus successful, responseBytes [0] { id-pkix-ocsp-basic, OCTET STRING ... } }
 _STATUS_SUCCESSFUL = b"\x0a\x01\x00"
 _BASIC_OID = bytes.fromhex("06092b0601050507300101")
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(octets),)) + octets
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _length(len(content)) + content
-
-
-def _children(tlv: bytes) -> list[bytes]:
-    """The encoded children of one DER constructed element (definite lengths: DER has no others)."""
-    def header(at: int) -> tuple[int, int]:  # (content start, content length) of the element at `at`
-        first = tlv[at + 1]
-        if first < 0x80:
-            return at + 2, first
-        count = first & 0x7F
-        return at + 2 + count, int.from_bytes(tlv[at + 2:at + 2 + count], "big")
-
-    start, length = header(0)
-    end = start + length
-    out: list[bytes] = []
-    at = start
-    while at < end:
-        content, size = header(at)
-        out.append(tlv[at:content + size])
-        at = content + size
-    return out
 
 
 def _time(moment: datetime) -> bytes:
@@ -95,11 +65,11 @@ class ResponseEncoder:
                     .responder_id(ocsp.OCSPResponderEncoding.HASH, certificate)
                     .certificates([certificate])
                     .sign(key, algorithm)).public_bytes(Encoding.DER)
-        response_bytes = _children(_children(template)[1])[0]  # SEQUENCE { id-pkix-ocsp-basic, OCTET STRING }
-        octets = _children(response_bytes)[1]
-        basic = octets[_header_size(octets):]
-        tbs, signature_algorithm, _signature, certs = _children(basic)
-        self._responder_id = _children(tbs)[0]
+        response_bytes = children(children(template)[1])[0]  # SEQUENCE { id-pkix-ocsp-basic, OCTET STRING }
+        octets = children(response_bytes)[1]
+        basic = octets[header_size(octets):]
+        tbs, signature_algorithm, _signature, certs = children(basic)
+        self._responder_id = children(tbs)[0]
         self._signature_algorithm = signature_algorithm
         self._certs = certs
 
@@ -122,8 +92,8 @@ class ResponseEncoder:
         if known is None or serial < 0 or not len(issuer_name_hash) == len(issuer_key_hash) == known[1]:
             return None
         algorithm_id = known[0]
-        serial_der = _tlv(0x02, serial.to_bytes(serial.bit_length() // 8 + 1, "big"))
-        cert_id = _tlv(0x30, algorithm_id + _tlv(0x04, issuer_name_hash) + _tlv(0x04, issuer_key_hash) + serial_der)
+        serial_der = integer(serial)
+        cert_id = tlv(0x30, algorithm_id + tlv(0x04, issuer_name_hash) + tlv(0x04, issuer_key_hash) + serial_der)
         if cert_status is ocsp.OCSPCertStatus.GOOD:
             status = _GOOD
         elif cert_status is ocsp.OCSPCertStatus.UNKNOWN:
@@ -133,14 +103,14 @@ class ResponseEncoder:
             info = _time(revoked_at)
             if reason is not None:
                 info += b"\xa0\x03\x0a\x01" + bytes((reason,))  # [0] EXPLICIT CRLReason
-            status = _tlv(0xA1, info)
+            status = tlv(0xA1, info)
         produced = _time(this_update)
-        single = _tlv(0x30, cert_id + status + produced + b"\xa0\x11" + _time(next_update))
-        data = self._responder_id + produced + _tlv(0x30, single)
+        single = tlv(0x30, cert_id + status + produced + b"\xa0\x11" + _time(next_update))
+        data = self._responder_id + produced + tlv(0x30, single)
         if nonce is not None:
-            extension = _tlv(0x30, _NONCE_OID + _tlv(0x04, _tlv(0x04, nonce)))
-            data += _tlv(0xA1, _tlv(0x30, extension))
-        tbs = _tlv(0x30, data)
+            extension = tlv(0x30, _NONCE_OID + tlv(0x04, tlv(0x04, nonce)))
+            data += tlv(0xA1, tlv(0x30, extension))
+        tbs = tlv(0x30, data)
         key = self._key
         if isinstance(key, ec.EllipticCurvePrivateKey):
             assert self._ecdsa is not None
@@ -150,10 +120,6 @@ class ResponseEncoder:
             signature = key.sign(tbs, self._pkcs1, self._algorithm)
         else:
             signature = key.sign(tbs)
-        basic = _tlv(0x30, tbs + self._signature_algorithm + _tlv(0x03, b"\x00" + signature) + self._certs)
-        return _tlv(0x30, _STATUS_SUCCESSFUL + _tlv(0xA0, _tlv(0x30, _BASIC_OID + _tlv(0x04, basic))))
+        basic = tlv(0x30, tbs + self._signature_algorithm + tlv(0x03, b"\x00" + signature) + self._certs)
+        return tlv(0x30, _STATUS_SUCCESSFUL + tlv(0xA0, tlv(0x30, _BASIC_OID + tlv(0x04, basic))))
 
-
-def _header_size(tlv: bytes) -> int:
-    first = tlv[1]
-    return 2 if first < 0x80 else 2 + (first & 0x7F)

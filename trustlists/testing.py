@@ -45,6 +45,7 @@ from trustlists.engine import Engine
 from trustlists.hierarchy import publish_crl
 from trustlists.keys.files import EncryptedFileKeyBackend
 from trustlists.keys.keyring import KeyRing
+from trustlists.leaf_encoding import LeafEncoder
 from trustlists.models import CARecord, CrlRecord, RevocationReason
 from trustlists.ocsp_responses import OcspResponder
 from trustlists.policy import PkiConfig, load_default_config
@@ -553,7 +554,8 @@ _ISSUANCE_STAGES: list[tuple[str, object, str]] = [
     ("csr load", authority, "load_csr"),
     ("csr signature", authority, "verify_csr_signature"),
     ("csr rules", authority, "check_verified_csr"),
-    ("build", authority, "leaf_builder"),
+    ("build", authority, "leaf_fields"),
+    ("build", LeafEncoder, "tbs"),
     ("draft", authority.CertificateAuthority, "_draft"),
     ("sign", authority.CertificateAuthority, "_sign"),
     ("record values", authority.CertificateAuthority, "_record"),

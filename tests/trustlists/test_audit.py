@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trustlists import audit
 from trustlists.engine import Engine
 from trustlists.models import Owner
 from trustlists.policy import load_default_config
@@ -51,3 +52,16 @@ def test_deleted_tail_is_detected(engine: Engine, device: Owner) -> None:
         tx.execute("DELETE FROM audit_log WHERE seq >= ?", (last - 1,))
     result = engine.verify_audit()
     assert not result.ok and "deleted from the end" in (result.problem or "")
+
+
+def test_a_batch_hashes_the_same_canonical_text_as_a_single_record() -> None:
+    """append_many encodes what does not depend on the chain before it takes the append lock, and joins the rest
+    under it: the hash must be `_record_hash`'s, which `verify` recomputes, for any text a record can hold."""
+    texts = ["", "tester", 'quote " and \\\\ backslash', "ünïcødé ✓ 机器", "line\nbreak\ttab\x00nul\x1f", "</script>"]
+    for n, text in enumerate(texts):
+        details_json = audit._details_json({"subject": text, "n": n, "nested": {"b": [1, None, text]}})
+        for seq, prev_hash in ((1, audit.GENESIS), (123_456_789_012, "ab" * 32), (7, text)):
+            at_us = 1_780_000_000_123_456 + n
+            unlinked = audit._unlinked(at_us, text, "certificate.issue", text, details_json)
+            assert audit._linked_hash(prev_hash, seq, unlinked) == audit._record_hash(
+                prev_hash, seq, at_us, text, "certificate.issue", text, details_json)
