@@ -9,11 +9,16 @@ POINT (the process dies on the N-th time it gets there):
   renamed        a certificate file was renamed into place (the chunk's rows are not committed yet)
   before-commit  a chunk's files are in place and durable, its rows not committed
   committed      a chunk's certificates have committed
+  recorder-flushed    (--workers N > 1) the recording process flushed the files of the chunks ready, before
+                      its transaction
+  recorder-committed  (--workers N > 1) the recording process committed the chunks ready
+  worker-sent         (--workers N > 1) the first worker dies after sending its N-th signed chunk
   none           no kill point (for a kill from outside)
   same-serial    no kill: every process's first certificate gets one fixed serial (N ignored), so forked
                  workers clash on it and the store must refuse the second
 Chunks are 3 CSRs here (100 in production) so that a handful of CSRs spans several commits. Give
-`--workers 1`: forked workers would inherit the kill point and die instead of the command.
+`--workers 1` for the points of the one-process path: forked workers would inherit the kill point and die
+instead of the command. The recorder-* points act in the command only, worker-sent in the first worker only.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import otpki.batch_pool
 import trustlists.authority
 import trustlists.batch
 from otpki.cli.main import app
@@ -32,11 +38,13 @@ from trustlists.authority import CertificateAuthority
 from trustlists.registry import Registry
 
 
-def _die_on_call(owner: Any, name: str, n: int, *, before: bool) -> None:
+def _die_on_call(owner: Any, name: str, n: int, *, before: bool, only_pid: int | None = None) -> None:
     original: Callable[..., Any] = getattr(owner, name)
     calls = itertools.count(1)  # files are written from several threads: count atomically
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if only_pid is not None and os.getpid() != only_pid:  # a forked worker
+            return original(*args, **kwargs)
         call = next(calls)
         if before and call == n:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -64,6 +72,19 @@ def _first_serial_fixed() -> None:
     trustlists.authority.random_serial = serial  # type: ignore[attr-defined]  # the module's own import
 
 
+def _first_worker_dies_after(n: int) -> None:
+    """The worker of the first share SIGKILLs itself once its n-th chunk was sent (it asks for the next)."""
+    original = otpki.batch_pool.sign_chunks
+
+    def chunks(*args: Any, **kwargs: Any) -> Iterator[trustlists.batch.SignedChunk]:
+        for k, chunk in enumerate(original(*args, **kwargs), 1):
+            yield chunk
+            if kwargs["shard"][0] == 0 and k == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    otpki.batch_pool.sign_chunks = chunks  # the module's own import, which the forked workers call
+
+
 def main() -> None:
     point, n, sep, *args = sys.argv[1:]
     assert sep == "--", __doc__
@@ -78,6 +99,12 @@ def main() -> None:
     elif point in ("temp-file", "renamed"):
         # The batch puts every certificate file in place with os.replace (and nothing else in a batch run does).
         _die_on_call(os, "replace", count, before=point == "temp-file")
+    elif point == "recorder-flushed":
+        _die_on_call(trustlists.batch, "_flush_data", count, before=False, only_pid=os.getpid())
+    elif point == "recorder-committed":
+        _die_on_call(trustlists.batch.ChunkRecorder, "_record", count, before=False, only_pid=os.getpid())
+    elif point == "worker-sent":
+        _first_worker_dies_after(count)
     elif point == "same-serial":
         _first_serial_fixed()
     elif point != "none":
