@@ -272,7 +272,7 @@ def test_chunks_signed_by_workers_are_recorded_in_any_order_like_sign_directory(
     assert engine.inventory.count() == 0 and not list(engine.audit_records(action="owner.register"))
     recorder = batch.ChunkRecorder(engine, out_dir, group="mqtt-device", site=None, actor="line2")
     recorder.record([second[0], first[1]])  # joined: no device in common
-    for chunk in first[2:] + [first[0]] + second[1:]:
+    for chunk in [*first[2:], first[0], *second[1:]]:
         recorder.record([chunk])
     report = recorder.report()
 
