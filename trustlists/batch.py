@@ -11,6 +11,13 @@ chunk's files are made durable (temp files, one syncfs, renames, one directory f
 certificate files the inventory does not know (`otpki certs reconcile OUT_DIR/*.crt` names them, the next run
 replaces them), never a recorded certificate without its file.
 
+`sign_chunks` and `ChunkRecorder` split the same work between processes (`otpki batch sign --workers N`,
+otpki.batch_pool): workers read, check, sign and write each new certificate file (under its final name, not
+flushed), reading the store only; one process flushes the files of every chunk ready with one syncfs, then
+registers the devices and records the certificates in one transaction. A crash leaves what the one-process path
+leaves: at worst certificate files the inventory does not know (possibly torn, after a power cut: written under
+their final names), which the next run replaces.
+
 A batch is idempotent: a CSR whose key already has an active certificate for its owner gets that
 certificate back (`reuse_active=True`, decided again inside the write transaction, so two batches over
 overlapping inputs end with one certificate per CSR), and its file is (re)written from the inventory, so a run

@@ -10,8 +10,10 @@ POINT (the process dies on the N-th time it gets there):
   before-commit  a chunk's files are in place and durable, its rows not committed
   committed      a chunk's certificates have committed
   recorder-flushed    (--workers N > 1) the recording process flushed the files of the chunks ready, before
-                      its transaction
-  recorder-committed  (--workers N > 1) the recording process committed the chunks ready
+                      their transaction, and at least N files in all (how many chunks one flush carries
+                      depends on timing: counting files, the kill happens on every run)
+  recorder-committed  (--workers N > 1) the recording process committed the chunks ready, and at least N
+                      certificates in all
   worker-sent         (--workers N > 1) the first worker dies after sending its N-th signed chunk
   none           no kill point (for a kill from outside)
   same-serial    no kill: every process's first certificate gets one fixed serial (N ignored), so forked
@@ -38,19 +40,34 @@ from trustlists.authority import CertificateAuthority
 from trustlists.registry import Registry
 
 
-def _die_on_call(owner: Any, name: str, n: int, *, before: bool, only_pid: int | None = None) -> None:
+def _die_on_call(owner: Any, name: str, n: int, *, before: bool) -> None:
     original: Callable[..., Any] = getattr(owner, name)
     calls = itertools.count(1)  # files are written from several threads: count atomically
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if only_pid is not None and os.getpid() != only_pid:  # a forked worker
-            return original(*args, **kwargs)
         call = next(calls)
         if before and call == n:
             os.kill(os.getpid(), signal.SIGKILL)
         result = original(*args, **kwargs)
         if not before and call == n:
             os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+def _die_after_items(owner: Any, name: str, n: int, items: Callable[[tuple[Any, ...]], int]) -> None:
+    """In this process only (not in forked workers): SIGKILL after the call that brings the number of items
+    handled (`items` of each call's arguments) to n or more."""
+    original: Callable[..., Any] = getattr(owner, name)
+    pid, done = os.getpid(), [0]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if os.getpid() == pid:
+            done[0] += items(args)
+            if done[0] >= n:
+                os.kill(pid, signal.SIGKILL)
         return result
 
     setattr(owner, name, wrapper)
@@ -100,9 +117,9 @@ def main() -> None:
         # The batch puts every certificate file in place with os.replace (and nothing else in a batch run does).
         _die_on_call(os, "replace", count, before=point == "temp-file")
     elif point == "recorder-flushed":
-        _die_on_call(trustlists.batch, "_flush_data", count, before=False, only_pid=os.getpid())
+        _die_after_items(trustlists.batch, "_flush_data", count, lambda args: len(args[1]))
     elif point == "recorder-committed":
-        _die_on_call(trustlists.batch.ChunkRecorder, "_record", count, before=False, only_pid=os.getpid())
+        _die_after_items(trustlists.batch.ChunkRecorder, "_record", count, lambda args: len(args[1].slots))
     elif point == "worker-sent":
         _first_worker_dies_after(count)
     elif point == "same-serial":

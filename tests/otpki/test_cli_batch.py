@@ -332,12 +332,13 @@ def assert_no_certificate_outside_the_inventory(data_dir: Path, out_dir: Path) -
 
 
 # Workers sign and write files, the command flushes and records (otpki.batch_pool); chunks of 3, 20 CSRs over
-# two workers. How many chunks one commit carries depends on timing: the counts are bounds.
+# two workers. How many chunks one commit carries depends on timing: the kill points count files and
+# certificates, and the counts asserted are bounds.
 @pytest.mark.parametrize(("point", "n"), [
-    ("recorder-flushed", 1),    # the files of the first chunks ready flushed, nothing recorded
-    ("recorder-flushed", 3),    # the same, with chunks recorded before
-    ("recorder-committed", 1),  # the first chunks ready recorded
-    ("recorder-committed", 2),
+    ("recorder-flushed", 1),     # the files of the first chunks ready flushed, nothing recorded
+    ("recorder-flushed", 10),    # the same, with chunks recorded before (unless one flush carried them all)
+    ("recorder-committed", 1),   # the first chunks ready recorded
+    ("recorder-committed", 10),  # at least 10 certificates recorded (all of them if one commit carried them)
 ])
 def test_a_kill_between_the_pipeline_stages_leaves_nothing_outside_the_inventory(
         data_dir: Path, tmp_path: Path, point: str, n: int) -> None:
@@ -350,7 +351,7 @@ def test_a_kill_between_the_pipeline_stages_leaves_nothing_outside_the_inventory
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     recorded = assert_no_certificate_outside_the_inventory(data_dir, out_dir)
     if point == "recorder-committed":
-        assert 3 * n <= len(recorded) < len(keys)
+        assert len(recorded) >= n
     else:
         assert len(recorded) < len(keys) and list(out_dir.glob("*.crt")), "files written, the last not recorded"
     assert not processes_with(str(in_dir)), "a worker outlived the command"
