@@ -1,10 +1,11 @@
 """`otpki batch sign --workers N`: N forked processes sign, this process records, each at its own pace.
 
 Signing is CPU work and one Python process uses one core; recording is mostly waiting (the files' flush, the
-commit's fsync). So the workers read, verify, check, sign and write the certificate files
+commit's fsync). So the workers read, verify, check, sign and write the certificate files to temp files
 (`trustlists.batch.sign_chunks`: a store read per chunk, nothing stored, nothing flushed) and send each signed
-chunk down a pipe; this process makes the files durable (one flush for everything that is ready), then registers
-the devices and commits the certificates in one transaction (`ChunkRecorder`), while the workers sign on. The
+chunk down a pipe; this process makes the files durable and puts them in place (one syncfs for everything that
+is ready, the renames, one directory flush), then registers the devices and commits the certificates in one
+transaction (`ChunkRecorder`), while the workers sign on. The
 waits of this process leave its core to the workers, and one process writes the store: the audit chain is
 appended by one connection, and no worker waits for another's write lock.
 
@@ -12,8 +13,9 @@ The workers are forked from the command after its imports (no second interpreter
 worker costs is opening the store and the CA key), and before any store is open here (a SQLite connection must
 not cross a fork). A pipe holds a few signed chunks: a worker runs at most that far ahead of what is recorded.
 A worker dies with the command (PR_SET_PDEATHSIG on Linux): a batch killed with SIGKILL leaves no orphan signing
-on. What a worker signed and this process did not record is never handed out (its file, if written, holds a
-certificate the inventory does not know); the next run signs it again and replaces the file.
+on. What a worker signed and this process did not record is never handed out (its file, if put in place, holds
+a certificate the inventory does not know); the next run signs it again, replaces the file and removes the temp
+files of dead processes.
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ certificate files the inventory does not know (`otpki certs reconcile OUT_DIR/*.
 replaces them), never a recorded certificate without its file.
 
 `sign_chunks` and `ChunkRecorder` split the same work between processes (`otpki batch sign --workers N`,
-otpki.batch_pool): workers read, check, sign and write each new certificate file (under its final name, not
-flushed), reading the store only; one process flushes the files of every chunk ready with one syncfs, then
-registers the devices and records the certificates in one transaction. A crash leaves what the one-process path
-leaves: at worst certificate files the inventory does not know (possibly torn, after a power cut: written under
-their final names), which the next run replaces.
+otpki.batch_pool): workers read, check, sign and write each new certificate to a temp file (not flushed),
+reading the store only; one process flushes the temp files of every chunk ready with one syncfs, renames them
+into place, flushes the directory, then registers the devices and records the certificates in one transaction.
+A crash leaves what the one-process path leaves: at worst certificate files the inventory does not know, which
+the next run replaces, and temp files of dead processes, which the next run removes.
 
 A batch is idempotent: a CSR whose key already has an active certificate for its owner gets that
 certificate back (`reuse_active=True`, decided again inside the write transaction, so two batches over
@@ -27,6 +27,7 @@ cut off at any point (kill -9, power cut) heals on the next run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import os
 import sys
@@ -158,7 +159,8 @@ def _outcomes(out_dir: Path, slots: list[tuple[Path, Owner]], results: list[Issu
 @dataclass
 class SignedChunk:
     """A chunk signed by a worker process (`sign_chunks`), for the recording process (`ChunkRecorder`): nothing
-    of it is stored yet, its new certificate files are written but not flushed, and it pickles."""
+    of it is stored yet, its new certificate files are written to temp files (not flushed, not in place), and it
+    pickles."""
 
     unreadable: list[BatchItem]  # refused before any device was looked at (output name, reading, signature)
     examined: list[Path]  # the other CSR files of the chunk (what the recorder signs again if it must)
@@ -166,17 +168,17 @@ class SignedChunk:
     slots: list[tuple[Path, Owner]]  # per slot of `signed`: the CSR file and its device
     new_owners: list[Owner]  # devices to register, not looked up yet
     signed: SignedBatch
-    written: dict[int, str]  # slot -> serial of the certificate its file holds now
-    created: list[str]  # files created in the output directory, not flushed yet
+    written: dict[int, str]  # slot -> serial of the certificate its file holds (once `staged` is in place)
+    staged: list[tuple[int, str, str]]  # (slot, temp file, final name): written, not flushed, not renamed
 
 
 def sign_chunks(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, site: str | None = None,
                 shard: tuple[int, int] | None = None) -> Iterator[SignedChunk]:
     """The CPU work of `sign_directory` over (a share of) `in_dir`, chunk by chunk, reading the store and
     writing nothing to it: read, verify and check each CSR, look up its device (a new one is made, not
-    registered), answer from the key history, sign, and write each new certificate's file (not flushed: the
-    recorder flushes them all at once before it commits). `ChunkRecorder.record` does the rest in the process
-    that owns the writes."""
+    registered), answer from the key history, sign, and write each new certificate's file to a temp file
+    (the recorder flushes them all at once and puts them in place before it commits). `ChunkRecorder.record`
+    does the rest in the process that owns the writes."""
     engine.config.group(group)
     files = csr_files(in_dir, shard)
     claimed: dict[str, str] = {}
@@ -197,12 +199,11 @@ def sign_chunks(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, site
         signed = engine.authority.sign_approved(
             [(CsrIssueRequest(csr=c.data, owner_id=owner.id, issuance=IssuanceKind.BATCH, delivered=False), owner,
               approved) for _path, c, owner, approved in checked], reuse_active=True)
-        created: list[str] = []
-        written = _create_all(out_dir, [(n, checked[n][0], p.issued()) for n, p in signed.prepared], chain_pem,
-                              on_disk, created)
+        written, staged = _stage_all(out_dir, [(n, checked[n][0], p.issued()) for n, p in signed.prepared],
+                                     chain_pem, on_disk)
         yield SignedChunk(unreadable=unreadable, examined=[p for p, _c in examined], refused=refused,
                           slots=[(path, owner) for path, _c, owner, _a in checked], new_owners=list(new.values()),
-                          signed=signed.portable(), written=written, created=created)
+                          signed=signed.portable(), written=written, staged=staged)
 
 
 class ChunkRecorder:
@@ -230,12 +231,11 @@ class ChunkRecorder:
 
     def _record(self, chunk: SignedChunk) -> None:
         self.items.extend(chunk.unreadable)
-        # The files first, durable (the worker wrote them), then the devices and their certificates in one
-        # transaction: a crash in between leaves certificate files the inventory does not know (as in
+        # The files first, durable and in place (the worker wrote them), then the devices and their certificates
+        # in one transaction: a crash in between leaves certificate files the inventory does not know (as in
         # sign_directory), which the next run replaces.
-        self._on_disk.update(chunk.created)
-        if chunk.created:
-            _flush_data(self._out_dir, [self._out_dir / name for name in chunk.created])
+        written = dict(chunk.written)
+        _put_in_place(self._out_dir, chunk.staged, written, self._on_disk)
         try:
             with self._engine._ctx.store.transaction() as tx:
                 if not self._register(tx, chunk.new_owners):
@@ -245,8 +245,7 @@ class ChunkRecorder:
             self.items.extend(self._again(chunk))
             return
         self.items.extend(chunk.refused)
-        self.items.extend(_outcomes(self._out_dir, chunk.slots, results, chunk.written, self._chain_pem,
-                                    self._on_disk))
+        self.items.extend(_outcomes(self._out_dir, chunk.slots, results, written, self._chain_pem, self._on_disk))
 
     def report(self) -> BatchReport:
         return _report(self._group, self.items)
@@ -314,7 +313,7 @@ def _join(a: SignedChunk, b: SignedChunk) -> SignedChunk:
     return SignedChunk(unreadable=a.unreadable + b.unreadable, examined=a.examined + b.examined,
                        refused=a.refused + b.refused, slots=a.slots + b.slots, new_owners=a.new_owners + b.new_owners,
                        signed=signed, written={**a.written, **{i + off: s for i, s in b.written.items()}},
-                       created=a.created + b.created)
+                       staged=a.staged + [(i + off, tmp, name) for i, tmp, name in b.staged])
 
 
 def _report(group: str, items: list[BatchItem]) -> BatchReport:
@@ -570,16 +569,18 @@ def _install_all(out_dir: Path, certificates: list[tuple[Path, IssuedCertificate
     return errors
 
 
-def _create_all(out_dir: Path, certificates: list[tuple[int, Path, IssuedCertificate]], chains: dict[str, bytes],
-                on_disk: set[str], created: list[str]) -> dict[int, str]:
-    """Write each certificate's file, not flushed (the caller flushes the lot, once, before it commits): a file
-    that does not exist yet is created under its final name (O_EXCL: one system call fewer than a temp file and
-    its rename, and no directory flush); one that exists is replaced durably by `_install_all`. Returns slot ->
-    serial of each file written; `created` gets the names created. A crash before the flush may leave a torn
-    file under its final name, of a certificate the inventory does not know: the next run replaces it."""
+def _stage_all(out_dir: Path, certificates: list[tuple[int, Path, IssuedCertificate]], chains: dict[str, bytes],
+               on_disk: set[str]) -> tuple[dict[int, str], list[tuple[int, str, str]]]:
+    """A worker's part of `_install_all` for new files: each written to a temp file of this process, not flushed
+    and not renamed (the recorder flushes them all with one syncfs, renames them into place and flushes the
+    directory before it commits). A file that exists already is put in place durably here (`_install_all`:
+    re-runs only). Returns slot -> serial of each file (to be) in place, and (slot, temp name, final name) of
+    the staged ones."""
     written: dict[int, str] = {}
+    staged: list[tuple[int, str, str]] = []
     existing: list[tuple[int, Path, IssuedCertificate]] = []
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    pid = os.getpid()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     directory = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)  # names relative to it: no path walk per file
     try:
         for n, path, issued in certificates:
@@ -587,29 +588,50 @@ def _create_all(out_dir: Path, certificates: list[tuple[int, Path, IssuedCertifi
             if name in on_disk:
                 existing.append((n, path, issued))
                 continue
+            tmp = _temp_name(out_dir / name, pid).name
             try:
-                fd = os.open(name, flags, 0o644, dir_fd=directory)
-            except FileExistsError:  # another station's meanwhile
-                existing.append((n, path, issued))
-                continue
+                fd = os.open(tmp, flags, 0o644, dir_fd=directory)
+                try:
+                    _write_all(fd, _file_data(issued, chains))
+                finally:
+                    os.close(fd)
             except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=directory)
                 continue  # written again after the commit, and reported if it fails again
-            try:
-                _write_all(fd, _file_data(issued, chains))
-            except OSError:
-                os.unlink(name, dir_fd=directory)
-                continue
-            finally:
-                os.close(fd)
-            on_disk.add(name)
-            created.append(name)
+            staged.append((n, tmp, name))
             written[n] = issued.record.serial
     finally:
         os.close(directory)
     if existing:
         failed = _install_all(out_dir, [(path, issued, chains) for _n, path, issued in existing], on_disk)
         written.update((n, issued.record.serial) for k, (n, _p, issued) in enumerate(existing) if k not in failed)
-    return written
+    return written, staged
+
+
+def _put_in_place(out_dir: Path, staged: list[tuple[int, str, str]], written: dict[int, str],
+                  on_disk: set[str]) -> None:
+    """Staged files durable under their final names: their data flushed (one syncfs), renamed, the directory
+    flushed. A file that cannot be renamed leaves `written` (it is written again after the commit)."""
+    if not staged:
+        return
+    try:
+        _flush_data(out_dir, [out_dir / tmp for _n, tmp, _name in staged])
+        directory = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for n, tmp, name in staged:
+                try:
+                    os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+                    on_disk.add(name)
+                except OSError:
+                    written.pop(n, None)
+            os.fsync(directory)  # the renames survive a power cut
+        finally:
+            os.close(directory)
+    except BaseException:
+        for _n, tmp, _name in staged:
+            (out_dir / tmp).unlink(missing_ok=True)
+        raise
 
 
 def _file_data(issued: IssuedCertificate, chains: dict[str, bytes]) -> bytes:

@@ -353,7 +353,7 @@ def test_a_kill_between_the_pipeline_stages_leaves_nothing_outside_the_inventory
     if point == "recorder-committed":
         assert len(recorded) >= n
     else:
-        assert len(recorded) < len(keys) and list(out_dir.glob("*.crt")), "files written, the last not recorded"
+        assert len(recorded) < len(keys) and list(out_dir.glob(".*.crt.*.tmp")), "temp files left, not recorded"
     assert not processes_with(str(in_dir)), "a worker outlived the command"
 
     rerun = sign(data_dir, in_dir, out_dir, "--workers", "2", "--json")
