@@ -16,6 +16,7 @@ Target: `--workers <cores>` >= 1.6 x raw single-core signing (certificates per s
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -48,9 +49,15 @@ def otpki(data_dir: Path, *args: str, env_extra: dict[str, str] | None = None) -
                           timeout=1800, check=False)
 
 
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csrs", type=int, default=None,
+                        help="CSRs per batch (default 3000; 150 with --quick); a factory batch is typically "
+                             "1k-100k, and the start-up weighs less the larger it is")
+
+
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    n = 150 if args.quick else 3000
+    args = parse_args(__doc__ or "", _options)
+    n = args.csrs or (150 if args.quick else 3000)
     reps = 1 if args.quick else 2
     cores = os.cpu_count() or 1
     with workdir("batch-workers") as d:
