@@ -588,7 +588,7 @@ def _stage_all(out_dir: Path, certificates: list[tuple[int, Path, IssuedCertific
             if name in on_disk:
                 existing.append((n, path, issued))
                 continue
-            tmp = _temp_name(out_dir / name, pid).name
+            tmp = f".{name}.{pid}{_TEMP_SUFFIX}"  # _temp_name's, without making a path
             try:
                 fd = os.open(tmp, flags, 0o644, dir_fd=directory)
                 try:
