@@ -212,7 +212,8 @@ class ChunkRecorder:
 
     A chunk whose work no longer holds when it is recorded, because a device it made was registered since (by
     another chunk of this batch, or another station), or a serial clashed, is read and signed again here, the
-    way `sign_directory` signs (the worker's certificates were never written or recorded)."""
+    way `sign_directory` signs (the worker's certificates were never recorded; the files put in place for them
+    are replaced)."""
 
     def __init__(self, engine: Engine, out_dir: Path, *, group: str, site: str | None, actor: str) -> None:
         engine.config.group(group)
@@ -286,21 +287,22 @@ class _Stale(Exception):
 
 
 def _joined(chunks: list[SignedChunk]) -> list[SignedChunk]:
-    """Consecutive chunks joined into one where none of their new devices share a name or an ApplicationUri (two
-    workers may each make a device for one name; the second would be refused as taken, and signed again)."""
+    """Consecutive chunks joined into one where they share no new device name, ApplicationUri or key. Two
+    workers may each make a device for one name (the second chunk then finds it taken, and is signed again), or
+    sign one key (the second chunk's commit then finds the first's certificate, and hands it back or refuses):
+    what decides is the store, so such chunks are recorded one after the other."""
     joined: list[SignedChunk] = []
-    names: set[str] = set()
-    uris: set[str] = set()
+    seen: set[str] = set()
     for chunk in chunks:
-        mine = {o.name for o in chunk.new_owners}
-        my_uris = {o.application_uri for o in chunk.new_owners if o.application_uri}
-        if joined and not (mine & names) and not (my_uris & uris):
+        mine = {f"name:{o.name}" for o in chunk.new_owners}
+        mine |= {f"uri:{o.application_uri}" for o in chunk.new_owners if o.application_uri}
+        mine |= {f"key:{k.spki_sha256}" for k in chunk.signed.keys.values()}
+        if joined and not (mine & seen):
             joined[-1] = _join(joined[-1], chunk)
-            names |= mine
-            uris |= my_uris
+            seen |= mine
         else:
             joined.append(chunk)
-            names, uris = mine, my_uris
+            seen = mine
     return joined
 
 
@@ -321,13 +323,6 @@ def _report(group: str, items: list[BatchItem]) -> BatchReport:
     reused = sum(1 for i in items if i.ok and i.reused)
     issued = sum(1 for i in items if i.ok) - reused
     return BatchReport(group=group, issued=issued, reused=reused, failed=len(items) - issued - reused, items=items)
-
-
-def merge_reports(group: str, reports: list[BatchReport]) -> BatchReport:
-    """One report of the shards' reports (`otpki batch sign --workers N`)."""
-    items = sorted((i for r in reports for i in r.items), key=lambda i: i.file)
-    return BatchReport(group=group, issued=sum(r.issued for r in reports), reused=sum(r.reused for r in reports),
-                       failed=sum(r.failed for r in reports), items=items)
 
 
 def _output_name(path: Path) -> str:

@@ -286,3 +286,25 @@ def test_chunks_signed_by_workers_are_recorded_in_any_order_like_sign_directory(
     again = sign_directory(engine, in_dir, out_dir, group="mqtt-device", actor="line2")
     assert (again.issued, again.reused, again.failed) == (0, 8, 1)
     assert _serials(again) == _serials(report)
+
+
+def test_chunks_ready_together_that_sign_one_key_are_judged_one_after_the_other(
+        engine: Engine, tmp_path: Path) -> None:
+    """Two workers sign one key for two devices and the recorder gets both chunks at once: one commit for both
+    would record two certificates for the key (each checked against the store only); recorded one after the
+    other, the second is refused as `sign_directory` refuses it."""
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    key = new_key()
+    (in_dir / "a.csr").write_bytes(make_csr("line1-dev-a", key=key))
+    (in_dir / "b.csr").write_bytes(make_csr("line1-dev-b", key=key))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    chunks = [chunk for i in range(2)
+              for chunk in batch.sign_chunks(engine, in_dir, out_dir, group="mqtt-device", shard=(i, 2))]
+    recorder = batch.ChunkRecorder(engine, out_dir, group="mqtt-device", site=None, actor="line1")
+    recorder.record(chunks)
+    report = recorder.report()
+    assert [(i.file, i.ok, i.reason) for i in report.items] == [("a.csr", True, None), ("b.csr", False, "key_in_use")]
+    assert engine.inventory.count() == 1
+    assert engine.verify_audit().ok
