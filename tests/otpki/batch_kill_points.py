@@ -15,6 +15,7 @@ POINT (the process dies on the N-th time it gets there):
   recorder-committed  (--workers N > 1) the recording process committed the chunks ready, and at least N
                       certificates in all
   worker-sent         (--workers N > 1) the first worker dies after sending its N-th signed chunk
+  worker-raises       (--workers N > 1) the first worker raises an error after sending its N-th signed chunk
   none           no kill point (for a kill from outside)
   same-serial    no kill: every process's first certificate gets one fixed serial (N ignored), so forked
                  workers clash on it and the store must refuse the second
@@ -37,6 +38,7 @@ import trustlists.authority
 import trustlists.batch
 from otpki.cli.main import app
 from trustlists.authority import CertificateAuthority
+from trustlists.errors import StoreBusy
 from trustlists.registry import Registry
 
 
@@ -89,15 +91,18 @@ def _first_serial_fixed() -> None:
     trustlists.authority.random_serial = serial  # type: ignore[attr-defined]  # the module's own import
 
 
-def _first_worker_dies_after(n: int) -> None:
-    """The worker of the first share SIGKILLs itself once its n-th chunk was sent (it asks for the next)."""
+def _first_worker_fails_after(n: int, *, dies: bool) -> None:
+    """The worker of the first share SIGKILLs itself (or raises) once its n-th chunk was sent (it asks for the
+    next)."""
     original = otpki.batch_pool.sign_chunks
 
     def chunks(*args: Any, **kwargs: Any) -> Iterator[trustlists.batch.SignedChunk]:
         for k, chunk in enumerate(original(*args, **kwargs), 1):
             yield chunk
             if kwargs["shard"][0] == 0 and k == n:
-                os.kill(os.getpid(), signal.SIGKILL)
+                if dies:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise StoreBusy("the store stayed locked (a test's)")
 
     otpki.batch_pool.sign_chunks = chunks  # the module's own import, which the forked workers call
 
@@ -120,8 +125,8 @@ def main() -> None:
         _die_after_items(trustlists.batch, "_flush_data", count, lambda args: len(args[1]))
     elif point == "recorder-committed":
         _die_after_items(trustlists.batch.ChunkRecorder, "_record", count, lambda args: len(args[1].slots))
-    elif point == "worker-sent":
-        _first_worker_dies_after(count)
+    elif point in ("worker-sent", "worker-raises"):
+        _first_worker_fails_after(count, dies=point == "worker-sent")
     elif point == "same-serial":
         _first_serial_fixed()
     elif point != "none":

@@ -367,17 +367,22 @@ def test_a_kill_between_the_pipeline_stages_leaves_nothing_outside_the_inventory
     assert assert_converged(data_dir, out_dir, keys) == serials
 
 
-def test_a_worker_killed_mid_share_fails_the_batch_and_a_rerun_completes(data_dir: Path, tmp_path: Path) -> None:
-    """The other worker's share and what the killed one had sent are recorded; the command says which worker
-    failed and exits 2; the next run signs the rest."""
+@pytest.mark.parametrize(("point", "error"), [
+    ("worker-sent", "worker 1: ended without finishing its share (killed?)"),
+    ("worker-raises", "worker 1: the store stayed locked (a test's)"),
+])
+def test_a_worker_lost_mid_share_fails_the_batch_and_a_rerun_completes(data_dir: Path, tmp_path: Path, point: str,
+                                                                       error: str) -> None:
+    """The other worker's share and what the failed one had sent are recorded; the command says which worker
+    failed and why, and exits 2; the next run signs the rest."""
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     keys = write_csrs(in_dir, [f"line2-dev-{i:02d}" for i in range(20)])  # 10 per share: 4 chunks each
-    res = subprocess.run([*KILLABLE, "worker-sent", "1", "--", "batch", "sign", str(in_dir), str(out_dir),
+    res = subprocess.run([*KILLABLE, point, "1", "--", "batch", "sign", str(in_dir), str(out_dir),
                           "--workers", "2", "--json"],
                          env=env_for(data_dir), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
                          check=False)
     assert res.returncode == 2, (res.stdout, res.stderr)
-    assert "worker 1: ended without finishing its share" in res.stderr
+    assert error in res.stderr
     assert "run the batch again" in res.stderr
     recorded = assert_no_certificate_outside_the_inventory(data_dir, out_dir)
     assert len(recorded) == 10 + 3  # the second share, and the first worker's first chunk
