@@ -1,8 +1,10 @@
 """Factory batch signing on every core: `otpki batch sign --workers N` against raw single-core signing.
 
 engine: the real command in a subprocess, wall time, on a fresh copy of one initialized data directory per run
-        (SQLite, synchronous=FULL: every chunk of 100 certificates a durable commit, after the chunk's files are
-        durable: temp files, one syncfs, renames, one directory fsync): `--workers 1` and `--workers <cores>`.
+        (SQLite, synchronous=FULL): `--workers 1` (one process: every chunk of 100 certificates a durable commit,
+        after the chunk's files are durable: temp files, one syncfs, renames, one directory fsync) and
+        `--workers <cores>` (that many signing processes writing temp files, and the command recording: for the
+        chunks ready together one syncfs, the renames, one directory fsync, one durable commit).
         Process start-up, opening the engine and registering every device are in the time; start-up alone (the
         same command over an empty directory) is reported beside it, as the part no certificate count amortizes.
         The commands run with a bytecode cache (in the bench's temporary directory), as an installed otpki does
@@ -151,8 +153,9 @@ def main() -> None:
         params={"csrs": n, "runs": reps, "statistic": "best run", "cores": cores, "group": GROUP,
                 "ca_key": "the group's default issuing CA key (P-256)", "leaf_key": "ec-p256",
                 "engine_path": "otpki batch sign (subprocess, wall time incl. start-up and device registration), "
-                               "SQLite synchronous=FULL, one durable commit per 100 after the chunk's files are "
-                               "durable (one syncfs + one directory fsync per chunk)",
+                               "SQLite synchronous=FULL, one durable commit per chunk of 100 (--workers 1) or per "
+                               "the chunks ready together (--workers N: workers sign, the command records), after "
+                               "their files are durable (one syncfs + one directory fsync)",
                 "raw_path": "read + load_pem_x509_csr + is_signature_valid + CertificateBuilder + sign + DER",
                 "loadavg_at_end": os.getloadavg()},
     )
