@@ -39,13 +39,17 @@ _INSERT = (f"INSERT INTO certificates ({testing.CERTIFICATE_COLUMNS}, der) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    """The options every benchmark has; `extra` adds a benchmark's own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: a smoke run that checks the benchmark works (< 20 s)")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
                         help="the engine's store (where a benchmark supports both): SQLite in a temporary "
                              "directory, or a database of a throwaway PostgreSQL cluster")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 

@@ -19,6 +19,8 @@ waits: fsync, syncfs, the write lock, and other processes' turns on a loaded mac
     commit             certificates + key index + audit records inserted, the durable COMMIT
     rest               everything else in sign_directory (listing, reports, Python glue)
 raw: bench/batch_workers.py's baseline (read + load + verify + build + sign + DER) for the same CSRs.
+pipeline: `--workers <cores>` (otpki.batch_pool) run from this process over the same CSRs: CPU per certificate
+of the recording process and of all the workers together, user and system apart (getrusage), and wall time.
 start-up: user + system CPU of `otpki batch sign` over an empty directory (--workers 1), as a child process.
 The wrappers cost ~1 us per call.
 """
@@ -42,7 +44,8 @@ from cryptography import x509
 
 import trustlists.batch as batch
 from bench._common import emit, note, parse_args, workdir
-from bench.batch_workers import GROUP, otpki, raw_sign
+from bench.batch_workers import GROUP, otpki, raw_sign, use_bytecode_cache
+from otpki.batch_pool import sign_in_processes
 from otpki.config import load_settings
 from otpki.runtime import open_engine
 from trustlists.authority import CertificateAuthority
@@ -87,6 +90,7 @@ def main() -> None:
     n = 300 if args.quick else 3000
     with workdir("batch-profile") as d:
         note(f"batch_profile: data directory and {n} CSRs")
+        use_bytecode_cache(d)
         template = d / "template"
         res = otpki(template, "init")
         assert res.returncode == 0, res.stderr
@@ -103,6 +107,7 @@ def main() -> None:
         startup_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
         os.environ["OTPKI_CA_PASSPHRASE"] = PASSPHRASE.decode()
+        pipeline = _pipeline_split(template, d, in_dir, n)  # before this process opens any store (it forks)
         data_dir = d / "run"
         shutil.copytree(template, data_dir)
         engine = open_engine(load_settings(data_dir))
@@ -144,7 +149,7 @@ def main() -> None:
         engine={"cpu_us_per_certificate": per_cert, "cpu_us_per_certificate_total": round(total / n * 1e6, 1),
                 "wall_us_per_certificate": wall_per_cert,
                 "wall_us_per_certificate_total": round(sum(stages.wall.values()) / n * 1e6, 1),
-                "startup_cpu_seconds": round(startup_cpu, 3)},
+                "startup_cpu_seconds": round(startup_cpu, 3), "pipeline": pipeline},
         baseline={"raw_cpu_us_per_certificate": round(raw_cpu / n * 1e6, 1)},
         ratio=raw_cpu / total,
         target="none: a profile (engine CPU per certificate against raw)",
@@ -152,6 +157,32 @@ def main() -> None:
         params={"csrs": n, "chunk": batch.CHUNK, "clock": "time.thread_time (this thread's CPU)",
                 "loadavg_at_end": os.getloadavg()},
     )
+
+
+def _pipeline_split(template: Path, d: Path, in_dir: Path, n: int) -> dict[str, object]:
+    """`otpki batch sign --workers <cores>`'s work (otpki.batch_pool) run from here: CPU per certificate of the
+    recording process (this one) and of the signing workers, user and system (kernel: file creation, reads,
+    flushes) apart, and the wall time; no start-up in it."""
+    cores = os.cpu_count() or 1
+    data_dir = d / "run-pipeline"
+    shutil.copytree(template, data_dir)
+    settings = load_settings(data_dir)
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    report = sign_in_processes(settings, in_dir, d / "out-pipeline", group=GROUP, site=None, actor="bench",
+                               workers=cores)
+    wall = time.perf_counter() - start
+    me2, children2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert report.issued == n, report.failed
+
+    def us(seconds: float) -> float:
+        return round(seconds / n * 1e6, 1)
+
+    return {"workers": cores, "wall_us_per_certificate": us(wall),
+            "recorder_cpu_us_per_certificate": {"user": us(me2.ru_utime - me.ru_utime),
+                                                "system": us(me2.ru_stime - me.ru_stime)},
+            "workers_cpu_us_per_certificate": {"user": us(children2.ru_utime - children.ru_utime),
+                                               "system": us(children2.ru_stime - children.ru_stime)}}
 
 
 if __name__ == "__main__":

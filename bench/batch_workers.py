@@ -1,10 +1,15 @@
 """Factory batch signing on every core: `otpki batch sign --workers N` against raw single-core signing.
 
 engine: the real command in a subprocess, wall time, on a fresh copy of one initialized data directory per run
-        (SQLite, synchronous=FULL: every chunk of 100 certificates a durable commit, after the chunk's files are
-        durable: temp files, one syncfs, renames, one directory fsync): `--workers 1` and `--workers <cores>`.
+        (SQLite, synchronous=FULL): `--workers 1` (one process: every chunk of 100 certificates a durable commit,
+        after the chunk's files are durable: temp files, one syncfs, renames, one directory fsync) and
+        `--workers <cores>` (that many signing processes writing temp files, and the command recording: for the
+        chunks ready together one syncfs, the renames, one directory fsync, one durable commit).
         Process start-up, opening the engine and registering every device are in the time; start-up alone (the
         same command over an empty directory) is reported beside it, as the part no certificate count amortizes.
+        The commands run with a bytecode cache (in the bench's temporary directory), as an installed otpki does
+        (pip compiles at install): where PYTHONDONTWRITEBYTECODE is set, as in this environment, every start would
+        otherwise compile otpki's own modules again. Start-up so (libraries compiled, otpki not) is reported too.
 raw:    in this process, one core: for each CSR file, read + load + verify the CSR, build a leaf with the group's
         extensions, sign with the same CA key, DER; nothing stored, nothing written.
 
@@ -13,6 +18,7 @@ Target: `--workers <cores>` >= 1.6 x raw single-core signing (certificates per s
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -38,19 +44,33 @@ GROUP = "mqtt-device"
 TARGET = 1.6
 
 
-def otpki(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def otpki(data_dir: Path, *args: str, env_extra: dict[str, str | None] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    """The otpki command in a subprocess; `env_extra` sets variables (None: removes one)."""
     env = {**os.environ, "OTPKI_DATA_DIR": str(data_dir), "OTPKI_CA_PASSPHRASE": PASSPHRASE.decode()}
+    for name, value in (env_extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return subprocess.run([sys.executable, "-m", "otpki.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=1800, check=False)
 
 
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csrs", type=int, default=None,
+                        help="CSRs per batch (default 3000; 150 with --quick); a factory batch is typically "
+                             "1k-100k, and the start-up weighs less the larger it is")
+
+
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    n = 150 if args.quick else 3000
+    args = parse_args(__doc__ or "", _options)
+    n = args.csrs or (150 if args.quick else 3000)
     reps = 1 if args.quick else 2
     cores = os.cpu_count() or 1
     with workdir("batch-workers") as d:
         note(f"batch_workers: data directory and {n} CSRs")
+        use_bytecode_cache(d)
         template = d / "template"
         res = otpki(template, "init")
         assert res.returncode == 0, res.stderr
@@ -84,6 +104,14 @@ def main() -> None:
             assert res.returncode == 0, res.stderr[-2000:]
             return 0
 
+        def startup_uncompiled() -> int:
+            # otpki's own modules compiled at every start (the installed libraries keep their bytecode)
+            res = otpki(template, "batch", "sign", str(empty), str(d / "out-empty"), "--group", GROUP,
+                        "--workers", str(cores), "--json",
+                        env_extra={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": None})
+            assert res.returncode == 0, res.stderr[-2000:]
+            return 0
+
         def command(workers: int, run: int) -> int:
             data_dir = d / f"run-{workers}-{run}"
             shutil.copytree(template, data_dir)
@@ -100,12 +128,14 @@ def main() -> None:
         one_s: list[float] = []
         all_s: list[float] = []
         start_s: list[float] = []
+        uncompiled_s: list[float] = []
         for run in range(reps):  # interleaved: the same machine noise for every path
             note(f"batch_workers: run {run + 1}/{reps}")
             raw_s.append(timed(raw)[0])
             one_s.append(timed(lambda: command(1, run))[0])  # noqa: B023 (called at once)
             all_s.append(timed(lambda: command(cores, run))[0])  # noqa: B023
             start_s.append(timed(startup)[0])
+            uncompiled_s.append(timed(startup_uncompiled)[0])
     raw_rate, one_rate, all_rate = n / min(raw_s), n / min(one_s), n / min(all_s)
     ratio = all_rate / raw_rate
     emit(
@@ -114,6 +144,7 @@ def main() -> None:
                 f"workers_{cores}_seconds": summary(all_s), "workers_1_seconds": summary(one_s),
                 "speedup_over_one_worker": round(all_rate / one_rate, 3),
                 "startup_seconds_no_csrs": summary(start_s),
+                "startup_seconds_no_csrs_no_bytecode_cache": summary(uncompiled_s),
                 f"workers_{cores}_ms_per_certificate_after_startup": round((min(all_s) - min(start_s)) / n * 1000, 4)},
         baseline={"raw_single_core_certs_per_s": round(raw_rate, 1), "raw_seconds": summary(raw_s)},
         ratio=ratio,
@@ -122,11 +153,19 @@ def main() -> None:
         params={"csrs": n, "runs": reps, "statistic": "best run", "cores": cores, "group": GROUP,
                 "ca_key": "the group's default issuing CA key (P-256)", "leaf_key": "ec-p256",
                 "engine_path": "otpki batch sign (subprocess, wall time incl. start-up and device registration), "
-                               "SQLite synchronous=FULL, one durable commit per 100 after the chunk's files are "
-                               "durable (one syncfs + one directory fsync per chunk)",
+                               "SQLite synchronous=FULL, one durable commit per chunk of 100 (--workers 1) or per "
+                               "the chunks ready together (--workers N: workers sign, the command records), after "
+                               "their files are durable (one syncfs + one directory fsync)",
                 "raw_path": "read + load_pem_x509_csr + is_signature_valid + CertificateBuilder + sign + DER",
                 "loadavg_at_end": os.getloadavg()},
     )
+
+
+def use_bytecode_cache(directory: Path) -> None:
+    """The otpki commands of this bench write and reuse compiled bytecode under `directory` (not in the source
+    tree), as an installed otpki has it; the `init` that makes the template data directory fills it."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(directory / "pycache")
 
 
 def raw_sign(csr_pem: bytes, issuer_cert: x509.Certificate, issuer_key: CertificateIssuerPrivateKeyTypes,

@@ -1,67 +1,138 @@
-"""`otpki batch sign --workers N`: N forked processes, each signing one share of the CSRs with its own engine.
+"""`otpki batch sign --workers N`: N forked processes sign, this process records, each at its own pace.
 
-Signing is CPU work and one Python process uses one core. The workers are forked from the command after its
-imports (no second interpreter start-up, no re-import: what a worker costs is opening the store and the CA key),
-and before any store is open in the parent (a SQLite connection must not cross a fork). Each worker owns whole
-chunks of its share: it signs, registers, writes the files and commits them itself, so the commits of the
-workers overlap with each other's signing; SQLite's write lock orders them and the audit chain stays one chain
-(every append reads the head under that lock).
+Signing is CPU work and one Python process uses one core; recording is mostly waiting (the files' flush, the
+commit's fsync). So the workers read, verify, check, sign and write the certificate files to temp files
+(`trustlists.batch.sign_chunks`: a store read per chunk, nothing stored, nothing flushed) and send each signed
+chunk down a pipe; this process makes the files durable and puts them in place (one syncfs for everything that
+is ready, the renames, one directory flush), then registers the devices and commits the certificates in one
+transaction (`ChunkRecorder`), while the workers sign on. The
+waits of this process leave its core to the workers, and one process writes the store: the audit chain is
+appended by one connection, and no worker waits for another's write lock.
 
-A worker dies with the command (PR_SET_PDEATHSIG on Linux): a batch killed with SIGKILL leaves no orphan
-signing on; the next run completes what is missing, as for one process.
+The workers are forked from the command after its imports (no second interpreter start-up, no re-import: what a
+worker costs is opening the store and the CA key), and before any store is open here (a SQLite connection must
+not cross a fork). A pipe holds a few signed chunks: a worker runs at most that far ahead of what is recorded.
+A worker dies with the command (PR_SET_PDEATHSIG on Linux): a batch killed with SIGKILL leaves no orphan signing
+on. What a worker signed and this process did not record is never handed out (its file, if put in place, holds
+a certificate the inventory does not know); the next run signs it again, replaces the file and removes the temp
+files of dead processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from otpki.config import Settings
 from otpki.runtime import open_engine
-from trustlists.batch import BatchReport, merge_reports, sign_directory
+from trustlists.batch import BatchReport, ChunkRecorder, prepare_output, sign_chunks
 
 _PR_SET_PDEATHSIG = 1
+_PIPE_BYTES = 1 << 20
+_CHUNK, _DONE, _FAILED = "chunk", "done", "failed"
 
 
 def sign_in_processes(settings: Settings, in_dir: Path, out_dir: Path, *, group: str, site: str | None,
                       actor: str, workers: int, on_done: Callable[[int], None] | None = None) -> BatchReport:
-    """The merged report of `workers` processes over the `workers` shares of `in_dir` (csr_files).
+    """The report of `workers` processes signing the `workers` shares of `in_dir` (csr_files), recorded here.
 
-    A worker's error does not stop the others; a worker killed breaks the pool, which stops the others too
-    (a crash like any other: what was committed is on disk). Then ValueError names the failed workers; running
-    the batch again completes the rest."""
-    reports: list[BatchReport] = []
-    errors: list[str] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"), initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_sign_share, settings, in_dir, out_dir, group, site, actor, (i, workers))
-                   for i in range(workers)]
-        for i, future in enumerate(futures):
-            try:
-                reports.append(BatchReport.model_validate_json(future.result()))
-            except Exception as exc:  # a worker's failure, reported with the others'
-                errors.append(f"worker {i + 1}: {exc}" if str(exc) else f"worker {i + 1}: {type(exc).__name__}")
-            if on_done is not None:
-                on_done(i)
-    if errors:
-        raise ValueError("; ".join(errors) + " (run the batch again: it completes what is missing)")
-    return merge_reports(group, reports)
-
-
-def _sign_share(settings: Settings, in_dir: Path, out_dir: Path, group: str, site: str | None, actor: str,
-                shard: tuple[int, int]) -> str:
-    engine = open_engine(settings)
+    A worker's error or death does not stop the others, nor the recording of what they sign; then ValueError
+    names the failed workers (what was recorded is recorded; running the batch again completes the rest)."""
+    prepare_output(out_dir)  # before the workers look at it
+    context = get_context("fork")
+    pipes: dict[Connection, int] = {}
+    processes = []
+    parent = os.getpid()
+    for i in range(workers):
+        reader, writer = context.Pipe(duplex=False)
+        _widen(writer)
+        process = context.Process(target=_sign_share, args=(settings, in_dir, out_dir, group, site, (i, workers),
+                                                             writer, parent), daemon=True, name=f"batch-worker-{i + 1}")
+        process.start()
+        writer.close()
+        pipes[reader] = i
+        processes.append(process)
+    errors: dict[int, str] = {}
+    finished: set[int] = set()
+    announced = 0
     try:
-        report = sign_directory(engine, in_dir, out_dir, group=group, site=site, actor=actor, shard=shard)
+        engine = open_engine(settings)
+        try:
+            recorder = ChunkRecorder(engine, out_dir, group=group, site=site, actor=actor)
+            while pipes:
+                chunks = []
+                for ready in wait(list(pipes)):
+                    assert isinstance(ready, Connection)
+                    i = pipes[ready]
+                    while True:  # everything this worker sent meanwhile
+                        try:
+                            kind, payload = pickle.loads(ready.recv_bytes())
+                        except EOFError:
+                            kind, payload = _FAILED, "ended without finishing its share (killed?)"
+                        if kind != _CHUNK:
+                            break
+                        chunks.append(payload)
+                        if not ready.poll():
+                            break
+                    if kind == _CHUNK:
+                        continue
+                    del pipes[ready]
+                    ready.close()
+                    finished.add(i)
+                    if kind == _FAILED:
+                        errors[i] = payload
+                recorder.record(chunks)  # what every worker sent meanwhile, with one commit
+                while announced in finished:  # in worker order, as each is done
+                    if on_done is not None:
+                        on_done(announced)
+                    announced += 1
+        finally:
+            engine.close()
     finally:
-        engine.close()
-    return report.model_dump_json()  # a str crosses the pipe faster than the pickled models
+        for process in processes:
+            if process.is_alive():  # only when this process failed: nothing more will be recorded
+                process.kill()
+            process.join()
+        for reader in pipes:
+            reader.close()
+    if errors:
+        raise ValueError("; ".join(f"worker {i + 1}: {text}" for i, text in sorted(errors.items()))
+                         + " (run the batch again: it completes what is missing)")
+    return recorder.report()
+
+
+def _widen(pipe: Connection) -> None:
+    """Room for several signed chunks in the pipe (Linux: up to 1 MiB, /proc/sys/fs/pipe-max-size), so that a
+    worker goes on signing while this process waits for a flush, instead of waiting with it."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+def _sign_share(settings: Settings, in_dir: Path, out_dir: Path, group: str, site: str | None,
+                shard: tuple[int, int], pipe: Connection, parent: int) -> None:
+    _die_with_parent(parent)
+    try:
+        engine = open_engine(settings)
+        try:
+            for chunk in sign_chunks(engine, in_dir, out_dir, group=group, site=site, shard=shard):
+                pipe.send_bytes(pickle.dumps((_CHUNK, chunk), pickle.HIGHEST_PROTOCOL))
+        finally:
+            engine.close()
+        pipe.send_bytes(pickle.dumps((_DONE, None)))
+    except Exception as exc:  # reported by the parent with the others'
+        pipe.send_bytes(pickle.dumps((_FAILED, str(exc) or type(exc).__name__)))
+    finally:
+        pipe.close()
 
 
 def _die_with_parent(parent: int) -> None:

@@ -8,7 +8,7 @@ certificate is returned. A serial clash (the store's primary key) simply means: 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, NamedTuple
 
@@ -105,7 +105,7 @@ class _Draft(NamedTuple):
 
 @dataclass
 class _Prepared:
-    request: ApprovedRequest
+    request: ApprovedRequest | None  # None once made portable (it holds key objects, which do not pickle)
     owner: Owner
     record: CertificateRecord
     der: bytes
@@ -119,9 +119,28 @@ class _Prepared:
         return IssuedCertificate(record=self.record, certificate_der=self.der, chain_der=self.chain)
 
 
+@dataclass
+class SignedBatch:
+    """Certificates signed for a batch of approved requests, not recorded yet (`CertificateAuthority.sign_approved`),
+    with the slots the key history already answered."""
+
+    results: list[IssuedCertificate | OtpkiError | None]  # per slot: answered already (reuse, refusal), or None
+    prepared: list[tuple[int, _Prepared]]  # (slot, signed certificate)
+    keys: dict[int, KeyClaim]  # slot -> its key claim, checked again under the write lock (reuse mode)
+    repeats: list[tuple[int, int]]  # (slot, earlier slot of the same owner and key)
+
+    def portable(self) -> SignedBatch:
+        """The batch without the key objects of its requests, so that it pickles (a worker process signs, the
+        parent records)."""
+        return SignedBatch(self.results, [(i, replace(p, request=None)) for i, p in self.prepared], self.keys,
+                           self.repeats)
+
+
 class CrlRefresh(BaseModel):
     published: list[CrlRecord] = Field(default_factory=list)
     failed: dict[str, str] = Field(default_factory=dict)  # CA id -> why its CRL could not be signed
+
+
 _SERIAL_ATTEMPTS = 5
 
 
@@ -284,20 +303,40 @@ class CertificateAuthority:
         records it begins (a batch makes its files durable first); raising there records nothing. A slot's
         outcome may still differ from what it was shown: another process recorded a certificate for the same
         key meanwhile (handed back instead), or a serial clash made it sign again."""
+        return self.record_signed(self.sign_approved(items, reuse_active=reuse_active), actor=actor,
+                                  before_commit=before_commit)
+
+    def sign_approved(self, items: Sequence[tuple[CsrIssueRequest, Owner, ApprovedRequest]], *,
+                      reuse_active: bool = False) -> SignedBatch:
+        """The first half of `issue_approved`: the key history read, the certificates signed, nothing written.
+        `record_signed` records them (in another process too: `SignedBatch.portable`)."""
         if reuse_active and not self._key_index_complete:
             ensure_complete(self._ctx.store)
             self._key_index_complete = True
         results: list[IssuedCertificate | OtpkiError | None] = [None] * len(items)
         issuers = self._issuers_for([owner for _req, owner, _approved in items])
-        self._issue_checked([(i, req, owner, approved) for i, (req, owner, approved) in enumerate(items)], issuers,
-                            results, actor=actor, reuse_active=reuse_active, before_commit=before_commit)
-        return [r for r in results if r is not None]
+        return self._sign_checked([(i, req, owner, approved) for i, (req, owner, approved) in enumerate(items)],
+                                  issuers, results, reuse_active=reuse_active)
+
+    def record_signed(self, batch: SignedBatch, *, actor: str, before_commit: BeforeCommit | None = None
+                      ) -> list[IssuedCertificate | OtpkiError]:
+        """The second half of `issue_approved`: `before_commit`, then one durable commit. A portable batch has no
+        requests to sign again with: a serial clash raises AlreadyExists (nothing recorded) for the caller to sign
+        the batch again."""
+        self._record_checked(batch, actor=actor, before_commit=before_commit)
+        return [r for r in batch.results if r is not None]
 
     def _issue_checked(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
                        issuers: _IssuersByPlace, results: list[IssuedCertificate | OtpkiError | None], *, actor: str,
                        reuse_active: bool,
                        before_commit: BeforeCommit | None = None) -> None:
         """Sign and record checked requests; each slot of `results` gets its certificate or refusal."""
+        batch = self._sign_checked(checked, issuers, results, reuse_active=reuse_active)
+        self._record_checked(batch, actor=actor, before_commit=before_commit)
+
+    def _sign_checked(self, checked: list[tuple[int, CsrIssueRequest, Owner, ApprovedRequest]],
+                      issuers: _IssuersByPlace, results: list[IssuedCertificate | OtpkiError | None], *,
+                      reuse_active: bool) -> SignedBatch:
         keys: dict[int, KeyClaim] = {}  # slot -> who asks for which key, reuse mode only
         repeats: list[tuple[int, int]] = []  # (slot, earlier slot with the same owner and key)
         if reuse_active:
@@ -320,6 +359,10 @@ class CertificateAuthority:
                 results[i] = exc
         prepared = [(i, self._record(draft, der, issuance=req.issuance, delivered=req.delivered))
                     for i, req, draft, der in signed]
+        return SignedBatch(results, prepared, keys, repeats)
+
+    def _record_checked(self, batch: SignedBatch, *, actor: str, before_commit: BeforeCommit | None) -> None:
+        results, prepared, keys = batch.results, batch.prepared, batch.keys
         if prepared and before_commit is not None:
             before_commit([(i, p.issued()) for i, p in prepared])
         if prepared:
@@ -329,11 +372,13 @@ class CertificateAuthority:
                 for (i, _p), outcome in zip(prepared, outcomes, strict=True):
                     results[i] = outcome
             except AlreadyExists:
+                if any(p.request is None for _i, p in prepared):
+                    raise  # portable: the caller signs again
                 # A serial clash rolled the whole batch back: nothing was handed out. Record one by one,
                 # each with its own retry.
                 for i, p in prepared:
                     results[i] = self._commit_retrying(p, actor=actor, key=keys.get(i))
-        for i, earlier in repeats:
+        for i, earlier in batch.repeats:
             first = results[earlier]
             results[i] = first.model_copy(update={"reused": True}) if isinstance(first, IssuedCertificate) else first
 
@@ -424,6 +469,7 @@ class CertificateAuthority:
             try:
                 return self._commit([p], actor=actor, keys=[key])[0]
             except AlreadyExists:  # serial clash: rolled back, sign again with a new serial
+                assert p.request is not None, "a portable batch is signed again by its caller"
                 p = self._prepare(p.request, p.owner, issuance=p.record.issuance, delivered=p.record.delivered,
                                   supersedes=p.supersedes)
             except OtpkiError as exc:

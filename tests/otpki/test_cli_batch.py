@@ -314,3 +314,103 @@ def test_workers_that_draw_the_same_serial_never_record_it_twice(data_dir: Path,
     verified = subprocess.run([*OTPKI, "audit", "verify"], env=env_for(data_dir), capture_output=True, text=True,
                               timeout=DEADLINE_S, check=False)
     assert verified.returncode == 0, verified.stdout
+
+
+def assert_no_certificate_outside_the_inventory(data_dir: Path, out_dir: Path) -> set[str]:
+    """Every certificate the inventory holds is in its file; every certificate file the inventory does not hold
+    is named by `otpki certs reconcile`. Returns the recorded serials."""
+    recorded = {serial: subject.removeprefix("CN=") for serial, subject, _r, _s in inventory(data_dir)}
+    on_disk = {p.stem: format(x509.load_pem_x509_certificates(p.read_bytes())[0].serial_number, "x")
+               for p in out_dir.glob("*.crt")}
+    for serial, name in recorded.items():
+        assert on_disk.get(name) == serial, f"{name}: certificate {serial} is recorded, its file does not hold it"
+    unrecorded = {serial for serial in on_disk.values() if serial not in recorded}
+    if on_disk:
+        found = reconcile(data_dir, sorted(out_dir.glob("*.crt")))
+        assert {(f["kind"], f["serial"]) for f in found["findings"]} == {("certificate_missing", s) for s in unrecorded}
+    return set(recorded)
+
+
+# Workers sign and write files, the command flushes and records (otpki.batch_pool); chunks of 3, 20 CSRs over
+# two workers. How many chunks one commit carries depends on timing: the kill points count files and
+# certificates, and the counts asserted are bounds.
+@pytest.mark.parametrize(("point", "n"), [
+    ("recorder-flushed", 1),     # the files of the first chunks ready flushed, nothing recorded
+    ("recorder-flushed", 10),    # the same, with chunks recorded before (unless one flush carried them all)
+    ("recorder-committed", 1),   # the first chunks ready recorded
+    ("recorder-committed", 10),  # at least 10 certificates recorded (all of them if one commit carried them)
+])
+def test_a_kill_between_the_pipeline_stages_leaves_nothing_outside_the_inventory(
+        data_dir: Path, tmp_path: Path, point: str, n: int) -> None:
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line3-dev-{i:02d}" for i in range(20)])
+    killed = subprocess.run([*KILLABLE, point, str(n), "--", "batch", "sign", str(in_dir), str(out_dir),
+                             "--workers", "2"],
+                            env=env_for(data_dir), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
+                            check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    recorded = assert_no_certificate_outside_the_inventory(data_dir, out_dir)
+    if point == "recorder-committed":
+        assert len(recorded) >= n
+    else:
+        assert len(recorded) < len(keys) and list(out_dir.glob(".*.crt.*.tmp")), "temp files left, not recorded"
+    assert not processes_with(str(in_dir)), "a worker outlived the command"
+
+    rerun = sign(data_dir, in_dir, out_dir, "--workers", "2", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert (report["issued"], report["reused"]) == (len(keys) - len(recorded), len(recorded))
+    serials = assert_converged(data_dir, out_dir, keys)
+    assert reconcile(data_dir, sorted(out_dir.glob("*.crt")))["ok"] is True
+    third = json.loads(sign(data_dir, in_dir, out_dir, "--workers", "2", "--json").stdout)
+    assert (third["issued"], third["reused"]) == (0, len(keys))
+    assert assert_converged(data_dir, out_dir, keys) == serials
+
+
+@pytest.mark.parametrize(("point", "error"), [
+    ("worker-sent", "worker 1: ended without finishing its share (killed?)"),
+    ("worker-raises", "worker 1: the store stayed locked (a test's)"),
+])
+def test_a_worker_lost_mid_share_fails_the_batch_and_a_rerun_completes(data_dir: Path, tmp_path: Path, point: str,
+                                                                       error: str) -> None:
+    """The other worker's share and what the failed one had sent are recorded; the command says which worker
+    failed and why, and exits 2; the next run signs the rest."""
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    keys = write_csrs(in_dir, [f"line2-dev-{i:02d}" for i in range(20)])  # 10 per share: 4 chunks each
+    res = subprocess.run([*KILLABLE, point, "1", "--", "batch", "sign", str(in_dir), str(out_dir),
+                          "--workers", "2", "--json"],
+                         env=env_for(data_dir), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
+                         check=False)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert error in res.stderr
+    assert "run the batch again" in res.stderr
+    recorded = assert_no_certificate_outside_the_inventory(data_dir, out_dir)
+    assert len(recorded) == 10 + 3  # the second share, and the first worker's first chunk
+    audit = subprocess.run([*OTPKI, "audit", "verify"], env=env_for(data_dir), capture_output=True, text=True,
+                           timeout=DEADLINE_S, check=False)
+    assert audit.returncode == 0, audit.stdout
+
+    rerun = json.loads(sign(data_dir, in_dir, out_dir, "--workers", "2", "--json").stdout)
+    assert (rerun["issued"], rerun["reused"], rerun["failed"]) == (len(keys) - 13, 13, 0)
+    assert_converged(data_dir, out_dir, keys)
+
+
+def test_two_workers_making_one_new_device_register_it_once(data_dir: Path, tmp_path: Path) -> None:
+    """Two CSR files for one new device fall into the two workers' shares: each worker makes the device; the
+    recorder registers it once, and signs the chunk that came second again for the registered device."""
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    (in_dir / "a.csr").write_bytes(make_csr("line1-dev"))
+    (in_dir / "b.csr").write_bytes(make_csr("line1-dev"))  # another key for the same device
+    res = sign(data_dir, in_dir, out_dir, "--workers", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert (report["issued"], report["failed"]) == (2, 0)
+    assert {i["owner"] for i in report["items"]} == {"line1-dev"}
+    rows = inventory(data_dir)
+    assert sorted(r[1] for r in rows) == ["CN=line1-dev", "CN=line1-dev"]
+    assert [a for a, s in audit_rows(data_dir) if a == "owner.register"].count("owner.register") == 1
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.crt", "b.crt"]
+    on_disk = {format(x509.load_pem_x509_certificates(p.read_bytes())[0].serial_number, "x")
+               for p in out_dir.iterdir()}
+    assert on_disk == {r[0] for r in rows}

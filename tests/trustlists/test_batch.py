@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from trustlists import key_index
+from trustlists import batch, key_index
 from trustlists.batch import BatchReport, sign_directory
 from trustlists.engine import Engine
 from trustlists.errors import OtpkiError, StoreBusy
@@ -252,4 +253,58 @@ def test_an_application_uri_is_registered_for_one_device_only(engine: Engine, tm
     assert by_file["a.csr"].ok and by_file["d.csr"].ok
     assert (by_file["b.csr"].reason, by_file["c.csr"].reason) == ("already_exists", "already_exists")
     assert sorted(o.name for o in engine.registry.list("opcua-application")) == ["app-a", "app-d", "old-app"]
+    assert engine.verify_audit().ok
+
+
+def test_chunks_signed_by_workers_are_recorded_in_any_order_like_sign_directory(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sign_chunks` (a worker's part: nothing stored) over two shares, recorded by one `ChunkRecorder` in an
+    order of its own, chunks of both shares joined into one commit: the report, inventory, files and audit chain of
+    one `sign_directory` run; a device made by both shares is registered once."""
+    monkeypatch.setattr(batch, "CHUNK", 2)
+    in_dir, keys = _csr_dir(tmp_path, [f"line2-dev-{i}" for i in range(7)])
+    (in_dir / "broken.csr").write_bytes(b"not a CSR")
+    (in_dir / "zz-again.csr").write_bytes(make_csr("line2-dev-0"))  # another key for a device of the other share
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    first, second = (list(batch.sign_chunks(engine, in_dir, out_dir, group="mqtt-device", shard=(i, 2)))
+                     for i in range(2))
+    assert engine.inventory.count() == 0 and not list(engine.audit_records(action="owner.register"))
+    recorder = batch.ChunkRecorder(engine, out_dir, group="mqtt-device", site=None, actor="line2")
+    recorder.record([second[0], first[1]])  # joined: no device in common
+    for chunk in [*first[2:], first[0], *second[1:]]:
+        recorder.record([chunk])
+    report = recorder.report()
+
+    assert (report.issued, report.reused, report.failed) == (8, 0, 1)
+    assert [i.file for i in report.items] == sorted(p.name for p in in_dir.iterdir())
+    assert [(i.file, i.reason) for i in report.items if not i.ok] == [("broken.csr", "csr_malformed")]
+    assert engine.inventory.count() == 8
+    assert {i.serial for i in report.items if i.ok} == set(_on_disk(out_dir, report).values())
+    assert sum(1 for r in engine.audit_records() if r.action == "owner.register") == len(keys)
+    assert engine.verify_audit().ok
+    again = sign_directory(engine, in_dir, out_dir, group="mqtt-device", actor="line2")
+    assert (again.issued, again.reused, again.failed) == (0, 8, 1)
+    assert _serials(again) == _serials(report)
+
+
+def test_chunks_ready_together_that_sign_one_key_are_judged_one_after_the_other(
+        engine: Engine, tmp_path: Path) -> None:
+    """Two workers sign one key for two devices and the recorder gets both chunks at once: one commit for both
+    would record two certificates for the key (each checked against the store only); recorded one after the
+    other, the second is refused as `sign_directory` refuses it."""
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    key = new_key()
+    (in_dir / "a.csr").write_bytes(make_csr("line1-dev-a", key=key))
+    (in_dir / "b.csr").write_bytes(make_csr("line1-dev-b", key=key))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    chunks = [chunk for i in range(2)
+              for chunk in batch.sign_chunks(engine, in_dir, out_dir, group="mqtt-device", shard=(i, 2))]
+    recorder = batch.ChunkRecorder(engine, out_dir, group="mqtt-device", site=None, actor="line1")
+    recorder.record(chunks)
+    report = recorder.report()
+    assert [(i.file, i.ok, i.reason) for i in report.items] == [("a.csr", True, None), ("b.csr", False, "key_in_use")]
+    assert engine.inventory.count() == 1
     assert engine.verify_audit().ok
