@@ -137,8 +137,16 @@ class StoreReader(Protocol):
         """Certificates per group, site and status at `now`."""
         ...
 
+    def certificate_counts_scanned(self, now: datetime) -> list[CertificateCount]:
+        """`certificate_counts` from every certificate row instead of the tallies (what they must equal)."""
+        ...
+
     def count_live_ending(self, start: datetime, end: datetime) -> int:
         """Live (not revoked, not superseded) certificates whose validity ends in [start, end)."""
+        ...
+
+    def count_live_ending_each(self, edges: Sequence[datetime]) -> list[int]:
+        """`count_live_ending` of each pair of consecutive (ascending) edges, from the tallies."""
         ...
 
     def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
@@ -324,6 +332,14 @@ class StoreWriter(StoreReader, Protocol):
         ...
 
     def mark_superseded(self, serial: str, by_serial: str) -> None: ...
+
+    def fold_certificate_tallies(self) -> int:
+        """Fold the tally rows of writers that are gone into one shard, drop empty ones; how many rows went."""
+        ...
+
+    def rebuild_certificate_tallies(self) -> None:
+        """Count the tallies again from the certificates."""
+        ...
 
     def mark_revoked(self, serial: str, at: datetime, reason: RevocationReason) -> None: ...
 

@@ -40,6 +40,7 @@ from trustlists.models import (
     TargetPin,
     TargetState,
 )
+from trustlists.store import tallies
 from trustlists.store.rows import (
     AuditHead,
     AuditRow,
@@ -387,6 +388,11 @@ class SqlTx:
         )
         # Every path that records a certificate comes through here, so the key index is never behind.
         self.insert_rows("certificate_keys", "serial, spki_sha256", [(rec.serial, spki) for rec, _der, spki in items])
+        added: dict[tallies.TallyKey, int] = {}
+        for rec, _der, _spki in items:
+            key = tallies.key_of(rec)
+            added[key] = added.get(key, 0) + 1
+        self._add_tallies(sorted(added.items()), self._TALLY_SHARD)
 
     @staticmethod
     def _cert(row: Sequence[Any], der: bytes | None = None) -> CertificateRecord:
@@ -501,14 +507,41 @@ class SqlTx:
                              params)[0])
 
     def certificate_counts(self, now: datetime) -> list[CertificateCount]:
+        """From the tallies (trustlists/store/tallies.py): every day but today's from its rows, today's exactly."""
+        now_s = to_epoch(now)
+        today = tallies.day_of(now_s)
+        tallied = self.execute(
+            "SELECT grp, site, state, CASE WHEN day < ? THEN 1 ELSE 0 END AS past, SUM(n) FROM certificate_tallies "
+            "WHERE day <> ? GROUP BY grp, site, state, 4", (today, today)).fetchall()
+        exact = self.execute(
+            f"SELECT grp, site, {_STATUS_CASE} AS st, COUNT(*) FROM certificates WHERE not_after >= ? "
+            "AND not_after < ? GROUP BY grp, site, 3",
+            (now_s, today * tallies.DAY_S, (today + 1) * tallies.DAY_S)).fetchall()
+        return tallies.merge_counts(((g, s, st, bool(p), int(n)) for g, s, st, p, n in tallied),
+                                    ((g, s, st, int(n)) for g, s, st, n in exact))
+
+    def certificate_counts_scanned(self, now: datetime) -> list[CertificateCount]:
+        """`certificate_counts` the long way, one GROUP BY over every certificate: what the tallies must equal."""
         rows = self.execute(f"SELECT grp, site, {_STATUS_CASE} AS st, COUNT(*) FROM certificates "
-                            "GROUP BY grp, site, st ORDER BY grp, site, st", [to_epoch(now)]).fetchall()
-        return [CertificateCount(grp, site, st, int(n)) for grp, site, st, n in rows]
+                            "GROUP BY grp, site, 3", [to_epoch(now)]).fetchall()
+        return tallies.merge_counts((), ((g, s, st, int(n)) for g, s, st, n in rows))
 
     def count_live_ending(self, start: datetime, end: datetime) -> int:
         return int(self._one(
             "SELECT COUNT(*) FROM certificates WHERE not_after >= ? AND not_after < ? "
             "AND revoked_at IS NULL AND superseded_by IS NULL", (to_epoch(start), to_epoch(end)))[0])
+
+    def count_live_ending_each(self, edges: Sequence[datetime]) -> list[int]:
+        """Live certificates ending in each [edges[i], edges[i+1]) (ascending edges): whole days from the tallies,
+        the part of each edge's day before the edge exactly from the certificates."""
+        days = [tallies.day_of(to_epoch(e)) for e in edges]
+        live = ", ".join(f"'{s.value}'" for s in tallies.LIVE_STATES)
+        per_day = {int(d): int(n) for d, n in self.execute(
+            f"SELECT day, SUM(n) FROM certificate_tallies WHERE state IN ({live}) AND day >= ? AND day <= ? "
+            "GROUP BY day", (days[0], days[-1])).fetchall()}
+        partial = [self.count_live_ending(datetime.fromtimestamp(d * tallies.DAY_S, e.tzinfo), e)
+                   if to_epoch(e) != d * tallies.DAY_S else 0 for d, e in zip(days, edges, strict=True)]
+        return tallies.bucket_counts(edges, per_day, partial)
 
     def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
         """Live certificates ending in [now, until], soonest first; served from the covering index
@@ -525,17 +558,64 @@ class SqlTx:
         return int(self._one("SELECT COUNT(*) FROM certificates")[0])
 
     def mark_delivered(self, serial: str) -> bool:
-        return self.execute("UPDATE certificates SET delivered = 1 WHERE serial = ? AND delivered = 0",
-                            (serial,)).rowcount > 0
+        self._shift_tally(serial, -1, "AND delivered = 0")
+        if self.execute("UPDATE certificates SET delivered = 1 WHERE serial = ? AND delivered = 0",
+                        (serial,)).rowcount > 0:
+            self._shift_tally(serial, +1)
+            return True
+        return False
 
     def mark_superseded(self, serial: str, by_serial: str) -> None:
+        self._shift_tally(serial, -1)
         self.execute("UPDATE certificates SET superseded_by = ? WHERE serial = ?", (by_serial, serial))
+        self._shift_tally(serial, +1)
 
     def mark_revoked(self, serial: str, at: datetime, reason: RevocationReason) -> None:
+        self._shift_tally(serial, -1)
         self.execute(
             "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?",
             (to_epoch(at), int(reason), serial),
         )
+        self._shift_tally(serial, +1)
+
+    # -- certificate tallies (trustlists/store/tallies.py) ------------------------------------------
+    # This connection's tally rows: concurrent writers never share one (a backend with concurrent writers overrides
+    # it). And how a read locks the rows it is about to change (nothing to add where one writer runs at a time).
+    _TALLY_SHARD = "0"
+    _LOCK_READ_ROWS = ""
+    # The shards whose writers are gone (a backend with shards per connection narrows it to those).
+    _DEAD_SHARDS = "shard <> 0"
+
+    def _add_tallies(self, counts: Sequence[tuple[tallies.TallyKey, int]], shard: str) -> None:
+        # Sorted by the callers: two transactions that meet on tally rows take them in the same order.
+        self.executemany("INSERT INTO certificate_tallies (grp, site, state, day, shard, n) "
+                         f"VALUES (?, ?, ?, ?, {shard}, ?) {_TALLY_UPSERT}", [(*key, n) for key, n in counts])
+
+    def _shift_tally(self, serial: str, n: int, condition: str = "") -> None:
+        """Count the certificate `serial` (as stored now) `n` more in its tally: -1 before a change of its state,
+        +1 after. The -1 locks the certificate's row, so no other transaction changes it between the two."""
+        self.execute(
+            "INSERT INTO certificate_tallies (grp, site, state, day, shard, n) "
+            f"SELECT grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}, {self._TALLY_SHARD}, ? "
+            f"FROM certificates WHERE serial = ? {condition}{self._LOCK_READ_ROWS} {_TALLY_UPSERT}",
+            (n, serial))
+
+    def fold_certificate_tallies(self) -> int:
+        """Move the rows of writers that are gone into shard 0 and drop the rows that count nothing (the leader's
+        maintenance keeps the tallies few); how many rows went."""
+        # DELETE ... RETURNING: exactly the rows removed are added to shard 0, whatever writes meanwhile.
+        gone = self.execute(f"DELETE FROM certificate_tallies WHERE {self._DEAD_SHARDS} "
+                            "RETURNING grp, site, state, day, n").fetchall()
+        moved: dict[tallies.TallyKey, int] = {}
+        for grp, site, state, day, n in gone:
+            moved[(grp, site, state, int(day))] = moved.get((grp, site, state, int(day)), 0) + int(n)
+        self._add_tallies(sorted(moved.items()), "0")
+        return len(gone) + int(self.execute("DELETE FROM certificate_tallies WHERE shard = 0 AND n = 0").rowcount)
+
+    def rebuild_certificate_tallies(self) -> None:
+        """The tallies counted again from the certificates (a repair; certificates written behind the store)."""
+        self.execute("DELETE FROM certificate_tallies")
+        self.execute(TALLY_REBUILD_SQL)
 
     # -- revocations ------------------------------------------------------------------------------
     def insert_revocation(self, serial: str, issuer_ca_id: str, at: datetime, reason: RevocationReason,
@@ -1062,6 +1142,22 @@ _STATUS_CASE = (
     f"WHEN superseded_by IS NOT NULL THEN '{CertificateStatus.SUPERSEDED.value}' "
     f"WHEN delivered = 0 THEN '{CertificateStatus.NOT_DELIVERED.value}' "
     f"ELSE '{CertificateStatus.ACTIVE.value}' END"
+)
+# The stored state (tallies.stored_state), and the UTC day of not_after rounded down (tallies.day_of) in SQL.
+_STORED_STATE_CASE = (
+    f"CASE WHEN revoked_at IS NOT NULL THEN '{CertificateStatus.REVOKED.value}' "
+    f"WHEN superseded_by IS NOT NULL THEN '{CertificateStatus.SUPERSEDED.value}' "
+    f"WHEN delivered = 0 THEN '{CertificateStatus.NOT_DELIVERED.value}' "
+    f"ELSE '{CertificateStatus.ACTIVE.value}' END"
+)
+# (No `%`: it is the placeholder character of psycopg.)
+_DAY_SQL = "CASE WHEN not_after >= 0 THEN not_after / 86400 ELSE -((86399 - not_after) / 86400) END"
+_TALLY_UPSERT = ("ON CONFLICT (grp, site, state, day, shard) DO UPDATE SET n = certificate_tallies.n + excluded.n")
+# Every certificate counted into shard 0 (what migration 0005 does to a store's certificates).
+TALLY_REBUILD_SQL = (
+    "INSERT INTO certificate_tallies (grp, site, state, day, shard, n) "
+    f"SELECT grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}, 0, COUNT(*) FROM certificates "
+    f"GROUP BY grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}"
 )
 _STATUSES = {s.value: s for s in CertificateStatus}
 _ISSUANCES = {k.value: k for k in IssuanceKind}
