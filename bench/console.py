@@ -1,20 +1,21 @@
 """The console's overview and certificate list pages over 1M certificate rows (quick: 20k), server time.
 
-The certificates table is filled directly as in bench/inventory_expiring.py (realistic rows, dummy DER). The app
-(`otpki.web.app.create_app`) runs on a real uvicorn on 127.0.0.1:0 (plain HTTP on loopback); a logged-in client
-asks for each page several times and the server's own time is read from its Server-Timing header (what the
-handler, the engine's queries and the template rendering took, without the client's HTTP overhead).
-
-The overview is the engine's answer as of a moment, recomputed when older than 30 s (otpki/web/overview_cache.py):
-the first request computes it (reported as overview_first_ms), the others within its age reuse it.
+The certificates table is filled directly as in bench/inventory_expiring.py (realistic rows, dummy DER), then its
+tallies counted (trustlists.testing.recount_certificate_tallies: what the store keeps on every write). The app
+(`otpki.web.app.create_app`) runs on a real uvicorn on 127.0.0.1:0 (plain HTTP on loopback) with the overview
+cache off (`overview_max_age_s = 0`): every overview request computes it. A logged-in client asks for each page
+several times and the server's own time is read from its Server-Timing header (what the handler, the engine's
+queries and the template rendering took, without the client's HTTP overhead).
 
 engine:   GET / (plant overview: counts per group, site and state, the 12-month expiry chart, CA health with a key
-          probe, requests waiting, PLC states) and GET /certificates?group=mqtt-device&status=active (first page,
-          with its total), median server time.
-baseline: the bare SQL for the same data through sqlite3 on the same file: for the overview, the GROUP BY of
-          counts per group, site and state, the 12 range counts of the chart and the pending requests (compare
-          with overview_first_ms: the cached ones reuse that work); for the list, the COUNT of matching rows up to
-          10000 past the page and the first page of 50.
+          probe, requests waiting, PLC states), computed on every request, and GET
+          /certificates?group=mqtt-device&status=active (first page, with its total), median server time.
+baseline: the bare SQL for the same data through sqlite3 on the same file. Overview: the tally rows of every day
+          but today (one GROUP BY), today's certificates exactly (an index range), the chart's live certificates per
+          day from the tallies plus the 13 part-days at its edges, and the pending requests: the queries the engine
+          runs. Also reported, not the ratio's: the full GROUP BY over every certificate that the overview ran
+          before the tallies (`overview_full_scan_ms`). List: the COUNT of matching rows up to 10000 past the page
+          and the first page of 50.
 
 Target: each page <= 200 ms server time (median) and <= 3x its bare SQL.
 """
@@ -35,6 +36,7 @@ from bench._common import ACTOR, emit, fill_certificates, note, parse_args, summ
 from trustlists import testing
 from trustlists.policy import load_default_config
 
+DAY = 86400
 TARGET_MS = 200.0
 TARGET_RATIO = 3.0
 PASSWORD = "bench console password"
@@ -45,6 +47,26 @@ _STATUS_CASE = ("CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN not_after 
 
 
 def bare_overview(conn: sqlite3.Connection) -> int:
+    """The overview's SQL as the engine runs it: the tallies, and the certificates of the part-days."""
+    now = int(time.time())
+    today = now // DAY
+    rows = conn.execute("SELECT grp, site, state, CASE WHEN day < ? THEN 1 ELSE 0 END, SUM(n) "
+                        "FROM certificate_tallies WHERE day <> ? GROUP BY grp, site, state, 4",
+                        (today, today)).fetchall()
+    rows += conn.execute(f"SELECT grp, site, {_STATUS_CASE}, COUNT(*) FROM certificates WHERE not_after >= ? "
+                         "AND not_after < ? GROUP BY grp, site, 3", (now, today * DAY, (today + 1) * DAY)).fetchall()
+    edges = [now + i * 30 * DAY for i in range(13)]
+    conn.execute("SELECT day, SUM(n) FROM certificate_tallies WHERE state IN ('issued-not-delivered', 'active') "
+                 "AND day >= ? AND day <= ? GROUP BY day", (today, edges[-1] // DAY)).fetchall()
+    for edge in edges:
+        conn.execute("SELECT COUNT(*) FROM certificates WHERE not_after >= ? AND not_after < ? "
+                     "AND revoked_at IS NULL AND superseded_by IS NULL", (edge // DAY * DAY, edge)).fetchone()
+    conn.execute("SELECT COUNT(*) FROM cert_requests WHERE status = 'pending'").fetchone()
+    return len(rows)
+
+
+def full_scan_overview(conn: sqlite3.Connection) -> int:
+    """What the overview ran before the tallies: a GROUP BY over every certificate and 12 range counts."""
     now = int(time.time())
     rows = conn.execute(f"SELECT grp, site, {_STATUS_CASE} AS st, COUNT(*) FROM certificates GROUP BY grp, site, st",
                         (now,)).fetchall()
@@ -75,16 +97,15 @@ async def measure(engine: object, reps: int) -> dict[str, list[float]]:
     from otpki.web.testing import running
 
     secret = engine.accounts.add_user("bench", "viewer", PASSWORD, actor=ACTOR).totp_secret  # type: ignore[attr-defined]
-    app = create_app(engine, ConsoleSettings(secure_cookies=False))  # type: ignore[arg-type]
-    samples: dict[str, list[float]] = {"overview": [], "list": [], "overview_first": []}
+    # Cache off: each overview request computes it (what the target is about; the cache only hides it).
+    app = create_app(engine, ConsoleSettings(secure_cookies=False, overview_max_age_s=0))  # type: ignore[arg-type]
+    samples: dict[str, list[float]] = {"overview": [], "list": []}
     async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as client:
         res = await client.post("/api/v1/session", json={"name": "bench", "password": PASSWORD,
                                                          "totp": pyotp.TOTP(secret).now()})
         res.raise_for_status()
-        first = await client.get("/")  # computes the overview (later requests within its max age reuse it)
-        first.raise_for_status()
-        samples["overview_first"].append(float(first.headers["server-timing"].split("dur=")[1]))
-        (await client.get(LIST_PATH)).raise_for_status()  # warm-up: page caches, template compilation
+        for path in ("/", LIST_PATH):  # warm-up: page caches, template compilation
+            (await client.get(path)).raise_for_status()
         for _ in range(reps):
             for name, path in (("overview", "/"), ("list", LIST_PATH)):
                 res = await client.get(path)
@@ -109,13 +130,20 @@ def main() -> None:
                       for grp in cas}
             t0 = time.perf_counter()
             counts = fill_certificates(d / "otpki.db", n, cas, owners, int(time.time()), rng)
+            testing.recount_certificate_tallies(engine)
             fill_s = time.perf_counter() - t0
+            tally_rows = testing.count_table_rows(engine, "certificate_tallies")
             note(f"console: {reps} requests of each page")
             samples = asyncio.run(measure(engine, reps))
             conn = sqlite3.connect(str(d / "otpki.db"), isolation_level=None)
             bare: dict[str, list[float]] = {"overview": [], "list": []}
             for fn in (bare_overview, bare_list):
                 fn(conn)
+            full_scan = []
+            for _ in range(3):
+                t = time.perf_counter()
+                full_scan_overview(conn)
+                full_scan.append((time.perf_counter() - t) * 1000)
             for _ in range(reps):
                 for name, fn in (("overview", bare_overview), ("list", bare_list)):
                     t = time.perf_counter()
@@ -125,25 +153,24 @@ def main() -> None:
             total = engine.inventory.count()
         finally:
             engine.close()
-    first_ms = samples.pop("overview_first")[0]
     med = {k: statistics.median(v) for k, v in samples.items()}
     bare_med = {k: statistics.median(v) for k, v in bare.items()}
-    # Against the bare SQL, the overview that did the work (the first); the cached ones are reported beside it.
-    ratios = {"overview": first_ms / bare_med["overview"], "list": med["list"] / bare_med["list"]}
+    ratios = {k: med[k] / bare_med[k] for k in med}
     emit(
         benchmark="console",
         engine={"overview_ms": summary(samples["overview"], 2), "list_ms": summary(samples["list"], 2),
-                "overview_first_ms": round(first_ms, 2), "ratio_overview_first": round(ratios["overview"], 2),
-                "ratio_list": round(ratios["list"], 2)},
+                "ratio_overview": round(ratios["overview"], 2), "ratio_list": round(ratios["list"], 2)},
         baseline={"overview_ms": summary(bare["overview"], 2), "list_ms": summary(bare["list"], 2),
-                  "sql": "GROUP BY counts + 12 range counts + pending requests; COUNT up to 10050 + first page of 50"},
+                  "overview_full_scan_ms": summary(full_scan, 2),
+                  "sql": "tallies GROUP BY + today's certificates + chart days and 13 edge part-days + pending "
+                         "requests; COUNT up to 10050 + first page of 50"},
         ratio=max(ratios.values()),
         target=f"each page <= {TARGET_MS} ms server time (median) and <= {TARGET_RATIO}x its bare SQL "
-               "(ratio = the worse page's; the overview's from the request that computed it)",
+               "(ratio = the worse page's; the overview computed on every request, no cache)",
         meets_target=all(m <= TARGET_MS for m in med.values()) and all(r <= TARGET_RATIO for r in ratios.values()),
-        params={"store": "SQLite", "rows_in_table": total, "row_mix": counts, "runs": reps, "statistic": "median",
-                "server_time": "Server-Timing header of the app (handler, engine queries, template)",
-                "list_page": LIST_PATH, "setup_fill_s": round(fill_s, 2)},
+        params={"store": "SQLite", "rows_in_table": total, "tally_rows": tally_rows, "row_mix": counts, "runs": reps,
+                "statistic": "median", "server_time": "Server-Timing header of the app (handler, engine queries, "
+                "template)", "list_page": LIST_PATH, "setup_fill_s": round(fill_s, 2)},
     )
 
 

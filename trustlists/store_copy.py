@@ -36,7 +36,7 @@ COPY_ORDER = (
     "revocations", "crls",
     "trust_external", "trust_versions", "audit_log", "cert_requests", "delivery_targets", "delivery_target_pins",
     "bootstrap_pins", "bootstrap_pin_changes", "seen_requests", "rate_buckets", "leases", "web_users", "web_sessions",
-    "web_tokens", "web_login_failures",
+    "web_tokens", "web_login_failures", "device_presence",
 )
 _BATCH = 2_000
 _MOD = 1 << 256

@@ -327,6 +327,11 @@ def scanned_counts(engine: Engine) -> list[CertificateCount]:
         return tx.certificate_counts_scanned(engine.now())
 
 
+def count_table_rows(engine: Engine, table: str) -> int:
+    with engine._ctx.store.read() as tx:
+        return tx.count_rows(table)
+
+
 def recount_certificate_tallies(engine: Engine) -> None:
     """The certificate tallies counted again from the certificates: after rows were written behind the store
     (benchmarks that fill the table directly)."""

@@ -286,7 +286,7 @@ def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Cal
         # On the event loop, not in a worker thread: the broker's session table belongs to this loop.
         seen = PresenceSnapshot(presence)
         return render("devices.html", principal=principal, active="/devices", rows=rows, total=total, page=page,
-                      pages=pages, presence={row.name: seen.of(row.name) for row in rows})
+                      pages=pages, presence={row.name: seen.of(row.name, row.last_seen) for row in rows})
 
     # -- audit -----------------------------------------------------------------------------------------
     async def audit_view(request: Request, principal: Principal, before: int | None,

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def expected_buckets(engine: Engine, edges: list[datetime]) -> list[int]:
     live = [r.not_after for r in engine.inventory.query() if r.revoked_at is None and r.superseded_by is None]
-    return [sum(1 for t in live if a <= t < b) for a, b in zip(edges, edges[1:], strict=False)]
+    return [sum(1 for t in live if a <= t < b) for a, b in pairwise(edges)]
 
 
 def assert_counts_true(engine: Engine) -> None:

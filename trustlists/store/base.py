@@ -28,6 +28,7 @@ from trustlists.models import (
     ExpiringCertificate,
     ListedCertificate,
     Owner,
+    OwnerLine,
     RequestStatus,
     RevocationReason,
     TargetPin,
@@ -154,6 +155,17 @@ class StoreReader(Protocol):
         ...
 
     def count_certificates(self) -> int: ...
+
+    def owner_lines(self, group: str, *, now: datetime, offset: int, limit: int) -> list[OwnerLine]:
+        """A page of the group's owners by name, each with its newest certificate (status at `now`) and when it
+        was last seen."""
+        ...
+
+    def count_owners(self, group: str) -> int: ...
+
+    def last_seen(self, group: str, devices: Sequence[str]) -> dict[str, int]:
+        """Device name -> epoch seconds it was last seen on a broker, for those of `devices` ever seen."""
+        ...
 
     # -- revocations and CRLs
     def revocations_since(self, seq: int) -> list[RevocationRow]:
@@ -332,6 +344,10 @@ class StoreWriter(StoreReader, Protocol):
         ...
 
     def mark_superseded(self, serial: str, by_serial: str) -> None: ...
+
+    def record_last_seen(self, group: str, seen: Sequence[tuple[str, int]]) -> None:
+        """(device name, epoch seconds) seen on a broker; never moves a device's time back."""
+        ...
 
     def fold_certificate_tallies(self) -> int:
         """Fold the tally rows of writers that are gone into one shard, drop empty ones; how many rows went."""

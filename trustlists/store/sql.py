@@ -33,6 +33,7 @@ from trustlists.models import (
     ListedCertificate,
     Owner,
     OwnerKind,
+    OwnerLine,
     PinSource,
     RequestKind,
     RequestStatus,
@@ -366,6 +367,50 @@ class SqlTx:
             rows = self.execute(f"SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? ORDER BY name",
                                 (group,)).fetchall()
         return [self._owner(r) for r in rows]
+
+    def owner_lines(self, group: str, *, now: datetime, offset: int, limit: int) -> list[OwnerLine]:
+        """A page of the group's owners by name, each with its newest certificate and last-seen time: one query
+        (the page of owners off the (grp, name) index, each one's newest certificate off certificates_owner)."""
+        owner_columns = ", ".join(f"o.{c}" for c in _OWNER_COLUMNS.split(", "))
+        rows = self.execute(
+            f"SELECT {owner_columns}, c.serial, c.subject, c.grp, c.site, c.owner_id, c.not_after, "
+            f"{_STATUS_CASE_C}, c.issuance, p.last_seen "
+            f"FROM (SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? ORDER BY name LIMIT {int(limit)} "
+            f"OFFSET {int(offset)}) o "
+            "LEFT JOIN certificates c ON c.serial = (SELECT n.serial FROM certificates n WHERE n.owner_id = o.id "
+            "ORDER BY n.not_after DESC, n.serial DESC LIMIT 1) "
+            "LEFT JOIN device_presence p ON p.grp = o.grp AND p.device = o.name ORDER BY o.name",
+            (to_epoch(now), group)).fetchall()
+        lines = []
+        for row in rows:
+            serial, subject, grp, site, owner_id, not_after, st, kind, seen = row[10:]
+            newest = (ListedCertificate(serial, subject, grp, site, owner_id, not_after, _STATUSES[st],
+                                        _ISSUANCES[kind]) if serial is not None else None)
+            lines.append(OwnerLine(self._owner(row[:10]), newest, from_epoch(seen) if seen is not None else None))
+        return lines
+
+    def count_owners(self, group: str) -> int:
+        return int(self._one("SELECT COUNT(*) FROM owners WHERE grp = ?", (group,))[0])
+
+    # -- device presence --------------------------------------------------------------------------------
+    def record_last_seen(self, group: str, seen: Sequence[tuple[str, int]]) -> None:
+        """(device name, epoch seconds) seen on a broker; a time older than the one stored is kept out."""
+        self.executemany(
+            "INSERT INTO device_presence (grp, device, last_seen) VALUES (?, ?, ?) ON CONFLICT (grp, device) "
+            "DO UPDATE SET last_seen = CASE WHEN excluded.last_seen > device_presence.last_seen "
+            "THEN excluded.last_seen ELSE device_presence.last_seen END",
+            [(group, device, at) for device, at in sorted(seen)])
+
+    def last_seen(self, group: str, devices: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(devices))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            for device, at in self.execute(
+                    f"SELECT device, last_seen FROM device_presence WHERE grp = ? AND device IN "
+                    f"({', '.join('?' * len(chunk))})", [group, *chunk]).fetchall():
+                found[device] = int(at)
+        return found
 
     # -- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, rec: CertificateRecord, der: bytes) -> None:
@@ -1159,6 +1204,9 @@ TALLY_REBUILD_SQL = (
     f"SELECT grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}, 0, COUNT(*) FROM certificates "
     f"GROUP BY grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}"
 )
+# _STATUS_CASE on the certificates of a join, as `c`.
+_STATUS_CASE_C = (_STATUS_CASE.replace("revoked_at", "c.revoked_at").replace("not_after", "c.not_after")
+                  .replace("superseded_by", "c.superseded_by").replace("delivered", "c.delivered"))
 _STATUSES = {s.value: s for s in CertificateStatus}
 _ISSUANCES = {k.value: k for k in IssuanceKind}
 _STATUS_SQL: dict[CertificateStatus, str] = {

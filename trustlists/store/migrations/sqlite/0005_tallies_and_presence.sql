@@ -21,3 +21,12 @@ SELECT grp, COALESCE(site, ''),
             WHEN delivered = 0 THEN 'issued-not-delivered' ELSE 'active' END,
        CASE WHEN not_after >= 0 THEN not_after / 86400 ELSE -((86399 - not_after) / 86400) END, 0, COUNT(*)
 FROM certificates GROUP BY 1, 2, 3, 4;
+-- When each MQTT device was last seen on a broker (the console's Devices page and /api/v1/devices): written by the
+-- broker's part at connect and disconnect and at most once a minute per connected device, so it survives a restart
+-- and every instance on the store shows the same. device: the owner's name in group grp (what its identity carries).
+CREATE TABLE IF NOT EXISTS device_presence (
+    grp TEXT NOT NULL,
+    device TEXT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    PRIMARY KEY (grp, device)
+);
