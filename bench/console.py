@@ -17,6 +17,11 @@ baseline: the bare SQL for the same data through sqlite3 on the same file. Overv
           before the tallies (`overview_full_scan_ms`). List: the COUNT of matching rows up to 10000 past the page
           and the first page of 50.
 
+Devices: the mqtt-device group has 100k registered devices (quick: 2k; owners rows written directly, the
+mqtt-device certificates spread over them); GET /devices (first page) and GET /devices?page=N (N: the middle page),
+against the bare SQL of the same page (the page of owners with each one's newest certificate and last-seen time,
+and the COUNT of the group's owners).
+
 Target: each page <= 200 ms server time (median) and <= 3x its bare SQL.
 """
 
@@ -28,6 +33,7 @@ import sqlite3
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,9 +47,27 @@ TARGET_MS = 200.0
 TARGET_RATIO = 3.0
 PASSWORD = "bench console password"
 LIST_PATH = "/certificates?group=mqtt-device&status=active"
+PAGE_SIZE = 50  # the console's default page size
+# The pages the issue's ratio is about (overview and certificate list); the Devices pages: the time only (a page of
+# 50 rows rendered costs more than the ~1 ms of SQL behind it; the target is "well under 200 ms" at 100k devices).
+RATIO_PAGES = ("overview", "list")
+_OWNER_INSERT = ("INSERT INTO owners (id, kind, name, grp, site, application_uri, dns_names, ip_addresses, attributes, "
+                 "created_at) VALUES (?, 'device', ?, 'mqtt-device', NULL, NULL, '[]', '[]', '{}', ?)")
 _STATUS_CASE = ("CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN not_after < ? THEN 'expired' "
                 "WHEN superseded_by IS NOT NULL THEN 'superseded' WHEN delivered = 0 THEN 'issued-not-delivered' "
                 "ELSE 'active' END")
+_STATUS_CASE_C = _STATUS_CASE
+for _column in ("revoked_at", "not_after", "superseded_by", "delivered"):
+    _STATUS_CASE_C = _STATUS_CASE_C.replace(_column, f"c.{_column}")
+_DEVICE_PAGE = (
+    "SELECT o.id, o.kind, o.name, o.grp, o.site, o.application_uri, o.dns_names, o.ip_addresses, o.attributes, "
+    f"o.created_at, c.serial, c.subject, c.grp, c.site, c.owner_id, c.not_after, "
+    f"{_STATUS_CASE_C}, "
+    "c.issuance, p.last_seen FROM (SELECT id, kind, name, grp, site, application_uri, dns_names, ip_addresses, "
+    "attributes, created_at FROM owners WHERE grp = 'mqtt-device' ORDER BY name LIMIT ? OFFSET ?) o "
+    "LEFT JOIN certificates c ON c.serial = (SELECT n.serial FROM certificates n WHERE n.owner_id = o.id "
+    "ORDER BY n.not_after DESC, n.serial DESC LIMIT 1) "
+    "LEFT JOIN device_presence p ON p.grp = o.grp AND p.device = o.name ORDER BY o.name")
 
 
 def bare_overview(conn: sqlite3.Connection) -> int:
@@ -88,7 +112,27 @@ def bare_list(conn: sqlite3.Connection) -> int:
                             "ORDER BY not_after, serial LIMIT 50", (now,)).fetchall())
 
 
-async def measure(engine: object, reps: int) -> dict[str, list[float]]:
+def add_devices(db_path: Path, n: int) -> list[str]:
+    """n devices registered in mqtt-device (rows written directly, setup only); their owner ids."""
+    import uuid
+
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    conn = sqlite3.connect(str(db_path), isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(_OWNER_INSERT, [(i, f"device-{j:06d}", int(time.time())) for j, i in enumerate(ids)])
+    conn.execute("COMMIT")
+    conn.close()
+    return ids
+
+
+def bare_devices(conn: sqlite3.Connection, offset: int) -> int:
+    now = int(time.time())
+    rows = conn.execute(_DEVICE_PAGE, (now, PAGE_SIZE, offset)).fetchall()
+    conn.execute("SELECT COUNT(*) FROM owners WHERE grp = 'mqtt-device'").fetchone()
+    return len(rows)
+
+
+async def measure(engine: object, reps: int, paths: dict[str, str]) -> dict[str, list[float]]:
     import httpx
     import pyotp
 
@@ -99,15 +143,15 @@ async def measure(engine: object, reps: int) -> dict[str, list[float]]:
     secret = engine.accounts.add_user("bench", "viewer", PASSWORD, actor=ACTOR).totp_secret  # type: ignore[attr-defined]
     # Cache off: each overview request computes it (what the target is about; the cache only hides it).
     app = create_app(engine, ConsoleSettings(secure_cookies=False, overview_max_age_s=0))  # type: ignore[arg-type]
-    samples: dict[str, list[float]] = {"overview": [], "list": []}
+    samples: dict[str, list[float]] = {name: [] for name in paths}
     async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as client:
         res = await client.post("/api/v1/session", json={"name": "bench", "password": PASSWORD,
                                                          "totp": pyotp.TOTP(secret).now()})
         res.raise_for_status()
-        for path in ("/", LIST_PATH):  # warm-up: page caches, template compilation
+        for path in paths.values():  # warm-up: page caches, template compilation
             (await client.get(path)).raise_for_status()
         for _ in range(reps):
-            for name, path in (("overview", "/"), ("list", LIST_PATH)):
+            for name, path in paths.items():
                 res = await client.get(path)
                 res.raise_for_status()
                 samples[name].append(float(res.headers["server-timing"].split("dur=")[1]))
@@ -117,6 +161,10 @@ async def measure(engine: object, reps: int) -> dict[str, list[float]]:
 def main() -> None:
     args = parse_args(__doc__ or "")
     n = 20_000 if args.quick else 1_000_000
+    devices = 2_000 if args.quick else 100_000
+    middle = (devices + 5) // PAGE_SIZE // 2  # the 5 registered above are in the group too
+    paths = {"overview": "/", "list": LIST_PATH, "devices_first": "/devices",
+             "devices_middle": f"/devices?page={middle}"}
     reps = 5 if args.quick else 15
     rng = random.Random(7)
     with workdir("console") as d:
@@ -129,15 +177,19 @@ def main() -> None:
                                                      application_uri=f"urn:plant:{grp}:{j}").id for j in range(5)]
                       for grp in cas}
             t0 = time.perf_counter()
+            owners["mqtt-device"] = add_devices(d / "otpki.db", devices)
             counts = fill_certificates(d / "otpki.db", n, cas, owners, int(time.time()), rng)
             testing.recount_certificate_tallies(engine)
             fill_s = time.perf_counter() - t0
             tally_rows = testing.count_table_rows(engine, "certificate_tallies")
             note(f"console: {reps} requests of each page")
-            samples = asyncio.run(measure(engine, reps))
+            samples = asyncio.run(measure(engine, reps, paths))
             conn = sqlite3.connect(str(d / "otpki.db"), isolation_level=None)
-            bare: dict[str, list[float]] = {"overview": [], "list": []}
-            for fn in (bare_overview, bare_list):
+            bare: dict[str, list[float]] = {name: [] for name in paths}
+            bare_fns: dict[str, Callable[[sqlite3.Connection], int]] = {
+                "overview": bare_overview, "list": bare_list, "devices_first": lambda c: bare_devices(c, 0),
+                "devices_middle": lambda c: bare_devices(c, (middle - 1) * PAGE_SIZE)}
+            for fn in bare_fns.values():
                 fn(conn)
             full_scan = []
             for _ in range(3):
@@ -145,7 +197,7 @@ def main() -> None:
                 full_scan_overview(conn)
                 full_scan.append((time.perf_counter() - t) * 1000)
             for _ in range(reps):
-                for name, fn in (("overview", bare_overview), ("list", bare_list)):
+                for name, fn in bare_fns.items():
                     t = time.perf_counter()
                     fn(conn)
                     bare[name].append((time.perf_counter() - t) * 1000)
@@ -158,17 +210,20 @@ def main() -> None:
     ratios = {k: med[k] / bare_med[k] for k in med}
     emit(
         benchmark="console",
-        engine={"overview_ms": summary(samples["overview"], 2), "list_ms": summary(samples["list"], 2),
-                "ratio_overview": round(ratios["overview"], 2), "ratio_list": round(ratios["list"], 2)},
-        baseline={"overview_ms": summary(bare["overview"], 2), "list_ms": summary(bare["list"], 2),
+        engine={**{f"{k}_ms": summary(v, 2) for k, v in samples.items()},
+                **{f"ratio_{k}": round(r, 2) for k, r in ratios.items()}},
+        baseline={**{f"{k}_ms": summary(v, 2) for k, v in bare.items()},
                   "overview_full_scan_ms": summary(full_scan, 2),
                   "sql": "tallies GROUP BY + today's certificates + chart days and 13 edge part-days + pending "
-                         "requests; COUNT up to 10050 + first page of 50"},
-        ratio=max(ratios.values()),
-        target=f"each page <= {TARGET_MS} ms server time (median) and <= {TARGET_RATIO}x its bare SQL "
-               "(ratio = the worse page's; the overview computed on every request, no cache)",
-        meets_target=all(m <= TARGET_MS for m in med.values()) and all(r <= TARGET_RATIO for r in ratios.values()),
-        params={"store": "SQLite", "rows_in_table": total, "tally_rows": tally_rows, "row_mix": counts, "runs": reps,
+                         "requests; COUNT up to 10050 + first page of 50; a page of 50 owners with their newest "
+                         "certificate and last-seen time + COUNT of the group's owners"},
+        ratio=max(ratios[k] for k in RATIO_PAGES),
+        target=f"each page <= {TARGET_MS} ms server time (median); overview and list <= {TARGET_RATIO}x their bare "
+               "SQL (ratio = the worse of the two; the overview computed on every request, no cache)",
+        meets_target=(all(m <= TARGET_MS for m in med.values())
+                      and all(ratios[k] <= TARGET_RATIO for k in RATIO_PAGES)),
+        params={"store": "SQLite", "rows_in_table": total, "devices": devices + 5, "devices_pages": paths,
+                "tally_rows": tally_rows, "row_mix": counts, "runs": reps,
                 "statistic": "median", "server_time": "Server-Timing header of the app (handler, engine queries, "
                 "template)", "list_page": LIST_PATH, "setup_fill_s": round(fill_s, 2)},
     )
