@@ -56,9 +56,9 @@ _OWNER_INSERT = ("INSERT INTO owners (id, kind, name, grp, site, application_uri
 _STATUS_CASE = ("CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN not_after < ? THEN 'expired' "
                 "WHEN superseded_by IS NOT NULL THEN 'superseded' WHEN delivered = 0 THEN 'issued-not-delivered' "
                 "ELSE 'active' END")
-_STATUS_CASE_C = _STATUS_CASE
-for _column in ("revoked_at", "not_after", "superseded_by", "delivered"):
-    _STATUS_CASE_C = _STATUS_CASE_C.replace(_column, f"c.{_column}")
+_STATUS_CASE_C = ("CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked' WHEN c.not_after < ? THEN 'expired' "
+                  "WHEN c.superseded_by IS NOT NULL THEN 'superseded' WHEN c.delivered = 0 "
+                  "THEN 'issued-not-delivered' ELSE 'active' END")
 _DEVICE_PAGE = (
     "SELECT o.id, o.kind, o.name, o.grp, o.site, o.application_uri, o.dns_names, o.ip_addresses, o.attributes, "
     f"o.created_at, c.serial, c.subject, c.grp, c.site, c.owner_id, c.not_after, "

@@ -22,7 +22,9 @@ def test_pages_of_owners_with_their_newest_certificate(engine: Engine, clock: Cl
     for i, name in enumerate(names[:5]):
         for _ in range(i % 3 + 1):  # 1 to 3 certificates each, each later one ending later
             clock.now += timedelta(hours=1)
-            engine.authority.issue_from_csr(make_csr(name), owner_id=owners[name].id, actor="t")
+            # dev-03's newest is not delivered yet: its state is shown as such
+            engine.authority.issue_from_csr(make_csr(name), owner_id=owners[name].id, actor="t",
+                                            delivered=name != "dev-03")
     newest = {}
     for name in names[:5]:
         mine = engine.inventory.query(owner_id=owners[name].id)
@@ -43,6 +45,7 @@ def test_pages_of_owners_with_their_newest_certificate(engine: Engine, clock: Cl
     by_name = {line.owner.name: line for line in lines}
     assert by_name["dev-01"].newest is not None and by_name["dev-01"].newest.status.value == "revoked"
     assert by_name["dev-00"].newest is not None and by_name["dev-00"].newest.status.value == "active"
+    assert by_name["dev-03"].newest is not None and by_name["dev-03"].newest.status.value == "issued-not-delivered"
     assert {n: line.last_seen for n, line in by_name.items() if line.last_seen} == {"dev-02": seen_at,
                                                                                   "dev-06": seen_at}
     assert engine.registry.last_seen("mqtt-device", names) == {"dev-02": seen_at, "dev-06": seen_at}

@@ -1181,13 +1181,18 @@ def _certificate_filter(*, now: datetime, status: CertificateStatus | None, grou
 
 
 # Status is derived from stored state and the clock (see CertificateRecord.status_at), in the same order here.
-_STATUS_CASE = (
-    f"CASE WHEN revoked_at IS NOT NULL THEN '{CertificateStatus.REVOKED.value}' "
-    f"WHEN not_after < ? THEN '{CertificateStatus.EXPIRED.value}' "
-    f"WHEN superseded_by IS NOT NULL THEN '{CertificateStatus.SUPERSEDED.value}' "
-    f"WHEN delivered = 0 THEN '{CertificateStatus.NOT_DELIVERED.value}' "
-    f"ELSE '{CertificateStatus.ACTIVE.value}' END"
-)
+def _status_case(table: str = "") -> str:
+    """The status at `now` (the one parameter) of a certificate row; `table`: the alias of certificates in a join."""
+    c = f"{table}." if table else ""
+    return (f"CASE WHEN {c}revoked_at IS NOT NULL THEN '{CertificateStatus.REVOKED.value}' "
+            f"WHEN {c}not_after < ? THEN '{CertificateStatus.EXPIRED.value}' "
+            f"WHEN {c}superseded_by IS NOT NULL THEN '{CertificateStatus.SUPERSEDED.value}' "
+            f"WHEN {c}delivered = 0 THEN '{CertificateStatus.NOT_DELIVERED.value}' "
+            f"ELSE '{CertificateStatus.ACTIVE.value}' END")
+
+
+_STATUS_CASE = _status_case()
+_STATUS_CASE_C = _status_case("c")  # on the certificates of a join, as `c`
 # The stored state (tallies.stored_state), and the UTC day of not_after rounded down (tallies.day_of) in SQL.
 _STORED_STATE_CASE = (
     f"CASE WHEN revoked_at IS NOT NULL THEN '{CertificateStatus.REVOKED.value}' "
@@ -1204,9 +1209,6 @@ TALLY_REBUILD_SQL = (
     f"SELECT grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}, 0, COUNT(*) FROM certificates "
     f"GROUP BY grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}"
 )
-# _STATUS_CASE on the certificates of a join, as `c`.
-_STATUS_CASE_C = (_STATUS_CASE.replace("revoked_at", "c.revoked_at").replace("not_after", "c.not_after")
-                  .replace("superseded_by", "c.superseded_by").replace("delivered", "c.delivered"))
 _STATUSES = {s.value: s for s in CertificateStatus}
 _ISSUANCES = {k.value: k for k in IssuanceKind}
 _STATUS_SQL: dict[CertificateStatus, str] = {
