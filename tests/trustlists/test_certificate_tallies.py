@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -204,3 +205,36 @@ def test_the_day_of_now_and_of_each_chart_edge_is_counted_exactly(engine: Engine
     clock.now = ends + timedelta(hours=1) - timedelta(days=90)  # the edge of the third bucket: 11:00 that day
     assert [b.certificates for b in engine.inventory.expiry_by_month(12)][1:4] == [0, 1, 0]
     assert_counts_true(engine)
+
+
+def test_two_writers_on_postgresql_never_wait_on_one_tally_row(postgres_cluster: PostgresCluster) -> None:
+    """Two connections count a certificate of the same group, state and day while the first one's transaction is
+    still open: the second does not wait for it (each connection has its own row), and the read sums both."""
+    url = postgres_cluster.database()
+    first, second = open_store(url), open_store(url)
+    key = ("mqtt-device", "", "active", 20_000)
+    outcome: list[object] = []
+    try:
+        with first.transaction() as tx:
+            writer = sql(tx)
+            writer._add_tallies([(key, 1)], writer._TALLY_SHARD)
+
+            def count_too() -> None:
+                try:
+                    with second.transaction() as tx2:
+                        other = sql(tx2)
+                        other._add_tallies([(key, 1)], other._TALLY_SHARD)
+                    outcome.append("committed")
+                except Exception as exc:  # a lock wait that timed out: the claim is false
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=count_too)
+            thread.start()
+            thread.join(timeout=30)  # the first transaction stays open all this time
+            assert outcome == ["committed"], outcome
+        with first.read() as tx:
+            rows = sql(tx).execute("SELECT shard, n FROM certificate_tallies WHERE day = 20000").fetchall()
+        assert len(rows) == 2 and sum(n for _, n in rows) == 2
+    finally:
+        first.close()
+        second.close()
