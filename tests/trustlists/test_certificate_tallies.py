@@ -21,7 +21,16 @@ from trustlists.engine import Engine
 from trustlists.models import CertificateStatus, Owner, RevocationReason
 from trustlists.store import SqliteStore, open_store
 from trustlists.store_copy import copy_store
-from trustlists.testing import PASSPHRASE, Clock, PostgresCluster, make_csr, make_engine, scanned_counts, sql
+from trustlists.testing import (
+    PASSPHRASE,
+    Clock,
+    PostgresCluster,
+    make_csr,
+    make_engine,
+    recount_certificate_tallies,
+    scanned_counts,
+    sql,
+)
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,3 +247,12 @@ def test_two_writers_on_postgresql_never_wait_on_one_tally_row(postgres_cluster:
     finally:
         first.close()
         second.close()
+
+
+def test_a_recount_from_the_certificates_gives_the_same_counts(engine: Engine, clock: Clock,
+                                                               owners: list[Owner]) -> None:
+    random_plant(engine, clock, owners, random.Random(9), steps=15)
+    kept = engine.inventory.counts()
+    recount_certificate_tallies(engine)
+    assert engine.inventory.counts() == kept
+    assert_counts_true(engine)

@@ -634,10 +634,11 @@ class SqlTx:
     def _add_tallies(self, counts: Sequence[tuple[tallies.TallyKey, int]], shard: str) -> None:
         # Sorted by the callers: two transactions that meet on tally rows take them in the same order. One statement
         # (the keys are distinct): it joins a pipeline (Store.transaction(pipelined=True)) without a round trip.
-        if counts:
-            values = ", ".join([f"(?, ?, ?, ?, {shard}, ?)"] * len(counts))
+        for start in range(0, len(counts), 1000):  # 5,000 parameters a statement: under every backend's limit
+            chunk = counts[start:start + 1000]
+            values = ", ".join([f"(?, ?, ?, ?, {shard}, ?)"] * len(chunk))
             self.execute(f"INSERT INTO certificate_tallies (grp, site, state, day, shard, n) VALUES {values} "
-                         f"{_TALLY_UPSERT}", [v for key, n in counts for v in (*key, n)])
+                         f"{_TALLY_UPSERT}", [v for key, n in chunk for v in (*key, n)])
 
     def _shift_tally(self, serial: str, n: int, condition: str = "") -> None:
         """Count the certificate `serial` (as stored now) `n` more in its tally: -1 before a change of its state,
@@ -1210,7 +1211,7 @@ _TALLY_UPSERT = ("ON CONFLICT (grp, site, state, day, shard) DO UPDATE SET n = c
 TALLY_REBUILD_SQL = (
     "INSERT INTO certificate_tallies (grp, site, state, day, shard, n) "
     f"SELECT grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}, 0, COUNT(*) FROM certificates "
-    f"GROUP BY grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}"
+    "GROUP BY 1, 2, 3, 4"
 )
 _STATUSES = {s.value: s for s in CertificateStatus}
 _ISSUANCES = {k.value: k for k in IssuanceKind}
