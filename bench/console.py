@@ -12,10 +12,10 @@ engine:   GET / (plant overview: counts per group, site and state, the 12-month 
           /certificates?group=mqtt-device&status=active (first page, with its total), median server time.
 baseline: the bare SQL for the same data through sqlite3 on the same file. Overview: the tally rows of every day
           but today (one GROUP BY), today's certificates exactly (an index range), the chart's live certificates per
-          day from the tallies plus the 13 part-days at its edges (one statement), and the pending requests: the queries the engine
-          runs. Also reported, not the ratio's: the full GROUP BY over every certificate that the overview ran
-          before the tallies (`overview_full_scan_ms`). List: the COUNT of matching rows up to 10000 past the page
-          and the first page of 50.
+          day from the tallies plus the 13 part-days at its edges (one statement), and the pending requests: the
+          queries the engine runs. Also reported, not the ratio's: the full GROUP BY over every certificate that
+          the overview ran before the tallies (`overview_full_scan_ms`). List: the COUNT of matching rows up to
+          10000 past the page and the first page of 50.
 
 Devices: the mqtt-device group has 100k registered devices (quick: 2k; owners rows written directly, the
 mqtt-device certificates spread over them); GET /devices (first page) and GET /devices?page=N (N: the middle page),
