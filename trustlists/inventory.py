@@ -96,13 +96,19 @@ class Inventory:
         with self._ctx.store.read() as tx:
             return tx.certificate_counts(self._ctx.clock())
 
+    def fold_tallies(self) -> int:
+        """Housekeeping of the counts behind `counts` and `expiry_by_month` (the leader's maintenance): the tally
+        rows of writers that are gone merged, empty ones dropped; how many rows went. Derived data, not audited."""
+        with self._ctx.store.transaction() as tx:
+            return tx.fold_certificate_tallies()
+
     def expiry_by_month(self, months: int = 12) -> list[ExpiryBucket]:
         """Live certificates ending in each of the next `months` 30-day periods, from now."""
         now = self._ctx.clock()
         edges = [now + timedelta(days=30 * i) for i in range(months + 1)]
         with self._ctx.store.read() as tx:
-            return [ExpiryBucket(start=a, end=b, certificates=tx.count_live_ending(a, b))
-                    for a, b in pairwise(edges)]
+            counts = tx.count_live_ending_each(edges)
+        return [ExpiryBucket(start=a, end=b, certificates=n) for (a, b), n in zip(pairwise(edges), counts, strict=True)]
 
     def expiring(self, within: timedelta, *, group: str | None = None) -> list[ExpiringCertificate]:
         """Live (not revoked, not superseded) certificates whose validity ends within `within`, soonest first."""

@@ -36,6 +36,7 @@ class MaintenanceReport(BaseModel):
     errors: list[str]
     leader: bool = True  # this instance did the singleton work (re-signing CRLs, issuing OCSP signers)
     ocsp_signers_issued: list[str] = Field(default_factory=list)  # "<CA id>#<serial>" of each new OCSP signer
+    tally_rows_folded: int = 0  # rows of the overview's certificate tallies merged or dropped (the leader's)
 
 
 def maintain_once(engine: Engine, *, actor: str = "otpki-maintenance", leader: bool = True) -> MaintenanceReport:
@@ -51,11 +52,13 @@ def maintain_once(engine: Engine, *, actor: str = "otpki-maintenance", leader: b
         signers = engine.ocsp_signers.ensure(actor=actor)
         ocsp_signers = [f"{s.issuer_ca_id}#{s.serial}" for s in signers.issued]
         errors += [f"OCSP signer of {ca_id} not issued: {why}" for ca_id, why in signers.failed.items()]
+        folded = engine.inventory.fold_tallies()
     else:
         ocsp_signers = []
+        folded = 0
     loaded = engine.refresh_revocations()
     return MaintenanceReport(crls_published=published, revocations_loaded=loaded, errors=errors, leader=leader,
-                             ocsp_signers_issued=ocsp_signers)
+                             ocsp_signers_issued=ocsp_signers, tally_rows_folded=folded)
 
 
 async def run_maintenance(engine: Engine, *, interval_s: float = 60.0, actor: str = "otpki-maintenance",

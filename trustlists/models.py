@@ -399,6 +399,20 @@ class ListedCertificate(NamedTuple):
         return from_epoch(self.not_after_epoch)
 
 
+class OwnerLine(NamedTuple):
+    """One line of a page of a group's owners (the console's Devices page): the registration, its newest
+    certificate (latest not_after) and when the device was last seen on a broker, if ever."""
+
+    owner: Owner
+    newest: ListedCertificate | None
+    last_seen: datetime | None
+
+
+class OwnerPage(NamedTuple):
+    lines: list[OwnerLine]
+    total: int  # owners in the group
+
+
 # -- certificate requests -----------------------------------------------------------------------------
 class RequestKind(StrEnum):
     CSR = "csr"

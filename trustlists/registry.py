@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from trustlists import audit, names
 from trustlists.bootstrap_allowlist import checked_attributes
+from trustlists.clock import from_epoch, to_epoch
 from trustlists.context import EngineContext
 from trustlists.csr_checks import expected_uri
 from trustlists.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
-from trustlists.models import RESERVED_ATTRIBUTES, ROLE_ATTRIBUTE, Owner, OwnerKind, OwnerRole
+from trustlists.models import RESERVED_ATTRIBUTES, ROLE_ATTRIBUTE, Owner, OwnerKind, OwnerPage, OwnerRole
 from trustlists.policy import GroupPolicy
 from trustlists.store.base import StoreWriter
+
+MAX_PAGE = 1000
 
 
 def issuable_owner(ctx: EngineContext, owner_id: str) -> Owner:
@@ -195,6 +199,28 @@ class Registry:
     def list(self, group: str | None = None) -> list[Owner]:
         with self._ctx.store.read() as tx:
             return tx.list_owners(group)
+
+    def page(self, group: str, *, offset: int = 0, limit: int = 50) -> OwnerPage:
+        """A page of the group's owners by name, each with its newest certificate and when it was last seen on a
+        broker (the console's Devices page): one query for the page, however many owners the group has."""
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            raise InvalidInput(f"a page has 1 to {MAX_PAGE} lines from offset 0 or more", reason="bad_page")
+        self._ctx.config.group(group)
+        with self._ctx.store.read() as tx:
+            return OwnerPage(tx.owner_lines(group, now=self._ctx.clock(), offset=offset, limit=limit),
+                             tx.count_owners(group))
+
+    def record_last_seen(self, group: str, seen: dict[str, datetime]) -> None:
+        """When devices of `group` were seen on a broker (connect, disconnect, or still connected): kept for the
+        Devices page across restarts and instances. An observation, like a rate-limit bucket, not a change of the
+        engine's records: not audited (a plant's devices would fill the audit log every minute)."""
+        if seen:
+            with self._ctx.store.transaction() as tx:
+                tx.record_last_seen(group, [(device, to_epoch(at)) for device, at in seen.items()])
+
+    def last_seen(self, group: str, devices: Sequence[str]) -> dict[str, datetime]:
+        with self._ctx.store.read() as tx:
+            return {d: from_epoch(at) for d, at in tx.last_seen(group, devices).items()}
 
 
 def _register_details(owner: Owner) -> dict[str, object]:

@@ -32,10 +32,11 @@ __all__ = ["COPY_ORDER", "CaKey", "StoreCopy", "TableCopy", "copy_store", "is_em
 # checked at once on PostgreSQL). A table the schema has and this list lacks stops a copy before it writes: a new
 # migration's table must be placed here (tests/trustlists/test_store_copy.py checks it against the schema).
 COPY_ORDER = (
-    "meta", "cas", "owners", "bootstrap_allowlist", "certificates", "certificate_keys", "revocations", "crls",
+    "meta", "cas", "owners", "bootstrap_allowlist", "certificates", "certificate_tallies", "certificate_keys",
+    "revocations", "crls",
     "trust_external", "trust_versions", "audit_log", "cert_requests", "delivery_targets", "delivery_target_pins",
     "bootstrap_pins", "bootstrap_pin_changes", "seen_requests", "rate_buckets", "leases", "web_users", "web_sessions",
-    "web_tokens", "web_login_failures",
+    "web_tokens", "web_login_failures", "device_presence",
 )
 _BATCH = 2_000
 _MOD = 1 << 256

@@ -51,6 +51,7 @@ from trustlists.ocsp_responses import OcspResponder
 from trustlists.policy import PkiConfig, load_default_config
 from trustlists.secret_box import KEY_FILE
 from trustlists.store import SqliteStore, StoreReader, StoreWriter, open_store
+from trustlists.store.rows import CertificateCount
 from trustlists.store.sql import _CERT_COLUMNS, SqlTx
 
 # The certificates table's columns in INSERT order (the DER goes last): for benchmarks that fill an inventory
@@ -320,6 +321,25 @@ def sql(tx: StoreReader | StoreWriter) -> SqlTx:
 
 
 # -- engine internals (tests and benchmarks only) --------------------------------------------------------------
+def scanned_counts(engine: Engine) -> list[CertificateCount]:
+    """The overview's counts per group, site and state from one GROUP BY over every certificate (the tallies'
+    oracle)."""
+    with engine._ctx.store.read() as tx:
+        return tx.certificate_counts_scanned(engine.now())
+
+
+def count_table_rows(engine: Engine, table: str) -> int:
+    with engine._ctx.store.read() as tx:
+        return tx.count_rows(table)
+
+
+def recount_certificate_tallies(engine: Engine) -> None:
+    """The certificate tallies counted again from the certificates: after rows were written behind the store
+    (benchmarks that fill the table directly)."""
+    with engine._ctx.store.transaction() as tx:
+        tx.rebuild_certificate_tallies()
+
+
 def ca_signing_material(engine: Engine, ca: CARecord) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
     """The CA's parsed certificate and its key as the engine signs with them: a benchmark's raw baseline signs
     with the very same key."""

@@ -242,6 +242,7 @@ class DeviceGateBroker(HookedBroker):
         self._pre_auth: dict[WriterAdapter, _PreAuth] = {}
         self.presence_clock: Callable[[], datetime] = presence_clock or (lambda: datetime.now(UTC))
         self.disconnected_at: dict[str, datetime] = {}  # device name -> when its last connection ended
+        self.presence_changed = asyncio.Event()  # set at every connect and disconnect (last_seen.LastSeenWriter)
 
     # -- before any MQTT byte: accept, TLS, the handshake check ------------------------------------------------
 
@@ -364,6 +365,7 @@ class DeviceGateBroker(HookedBroker):
         session.attributes[IDENTITY] = identity
         session.attributes[_GATED] = True
         session.attributes[CONNECTED_SINCE] = self.presence_clock()
+        self.presence_changed.set()
         # amqtt's "timeout-disconnect-delay" setting: extra seconds of grace on top of the client's keep-alive.
         grace = self.config.get("timeout-disconnect-delay", 0)
         if session.keep_alive > 0 and isinstance(grace, int):
@@ -469,6 +471,7 @@ class DeviceGateBroker(HookedBroker):
         identity = identity_of(session)
         if identity is not None and session.attributes.pop(CONNECTED_SINCE, None) is not None:
             self.disconnected_at[identity.device] = self.presence_clock()
+            self.presence_changed.set()
 
 
 def _bootstrap_listener_admits(identity: DeviceIdentity) -> bool:

@@ -32,6 +32,7 @@ from mqtt_broker_auth.broker_names import embedded_broker_owner_name
 from mqtt_broker_auth.decision import DeviceGate
 from mqtt_broker_auth.embedded.amqtt_plugin import DeviceGateBroker, register_gate, unregister_gate
 from mqtt_broker_auth.embedded.broker_limits import BrokerLimits, BrokerMode
+from mqtt_broker_auth.embedded.last_seen import LastSeenWriter
 from mqtt_broker_auth.embedded.listener_tls import ListenerTls, build_listener_tls
 from mqtt_broker_auth.embedded.live_sessions import RevocationWatcher
 from mqtt_broker_auth.embedded.tls_admission import HandshakeCheck
@@ -77,6 +78,9 @@ class EmbeddedBroker:
         self._gate_name: str | None = None
         self.broker: DeviceGateBroker | None = None
         self.watcher: RevocationWatcher | None = None
+        # The devices' last-seen times go to the store (not with amqtt's own plugins: the benchmark's baseline).
+        self._record_last_seen = plugins is None
+        self.last_seen_writer: LastSeenWriter | None = None
         self.port = 0
 
     @property
@@ -124,6 +128,12 @@ class EmbeddedBroker:
             self.watcher = RevocationWatcher(self.engine, self.gate, self.broker, interval=self._interval,
                                              on_trust_change=self._reload_tls, trust_version=self.tls.version)
             self.watcher.start()
+            if self._record_last_seen:
+                self.last_seen_writer = LastSeenWriter(
+                    self.engine, self.group, online=self.broker.online_devices,
+                    disconnected=lambda: dict(self.broker.disconnected_at) if self.broker is not None else {},
+                    changed=self.broker.presence_changed)
+                self.last_seen_writer.start()
         except BaseException:
             await self.stop()
             raise
@@ -132,6 +142,9 @@ class EmbeddedBroker:
                   self.limits.connect_timeout_s, self.limits.max_packet_size, self.limits.max_unauthenticated)
 
     async def stop(self) -> None:
+        if self.last_seen_writer is not None:
+            writer, self.last_seen_writer = self.last_seen_writer, None
+            await writer.stop()
         if self.watcher is not None:
             await self.watcher.stop()
             self.watcher = None

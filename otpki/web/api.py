@@ -73,6 +73,13 @@ class CertificatePageOut(BaseModel):
     items: list[views.CertificateLine]
 
 
+class DevicePageOut(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    devices: list[views.DeviceRow]
+
+
 class RevokeIn(BaseModel):
     reason: str = Field(default="unspecified", max_length=40,
                         description="RFC 5280 reason: key-compromise, superseded, cessation-of-operation, ...")
@@ -233,6 +240,17 @@ def api_router(engine: Engine, settings: ConsoleSettings, pusher: Pusher | None 
     @router.get("/owners", response_model=list[Owner], tags=["owners"])
     async def owners(principal: viewer, group: str | None = None) -> list[Owner]:
         return await run_blocking(engine.registry.list, group)
+
+    @router.get("/devices", response_model=DevicePageOut, tags=["owners"])
+    async def devices(
+        principal: viewer,
+        group: str = "mqtt-device",
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> DevicePageOut:
+        """A page of a group's devices by name: each one's newest certificate and when a broker last saw it."""
+        rows, total = await run_blocking(views.device_rows, engine, group, offset=offset, limit=limit)
+        return DevicePageOut(total=total, offset=offset, limit=limit, devices=rows)
 
     @router.get("/owners/{owner_id}", response_model=Owner, tags=["owners"])
     async def owner(owner_id: str, principal: viewer) -> Owner:

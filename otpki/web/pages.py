@@ -29,14 +29,17 @@ from otpki.web.settings import ConsoleSettings
 from trustlists.accounts import LoginRefused, Role
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
+from trustlists.errors import OtpkiError
 from trustlists.models import CertificateStatus, RequestStatus, RevocationReason
+from trustlists.trustlist import ListName
 
 TEMPLATES = Path(__file__).parent / "templates"
 LOGIN_CSRF_COOKIE = "otpki_login_csrf"
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                           undefined=jinja2.StrictUndefined)
 NAV = (("/", "Overview"), ("/certificates", "Certificates"), ("/requests", "Requests"), ("/plcs", "PLCs"),
-       ("/devices", "Devices"), ("/audit", "Audit log"))
+       ("/devices", "Devices"), ("/trust", "CAs & trust"), ("/audit", "Audit log"))
+TRUST_LISTS: dict[str, ListName] = {"trusted": "trusted", "issuer": "issuer"}
 DEVICE_GROUP = "mqtt-device"
 REVOCATION_REASONS = [r.name.lower().replace("_", "-") for r in RevocationReason]
 
@@ -275,6 +278,61 @@ def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Cal
         return render("plcs.html", principal=principal, active="/plcs", rows=rows, filters={"group": "", "site": ""},
                       can_push=True, push_available=True, outcome={"address": target.address, "report": outcome})
 
+    # -- CAs and trust ---------------------------------------------------------------------------------
+    # The API's two CA-admin operations (POST /api/v1/cas, /api/v1/trustlists/{group}/import) as forms: the same
+    # engine calls, audited with the user's name; a refusal is shown on the page it came from (escaped).
+    async def trust_page(principal: Principal, *, status: int = 200, error: str | None = None,
+                         done: str | None = None, form: dict[str, str] | None = None) -> Response:
+        cas = await run_blocking(views.ca_health, engine, probe=False)
+        return render("trust.html", status=status, principal=principal, active="/trust", cas=cas,
+                      groups=sorted(engine.config.groups), sites=list(engine.config.sites), lists=TRUST_LISTS,
+                      can_admin=principal.role.allows(Role.CA_ADMIN), error=error, done=done, form=form or {})
+
+    @router.get("/trust")
+    async def trust(request: Request, created: str = "", imported: int = -1, group: str = "",
+                    version: int = 0) -> Response:
+        principal = await signed_in(request)
+        done = None
+        if created:
+            done = f"Issuing CA {created} created."
+        elif imported >= 0:
+            done = f"{imported} imported into the trust list of {group}, now version {version}."
+        return await trust_page(principal, done=done)
+
+    @router.post("/trust/cas")
+    async def trust_create_ca(request: Request) -> Response:
+        principal = await signed_in(request, Role.CA_ADMIN)
+        fields = await form_of(request, principal)
+        group, site = fields.get("group", "").strip(), fields.get("site", "").strip() or None
+        try:
+            await second_factor(principal, fields, request)
+            ca = await run_blocking(engine.hierarchy.create_issuing_ca, group, site, actor=principal.name)
+        except (ApiError, OtpkiError) as exc:
+            refusal = exc if isinstance(exc, ApiError) else from_engine(exc)
+            return await trust_page(principal, status=refusal.status, error=f"CA not created: {refusal.message}",
+                                    form={k: v for k, v in fields.items() if k in ("group", "site")})
+        return RedirectResponse("/trust?" + urlencode({"created": ca.id}), status_code=303)
+
+    @router.post("/trust/import")
+    async def trust_import(request: Request) -> Response:
+        principal = await signed_in(request, Role.CA_ADMIN)
+        fields = await form_of(request, principal)
+        group, list_name = fields.get("group", "").strip(), TRUST_LISTS.get(fields.get("list", "trusted"))
+        try:
+            if list_name is None:
+                raise ApiError(400, "invalid_list", f"the list is one of {', '.join(TRUST_LISTS)}")
+            await second_factor(principal, fields, request)
+            imported = await run_blocking(engine.trustlists.import_external, group,
+                                          fields.get("data_pem", "").encode(), list_name=list_name,
+                                          note=fields.get("note", "").strip(), actor=principal.name)
+            version = (await run_blocking(engine.trustlists.get, group)).version
+        except (ApiError, OtpkiError) as exc:
+            refusal = exc if isinstance(exc, ApiError) else from_engine(exc)
+            return await trust_page(principal, status=refusal.status, error=f"Nothing imported: {refusal.message}",
+                                    form={k: v for k, v in fields.items() if k in ("group", "list", "note")})
+        return RedirectResponse("/trust?" + urlencode({"imported": len(imported), "group": group,
+                                                       "version": version}), status_code=303)
+
     # -- devices ---------------------------------------------------------------------------------------
     @router.get("/devices")
     async def devices(request: Request, page: int = 1) -> Response:
@@ -286,7 +344,7 @@ def pages_router(engine: Engine, settings: ConsoleSettings, status_provider: Cal
         # On the event loop, not in a worker thread: the broker's session table belongs to this loop.
         seen = PresenceSnapshot(presence)
         return render("devices.html", principal=principal, active="/devices", rows=rows, total=total, page=page,
-                      pages=pages, presence={row.name: seen.of(row.name) for row in rows})
+                      pages=pages, presence={row.name: seen.of(row.name, row.last_seen) for row in rows})
 
     # -- audit -----------------------------------------------------------------------------------------
     async def audit_view(request: Request, principal: Principal, before: int | None,

@@ -21,10 +21,10 @@ class DevicePresence(Protocol):
 
 
 class Presence(BaseModel):
-    known: bool  # a broker answered: False shows "unknown"
+    known: bool  # a broker answered whether it is online: False shows "unknown"
     online: bool = False
     connected_since: datetime | None = None
-    last_seen: datetime | None = None
+    last_seen: datetime | None = None  # the later of the store's (every instance's brokers) and this broker's
 
 
 class PresenceSnapshot:
@@ -34,10 +34,12 @@ class PresenceSnapshot:
         self._online = provider.online_devices() if provider is not None else None
         self._last_seen = (provider.last_seen() if provider is not None and self._online is not None else None) or {}
 
-    def of(self, device: str) -> Presence:
+    def of(self, device: str, stored: datetime | None = None) -> Presence:
+        """`stored`: the device's last-seen time in the store (written by whichever instance's broker saw it)."""
         if self._online is None:
-            return Presence(known=False)
+            return Presence(known=False, last_seen=stored)
         since = self._online.get(device)
         if since is not None:
             return Presence(known=True, online=True, connected_since=since, last_seen=since)
-        return Presence(known=True, online=False, last_seen=self._last_seen.get(device))
+        seen = [t for t in (self._last_seen.get(device), stored) if t is not None]
+        return Presence(known=True, online=False, last_seen=max(seen, default=None))

@@ -17,6 +17,6 @@ class ConsoleSettings(BaseModel):
                                     description="Login lockout and session lifetimes")
     totp_issuer: str = Field(default="otpki", description="Issuer name shown in authenticator apps")
     overview_max_age_s: float = Field(
-        default=30.0, ge=0, description="The plant overview is recomputed when older than this (seconds; 0: on "
+        default=5.0, ge=0, description="The plant overview is recomputed when older than this (seconds; 0: on "
                                         "every request)")
     page_size: int = Field(default=50, ge=1, le=1000, description="Lines per page of the console's lists")

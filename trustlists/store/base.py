@@ -28,6 +28,7 @@ from trustlists.models import (
     ExpiringCertificate,
     ListedCertificate,
     Owner,
+    OwnerLine,
     RequestStatus,
     RevocationReason,
     TargetPin,
@@ -137,8 +138,16 @@ class StoreReader(Protocol):
         """Certificates per group, site and status at `now`."""
         ...
 
+    def certificate_counts_scanned(self, now: datetime) -> list[CertificateCount]:
+        """`certificate_counts` from every certificate row instead of the tallies (what they must equal)."""
+        ...
+
     def count_live_ending(self, start: datetime, end: datetime) -> int:
         """Live (not revoked, not superseded) certificates whose validity ends in [start, end)."""
+        ...
+
+    def count_live_ending_each(self, edges: Sequence[datetime]) -> list[int]:
+        """`count_live_ending` of each pair of consecutive (ascending) edges, from the tallies."""
         ...
 
     def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
@@ -146,6 +155,17 @@ class StoreReader(Protocol):
         ...
 
     def count_certificates(self) -> int: ...
+
+    def owner_lines(self, group: str, *, now: datetime, offset: int, limit: int) -> list[OwnerLine]:
+        """A page of the group's owners by name, each with its newest certificate (status at `now`) and when it
+        was last seen."""
+        ...
+
+    def count_owners(self, group: str) -> int: ...
+
+    def last_seen(self, group: str, devices: Sequence[str]) -> dict[str, int]:
+        """Device name -> epoch seconds it was last seen on a broker, for those of `devices` ever seen."""
+        ...
 
     # -- revocations and CRLs
     def revocations_since(self, seq: int) -> list[RevocationRow]:
@@ -324,6 +344,18 @@ class StoreWriter(StoreReader, Protocol):
         ...
 
     def mark_superseded(self, serial: str, by_serial: str) -> None: ...
+
+    def record_last_seen(self, group: str, seen: Sequence[tuple[str, int]]) -> None:
+        """(device name, epoch seconds) seen on a broker; never moves a device's time back."""
+        ...
+
+    def fold_certificate_tallies(self) -> int:
+        """Fold the tally rows of writers that are gone into one shard, drop empty ones; how many rows went."""
+        ...
+
+    def rebuild_certificate_tallies(self) -> None:
+        """Count the tallies again from the certificates."""
+        ...
 
     def mark_revoked(self, serial: str, at: datetime, reason: RevocationReason) -> None: ...
 

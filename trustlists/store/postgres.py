@@ -105,6 +105,12 @@ class PostgresTx(SqlTx):
     def lock(self, name: str, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (lock_id(name, key),))
 
+    # Tally rows per connection (its backend pid): two processes issuing at once never wait on one counter row;
+    # the rows of connections that are gone are folded into shard 0 by the leader (fold_certificate_tallies).
+    _TALLY_SHARD = "pg_backend_pid()"
+    _LOCK_READ_ROWS = " FOR UPDATE"
+    _DEAD_SHARDS = "shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
+
     def try_lock(self, name: str, key: str) -> bool:
         return bool(self._one("SELECT pg_try_advisory_xact_lock(?)", (lock_id(name, key),))[0])
 

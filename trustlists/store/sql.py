@@ -33,6 +33,7 @@ from trustlists.models import (
     ListedCertificate,
     Owner,
     OwnerKind,
+    OwnerLine,
     PinSource,
     RequestKind,
     RequestStatus,
@@ -40,6 +41,7 @@ from trustlists.models import (
     TargetPin,
     TargetState,
 )
+from trustlists.store import tallies
 from trustlists.store.rows import (
     AuditHead,
     AuditRow,
@@ -366,6 +368,54 @@ class SqlTx:
                                 (group,)).fetchall()
         return [self._owner(r) for r in rows]
 
+    def owner_lines(self, group: str, *, now: datetime, offset: int, limit: int) -> list[OwnerLine]:
+        """A page of the group's owners by name, each with its newest certificate and last-seen time: one query
+        (the page of owners off the (grp, name) index, each one's newest certificate off certificates_owner)."""
+        owner_columns = ", ".join(f"o.{c}" for c in _OWNER_COLUMNS.split(", "))
+        # The newest serial as a column of the page's owners, then joined by primary key: the subquery runs once
+        # per owner of the page. The LIMIT on `o` keeps it a subquery of its own: merged into the outer query,
+        # PostgreSQL hash-joined every certificate row on the subquery's result.
+        rows = self.execute(
+            f"SELECT {owner_columns}, c.serial, c.subject, c.grp, c.site, c.owner_id, c.not_after, "
+            f"{_STATUS_CASE_C}, c.issuance, p.last_seen "
+            f"FROM (SELECT {_OWNER_COLUMNS}, (SELECT n.serial FROM certificates n WHERE n.owner_id = page.id "
+            "ORDER BY n.not_after DESC, n.serial DESC LIMIT 1) AS newest "
+            f"FROM (SELECT {_OWNER_COLUMNS} FROM owners WHERE grp = ? ORDER BY name LIMIT {int(limit)} "
+            f"OFFSET {int(offset)}) page LIMIT {int(limit)}) o "
+            "LEFT JOIN certificates c ON c.serial = o.newest "
+            "LEFT JOIN device_presence p ON p.grp = o.grp AND p.device = o.name ORDER BY o.name",
+            (to_epoch(now), group)).fetchall()
+        lines = []
+        for row in rows:
+            serial, subject, grp, site, owner_id, not_after, st, kind, seen = row[10:]
+            newest = (ListedCertificate(serial, subject, grp, site, owner_id, not_after, _STATUSES[st],
+                                        _ISSUANCES[kind]) if serial is not None else None)
+            lines.append(OwnerLine(self._owner(row[:10]), newest, from_epoch(seen) if seen is not None else None))
+        return lines
+
+    def count_owners(self, group: str) -> int:
+        return int(self._one("SELECT COUNT(*) FROM owners WHERE grp = ?", (group,))[0])
+
+    # -- device presence --------------------------------------------------------------------------------
+    def record_last_seen(self, group: str, seen: Sequence[tuple[str, int]]) -> None:
+        """(device name, epoch seconds) seen on a broker; a time older than the one stored is kept out."""
+        self.executemany(
+            "INSERT INTO device_presence (grp, device, last_seen) VALUES (?, ?, ?) ON CONFLICT (grp, device) "
+            "DO UPDATE SET last_seen = CASE WHEN excluded.last_seen > device_presence.last_seen "
+            "THEN excluded.last_seen ELSE device_presence.last_seen END",
+            [(group, device, at) for device, at in sorted(seen)])
+
+    def last_seen(self, group: str, devices: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(devices))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            for device, at in self.execute(
+                    f"SELECT device, last_seen FROM device_presence WHERE grp = ? AND device IN "
+                    f"({', '.join('?' * len(chunk))})", [group, *chunk]).fetchall():
+                found[device] = int(at)
+        return found
+
     # -- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, rec: CertificateRecord, der: bytes) -> None:
         self.insert_certificates([NewCertificate(rec, der, certificate_spki_sha256(der))])
@@ -387,6 +437,11 @@ class SqlTx:
         )
         # Every path that records a certificate comes through here, so the key index is never behind.
         self.insert_rows("certificate_keys", "serial, spki_sha256", [(rec.serial, spki) for rec, _der, spki in items])
+        added: dict[tallies.TallyKey, int] = {}
+        for rec, _der, _spki in items:
+            key = tallies.key_of(rec)
+            added[key] = added.get(key, 0) + 1
+        self._add_tallies(sorted(added.items()), self._TALLY_SHARD)
 
     @staticmethod
     def _cert(row: Sequence[Any], der: bytes | None = None) -> CertificateRecord:
@@ -501,14 +556,44 @@ class SqlTx:
                              params)[0])
 
     def certificate_counts(self, now: datetime) -> list[CertificateCount]:
+        """From the tallies (trustlists/store/tallies.py): every day but today's from its rows, today's exactly."""
+        now_s = to_epoch(now)
+        today = tallies.day_of(now_s)
+        tallied = self.execute(
+            "SELECT grp, site, state, CASE WHEN day < ? THEN 1 ELSE 0 END AS past, SUM(n) FROM certificate_tallies "
+            "WHERE day <> ? GROUP BY grp, site, state, 4", (today, today)).fetchall()
+        exact = self.execute(
+            f"SELECT grp, site, {_STATUS_CASE} AS st, COUNT(*) FROM certificates WHERE not_after >= ? "
+            "AND not_after < ? GROUP BY grp, site, 3",
+            (now_s, today * tallies.DAY_S, (today + 1) * tallies.DAY_S)).fetchall()
+        return tallies.merge_counts(((g, s, st, bool(p), int(n)) for g, s, st, p, n in tallied),
+                                    ((g, s, st, int(n)) for g, s, st, n in exact))
+
+    def certificate_counts_scanned(self, now: datetime) -> list[CertificateCount]:
+        """`certificate_counts` the long way, one GROUP BY over every certificate: what the tallies must equal."""
         rows = self.execute(f"SELECT grp, site, {_STATUS_CASE} AS st, COUNT(*) FROM certificates "
-                            "GROUP BY grp, site, st ORDER BY grp, site, st", [to_epoch(now)]).fetchall()
-        return [CertificateCount(grp, site, st, int(n)) for grp, site, st, n in rows]
+                            "GROUP BY grp, site, 3", [to_epoch(now)]).fetchall()
+        return tallies.merge_counts((), ((g, s, st, int(n)) for g, s, st, n in rows))
 
     def count_live_ending(self, start: datetime, end: datetime) -> int:
         return int(self._one(
             "SELECT COUNT(*) FROM certificates WHERE not_after >= ? AND not_after < ? "
             "AND revoked_at IS NULL AND superseded_by IS NULL", (to_epoch(start), to_epoch(end)))[0])
+
+    def count_live_ending_each(self, edges: Sequence[datetime]) -> list[int]:
+        """Live certificates ending in each [edges[i], edges[i+1]) (ascending edges): whole days from the tallies,
+        the part of each edge's day before the edge exactly from the certificates."""
+        days = [tallies.day_of(to_epoch(e)) for e in edges]
+        live = ", ".join(f"'{s.value}'" for s in tallies.LIVE_STATES)
+        per_day = {int(d): int(n) for d, n in self.execute(
+            f"SELECT day, SUM(n) FROM certificate_tallies WHERE state IN ({live}) AND day >= ? AND day <= ? "
+            "GROUP BY day", (days[0], days[-1])).fetchall()}
+        # The part-days, in one statement (a round trip each is most of their cost on PostgreSQL).
+        ranges = [(d * tallies.DAY_S, to_epoch(e)) for d, e in zip(days, edges, strict=True)]
+        one = ("(SELECT COUNT(*) FROM certificates WHERE not_after >= ? AND not_after < ? "
+               "AND revoked_at IS NULL AND superseded_by IS NULL)")
+        row = self._one(f"SELECT {', '.join([one] * len(ranges))}", [v for r in ranges for v in r])
+        return tallies.bucket_counts(edges, per_day, [int(n) for n in row])
 
     def expiring_rows(self, now: datetime, until: datetime, group: str | None = None) -> list[ExpiringCertificate]:
         """Live certificates ending in [now, until], soonest first; served from the covering index
@@ -525,17 +610,68 @@ class SqlTx:
         return int(self._one("SELECT COUNT(*) FROM certificates")[0])
 
     def mark_delivered(self, serial: str) -> bool:
-        return self.execute("UPDATE certificates SET delivered = 1 WHERE serial = ? AND delivered = 0",
-                            (serial,)).rowcount > 0
+        self._shift_tally(serial, -1, "AND delivered = 0")
+        if self.execute("UPDATE certificates SET delivered = 1 WHERE serial = ? AND delivered = 0",
+                        (serial,)).rowcount > 0:
+            self._shift_tally(serial, +1)
+            return True
+        return False
 
     def mark_superseded(self, serial: str, by_serial: str) -> None:
+        self._shift_tally(serial, -1)
         self.execute("UPDATE certificates SET superseded_by = ? WHERE serial = ?", (by_serial, serial))
+        self._shift_tally(serial, +1)
 
     def mark_revoked(self, serial: str, at: datetime, reason: RevocationReason) -> None:
+        self._shift_tally(serial, -1)
         self.execute(
             "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?",
             (to_epoch(at), int(reason), serial),
         )
+        self._shift_tally(serial, +1)
+
+    # -- certificate tallies (trustlists/store/tallies.py) ------------------------------------------
+    # This connection's tally rows: concurrent writers never share one (a backend with concurrent writers overrides
+    # it). And how a read locks the rows it is about to change (nothing to add where one writer runs at a time).
+    _TALLY_SHARD = "0"
+    _LOCK_READ_ROWS = ""
+    # The shards whose writers are gone (a backend with shards per connection narrows it to those).
+    _DEAD_SHARDS = "shard <> 0"
+
+    def _add_tallies(self, counts: Sequence[tuple[tallies.TallyKey, int]], shard: str) -> None:
+        # Sorted by the callers: two transactions that meet on tally rows take them in the same order. One statement
+        # (the keys are distinct): it joins a pipeline (Store.transaction(pipelined=True)) without a round trip.
+        for start in range(0, len(counts), 1000):  # 5,000 parameters a statement: under every backend's limit
+            chunk = counts[start:start + 1000]
+            values = ", ".join([f"(?, ?, ?, ?, {shard}, ?)"] * len(chunk))
+            self.execute(f"INSERT INTO certificate_tallies (grp, site, state, day, shard, n) VALUES {values} "
+                         f"{_TALLY_UPSERT}", [v for key, n in chunk for v in (*key, n)])
+
+    def _shift_tally(self, serial: str, n: int, condition: str = "") -> None:
+        """Count the certificate `serial` (as stored now) `n` more in its tally: -1 before a change of its state,
+        +1 after. The -1 locks the certificate's row, so no other transaction changes it between the two."""
+        self.execute(
+            "INSERT INTO certificate_tallies (grp, site, state, day, shard, n) "
+            f"SELECT grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}, {self._TALLY_SHARD}, ? "
+            f"FROM certificates WHERE serial = ? {condition}{self._LOCK_READ_ROWS} {_TALLY_UPSERT}",
+            (n, serial))
+
+    def fold_certificate_tallies(self) -> int:
+        """Move the rows of writers that are gone into shard 0 and drop the rows that count nothing (the leader's
+        maintenance keeps the tallies few); how many rows went."""
+        # DELETE ... RETURNING: exactly the rows removed are added to shard 0, whatever writes meanwhile.
+        gone = self.execute(f"DELETE FROM certificate_tallies WHERE {self._DEAD_SHARDS} "
+                            "RETURNING grp, site, state, day, n").fetchall()
+        moved: dict[tallies.TallyKey, int] = {}
+        for grp, site, state, day, n in gone:
+            moved[(grp, site, state, int(day))] = moved.get((grp, site, state, int(day)), 0) + int(n)
+        self._add_tallies(sorted(moved.items()), "0")
+        return len(gone) + int(self.execute("DELETE FROM certificate_tallies WHERE shard = 0 AND n = 0").rowcount)
+
+    def rebuild_certificate_tallies(self) -> None:
+        """The tallies counted again from the certificates (a repair; certificates written behind the store)."""
+        self.execute("DELETE FROM certificate_tallies")
+        self.execute(TALLY_REBUILD_SQL)
 
     # -- revocations ------------------------------------------------------------------------------
     def insert_revocation(self, serial: str, issuer_ca_id: str, at: datetime, reason: RevocationReason,
@@ -1059,12 +1195,33 @@ def _certificate_filter(*, now: datetime, status: CertificateStatus | None, grou
 
 
 # Status is derived from stored state and the clock (see CertificateRecord.status_at), in the same order here.
-_STATUS_CASE = (
+def _status_case(table: str = "") -> str:
+    """The status at `now` (the one parameter) of a certificate row; `table`: the alias of certificates in a join."""
+    c = f"{table}." if table else ""
+    return (f"CASE WHEN {c}revoked_at IS NOT NULL THEN '{CertificateStatus.REVOKED.value}' "
+            f"WHEN {c}not_after < ? THEN '{CertificateStatus.EXPIRED.value}' "
+            f"WHEN {c}superseded_by IS NOT NULL THEN '{CertificateStatus.SUPERSEDED.value}' "
+            f"WHEN {c}delivered = 0 THEN '{CertificateStatus.NOT_DELIVERED.value}' "
+            f"ELSE '{CertificateStatus.ACTIVE.value}' END")
+
+
+_STATUS_CASE = _status_case()
+_STATUS_CASE_C = _status_case("c")  # on the certificates of a join, as `c`
+# The stored state (tallies.stored_state), and the UTC day of not_after rounded down (tallies.day_of) in SQL.
+_STORED_STATE_CASE = (
     f"CASE WHEN revoked_at IS NOT NULL THEN '{CertificateStatus.REVOKED.value}' "
-    f"WHEN not_after < ? THEN '{CertificateStatus.EXPIRED.value}' "
     f"WHEN superseded_by IS NOT NULL THEN '{CertificateStatus.SUPERSEDED.value}' "
     f"WHEN delivered = 0 THEN '{CertificateStatus.NOT_DELIVERED.value}' "
     f"ELSE '{CertificateStatus.ACTIVE.value}' END"
+)
+# (No `%`: it is the placeholder character of psycopg.)
+_DAY_SQL = "CASE WHEN not_after >= 0 THEN not_after / 86400 ELSE -((86399 - not_after) / 86400) END"
+_TALLY_UPSERT = ("ON CONFLICT (grp, site, state, day, shard) DO UPDATE SET n = certificate_tallies.n + excluded.n")
+# Every certificate counted into shard 0 (what migration 0005 does to a store's certificates).
+TALLY_REBUILD_SQL = (
+    "INSERT INTO certificate_tallies (grp, site, state, day, shard, n) "
+    f"SELECT grp, COALESCE(site, ''), {_STORED_STATE_CASE}, {_DAY_SQL}, 0, COUNT(*) FROM certificates "
+    "GROUP BY 1, 2, 3, 4"
 )
 _STATUSES = {s.value: s for s in CertificateStatus}
 _ISSUANCES = {k.value: k for k in IssuanceKind}

@@ -51,7 +51,7 @@ async def issue(console: Console, name: str = "pump-7", cn: str | None = None) -
     return await run_blocking(work)
 
 
-READS = ["/api/v1/me", "/api/v1/overview", "/api/v1/certificates", "/api/v1/owners", "/api/v1/cas",
+READS = ["/api/v1/me", "/api/v1/overview", "/api/v1/certificates", "/api/v1/owners", "/api/v1/devices", "/api/v1/cas",
          "/api/v1/requests", "/api/v1/targets", "/api/v1/audit", "/api/v1/audit/verify",
          "/api/v1/trustlists/mqtt-device"]
 

@@ -199,3 +199,47 @@ async def test_devices_page_lists_devices_with_their_newest_certificate(console:
         # This console runs without a broker: whether a device is online is unknown, and the page says so.
         assert html.count('<td class="presence">unknown</td>') == 2 and "online: unknown" in html
         assert "presence online" not in html and "presence offline" not in html
+
+
+async def test_ca_and_trust_forms_need_ca_admin_csrf_and_a_fresh_code(console: Console) -> None:
+    from tests.otpki.web.test_api import self_signed_pem
+
+    vendor = self_signed_pem("vendor-hmi")
+    async with console.client() as client:
+        csrf = await page_login(console, client, "op")
+        page = await client.get("/trust")
+        assert page.status_code == 200 and 'action="/trust/cas"' not in page.text  # no forms for an operator
+        res = await client.post("/trust/import", data={"csrf_token": csrf, "group": "opcua-application",
+                                                       "data_pem": vendor, "totp": console.code("op")})
+        assert res.status_code == 403
+    async with console.client() as client:
+        csrf = await page_login(console, client, "admin")
+        page = await client.get("/trust")
+        assert 'action="/trust/cas"' in page.text and 'action="/trust/import"' in page.text
+        before = console.engine.trustlists.get("opcua-application").version
+        form = {"group": "opcua-application", "list": "trusted", "data_pem": vendor, "note": EVIL}
+        res = await client.post("/trust/import", data=form)  # no CSRF token
+        assert res.status_code == 403
+        res = await client.post("/trust/import", data={**form, "csrf_token": csrf})  # no code
+        assert res.status_code == 403 and "Nothing imported" in res.text and "TOTP" in res.text
+        code = console.code("admin")
+        res = await client.post("/trust/import", data={**form, "csrf_token": csrf, "totp": code})
+        assert (res.status_code, res.headers["location"].split("?")[0]) == (303, "/trust")
+        res = await client.post("/trust/import", data={**form, "csrf_token": csrf, "totp": code})  # replayed
+        assert res.status_code == 403 and "Nothing imported" in res.text
+        bad = await client.post("/trust/import", data={**form, "data_pem": EVIL, "csrf_token": csrf,
+                                                       "totp": console.code("admin")})
+        assert bad.status_code == 400 and "Nothing imported" in bad.text
+        assert "<script>" not in bad.text and "&lt;script&gt;" in bad.text  # the note comes back, escaped
+        assert console.engine.trustlists.get("opcua-application").version == before + 1
+
+        res = await client.post("/trust/cas", data={"csrf_token": csrf, "group": "no-such-group",
+                                                    "totp": console.code("admin")})
+        assert res.status_code == 404 and "CA not created" in res.text
+        res = await client.post("/trust/cas", data={"csrf_token": csrf, "group": "mqtt-device",
+                                                    "totp": console.code("admin")})
+        assert res.status_code == 303 and "created=" in res.headers["location"]
+        shown = await client.get(res.headers["location"])
+        assert "Issuing CA" in shown.text and "created" in shown.text
+    audited = {(r.action, r.actor) for r in console.engine.audit_records() if r.actor == "admin"}
+    assert any(a.startswith("trust") for a, _ in audited) and any(a.startswith("ca.") for a, _ in audited), audited

@@ -23,7 +23,7 @@ from tests.otpki.web.conftest import PASSWORD, Console
 from tests.otpki.web.test_pages import page_login
 from trustlists.blocking import run_blocking
 from trustlists.engine import Engine
-from trustlists.testing import Clock
+from trustlists.testing import Clock, make_engine
 
 
 def _row(html: str, name: str) -> str:
@@ -58,7 +58,7 @@ async def test_devices_page_under_serve_shows_who_is_online(web_engine: tuple[En
             await page_login(console, client, "view")
             html = (await client.get("/devices")).text
             assert 'class="presence offline">offline' in _row(html, "pump-3")
-            assert "not since the broker started" in _row(html, "pump-3")
+            assert '<td class="last-seen">never</td>' in _row(html, "pump-3")
 
             admitted_at = clock.now
             device = MqttDevice(DeviceConfig(name="pump-3", site="north", port=broker.port, ca_file=ca_file,
@@ -91,3 +91,30 @@ async def test_devices_page_under_serve_shows_who_is_online(web_engine: tuple[En
             await device.stop()
         await web.stop()
         await mqtt.stop()
+
+    # A restart: new parts, a new broker that saw nothing. The last-seen time was stored at the disconnect; another
+    # instance on the store (its own engine) shows it too, on its page and in the API.
+    clock.now += timedelta(hours=2)
+    other = await run_blocking(make_engine, tmp_path / "pki", clock=clock, config=engine.config)
+    parts = build_parts(other, settings, ServeOptions(), Supervisor([]), lambda _line: None)
+    mqtt = next(p for p in parts if isinstance(p, EmbeddedMqtt))
+    web = next(p for p in parts if isinstance(p, WebListeners))
+    await mqtt.start()
+    try:
+        await web.start()
+        assert web.main is not None
+        console = Console(url=web.main.url, engine=other, clock=clock, tls=ssl.create_default_context(),
+                          secrets={"view": secret}, tls_files=(tmp_path, tmp_path))
+        async with console.client() as client:
+            await page_login(console, client, "view")
+            html = (await client.get("/devices")).text
+            assert 'class="presence offline">offline' in _row(html, "pump-3")
+            assert f'<td class="last-seen">{left_at:%Y-%m-%d %H:%M:%S}</td>' in _row(html, "pump-3")
+            assert '<td class="last-seen">never</td>' in _row(html, "pump-4")
+            listed = (await client.get("/api/v1/devices")).json()
+            seen = {d["name"]: d["last_seen"] for d in listed["devices"]}
+            assert seen["pump-4"] is None and seen["pump-3"].startswith(f"{left_at:%Y-%m-%dT%H:%M:%S}")
+    finally:
+        await web.stop()
+        await mqtt.stop()
+        await run_blocking(other.close)
