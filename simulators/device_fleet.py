@@ -216,7 +216,8 @@ async def run_fleet(config: FleetConfig, manifest: FleetManifest | None = None,
         enroll_times = await bring_online(devices, concurrency=config.enroll_concurrency,
                                           timeout_s=2 * config.request_timeout_s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), config.duration_s)
+            async with asyncio.timeout(config.duration_s):  # not wait_for: it can swallow a cancel on 3.11
+                await stop.wait()
         online = sum(1 for d in devices if d.state == DeviceState.ONLINE)
     finally:
         await asyncio.gather(*(d.stop() for d in devices), return_exceptions=True)

@@ -40,10 +40,14 @@ class LastSeenWriter:
     async def stop(self) -> None:
         """Stop, after storing the live sessions as seen now (the broker's shutdown ends them)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():  # stop() itself was cancelled: pass it on
+                    raise
         now = self._engine.now()
         with contextlib.suppress(OtpkiError):  # a store that is down: the last minute's writes stand
             await self._write({device: now for device in self._online()})
@@ -76,7 +80,8 @@ class LastSeenWriter:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=self._every_s / 6)
+                async with asyncio.timeout(self._every_s / 6):  # not wait_for: see live_sessions
+                    await self._changed.wait()
             self._changed.clear()
             try:
                 await self._write(self.due())

@@ -81,7 +81,10 @@ class RevocationWatcher:
                 except Exception:  # one failed round (a locked database) must not end the watch
                     _log.exception("revocation check failed; retrying")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), wait_s)
+                    # Not wait_for: on Python 3.11 it drops a cancel that arrives as the event is set
+                    # (bpo-42130), and stop() then waits for this loop forever.
+                    async with asyncio.timeout(wait_s):
+                        await wake.wait()
         finally:
             if subscription is not None:
                 await asyncio.shield(run_blocking(subscription.close))

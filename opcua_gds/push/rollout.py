@@ -308,7 +308,8 @@ class Rollout:
             if on_report is not None and report.attempted:
                 on_report(report)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):  # not wait_for: it can swallow a cancel on 3.11
+                    await stop.wait()
 
 
 def _step_sink(on_step: Callable[[str, StepOutcome], None], target_id: str) -> StepSink:

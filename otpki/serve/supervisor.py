@@ -173,7 +173,8 @@ class Supervisor:
                     log.exception("could not record the failure of %s", part.name)
             slot.first_start.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can swallow a cancel on 3.11
+                    await self._stopping.wait()
         self._set(slot, state="stopped", next_start_at=None)
         slot.first_start.set()
 

@@ -56,3 +56,23 @@ async def test_connects_and_disconnects_at_once_and_a_connected_device_once_a_mi
     online["pump-1"] = back = engine.at  # a reconnect is new again at once
     assert await step(0) == {"pump-1": back}
     assert [list(w) for w in engine.registry.writes] == [["pump-1"]] * 4
+
+
+async def test_stop_ends_the_writer_even_when_a_change_lands_with_the_cancel() -> None:
+    """A device disconnecting as the broker stops sets `changed` in the same moment stop() cancels the writer. On
+    Python 3.11, asyncio.wait_for drops a cancel that arrives as its inner wait completes (bpo-42130): the loop then
+    ran on and stop() waited for it forever (an embedded broker that never stopped, in CI)."""
+    engine = _Engine()
+    changed = asyncio.Event()
+    for _ in range(20):  # the inner wait's completion and the cancel in every order the loop can give them
+        writer = LastSeenWriter(cast(Engine, engine), "mqtt-device", online=dict, disconnected=dict,
+                                changed=changed)
+        writer.start()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the writer waits on `changed`
+        changed.set()
+        await asyncio.sleep(0)  # the inner wait completes; the waiting loop has not resumed yet
+        stopping = asyncio.ensure_future(writer.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=30)  # a hang guard, not a timing
+        assert done, "stop() did not return: the writer's loop swallowed the cancel"
+        changed.clear()
