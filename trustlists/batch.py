@@ -108,16 +108,9 @@ def sign_directory(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, a
     with os.scandir(out_dir) as entries:
         on_disk = {e.name for e in entries}  # files the run may find in place already (a re-run): read only those
     for start in range(0, len(files), CHUNK):
-        refused: list[BatchItem] = []
         # Reading and checking the CSRs is CPU work: done before the transaction, so that batches in other
         # processes are not kept waiting for the write lock meanwhile.
-        examined: list[tuple[Path, _Examined]] = []
-        for path in files[start:start + CHUNK]:
-            found = _claim_output(path, claimed) or _examine(path)
-            if isinstance(found, BatchItem):
-                refused.append(found)
-            else:
-                examined.append((path, found))
+        refused, examined = _examine_chunk(files[start:start + CHUNK], claimed)
         for item in sorted(refused, key=lambda i: i.file):
             done(item)
         for item in _sign_examined(engine, examined, out_dir, chain_pem, on_disk, group=group, site=site,
@@ -186,14 +179,7 @@ def sign_chunks(engine: Engine, in_dir: Path, out_dir: Path, *, group: str, site
     with os.scandir(out_dir) as entries:
         on_disk = {e.name for e in entries}
     for start in range(0, len(files), CHUNK):
-        unreadable: list[BatchItem] = []
-        examined: list[tuple[Path, _Examined]] = []
-        for path in files[start:start + CHUNK]:
-            found = _claim_output(path, claimed) or _examine(path)
-            if isinstance(found, BatchItem):
-                unreadable.append(found)
-            else:
-                examined.append((path, found))
+        unreadable, examined = _examine_chunk(files[start:start + CHUNK], claimed)
         refused: list[BatchItem] = []
         checked, new = _check_owners(engine, examined, refused, group=group, site=site)
         signed = engine.authority.sign_approved(
@@ -338,6 +324,20 @@ def _stem(file_name: str) -> str:
     i = file_name.rfind(".")
     return file_name[:i] if 0 < i < len(file_name) - 1 else file_name
 
+
+
+def _examine_chunk(paths: list[Path], claimed: dict[str, str]
+                   ) -> tuple[list[BatchItem], list[tuple[Path, _Examined]]]:
+    """A chunk's CSR files read and checked: (those refused already, those to go on with)."""
+    refused: list[BatchItem] = []
+    examined: list[tuple[Path, _Examined]] = []
+    for path in paths:
+        found = _claim_output(path, claimed) or _examine(path)
+        if isinstance(found, BatchItem):
+            refused.append(found)
+        else:
+            examined.append((path, found))
+    return refused, examined
 
 def _claim_output(path: Path, claimed: dict[str, str]) -> BatchItem | None:
     """Two CSR files with one stem (dev-1.csr, dev-1.pem) would write one certificate file: the later one is

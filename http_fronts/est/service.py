@@ -50,7 +50,10 @@ from trustlists.passwords import hash_password, verify_password
 from trustlists.request_guard import RateLimit, Verdict
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from trustlists.engine import Engine
+    from trustlists.store.base import StoreWriter
 
 _log = logging.getLogger(__name__)
 
@@ -220,16 +223,9 @@ class EstService:
                                 f"{owner.name!r}'s")
         if not self._engine.config.group(group).auto_approve:
             return self._through_approval(operation, group, client, csr_der)
-        # A read first, so a replay or a device over its budget costs no signature; then the same question again
-        # inside the issuing transaction, which settles it (two processes, one CSR: one commits).
-        scope, digest = f"est:{group}", hashlib.sha256(csr_der).hexdigest()
-        refused = self._verdict(client, owner, group, operation,
-                                self._engine.request_guard.peek(scope, owner.id, digest, limit=self._limit))
+        refused, admit = self._admission(client, owner, group, operation, csr_der)
         if refused is not None:
             return refused
-
-        admit = self._engine.request_guard.admitting(scope, owner.id, digest, expires_at=self._forget_at(),
-                                                     limit=self._limit)
         actor = client.actor
         keygen = operation == "serverkeygen"
         try:
@@ -262,13 +258,9 @@ class EstService:
         found = requests.for_device(owner.id, requester_fingerprint=identity.fingerprint, csr_bytes=csr_der,
                                     new_key=new_key)
         if found is None:
-            scope, digest = f"est:{group}", hashlib.sha256(csr_der).hexdigest()
-            refused = self._verdict(client, owner, group, operation,
-                                    self._engine.request_guard.peek(scope, owner.id, digest, limit=self._limit))
+            refused, admit = self._admission(client, owner, group, operation, csr_der)
             if refused is not None:
                 return refused
-            admit = self._engine.request_guard.admitting(scope, owner.id, digest, expires_at=self._forget_at(),
-                                                         limit=self._limit)
             try:
                 req = requests.submit_for_device(owner.id, actor=client.actor, csr_bytes=csr_der, new_key=new_key,
                                                  requester_fingerprint=identity.fingerprint, in_transaction=admit)
@@ -349,6 +341,17 @@ class EstService:
         verdict = self._engine.request_guard.admit(f"est:{group}", owner.id, digest, expires_at=self._forget_at(),
                                                    limit=self._limit)
         return self._verdict(client, owner, group, operation, verdict)
+
+    def _admission(self, client: Client, owner: Owner, group: str, operation: Operation, csr_der: bytes
+                   ) -> tuple[Refused | None, Callable[[StoreWriter, object], None]]:
+        """A read first, so a replay or a device over its budget costs no signature; and the hook that asks the same
+        question again inside the issuing transaction, which settles it (two processes, one CSR: one commits)."""
+        scope, digest = f"est:{group}", hashlib.sha256(csr_der).hexdigest()
+        refused = self._verdict(client, owner, group, operation,
+                                self._engine.request_guard.peek(scope, owner.id, digest, limit=self._limit))
+        admit = self._engine.request_guard.admitting(scope, owner.id, digest, expires_at=self._forget_at(),
+                                                     limit=self._limit)
+        return refused, admit
 
     def _verdict(self, client: Client, owner: Owner, group: str, operation: Operation,
                  verdict: Verdict) -> Refused | None:
