@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from trustlists.engine import Engine
-    from trustlists.store.base import StoreWriter
 
 _log = logging.getLogger(__name__)
 
@@ -343,7 +342,7 @@ class EstService:
         return self._verdict(client, owner, group, operation, verdict)
 
     def _admission(self, client: Client, owner: Owner, group: str, operation: Operation, csr_der: bytes
-                   ) -> tuple[Refused | None, Callable[[StoreWriter, object], None]]:
+                   ) -> tuple[Refused | None, Callable[..., None]]:
         """A read first, so a replay or a device over its budget costs no signature; and the hook that asks the same
         question again inside the issuing transaction, which settles it (two processes, one CSR: one commits)."""
         scope, digest = f"est:{group}", hashlib.sha256(csr_der).hexdigest()
