@@ -14,6 +14,7 @@ from asyncua import ua
 
 from opcua_gds.certificate_chain import issuer_chain
 from trustlists.engine import Engine
+from trustlists.errors import AlreadyExists
 from trustlists.models import KeyType, Owner
 from trustlists.safe_files import private_directory, write_public, write_secret
 
@@ -76,6 +77,13 @@ def _owner(engine: Engine, *, name: str, application_uri: str, host: str,
         ips.append(host)
     except ValueError:
         dns.append(host)
-    return engine.registry.register(group=GROUP, name=name, application_uri=application_uri, dns_names=dns,
-                                    ip_addresses=ips, actor=f"otpki:{name}",
-                                    attributes={"application_type": int(application_type)})
+    try:
+        return engine.registry.register(group=GROUP, name=name, application_uri=application_uri, dns_names=dns,
+                                        ip_addresses=ips, actor=f"otpki:{name}",
+                                        attributes={"application_type": int(application_type)})
+    except AlreadyExists:
+        # Another instance on the same store registered it between the lookup and here: it is the same identity.
+        raced = engine.registry.find(GROUP, name=name)
+        if raced is None:
+            raise
+        return raced
